@@ -67,6 +67,7 @@ def replace(src, dst):
     """Atomic replacement of dst by a copy of src (write, then rename)."""
     tmp = dst + ".new"
     shutil.copyfile(src, tmp)
+    os.chmod(tmp, 0o644)
     os.rename(tmp, dst)
 
 

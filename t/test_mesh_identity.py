@@ -4,6 +4,8 @@ mesh_allow/mesh_deny, mesh_upstream_identity, certificate rotation."""
 import base64
 import os
 import re
+import shutil
+import tempfile
 
 import pytest
 
@@ -85,11 +87,23 @@ INBOUND = """
 
 
 @pytest.fixture
-def inbound(nginx, backend, pki, tmp_path):
+def pubdir():
+    """A directory the worker processes (user nobody under root) can
+    read: certificates they watch, the htpasswd file they open."""
+    d = tempfile.mkdtemp(prefix="mesh-identity-")
+    os.chmod(d, 0o755)
+    yield d
+    shutil.rmtree(d)
+
+
+@pytest.fixture
+def inbound(nginx, backend, pki, pubdir):
     b = backend()
     srv = pki.issue("server", dns=["localhost"])
-    htpasswd = tmp_path / "htpasswd"
-    htpasswd.write_text("ops:{PLAIN}s3cret\n")
+    htpasswd = os.path.join(pubdir, "htpasswd")
+    with open(htpasswd, "w") as f:
+        f.write("ops:{PLAIN}s3cret\n")
+    os.chmod(htpasswd, 0o644)
     n = nginx.start(INBOUND, modules=MOD, bport=b.port, srv_cert=srv[0],
                     srv_key=srv[1], ca=pki.ca_cert, htpasswd=htpasswd)
     n.pki = pki
@@ -388,9 +402,8 @@ ROTATE = """
 
 
 @pytest.fixture
-def rotate_env(nginx, pki, tmp_path):
-    d = str(tmp_path / "certs")
-    os.makedirs(d)
+def rotate_env(nginx, pki, pubdir):
+    d = pubdir
     install(pki.issue("server1", dns=["localhost"]), d + "/server")
     replace(pki.ca_cert, d + "/ca.pem")
     return d
@@ -480,7 +493,7 @@ def test_rotation_refuses_broken_pair(nginx, pki, rotate_env):
     # the old certificate and CA still serve
     assert handshake_serials(n.port, 4) == {old}
     assert get(n.port, "/", *svid(pki, "web"))[0] == 200
-    assert "loaded certificate" not in n.log_since_mark()
+    assert "watch: loaded certificate" not in n.log_since_mark()
 
     # then a good pair is taken
     new = pki.issue("server3", dns=["localhost"])
@@ -489,8 +502,8 @@ def test_rotation_refuses_broken_pair(nginx, pki, rotate_env):
              5, "the good pair")
 
 
-def test_rotation_proxy_client_certificate(upstream_env, pki, tmp_path):
-    d = str(tmp_path)
+def test_rotation_proxy_client_certificate(upstream_env, pki, pubdir):
+    d = pubdir
     cli = install(svid(pki, "gw1", TD + "/ns/gw/sa/gateway"), d + "/cli")
     tmpl = UPSTREAM.replace("{{cli_cert}}", cli[0]).replace(
         "{{cli_key}}", cli[1])
