@@ -273,7 +273,8 @@ UPSTREAM = """
         ssl_verify_client on;
         keepalive_requests 1000;
         location / {
-            return 200 "api serial=$ssl_client_serial peer=$mesh_peer_id\\n";
+            return 200 "api serial=$ssl_client_serial peer=$mesh_peer_id
+conn=$connection reused=$ssl_session_reused\\n";
         }
     }
 
@@ -316,6 +317,7 @@ UPSTREAM = """
         }
         location /stock/ {
             proxy_pass https://good;
+            proxy_ssl_session_reuse off;
         }
     }
 """ % {"api": API, "td": TD}
@@ -372,15 +374,25 @@ def test_upstream_identity(upstream_env, workers):
         assert st == 200 and body.startswith("api"), body
 
 
-def test_upstream_keepalive_checked_once(upstream_env):
+def test_upstream_new_connections_and_keepalive(upstream_env):
     n = upstream_env(1)
+
+    # every new connection is a full handshake: no session resumption
+    # that would skip the certificate check
+    conns = set()
+    for _ in range(3):
+        st, body = plain_get(n, "/good/x")
+        assert st == 200 and "reused=." in body, body
+        conns.add(re.search(r"conn=(\d+)", body).group(1))
+    assert len(conns) == 3
+
+    # keepalive: the checked connection is reused
+    conns = set()
     for _ in range(5):
         st, body = plain_get(n, "/keep/x")
         assert st == 200
-    # one handshake: the same upstream TLS connection is reused
-    n.mark()
-    plain_get(n, "/keep/x")
-    assert "verify" not in n.log_since_mark()
+        conns.add(re.search(r"conn=(\d+)", body).group(1))
+    assert len(conns) == 1
 
 
 WATCH = "mesh_certificate_watch interval=1s;\n"

@@ -563,7 +563,7 @@ ngx_http_mesh_identity_load_store(ngx_log_t *log,
     ngx_http_mesh_identity_store_t *st)
 {
     ngx_uint_t                      i;
-    X509_STORE                     *store;
+    X509_STORE                     *store, *old;
     STACK_OF(X509_NAME)            *list;
     ngx_http_mesh_identity_file_t  *f;
 
@@ -577,8 +577,10 @@ ngx_http_mesh_identity_load_store(ngx_log_t *log,
 
     /* flags (CRL checks), purpose and depth as nginx set them up */
 
+    old = SSL_CTX_get_cert_store(st->ssl->ctx);
+
     if (X509_VERIFY_PARAM_set1(X509_STORE_get0_param(store),
-                       X509_STORE_get0_param(SSL_CTX_get_cert_store(st->ssl->ctx)))
+                               X509_STORE_get0_param(old))
         != 1)
     {
         ngx_ssl_error(NGX_LOG_ERR, log, 0, "X509_VERIFY_PARAM_set1() failed");
