@@ -74,5 +74,6 @@ def scenarios(ctx):
         {"name": "mesh_identity-tls-proxy", "modules": ["mesh_identity"],
          "http": HTTP % stock, "path": "/api/orders/1"},
         {"name": "mesh_identity-mtls", "modules": ["mesh_identity"],
-         "http": HTTP % mesh, "path": "/api/orders/1"},
+         "http": HTTP % mesh, "path": "/api/orders/1",
+         "baseline": "mesh_identity-tls-proxy"},
     ]
