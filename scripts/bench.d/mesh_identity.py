@@ -66,6 +66,7 @@ def scenarios(ctx):
     stock = dict(files, inbound="", outbound="proxy_ssl_name localhost;")
     mesh = dict(files,
                 inbound=("mesh_allow %s/ns/edge/*;\n"
+                         "            proxy_set_header Connection \"\";\n"
                          "            proxy_set_header X-Mesh-Peer-Id "
                          "$mesh_peer_id;" % TD),
                 outbound="mesh_upstream_identity %s/ns/shop/sa/orders;"
