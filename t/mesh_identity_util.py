@@ -77,3 +77,48 @@ def install(pair, base):
     replace(pair[0], crt)
     replace(pair[1], key)
     return crt, key
+
+
+def issue_custom(pki, name, uri, key_usage=None, subject=True,
+                 san_critical=False):
+    """A client certificate from pki's CA with a chosen key usage
+    (dict of KeyUsage flags, or None for none), subject and SAN
+    criticality; returns (cert, key) paths."""
+    import datetime
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    names = [x509.NameAttribute(NameOID.COMMON_NAME, name)] if subject \
+        else []
+    b = (x509.CertificateBuilder()
+         .subject_name(x509.Name(names))
+         .issuer_name(pki.ca.subject)
+         .public_key(key.public_key())
+         .serial_number(x509.random_serial_number())
+         .not_valid_before(now - datetime.timedelta(hours=1))
+         .not_valid_after(now + datetime.timedelta(days=1))
+         .add_extension(x509.BasicConstraints(ca=False, path_length=None),
+                        critical=True)
+         .add_extension(x509.ExtendedKeyUsage(
+             [ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+         .add_extension(x509.SubjectAlternativeName(
+             [x509.UniformResourceIdentifier(uri)]), critical=san_critical))
+    if key_usage is not None:
+        flags = dict(digital_signature=False, content_commitment=False,
+                     key_encipherment=False, data_encipherment=False,
+                     key_agreement=False, key_cert_sign=False,
+                     crl_sign=False, encipher_only=False,
+                     decipher_only=False)
+        flags.update(key_usage)
+        b = b.add_extension(x509.KeyUsage(**flags), critical=True)
+    cert = b.sign(pki.ca_key, hashes.SHA256())
+    base = os.path.join(pki.dir, "custom-" + name)
+    with open(base + ".crt", "wb") as f:
+        f.write(cert.public_bytes(serialization.Encoding.PEM))
+    with open(base + ".key", "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM,
+                                  serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+    return base + ".crt", base + ".key"

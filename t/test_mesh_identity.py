@@ -11,8 +11,8 @@ import pytest
 
 import conftest
 from conftest import wait_for
-from mesh_identity_util import Client, echo, get, install, replace, \
-    serial_of
+from mesh_identity_util import Client, echo, get, install, issue_custom, \
+    replace, serial_of
 
 conftest.require_module("mesh_identity")
 
@@ -177,6 +177,38 @@ def test_invalid_svid_has_no_identity(inbound, name, kw, reason):
     st, _ = get(inbound.port, "/any/", cert, key)
     assert st == 403
     inbound.wait_log(r"not a valid X\.509-SVID: .*%s" % re.escape(reason))
+
+
+CUSTOM = [
+    ("ku-ok", dict(key_usage={"digital_signature": True}), None),
+    ("ku-certsign", dict(key_usage={"digital_signature": True,
+                                    "key_cert_sign": True}),
+     "allows signing certificates or CRLs"),
+    ("ku-crlsign", dict(key_usage={"digital_signature": True,
+                                   "crl_sign": True}),
+     "allows signing certificates or CRLs"),
+    ("ku-no-digsig", dict(key_usage={"key_agreement": True}),
+     "lacks digitalSignature"),
+    ("empty-subject", dict(subject=False),
+     "empty subject with a non-critical subjectAltName"),
+    ("empty-subject-critical", dict(subject=False, san_critical=True), None),
+]
+
+
+@pytest.mark.parametrize("name,kw,reason", CUSTOM,
+                         ids=[c[0] for c in CUSTOM])
+def test_svid_leaf_rules(inbound, name, kw, reason):
+    cert, key = issue_custom(inbound.pki, name, WEB, **kw)
+    st, body = get(inbound.port, "/id/", cert, key)
+    assert st == 200
+    if reason is None:
+        assert echo(body).get("x-peer-id") == WEB
+        assert get(inbound.port, "/exact/", cert, key)[0] == 200
+    else:
+        assert echo(body).get("x-peer-id", "") == ""
+        assert get(inbound.port, "/exact/", cert, key)[0] == 403
+        inbound.wait_log(r"not a valid X\.509-SVID: .*%s"
+                         % re.escape(reason))
 
 
 def test_unverified_certificates(inbound):

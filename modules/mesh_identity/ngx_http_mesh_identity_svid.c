@@ -15,7 +15,8 @@
  * "spiffe://" + a trust domain of [a-z0-9._-] + a path of non-empty
  * segments of [A-Za-z0-9._-] that are not "." or "..", no query, no
  * fragment, no port, no userinfo, at most 2048 bytes; the leaf is not a
- * CA and may not sign certificates or CRLs.
+ * CA, its key usage (if any) has digitalSignature and neither
+ * keyCertSign nor cRLSign, and an empty subject needs a critical SAN.
  */
 
 
@@ -134,7 +135,7 @@ ngx_http_mesh_identity_svid(X509 *cert, ngx_pool_t *pool, ngx_str_t *id,
 {
     size_t          len, td_len;
     u_char         *uri;
-    uint32_t        flags;
+    uint32_t        flags, usage;
     ngx_int_t       rc;
     GENERAL_NAMES  *gens;
 
@@ -145,11 +146,18 @@ ngx_http_mesh_identity_svid(X509 *cert, ngx_pool_t *pool, ngx_str_t *id,
         return NGX_DECLINED;
     }
 
-    if ((flags & EXFLAG_KUSAGE)
-        && (X509_get_key_usage(cert) & (KU_KEY_CERT_SIGN|KU_CRL_SIGN)))
-    {
-        *reason = "the key usage allows signing certificates or CRLs";
-        return NGX_DECLINED;
+    if (flags & EXFLAG_KUSAGE) {
+        usage = X509_get_key_usage(cert);
+
+        if (usage & (KU_KEY_CERT_SIGN|KU_CRL_SIGN)) {
+            *reason = "the key usage allows signing certificates or CRLs";
+            return NGX_DECLINED;
+        }
+
+        if (!(usage & KU_DIGITAL_SIGNATURE)) {
+            *reason = "the key usage lacks digitalSignature";
+            return NGX_DECLINED;
+        }
     }
 
     gens = NULL;
@@ -205,6 +213,10 @@ ngx_http_mesh_identity_uri_san(X509 *cert, GENERAL_NAMES **gens,
     if (*gens == NULL) {
         return (crit == -2) ? "more than one subjectAltName extension"
                             : "no subjectAltName";
+    }
+
+    if (!crit && X509_NAME_entry_count(X509_get_subject_name(cert)) == 0) {
+        return "empty subject with a non-critical subjectAltName";
     }
 
     n = 0;
