@@ -5,6 +5,7 @@ import base64
 import os
 import re
 import shutil
+import subprocess
 import tempfile
 
 import pytest
@@ -136,6 +137,31 @@ def test_peer_id_variables(inbound):
         st, body = c.get("/exact/")
         assert st == 200 and echo(body).get("x-peer-id", "") == WEB
     c.close()
+
+
+def test_peer_id_over_http2(nginx, pki):
+    srv = pki.issue("server", dns=["localhost"])
+    n = nginx.start("""
+    server {
+        listen 127.0.0.1:{{port}} ssl http2;
+        ssl_certificate {{srv_cert}};
+        ssl_certificate_key {{srv_key}};
+        ssl_client_certificate {{ca}};
+        ssl_verify_client optional;
+        location /open/ { return 200 "$server_protocol $mesh_peer_id\\n"; }
+    }
+""", modules=MOD, srv_cert=srv[0], srv_key=srv[1], ca=pki.ca_cert)
+    cert, key = svid(pki, "web")
+    url = "https://127.0.0.1:%d" % n.port
+    # several streams on one connection, then a new connection
+    out = subprocess.run(
+        ["curl", "-sk", "--http2", "--cert", cert, "--key", key,
+         url + "/open/a", url + "/open/b", url + "/open/c"],
+        capture_output=True, text=True, timeout=30).stdout
+    assert out == ("HTTP/2.0 %s\n" % WEB) * 3, out
+    out = subprocess.run(["curl", "-sk", "--http2", url + "/open/a"],
+                         capture_output=True, text=True, timeout=30).stdout
+    assert out == "HTTP/2.0 \n", out
 
 
 BAD_SVIDS = [
@@ -563,6 +589,42 @@ def test_rotation_proxy_client_certificate(upstream_env, pki, pubdir):
         return all(newserial in plain_get(n, "/good/x")[1]
                    for _ in range(4))
     wait_for(rotated, 5, "the new proxy client certificate")
+
+
+def test_rotation_proxy_trust_bundle(upstream_env, pki, pubdir):
+    """The upstream moves to another CA: the gateway's trusted bundle and
+    the upstream's certificate are replaced on disk."""
+    d = pubdir
+    api = install(pki.issue("api1", uris=[API]), d + "/api")
+    replace(pki.ca_cert, d + "/trusted.pem")
+    tmpl = (UPSTREAM.replace("{{api_cert}}", api[0])
+            .replace("{{api_key}}", api[1])
+            .replace("proxy_ssl_trusted_certificate {{ca}}",
+                     "proxy_ssl_trusted_certificate " + d + "/trusted.pem"))
+    n = upstream_env(2, tmpl, WATCH)
+    assert plain_get(n, "/good/x")[0] == 200
+
+    ca2 = pki.new_ca("upstream CA 2")
+    n.mark()
+    replace(ca2.ca_cert, d + "/trusted.pem")
+
+    def loaded(what, count=2):
+        return len(set(re.findall(
+            r"(\d+)#\d+: mesh_certificate_watch: loaded %s" % what,
+            n.log_since_mark()))) == count
+    wait_for(lambda: loaded(r"CA certificates \S+trusted\.pem"), 4,
+             "the new trust bundle in both workers")
+    # the old CA's certificate is no longer trusted for new connections
+    assert plain_get(n, "/good/x")[0] == 502
+    n.wait_log(r"upstream SSL certificate verify error: \(\d+:")
+    n.allow(r"upstream SSL certificate verify error")
+
+    n.mark()
+    install(ca2.issue("api2", uris=[API]), d + "/api")
+    wait_for(lambda: loaded(r"certificate \S+api\.crt"), 4,
+             "the new upstream certificate in both workers")
+    for _ in range(4):
+        assert plain_get(n, "/good/x")[0] == 200
 
 
 CONFIG_ERRORS = [

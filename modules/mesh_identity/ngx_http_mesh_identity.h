@@ -30,7 +30,7 @@ typedef struct {
 } ngx_http_mesh_identity_pattern_t;
 
 
-/* a file the certificate watch follows */
+/* a file the certificate watch follows, shared by the contexts using it */
 typedef struct {
     ngx_str_t                      name;     /* full path, null-terminated */
     ngx_file_uniq_t                uniq;
@@ -39,18 +39,19 @@ typedef struct {
     time_t                         mtime;
     long                           mtime_ns;
     unsigned                       missing:1;
+    unsigned                       changed:1; /* in this round */
 } ngx_http_mesh_identity_file_t;
 
 
 /* a certificate and its key, loaded into one SSL_CTX */
 typedef struct {
     ngx_ssl_t                     *ssl;
-    ngx_http_mesh_identity_file_t  cert;
-    ngx_http_mesh_identity_file_t  key;
+    ngx_http_mesh_identity_file_t *cert;
+    ngx_http_mesh_identity_file_t *key;
 } ngx_http_mesh_identity_pair_t;
 
 
-/* the CA files of one SSL_CTX's X509_STORE */
+/* the CA files of one SSL_CTX's X509_STORE (NULL when not used) */
 #define NGX_HTTP_MESH_IDENTITY_CLIENT_CA   0
 #define NGX_HTTP_MESH_IDENTITY_TRUSTED     1
 #define NGX_HTTP_MESH_IDENTITY_CRL         2
@@ -58,12 +59,13 @@ typedef struct {
 
 typedef struct {
     ngx_ssl_t                     *ssl;
-    ngx_http_mesh_identity_file_t  files[NGX_HTTP_MESH_IDENTITY_STORE_FILES];
+    ngx_http_mesh_identity_file_t *files[NGX_HTTP_MESH_IDENTITY_STORE_FILES];
 } ngx_http_mesh_identity_store_t;
 
 
 typedef struct {
     ngx_msec_t                     watch_interval;
+    ngx_list_t                     files;    /* of ..._file_t */
     ngx_array_t                    pairs;    /* of ..._pair_t */
     ngx_array_t                    stores;   /* of ..._store_t */
     ngx_event_t                    watch_event;

@@ -355,9 +355,9 @@ ngx_http_mesh_identity_upstream_verify(X509_STORE_CTX *store, void *arg)
         }
 
         /*
-         * nginx logs a failed handshake at the level of the first error
-         * queued: "callback failed" is a handshake failure (info), the
-         * reason is in the error logged above
+         * nginx logs a failed handshake at a level chosen by the first
+         * error queued: "certificate verify failed" alone would make it
+         * "crit"; the reason is in the error logged above
          */
 
         ERR_raise(ERR_LIB_SSL, SSL_R_CALLBACK_FAILED);
@@ -630,6 +630,13 @@ ngx_http_mesh_identity_create_main_conf(ngx_conf_t *cf)
      */
 
     mcf->watch_interval = NGX_CONF_UNSET_MSEC;
+
+    if (ngx_list_init(&mcf->files, cf->pool, 8,
+                      sizeof(ngx_http_mesh_identity_file_t))
+        != NGX_OK)
+    {
+        return NULL;
+    }
 
     if (ngx_array_init(&mcf->pairs, cf->pool, 4,
                        sizeof(ngx_http_mesh_identity_pair_t))

@@ -28,8 +28,9 @@ static ngx_int_t ngx_http_mesh_identity_add_pair(ngx_conf_t *cf,
 static ngx_int_t ngx_http_mesh_identity_add_store(ngx_conf_t *cf,
     ngx_http_mesh_identity_main_conf_t *mcf, ngx_ssl_t *ssl,
     ngx_str_t *client_ca, ngx_str_t *trusted, ngx_str_t *crl);
-static ngx_int_t ngx_http_mesh_identity_init_file(ngx_conf_t *cf,
-    ngx_http_mesh_identity_file_t *file, ngx_str_t *name);
+static ngx_int_t ngx_http_mesh_identity_file(ngx_conf_t *cf,
+    ngx_http_mesh_identity_main_conf_t *mcf, ngx_str_t *name,
+    ngx_http_mesh_identity_file_t **file);
 static ngx_str_t *ngx_http_mesh_identity_proxy_str(void *plcf, char *name);
 static void ngx_http_mesh_identity_watch_handler(ngx_event_t *ev);
 static ngx_uint_t ngx_http_mesh_identity_changed(ngx_log_t *log,
@@ -199,8 +200,8 @@ ngx_http_mesh_identity_add_pair(ngx_conf_t *cf,
 
     pair->ssl = ssl;
 
-    if (ngx_http_mesh_identity_init_file(cf, &pair->cert, cert) != NGX_OK
-        || ngx_http_mesh_identity_init_file(cf, &pair->key, key) != NGX_OK)
+    if (ngx_http_mesh_identity_file(cf, mcf, cert, &pair->cert) != NGX_OK
+        || ngx_http_mesh_identity_file(cf, mcf, key, &pair->key) != NGX_OK)
     {
         return NGX_ERROR;
     }
@@ -228,16 +229,14 @@ ngx_http_mesh_identity_add_store(ngx_conf_t *cf,
     ngx_memzero(st, sizeof(ngx_http_mesh_identity_store_t));
     st->ssl = ssl;
 
-    if (ngx_http_mesh_identity_init_file(cf,
-                             &st->files[NGX_HTTP_MESH_IDENTITY_CLIENT_CA],
-                             client_ca)
+    if (ngx_http_mesh_identity_file(cf, mcf, client_ca,
+                             &st->files[NGX_HTTP_MESH_IDENTITY_CLIENT_CA])
         != NGX_OK
-        || ngx_http_mesh_identity_init_file(cf,
-                             &st->files[NGX_HTTP_MESH_IDENTITY_TRUSTED],
-                             trusted)
+        || ngx_http_mesh_identity_file(cf, mcf, trusted,
+                             &st->files[NGX_HTTP_MESH_IDENTITY_TRUSTED])
            != NGX_OK
-        || ngx_http_mesh_identity_init_file(cf,
-                             &st->files[NGX_HTTP_MESH_IDENTITY_CRL], crl)
+        || ngx_http_mesh_identity_file(cf, mcf, crl,
+                             &st->files[NGX_HTTP_MESH_IDENTITY_CRL])
            != NGX_OK)
     {
         return NGX_ERROR;
@@ -247,13 +246,19 @@ ngx_http_mesh_identity_add_store(ngx_conf_t *cf,
 }
 
 
-static ngx_int_t
-ngx_http_mesh_identity_init_file(ngx_conf_t *cf,
-    ngx_http_mesh_identity_file_t *file, ngx_str_t *name)
-{
-    ngx_str_t  full;
+/* the watched file of that name, shared; NULL for an empty name */
 
-    ngx_memzero(file, sizeof(ngx_http_mesh_identity_file_t));
+static ngx_int_t
+ngx_http_mesh_identity_file(ngx_conf_t *cf,
+    ngx_http_mesh_identity_main_conf_t *mcf, ngx_str_t *name,
+    ngx_http_mesh_identity_file_t **file)
+{
+    ngx_str_t                       full;
+    ngx_uint_t                      i;
+    ngx_list_part_t                *part;
+    ngx_http_mesh_identity_file_t  *f;
+
+    *file = NULL;
 
     if (name->len == 0) {
         return NGX_OK;
@@ -265,18 +270,50 @@ ngx_http_mesh_identity_init_file(ngx_conf_t *cf,
         return NGX_ERROR;
     }
 
-    file->name.data = ngx_pnalloc(cf->pool, full.len + 1);
-    if (file->name.data == NULL) {
+    part = &mcf->files.part;
+    f = part->elts;
+
+    for (i = 0; /* void */ ; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            f = part->elts;
+            i = 0;
+        }
+
+        if (f[i].name.len == full.len
+            && ngx_strncmp(f[i].name.data, full.data, full.len) == 0)
+        {
+            *file = &f[i];
+            return NGX_OK;
+        }
+    }
+
+    f = ngx_list_push(&mcf->files);
+    if (f == NULL) {
         return NGX_ERROR;
     }
 
-    ngx_memcpy(file->name.data, full.data, full.len);
-    file->name.data[full.len] = '\0';
-    file->name.len = full.len;
+    ngx_memzero(f, sizeof(ngx_http_mesh_identity_file_t));
+
+    f->name.data = ngx_pnalloc(cf->pool, full.len + 1);
+    if (f->name.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(f->name.data, full.data, full.len);
+    f->name.data[full.len] = '\0';
+    f->name.len = full.len;
 
     /* the state of the file as nginx has just loaded it */
 
-    (void) ngx_http_mesh_identity_changed(cf->log, file);
+    (void) ngx_http_mesh_identity_changed(cf->log, f);
+
+    *file = f;
 
     return NGX_OK;
 }
@@ -309,6 +346,8 @@ static void
 ngx_http_mesh_identity_watch_handler(ngx_event_t *ev)
 {
     ngx_uint_t                           i, j, changed;
+    ngx_list_part_t                     *part;
+    ngx_http_mesh_identity_file_t       *f;
     ngx_http_mesh_identity_pair_t       *pair;
     ngx_http_mesh_identity_store_t      *st;
     ngx_http_mesh_identity_main_conf_t  *mcf;
@@ -319,13 +358,30 @@ ngx_http_mesh_identity_watch_handler(ngx_event_t *ev)
 
     mcf = ev->data;
 
+    /* each file is looked at once a round, whoever uses it */
+
+    part = &mcf->files.part;
+    f = part->elts;
+
+    for (i = 0; /* void */ ; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            f = part->elts;
+            i = 0;
+        }
+
+        f[i].changed = ngx_http_mesh_identity_changed(ev->log, &f[i]);
+    }
+
     pair = mcf->pairs.elts;
 
     for (i = 0; i < mcf->pairs.nelts; i++) {
-        changed = ngx_http_mesh_identity_changed(ev->log, &pair[i].cert);
-        changed |= ngx_http_mesh_identity_changed(ev->log, &pair[i].key);
-
-        if (changed) {
+        if (pair[i].cert->changed || pair[i].key->changed) {
             ngx_http_mesh_identity_load_pair(ev->log, &pair[i]);
         }
     }
@@ -336,8 +392,9 @@ ngx_http_mesh_identity_watch_handler(ngx_event_t *ev)
         changed = 0;
 
         for (j = 0; j < NGX_HTTP_MESH_IDENTITY_STORE_FILES; j++) {
-            changed |= ngx_http_mesh_identity_changed(ev->log,
-                                                      &st[i].files[j]);
+            if (st[i].files[j] && st[i].files[j]->changed) {
+                changed = 1;
+            }
         }
 
         if (changed) {
@@ -411,13 +468,14 @@ ngx_http_mesh_identity_load_pair(ngx_log_t *log,
 
     pkey = NULL;
 
-    x509 = ngx_http_mesh_identity_read_chain(log, (char *) pair->cert.name.data,
+    x509 = ngx_http_mesh_identity_read_chain(log,
+                                             (char *) pair->cert->name.data,
                                              &chain);
     if (x509 == NULL) {
         return;
     }
 
-    bio = BIO_new_file((char *) pair->key.name.data, "r");
+    bio = BIO_new_file((char *) pair->key->name.data, "r");
 
     if (bio) {
         pkey = PEM_read_bio_PrivateKey(bio, NULL,
@@ -429,7 +487,7 @@ ngx_http_mesh_identity_load_pair(ngx_log_t *log,
     if (pkey == NULL) {
         ngx_ssl_error(NGX_LOG_ERR, log, 0,
                       "mesh_certificate_watch: cannot read key \"%s\", "
-                      "keeping the loaded certificate", pair->key.name.data);
+                      "keeping the loaded certificate", pair->key->name.data);
         goto done;
     }
 
@@ -437,7 +495,7 @@ ngx_http_mesh_identity_load_pair(ngx_log_t *log,
         ngx_ssl_error(NGX_LOG_ERR, log, 0,
                       "mesh_certificate_watch: key \"%s\" does not match "
                       "certificate \"%s\", keeping the loaded certificate",
-                      pair->key.name.data, pair->cert.name.data);
+                      pair->key->name.data, pair->cert->name.data);
         goto done;
     }
 
@@ -445,7 +503,7 @@ ngx_http_mesh_identity_load_pair(ngx_log_t *log,
         ngx_ssl_error(NGX_LOG_ERR, log, 0,
                       "mesh_certificate_watch: SSL_CTX_use_cert_and_key(\"%s\")"
                       " failed, keeping the loaded certificate",
-                      pair->cert.name.data);
+                      pair->cert->name.data);
         goto done;
     }
 
@@ -459,8 +517,8 @@ ngx_http_mesh_identity_load_pair(ngx_log_t *log,
 
     ngx_log_error(NGX_LOG_NOTICE, log, 0,
                   "mesh_certificate_watch: loaded certificate \"%s\" "
-                  "serial %s with key \"%s\"", pair->cert.name.data,
-                  serial ? serial : "?", pair->key.name.data);
+                  "serial %s with key \"%s\"", pair->cert->name.data,
+                  serial ? serial : "?", pair->key->name.data);
 
     if (serial) {
         OPENSSL_free(serial);
@@ -587,25 +645,25 @@ ngx_http_mesh_identity_load_store(ngx_log_t *log,
         goto failed;
     }
 
-    f = st->files;
-
     for (i = 0; i < NGX_HTTP_MESH_IDENTITY_STORE_FILES; i++) {
-        if (f[i].name.len == 0) {
+        f = st->files[i];
+
+        if (f == NULL) {
             continue;
         }
 
-        if (X509_STORE_load_file(store, (char *) f[i].name.data) != 1) {
+        if (X509_STORE_load_file(store, (char *) f->name.data) != 1) {
             ngx_ssl_error(NGX_LOG_ERR, log, 0,
                           "mesh_certificate_watch: cannot load \"%s\", "
                           "keeping the loaded CA certificates",
-                          f[i].name.data);
+                          f->name.data);
             goto failed;
         }
     }
 
-    f = &st->files[NGX_HTTP_MESH_IDENTITY_CLIENT_CA];
+    f = st->files[NGX_HTTP_MESH_IDENTITY_CLIENT_CA];
 
-    if (f->name.len) {
+    if (f) {
         list = SSL_load_client_CA_file((char *) f->name.data);
 
         if (list == NULL) {
@@ -625,10 +683,10 @@ ngx_http_mesh_identity_load_store(ngx_log_t *log,
     }
 
     for (i = 0; i < NGX_HTTP_MESH_IDENTITY_STORE_FILES; i++) {
-        if (st->files[i].name.len) {
+        if (st->files[i]) {
             ngx_log_error(NGX_LOG_NOTICE, log, 0,
                           "mesh_certificate_watch: loaded CA certificates "
-                          "\"%s\"", st->files[i].name.data);
+                          "\"%s\"", st->files[i]->name.data);
         }
     }
 
