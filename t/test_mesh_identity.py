@@ -534,6 +534,12 @@ def test_rotation_server_and_ca(nginx, pki, rotate_env):
     assert kept.server_serial() == old
     kept.close()
 
+    # a reload reads the same files; the watch timers do not hold the
+    # old workers up
+    n.reload()
+    assert handshake_serials(n.port, 4) == {serial_of(new[0])}
+    assert get(n.port, "/", *web2)[0] == 200
+
 
 def test_rotation_refuses_broken_pair(nginx, pki, rotate_env):
     d = rotate_env
