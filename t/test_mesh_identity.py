@@ -541,6 +541,33 @@ def test_rotation_server_and_ca(nginx, pki, rotate_env):
     assert get(n.port, "/", *web2)[0] == 200
 
 
+def test_rotation_single_file_bundle(nginx, pki, pubdir):
+    """SPIFFE filesystem delivery: the key and the chain in one file,
+    replaced in one rename."""
+    def bundle(name):
+        crt, key = pki.issue(name, dns=["localhost"])
+        tmp = os.path.join(pubdir, "bundle.pem.new")
+        with open(tmp, "wb") as f:
+            f.write(open(key, "rb").read() + open(crt, "rb").read())
+        os.chmod(tmp, 0o644)
+        os.rename(tmp, os.path.join(pubdir, "bundle.pem"))
+        return serial_of(crt)
+    first = bundle("bundle1")
+    n = nginx.start(WATCH + """
+    server {
+        listen 127.0.0.1:{{port}} ssl;
+        ssl_certificate {{dir}}/bundle.pem;
+        ssl_certificate_key {{dir}}/bundle.pem;
+        location /id/ { return 200 "ok\\n"; }
+    }
+""", modules=MOD, dir=pubdir)
+    assert handshake_serials(n.port, 2) == {first}
+    second = bundle("bundle2")
+    wait_for(lambda: handshake_serials(n.port, 2) == {second}, 4,
+             "the new bundle")
+    assert "[error]" not in n.logs()
+
+
 def test_rotation_refuses_broken_pair(nginx, pki, rotate_env):
     d = rotate_env
     n = nginx.start(WATCH + ROTATE, modules=MOD, workers=2, dir=d)
