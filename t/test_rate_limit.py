@@ -192,3 +192,160 @@ def test_auth_wrong_password_fails_over(nginx, tmp_path):
         n.wait_log(r"redis 127\.0\.0\.1:\d+: AUTH failed: WRONGPASS")
     finally:
         rd.stop()
+
+
+def test_headers_draft_exact(nginx, redis):
+    n = nginx.start(conf(redis.port,
+                         "rate_limit_zone z key=$arg_k rate=1r/m burst=2;",
+                         SIMPLE_LOC), modules=MODS)
+    got = [get(n, "/a?k=h") for _ in range(4)]
+    assert [r.status_code for r in got] == [200, 200, 200, 429]
+    for r in got:
+        assert r.headers["RateLimit-Policy"] == '"z";q=1;w=60'
+    assert [r.headers["RateLimit"] for r in got] == [
+        '"z";r=2;t=60', '"z";r=1;t=120', '"z";r=0;t=180', '"z";r=0;t=180']
+    assert "Retry-After" not in got[2].headers
+    assert got[3].headers["Retry-After"] == "60"
+    assert "X-RateLimit-Limit" not in got[0].headers
+
+
+def test_headers_legacy_and_off(nginx, redis):
+    n = nginx.start(conf(redis.port,
+                         "rate_limit_zone z key=$arg_k rate=2r/h burst=1;",
+                         """
+        location /legacy {
+            rate_limit z;
+            rate_limit_headers legacy;
+            proxy_pass http://127.0.0.1:{{port1}};
+        }
+        location /off {
+            rate_limit z;
+            rate_limit_headers off;
+            rate_limit_status 503;
+            proxy_pass http://127.0.0.1:{{port1}};
+        }"""), modules=MODS)
+    got = [get(n, "/legacy?k=l") for _ in range(3)]
+    assert [r.status_code for r in got] == [200, 200, 429]
+    assert [(r.headers["X-RateLimit-Limit"],
+             r.headers["X-RateLimit-Remaining"],
+             r.headers["X-RateLimit-Reset"]) for r in got] == [
+        ("2", "1", "1800"), ("2", "0", "3600"), ("2", "0", "3600")]
+    assert got[2].headers["Retry-After"] == "1800"
+    assert "RateLimit" not in got[0].headers
+    got = [get(n, "/off?k=o") for _ in range(3)]
+    assert [r.status_code for r in got] == [200, 200, 503]
+    assert not [h for h in got[0].headers if "ratelimit" in h.lower()]
+    assert got[2].headers["Retry-After"] == "1800"
+
+
+def test_burst_cost_and_remaining_variable(nginx, redis):
+    n = nginx.start(conf(redis.port,
+                         "rate_limit_zone z key=$arg_k rate=1r/m burst=4;",
+                         """
+        location /c {
+            rate_limit z cost=2;
+            add_header X-Remaining $rate_limit_remaining always;
+            proxy_pass http://127.0.0.1:{{port1}};
+        }"""), modules=MODS)
+    got = [get(n, "/c?k=c") for _ in range(3)]
+    assert [(r.status_code, r.headers["X-Remaining"]) for r in got] == [
+        (200, "3"), (200, "1"), (429, "1")]
+
+
+def test_several_limits_all_must_pass(nginx, redis):
+    n = nginx.start(conf(redis.port, """
+        rate_limit_zone per_key key=$arg_k rate=1r/m burst=3;
+        rate_limit_zone global key=all rate=1r/m burst=1;""", """
+        location /m {
+            rate_limit per_key;
+            rate_limit global;
+            add_header X-Status $rate_limit_status always;
+            proxy_pass http://127.0.0.1:{{port1}};
+        }"""), modules=MODS)
+    got = [get(n, "/m?k=%s" % k) for k in ("a", "b", "a", "a")]
+    assert [r.status_code for r in got] == [200, 200, 429, 429]
+    assert got[0].headers["RateLimit-Policy"] == \
+        '"per_key";q=1;w=60, "global";q=1;w=60'
+    assert got[0].headers["RateLimit"] == \
+        '"per_key";r=3;t=60, "global";r=1;t=60'
+    # a rejected request charges no limit: key a was counted once
+    assert got[3].headers["RateLimit"].startswith('"per_key";r=3;t=60, ')
+    c = redis.client()
+    assert sorted(c.keys("*")) == [b"rl:global:all", b"rl:per_key:a",
+                                   b"rl:per_key:b"]
+    assert 0 < c.pttl("rl:per_key:a") <= 60000
+
+
+def test_empty_key_not_limited(nginx, redis):
+    n = nginx.start(conf(redis.port,
+                         "rate_limit_zone z key=$arg_k rate=1r/m;",
+                         SIMPLE_LOC), modules=MODS)
+    for _ in range(3):
+        r = get(n, "/a")
+        assert r.status_code == 200
+        assert "X-Status" not in r.headers
+        assert "RateLimit" not in r.headers
+    assert redis.client().keys("*") == []
+
+
+def test_dry_run_never_rejects(nginx, redis):
+    n = nginx.start(conf(redis.port,
+                         "rate_limit_zone z key=$arg_k rate=1r/m;", """
+        location /d {
+            rate_limit z;
+            rate_limit_dry_run on;
+            rate_limit_log_level warn;
+            add_header X-Status $rate_limit_status always;
+            proxy_pass http://127.0.0.1:{{port1}};
+        }"""), modules=MODS)
+    got = [get(n, "/d?k=d") for _ in range(3)]
+    assert [(r.status_code, r.headers["X-Status"]) for r in got] == [
+        (200, "PASSED"), (200, "DRY_RUN"), (200, "DRY_RUN")]
+    assert "Retry-After" not in got[2].headers
+    n.wait_log(r"\[warn\] .*limiting requests, dry run, by zone \"z\", "
+               r"key \"d\"")
+
+
+def test_counted_once_per_main_request(nginx, redis):
+    n = nginx.start(conf(redis.port, """
+        rate_limit_zone z key=$arg_k rate=1r/m burst=5;
+        rate_limit_zone sub key=$arg_k rate=1r/m burst=5;""", """
+        location /r {
+            rate_limit z;
+            error_page 404 = /fallback;
+            proxy_intercept_errors on;
+            proxy_pass http://127.0.0.1:{{port1}}/missing;
+        }
+        location /fallback {
+            rate_limit z;
+            add_header X-Remaining $rate_limit_remaining always;
+            proxy_pass http://127.0.0.1:{{port1}};
+        }
+        location /ar {
+            auth_request /check;
+            rate_limit z;
+            proxy_pass http://127.0.0.1:{{port1}};
+        }
+        location = /check {
+            rate_limit sub;
+            proxy_pass http://127.0.0.1:{{port1}};
+        }""", http_extra="""
+    server {
+        listen 127.0.0.1:{{port2}};
+        location /missing { return 404; }
+        location / { return 200 "ok\\n"; }
+    }""").replace("{{port1}}/missing", "{{port2}}/missing")
+        .replace("location = /check {\n            rate_limit sub;\n"
+                 "            proxy_pass http://127.0.0.1:{{port1}};",
+                 "location = /check {\n            rate_limit sub;\n"
+                 "            proxy_pass http://127.0.0.1:{{port2}};"),
+        modules=MODS)
+    r = get(n, "/r?k=once")
+    assert r.status_code == 200, r.text
+    assert r.headers["X-Remaining"] == "5"
+    assert r.headers["RateLimit"] == '"z";r=5;t=60'
+    r = get(n, "/ar?k=sub")
+    assert r.status_code == 200
+    assert r.headers["RateLimit"] == '"z";r=5;t=60'
+    keys = sorted(redis.client().keys("*"))
+    assert keys == [b"rl:z:once", b"rl:z:sub"], keys

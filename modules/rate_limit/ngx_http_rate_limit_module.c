@@ -298,35 +298,32 @@ static ngx_http_variable_t  ngx_http_rate_limit_vars[] = {
 static ngx_str_t  ngx_http_rate_limit_lua = ngx_string(
     "local t = redis.call('TIME')\n"
     "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
-    "local res, tats, ok = {}, {}, true\n"
-    "for i = 1, #KEYS do\n"
-    "  local iv = tonumber(ARGV[3 * i - 2])\n"
-    "  local cap = tonumber(ARGV[3 * i - 1])\n"
-    "  local cost = tonumber(ARGV[3 * i])\n"
-    "  local tat = tonumber(redis.call('GET', KEYS[i]) or 0) or 0\n"
-    "  if tat < now then tat = now end\n"
-    "  local new = tat + iv * cost\n"
-    "  local b = 4 * i\n"
-    "  if new - now > cap then\n"
-    "    ok = false\n"
+    "local n, ok, res = #KEYS, true, {}\n"
+    "local iv, cap, tat, new = {}, {}, {}, {}\n"
+    "for i = 1, n do\n"
+    "  iv[i] = tonumber(ARGV[3 * i - 2])\n"
+    "  cap[i] = tonumber(ARGV[3 * i - 1])\n"
+    "  tat[i] = tonumber(redis.call('GET', KEYS[i]) or 0) or 0\n"
+    "  if tat[i] < now then tat[i] = now end\n"
+    "  new[i] = tat[i] + iv[i] * tonumber(ARGV[3 * i])\n"
+    "  if new[i] - now > cap[i] then ok = false end\n"
+    "end\n"
+    "for i = 1, n do\n"
+    "  local b, used = 4 * i, tat[i] - now\n"
+    "  res[b - 1] = 0\n"
+    "  if ok then\n"
+    "    used = new[i] - now\n"
+    "    redis.call('SET', KEYS[i], string.format('%.0f', new[i]),\n"
+    "               'PX', math.max(1, math.ceil(used / 1000)))\n"
+    "    res[b - 3] = 1\n"
+    "  elseif new[i] - now > cap[i] then\n"
     "    res[b - 3] = 0\n"
-    "    res[b - 2] = math.max(0, math.floor((cap - (tat - now)) / iv))\n"
-    "    res[b - 1] = math.ceil((new - now - cap) / 1000)\n"
-    "    res[b] = math.ceil((tat - now) / 1000)\n"
+    "    res[b - 1] = math.ceil((new[i] - now - cap[i]) / 1000)\n"
     "  else\n"
     "    res[b - 3] = 1\n"
-    "    res[b - 2] = math.floor((cap - (new - now)) / iv)\n"
-    "    res[b - 1] = 0\n"
-    "    res[b] = math.ceil((new - now) / 1000)\n"
     "  end\n"
-    "  tats[i] = new\n"
-    "end\n"
-    "if ok then\n"
-    "  for i = 1, #KEYS do\n"
-    "    local ttl = math.max(1, math.ceil((tats[i] - now) / 1000))\n"
-    "    redis.call('SET', KEYS[i], string.format('%.0f', tats[i]),\n"
-    "               'PX', ttl)\n"
-    "  end\n"
+    "  res[b - 2] = math.max(0, math.floor((cap[i] - used) / iv[i]))\n"
+    "  res[b] = math.ceil(used / 1000)\n"
     "end\n"
     "return res\n");
 
@@ -729,6 +726,19 @@ ngx_http_rate_limit_local(ngx_http_request_t *r,
         }
     }
 
+    for (i = 0; !ok && i < ctx->nresults; i++) {
+        res = &ctx->results[i];
+
+        if (res->allowed) {
+            /* not charged: report the state before this request */
+            zone = res->limit->zone;
+            cap = zone->interval * (zone->burst + 1);
+            tat = res->tat - zone->interval * res->limit->cost;
+            res->remaining = (cap - (tat - now)) / zone->interval;
+            res->reset = (tat - now + 999) / 1000;
+        }
+    }
+
     if (!ok) {
         return;
     }
@@ -739,8 +749,8 @@ ngx_http_rate_limit_local(ngx_http_request_t *r,
         value.data = (u_char *) &res->tat;
         value.len = sizeof(uint64_t);
 
-        (void) ngx_meshgate_cache_set(zone->local, &res->key, &value,
-                                      res->tat / 1000 + 1);
+        (void) ngx_meshgate_cache_set(res->limit->zone->local, &res->key,
+                                      &value, res->tat / 1000 + 1);
     }
 }
 
@@ -1183,6 +1193,12 @@ ngx_http_rate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    if (value[1].len == 0 || value[1].len > 64) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid rate_limit_zone name \"%V\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
     zp = mcf->zones.elts;
 
     for (i = 0; i < mcf->zones.nelts; i++) {
@@ -1192,6 +1208,19 @@ ngx_http_rate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "duplicate rate_limit_zone \"%V\"", &value[1]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    for (p = value[1].data; p < value[1].data + value[1].len; p++) {
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')
+              || (*p >= '0' && *p <= '9') || *p == '_' || *p == '-'
+              || *p == '.'))
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid rate_limit_zone name \"%V\": use "
+                               "letters, digits, \"_\", \"-\" and \".\"",
+                               &value[1]);
             return NGX_CONF_ERROR;
         }
     }
