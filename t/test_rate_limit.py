@@ -349,3 +349,152 @@ def test_counted_once_per_main_request(nginx, redis):
     assert r.headers["RateLimit"] == '"z";r=5;t=60'
     keys = sorted(redis.client().keys("*"))
     assert keys == [b"rl:z:once", b"rl:z:sub"], keys
+
+
+def test_exact_across_two_instances(nginx, redis):
+    """Two nginx instances with 2 workers each share one Redis; clients
+    hammer one key for 3 s at rate=50r/s burst=10."""
+    http = conf(redis.port,
+                "rate_limit_zone z key=shared rate=50r/s burst=10;",
+                SIMPLE_LOC, redis_extra="timeout=2s")
+    n1 = nginx.start(http, modules=MODS, workers=2)
+    n2 = nginx.start(http, modules=MODS, workers=2)
+    duration = 3.0
+    counts = {}
+    lock = threading.Lock()
+
+    def client(n):
+        s = requests.Session()
+        while time.monotonic() < stop:
+            r = s.get(n.url("/a"), timeout=10)
+            key = (r.status_code, r.headers.get("X-Status"))
+            with lock:
+                counts[key] = counts.get(key, 0) + 1
+
+    start = time.monotonic()
+    stop = start + duration
+    with concurrent.futures.ThreadPoolExecutor(8) as ex:
+        list(ex.map(client, [n1, n2] * 4))
+    elapsed = time.monotonic() - start
+    accepted = counts.get((200, "PASSED"), 0)
+    rejected = counts.get((429, "REJECTED"), 0)
+    assert accepted + rejected == sum(counts.values()), counts
+    # the clients outpace the limit: GCRA admits burst + 1, then 50/s
+    assert rejected > accepted, counts
+    print("accepted %d in %.2f s: %s" % (accepted, elapsed, counts))
+    expected = 50 * duration + 10
+    upper = 50 * elapsed + 11
+    assert abs(accepted - expected) <= 0.03 * expected \
+        and accepted <= upper, \
+        "accepted %d, expected %.0f (+-3%%, at most %.1f in %.2f s): %s" % (
+            accepted, expected, upper, elapsed, counts)
+
+
+@pytest.mark.parametrize("zones,locs,expect", [
+    ("rate_limit_zone z key=$arg_k rate=0r/s;", "", r"invalid rate \"0r/s\""),
+    ("rate_limit_zone z key=$arg_k rate=5r/x;", "", r"invalid rate"),
+    ("rate_limit_zone z key=$arg_k;", "", r"needs rate="),
+    ("rate_limit_zone z rate=1r/s;", "", r"needs key="),
+    ("rate_limit_zone z key=$arg_k rate=1r/s burst=-1;", "",
+     r"invalid burst"),
+    ("rate_limit_zone z key=$arg_k rate=1r/s;\n"
+     "rate_limit_zone z key=$arg_k rate=1r/s;", "", r"duplicate"),
+    ("rate_limit_zone a\"b key=$arg_k rate=1r/s;", "", r"invalid"),
+    ("rate_limit_zone z key=$arg_k rate=1r/s;",
+     "location /x { rate_limit nope; }", r"unknown rate_limit_zone \"nope\""),
+    ("rate_limit_zone z key=$arg_k rate=1r/s;",
+     "location /x { rate_limit z cost=0; }", r"invalid cost"),
+    ("rate_limit_zone z key=$arg_k rate=1r/s;",
+     "location /x { rate_limit_status 200; }", r"must be between 400"),
+    ("rate_limit_zone z key=$arg_k rate=1r/s;",
+     "location /x { rate_limit_failure_mode maybe; }", r"invalid value"),
+])
+def test_config_errors(nginx_t, redis, zones, locs, expect):
+    nginx_t(conf(redis.port, zones, locs), modules=MODS, expect=expect)
+
+
+@pytest.mark.parametrize("redis_line,expect", [
+    ("rate_limit_redis server=;", r"invalid redis server"),
+    ("rate_limit_redis server=no.such.host.invalid:6379;",
+     r"invalid redis server"),
+    ("rate_limit_redis server=127.0.0.1:99999;", r"invalid redis server"),
+    ("rate_limit_redis timeout=1s;", r"\"server=\" parameter is required"),
+    ("rate_limit_redis server=127.0.0.1 timeout=0;",
+     r"invalid redis parameter"),
+    ("rate_limit_redis server=127.0.0.1 password_env=MG_RL_UNSET_VAR;",
+     r"environment variable \"MG_RL_UNSET_VAR\" is not set"),
+    ("rate_limit_redis server=127.0.0.1 user=bob;", r"needs a password"),
+    ("rate_limit_redis server=127.0.0.1 bogus=1;", r"invalid parameter"),
+    ("rate_limit_redis server=127.0.0.1;\n"
+     "rate_limit_redis server=127.0.0.1;", r"is duplicate"),
+])
+def test_redis_config_errors(nginx_t, redis_line, expect):
+    nginx_t(redis_line, modules=MODS, expect=expect)
+
+
+def test_zone_needs_redis_first(nginx_t):
+    nginx_t("rate_limit_zone z key=$arg_k rate=1r/s;", modules=MODS,
+            expect=r"\"rate_limit_redis\" must be set before")
+
+
+def test_reload_keeps_limits(nginx, redis, workers):
+    http = conf(redis.port, "rate_limit_zone z key=$arg_k rate=1r/m burst=1;",
+                SIMPLE_LOC)
+    n = nginx.start(http, modules=MODS, workers=workers)
+    assert get(n, "/a?k=r").status_code == 200
+    n.reload(http=http.replace("burst=1", "burst=2"))
+    got = [get(n, "/a?k=r") for _ in range(3)]
+    assert [r.status_code for r in got] == [200, 200, 429]
+    assert got[0].headers["RateLimit"] == '"z";r=1;t=120'
+    n.reload(http=http.replace("rate=1r/m", "rate=0r/m"),
+             expect_fail="invalid rate")
+    assert get(n, "/a?k=r").status_code == 429
+
+
+def test_unix_socket_and_module_alone(nginx, tmp_path, workers):
+    import subprocess
+    from conftest import REDIS
+    # workers run as an unprivileged user: let them reach the socket
+    os.chmod(str(tmp_path), 0o755)
+    for parent in (tmp_path.parent, tmp_path.parent.parent):
+        os.chmod(str(parent), os.stat(str(parent)).st_mode | 0o711)
+    sock = str(tmp_path / "redis.sock")
+    proc = subprocess.Popen([REDIS, "--port", "0", "--unixsocket", sock,
+                             "--unixsocketperm", "777",
+                             "--save", "", "--appendonly", "no",
+                             "--dir", str(tmp_path)],
+                            stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: os.path.exists(sock), 10, "redis unix socket")
+        n = nginx.start("""
+            rate_limit_redis server=unix:%s timeout=1s prefix=t:;
+            rate_limit_zone z key=$arg_k rate=1r/m;
+            server {
+                listen 127.0.0.1:{{port1}};
+                location / { return 200 "ok\\n"; }
+            }
+            server {
+                listen 127.0.0.1:{{port}};
+                %s
+            }""" % (sock, SIMPLE_LOC), modules=MODS, workers=workers)
+        got = [get(n, "/a?k=u") for _ in range(2)]
+        assert [(r.status_code, r.headers["X-Status"]) for r in got] == [
+            (200, "PASSED"), (429, "REJECTED")]
+        import redis as redis_py
+        assert redis_py.Redis(unix_socket_path=sock).keys("*") == [b"t:z:u"]
+        proc.terminate()
+        proc.wait(10)
+        wait_for(lambda: not os.path.exists(sock), 10, "socket removed")
+        n.allow(r"redis unix:")
+        r = get(n, "/a?k=v")
+        assert (r.status_code, r.headers["X-Status"]) == (200, "LOCAL_PASSED")
+
+        def logged():
+            get(n, "/a?k=w")
+            return re.search(r"\[error\] .*redis unix:.*redis\.sock: "
+                             r"no socket", n.logs())
+        wait_for(logged, 10, "the missing socket to be logged")
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -605,6 +605,23 @@ ngx_meshgate_redis_connect(ngx_meshgate_redis_t *rd)
         return NGX_DECLINED;
     }
 
+#if (NGX_HAVE_UNIX_DOMAIN)
+
+    /* nginx logs a failed connect() to a missing socket file at "crit" */
+
+    if (rd->sockaddr->sa_family == AF_UNIX
+        && access(((struct sockaddr_un *) rd->sockaddr)->sun_path, F_OK)
+           == -1)
+    {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, ngx_errno,
+                      "redis %V: no socket", &rd->name);
+        rd->generation++;
+        ngx_meshgate_redis_disconnect(rd, NGX_MESHGATE_REDIS_ERROR, NULL);
+        return NGX_DECLINED;
+    }
+
+#endif
+
     ngx_memzero(&pc, sizeof(ngx_peer_connection_t));
 
     pc.sockaddr = rd->sockaddr;
