@@ -498,3 +498,39 @@ def test_unix_socket_and_module_alone(nginx, tmp_path, workers):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_long_key_is_hashed_not_bypassed(nginx, redis):
+    import hashlib
+    n = nginx.start(conf(redis.port,
+                         "rate_limit_zone z key=$http_x_key rate=1r/m;",
+                         """
+        location /a {
+            rate_limit z;
+            proxy_pass http://127.0.0.1:{{port1}};
+        }"""), modules=MODS)
+    key = "k" * 5000
+    got = [get(n, "/a", headers={"X-Key": key}) for _ in range(2)]
+    assert [r.status_code for r in got] == [200, 429]
+    digest = hashlib.sha1(key.encode()).hexdigest()
+    assert redis.client().keys("*") == [("rl:z:sha1:" + digest).encode()]
+
+
+from test_config_examples import gateway  # noqa: E402,F401  (fixture)
+
+
+def test_gateway_demo_route(gateway):  # noqa: F811
+    n, users, orders, redis = gateway
+    got = [requests.get(n.url("/limited/orders/1"), timeout=10)
+           for _ in range(60)]
+    codes = [r.status_code for r in got]
+    assert codes[:21] == [200] * 21, codes
+    assert 429 in codes[21:], codes
+    assert orders.requests[0]["path"] == "/orders/1"
+    assert got[0].headers["RateLimit-Policy"] == \
+        '"per_client";q=10;w=1, "orders_global";q=100;w=1'
+    rejected = [r for r in got if r.status_code == 429][0]
+    assert rejected.headers["Retry-After"] == "1"
+    assert rejected.headers["RateLimit"].startswith('"per_client";r=0;t=')
+    stats = redis.client().info("commandstats")
+    assert stats["cmdstat_evalsha"]["calls"] == 60, stats

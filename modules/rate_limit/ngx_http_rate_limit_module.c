@@ -7,6 +7,7 @@
 #include <ngx_config.h>
 #include <ngx_core.h>
 #include <ngx_http.h>
+#include <ngx_sha1.h>
 #include "ngx_meshgate_redis.h"
 #include "ngx_meshgate_cache.h"
 
@@ -29,6 +30,7 @@
 #define NGX_HTTP_RATE_LIMIT_HEADERS_LEGACY  2
 
 #define NGX_HTTP_RATE_LIMIT_MAX_LIMITS      16
+#define NGX_HTTP_RATE_LIMIT_MAX_KEY         256
 
 
 typedef struct {
@@ -94,6 +96,8 @@ typedef struct {
 static ngx_int_t ngx_http_rate_limit_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_rate_limit_start(ngx_http_request_t *r,
     ngx_http_rate_limit_loc_conf_t *lcf);
+static ngx_int_t ngx_http_rate_limit_hash_key(ngx_http_request_t *r,
+    ngx_str_t *key);
 static ngx_int_t ngx_http_rate_limit_send(ngx_http_request_t *r,
     ngx_http_rate_limit_ctx_t *ctx);
 static void ngx_http_rate_limit_reply(void *data, ngx_int_t status,
@@ -418,12 +422,11 @@ ngx_http_rate_limit_start(ngx_http_request_t *r,
             continue;
         }
 
-        if (key.len > 4096) {
-            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                          "rate_limit zone \"%V\": key of %uz bytes is "
-                          "longer than 4096, not limited",
-                          &limits[i].zone->name, key.len);
-            continue;
+        if (key.len > NGX_HTTP_RATE_LIMIT_MAX_KEY
+            && ngx_http_rate_limit_hash_key(r, &key) != NGX_OK)
+        {
+            ctx->done = 1;
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
         res = &ctx->results[ctx->nresults++];
@@ -437,6 +440,36 @@ ngx_http_rate_limit_start(ngx_http_request_t *r,
     }
 
     return ngx_http_rate_limit_send(r, ctx);
+}
+
+
+/*
+ * A key longer than NGX_HTTP_RATE_LIMIT_MAX_KEY bytes is limited under
+ * "sha1:" and its SHA-1 in hex, so that a huge key neither escapes the
+ * limit nor bloats Redis.
+ */
+
+static ngx_int_t
+ngx_http_rate_limit_hash_key(ngx_http_request_t *r, ngx_str_t *key)
+{
+    u_char      hash[20], *p;
+    ngx_sha1_t  sha1;
+
+    ngx_sha1_init(&sha1);
+    ngx_sha1_update(&sha1, key->data, key->len);
+    ngx_sha1_final(hash, &sha1);
+
+    p = ngx_pnalloc(r->pool, sizeof("sha1:") - 1 + 40);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    key->data = p;
+    p = ngx_cpymem(p, "sha1:", sizeof("sha1:") - 1);
+    p = ngx_hex_dump(p, hash, 20);
+    key->len = p - key->data;
+
+    return NGX_OK;
 }
 
 
