@@ -534,3 +534,32 @@ def test_gateway_demo_route(gateway):  # noqa: F811
     assert rejected.headers["RateLimit"].startswith('"per_client";r=0;t=')
     stats = redis.client().info("commandstats")
     assert stats["cmdstat_evalsha"]["calls"] == 60, stats
+
+
+def test_concurrent_batches_exact_per_key(nginx, redis, workers):
+    """Concurrent requests are checked in batches (one EVALSHA for the
+    requests of one event-loop turn): every key still gets exactly
+    burst + 1 requests through, and the global limit caps them all."""
+    n = nginx.start(conf(redis.port, """
+        rate_limit_zone per_key key=$arg_k rate=1r/h burst=4;
+        rate_limit_zone total key=all rate=1r/h burst=29;""", """
+        location /a {
+            rate_limit per_key;
+            rate_limit total;
+            add_header X-Status $rate_limit_status always;
+            proxy_pass http://127.0.0.1:{{port1}};
+        }"""), modules=MODS, workers=workers)
+    keys = ["k%d" % (i % 10) for i in range(200)]
+
+    def one(k):
+        r = requests.get(n.url("/a?k=" + k), timeout=10)
+        return k, r.status_code, r.headers.get("X-Status")
+
+    with concurrent.futures.ThreadPoolExecutor(16) as ex:
+        got = list(ex.map(one, keys))
+    assert {s for _, _, s in got} <= {"PASSED", "REJECTED"}, got
+    passed = [k for k, code, _ in got if code == 200]
+    assert len(passed) == 30, got
+    assert all(passed.count(k) <= 5 for k in set(keys)), passed
+    stats = redis.client().info("commandstats")
+    assert stats["cmdstat_evalsha"]["calls"] <= 200, stats

@@ -1123,6 +1123,16 @@ ngx_meshgate_redis_close(ngx_meshgate_redis_t *rd)
         return;
     }
 
+    /* the worker is exiting: no handler runs any more */
+
+    for (q = ngx_queue_head(&rd->pending);
+         q != ngx_queue_sentinel(&rd->pending);
+         q = ngx_queue_next(q))
+    {
+        cmd = ngx_queue_data(q, ngx_meshgate_redis_cmd_t, queue);
+        ngx_meshgate_redis_cancel(cmd);
+    }
+
     ngx_meshgate_redis_disconnect(rd, NGX_MESHGATE_REDIS_ERROR, NULL);
 
     while (!ngx_queue_empty(&rd->free)) {
