@@ -563,3 +563,50 @@ def test_concurrent_batches_exact_per_key(nginx, redis, workers):
     assert all(passed.count(k) <= 5 for k in set(keys)), passed
     stats = redis.client().info("commandstats")
     assert stats["cmdstat_evalsha"]["calls"] <= 200, stats
+
+
+@pytest.mark.parametrize("mode,allowed", [
+    ("open", {(200, "PASSED"), (200, "ERROR")}),
+    ("closed", {(200, "PASSED"), (503, "ERROR_REJECTED")}),
+    ("local", {(200, "PASSED"), (200, "LOCAL_PASSED")}),
+])
+def test_redis_killed_under_load(nginx, redis, mode, allowed):
+    """Redis dies while clients are busy; every answer is one the failure
+    mode allows, none waits long, and limits come back after a restart
+    without a reload."""
+    n = nginx.start(conf(redis.port,
+                         "rate_limit_zone z key=$arg_k rate=100000r/s "
+                         "burst=1000;", """
+        location /a {
+            rate_limit z;
+            rate_limit_failure_mode %s;
+            add_header X-Status $rate_limit_status always;
+            proxy_pass http://127.0.0.1:{{port1}};
+        }""" % mode, redis_extra="timeout=300ms"), modules=MODS, workers=2)
+    n.allow(r"redis 127\.0\.0\.1:\d+")
+    seen, slowest = set(), [0.0]
+    stop = threading.Event()
+
+    def client(i):
+        s = requests.Session()
+        while not stop.is_set():
+            t0 = time.monotonic()
+            r = s.get(n.url("/a?k=c%d" % i), timeout=10)
+            slowest[0] = max(slowest[0], time.monotonic() - t0)
+            seen.add((r.status_code, r.headers.get("X-Status")))
+
+    with concurrent.futures.ThreadPoolExecutor(4) as ex:
+        futures = [ex.submit(client, i) for i in range(4)]
+        time.sleep(0.5)
+        redis.stop()
+        time.sleep(1.0)
+        stop.set()
+        for f in futures:
+            f.result()
+    assert seen <= allowed and len(seen) == 2, seen
+    # generous: the machine is shared; a blocked worker would take seconds
+    assert slowest[0] < 3, slowest
+    redis.start()
+    probe = iter(range(100000))
+    wait_for(lambda: get(n, "/a?k=p%d" % next(probe))
+             .headers["X-Status"] == "PASSED", 5, "limits to apply again")

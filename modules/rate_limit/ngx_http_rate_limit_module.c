@@ -409,7 +409,7 @@ ngx_http_rate_limit_handler(ngx_http_request_t *r)
         return NGX_DECLINED;
     }
 
-    /* the Redis reply has come: ngx_http_rate_limit_reply() ran */
+    /* the Redis reply has come: ngx_http_rate_limit_batch_done() ran */
 
     ctx->done = 1;
 
@@ -922,8 +922,10 @@ ngx_http_rate_limit_failure(ngx_http_request_t *r,
 
 
 /*
- * The same GCRA on this node only, in the zone's shared memory, on
- * nginx's clock: the fallback while Redis is unreachable.
+ * The same GCRA on this node only, in the zone's shared memory, on this
+ * machine's clock (microseconds): the fallback while Redis is unreachable.
+ * The read and the update of a key are two steps: two workers checking
+ * the same key at the same instant may both pass.
  */
 
 static void
@@ -932,11 +934,13 @@ ngx_http_rate_limit_local(ngx_http_request_t *r,
 {
     uint64_t                       now, tat, next, cap;
     ngx_str_t                      value;
+    struct timeval                 tv;
     ngx_uint_t                     i, ok;
     ngx_http_rate_limit_zone_t    *zone;
     ngx_http_rate_limit_result_t  *res;
 
-    now = ngx_meshgate_now_ms() * 1000;
+    ngx_gettimeofday(&tv);
+    now = (uint64_t) tv.tv_sec * 1000000 + tv.tv_usec;
     ok = 1;
 
     for (i = 0; i < ctx->nresults; i++) {
