@@ -610,3 +610,20 @@ def test_redis_killed_under_load(nginx, redis, mode, allowed):
     probe = iter(range(100000))
     wait_for(lambda: get(n, "/a?k=p%d" % next(probe))
              .headers["X-Status"] == "PASSED", 5, "limits to apply again")
+
+
+def test_local_limiter_exact_across_workers(nginx, redis):
+    n = nginx.start(conf(redis.port,
+                         "rate_limit_zone z key=$arg_k rate=1r/h burst=9;",
+                         SIMPLE_LOC), modules=MODS, workers=2)
+    redis.stop()
+    n.allow(r"redis 127\.0\.0\.1:\d+")
+
+    def one(_):
+        r = requests.get(n.url("/a?k=same"), timeout=10)
+        return r.status_code, r.headers.get("X-Status")
+
+    with concurrent.futures.ThreadPoolExecutor(8) as ex:
+        got = list(ex.map(one, range(60)))
+    assert got.count((200, "LOCAL_PASSED")) == 10, got
+    assert got.count((429, "LOCAL_REJECTED")) == 50, got

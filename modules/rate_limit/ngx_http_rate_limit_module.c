@@ -56,6 +56,8 @@ typedef struct {
     ngx_meshgate_redis_script_t  *script;
     ngx_str_t                     prefix;
     ngx_array_t                   zones;        /* of zone pointers */
+    ngx_shm_zone_t               *lock_zone;
+    ngx_shmtx_t                   lock;         /* local limiter updates */
 } ngx_http_rate_limit_main_conf_t;
 
 
@@ -153,6 +155,8 @@ static char *ngx_http_rate_limit_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
 static char *ngx_http_rate_limit_redis(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static ngx_int_t ngx_http_rate_limit_init_lock_zone(ngx_shm_zone_t *shm_zone,
+    void *data);
 static char *ngx_http_rate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_rate_limit_parse_rate(ngx_conf_t *cf,
@@ -924,20 +928,24 @@ ngx_http_rate_limit_failure(ngx_http_request_t *r,
 /*
  * The same GCRA on this node only, in the zone's shared memory, on this
  * machine's clock (microseconds): the fallback while Redis is unreachable.
- * The read and the update of a key are two steps: two workers checking
- * the same key at the same instant may both pass.
+ * A mutex in shared memory makes each check atomic across workers.
  */
 
 static void
 ngx_http_rate_limit_local(ngx_http_request_t *r,
     ngx_http_rate_limit_ctx_t *ctx)
 {
-    uint64_t                       now, tat, next, cap;
-    ngx_str_t                      value;
-    struct timeval                 tv;
-    ngx_uint_t                     i, ok;
-    ngx_http_rate_limit_zone_t    *zone;
-    ngx_http_rate_limit_result_t  *res;
+    uint64_t                          now, tat, next, cap;
+    ngx_str_t                         value;
+    struct timeval                    tv;
+    ngx_uint_t                        i, ok;
+    ngx_http_rate_limit_zone_t       *zone;
+    ngx_http_rate_limit_result_t     *res;
+    ngx_http_rate_limit_main_conf_t  *mcf;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_rate_limit_module);
+
+    ngx_shmtx_lock(&mcf->lock);
 
     ngx_gettimeofday(&tv);
     now = (uint64_t) tv.tv_sec * 1000000 + tv.tv_usec;
@@ -994,11 +1002,7 @@ ngx_http_rate_limit_local(ngx_http_request_t *r,
         }
     }
 
-    if (!ok) {
-        return;
-    }
-
-    for (i = 0; i < ctx->nresults; i++) {
+    for (i = 0; ok && i < ctx->nresults; i++) {
         res = &ctx->results[i];
 
         value.data = (u_char *) &res->tat;
@@ -1007,6 +1011,8 @@ ngx_http_rate_limit_local(ngx_http_request_t *r,
         (void) ngx_meshgate_cache_set(res->limit->zone->local, &res->key,
                                       &value, res->tat / 1000 + 1);
     }
+
+    ngx_shmtx_unlock(&mcf->lock);
 }
 
 
@@ -1384,6 +1390,8 @@ ngx_http_rate_limit_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_str_t  *value;
     ngx_uint_t  i;
 
+    static ngx_str_t  lock_name = ngx_string("rate_limit_local_lock");
+
     if (mcf->redis) {
         return "is duplicate";
     }
@@ -1429,7 +1437,54 @@ ngx_http_rate_limit_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    mcf->lock_zone = ngx_shared_memory_add(cf, &lock_name, 8 * ngx_pagesize,
+                                           &ngx_http_rate_limit_module);
+    if (mcf->lock_zone == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    mcf->lock_zone->init = ngx_http_rate_limit_init_lock_zone;
+    mcf->lock_zone->data = mcf;
+
     return NGX_CONF_OK;
+}
+
+
+/* the mutex of the local limiter, kept across reloads */
+
+static ngx_int_t
+ngx_http_rate_limit_init_lock_zone(ngx_shm_zone_t *shm_zone, void *data)
+{
+    ngx_http_rate_limit_main_conf_t  *omcf = data;
+
+    ngx_shmtx_sh_t                   *sh;
+    ngx_slab_pool_t                  *shpool;
+    ngx_http_rate_limit_main_conf_t  *mcf;
+
+    mcf = shm_zone->data;
+    shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
+
+    if (omcf) {
+        sh = shpool->data;
+
+    } else if (shm_zone->shm.exists) {
+        sh = shpool->data;
+
+    } else {
+        sh = ngx_slab_alloc(shpool, sizeof(ngx_shmtx_sh_t));
+        if (sh == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memzero(sh, sizeof(ngx_shmtx_sh_t));
+        shpool->data = sh;
+    }
+
+    if (ngx_shmtx_create(&mcf->lock, sh, NULL) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
 }
 
 
