@@ -627,3 +627,32 @@ def test_local_limiter_exact_across_workers(nginx, redis):
         got = list(ex.map(one, range(60)))
     assert got.count((200, "LOCAL_PASSED")) == 10, got
     assert got.count((429, "LOCAL_REJECTED")) == 50, got
+
+
+def test_request_gone_while_redis_answers(nginx, redis):
+    """An HTTP/2 client gives up while its check is pending in Redis: the
+    stream is finalized, the pending check is detached, and the late
+    reply touches no freed memory (the ASan run checks this)."""
+    import subprocess
+    n = nginx.start(conf(redis.port,
+                         "rate_limit_zone z key=$arg_k rate=1r/m;", """
+        location /a {
+            rate_limit z;
+            proxy_pass http://127.0.0.1:{{port1}};
+        }""", redis_extra="timeout=3s").replace(
+            "listen 127.0.0.1:{{port}};", "listen 127.0.0.1:{{port}} http2;"),
+        modules=MODS)
+    t = threading.Thread(target=redis.pause, args=(1.5,), daemon=True)
+    t.start()
+    time.sleep(0.3)
+    p = subprocess.run(["curl", "-s", "--http2-prior-knowledge", "-m",
+                        "0.5", "-o", "/dev/null", "-w", "%{http_code}",
+                        n.url("/a?k=gone")], capture_output=True, text=True)
+    assert p.stdout == "000", p.stdout
+    t.join()
+    # the check went through once Redis woke up; nginx carries on
+    wait_for(lambda: redis.client().exists("rl:z:gone"), 5, "the late check")
+    p = subprocess.run(["curl", "-s", "--http2-prior-knowledge", "-o",
+                        "/dev/null", "-w", "%{http_code}",
+                        n.url("/a?k=other")], capture_output=True, text=True)
+    assert p.stdout == "200", p.stdout
