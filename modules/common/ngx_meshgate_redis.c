@@ -743,7 +743,7 @@ ngx_meshgate_redis_handshake(ngx_meshgate_redis_t *rd)
 }
 
 
-/* data is the command name; the client is found through ngx_cycle */
+/* data is the command name, for messages */
 
 static void
 ngx_meshgate_redis_handshake_handler(void *data, ngx_int_t status,
