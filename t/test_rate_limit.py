@@ -656,3 +656,29 @@ def test_request_gone_while_redis_answers(nginx, redis):
                         "/dev/null", "-w", "%{http_code}",
                         n.url("/a?k=other")], capture_output=True, text=True)
     assert p.stdout == "200", p.stdout
+
+
+def test_redis_error_reply_uses_failure_mode(nginx, redis):
+    """A key of another type is overwritten (it must not fail the other
+    checks of its batch); an error reply from Redis (here OOM: a script
+    that writes is refused over maxmemory) applies the failure mode."""
+    n = nginx.start(conf(redis.port,
+                         "rate_limit_zone z key=$arg_k rate=1r/m;",
+                         FAILURE_LOCS), modules=MODS)
+    c = redis.client()
+    c.rpush("rl:z:bad", "x")
+    r = get(n, "/open?k=bad")
+    assert (r.status_code, r.headers["X-Status"]) == (200, "PASSED")
+    assert c.type("rl:z:bad") == b"string"
+    # Redis refuses scripts that write when over its memory limit
+    c.set("filler", "x" * 200000)
+    c.config_set("maxmemory", "1")
+    n.allow(r"rate limit: redis error: .*OOM")
+    r = get(n, "/open?k=oom")
+    assert (r.status_code, r.headers["X-Status"]) == (200, "ERROR")
+    r = get(n, "/closed?k=oom")
+    assert (r.status_code, r.headers["X-Status"]) == (503, "ERROR_REJECTED")
+    assert r.headers["Retry-After"] == "1"
+    n.wait_log(r"\[error\] .*rate limit: redis error: .*OOM")
+    c.config_set("maxmemory", "0")
+    assert get(n, "/open?k=good").headers["X-Status"] == "PASSED"

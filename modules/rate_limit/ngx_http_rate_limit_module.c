@@ -326,7 +326,9 @@ static ngx_http_variable_t  ngx_http_rate_limit_vars[] = {
  * ((burst + 1) * interval), both in microseconds, and the cost.  Either
  * every limit of a request admits it and all are charged, or none is.
  * Returns per limit: allowed, remaining, retry after (ms), reset (ms:
- * until the limit is whole again).
+ * until the limit is whole again).  A key of another type is taken as
+ * empty and overwritten, so that it cannot fail the other requests of
+ * its batch.
  */
 
 static ngx_str_t  ngx_http_rate_limit_lua = ngx_string(
@@ -338,7 +340,8 @@ static ngx_str_t  ngx_http_rate_limit_lua = ngx_string(
     "  local n, ok = tonumber(ARGV[a]), true\n"
     "  a = a + 1\n"
     "  for i = 1, n do\n"
-    "    local v = tonumber(redis.call('GET', KEYS[k + i]) or 0) or 0\n"
+    "    local v = redis.pcall('GET', KEYS[k + i])\n"
+    "    v = type(v) == 'string' and tonumber(v) or 0\n"
     "    if v < now then v = now end\n"
     "    tat[i] = v\n"
     "    new[i] = v + ARGV[a] * ARGV[a + 2]\n"
