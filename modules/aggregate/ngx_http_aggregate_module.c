@@ -838,6 +838,16 @@ ngx_http_aggregate_finish(ngx_http_aggregate_ctx_t *ctx)
     for (i = 0; i < ctx->nparts; i++) {
         part = &ctx->parts[i];
 
+        if (failed == NULL && part->state == NGX_HTTP_AGGREGATE_FAILED
+            && !part->conf->optional)
+        {
+            failed = part;
+        }
+    }
+
+    for (i = 0; i < ctx->nparts; i++) {
+        part = &ctx->parts[i];
+
         if (part->state < NGX_HTTP_AGGREGATE_OK) {
             part->state = NGX_HTTP_AGGREGATE_FAILED;
             part->reason = "cancelled";
@@ -847,12 +857,6 @@ ngx_http_aggregate_finish(ngx_http_aggregate_ctx_t *ctx)
             }
 
             ngx_http_aggregate_cancel(part);
-        }
-
-        if (failed == NULL && part->state == NGX_HTTP_AGGREGATE_FAILED
-            && !part->conf->optional)
-        {
-            failed = part;
         }
     }
 
@@ -1027,6 +1031,17 @@ ngx_http_aggregate_header_filter(ngx_http_request_t *r)
 
     part->header = 1;
     part->status = r->headers_out.status;
+
+    /*
+     * A buffered upstream writes only for the request that owns the
+     * client connection, which a part never does: without a cache to
+     * feed, the body is read unbuffered (this filter runs before the
+     * upstream looks at u->buffering).
+     */
+
+    if (r->upstream && !r->upstream->cacheable) {
+        r->upstream->buffering = 0;
+    }
 
     ce = r->headers_out.content_encoding;
 
