@@ -479,10 +479,18 @@ def test_reload(nginx, backend):
     for _ in range(4):
         assert get(n, "/dash?user=1").json() == {"orders": [{"id": 5}],
                                                  "id": 1}
+
+
+def test_bad_reload_is_refused(nginx, backend):
+    b = backend()
+    b.json("/users/1", {"id": 1})
+    b.json("/orders", [])
+    n = start(nginx, b, DASH)
     n.reload(http=conf("""
         location = /dash { aggregate a /_svc/$aggregate_zz_id; }
     """), expect_fail="unknown aggregate part")
-    assert get(n, "/dash?user=1").json() == {"orders": [{"id": 5}], "id": 1}
+    assert get(n, "/dash?user=1").json() == {"user": {"id": 1},
+                                             "orders": []}
 
 
 @pytest.mark.parametrize("loc,expect", [
