@@ -11,6 +11,7 @@ import requests
 
 from conftest import Resp, require_module, wait_for
 from aggregate_util import RawServer, chunked, conf
+from test_config_examples import gateway  # noqa: F401  (fixture)
 
 require_module("aggregate")
 
@@ -539,3 +540,24 @@ def test_config_ok_and_not_inherited(nginx, nginx_t, backend):
     """)
     assert get(n, "/x/y").text == "plain"
     assert get(n, "/x").json() == {"a": {"a": 1}}
+
+
+def test_gateway_demo_dashboard(gateway):
+    n, users, orders, _ = gateway
+    users.json("/users/42", {"id": "42", "name": "ann",
+                             "profile_id": "p-42"})
+    users.json("/profile/p-42", {"bio": "demo"})
+    orders.json("/orders", [{"id": "o1", "total": 10, "status": "new",
+                             "internal": "x"}])
+    r = get(n, "/api/dashboard?user=42",
+            headers={"Accept-Encoding": "gzip"})
+    assert r.status_code == 200
+    assert r.headers["Aggregate-Completed"] == "true"
+    assert r.json() == {
+        "user": {"id": "42", "name": "ann", "profile_id": "p-42"},
+        "orders": [{"id": "o1", "total": 10, "status": "new"}],
+        "profile": {"bio": "demo"}}
+    assert orders.requests[-1]["query"] == "user=42"
+    assert "accept-encoding" not in orders.requests[-1]["headers"]
+    assert requests.post(n.url("/api/dashboard?user=42"),
+                         timeout=10).status_code == 405
