@@ -561,3 +561,42 @@ def test_gateway_demo_dashboard(gateway):
     assert "accept-encoding" not in orders.requests[-1]["headers"]
     assert requests.post(n.url("/api/dashboard?user=42"),
                          timeout=10).status_code == 405
+
+
+def test_required_failure_answers_early(nginx, backend):
+    b = backend()
+    b.script("/bad", [Resp(500, {"e": 1}, delay=0.2)])
+    b.script("/slow", [Resp(200, {"s": 1}, delay=4)])
+    n = start(nginx, b, """
+        location = /early {
+            access_log {{prefix}}/agg.log agg;
+            aggregate slow /_svc/slow;
+            aggregate bad  /_svc/bad;
+            aggregate opt  /_svc/slow optional;
+        }
+    """, http='log_format agg "$request_uri '
+              'failed=[$aggregate_failed_parts]";')
+    t = time.monotonic()
+    r = get(n, "/early")
+    assert time.monotonic() - t < 3
+    assert r.status_code == 502
+    assert r.json() == {"error": "required part failed", "part": "bad",
+                        "reason": "status_500"}
+    assert r.headers["X-Failed"] == \
+        "slow:cancelled bad:status_500 opt:cancelled"
+    wait_for(lambda: "failed=[slow:cancelled bad:status_500 opt:cancelled]"
+             in open(n.prefix + "/agg.log").read(), 10, "access log")
+
+
+def test_self_reference_is_bounded(nginx, backend):
+    b = backend()
+    n = start(nginx, b, """
+        location = /loop {
+            aggregate self /loop;
+        }
+    """)
+    n.allow(r"subrequests cycle")
+    r = get(n, "/loop")
+    assert r.status_code == 502
+    assert r.json()["part"] == "self"
+    assert get(n, "/loop").status_code == 502
