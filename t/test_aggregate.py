@@ -9,7 +9,7 @@ import time
 import pytest
 import requests
 
-from conftest import Resp, require_module, wait_for
+from conftest import Resp, free_port, require_module, wait_for
 from aggregate_util import RawServer, chunked, conf
 from test_config_examples import gateway  # noqa: F401  (fixture)
 
@@ -600,3 +600,52 @@ def test_self_reference_is_bounded(nginx, backend):
     assert r.status_code == 502
     assert r.json()["part"] == "self"
     assert get(n, "/loop").status_code == 502
+
+
+def test_error_page_in_part_location(nginx, backend):
+    b = backend()
+    b.json("/missing", {"e": 1}, status=404)
+    b.json("/down", {"e": 1}, status=503)
+    n = start(nginx, b, """
+        location /_ep/ {
+            internal;
+            proxy_pass http://svc/;
+            proxy_intercept_errors on;
+            error_page 404 = /_fallback;
+            error_page 503 = @named;
+        }
+        location = /_fallback { internal; return 200 '{"fallback":1}'; }
+        location @named { return 200 '{"named":1}'; }
+        location = /_refused {
+            internal;
+            proxy_pass http://127.0.0.1:{{rport}};
+        }
+        location = /ep {
+            aggregate a /_ep/missing;
+            aggregate b /_ep/down;
+            aggregate c /_refused optional;
+        }
+    """, rport=free_port())
+    r = get(n, "/ep")
+    assert r.status_code == 200, r.text
+    assert r.json() == {"a": {"fallback": 1}, "b": {"named": 1}, "c": None,
+                        "_errors": {"c": "unavailable"}}
+
+
+def test_upstream_timeout_is_timeout(nginx, backend):
+    b = backend()
+    b.script("/slow", [Resp(200, {"s": 1}, delay=3)])
+    n = start(nginx, b, """
+        location /_short/ {
+            internal;
+            proxy_pass http://svc/;
+            proxy_read_timeout 1s;
+        }
+        location = /ut {
+            aggregate s /_short/slow;
+        }
+    """)
+    r = get(n, "/ut")
+    assert r.status_code == 504
+    assert r.json() == {"error": "required part failed", "part": "s",
+                        "reason": "timeout"}

@@ -55,6 +55,7 @@ typedef struct {
     ngx_http_request_t              *sr;
     ngx_uint_t                       state;
     ngx_uint_t                       status;
+    ngx_int_t                        error_rc;   /* nginx's own error */
     const char                      *reason;
     u_char                          *buf;
     size_t                           len;
@@ -72,10 +73,6 @@ typedef struct {
 
 
 struct ngx_http_aggregate_ctx_s {
-    /* set when this request is itself a part of another aggregation */
-    ngx_http_aggregate_part_t       *part;
-
-    /* set when this request aggregates */
     ngx_http_request_t              *request;
     ngx_http_aggregate_loc_conf_t   *conf;
     ngx_http_aggregate_part_t       *parts;

@@ -41,6 +41,8 @@ static ngx_int_t ngx_http_aggregate_failed_list(ngx_http_aggregate_ctx_t *ctx);
 static ngx_int_t ngx_http_aggregate_send(ngx_http_request_t *r,
     ngx_uint_t status, ngx_str_t *body, ngx_uint_t completed);
 static void ngx_http_aggregate_cleanup(void *data);
+static ngx_http_aggregate_part_t *ngx_http_aggregate_get_part(
+    ngx_http_request_t *r);
 static ngx_int_t ngx_http_aggregate_header_filter(ngx_http_request_t *r);
 static ngx_int_t ngx_http_aggregate_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
@@ -261,21 +263,12 @@ ngx_http_aggregate_create_ctx(ngx_http_request_t *r,
     ngx_http_aggregate_part_t       *part;
     ngx_http_aggregate_part_conf_t  *pc;
 
-    ctx = ngx_http_get_module_ctx(r, ngx_http_aggregate_module);
-
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_aggregate_ctx_t));
     if (ctx == NULL) {
-        ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_aggregate_ctx_t));
-        if (ctx == NULL) {
-            return NULL;
-        }
-
-        ngx_http_set_ctx(r, ctx, ngx_http_aggregate_module);
-
-    } else if (ctx->aggregating) {
-        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
-                      "aggregate: request aggregated twice");
         return NULL;
     }
+
+    ngx_http_set_ctx(r, ctx, ngx_http_aggregate_module);
 
     ctx->request = r;
     ctx->conf = alcf;
@@ -533,7 +526,7 @@ static void
 ngx_http_aggregate_setup(ngx_http_aggregate_part_t *part,
     ngx_http_request_t *sr)
 {
-    ngx_http_aggregate_ctx_t  *ctx, *sctx;
+    ngx_http_aggregate_ctx_t  *ctx;
 
     ctx = part->agg;
 
@@ -562,17 +555,6 @@ ngx_http_aggregate_setup(ngx_http_aggregate_part_t *part,
 #if (NGX_HTTP_GZIP || NGX_HTTP_HEADERS)
     sr->headers_in.accept_encoding = NULL;
 #endif
-
-    /* a failure here is reported when the part ends without a header */
-
-    sctx = ngx_pcalloc(sr->pool, sizeof(ngx_http_aggregate_ctx_t));
-    if (sctx == NULL) {
-        part->broken = 1;
-        return;
-    }
-
-    sctx->part = part;
-    ngx_http_set_ctx(sr, sctx, ngx_http_aggregate_module);
 }
 
 
@@ -589,31 +571,44 @@ ngx_http_aggregate_done(ngx_http_request_t *sr, void *data, ngx_int_t rc)
                    "aggregate: part \"%V\" done: %i, status %ui",
                    &part->conf->name, rc, sr->headers_out.status);
 
-    if (part->state == NGX_HTTP_AGGREGATE_RUNNING && !ctx->done) {
-
-        if (part->timer.timer_set) {
-            ngx_del_timer(&part->timer);
-        }
-
-        ngx_http_aggregate_judge(part, rc);
-
-        if (ngx_http_post_request(ctx->request, NULL) != NGX_OK) {
-            return NGX_ERROR;
-        }
+    if (rc == NGX_HTTP_CLIENT_CLOSED_REQUEST) {
+        return rc;
     }
 
-    /*
-     * an error status of a part is the part's answer, not the client's:
-     * no error page is made for it
-     */
+    if (part->state != NGX_HTTP_AGGREGATE_RUNNING || ctx->done) {
+        return (rc >= NGX_HTTP_SPECIAL_RESPONSE) ? NGX_OK : rc;
+    }
 
-    if (rc >= NGX_HTTP_SPECIAL_RESPONSE
-        && rc != NGX_HTTP_CLIENT_CLOSED_REQUEST)
+    if (!part->header
+        && ((rc >= NGX_HTTP_SPECIAL_RESPONSE
+             && rc != NGX_HTTP_CLOSE
+             && rc != NGX_HTTP_REQUEST_TIME_OUT)
+            || rc == NGX_HTTP_CREATED
+            || rc == NGX_HTTP_NO_CONTENT))
     {
-        return NGX_OK;
+        /*
+         * nginx makes the answer (error_page of the part's location, or
+         * its own page) and finalizes the part again once it is sent
+         */
+
+        if (part->error_rc == 0) {
+            part->error_rc = rc;
+        }
+
+        return rc;
     }
 
-    return rc;
+    if (part->timer.timer_set) {
+        ngx_del_timer(&part->timer);
+    }
+
+    ngx_http_aggregate_judge(part, rc);
+
+    if (ngx_http_post_request(ctx->request, NULL) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return (rc >= NGX_HTTP_SPECIAL_RESPONSE) ? NGX_OK : rc;
 }
 
 
@@ -625,24 +620,8 @@ ngx_http_aggregate_judge(ngx_http_aggregate_part_t *part, ngx_int_t rc)
 
     log = part->agg->request->connection->log;
 
-    if (rc == NGX_ERROR || part->broken) {
+    if (rc == NGX_ERROR || part->broken || !part->header) {
         ngx_http_aggregate_fail(part, "error");
-        return;
-    }
-
-    if (!part->header) {
-        if (rc == NGX_HTTP_GATEWAY_TIME_OUT) {
-            ngx_http_aggregate_fail(part, "timeout");
-
-        } else if (rc == NGX_HTTP_BAD_GATEWAY) {
-            ngx_http_aggregate_fail(part, "unavailable");
-
-        } else {
-            ngx_http_aggregate_fail(part,
-                ngx_http_aggregate_status_reason(part,
-                    rc >= NGX_HTTP_SPECIAL_RESPONSE ? (ngx_uint_t) rc : 0));
-        }
-
         return;
     }
 
@@ -692,8 +671,16 @@ ngx_http_aggregate_status_reason(ngx_http_aggregate_part_t *part,
 {
     u_char  *p;
 
-    if (status == 0) {
-        return "error";
+    /* an error nginx itself answered for the part's upstream */
+
+    if ((ngx_int_t) status == part->error_rc) {
+        if (status == NGX_HTTP_GATEWAY_TIME_OUT) {
+            return "timeout";
+        }
+
+        if (status == NGX_HTTP_BAD_GATEWAY) {
+            return "unavailable";
+        }
     }
 
     p = ngx_pnalloc(part->agg->request->pool, sizeof("status_999"));
@@ -1010,20 +997,37 @@ ngx_http_aggregate_cleanup(void *data)
 }
 
 
+/*
+ * The part a request answers, found through its post_subrequest handler
+ * rather than a module context, which an internal redirect (error_page,
+ * try_files) would clear.
+ */
+
+static ngx_http_aggregate_part_t *
+ngx_http_aggregate_get_part(ngx_http_request_t *r)
+{
+    if (r == r->main
+        || r->post_subrequest == NULL
+        || r->post_subrequest->handler != ngx_http_aggregate_done)
+    {
+        return NULL;
+    }
+
+    return r->post_subrequest->data;
+}
+
+
 static ngx_int_t
 ngx_http_aggregate_header_filter(ngx_http_request_t *r)
 {
     ngx_table_elt_t            *ce;
-    ngx_http_aggregate_ctx_t   *ctx;
     ngx_http_aggregate_part_t  *part;
 
-    ctx = ngx_http_get_module_ctx(r, ngx_http_aggregate_module);
+    part = ngx_http_aggregate_get_part(r);
 
-    if (r == r->main || ctx == NULL || ctx->part == NULL) {
+    if (part == NULL) {
         return ngx_http_next_header_filter(r);
     }
-
-    part = ctx->part;
 
     if (part->header) {
         return NGX_OK;
@@ -1071,16 +1075,13 @@ static ngx_int_t
 ngx_http_aggregate_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 {
     ngx_chain_t                *cl;
-    ngx_http_aggregate_ctx_t   *ctx;
     ngx_http_aggregate_part_t  *part;
 
-    ctx = ngx_http_get_module_ctx(r, ngx_http_aggregate_module);
+    part = ngx_http_aggregate_get_part(r);
 
-    if (r == r->main || ctx == NULL || ctx->part == NULL) {
+    if (part == NULL) {
         return ngx_http_next_body_filter(r, in);
     }
-
-    part = ctx->part;
 
     for (cl = in; cl; cl = cl->next) {
 
