@@ -513,6 +513,10 @@ def test_bad_reload_is_refused(nginx, backend):
     ("aggregate a /_svc/a; aggregate_merge deep;",
      r"invalid value \"deep\""),
     ("aggregate a;", r"invalid number of arguments"),
+    ("proxy_pass http://svc; aggregate a /_svc/a;",
+     r"\"aggregate\" and another content handler"),
+    ("aggregate a /_svc/a; proxy_pass http://svc;",
+     r"\"aggregate\" and another content handler"),
 ])
 def test_config_errors(nginx_t, loc, expect):
     nginx_t(conf("location = /x { %s }" % loc), modules=MOD, bport=1,

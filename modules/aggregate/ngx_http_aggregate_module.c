@@ -1334,6 +1334,9 @@ ngx_http_aggregate_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_aggregate_loc_conf_t *prev = parent;
     ngx_http_aggregate_loc_conf_t *conf = child;
 
+    ngx_http_core_loc_conf_t        *clcf;
+    ngx_http_aggregate_part_conf_t  *pc;
+
     ngx_conf_merge_msec_value(conf->timeout, prev->timeout, 10000);
     ngx_conf_merge_size_value(conf->max_part_size, prev->max_part_size,
                               1024 * 1024);
@@ -1342,8 +1345,22 @@ ngx_http_aggregate_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     /* parts belong to the location that declares them: not inherited */
 
-    if (conf->parts && ngx_http_aggregate_resolve(cf, conf->parts) != NGX_OK)
-    {
+    if (conf->parts == NULL) {
+        return NGX_CONF_OK;
+    }
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (clcf->handler != ngx_http_aggregate_handler) {
+        pc = conf->parts->elts;
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"aggregate\" and another content handler "
+                      "(such as proxy_pass) in one location in %s:%ui",
+                      pc[0].file, pc[0].line);
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_http_aggregate_resolve(cf, conf->parts) != NGX_OK) {
         return NGX_CONF_ERROR;
     }
 
@@ -1559,6 +1576,14 @@ ngx_http_aggregate(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (clcf->handler && clcf->handler != ngx_http_aggregate_handler) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"aggregate\" and another content handler "
+                           "(such as proxy_pass) in one location");
+        return NGX_CONF_ERROR;
+    }
+
     clcf->handler = ngx_http_aggregate_handler;
 
     return NGX_CONF_OK;
