@@ -653,3 +653,20 @@ def test_upstream_timeout_is_timeout(nginx, backend):
     assert r.status_code == 504
     assert r.json() == {"error": "required part failed", "part": "s",
                         "reason": "timeout"}
+
+
+@pytest.mark.parametrize("user", ["../admin", "..%2Fadmin", "%2e%2e%2fadmin",
+                                  "%2E%2E/admin", "..", "x/../../admin",
+                                  "a%00b"])
+def test_client_value_cannot_climb(nginx, backend, user):
+    b = backend()
+    n = start(nginx, b, """
+        location = /c {
+            aggregate u /_svc/users/$arg_user optional;
+        }
+    """)
+    n.allow(r"unsafe")
+    r = get(n, "/c?user=" + user)
+    assert r.status_code == 200
+    assert r.json()["_errors"] == {"u": "bad_uri"}
+    assert b.count == 0
