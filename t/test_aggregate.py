@@ -670,3 +670,34 @@ def test_client_value_cannot_climb(nginx, backend, user):
     assert r.status_code == 200
     assert r.json()["_errors"] == {"u": "bad_uri"}
     assert b.count == 0
+
+
+def test_in_flight_aggregation_survives_reload(nginx, backend):
+    import threading
+    b = backend()
+    b.script("/slow", [Resp(200, {"s": 1}, delay=1.5)])
+    b.json("/users/3", {"id": 3})
+    n = start(nginx, b, """
+        location = /slow {
+            aggregate a /_svc/slow;
+            aggregate b /_svc/slow;
+        }
+        location = /u {
+            aggregate user /_svc/users/$arg_user;
+            add_header X-User-Id $aggregate_user_id;
+        }
+    """, workers=2)
+    out = {}
+
+    def call():
+        out["r"] = get(n, "/slow")
+    t = threading.Thread(target=call)
+    t.start()
+    wait_for(lambda: b.count >= 2, 10, "parts to start")
+    n.reload()
+    t.join(20)
+    assert out["r"].status_code == 200
+    assert out["r"].json() == {"a": {"s": 1}, "b": {"s": 1}}
+    r = get(n, "/u?user=3")
+    assert r.json() == {"user": {"id": 3}}
+    assert r.headers["X-User-Id"] == "3"
