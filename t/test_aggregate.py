@@ -701,3 +701,23 @@ def test_in_flight_aggregation_survives_reload(nginx, backend):
     r = get(n, "/u?user=3")
     assert r.json() == {"user": {"id": 3}}
     assert r.headers["X-User-Id"] == "3"
+
+
+def test_get_with_body_and_keepalive(nginx, backend):
+    b = backend()
+    b.json("/users/1", {"id": 1})
+    b.json("/orders", [])
+    n = start(nginx, b, DASH)
+    s = socket.create_connection(("127.0.0.1", n.port), timeout=10)
+    req = (b"GET /dash?user=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+           b"\r\nhello")
+    s.sendall(req + req)
+    data = b""
+    while data.count(b"HTTP/1.1 200") < 2 or not data.endswith(b"}\n"):
+        chunk = s.recv(65536)
+        assert chunk, data
+        data += chunk
+    s.close()
+    assert data.count(b'{"user":{"id":1},"orders":[]}') == 2
+    assert all(x["body"] == "" and "content-length" not in x["headers"]
+               for x in b.requests)
