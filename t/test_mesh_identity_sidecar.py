@@ -60,7 +60,8 @@ def sidecar(nginx, backend, pki):
     crt, key = pki.issue("web", uris=[TD + "/ns/shop/sa/web"], client=True)
     shutil.copyfile(crt, os.path.join(demo, "mesh_identity-svid.crt"))
     shutil.copyfile(key, os.path.join(demo, "mesh_identity-svid.key"))
-    shutil.copyfile(pki.ca_cert, os.path.join(demo, "mesh_identity-bundle.pem"))
+    shutil.copyfile(pki.ca_cert,
+                    os.path.join(demo, "mesh_identity-bundle.pem"))
     for d in ("logs", "temp"):
         os.makedirs(os.path.join(n.prefix, d), exist_ok=True)
     os.symlink(os.path.join(BUILD, "modules"),
