@@ -49,14 +49,22 @@ typedef struct {
     ngx_event_save_peer_session_pt      original_save_session;
 #endif
 
+    ngx_http_upstream_mesh_loc_conf_t  *lcf;
+
     ngx_int_t                           peer;
     ngx_uint_t                          peer_state;
     ngx_uint_t                          attempts;
     ngx_uint_t                          budget_hit;
 
+    ngx_event_t                         delay;
+    ngx_msec_t                          connect_timeout;
+    ngx_msec_t                          retry_after;
+
     unsigned                            retry:1;
     unsigned                            connect_only:1;
     unsigned                            counted:1;
+    unsigned                            delayed_connect:1;
+    unsigned                            cleanup:1;
 } ngx_http_upstream_mesh_ctx_t;
 
 
@@ -87,6 +95,15 @@ static ngx_uint_t ngx_http_upstream_mesh_budget_left(
 static ngx_uint_t ngx_http_upstream_mesh_budget_window(
     ngx_http_upstream_mesh_sh_t *sh, ngx_uint_t *requests,
     ngx_uint_t *retries);
+static ngx_int_t ngx_http_upstream_mesh_delay(ngx_peer_connection_t *pc,
+    ngx_http_upstream_mesh_ctx_t *ctx, ngx_int_t rc);
+static ngx_int_t ngx_http_upstream_mesh_delay_socket(
+    ngx_peer_connection_t *pc);
+static void ngx_http_upstream_mesh_delay_handler(ngx_event_t *ev);
+static void ngx_http_upstream_mesh_delay_cleanup(void *data);
+static void ngx_http_upstream_mesh_delay_cancel(
+    ngx_http_upstream_mesh_ctx_t *ctx);
+static ngx_int_t ngx_http_upstream_mesh_retry_after(ngx_http_upstream_t *u);
 #if (NGX_HTTP_SSL)
 static ngx_int_t ngx_http_upstream_mesh_set_session(
     ngx_peer_connection_t *pc, void *data);
@@ -374,6 +391,7 @@ ngx_http_upstream_mesh_retry_conf(ngx_http_request_t *r,
 
     u->conf = ucf;
 
+    ctx->lcf = lcf;
     ctx->retry = 1;
     ctx->connect_only = lcf->retry_connect_only;
 }
@@ -497,6 +515,10 @@ ngx_http_upstream_mesh_get_peer(ngx_peer_connection_t *pc, void *data)
         }
     }
 
+    if (ctx->retry && ctx->attempts > 1 && pc->local == NULL) {
+        return ngx_http_upstream_mesh_delay(pc, ctx, rc);
+    }
+
     return rc;
 }
 
@@ -507,10 +529,13 @@ ngx_http_upstream_mesh_free_peer(ngx_peer_connection_t *pc, void *data,
 {
     ngx_http_upstream_mesh_ctx_t  *ctx = data;
 
+    ngx_int_t                           ra;
     ngx_http_upstream_t                *u;
     ngx_http_upstream_mesh_srv_conf_t  *mcf;
 
     mcf = ctx->mcf;
+
+    ngx_http_upstream_mesh_delay_cancel(ctx);
 
     if (ctx->peer >= 0 && mcf->sh) {
         ngx_http_upstream_mesh_outcome(ctx, state);
@@ -530,6 +555,26 @@ ngx_http_upstream_mesh_free_peer(ngx_peer_connection_t *pc, void *data,
         /* only connection failures are retried, and this one connected */
         pc->tries = 0;
         return;
+    }
+
+    ctx->retry_after = 0;
+
+    if (u && u->headers_in.status_n) {
+        ra = ngx_http_upstream_mesh_retry_after(u);
+
+        if (ra != NGX_ERROR
+            && (ngx_msec_t) ra * 1000 > ctx->lcf->retry_max_backoff)
+        {
+            ngx_log_error(NGX_LOG_INFO, pc->log, 0,
+                          "mesh retry: Retry-After of %i s is longer than "
+                          "max_backoff, not retried", ra);
+            pc->tries = 0;
+            return;
+        }
+
+        if (ra != NGX_ERROR) {
+            ctx->retry_after = (ngx_msec_t) ra * 1000;
+        }
     }
 
     if (mcf->sh && !ngx_http_upstream_mesh_budget_left(mcf)) {
@@ -923,6 +968,283 @@ ngx_http_upstream_mesh_budget_left(ngx_http_upstream_mesh_srv_conf_t *mcf)
     allowed = requests * mcf->budget_percent / 100 + mcf->budget_min * span;
 
     return retries < allowed;
+}
+
+
+/*
+ * Backoff.  nginx retries at once: ngx_http_upstream_next() connects to the
+ * next peer in the same call.  For a retry, the balancer therefore hands
+ * nginx a socket that is not connected yet and answers NGX_AGAIN, as for a
+ * connect() in progress; a timer connects it when the backoff is over, and
+ * nginx goes on with the write event as usual.  A cached keepalive
+ * connection is handed over the same way and its write event is posted
+ * when the backoff is over.
+ */
+
+static ngx_int_t
+ngx_http_upstream_mesh_delay(ngx_peer_connection_t *pc,
+    ngx_http_upstream_mesh_ctx_t *ctx, ngx_int_t rc)
+{
+    ngx_msec_t                          b, d;
+    ngx_uint_t                          n;
+    ngx_pool_cleanup_t                 *cln;
+    ngx_http_upstream_t                *u;
+    ngx_http_upstream_mesh_loc_conf_t  *lcf;
+
+    lcf = ctx->lcf;
+    u = ctx->request->upstream;
+
+    /* retry n waits in [b/2, b], b = min(backoff * 2^(n-1), max_backoff) */
+
+    n = ctx->attempts - 1;
+    b = lcf->retry_backoff;
+
+    while (--n && b < lcf->retry_max_backoff) {
+        b *= 2;
+    }
+
+    if (b > lcf->retry_max_backoff) {
+        b = lcf->retry_max_backoff;
+    }
+
+    d = b / 2 + (b - b / 2 ? (ngx_msec_t) ngx_random() % (b - b / 2 + 1)
+                           : 0);
+
+    if (ctx->retry_after > d) {
+        d = ctx->retry_after;
+    }
+
+    if (d == 0) {
+        return rc;
+    }
+
+    if (!ctx->cleanup) {
+        cln = ngx_pool_cleanup_add(ctx->request->pool, 0);
+        if (cln == NULL) {
+            return NGX_ERROR;
+        }
+
+        cln->handler = ngx_http_upstream_mesh_delay_cleanup;
+        cln->data = ctx;
+        ctx->cleanup = 1;
+    }
+
+    if (rc == NGX_OK) {
+        if (ngx_http_upstream_mesh_delay_socket(pc) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        ctx->delayed_connect = 1;
+
+    } else {
+        ctx->delayed_connect = 0;
+    }
+
+    ctx->connect_timeout = u->conf->connect_timeout;
+    u->conf->connect_timeout += d;
+
+    ctx->delay.handler = ngx_http_upstream_mesh_delay_handler;
+    ctx->delay.data = ctx;
+    ctx->delay.log = pc->log;
+
+    ngx_add_timer(&ctx->delay, d);
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, pc->log, 0,
+                   "mesh retry %ui after %Mms", ctx->attempts - 1, d);
+
+    return NGX_AGAIN;
+}
+
+
+static ngx_int_t
+ngx_http_upstream_mesh_delay_socket(ngx_peer_connection_t *pc)
+{
+    ngx_socket_t       s;
+    ngx_connection_t  *c;
+
+    s = ngx_socket(pc->sockaddr->sa_family, SOCK_STREAM, 0);
+
+    if (s == (ngx_socket_t) -1) {
+        ngx_log_error(NGX_LOG_ALERT, pc->log, ngx_socket_errno,
+                      ngx_socket_n " failed");
+        return NGX_ERROR;
+    }
+
+    c = ngx_get_connection(s, pc->log);
+
+    if (c == NULL) {
+        if (ngx_close_socket(s) == -1) {
+            ngx_log_error(NGX_LOG_ALERT, pc->log, ngx_socket_errno,
+                          ngx_close_socket_n " failed");
+        }
+
+        return NGX_ERROR;
+    }
+
+    c->type = SOCK_STREAM;
+
+    if (ngx_nonblocking(s) == -1) {
+        ngx_log_error(NGX_LOG_ALERT, pc->log, ngx_socket_errno,
+                      ngx_nonblocking_n " failed");
+        ngx_close_connection(c);
+        return NGX_ERROR;
+    }
+
+    c->recv = ngx_recv;
+    c->send = ngx_send;
+    c->recv_chain = ngx_recv_chain;
+    c->send_chain = ngx_send_chain;
+    c->sendfile = 1;
+
+    if (pc->sockaddr->sa_family == AF_UNIX) {
+        c->tcp_nopush = NGX_TCP_NOPUSH_DISABLED;
+        c->tcp_nodelay = NGX_TCP_NODELAY_DISABLED;
+    }
+
+    c->log_error = pc->log_error;
+    c->read->log = pc->log;
+    c->write->log = pc->log;
+
+    c->number = ngx_atomic_fetch_add(ngx_connection_counter, 1);
+    c->start_time = ngx_current_msec;
+
+    pc->connection = c;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_upstream_mesh_delay_handler(ngx_event_t *ev)
+{
+    ngx_http_upstream_mesh_ctx_t  *ctx = ev->data;
+
+    int                     rc;
+    ngx_err_t               err;
+    ngx_connection_t       *c;
+    ngx_http_upstream_t    *u;
+    ngx_peer_connection_t  *pc;
+
+    u = ctx->request->upstream;
+    pc = &u->peer;
+    c = pc->connection;
+
+    u->conf->connect_timeout = ctx->connect_timeout;
+
+    if (c == NULL) {
+        return;
+    }
+
+    if (c->write->timer_set) {
+        ngx_del_timer(c->write);
+    }
+
+    ngx_add_timer(c->write, ctx->connect_timeout);
+
+    if (!ctx->delayed_connect) {
+        ngx_post_event(c->write, &ngx_posted_events);
+        return;
+    }
+
+    ctx->delayed_connect = 0;
+
+    if (ngx_add_conn) {
+        if (ngx_add_conn(c) == NGX_ERROR) {
+            c->write->ready = 1;
+            ngx_post_event(c->write, &ngx_posted_events);
+            return;
+        }
+    }
+
+    rc = connect(c->fd, pc->sockaddr, pc->socklen);
+
+    if (rc == -1) {
+        err = ngx_socket_errno;
+
+        if (err != NGX_EINPROGRESS) {
+            ngx_log_error(NGX_LOG_ERR, c->log, err,
+                          "connect() to %V failed", pc->name);
+
+            /* the write handler finds the socket unconnected and fails */
+
+            c->write->ready = 1;
+            ngx_post_event(c->write, &ngx_posted_events);
+            return;
+        }
+
+        if (ngx_add_conn == NULL) {
+            if (ngx_handle_read_event(c->read, 0) != NGX_OK
+                || ngx_handle_write_event(c->write, 0) != NGX_OK)
+            {
+                c->write->ready = 1;
+                ngx_post_event(c->write, &ngx_posted_events);
+            }
+        }
+
+        return;
+    }
+
+    c->write->ready = 1;
+    ngx_post_event(c->write, &ngx_posted_events);
+}
+
+
+static void
+ngx_http_upstream_mesh_delay_cancel(ngx_http_upstream_mesh_ctx_t *ctx)
+{
+    if (ctx->delay.timer_set) {
+        ngx_del_timer(&ctx->delay);
+        ctx->request->upstream->conf->connect_timeout = ctx->connect_timeout;
+    }
+
+    ctx->delayed_connect = 0;
+}
+
+
+static void
+ngx_http_upstream_mesh_delay_cleanup(void *data)
+{
+    ngx_http_upstream_mesh_ctx_t  *ctx = data;
+
+    if (ctx->delay.timer_set) {
+        ngx_del_timer(&ctx->delay);
+    }
+}
+
+
+static ngx_int_t
+ngx_http_upstream_mesh_retry_after(ngx_http_upstream_t *u)
+{
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    /* Retry-After in seconds; an HTTP date is not honoured */
+
+    part = &u->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return NGX_ERROR;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].hash == 0 || h[i].key.len != sizeof("Retry-After") - 1
+            || ngx_strncasecmp(h[i].key.data, (u_char *) "Retry-After",
+                               sizeof("Retry-After") - 1) != 0)
+        {
+            continue;
+        }
+
+        return ngx_atoi(h[i].value.data, h[i].value.len);
+    }
 }
 
 
@@ -1901,7 +2223,9 @@ ngx_http_upstream_mesh_outlier(ngx_conf_t *cf, ngx_command_t *cmd,
         }
     }
 
-    if (mcf->od_5xx == 0 && mcf->od_gw == 0) {
+    if (mcf->od_5xx == 0
+        && (mcf->od_gw == 0 || mcf->od_gw == NGX_CONF_UNSET_UINT))
+    {
         return "disables both consecutive_5xx and "
                "consecutive_gateway_errors";
     }
