@@ -26,9 +26,10 @@ def upstream(name, servers, *directives, zone=True):
     return "\n".join(lines) + "\n"
 
 
-def server(*locations):
+def server(*locations, status=True):
     return ("server {\n    listen 127.0.0.1:{{port}};\n"
-            "    location = /mesh/status { mesh_status; }\n"
+            + ("    location = /mesh/status { mesh_status; }\n"
+               if status else "")
             + "\n".join(locations) + "\n}\n")
 
 

@@ -14,6 +14,7 @@
 
 
 #define NGX_HTTP_UPSTREAM_MESH_WINDOW     10
+#define NGX_HTTP_UPSTREAM_MESH_W          NGX_HTTP_UPSTREAM_MESH_WINDOW
 
 #define NGX_HTTP_UPSTREAM_MESH_HC_HTTP    1
 #define NGX_HTTP_UPSTREAM_MESH_HC_TCP     2
@@ -58,9 +59,9 @@ typedef struct {
     ngx_atomic_t                        cb_rejected;
 
     time_t                              budget_start;
-    time_t                              win_sec[NGX_HTTP_UPSTREAM_MESH_WINDOW];
-    ngx_uint_t                          win_req[NGX_HTTP_UPSTREAM_MESH_WINDOW];
-    ngx_uint_t                          win_retry[NGX_HTTP_UPSTREAM_MESH_WINDOW];
+    time_t                              win_sec[NGX_HTTP_UPSTREAM_MESH_W];
+    ngx_uint_t                          win_req[NGX_HTTP_UPSTREAM_MESH_W];
+    ngx_uint_t                          win_retry[NGX_HTTP_UPSTREAM_MESH_W];
 
     ngx_http_upstream_mesh_peer_sh_t    peers[1];
 } ngx_http_upstream_mesh_sh_t;

@@ -57,6 +57,8 @@ typedef struct {
     ngx_uint_t                          budget_hit;
 
     ngx_event_t                         delay;
+    ngx_uint_t                          final_status;
+    ngx_int_t                           final_retry_after;
     ngx_msec_t                          connect_timeout;
     ngx_msec_t                          retry_after;
 
@@ -110,6 +112,10 @@ static ngx_int_t ngx_http_upstream_mesh_set_session(
 static void ngx_http_upstream_mesh_save_session(ngx_peer_connection_t *pc,
     void *data);
 #endif
+
+static void ngx_http_upstream_mesh_forgive(
+    ngx_http_upstream_mesh_srv_conf_t *mcf, ngx_uint_t i);
+static ngx_int_t ngx_http_upstream_mesh_header_filter(ngx_http_request_t *r);
 
 static ngx_int_t ngx_http_upstream_mesh_preaccess(ngx_http_request_t *r);
 static void ngx_http_upstream_mesh_active_cleanup(void *data);
@@ -259,6 +265,9 @@ static ngx_http_variable_t  ngx_http_upstream_mesh_vars[] = {
 
       ngx_http_null_variable
 };
+
+
+static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
 
 
 static ngx_str_t  ngx_http_upstream_mesh_state_names[] = {
@@ -543,6 +552,12 @@ ngx_http_upstream_mesh_free_peer(ngx_peer_connection_t *pc, void *data,
 
     ctx->original_free_peer(pc, ctx->data, state);
 
+    if ((state & NGX_PEER_FAILED) && ctx->peer >= 0
+        && (mcf->od_enabled || mcf->hc_type))
+    {
+        ngx_http_upstream_mesh_forgive(mcf, ctx->peer);
+    }
+
     if (!(state & NGX_PEER_FAILED) || !ctx->retry || pc->tries == 0) {
         return;
     }
@@ -569,25 +584,16 @@ ngx_http_upstream_mesh_free_peer(ngx_peer_connection_t *pc, void *data,
                           "mesh retry: Retry-After of %i s is longer than "
                           "max_backoff, not retried", ra);
             pc->tries = 0;
+
+            /* nginx answers with this status: add the Retry-After */
+
+            ctx->final_status = u->headers_in.status_n;
+            ctx->final_retry_after = ra;
             return;
         }
 
         if (ra != NGX_ERROR) {
             ctx->retry_after = (ngx_msec_t) ra * 1000;
-        }
-    }
-
-    if (mcf->sh && !ngx_http_upstream_mesh_budget_left(mcf)) {
-        pc->tries = 0;
-
-        if (!ctx->budget_hit) {
-            ctx->budget_hit = 1;
-            (void) ngx_atomic_fetch_add(&mcf->sh->budget_exhausted, 1);
-
-            ngx_log_error(NGX_LOG_WARN, pc->log, 0,
-                          "mesh retry budget of upstream \"%V\" exhausted, "
-                          "request will not be retried",
-                          &mcf->uscf->host);
         }
     }
 }
@@ -709,7 +715,7 @@ ngx_http_upstream_mesh_eject(ngx_http_upstream_mesh_srv_conf_t *mcf,
 
         n++;
 
-        if (sh->peers[j].ejected) {
+        if (sh->peers[j].ejected && !sh->peers[j].unhealthy) {
             ejected++;
         }
     }
@@ -1268,6 +1274,83 @@ ngx_http_upstream_mesh_save_session(ngx_peer_connection_t *pc, void *data)
 }
 
 #endif
+
+
+static void
+ngx_http_upstream_mesh_forgive(ngx_http_upstream_mesh_srv_conf_t *mcf,
+    ngx_uint_t i)
+{
+    ngx_uint_t                     n;
+    ngx_http_upstream_rr_peer_t   *peer;
+    ngx_http_upstream_rr_peers_t  *peers;
+
+    /*
+     * health checks and outlier detection decide which peers get traffic:
+     * the round robin's own max_fails must not take peers out behind
+     * their back (nor return 502 when all peers had one failure)
+     */
+
+    n = 0;
+
+    for (peers = mcf->uscf->peer.data; peers; peers = peers->next) {
+
+        ngx_http_upstream_rr_peers_rlock(peers);
+
+        for (peer = peers->peer; peer; peer = peer->next) {
+            if (n++ == i) {
+                ngx_http_upstream_rr_peer_lock(peers, peer);
+                peer->fails = 0;
+                ngx_http_upstream_rr_peer_unlock(peers, peer);
+
+                ngx_http_upstream_rr_peers_unlock(peers);
+                return;
+            }
+        }
+
+        ngx_http_upstream_rr_peers_unlock(peers);
+    }
+}
+
+
+/*
+ * When a Retry-After longer than max_backoff stops the retries, nginx
+ * answers with the peer's status itself; the client gets the Retry-After
+ */
+
+static ngx_int_t
+ngx_http_upstream_mesh_header_filter(ngx_http_request_t *r)
+{
+    ngx_table_elt_t               *h;
+    ngx_http_upstream_mesh_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_upstream_mesh_module);
+
+    if (ctx == NULL || ctx->final_status == 0
+        || r->headers_out.status != ctx->final_status)
+    {
+        return ngx_http_next_header_filter(r);
+    }
+
+    ctx->final_status = 0;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->hash = 1;
+    ngx_str_set(&h->key, "Retry-After");
+
+    h->value.data = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
+    if (h->value.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->value.len = ngx_sprintf(h->value.data, "%i", ctx->final_retry_after)
+                   - h->value.data;
+
+    return ngx_http_next_header_filter(r);
+}
 
 
 /* circuit breaker: requests in flight per upstream */
@@ -2531,6 +2614,9 @@ ngx_http_upstream_mesh_postconf(ngx_conf_t *cf)
     }
 
     *h = ngx_http_upstream_mesh_preaccess;
+
+    ngx_http_next_header_filter = ngx_http_top_header_filter;
+    ngx_http_top_header_filter = ngx_http_upstream_mesh_header_filter;
 
     return NGX_OK;
 }
