@@ -386,3 +386,27 @@ def test_alone_without_mesh_directives(nginx, backend):
     r = requests.get(n.url("/plain"), timeout=5)
     assert r.status_code == 200 and r.headers["X-Mesh-Attempts"] == "1"
     assert status(n) == {"upstreams": []}
+
+
+def test_gateway_demo_part(nginx, backend):
+    """The upstream_mesh part of config/gateway.conf, on free ports."""
+    import os
+    import re
+    from conftest import TOP
+    text = open(os.path.join(TOP, "config", "gateway.conf")).read()
+    ups = re.search(r"    upstream orders_mesh \{.*?\n    \}\n", text, re.S)
+    routes = re.search(r"# --- routes: upstream_mesh ---\n(.*?)\n\s*# ---",
+                       text, re.S)
+    orders = backend()
+    set_health(orders, True)
+    conf = (ups.group(0).replace("127.0.0.1:9002", addr(orders.port))
+            + "server {\n listen 127.0.0.1:{{port}};\n proxy_http_version "
+            "1.1;\n proxy_set_header Connection \"\";\n" + routes.group(1)
+            + "\n}\n")
+    n = nginx.start(conf, modules=MODULES)
+    r = requests.get(n.url("/mesh/orders/7"), timeout=5)
+    assert r.status_code == 200 and r.json()["path"] == "/orders/7"
+    assert r.headers["X-Mesh-Attempts"] == "1"
+    wait_for(lambda: peer(n, addr(orders.port))["checks"] >= 1, 10,
+             "a health check")
+    assert status(n)["upstreams"][0]["name"] == "orders_mesh"
