@@ -376,6 +376,15 @@ def test_reload_keeps_state(nginx, backend, workers):
         proxy_location("/", "u")))
     assert not peer(n, addr(bad.port))["ejected"]
     assert peer(n, "127.0.0.1:1")["state"] == "down"
+    wait_for(ejected, 20, "ejection again")
+
+    # as many peers, other names: fresh state as well
+    n.reload(http=upstream("u", [addr(good.port), addr(bad.port),
+                                  "127.0.0.1:2 down"],
+                           "mesh_outlier_detection") + server(
+        proxy_location("/", "u")))
+    assert not peer(n, addr(bad.port))["ejected"]
+    assert peer(n, "127.0.0.1:2")["state"] == "down"
 
 
 def test_alone_without_mesh_directives(nginx, backend):

@@ -130,6 +130,8 @@ static ngx_int_t ngx_http_upstream_mesh_variable(ngx_http_request_t *r,
 
 static ngx_int_t ngx_http_upstream_mesh_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
+static void ngx_http_upstream_mesh_init_state(
+    ngx_http_upstream_mesh_srv_conf_t *mcf, ngx_http_upstream_mesh_sh_t *sh);
 static ngx_int_t ngx_http_upstream_mesh_add_zone(ngx_conf_t *cf,
     ngx_http_upstream_mesh_srv_conf_t *mcf);
 static ngx_int_t ngx_http_upstream_mesh_collect_peers(ngx_conf_t *cf,
@@ -1527,8 +1529,8 @@ ngx_http_upstream_mesh_status_json(ngx_pool_t *pool,
     len = sizeof("{\"upstreams\":[]}\n");
 
     for (i = 0; i < mmcf->upstreams.nelts; i++) {
-        len += 512 + 2 * mcfp[i]->uscf->host.len
-               + mcfp[i]->sh->npeers * (512 + NGX_SOCKADDR_STRLEN);
+        len += 1024 + mcfp[i]->uscf->host.len
+               + mcfp[i]->sh->npeers * (1024 + NGX_SOCKADDR_STRLEN);
     }
 
     b = ngx_create_temp_buf(pool, len);
@@ -1792,7 +1794,6 @@ ngx_http_upstream_mesh_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     ngx_uint_t                           i, n, same;
     ngx_slab_pool_t                     *shpool;
     ngx_http_upstream_mesh_sh_t         *sh;
-    ngx_http_upstream_mesh_peer_sh_t    *p;
     ngx_http_upstream_mesh_peer_conf_t  *pcf;
     ngx_http_upstream_mesh_srv_conf_t   *mcf;
 
@@ -1831,7 +1832,18 @@ ngx_http_upstream_mesh_init_zone(ngx_shm_zone_t *shm_zone, void *data)
             return NGX_OK;
         }
 
-        ngx_slab_free(shpool, sh);
+        /*
+         * other peers: fresh state.  The old workers still use the old
+         * state until they exit, so it is reset in place when it has room,
+         * and never freed
+         */
+
+        if (sh->npeers == n) {
+            ngx_memzero(sh, sizeof(ngx_http_upstream_mesh_sh_t)
+                        + n * sizeof(ngx_http_upstream_mesh_peer_sh_t));
+            ngx_http_upstream_mesh_init_state(mcf, sh);
+            return NGX_OK;
+        }
 
     } else {
         len = sizeof(" in upstream mesh zone \"\"") + shm_zone->shm.name.len;
@@ -1851,9 +1863,25 @@ ngx_http_upstream_mesh_init_zone(ngx_shm_zone_t *shm_zone, void *data)
         return NGX_ERROR;
     }
 
-    sh->npeers = n;
+    ngx_http_upstream_mesh_init_state(mcf, sh);
 
-    for (i = 0; i < n; i++) {
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_upstream_mesh_init_state(ngx_http_upstream_mesh_srv_conf_t *mcf,
+    ngx_http_upstream_mesh_sh_t *sh)
+{
+    ngx_uint_t                           i;
+    ngx_http_upstream_mesh_peer_sh_t    *p;
+    ngx_http_upstream_mesh_peer_conf_t  *pcf;
+
+    pcf = mcf->peers.elts;
+
+    sh->npeers = mcf->peers.nelts;
+
+    for (i = 0; i < sh->npeers; i++) {
         p = &sh->peers[i];
         p->name_len = ngx_min(pcf[i].name.len, NGX_SOCKADDR_STRLEN);
         ngx_memcpy(p->name, pcf[i].name.data, p->name_len);
@@ -1862,10 +1890,8 @@ ngx_http_upstream_mesh_init_zone(ngx_shm_zone_t *shm_zone, void *data)
         p->unhealthy = (mcf->hc_type && mcf->hc_initial_unhealthy);
     }
 
-    shpool->data = sh;
+    mcf->shpool->data = sh;
     mcf->sh = sh;
-
-    return NGX_OK;
 }
 
 
