@@ -226,3 +226,19 @@ def test_chaos(nginx, backend):
     assert ours >= 0.995, ours
     for x in (n, stock):
         x.allow(r"connect\(\) failed")
+
+
+def test_backoff_without_mesh_state(nginx, backend):
+    """mesh_retry works on any upstream, even without zone or mesh_*."""
+    peers = [backend() for _ in range(2)]
+    for b in peers:
+        b.script(None, [Resp(503, "no\n")])
+    n = nginx.start(upstream("u", [addr(b.port) for b in peers],
+                             zone=False) + server(
+        proxy_location("/", "u", "mesh_retry attempts=2 on=5xx "
+                       "backoff=300ms")), modules=MODULES)
+    t0 = time.monotonic()
+    r = requests.get(n.url("/k"), timeout=10)
+    assert r.status_code == 503 and r.headers["X-Mesh-Retries"] == "1"
+    assert time.monotonic() - t0 >= 0.14
+    assert sum(hits(b, "/k") for b in peers) == 2

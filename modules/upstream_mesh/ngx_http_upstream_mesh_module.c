@@ -83,6 +83,8 @@ static void ngx_http_upstream_mesh_count_request(
     ngx_http_upstream_mesh_srv_conf_t *mcf);
 static ngx_int_t ngx_http_upstream_mesh_get_peer(ngx_peer_connection_t *pc,
     void *data);
+static void ngx_http_upstream_mesh_account_try(
+    ngx_http_upstream_mesh_ctx_t *ctx, ngx_peer_connection_t *pc);
 static void ngx_http_upstream_mesh_free_peer(ngx_peer_connection_t *pc,
     void *data, ngx_uint_t state);
 static void ngx_http_upstream_mesh_outcome(ngx_http_upstream_mesh_ctx_t *ctx,
@@ -445,12 +447,7 @@ ngx_http_upstream_mesh_get_peer(ngx_peer_connection_t *pc, void *data)
 {
     ngx_http_upstream_mesh_ctx_t  *ctx = data;
 
-    time_t                              sec;
-    ngx_int_t                           rc;
-    ngx_uint_t                          i;
-    ngx_http_upstream_mesh_sh_t        *sh;
-    ngx_http_upstream_mesh_peer_sh_t   *p;
-    ngx_http_upstream_mesh_srv_conf_t  *mcf;
+    ngx_int_t  rc;
 
     rc = ctx->original_get_peer(pc, ctx->data);
 
@@ -460,12 +457,30 @@ ngx_http_upstream_mesh_get_peer(ngx_peer_connection_t *pc, void *data)
 
     ctx->attempts++;
 
+    if (ctx->mcf->sh) {
+        ngx_http_upstream_mesh_account_try(ctx, pc);
+    }
+
+    if (ctx->retry && ctx->attempts > 1 && pc->local == NULL) {
+        return ngx_http_upstream_mesh_delay(pc, ctx, rc);
+    }
+
+    return rc;
+}
+
+
+static void
+ngx_http_upstream_mesh_account_try(ngx_http_upstream_mesh_ctx_t *ctx,
+    ngx_peer_connection_t *pc)
+{
+    time_t                              sec;
+    ngx_uint_t                          i;
+    ngx_http_upstream_mesh_sh_t        *sh;
+    ngx_http_upstream_mesh_peer_sh_t   *p;
+    ngx_http_upstream_mesh_srv_conf_t  *mcf;
+
     mcf = ctx->mcf;
     sh = mcf->sh;
-
-    if (sh == NULL) {
-        return rc;
-    }
 
     ctx->peer = ngx_http_upstream_mesh_find_peer(mcf, pc);
 
@@ -525,12 +540,6 @@ ngx_http_upstream_mesh_get_peer(ngx_peer_connection_t *pc, void *data)
                           &mcf->uscf->host);
         }
     }
-
-    if (ctx->retry && ctx->attempts > 1 && pc->local == NULL) {
-        return ngx_http_upstream_mesh_delay(pc, ctx, rc);
-    }
-
-    return rc;
 }
 
 
