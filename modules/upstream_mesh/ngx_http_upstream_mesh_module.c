@@ -115,8 +115,6 @@ static void ngx_http_upstream_mesh_save_session(ngx_peer_connection_t *pc,
     void *data);
 #endif
 
-static void ngx_http_upstream_mesh_forgive(
-    ngx_http_upstream_mesh_srv_conf_t *mcf, ngx_uint_t i);
 static ngx_int_t ngx_http_upstream_mesh_header_filter(ngx_http_request_t *r);
 
 static ngx_int_t ngx_http_upstream_mesh_preaccess(ngx_http_request_t *r);
@@ -562,12 +560,6 @@ ngx_http_upstream_mesh_free_peer(ngx_peer_connection_t *pc, void *data,
     }
 
     ctx->original_free_peer(pc, ctx->data, state);
-
-    if ((state & NGX_PEER_FAILED) && ctx->peer >= 0
-        && (mcf->od_enabled || mcf->hc_type))
-    {
-        ngx_http_upstream_mesh_forgive(mcf, ctx->peer);
-    }
 
     if (!(state & NGX_PEER_FAILED) || !ctx->retry || pc->tries == 0) {
         return;
@@ -1285,42 +1277,6 @@ ngx_http_upstream_mesh_save_session(ngx_peer_connection_t *pc, void *data)
 }
 
 #endif
-
-
-static void
-ngx_http_upstream_mesh_forgive(ngx_http_upstream_mesh_srv_conf_t *mcf,
-    ngx_uint_t i)
-{
-    ngx_uint_t                     n;
-    ngx_http_upstream_rr_peer_t   *peer;
-    ngx_http_upstream_rr_peers_t  *peers;
-
-    /*
-     * health checks and outlier detection decide which peers get traffic:
-     * the round robin's own max_fails must not take peers out behind
-     * their back (nor return 502 when all peers had one failure)
-     */
-
-    n = 0;
-
-    for (peers = mcf->uscf->peer.data; peers; peers = peers->next) {
-
-        ngx_http_upstream_rr_peers_rlock(peers);
-
-        for (peer = peers->peer; peer; peer = peer->next) {
-            if (n++ == i) {
-                ngx_http_upstream_rr_peer_lock(peers, peer);
-                peer->fails = 0;
-                ngx_http_upstream_rr_peer_unlock(peers, peer);
-
-                ngx_http_upstream_rr_peers_unlock(peers);
-                return;
-            }
-        }
-
-        ngx_http_upstream_rr_peers_unlock(peers);
-    }
-}
 
 
 /*
