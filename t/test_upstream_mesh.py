@@ -109,13 +109,17 @@ def test_health_check_takes_peer_out_and_back(nginx, backend, workers):
     a, b, c = backend(), backend(), backend()
     for x in (a, b, c):
         set_health(x, True)
-    set_health(b, False)
     conf = upstream("u", [addr(x.port) for x in (a, b, c)], HC) + server(
         proxy_location("/", "u"))
     n = nginx.start(conf, modules=MODULES, workers=workers)
+    wait_for(lambda: peer(n, addr(b.port))["checks"] >= 1, 10, "a check")
 
+    # out within interval x fails (plus a probe in flight and slack)
+    set_health(b, False)
+    t0 = time.monotonic()
     wait_for(lambda: peer(n, addr(b.port))["health"] == "unhealthy", 10,
              "peer b unhealthy")
+    assert time.monotonic() - t0 <= 0.5 * 3 + 2.0
     n.wait_log(r"peer 127\.0\.0\.1:%d of upstream \"u\" is unhealthy "
                r"after 2 failed checks" % b.port)
     before = hits(b, "/x")
@@ -124,9 +128,12 @@ def test_health_check_takes_peer_out_and_back(nginx, backend, workers):
     assert hits(b, "/x") == before, "unhealthy peer got traffic"
     assert hits(a, "/x") and hits(c, "/x")
 
+    # back after `passes` good probes, not after one
     set_health(b, True)
+    t0 = time.monotonic()
     wait_for(lambda: peer(n, addr(b.port))["health"] == "healthy", 10,
              "peer b healthy again")
+    assert time.monotonic() - t0 >= 0.4, "back before 2 passes"
     n.wait_log(r"127\.0\.0\.1:%d of upstream \"u\" is healthy after 2 "
                r"passed checks" % b.port)
     for _ in range(12):
