@@ -32,6 +32,8 @@ BAD = [
      r'pcre2?_compile\(\) failed|missing'),
     (upstream("u", ["127.0.0.1:1"], "mesh_health_check type=tcp uri=/h"),
      r'"uri" or "body" with "type=tcp"'),
+    (upstream("u", ["127.0.0.1:1"], 'mesh_health_check "host=a b"'),
+     r'invalid character in "host=a b"'),
     (upstream("u", ["127.0.0.1:1"], "mesh_health_check bogus=1"),
      r'invalid parameter "bogus=1"'),
     (upstream("u", ["127.0.0.1:1"], "mesh_health_check",
@@ -72,7 +74,7 @@ BAD = [
 
 @pytest.mark.parametrize("conf,expect", BAD,
                          ids=["nozone-hc", "nozone-cb", "status", "timeout",
-                              "regex", "tcp-uri", "param", "dup", "percent",
+                              "regex", "tcp-uri", "host", "param", "dup", "percent",
                               "od-off", "time", "cb-0", "cb-arg", "budget",
                               "retry-attempts", "retry-on", "retry-0",
                               "backoff", "status-args", "context"])

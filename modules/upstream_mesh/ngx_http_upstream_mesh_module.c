@@ -2099,6 +2099,18 @@ ngx_http_upstream_mesh_health_check(ngx_conf_t *cf, ngx_command_t *cmd,
             mcf->hc_host.data = value[i].data + 5;
             mcf->hc_host.len = value[i].len - 5;
 
+            for (s.data = mcf->hc_host.data;
+                 s.data < mcf->hc_host.data + mcf->hc_host.len;
+                 s.data++)
+            {
+                if (*s.data <= ' ' || *s.data == 0x7f) {
+                    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                       "invalid character in \"%V\"",
+                                       &value[i]);
+                    return NGX_CONF_ERROR;
+                }
+            }
+
         } else if (ngx_http_upstream_mesh_key(&value[i], "interval=")) {
             if (ngx_http_upstream_mesh_msec_arg(cf, &value[i], 9,
                                                 &mcf->hc_interval)
