@@ -31,9 +31,15 @@ def check(conf):
     conf = os.path.abspath(conf)
     prefix = make_prefix(conf)
     try:
+        env = None
+        if os.environ.get("MESHGATE_ASAN"):
+            # an ASan build of the modules needs libasan preloaded
+            sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+            from conftest import sanitizer_env
+            env = sanitizer_env(leaks=False)
         p = subprocess.run(["/usr/sbin/nginx", "-t", "-p", prefix + "/",
                             "-c", conf, "-e", "stderr"],
-                           capture_output=True, text=True)
+                           capture_output=True, text=True, env=env)
         sys.stdout.write(p.stdout + p.stderr)
         return p.returncode
     finally:

@@ -315,6 +315,9 @@ ngx_http_upstream_mesh_init_peer(ngx_http_request_t *r,
     ctx->mcf = mcf;
     ctx->request = r;
     ctx->peer = -1;
+    ctx->retry = 0;
+    ctx->connect_only = 0;
+    ctx->final_status = 0;
     ctx->data = u->peer.data;
     ctx->original_get_peer = u->peer.get;
     ctx->original_free_peer = u->peer.free;
@@ -1051,6 +1054,10 @@ ngx_http_upstream_mesh_delay(ngx_peer_connection_t *pc,
 
     ctx->connect_timeout = u->conf->connect_timeout;
     u->conf->connect_timeout += d;
+
+    /* the cached time may be late after a slow try: the wait starts now */
+
+    ngx_time_update();
 
     ctx->delay.handler = ngx_http_upstream_mesh_delay_handler;
     ctx->delay.data = ctx;
