@@ -242,3 +242,24 @@ def test_backoff_without_mesh_state(nginx, backend):
     assert r.status_code == 503 and r.headers["X-Mesh-Retries"] == "1"
     assert time.monotonic() - t0 >= 0.14
     assert sum(hits(b, "/k") for b in peers) == 2
+
+
+def test_per_try_timeout_bounds_the_whole_try(nginx, backend):
+    """A peer whose header trickles in never trips a read timeout, but the
+    try as a whole is bounded."""
+    from upstream_mesh_util import Trickle
+    slow, fast = Trickle(gap=0.1, total=3.0), backend()
+    try:
+        n = nginx.start(retry_conf([addr(slow.port), addr(fast.port)],
+                                   "mesh_retry attempts=2 on=reset "
+                                   "per_try_timeout=500ms backoff=1ms"),
+                        modules=MODULES)
+        t0 = time.monotonic()
+        r = requests.get(n.url("/tr"), timeout=10)
+        assert r.status_code == 200 and r.json()["port"] == fast.port
+        assert r.headers["X-Mesh-Attempts"] == "2"
+        assert time.monotonic() - t0 < 2.5
+        assert slow.count == 1
+        n.wait_log(r"mesh retry: per_try_timeout of 500ms expired")
+    finally:
+        slow.stop()

@@ -137,4 +137,48 @@ def now_ms():
 
 __all__ = ["MODULES", "upstream", "server", "proxy_location", "addr",
            "dead_port", "status", "peer", "ups_status", "hits", "set_health",
-           "Flaky", "run_many", "now_ms", "wait_for", "Resp"]
+           "Flaky", "Trickle", "run_many", "now_ms", "wait_for", "Resp"]
+
+
+class Trickle:
+    """A peer that sends its response header one line every `gap`
+    seconds for `total` seconds: no single read waits long, the whole
+    header does."""
+
+    def __init__(self, gap=0.1, total=2.0):
+        import socket
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.gap, self.total, self.count = gap, total, 0
+        self.running = True
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while self.running:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.count += 1
+            threading.Thread(target=self.one, args=(c,), daemon=True).start()
+
+    def one(self, c):
+        try:
+            c.recv(65536)
+            c.sendall(b"HTTP/1.1 200 OK\r\n")
+            end = time.monotonic() + self.total
+            while time.monotonic() < end and self.running:
+                c.sendall(b"X-Trickle: 1\r\n")
+                time.sleep(self.gap)
+            c.sendall(b"Content-Length: 3\r\n\r\nend")
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    def stop(self):
+        self.running = False
+        self.sock.close()

@@ -57,6 +57,7 @@ typedef struct {
     ngx_uint_t                          budget_hit;
 
     ngx_event_t                         delay;
+    ngx_event_t                         deadline;
     ngx_uint_t                          final_status;
     ngx_int_t                           final_retry_after;
     ngx_msec_t                          connect_timeout;
@@ -105,6 +106,7 @@ static ngx_int_t ngx_http_upstream_mesh_delay_socket(
     ngx_peer_connection_t *pc);
 static void ngx_http_upstream_mesh_delay_handler(ngx_event_t *ev);
 static void ngx_http_upstream_mesh_delay_cleanup(void *data);
+static void ngx_http_upstream_mesh_deadline_handler(ngx_event_t *ev);
 static void ngx_http_upstream_mesh_delay_cancel(
     ngx_http_upstream_mesh_ctx_t *ctx);
 static ngx_int_t ngx_http_upstream_mesh_retry_after(ngx_http_upstream_t *u);
@@ -363,6 +365,7 @@ static void
 ngx_http_upstream_mesh_retry_conf(ngx_http_request_t *r,
     ngx_http_upstream_mesh_ctx_t *ctx)
 {
+    ngx_pool_cleanup_t                 *cln;
     ngx_http_upstream_t                *u;
     ngx_http_upstream_conf_t           *ucf;
     ngx_http_upstream_mesh_loc_conf_t  *lcf;
@@ -408,6 +411,17 @@ ngx_http_upstream_mesh_retry_conf(ngx_http_request_t *r,
     ctx->lcf = lcf;
     ctx->retry = 1;
     ctx->connect_only = lcf->retry_connect_only;
+
+    if (!ctx->cleanup) {
+        cln = ngx_pool_cleanup_add(r->pool, 0);
+        if (cln == NULL) {
+            return;
+        }
+
+        cln->handler = ngx_http_upstream_mesh_delay_cleanup;
+        cln->data = ctx;
+        ctx->cleanup = 1;
+    }
 }
 
 
@@ -463,7 +477,21 @@ ngx_http_upstream_mesh_get_peer(ngx_peer_connection_t *pc, void *data)
     }
 
     if (ctx->retry && ctx->attempts > 1 && pc->local == NULL) {
-        return ngx_http_upstream_mesh_delay(pc, ctx, rc);
+        rc = ngx_http_upstream_mesh_delay(pc, ctx, rc);
+    }
+
+    if (ctx->retry && ctx->lcf->retry_per_try_timeout
+        && (rc == NGX_OK || rc == NGX_DONE || rc == NGX_AGAIN))
+    {
+        /* the whole try, up to the response header, has a deadline */
+
+        ctx->deadline.handler = ngx_http_upstream_mesh_deadline_handler;
+        ctx->deadline.data = ctx;
+        ctx->deadline.log = pc->log;
+
+        ngx_add_timer(&ctx->deadline, ctx->lcf->retry_per_try_timeout
+                      + (ctx->delay.timer_set ? ctx->delay.timer.key
+                                                - ngx_current_msec : 0));
     }
 
     return rc;
@@ -999,7 +1027,6 @@ ngx_http_upstream_mesh_delay(ngx_peer_connection_t *pc,
 {
     ngx_msec_t                          b, d;
     ngx_uint_t                          n;
-    ngx_pool_cleanup_t                 *cln;
     ngx_http_upstream_t                *u;
     ngx_http_upstream_mesh_loc_conf_t  *lcf;
 
@@ -1028,17 +1055,6 @@ ngx_http_upstream_mesh_delay(ngx_peer_connection_t *pc,
 
     if (d == 0) {
         return rc;
-    }
-
-    if (!ctx->cleanup) {
-        cln = ngx_pool_cleanup_add(ctx->request->pool, 0);
-        if (cln == NULL) {
-            return NGX_ERROR;
-        }
-
-        cln->handler = ngx_http_upstream_mesh_delay_cleanup;
-        cln->data = ctx;
-        ctx->cleanup = 1;
     }
 
     if (rc == NGX_OK) {
@@ -1206,8 +1222,46 @@ ngx_http_upstream_mesh_delay_handler(ngx_event_t *ev)
 
 
 static void
+ngx_http_upstream_mesh_deadline_handler(ngx_event_t *ev)
+{
+    ngx_http_upstream_mesh_ctx_t  *ctx = ev->data;
+
+    ngx_connection_t     *c;
+    ngx_http_upstream_t  *u;
+
+    u = ctx->request->upstream;
+    c = u->peer.connection;
+
+    if (c == NULL || u->state == NULL
+        || u->state->header_time != (ngx_msec_t) -1)
+    {
+        /* the answer has begun: the read timeouts apply from now on */
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_ERR, c->log, 0,
+                  "mesh retry: per_try_timeout of %Mms expired",
+                  ctx->lcf->retry_per_try_timeout);
+
+    /* as if the read timed out: nginx moves on to the next try */
+
+    if (ctx->delay.timer_set) {
+        ngx_del_timer(&ctx->delay);
+        u->conf->connect_timeout = ctx->connect_timeout;
+    }
+
+    c->read->timedout = 1;
+    ngx_post_event(c->read, &ngx_posted_events);
+}
+
+
+static void
 ngx_http_upstream_mesh_delay_cancel(ngx_http_upstream_mesh_ctx_t *ctx)
 {
+    if (ctx->deadline.timer_set) {
+        ngx_del_timer(&ctx->deadline);
+    }
+
     if (ctx->delay.timer_set) {
         ngx_del_timer(&ctx->delay);
         ctx->request->upstream->conf->connect_timeout = ctx->connect_timeout;
@@ -1224,6 +1278,10 @@ ngx_http_upstream_mesh_delay_cleanup(void *data)
 
     if (ctx->delay.timer_set) {
         ngx_del_timer(&ctx->delay);
+    }
+
+    if (ctx->deadline.timer_set) {
+        ngx_del_timer(&ctx->deadline);
     }
 }
 
