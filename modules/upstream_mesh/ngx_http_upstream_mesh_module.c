@@ -141,6 +141,12 @@ static ngx_int_t ngx_http_upstream_mesh_collect_peers(ngx_conf_t *cf,
 static void ngx_http_upstream_mesh_init_defaults(
     ngx_http_upstream_mesh_srv_conf_t *mcf);
 
+static ngx_int_t ngx_http_upstream_mesh_printable(ngx_conf_t *cf,
+    ngx_str_t *arg);
+static ngx_int_t ngx_http_upstream_mesh_hc_status(ngx_conf_t *cf,
+    ngx_http_upstream_mesh_srv_conf_t *mcf, ngx_str_t *arg);
+static ngx_int_t ngx_http_upstream_mesh_hc_body(ngx_conf_t *cf,
+    ngx_http_upstream_mesh_srv_conf_t *mcf, ngx_str_t *arg);
 static char *ngx_http_upstream_mesh_health_check(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_http_upstream_mesh_outlier(ngx_conf_t *cf,
@@ -1635,48 +1641,50 @@ ngx_http_upstream_mesh_status_json(ngx_pool_t *pool,
 
 /* the metrics module's provider (see ngx_meshgate_prometheus.h) */
 
+static const char  *ngx_http_upstream_mesh_peer_metrics[] = {
+    "# HELP meshgate_upstream_peer_healthy Whether the peer gets traffic "
+    "(1) or is unhealthy, ejected or down (0).\n"
+    "# TYPE meshgate_upstream_peer_healthy gauge\n",
+    "# HELP meshgate_upstream_peer_ejections_total Outlier ejections of "
+    "the peer.\n"
+    "# TYPE meshgate_upstream_peer_ejections_total counter\n",
+    "# HELP meshgate_upstream_peer_requests_total Answers from the "
+    "peer.\n"
+    "# TYPE meshgate_upstream_peer_requests_total counter\n",
+    "# HELP meshgate_upstream_peer_failures_total Failed tries "
+    "(5xx, errors, timeouts) against the peer.\n"
+    "# TYPE meshgate_upstream_peer_failures_total counter\n"
+};
+
+static const char  *ngx_http_upstream_mesh_ups_metrics[] = {
+    "# HELP meshgate_upstream_retries_total Retries performed.\n"
+    "# TYPE meshgate_upstream_retries_total counter\n",
+    "# HELP meshgate_upstream_retry_budget_exhausted_total Requests not "
+    "retried because the retry budget was used up.\n"
+    "# TYPE meshgate_upstream_retry_budget_exhausted_total counter\n",
+    "# HELP meshgate_upstream_circuit_breaker_rejected_total Requests "
+    "answered 503 by the circuit breaker.\n"
+    "# TYPE meshgate_upstream_circuit_breaker_rejected_total counter\n",
+    "# HELP meshgate_upstream_active_requests Requests in flight.\n"
+    "# TYPE meshgate_upstream_active_requests gauge\n",
+    "# HELP meshgate_upstream_panic Whether every peer is out and "
+    "traffic goes to all of them.\n"
+    "# TYPE meshgate_upstream_panic gauge\n"
+};
+
+
 ngx_chain_t *
 ngx_http_upstream_mesh_prometheus(ngx_pool_t *pool, ngx_log_t *log)
 {
     size_t                               len;
     ngx_buf_t                           *b;
     ngx_uint_t                           i, j, k;
+    const char                          *help;
     ngx_chain_t                         *cl;
     ngx_http_upstream_mesh_sh_t         *sh;
     ngx_http_upstream_mesh_peer_sh_t    *p;
     ngx_http_upstream_mesh_srv_conf_t  **mcfp, *mcf;
     ngx_http_upstream_mesh_main_conf_t  *mmcf;
-
-    static const char  *peer_metrics[] = {
-        "# HELP meshgate_upstream_peer_healthy Whether the peer gets traffic "
-        "(1) or is unhealthy, ejected or down (0).\n"
-        "# TYPE meshgate_upstream_peer_healthy gauge\n",
-        "# HELP meshgate_upstream_peer_ejections_total Outlier ejections of "
-        "the peer.\n"
-        "# TYPE meshgate_upstream_peer_ejections_total counter\n",
-        "# HELP meshgate_upstream_peer_requests_total Answers from the "
-        "peer.\n"
-        "# TYPE meshgate_upstream_peer_requests_total counter\n",
-        "# HELP meshgate_upstream_peer_failures_total Failed tries "
-        "(5xx, errors, timeouts) against the peer.\n"
-        "# TYPE meshgate_upstream_peer_failures_total counter\n"
-    };
-
-    static const char  *ups_metrics[] = {
-        "# HELP meshgate_upstream_retries_total Retries performed.\n"
-        "# TYPE meshgate_upstream_retries_total counter\n",
-        "# HELP meshgate_upstream_retry_budget_exhausted_total Requests not "
-        "retried because the retry budget was used up.\n"
-        "# TYPE meshgate_upstream_retry_budget_exhausted_total counter\n",
-        "# HELP meshgate_upstream_circuit_breaker_rejected_total Requests "
-        "answered 503 by the circuit breaker.\n"
-        "# TYPE meshgate_upstream_circuit_breaker_rejected_total counter\n",
-        "# HELP meshgate_upstream_active_requests Requests in flight.\n"
-        "# TYPE meshgate_upstream_active_requests gauge\n",
-        "# HELP meshgate_upstream_panic Whether every peer is out and "
-        "traffic goes to all of them.\n"
-        "# TYPE meshgate_upstream_panic gauge\n"
-    };
 
     if (ngx_cycle->conf_ctx == NULL) {
         return NULL;
@@ -1706,8 +1714,8 @@ ngx_http_upstream_mesh_prometheus(ngx_pool_t *pool, ngx_log_t *log)
     }
 
     for (k = 0; k < 4; k++) {
-        b->last = ngx_cpymem(b->last, peer_metrics[k],
-                             ngx_strlen(peer_metrics[k]));
+        help = ngx_http_upstream_mesh_peer_metrics[k];
+        b->last = ngx_cpymem(b->last, help, ngx_strlen(help));
 
         for (i = 0; i < mmcf->upstreams.nelts; i++) {
             mcf = mcfp[i];
@@ -1734,8 +1742,8 @@ ngx_http_upstream_mesh_prometheus(ngx_pool_t *pool, ngx_log_t *log)
     }
 
     for (k = 0; k < 5; k++) {
-        b->last = ngx_cpymem(b->last, ups_metrics[k],
-                             ngx_strlen(ups_metrics[k]));
+        help = ngx_http_upstream_mesh_ups_metrics[k];
+        b->last = ngx_cpymem(b->last, help, ngx_strlen(help));
 
         for (i = 0; i < mmcf->upstreams.nelts; i++) {
             mcf = mcfp[i];
@@ -2109,17 +2117,110 @@ ngx_http_upstream_mesh_msec_arg(ngx_conf_t *cf, ngx_str_t *arg, size_t skip,
      && ngx_strncmp((arg)->data, key, sizeof(key) - 1) == 0)
 
 
+static ngx_int_t
+ngx_http_upstream_mesh_printable(ngx_conf_t *cf, ngx_str_t *arg)
+{
+    u_char  *p;
+
+    for (p = arg->data; p < arg->data + arg->len; p++) {
+        if (*p <= ' ' || *p == 0x7f) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid character in \"%V\"", arg);
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_upstream_mesh_hc_status(ngx_conf_t *cf,
+    ngx_http_upstream_mesh_srv_conf_t *mcf, ngx_str_t *arg)
+{
+    u_char     *dash, *p, *last;
+    ngx_int_t   min, max;
+
+    /* status=nnn or status=nnn-nnn */
+
+    p = arg->data + 7;
+    last = arg->data + arg->len;
+    dash = ngx_strlchr(p, last, '-');
+
+    if (dash) {
+        min = ngx_atoi(p, dash - p);
+        max = ngx_atoi(dash + 1, last - dash - 1);
+
+    } else {
+        min = ngx_atoi(p, last - p);
+        max = min;
+    }
+
+    if (min == NGX_ERROR || max == NGX_ERROR || min < 100 || max > 599
+        || min > max)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid status range \"%V\"", arg);
+        return NGX_ERROR;
+    }
+
+    mcf->hc_status_min = min;
+    mcf->hc_status_max = max;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_upstream_mesh_hc_body(ngx_conf_t *cf,
+    ngx_http_upstream_mesh_srv_conf_t *mcf, ngx_str_t *arg)
+{
+    u_char               errstr[NGX_MAX_CONF_ERRSTR];
+    ngx_str_t            s;
+    ngx_regex_compile_t  rc;
+
+    /* body=~regex (the tilde is optional), PCRE2 through ngx_regex */
+
+    s.data = arg->data + 5;
+    s.len = arg->len - 5;
+
+    if (s.len && s.data[0] == '~') {
+        s.data++;
+        s.len--;
+    }
+
+    if (s.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "empty regex in \"%V\"", arg);
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(&rc, sizeof(ngx_regex_compile_t));
+
+    rc.pattern = s;
+    rc.pool = cf->pool;
+    rc.err.len = NGX_MAX_CONF_ERRSTR;
+    rc.err.data = errstr;
+
+    if (ngx_regex_compile(&rc) != NGX_OK) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%V", &rc.err);
+        return NGX_ERROR;
+    }
+
+    mcf->hc_body = rc.regex;
+
+    return NGX_OK;
+}
+
+
 static char *
 ngx_http_upstream_mesh_health_check(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf)
 {
     ngx_http_upstream_mesh_srv_conf_t  *mcf = conf;
 
-    u_char               *dash, errstr[NGX_MAX_CONF_ERRSTR];
-    ngx_int_t             rc;
-    ngx_str_t            *value, s;
-    ngx_uint_t            i, port;
-    ngx_regex_compile_t   rc_re;
+    ngx_str_t   *value;
+    ngx_uint_t   i, port;
 
     if (mcf->hc_type != NGX_CONF_UNSET_UINT) {
         return "is duplicate";
@@ -2148,32 +2249,16 @@ ngx_http_upstream_mesh_health_check(ngx_conf_t *cf, ngx_command_t *cmd,
                 return NGX_CONF_ERROR;
             }
 
-            for (s.data = mcf->hc_uri.data;
-                 s.data < mcf->hc_uri.data + mcf->hc_uri.len;
-                 s.data++)
-            {
-                if (*s.data <= ' ' || *s.data == 0x7f) {
-                    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                       "invalid character in \"%V\"",
-                                       &value[i]);
-                    return NGX_CONF_ERROR;
-                }
+            if (ngx_http_upstream_mesh_printable(cf, &value[i]) != NGX_OK) {
+                return NGX_CONF_ERROR;
             }
 
         } else if (ngx_http_upstream_mesh_key(&value[i], "host=")) {
             mcf->hc_host.data = value[i].data + 5;
             mcf->hc_host.len = value[i].len - 5;
 
-            for (s.data = mcf->hc_host.data;
-                 s.data < mcf->hc_host.data + mcf->hc_host.len;
-                 s.data++)
-            {
-                if (*s.data <= ' ' || *s.data == 0x7f) {
-                    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                       "invalid character in \"%V\"",
-                                       &value[i]);
-                    return NGX_CONF_ERROR;
-                }
+            if (ngx_http_upstream_mesh_printable(cf, &value[i]) != NGX_OK) {
+                return NGX_CONF_ERROR;
             }
 
         } else if (ngx_http_upstream_mesh_key(&value[i], "interval=")) {
@@ -2218,57 +2303,18 @@ ngx_http_upstream_mesh_health_check(ngx_conf_t *cf, ngx_command_t *cmd,
             mcf->hc_port = (in_port_t) port;
 
         } else if (ngx_http_upstream_mesh_key(&value[i], "status=")) {
-            s.data = value[i].data + 7;
-            s.len = value[i].len - 7;
-            dash = ngx_strlchr(s.data, s.data + s.len, '-');
-
-            if (dash) {
-                rc = ngx_atoi(s.data, dash - s.data);
-                mcf->hc_status_min = rc;
-                rc = ngx_atoi(dash + 1, s.data + s.len - dash - 1);
-                mcf->hc_status_max = rc;
-
-            } else {
-                rc = ngx_atoi(s.data, s.len);
-                mcf->hc_status_min = rc;
-                mcf->hc_status_max = rc;
-            }
-
-            if (rc == NGX_ERROR || (ngx_int_t) mcf->hc_status_min == NGX_ERROR
-                || mcf->hc_status_min < 100 || mcf->hc_status_max > 599
-                || mcf->hc_status_min > mcf->hc_status_max)
+            if (ngx_http_upstream_mesh_hc_status(cf, mcf, &value[i])
+                != NGX_OK)
             {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid status range \"%V\"", &value[i]);
                 return NGX_CONF_ERROR;
             }
 
         } else if (ngx_http_upstream_mesh_key(&value[i], "body=")) {
-            s.data = value[i].data + 5;
-            s.len = value[i].len - 5;
-
-            if (s.len && s.data[0] == '~') {
-                s.data++;
-                s.len--;
-            }
-
-            if (s.len == 0) {
-                return "has empty \"body\" regex";
-            }
-
-            ngx_memzero(&rc_re, sizeof(ngx_regex_compile_t));
-
-            rc_re.pattern = s;
-            rc_re.pool = cf->pool;
-            rc_re.err.len = NGX_MAX_CONF_ERRSTR;
-            rc_re.err.data = errstr;
-
-            if (ngx_regex_compile(&rc_re) != NGX_OK) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%V", &rc_re.err);
+            if (ngx_http_upstream_mesh_hc_body(cf, mcf, &value[i])
+                != NGX_OK)
+            {
                 return NGX_CONF_ERROR;
             }
-
-            mcf->hc_body = rc_re.regex;
 
         } else if (ngx_strcmp(value[i].data, "initial=unhealthy") == 0) {
             mcf->hc_initial_unhealthy = 1;
