@@ -31,15 +31,12 @@ def check(conf):
     conf = os.path.abspath(conf)
     prefix = make_prefix(conf)
     try:
-        env = None
-        if os.environ.get("MESHGATE_ASAN"):
-            # an ASan build of the modules needs libasan preloaded
-            sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-            from conftest import sanitizer_env
-            env = sanitizer_env(leaks=False)
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from conftest import sanitizer_env  # LD_PRELOAD for an ASan build
         p = subprocess.run(["/usr/sbin/nginx", "-t", "-p", prefix + "/",
                             "-c", conf, "-e", "stderr"],
-                           capture_output=True, text=True, env=env)
+                           capture_output=True, text=True,
+                           env=sanitizer_env(leaks=False))
         sys.stdout.write(p.stdout + p.stderr)
         return p.returncode
     finally:
