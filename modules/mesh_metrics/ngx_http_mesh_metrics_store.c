@@ -85,8 +85,9 @@ ngx_http_mesh_metrics_init_zone(ngx_shm_zone_t *shm_zone, void *data)
                ctx->nbuckets * sizeof(ngx_uint_t));
     ctx->sh->started = ngx_time();
 
-    ctx->sh->slots = ngx_slab_calloc(ctx->shpool,
-                                     n * sizeof(ngx_http_mesh_metrics_node_t *));
+    len = n * sizeof(ngx_http_mesh_metrics_node_t *);
+
+    ctx->sh->slots = ngx_slab_calloc(ctx->shpool, len);
     if (ctx->sh->slots == NULL) {
         return NGX_ERROR;
     }
