@@ -35,6 +35,10 @@ static ngx_uint_t ngx_http_mesh_metrics_var(ngx_http_request_t *r,
     ngx_int_t index, ngx_str_t *value);
 static ngx_uint_t ngx_http_mesh_metrics_status(ngx_http_request_t *r);
 static ngx_uint_t ngx_http_mesh_metrics_elapsed(ngx_http_request_t *r);
+static ngx_int_t ngx_http_mesh_metrics_route_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_mesh_metrics_opt_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
 
 static void *ngx_http_mesh_metrics_create_main_conf(ngx_conf_t *cf);
 static char *ngx_http_mesh_metrics_init_main_conf(ngx_conf_t *cf,
@@ -138,6 +142,9 @@ ngx_module_t  ngx_http_mesh_metrics_module = {
 
 
 static ngx_str_t  ngx_http_mesh_metrics_none = ngx_string("none");
+static ngx_str_t  ngx_http_mesh_metrics_route_name =
+    ngx_string("mesh_metrics_route");
+static ngx_str_t  ngx_http_mesh_metrics_opt_prefix = ngx_string("mesh_opt_");
 
 
 static ngx_int_t
@@ -524,6 +531,62 @@ ngx_http_mesh_metrics_elapsed(ngx_http_request_t *r)
              ((tp->sec - r->start_sec) * 1000 + (tp->msec - r->start_msec));
 
     return (ngx_uint_t) ngx_max(ms, 0) * 1000;
+}
+
+
+static ngx_int_t
+ngx_http_mesh_metrics_route_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_http_mesh_metrics_loc_conf_t  *lcf;
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_mesh_metrics_module);
+
+    v->data = lcf->label.data;
+    v->len = lcf->label.len;
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
+/*
+ * $mesh_opt_NAME: the value of $NAME when some module defines it, else
+ * empty; a log format can name variables of modules that may be absent.
+ */
+
+static ngx_int_t
+ngx_http_mesh_metrics_opt_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_str_t *name = (ngx_str_t *) data;
+
+    ngx_str_t                   s;
+    ngx_uint_t                  key;
+    ngx_http_variable_value_t  *vv;
+
+    s.data = name->data + ngx_http_mesh_metrics_opt_prefix.len;
+    s.len = name->len - ngx_http_mesh_metrics_opt_prefix.len;
+
+    key = ngx_hash_key(s.data, s.len);
+
+    vv = ngx_http_get_variable(r, &s, key);
+
+    if (vv == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (vv->not_found) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    *v = *vv;
+    v->no_cacheable = 1;
+
+    return NGX_OK;
 }
 
 
@@ -949,6 +1012,24 @@ ngx_http_mesh_metrics_trace(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 static ngx_int_t
 ngx_http_mesh_metrics_preconfiguration(ngx_conf_t *cf)
 {
+    ngx_http_variable_t  *var;
+
+    var = ngx_http_add_variable(cf, &ngx_http_mesh_metrics_route_name,
+                                NGX_HTTP_VAR_NOCACHEABLE);
+    if (var == NULL) {
+        return NGX_ERROR;
+    }
+
+    var->get_handler = ngx_http_mesh_metrics_route_variable;
+
+    var = ngx_http_add_variable(cf, &ngx_http_mesh_metrics_opt_prefix,
+                                NGX_HTTP_VAR_PREFIX|NGX_HTTP_VAR_NOCACHEABLE);
+    if (var == NULL) {
+        return NGX_ERROR;
+    }
+
+    var->get_handler = ngx_http_mesh_metrics_opt_variable;
+
     return ngx_http_mesh_metrics_trace_add_variables(cf);
 }
 
