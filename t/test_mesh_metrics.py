@@ -362,3 +362,64 @@ def test_metrics_module_alone_no_variables(nginx):
     assert m.get("meshgate_auth_decisions_total") == 0
     with open(n.prefix + "/t.log") as f:
         assert f.read().splitlines()[0] == "-|-|200"
+
+
+def test_dashboard_screenshot(nginx, backend, tmp_path):
+    """Headless Chromium draws the nodes and edges of a known traffic mix:
+    boxes in three columns (2 callers, 3 routes, 2 upstreams), green and
+    red (over 5% errors) edges."""
+    import shutil
+    import subprocess
+    from mesh_metrics_util import png_pixels, runs
+    chromium = shutil.which("chromium")
+    if not chromium:
+        pytest.skip("chromium is not installed")
+    b = backend()
+    b.script("/api/fail", [Resp(500, "no")])
+    conf = CONF.replace("location = /metrics", """
+    location = /dashboard {
+        mesh_metrics off;
+        mesh_metrics_export dashboard;
+    }
+    location = /metrics""").replace(
+        "mesh_metrics_buckets 0.25 0.5 2;",
+        "map $http_x_peer $mesh_peer_id { default $http_x_peer; }")
+    n = nginx.start(conf, modules=MODS, b1=b.port)
+    web = {"X-Peer": "spiffe://td/ns/a/sa/web"}
+    for _ in range(3):
+        get(n, "/api/ok", headers=web)
+    get(n, "/api/fail", headers=web)
+    get(n, "/teapot")
+    get(n, "/re/x", headers=web)
+    wait_metric(n, "meshgate_edge_requests_total", 6)
+
+    shot = str(tmp_path / "dashboard.png")
+    p = subprocess.run([chromium, "--headless", "--no-sandbox",
+                        "--disable-gpu", "--hide-scrollbars",
+                        "--window-size=1000,600", "--screenshot=" + shot,
+                        n.url("/dashboard")],
+                       capture_output=True, text=True, timeout=120,
+                       cwd=str(tmp_path))
+    assert p.returncode == 0 and shutil.os.path.exists(shot), p.stderr
+    w, h, rows = png_pixels(shot)
+    assert (w, h) == (1000, 600)
+
+    fill = (0xee, 0xf4, 0xff)
+    cols = runs(sorted({x for y in range(h) for x in range(w)
+                        if rows[y][x] == fill}))
+    cols = [c for c in cols if c[1] - c[0] > 100]
+    assert len(cols) == 3, cols
+    boxes = []
+    for x0, x1 in cols:
+        mid = (x0 + x1) // 2
+        ys = [y for y in range(h) if rows[y][mid] == fill
+              or rows[y][x0 + 2] == fill]
+        boxes.append(len([r for r in runs(ys) if r[1] - r[0] > 10]))
+    assert boxes == [2, 3, 2], boxes
+
+    def near(px, color):
+        return all(abs(a - b) < 40 for a, b in zip(px, color))
+    pixels = [px for row in rows for px in row]
+    assert any(near(px, (0xd3, 0x33, 0x33)) for px in pixels), "no red edge"
+    assert any(near(px, (0x77, 0xaa, 0x99)) for px in pixels), \
+        "no green edge"

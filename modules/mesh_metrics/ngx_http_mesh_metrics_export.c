@@ -745,10 +745,11 @@ ngx_http_mesh_metrics_svg(ngx_http_mesh_metrics_writer_t *w,
 
             ngx_http_mesh_metrics_text(w,
                 "<path class=\"edge%s\" d=\"M%ui %ui C%ui %ui %ui %ui "
-                "%ui %ui\"/>\n",
+                "%ui %ui\"><title>%ui requests, %ui errors</title></path>\n",
                 e[i].errors * 20 > e[i].requests ? " bad" : "",
-                200 + k * 320, 35 + a * 50, 280 + k * 320, 35 + a * 50,
-                240 + k * 320, 35 + b * 50, 320 + k * 320, 35 + b * 50);
+                200 + k * 320, 35 + a * 50, 270 + k * 320, 35 + a * 50,
+                270 + k * 320, 35 + b * 50, 340 + k * 320, 35 + b * 50,
+                e[i].requests, e[i].errors);
         }
     }
 
