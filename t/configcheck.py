@@ -11,6 +11,8 @@ import subprocess
 import sys
 import tempfile
 
+from conftest import sanitizer_env
+
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = os.path.abspath(os.environ.get("MESHGATE_BUILD",
                                        os.path.join(TOP, "build")))
@@ -33,7 +35,8 @@ def check(conf):
     try:
         p = subprocess.run(["/usr/sbin/nginx", "-t", "-p", prefix + "/",
                             "-c", conf, "-e", "stderr"],
-                           capture_output=True, text=True)
+                           capture_output=True, text=True,
+                           env=sanitizer_env(leaks=False))
         sys.stdout.write(p.stdout + p.stderr)
         return p.returncode
     finally:
