@@ -39,6 +39,10 @@ server {
         proxy_pass http://app;
     }
 
+    location /lit/ {
+        proxy_pass http://127.0.0.1:{{b1}};
+    }
+
     location /off/ {
         mesh_trace off;
         proxy_pass http://app;
@@ -143,6 +147,18 @@ def test_absent_and_duplicate_traceparent(traced):
     assert b" 200 " in data.split(b"\r\n")[0]
     seen = b.requests[-1]["headers"]["traceparent"]
     assert TRACEPARENT.match(seen) and TRACE not in seen
+
+
+def test_literal_proxy_pass_gets_attempt_span(traced):
+    n, b = traced
+    r, tp, ts = send(n, b, {"traceparent": "00-%s-%s-01" % (TRACE, PARENT)},
+                     path="/lit/x")
+    m = TRACEPARENT.match(tp)
+    assert m and m.group(1) == TRACE
+    assert r.headers["X-Spans"] == m.group(2) != r.headers["X-Span"]
+    m = wait_metric(n, "meshgate_requests_total", 1, route="/lit/")
+    assert m.get("meshgate_requests_total", route="/lit/",
+                 upstream="127.0.0.1:%d" % b.port) == 1
 
 
 def test_trace_off_passes_headers_unchanged(traced):

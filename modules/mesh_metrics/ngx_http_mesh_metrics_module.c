@@ -188,6 +188,7 @@ ngx_http_mesh_metrics_log_handler(ngx_http_request_t *r)
 static void
 ngx_http_mesh_metrics_upstream_name(ngx_http_request_t *r, ngx_str_t *name)
 {
+    u_char                        *p;
     ngx_http_upstream_t           *u;
     ngx_http_upstream_srv_conf_t  *uscf;
 
@@ -202,6 +203,18 @@ ngx_http_mesh_metrics_upstream_name(ngx_http_request_t *r, ngx_str_t *name)
 
     if (uscf && uscf->host.len) {
         *name = uscf->host;
+
+        /* a literal "proxy_pass http://host:port" */
+
+        if (uscf->port) {
+            p = ngx_pnalloc(r->pool, uscf->host.len + NGX_INT_T_LEN + 1);
+            if (p != NULL) {
+                name->data = p;
+                name->len = ngx_sprintf(p, "%V:%d", &uscf->host, uscf->port)
+                            - p;
+            }
+        }
+
         return;
     }
 
