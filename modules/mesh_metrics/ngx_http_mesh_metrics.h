@@ -62,7 +62,7 @@ typedef struct {
     ngx_uint_t                      nbuckets;
     ngx_uint_t                      bounds[NGX_HTTP_MESH_METRICS_MAX_BUCKETS];
     time_t                          started;
-    time_t                          warned;
+    ngx_atomic_t                    warned;
     ngx_atomic_t                    series;
     ngx_atomic_t                    dropped;
     ngx_http_mesh_metrics_node_t  **slots;

@@ -27,6 +27,8 @@ static ngx_atomic_t *ngx_http_mesh_metrics_lookup(
 static ngx_atomic_t *ngx_http_mesh_metrics_insert(
     ngx_http_mesh_metrics_zone_t *zone, uint32_t hash, ngx_uint_t family,
     ngx_http_mesh_metrics_key_t *key, ngx_log_t *log);
+static void ngx_http_mesh_metrics_drop(ngx_http_mesh_metrics_zone_t *zone,
+    ngx_log_t *log);
 
 
 ngx_int_t
@@ -222,6 +224,13 @@ ngx_http_mesh_metrics_series(ngx_http_mesh_metrics_zone_t *zone,
         return values;
     }
 
+    /* a full zone drops without taking the mutex */
+
+    if (zone->sh->series >= zone->sh->max_series) {
+        ngx_http_mesh_metrics_drop(zone, log);
+        return NULL;
+    }
+
     return ngx_http_mesh_metrics_insert(zone, hash, family, key, log);
 }
 
@@ -274,7 +283,6 @@ ngx_http_mesh_metrics_insert(ngx_http_mesh_metrics_zone_t *zone,
     ngx_log_t *log)
 {
     size_t                          size;
-    time_t                          now;
     ngx_uint_t                      slot, nvalues;
     ngx_atomic_t                   *values;
     ngx_http_mesh_metrics_node_t   *node;
@@ -311,27 +319,47 @@ ngx_http_mesh_metrics_insert(ngx_http_mesh_metrics_zone_t *zone,
             ((ngx_http_mesh_metrics_node_t *volatile *) sh->slots)[slot]
                                                                      = node;
             sh->series++;
-        }
-    }
 
-    if (node == NULL) {
-        (void) ngx_atomic_fetch_add(&sh->dropped, 1);
-
-        now = ngx_time();
-
-        if (now - sh->warned >= 60) {
-            sh->warned = now;
-            ngx_log_error(NGX_LOG_WARN, log, 0,
-                          "mesh_metrics zone \"%V\" is full (%uA series): "
-                          "new series are dropped and counted in "
-                          "meshgate_metrics_series_dropped_total",
-                          &zone->shm_zone->shm.name, sh->series);
+        } else {
+            /* no memory left: the zone is full from now on */
+            sh->max_series = sh->series;
         }
     }
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
 
-    return node ? node->values : NULL;
+    if (node == NULL) {
+        ngx_http_mesh_metrics_drop(zone, log);
+        return NULL;
+    }
+
+    return node->values;
+}
+
+
+/* counts a dropped series; warns at most once a minute per zone */
+
+static void
+ngx_http_mesh_metrics_drop(ngx_http_mesh_metrics_zone_t *zone,
+    ngx_log_t *log)
+{
+    ngx_atomic_uint_t               now, last;
+    ngx_http_mesh_metrics_shctx_t  *sh;
+
+    sh = zone->sh;
+
+    (void) ngx_atomic_fetch_add(&sh->dropped, 1);
+
+    now = (ngx_atomic_uint_t) ngx_time();
+    last = sh->warned;
+
+    if (now - last >= 60 && ngx_atomic_cmp_set(&sh->warned, last, now)) {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "mesh_metrics zone \"%V\" is full (%uA series): "
+                      "new series are dropped and counted in "
+                      "meshgate_metrics_series_dropped_total",
+                      &zone->shm_zone->shm.name, sh->series);
+    }
 }
 
 
