@@ -253,8 +253,11 @@ def test_other_modules_variables(nginx):
     map $http_x_parts $aggregate_failed_parts { default $http_x_parts; }
     map $http_x_retries $mesh_retries { default $http_x_retries; }
     map $http_x_consumer $auth_key_consumer { default $http_x_consumer; }
+    log_format opt '$mesh_opt_rate_limit_status|$mesh_opt_no_such_var|'
+                   '$mesh_metrics_route';
     server {
         listen 127.0.0.1:{{port}};
+        access_log {{prefix}}/opt.log opt;
         location /r { return 200; }
         location = /metrics {
             mesh_metrics off;
@@ -285,6 +288,9 @@ def test_other_modules_variables(nginx):
     assert m.get("meshgate_edge_requests_total", caller="alice") == 1
     assert m.get("meshgate_edge_requests_total", caller="anonymous") == 3
     promtool(m.text)
+    with open(n.prefix + "/opt.log") as f:
+        lines = [ln for ln in f.read().splitlines() if ln.endswith("/r")]
+    assert lines == ["PASSED|-|/r", "REJECTED|-|/r", "|-|/r", "|-|/r"]
 
 
 def test_graph_and_dashboard(nginx, backend):
