@@ -429,3 +429,72 @@ def test_dashboard_screenshot(nginx, backend, tmp_path):
     assert any(near(px, (0xd3, 0x33, 0x33)) for px in pixels), "no red edge"
     assert any(near(px, (0x77, 0xaa, 0x99)) for px in pixels), \
         "no green edge"
+
+
+PROVIDER = r"""
+#include <ngx_config.h>
+#include <ngx_core.h>
+
+ngx_chain_t *ngx_http_rate_limit_prometheus(ngx_pool_t *pool,
+    ngx_log_t *log);
+
+ngx_chain_t *
+ngx_http_rate_limit_prometheus(ngx_pool_t *pool, ngx_log_t *log)
+{
+    static u_char  text[] = "# HELP meshgate_test_state A test state.\n"
+                            "# TYPE meshgate_test_state gauge\n"
+                            "meshgate_test_state{zone=\"a\"} 7\n";
+    ngx_buf_t     *b;
+    ngx_chain_t   *cl;
+
+    b = ngx_calloc_buf(pool);
+    cl = ngx_alloc_chain_link(pool);
+    if (b == NULL || cl == NULL) {
+        return NULL;
+    }
+    b->pos = text;
+    b->last = text + sizeof(text) - 1;
+    b->memory = 1;
+    cl->buf = b;
+    cl->next = NULL;
+    return cl;
+}
+"""
+
+
+def test_state_metrics_of_providers(nginx, tmp_path, monkeypatch):
+    """A loaded module's provider (here a preloaded library exporting
+    ngx_http_rate_limit_prometheus) is appended to the exposition."""
+    import os
+    import subprocess
+    from conftest import BUILD
+    if os.environ.get("MESHGATE_ASAN"):
+        pytest.skip("LD_PRELOAD carries libasan under ASan")
+    src = tmp_path / "provider.c"
+    src.write_text(PROVIDER)
+    lib = str(tmp_path / "provider.so")
+    ngx = os.path.join(BUILD, "nginx-src", "src")
+    incs = []
+    for d in ("core", "event", "event/modules", "os/unix", "http"):
+        incs += ["-I", os.path.join(ngx, d)]
+    incs += ["-I", os.path.join(BUILD, "objs")]
+    subprocess.run(["gcc", "-shared", "-fPIC", "-o", lib, str(src)] + incs,
+                   check=True, timeout=120)
+    monkeypatch.setenv("LD_PRELOAD", lib)
+    conf = """
+    mesh_metrics zone=mm:1m;
+    server {
+        listen 127.0.0.1:{{port}};
+        location = /metrics {
+            mesh_metrics off;
+            mesh_metrics_export prometheus;
+        }
+    }
+    """
+    n = nginx.start(conf, modules=MODS)
+    m = scrape(n)
+    assert m.get("meshgate_test_state", zone="a") == 7
+    assert m.text.endswith("meshgate_test_state{zone=\"a\"} 7\n")
+    promtool(m.text)
+    # our own metrics come first
+    assert m.get("meshgate_metrics_series") == 0
