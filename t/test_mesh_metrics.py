@@ -169,9 +169,13 @@ def test_label_escaping_and_utf8(nginx):
 
 
 def test_zone_full_counts_dropped_series(nginx):
+    """Edges (caller labels come from credentials) may take half of the
+    zone; other series fill the rest; then series are dropped, counted,
+    and one warning is logged."""
     conf = """
     mesh_metrics zone=tiny:128k;
     map $http_x_caller $mesh_peer_id { default $http_x_caller; }
+    map $http_x_jwt $auth_jwt_result { default $http_x_jwt; }
     server {
         listen 127.0.0.1:{{port}};
         location / { return 200; }
@@ -182,21 +186,31 @@ def test_zone_full_counts_dropped_series(nginx):
     }
     """
     n = nginx.start(conf, modules=MODS, workers=2)
-    limit = scrape(n).get("meshgate_metrics_zone_series_limit")
-    assert limit > 0
-    sent = int(limit) + 40
-    for i in range(sent):
+    limit = int(scrape(n).get("meshgate_metrics_zone_series_limit"))
+    assert limit == 256  # one slot per 256 bytes, half of them used
+    callers = limit + 40
+    for i in range(callers):
         r = get(n, "/", headers={"X-Caller": "caller-%d" % i})
         assert r.status_code == 200
-    m = wait_metric(n, "meshgate_metrics_series_dropped_total", 1)
+    m = wait_metric(n, "meshgate_requests_total", callers)
+    assert m.get("meshgate_metrics_series") == 1 + limit // 2
+    assert m.get("meshgate_metrics_series_dropped_total") == \
+        callers - limit // 2
+    assert len(m.series("meshgate_edge_requests_total")) == limit // 2
+
+    results = limit // 2 + 20
+    for i in range(results):
+        get(n, "/", headers={"X-Caller": "caller-0", "X-Jwt": "r%d" % i})
+    m = wait_metric(n, "meshgate_requests_total", callers + results)
     assert m.get("meshgate_metrics_series") == limit
-    # 1 request series + `sent` edge series wanted, `limit` stored
-    wait_for(lambda: scrape(n).get("meshgate_metrics_series_dropped_total")
-             == sent + 1 - limit, 10, "all drops counted")
-    assert m.get("meshgate_requests_total") == sent
-    text = n.wait_log(r"\[warn\].*mesh_metrics zone \"tiny\" is full")
-    assert len(re.findall(r"zone \"tiny\" is full", n.logs())) <= 2
-    promtool(scrape(n).text)
+    stored = limit - 1 - limit // 2
+    assert len(m.series("meshgate_auth_decisions_total")) == stored
+    assert m.get("meshgate_metrics_series_dropped_total") == \
+        callers - limit // 2 + results - stored
+    assert m.get("meshgate_requests_total") == callers + results
+    n.wait_log(r"\[warn\].*mesh_metrics zone \"tiny\" is full")
+    assert len(re.findall(r"zone \"tiny\" is full", n.logs())) == 1
+    promtool(m.text)
 
 
 @pytest.mark.parametrize("http, expect", [

@@ -224,9 +224,16 @@ ngx_http_mesh_metrics_series(ngx_http_mesh_metrics_zone_t *zone,
         return values;
     }
 
-    /* a full zone drops without taking the mutex */
+    /*
+     * A full zone drops without taking the mutex.  Edges, whose caller
+     * label comes from credentials, may fill half of the zone only, so
+     * that many callers cannot crowd out the per-route series.
+     */
 
-    if (zone->sh->series >= zone->sh->max_series) {
+    if (zone->sh->series >= zone->sh->max_series
+        || (family == NGX_HTTP_MESH_METRICS_F_EDGE
+            && zone->sh->edge_series >= zone->sh->max_series / 2))
+    {
         ngx_http_mesh_metrics_drop(zone, log);
         return NULL;
     }
@@ -300,7 +307,11 @@ ngx_http_mesh_metrics_insert(ngx_http_mesh_metrics_zone_t *zone,
 
     node = NULL;
 
-    if (slot < sh->nslots && sh->series < sh->max_series) {
+    if (slot < sh->nslots
+        && sh->series < sh->max_series
+        && (family != NGX_HTTP_MESH_METRICS_F_EDGE
+            || sh->edge_series < sh->max_series / 2))
+    {
         nvalues = ngx_http_mesh_metrics_nvalues(family, sh->nbuckets);
         size = offsetof(ngx_http_mesh_metrics_node_t, values)
                + nvalues * sizeof(ngx_atomic_t) + key->len;
@@ -319,6 +330,10 @@ ngx_http_mesh_metrics_insert(ngx_http_mesh_metrics_zone_t *zone,
             ((ngx_http_mesh_metrics_node_t *volatile *) sh->slots)[slot]
                                                                      = node;
             sh->series++;
+
+            if (family == NGX_HTTP_MESH_METRICS_F_EDGE) {
+                sh->edge_series++;
+            }
 
         } else {
             /* no memory left: the zone is full from now on */
