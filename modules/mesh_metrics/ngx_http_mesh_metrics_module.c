@@ -1003,8 +1003,9 @@ ngx_http_mesh_metrics_export(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 static char *
 ngx_http_mesh_metrics_trace(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
+    ngx_http_mesh_metrics_loc_conf_t *lcf = conf;
+
     char                               *rv;
-    ngx_http_mesh_metrics_loc_conf_t   *lcf = conf;
     ngx_http_mesh_metrics_main_conf_t  *mmcf;
 
     rv = ngx_conf_set_flag_slot(cf, cmd, conf);
