@@ -275,3 +275,40 @@ def test_gateway_json_log_and_metrics_routes(gateway):  # noqa: F811
     g = requests.get(n.url("/mesh/graph"), timeout=10).json()
     assert any(e["route"] == "/public/" and e["upstream"] == "users_svc"
                for e in g["edges"])
+
+
+def test_traceparent_variable_with_request_headers_off(nginx, backend):
+    """proxy_pass_request_headers off: $mesh_traceparent in
+    proxy_set_header, still one span per attempt."""
+    bad, good = backend(), backend()
+    bad.script(None, [Resp(503, "down")])
+    conf = CONF.replace("server 127.0.0.1:{{b1}};", """
+        server 127.0.0.1:{{b1}};
+        server 127.0.0.1:{{b2}};""").replace(
+        "proxy_pass http://app;\n    }",
+        "proxy_pass http://app;\n"
+        "        proxy_pass_request_headers off;\n"
+        "        proxy_set_header traceparent $mesh_traceparent;\n"
+        "        proxy_next_upstream error http_503;\n    }", 1)
+    n = nginx.start(conf, modules=MODS, workers=1, b1=bad.port,
+                    b2=good.port)
+    r = requests.get(n.url("/x"), timeout=10, headers={
+        "traceparent": "00-%s-%s-00" % (TRACE, PARENT)})
+    assert r.status_code == 200
+    tps = [bad.requests[0]["headers"]["traceparent"],
+           good.requests[0]["headers"]["traceparent"]]
+    spans = [TRACEPARENT.match(tp).group(2) for tp in tps]
+    assert all(tp.startswith("00-%s-" % TRACE) and tp.endswith("-00")
+               for tp in tps)
+    assert spans[0] != spans[1]
+    assert r.headers["X-Spans"] == ", ".join(spans)
+
+
+def test_head_unknown_method_and_no_body(traced):
+    n, b = traced
+    assert requests.head(n.url("/metrics"), timeout=10).status_code == 200
+    code = requests.request("FROB", n.url("/x"), timeout=10).status_code
+    m = wait_metric(n, "meshgate_requests_total", 1, method="other",
+                    code=code)
+    assert m.get("meshgate_requests_total", method="FROB") == 0
+    assert m.get("meshgate_requests_total", method="HEAD") == 0
