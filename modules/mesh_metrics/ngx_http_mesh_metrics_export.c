@@ -25,8 +25,15 @@ typedef struct {
     ngx_chain_t                    *out;
     ngx_chain_t                   **last;
     ngx_buf_t                      *buf;
+    u_char                         *labels;
     ngx_uint_t                      failed;
 } ngx_http_mesh_metrics_writer_t;
+
+
+/* escaped label text: at most twice the key, plus names and quotes */
+
+#define NGX_HTTP_MESH_METRICS_LABELS_SIZE                                     \
+    (2 * NGX_HTTP_MESH_METRICS_MAX_KEY + 256)
 
 
 typedef struct {
@@ -251,6 +258,11 @@ ngx_http_mesh_metrics_prometheus(ngx_http_request_t *r,
 {
     ngx_http_mesh_metrics_metric_t  *m;
 
+    w->labels = ngx_pnalloc(r->pool, NGX_HTTP_MESH_METRICS_LABELS_SIZE);
+    if (w->labels == NULL) {
+        return NGX_ERROR;
+    }
+
     for (m = ngx_http_mesh_metrics_metrics; m->name; m++) {
         ngx_http_mesh_metrics_family(w, zone, m);
     }
@@ -317,14 +329,7 @@ ngx_http_mesh_metrics_sample(ngx_http_mesh_metrics_writer_t *w,
     nvalues = ngx_http_mesh_metrics_nvalues(m->family, nb);
     v = node->values;
 
-    /* the label text, escaped, at most 6 times the raw size */
-
-    labels = ngx_pnalloc(w->request->pool, node->key_len * 6 + 128);
-    if (labels == NULL) {
-        w->failed = 1;
-        return;
-    }
-
+    labels = w->labels;
     end = ngx_http_mesh_metrics_labels(labels, node, nvalues, m->family);
 
     if (m->slot != NGX_HTTP_MESH_METRICS_HIST) {
