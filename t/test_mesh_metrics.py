@@ -512,3 +512,32 @@ def test_state_metrics_of_providers(nginx, tmp_path, monkeypatch):
     promtool(m.text)
     # our own metrics come first
     assert m.get("meshgate_metrics_series") == 0
+
+
+def test_subrequest_attempts_counted(nginx, backend):
+    """Upstream attempts of subrequests (auth_request here; aggregation
+    parts alike) are counted once, with their main request."""
+    app, auth = backend(), backend()
+    auth.script("/check", [Resp(204, b"")])
+    conf = CONF.replace("location = /teapot {", """location /sec/ {
+        auth_request /auth;
+        proxy_pass http://app;
+    }
+
+    location = /auth {
+        internal;
+        proxy_pass http://127.0.0.1:{{b2}}/check;
+    }
+
+    location = /teapot {""")
+    n = nginx.start(conf, modules=MODS, workers=2, b1=app.port,
+                    b2=auth.port)
+    for _ in range(3):
+        assert get(n, "/sec/x").status_code == 200
+    m = wait_metric(n, "meshgate_requests_total", 3, route="/sec/")
+    a = "meshgate_upstream_attempts_total"
+    assert m.get(a, upstream="127.0.0.1:%d" % auth.port, code="204") == 3
+    assert m.get(a, upstream="app", code="200") == 3
+    assert m.get("meshgate_requests_total") == 3
+    assert m.get("meshgate_upstream_response_duration_seconds_count",
+                 upstream="127.0.0.1:%d" % auth.port) == 3

@@ -120,10 +120,12 @@ typedef struct {
     u_char                          parent_id[8];
     u_char                          span_id[8];
     u_char                          flags;
+    unsigned                        trace_ready:1;
     unsigned                        continued:1;
     unsigned                        header_done:1;
     ngx_str_t                       upstream_spans;
     size_t                          upstream_spans_cap;
+    ngx_array_t                    *subrequests;
 } ngx_http_mesh_metrics_trace_t;
 
 
@@ -158,6 +160,8 @@ ngx_uint_t ngx_http_mesh_metrics_label(ngx_http_mesh_metrics_node_t *node,
     ngx_uint_t nvalues, ngx_uint_t i, ngx_str_t *value);
 
 /* trace */
+ngx_http_mesh_metrics_trace_t *ngx_http_mesh_metrics_state(
+    ngx_http_request_t *r, ngx_uint_t create);
 ngx_int_t ngx_http_mesh_metrics_trace_add_variables(ngx_conf_t *cf);
 ngx_int_t ngx_http_mesh_metrics_trace_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_mesh_metrics_trace_wrap_upstreams(ngx_conf_t *cf);

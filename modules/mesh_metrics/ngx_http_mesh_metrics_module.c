@@ -17,6 +17,8 @@ static void ngx_http_mesh_metrics_count_request(ngx_http_request_t *r,
     ngx_http_mesh_metrics_zone_t *zone, ngx_str_t *route, ngx_str_t *up);
 static ngx_uint_t ngx_http_mesh_metrics_count_attempts(ngx_http_request_t *r,
     ngx_http_mesh_metrics_zone_t *zone, ngx_str_t *up);
+static void ngx_http_mesh_metrics_count_subrequests(ngx_http_request_t *r,
+    ngx_http_mesh_metrics_zone_t *zone);
 static void ngx_http_mesh_metrics_count_edge(ngx_http_request_t *r,
     ngx_http_mesh_metrics_main_conf_t *mmcf, ngx_str_t *route,
     ngx_str_t *up, ngx_uint_t status, ngx_uint_t usec);
@@ -175,6 +177,8 @@ ngx_http_mesh_metrics_log_handler(ngx_http_request_t *r)
 
     attempts = ngx_http_mesh_metrics_count_attempts(r, zone, &up);
 
+    ngx_http_mesh_metrics_count_subrequests(r, zone);
+
     ngx_http_mesh_metrics_count_edge(r, mmcf, &lcf->label, &up,
                                      ngx_http_mesh_metrics_status(r),
                                      ngx_http_mesh_metrics_elapsed(r));
@@ -327,6 +331,45 @@ ngx_http_mesh_metrics_count_attempts(ngx_http_request_t *r,
     }
 
     return n;
+}
+
+
+/* upstream attempts of subrequests (aggregation parts, auth calls) */
+
+static void
+ngx_http_mesh_metrics_count_subrequests(ngx_http_request_t *r,
+    ngx_http_mesh_metrics_zone_t *zone)
+{
+    ngx_str_t                       up;
+    ngx_uint_t                      i, j;
+    ngx_http_request_t            **sr;
+    ngx_http_mesh_metrics_trace_t  *t;
+
+    t = ngx_http_mesh_metrics_state(r, 0);
+
+    if (t == NULL || t->subrequests == NULL) {
+        return;
+    }
+
+    sr = t->subrequests->elts;
+
+    for (i = 0; i < t->subrequests->nelts; i++) {
+
+        /* a subrequest may have gone upstream twice: count it once */
+
+        for (j = 0; j < i; j++) {
+            if (sr[j] == sr[i]) {
+                break;
+            }
+        }
+
+        if (j < i) {
+            continue;
+        }
+
+        ngx_http_mesh_metrics_upstream_name(sr[i], &up);
+        (void) ngx_http_mesh_metrics_count_attempts(sr[i], zone, &up);
+    }
 }
 
 
@@ -1066,7 +1109,9 @@ ngx_http_mesh_metrics_postconfiguration(ngx_conf_t *cf)
         }
 
         *h = ngx_http_mesh_metrics_trace_handler;
+    }
 
+    if (mmcf->trace_used || mmcf->zone) {
         if (ngx_http_mesh_metrics_trace_wrap_upstreams(cf) != NGX_OK) {
             return NGX_ERROR;
         }

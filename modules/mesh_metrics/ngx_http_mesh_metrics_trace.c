@@ -62,6 +62,8 @@ static ngx_int_t ngx_http_mesh_metrics_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_mesh_metrics_upstream_spans_variable(
     ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_mesh_metrics_cmp_peer_inits(const void *one,
+    const void *two);
 static ngx_int_t ngx_http_mesh_metrics_init_peer(ngx_http_request_t *r,
     ngx_http_upstream_srv_conf_t *us);
 static ngx_int_t ngx_http_mesh_metrics_get_peer(ngx_peer_connection_t *pc,
@@ -130,8 +132,14 @@ ngx_http_mesh_metrics_trace_add_variables(ngx_conf_t *cf)
 }
 
 
-static ngx_http_mesh_metrics_trace_t *
-ngx_http_mesh_metrics_trace_ctx(ngx_http_request_t *r)
+/*
+ * The state of a main request (trace ids, subrequests that went upstream),
+ * kept across internal redirects: the module ctx is cleared by them, the
+ * pool cleanup that holds the state is not.
+ */
+
+ngx_http_mesh_metrics_trace_t *
+ngx_http_mesh_metrics_state(ngx_http_request_t *r, ngx_uint_t create)
 {
     ngx_pool_cleanup_t             *cln;
     ngx_http_mesh_metrics_trace_t  *t;
@@ -143,14 +151,16 @@ ngx_http_mesh_metrics_trace_ctx(ngx_http_request_t *r)
         return t;
     }
 
-    /* after an internal redirect the ctx is gone, the cleanup is not */
-
     for (cln = r->pool->cleanup; cln; cln = cln->next) {
         if (cln->handler == ngx_http_mesh_metrics_trace_cleanup) {
             t = cln->data;
             ngx_http_set_ctx(r, t, ngx_http_mesh_metrics_module);
             return t;
         }
+    }
+
+    if (!create) {
+        return NULL;
     }
 
     cln = ngx_pool_cleanup_add(r->pool,
@@ -163,6 +173,25 @@ ngx_http_mesh_metrics_trace_ctx(ngx_http_request_t *r)
     ngx_memzero(t, sizeof(ngx_http_mesh_metrics_trace_t));
     cln->handler = ngx_http_mesh_metrics_trace_cleanup;
 
+    ngx_http_set_ctx(r, t, ngx_http_mesh_metrics_module);
+
+    return t;
+}
+
+
+static ngx_http_mesh_metrics_trace_t *
+ngx_http_mesh_metrics_trace_ctx(ngx_http_request_t *r)
+{
+    ngx_http_mesh_metrics_trace_t  *t;
+
+    t = ngx_http_mesh_metrics_state(r, 1);
+
+    if (t == NULL || t->trace_ready) {
+        return t;
+    }
+
+    r = r->main;
+
     if (ngx_http_mesh_metrics_trace_incoming(r, t) == NGX_OK) {
         t->continued = 1;
 
@@ -173,8 +202,7 @@ ngx_http_mesh_metrics_trace_ctx(ngx_http_request_t *r)
     }
 
     ngx_http_mesh_metrics_random(t->span_id, 8);
-
-    ngx_http_set_ctx(r, t, ngx_http_mesh_metrics_module);
+    t->trace_ready = 1;
 
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "mesh trace: %s %*xs",
@@ -611,7 +639,7 @@ ngx_http_mesh_metrics_upstream_spans_variable(ngx_http_request_t *r,
 {
     ngx_http_mesh_metrics_trace_t  *t;
 
-    t = ngx_http_get_module_ctx(r->main, ngx_http_mesh_metrics_module);
+    t = ngx_http_mesh_metrics_state(r, 0);
 
     if (t == NULL || t->upstream_spans.len == 0) {
         v->not_found = 1;
@@ -628,7 +656,10 @@ ngx_http_mesh_metrics_upstream_spans_variable(ngx_http_request_t *r,
 }
 
 
-/* balancer wrapper: one span id per upstream attempt */
+/*
+ * Balancer wrapper: one span id per upstream attempt, and a note of the
+ * subrequests that go upstream.
+ */
 
 ngx_int_t
 ngx_http_mesh_metrics_trace_wrap_upstreams(ngx_conf_t *cf)
@@ -669,9 +700,27 @@ ngx_http_mesh_metrics_trace_wrap_upstreams(ngx_conf_t *cf)
         uscfp[i]->peer.init = ngx_http_mesh_metrics_init_peer;
     }
 
+    ngx_sort(inits->elts, inits->nelts,
+             sizeof(ngx_http_mesh_metrics_peer_init_t),
+             ngx_http_mesh_metrics_cmp_peer_inits);
+
     mmcf->peer_inits = inits;
 
     return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_mesh_metrics_cmp_peer_inits(const void *one, const void *two)
+{
+    const ngx_http_mesh_metrics_peer_init_t  *a = one;
+    const ngx_http_mesh_metrics_peer_init_t  *b = two;
+
+    if ((uintptr_t) a->upstream == (uintptr_t) b->upstream) {
+        return 0;
+    }
+
+    return (uintptr_t) a->upstream < (uintptr_t) b->upstream ? -1 : 1;
 }
 
 
@@ -680,8 +729,9 @@ ngx_http_mesh_metrics_init_peer(ngx_http_request_t *r,
     ngx_http_upstream_srv_conf_t *us)
 {
     ngx_int_t                            rc;
-    ngx_uint_t                           i;
+    ngx_uint_t                           lo, hi, mid;
     ngx_http_upstream_t                 *u;
+    ngx_http_request_t                 **sr;
     ngx_http_mesh_metrics_trace_t       *t;
     ngx_http_mesh_metrics_peer_data_t   *pd;
     ngx_http_mesh_metrics_peer_init_t   *pi;
@@ -689,38 +739,72 @@ ngx_http_mesh_metrics_init_peer(ngx_http_request_t *r,
 
     mmcf = ngx_http_get_module_main_conf(r, ngx_http_mesh_metrics_module);
 
-    pi = mmcf->peer_inits->elts;
+    /* the array is sorted by upstream address */
 
-    for (i = 0; i < mmcf->peer_inits->nelts; i++) {
-        if (pi[i].upstream == us) {
-            break;
+    pi = mmcf->peer_inits->elts;
+    lo = 0;
+    hi = mmcf->peer_inits->nelts;
+
+    while (lo < hi) {
+        mid = lo + (hi - lo) / 2;
+
+        if ((uintptr_t) pi[mid].upstream < (uintptr_t) us) {
+            lo = mid + 1;
+
+        } else {
+            hi = mid;
         }
     }
 
-    if (i == mmcf->peer_inits->nelts) {
+    if (lo == mmcf->peer_inits->nelts || pi[lo].upstream != us) {
         ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
-                      "mesh trace: unknown upstream \"%V\"", &us->host);
+                      "mesh_metrics: unknown upstream \"%V\"", &us->host);
         return NGX_ERROR;
     }
 
-    rc = pi[i].init(r, us);
+    rc = pi[lo].init(r, us);
 
     if (rc != NGX_OK) {
         return rc;
     }
 
-    t = ngx_http_get_module_ctx(r->main, ngx_http_mesh_metrics_module);
+    /* subrequests that go upstream are counted with their main request */
+
+    if (r != r->main && mmcf->zone) {
+        t = ngx_http_mesh_metrics_state(r, 1);
+        if (t == NULL) {
+            return NGX_ERROR;
+        }
+
+        if (t->subrequests == NULL) {
+            t->subrequests = ngx_array_create(r->main->pool, 4,
+                                              sizeof(ngx_http_request_t *));
+            if (t->subrequests == NULL) {
+                return NGX_ERROR;
+            }
+        }
+
+        sr = ngx_array_push(t->subrequests);
+        if (sr == NULL) {
+            return NGX_ERROR;
+        }
+
+        *sr = r;
+
+    } else {
+        t = ngx_http_mesh_metrics_state(r, 0);
+    }
 
     if (t == NULL || !t->header_done) {
         return NGX_OK;
     }
 
+    u = r->upstream;
+
     pd = ngx_palloc(r->pool, sizeof(ngx_http_mesh_metrics_peer_data_t));
     if (pd == NULL) {
         return NGX_ERROR;
     }
-
-    u = r->upstream;
 
     pd->request = r;
     pd->data = u->peer.data;
@@ -830,7 +914,7 @@ ngx_http_mesh_metrics_new_attempt(ngx_http_request_t *r)
     ngx_http_upstream_t            *u;
     ngx_http_mesh_metrics_trace_t  *t;
 
-    t = ngx_http_get_module_ctx(r->main, ngx_http_mesh_metrics_module);
+    t = ngx_http_mesh_metrics_state(r, 0);
     u = r->upstream;
 
     if (t == NULL || u == NULL || u->request_bufs == NULL) {
