@@ -193,7 +193,8 @@ def test_zone_full_counts_dropped_series(nginx):
         r = get(n, "/", headers={"X-Caller": "caller-%d" % i})
         assert r.status_code == 200
     m = wait_metric(n, "meshgate_requests_total", callers)
-    assert m.get("meshgate_metrics_series") == 1 + limit // 2
+    # the request series, the route's dashboard series, the edges
+    assert m.get("meshgate_metrics_series") == 2 + limit // 2
     assert m.get("meshgate_metrics_series_dropped_total") == \
         callers - limit // 2
     assert len(m.series("meshgate_edge_requests_total")) == limit // 2
@@ -203,7 +204,7 @@ def test_zone_full_counts_dropped_series(nginx):
         get(n, "/", headers={"X-Caller": "caller-0", "X-Jwt": "r%d" % i})
     m = wait_metric(n, "meshgate_requests_total", callers + results)
     assert m.get("meshgate_metrics_series") == limit
-    stored = limit - 1 - limit // 2
+    stored = limit - 2 - limit // 2
     assert len(m.series("meshgate_auth_decisions_total")) == stored
     assert m.get("meshgate_metrics_series_dropped_total") == \
         callers - limit // 2 + results - stored
@@ -529,6 +530,11 @@ def test_subrequest_attempts_counted(nginx, backend):
         proxy_pass http://127.0.0.1:{{b2}}/check;
     }
 
+    location = /graph {
+        mesh_metrics off;
+        mesh_metrics_export graph;
+    }
+
     location = /teapot {""")
     n = nginx.start(conf, modules=MODS, workers=2, b1=app.port,
                     b2=auth.port)
@@ -541,3 +547,11 @@ def test_subrequest_attempts_counted(nginx, backend):
     assert m.get("meshgate_requests_total") == 3
     assert m.get("meshgate_upstream_response_duration_seconds_count",
                  upstream="127.0.0.1:%d" % auth.port) == 3
+    # the route depends on both upstreams; its golden metrics count each
+    # request once
+    e = "meshgate_edge_requests_total"
+    assert m.get(e, route="/sec/", upstream="app") == 3
+    assert m.get(e, route="/sec/", upstream="127.0.0.1:%d" % auth.port) == 3
+    g = get(n, "/graph").json()
+    assert [r["requests"] for r in g["routes"] if r["route"] == "/sec/"] \
+        == [3]

@@ -17,6 +17,7 @@
 #define NGX_HTTP_MESH_METRICS_MAX_VALUE     128
 #define NGX_HTTP_MESH_METRICS_MAX_KEY       640
 #define NGX_HTTP_MESH_METRICS_WINDOW        10
+#define NGX_HTTP_MESH_METRICS_MAX_EDGES     8
 
 
 /* series families: one shared-memory node per family and label set */
@@ -29,15 +30,17 @@
 #define NGX_HTTP_MESH_METRICS_F_RATELIMIT   5
 #define NGX_HTTP_MESH_METRICS_F_RETRIES     6
 #define NGX_HTTP_MESH_METRICS_F_AGGREGATE   7
-#define NGX_HTTP_MESH_METRICS_NFAMILIES     8
+#define NGX_HTTP_MESH_METRICS_F_ROUTE       8
+#define NGX_HTTP_MESH_METRICS_NFAMILIES     9
 
 
 /*
  * Value slots of a histogram-carrying node (REQUEST, UPSTREAM, EDGE):
  *   0 count, 1 and 2 family-specific counters, 3 sum in microseconds,
  *   4 .. 4 + nbuckets: per-bucket counts (not cumulative), last is +Inf.
- * EDGE nodes add two rate windows after the buckets: epoch, requests,
- * errors each.  Counter families (the others) have one slot.
+ * EDGE and ROUTE nodes add two rate windows after the buckets: epoch,
+ * requests, errors each.  ROUTE nodes (one per route, for the dashboard)
+ * are not exported to Prometheus.  Counter families (the others) have one slot.
  */
 
 #define NGX_HTTP_MESH_METRICS_V_COUNT       0

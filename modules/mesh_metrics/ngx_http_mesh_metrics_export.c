@@ -74,7 +74,7 @@ static u_char *ngx_http_mesh_metrics_bound(u_char *p, ngx_uint_t usec);
 static void ngx_http_mesh_metrics_providers(ngx_http_request_t *r,
     ngx_http_mesh_metrics_writer_t *w);
 static ngx_array_t *ngx_http_mesh_metrics_edges(ngx_http_request_t *r,
-    ngx_http_mesh_metrics_zone_t *zone, ngx_uint_t by_route);
+    ngx_http_mesh_metrics_zone_t *zone, ngx_uint_t family);
 static ngx_int_t ngx_http_mesh_metrics_graph(ngx_http_request_t *r,
     ngx_http_mesh_metrics_zone_t *zone, ngx_http_mesh_metrics_writer_t *w);
 static void ngx_http_mesh_metrics_golden(ngx_http_mesh_metrics_writer_t *w,
@@ -106,7 +106,8 @@ static char  *ngx_http_mesh_metrics_label_names[][4] = {
     { "route", "auth", "result", NULL },         /* AUTH */
     { "route", "status", NULL, NULL },           /* RATELIMIT */
     { "route", "upstream", NULL, NULL },         /* RETRIES */
-    { "route", "part", "reason", NULL }          /* AGGREGATE */
+    { "route", "part", "reason", NULL },         /* AGGREGATE */
+    { "route", NULL, NULL, NULL }                /* ROUTE */
 };
 
 
@@ -482,15 +483,15 @@ ngx_http_mesh_metrics_providers(ngx_http_request_t *r,
 
 
 /*
- * Edge nodes merged: by_route = 0 keeps caller, route and upstream apart
- * (the graph); 1 merges them by route (golden metrics per route).
+ * The edges (family EDGE: caller, route, upstream) or the routes (family
+ * ROUTE: one node per route, counted once per request), with their
+ * golden-metric data.
  */
 
 static ngx_array_t *
 ngx_http_mesh_metrics_edges(ngx_http_request_t *r,
-    ngx_http_mesh_metrics_zone_t *zone, ngx_uint_t by_route)
+    ngx_http_mesh_metrics_zone_t *zone, ngx_uint_t family)
 {
-    ngx_str_t                       caller, route, upstream;
     ngx_uint_t                      i, j, nb, nvalues, req, err;
     ngx_array_t                    *edges;
     ngx_atomic_t                   *v;
@@ -500,7 +501,7 @@ ngx_http_mesh_metrics_edges(ngx_http_request_t *r,
 
     sh = zone->sh;
     nb = sh->nbuckets;
-    nvalues = ngx_http_mesh_metrics_nvalues(NGX_HTTP_MESH_METRICS_F_EDGE, nb);
+    nvalues = ngx_http_mesh_metrics_nvalues(family, nb);
 
     edges = ngx_array_create(r->pool, 16,
                              sizeof(ngx_http_mesh_metrics_edge_t));
@@ -511,54 +512,39 @@ ngx_http_mesh_metrics_edges(ngx_http_request_t *r,
     for (i = 0; i < sh->nslots; i++) {
         node = ((ngx_http_mesh_metrics_node_t *volatile *) sh->slots)[i];
 
-        if (node == NULL || node->family != NGX_HTTP_MESH_METRICS_F_EDGE) {
+        if (node == NULL || node->family != family) {
             continue;
         }
 
-        if (!ngx_http_mesh_metrics_label(node, nvalues, 0, &caller)
-            || !ngx_http_mesh_metrics_label(node, nvalues, 1, &route)
-            || !ngx_http_mesh_metrics_label(node, nvalues, 2, &upstream))
-        {
-            continue;
+        e = ngx_array_push(edges);
+        if (e == NULL) {
+            return NULL;
         }
 
-        e = edges->elts;
+        ngx_memzero(e, sizeof(ngx_http_mesh_metrics_edge_t));
 
-        for (j = 0; by_route && j < edges->nelts; j++) {
-            if (e[j].route.len == route.len
-                && ngx_strncmp(e[j].route.data, route.data, route.len) == 0)
-            {
-                break;
-            }
-        }
-
-        if (!by_route || j == edges->nelts) {
-            e = ngx_array_push(edges);
-            if (e == NULL) {
-                return NULL;
-            }
-
-            ngx_memzero(e, sizeof(ngx_http_mesh_metrics_edge_t));
-            e->caller = caller;
-            e->route = route;
-            e->upstream = upstream;
+        if (family == NGX_HTTP_MESH_METRICS_F_ROUTE) {
+            (void) ngx_http_mesh_metrics_label(node, nvalues, 0, &e->route);
 
         } else {
-            e = &e[j];
+            (void) ngx_http_mesh_metrics_label(node, nvalues, 0, &e->caller);
+            (void) ngx_http_mesh_metrics_label(node, nvalues, 1, &e->route);
+            (void) ngx_http_mesh_metrics_label(node, nvalues, 2,
+                                               &e->upstream);
         }
 
         v = node->values;
 
-        e->requests += v[NGX_HTTP_MESH_METRICS_V_COUNT];
-        e->errors += v[NGX_HTTP_MESH_METRICS_V_A];
+        e->requests = v[NGX_HTTP_MESH_METRICS_V_COUNT];
+        e->errors = v[NGX_HTTP_MESH_METRICS_V_A];
 
         for (j = 0; j <= nb; j++) {
-            e->buckets[j] += v[NGX_HTTP_MESH_METRICS_V_BUCKETS + j];
+            e->buckets[j] = v[NGX_HTTP_MESH_METRICS_V_BUCKETS + j];
         }
 
         ngx_http_mesh_metrics_window_read(zone, v, &req, &err);
-        e->window_requests += req;
-        e->window_errors += err;
+        e->window_requests = req;
+        e->window_errors = err;
     }
 
     return edges;
@@ -573,8 +559,10 @@ ngx_http_mesh_metrics_graph(ngx_http_request_t *r,
     ngx_array_t                   *edges, *routes;
     ngx_http_mesh_metrics_edge_t  *e;
 
-    edges = ngx_http_mesh_metrics_edges(r, zone, 0);
-    routes = ngx_http_mesh_metrics_edges(r, zone, 1);
+    edges = ngx_http_mesh_metrics_edges(r, zone,
+                                        NGX_HTTP_MESH_METRICS_F_EDGE);
+    routes = ngx_http_mesh_metrics_edges(r, zone,
+                                         NGX_HTTP_MESH_METRICS_F_ROUTE);
 
     if (edges == NULL || routes == NULL) {
         return NGX_ERROR;
@@ -660,8 +648,10 @@ ngx_http_mesh_metrics_dashboard(ngx_http_request_t *r,
     ngx_array_t                   *edges, *routes;
     ngx_http_mesh_metrics_edge_t  *e;
 
-    edges = ngx_http_mesh_metrics_edges(r, zone, 0);
-    routes = ngx_http_mesh_metrics_edges(r, zone, 1);
+    edges = ngx_http_mesh_metrics_edges(r, zone,
+                                        NGX_HTTP_MESH_METRICS_F_EDGE);
+    routes = ngx_http_mesh_metrics_edges(r, zone,
+                                         NGX_HTTP_MESH_METRICS_F_ROUTE);
 
     if (edges == NULL || routes == NULL) {
         return NGX_ERROR;

@@ -18,10 +18,13 @@ static void ngx_http_mesh_metrics_count_request(ngx_http_request_t *r,
 static ngx_uint_t ngx_http_mesh_metrics_count_attempts(ngx_http_request_t *r,
     ngx_http_mesh_metrics_zone_t *zone, ngx_str_t *up);
 static void ngx_http_mesh_metrics_count_subrequests(ngx_http_request_t *r,
-    ngx_http_mesh_metrics_zone_t *zone);
+    ngx_http_mesh_metrics_zone_t *zone, ngx_str_t *ups, ngx_uint_t *n);
 static void ngx_http_mesh_metrics_count_edge(ngx_http_request_t *r,
     ngx_http_mesh_metrics_main_conf_t *mmcf, ngx_str_t *route,
     ngx_str_t *up, ngx_uint_t status, ngx_uint_t usec);
+static void ngx_http_mesh_metrics_count_route(ngx_http_request_t *r,
+    ngx_http_mesh_metrics_zone_t *zone, ngx_str_t *route, ngx_uint_t status,
+    ngx_uint_t usec);
 static void ngx_http_mesh_metrics_count_modules(ngx_http_request_t *r,
     ngx_http_mesh_metrics_main_conf_t *mmcf, ngx_str_t *route,
     ngx_str_t *up, ngx_uint_t attempts);
@@ -153,7 +156,8 @@ static ngx_int_t
 ngx_http_mesh_metrics_log_handler(ngx_http_request_t *r)
 {
     ngx_str_t                           up;
-    ngx_uint_t                          attempts;
+    ngx_str_t                           ups[NGX_HTTP_MESH_METRICS_MAX_EDGES];
+    ngx_uint_t                          i, n, attempts, status, usec;
     ngx_http_mesh_metrics_zone_t       *zone;
     ngx_http_mesh_metrics_loc_conf_t   *lcf;
     ngx_http_mesh_metrics_main_conf_t  *mmcf;
@@ -177,11 +181,29 @@ ngx_http_mesh_metrics_log_handler(ngx_http_request_t *r)
 
     attempts = ngx_http_mesh_metrics_count_attempts(r, zone, &up);
 
-    ngx_http_mesh_metrics_count_subrequests(r, zone);
+    /* the edges: to the upstream of the request and of its subrequests */
 
-    ngx_http_mesh_metrics_count_edge(r, mmcf, &lcf->label, &up,
-                                     ngx_http_mesh_metrics_status(r),
-                                     ngx_http_mesh_metrics_elapsed(r));
+    n = 0;
+
+    if (r->upstream) {
+        ups[n++] = up;
+    }
+
+    ngx_http_mesh_metrics_count_subrequests(r, zone, ups, &n);
+
+    if (n == 0) {
+        ups[n++] = up;
+    }
+
+    status = ngx_http_mesh_metrics_status(r);
+    usec = ngx_http_mesh_metrics_elapsed(r);
+
+    for (i = 0; i < n; i++) {
+        ngx_http_mesh_metrics_count_edge(r, mmcf, &lcf->label, &ups[i],
+                                         status, usec);
+    }
+
+    ngx_http_mesh_metrics_count_route(r, zone, &lcf->label, status, usec);
 
     ngx_http_mesh_metrics_count_modules(r, mmcf, &lcf->label, &up, attempts);
 
@@ -334,11 +356,14 @@ ngx_http_mesh_metrics_count_attempts(ngx_http_request_t *r,
 }
 
 
-/* upstream attempts of subrequests (aggregation parts, auth calls) */
+/*
+ * Upstream attempts of subrequests (aggregation parts, auth calls); adds
+ * their distinct upstream names to ups (room for MAX_EDGES).
+ */
 
 static void
 ngx_http_mesh_metrics_count_subrequests(ngx_http_request_t *r,
-    ngx_http_mesh_metrics_zone_t *zone)
+    ngx_http_mesh_metrics_zone_t *zone, ngx_str_t *ups, ngx_uint_t *n)
 {
     ngx_str_t                       up;
     ngx_uint_t                      i, j;
@@ -369,6 +394,18 @@ ngx_http_mesh_metrics_count_subrequests(ngx_http_request_t *r,
 
         ngx_http_mesh_metrics_upstream_name(sr[i], &up);
         (void) ngx_http_mesh_metrics_count_attempts(sr[i], zone, &up);
+
+        for (j = 0; j < *n; j++) {
+            if (ups[j].len == up.len
+                && ngx_strncmp(ups[j].data, up.data, up.len) == 0)
+            {
+                break;
+            }
+        }
+
+        if (j == *n && *n < NGX_HTTP_MESH_METRICS_MAX_EDGES) {
+            ups[(*n)++] = up;
+        }
     }
 }
 
@@ -409,6 +446,37 @@ ngx_http_mesh_metrics_count_edge(ngx_http_request_t *r,
 
     ngx_http_mesh_metrics_observe(mmcf->zone, values, usec);
     ngx_http_mesh_metrics_window_add(mmcf->zone, values, status >= 500);
+}
+
+
+/* golden metrics of a route, for the dashboard */
+
+static void
+ngx_http_mesh_metrics_count_route(ngx_http_request_t *r,
+    ngx_http_mesh_metrics_zone_t *zone, ngx_str_t *route, ngx_uint_t status,
+    ngx_uint_t usec)
+{
+    ngx_atomic_t                 *values;
+    ngx_http_mesh_metrics_key_t   key;
+
+    ngx_http_mesh_metrics_key_reset(&key);
+    ngx_http_mesh_metrics_key_add(&key, route->data, route->len);
+
+    values = ngx_http_mesh_metrics_series(zone,
+                                          NGX_HTTP_MESH_METRICS_F_ROUTE,
+                                          &key, r->connection->log);
+    if (values == NULL) {
+        return;
+    }
+
+    (void) ngx_atomic_fetch_add(&values[NGX_HTTP_MESH_METRICS_V_COUNT], 1);
+
+    if (status >= 500) {
+        (void) ngx_atomic_fetch_add(&values[NGX_HTTP_MESH_METRICS_V_A], 1);
+    }
+
+    ngx_http_mesh_metrics_observe(zone, values, usec);
+    ngx_http_mesh_metrics_window_add(zone, values, status >= 500);
 }
 
 

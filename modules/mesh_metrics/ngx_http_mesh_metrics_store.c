@@ -137,6 +137,7 @@ ngx_http_mesh_metrics_nvalues(ngx_uint_t family, ngx_uint_t nbuckets)
         return NGX_HTTP_MESH_METRICS_V_BUCKETS + nbuckets + 1;
 
     case NGX_HTTP_MESH_METRICS_F_EDGE:
+    case NGX_HTTP_MESH_METRICS_F_ROUTE:
         return NGX_HTTP_MESH_METRICS_V_BUCKETS + nbuckets + 1 + 6;
 
     default:
