@@ -11,8 +11,6 @@ import subprocess
 import sys
 import tempfile
 
-from conftest import sanitizer_env
-
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = os.path.abspath(os.environ.get("MESHGATE_BUILD",
                                        os.path.join(TOP, "build")))
