@@ -1,0 +1,178 @@
+
+/*
+ * Copyright (C) meshgate contributors
+ */
+
+
+#ifndef _NGX_HTTP_MESH_METRICS_H_INCLUDED_
+#define _NGX_HTTP_MESH_METRICS_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+
+#define NGX_HTTP_MESH_METRICS_MAX_BUCKETS   32
+#define NGX_HTTP_MESH_METRICS_MAX_VALUE     128
+#define NGX_HTTP_MESH_METRICS_MAX_KEY       640
+#define NGX_HTTP_MESH_METRICS_WINDOW        10
+#define NGX_HTTP_MESH_METRICS_MAX_EDGES     8
+
+
+/* series families: one shared-memory node per family and label set */
+
+#define NGX_HTTP_MESH_METRICS_F_REQUEST     0
+#define NGX_HTTP_MESH_METRICS_F_ATTEMPT     1
+#define NGX_HTTP_MESH_METRICS_F_UPSTREAM    2
+#define NGX_HTTP_MESH_METRICS_F_EDGE        3
+#define NGX_HTTP_MESH_METRICS_F_AUTH        4
+#define NGX_HTTP_MESH_METRICS_F_RATELIMIT   5
+#define NGX_HTTP_MESH_METRICS_F_RETRIES     6
+#define NGX_HTTP_MESH_METRICS_F_AGGREGATE   7
+#define NGX_HTTP_MESH_METRICS_F_ROUTE       8
+#define NGX_HTTP_MESH_METRICS_NFAMILIES     9
+
+
+/*
+ * Value slots of a histogram-carrying node (REQUEST, UPSTREAM, EDGE):
+ *   0 count, 1 and 2 family-specific counters, 3 sum in microseconds,
+ *   4 .. 4 + nbuckets: per-bucket counts (not cumulative), last is +Inf.
+ * EDGE and ROUTE nodes add two rate windows after the buckets: epoch,
+ * requests, errors each.  ROUTE nodes (one per route, for the dashboard)
+ * are not exported to Prometheus.  Counter families (the others) have one slot.
+ */
+
+#define NGX_HTTP_MESH_METRICS_V_COUNT       0
+#define NGX_HTTP_MESH_METRICS_V_A           1
+#define NGX_HTTP_MESH_METRICS_V_B           2
+#define NGX_HTTP_MESH_METRICS_V_SUM         3
+#define NGX_HTTP_MESH_METRICS_V_BUCKETS     4
+
+
+typedef struct {
+    uint32_t                        hash;
+    uint16_t                        family;
+    uint16_t                        key_len;
+    ngx_atomic_t                    values[1];
+    /* then the label values, each ended by '\0' */
+} ngx_http_mesh_metrics_node_t;
+
+
+typedef struct {
+    ngx_uint_t                      nslots;
+    ngx_uint_t                      max_series;
+    ngx_uint_t                      nbuckets;
+    ngx_uint_t                      bounds[NGX_HTTP_MESH_METRICS_MAX_BUCKETS];
+    time_t                          started;
+    ngx_atomic_t                    warned;
+    ngx_atomic_t                    series;
+    ngx_atomic_t                    edge_series;
+    ngx_atomic_t                    dropped;
+    ngx_http_mesh_metrics_node_t  **slots;
+} ngx_http_mesh_metrics_shctx_t;
+
+
+typedef struct {
+    ngx_http_mesh_metrics_shctx_t  *sh;
+    ngx_slab_pool_t                *shpool;
+    ngx_shm_zone_t                 *shm_zone;
+    ngx_uint_t                      nbuckets;
+    ngx_uint_t                     *bounds;
+} ngx_http_mesh_metrics_zone_t;
+
+
+typedef struct {
+    ngx_http_mesh_metrics_zone_t   *zone;
+    ngx_array_t                    *buckets;      /* of ngx_uint_t, usec */
+
+    /* indexes of other modules' variables, NGX_ERROR when not defined */
+    ngx_int_t                       auth_jwt;
+    ngx_int_t                       auth_key;
+    ngx_int_t                       auth_introspect;
+    ngx_int_t                       rate_limit;
+    ngx_int_t                       aggregate;
+    ngx_int_t                       retries;
+    ngx_int_t                       peer_id;
+    ngx_int_t                       consumer;
+    ngx_int_t                       subject;
+
+    ngx_flag_t                      trace_used;
+    ngx_array_t                    *peer_inits;
+    u_char                         *export_file;
+    ngx_uint_t                      export_line;
+} ngx_http_mesh_metrics_main_conf_t;
+
+
+typedef struct {
+    ngx_flag_t                      enable;
+    ngx_flag_t                      trace;
+    ngx_str_t                       route;        /* explicit name */
+    ngx_str_t                       label;        /* route label used */
+    ngx_uint_t                      export;
+} ngx_http_mesh_metrics_loc_conf_t;
+
+
+#define NGX_HTTP_MESH_METRICS_EXPORT_PROMETHEUS  1
+#define NGX_HTTP_MESH_METRICS_EXPORT_GRAPH       2
+#define NGX_HTTP_MESH_METRICS_EXPORT_DASHBOARD   3
+
+
+typedef struct {
+    u_char                          trace_id[16];
+    u_char                          parent_id[8];
+    u_char                          span_id[8];
+    u_char                          flags;
+    unsigned                        trace_ready:1;
+    unsigned                        continued:1;
+    unsigned                        header_done:1;
+    ngx_str_t                       upstream_spans;
+    size_t                          upstream_spans_cap;
+    ngx_array_t                    *subrequests;
+} ngx_http_mesh_metrics_trace_t;
+
+
+/* a label set being built on the stack */
+
+typedef struct {
+    u_char                          data[NGX_HTTP_MESH_METRICS_MAX_KEY];
+    size_t                          len;
+} ngx_http_mesh_metrics_key_t;
+
+
+extern ngx_module_t  ngx_http_mesh_metrics_module;
+
+
+/* store */
+ngx_int_t ngx_http_mesh_metrics_init_zone(ngx_shm_zone_t *shm_zone,
+    void *data);
+ngx_uint_t ngx_http_mesh_metrics_nvalues(ngx_uint_t family,
+    ngx_uint_t nbuckets);
+void ngx_http_mesh_metrics_key_reset(ngx_http_mesh_metrics_key_t *key);
+void ngx_http_mesh_metrics_key_add(ngx_http_mesh_metrics_key_t *key,
+    u_char *value, size_t len);
+ngx_atomic_t *ngx_http_mesh_metrics_series(ngx_http_mesh_metrics_zone_t *zone,
+    ngx_uint_t family, ngx_http_mesh_metrics_key_t *key, ngx_log_t *log);
+void ngx_http_mesh_metrics_observe(ngx_http_mesh_metrics_zone_t *zone,
+    ngx_atomic_t *values, ngx_uint_t usec);
+void ngx_http_mesh_metrics_window_add(ngx_http_mesh_metrics_zone_t *zone,
+    ngx_atomic_t *values, ngx_uint_t error);
+void ngx_http_mesh_metrics_window_read(ngx_http_mesh_metrics_zone_t *zone,
+    ngx_atomic_t *values, ngx_uint_t *requests, ngx_uint_t *errors);
+ngx_uint_t ngx_http_mesh_metrics_label(ngx_http_mesh_metrics_node_t *node,
+    ngx_uint_t nvalues, ngx_uint_t i, ngx_str_t *value);
+
+/* trace */
+ngx_http_mesh_metrics_trace_t *ngx_http_mesh_metrics_state(
+    ngx_http_request_t *r, ngx_uint_t create);
+ngx_int_t ngx_http_mesh_metrics_trace_add_variables(ngx_conf_t *cf);
+ngx_int_t ngx_http_mesh_metrics_trace_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_mesh_metrics_trace_wrap_upstreams(ngx_conf_t *cf);
+ngx_int_t ngx_http_mesh_metrics_parse_traceparent(u_char *p, size_t len,
+    ngx_http_mesh_metrics_trace_t *t);
+
+/* export */
+ngx_int_t ngx_http_mesh_metrics_export_handler(ngx_http_request_t *r);
+
+
+#endif /* _NGX_HTTP_MESH_METRICS_H_INCLUDED_ */

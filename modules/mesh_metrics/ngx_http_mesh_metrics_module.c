@@ -1,0 +1,1278 @@
+
+/*
+ * Copyright (C) meshgate contributors
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+#include "ngx_http_mesh_metrics.h"
+
+
+static ngx_int_t ngx_http_mesh_metrics_log_handler(ngx_http_request_t *r);
+static void ngx_http_mesh_metrics_upstream_name(ngx_http_request_t *r,
+    ngx_str_t *name);
+static void ngx_http_mesh_metrics_count_request(ngx_http_request_t *r,
+    ngx_http_mesh_metrics_zone_t *zone, ngx_str_t *route, ngx_str_t *up);
+static ngx_uint_t ngx_http_mesh_metrics_count_attempts(ngx_http_request_t *r,
+    ngx_http_mesh_metrics_zone_t *zone, ngx_str_t *up);
+static void ngx_http_mesh_metrics_count_subrequests(ngx_http_request_t *r,
+    ngx_http_mesh_metrics_zone_t *zone, ngx_str_t *ups, ngx_uint_t *n);
+static void ngx_http_mesh_metrics_count_edge(ngx_http_request_t *r,
+    ngx_http_mesh_metrics_main_conf_t *mmcf, ngx_str_t *route,
+    ngx_str_t *up, ngx_uint_t status, ngx_uint_t usec);
+static void ngx_http_mesh_metrics_count_route(ngx_http_request_t *r,
+    ngx_http_mesh_metrics_zone_t *zone, ngx_str_t *route, ngx_uint_t status,
+    ngx_uint_t usec);
+static void ngx_http_mesh_metrics_count_modules(ngx_http_request_t *r,
+    ngx_http_mesh_metrics_main_conf_t *mmcf, ngx_str_t *route,
+    ngx_str_t *up, ngx_uint_t attempts);
+static void ngx_http_mesh_metrics_count_auth(ngx_http_request_t *r,
+    ngx_http_mesh_metrics_zone_t *zone, ngx_int_t index, ngx_str_t *route,
+    char *name);
+static void ngx_http_mesh_metrics_count_parts(ngx_http_request_t *r,
+    ngx_http_mesh_metrics_zone_t *zone, ngx_str_t *route, ngx_str_t *list);
+static void ngx_http_mesh_metrics_add(ngx_http_request_t *r,
+    ngx_http_mesh_metrics_zone_t *zone, ngx_uint_t family,
+    ngx_http_mesh_metrics_key_t *key, ngx_uint_t n);
+static ngx_uint_t ngx_http_mesh_metrics_var(ngx_http_request_t *r,
+    ngx_int_t index, ngx_str_t *value);
+static ngx_uint_t ngx_http_mesh_metrics_status(ngx_http_request_t *r);
+static ngx_uint_t ngx_http_mesh_metrics_elapsed(ngx_http_request_t *r);
+static ngx_int_t ngx_http_mesh_metrics_route_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_mesh_metrics_opt_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+
+static void *ngx_http_mesh_metrics_create_main_conf(ngx_conf_t *cf);
+static char *ngx_http_mesh_metrics_init_main_conf(ngx_conf_t *cf,
+    void *conf);
+static void *ngx_http_mesh_metrics_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_mesh_metrics_merge_loc_conf(ngx_conf_t *cf,
+    void *parent, void *child);
+static char *ngx_http_mesh_metrics(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_mesh_metrics_zone(ngx_conf_t *cf, ngx_str_t *value);
+static char *ngx_http_mesh_metrics_route(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_mesh_metrics_buckets(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static char *ngx_http_mesh_metrics_export(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_mesh_metrics_trace(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static ngx_int_t ngx_http_mesh_metrics_preconfiguration(ngx_conf_t *cf);
+static ngx_int_t ngx_http_mesh_metrics_postconfiguration(ngx_conf_t *cf);
+static ngx_int_t ngx_http_mesh_metrics_find_variable(ngx_conf_t *cf,
+    char *name, char *prefix);
+
+
+static ngx_uint_t  ngx_http_mesh_metrics_default_buckets[] = {
+    5000, 10000, 25000, 50000, 100000, 250000, 500000,
+    1000000, 2500000, 5000000, 10000000
+};
+
+
+static ngx_command_t  ngx_http_mesh_metrics_commands[] = {
+
+    { ngx_string("mesh_metrics"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_mesh_metrics,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("mesh_metrics_route"),
+      NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_mesh_metrics_route,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("mesh_metrics_buckets"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_mesh_metrics_buckets,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("mesh_metrics_export"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_mesh_metrics_export,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("mesh_trace"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_http_mesh_metrics_trace,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_mesh_metrics_loc_conf_t, trace),
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_mesh_metrics_module_ctx = {
+    ngx_http_mesh_metrics_preconfiguration, /* preconfiguration */
+    ngx_http_mesh_metrics_postconfiguration, /* postconfiguration */
+
+    ngx_http_mesh_metrics_create_main_conf, /* create main configuration */
+    ngx_http_mesh_metrics_init_main_conf,  /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_mesh_metrics_create_loc_conf, /* create location configuration */
+    ngx_http_mesh_metrics_merge_loc_conf   /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_mesh_metrics_module = {
+    NGX_MODULE_V1,
+    &ngx_http_mesh_metrics_module_ctx,     /* module context */
+    ngx_http_mesh_metrics_commands,        /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    NULL,                                  /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    NULL,                                  /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static ngx_str_t  ngx_http_mesh_metrics_none = ngx_string("none");
+static ngx_str_t  ngx_http_mesh_metrics_route_name =
+    ngx_string("mesh_metrics_route");
+static ngx_str_t  ngx_http_mesh_metrics_opt_prefix = ngx_string("mesh_opt_");
+
+
+static ngx_int_t
+ngx_http_mesh_metrics_log_handler(ngx_http_request_t *r)
+{
+    ngx_str_t                           up;
+    ngx_str_t                           ups[NGX_HTTP_MESH_METRICS_MAX_EDGES];
+    ngx_uint_t                          i, n, attempts, status, usec;
+    ngx_http_mesh_metrics_zone_t       *zone;
+    ngx_http_mesh_metrics_loc_conf_t   *lcf;
+    ngx_http_mesh_metrics_main_conf_t  *mmcf;
+
+    if (r != r->main) {
+        return NGX_OK;
+    }
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_mesh_metrics_module);
+    mmcf = ngx_http_get_module_main_conf(r, ngx_http_mesh_metrics_module);
+
+    zone = mmcf->zone;
+
+    if (!lcf->enable || zone == NULL || zone->sh == NULL) {
+        return NGX_OK;
+    }
+
+    ngx_http_mesh_metrics_upstream_name(r, &up);
+
+    ngx_http_mesh_metrics_count_request(r, zone, &lcf->label, &up);
+
+    attempts = ngx_http_mesh_metrics_count_attempts(r, zone, &up);
+
+    /* the edges: to the upstream of the request and of its subrequests */
+
+    n = 0;
+
+    if (r->upstream) {
+        ups[n++] = up;
+    }
+
+    ngx_http_mesh_metrics_count_subrequests(r, zone, ups, &n);
+
+    if (n == 0) {
+        ups[n++] = up;
+    }
+
+    status = ngx_http_mesh_metrics_status(r);
+    usec = ngx_http_mesh_metrics_elapsed(r);
+
+    for (i = 0; i < n; i++) {
+        ngx_http_mesh_metrics_count_edge(r, mmcf, &lcf->label, &ups[i],
+                                         status, usec);
+    }
+
+    ngx_http_mesh_metrics_count_route(r, zone, &lcf->label, status, usec);
+
+    ngx_http_mesh_metrics_count_modules(r, mmcf, &lcf->label, &up, attempts);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_mesh_metrics_upstream_name(ngx_http_request_t *r, ngx_str_t *name)
+{
+    u_char                        *p;
+    ngx_http_upstream_t           *u;
+    ngx_http_upstream_srv_conf_t  *uscf;
+
+    u = r->upstream;
+
+    if (u == NULL) {
+        *name = ngx_http_mesh_metrics_none;
+        return;
+    }
+
+    uscf = u->upstream;
+
+    if (uscf && uscf->host.len) {
+        *name = uscf->host;
+
+        /* a literal "proxy_pass http://host:port" */
+
+        if (uscf->port) {
+            p = ngx_pnalloc(r->pool, uscf->host.len + NGX_INT_T_LEN + 1);
+            if (p != NULL) {
+                name->data = p;
+                name->len = ngx_sprintf(p, "%V:%d", &uscf->host, uscf->port)
+                            - p;
+            }
+        }
+
+        return;
+    }
+
+    if (u->resolved && u->resolved->host.len) {
+        *name = u->resolved->host;
+        return;
+    }
+
+    *name = ngx_http_mesh_metrics_none;
+}
+
+
+static void
+ngx_http_mesh_metrics_count_request(ngx_http_request_t *r,
+    ngx_http_mesh_metrics_zone_t *zone, ngx_str_t *route, ngx_str_t *up)
+{
+    u_char                        code[NGX_INT_T_LEN];
+    ngx_str_t                     method;
+    ngx_uint_t                    status;
+    ngx_atomic_t                 *values;
+    ngx_http_mesh_metrics_key_t   key;
+
+    status = ngx_http_mesh_metrics_status(r);
+
+    if (r->method == NGX_HTTP_UNKNOWN || r->method_name.len == 0) {
+        ngx_str_set(&method, "other");
+
+    } else {
+        method = r->method_name;
+    }
+
+    ngx_http_mesh_metrics_key_reset(&key);
+    ngx_http_mesh_metrics_key_add(&key, route->data, route->len);
+    ngx_http_mesh_metrics_key_add(&key, method.data, method.len);
+    ngx_http_mesh_metrics_key_add(&key, code,
+                                  ngx_sprintf(code, "%03ui", status) - code);
+    ngx_http_mesh_metrics_key_add(&key, up->data, up->len);
+
+    values = ngx_http_mesh_metrics_series(zone,
+                                          NGX_HTTP_MESH_METRICS_F_REQUEST,
+                                          &key, r->connection->log);
+    if (values == NULL) {
+        return;
+    }
+
+    (void) ngx_atomic_fetch_add(&values[NGX_HTTP_MESH_METRICS_V_COUNT], 1);
+    (void) ngx_atomic_fetch_add(&values[NGX_HTTP_MESH_METRICS_V_A],
+                                (ngx_atomic_int_t) r->request_length);
+    (void) ngx_atomic_fetch_add(&values[NGX_HTTP_MESH_METRICS_V_B],
+                                (ngx_atomic_int_t) r->connection->sent);
+
+    ngx_http_mesh_metrics_observe(zone, values,
+                                  ngx_http_mesh_metrics_elapsed(r));
+}
+
+
+static ngx_uint_t
+ngx_http_mesh_metrics_count_attempts(ngx_http_request_t *r,
+    ngx_http_mesh_metrics_zone_t *zone, ngx_str_t *up)
+{
+    u_char                        code[NGX_INT_T_LEN];
+    ngx_uint_t                    i, n;
+    ngx_atomic_t                 *values;
+    ngx_http_upstream_state_t    *state;
+    ngx_http_mesh_metrics_key_t   key;
+
+    if (r->upstream_states == NULL) {
+        return 0;
+    }
+
+    state = r->upstream_states->elts;
+    n = 0;
+
+    for (i = 0; i < r->upstream_states->nelts; i++) {
+
+        if (state[i].peer == NULL) {
+            continue;
+        }
+
+        n++;
+
+        ngx_http_mesh_metrics_key_reset(&key);
+        ngx_http_mesh_metrics_key_add(&key, up->data, up->len);
+        ngx_http_mesh_metrics_key_add(&key, state[i].peer->data,
+                                      state[i].peer->len);
+
+        values = ngx_http_mesh_metrics_series(zone,
+                                              NGX_HTTP_MESH_METRICS_F_UPSTREAM,
+                                              &key, r->connection->log);
+        if (values) {
+            (void) ngx_atomic_fetch_add(
+                                 &values[NGX_HTTP_MESH_METRICS_V_COUNT], 1);
+            (void) ngx_atomic_fetch_add(&values[NGX_HTTP_MESH_METRICS_V_A],
+                                   (ngx_atomic_int_t) state[i].bytes_sent);
+            (void) ngx_atomic_fetch_add(&values[NGX_HTTP_MESH_METRICS_V_B],
+                               (ngx_atomic_int_t) state[i].bytes_received);
+
+            if (state[i].response_time != (ngx_msec_t) -1) {
+                ngx_http_mesh_metrics_observe(zone, values,
+                                          state[i].response_time * 1000);
+            }
+        }
+
+        ngx_http_mesh_metrics_key_add(&key, code,
+                              ngx_sprintf(code, "%03ui", state[i].status)
+                              - code);
+
+        ngx_http_mesh_metrics_add(r, zone, NGX_HTTP_MESH_METRICS_F_ATTEMPT,
+                                  &key, 1);
+    }
+
+    return n;
+}
+
+
+/*
+ * Upstream attempts of subrequests (aggregation parts, auth calls); adds
+ * their distinct upstream names to ups (room for MAX_EDGES).
+ */
+
+static void
+ngx_http_mesh_metrics_count_subrequests(ngx_http_request_t *r,
+    ngx_http_mesh_metrics_zone_t *zone, ngx_str_t *ups, ngx_uint_t *n)
+{
+    ngx_str_t                       up;
+    ngx_uint_t                      i, j;
+    ngx_http_request_t            **sr;
+    ngx_http_mesh_metrics_trace_t  *t;
+
+    t = ngx_http_mesh_metrics_state(r, 0);
+
+    if (t == NULL || t->subrequests == NULL) {
+        return;
+    }
+
+    sr = t->subrequests->elts;
+
+    for (i = 0; i < t->subrequests->nelts; i++) {
+
+        /* a subrequest may have gone upstream twice: count it once */
+
+        for (j = 0; j < i; j++) {
+            if (sr[j] == sr[i]) {
+                break;
+            }
+        }
+
+        if (j < i) {
+            continue;
+        }
+
+        ngx_http_mesh_metrics_upstream_name(sr[i], &up);
+        (void) ngx_http_mesh_metrics_count_attempts(sr[i], zone, &up);
+
+        for (j = 0; j < *n; j++) {
+            if (ups[j].len == up.len
+                && ngx_strncmp(ups[j].data, up.data, up.len) == 0)
+            {
+                break;
+            }
+        }
+
+        if (j == *n && *n < NGX_HTTP_MESH_METRICS_MAX_EDGES) {
+            ups[(*n)++] = up;
+        }
+    }
+}
+
+
+static void
+ngx_http_mesh_metrics_count_edge(ngx_http_request_t *r,
+    ngx_http_mesh_metrics_main_conf_t *mmcf, ngx_str_t *route,
+    ngx_str_t *up, ngx_uint_t status, ngx_uint_t usec)
+{
+    ngx_str_t                     caller;
+    ngx_atomic_t                 *values;
+    ngx_http_mesh_metrics_key_t   key;
+
+    if (!ngx_http_mesh_metrics_var(r, mmcf->peer_id, &caller)
+        && !ngx_http_mesh_metrics_var(r, mmcf->consumer, &caller)
+        && !ngx_http_mesh_metrics_var(r, mmcf->subject, &caller))
+    {
+        ngx_str_set(&caller, "anonymous");
+    }
+
+    ngx_http_mesh_metrics_key_reset(&key);
+    ngx_http_mesh_metrics_key_add(&key, caller.data, caller.len);
+    ngx_http_mesh_metrics_key_add(&key, route->data, route->len);
+    ngx_http_mesh_metrics_key_add(&key, up->data, up->len);
+
+    values = ngx_http_mesh_metrics_series(mmcf->zone,
+                                          NGX_HTTP_MESH_METRICS_F_EDGE,
+                                          &key, r->connection->log);
+    if (values == NULL) {
+        return;
+    }
+
+    (void) ngx_atomic_fetch_add(&values[NGX_HTTP_MESH_METRICS_V_COUNT], 1);
+
+    if (status >= 500) {
+        (void) ngx_atomic_fetch_add(&values[NGX_HTTP_MESH_METRICS_V_A], 1);
+    }
+
+    ngx_http_mesh_metrics_observe(mmcf->zone, values, usec);
+    ngx_http_mesh_metrics_window_add(mmcf->zone, values, status >= 500);
+}
+
+
+/* golden metrics of a route, for the dashboard */
+
+static void
+ngx_http_mesh_metrics_count_route(ngx_http_request_t *r,
+    ngx_http_mesh_metrics_zone_t *zone, ngx_str_t *route, ngx_uint_t status,
+    ngx_uint_t usec)
+{
+    ngx_atomic_t                 *values;
+    ngx_http_mesh_metrics_key_t   key;
+
+    ngx_http_mesh_metrics_key_reset(&key);
+    ngx_http_mesh_metrics_key_add(&key, route->data, route->len);
+
+    values = ngx_http_mesh_metrics_series(zone,
+                                          NGX_HTTP_MESH_METRICS_F_ROUTE,
+                                          &key, r->connection->log);
+    if (values == NULL) {
+        return;
+    }
+
+    (void) ngx_atomic_fetch_add(&values[NGX_HTTP_MESH_METRICS_V_COUNT], 1);
+
+    if (status >= 500) {
+        (void) ngx_atomic_fetch_add(&values[NGX_HTTP_MESH_METRICS_V_A], 1);
+    }
+
+    ngx_http_mesh_metrics_observe(zone, values, usec);
+    ngx_http_mesh_metrics_window_add(zone, values, status >= 500);
+}
+
+
+static void
+ngx_http_mesh_metrics_count_modules(ngx_http_request_t *r,
+    ngx_http_mesh_metrics_main_conf_t *mmcf, ngx_str_t *route,
+    ngx_str_t *up, ngx_uint_t attempts)
+{
+    ngx_int_t                      n;
+    ngx_str_t                      value;
+    ngx_http_mesh_metrics_key_t    key;
+    ngx_http_mesh_metrics_zone_t  *zone;
+
+    zone = mmcf->zone;
+
+    ngx_http_mesh_metrics_count_auth(r, zone, mmcf->auth_jwt, route, "jwt");
+    ngx_http_mesh_metrics_count_auth(r, zone, mmcf->auth_key, route, "key");
+    ngx_http_mesh_metrics_count_auth(r, zone, mmcf->auth_introspect, route,
+                                     "introspect");
+
+    if (ngx_http_mesh_metrics_var(r, mmcf->rate_limit, &value)) {
+        ngx_http_mesh_metrics_key_reset(&key);
+        ngx_http_mesh_metrics_key_add(&key, route->data, route->len);
+        ngx_http_mesh_metrics_key_add(&key, value.data, value.len);
+        ngx_http_mesh_metrics_add(r, zone, NGX_HTTP_MESH_METRICS_F_RATELIMIT,
+                                  &key, 1);
+    }
+
+    if (ngx_http_mesh_metrics_var(r, mmcf->aggregate, &value)) {
+        ngx_http_mesh_metrics_count_parts(r, zone, route, &value);
+    }
+
+    if (ngx_http_mesh_metrics_var(r, mmcf->retries, &value)) {
+        n = ngx_atoi(value.data, value.len);
+
+    } else {
+        n = attempts > 1 ? (ngx_int_t) attempts - 1 : 0;
+    }
+
+    if (n > 0) {
+        ngx_http_mesh_metrics_key_reset(&key);
+        ngx_http_mesh_metrics_key_add(&key, route->data, route->len);
+        ngx_http_mesh_metrics_key_add(&key, up->data, up->len);
+        ngx_http_mesh_metrics_add(r, zone, NGX_HTTP_MESH_METRICS_F_RETRIES,
+                                  &key, n);
+    }
+}
+
+
+static void
+ngx_http_mesh_metrics_count_auth(ngx_http_request_t *r,
+    ngx_http_mesh_metrics_zone_t *zone, ngx_int_t index, ngx_str_t *route,
+    char *name)
+{
+    ngx_str_t                    value;
+    ngx_http_mesh_metrics_key_t  key;
+
+    if (!ngx_http_mesh_metrics_var(r, index, &value)) {
+        return;
+    }
+
+    ngx_http_mesh_metrics_key_reset(&key);
+    ngx_http_mesh_metrics_key_add(&key, route->data, route->len);
+    ngx_http_mesh_metrics_key_add(&key, (u_char *) name, ngx_strlen(name));
+    ngx_http_mesh_metrics_key_add(&key, value.data, value.len);
+    ngx_http_mesh_metrics_add(r, zone, NGX_HTTP_MESH_METRICS_F_AUTH, &key, 1);
+}
+
+
+/* "$aggregate_failed_parts": space-separated "part:reason" items */
+
+static void
+ngx_http_mesh_metrics_count_parts(ngx_http_request_t *r,
+    ngx_http_mesh_metrics_zone_t *zone, ngx_str_t *route, ngx_str_t *list)
+{
+    u_char                       *p, *last, *item, *colon;
+    ngx_http_mesh_metrics_key_t   key;
+
+    p = list->data;
+    last = p + list->len;
+
+    while (p < last) {
+
+        while (p < last && *p == ' ') {
+            p++;
+        }
+
+        item = p;
+
+        while (p < last && *p != ' ') {
+            p++;
+        }
+
+        if (p == item) {
+            break;
+        }
+
+        colon = ngx_strlchr(item, p, ':');
+
+        ngx_http_mesh_metrics_key_reset(&key);
+        ngx_http_mesh_metrics_key_add(&key, route->data, route->len);
+
+        if (colon) {
+            ngx_http_mesh_metrics_key_add(&key, item, colon - item);
+            ngx_http_mesh_metrics_key_add(&key, colon + 1, p - colon - 1);
+
+        } else {
+            ngx_http_mesh_metrics_key_add(&key, item, p - item);
+            ngx_http_mesh_metrics_key_add(&key, (u_char *) "unknown", 7);
+        }
+
+        ngx_http_mesh_metrics_add(r, zone, NGX_HTTP_MESH_METRICS_F_AGGREGATE,
+                                  &key, 1);
+    }
+}
+
+
+static void
+ngx_http_mesh_metrics_add(ngx_http_request_t *r,
+    ngx_http_mesh_metrics_zone_t *zone, ngx_uint_t family,
+    ngx_http_mesh_metrics_key_t *key, ngx_uint_t n)
+{
+    ngx_atomic_t  *values;
+
+    values = ngx_http_mesh_metrics_series(zone, family, key,
+                                          r->connection->log);
+    if (values) {
+        (void) ngx_atomic_fetch_add(&values[0], n);
+    }
+}
+
+
+static ngx_uint_t
+ngx_http_mesh_metrics_var(ngx_http_request_t *r, ngx_int_t index,
+    ngx_str_t *value)
+{
+    ngx_http_variable_value_t  *vv;
+
+    if (index == NGX_ERROR) {
+        return 0;
+    }
+
+    vv = ngx_http_get_indexed_variable(r, index);
+
+    if (vv == NULL || vv->not_found || vv->len == 0) {
+        return 0;
+    }
+
+    value->data = vv->data;
+    value->len = vv->len;
+
+    return 1;
+}
+
+
+static ngx_uint_t
+ngx_http_mesh_metrics_status(ngx_http_request_t *r)
+{
+    if (r->err_status) {
+        return r->err_status;
+    }
+
+    return r->headers_out.status;
+}
+
+
+static ngx_uint_t
+ngx_http_mesh_metrics_elapsed(ngx_http_request_t *r)
+{
+    ngx_time_t      *tp;
+    ngx_msec_int_t   ms;
+
+    tp = ngx_timeofday();
+
+    ms = (ngx_msec_int_t)
+             ((tp->sec - r->start_sec) * 1000 + (tp->msec - r->start_msec));
+
+    return (ngx_uint_t) ngx_max(ms, 0) * 1000;
+}
+
+
+static ngx_int_t
+ngx_http_mesh_metrics_route_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_http_mesh_metrics_loc_conf_t  *lcf;
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_mesh_metrics_module);
+
+    v->data = lcf->label.data;
+    v->len = lcf->label.len;
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
+/*
+ * $mesh_opt_NAME: the value of $NAME when some module defines it, else
+ * empty; a log format can name variables of modules that may be absent.
+ */
+
+static ngx_int_t
+ngx_http_mesh_metrics_opt_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_str_t *name = (ngx_str_t *) data;
+
+    ngx_str_t                   s;
+    ngx_uint_t                  key;
+    ngx_http_variable_value_t  *vv;
+
+    s.data = name->data + ngx_http_mesh_metrics_opt_prefix.len;
+    s.len = name->len - ngx_http_mesh_metrics_opt_prefix.len;
+
+    key = ngx_hash_key(s.data, s.len);
+
+    vv = ngx_http_get_variable(r, &s, key);
+
+    if (vv == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (vv->not_found) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    *v = *vv;
+    v->no_cacheable = 1;
+
+    return NGX_OK;
+}
+
+
+static void *
+ngx_http_mesh_metrics_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_mesh_metrics_main_conf_t  *mmcf;
+
+    mmcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_mesh_metrics_main_conf_t));
+    if (mmcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     mmcf->zone = NULL;
+     *     mmcf->buckets = NULL;
+     *     mmcf->export_file = NULL;
+     *     mmcf->export_line = 0;
+     */
+
+    mmcf->trace_used = NGX_CONF_UNSET;
+    mmcf->auth_jwt = NGX_ERROR;
+    mmcf->auth_key = NGX_ERROR;
+    mmcf->auth_introspect = NGX_ERROR;
+    mmcf->rate_limit = NGX_ERROR;
+    mmcf->aggregate = NGX_ERROR;
+    mmcf->retries = NGX_ERROR;
+    mmcf->peer_id = NGX_ERROR;
+    mmcf->consumer = NGX_ERROR;
+    mmcf->subject = NGX_ERROR;
+
+    return mmcf;
+}
+
+
+static char *
+ngx_http_mesh_metrics_init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    ngx_http_mesh_metrics_main_conf_t  *mmcf = conf;
+
+    ngx_conf_init_value(mmcf->trace_used, 0);
+
+    if (mmcf->zone == NULL) {
+        if (mmcf->export_file) {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "\"mesh_metrics_export\" needs "
+                          "\"mesh_metrics zone=name:size\" at http level "
+                          "in %s:%ui", mmcf->export_file, mmcf->export_line);
+            return NGX_CONF_ERROR;
+        }
+
+        return NGX_CONF_OK;
+    }
+
+    if (mmcf->buckets) {
+        mmcf->zone->nbuckets = mmcf->buckets->nelts;
+        mmcf->zone->bounds = mmcf->buckets->elts;
+
+    } else {
+        mmcf->zone->nbuckets = sizeof(ngx_http_mesh_metrics_default_buckets)
+                               / sizeof(ngx_uint_t);
+        mmcf->zone->bounds = ngx_http_mesh_metrics_default_buckets;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static void *
+ngx_http_mesh_metrics_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_mesh_metrics_loc_conf_t  *conf;
+
+    conf = ngx_pcalloc(cf->pool, sizeof(ngx_http_mesh_metrics_loc_conf_t));
+    if (conf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     conf->route = { 0, NULL };
+     *     conf->label = { 0, NULL };
+     *     conf->export = 0;
+     */
+
+    conf->enable = NGX_CONF_UNSET;
+    conf->trace = NGX_CONF_UNSET;
+
+    return conf;
+}
+
+
+static char *
+ngx_http_mesh_metrics_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child)
+{
+    ngx_http_mesh_metrics_loc_conf_t *prev = parent;
+    ngx_http_mesh_metrics_loc_conf_t *conf = child;
+
+    ngx_http_core_loc_conf_t           *clcf;
+    ngx_http_mesh_metrics_main_conf_t  *mmcf;
+
+    ngx_conf_merge_value(conf->enable, prev->enable, 0);
+    ngx_conf_merge_value(conf->trace, prev->trace, 0);
+    ngx_conf_merge_str_value(conf->route, prev->route, "");
+
+    mmcf = ngx_http_conf_get_module_main_conf(cf,
+                                              ngx_http_mesh_metrics_module);
+
+    if (conf->enable && mmcf->zone == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"mesh_metrics on\" needs "
+                           "\"mesh_metrics zone=name:size\" at http level");
+        return NGX_CONF_ERROR;
+    }
+
+    if (conf->route.len) {
+        conf->label = conf->route;
+        return NGX_CONF_OK;
+    }
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+#if (NGX_PCRE)
+    if (clcf->regex && conf->enable) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "regex location \"%V\" needs an explicit "
+                           "\"mesh_metrics_route\" name (or "
+                           "\"mesh_metrics off\")", &clcf->name);
+        return NGX_CONF_ERROR;
+    }
+#endif
+
+    if (clcf->name.len) {
+        conf->label = clcf->name;
+
+    } else {
+        ngx_str_set(&conf->label, "default");
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_mesh_metrics(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_mesh_metrics_loc_conf_t *lcf = conf;
+
+    ngx_str_t  *value;
+
+    if (lcf->enable != NGX_CONF_UNSET) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "on") == 0) {
+        lcf->enable = 1;
+        return NGX_CONF_OK;
+    }
+
+    if (ngx_strcmp(value[1].data, "off") == 0) {
+        lcf->enable = 0;
+        return NGX_CONF_OK;
+    }
+
+    if (ngx_strncmp(value[1].data, "zone=", 5) != 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\": expected "
+                           "\"zone=name:size\", \"on\" or \"off\"",
+                           &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (cf->cmd_type != NGX_HTTP_MAIN_CONF) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"mesh_metrics zone=\" is only allowed at "
+                           "http level");
+        return NGX_CONF_ERROR;
+    }
+
+    lcf->enable = 1;
+
+    return ngx_http_mesh_metrics_zone(cf, &value[1]);
+}
+
+
+static char *
+ngx_http_mesh_metrics_zone(ngx_conf_t *cf, ngx_str_t *value)
+{
+    u_char                             *p;
+    ssize_t                             size;
+    ngx_str_t                           name, s;
+    ngx_http_mesh_metrics_zone_t       *zone;
+    ngx_http_mesh_metrics_main_conf_t  *mmcf;
+
+    mmcf = ngx_http_conf_get_module_main_conf(cf,
+                                              ngx_http_mesh_metrics_module);
+
+    name.data = value->data + 5;
+    p = (u_char *) ngx_strchr(name.data, ':');
+
+    if (p == NULL || p == name.data) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid zone \"%V\": expected zone=name:size",
+                           value);
+        return NGX_CONF_ERROR;
+    }
+
+    name.len = p - name.data;
+
+    s.data = p + 1;
+    s.len = value->data + value->len - s.data;
+
+    size = ngx_parse_size(&s);
+
+    if (size == NGX_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid zone size \"%V\"", value);
+        return NGX_CONF_ERROR;
+    }
+
+    if (size < (ssize_t) (32 * ngx_pagesize)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "zone \"%V\" is too small: at least %uzk",
+                           value, 32 * ngx_pagesize / 1024);
+        return NGX_CONF_ERROR;
+    }
+
+    zone = ngx_pcalloc(cf->pool, sizeof(ngx_http_mesh_metrics_zone_t));
+    if (zone == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    zone->shm_zone = ngx_shared_memory_add(cf, &name, size,
+                                           &ngx_http_mesh_metrics_module);
+    if (zone->shm_zone == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (zone->shm_zone->data) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "zone \"%V\" is already used", &name);
+        return NGX_CONF_ERROR;
+    }
+
+    zone->shm_zone->init = ngx_http_mesh_metrics_init_zone;
+    zone->shm_zone->data = zone;
+
+    mmcf->zone = zone;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_mesh_metrics_route(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_mesh_metrics_loc_conf_t *lcf = conf;
+
+    ngx_str_t   *value;
+    ngx_uint_t   i;
+
+    if (lcf->route.data) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (value[1].len == 0 || value[1].len > NGX_HTTP_MESH_METRICS_MAX_VALUE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "route name must be 1 to %d characters",
+                           NGX_HTTP_MESH_METRICS_MAX_VALUE);
+        return NGX_CONF_ERROR;
+    }
+
+    for (i = 0; i < value[1].len; i++) {
+        if (value[1].data[i] < 0x21 || value[1].data[i] > 0x7e) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid character in route name \"%V\"",
+                               &value[1]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    lcf->route = value[1];
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_mesh_metrics_buckets(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_mesh_metrics_main_conf_t *mmcf = conf;
+
+    ngx_int_t    usec;
+    ngx_str_t   *value;
+    ngx_uint_t   i, *b, prev;
+
+    if (mmcf->buckets) {
+        return "is duplicate";
+    }
+
+    if (cf->args->nelts - 1 > NGX_HTTP_MESH_METRICS_MAX_BUCKETS) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "too many buckets: at most %d",
+                           NGX_HTTP_MESH_METRICS_MAX_BUCKETS);
+        return NGX_CONF_ERROR;
+    }
+
+    mmcf->buckets = ngx_array_create(cf->pool, cf->args->nelts - 1,
+                                     sizeof(ngx_uint_t));
+    if (mmcf->buckets == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    value = cf->args->elts;
+    prev = 0;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+        usec = ngx_atofp(value[i].data, value[i].len, 6);
+
+        if (usec == NGX_ERROR || usec == 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid bucket \"%V\": a number of seconds "
+                               "above 0 with at most 6 decimals", &value[i]);
+            return NGX_CONF_ERROR;
+        }
+
+        if ((ngx_uint_t) usec <= prev) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "bucket \"%V\" is not above the previous one",
+                               &value[i]);
+            return NGX_CONF_ERROR;
+        }
+
+        b = ngx_array_push(mmcf->buckets);
+        if (b == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        *b = usec;
+        prev = usec;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_mesh_metrics_export(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_mesh_metrics_loc_conf_t *lcf = conf;
+
+    ngx_str_t                          *value;
+    ngx_http_core_loc_conf_t           *clcf;
+    ngx_http_mesh_metrics_main_conf_t  *mmcf;
+
+    if (lcf->export) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "prometheus") == 0) {
+        lcf->export = NGX_HTTP_MESH_METRICS_EXPORT_PROMETHEUS;
+
+    } else if (ngx_strcmp(value[1].data, "graph") == 0) {
+        lcf->export = NGX_HTTP_MESH_METRICS_EXPORT_GRAPH;
+
+    } else if (ngx_strcmp(value[1].data, "dashboard") == 0) {
+        lcf->export = NGX_HTTP_MESH_METRICS_EXPORT_DASHBOARD;
+
+    } else {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid format \"%V\": expected \"prometheus\", "
+                           "\"graph\" or \"dashboard\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    mmcf = ngx_http_conf_get_module_main_conf(cf,
+                                              ngx_http_mesh_metrics_module);
+
+    if (mmcf->export_file == NULL) {
+        mmcf->export_file = cf->conf_file->file.name.data;
+        mmcf->export_line = cf->conf_file->line;
+    }
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_http_mesh_metrics_export_handler;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_mesh_metrics_trace(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_mesh_metrics_loc_conf_t *lcf = conf;
+
+    char                               *rv;
+    ngx_http_mesh_metrics_main_conf_t  *mmcf;
+
+    rv = ngx_conf_set_flag_slot(cf, cmd, conf);
+    if (rv != NGX_CONF_OK) {
+        return rv;
+    }
+
+    if (lcf->trace) {
+        mmcf = ngx_http_conf_get_module_main_conf(cf,
+                                                ngx_http_mesh_metrics_module);
+        mmcf->trace_used = 1;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_mesh_metrics_preconfiguration(ngx_conf_t *cf)
+{
+    ngx_http_variable_t  *var;
+
+    var = ngx_http_add_variable(cf, &ngx_http_mesh_metrics_route_name,
+                                NGX_HTTP_VAR_NOCACHEABLE);
+    if (var == NULL) {
+        return NGX_ERROR;
+    }
+
+    var->get_handler = ngx_http_mesh_metrics_route_variable;
+
+    var = ngx_http_add_variable(cf, &ngx_http_mesh_metrics_opt_prefix,
+                                NGX_HTTP_VAR_PREFIX|NGX_HTTP_VAR_NOCACHEABLE);
+    if (var == NULL) {
+        return NGX_ERROR;
+    }
+
+    var->get_handler = ngx_http_mesh_metrics_opt_variable;
+
+    return ngx_http_mesh_metrics_trace_add_variables(cf);
+}
+
+
+static ngx_int_t
+ngx_http_mesh_metrics_postconfiguration(ngx_conf_t *cf)
+{
+    ngx_http_handler_pt                *h;
+    ngx_http_core_main_conf_t          *cmcf;
+    ngx_http_mesh_metrics_main_conf_t  *mmcf;
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+    mmcf = ngx_http_conf_get_module_main_conf(cf,
+                                              ngx_http_mesh_metrics_module);
+
+    if (mmcf->trace_used) {
+        h = ngx_array_push(&cmcf->phases[NGX_HTTP_REWRITE_PHASE].handlers);
+        if (h == NULL) {
+            return NGX_ERROR;
+        }
+
+        *h = ngx_http_mesh_metrics_trace_handler;
+    }
+
+    if (mmcf->trace_used || mmcf->zone) {
+        if (ngx_http_mesh_metrics_trace_wrap_upstreams(cf) != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
+
+    if (mmcf->zone == NULL) {
+        return NGX_OK;
+    }
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_mesh_metrics_log_handler;
+
+    /* other modules' variables, used only when some module defines them */
+
+    mmcf->auth_jwt = ngx_http_mesh_metrics_find_variable(cf,
+                                                   "auth_jwt_result", NULL);
+    mmcf->auth_key = ngx_http_mesh_metrics_find_variable(cf,
+                                                   "auth_key_result", NULL);
+    mmcf->auth_introspect = ngx_http_mesh_metrics_find_variable(cf,
+                                            "auth_introspect_result", NULL);
+    mmcf->rate_limit = ngx_http_mesh_metrics_find_variable(cf,
+                                                 "rate_limit_status", NULL);
+    mmcf->aggregate = ngx_http_mesh_metrics_find_variable(cf,
+                                            "aggregate_failed_parts", NULL);
+    mmcf->retries = ngx_http_mesh_metrics_find_variable(cf, "mesh_retries",
+                                                        NULL);
+    mmcf->peer_id = ngx_http_mesh_metrics_find_variable(cf, "mesh_peer_id",
+                                                        NULL);
+    mmcf->consumer = ngx_http_mesh_metrics_find_variable(cf,
+                                                 "auth_key_consumer", NULL);
+    mmcf->subject = ngx_http_mesh_metrics_find_variable(cf, "jwt_claim_sub",
+                                                        "jwt_claim_");
+
+    return NGX_OK;
+}
+
+
+/*
+ * The index of a variable that a loaded module (or map, set, ...) has
+ * declared, or NGX_ERROR: asking for an index of an undeclared variable
+ * would fail the configuration with "unknown variable".
+ */
+
+static ngx_int_t
+ngx_http_mesh_metrics_find_variable(ngx_conf_t *cf, char *name,
+    char *prefix)
+{
+    size_t                      len;
+    ngx_str_t                   s;
+    ngx_uint_t                  i, found;
+    ngx_hash_key_t             *key;
+    ngx_http_variable_t        *pv;
+    ngx_http_core_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    s.data = (u_char *) name;
+    s.len = ngx_strlen(name);
+    found = 0;
+
+    key = cmcf->variables_keys->keys.elts;
+
+    for (i = 0; i < cmcf->variables_keys->keys.nelts; i++) {
+        if (key[i].key.len == s.len
+            && ngx_strncasecmp(key[i].key.data, s.data, s.len) == 0)
+        {
+            found = 1;
+            break;
+        }
+    }
+
+    if (!found && prefix) {
+        len = ngx_strlen(prefix);
+        pv = cmcf->prefix_variables.elts;
+
+        for (i = 0; i < cmcf->prefix_variables.nelts; i++) {
+            if (pv[i].name.len == len
+                && ngx_strncasecmp(pv[i].name.data, (u_char *) prefix, len)
+                   == 0)
+            {
+                found = 1;
+                break;
+            }
+        }
+    }
+
+    if (!found) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_get_variable_index(cf, &s);
+}

@@ -1,0 +1,975 @@
+
+/*
+ * Copyright (C) meshgate contributors
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+#include <openssl/rand.h>
+#include "ngx_http_mesh_metrics.h"
+
+
+/*
+ * W3C Trace Context.  The trace state of a request lives with the main
+ * request (found again through its pool cleanup after an internal
+ * redirect).  In the rewrite phase the incoming "traceparent" is replaced
+ * in r->headers_in, so every proxied request carries ours; "tracestate"
+ * passes unchanged when the incoming trace is continued and is dropped
+ * when the trace restarts.  A wrapper around the balancer gives each
+ * upstream attempt its own span id by rewriting the 16 hex digits of the
+ * parent id in the request buffer that nginx built once and reuses for
+ * every retry.
+ */
+
+
+#define NGX_HTTP_MESH_METRICS_TP_LEN  55
+
+
+typedef struct {
+    ngx_http_upstream_srv_conf_t       *upstream;
+    ngx_http_upstream_init_peer_pt      init;
+} ngx_http_mesh_metrics_peer_init_t;
+
+
+typedef struct {
+    ngx_http_request_t                 *request;
+    void                               *data;
+    ngx_event_get_peer_pt               get;
+    ngx_event_free_peer_pt              free;
+    ngx_event_notify_peer_pt            notify;
+#if (NGX_HTTP_SSL)
+    ngx_event_set_peer_session_pt       set_session;
+    ngx_event_save_peer_session_pt      save_session;
+#endif
+} ngx_http_mesh_metrics_peer_data_t;
+
+
+static ngx_http_mesh_metrics_trace_t *ngx_http_mesh_metrics_trace_ctx(
+    ngx_http_request_t *r);
+static void ngx_http_mesh_metrics_trace_cleanup(void *data);
+static ngx_int_t ngx_http_mesh_metrics_trace_incoming(ngx_http_request_t *r,
+    ngx_http_mesh_metrics_trace_t *t);
+static ngx_int_t ngx_http_mesh_metrics_hex(u_char *p, size_t len,
+    u_char *dst);
+static void ngx_http_mesh_metrics_random(u_char *buf, size_t len);
+static u_char *ngx_http_mesh_metrics_traceparent(u_char *p,
+    ngx_http_mesh_metrics_trace_t *t, u_char *span);
+static ngx_int_t ngx_http_mesh_metrics_set_headers(ngx_http_request_t *r,
+    ngx_http_mesh_metrics_trace_t *t);
+static ngx_int_t ngx_http_mesh_metrics_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_mesh_metrics_upstream_spans_variable(
+    ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_mesh_metrics_cmp_peer_inits(const void *one,
+    const void *two);
+static ngx_int_t ngx_http_mesh_metrics_init_peer(ngx_http_request_t *r,
+    ngx_http_upstream_srv_conf_t *us);
+static ngx_int_t ngx_http_mesh_metrics_get_peer(ngx_peer_connection_t *pc,
+    void *data);
+static void ngx_http_mesh_metrics_free_peer(ngx_peer_connection_t *pc,
+    void *data, ngx_uint_t state);
+static void ngx_http_mesh_metrics_notify_peer(ngx_peer_connection_t *pc,
+    void *data, ngx_uint_t type);
+#if (NGX_HTTP_SSL)
+static ngx_int_t ngx_http_mesh_metrics_set_session(ngx_peer_connection_t *pc,
+    void *data);
+static void ngx_http_mesh_metrics_save_session(ngx_peer_connection_t *pc,
+    void *data);
+#endif
+static void ngx_http_mesh_metrics_new_attempt(ngx_http_request_t *r);
+
+
+#define NGX_HTTP_MESH_METRICS_VAR_TRACE        0
+#define NGX_HTTP_MESH_METRICS_VAR_SPAN         1
+#define NGX_HTTP_MESH_METRICS_VAR_PARENT       2
+#define NGX_HTTP_MESH_METRICS_VAR_TRACEPARENT  3
+
+
+static ngx_http_variable_t  ngx_http_mesh_metrics_vars[] = {
+
+    { ngx_string("mesh_trace_id"), NULL, ngx_http_mesh_metrics_variable,
+      NGX_HTTP_MESH_METRICS_VAR_TRACE, 0, 0 },
+
+    { ngx_string("mesh_span_id"), NULL, ngx_http_mesh_metrics_variable,
+      NGX_HTTP_MESH_METRICS_VAR_SPAN, 0, 0 },
+
+    { ngx_string("mesh_parent_id"), NULL, ngx_http_mesh_metrics_variable,
+      NGX_HTTP_MESH_METRICS_VAR_PARENT, 0, 0 },
+
+    { ngx_string("mesh_traceparent"), NULL, ngx_http_mesh_metrics_variable,
+      NGX_HTTP_MESH_METRICS_VAR_TRACEPARENT, 0, 0 },
+
+    { ngx_string("mesh_upstream_span_ids"), NULL,
+      ngx_http_mesh_metrics_upstream_spans_variable, 0,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+      ngx_http_null_variable
+};
+
+
+static ngx_str_t  ngx_http_mesh_metrics_tp_name = ngx_string("traceparent");
+static ngx_str_t  ngx_http_mesh_metrics_ts_name = ngx_string("tracestate");
+
+
+ngx_int_t
+ngx_http_mesh_metrics_trace_add_variables(ngx_conf_t *cf)
+{
+    ngx_http_variable_t  *var, *v;
+
+    for (v = ngx_http_mesh_metrics_vars; v->name.len; v++) {
+        var = ngx_http_add_variable(cf, &v->name, v->flags);
+        if (var == NULL) {
+            return NGX_ERROR;
+        }
+
+        var->get_handler = v->get_handler;
+        var->data = v->data;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * The state of a main request (trace ids, subrequests that went upstream),
+ * kept across internal redirects: the module ctx is cleared by them, the
+ * pool cleanup that holds the state is not.
+ */
+
+ngx_http_mesh_metrics_trace_t *
+ngx_http_mesh_metrics_state(ngx_http_request_t *r, ngx_uint_t create)
+{
+    ngx_pool_cleanup_t             *cln;
+    ngx_http_mesh_metrics_trace_t  *t;
+
+    r = r->main;
+
+    t = ngx_http_get_module_ctx(r, ngx_http_mesh_metrics_module);
+    if (t) {
+        return t;
+    }
+
+    for (cln = r->pool->cleanup; cln; cln = cln->next) {
+        if (cln->handler == ngx_http_mesh_metrics_trace_cleanup) {
+            t = cln->data;
+            ngx_http_set_ctx(r, t, ngx_http_mesh_metrics_module);
+            return t;
+        }
+    }
+
+    if (!create) {
+        return NULL;
+    }
+
+    cln = ngx_pool_cleanup_add(r->pool,
+                               sizeof(ngx_http_mesh_metrics_trace_t));
+    if (cln == NULL) {
+        return NULL;
+    }
+
+    t = cln->data;
+    ngx_memzero(t, sizeof(ngx_http_mesh_metrics_trace_t));
+    cln->handler = ngx_http_mesh_metrics_trace_cleanup;
+
+    ngx_http_set_ctx(r, t, ngx_http_mesh_metrics_module);
+
+    return t;
+}
+
+
+static ngx_http_mesh_metrics_trace_t *
+ngx_http_mesh_metrics_trace_ctx(ngx_http_request_t *r)
+{
+    ngx_http_mesh_metrics_trace_t  *t;
+
+    t = ngx_http_mesh_metrics_state(r, 1);
+
+    if (t == NULL || t->trace_ready) {
+        return t;
+    }
+
+    r = r->main;
+
+    if (ngx_http_mesh_metrics_trace_incoming(r, t) == NGX_OK) {
+        t->continued = 1;
+
+    } else {
+        ngx_http_mesh_metrics_random(t->trace_id, 16);
+        ngx_memzero(t->parent_id, 8);
+        t->flags = 0x01;
+    }
+
+    ngx_http_mesh_metrics_random(t->span_id, 8);
+    t->trace_ready = 1;
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "mesh trace: %s %*xs",
+                   t->continued ? "continued" : "new", (size_t) 16,
+                   t->trace_id);
+
+    return t;
+}
+
+
+static void
+ngx_http_mesh_metrics_trace_cleanup(void *data)
+{
+    /* nothing to free: the cleanup only marks the trace state */
+}
+
+
+/* parses the single incoming "traceparent"; several of them are invalid */
+
+static ngx_int_t
+ngx_http_mesh_metrics_trace_incoming(ngx_http_request_t *r,
+    ngx_http_mesh_metrics_trace_t *t)
+{
+    ngx_uint_t        i, n;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h, *found;
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+    found = NULL;
+    n = 0;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == ngx_http_mesh_metrics_tp_name.len
+            && ngx_strncasecmp(h[i].key.data,
+                               ngx_http_mesh_metrics_tp_name.data,
+                               h[i].key.len) == 0)
+        {
+            found = &h[i];
+            n++;
+        }
+    }
+
+    if (n != 1) {
+        if (n > 1) {
+            ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                          "mesh trace: %ui \"traceparent\" headers, "
+                          "starting a new trace", n);
+        }
+
+        return NGX_DECLINED;
+    }
+
+    if (ngx_http_mesh_metrics_parse_traceparent(found->value.data,
+                                                found->value.len, t)
+        != NGX_OK)
+    {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "mesh trace: invalid \"traceparent\" \"%V\", "
+                      "starting a new trace", &found->value);
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * version "-" trace-id "-" parent-id "-" flags, lowercase hex only.
+ * Version 00 is exactly 55 characters; a later version may be longer if
+ * a "-" follows the flags, and is read as version 00 (re-emitted as 00).
+ * Version ff, all-zero ids and uppercase hex are invalid.
+ */
+
+ngx_int_t
+ngx_http_mesh_metrics_parse_traceparent(u_char *p, size_t len,
+    ngx_http_mesh_metrics_trace_t *t)
+{
+    u_char  version, flags;
+    u_char  zero[16];
+
+    if (len < NGX_HTTP_MESH_METRICS_TP_LEN) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_mesh_metrics_hex(p, 2, &version) != NGX_OK
+        || version == 0xff)
+    {
+        return NGX_ERROR;
+    }
+
+    if (version == 0) {
+        if (len != NGX_HTTP_MESH_METRICS_TP_LEN) {
+            return NGX_ERROR;
+        }
+
+    } else if (len > NGX_HTTP_MESH_METRICS_TP_LEN
+               && p[NGX_HTTP_MESH_METRICS_TP_LEN] != '-')
+    {
+        return NGX_ERROR;
+    }
+
+    if (p[2] != '-' || p[35] != '-' || p[52] != '-') {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_mesh_metrics_hex(p + 3, 32, t->trace_id) != NGX_OK
+        || ngx_http_mesh_metrics_hex(p + 36, 16, t->parent_id) != NGX_OK
+        || ngx_http_mesh_metrics_hex(p + 53, 2, &flags) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(zero, sizeof(zero));
+
+    if (ngx_memcmp(t->trace_id, zero, 16) == 0
+        || ngx_memcmp(t->parent_id, zero, 8) == 0)
+    {
+        return NGX_ERROR;
+    }
+
+    /* only the sampled bit is defined; the others are sent as zero */
+
+    t->flags = flags & 0x01;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_mesh_metrics_hex(u_char *p, size_t len, u_char *dst)
+{
+    u_char      hi, lo;
+    ngx_uint_t  i;
+
+    /* lowercase hex digits only: 0xff marks every other byte */
+
+    static u_char  values[256] = {
+        255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
+        255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
+        255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
+        255, 255, 255, 255, 255, 255,   0,   1,   2,   3,   4,   5,   6,   7,
+          8,   9, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
+        255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
+        255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,  10,
+         11,  12,  13,  14,  15, 255, 255, 255, 255, 255, 255, 255, 255, 255,
+        255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
+        255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
+        255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
+        255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
+        255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
+        255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
+        255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
+        255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
+        255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
+        255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
+        255, 255, 255, 255
+    };
+
+    for (i = 0; i < len; i += 2) {
+        hi = values[p[i]];
+        lo = values[p[i + 1]];
+
+        if (hi > 15 || lo > 15) {
+            return NGX_ERROR;
+        }
+
+        *dst++ = (u_char) ((hi << 4) | lo);
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * Random bytes from OpenSSL's CSPRNG, drawn in blocks per process; a
+ * block drawn before a fork is thrown away by the child, so no two
+ * workers share ids.  Ids are never all zero.
+ */
+
+static void
+ngx_http_mesh_metrics_random(u_char *buf, size_t len)
+{
+    static u_char      pool[4096];
+    static size_t      left;
+    static ngx_pid_t   owner;
+
+    ngx_uint_t  i, zero;
+
+    for ( ;; ) {
+        if (left < len || owner != ngx_pid) {
+            if (RAND_bytes(pool, sizeof(pool)) != 1) {
+                ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
+                              "RAND_bytes() failed");
+                (void) ngx_random();
+                for (i = 0; i < sizeof(pool); i++) {
+                    pool[i] = (u_char) ngx_random();
+                }
+            }
+
+            left = sizeof(pool);
+            owner = ngx_pid;
+        }
+
+        ngx_memcpy(buf, pool + sizeof(pool) - left, len);
+        left -= len;
+
+        zero = 1;
+
+        for (i = 0; i < len; i++) {
+            if (buf[i]) {
+                zero = 0;
+                break;
+            }
+        }
+
+        if (!zero) {
+            return;
+        }
+    }
+}
+
+
+static u_char *
+ngx_http_mesh_metrics_traceparent(u_char *p,
+    ngx_http_mesh_metrics_trace_t *t, u_char *span)
+{
+    p = ngx_cpymem(p, "00-", 3);
+    p = ngx_hex_dump(p, t->trace_id, 16);
+    *p++ = '-';
+    p = ngx_hex_dump(p, span, 8);
+    *p++ = '-';
+
+    return ngx_hex_dump(p, &t->flags, 1);
+}
+
+
+ngx_int_t
+ngx_http_mesh_metrics_trace_handler(ngx_http_request_t *r)
+{
+    ngx_http_mesh_metrics_trace_t     *t;
+    ngx_http_mesh_metrics_loc_conf_t  *lcf;
+
+    if (r != r->main) {
+        return NGX_DECLINED;
+    }
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_mesh_metrics_module);
+
+    if (!lcf->trace) {
+        return NGX_DECLINED;
+    }
+
+    t = ngx_http_mesh_metrics_trace_ctx(r);
+    if (t == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (t->header_done) {
+        return NGX_DECLINED;
+    }
+
+    if (ngx_http_mesh_metrics_set_headers(r, t) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    t->header_done = 1;
+
+    return NGX_DECLINED;
+}
+
+
+/*
+ * Rebuilds the request header list: without any incoming "traceparent",
+ * without "tracestate" when the trace restarts, with our "traceparent"
+ * last.  The proxy module then forwards it like any request header.
+ */
+
+static ngx_int_t
+ngx_http_mesh_metrics_set_headers(ngx_http_request_t *r,
+    ngx_http_mesh_metrics_trace_t *t)
+{
+    u_char           *p;
+    ngx_uint_t        i, n;
+    ngx_list_t        list;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h, *nh;
+
+    n = 0;
+    part = &r->headers_in.headers.part;
+
+    while (part) {
+        n += part->nelts;
+        part = part->next;
+    }
+
+    if (ngx_list_init(&list, r->pool, n + 1, sizeof(ngx_table_elt_t))
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if ((h[i].key.len == ngx_http_mesh_metrics_tp_name.len
+             && ngx_strncasecmp(h[i].key.data,
+                                ngx_http_mesh_metrics_tp_name.data,
+                                h[i].key.len) == 0)
+            || (!t->continued
+                && h[i].key.len == ngx_http_mesh_metrics_ts_name.len
+                && ngx_strncasecmp(h[i].key.data,
+                                   ngx_http_mesh_metrics_ts_name.data,
+                                   h[i].key.len) == 0))
+        {
+            continue;
+        }
+
+        nh = ngx_list_push(&list);
+        if (nh == NULL) {
+            return NGX_ERROR;
+        }
+
+        *nh = h[i];
+    }
+
+    nh = ngx_list_push(&list);
+    if (nh == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_pnalloc(r->pool, NGX_HTTP_MESH_METRICS_TP_LEN);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    nh->key = ngx_http_mesh_metrics_tp_name;
+    nh->lowcase_key = ngx_http_mesh_metrics_tp_name.data;
+    nh->hash = ngx_hash_key(nh->lowcase_key, nh->key.len);
+    nh->value.data = p;
+    nh->value.len = ngx_http_mesh_metrics_traceparent(p, t, t->span_id) - p;
+
+    r->headers_in.headers = list;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_mesh_metrics_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    u_char                            *p;
+    ngx_http_mesh_metrics_trace_t     *t;
+    ngx_http_mesh_metrics_loc_conf_t  *lcf;
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_mesh_metrics_module);
+
+    if (!lcf->trace) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    t = ngx_http_mesh_metrics_trace_ctx(r);
+    if (t == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (data == NGX_HTTP_MESH_METRICS_VAR_PARENT && !t->continued) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    p = ngx_pnalloc(r->pool, NGX_HTTP_MESH_METRICS_TP_LEN);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    v->data = p;
+
+    switch (data) {
+
+    case NGX_HTTP_MESH_METRICS_VAR_TRACE:
+        p = ngx_hex_dump(p, t->trace_id, 16);
+        break;
+
+    case NGX_HTTP_MESH_METRICS_VAR_SPAN:
+        p = ngx_hex_dump(p, t->span_id, 8);
+        break;
+
+    case NGX_HTTP_MESH_METRICS_VAR_PARENT:
+        p = ngx_hex_dump(p, t->parent_id, 8);
+        break;
+
+    default: /* NGX_HTTP_MESH_METRICS_VAR_TRACEPARENT */
+        p = ngx_http_mesh_metrics_traceparent(p, t, t->span_id);
+    }
+
+    v->len = p - v->data;
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_mesh_metrics_upstream_spans_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_http_mesh_metrics_trace_t  *t;
+
+    t = ngx_http_mesh_metrics_state(r, 0);
+
+    if (t == NULL || t->upstream_spans.len == 0) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    v->data = t->upstream_spans.data;
+    v->len = t->upstream_spans.len;
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
+/*
+ * Balancer wrapper: one span id per upstream attempt, and a note of the
+ * subrequests that go upstream.
+ */
+
+ngx_int_t
+ngx_http_mesh_metrics_trace_wrap_upstreams(ngx_conf_t *cf)
+{
+    ngx_uint_t                           i;
+    ngx_array_t                         *inits;
+    ngx_http_upstream_srv_conf_t       **uscfp;
+    ngx_http_upstream_main_conf_t       *umcf;
+    ngx_http_mesh_metrics_peer_init_t   *pi;
+    ngx_http_mesh_metrics_main_conf_t   *mmcf;
+
+    umcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_upstream_module);
+    mmcf = ngx_http_conf_get_module_main_conf(cf,
+                                              ngx_http_mesh_metrics_module);
+
+    inits = ngx_array_create(cf->pool, umcf->upstreams.nelts + 1,
+                             sizeof(ngx_http_mesh_metrics_peer_init_t));
+    if (inits == NULL) {
+        return NGX_ERROR;
+    }
+
+    uscfp = umcf->upstreams.elts;
+
+    for (i = 0; i < umcf->upstreams.nelts; i++) {
+
+        if (uscfp[i]->peer.init == NULL) {
+            continue;
+        }
+
+        pi = ngx_array_push(inits);
+        if (pi == NULL) {
+            return NGX_ERROR;
+        }
+
+        pi->upstream = uscfp[i];
+        pi->init = uscfp[i]->peer.init;
+
+        uscfp[i]->peer.init = ngx_http_mesh_metrics_init_peer;
+    }
+
+    ngx_sort(inits->elts, inits->nelts,
+             sizeof(ngx_http_mesh_metrics_peer_init_t),
+             ngx_http_mesh_metrics_cmp_peer_inits);
+
+    mmcf->peer_inits = inits;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_mesh_metrics_cmp_peer_inits(const void *one, const void *two)
+{
+    const ngx_http_mesh_metrics_peer_init_t  *a = one;
+    const ngx_http_mesh_metrics_peer_init_t  *b = two;
+
+    if ((uintptr_t) a->upstream == (uintptr_t) b->upstream) {
+        return 0;
+    }
+
+    return (uintptr_t) a->upstream < (uintptr_t) b->upstream ? -1 : 1;
+}
+
+
+static ngx_int_t
+ngx_http_mesh_metrics_init_peer(ngx_http_request_t *r,
+    ngx_http_upstream_srv_conf_t *us)
+{
+    ngx_int_t                            rc;
+    ngx_uint_t                           lo, hi, mid;
+    ngx_http_upstream_t                 *u;
+    ngx_http_request_t                 **sr;
+    ngx_http_mesh_metrics_trace_t       *t;
+    ngx_http_mesh_metrics_peer_data_t   *pd;
+    ngx_http_mesh_metrics_peer_init_t   *pi;
+    ngx_http_mesh_metrics_main_conf_t   *mmcf;
+
+    mmcf = ngx_http_get_module_main_conf(r, ngx_http_mesh_metrics_module);
+
+    /* the array is sorted by upstream address */
+
+    pi = mmcf->peer_inits->elts;
+    lo = 0;
+    hi = mmcf->peer_inits->nelts;
+
+    while (lo < hi) {
+        mid = lo + (hi - lo) / 2;
+
+        if ((uintptr_t) pi[mid].upstream < (uintptr_t) us) {
+            lo = mid + 1;
+
+        } else {
+            hi = mid;
+        }
+    }
+
+    if (lo == mmcf->peer_inits->nelts || pi[lo].upstream != us) {
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      "mesh_metrics: unknown upstream \"%V\"", &us->host);
+        return NGX_ERROR;
+    }
+
+    rc = pi[lo].init(r, us);
+
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    /* subrequests that go upstream are counted with their main request */
+
+    if (r != r->main && mmcf->zone) {
+        t = ngx_http_mesh_metrics_state(r, 1);
+        if (t == NULL) {
+            return NGX_ERROR;
+        }
+
+        if (t->subrequests == NULL) {
+            t->subrequests = ngx_array_create(r->main->pool, 4,
+                                              sizeof(ngx_http_request_t *));
+            if (t->subrequests == NULL) {
+                return NGX_ERROR;
+            }
+        }
+
+        sr = ngx_array_push(t->subrequests);
+        if (sr == NULL) {
+            return NGX_ERROR;
+        }
+
+        *sr = r;
+
+    } else {
+        t = ngx_http_mesh_metrics_state(r, 0);
+    }
+
+    if (t == NULL || !t->header_done) {
+        return NGX_OK;
+    }
+
+    u = r->upstream;
+
+    pd = ngx_palloc(r->pool, sizeof(ngx_http_mesh_metrics_peer_data_t));
+    if (pd == NULL) {
+        return NGX_ERROR;
+    }
+
+    pd->request = r;
+    pd->data = u->peer.data;
+    pd->get = u->peer.get;
+    pd->free = u->peer.free;
+    pd->notify = u->peer.notify;
+
+    u->peer.data = pd;
+    u->peer.get = ngx_http_mesh_metrics_get_peer;
+    u->peer.free = ngx_http_mesh_metrics_free_peer;
+
+    if (pd->notify) {
+        u->peer.notify = ngx_http_mesh_metrics_notify_peer;
+    }
+
+#if (NGX_HTTP_SSL)
+    pd->set_session = u->peer.set_session;
+    pd->save_session = u->peer.save_session;
+    u->peer.set_session = ngx_http_mesh_metrics_set_session;
+    u->peer.save_session = ngx_http_mesh_metrics_save_session;
+#endif
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_mesh_metrics_get_peer(ngx_peer_connection_t *pc, void *data)
+{
+    ngx_http_mesh_metrics_peer_data_t  *pd = data;
+
+    ngx_int_t  rc;
+
+    rc = pd->get(pc, pd->data);
+
+    if (rc == NGX_OK || rc == NGX_DONE) {
+        ngx_http_mesh_metrics_new_attempt(pd->request);
+    }
+
+    return rc;
+}
+
+
+static void
+ngx_http_mesh_metrics_free_peer(ngx_peer_connection_t *pc, void *data,
+    ngx_uint_t state)
+{
+    ngx_http_mesh_metrics_peer_data_t  *pd = data;
+
+    pd->free(pc, pd->data, state);
+}
+
+
+static void
+ngx_http_mesh_metrics_notify_peer(ngx_peer_connection_t *pc, void *data,
+    ngx_uint_t type)
+{
+    ngx_http_mesh_metrics_peer_data_t  *pd = data;
+
+    pd->notify(pc, pd->data, type);
+}
+
+
+#if (NGX_HTTP_SSL)
+
+static ngx_int_t
+ngx_http_mesh_metrics_set_session(ngx_peer_connection_t *pc, void *data)
+{
+    ngx_http_mesh_metrics_peer_data_t  *pd = data;
+
+    if (pd->set_session == NULL) {
+        return NGX_OK;
+    }
+
+    return pd->set_session(pc, pd->data);
+}
+
+
+static void
+ngx_http_mesh_metrics_save_session(ngx_peer_connection_t *pc, void *data)
+{
+    ngx_http_mesh_metrics_peer_data_t  *pd = data;
+
+    if (pd->save_session) {
+        pd->save_session(pc, pd->data);
+    }
+}
+
+#endif
+
+
+/*
+ * A new attempt: find our "traceparent" in the request buffer the proxy
+ * module built (the first buffer holds the request line and headers) and
+ * write a fresh span id over the parent id, in place.
+ */
+
+static void
+ngx_http_mesh_metrics_new_attempt(ngx_http_request_t *r)
+{
+    u_char                         *p, *last, *s;
+    u_char                          span[8];
+    u_char                          needle[sizeof("traceparent: 00-") - 1
+                                           + 32 + 1];
+    size_t                          n;
+    ngx_buf_t                      *b;
+    ngx_http_upstream_t            *u;
+    ngx_http_mesh_metrics_trace_t  *t;
+
+    t = ngx_http_mesh_metrics_state(r, 0);
+    u = r->upstream;
+
+    if (t == NULL || u == NULL || u->request_bufs == NULL) {
+        return;
+    }
+
+    b = u->request_bufs->buf;
+
+    if (!ngx_buf_in_memory(b) || b->start == NULL) {
+        return;
+    }
+
+    p = ngx_cpymem(needle, "traceparent: 00-", 16);
+    p = ngx_hex_dump(p, t->trace_id, 16);
+    *p++ = '-';
+    n = p - needle;
+
+    last = b->last;
+    s = ngx_strlcasestrn(b->start, last, needle, n - 1);
+
+    if (s == NULL || (size_t) (last - s) < n + 16) {
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "mesh trace: no traceparent in upstream request");
+        return;
+    }
+
+    ngx_http_mesh_metrics_random(span, 8);
+    (void) ngx_hex_dump(s + n, span, 8);
+
+    if (t->upstream_spans.len + 18 > t->upstream_spans_cap) {
+        n = t->upstream_spans_cap ? t->upstream_spans_cap * 2 : 18 * 4;
+
+        p = ngx_pnalloc(r->main->pool, n);
+        if (p == NULL) {
+            return;
+        }
+
+        if (t->upstream_spans.len) {
+            ngx_memcpy(p, t->upstream_spans.data, t->upstream_spans.len);
+        }
+
+        t->upstream_spans.data = p;
+        t->upstream_spans_cap = n;
+    }
+
+    p = t->upstream_spans.data + t->upstream_spans.len;
+
+    if (t->upstream_spans.len) {
+        *p++ = ',';
+        *p++ = ' ';
+    }
+
+    p = ngx_hex_dump(p, span, 8);
+    t->upstream_spans.len = p - t->upstream_spans.data;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "mesh trace: upstream span %*xs", (size_t) 8, span);
+}
