@@ -77,8 +77,7 @@ typedef struct {
 
 static ngx_int_t ngx_http_auth_introspect_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_auth_introspect_start(ngx_http_request_t *r,
-    ngx_http_auth_introspect_loc_conf_t *alcf,
-    ngx_http_auth_introspect_ctx_t *ctx);
+    ngx_http_auth_introspect_loc_conf_t *alcf);
 static ngx_int_t ngx_http_auth_introspect_token(ngx_http_request_t *r,
     ngx_http_auth_introspect_loc_conf_t *alcf, ngx_str_t *token);
 static ngx_int_t ngx_http_auth_introspect_lookup(ngx_http_request_t *r,
@@ -106,6 +105,8 @@ static ngx_int_t ngx_http_auth_introspect_set_answer(ngx_http_request_t *r,
     ngx_http_auth_introspect_ctx_t *ctx, ngx_str_t *answer);
 static ngx_int_t ngx_http_auth_introspect_finish(ngx_http_request_t *r,
     ngx_http_auth_introspect_loc_conf_t *alcf,
+    ngx_http_auth_introspect_ctx_t *ctx);
+static json_t *ngx_http_auth_introspect_claims(ngx_http_request_t *r,
     ngx_http_auth_introspect_ctx_t *ctx);
 static ngx_int_t ngx_http_auth_introspect_check_scope(ngx_http_request_t *r,
     ngx_http_auth_introspect_loc_conf_t *alcf, json_t *claims);
@@ -259,7 +260,7 @@ ngx_http_auth_introspect_handler(ngx_http_request_t *r)
     ctx = ngx_http_get_module_ctx(r, ngx_http_auth_introspect_module);
 
     if (ctx == NULL) {
-        return ngx_http_auth_introspect_start(r, alcf, ctx);
+        return ngx_http_auth_introspect_start(r, alcf);
     }
 
     switch (ctx->state) {
@@ -280,12 +281,12 @@ ngx_http_auth_introspect_handler(ngx_http_request_t *r)
 
 static ngx_int_t
 ngx_http_auth_introspect_start(ngx_http_request_t *r,
-    ngx_http_auth_introspect_loc_conf_t *alcf,
-    ngx_http_auth_introspect_ctx_t *ctx)
+    ngx_http_auth_introspect_loc_conf_t *alcf)
 {
-    ngx_int_t            rc;
-    SHA256_CTX           sha;
-    ngx_pool_cleanup_t  *cln;
+    ngx_int_t                        rc;
+    SHA256_CTX                       sha;
+    ngx_pool_cleanup_t              *cln;
+    ngx_http_auth_introspect_ctx_t  *ctx;
 
     ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_auth_introspect_ctx_t));
     if (ctx == NULL) {
@@ -1078,7 +1079,7 @@ ngx_http_auth_introspect_finish(ngx_http_request_t *r,
     ngx_http_auth_introspect_loc_conf_t *alcf,
     ngx_http_auth_introspect_ctx_t *ctx)
 {
-    json_t     *claims, *exp;
+    json_t     *claims;
     ngx_int_t   rc;
 
     ctx->state = NGX_HTTP_INTROSPECT_DONE;
@@ -1107,34 +1108,23 @@ ngx_http_auth_introspect_finish(ngx_http_request_t *r,
         return ngx_http_auth_introspect_reject(r, alcf, ctx, ctx->result);
     }
 
-    if (ctx->claims == NULL) {
-        claims = ngx_meshgate_json_parse(ctx->payload.data, ctx->payload.len,
-                                         r->connection->log,
-                                         "cached introspection response");
-        if (claims == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
+    /*
+     * A cached answer never outlives the token's exp, nor does one handed
+     * over by a call just made: the claims are parsed only when needed.
+     */
 
-        if (ngx_meshgate_json_cleanup(r->pool, claims) != NGX_OK) {
-            json_decref(claims);
-            return NGX_ERROR;
-        }
+    ctx->result = NGX_HTTP_INTROSPECT_OK;
 
-        ctx->claims = claims;
+    if (alcf->scopes == NULL) {
+        return NGX_OK;
     }
 
-    /* the answer of a coalesced or cached call may have aged */
-
-    exp = json_object_get(ctx->claims, "exp");
-
-    if (exp && (uint64_t) (json_number_value(exp) * 1000)
-               <= ngx_meshgate_now_ms())
-    {
-        return ngx_http_auth_introspect_reject(r, alcf, ctx,
-                                               NGX_HTTP_INTROSPECT_EXPIRED);
+    claims = ngx_http_auth_introspect_claims(r, ctx);
+    if (claims == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    rc = ngx_http_auth_introspect_check_scope(r, alcf, ctx->claims);
+    rc = ngx_http_auth_introspect_check_scope(r, alcf, claims);
 
     if (rc != NGX_OK) {
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
@@ -1143,9 +1133,35 @@ ngx_http_auth_introspect_finish(ngx_http_request_t *r,
                                                NGX_HTTP_INTROSPECT_SCOPE);
     }
 
-    ctx->result = NGX_HTTP_INTROSPECT_OK;
-
     return NGX_OK;
+}
+
+
+static json_t *
+ngx_http_auth_introspect_claims(ngx_http_request_t *r,
+    ngx_http_auth_introspect_ctx_t *ctx)
+{
+    json_t  *claims;
+
+    if (ctx->claims) {
+        return ctx->claims;
+    }
+
+    claims = ngx_meshgate_json_parse(ctx->payload.data, ctx->payload.len,
+                                     r->connection->log,
+                                     "cached introspection response");
+    if (claims == NULL) {
+        return NULL;
+    }
+
+    if (ngx_meshgate_json_cleanup(r->pool, claims) != NGX_OK) {
+        json_decref(claims);
+        return NULL;
+    }
+
+    ctx->claims = claims;
+
+    return claims;
 }
 
 
@@ -1290,20 +1306,25 @@ ngx_http_auth_introspect_claim_variable(ngx_http_request_t *r,
 {
     ngx_str_t *var = (ngx_str_t *) data;
 
-    json_t                          *claim;
+    json_t                          *claims, *claim;
     ngx_str_t                        text;
     ngx_http_auth_introspect_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r->main, ngx_http_auth_introspect_module);
 
-    if (ctx == NULL || ctx->result != NGX_HTTP_INTROSPECT_OK
-        || ctx->claims == NULL)
+    if (ctx == NULL || ctx->state != NGX_HTTP_INTROSPECT_DONE
+        || ctx->result != NGX_HTTP_INTROSPECT_OK)
     {
         v->not_found = 1;
         return NGX_OK;
     }
 
-    claim = json_object_getn(ctx->claims,
+    claims = ngx_http_auth_introspect_claims(ctx->request, ctx);
+    if (claims == NULL) {
+        return NGX_ERROR;
+    }
+
+    claim = json_object_getn(claims,
                              (char *) var->data
                              + sizeof("introspect_claim_") - 1,
                              var->len - (sizeof("introspect_claim_") - 1));
