@@ -8,58 +8,7 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 #include <openssl/crypto.h>
-#include <openssl/sha.h>
-
-
-#define NGX_HTTP_AUTH_KEY_DIGEST_LEN     SHA256_DIGEST_LENGTH
-#define NGX_HTTP_AUTH_KEY_FILE_MAX       (64 * 1024 * 1024)
-
-#define NGX_HTTP_AUTH_KEY_NONE           0
-#define NGX_HTTP_AUTH_KEY_OK             1
-#define NGX_HTTP_AUTH_KEY_MISSING        2
-#define NGX_HTTP_AUTH_KEY_INVALID        3
-#define NGX_HTTP_AUTH_KEY_CONFLICT       4
-#define NGX_HTTP_AUTH_KEY_UNAVAILABLE    5
-
-
-typedef struct {
-    u_char                      digest[NGX_HTTP_AUTH_KEY_DIGEST_LEN];
-    ngx_str_t                   consumer;
-    ngx_keyval_t               *meta;
-    ngx_uint_t                  nmeta;
-    ngx_uint_t                  line;
-} ngx_http_auth_key_entry_t;
-
-
-typedef struct {
-    ngx_str_t                   name;
-    ngx_http_auth_key_entry_t  *entries;     /* sorted by digest */
-    ngx_uint_t                  nentries;
-} ngx_http_auth_key_store_t;
-
-
-typedef struct {
-    ngx_array_t                 stores;      /* ngx_http_auth_key_store_t */
-} ngx_http_auth_key_main_conf_t;
-
-
-typedef struct {
-    ngx_str_t                   realm;
-    ngx_str_t                   challenge;   /* ApiKey realm="..." */
-    ngx_array_t                *headers;     /* ngx_str_t */
-    ngx_array_t                *query;       /* ngx_str_t */
-    ngx_http_auth_key_store_t  *store;
-    ngx_flag_t                  enabled;
-    ngx_flag_t                  hide;
-} ngx_http_auth_key_loc_conf_t;
-
-
-typedef struct {
-    ngx_uint_t                  result;
-    ngx_str_t                   consumer;
-    ngx_keyval_t               *meta;
-    ngx_uint_t                  nmeta;
-} ngx_http_auth_key_ctx_t;
+#include "ngx_http_auth_key.h"
 
 
 static ngx_int_t ngx_http_auth_key_handler(ngx_http_request_t *r);
@@ -78,9 +27,10 @@ static ngx_int_t ngx_http_auth_key_hide_query(ngx_http_request_t *r,
     ngx_http_auth_key_loc_conf_t *alcf);
 static ngx_http_auth_key_entry_t *ngx_http_auth_key_lookup(
     ngx_http_auth_key_store_t *store, u_char *digest);
+static ngx_int_t ngx_http_auth_key_answer(ngx_http_request_t *r,
+    ngx_http_auth_key_loc_conf_t *alcf, ngx_http_auth_key_ctx_t *ctx);
 static ngx_int_t ngx_http_auth_key_reject(ngx_http_request_t *r,
-    ngx_http_auth_key_loc_conf_t *alcf, ngx_http_auth_key_ctx_t *ctx,
-    ngx_uint_t result);
+    ngx_http_auth_key_loc_conf_t *alcf, ngx_http_auth_key_ctx_t *ctx);
 
 static ngx_int_t ngx_http_auth_key_consumer_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
@@ -212,7 +162,6 @@ static ngx_http_variable_t  ngx_http_auth_key_vars[] = {
 static ngx_int_t
 ngx_http_auth_key_handler(ngx_http_request_t *r)
 {
-    u_char                         digest[NGX_HTTP_AUTH_KEY_DIGEST_LEN];
     ngx_int_t                      rc;
     ngx_str_t                      key;
     ngx_http_auth_key_ctx_t       *ctx;
@@ -227,16 +176,21 @@ ngx_http_auth_key_handler(ngx_http_request_t *r)
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_auth_key_module);
 
-    if (ctx == NULL) {
-        ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_auth_key_ctx_t));
-        if (ctx == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    if (ctx) {
+        if (ctx->state == NGX_HTTP_AUTH_KEY_WAIT) {
+            return NGX_AGAIN;
         }
 
-        ngx_http_set_ctx(r, ctx, ngx_http_auth_key_module);
+        return ngx_http_auth_key_answer(r, alcf, ctx);
     }
 
-    ctx->result = NGX_HTTP_AUTH_KEY_NONE;
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_auth_key_ctx_t));
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->request = r;
+    ngx_http_set_ctx(r, ctx, ngx_http_auth_key_module);
 
     rc = ngx_http_auth_key_find(r, alcf, &key);
 
@@ -253,52 +207,76 @@ ngx_http_auth_key_handler(ngx_http_request_t *r)
     }
 
     if (rc == NGX_DECLINED) {
-        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                      "auth_key: no API key in the request");
-        return ngx_http_auth_key_reject(r, alcf, ctx,
-                                        NGX_HTTP_AUTH_KEY_MISSING);
+        ctx->result = NGX_HTTP_AUTH_KEY_MISSING;
+        return ngx_http_auth_key_answer(r, alcf, ctx);
     }
 
     if (rc == NGX_BUSY) {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "auth_key: two different API keys in the request");
-        return ngx_http_auth_key_reject(r, alcf, ctx,
-                                        NGX_HTTP_AUTH_KEY_CONFLICT);
+        ctx->result = NGX_HTTP_AUTH_KEY_CONFLICT;
+        return ngx_http_auth_key_answer(r, alcf, ctx);
     }
 
-    SHA256(key.data, key.len, digest);
+    SHA256(key.data, key.len, ctx->digest);
 
-    entry = alcf->store ? ngx_http_auth_key_lookup(alcf->store, digest)
+    entry = alcf->store ? ngx_http_auth_key_lookup(alcf->store, ctx->digest)
                         : NULL;
 
-    if (entry == NULL) {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "auth_key: unknown API key (sha256 prefix %*xs)",
-                      (size_t) 4, digest);
-        return ngx_http_auth_key_reject(r, alcf, ctx,
-                                        NGX_HTTP_AUTH_KEY_INVALID);
+    if (entry) {
+        ctx->result = NGX_HTTP_AUTH_KEY_OK;
+        ctx->consumer = entry->consumer;
+        ctx->meta = entry->meta;
+        ctx->nmeta = entry->nmeta;
+
+        return ngx_http_auth_key_answer(r, alcf, ctx);
     }
 
-    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "auth_key: consumer \"%V\"", &entry->consumer);
+    ctx->result = NGX_HTTP_AUTH_KEY_INVALID;
 
-    ctx->result = NGX_HTTP_AUTH_KEY_OK;
-    ctx->consumer = entry->consumer;
-    ctx->meta = entry->meta;
-    ctx->nmeta = entry->nmeta;
+    return ngx_http_auth_key_answer(r, alcf, ctx);
+}
 
-    return NGX_OK;
+
+static ngx_int_t
+ngx_http_auth_key_answer(ngx_http_request_t *r,
+    ngx_http_auth_key_loc_conf_t *alcf, ngx_http_auth_key_ctx_t *ctx)
+{
+    ctx->state = NGX_HTTP_AUTH_KEY_DONE;
+
+    switch (ctx->result) {
+
+    case NGX_HTTP_AUTH_KEY_OK:
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "auth_key: consumer \"%V\"", &ctx->consumer);
+        return NGX_OK;
+
+    case NGX_HTTP_AUTH_KEY_MISSING:
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "auth_key: no API key in the request");
+        break;
+
+    case NGX_HTTP_AUTH_KEY_CONFLICT:
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "auth_key: two different API keys in the request");
+        break;
+
+    case NGX_HTTP_AUTH_KEY_UNAVAILABLE:
+        return NGX_HTTP_SERVICE_UNAVAILABLE;
+
+    default: /* NGX_HTTP_AUTH_KEY_INVALID */
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "auth_key: unknown API key (sha256 prefix %*xs)",
+                      (size_t) 4, ctx->digest);
+    }
+
+    return ngx_http_auth_key_reject(r, alcf, ctx);
 }
 
 
 static ngx_int_t
 ngx_http_auth_key_reject(ngx_http_request_t *r,
-    ngx_http_auth_key_loc_conf_t *alcf, ngx_http_auth_key_ctx_t *ctx,
-    ngx_uint_t result)
+    ngx_http_auth_key_loc_conf_t *alcf, ngx_http_auth_key_ctx_t *ctx)
 {
     ngx_table_elt_t  *h;
-
-    ctx->result = result;
 
     h = ngx_list_push(&r->headers_out.headers);
     if (h == NULL) {
@@ -1338,6 +1316,13 @@ ngx_http_auth_key_create_main_conf(ngx_conf_t *cf)
         return NULL;
     }
 
+    if (ngx_array_init(&amcf->redis, cf->pool, 1,
+                       sizeof(ngx_http_auth_key_redis_t *))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
     return amcf;
 }
 
@@ -1362,6 +1347,7 @@ ngx_http_auth_key_create_loc_conf(ngx_conf_t *cf)
     conf->headers = NGX_CONF_UNSET_PTR;
     conf->query = NGX_CONF_UNSET_PTR;
     conf->store = NGX_CONF_UNSET_PTR;
+    conf->redis = NGX_CONF_UNSET_PTR;
     conf->enabled = NGX_CONF_UNSET;
     conf->hide = NGX_CONF_UNSET;
 
@@ -1386,6 +1372,7 @@ ngx_http_auth_key_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_value(conf->enabled, prev->enabled, 0);
     ngx_conf_merge_value(conf->hide, prev->hide, 1);
     ngx_conf_merge_ptr_value(conf->store, prev->store, NULL);
+    ngx_conf_merge_ptr_value(conf->redis, prev->redis, NULL);
 
     if (conf->headers == NGX_CONF_UNSET_PTR
         && conf->query == NGX_CONF_UNSET_PTR)
