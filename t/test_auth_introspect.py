@@ -133,6 +133,20 @@ def test_active_token_passes_with_claims_and_is_cached(
     assert "cookie" not in call["headers"]
 
 
+def test_client_body_still_reaches_the_backend(nginx, backend, auth_server):
+    auth_server.answers["t-post"] = active()
+    n = start(nginx, backend, auth_server)
+    body = '{"order": 1, "token": "not-this-one"}'
+    for _ in range(2):
+        r = requests.post(n.url("/x"), data=body, timeout=10,
+                          headers=dict(bearer("t-post"),
+                                       **{"Content-Type": "application/json"}))
+        assert r.status_code == 200
+        assert r.json()["method"] == "POST"
+        assert r.json()["body"] == body
+    assert auth_server.calls[0]["form"]["token"] == "t-post"
+
+
 def test_token_is_form_encoded(nginx, backend, auth_server):
     tok = "a+b/c.d~e_f-g=="
     auth_server.answers[tok] = active()
@@ -335,6 +349,24 @@ def test_waiters_survive_the_leader_leaving(nginx, backend, auth_server):
     assert codes == [200] * 3
 
 
+def test_a_waiter_leaving_harms_no_one(nginx, backend, auth_server):
+    auth_server.answers["t-wl"] = (200, active(), 0.7)
+    n = start(nginx, backend, auth_server, workers=1)
+    with concurrent.futures.ThreadPoolExecutor(2) as ex:
+        first = ex.submit(requests.get, n.url("/nocache/x"),
+                          headers=bearer("t-wl"), timeout=20)
+        wait_for(lambda: auth_server.count("t-wl") == 1, 10, "first call")
+        s = socket.create_connection(("127.0.0.1", n.port))
+        s.sendall(b"GET /nocache/y HTTP/1.1\r\nHost: x\r\n"
+                  b"Authorization: Bearer t-wl\r\n\r\n")
+        time.sleep(0.2)
+        s.close()
+        assert first.result().status_code == 200
+    assert auth_server.count("t-wl") == 1
+    assert requests.get(n.url("/nocache/z"), headers=bearer("t-wl"),
+                        timeout=20).status_code == 200
+
+
 def test_scopes(nginx, backend, auth_server):
     a = auth_server.answers
     a["t-r"] = active(scope="orders:read")
@@ -419,6 +451,8 @@ def test_satisfy_any_with_api_keys(nginx, backend, auth_server, tmp_path):
     r = requests.get(n.url("/x"), headers=bearer("t-s"), timeout=10)
     assert r.status_code == 200
     assert r.json()["headers"]["x-who"] == "alice"
+    # nothing of the client's request reaches the authorization server
+    assert "authorization" not in auth_server.calls[0]["headers"]
     r = raw_get(n.port, "/x")
     assert r.status_code == 401
     assert sorted(r.all("WWW-Authenticate")) == [
