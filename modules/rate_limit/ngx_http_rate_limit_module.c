@@ -1,0 +1,1516 @@
+
+/*
+ * Copyright (C) meshgate contributors
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+#include "ngx_meshgate_redis.h"
+#include "ngx_meshgate_cache.h"
+
+
+#define NGX_HTTP_RATE_LIMIT_PASSED          1
+#define NGX_HTTP_RATE_LIMIT_REJECTED        2
+#define NGX_HTTP_RATE_LIMIT_DRY_RUN         3
+#define NGX_HTTP_RATE_LIMIT_ERROR           4
+#define NGX_HTTP_RATE_LIMIT_ERROR_REJECTED  5
+#define NGX_HTTP_RATE_LIMIT_LOCAL_PASSED    6
+#define NGX_HTTP_RATE_LIMIT_LOCAL_REJECTED  7
+#define NGX_HTTP_RATE_LIMIT_LOCAL_DRY_RUN   8
+
+#define NGX_HTTP_RATE_LIMIT_FAIL_OPEN       0
+#define NGX_HTTP_RATE_LIMIT_FAIL_CLOSED     1
+#define NGX_HTTP_RATE_LIMIT_FAIL_LOCAL      2
+
+#define NGX_HTTP_RATE_LIMIT_HEADERS_OFF     0
+#define NGX_HTTP_RATE_LIMIT_HEADERS_DRAFT   1
+#define NGX_HTTP_RATE_LIMIT_HEADERS_LEGACY  2
+
+#define NGX_HTTP_RATE_LIMIT_MAX_LIMITS      16
+
+
+typedef struct {
+    ngx_str_t                     name;
+    ngx_http_complex_value_t      key;
+    ngx_uint_t                    rate;         /* requests per period */
+    ngx_uint_t                    period;       /* seconds */
+    ngx_uint_t                    burst;
+    uint64_t                      interval;     /* microseconds */
+    ngx_meshgate_cache_t         *local;
+} ngx_http_rate_limit_zone_t;
+
+
+typedef struct {
+    ngx_http_rate_limit_zone_t   *zone;
+    ngx_uint_t                    cost;
+} ngx_http_rate_limit_limit_t;
+
+
+typedef struct {
+    ngx_meshgate_redis_t         *redis;
+    ngx_meshgate_redis_script_t  *script;
+    ngx_str_t                     prefix;
+    ngx_array_t                   zones;        /* of zone pointers */
+} ngx_http_rate_limit_main_conf_t;
+
+
+typedef struct {
+    ngx_array_t                  *limits;
+    ngx_uint_t                    status_code;
+    ngx_flag_t                    dry_run;
+    ngx_uint_t                    log_level;
+    ngx_uint_t                    failure_mode;
+    ngx_uint_t                    headers;
+} ngx_http_rate_limit_loc_conf_t;
+
+
+typedef struct {
+    ngx_http_rate_limit_limit_t  *limit;
+    ngx_str_t                     key;
+    ngx_uint_t                    allowed;
+    ngx_uint_t                    remaining;
+    ngx_msec_t                    retry_after;
+    ngx_msec_t                    reset;
+    uint64_t                      tat;          /* local: new TAT, us */
+} ngx_http_rate_limit_result_t;
+
+
+typedef struct {
+    ngx_http_request_t           *request;
+    ngx_http_rate_limit_result_t *results;
+    ngx_uint_t                    nresults;
+    ngx_uint_t                    status;
+    ngx_uint_t                    headers;
+    ngx_int_t                     rc;
+    unsigned                      waiting:1;
+    unsigned                      replied:1;
+    unsigned                      done:1;
+    unsigned                      have_results:1;
+} ngx_http_rate_limit_ctx_t;
+
+
+static ngx_int_t ngx_http_rate_limit_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_rate_limit_start(ngx_http_request_t *r,
+    ngx_http_rate_limit_loc_conf_t *lcf);
+static ngx_int_t ngx_http_rate_limit_send(ngx_http_request_t *r,
+    ngx_http_rate_limit_ctx_t *ctx);
+static void ngx_http_rate_limit_reply(void *data, ngx_int_t status,
+    redisReply *reply);
+static ngx_int_t ngx_http_rate_limit_parse_reply(ngx_http_request_t *r,
+    ngx_http_rate_limit_ctx_t *ctx, redisReply *reply);
+static ngx_int_t ngx_http_rate_limit_decide(ngx_http_request_t *r,
+    ngx_http_rate_limit_ctx_t *ctx, ngx_uint_t local);
+static ngx_int_t ngx_http_rate_limit_failure(ngx_http_request_t *r,
+    ngx_http_rate_limit_ctx_t *ctx);
+static void ngx_http_rate_limit_local(ngx_http_request_t *r,
+    ngx_http_rate_limit_ctx_t *ctx);
+static ngx_http_rate_limit_ctx_t *ngx_http_rate_limit_get_ctx(
+    ngx_http_request_t *r);
+static void ngx_http_rate_limit_cleanup(void *data);
+static ngx_int_t ngx_http_rate_limit_header_filter(ngx_http_request_t *r);
+static ngx_int_t ngx_http_rate_limit_add_header(ngx_http_request_t *r,
+    char *name, u_char *value, u_char *last);
+static ngx_int_t ngx_http_rate_limit_draft_headers(ngx_http_request_t *r,
+    ngx_http_rate_limit_ctx_t *ctx);
+static ngx_int_t ngx_http_rate_limit_legacy_headers(ngx_http_request_t *r,
+    ngx_http_rate_limit_ctx_t *ctx);
+static ngx_int_t ngx_http_rate_limit_status_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_rate_limit_remaining_variable(
+    ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
+static void *ngx_http_rate_limit_create_main_conf(ngx_conf_t *cf);
+static void *ngx_http_rate_limit_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_rate_limit_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static char *ngx_http_rate_limit_redis(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_rate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_rate_limit_parse_rate(ngx_conf_t *cf,
+    ngx_http_rate_limit_zone_t *zone, ngx_str_t *value);
+static char *ngx_http_rate_limit(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static ngx_int_t ngx_http_rate_limit_add_variables(ngx_conf_t *cf);
+static ngx_int_t ngx_http_rate_limit_init(ngx_conf_t *cf);
+static void ngx_http_rate_limit_exit_process(ngx_cycle_t *cycle);
+
+
+static ngx_conf_enum_t  ngx_http_rate_limit_log_levels[] = {
+    { ngx_string("info"), NGX_LOG_INFO },
+    { ngx_string("notice"), NGX_LOG_NOTICE },
+    { ngx_string("warn"), NGX_LOG_WARN },
+    { ngx_string("error"), NGX_LOG_ERR },
+    { ngx_null_string, 0 }
+};
+
+
+static ngx_conf_enum_t  ngx_http_rate_limit_failure_modes[] = {
+    { ngx_string("open"), NGX_HTTP_RATE_LIMIT_FAIL_OPEN },
+    { ngx_string("closed"), NGX_HTTP_RATE_LIMIT_FAIL_CLOSED },
+    { ngx_string("local"), NGX_HTTP_RATE_LIMIT_FAIL_LOCAL },
+    { ngx_null_string, 0 }
+};
+
+
+static ngx_conf_enum_t  ngx_http_rate_limit_header_modes[] = {
+    { ngx_string("off"), NGX_HTTP_RATE_LIMIT_HEADERS_OFF },
+    { ngx_string("draft"), NGX_HTTP_RATE_LIMIT_HEADERS_DRAFT },
+    { ngx_string("legacy"), NGX_HTTP_RATE_LIMIT_HEADERS_LEGACY },
+    { ngx_null_string, 0 }
+};
+
+
+static ngx_conf_num_bounds_t  ngx_http_rate_limit_status_bounds = {
+    ngx_conf_check_num_bounds, 400, 599
+};
+
+
+static ngx_command_t  ngx_http_rate_limit_commands[] = {
+
+    { ngx_string("rate_limit_redis"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_rate_limit_redis,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("rate_limit_zone"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_2MORE,
+      ngx_http_rate_limit_zone,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("rate_limit"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
+      ngx_http_rate_limit,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("rate_limit_status"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_rate_limit_loc_conf_t, status_code),
+      &ngx_http_rate_limit_status_bounds },
+
+    { ngx_string("rate_limit_dry_run"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_rate_limit_loc_conf_t, dry_run),
+      NULL },
+
+    { ngx_string("rate_limit_log_level"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_rate_limit_loc_conf_t, log_level),
+      &ngx_http_rate_limit_log_levels },
+
+    { ngx_string("rate_limit_failure_mode"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_rate_limit_loc_conf_t, failure_mode),
+      &ngx_http_rate_limit_failure_modes },
+
+    { ngx_string("rate_limit_headers"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_rate_limit_loc_conf_t, headers),
+      &ngx_http_rate_limit_header_modes },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_rate_limit_module_ctx = {
+    ngx_http_rate_limit_add_variables,     /* preconfiguration */
+    ngx_http_rate_limit_init,              /* postconfiguration */
+
+    ngx_http_rate_limit_create_main_conf,  /* create main configuration */
+    NULL,                                  /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_rate_limit_create_loc_conf,   /* create location configuration */
+    ngx_http_rate_limit_merge_loc_conf     /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_rate_limit_module = {
+    NGX_MODULE_V1,
+    &ngx_http_rate_limit_module_ctx,       /* module context */
+    ngx_http_rate_limit_commands,          /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    NULL,                                  /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    ngx_http_rate_limit_exit_process,      /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static ngx_str_t  ngx_http_rate_limit_status_names[] = {
+    ngx_null_string,
+    ngx_string("PASSED"),
+    ngx_string("REJECTED"),
+    ngx_string("DRY_RUN"),
+    ngx_string("ERROR"),
+    ngx_string("ERROR_REJECTED"),
+    ngx_string("LOCAL_PASSED"),
+    ngx_string("LOCAL_REJECTED"),
+    ngx_string("LOCAL_DRY_RUN")
+};
+
+
+static ngx_http_variable_t  ngx_http_rate_limit_vars[] = {
+
+    { ngx_string("rate_limit_status"), NULL,
+      ngx_http_rate_limit_status_variable, 0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("rate_limit_remaining"), NULL,
+      ngx_http_rate_limit_remaining_variable, 0, NGX_HTTP_VAR_NOCACHEABLE,
+      0 },
+
+      ngx_http_null_variable
+};
+
+
+/*
+ * GCRA over every limit of the request, atomically, on Redis's clock.
+ * KEYS: one per limit; ARGV: per limit, the emission interval and the
+ * burst capacity ((burst + 1) * interval), both in microseconds, and the
+ * cost.  Either every limit admits the request and all are charged, or
+ * none is.  Returns per limit: allowed, remaining, retry after (ms),
+ * reset (ms: until the limit is whole again).
+ */
+
+static ngx_str_t  ngx_http_rate_limit_lua = ngx_string(
+    "local t = redis.call('TIME')\n"
+    "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
+    "local res, tats, ok = {}, {}, true\n"
+    "for i = 1, #KEYS do\n"
+    "  local iv = tonumber(ARGV[3 * i - 2])\n"
+    "  local cap = tonumber(ARGV[3 * i - 1])\n"
+    "  local cost = tonumber(ARGV[3 * i])\n"
+    "  local tat = tonumber(redis.call('GET', KEYS[i]) or 0) or 0\n"
+    "  if tat < now then tat = now end\n"
+    "  local new = tat + iv * cost\n"
+    "  local b = 4 * i\n"
+    "  if new - now > cap then\n"
+    "    ok = false\n"
+    "    res[b - 3] = 0\n"
+    "    res[b - 2] = math.max(0, math.floor((cap - (tat - now)) / iv))\n"
+    "    res[b - 1] = math.ceil((new - now - cap) / 1000)\n"
+    "    res[b] = math.ceil((tat - now) / 1000)\n"
+    "  else\n"
+    "    res[b - 3] = 1\n"
+    "    res[b - 2] = math.floor((cap - (new - now)) / iv)\n"
+    "    res[b - 1] = 0\n"
+    "    res[b] = math.ceil((new - now) / 1000)\n"
+    "  end\n"
+    "  tats[i] = new\n"
+    "end\n"
+    "if ok then\n"
+    "  for i = 1, #KEYS do\n"
+    "    local ttl = math.max(1, math.ceil((tats[i] - now) / 1000))\n"
+    "    redis.call('SET', KEYS[i], string.format('%.0f', tats[i]),\n"
+    "               'PX', ttl)\n"
+    "  end\n"
+    "end\n"
+    "return res\n");
+
+
+static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
+
+
+static ngx_int_t
+ngx_http_rate_limit_handler(ngx_http_request_t *r)
+{
+    ngx_http_rate_limit_ctx_t       *ctx;
+    ngx_http_rate_limit_loc_conf_t  *lcf;
+
+    if (r != r->main) {
+        return NGX_DECLINED;
+    }
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_rate_limit_module);
+
+    if (lcf->limits == NULL) {
+        return NGX_DECLINED;
+    }
+
+    ctx = ngx_http_rate_limit_get_ctx(r);
+
+    if (ctx == NULL) {
+        return ngx_http_rate_limit_start(r, lcf);
+    }
+
+    if (ctx->waiting) {
+        return NGX_AGAIN;
+    }
+
+    if (ctx->done) {
+        return NGX_DECLINED;
+    }
+
+    /* the Redis reply has come: ngx_http_rate_limit_reply() ran */
+
+    ctx->done = 1;
+
+    return ctx->rc;
+}
+
+
+static ngx_int_t
+ngx_http_rate_limit_start(ngx_http_request_t *r,
+    ngx_http_rate_limit_loc_conf_t *lcf)
+{
+    ngx_str_t                      key;
+    ngx_uint_t                     i;
+    ngx_pool_cleanup_t            *cln;
+    ngx_http_rate_limit_ctx_t     *ctx;
+    ngx_http_rate_limit_limit_t   *limits;
+    ngx_http_rate_limit_result_t  *res;
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_rate_limit_ctx_t));
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->results = ngx_pcalloc(r->pool, lcf->limits->nelts
+                                        * sizeof(ngx_http_rate_limit_result_t));
+    if (ctx->results == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /* found again after an internal redirect, which clears r->ctx */
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cln->handler = ngx_http_rate_limit_cleanup;
+    cln->data = ctx;
+
+    ctx->request = r;
+    ctx->headers = lcf->headers;
+    ngx_http_set_ctx(r, ctx, ngx_http_rate_limit_module);
+
+    limits = lcf->limits->elts;
+
+    for (i = 0; i < lcf->limits->nelts; i++) {
+
+        if (ngx_http_complex_value(r, &limits[i].zone->key, &key) != NGX_OK) {
+            ctx->done = 1;
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        if (key.len == 0) {
+            continue;
+        }
+
+        if (key.len > 4096) {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "rate_limit zone \"%V\": key of %uz bytes is "
+                          "longer than 4096, not limited",
+                          &limits[i].zone->name, key.len);
+            continue;
+        }
+
+        res = &ctx->results[ctx->nresults++];
+        res->limit = &limits[i];
+        res->key = key;
+    }
+
+    if (ctx->nresults == 0) {
+        ctx->done = 1;
+        return NGX_DECLINED;
+    }
+
+    return ngx_http_rate_limit_send(r, ctx);
+}
+
+
+static ngx_int_t
+ngx_http_rate_limit_send(ngx_http_request_t *r,
+    ngx_http_rate_limit_ctx_t *ctx)
+{
+    u_char                           *p;
+    size_t                           *lens;
+    ngx_int_t                         rc;
+    ngx_uint_t                        i, n;
+    const char                      **argv;
+    ngx_http_rate_limit_zone_t       *zone;
+    ngx_http_rate_limit_result_t     *res;
+    ngx_http_rate_limit_main_conf_t  *mcf;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_rate_limit_module);
+
+    n = ctx->nresults;
+
+    argv = ngx_palloc(r->pool, 4 * n * (sizeof(char *) + sizeof(size_t)));
+    if (argv == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    lens = (size_t *) (argv + 4 * n);
+
+    for (i = 0; i < n; i++) {
+        res = &ctx->results[i];
+        zone = res->limit->zone;
+
+        p = ngx_pnalloc(r->pool, mcf->prefix.len + zone->name.len + 1
+                                 + res->key.len + 3 * (NGX_INT64_LEN + 1));
+        if (p == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        argv[i] = (const char *) p;
+        p = ngx_sprintf(p, "%V%V:%V", &mcf->prefix, &zone->name, &res->key);
+        lens[i] = p - (u_char *) argv[i];
+
+        argv[n + 3 * i] = (const char *) p;
+        p = ngx_sprintf(p, "%uL", zone->interval);
+        lens[n + 3 * i] = p - (u_char *) argv[n + 3 * i];
+
+        argv[n + 3 * i + 1] = (const char *) p;
+        p = ngx_sprintf(p, "%uL", zone->interval * (zone->burst + 1));
+        lens[n + 3 * i + 1] = p - (u_char *) argv[n + 3 * i + 1];
+
+        argv[n + 3 * i + 2] = (const char *) p;
+        p = ngx_sprintf(p, "%ui", res->limit->cost);
+        lens[n + 3 * i + 2] = p - (u_char *) argv[n + 3 * i + 2];
+    }
+
+    rc = ngx_meshgate_redis_eval(mcf->redis, r->pool, mcf->script, n, 4 * n,
+                                 argv, lens, ngx_http_rate_limit_reply, ctx,
+                                 NULL);
+
+    if (rc == NGX_OK) {
+        ctx->waiting = 1;
+        return NGX_AGAIN;
+    }
+
+    if (rc == NGX_ERROR) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /* Redis is down: no waiting */
+
+    ctx->done = 1;
+
+    return ngx_http_rate_limit_failure(r, ctx);
+}
+
+
+static void
+ngx_http_rate_limit_reply(void *data, ngx_int_t status, redisReply *reply)
+{
+    ngx_http_rate_limit_ctx_t *ctx = data;
+
+    ngx_connection_t    *c;
+    ngx_http_request_t  *r;
+
+    r = ctx->request;
+    c = r->connection;
+
+    ctx->waiting = 0;
+
+    if (status == NGX_MESHGATE_REDIS_OK
+        && ngx_http_rate_limit_parse_reply(r, ctx, reply) == NGX_OK)
+    {
+        ctx->rc = ngx_http_rate_limit_decide(r, ctx, 0);
+
+    } else {
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, c->log, 0,
+                       "rate limit: redis failed (%i)", status);
+        ctx->rc = ngx_http_rate_limit_failure(r, ctx);
+    }
+
+    ngx_http_core_run_phases(r);
+    ngx_http_run_posted_requests(c);
+}
+
+
+static ngx_int_t
+ngx_http_rate_limit_parse_reply(ngx_http_request_t *r,
+    ngx_http_rate_limit_ctx_t *ctx, redisReply *reply)
+{
+    ngx_uint_t                     i, j;
+    redisReply                   **e;
+    ngx_http_rate_limit_result_t  *res;
+
+    if (reply->type == REDIS_REPLY_ERROR) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "rate limit: redis error: %*s",
+                      (size_t) reply->len, reply->str);
+        return NGX_ERROR;
+    }
+
+    if (reply->type != REDIS_REPLY_ARRAY
+        || reply->elements != 4 * ctx->nresults)
+    {
+        goto invalid;
+    }
+
+    e = reply->element;
+
+    for (i = 0; i < 4 * ctx->nresults; i++) {
+        if (e[i]->type != REDIS_REPLY_INTEGER || e[i]->integer < 0) {
+            goto invalid;
+        }
+    }
+
+    for (i = 0; i < ctx->nresults; i++) {
+        res = &ctx->results[i];
+        j = 4 * i;
+
+        res->allowed = (e[j]->integer != 0);
+        res->remaining = (ngx_uint_t) e[j + 1]->integer;
+        res->retry_after = (ngx_msec_t) e[j + 2]->integer;
+        res->reset = (ngx_msec_t) e[j + 3]->integer;
+    }
+
+    return NGX_OK;
+
+invalid:
+
+    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                  "rate limit: unexpected reply from redis");
+    return NGX_ERROR;
+}
+
+
+/* sets the status from the results; returns what the phase returns */
+
+static ngx_int_t
+ngx_http_rate_limit_decide(ngx_http_request_t *r,
+    ngx_http_rate_limit_ctx_t *ctx, ngx_uint_t local)
+{
+    ngx_uint_t                       i;
+    ngx_http_rate_limit_result_t    *res, *rej;
+    ngx_http_rate_limit_loc_conf_t  *lcf;
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_rate_limit_module);
+
+    ctx->have_results = 1;
+    rej = NULL;
+
+    for (i = 0; i < ctx->nresults; i++) {
+        res = &ctx->results[i];
+
+        if (!res->allowed
+            && (rej == NULL || res->retry_after > rej->retry_after))
+        {
+            rej = res;
+        }
+    }
+
+    if (rej == NULL) {
+        ctx->status = local ? NGX_HTTP_RATE_LIMIT_LOCAL_PASSED
+                            : NGX_HTTP_RATE_LIMIT_PASSED;
+        return NGX_DECLINED;
+    }
+
+    ngx_log_error(lcf->log_level, r->connection->log, 0,
+                  "limiting requests%s%s by zone \"%V\", key \"%V\", "
+                  "retry after %M ms",
+                  lcf->dry_run ? ", dry run," : "",
+                  local ? " (local)" : "",
+                  &rej->limit->zone->name, &rej->key, rej->retry_after);
+
+    if (lcf->dry_run) {
+        ctx->status = local ? NGX_HTTP_RATE_LIMIT_LOCAL_DRY_RUN
+                            : NGX_HTTP_RATE_LIMIT_DRY_RUN;
+        return NGX_DECLINED;
+    }
+
+    ctx->status = local ? NGX_HTTP_RATE_LIMIT_LOCAL_REJECTED
+                        : NGX_HTTP_RATE_LIMIT_REJECTED;
+
+    return lcf->status_code;
+}
+
+
+static ngx_int_t
+ngx_http_rate_limit_failure(ngx_http_request_t *r,
+    ngx_http_rate_limit_ctx_t *ctx)
+{
+    ngx_http_rate_limit_loc_conf_t  *lcf;
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_rate_limit_module);
+
+    switch (lcf->failure_mode) {
+
+    case NGX_HTTP_RATE_LIMIT_FAIL_LOCAL:
+        ngx_http_rate_limit_local(r, ctx);
+        return ngx_http_rate_limit_decide(r, ctx, 1);
+
+    case NGX_HTTP_RATE_LIMIT_FAIL_CLOSED:
+        if (!lcf->dry_run) {
+            ctx->status = NGX_HTTP_RATE_LIMIT_ERROR_REJECTED;
+            return NGX_HTTP_SERVICE_UNAVAILABLE;
+        }
+
+        /* fall through */
+
+    default: /* NGX_HTTP_RATE_LIMIT_FAIL_OPEN */
+        ctx->status = NGX_HTTP_RATE_LIMIT_ERROR;
+        return NGX_DECLINED;
+    }
+}
+
+
+/*
+ * The same GCRA on this node only, in the zone's shared memory, on
+ * nginx's clock: the fallback while Redis is unreachable.
+ */
+
+static void
+ngx_http_rate_limit_local(ngx_http_request_t *r,
+    ngx_http_rate_limit_ctx_t *ctx)
+{
+    uint64_t                       now, tat, next, cap;
+    ngx_str_t                      value;
+    ngx_uint_t                     i, ok;
+    ngx_http_rate_limit_zone_t    *zone;
+    ngx_http_rate_limit_result_t  *res;
+
+    now = ngx_meshgate_now_ms() * 1000;
+    ok = 1;
+
+    for (i = 0; i < ctx->nresults; i++) {
+        res = &ctx->results[i];
+        zone = res->limit->zone;
+
+        tat = now;
+
+        if (ngx_meshgate_cache_get(zone->local, &res->key, r->pool, &value,
+                                   NULL)
+            == NGX_OK
+            && value.len == sizeof(uint64_t))
+        {
+            ngx_memcpy(&tat, value.data, sizeof(uint64_t));
+
+            if (tat < now) {
+                tat = now;
+            }
+        }
+
+        cap = zone->interval * (zone->burst + 1);
+        next = tat + zone->interval * res->limit->cost;
+
+        if (next - now > cap) {
+            ok = 0;
+            res->allowed = 0;
+            res->remaining = (cap > tat - now)
+                             ? (cap - (tat - now)) / zone->interval : 0;
+            res->retry_after = (next - now - cap + 999) / 1000;
+            res->reset = (tat - now + 999) / 1000;
+
+        } else {
+            res->allowed = 1;
+            res->remaining = (cap - (next - now)) / zone->interval;
+            res->retry_after = 0;
+            res->reset = (next - now + 999) / 1000;
+            res->tat = next;
+        }
+    }
+
+    if (!ok) {
+        return;
+    }
+
+    for (i = 0; i < ctx->nresults; i++) {
+        res = &ctx->results[i];
+
+        value.data = (u_char *) &res->tat;
+        value.len = sizeof(uint64_t);
+
+        (void) ngx_meshgate_cache_set(zone->local, &res->key, &value,
+                                      res->tat / 1000 + 1);
+    }
+}
+
+
+static ngx_http_rate_limit_ctx_t *
+ngx_http_rate_limit_get_ctx(ngx_http_request_t *r)
+{
+    ngx_pool_cleanup_t         *cln;
+    ngx_http_rate_limit_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r->main, ngx_http_rate_limit_module);
+
+    if (ctx) {
+        return ctx;
+    }
+
+    for (cln = r->main->pool->cleanup; cln; cln = cln->next) {
+        if (cln->handler == ngx_http_rate_limit_cleanup) {
+            ctx = cln->data;
+            ngx_http_set_ctx(r->main, ctx, ngx_http_rate_limit_module);
+            return ctx;
+        }
+    }
+
+    return NULL;
+}
+
+
+static void
+ngx_http_rate_limit_cleanup(void *data)
+{
+    /* a marker: the context is found through it after a redirect */
+}
+
+
+static ngx_int_t
+ngx_http_rate_limit_header_filter(ngx_http_request_t *r)
+{
+    ngx_int_t                      rc;
+    ngx_uint_t                     i;
+    ngx_msec_t                     retry;
+    u_char                         buf[NGX_INT_T_LEN], *p;
+    ngx_http_rate_limit_ctx_t     *ctx;
+    ngx_http_rate_limit_result_t  *res;
+
+    if (r != r->main) {
+        return ngx_http_next_header_filter(r);
+    }
+
+    ctx = ngx_http_rate_limit_get_ctx(r);
+
+    if (ctx == NULL || ctx->status == 0) {
+        return ngx_http_next_header_filter(r);
+    }
+
+    rc = NGX_OK;
+
+    if (ctx->have_results) {
+        if (ctx->headers == NGX_HTTP_RATE_LIMIT_HEADERS_DRAFT) {
+            rc = ngx_http_rate_limit_draft_headers(r, ctx);
+
+        } else if (ctx->headers == NGX_HTTP_RATE_LIMIT_HEADERS_LEGACY) {
+            rc = ngx_http_rate_limit_legacy_headers(r, ctx);
+        }
+    }
+
+    if (rc != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (ctx->status == NGX_HTTP_RATE_LIMIT_REJECTED
+        || ctx->status == NGX_HTTP_RATE_LIMIT_LOCAL_REJECTED
+        || ctx->status == NGX_HTTP_RATE_LIMIT_ERROR_REJECTED)
+    {
+        retry = 1000;
+
+        for (i = 0; i < ctx->nresults; i++) {
+            res = &ctx->results[i];
+
+            if (ctx->have_results && !res->allowed
+                && res->retry_after > retry)
+            {
+                retry = res->retry_after;
+            }
+        }
+
+        p = ngx_sprintf(buf, "%M", (retry + 999) / 1000);
+
+        if (ngx_http_rate_limit_add_header(r, "Retry-After", buf, p)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    return ngx_http_next_header_filter(r);
+}
+
+
+static ngx_int_t
+ngx_http_rate_limit_add_header(ngx_http_request_t *r, char *name,
+    u_char *value, u_char *last)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->hash = 1;
+    h->key.data = (u_char *) name;
+    h->key.len = ngx_strlen(name);
+    h->value.len = last - value;
+    h->value.data = ngx_pnalloc(r->pool, h->value.len);
+
+    if (h->value.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(h->value.data, value, h->value.len);
+
+    return NGX_OK;
+}
+
+
+/*
+ * draft-ietf-httpapi-ratelimit-headers: one list item per limit,
+ *   RateLimit-Policy: "zone";q=<rate>;w=<period seconds>
+ *   RateLimit: "zone";r=<remaining>;t=<seconds until whole again>
+ */
+
+static ngx_int_t
+ngx_http_rate_limit_draft_headers(ngx_http_request_t *r,
+    ngx_http_rate_limit_ctx_t *ctx)
+{
+    u_char                        *policy, *limit, *p, *q;
+    size_t                         len;
+    ngx_uint_t                     i;
+    ngx_http_rate_limit_zone_t    *zone;
+    ngx_http_rate_limit_result_t  *res;
+
+    len = 0;
+
+    for (i = 0; i < ctx->nresults; i++) {
+        len += ctx->results[i].limit->zone->name.len
+               + sizeof("\"\";q=;w=, ") + 2 * NGX_INT_T_LEN;
+    }
+
+    policy = ngx_pnalloc(r->pool, 2 * len);
+    if (policy == NULL) {
+        return NGX_ERROR;
+    }
+
+    limit = policy + len;
+    p = policy;
+    q = limit;
+
+    for (i = 0; i < ctx->nresults; i++) {
+        res = &ctx->results[i];
+        zone = res->limit->zone;
+
+        if (i) {
+            p = ngx_cpymem(p, ", ", 2);
+            q = ngx_cpymem(q, ", ", 2);
+        }
+
+        p = ngx_sprintf(p, "\"%V\";q=%ui;w=%ui", &zone->name, zone->rate,
+                        zone->period);
+        q = ngx_sprintf(q, "\"%V\";r=%ui;t=%M", &zone->name, res->remaining,
+                        (res->reset + 999) / 1000);
+    }
+
+    if (ngx_http_rate_limit_add_header(r, "RateLimit-Policy", policy, p)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_rate_limit_add_header(r, "RateLimit", limit, q);
+}
+
+
+/* X-RateLimit-*: of the limit with the fewest requests remaining */
+
+static ngx_int_t
+ngx_http_rate_limit_legacy_headers(ngx_http_request_t *r,
+    ngx_http_rate_limit_ctx_t *ctx)
+{
+    u_char                         buf[NGX_INT_T_LEN], *p;
+    ngx_uint_t                     i;
+    ngx_http_rate_limit_result_t  *res, *min;
+
+    min = &ctx->results[0];
+
+    for (i = 1; i < ctx->nresults; i++) {
+        res = &ctx->results[i];
+
+        if (res->remaining < min->remaining) {
+            min = res;
+        }
+    }
+
+    p = ngx_sprintf(buf, "%ui", min->limit->zone->rate);
+
+    if (ngx_http_rate_limit_add_header(r, "X-RateLimit-Limit", buf, p)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    p = ngx_sprintf(buf, "%ui", min->remaining);
+
+    if (ngx_http_rate_limit_add_header(r, "X-RateLimit-Remaining", buf, p)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    p = ngx_sprintf(buf, "%M", (min->reset + 999) / 1000);
+
+    return ngx_http_rate_limit_add_header(r, "X-RateLimit-Reset", buf, p);
+}
+
+
+static ngx_int_t
+ngx_http_rate_limit_status_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_http_rate_limit_ctx_t  *ctx;
+
+    ctx = ngx_http_rate_limit_get_ctx(r);
+
+    if (ctx == NULL || ctx->status == 0) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+    v->len = ngx_http_rate_limit_status_names[ctx->status].len;
+    v->data = ngx_http_rate_limit_status_names[ctx->status].data;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_rate_limit_remaining_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    u_char                     *p;
+    ngx_uint_t                  i, min;
+    ngx_http_rate_limit_ctx_t  *ctx;
+
+    ctx = ngx_http_rate_limit_get_ctx(r);
+
+    if (ctx == NULL || !ctx->have_results || ctx->nresults == 0) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    min = ctx->results[0].remaining;
+
+    for (i = 1; i < ctx->nresults; i++) {
+        min = ngx_min(min, ctx->results[i].remaining);
+    }
+
+    p = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    v->len = ngx_sprintf(p, "%ui", min) - p;
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+    v->data = p;
+
+    return NGX_OK;
+}
+
+
+static void *
+ngx_http_rate_limit_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_rate_limit_main_conf_t  *mcf;
+
+    mcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_rate_limit_main_conf_t));
+    if (mcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     mcf->redis = NULL;
+     *     mcf->script = NULL;
+     *     mcf->prefix = { 0, NULL };
+     */
+
+    if (ngx_array_init(&mcf->zones, cf->pool, 4,
+                       sizeof(ngx_http_rate_limit_zone_t *))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    return mcf;
+}
+
+
+static void *
+ngx_http_rate_limit_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_rate_limit_loc_conf_t  *lcf;
+
+    lcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_rate_limit_loc_conf_t));
+    if (lcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     lcf->limits = NULL;
+     */
+
+    lcf->status_code = NGX_CONF_UNSET_UINT;
+    lcf->dry_run = NGX_CONF_UNSET;
+    lcf->log_level = NGX_CONF_UNSET_UINT;
+    lcf->failure_mode = NGX_CONF_UNSET_UINT;
+    lcf->headers = NGX_CONF_UNSET_UINT;
+
+    return lcf;
+}
+
+
+static char *
+ngx_http_rate_limit_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_rate_limit_loc_conf_t  *prev = parent;
+    ngx_http_rate_limit_loc_conf_t  *conf = child;
+
+    if (conf->limits == NULL) {
+        conf->limits = prev->limits;
+    }
+
+    ngx_conf_merge_uint_value(conf->status_code, prev->status_code,
+                              NGX_HTTP_TOO_MANY_REQUESTS);
+    ngx_conf_merge_value(conf->dry_run, prev->dry_run, 0);
+    ngx_conf_merge_uint_value(conf->log_level, prev->log_level, NGX_LOG_ERR);
+    ngx_conf_merge_uint_value(conf->failure_mode, prev->failure_mode,
+                              NGX_HTTP_RATE_LIMIT_FAIL_LOCAL);
+    ngx_conf_merge_uint_value(conf->headers, prev->headers,
+                              NGX_HTTP_RATE_LIMIT_HEADERS_DRAFT);
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_rate_limit_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_rate_limit_main_conf_t  *mcf = conf;
+
+    ngx_int_t   rc;
+    ngx_str_t  *value;
+    ngx_uint_t  i;
+
+    if (mcf->redis) {
+        return "is duplicate";
+    }
+
+    mcf->redis = ngx_meshgate_redis_create(cf);
+    if (mcf->redis == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_str_set(&mcf->prefix, "rl:");
+
+    value = cf->args->elts;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        rc = ngx_meshgate_redis_parse(cf, mcf->redis, &value[i]);
+
+        if (rc == NGX_ERROR) {
+            return NGX_CONF_ERROR;
+        }
+
+        if (rc == NGX_OK) {
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "prefix=", 7) == 0) {
+            mcf->prefix.data = value[i].data + 7;
+            mcf->prefix.len = value[i].len - 7;
+            continue;
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\"", &value[i]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_meshgate_redis_init(cf, mcf->redis) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    mcf->script = ngx_meshgate_redis_script(cf, &ngx_http_rate_limit_lua);
+    if (mcf->script == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_rate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_rate_limit_main_conf_t  *mcf = conf;
+
+    u_char                            *p;
+    ssize_t                            size;
+    ngx_str_t                         *value, s, name;
+    ngx_int_t                          burst;
+    ngx_uint_t                         i;
+    ngx_http_rate_limit_zone_t        *zone, **zp;
+    ngx_http_compile_complex_value_t   ccv;
+
+    value = cf->args->elts;
+
+    if (mcf->redis == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"rate_limit_redis\" must be set before "
+                           "\"rate_limit_zone\"");
+        return NGX_CONF_ERROR;
+    }
+
+    zp = mcf->zones.elts;
+
+    for (i = 0; i < mcf->zones.nelts; i++) {
+        if (zp[i]->name.len == value[1].len
+            && ngx_strncmp(zp[i]->name.data, value[1].data, value[1].len)
+               == 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "duplicate rate_limit_zone \"%V\"", &value[1]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    zone = ngx_pcalloc(cf->pool, sizeof(ngx_http_rate_limit_zone_t));
+    if (zone == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    zone->name = value[1];
+    size = 1024 * 1024;
+    burst = 0;
+
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "key=", 4) == 0) {
+            s.data = value[i].data + 4;
+            s.len = value[i].len - 4;
+
+            ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
+
+            ccv.cf = cf;
+            ccv.value = &s;
+            ccv.complex_value = &zone->key;
+
+            if (s.len == 0
+                || ngx_http_compile_complex_value(&ccv) != NGX_OK)
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid key \"%V\"", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "rate=", 5) == 0) {
+            s.data = value[i].data + 5;
+            s.len = value[i].len - 5;
+
+            if (ngx_http_rate_limit_parse_rate(cf, zone, &s) != NGX_CONF_OK) {
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "burst=", 6) == 0) {
+            burst = ngx_atoi(value[i].data + 6, value[i].len - 6);
+
+            if (burst == NGX_ERROR || burst > 1000000) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid burst \"%V\"", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "local_zone=", 11) == 0) {
+            s.data = value[i].data + 11;
+            s.len = value[i].len - 11;
+            size = ngx_parse_size(&s);
+
+            if (size == NGX_ERROR || size < (ssize_t) (8 * ngx_pagesize)) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid local_zone size \"%V\"",
+                                   &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\"", &value[i]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (zone->key.value.data == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "rate_limit_zone \"%V\" needs key=", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (zone->rate == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "rate_limit_zone \"%V\" needs rate=", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    zone->burst = burst;
+
+    name.len = sizeof("rate_limit_") - 1 + zone->name.len;
+    name.data = ngx_pnalloc(cf->pool, name.len);
+    if (name.data == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    p = ngx_cpymem(name.data, "rate_limit_", sizeof("rate_limit_") - 1);
+    ngx_memcpy(p, zone->name.data, zone->name.len);
+
+    zone->local = ngx_meshgate_cache_add(cf, &name, size,
+                                         &ngx_http_rate_limit_module);
+    if (zone->local == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    zp = ngx_array_push(&mcf->zones);
+    if (zp == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    *zp = zone;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_rate_limit_parse_rate(ngx_conf_t *cf,
+    ngx_http_rate_limit_zone_t *zone, ngx_str_t *value)
+{
+    size_t     len;
+    ngx_int_t  rate;
+
+    len = value->len;
+
+    if (len < 4 || value->data[len - 3] != 'r' || value->data[len - 2] != '/')
+    {
+        goto invalid;
+    }
+
+    switch (value->data[len - 1]) {
+    case 's':
+        zone->period = 1;
+        break;
+    case 'm':
+        zone->period = 60;
+        break;
+    case 'h':
+        zone->period = 3600;
+        break;
+    case 'd':
+        zone->period = 86400;
+        break;
+    default:
+        goto invalid;
+    }
+
+    rate = ngx_atoi(value->data, len - 3);
+
+    if (rate == NGX_ERROR || rate == 0 || rate > 1000000) {
+        goto invalid;
+    }
+
+    zone->rate = rate;
+    zone->interval = (uint64_t) zone->period * 1000000 / rate;
+
+    if (zone->interval == 0) {
+        goto invalid;
+    }
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid rate \"%V\", expected N r/s, r/m, r/h or r/d "
+                       "with N from 1 to 1000000", value);
+    return NGX_CONF_ERROR;
+}
+
+
+static char *
+ngx_http_rate_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_rate_limit_loc_conf_t  *lcf = conf;
+
+    ngx_int_t                         cost;
+    ngx_str_t                        *value;
+    ngx_uint_t                        i;
+    ngx_http_rate_limit_zone_t       *zone, **zp;
+    ngx_http_rate_limit_limit_t      *limit;
+    ngx_http_rate_limit_main_conf_t  *mcf;
+
+    value = cf->args->elts;
+
+    mcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_rate_limit_module);
+
+    zone = NULL;
+    zp = mcf->zones.elts;
+
+    for (i = 0; i < mcf->zones.nelts; i++) {
+        if (zp[i]->name.len == value[1].len
+            && ngx_strncmp(zp[i]->name.data, value[1].data, value[1].len)
+               == 0)
+        {
+            zone = zp[i];
+            break;
+        }
+    }
+
+    if (zone == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "unknown rate_limit_zone \"%V\" (zones must be "
+                           "declared before use)", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    cost = 1;
+
+    if (cf->args->nelts == 3) {
+        if (ngx_strncmp(value[2].data, "cost=", 5) != 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid parameter \"%V\"", &value[2]);
+            return NGX_CONF_ERROR;
+        }
+
+        cost = ngx_atoi(value[2].data + 5, value[2].len - 5);
+
+        if (cost == NGX_ERROR || cost == 0 || cost > 1000000) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid cost \"%V\"", &value[2]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    if (lcf->limits == NULL) {
+        lcf->limits = ngx_array_create(cf->pool, 2,
+                                       sizeof(ngx_http_rate_limit_limit_t));
+        if (lcf->limits == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    limit = lcf->limits->elts;
+
+    for (i = 0; i < lcf->limits->nelts; i++) {
+        if (limit[i].zone == zone) {
+            return "is duplicate";
+        }
+    }
+
+    if (lcf->limits->nelts == NGX_HTTP_RATE_LIMIT_MAX_LIMITS) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "too many rate_limit directives, at most %d",
+                           NGX_HTTP_RATE_LIMIT_MAX_LIMITS);
+        return NGX_CONF_ERROR;
+    }
+
+    limit = ngx_array_push(lcf->limits);
+    if (limit == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    limit->zone = zone;
+    limit->cost = cost;
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_rate_limit_add_variables(ngx_conf_t *cf)
+{
+    ngx_http_variable_t  *var, *v;
+
+    for (v = ngx_http_rate_limit_vars; v->name.len; v++) {
+        var = ngx_http_add_variable(cf, &v->name, v->flags);
+        if (var == NULL) {
+            return NGX_ERROR;
+        }
+
+        var->get_handler = v->get_handler;
+        var->data = v->data;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_rate_limit_init(ngx_conf_t *cf)
+{
+    ngx_http_handler_pt        *h;
+    ngx_http_core_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_PREACCESS_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_rate_limit_handler;
+
+    ngx_http_next_header_filter = ngx_http_top_header_filter;
+    ngx_http_top_header_filter = ngx_http_rate_limit_header_filter;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_rate_limit_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_http_conf_ctx_t              *ctx;
+    ngx_http_rate_limit_main_conf_t  *mcf;
+
+    ctx = (ngx_http_conf_ctx_t *) ngx_get_conf(cycle->conf_ctx,
+                                               ngx_http_module);
+    if (ctx == NULL) {
+        return;
+    }
+
+    mcf = ctx->main_conf[ngx_http_rate_limit_module.ctx_index];
+
+    if (mcf && mcf->redis) {
+        ngx_meshgate_redis_close(mcf->redis);
+    }
+}
