@@ -45,6 +45,9 @@ static char *ngx_http_auth_key_source(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_auth_key_file(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_auth_key_redis(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static void ngx_http_auth_key_exit_process(ngx_cycle_t *cycle);
 static ngx_http_auth_key_store_t *ngx_http_auth_key_load(ngx_conf_t *cf,
     ngx_str_t *name);
 static char *ngx_http_auth_key_parse(ngx_conf_t *cf,
@@ -98,6 +101,14 @@ static ngx_command_t  ngx_http_auth_key_commands[] = {
       0,
       NULL },
 
+    { ngx_string("auth_key_redis"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_HTTP_LMT_CONF
+                        |NGX_CONF_1MORE,
+      ngx_http_auth_key_redis,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("auth_key_hide"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF
                         |NGX_CONF_FLAG,
@@ -135,7 +146,7 @@ ngx_module_t  ngx_http_auth_key_module = {
     NULL,                                  /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
-    NULL,                                  /* exit process */
+    ngx_http_auth_key_exit_process,        /* exit process */
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
 };
@@ -231,6 +242,19 @@ ngx_http_auth_key_handler(ngx_http_request_t *r)
     }
 
     ctx->result = NGX_HTTP_AUTH_KEY_INVALID;
+
+    if (alcf->redis) {
+        rc = ngx_http_auth_key_redis_lookup(r, alcf->redis, ctx,
+                                            ctx->digest);
+
+        if (rc == NGX_AGAIN) {
+            return NGX_AGAIN;
+        }
+
+        if (rc == NGX_ERROR) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
 
     return ngx_http_auth_key_answer(r, alcf, ctx);
 }
@@ -948,6 +972,19 @@ ngx_http_auth_key_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
+static char *
+ngx_http_auth_key_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_auth_key_loc_conf_t *alcf = conf;
+
+    if (alcf->redis != NGX_CONF_UNSET_PTR) {
+        return "is duplicate";
+    }
+
+    return ngx_http_auth_key_redis_conf(cf, alcf);
+}
+
+
 static ngx_http_auth_key_store_t *
 ngx_http_auth_key_load(ngx_conf_t *cf, ngx_str_t *name)
 {
@@ -1431,4 +1468,11 @@ ngx_http_auth_key_init(ngx_conf_t *cf)
     *h = ngx_http_auth_key_handler;
 
     return NGX_OK;
+}
+
+
+static void
+ngx_http_auth_key_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_http_auth_key_redis_exit(cycle);
 }
