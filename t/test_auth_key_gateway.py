@@ -30,6 +30,22 @@ def test_demo_api_key_route(gateway):  # noqa: F811
     assert r.headers["WWW-Authenticate"] == 'ApiKey realm="meshgate demo"'
 
 
+def test_demo_redis_key_route(gateway):  # noqa: F811
+    import hashlib
+    n, users, orders, redis = gateway
+    n.allow("auth_key")
+    key = "mgk_fleet_key_for_the_demo_0123456789"
+    redis.client().hset("apikey:" + hashlib.sha256(key.encode()).hexdigest(),
+                        mapping={"consumer": "fleet-bob"})
+    r = requests.get(n.url("/fleet/u"), headers={"X-API-Key": key},
+                     timeout=10)
+    assert r.status_code == 200
+    assert users.requests[-1]["headers"]["x-consumer"] == "fleet-bob"
+    r = requests.get(n.url("/fleet/u"), headers={"X-API-Key": key + "x"},
+                     timeout=10)
+    assert r.status_code == 401
+
+
 def test_demo_introspection_routes(gateway):  # noqa: F811
     n, users, orders, redis = gateway
     n.allow("auth_key|auth_introspect")
