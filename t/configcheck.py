@@ -31,9 +31,16 @@ def check(conf):
     conf = os.path.abspath(conf)
     prefix = make_prefix(conf)
     try:
+        env = dict(os.environ)
+        if os.environ.get("MESHGATE_ASAN"):
+            # modules built with ASan need its runtime preloaded into nginx
+            lib = subprocess.check_output(
+                ["gcc", "-print-file-name=libasan.so"], text=True).strip()
+            env["LD_PRELOAD"] = os.path.realpath(lib)
+            env.setdefault("ASAN_OPTIONS", "detect_leaks=0")
         p = subprocess.run(["/usr/sbin/nginx", "-t", "-p", prefix + "/",
                             "-c", conf, "-e", "stderr"],
-                           capture_output=True, text=True)
+                           capture_output=True, text=True, env=env)
         sys.stdout.write(p.stdout + p.stderr)
         return p.returncode
     finally:

@@ -605,6 +605,23 @@ ngx_meshgate_redis_connect(ngx_meshgate_redis_t *rd)
         return NGX_DECLINED;
     }
 
+#if (NGX_HAVE_UNIX_DOMAIN)
+
+    /* nginx logs a failed connect() to a missing socket file at "crit" */
+
+    if (rd->sockaddr->sa_family == AF_UNIX
+        && access(((struct sockaddr_un *) rd->sockaddr)->sun_path, F_OK)
+           == -1)
+    {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, ngx_errno,
+                      "redis %V: no socket", &rd->name);
+        rd->generation++;
+        ngx_meshgate_redis_disconnect(rd, NGX_MESHGATE_REDIS_ERROR, NULL);
+        return NGX_DECLINED;
+    }
+
+#endif
+
     ngx_memzero(&pc, sizeof(ngx_peer_connection_t));
 
     pc.sockaddr = rd->sockaddr;
@@ -726,7 +743,7 @@ ngx_meshgate_redis_handshake(ngx_meshgate_redis_t *rd)
 }
 
 
-/* data is the command name; the client is found through ngx_cycle */
+/* data is the command name, for messages */
 
 static void
 ngx_meshgate_redis_handshake_handler(void *data, ngx_int_t status,
@@ -1104,6 +1121,16 @@ ngx_meshgate_redis_close(ngx_meshgate_redis_t *rd)
 
     if (!rd->initialized) {
         return;
+    }
+
+    /* the worker is exiting: no handler runs any more */
+
+    for (q = ngx_queue_head(&rd->pending);
+         q != ngx_queue_sentinel(&rd->pending);
+         q = ngx_queue_next(q))
+    {
+        cmd = ngx_queue_data(q, ngx_meshgate_redis_cmd_t, queue);
+        ngx_meshgate_redis_cancel(cmd);
     }
 
     ngx_meshgate_redis_disconnect(rd, NGX_MESHGATE_REDIS_ERROR, NULL);

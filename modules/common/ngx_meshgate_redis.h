@@ -135,8 +135,8 @@ void ngx_meshgate_redis_cancel(ngx_meshgate_redis_cmd_t *cmd);
 ngx_uint_t ngx_meshgate_redis_is_down(ngx_meshgate_redis_t *rd);
 
 /*
- * Closes the connection and frees the client's per-worker memory; pending
- * handlers get NGX_MESHGATE_REDIS_ERROR.  The module that created the
+ * Closes the connection and frees the client's per-worker memory; the
+ * handlers of pending commands are not called.  The module that created the
  * client must call this from its exit_process handler (nginx alerts
  * about sockets left open when a worker exits).
  */

@@ -7,6 +7,7 @@
 #include <ngx_config.h>
 #include <ngx_core.h>
 #include <ngx_http.h>
+#include <ngx_sha1.h>
 #include "ngx_meshgate_redis.h"
 #include "ngx_meshgate_cache.h"
 
@@ -29,6 +30,8 @@
 #define NGX_HTTP_RATE_LIMIT_HEADERS_LEGACY  2
 
 #define NGX_HTTP_RATE_LIMIT_MAX_LIMITS      16
+#define NGX_HTTP_RATE_LIMIT_MAX_KEY         256
+#define NGX_HTTP_RATE_LIMIT_BATCH           16
 
 
 typedef struct {
@@ -53,6 +56,8 @@ typedef struct {
     ngx_meshgate_redis_script_t  *script;
     ngx_str_t                     prefix;
     ngx_array_t                   zones;        /* of zone pointers */
+    ngx_shm_zone_t               *lock_zone;
+    ngx_shmtx_t                   lock;         /* local limiter updates */
 } ngx_http_rate_limit_main_conf_t;
 
 
@@ -77,8 +82,15 @@ typedef struct {
 } ngx_http_rate_limit_result_t;
 
 
+typedef struct ngx_http_rate_limit_batch_s  ngx_http_rate_limit_batch_t;
+
+
 typedef struct {
     ngx_http_request_t           *request;
+    ngx_http_rate_limit_batch_t  *batch;
+    ngx_uint_t                    slot;
+    const char                  **argv;         /* per limit: key, interval, */
+    size_t                       *lens;         /* capacity, cost */
     ngx_http_rate_limit_result_t *results;
     ngx_uint_t                    nresults;
     ngx_uint_t                    status;
@@ -91,15 +103,32 @@ typedef struct {
 } ngx_http_rate_limit_ctx_t;
 
 
+struct ngx_http_rate_limit_batch_s {
+    ngx_queue_t                       queue;   /* unsent or in flight */
+    ngx_http_rate_limit_main_conf_t  *mcf;
+    ngx_uint_t                        n;
+    ngx_uint_t                        nkeys;
+    ngx_http_rate_limit_ctx_t        *ctx[NGX_HTTP_RATE_LIMIT_BATCH];
+    ngx_uint_t                        nres[NGX_HTTP_RATE_LIMIT_BATCH];
+};
+
+
 static ngx_int_t ngx_http_rate_limit_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_rate_limit_start(ngx_http_request_t *r,
     ngx_http_rate_limit_loc_conf_t *lcf);
+static ngx_int_t ngx_http_rate_limit_hash_key(ngx_http_request_t *r,
+    ngx_str_t *key);
 static ngx_int_t ngx_http_rate_limit_send(ngx_http_request_t *r,
     ngx_http_rate_limit_ctx_t *ctx);
-static void ngx_http_rate_limit_reply(void *data, ngx_int_t status,
+static void ngx_http_rate_limit_flush(ngx_event_t *ev);
+static void ngx_http_rate_limit_batch_reply(void *data, ngx_int_t status,
     redisReply *reply);
-static ngx_int_t ngx_http_rate_limit_parse_reply(ngx_http_request_t *r,
-    ngx_http_rate_limit_ctx_t *ctx, redisReply *reply);
+static void ngx_http_rate_limit_batch_done(ngx_http_rate_limit_batch_t *batch,
+    ngx_int_t status, redisReply *reply);
+static ngx_int_t ngx_http_rate_limit_check_reply(redisReply *reply,
+    size_t total);
+static void ngx_http_rate_limit_set_results(ngx_http_rate_limit_ctx_t *ctx,
+    redisReply **e);
 static ngx_int_t ngx_http_rate_limit_decide(ngx_http_request_t *r,
     ngx_http_rate_limit_ctx_t *ctx, ngx_uint_t local);
 static ngx_int_t ngx_http_rate_limit_failure(ngx_http_request_t *r,
@@ -126,6 +155,8 @@ static char *ngx_http_rate_limit_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
 static char *ngx_http_rate_limit_redis(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static ngx_int_t ngx_http_rate_limit_init_lock_zone(ngx_shm_zone_t *shm_zone,
+    void *data);
 static char *ngx_http_rate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_rate_limit_parse_rate(ngx_conf_t *cf,
@@ -135,6 +166,7 @@ static char *ngx_http_rate_limit(ngx_conf_t *cf, ngx_command_t *cmd,
 static ngx_int_t ngx_http_rate_limit_add_variables(ngx_conf_t *cf);
 static ngx_int_t ngx_http_rate_limit_init(ngx_conf_t *cf);
 static void ngx_http_rate_limit_exit_process(ngx_cycle_t *cycle);
+static void ngx_http_rate_limit_free_batches(ngx_queue_t *batches);
 
 
 static ngx_conf_enum_t  ngx_http_rate_limit_log_levels[] = {
@@ -287,51 +319,71 @@ static ngx_http_variable_t  ngx_http_rate_limit_vars[] = {
 
 
 /*
- * GCRA over every limit of the request, atomically, on Redis's clock.
- * KEYS: one per limit; ARGV: per limit, the emission interval and the
- * burst capacity ((burst + 1) * interval), both in microseconds, and the
- * cost.  Either every limit admits the request and all are charged, or
- * none is.  Returns per limit: allowed, remaining, retry after (ms),
- * reset (ms: until the limit is whole again).
+ * GCRA on Redis's clock, for a batch of requests, each atomically over
+ * all its limits.  KEYS: one per limit of each request, in order; ARGV:
+ * the number of requests, then for each request the number of its limits
+ * and per limit the emission interval and the burst capacity
+ * ((burst + 1) * interval), both in microseconds, and the cost.  Either
+ * every limit of a request admits it and all are charged, or none is.
+ * Returns per limit: allowed, remaining, retry after (ms), reset (ms:
+ * until the limit is whole again).  A key of another type is taken as
+ * empty and overwritten, so that it cannot fail the other requests of
+ * its batch.
  */
 
 static ngx_str_t  ngx_http_rate_limit_lua = ngx_string(
     "local t = redis.call('TIME')\n"
-    "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
-    "local res, tats, ok = {}, {}, true\n"
-    "for i = 1, #KEYS do\n"
-    "  local iv = tonumber(ARGV[3 * i - 2])\n"
-    "  local cap = tonumber(ARGV[3 * i - 1])\n"
-    "  local cost = tonumber(ARGV[3 * i])\n"
-    "  local tat = tonumber(redis.call('GET', KEYS[i]) or 0) or 0\n"
-    "  if tat < now then tat = now end\n"
-    "  local new = tat + iv * cost\n"
-    "  local b = 4 * i\n"
-    "  if new - now > cap then\n"
-    "    ok = false\n"
-    "    res[b - 3] = 0\n"
-    "    res[b - 2] = math.max(0, math.floor((cap - (tat - now)) / iv))\n"
-    "    res[b - 1] = math.ceil((new - now - cap) / 1000)\n"
-    "    res[b] = math.ceil((tat - now) / 1000)\n"
-    "  else\n"
-    "    res[b - 3] = 1\n"
-    "    res[b - 2] = math.floor((cap - (new - now)) / iv)\n"
-    "    res[b - 1] = 0\n"
-    "    res[b] = math.ceil((new - now) / 1000)\n"
+    "local now = t[1] * 1000000 + t[2]\n"
+    "local res, m, k, a = {}, 0, 0, 2\n"
+    "local tat, new = {}, {}\n"
+    "for _ = 1, ARGV[1] do\n"
+    "  local n, ok = tonumber(ARGV[a]), true\n"
+    "  a = a + 1\n"
+    "  for i = 1, n do\n"
+    "    local v = redis.pcall('GET', KEYS[k + i])\n"
+    "    v = type(v) == 'string' and tonumber(v) or 0\n"
+    "    if v < now then v = now end\n"
+    "    tat[i] = v\n"
+    "    new[i] = v + ARGV[a] * ARGV[a + 2]\n"
+    "    if new[i] - now > ARGV[a + 1] + 0 then ok = false end\n"
+    "    a = a + 3\n"
     "  end\n"
-    "  tats[i] = new\n"
-    "end\n"
-    "if ok then\n"
-    "  for i = 1, #KEYS do\n"
-    "    local ttl = math.max(1, math.ceil((tats[i] - now) / 1000))\n"
-    "    redis.call('SET', KEYS[i], string.format('%.0f', tats[i]),\n"
-    "               'PX', ttl)\n"
+    "  a = a - 3 * n\n"
+    "  for i = 1, n do\n"
+    "    local iv, cap = ARGV[a] + 0, ARGV[a + 1] + 0\n"
+    "    local used, allowed, retry = tat[i] - now, 1, 0\n"
+    "    if ok then\n"
+    "      used = new[i] - now\n"
+    "      redis.call('SET', KEYS[k + i], string.format('%.0f', new[i]),\n"
+    "                 'PX', math.max(1, math.ceil(used / 1000)))\n"
+    "    elseif new[i] - now > cap then\n"
+    "      allowed = 0\n"
+    "      retry = math.ceil((new[i] - now - cap) / 1000)\n"
+    "    end\n"
+    "    res[m + 1] = allowed\n"
+    "    res[m + 2] = math.max(0, math.floor((cap - used) / iv))\n"
+    "    res[m + 3] = retry\n"
+    "    res[m + 4] = math.ceil(used / 1000)\n"
+    "    m = m + 4\n"
+    "    a = a + 3\n"
     "  end\n"
+    "  k = k + n\n"
     "end\n"
     "return res\n");
 
 
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
+
+/* per worker: batches being filled, and batches waiting for Redis */
+static ngx_queue_t  ngx_http_rate_limit_unsent;
+static ngx_queue_t  ngx_http_rate_limit_inflight;
+static ngx_uint_t   ngx_http_rate_limit_batches_init;
+static ngx_event_t  ngx_http_rate_limit_flush_event;
+
+static char  *ngx_http_rate_limit_digits[] = {
+    "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13",
+    "14", "15", "16"
+};
 
 
 static ngx_int_t
@@ -364,7 +416,7 @@ ngx_http_rate_limit_handler(ngx_http_request_t *r)
         return NGX_DECLINED;
     }
 
-    /* the Redis reply has come: ngx_http_rate_limit_reply() ran */
+    /* the Redis reply has come: ngx_http_rate_limit_batch_done() ran */
 
     ctx->done = 1;
 
@@ -421,12 +473,11 @@ ngx_http_rate_limit_start(ngx_http_request_t *r,
             continue;
         }
 
-        if (key.len > 4096) {
-            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                          "rate_limit zone \"%V\": key of %uz bytes is "
-                          "longer than 4096, not limited",
-                          &limits[i].zone->name, key.len);
-            continue;
+        if (key.len > NGX_HTTP_RATE_LIMIT_MAX_KEY
+            && ngx_http_rate_limit_hash_key(r, &key) != NGX_OK)
+        {
+            ctx->done = 1;
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
         res = &ctx->results[ctx->nresults++];
@@ -443,29 +494,70 @@ ngx_http_rate_limit_start(ngx_http_request_t *r,
 }
 
 
+/*
+ * A key longer than NGX_HTTP_RATE_LIMIT_MAX_KEY bytes is limited under
+ * "sha1:" and its SHA-1 in hex, so that a huge key neither escapes the
+ * limit nor bloats Redis.
+ */
+
+static ngx_int_t
+ngx_http_rate_limit_hash_key(ngx_http_request_t *r, ngx_str_t *key)
+{
+    u_char      hash[20], *p;
+    ngx_sha1_t  sha1;
+
+    ngx_sha1_init(&sha1);
+    ngx_sha1_update(&sha1, key->data, key->len);
+    ngx_sha1_final(hash, &sha1);
+
+    p = ngx_pnalloc(r->pool, sizeof("sha1:") - 1 + 40);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    key->data = p;
+    p = ngx_cpymem(p, "sha1:", sizeof("sha1:") - 1);
+    p = ngx_hex_dump(p, hash, 20);
+    key->len = p - key->data;
+
+    return NGX_OK;
+}
+
+
+/*
+ * The checks of all requests that reach the phase within one turn of the
+ * event loop go to Redis together, as one EVALSHA (a batch): the script
+ * handles them one after the other, each atomically.  This keeps Redis's
+ * per-command cost off the hot path under load.
+ */
+
 static ngx_int_t
 ngx_http_rate_limit_send(ngx_http_request_t *r,
     ngx_http_rate_limit_ctx_t *ctx)
 {
     u_char                           *p;
-    size_t                           *lens;
-    ngx_int_t                         rc;
     ngx_uint_t                        i, n;
-    const char                      **argv;
+    ngx_queue_t                      *q;
     ngx_http_rate_limit_zone_t       *zone;
+    ngx_http_rate_limit_batch_t      *batch;
     ngx_http_rate_limit_result_t     *res;
     ngx_http_rate_limit_main_conf_t  *mcf;
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_rate_limit_module);
 
+    if (ngx_meshgate_redis_is_down(mcf->redis)) {
+        ctx->done = 1;
+        return ngx_http_rate_limit_failure(r, ctx);
+    }
+
     n = ctx->nresults;
 
-    argv = ngx_palloc(r->pool, 4 * n * (sizeof(char *) + sizeof(size_t)));
-    if (argv == NULL) {
+    ctx->argv = ngx_palloc(r->pool, 4 * n * (sizeof(char *) + sizeof(size_t)));
+    if (ctx->argv == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    lens = (size_t *) (argv + 4 * n);
+    ctx->lens = (size_t *) (ctx->argv + 4 * n);
 
     for (i = 0; i < n; i++) {
         res = &ctx->results[i];
@@ -477,119 +569,282 @@ ngx_http_rate_limit_send(ngx_http_request_t *r,
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
-        argv[i] = (const char *) p;
+        ctx->argv[4 * i] = (const char *) p;
         p = ngx_sprintf(p, "%V%V:%V", &mcf->prefix, &zone->name, &res->key);
-        lens[i] = p - (u_char *) argv[i];
+        ctx->lens[4 * i] = p - (u_char *) ctx->argv[4 * i];
 
-        argv[n + 3 * i] = (const char *) p;
+        ctx->argv[4 * i + 1] = (const char *) p;
         p = ngx_sprintf(p, "%uL", zone->interval);
-        lens[n + 3 * i] = p - (u_char *) argv[n + 3 * i];
+        ctx->lens[4 * i + 1] = p - (u_char *) ctx->argv[4 * i + 1];
 
-        argv[n + 3 * i + 1] = (const char *) p;
+        ctx->argv[4 * i + 2] = (const char *) p;
         p = ngx_sprintf(p, "%uL", zone->interval * (zone->burst + 1));
-        lens[n + 3 * i + 1] = p - (u_char *) argv[n + 3 * i + 1];
+        ctx->lens[4 * i + 2] = p - (u_char *) ctx->argv[4 * i + 2];
 
-        argv[n + 3 * i + 2] = (const char *) p;
+        ctx->argv[4 * i + 3] = (const char *) p;
         p = ngx_sprintf(p, "%ui", res->limit->cost);
-        lens[n + 3 * i + 2] = p - (u_char *) argv[n + 3 * i + 2];
+        ctx->lens[4 * i + 3] = p - (u_char *) ctx->argv[4 * i + 3];
     }
 
-    rc = ngx_meshgate_redis_eval(mcf->redis, r->pool, mcf->script, n, 4 * n,
-                                 argv, lens, ngx_http_rate_limit_reply, ctx,
-                                 NULL);
-
-    if (rc == NGX_OK) {
-        ctx->waiting = 1;
-        return NGX_AGAIN;
+    if (!ngx_http_rate_limit_batches_init) {
+        ngx_queue_init(&ngx_http_rate_limit_unsent);
+        ngx_queue_init(&ngx_http_rate_limit_inflight);
+        ngx_http_rate_limit_batches_init = 1;
     }
 
-    if (rc == NGX_ERROR) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    batch = NULL;
+
+    if (!ngx_queue_empty(&ngx_http_rate_limit_unsent)) {
+        q = ngx_queue_last(&ngx_http_rate_limit_unsent);
+        batch = ngx_queue_data(q, ngx_http_rate_limit_batch_t, queue);
+
+        if (batch->n == NGX_HTTP_RATE_LIMIT_BATCH) {
+            batch = NULL;
+        }
     }
 
-    /* Redis is down: no waiting */
+    if (batch == NULL) {
+        batch = ngx_alloc(sizeof(ngx_http_rate_limit_batch_t),
+                          r->connection->log);
+        if (batch == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
 
-    ctx->done = 1;
+        batch->n = 0;
+        batch->nkeys = 0;
+        batch->mcf = mcf;
+        ngx_queue_insert_tail(&ngx_http_rate_limit_unsent, &batch->queue);
+    }
 
-    return ngx_http_rate_limit_failure(r, ctx);
+    ctx->batch = batch;
+    ctx->slot = batch->n;
+    batch->ctx[batch->n] = ctx;
+    batch->nres[batch->n] = n;
+    batch->n++;
+    batch->nkeys += n;
+
+    if (!ngx_http_rate_limit_flush_event.posted) {
+        ngx_http_rate_limit_flush_event.handler = ngx_http_rate_limit_flush;
+        ngx_http_rate_limit_flush_event.log = ngx_cycle->log;
+        ngx_post_event(&ngx_http_rate_limit_flush_event, &ngx_posted_events);
+    }
+
+    ctx->waiting = 1;
+
+    return NGX_AGAIN;
 }
 
 
 static void
-ngx_http_rate_limit_reply(void *data, ngx_int_t status, redisReply *reply)
+ngx_http_rate_limit_flush(ngx_event_t *ev)
 {
-    ngx_http_rate_limit_ctx_t *ctx = data;
+    u_char                        nreq[NGX_INT_T_LEN], *nr;
+    size_t                       *lens;
+    ngx_int_t                     rc;
+    ngx_uint_t                    i, j, k, a, n;
+    ngx_queue_t                  *q;
+    const char                  **argv;
+    ngx_http_rate_limit_ctx_t    *ctx;
+    ngx_http_rate_limit_batch_t  *batch;
 
-    ngx_connection_t    *c;
-    ngx_http_request_t  *r;
+    while (!ngx_queue_empty(&ngx_http_rate_limit_unsent)) {
+        q = ngx_queue_head(&ngx_http_rate_limit_unsent);
+        ngx_queue_remove(q);
+        batch = ngx_queue_data(q, ngx_http_rate_limit_batch_t, queue);
 
-    r = ctx->request;
-    c = r->connection;
+        /* KEYS: every key; ARGV: requests, then per request: limits, then
+         * per limit: interval, capacity, cost */
 
-    ctx->waiting = 0;
+        n = batch->nkeys + 1 + batch->n + 3 * batch->nkeys;
 
-    if (status == NGX_MESHGATE_REDIS_OK
-        && ngx_http_rate_limit_parse_reply(r, ctx, reply) == NGX_OK)
-    {
-        ctx->rc = ngx_http_rate_limit_decide(r, ctx, 0);
+        argv = ngx_alloc(n * (sizeof(char *) + sizeof(size_t)), ev->log);
+        if (argv == NULL) {
+            ngx_http_rate_limit_batch_done(batch, NGX_MESHGATE_REDIS_ERROR,
+                                           NULL);
+            continue;
+        }
 
-    } else {
-        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, c->log, 0,
-                       "rate limit: redis failed (%i)", status);
-        ctx->rc = ngx_http_rate_limit_failure(r, ctx);
+        lens = (size_t *) (argv + n);
+
+        nr = nreq;
+        argv[batch->nkeys] = (const char *) nr;
+        lens[batch->nkeys] = ngx_sprintf(nr, "%ui", batch->n) - nr;
+
+        k = 0;
+        a = batch->nkeys + 1;
+
+        for (i = 0; i < batch->n; i++) {
+            ctx = batch->ctx[i];
+
+            if (ctx == NULL) {
+                /* finalized meanwhile: checked with no limits */
+                argv[a] = "0";
+                lens[a++] = 1;
+                batch->nres[i] = 0;
+                continue;
+            }
+
+            argv[a] = ngx_http_rate_limit_digits[ctx->nresults];
+            lens[a] = ngx_strlen(argv[a]);
+            a++;
+
+            for (j = 0; j < ctx->nresults; j++) {
+                argv[k] = ctx->argv[4 * j];
+                lens[k++] = ctx->lens[4 * j];
+                argv[a] = ctx->argv[4 * j + 1];
+                lens[a++] = ctx->lens[4 * j + 1];
+                argv[a] = ctx->argv[4 * j + 2];
+                lens[a++] = ctx->lens[4 * j + 2];
+                argv[a] = ctx->argv[4 * j + 3];
+                lens[a++] = ctx->lens[4 * j + 3];
+            }
+        }
+
+        /* keys of finalized requests are left out */
+
+        ngx_memmove(&argv[k], &argv[batch->nkeys],
+                    (a - batch->nkeys) * sizeof(char *));
+        ngx_memmove(&lens[k], &lens[batch->nkeys],
+                    (a - batch->nkeys) * sizeof(size_t));
+
+        rc = ngx_meshgate_redis_eval(batch->mcf->redis, NULL,
+                                     batch->mcf->script, k,
+                                     k + a - batch->nkeys, argv, lens,
+                                     ngx_http_rate_limit_batch_reply, batch,
+                                     NULL);
+        ngx_free(argv);
+
+        if (rc == NGX_OK) {
+            ngx_queue_insert_tail(&ngx_http_rate_limit_inflight,
+                                  &batch->queue);
+            continue;
+        }
+
+        ngx_http_rate_limit_batch_done(batch, NGX_MESHGATE_REDIS_ERROR, NULL);
+    }
+}
+
+
+static void
+ngx_http_rate_limit_batch_reply(void *data, ngx_int_t status,
+    redisReply *reply)
+{
+    ngx_http_rate_limit_batch_t  *batch = data;
+
+    ngx_queue_remove(&batch->queue);
+
+    ngx_http_rate_limit_batch_done(batch, status, reply);
+}
+
+
+/* hands every request of the batch its results and resumes it */
+
+static void
+ngx_http_rate_limit_batch_done(ngx_http_rate_limit_batch_t *batch,
+    ngx_int_t status, redisReply *reply)
+{
+    size_t                      total;
+    ngx_uint_t                  i, off;
+    ngx_connection_t           *c;
+    ngx_http_request_t         *r;
+    ngx_http_rate_limit_ctx_t  *ctx;
+
+    if (status == NGX_MESHGATE_REDIS_OK) {
+        total = 0;
+
+        for (i = 0; i < batch->n; i++) {
+            total += 4 * batch->nres[i];
+        }
+
+        if (ngx_http_rate_limit_check_reply(reply, total) != NGX_OK) {
+            status = NGX_MESHGATE_REDIS_ERROR;
+        }
     }
 
-    ngx_http_core_run_phases(r);
-    ngx_http_run_posted_requests(c);
+    off = 0;
+
+    for (i = 0; i < batch->n; i++) {
+        ctx = batch->ctx[i];
+
+        if (ctx == NULL) {
+            off += 4 * batch->nres[i];
+            continue;
+        }
+
+        ctx->batch = NULL;
+        ctx->waiting = 0;
+        r = ctx->request;
+        c = r->connection;
+
+        if (status == NGX_MESHGATE_REDIS_OK) {
+            ngx_http_rate_limit_set_results(ctx, reply->element + off);
+            ctx->rc = ngx_http_rate_limit_decide(r, ctx, 0);
+
+        } else {
+            ngx_log_debug1(NGX_LOG_DEBUG_HTTP, c->log, 0,
+                           "rate limit: redis failed (%i)", status);
+            ctx->rc = ngx_http_rate_limit_failure(r, ctx);
+        }
+
+        off += 4 * batch->nres[i];
+
+        ngx_http_core_run_phases(r);
+        ngx_http_run_posted_requests(c);
+    }
+
+    ngx_free(batch);
 }
 
 
 static ngx_int_t
-ngx_http_rate_limit_parse_reply(ngx_http_request_t *r,
-    ngx_http_rate_limit_ctx_t *ctx, redisReply *reply)
+ngx_http_rate_limit_check_reply(redisReply *reply, size_t total)
 {
-    ngx_uint_t                     i, j;
-    redisReply                   **e;
-    ngx_http_rate_limit_result_t  *res;
+    size_t  i;
 
     if (reply->type == REDIS_REPLY_ERROR) {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
                       "rate limit: redis error: %*s",
                       (size_t) reply->len, reply->str);
         return NGX_ERROR;
     }
 
-    if (reply->type != REDIS_REPLY_ARRAY
-        || reply->elements != 4 * ctx->nresults)
-    {
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != total) {
         goto invalid;
     }
 
-    e = reply->element;
-
-    for (i = 0; i < 4 * ctx->nresults; i++) {
-        if (e[i]->type != REDIS_REPLY_INTEGER || e[i]->integer < 0) {
+    for (i = 0; i < total; i++) {
+        if (reply->element[i]->type != REDIS_REPLY_INTEGER
+            || reply->element[i]->integer < 0)
+        {
             goto invalid;
         }
-    }
-
-    for (i = 0; i < ctx->nresults; i++) {
-        res = &ctx->results[i];
-        j = 4 * i;
-
-        res->allowed = (e[j]->integer != 0);
-        res->remaining = (ngx_uint_t) e[j + 1]->integer;
-        res->retry_after = (ngx_msec_t) e[j + 2]->integer;
-        res->reset = (ngx_msec_t) e[j + 3]->integer;
     }
 
     return NGX_OK;
 
 invalid:
 
-    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+    ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
                   "rate limit: unexpected reply from redis");
     return NGX_ERROR;
+}
+
+
+static void
+ngx_http_rate_limit_set_results(ngx_http_rate_limit_ctx_t *ctx,
+    redisReply **e)
+{
+    ngx_uint_t                     i;
+    ngx_http_rate_limit_result_t  *res;
+
+    for (i = 0; i < ctx->nresults; i++) {
+        res = &ctx->results[i];
+
+        res->allowed = (e[4 * i]->integer != 0);
+        res->remaining = (ngx_uint_t) e[4 * i + 1]->integer;
+        res->retry_after = (ngx_msec_t) e[4 * i + 2]->integer;
+        res->reset = (ngx_msec_t) e[4 * i + 3]->integer;
+    }
 }
 
 
@@ -674,21 +929,29 @@ ngx_http_rate_limit_failure(ngx_http_request_t *r,
 
 
 /*
- * The same GCRA on this node only, in the zone's shared memory, on
- * nginx's clock: the fallback while Redis is unreachable.
+ * The same GCRA on this node only, in the zone's shared memory, on this
+ * machine's clock (microseconds): the fallback while Redis is unreachable.
+ * A mutex in shared memory makes each check atomic across workers.
  */
 
 static void
 ngx_http_rate_limit_local(ngx_http_request_t *r,
     ngx_http_rate_limit_ctx_t *ctx)
 {
-    uint64_t                       now, tat, next, cap;
-    ngx_str_t                      value;
-    ngx_uint_t                     i, ok;
-    ngx_http_rate_limit_zone_t    *zone;
-    ngx_http_rate_limit_result_t  *res;
+    uint64_t                          now, tat, next, cap;
+    ngx_str_t                         value;
+    struct timeval                    tv;
+    ngx_uint_t                        i, ok;
+    ngx_http_rate_limit_zone_t       *zone;
+    ngx_http_rate_limit_result_t     *res;
+    ngx_http_rate_limit_main_conf_t  *mcf;
 
-    now = ngx_meshgate_now_ms() * 1000;
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_rate_limit_module);
+
+    ngx_shmtx_lock(&mcf->lock);
+
+    ngx_gettimeofday(&tv);
+    now = (uint64_t) tv.tv_sec * 1000000 + tv.tv_usec;
     ok = 1;
 
     for (i = 0; i < ctx->nresults; i++) {
@@ -729,19 +992,30 @@ ngx_http_rate_limit_local(ngx_http_request_t *r,
         }
     }
 
-    if (!ok) {
-        return;
+    for (i = 0; !ok && i < ctx->nresults; i++) {
+        res = &ctx->results[i];
+
+        if (res->allowed) {
+            /* not charged: report the state before this request */
+            zone = res->limit->zone;
+            cap = zone->interval * (zone->burst + 1);
+            tat = res->tat - zone->interval * res->limit->cost;
+            res->remaining = (cap - (tat - now)) / zone->interval;
+            res->reset = (tat - now + 999) / 1000;
+        }
     }
 
-    for (i = 0; i < ctx->nresults; i++) {
+    for (i = 0; ok && i < ctx->nresults; i++) {
         res = &ctx->results[i];
 
         value.data = (u_char *) &res->tat;
         value.len = sizeof(uint64_t);
 
-        (void) ngx_meshgate_cache_set(zone->local, &res->key, &value,
-                                      res->tat / 1000 + 1);
+        (void) ngx_meshgate_cache_set(res->limit->zone->local, &res->key,
+                                      &value, res->tat / 1000 + 1);
     }
+
+    ngx_shmtx_unlock(&mcf->lock);
 }
 
 
@@ -772,7 +1046,14 @@ ngx_http_rate_limit_get_ctx(ngx_http_request_t *r)
 static void
 ngx_http_rate_limit_cleanup(void *data)
 {
-    /* a marker: the context is found through it after a redirect */
+    ngx_http_rate_limit_ctx_t  *ctx = data;
+
+    /* also a marker: the context is found through it after a redirect */
+
+    if (ctx->batch) {
+        ctx->batch->ctx[ctx->slot] = NULL;
+        ctx->batch = NULL;
+    }
 }
 
 
@@ -1112,6 +1393,8 @@ ngx_http_rate_limit_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_str_t  *value;
     ngx_uint_t  i;
 
+    static ngx_str_t  lock_name = ngx_string("rate_limit_local_lock");
+
     if (mcf->redis) {
         return "is duplicate";
     }
@@ -1157,7 +1440,54 @@ ngx_http_rate_limit_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    mcf->lock_zone = ngx_shared_memory_add(cf, &lock_name, 8 * ngx_pagesize,
+                                           &ngx_http_rate_limit_module);
+    if (mcf->lock_zone == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    mcf->lock_zone->init = ngx_http_rate_limit_init_lock_zone;
+    mcf->lock_zone->data = mcf;
+
     return NGX_CONF_OK;
+}
+
+
+/* the mutex of the local limiter, kept across reloads */
+
+static ngx_int_t
+ngx_http_rate_limit_init_lock_zone(ngx_shm_zone_t *shm_zone, void *data)
+{
+    ngx_http_rate_limit_main_conf_t  *omcf = data;
+
+    ngx_shmtx_sh_t                   *sh;
+    ngx_slab_pool_t                  *shpool;
+    ngx_http_rate_limit_main_conf_t  *mcf;
+
+    mcf = shm_zone->data;
+    shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
+
+    if (omcf) {
+        sh = shpool->data;
+
+    } else if (shm_zone->shm.exists) {
+        sh = shpool->data;
+
+    } else {
+        sh = ngx_slab_alloc(shpool, sizeof(ngx_shmtx_sh_t));
+        if (sh == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memzero(sh, sizeof(ngx_shmtx_sh_t));
+        shpool->data = sh;
+    }
+
+    if (ngx_shmtx_create(&mcf->lock, sh, NULL) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
 }
 
 
@@ -1183,6 +1513,12 @@ ngx_http_rate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    if (value[1].len == 0 || value[1].len > 64) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid rate_limit_zone name \"%V\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
     zp = mcf->zones.elts;
 
     for (i = 0; i < mcf->zones.nelts; i++) {
@@ -1192,6 +1528,19 @@ ngx_http_rate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "duplicate rate_limit_zone \"%V\"", &value[1]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    for (p = value[1].data; p < value[1].data + value[1].len; p++) {
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')
+              || (*p >= '0' && *p <= '9') || *p == '_' || *p == '-'
+              || *p == '.'))
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid rate_limit_zone name \"%V\": use "
+                               "letters, digits, \"_\", \"-\" and \".\"",
+                               &value[1]);
             return NGX_CONF_ERROR;
         }
     }
@@ -1512,5 +1861,31 @@ ngx_http_rate_limit_exit_process(ngx_cycle_t *cycle)
 
     if (mcf && mcf->redis) {
         ngx_meshgate_redis_close(mcf->redis);
+    }
+
+    if (!ngx_http_rate_limit_batches_init) {
+        return;
+    }
+
+    if (ngx_http_rate_limit_flush_event.posted) {
+        ngx_delete_posted_event(&ngx_http_rate_limit_flush_event);
+    }
+
+    ngx_http_rate_limit_free_batches(&ngx_http_rate_limit_unsent);
+    ngx_http_rate_limit_free_batches(&ngx_http_rate_limit_inflight);
+}
+
+
+static void
+ngx_http_rate_limit_free_batches(ngx_queue_t *batches)
+{
+    ngx_queue_t                  *q;
+    ngx_http_rate_limit_batch_t  *batch;
+
+    while (!ngx_queue_empty(batches)) {
+        q = ngx_queue_head(batches);
+        ngx_queue_remove(q);
+        batch = ngx_queue_data(q, ngx_http_rate_limit_batch_t, queue);
+        ngx_free(batch);
     }
 }
