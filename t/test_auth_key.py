@@ -370,3 +370,53 @@ def test_no_key_file_fails_closed(nginx, backend):
     r = requests.get(n.url("/"), headers={"X-API-Key": ALICE}, timeout=10)
     assert r.status_code == 401
     assert b.count == 0
+
+
+JWT_ANY = """
+    server {
+        listen 127.0.0.1:{{port}};
+        location / {
+            satisfy any;
+            auth_key "keys";
+            auth_key_file {{keys}};
+            auth_jwt "jwt";
+            auth_jwt_key_file {{jwks}};
+            proxy_set_header X-Who "$auth_key_consumer$jwt_claim_sub";
+            proxy_pass http://127.0.0.1:{{backend}};
+        }
+    }
+"""
+
+
+def test_satisfy_any_with_jwt(nginx, backend, tmp_path):
+    """A route that takes an API key or a JWT (runs when the auth_jwt
+    module is built in the same tree)."""
+    import json
+    import time
+    from conftest import module_path
+    if not os.path.exists(module_path("auth_jwt")):
+        pytest.skip("auth_jwt is not built in this tree")
+    import jwt
+    secret = b"k" * 32
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps({"keys": [{
+        "kty": "oct", "kid": "k1", "alg": "HS256",
+        "k": base64.urlsafe_b64encode(secret).decode().rstrip("=")}]}))
+    token = jwt.encode({"sub": "jwt-user", "exp": int(time.time()) + 600},
+                       secret, algorithm="HS256", headers={"kid": "k1"})
+    b = backend()
+    n = nginx.start(JWT_ANY, modules=["auth_key", "auth_jwt"],
+                    backend=b.port, keys=keys_file(tmp_path),
+                    jwks=str(jwks))
+    n.allow(r"auth_key|auth_jwt|jwt")
+    r = requests.get(n.url("/x"), headers={"X-API-Key": ALICE}, timeout=10)
+    assert r.status_code == 200
+    assert r.json()["headers"]["x-who"] == "alice"
+    r = requests.get(n.url("/x"), headers={"Authorization": "Bearer "
+                                           + token}, timeout=10)
+    assert r.status_code == 200
+    assert r.json()["headers"]["x-who"] == "jwt-user"
+    r = requests.get(n.url("/x"), headers={"Authorization": "Bearer x.y.z",
+                                           "X-API-Key": "nope"}, timeout=10)
+    assert r.status_code == 401
+    assert b.count == 2
