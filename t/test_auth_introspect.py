@@ -24,6 +24,7 @@ HTTP = """
             internal;
             proxy_pass http://127.0.0.1:{{as_port}}/introspect;
             proxy_set_header Authorization "Basic Z3c6c2VjcmV0";
+            proxy_set_header Accept "application/json; q=1";
             proxy_connect_timeout 2s;
             proxy_read_timeout 1s;
         }
@@ -130,6 +131,8 @@ def test_active_token_passes_with_claims_and_is_cached(
     assert call["headers"]["content-type"] == \
         "application/x-www-form-urlencoded"
     assert call["headers"]["authorization"] == "Basic Z3c6c2VjcmV0"
+    # the endpoint location's headers replace the module's, not add to them
+    assert call["headers"]["accept"] == "application/json; q=1"
     assert "cookie" not in call["headers"]
 
 

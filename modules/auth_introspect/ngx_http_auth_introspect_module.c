@@ -644,10 +644,10 @@ ngx_http_auth_introspect_body(ngx_http_request_t *r, ngx_http_request_t *sr,
         return NGX_ERROR;
     }
 
-    h->hash = 1;
     ngx_str_set(&h->key, "Content-Type");
     ngx_str_set(&h->value, "application/x-www-form-urlencoded");
     h->lowcase_key = (u_char *) "content-type";
+    h->hash = ngx_hash_key(h->lowcase_key, h->key.len);
     sr->headers_in.content_type = h;
 
     h = ngx_list_push(&sr->headers_in.headers);
@@ -655,10 +655,10 @@ ngx_http_auth_introspect_body(ngx_http_request_t *r, ngx_http_request_t *sr,
         return NGX_ERROR;
     }
 
-    h->hash = 1;
     ngx_str_set(&h->key, "Accept");
     ngx_str_set(&h->value, "application/json");
     h->lowcase_key = (u_char *) "accept";
+    h->hash = ngx_hash_key(h->lowcase_key, h->key.len);
 
     return NGX_OK;
 }
