@@ -727,7 +727,7 @@ ngx_http_auth_introspect_done(ngx_http_request_t *sr, void *data,
         }
     }
 
-    if (alcf->cache && expires) {
+    if (alcf->cache && expires && value.len) {
         key.data = ctx->digest;
         key.len = NGX_HTTP_INTROSPECT_DIGEST_LEN;
 
