@@ -199,6 +199,7 @@ def test_inactive_and_not_understood_answers_are_401(
     a["t-trailing"] = (200, '{"active": true} x')
     a["t-403"] = (403, {"active": True})
     a["t-exp-string"] = active(exp="2999999999")
+    a["t-refresh"] = active(token_type="refresh_token")
     n = start(nginx, backend, auth_server)
     for tok in a:
         r = requests.get(n.url("/x"), headers=bearer(tok), timeout=10)

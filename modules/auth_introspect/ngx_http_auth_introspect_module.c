@@ -768,7 +768,7 @@ ngx_http_auth_introspect_judge(ngx_http_request_t *sr,
     ngx_http_auth_introspect_ctx_t *ctx, ngx_int_t rc, ngx_str_t *payload,
     uint64_t *expires)
 {
-    json_t      *root, *active, *exp;
+    json_t      *root, *active, *exp, *type;
     uint64_t     now, until;
     ngx_str_t    body;
     ngx_uint_t   status;
@@ -831,6 +831,17 @@ ngx_http_auth_introspect_judge(ngx_http_request_t *sr,
     now = ngx_meshgate_now_ms();
 
     active = json_object_get(root, "active");
+    type = json_object_get(root, "token_type");
+
+    if (json_is_string(type)
+        && ngx_strcasecmp((u_char *) json_string_value(type),
+                          (u_char *) "refresh_token") == 0)
+    {
+        /* a refresh token is no access token, active or not */
+        ngx_log_error(NGX_LOG_INFO, log, 0,
+                      "auth_introspect: a refresh token was presented");
+        active = NULL;
+    }
 
     if (!json_is_true(active)) {
         ngx_log_error(NGX_LOG_INFO, log, 0,
