@@ -142,6 +142,10 @@ def test_two_different_keys_conflict(gw):
     assert r.get("X-Auth-Result") == "conflict"
     r = raw_get(gw.port, "/query/x?apikey=%s&apikey=%s" % (ALICE, BOB))
     assert r.status_code == 401
+    # an encoded argument name is the same name
+    r = raw_get(gw.port, "/query/x?apikey=%s&api%%6Bey=%s" % (ALICE, BOB))
+    assert r.status_code == 401
+    assert r.get("X-Auth-Result") == "conflict"
     assert "two different API keys" in gw.logs()
 
 
@@ -156,6 +160,9 @@ def test_query_is_opt_in_and_hidden(gw):
     r = requests.get(gw.url("/query/x?APIKEY=" + ALICE), timeout=10)
     assert r.status_code == 200
     assert r.json()["uri"] == "/query/x"
+    r = requests.get(gw.url("/query/x?%%61pikey=%s&k=v" % ALICE), timeout=10)
+    assert r.status_code == 200
+    assert r.json()["uri"] == "/query/x?k=v"
     # percent-encoding is decoded before the lookup
     enc = "".join("%%%02X" % ord(c) for c in ALICE)
     r = requests.get(gw.url("/query/y?apikey=" + enc), timeout=10)

@@ -19,6 +19,8 @@ static ngx_int_t ngx_http_auth_key_from_headers(ngx_http_request_t *r,
 static ngx_int_t ngx_http_auth_key_from_query(ngx_http_request_t *r,
     ngx_http_auth_key_loc_conf_t *alcf, ngx_str_t *key);
 static ngx_int_t ngx_http_auth_key_add(ngx_str_t *key, ngx_str_t *value);
+static ngx_uint_t ngx_http_auth_key_arg_is(u_char *p, u_char *end,
+    ngx_str_t *name);
 static ngx_int_t ngx_http_auth_key_hide_headers(ngx_http_request_t *r,
     ngx_http_auth_key_loc_conf_t *alcf);
 static void ngx_http_auth_key_fix_header_refs(ngx_http_request_t *r,
@@ -445,9 +447,7 @@ ngx_http_auth_key_from_query(ngx_http_request_t *r,
         }
 
         for (n = 0; n < alcf->query->nelts; n++) {
-            if ((size_t) (eq - p) != name[n].len
-                || ngx_strncasecmp(p, name[n].data, name[n].len) != 0)
-            {
+            if (!ngx_http_auth_key_arg_is(p, eq, &name[n])) {
                 continue;
             }
 
@@ -475,6 +475,37 @@ ngx_http_auth_key_from_query(ngx_http_request_t *r,
     }
 
     return NGX_OK;
+}
+
+
+/*
+ * Whether the argument name p..end is name: case-insensitive, after
+ * percent-decoding, so that "ApiKey" or "api%6Bey" cannot slip by.
+ */
+
+static ngx_uint_t
+ngx_http_auth_key_arg_is(u_char *p, u_char *end, ngx_str_t *name)
+{
+    u_char  *dst, *src, buf[64];
+
+    if ((size_t) (end - p) == name->len
+        && ngx_strncasecmp(p, name->data, name->len) == 0)
+    {
+        return 1;
+    }
+
+    if ((size_t) (end - p) > sizeof(buf)
+        || ngx_strlchr(p, end, '%') == NULL)
+    {
+        return 0;
+    }
+
+    src = p;
+    dst = buf;
+    ngx_unescape_uri(&dst, &src, end - p, 0);
+
+    return (size_t) (dst - buf) == name->len
+           && ngx_strncasecmp(buf, name->data, name->len) == 0;
 }
 
 
@@ -651,9 +682,7 @@ ngx_http_auth_key_hide_query(ngx_http_request_t *r,
         hit = 0;
 
         for (n = 0; n < alcf->query->nelts; n++) {
-            if ((size_t) (eq - p) == name[n].len
-                && ngx_strncasecmp(p, name[n].data, name[n].len) == 0)
-            {
+            if (ngx_http_auth_key_arg_is(p, eq, &name[n])) {
                 hit = 1;
                 break;
             }
