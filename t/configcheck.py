@@ -31,16 +31,12 @@ def check(conf):
     conf = os.path.abspath(conf)
     prefix = make_prefix(conf)
     try:
-        env = dict(os.environ)
-        if os.environ.get("MESHGATE_ASAN"):
-            # modules built with ASan need its runtime preloaded into nginx
-            lib = subprocess.check_output(
-                ["gcc", "-print-file-name=libasan.so"], text=True).strip()
-            env["LD_PRELOAD"] = os.path.realpath(lib)
-            env.setdefault("ASAN_OPTIONS", "detect_leaks=0")
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from conftest import sanitizer_env  # LD_PRELOAD for an ASan build
         p = subprocess.run(["/usr/sbin/nginx", "-t", "-p", prefix + "/",
                             "-c", conf, "-e", "stderr"],
-                           capture_output=True, text=True, env=env)
+                           capture_output=True, text=True,
+                           env=sanitizer_env(leaks=False))
         sys.stdout.write(p.stdout + p.stderr)
         return p.returncode
     finally:
