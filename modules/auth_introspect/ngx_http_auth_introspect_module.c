@@ -1,0 +1,1730 @@
+
+/*
+ * Copyright (C) meshgate contributors
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+#include <openssl/sha.h>
+#include "ngx_meshgate_cache.h"
+#include "ngx_meshgate_json.h"
+
+
+#define NGX_HTTP_INTROSPECT_DIGEST_LEN   SHA256_DIGEST_LENGTH
+#define NGX_HTTP_INTROSPECT_TOKEN_MAX    4096
+
+/* request states */
+#define NGX_HTTP_INTROSPECT_NEW          0
+#define NGX_HTTP_INTROSPECT_WAIT         1
+#define NGX_HTTP_INTROSPECT_RETRY        2
+#define NGX_HTTP_INTROSPECT_DONE         3
+
+/* results, the index into ngx_http_auth_introspect_results */
+#define NGX_HTTP_INTROSPECT_NONE         0
+#define NGX_HTTP_INTROSPECT_OK           1
+#define NGX_HTTP_INTROSPECT_MISSING      2
+#define NGX_HTTP_INTROSPECT_INVALID      3
+#define NGX_HTTP_INTROSPECT_INACTIVE     4
+#define NGX_HTTP_INTROSPECT_EXPIRED      5
+#define NGX_HTTP_INTROSPECT_UNAVAILABLE  6
+#define NGX_HTTP_INTROSPECT_SCOPE        7
+
+/* the first byte of a cached answer */
+#define NGX_HTTP_INTROSPECT_CACHE_ACTIVE    'A'
+#define NGX_HTTP_INTROSPECT_CACHE_INACTIVE  'I'
+#define NGX_HTTP_INTROSPECT_CACHE_EXPIRED   'E'
+
+
+typedef struct {
+    ngx_flag_t                       enabled;
+    ngx_str_t                        realm;
+    ngx_http_complex_value_t        *token;
+    ngx_str_t                        endpoint;
+    ngx_meshgate_cache_t            *cache;
+    ngx_msec_t                       ttl;
+    ngx_msec_t                       negative_ttl;
+    ngx_array_t                     *scopes;     /* ngx_str_t */
+    ngx_uint_t                       scope_any;
+} ngx_http_auth_introspect_loc_conf_t;
+
+
+typedef struct {
+    ngx_queue_t                      queue;
+    u_char                           digest[NGX_HTTP_INTROSPECT_DIGEST_LEN];
+    ngx_queue_t                      waiters;
+} ngx_http_auth_introspect_flight_t;
+
+
+typedef struct {
+    ngx_http_request_t              *request;
+    ngx_uint_t                       state;
+    ngx_uint_t                       result;
+    u_char                           digest[NGX_HTTP_INTROSPECT_DIGEST_LEN];
+    ngx_str_t                        token;
+    ngx_str_t                        payload;
+    json_t                          *claims;
+    ngx_http_auth_introspect_flight_t  *flight;  /* when leading a call */
+    ngx_queue_t                      wait;       /* when waiting for one */
+    ngx_http_request_t              *subrequest;
+    ngx_buf_t                       *body;       /* the answer's body */
+    unsigned                         waiting:1;
+    unsigned                         subrequest_done:1;
+    unsigned                         too_big:1;
+} ngx_http_auth_introspect_ctx_t;
+
+
+static ngx_int_t ngx_http_auth_introspect_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_auth_introspect_start(ngx_http_request_t *r,
+    ngx_http_auth_introspect_loc_conf_t *alcf);
+static ngx_int_t ngx_http_auth_introspect_token(ngx_http_request_t *r,
+    ngx_http_auth_introspect_loc_conf_t *alcf, ngx_str_t *token);
+static ngx_int_t ngx_http_auth_introspect_lookup(ngx_http_request_t *r,
+    ngx_http_auth_introspect_loc_conf_t *alcf,
+    ngx_http_auth_introspect_ctx_t *ctx);
+static ngx_int_t ngx_http_auth_introspect_call(ngx_http_request_t *r,
+    ngx_http_auth_introspect_loc_conf_t *alcf,
+    ngx_http_auth_introspect_ctx_t *ctx);
+static ngx_int_t ngx_http_auth_introspect_body(ngx_http_request_t *r,
+    ngx_http_request_t *sr, ngx_str_t *token);
+static ngx_int_t ngx_http_auth_introspect_done(ngx_http_request_t *r,
+    void *data, ngx_int_t rc);
+static ngx_uint_t ngx_http_auth_introspect_judge(ngx_http_request_t *r,
+    ngx_http_auth_introspect_loc_conf_t *alcf,
+    ngx_http_auth_introspect_ctx_t *ctx, ngx_int_t rc, ngx_str_t *payload,
+    uint64_t *expires);
+static ngx_int_t ngx_http_auth_introspect_header_filter(
+    ngx_http_request_t *r);
+static ngx_int_t ngx_http_auth_introspect_body_filter(ngx_http_request_t *r,
+    ngx_chain_t *in);
+static void ngx_http_auth_introspect_resolve(ngx_http_request_t *r,
+    ngx_http_auth_introspect_ctx_t *ctx, ngx_uint_t state);
+static void ngx_http_auth_introspect_cleanup(void *data);
+static ngx_int_t ngx_http_auth_introspect_set_answer(ngx_http_request_t *r,
+    ngx_http_auth_introspect_ctx_t *ctx, ngx_str_t *answer);
+static ngx_int_t ngx_http_auth_introspect_finish(ngx_http_request_t *r,
+    ngx_http_auth_introspect_loc_conf_t *alcf,
+    ngx_http_auth_introspect_ctx_t *ctx);
+static json_t *ngx_http_auth_introspect_claims(ngx_http_request_t *r,
+    ngx_http_auth_introspect_ctx_t *ctx);
+static ngx_int_t ngx_http_auth_introspect_check_scope(ngx_http_request_t *r,
+    ngx_http_auth_introspect_loc_conf_t *alcf, json_t *claims);
+static ngx_int_t ngx_http_auth_introspect_reject(ngx_http_request_t *r,
+    ngx_http_auth_introspect_loc_conf_t *alcf,
+    ngx_http_auth_introspect_ctx_t *ctx, ngx_uint_t result);
+
+static ngx_int_t ngx_http_auth_introspect_claim_variable(
+    ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_auth_introspect_payload_variable(
+    ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_auth_introspect_result_variable(
+    ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
+
+static char *ngx_http_auth_introspect(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_auth_introspect_cache(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static char *ngx_http_auth_introspect_scope(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static ngx_int_t ngx_http_auth_introspect_add_variables(ngx_conf_t *cf);
+static void *ngx_http_auth_introspect_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_auth_introspect_merge_loc_conf(ngx_conf_t *cf,
+    void *parent, void *child);
+static ngx_int_t ngx_http_auth_introspect_init(ngx_conf_t *cf);
+static ngx_int_t ngx_http_auth_introspect_init_process(ngx_cycle_t *cycle);
+
+
+static ngx_str_t  ngx_http_auth_introspect_results[] = {
+    ngx_string(""),
+    ngx_string("ok"),
+    ngx_string("missing"),
+    ngx_string("invalid"),
+    ngx_string("inactive"),
+    ngx_string("expired"),
+    ngx_string("unavailable"),
+    ngx_string("insufficient_scope")
+};
+
+
+static ngx_str_t  ngx_http_auth_introspect_post = ngx_string("POST");
+
+
+static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
+static ngx_http_output_body_filter_pt    ngx_http_next_body_filter;
+
+
+/* the calls in flight in this worker, for coalescing */
+static ngx_queue_t  ngx_http_auth_introspect_flights;
+
+
+static ngx_command_t  ngx_http_auth_introspect_commands[] = {
+
+    { ngx_string("auth_introspect"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_HTTP_LMT_CONF
+                        |NGX_CONF_TAKE12,
+      ngx_http_auth_introspect,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("auth_introspect_endpoint"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF
+                        |NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_auth_introspect_loc_conf_t, endpoint),
+      NULL },
+
+    { ngx_string("auth_introspect_cache"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF
+                        |NGX_CONF_TAKE123,
+      ngx_http_auth_introspect_cache,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("auth_introspect_scope"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF
+                        |NGX_CONF_1MORE,
+      ngx_http_auth_introspect_scope,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_auth_introspect_module_ctx = {
+    ngx_http_auth_introspect_add_variables,  /* preconfiguration */
+    ngx_http_auth_introspect_init,           /* postconfiguration */
+
+    NULL,                                    /* create main configuration */
+    NULL,                                    /* init main configuration */
+
+    NULL,                                    /* create server configuration */
+    NULL,                                    /* merge server configuration */
+
+    ngx_http_auth_introspect_create_loc_conf,  /* create location conf */
+    ngx_http_auth_introspect_merge_loc_conf    /* merge location conf */
+};
+
+
+ngx_module_t  ngx_http_auth_introspect_module = {
+    NGX_MODULE_V1,
+    &ngx_http_auth_introspect_module_ctx,  /* module context */
+    ngx_http_auth_introspect_commands,     /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    ngx_http_auth_introspect_init_process, /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    NULL,                                  /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static ngx_http_variable_t  ngx_http_auth_introspect_vars[] = {
+
+    { ngx_string("introspect_claim_"), NULL,
+      ngx_http_auth_introspect_claim_variable, 0,
+      NGX_HTTP_VAR_NOCACHEABLE|NGX_HTTP_VAR_PREFIX, 0 },
+
+    { ngx_string("introspect_payload"), NULL,
+      ngx_http_auth_introspect_payload_variable, 0,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("auth_introspect_result"), NULL,
+      ngx_http_auth_introspect_result_variable, 0,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+      ngx_http_null_variable
+};
+
+
+static ngx_int_t
+ngx_http_auth_introspect_handler(ngx_http_request_t *r)
+{
+    ngx_http_auth_introspect_ctx_t       *ctx;
+    ngx_http_auth_introspect_loc_conf_t  *alcf;
+
+    alcf = ngx_http_get_module_loc_conf(r, ngx_http_auth_introspect_module);
+
+    if (!alcf->enabled) {
+        return NGX_DECLINED;
+    }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_auth_introspect_module);
+
+    if (ctx == NULL) {
+        return ngx_http_auth_introspect_start(r, alcf);
+    }
+
+    switch (ctx->state) {
+
+    case NGX_HTTP_INTROSPECT_WAIT:
+        return NGX_AGAIN;
+
+    case NGX_HTTP_INTROSPECT_RETRY:
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "auth_introspect: leader gone, retrying");
+        return ngx_http_auth_introspect_lookup(r, alcf, ctx);
+
+    default: /* NGX_HTTP_INTROSPECT_DONE */
+        return ngx_http_auth_introspect_finish(r, alcf, ctx);
+    }
+}
+
+
+static ngx_int_t
+ngx_http_auth_introspect_start(ngx_http_request_t *r,
+    ngx_http_auth_introspect_loc_conf_t *alcf)
+{
+    ngx_int_t                        rc;
+    SHA256_CTX                       sha;
+    ngx_pool_cleanup_t              *cln;
+    ngx_http_auth_introspect_ctx_t  *ctx;
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_auth_introspect_ctx_t));
+    if (ctx == NULL) {
+        return NGX_ERROR;
+    }
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_ERROR;
+    }
+
+    cln->handler = ngx_http_auth_introspect_cleanup;
+    cln->data = ctx;
+
+    ctx->request = r;
+    ngx_http_set_ctx(r, ctx, ngx_http_auth_introspect_module);
+
+    rc = ngx_http_auth_introspect_token(r, alcf, &ctx->token);
+
+    if (rc == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    if (rc == NGX_DECLINED) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "auth_introspect: no bearer token in the request");
+        return ngx_http_auth_introspect_reject(r, alcf, ctx,
+                                               NGX_HTTP_INTROSPECT_MISSING);
+    }
+
+    if (rc == NGX_ABORT) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "auth_introspect: malformed bearer token");
+        return ngx_http_auth_introspect_reject(r, alcf, ctx,
+                                               NGX_HTTP_INTROSPECT_INVALID);
+    }
+
+    /* the key of the cache and of calls in flight: endpoint and token */
+
+    SHA256_Init(&sha);
+    SHA256_Update(&sha, alcf->endpoint.data, alcf->endpoint.len);
+    SHA256_Update(&sha, "", 1);
+    SHA256_Update(&sha, ctx->token.data, ctx->token.len);
+    SHA256_Final(ctx->digest, &sha);
+
+    return ngx_http_auth_introspect_lookup(r, alcf, ctx);
+}
+
+
+/*
+ * NGX_OK with the token; NGX_DECLINED when there is none, NGX_ABORT when
+ * it is malformed.
+ */
+
+static ngx_int_t
+ngx_http_auth_introspect_token(ngx_http_request_t *r,
+    ngx_http_auth_introspect_loc_conf_t *alcf, ngx_str_t *token)
+{
+    u_char           *p, *end;
+    ngx_uint_t        eq;
+    ngx_table_elt_t  *h;
+
+    if (alcf->token) {
+        if (ngx_http_complex_value(r, alcf->token, token) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        if (token->len == 0) {
+            return NGX_DECLINED;
+        }
+
+        if (token->len > NGX_HTTP_INTROSPECT_TOKEN_MAX) {
+            return NGX_ABORT;
+        }
+
+        for (p = token->data; p < token->data + token->len; p++) {
+            if (*p <= 0x20 || *p >= 0x7f) {
+                return NGX_ABORT;
+            }
+        }
+
+        return NGX_OK;
+    }
+
+    h = r->headers_in.authorization;
+
+    if (h == NULL
+        || h->value.len < sizeof("Bearer") - 1
+        || ngx_strncasecmp(h->value.data, (u_char *) "Bearer",
+                           sizeof("Bearer") - 1) != 0)
+    {
+        return NGX_DECLINED;
+    }
+
+    p = h->value.data + sizeof("Bearer") - 1;
+    end = h->value.data + h->value.len;
+
+    if (p == end) {
+        return NGX_DECLINED;
+    }
+
+    if (*p != ' ') {
+        /* "Bearerx" is another scheme */
+        return NGX_DECLINED;
+    }
+
+    while (p < end && *p == ' ') {
+        p++;
+    }
+
+    if (p == end) {
+        return NGX_DECLINED;
+    }
+
+    token->data = p;
+    token->len = end - p;
+
+    if (token->len > NGX_HTTP_INTROSPECT_TOKEN_MAX) {
+        return NGX_ABORT;
+    }
+
+    /* RFC 6750 b64token: 1*( ALPHA / DIGIT / "-._~+/" ) *"=" */
+
+    eq = 0;
+
+    for ( /* void */ ; p < end; p++) {
+        if (*p == '=') {
+            eq = 1;
+            continue;
+        }
+
+        if (eq) {
+            return NGX_ABORT;
+        }
+
+        if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')
+            || (*p >= '0' && *p <= '9') || *p == '-' || *p == '.'
+            || *p == '_' || *p == '~' || *p == '+' || *p == '/')
+        {
+            continue;
+        }
+
+        return NGX_ABORT;
+    }
+
+    if (token->data[0] == '=') {
+        return NGX_ABORT;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_auth_introspect_lookup(ngx_http_request_t *r,
+    ngx_http_auth_introspect_loc_conf_t *alcf,
+    ngx_http_auth_introspect_ctx_t *ctx)
+{
+    ngx_int_t                           rc;
+    ngx_str_t                           key, answer;
+    ngx_queue_t                        *q;
+    ngx_http_auth_introspect_flight_t  *f;
+
+    ctx->state = NGX_HTTP_INTROSPECT_NEW;
+
+    if (alcf->cache) {
+        key.data = ctx->digest;
+        key.len = NGX_HTTP_INTROSPECT_DIGEST_LEN;
+
+        rc = ngx_meshgate_cache_get(alcf->cache, &key, r->pool, &answer,
+                                    NULL);
+
+        if (rc == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+
+        if (rc == NGX_OK) {
+            ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                           "auth_introspect: cache hit");
+
+            if (ngx_http_auth_introspect_set_answer(r, ctx, &answer)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            return ngx_http_auth_introspect_finish(r, alcf, ctx);
+        }
+    }
+
+    /* a call for the same token already in flight: wait for its answer */
+
+    for (q = ngx_queue_head(&ngx_http_auth_introspect_flights);
+         q != ngx_queue_sentinel(&ngx_http_auth_introspect_flights);
+         q = ngx_queue_next(q))
+    {
+        f = ngx_queue_data(q, ngx_http_auth_introspect_flight_t, queue);
+
+        if (ngx_memcmp(f->digest, ctx->digest,
+                       NGX_HTTP_INTROSPECT_DIGEST_LEN) == 0)
+        {
+            ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                           "auth_introspect: waiting for a call in flight");
+
+            ngx_queue_insert_tail(&f->waiters, &ctx->wait);
+            ctx->waiting = 1;
+            ctx->state = NGX_HTTP_INTROSPECT_WAIT;
+            r->write_event_handler = ngx_http_core_run_phases;
+
+            return NGX_AGAIN;
+        }
+    }
+
+    return ngx_http_auth_introspect_call(r, alcf, ctx);
+}
+
+
+static ngx_int_t
+ngx_http_auth_introspect_call(ngx_http_request_t *r,
+    ngx_http_auth_introspect_loc_conf_t *alcf,
+    ngx_http_auth_introspect_ctx_t *ctx)
+{
+    ngx_http_request_t                 *sr;
+    ngx_http_post_subrequest_t         *ps;
+    ngx_http_auth_introspect_flight_t  *f;
+
+    ps = ngx_palloc(r->pool, sizeof(ngx_http_post_subrequest_t));
+    if (ps == NULL) {
+        return NGX_ERROR;
+    }
+
+    ps->handler = ngx_http_auth_introspect_done;
+    ps->data = ctx;
+
+    if (ngx_http_subrequest(r, &alcf->endpoint, NULL, &sr, ps,
+                            NGX_HTTP_SUBREQUEST_WAITED)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    /* our filters take its answer in memory, see the body filter */
+
+    ctx->subrequest = sr;
+    ctx->body = NULL;
+    ctx->too_big = 0;
+    ngx_http_set_ctx(sr, ctx, ngx_http_auth_introspect_module);
+
+    if (ngx_http_auth_introspect_body(r, sr, &ctx->token) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    f = ngx_alloc(sizeof(ngx_http_auth_introspect_flight_t),
+                  r->connection->log);
+    if (f == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(f->digest, ctx->digest, NGX_HTTP_INTROSPECT_DIGEST_LEN);
+    ngx_queue_init(&f->waiters);
+    ngx_queue_insert_tail(&ngx_http_auth_introspect_flights, &f->queue);
+
+    ctx->flight = f;
+    ctx->subrequest_done = 0;
+    ctx->state = NGX_HTTP_INTROSPECT_WAIT;
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "auth_introspect: calling \"%V\"", &alcf->endpoint);
+
+    return NGX_AGAIN;
+}
+
+
+/*
+ * The subrequest is a POST of "token=...&token_type_hint=access_token"
+ * with its own, minimal headers: nothing of the client's request (cookies,
+ * its Authorization header) travels to the authorization server.
+ */
+
+static ngx_int_t
+ngx_http_auth_introspect_body(ngx_http_request_t *r, ngx_http_request_t *sr,
+    ngx_str_t *token)
+{
+    u_char                   *p, *s;
+    size_t                    len;
+    ngx_buf_t                *b;
+    ngx_chain_t              *cl;
+    ngx_table_elt_t          *h;
+    ngx_http_request_body_t  *rb;
+
+    static u_char  hex[] = "0123456789ABCDEF";
+
+    len = sizeof("token=") - 1 + 3 * token->len
+          + sizeof("&token_type_hint=access_token") - 1;
+
+    b = ngx_create_temp_buf(r->pool, len);
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_cpymem(b->last, "token=", sizeof("token=") - 1);
+
+    for (s = token->data; s < token->data + token->len; s++) {
+        if ((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z')
+            || (*s >= '0' && *s <= '9') || *s == '-' || *s == '.'
+            || *s == '_' || *s == '~')
+        {
+            *p++ = *s;
+
+        } else {
+            *p++ = '%';
+            *p++ = hex[*s >> 4];
+            *p++ = hex[*s & 0xf];
+        }
+    }
+
+    p = ngx_cpymem(p, "&token_type_hint=access_token",
+                   sizeof("&token_type_hint=access_token") - 1);
+    b->last = p;
+    b->last_buf = 1;
+
+    cl = ngx_alloc_chain_link(r->pool);
+    if (cl == NULL) {
+        return NGX_ERROR;
+    }
+
+    cl->buf = b;
+    cl->next = NULL;
+
+    rb = ngx_pcalloc(r->pool, sizeof(ngx_http_request_body_t));
+    if (rb == NULL) {
+        return NGX_ERROR;
+    }
+
+    rb->bufs = cl;
+    sr->request_body = rb;
+
+    sr->method = NGX_HTTP_POST;
+    sr->method_name = ngx_http_auth_introspect_post;
+
+    ngx_memzero(&sr->headers_in, sizeof(ngx_http_headers_in_t));
+
+    if (ngx_list_init(&sr->headers_in.headers, r->pool, 4,
+                      sizeof(ngx_table_elt_t))
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    sr->headers_in.content_length_n = b->last - b->pos;
+    sr->headers_in.keep_alive_n = -1;
+
+    h = ngx_list_push(&sr->headers_in.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_str_set(&h->key, "Content-Type");
+    ngx_str_set(&h->value, "application/x-www-form-urlencoded");
+    h->lowcase_key = (u_char *) "content-type";
+    h->hash = ngx_hash_key(h->lowcase_key, h->key.len);
+    sr->headers_in.content_type = h;
+
+    h = ngx_list_push(&sr->headers_in.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_str_set(&h->key, "Accept");
+    ngx_str_set(&h->value, "application/json");
+    h->lowcase_key = (u_char *) "accept";
+    h->hash = ngx_hash_key(h->lowcase_key, h->key.len);
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_auth_introspect_done(ngx_http_request_t *sr, void *data,
+    ngx_int_t rc)
+{
+    ngx_http_auth_introspect_ctx_t *ctx = data;
+
+    u_char                               *p;
+    uint64_t                              expires;
+    ngx_str_t                             payload, key, value;
+    ngx_uint_t                            result;
+    ngx_http_request_t                   *r;
+    ngx_http_auth_introspect_loc_conf_t  *alcf;
+
+    if (ctx->subrequest_done) {
+        return rc;
+    }
+
+    ctx->subrequest_done = 1;
+
+    r = ctx->request;
+    alcf = ngx_http_get_module_loc_conf(r, ngx_http_auth_introspect_module);
+
+    if (rc == NGX_HTTP_CLIENT_CLOSED_REQUEST || r->connection->error) {
+        /* no answer: a waiting request, if any, makes the call again */
+        ctx->result = NGX_HTTP_INTROSPECT_UNAVAILABLE;
+        ctx->state = NGX_HTTP_INTROSPECT_DONE;
+        ngx_http_auth_introspect_resolve(r, ctx, NGX_HTTP_INTROSPECT_RETRY);
+        return rc;
+    }
+
+    ngx_str_null(&payload);
+    expires = 0;
+
+    result = ngx_http_auth_introspect_judge(sr, alcf, ctx, rc, &payload,
+                                            &expires);
+
+    /* the answer as cached and as handed to the waiting requests */
+
+    value.len = 1 + payload.len;
+    value.data = ngx_pnalloc(r->pool, value.len);
+
+    if (value.data == NULL) {
+        result = NGX_HTTP_INTROSPECT_UNAVAILABLE;
+        value.len = 0;
+
+    } else {
+        p = value.data;
+
+        switch (result) {
+        case NGX_HTTP_INTROSPECT_OK:
+            *p++ = NGX_HTTP_INTROSPECT_CACHE_ACTIVE;
+            ngx_memcpy(p, payload.data, payload.len);
+            break;
+        case NGX_HTTP_INTROSPECT_EXPIRED:
+            *p = NGX_HTTP_INTROSPECT_CACHE_EXPIRED;
+            value.len = 1;
+            break;
+        default:
+            *p = NGX_HTTP_INTROSPECT_CACHE_INACTIVE;
+            value.len = 1;
+        }
+    }
+
+    if (alcf->cache && expires && value.len) {
+        key.data = ctx->digest;
+        key.len = NGX_HTTP_INTROSPECT_DIGEST_LEN;
+
+        if (ngx_meshgate_cache_set(alcf->cache, &key, &value, expires)
+            != NGX_OK)
+        {
+            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                          "auth_introspect: cache zone \"%V\" is full",
+                          &alcf->cache->name);
+        }
+    }
+
+    if (result == NGX_HTTP_INTROSPECT_UNAVAILABLE) {
+        ctx->result = result;
+
+    } else if (ngx_http_auth_introspect_set_answer(r, ctx, &value)
+               != NGX_OK)
+    {
+        ctx->result = NGX_HTTP_INTROSPECT_UNAVAILABLE;
+    }
+
+    ngx_http_auth_introspect_resolve(r, ctx, NGX_HTTP_INTROSPECT_DONE);
+
+    ctx->state = NGX_HTTP_INTROSPECT_DONE;
+
+    return rc;
+}
+
+
+/*
+ * Reads the answer of the authorization server.  Sets *expires when the
+ * answer may be cached, and *payload (compact JSON) when it is active.
+ */
+
+static ngx_uint_t
+ngx_http_auth_introspect_judge(ngx_http_request_t *sr,
+    ngx_http_auth_introspect_loc_conf_t *alcf,
+    ngx_http_auth_introspect_ctx_t *ctx, ngx_int_t rc, ngx_str_t *payload,
+    uint64_t *expires)
+{
+    json_t      *root, *active, *exp, *type;
+    uint64_t     now, until;
+    ngx_str_t    body;
+    ngx_uint_t   status;
+    ngx_log_t   *log;
+
+    log = sr->connection->log;
+    status = sr->headers_out.status;
+
+    if (rc == NGX_ERROR || rc >= NGX_HTTP_SPECIAL_RESPONSE
+        || status >= NGX_HTTP_INTERNAL_SERVER_ERROR || status == 0)
+    {
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "auth_introspect: introspection endpoint \"%V\" "
+                      "failed (rc %i, status %ui)", &alcf->endpoint, rc,
+                      status);
+        return NGX_HTTP_INTROSPECT_UNAVAILABLE;
+    }
+
+    if (ctx->too_big) {
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "auth_introspect: introspection response is larger "
+                      "than subrequest_output_buffer_size");
+        return NGX_HTTP_INTROSPECT_UNAVAILABLE;
+    }
+
+    if (status != NGX_HTTP_OK) {
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "auth_introspect: introspection endpoint \"%V\" "
+                      "answered status %ui, token taken as inactive",
+                      &alcf->endpoint, status);
+        return NGX_HTTP_INTROSPECT_INACTIVE;
+    }
+
+    if (ctx->body == NULL) {
+        ngx_str_set(&body, "");
+
+    } else {
+        body.data = ctx->body->pos;
+        body.len = ctx->body->last - ctx->body->pos;
+    }
+
+    root = ngx_meshgate_json_parse(body.data, body.len, log,
+                                   "introspection response");
+    if (root == NULL) {
+        return NGX_HTTP_INTROSPECT_INACTIVE;
+    }
+
+    if (ngx_meshgate_json_cleanup(sr->pool, root) != NGX_OK) {
+        json_decref(root);
+        return NGX_HTTP_INTROSPECT_UNAVAILABLE;
+    }
+
+    if (!json_is_object(root)) {
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "auth_introspect: introspection response is not "
+                      "a JSON object, token taken as inactive");
+        return NGX_HTTP_INTROSPECT_INACTIVE;
+    }
+
+    now = ngx_meshgate_now_ms();
+
+    active = json_object_get(root, "active");
+    type = json_object_get(root, "token_type");
+
+    if (json_is_string(type)
+        && ngx_strcasecmp((u_char *) json_string_value(type),
+                          (u_char *) "refresh_token") == 0)
+    {
+        /* a refresh token is no access token, active or not */
+        ngx_log_error(NGX_LOG_INFO, log, 0,
+                      "auth_introspect: a refresh token was presented");
+        active = NULL;
+    }
+
+    if (!json_is_true(active)) {
+        ngx_log_error(NGX_LOG_INFO, log, 0,
+                      "auth_introspect: token is not active");
+
+        if (alcf->negative_ttl) {
+            *expires = now + alcf->negative_ttl;
+        }
+
+        return NGX_HTTP_INTROSPECT_INACTIVE;
+    }
+
+    until = now + alcf->ttl;
+
+    exp = json_object_get(root, "exp");
+
+    if (exp) {
+        if (!json_is_number(exp) || json_number_value(exp) < 0
+            || json_number_value(exp) > 1e13)
+        {
+            ngx_log_error(NGX_LOG_ERR, log, 0,
+                          "auth_introspect: \"exp\" of an active token is "
+                          "not a NumericDate, token taken as inactive");
+            return NGX_HTTP_INTROSPECT_INACTIVE;
+        }
+
+        if ((uint64_t) (json_number_value(exp) * 1000) <= now) {
+            ngx_log_error(NGX_LOG_INFO, log, 0,
+                          "auth_introspect: active token is past its "
+                          "\"exp\"");
+
+            if (alcf->negative_ttl) {
+                *expires = now + alcf->negative_ttl;
+            }
+
+            return NGX_HTTP_INTROSPECT_EXPIRED;
+        }
+
+        until = ngx_min(until, (uint64_t) (json_number_value(exp) * 1000));
+    }
+
+    if (ngx_meshgate_json_dump(sr->pool, root, payload) != NGX_OK) {
+        return NGX_HTTP_INTROSPECT_UNAVAILABLE;
+    }
+
+    if (alcf->ttl) {
+        *expires = until;
+    }
+
+    return NGX_HTTP_INTROSPECT_OK;
+}
+
+
+/*
+ * The subrequest's answer never goes to the client: these filters, above
+ * the postpone filter, keep its body in memory up to the endpoint
+ * location's subrequest_output_buffer_size, and drop the rest.  (nginx's
+ * own in-memory subrequests fail the whole client connection when the
+ * answer is too big.)
+ */
+
+static ngx_int_t
+ngx_http_auth_introspect_header_filter(ngx_http_request_t *r)
+{
+    ngx_http_auth_introspect_ctx_t  *ctx;
+
+    if (r != r->main) {
+        ctx = ngx_http_get_module_ctx(r, ngx_http_auth_introspect_module);
+
+        if (ctx && ctx->subrequest == r) {
+            return NGX_OK;
+        }
+    }
+
+    return ngx_http_next_header_filter(r);
+}
+
+
+static ngx_int_t
+ngx_http_auth_introspect_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
+{
+    size_t                           len;
+    ngx_buf_t                       *b;
+    ngx_chain_t                     *cl;
+    ngx_http_core_loc_conf_t        *clcf;
+    ngx_http_auth_introspect_ctx_t  *ctx;
+
+    if (r == r->main) {
+        return ngx_http_next_body_filter(r, in);
+    }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_auth_introspect_module);
+
+    if (ctx == NULL || ctx->subrequest != r) {
+        return ngx_http_next_body_filter(r, in);
+    }
+
+    for (cl = in; cl; cl = cl->next) {
+        b = cl->buf;
+
+        if (!ngx_buf_in_memory(b)) {
+            if (b->in_file) {
+                ctx->too_big = 1;
+                b->file_pos = b->file_last;
+            }
+
+            continue;
+        }
+
+        len = b->last - b->pos;
+
+        if (len && !ctx->too_big) {
+            if (ctx->body == NULL) {
+                clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+                ctx->body = ngx_create_temp_buf(r->pool,
+                                      clcf->subrequest_output_buffer_size);
+                if (ctx->body == NULL) {
+                    return NGX_ERROR;
+                }
+            }
+
+            if (len > (size_t) (ctx->body->end - ctx->body->last)) {
+                ctx->too_big = 1;
+
+            } else {
+                ctx->body->last = ngx_cpymem(ctx->body->last, b->pos, len);
+            }
+        }
+
+        b->pos = b->last;
+    }
+
+    return NGX_OK;
+}
+
+
+/* hands the leader's answer (or a retry) to the requests waiting for it */
+
+static void
+ngx_http_auth_introspect_resolve(ngx_http_request_t *r,
+    ngx_http_auth_introspect_ctx_t *ctx, ngx_uint_t state)
+{
+    ngx_queue_t                        *q;
+    ngx_http_request_t                 *wr;
+    ngx_http_auth_introspect_ctx_t     *wctx;
+    ngx_http_auth_introspect_flight_t  *f;
+
+    f = ctx->flight;
+
+    if (f == NULL) {
+        return;
+    }
+
+    while (!ngx_queue_empty(&f->waiters)) {
+        q = ngx_queue_head(&f->waiters);
+        ngx_queue_remove(q);
+
+        wctx = ngx_queue_data(q, ngx_http_auth_introspect_ctx_t, wait);
+        wctx->waiting = 0;
+        wctx->state = state;
+
+        wr = wctx->request;
+
+        if (state == NGX_HTTP_INTROSPECT_DONE) {
+            wctx->result = ctx->result;
+
+            if (ctx->payload.len) {
+                wctx->payload.data = ngx_pstrdup(wr->pool, &ctx->payload);
+                if (wctx->payload.data == NULL) {
+                    wctx->result = NGX_HTTP_INTROSPECT_UNAVAILABLE;
+
+                } else {
+                    wctx->payload.len = ctx->payload.len;
+                }
+            }
+        }
+
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, wr->connection->log, 0,
+                       "auth_introspect: waking waiter, state %ui", state);
+
+        ngx_post_event(wr->connection->write, &ngx_posted_events);
+    }
+
+    ngx_queue_remove(&f->queue);
+    ngx_free(f);
+
+    ctx->flight = NULL;
+}
+
+
+static void
+ngx_http_auth_introspect_cleanup(void *data)
+{
+    ngx_http_auth_introspect_ctx_t *ctx = data;
+
+    if (ctx->waiting) {
+        ngx_queue_remove(&ctx->wait);
+        ctx->waiting = 0;
+    }
+
+    if (ctx->flight) {
+        /* the leader went away before the answer: a waiter takes over */
+        ngx_http_auth_introspect_resolve(ctx->request, ctx,
+                                         NGX_HTTP_INTROSPECT_RETRY);
+    }
+}
+
+
+/* sets the result from a cached answer: a kind byte, then the payload */
+
+static ngx_int_t
+ngx_http_auth_introspect_set_answer(ngx_http_request_t *r,
+    ngx_http_auth_introspect_ctx_t *ctx, ngx_str_t *answer)
+{
+    ctx->state = NGX_HTTP_INTROSPECT_DONE;
+    ngx_str_null(&ctx->payload);
+
+    if (answer->len == 0) {
+        ctx->result = NGX_HTTP_INTROSPECT_UNAVAILABLE;
+        return NGX_OK;
+    }
+
+    switch (answer->data[0]) {
+
+    case NGX_HTTP_INTROSPECT_CACHE_ACTIVE:
+        ctx->result = NGX_HTTP_INTROSPECT_OK;
+        ctx->payload.data = answer->data + 1;
+        ctx->payload.len = answer->len - 1;
+        break;
+
+    case NGX_HTTP_INTROSPECT_CACHE_EXPIRED:
+        ctx->result = NGX_HTTP_INTROSPECT_EXPIRED;
+        break;
+
+    default:
+        ctx->result = NGX_HTTP_INTROSPECT_INACTIVE;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_auth_introspect_finish(ngx_http_request_t *r,
+    ngx_http_auth_introspect_loc_conf_t *alcf,
+    ngx_http_auth_introspect_ctx_t *ctx)
+{
+    json_t     *claims;
+    ngx_int_t   rc;
+
+    ctx->state = NGX_HTTP_INTROSPECT_DONE;
+
+    switch (ctx->result) {
+
+    case NGX_HTTP_INTROSPECT_OK:
+        break;
+
+    case NGX_HTTP_INTROSPECT_UNAVAILABLE:
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "auth_introspect: token could not be introspected, "
+                      "answering 503");
+        return NGX_HTTP_SERVICE_UNAVAILABLE;
+
+    case NGX_HTTP_INTROSPECT_MISSING:
+    case NGX_HTTP_INTROSPECT_INVALID:
+    case NGX_HTTP_INTROSPECT_SCOPE:
+        /* a rejection decided before (an internal redirect, a rerun) */
+        return ngx_http_auth_introspect_reject(r, alcf, ctx, ctx->result);
+
+    default:
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "auth_introspect: token is %V",
+                      &ngx_http_auth_introspect_results[ctx->result]);
+        return ngx_http_auth_introspect_reject(r, alcf, ctx, ctx->result);
+    }
+
+    /*
+     * A cached answer never outlives the token's exp, nor does one handed
+     * over by a call just made: the claims are parsed only when needed.
+     */
+
+    ctx->result = NGX_HTTP_INTROSPECT_OK;
+
+    if (alcf->scopes == NULL) {
+        return NGX_OK;
+    }
+
+    claims = ngx_http_auth_introspect_claims(r, ctx);
+    if (claims == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    rc = ngx_http_auth_introspect_check_scope(r, alcf, claims);
+
+    if (rc != NGX_OK) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "auth_introspect: token lacks the required scope");
+        return ngx_http_auth_introspect_reject(r, alcf, ctx,
+                                               NGX_HTTP_INTROSPECT_SCOPE);
+    }
+
+    return NGX_OK;
+}
+
+
+static json_t *
+ngx_http_auth_introspect_claims(ngx_http_request_t *r,
+    ngx_http_auth_introspect_ctx_t *ctx)
+{
+    json_t  *claims;
+
+    if (ctx->claims) {
+        return ctx->claims;
+    }
+
+    claims = ngx_meshgate_json_parse(ctx->payload.data, ctx->payload.len,
+                                     r->connection->log,
+                                     "cached introspection response");
+    if (claims == NULL) {
+        return NULL;
+    }
+
+    if (ngx_meshgate_json_cleanup(r->pool, claims) != NGX_OK) {
+        json_decref(claims);
+        return NULL;
+    }
+
+    ctx->claims = claims;
+
+    return claims;
+}
+
+
+static ngx_int_t
+ngx_http_auth_introspect_check_scope(ngx_http_request_t *r,
+    ngx_http_auth_introspect_loc_conf_t *alcf, json_t *claims)
+{
+    u_char      *p, *end, *w;
+    size_t       len;
+    json_t      *scope;
+    ngx_str_t   *want;
+    ngx_uint_t   i, found, matched;
+
+    if (alcf->scopes == NULL) {
+        return NGX_OK;
+    }
+
+    scope = json_object_get(claims, "scope");
+
+    if (!json_is_string(scope)) {
+        return NGX_DECLINED;
+    }
+
+    want = alcf->scopes->elts;
+    matched = 0;
+
+    for (i = 0; i < alcf->scopes->nelts; i++) {
+        p = (u_char *) json_string_value(scope);
+        end = p + json_string_length(scope);
+        found = 0;
+
+        while (p < end && !found) {
+            while (p < end && *p == ' ') {
+                p++;
+            }
+
+            w = p;
+
+            while (p < end && *p != ' ') {
+                p++;
+            }
+
+            len = p - w;
+
+            if (len == want[i].len && ngx_memcmp(w, want[i].data, len) == 0)
+            {
+                found = 1;
+            }
+        }
+
+        if (found) {
+            matched++;
+
+            if (alcf->scope_any) {
+                return NGX_OK;
+            }
+
+        } else if (!alcf->scope_any) {
+            return NGX_DECLINED;
+        }
+    }
+
+    return (matched == alcf->scopes->nelts) ? NGX_OK : NGX_DECLINED;
+}
+
+
+static ngx_int_t
+ngx_http_auth_introspect_reject(ngx_http_request_t *r,
+    ngx_http_auth_introspect_loc_conf_t *alcf,
+    ngx_http_auth_introspect_ctx_t *ctx, ngx_uint_t result)
+{
+    u_char           *p;
+    size_t            len;
+    ngx_str_t        *s;
+    ngx_uint_t        i;
+    ngx_table_elt_t  *h;
+
+    ctx->result = result;
+    ctx->state = NGX_HTTP_INTROSPECT_DONE;
+
+    len = sizeof("Bearer realm=\"\"") - 1 + alcf->realm.len
+          + sizeof(", error=\"insufficient_scope\", scope=\"\"") - 1;
+
+    if (alcf->scopes) {
+        s = alcf->scopes->elts;
+
+        for (i = 0; i < alcf->scopes->nelts; i++) {
+            len += s[i].len + 1;
+        }
+    }
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_pnalloc(r->pool, len);
+    if (p == NULL) {
+        h->hash = 0;
+        return NGX_ERROR;
+    }
+
+    h->hash = 1;
+    ngx_str_set(&h->key, "WWW-Authenticate");
+    h->value.data = p;
+
+    p = ngx_sprintf(p, "Bearer realm=\"%V\"", &alcf->realm);
+
+    if (result == NGX_HTTP_INTROSPECT_SCOPE) {
+        p = ngx_cpymem(p, ", error=\"insufficient_scope\", scope=\"",
+                       sizeof(", error=\"insufficient_scope\", scope=\"") - 1);
+
+        s = alcf->scopes->elts;
+
+        for (i = 0; i < alcf->scopes->nelts; i++) {
+            if (i) {
+                *p++ = ' ';
+            }
+
+            p = ngx_cpymem(p, s[i].data, s[i].len);
+        }
+
+        *p++ = '"';
+
+    } else if (result != NGX_HTTP_INTROSPECT_MISSING) {
+        p = ngx_cpymem(p, ", error=\"invalid_token\"",
+                       sizeof(", error=\"invalid_token\"") - 1);
+    }
+
+    h->value.len = p - h->value.data;
+
+    r->headers_out.www_authenticate = h;
+
+    return (result == NGX_HTTP_INTROSPECT_SCOPE) ? NGX_HTTP_FORBIDDEN
+                                                 : NGX_HTTP_UNAUTHORIZED;
+}
+
+
+static ngx_int_t
+ngx_http_auth_introspect_claim_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_str_t *var = (ngx_str_t *) data;
+
+    json_t                          *claims, *claim;
+    ngx_str_t                        text;
+    ngx_http_auth_introspect_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r->main, ngx_http_auth_introspect_module);
+
+    if (ctx == NULL || ctx->state != NGX_HTTP_INTROSPECT_DONE
+        || ctx->result != NGX_HTTP_INTROSPECT_OK)
+    {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    claims = ngx_http_auth_introspect_claims(ctx->request, ctx);
+    if (claims == NULL) {
+        return NGX_ERROR;
+    }
+
+    claim = json_object_getn(claims,
+                             (char *) var->data
+                             + sizeof("introspect_claim_") - 1,
+                             var->len - (sizeof("introspect_claim_") - 1));
+
+    if (claim == NULL) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    if (ngx_meshgate_json_text(r->pool, claim, &text) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    v->len = text.len;
+    v->data = text.data;
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_auth_introspect_payload_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_http_auth_introspect_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r->main, ngx_http_auth_introspect_module);
+
+    if (ctx == NULL || ctx->result != NGX_HTTP_INTROSPECT_OK) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    v->len = ctx->payload.len;
+    v->data = ctx->payload.data;
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_auth_introspect_result_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_str_t                       *s;
+    ngx_http_auth_introspect_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r->main, ngx_http_auth_introspect_module);
+
+    if (ctx == NULL || ctx->state != NGX_HTTP_INTROSPECT_DONE) {
+        s = &ngx_http_auth_introspect_results[NGX_HTTP_INTROSPECT_NONE];
+
+    } else {
+        s = &ngx_http_auth_introspect_results[ctx->result];
+    }
+
+    v->len = s->len;
+    v->data = s->data;
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
+static char *
+ngx_http_auth_introspect(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_auth_introspect_loc_conf_t *alcf = conf;
+
+    u_char                            *p;
+    ngx_str_t                         *value, v;
+    ngx_http_compile_complex_value_t   ccv;
+
+    if (alcf->enabled != NGX_CONF_UNSET) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "off") == 0) {
+        if (cf->args->nelts > 2) {
+            return "takes no parameters after \"off\"";
+        }
+
+        alcf->enabled = 0;
+        return NGX_CONF_OK;
+    }
+
+    for (p = value[1].data; p < value[1].data + value[1].len; p++) {
+        if (*p == '"' || *p == '\\' || *p < 0x20 || *p == 0x7f) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid character in realm \"%V\"",
+                               &value[1]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    alcf->enabled = 1;
+    alcf->realm = value[1];
+
+    if (cf->args->nelts == 2) {
+        return NGX_CONF_OK;
+    }
+
+    if (ngx_strncmp(value[2].data, "token=", 6) != 0 || value[2].len == 6) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\", expected "
+                           "\"token=$variable\"", &value[2]);
+        return NGX_CONF_ERROR;
+    }
+
+    v.data = value[2].data + 6;
+    v.len = value[2].len - 6;
+
+    alcf->token = ngx_palloc(cf->pool, sizeof(ngx_http_complex_value_t));
+    if (alcf->token == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
+
+    ccv.cf = cf;
+    ccv.value = &v;
+    ccv.complex_value = alcf->token;
+
+    if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_auth_introspect_cache(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_auth_introspect_loc_conf_t *alcf = conf;
+
+    char        *rv;
+    ngx_str_t   *value, s;
+    ngx_msec_t   t;
+    ngx_uint_t   i;
+
+    if (alcf->cache != NGX_CONF_UNSET_PTR) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "off") == 0 && cf->args->nelts == 2) {
+        alcf->cache = NULL;
+        return NGX_CONF_OK;
+    }
+
+    rv = ngx_meshgate_cache_conf(cf, &value[1],
+                                 &ngx_http_auth_introspect_module,
+                                 &alcf->cache);
+    if (rv != NGX_CONF_OK) {
+        return rv;
+    }
+
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "ttl=", 4) == 0) {
+            s.data = value[i].data + 4;
+            s.len = value[i].len - 4;
+
+            t = ngx_parse_time(&s, 0);
+            if (t == (ngx_msec_t) NGX_ERROR) {
+                goto invalid;
+            }
+
+            alcf->ttl = t;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "negative_ttl=", 13) == 0) {
+            s.data = value[i].data + 13;
+            s.len = value[i].len - 13;
+
+            t = ngx_parse_time(&s, 0);
+            if (t == (ngx_msec_t) NGX_ERROR) {
+                goto invalid;
+            }
+
+            alcf->negative_ttl = t;
+            continue;
+        }
+
+        goto invalid;
+    }
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid parameter \"%V\"", &value[i]);
+    return NGX_CONF_ERROR;
+}
+
+
+static char *
+ngx_http_auth_introspect_scope(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_auth_introspect_loc_conf_t *alcf = conf;
+
+    u_char      *p;
+    ngx_str_t   *value, *s;
+    ngx_uint_t   i, n;
+
+    if (alcf->scopes != NGX_CONF_UNSET_PTR) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+    n = cf->args->nelts;
+
+    alcf->scope_any = 0;
+
+    if (n > 2 && ngx_strcmp(value[n - 1].data, "any") == 0) {
+        alcf->scope_any = 1;
+        n--;
+
+    } else if (n > 2 && ngx_strcmp(value[n - 1].data, "all") == 0) {
+        n--;
+    }
+
+    alcf->scopes = ngx_array_create(cf->pool, n - 1, sizeof(ngx_str_t));
+    if (alcf->scopes == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    for (i = 1; i < n; i++) {
+
+        /* RFC 6749 scope-token: %x21 / %x23-5B / %x5D-7E */
+
+        for (p = value[i].data; p < value[i].data + value[i].len; p++) {
+            if (*p <= 0x20 || *p >= 0x7f || *p == '"' || *p == '\\') {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid scope \"%V\"", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+        }
+
+        s = ngx_array_push(alcf->scopes);
+        if (s == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        *s = value[i];
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_auth_introspect_add_variables(ngx_conf_t *cf)
+{
+    ngx_http_variable_t  *var, *v;
+
+    for (v = ngx_http_auth_introspect_vars; v->name.len; v++) {
+        var = ngx_http_add_variable(cf, &v->name, v->flags);
+        if (var == NULL) {
+            return NGX_ERROR;
+        }
+
+        var->get_handler = v->get_handler;
+        var->data = v->data;
+    }
+
+    return NGX_OK;
+}
+
+
+static void *
+ngx_http_auth_introspect_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_auth_introspect_loc_conf_t  *conf;
+
+    conf = ngx_pcalloc(cf->pool,
+                       sizeof(ngx_http_auth_introspect_loc_conf_t));
+    if (conf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     conf->realm = { 0, NULL };
+     *     conf->token = NULL;
+     *     conf->endpoint = { 0, NULL };
+     *     conf->scope_any = 0;
+     */
+
+    conf->enabled = NGX_CONF_UNSET;
+    conf->cache = NGX_CONF_UNSET_PTR;
+    conf->ttl = NGX_CONF_UNSET_MSEC;
+    conf->negative_ttl = NGX_CONF_UNSET_MSEC;
+    conf->scopes = NGX_CONF_UNSET_PTR;
+
+    return conf;
+}
+
+
+static char *
+ngx_http_auth_introspect_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child)
+{
+    ngx_http_auth_introspect_loc_conf_t *prev = parent;
+    ngx_http_auth_introspect_loc_conf_t *conf = child;
+
+    if (conf->enabled == NGX_CONF_UNSET) {
+        conf->enabled = prev->enabled;
+        conf->realm = prev->realm;
+        conf->token = prev->token;
+    }
+
+    ngx_conf_merge_value(conf->enabled, prev->enabled, 0);
+    ngx_conf_merge_str_value(conf->endpoint, prev->endpoint, "");
+
+    if (conf->cache == NGX_CONF_UNSET_PTR) {
+        conf->cache = prev->cache;
+        conf->ttl = prev->ttl;
+        conf->negative_ttl = prev->negative_ttl;
+    }
+
+    ngx_conf_merge_ptr_value(conf->cache, prev->cache, NULL);
+    ngx_conf_merge_msec_value(conf->ttl, prev->ttl, 60000);
+    ngx_conf_merge_msec_value(conf->negative_ttl, prev->negative_ttl, 5000);
+
+    if (conf->scopes == NGX_CONF_UNSET_PTR) {
+        conf->scopes = prev->scopes;
+        conf->scope_any = prev->scope_any;
+    }
+
+    ngx_conf_merge_ptr_value(conf->scopes, prev->scopes, NULL);
+
+    if (conf->enabled && conf->endpoint.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"auth_introspect\" needs "
+                           "\"auth_introspect_endpoint\"");
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_auth_introspect_init(ngx_conf_t *cf)
+{
+    ngx_http_handler_pt        *h;
+    ngx_http_core_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_ACCESS_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_auth_introspect_handler;
+
+    ngx_http_next_header_filter = ngx_http_top_header_filter;
+    ngx_http_top_header_filter = ngx_http_auth_introspect_header_filter;
+
+    ngx_http_next_body_filter = ngx_http_top_body_filter;
+    ngx_http_top_body_filter = ngx_http_auth_introspect_body_filter;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_auth_introspect_init_process(ngx_cycle_t *cycle)
+{
+    ngx_queue_init(&ngx_http_auth_introspect_flights);
+
+    return NGX_OK;
+}

@@ -1,0 +1,1507 @@
+
+/*
+ * Copyright (C) meshgate contributors
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+#include <openssl/crypto.h>
+#include "ngx_http_auth_key.h"
+
+
+static ngx_int_t ngx_http_auth_key_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_auth_key_find(ngx_http_request_t *r,
+    ngx_http_auth_key_loc_conf_t *alcf, ngx_str_t *key);
+static ngx_int_t ngx_http_auth_key_from_headers(ngx_http_request_t *r,
+    ngx_http_auth_key_loc_conf_t *alcf, ngx_str_t *key);
+static ngx_int_t ngx_http_auth_key_from_query(ngx_http_request_t *r,
+    ngx_http_auth_key_loc_conf_t *alcf, ngx_str_t *key);
+static ngx_int_t ngx_http_auth_key_add(ngx_str_t *key, ngx_str_t *value);
+static ngx_uint_t ngx_http_auth_key_arg_is(u_char *p, u_char *end,
+    ngx_str_t *name);
+static ngx_int_t ngx_http_auth_key_hide_headers(ngx_http_request_t *r,
+    ngx_http_auth_key_loc_conf_t *alcf);
+static void ngx_http_auth_key_fix_header_refs(ngx_http_request_t *r,
+    ngx_table_elt_t *from, ngx_table_elt_t *to);
+static ngx_int_t ngx_http_auth_key_hide_query(ngx_http_request_t *r,
+    ngx_http_auth_key_loc_conf_t *alcf);
+static ngx_http_auth_key_entry_t *ngx_http_auth_key_lookup(
+    ngx_http_auth_key_store_t *store, u_char *digest);
+static ngx_int_t ngx_http_auth_key_answer(ngx_http_request_t *r,
+    ngx_http_auth_key_loc_conf_t *alcf, ngx_http_auth_key_ctx_t *ctx);
+static ngx_int_t ngx_http_auth_key_reject(ngx_http_request_t *r,
+    ngx_http_auth_key_loc_conf_t *alcf, ngx_http_auth_key_ctx_t *ctx);
+
+static ngx_int_t ngx_http_auth_key_consumer_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_auth_key_result_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_auth_key_meta_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+
+static char *ngx_http_auth_key(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_auth_key_source(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_auth_key_file(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_auth_key_redis(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static void ngx_http_auth_key_exit_process(ngx_cycle_t *cycle);
+static ngx_http_auth_key_store_t *ngx_http_auth_key_load(ngx_conf_t *cf,
+    ngx_str_t *name);
+static char *ngx_http_auth_key_parse(ngx_conf_t *cf,
+    ngx_http_auth_key_store_t *store, u_char *p, u_char *end);
+static char *ngx_http_auth_key_parse_line(ngx_conf_t *cf,
+    ngx_http_auth_key_store_t *store, ngx_array_t *entries, ngx_str_t *words,
+    ngx_uint_t nwords, ngx_uint_t line);
+static int ngx_libc_cdecl ngx_http_auth_key_cmp_entries(const void *one,
+    const void *two);
+static ngx_int_t ngx_http_auth_key_add_variables(ngx_conf_t *cf);
+static void *ngx_http_auth_key_create_main_conf(ngx_conf_t *cf);
+static void *ngx_http_auth_key_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_auth_key_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static ngx_int_t ngx_http_auth_key_init(ngx_conf_t *cf);
+
+
+static ngx_str_t  ngx_http_auth_key_results[] = {
+    ngx_string(""),
+    ngx_string("ok"),
+    ngx_string("missing"),
+    ngx_string("invalid"),
+    ngx_string("conflict"),
+    ngx_string("unavailable")
+};
+
+
+static ngx_command_t  ngx_http_auth_key_commands[] = {
+
+    { ngx_string("auth_key"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_HTTP_LMT_CONF
+                        |NGX_CONF_TAKE1,
+      ngx_http_auth_key,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("auth_key_source"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF
+                        |NGX_CONF_1MORE,
+      ngx_http_auth_key_source,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("auth_key_file"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_HTTP_LMT_CONF
+                        |NGX_CONF_TAKE1,
+      ngx_http_auth_key_file,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("auth_key_redis"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_HTTP_LMT_CONF
+                        |NGX_CONF_1MORE,
+      ngx_http_auth_key_redis,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("auth_key_hide"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF
+                        |NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_auth_key_loc_conf_t, hide),
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_auth_key_module_ctx = {
+    ngx_http_auth_key_add_variables,       /* preconfiguration */
+    ngx_http_auth_key_init,                /* postconfiguration */
+
+    ngx_http_auth_key_create_main_conf,    /* create main configuration */
+    NULL,                                  /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_auth_key_create_loc_conf,     /* create location configuration */
+    ngx_http_auth_key_merge_loc_conf       /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_auth_key_module = {
+    NGX_MODULE_V1,
+    &ngx_http_auth_key_module_ctx,         /* module context */
+    ngx_http_auth_key_commands,            /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    NULL,                                  /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    ngx_http_auth_key_exit_process,        /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static ngx_http_variable_t  ngx_http_auth_key_vars[] = {
+
+    { ngx_string("auth_key_consumer"), NULL,
+      ngx_http_auth_key_consumer_variable, 0,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("auth_key_result"), NULL,
+      ngx_http_auth_key_result_variable, 0,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("auth_key_"), NULL,
+      ngx_http_auth_key_meta_variable, 0,
+      NGX_HTTP_VAR_NOCACHEABLE|NGX_HTTP_VAR_PREFIX, 0 },
+
+      ngx_http_null_variable
+};
+
+
+static ngx_int_t
+ngx_http_auth_key_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                      rc;
+    ngx_str_t                      key;
+    ngx_http_auth_key_ctx_t       *ctx;
+    ngx_http_auth_key_entry_t     *entry;
+    ngx_http_auth_key_loc_conf_t  *alcf;
+
+    alcf = ngx_http_get_module_loc_conf(r, ngx_http_auth_key_module);
+
+    if (!alcf->enabled) {
+        return NGX_DECLINED;
+    }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_auth_key_module);
+
+    if (ctx) {
+        if (ctx->state == NGX_HTTP_AUTH_KEY_WAIT) {
+            return NGX_AGAIN;
+        }
+
+        return ngx_http_auth_key_answer(r, alcf, ctx);
+    }
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_auth_key_ctx_t));
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->request = r;
+    ngx_http_set_ctx(r, ctx, ngx_http_auth_key_module);
+
+    rc = ngx_http_auth_key_find(r, alcf, &key);
+
+    if (rc == NGX_ERROR) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (alcf->hide && rc != NGX_DECLINED) {
+        if (ngx_http_auth_key_hide_headers(r, alcf) != NGX_OK
+            || ngx_http_auth_key_hide_query(r, alcf) != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+
+    if (rc == NGX_DECLINED) {
+        ctx->result = NGX_HTTP_AUTH_KEY_MISSING;
+        return ngx_http_auth_key_answer(r, alcf, ctx);
+    }
+
+    if (rc == NGX_BUSY) {
+        ctx->result = NGX_HTTP_AUTH_KEY_CONFLICT;
+        return ngx_http_auth_key_answer(r, alcf, ctx);
+    }
+
+    SHA256(key.data, key.len, ctx->digest);
+
+    entry = alcf->store ? ngx_http_auth_key_lookup(alcf->store, ctx->digest)
+                        : NULL;
+
+    if (entry) {
+        ctx->result = NGX_HTTP_AUTH_KEY_OK;
+        ctx->consumer = entry->consumer;
+        ctx->meta = entry->meta;
+        ctx->nmeta = entry->nmeta;
+
+        return ngx_http_auth_key_answer(r, alcf, ctx);
+    }
+
+    ctx->result = NGX_HTTP_AUTH_KEY_INVALID;
+
+    if (alcf->redis) {
+        rc = ngx_http_auth_key_redis_lookup(r, alcf->redis, ctx,
+                                            ctx->digest);
+
+        if (rc == NGX_AGAIN) {
+            return NGX_AGAIN;
+        }
+
+        if (rc == NGX_ERROR) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+
+    return ngx_http_auth_key_answer(r, alcf, ctx);
+}
+
+
+static ngx_int_t
+ngx_http_auth_key_answer(ngx_http_request_t *r,
+    ngx_http_auth_key_loc_conf_t *alcf, ngx_http_auth_key_ctx_t *ctx)
+{
+    ctx->state = NGX_HTTP_AUTH_KEY_DONE;
+
+    switch (ctx->result) {
+
+    case NGX_HTTP_AUTH_KEY_OK:
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "auth_key: consumer \"%V\"", &ctx->consumer);
+        return NGX_OK;
+
+    case NGX_HTTP_AUTH_KEY_MISSING:
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "auth_key: no API key in the request");
+        break;
+
+    case NGX_HTTP_AUTH_KEY_CONFLICT:
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "auth_key: two different API keys in the request");
+        break;
+
+    case NGX_HTTP_AUTH_KEY_UNAVAILABLE:
+        return NGX_HTTP_SERVICE_UNAVAILABLE;
+
+    default: /* NGX_HTTP_AUTH_KEY_INVALID */
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "auth_key: unknown API key (sha256 prefix %*xs)",
+                      (size_t) 4, ctx->digest);
+    }
+
+    return ngx_http_auth_key_reject(r, alcf, ctx);
+}
+
+
+static ngx_int_t
+ngx_http_auth_key_reject(ngx_http_request_t *r,
+    ngx_http_auth_key_loc_conf_t *alcf, ngx_http_auth_key_ctx_t *ctx)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    h->hash = 1;
+    ngx_str_set(&h->key, "WWW-Authenticate");
+    h->value = alcf->challenge;
+
+    r->headers_out.www_authenticate = h;
+
+    return NGX_HTTP_UNAUTHORIZED;
+}
+
+
+/*
+ * Collects the key from every configured place.  Returns NGX_OK with the
+ * key, NGX_DECLINED when there is none, NGX_BUSY when two places hold
+ * different keys.
+ */
+
+static ngx_int_t
+ngx_http_auth_key_find(ngx_http_request_t *r,
+    ngx_http_auth_key_loc_conf_t *alcf, ngx_str_t *key)
+{
+    ngx_int_t  rc;
+
+    key->len = 0;
+    key->data = NULL;
+
+    rc = ngx_http_auth_key_from_headers(r, alcf, key);
+
+    if (rc == NGX_OK) {
+        rc = ngx_http_auth_key_from_query(r, alcf, key);
+    }
+
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    return (key->data == NULL) ? NGX_DECLINED : NGX_OK;
+}
+
+
+/* NGX_OK, or NGX_BUSY when value differs from a key already seen */
+
+static ngx_int_t
+ngx_http_auth_key_add(ngx_str_t *key, ngx_str_t *value)
+{
+    if (value->len == 0) {
+        return NGX_OK;
+    }
+
+    if (key->data == NULL) {
+        *key = *value;
+        return NGX_OK;
+    }
+
+    if (key->len != value->len
+        || ngx_memcmp(key->data, value->data, key->len) != 0)
+    {
+        return NGX_BUSY;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_auth_key_from_headers(ngx_http_request_t *r,
+    ngx_http_auth_key_loc_conf_t *alcf, ngx_str_t *key)
+{
+    ngx_str_t        *name;
+    ngx_uint_t        i, n;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    if (alcf->headers == NULL) {
+        return NGX_OK;
+    }
+
+    name = alcf->headers->elts;
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */ ; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        for (n = 0; n < alcf->headers->nelts; n++) {
+            if (h[i].key.len == name[n].len
+                && ngx_strncasecmp(h[i].key.data, name[n].data,
+                                   name[n].len) == 0)
+            {
+                if (ngx_http_auth_key_add(key, &h[i].value) != NGX_OK) {
+                    return NGX_BUSY;
+                }
+            }
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_auth_key_from_query(ngx_http_request_t *r,
+    ngx_http_auth_key_loc_conf_t *alcf, ngx_str_t *key)
+{
+    u_char      *p, *end, *amp, *eq, *dst, *src;
+    ngx_str_t   *name, value;
+    ngx_uint_t   n;
+
+    if (alcf->query == NULL || r->args.len == 0) {
+        return NGX_OK;
+    }
+
+    name = alcf->query->elts;
+
+    p = r->args.data;
+    end = p + r->args.len;
+
+    while (p < end) {
+        amp = ngx_strlchr(p, end, '&');
+        if (amp == NULL) {
+            amp = end;
+        }
+
+        eq = ngx_strlchr(p, amp, '=');
+        if (eq == NULL) {
+            eq = amp;
+        }
+
+        for (n = 0; n < alcf->query->nelts; n++) {
+            if (!ngx_http_auth_key_arg_is(p, eq, &name[n])) {
+                continue;
+            }
+
+            value.len = 0;
+            value.data = NULL;
+
+            if (eq < amp) {
+                value.data = ngx_pnalloc(r->pool, amp - eq);
+                if (value.data == NULL) {
+                    return NGX_ERROR;
+                }
+
+                src = eq + 1;
+                dst = value.data;
+                ngx_unescape_uri(&dst, &src, amp - eq - 1, 0);
+                value.len = dst - value.data;
+            }
+
+            if (ngx_http_auth_key_add(key, &value) != NGX_OK) {
+                return NGX_BUSY;
+            }
+        }
+
+        p = amp + 1;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * Whether the argument name p..end is name: case-insensitive, after
+ * percent-decoding, so that "ApiKey" or "api%6Bey" cannot slip by.
+ */
+
+static ngx_uint_t
+ngx_http_auth_key_arg_is(u_char *p, u_char *end, ngx_str_t *name)
+{
+    u_char  *dst, *src, buf[64];
+
+    if ((size_t) (end - p) == name->len
+        && ngx_strncasecmp(p, name->data, name->len) == 0)
+    {
+        return 1;
+    }
+
+    if ((size_t) (end - p) > sizeof(buf)
+        || ngx_strlchr(p, end, '%') == NULL)
+    {
+        return 0;
+    }
+
+    src = p;
+    dst = buf;
+    ngx_unescape_uri(&dst, &src, end - p, 0);
+
+    return (size_t) (dst - buf) == name->len
+           && ngx_strncasecmp(buf, name->data, name->len) == 0;
+}
+
+
+/*
+ * Removes the key headers from the request so that they are not proxied.
+ * nginx lists cannot drop elements: later elements of the same part move
+ * down, and references of nginx's known headers to them are updated.
+ */
+
+static ngx_int_t
+ngx_http_auth_key_hide_headers(ngx_http_request_t *r,
+    ngx_http_auth_key_loc_conf_t *alcf)
+{
+    ngx_str_t        *name;
+    ngx_uint_t        i, j, n, hit;
+    ngx_list_part_t  *part, *prev;
+    ngx_table_elt_t  *h;
+
+    if (alcf->headers == NULL) {
+        return NGX_OK;
+    }
+
+    name = alcf->headers->elts;
+
+    prev = NULL;
+    part = &r->headers_in.headers.part;
+
+    while (part) {
+        h = part->elts;
+        i = 0;
+
+        while (i < part->nelts) {
+            hit = 0;
+
+            for (n = 0; n < alcf->headers->nelts; n++) {
+                if (h[i].key.len == name[n].len
+                    && ngx_strncasecmp(h[i].key.data, name[n].data,
+                                       name[n].len) == 0)
+                {
+                    hit = 1;
+                    break;
+                }
+            }
+
+            if (!hit) {
+                i++;
+                continue;
+            }
+
+            ngx_http_auth_key_fix_header_refs(r, &h[i], NULL);
+
+            for (j = i + 1; j < part->nelts; j++) {
+                h[j - 1] = h[j];
+                ngx_http_auth_key_fix_header_refs(r, &h[j], &h[j - 1]);
+            }
+
+            part->nelts--;
+        }
+
+        if (part->nelts == 0 && prev) {
+
+            /* list walkers expect no empty part after the first one */
+
+            prev->next = part->next;
+
+            if (r->headers_in.headers.last == part) {
+                r->headers_in.headers.last = prev;
+            }
+
+            part = prev->next;
+            continue;
+        }
+
+        prev = part;
+        part = part->next;
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_auth_key_fix_header_refs(ngx_http_request_t *r,
+    ngx_table_elt_t *from, ngx_table_elt_t *to)
+{
+    ngx_uint_t                  i;
+    ngx_array_t                *a;
+    ngx_table_elt_t           **ph;
+    ngx_http_header_t          *hh;
+    ngx_http_core_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_get_module_main_conf(r, ngx_http_core_module);
+
+    hh = ngx_hash_find(&cmcf->headers_in_hash, from->hash,
+                       from->lowcase_key, from->key.len);
+
+    if (hh == NULL || hh->offset == 0) {
+        return;
+    }
+
+    if ((from->key.len == sizeof("Cookie") - 1
+         && ngx_strncasecmp(from->key.data, (u_char *) "Cookie",
+                            from->key.len) == 0)
+        || (from->key.len == sizeof("X-Forwarded-For") - 1
+            && ngx_strncasecmp(from->key.data, (u_char *) "X-Forwarded-For",
+                               from->key.len) == 0))
+    {
+        /* nginx 1.22 keeps these two as arrays of references */
+
+        a = (ngx_array_t *) ((char *) &r->headers_in + hh->offset);
+        ph = a->elts;
+
+        for (i = 0; i < a->nelts; i++) {
+            if (ph[i] == from) {
+                if (to) {
+                    ph[i] = to;
+                    continue;
+                }
+
+                ngx_memmove(&ph[i], &ph[i + 1],
+                            (a->nelts - i - 1) * sizeof(ngx_table_elt_t *));
+                a->nelts--;
+                i--;
+            }
+        }
+
+        return;
+    }
+
+    ph = (ngx_table_elt_t **) ((char *) &r->headers_in + hh->offset);
+
+    if (*ph == from) {
+        *ph = to;
+    }
+}
+
+
+static ngx_int_t
+ngx_http_auth_key_hide_query(ngx_http_request_t *r,
+    ngx_http_auth_key_loc_conf_t *alcf)
+{
+    u_char      *p, *end, *amp, *eq, *out, *q;
+    ngx_str_t   *name;
+    ngx_uint_t   n, hit, changed;
+
+    if (alcf->query == NULL || r->args.len == 0) {
+        return NGX_OK;
+    }
+
+    name = alcf->query->elts;
+
+    out = ngx_pnalloc(r->pool, r->args.len);
+    if (out == NULL) {
+        return NGX_ERROR;
+    }
+
+    q = out;
+    changed = 0;
+
+    p = r->args.data;
+    end = p + r->args.len;
+
+    while (p < end) {
+        amp = ngx_strlchr(p, end, '&');
+        if (amp == NULL) {
+            amp = end;
+        }
+
+        eq = ngx_strlchr(p, amp, '=');
+        if (eq == NULL) {
+            eq = amp;
+        }
+
+        hit = 0;
+
+        for (n = 0; n < alcf->query->nelts; n++) {
+            if (ngx_http_auth_key_arg_is(p, eq, &name[n])) {
+                hit = 1;
+                break;
+            }
+        }
+
+        if (hit) {
+            changed = 1;
+
+        } else {
+            if (q != out) {
+                *q++ = '&';
+            }
+
+            q = ngx_cpymem(q, p, amp - p);
+        }
+
+        p = amp + 1;
+    }
+
+    if (changed) {
+        r->args.data = out;
+        r->args.len = q - out;
+        r->valid_unparsed_uri = 0;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_http_auth_key_entry_t *
+ngx_http_auth_key_lookup(ngx_http_auth_key_store_t *store, u_char *digest)
+{
+    ngx_int_t                   rc;
+    ngx_uint_t                  lo, hi, mid;
+    ngx_http_auth_key_entry_t  *e;
+
+    lo = 0;
+    hi = store->nentries;
+
+    while (lo < hi) {
+        mid = lo + (hi - lo) / 2;
+        e = &store->entries[mid];
+
+        rc = ngx_memcmp(digest, e->digest, NGX_HTTP_AUTH_KEY_DIGEST_LEN);
+
+        if (rc < 0) {
+            hi = mid;
+
+        } else if (rc > 0) {
+            lo = mid + 1;
+
+        } else {
+            /* the final word is a constant-time compare */
+
+            if (CRYPTO_memcmp(digest, e->digest,
+                              NGX_HTTP_AUTH_KEY_DIGEST_LEN) == 0)
+            {
+                return e;
+            }
+
+            return NULL;
+        }
+    }
+
+    return NULL;
+}
+
+
+static ngx_int_t
+ngx_http_auth_key_consumer_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_http_auth_key_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r->main, ngx_http_auth_key_module);
+
+    if (ctx == NULL || ctx->result != NGX_HTTP_AUTH_KEY_OK) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    v->len = ctx->consumer.len;
+    v->data = ctx->consumer.data;
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_auth_key_result_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_str_t                *s;
+    ngx_http_auth_key_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r->main, ngx_http_auth_key_module);
+
+    s = &ngx_http_auth_key_results[ctx ? ctx->result
+                                       : NGX_HTTP_AUTH_KEY_NONE];
+
+    v->len = s->len;
+    v->data = s->data;
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_auth_key_meta_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_str_t *var = (ngx_str_t *) data;
+
+    u_char                   *name;
+    size_t                    len;
+    ngx_uint_t                i;
+    ngx_http_auth_key_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r->main, ngx_http_auth_key_module);
+
+    if (ctx == NULL || ctx->result != NGX_HTTP_AUTH_KEY_OK) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    name = var->data + sizeof("auth_key_") - 1;
+    len = var->len - (sizeof("auth_key_") - 1);
+
+    for (i = 0; i < ctx->nmeta; i++) {
+        if (ctx->meta[i].key.len == len
+            && ngx_strncasecmp(ctx->meta[i].key.data, name, len) == 0)
+        {
+            v->len = ctx->meta[i].value.len;
+            v->data = ctx->meta[i].value.data;
+            v->valid = 1;
+            v->no_cacheable = 1;
+            v->not_found = 0;
+            return NGX_OK;
+        }
+    }
+
+    v->not_found = 1;
+
+    return NGX_OK;
+}
+
+
+static char *
+ngx_http_auth_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_auth_key_loc_conf_t *alcf = conf;
+
+    u_char     *p;
+    ngx_str_t  *value;
+
+    if (alcf->enabled != NGX_CONF_UNSET) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "off") == 0) {
+        alcf->enabled = 0;
+        return NGX_CONF_OK;
+    }
+
+    for (p = value[1].data; p < value[1].data + value[1].len; p++) {
+        if (*p == '"' || *p == '\\' || *p < 0x20 || *p == 0x7f) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid character in realm \"%V\"",
+                               &value[1]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    alcf->enabled = 1;
+    alcf->realm = value[1];
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_auth_key_source(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_auth_key_loc_conf_t *alcf = conf;
+
+    u_char       *p;
+    ngx_str_t    *value, *s, name;
+    ngx_uint_t    i;
+    ngx_array_t  *a;
+
+    if (alcf->headers != NGX_CONF_UNSET_PTR
+        || alcf->query != NGX_CONF_UNSET_PTR)
+    {
+        return "is duplicate";
+    }
+
+    alcf->headers = NULL;
+    alcf->query = NULL;
+
+    value = cf->args->elts;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "header=", 7) == 0) {
+            name.data = value[i].data + 7;
+            name.len = value[i].len - 7;
+
+            for (p = name.data; p < name.data + name.len; p++) {
+                if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')
+                      || (*p >= '0' && *p <= '9') || *p == '-' || *p == '_'))
+                {
+                    goto invalid;
+                }
+            }
+
+            if (alcf->headers == NULL) {
+                alcf->headers = ngx_array_create(cf->pool, 2,
+                                                 sizeof(ngx_str_t));
+                if (alcf->headers == NULL) {
+                    return NGX_CONF_ERROR;
+                }
+            }
+
+            a = alcf->headers;
+
+        } else if (ngx_strncmp(value[i].data, "query=", 6) == 0) {
+            name.data = value[i].data + 6;
+            name.len = value[i].len - 6;
+
+            for (p = name.data; p < name.data + name.len; p++) {
+                if (*p <= 0x20 || *p >= 0x7f || *p == '&' || *p == '='
+                    || *p == '%' || *p == '+')
+                {
+                    goto invalid;
+                }
+            }
+
+            if (alcf->query == NULL) {
+                alcf->query = ngx_array_create(cf->pool, 1,
+                                               sizeof(ngx_str_t));
+                if (alcf->query == NULL) {
+                    return NGX_CONF_ERROR;
+                }
+            }
+
+            a = alcf->query;
+
+        } else {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid parameter \"%V\", expected "
+                               "\"header=name\" or \"query=name\"",
+                               &value[i]);
+            return NGX_CONF_ERROR;
+        }
+
+        if (name.len == 0) {
+            goto invalid;
+        }
+
+        s = ngx_array_push(a);
+        if (s == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        *s = name;
+    }
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid name in \"%V\"", &value[i]);
+    return NGX_CONF_ERROR;
+}
+
+
+static char *
+ngx_http_auth_key_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_auth_key_loc_conf_t *alcf = conf;
+
+    ngx_str_t  *value, name;
+
+    if (alcf->store != NGX_CONF_UNSET_PTR) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "off") == 0) {
+        alcf->store = NULL;
+        return NGX_CONF_OK;
+    }
+
+    name = value[1];
+
+    if (ngx_conf_full_name(cf->cycle, &name, 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    alcf->store = ngx_http_auth_key_load(cf, &name);
+    if (alcf->store == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_auth_key_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_auth_key_loc_conf_t *alcf = conf;
+
+    if (alcf->redis != NGX_CONF_UNSET_PTR) {
+        return "is duplicate";
+    }
+
+    return ngx_http_auth_key_redis_conf(cf, alcf);
+}
+
+
+static ngx_http_auth_key_store_t *
+ngx_http_auth_key_load(ngx_conf_t *cf, ngx_str_t *name)
+{
+    u_char                         *buf;
+    ssize_t                         n;
+    ngx_uint_t                      i;
+    ngx_file_t                      file;
+    ngx_file_info_t                 fi;
+    ngx_http_auth_key_store_t      *store;
+    ngx_http_auth_key_main_conf_t  *amcf;
+
+    amcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_auth_key_module);
+
+    store = amcf->stores.elts;
+
+    for (i = 0; i < amcf->stores.nelts; i++) {
+        if (store[i].name.len == name->len
+            && ngx_strncmp(store[i].name.data, name->data, name->len) == 0)
+        {
+            return &store[i];
+        }
+    }
+
+    ngx_memzero(&file, sizeof(ngx_file_t));
+    file.name = *name;
+    file.log = cf->log;
+
+    file.fd = ngx_open_file(name->data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+
+    if (file.fd == NGX_INVALID_FILE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           ngx_open_file_n " \"%V\" failed", name);
+        return NULL;
+    }
+
+    buf = NULL;
+    store = NULL;
+
+    if (ngx_fd_info(file.fd, &fi) == NGX_FILE_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           ngx_fd_info_n " \"%V\" failed", name);
+        goto done;
+    }
+
+    if (ngx_file_size(&fi) > NGX_HTTP_AUTH_KEY_FILE_MAX) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "auth_key_file \"%V\" is too large", name);
+        goto done;
+    }
+
+    buf = ngx_alloc((size_t) ngx_file_size(&fi) + 1, cf->log);
+    if (buf == NULL) {
+        goto done;
+    }
+
+    n = ngx_read_file(&file, buf, (size_t) ngx_file_size(&fi), 0);
+
+    if (n == NGX_ERROR) {
+        goto done;
+    }
+
+    store = ngx_array_push(&amcf->stores);
+    if (store == NULL) {
+        goto done;
+    }
+
+    ngx_memzero(store, sizeof(ngx_http_auth_key_store_t));
+    store->name = *name;
+
+    if (ngx_http_auth_key_parse(cf, store, buf, buf + n) != NGX_CONF_OK) {
+        amcf->stores.nelts--;
+        store = NULL;
+    }
+
+done:
+
+    if (buf) {
+        ngx_free(buf);
+    }
+
+    if (ngx_close_file(file.fd) == NGX_FILE_ERROR) {
+        ngx_log_error(NGX_LOG_ALERT, cf->log, ngx_errno,
+                      ngx_close_file_n " \"%V\" failed", name);
+    }
+
+    return store;
+}
+
+
+static char *
+ngx_http_auth_key_parse(ngx_conf_t *cf, ngx_http_auth_key_store_t *store,
+    u_char *p, u_char *end)
+{
+    u_char                     *eol, *w;
+    ngx_str_t                   words[64];
+    ngx_uint_t                  line, nwords, i;
+    ngx_array_t                 entries;
+    ngx_http_auth_key_entry_t  *e;
+
+    if (ngx_array_init(&entries, cf->pool, 16,
+                       sizeof(ngx_http_auth_key_entry_t))
+        != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    for (line = 1; p < end; line++, p = eol + 1) {
+
+        eol = ngx_strlchr(p, end, '\n');
+        if (eol == NULL) {
+            eol = end;
+        }
+
+        nwords = 0;
+        w = p;
+
+        while (w < eol) {
+            while (w < eol && (*w == ' ' || *w == '\t' || *w == '\r')) {
+                w++;
+            }
+
+            if (w == eol || *w == '#') {
+                break;
+            }
+
+            if (nwords == 64) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "auth_key_file \"%V\" line %ui: "
+                                   "too many fields", &store->name, line);
+                return NGX_CONF_ERROR;
+            }
+
+            words[nwords].data = w;
+
+            while (w < eol && *w != ' ' && *w != '\t' && *w != '\r') {
+                w++;
+            }
+
+            words[nwords].len = w - words[nwords].data;
+            nwords++;
+        }
+
+        if (nwords == 0) {
+            continue;
+        }
+
+        if (ngx_http_auth_key_parse_line(cf, store, &entries, words, nwords,
+                                         line)
+            != NGX_CONF_OK)
+        {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    e = entries.elts;
+
+    ngx_qsort(e, entries.nelts, sizeof(ngx_http_auth_key_entry_t),
+              ngx_http_auth_key_cmp_entries);
+
+    for (i = 1; i < entries.nelts; i++) {
+        if (ngx_memcmp(e[i].digest, e[i - 1].digest,
+                       NGX_HTTP_AUTH_KEY_DIGEST_LEN) == 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "auth_key_file \"%V\" line %ui: duplicate "
+                               "API key (same as line %ui)", &store->name,
+                               ngx_max(e[i].line, e[i - 1].line),
+                               ngx_min(e[i].line, e[i - 1].line));
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    store->entries = e;
+    store->nentries = entries.nelts;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_auth_key_parse_line(ngx_conf_t *cf, ngx_http_auth_key_store_t *store,
+    ngx_array_t *entries, ngx_str_t *words, ngx_uint_t nwords,
+    ngx_uint_t line)
+{
+    u_char                     *p, *eq;
+    ngx_int_t                   hi, lo;
+    ngx_uint_t                  i, j, k;
+    const char                 *reason;
+    ngx_keyval_t               *kv;
+    ngx_http_auth_key_entry_t  *e;
+
+    if (words[0].len != sizeof("sha256:") - 1 + 64
+        || ngx_strncmp(words[0].data, "sha256:", 7) != 0)
+    {
+        reason = "expected \"sha256:<64 hex digits>\"";
+        goto failed;
+    }
+
+    e = ngx_array_push(entries);
+    if (e == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(e, sizeof(ngx_http_auth_key_entry_t));
+    e->line = line;
+
+    p = words[0].data + 7;
+
+    for (i = 0; i < NGX_HTTP_AUTH_KEY_DIGEST_LEN; i++) {
+        hi = ngx_hextoi(p + 2 * i, 1);
+        lo = ngx_hextoi(p + 2 * i + 1, 1);
+
+        if (hi == NGX_ERROR || lo == NGX_ERROR) {
+            reason = "expected \"sha256:<64 hex digits>\"";
+            goto failed;
+        }
+
+        e->digest[i] = (u_char) (hi * 16 + lo);
+    }
+
+    if (nwords < 2) {
+        reason = "no consumer name after the hash";
+        goto failed;
+    }
+
+    for (j = 1; j < nwords; j++) {
+        for (p = words[j].data; p < words[j].data + words[j].len; p++) {
+            if (*p < 0x20 || *p == 0x7f) {
+                reason = "control character";
+                goto failed;
+            }
+        }
+    }
+
+    e->consumer.len = words[1].len;
+    e->consumer.data = ngx_pstrdup(cf->pool, &words[1]);
+    if (e->consumer.data == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    e->nmeta = nwords - 2;
+
+    if (e->nmeta == 0) {
+        return NGX_CONF_OK;
+    }
+
+    kv = ngx_pcalloc(cf->pool, e->nmeta * sizeof(ngx_keyval_t));
+    if (kv == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    e->meta = kv;
+
+    for (j = 2; j < nwords; j++) {
+        eq = ngx_strlchr(words[j].data, words[j].data + words[j].len, '=');
+
+        if (eq == NULL || eq == words[j].data) {
+            reason = "expected \"name=value\" after the consumer name";
+            goto failed;
+        }
+
+        kv->key.len = eq - words[j].data;
+        kv->key.data = ngx_pnalloc(cf->pool, kv->key.len);
+        if (kv->key.data == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        for (k = 0; k < kv->key.len; k++) {
+            p = &words[j].data[k];
+
+            if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')
+                  || (*p >= '0' && *p <= '9') || *p == '_'))
+            {
+                reason = "metadata names are letters, digits and \"_\"";
+                goto failed;
+            }
+
+            kv->key.data[k] = ngx_tolower(*p);
+        }
+
+        if ((kv->key.len == 8
+             && ngx_strncmp(kv->key.data, "consumer", 8) == 0)
+            || (kv->key.len == 6
+                && ngx_strncmp(kv->key.data, "result", 6) == 0))
+        {
+            reason = "metadata names \"consumer\" and \"result\" are reserved";
+            goto failed;
+        }
+
+        for (k = 0; k < (ngx_uint_t) (kv - e->meta); k++) {
+            if (e->meta[k].key.len == kv->key.len
+                && ngx_strncmp(e->meta[k].key.data, kv->key.data,
+                               kv->key.len) == 0)
+            {
+                reason = "duplicate metadata name";
+                goto failed;
+            }
+        }
+
+        kv->value.len = words[j].data + words[j].len - eq - 1;
+        kv->value.data = ngx_pnalloc(cf->pool, kv->value.len + 1);
+        if (kv->value.data == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        ngx_memcpy(kv->value.data, eq + 1, kv->value.len);
+
+        kv++;
+    }
+
+    return NGX_CONF_OK;
+
+failed:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "auth_key_file \"%V\" line %ui: %s",
+                       &store->name, line, reason);
+
+    return NGX_CONF_ERROR;
+}
+
+
+static int ngx_libc_cdecl
+ngx_http_auth_key_cmp_entries(const void *one, const void *two)
+{
+    const ngx_http_auth_key_entry_t  *a = one;
+    const ngx_http_auth_key_entry_t  *b = two;
+
+    return ngx_memcmp(a->digest, b->digest, NGX_HTTP_AUTH_KEY_DIGEST_LEN);
+}
+
+
+static ngx_int_t
+ngx_http_auth_key_add_variables(ngx_conf_t *cf)
+{
+    ngx_http_variable_t  *var, *v;
+
+    for (v = ngx_http_auth_key_vars; v->name.len; v++) {
+        var = ngx_http_add_variable(cf, &v->name, v->flags);
+        if (var == NULL) {
+            return NGX_ERROR;
+        }
+
+        var->get_handler = v->get_handler;
+        var->data = v->data;
+    }
+
+    return NGX_OK;
+}
+
+
+static void *
+ngx_http_auth_key_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_auth_key_main_conf_t  *amcf;
+
+    amcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_auth_key_main_conf_t));
+    if (amcf == NULL) {
+        return NULL;
+    }
+
+    if (ngx_array_init(&amcf->stores, cf->pool, 4,
+                       sizeof(ngx_http_auth_key_store_t))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    if (ngx_array_init(&amcf->redis, cf->pool, 1,
+                       sizeof(ngx_http_auth_key_redis_t *))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    return amcf;
+}
+
+
+static void *
+ngx_http_auth_key_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_auth_key_loc_conf_t  *conf;
+
+    conf = ngx_pcalloc(cf->pool, sizeof(ngx_http_auth_key_loc_conf_t));
+    if (conf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     conf->realm = { 0, NULL };
+     *     conf->challenge = { 0, NULL };
+     */
+
+    conf->headers = NGX_CONF_UNSET_PTR;
+    conf->query = NGX_CONF_UNSET_PTR;
+    conf->store = NGX_CONF_UNSET_PTR;
+    conf->redis = NGX_CONF_UNSET_PTR;
+    conf->enabled = NGX_CONF_UNSET;
+    conf->hide = NGX_CONF_UNSET;
+
+    return conf;
+}
+
+
+static char *
+ngx_http_auth_key_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_auth_key_loc_conf_t *prev = parent;
+    ngx_http_auth_key_loc_conf_t *conf = child;
+
+    u_char     *p;
+    ngx_str_t  *h;
+
+    if (conf->enabled == NGX_CONF_UNSET) {
+        conf->enabled = prev->enabled;
+        conf->realm = prev->realm;
+    }
+
+    ngx_conf_merge_value(conf->enabled, prev->enabled, 0);
+    ngx_conf_merge_value(conf->hide, prev->hide, 1);
+    ngx_conf_merge_ptr_value(conf->store, prev->store, NULL);
+    ngx_conf_merge_ptr_value(conf->redis, prev->redis, NULL);
+
+    if (conf->headers == NGX_CONF_UNSET_PTR
+        && conf->query == NGX_CONF_UNSET_PTR)
+    {
+        conf->headers = prev->headers;
+        conf->query = prev->query;
+    }
+
+    if (conf->headers == NGX_CONF_UNSET_PTR) {
+        conf->headers = ngx_array_create(cf->pool, 1, sizeof(ngx_str_t));
+        if (conf->headers == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        h = ngx_array_push(conf->headers);
+        if (h == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        ngx_str_set(h, "X-API-Key");
+    }
+
+    ngx_conf_merge_ptr_value(conf->query, prev->query, NULL);
+
+    if (conf->enabled && conf->challenge.data == NULL) {
+        conf->challenge.len = sizeof("ApiKey realm=\"\"") - 1
+                              + conf->realm.len;
+        conf->challenge.data = ngx_pnalloc(cf->pool, conf->challenge.len);
+        if (conf->challenge.data == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        p = ngx_cpymem(conf->challenge.data, "ApiKey realm=\"",
+                       sizeof("ApiKey realm=\"") - 1);
+        p = ngx_cpymem(p, conf->realm.data, conf->realm.len);
+        *p = '"';
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_auth_key_init(ngx_conf_t *cf)
+{
+    ngx_http_handler_pt        *h;
+    ngx_http_core_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_ACCESS_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_auth_key_handler;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_auth_key_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_http_auth_key_redis_exit(cycle);
+}

@@ -1,0 +1,592 @@
+
+/*
+ * Copyright (C) meshgate contributors
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+#include "ngx_http_auth_key.h"
+#include "ngx_meshgate_cache.h"
+#include "ngx_meshgate_redis.h"
+
+
+/*
+ * The Redis key store: a consumer is the hash at <prefix><sha256 hex>,
+ * its field "consumer" the name, every other field a metadata value.
+ * Answers, found or not, are cached in a shared-memory zone: as
+ * 'K' then length-prefixed strings (consumer, name, value, ...), or 'N'.
+ */
+
+#define NGX_HTTP_AUTH_KEY_REDIS_FOUND    'K'
+#define NGX_HTTP_AUTH_KEY_REDIS_UNKNOWN  'N'
+#define NGX_HTTP_AUTH_KEY_REDIS_FIELDS   64
+#define NGX_HTTP_AUTH_KEY_REDIS_LEN      4096
+
+
+struct ngx_http_auth_key_redis_s {
+    ngx_meshgate_redis_t       *client;
+    ngx_meshgate_cache_t       *cache;
+    ngx_str_t                   prefix;
+    ngx_msec_t                  ttl;
+    ngx_msec_t                  negative_ttl;
+};
+
+
+typedef struct {
+    ngx_http_auth_key_redis_t  *kr;
+    ngx_http_auth_key_ctx_t    *ctx;
+    u_char                      digest[NGX_HTTP_AUTH_KEY_DIGEST_LEN];
+} ngx_http_auth_key_redis_call_t;
+
+
+static void ngx_http_auth_key_redis_handler(void *data, ngx_int_t status,
+    redisReply *reply);
+static ngx_uint_t ngx_http_auth_key_redis_read(ngx_http_request_t *r,
+    ngx_http_auth_key_ctx_t *ctx, redisReply *reply);
+static ngx_int_t ngx_http_auth_key_redis_valid(u_char *p, size_t len,
+    ngx_uint_t name);
+static void ngx_http_auth_key_redis_store(ngx_http_request_t *r,
+    ngx_http_auth_key_redis_call_t *call);
+static ngx_int_t ngx_http_auth_key_redis_decode(ngx_http_request_t *r,
+    ngx_http_auth_key_ctx_t *ctx, ngx_str_t *value);
+static u_char *ngx_http_auth_key_redis_put(u_char *p, ngx_str_t *s);
+static ngx_int_t ngx_http_auth_key_redis_get(u_char **p, u_char *end,
+    ngx_str_t *s);
+
+
+char *
+ngx_http_auth_key_redis_conf(ngx_conf_t *cf,
+    ngx_http_auth_key_loc_conf_t *alcf)
+{
+    char                           *rv;
+    ngx_int_t                       rc;
+    ngx_str_t                      *value, s;
+    ngx_msec_t                      t;
+    ngx_uint_t                      i;
+    ngx_http_auth_key_redis_t      *kr, **pkr;
+    ngx_http_auth_key_main_conf_t  *amcf;
+
+    value = cf->args->elts;
+
+    if (cf->args->nelts == 2 && ngx_strcmp(value[1].data, "off") == 0) {
+        alcf->redis = NULL;
+        return NGX_CONF_OK;
+    }
+
+    kr = ngx_pcalloc(cf->pool, sizeof(ngx_http_auth_key_redis_t));
+    if (kr == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    kr->client = ngx_meshgate_redis_create(cf);
+    if (kr->client == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_str_set(&kr->prefix, "apikey:");
+    kr->ttl = 30000;
+    kr->negative_ttl = NGX_CONF_UNSET_MSEC;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "zone=", 5) == 0) {
+            rv = ngx_meshgate_cache_conf(cf, &value[i],
+                                         &ngx_http_auth_key_module,
+                                         &kr->cache);
+            if (rv != NGX_CONF_OK) {
+                return rv;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "prefix=", 7) == 0) {
+            kr->prefix.data = value[i].data + 7;
+            kr->prefix.len = value[i].len - 7;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "ttl=", 4) == 0
+            || ngx_strncmp(value[i].data, "negative_ttl=", 13) == 0)
+        {
+            s.data = (u_char *) ngx_strchr(value[i].data, '=') + 1;
+            s.len = value[i].data + value[i].len - s.data;
+
+            t = ngx_parse_time(&s, 0);
+            if (t == (ngx_msec_t) NGX_ERROR) {
+                goto invalid;
+            }
+
+            if (value[i].data[0] == 't') {
+                kr->ttl = t;
+
+            } else {
+                kr->negative_ttl = t;
+            }
+
+            continue;
+        }
+
+        rc = ngx_meshgate_redis_parse(cf, kr->client, &value[i]);
+
+        if (rc == NGX_ERROR) {
+            return NGX_CONF_ERROR;
+        }
+
+        if (rc == NGX_DECLINED) {
+            goto invalid;
+        }
+    }
+
+    if (kr->cache == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"auth_key_redis\" needs \"zone=name:size\"");
+        return NGX_CONF_ERROR;
+    }
+
+    if (kr->negative_ttl == NGX_CONF_UNSET_MSEC) {
+        kr->negative_ttl = kr->ttl;
+    }
+
+    if (ngx_meshgate_redis_init(cf, kr->client) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    amcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_auth_key_module);
+
+    pkr = ngx_array_push(&amcf->redis);
+    if (pkr == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    *pkr = kr;
+    alcf->redis = kr;
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid parameter \"%V\"", &value[i]);
+    return NGX_CONF_ERROR;
+}
+
+
+ngx_int_t
+ngx_http_auth_key_redis_lookup(ngx_http_request_t *r,
+    ngx_http_auth_key_redis_t *kr, ngx_http_auth_key_ctx_t *ctx,
+    u_char *digest)
+{
+    u_char                          *p;
+    size_t                           len[2];
+    ngx_int_t                        rc;
+    ngx_str_t                        key, value;
+    const char                      *argv[2];
+    ngx_http_auth_key_redis_call_t  *call;
+
+    key.data = digest;
+    key.len = NGX_HTTP_AUTH_KEY_DIGEST_LEN;
+
+    rc = ngx_meshgate_cache_get(kr->cache, &key, r->pool, &value, NULL);
+
+    if (rc == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    if (rc == NGX_OK) {
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "auth_key: redis store cache hit");
+
+        if (ngx_http_auth_key_redis_decode(r, ctx, &value) != NGX_OK) {
+            ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                          "auth_key: corrupt cache entry");
+            return NGX_ERROR;
+        }
+
+        return NGX_OK;
+    }
+
+    call = ngx_palloc(r->pool, sizeof(ngx_http_auth_key_redis_call_t));
+    if (call == NULL) {
+        return NGX_ERROR;
+    }
+
+    call->kr = kr;
+    call->ctx = ctx;
+    ngx_memcpy(call->digest, digest, NGX_HTTP_AUTH_KEY_DIGEST_LEN);
+
+    p = ngx_pnalloc(r->pool, kr->prefix.len + 2 * key.len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    argv[0] = "HGETALL";
+    len[0] = sizeof("HGETALL") - 1;
+    argv[1] = (const char *) p;
+    len[1] = kr->prefix.len + 2 * key.len;
+
+    p = ngx_cpymem(p, kr->prefix.data, kr->prefix.len);
+    ngx_hex_dump(p, digest, key.len);
+
+    rc = ngx_meshgate_redis_command(kr->client, r->pool, 2, argv, len,
+                                    ngx_http_auth_key_redis_handler, call,
+                                    NULL);
+
+    if (rc == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    if (rc == NGX_DECLINED) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "auth_key: Redis %V is unavailable, key not in cache",
+                      ngx_meshgate_redis_name(kr->client));
+        ctx->result = NGX_HTTP_AUTH_KEY_UNAVAILABLE;
+        return NGX_OK;
+    }
+
+    ctx->state = NGX_HTTP_AUTH_KEY_WAIT;
+    r->write_event_handler = ngx_http_core_run_phases;
+
+    return NGX_AGAIN;
+}
+
+
+static void
+ngx_http_auth_key_redis_handler(void *data, ngx_int_t status,
+    redisReply *reply)
+{
+    ngx_http_auth_key_redis_call_t *call = data;
+
+    ngx_http_request_t       *r;
+    ngx_http_auth_key_ctx_t  *ctx;
+
+    ctx = call->ctx;
+    r = ctx->request;
+
+    if (status != NGX_MESHGATE_REDIS_OK) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "auth_key: Redis %V %s, key not in cache",
+                      ngx_meshgate_redis_name(call->kr->client),
+                      status == NGX_MESHGATE_REDIS_TIMEOUT
+                      ? "timed out" : "failed");
+        ctx->result = NGX_HTTP_AUTH_KEY_UNAVAILABLE;
+
+    } else {
+        ctx->result = ngx_http_auth_key_redis_read(r, ctx, reply);
+
+        if (ctx->result != NGX_HTTP_AUTH_KEY_UNAVAILABLE) {
+            ngx_http_auth_key_redis_store(r, call);
+        }
+    }
+
+    ctx->state = NGX_HTTP_AUTH_KEY_DONE;
+
+    ngx_post_event(r->connection->write, &ngx_posted_events);
+}
+
+
+static ngx_uint_t
+ngx_http_auth_key_redis_read(ngx_http_request_t *r,
+    ngx_http_auth_key_ctx_t *ctx, redisReply *reply)
+{
+    size_t         i, n;
+    ngx_str_t      name, value;
+    redisReply    *f, *v;
+    ngx_keyval_t  *kv;
+
+    if (reply->type == REDIS_REPLY_ERROR) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "auth_key: Redis error: %*s",
+                      (size_t) reply->len, reply->str);
+        return NGX_HTTP_AUTH_KEY_UNAVAILABLE;
+    }
+
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements % 2) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "auth_key: unexpected Redis reply type %d",
+                      reply->type);
+        return NGX_HTTP_AUTH_KEY_UNAVAILABLE;
+    }
+
+    if (reply->elements == 0) {
+        return NGX_HTTP_AUTH_KEY_INVALID;
+    }
+
+    n = reply->elements / 2;
+
+    if (n > NGX_HTTP_AUTH_KEY_REDIS_FIELDS) {
+        goto bad;
+    }
+
+    kv = ngx_pcalloc(r->pool, n * sizeof(ngx_keyval_t));
+    if (kv == NULL) {
+        return NGX_HTTP_AUTH_KEY_UNAVAILABLE;
+    }
+
+    ctx->meta = kv;
+    ctx->nmeta = 0;
+    ngx_str_null(&ctx->consumer);
+
+    for (i = 0; i < n; i++) {
+        f = reply->element[2 * i];
+        v = reply->element[2 * i + 1];
+
+        if (f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING) {
+            goto bad;
+        }
+
+        name.len = f->len;
+        name.data = (u_char *) f->str;
+        value.len = v->len;
+        value.data = (u_char *) v->str;
+
+        if (ngx_http_auth_key_redis_valid(name.data, name.len, 1) != NGX_OK
+            || ngx_http_auth_key_redis_valid(value.data, value.len, 0)
+               != NGX_OK)
+        {
+            goto bad;
+        }
+
+        if (name.len == 8 && ngx_strncasecmp(name.data,
+                                             (u_char *) "consumer", 8) == 0)
+        {
+            if (value.len == 0) {
+                goto bad;
+            }
+
+            ctx->consumer.data = ngx_pstrdup(r->pool, &value);
+            if (ctx->consumer.data == NULL) {
+                return NGX_HTTP_AUTH_KEY_UNAVAILABLE;
+            }
+
+            ctx->consumer.len = value.len;
+            continue;
+        }
+
+        kv->key.data = ngx_pnalloc(r->pool, name.len);
+        kv->value.data = ngx_pstrdup(r->pool, &value);
+
+        if (kv->key.data == NULL || kv->value.data == NULL) {
+            return NGX_HTTP_AUTH_KEY_UNAVAILABLE;
+        }
+
+        ngx_strlow(kv->key.data, name.data, name.len);
+        kv->key.len = name.len;
+        kv->value.len = value.len;
+
+        kv++;
+        ctx->nmeta++;
+    }
+
+    if (ctx->consumer.len == 0) {
+        goto bad;
+    }
+
+    return NGX_HTTP_AUTH_KEY_OK;
+
+bad:
+
+    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                  "auth_key: malformed Redis key entry (a \"consumer\" field, "
+                  "names of letters, digits and \"_\", printable values "
+                  "expected), key refused");
+
+    ctx->nmeta = 0;
+    ngx_str_null(&ctx->consumer);
+
+    return NGX_HTTP_AUTH_KEY_INVALID;
+}
+
+
+static ngx_int_t
+ngx_http_auth_key_redis_valid(u_char *p, size_t len, ngx_uint_t name)
+{
+    u_char  *end;
+
+    if (len > NGX_HTTP_AUTH_KEY_REDIS_LEN || (name && len == 0)) {
+        return NGX_ERROR;
+    }
+
+    for (end = p + len; p < end; p++) {
+        if (name) {
+            if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')
+                  || (*p >= '0' && *p <= '9') || *p == '_'))
+            {
+                return NGX_ERROR;
+            }
+
+        } else if (*p < 0x20 || *p == 0x7f) {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_auth_key_redis_store(ngx_http_request_t *r,
+    ngx_http_auth_key_redis_call_t *call)
+{
+    u_char                   *p;
+    size_t                    len;
+    uint64_t                  expires;
+    ngx_str_t                 key, value;
+    ngx_uint_t                i;
+    ngx_http_auth_key_ctx_t  *ctx;
+
+    ctx = call->ctx;
+
+    len = 1;
+
+    if (ctx->result == NGX_HTTP_AUTH_KEY_OK) {
+        len += 2 + ctx->consumer.len;
+
+        for (i = 0; i < ctx->nmeta; i++) {
+            len += 4 + ctx->meta[i].key.len + ctx->meta[i].value.len;
+        }
+
+        expires = call->kr->ttl;
+
+    } else {
+        expires = call->kr->negative_ttl;
+    }
+
+    if (expires == 0) {
+        return;
+    }
+
+    value.data = ngx_pnalloc(r->pool, len);
+    if (value.data == NULL) {
+        return;
+    }
+
+    p = value.data;
+
+    if (ctx->result == NGX_HTTP_AUTH_KEY_OK) {
+        *p++ = NGX_HTTP_AUTH_KEY_REDIS_FOUND;
+        p = ngx_http_auth_key_redis_put(p, &ctx->consumer);
+
+        for (i = 0; i < ctx->nmeta; i++) {
+            p = ngx_http_auth_key_redis_put(p, &ctx->meta[i].key);
+            p = ngx_http_auth_key_redis_put(p, &ctx->meta[i].value);
+        }
+
+    } else {
+        *p++ = NGX_HTTP_AUTH_KEY_REDIS_UNKNOWN;
+    }
+
+    value.len = p - value.data;
+
+    key.data = call->digest;
+    key.len = NGX_HTTP_AUTH_KEY_DIGEST_LEN;
+
+    if (ngx_meshgate_cache_set(call->kr->cache, &key, &value,
+                               ngx_meshgate_now_ms() + expires)
+        != NGX_OK)
+    {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "auth_key: cache zone \"%V\" is full",
+                      &call->kr->cache->name);
+    }
+}
+
+
+static ngx_int_t
+ngx_http_auth_key_redis_decode(ngx_http_request_t *r,
+    ngx_http_auth_key_ctx_t *ctx, ngx_str_t *value)
+{
+    u_char        *p, *end;
+    ngx_uint_t     n;
+    ngx_keyval_t  *kv;
+
+    if (value->len == 0) {
+        return NGX_ERROR;
+    }
+
+    if (value->data[0] == NGX_HTTP_AUTH_KEY_REDIS_UNKNOWN) {
+        ctx->result = NGX_HTTP_AUTH_KEY_INVALID;
+        return NGX_OK;
+    }
+
+    p = value->data + 1;
+    end = value->data + value->len;
+
+    if (ngx_http_auth_key_redis_get(&p, end, &ctx->consumer) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    kv = ngx_palloc(r->pool,
+                    NGX_HTTP_AUTH_KEY_REDIS_FIELDS * sizeof(ngx_keyval_t));
+    if (kv == NULL) {
+        return NGX_ERROR;
+    }
+
+    for (n = 0; p < end && n < NGX_HTTP_AUTH_KEY_REDIS_FIELDS; n++) {
+        if (ngx_http_auth_key_redis_get(&p, end, &kv[n].key) != NGX_OK
+            || ngx_http_auth_key_redis_get(&p, end, &kv[n].value) != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    ctx->meta = kv;
+    ctx->nmeta = n;
+    ctx->result = NGX_HTTP_AUTH_KEY_OK;
+
+    return NGX_OK;
+}
+
+
+static u_char *
+ngx_http_auth_key_redis_put(u_char *p, ngx_str_t *s)
+{
+    *p++ = (u_char) (s->len >> 8);
+    *p++ = (u_char) (s->len & 0xff);
+
+    return ngx_cpymem(p, s->data, s->len);
+}
+
+
+static ngx_int_t
+ngx_http_auth_key_redis_get(u_char **p, u_char *end, ngx_str_t *s)
+{
+    if (end - *p < 2) {
+        return NGX_ERROR;
+    }
+
+    s->len = ((size_t) (*p)[0] << 8) | (*p)[1];
+    *p += 2;
+
+    if ((size_t) (end - *p) < s->len) {
+        return NGX_ERROR;
+    }
+
+    s->data = *p;
+    *p += s->len;
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_auth_key_redis_exit(ngx_cycle_t *cycle)
+{
+    ngx_uint_t                      i;
+    ngx_http_auth_key_redis_t     **kr;
+    ngx_http_auth_key_main_conf_t  *amcf;
+
+    amcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                               ngx_http_auth_key_module);
+    if (amcf == NULL) {
+        return;
+    }
+
+    kr = amcf->redis.elts;
+
+    for (i = 0; i < amcf->redis.nelts; i++) {
+        ngx_meshgate_redis_close(kr[i]->client);
+    }
+}
