@@ -145,6 +145,15 @@ ngx_http_auth_jwt_fetch_done(ngx_http_request_t *r, void *data, ngx_int_t rc)
 
     ngx_http_auth_jwt_wake(src);
 
+    /*
+     * a failed fetch must not take the client's request down with it
+     * (an error in a subrequest terminates the main request)
+     */
+
+    if (rc == NGX_ERROR && !r->connection->error) {
+        return NGX_OK;
+    }
+
     return rc;
 }
 

@@ -491,6 +491,10 @@ ngx_http_auth_jwt_keys(ngx_http_request_t *r, ngx_http_auth_jwt_ctx_t *ctx,
     pending = 0;
     srcs = jlcf->sources->elts;
 
+    if (ctx->wait_until == 0) {
+        ctx->wait_until = now + NGX_HTTP_AUTH_JWT_WAIT;
+    }
+
     for (i = 0; i < jlcf->sources->nelts; i++) {
         src = srcs[i];
 
@@ -519,10 +523,6 @@ ngx_http_auth_jwt_keys(ngx_http_request_t *r, ngx_http_auth_jwt_ctx_t *ctx,
 
             if (ngx_http_auth_jwt_fetch(r, src, 0) != NGX_OK) {
                 return NGX_ERROR;
-            }
-
-            if (ctx->wait_until == 0) {
-                ctx->wait_until = now + NGX_HTTP_AUTH_JWT_WAIT;
             }
 
             pending = 1;
