@@ -39,7 +39,7 @@ def key(name):
     if name not in _cache:
         if name.startswith("rsa"):
             k = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        elif name == "ec256":
+        elif name.startswith("ec256"):
             k = ec.generate_private_key(ec.SECP256R1())
         elif name == "ec384":
             k = ec.generate_private_key(ec.SECP384R1())
@@ -72,7 +72,7 @@ def jwk(name, kid=None, alg=None, **extra):
         elif name.startswith("ec"):
             nums = pub.public_numbers()
             crv = {"ec256": ("P-256", 32), "ec384": ("P-384", 48),
-                   "ec521": ("P-521", 66)}[name]
+                   "ec521": ("P-521", 66)}[name[:5]]
             d = {"kty": "EC", "crv": crv[0], "x": b64u_int(nums.x, crv[1]),
                  "y": b64u_int(nums.y, crv[1])}
         else:
