@@ -78,6 +78,7 @@ typedef struct {
 typedef struct {
     ngx_array_t                     keys;     /* ngx_http_auth_jwt_key_t */
     ngx_pool_t                     *pool;
+    ngx_uint_t                      own;      /* pool is the set's own */
 } ngx_http_auth_jwt_keyset_t;
 
 
@@ -116,7 +117,8 @@ extern ngx_http_auth_jwt_alg_t  ngx_http_auth_jwt_algs[];
 
 ngx_int_t ngx_http_auth_jwt_decode_b64url(ngx_str_t *src, ngx_str_t *dst,
     ngx_pool_t *pool);
-ngx_http_auth_jwt_keyset_t *ngx_http_auth_jwt_keyset_create(ngx_log_t *log);
+ngx_http_auth_jwt_keyset_t *ngx_http_auth_jwt_keyset_create(ngx_pool_t *pool,
+    ngx_log_t *log);
 void ngx_http_auth_jwt_keyset_free(ngx_http_auth_jwt_keyset_t *ks);
 ngx_int_t ngx_http_auth_jwt_keyset_load(ngx_http_auth_jwt_keyset_t *ks,
     u_char *data, size_t len, ngx_uint_t strict, ngx_log_t *log,

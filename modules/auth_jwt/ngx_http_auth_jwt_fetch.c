@@ -195,7 +195,7 @@ ngx_http_auth_jwt_fetch_install(ngx_http_request_t *sr,
     body.data = sr->out->buf->pos;
     body.len = sr->out->buf->last - sr->out->buf->pos;
 
-    ks = ngx_http_auth_jwt_keyset_create(ngx_cycle->log);
+    ks = ngx_http_auth_jwt_keyset_create(NULL, ngx_cycle->log);
     if (ks == NULL) {
         goto failed;
     }

@@ -190,16 +190,27 @@ ngx_http_auth_jwt_sha256(ngx_str_t *in, u_char *out)
 }
 
 
+/*
+ * A key set in pool, or with a pool of its own when pool is NULL (a
+ * fetched JWKS, freed when replaced).
+ */
+
 ngx_http_auth_jwt_keyset_t *
-ngx_http_auth_jwt_keyset_create(ngx_log_t *log)
+ngx_http_auth_jwt_keyset_create(ngx_pool_t *pool, ngx_log_t *log)
 {
-    ngx_pool_t                  *pool;
+    ngx_pool_t                  *own;
     ngx_pool_cleanup_t          *cln;
     ngx_http_auth_jwt_keyset_t  *ks;
 
-    pool = ngx_create_pool(4096, log);
+    own = NULL;
+
     if (pool == NULL) {
-        return NULL;
+        own = ngx_create_pool(4096, log);
+        if (own == NULL) {
+            return NULL;
+        }
+
+        pool = own;
     }
 
     ks = ngx_pcalloc(pool, sizeof(ngx_http_auth_jwt_keyset_t));
@@ -208,6 +219,7 @@ ngx_http_auth_jwt_keyset_create(ngx_log_t *log)
     }
 
     ks->pool = pool;
+    ks->own = own ? 1 : 0;
 
     if (ngx_array_init(&ks->keys, pool, 4, sizeof(ngx_http_auth_jwt_key_t))
         != NGX_OK)
@@ -227,7 +239,10 @@ ngx_http_auth_jwt_keyset_create(ngx_log_t *log)
 
 failed:
 
-    ngx_destroy_pool(pool);
+    if (own) {
+        ngx_destroy_pool(own);
+    }
+
     return NULL;
 }
 
@@ -235,7 +250,7 @@ failed:
 void
 ngx_http_auth_jwt_keyset_free(ngx_http_auth_jwt_keyset_t *ks)
 {
-    if (ks != NULL) {
+    if (ks != NULL && ks->own) {
         ngx_destroy_pool(ks->pool);
     }
 }

@@ -135,11 +135,11 @@ static void *ngx_http_auth_jwt_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_auth_jwt_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
 static ngx_int_t ngx_http_auth_jwt_init(ngx_conf_t *cf);
+static void ngx_http_auth_jwt_exit_process(ngx_cycle_t *cycle);
 static char *ngx_http_auth_jwt(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_auth_jwt_key_file(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-static void ngx_http_auth_jwt_keyset_pool_cleanup(void *data);
 static char *ngx_http_auth_jwt_key_request(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_http_auth_jwt_type(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -309,7 +309,7 @@ ngx_module_t  ngx_http_auth_jwt_module = {
     NULL,                                  /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
-    NULL,                                  /* exit process */
+    ngx_http_auth_jwt_exit_process,        /* exit process */
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
 };
@@ -1782,6 +1782,30 @@ ngx_http_auth_jwt_init(ngx_conf_t *cf)
 }
 
 
+/* the key sets fetched by this worker */
+
+static void
+ngx_http_auth_jwt_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_uint_t                       i;
+    ngx_http_auth_jwt_source_t     **srcs;
+    ngx_http_auth_jwt_main_conf_t   *jmcf;
+
+    jmcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                               ngx_http_auth_jwt_module);
+    if (jmcf == NULL) {
+        return;
+    }
+
+    srcs = jmcf->sources.elts;
+
+    for (i = 0; i < jmcf->sources.nelts; i++) {
+        ngx_http_auth_jwt_keyset_free(srcs[i]->keyset);
+        srcs[i]->keyset = NULL;
+    }
+}
+
+
 static char *
 ngx_http_auth_jwt(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
@@ -1881,7 +1905,6 @@ ngx_http_auth_jwt_key_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_file_t                    file;
     ngx_file_info_t               fi;
     const char                   *err;
-    ngx_pool_cleanup_t           *cln;
     ngx_http_auth_jwt_keyset_t   *ks, **pks;
 
     value = cf->args->elts;
@@ -1931,19 +1954,10 @@ ngx_http_auth_jwt_key_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    ks = ngx_http_auth_jwt_keyset_create(cf->log);
+    ks = ngx_http_auth_jwt_keyset_create(cf->pool, cf->log);
     if (ks == NULL) {
         return NGX_CONF_ERROR;
     }
-
-    cln = ngx_pool_cleanup_add(cf->pool, 0);
-    if (cln == NULL) {
-        ngx_http_auth_jwt_keyset_free(ks);
-        return NGX_CONF_ERROR;
-    }
-
-    cln->handler = ngx_http_auth_jwt_keyset_pool_cleanup;
-    cln->data = ks;
 
     if (ngx_http_auth_jwt_keyset_load(ks, buf, n, 1, cf->log, &err)
         != NGX_OK)
@@ -1969,13 +1983,6 @@ ngx_http_auth_jwt_key_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     *pks = ks;
 
     return NGX_CONF_OK;
-}
-
-
-static void
-ngx_http_auth_jwt_keyset_pool_cleanup(void *data)
-{
-    ngx_http_auth_jwt_keyset_free(data);
 }
 
 
