@@ -127,3 +127,28 @@ def test_pki_issues_spiffe_certificates(pki):
     out = subprocess.run(["openssl", "verify", "-CAfile", pki.ca_cert, bad],
                          capture_output=True, text=True)
     assert out.returncode != 0
+
+
+def test_harness_flags_bad_log_lines(tmp_path):
+    from conftest import Nginx
+    n = Nginx(tmp_path)
+    with open(n.error_log, "w") as f:
+        f.write("2026/01/01 00:00:00 [notice] 1#1: fine\n"
+                "2026/01/01 00:00:00 [alert] 1#1: boom\n"
+                "2026/01/01 00:00:00 [notice] 1#1: worker process 2 "
+                "exited on signal 11\n")
+    assert len(n.bad_lines()) == 2
+    n.allow("boom")
+    n.allow("signal 11")
+    assert n.bad_lines() == []
+
+
+def test_harness_reports_leaks_outside_nginx_core():
+    from conftest import sanitizer_problems
+    head = "Direct leak of 8 byte(s) in 1 object(s) allocated from:\n"
+    core = (head + "    #0 0x1 in malloc ../libsanitizer/asan_malloc.cpp:69\n"
+            "    #1 0x2 in ngx_alloc (/usr/sbin/nginx+0x4ccfe)\n")
+    ours = (head + "    #0 0x1 in malloc ../libsanitizer/asan_malloc.cpp:69\n"
+            "    #1 0x2 in ngx_http_x (/b/modules/ngx_http_x_module.so+0x1)\n")
+    assert sanitizer_problems(core) == []
+    assert len(sanitizer_problems(core + "\n" + ours)) == 1
