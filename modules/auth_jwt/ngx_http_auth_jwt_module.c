@@ -597,6 +597,7 @@ ngx_http_auth_jwt_wait(ngx_http_request_t *r, ngx_http_auth_jwt_ctx_t *ctx,
 
     ngx_queue_insert_tail(&src->waiters, &ctx->queue);
     ctx->waiting = 1;
+    ctx->fetched = 1;
 
     if (ctx->wait_until == 0) {
         ctx->wait_until = ngx_time() + NGX_HTTP_AUTH_JWT_WAIT;
