@@ -233,3 +233,30 @@ def test_background_refresh(nginx, backend):
     assert get(n, tok).status_code == 200
     assert time.monotonic() - t0 < 1.5, "request waited for the refresh"
     wait_for(lambda: b.count == 2, 10, "background refresh")
+
+
+def test_file_keys_work_while_jwks_is_down(nginx, backend, tmp_path):
+    b = backend()
+    b.script("/jwks", [Resp(503, "down")])
+    keys = tmp_path / "file.json"
+    keys.write_text(U.jwks(U.jwk("ec256", kid="local")))
+    conf = CONF.replace("auth_jwt_key_request /_jwks;",
+                        "auth_jwt_key_request /_jwks;\n"
+                        "            auth_jwt_key_file %s;" % keys)
+    n = nginx.start(conf, modules=MOD, jwks=b.port, cache="1h")
+    n.allow(r"JWKS request")
+    assert get(n, U.token("ES256", kid="local")).status_code == 200
+    r = get(n, U.token("RS256", kid="remote"))
+    assert r.status_code == 401 and r.headers["X-Result"] == "no_key"
+
+
+def test_reload_fetches_again(nginx, backend):
+    b = backend()
+    b.json("/jwks", keyset("rsa"))
+    n = start(nginx, b, workers=2)
+    tok = U.token("RS256", kid="rsa")
+    assert get(n, tok).status_code == 200
+    b.json("/jwks", keyset("ec256"))
+    n.reload()
+    assert get(n, tok).status_code == 401
+    assert get(n, U.token("ES256", kid="ec256")).status_code == 200
