@@ -31,9 +31,11 @@ def check(conf):
     conf = os.path.abspath(conf)
     prefix = make_prefix(conf)
     try:
+        from conftest import sanitizer_env
         p = subprocess.run(["/usr/sbin/nginx", "-t", "-p", prefix + "/",
                             "-c", conf, "-e", "stderr"],
-                           capture_output=True, text=True)
+                           capture_output=True, text=True,
+                           env=sanitizer_env(leaks=False))
         sys.stdout.write(p.stdout + p.stderr)
         return p.returncode
     finally:

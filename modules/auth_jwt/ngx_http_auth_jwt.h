@@ -129,6 +129,8 @@ ngx_int_t ngx_http_auth_jwt_verify(ngx_http_auth_jwt_key_t *key,
     ngx_http_auth_jwt_token_t *jwt);
 ngx_int_t ngx_http_auth_jwt_json_object(ngx_str_t *text, json_t **out);
 ngx_int_t ngx_http_auth_jwt_sha256(ngx_str_t *in, u_char *out);
+void ngx_http_auth_jwt_md_init(void);
+void ngx_http_auth_jwt_md_free(void);
 
 ngx_int_t ngx_http_auth_jwt_fetch(ngx_http_request_t *r,
     ngx_http_auth_jwt_source_t *src, ngx_uint_t background);

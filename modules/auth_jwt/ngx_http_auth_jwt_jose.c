@@ -1337,19 +1337,52 @@ done:
 
 
 /*
- * The digest of alg, fetched once per process: an explicitly fetched
- * EVP_MD spares OpenSSL 3 a provider lookup on every verification.
+ * Digests fetched explicitly once per worker (init_process) spare OpenSSL 3
+ * a provider lookup on every verification; elsewhere (the master, at
+ * configuration time) the implicitly fetched ones serve.
  */
+
+static EVP_MD      *ngx_http_auth_jwt_mds[3];
+static const char  *ngx_http_auth_jwt_md_names[3] = {
+    "SHA256", "SHA384", "SHA512"
+};
+
+
+void
+ngx_http_auth_jwt_md_init(void)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < 3; i++) {
+        if (ngx_http_auth_jwt_mds[i] == NULL) {
+            ngx_http_auth_jwt_mds[i] =
+                EVP_MD_fetch(NULL, ngx_http_auth_jwt_md_names[i], NULL);
+        }
+    }
+
+    ERR_clear_error();
+}
+
+
+void
+ngx_http_auth_jwt_md_free(void)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < 3; i++) {
+        EVP_MD_free(ngx_http_auth_jwt_mds[i]);
+        ngx_http_auth_jwt_mds[i] = NULL;
+    }
+}
+
 
 static const EVP_MD *
 ngx_http_auth_jwt_md(ngx_http_auth_jwt_alg_t *alg)
 {
-    ngx_uint_t            i;
-    static EVP_MD        *mds[3];
-    static const char    *names[3] = { "SHA256", "SHA384", "SHA512" };
+    ngx_uint_t  i;
 
     for (i = 0; i < 3; i++) {
-        if (ngx_strcmp(alg->md, names[i]) == 0) {
+        if (ngx_strcmp(alg->md, ngx_http_auth_jwt_md_names[i]) == 0) {
             break;
         }
     }
@@ -1358,14 +1391,18 @@ ngx_http_auth_jwt_md(ngx_http_auth_jwt_alg_t *alg)
         return NULL;
     }
 
-    if (mds[i] == NULL) {
-        mds[i] = EVP_MD_fetch(NULL, names[i], NULL);
-        if (mds[i] == NULL) {
-            ERR_clear_error();
-        }
+    if (ngx_http_auth_jwt_mds[i]) {
+        return ngx_http_auth_jwt_mds[i];
     }
 
-    return mds[i];
+    switch (i) {
+    case 0:
+        return EVP_sha256();
+    case 1:
+        return EVP_sha384();
+    default:
+        return EVP_sha512();
+    }
 }
 
 

@@ -135,6 +135,7 @@ static void *ngx_http_auth_jwt_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_auth_jwt_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
 static ngx_int_t ngx_http_auth_jwt_init(ngx_conf_t *cf);
+static ngx_int_t ngx_http_auth_jwt_init_process(ngx_cycle_t *cycle);
 static void ngx_http_auth_jwt_exit_process(ngx_cycle_t *cycle);
 static char *ngx_http_auth_jwt(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
@@ -306,7 +307,7 @@ ngx_module_t  ngx_http_auth_jwt_module = {
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
     NULL,                                  /* init module */
-    NULL,                                  /* init process */
+    ngx_http_auth_jwt_init_process,        /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
     ngx_http_auth_jwt_exit_process,        /* exit process */
@@ -1783,7 +1784,16 @@ ngx_http_auth_jwt_init(ngx_conf_t *cf)
 }
 
 
-/* the key sets fetched by this worker */
+static ngx_int_t
+ngx_http_auth_jwt_init_process(ngx_cycle_t *cycle)
+{
+    ngx_http_auth_jwt_md_init();
+
+    return NGX_OK;
+}
+
+
+/* the key sets fetched by this worker, and its digests */
 
 static void
 ngx_http_auth_jwt_exit_process(ngx_cycle_t *cycle)
@@ -1791,6 +1801,8 @@ ngx_http_auth_jwt_exit_process(ngx_cycle_t *cycle)
     ngx_uint_t                       i;
     ngx_http_auth_jwt_source_t     **srcs;
     ngx_http_auth_jwt_main_conf_t   *jmcf;
+
+    ngx_http_auth_jwt_md_free();
 
     jmcf = ngx_http_cycle_get_module_main_conf(cycle,
                                                ngx_http_auth_jwt_module);
