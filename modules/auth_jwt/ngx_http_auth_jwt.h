@@ -21,6 +21,7 @@
 #define NGX_HTTP_AUTH_JWT_MAX_TOKEN      16384
 #define NGX_HTTP_AUTH_JWT_KID_REFETCH    30
 #define NGX_HTTP_AUTH_JWT_FP_LEN         32
+#define NGX_HTTP_AUTH_JWT_NALGS          13
 
 /* algorithm families */
 #define NGX_HTTP_AUTH_JWT_HS             1
@@ -70,6 +71,7 @@ typedef struct {
     ngx_str_t                       kid;
     ngx_uint_t                      algs;
     EVP_PKEY                       *pkey;
+    EVP_PKEY_CTX                   *vctx[NGX_HTTP_AUTH_JWT_NALGS];
     ngx_str_t                       secret;
     u_char                          fp[NGX_HTTP_AUTH_JWT_FP_LEN];
 } ngx_http_auth_jwt_key_t;

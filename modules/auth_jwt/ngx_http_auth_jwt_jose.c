@@ -46,6 +46,8 @@ static ngx_int_t ngx_http_auth_jwt_verify_hmac(ngx_http_auth_jwt_key_t *key,
     ngx_http_auth_jwt_alg_t *alg, ngx_http_auth_jwt_token_t *jwt);
 static ngx_int_t ngx_http_auth_jwt_verify_pkey(ngx_http_auth_jwt_key_t *key,
     ngx_http_auth_jwt_alg_t *alg, ngx_http_auth_jwt_token_t *jwt);
+static EVP_PKEY_CTX *ngx_http_auth_jwt_verify_ctx(ngx_http_auth_jwt_key_t *key,
+    ngx_uint_t a, ngx_http_auth_jwt_alg_t *alg, const EVP_MD *md);
 static const EVP_MD *ngx_http_auth_jwt_md(ngx_http_auth_jwt_alg_t *alg);
 static ngx_int_t ngx_http_auth_jwt_ecdsa_der(ngx_http_auth_jwt_alg_t *alg,
     ngx_str_t *sig, u_char *der, size_t *len);
@@ -267,11 +269,17 @@ ngx_http_auth_jwt_keyset_cleanup(void *data)
 {
     ngx_http_auth_jwt_keyset_t *ks = data;
 
-    ngx_uint_t                i;
+    ngx_uint_t                i, j;
     ngx_http_auth_jwt_key_t  *key;
 
     key = ks->keys.elts;
     for (i = 0; i < ks->keys.nelts; i++) {
+        for (j = 0; j < NGX_HTTP_AUTH_JWT_NALGS; j++) {
+            if (key[i].vctx[j]) {
+                EVP_PKEY_CTX_free(key[i].vctx[j]);
+            }
+        }
+
         if (key[i].pkey) {
             EVP_PKEY_free(key[i].pkey);
         }
@@ -1267,12 +1275,27 @@ ngx_http_auth_jwt_verify_pkey(ngx_http_auth_jwt_key_t *key,
     ngx_http_auth_jwt_alg_t *alg, ngx_http_auth_jwt_token_t *jwt)
 {
     int            ok;
-    u_char         der[256];
+    u_char         der[256], dgst[EVP_MAX_MD_SIZE];
     size_t         len;
-    EVP_MD_CTX    *mctx;
     ngx_str_t      sig;
+    unsigned int   dlen;
     const EVP_MD  *md;
+    EVP_MD_CTX    *mctx;
     EVP_PKEY_CTX  *pctx;
+
+    if (alg->family == NGX_HTTP_AUTH_JWT_ED) {
+        mctx = EVP_MD_CTX_new();
+        if (mctx == NULL) {
+            return NGX_DECLINED;
+        }
+
+        ok = EVP_DigestVerifyInit(mctx, NULL, NULL, NULL, key->pkey) == 1
+             && EVP_DigestVerify(mctx, jwt->sig.data, jwt->sig.len,
+                                 jwt->input.data, jwt->input.len) == 1;
+
+        EVP_MD_CTX_free(mctx);
+        goto done;
+    }
 
     sig = jwt->sig;
 
@@ -1287,52 +1310,83 @@ ngx_http_auth_jwt_verify_pkey(ngx_http_auth_jwt_key_t *key,
         sig.len = len;
     }
 
-    md = NULL;
-    if (alg->md) {
-        md = ngx_http_auth_jwt_md(alg);
-        if (md == NULL) {
-            return NGX_DECLINED;
-        }
-    }
-
-    mctx = EVP_MD_CTX_new();
-    if (mctx == NULL) {
+    md = ngx_http_auth_jwt_md(alg);
+    if (md == NULL) {
         return NGX_DECLINED;
     }
 
-    ok = 0;
-
-    if (EVP_DigestVerifyInit(mctx, &pctx, md, NULL, key->pkey) != 1) {
-        goto done;
+    pctx = ngx_http_auth_jwt_verify_ctx(key, jwt->alg, alg, md);
+    if (pctx == NULL) {
+        ERR_clear_error();
+        return NGX_DECLINED;
     }
 
-    if (alg->family == NGX_HTTP_AUTH_JWT_PS) {
-        if (EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) != 1
-            || EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, RSA_PSS_SALTLEN_DIGEST)
-               != 1)
-        {
-            goto done;
-        }
-
-    } else if (alg->family == NGX_HTTP_AUTH_JWT_RS) {
-        if (EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PADDING) != 1) {
-            goto done;
-        }
-    }
-
-    ok = EVP_DigestVerify(mctx, sig.data, sig.len, jwt->input.data,
-                          jwt->input.len);
+    ok = EVP_Digest(jwt->input.data, jwt->input.len, dgst, &dlen, md, NULL)
+             == 1
+         && EVP_PKEY_verify(pctx, sig.data, sig.len, dgst, dlen) == 1;
 
 done:
 
-    EVP_MD_CTX_free(mctx);
-
-    if (ok != 1) {
+    if (!ok) {
         ERR_clear_error();
         return NGX_DECLINED;
     }
 
     return NGX_OK;
+}
+
+
+/*
+ * A verification context per key and algorithm, made on first use in a
+ * worker and kept with the key: a verification then costs a digest and
+ * the public-key operation only.
+ */
+
+static EVP_PKEY_CTX *
+ngx_http_auth_jwt_verify_ctx(ngx_http_auth_jwt_key_t *key, ngx_uint_t a,
+    ngx_http_auth_jwt_alg_t *alg, const EVP_MD *md)
+{
+    EVP_PKEY_CTX  *pctx;
+
+    if (key->vctx[a]) {
+        return key->vctx[a];
+    }
+
+    pctx = EVP_PKEY_CTX_new_from_pkey(NULL, key->pkey, NULL);
+    if (pctx == NULL) {
+        return NULL;
+    }
+
+    if (EVP_PKEY_verify_init(pctx) != 1
+        || EVP_PKEY_CTX_set_signature_md(pctx, md) != 1)
+    {
+        goto failed;
+    }
+
+    if (alg->family == NGX_HTTP_AUTH_JWT_PS) {
+        if (EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) != 1
+            || EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, RSA_PSS_SALTLEN_DIGEST)
+               != 1
+            || EVP_PKEY_CTX_set_rsa_mgf1_md(pctx, md) != 1)
+        {
+            goto failed;
+        }
+
+    } else if (alg->family == NGX_HTTP_AUTH_JWT_RS) {
+        if (EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PADDING) != 1) {
+            goto failed;
+        }
+    }
+
+    key->vctx[a] = pctx;
+
+    return pctx;
+
+failed:
+
+    EVP_PKEY_CTX_free(pctx);
+
+    return NULL;
 }
 
 
