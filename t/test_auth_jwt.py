@@ -492,3 +492,37 @@ def test_bad_reload_keeps_serving(jwt_nginx, tmp_path):
     write(tmp_path, "keys.json", "")
     n.reload(expect_fail="no key found (empty)")
     assert get(n, U.token("RS256")).status_code == 200
+
+
+def test_python_jwt_tokens_for_every_algorithm(jwt_nginx):
+    """Tokens from python3-jwt (PyJWT), not only from our own minting."""
+    import jwt as pyjwt
+    n = jwt_nginx()
+    for alg in ALGS:
+        if alg.startswith("HS"):
+            k = U.HMAC_SECRET
+        else:
+            k = U.key(U.key_for(alg))
+        tok = pyjwt.encode(U.claims(sub="py-" + alg), k, algorithm=alg)
+        r = get(n, tok)
+        assert r.status_code == 200, alg
+        assert r.headers["X-Sub"] == "py-" + alg
+
+
+def test_rate_limit_keyed_on_a_verified_claim(jwt_nginx):
+    """limit_req runs before the access phase: reading $jwt_claim_sub
+    there verifies the token first, and only verified subjects count."""
+    n = jwt_nginx(http="""
+    limit_req_zone $jwt_claim_sub zone=per_sub:1m rate=1r/m;
+""", loc="""
+            limit_req zone=per_sub;
+            limit_req_status 429;
+""")
+    alice, bob = (U.token("RS256", U.claims(sub=s)) for s in ("alice", "bob"))
+    assert get(n, alice).status_code == 200
+    assert get(n, alice).status_code == 429
+    assert get(n, bob).status_code == 200
+    # a forged "alice" is not counted as alice: it has no subject at all
+    forged = U.token("RS256", U.claims(sub="alice"), keyname="rsa2")
+    r = get(n, forged)
+    assert r.status_code == 401 and r.headers["X-Result"] == "bad_signature"

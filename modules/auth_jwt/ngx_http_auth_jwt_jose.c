@@ -446,13 +446,13 @@ ngx_http_auth_jwt_load_jwk(ngx_http_auth_jwt_keyset_t *ks, json_t *jwk,
         }
 
         key.kid.len = json_string_length(v);
-        key.kid.data = ngx_pstrdup(ks->pool, &(ngx_str_t) {
-                                       key.kid.len,
-                                       (u_char *) json_string_value(v) });
+        key.kid.data = ngx_pnalloc(ks->pool, key.kid.len + 1);
         if (key.kid.data == NULL) {
             *err = "out of memory";
             return NGX_ERROR;
         }
+
+        ngx_memcpy(key.kid.data, json_string_value(v), key.kid.len);
     }
 
     a = -1;
