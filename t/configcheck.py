@@ -31,7 +31,8 @@ def check(conf):
     conf = os.path.abspath(conf)
     prefix = make_prefix(conf)
     try:
-        from conftest import sanitizer_env
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from conftest import sanitizer_env  # LD_PRELOAD for an ASan build
         p = subprocess.run(["/usr/sbin/nginx", "-t", "-p", prefix + "/",
                             "-c", conf, "-e", "stderr"],
                            capture_output=True, text=True,

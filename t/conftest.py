@@ -458,6 +458,7 @@ class Redis:
     def start(self):
         args = [REDIS, "--port", str(self.port), "--bind", "127.0.0.1",
                 "--save", "", "--appendonly", "no", "--dir", self.dir,
+                "--enable-debug-command", "local",
                 "--daemonize", "no", "--logfile",
                 os.path.join(self.dir, "redis.log")]
         if self.password:

@@ -1,0 +1,1152 @@
+
+/*
+ * Copyright (C) meshgate contributors
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_event.h>
+#include <ngx_event_connect.h>
+#include <ngx_sha1.h>
+#include "ngx_meshgate_redis.h"
+
+
+#define NGX_MESHGATE_REDIS_BACKOFF_MIN   100
+#define NGX_MESHGATE_REDIS_BACKOFF_MAX   1000
+#define NGX_MESHGATE_REDIS_READ_SIZE     16384
+
+
+struct ngx_meshgate_redis_script_s {
+    ngx_str_t                       text;
+    u_char                          sha[40];
+};
+
+
+struct ngx_meshgate_redis_cmd_s {
+    ngx_queue_t                     queue;
+    ngx_meshgate_redis_t           *rd;
+    ngx_meshgate_redis_handler_pt   handler;   /* NULL: cancelled */
+    void                           *data;
+    ngx_pool_cleanup_t             *cleanup;
+    ngx_event_t                     timer;
+
+    /* EVALSHA: the formatted command, kept for the EVAL retry */
+    ngx_meshgate_redis_script_t    *script;
+    char                           *eval;
+    size_t                          eval_len;
+    size_t                          args_off;
+    ngx_uint_t                      argc;
+    unsigned                        retried:1;
+};
+
+
+struct ngx_meshgate_redis_s {
+    /* configuration */
+    ngx_str_t                       name;
+    struct sockaddr                *sockaddr;
+    socklen_t                       socklen;
+    ngx_str_t                       user;
+    ngx_str_t                       password;
+    ngx_str_t                       password_env;
+    ngx_int_t                       db;
+    ngx_msec_t                      timeout;
+    ngx_msec_t                      connect_timeout;
+
+    /* per worker */
+    ngx_connection_t               *conn;
+    redisReader                    *reader;
+    u_char                         *out;
+    size_t                          out_len;
+    size_t                          out_sent;
+    size_t                          out_size;
+    ngx_queue_t                     pending;
+    ngx_queue_t                     free;
+    ngx_event_t                     connect_timer;
+    ngx_msec_t                      down_until;
+    ngx_msec_t                      backoff;
+    ngx_uint_t                      generation;
+    unsigned                        connecting:1;
+    unsigned                        down:1;
+    unsigned                        initialized:1;
+};
+
+
+static ngx_int_t ngx_meshgate_redis_parse_server(ngx_conf_t *cf,
+    ngx_meshgate_redis_t *rd, ngx_str_t *value);
+static ngx_int_t ngx_meshgate_redis_connect(ngx_meshgate_redis_t *rd);
+static ngx_int_t ngx_meshgate_redis_handshake(ngx_meshgate_redis_t *rd);
+static void ngx_meshgate_redis_handshake_handler(void *data,
+    ngx_int_t status, redisReply *reply);
+static void ngx_meshgate_redis_disconnect(ngx_meshgate_redis_t *rd,
+    ngx_int_t status, const char *why);
+static ngx_int_t ngx_meshgate_redis_queue(ngx_meshgate_redis_t *rd,
+    ngx_pool_t *pool, char *buf, size_t len,
+    ngx_meshgate_redis_handler_pt handler, void *data,
+    ngx_meshgate_redis_cmd_t **cmdp);
+static ngx_int_t ngx_meshgate_redis_append(ngx_meshgate_redis_t *rd,
+    const void *buf, size_t len);
+static void ngx_meshgate_redis_post_write(ngx_meshgate_redis_t *rd);
+static void ngx_meshgate_redis_free_cmd(ngx_meshgate_redis_cmd_t *cmd);
+static void ngx_meshgate_redis_cleanup(void *data);
+static void ngx_meshgate_redis_read_handler(ngx_event_t *rev);
+static void ngx_meshgate_redis_write_handler(ngx_event_t *wev);
+static ngx_int_t ngx_meshgate_redis_test_connect(ngx_meshgate_redis_t *rd);
+static void ngx_meshgate_redis_dispatch(ngx_meshgate_redis_t *rd,
+    ngx_uint_t generation);
+static ngx_int_t ngx_meshgate_redis_retry_eval(ngx_meshgate_redis_t *rd,
+    ngx_meshgate_redis_cmd_t *cmd);
+static void ngx_meshgate_redis_timeout_handler(ngx_event_t *ev);
+static void ngx_meshgate_redis_connect_timeout_handler(ngx_event_t *ev);
+
+
+ngx_meshgate_redis_t *
+ngx_meshgate_redis_create(ngx_conf_t *cf)
+{
+    ngx_meshgate_redis_t  *rd;
+
+    rd = ngx_pcalloc(cf->pool, sizeof(ngx_meshgate_redis_t));
+    if (rd == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     rd->name = { 0, NULL };
+     *     rd->user = { 0, NULL };
+     *     rd->password = { 0, NULL };
+     *     rd->password_env = { 0, NULL };
+     *     rd->conn = NULL;
+     */
+
+    rd->db = NGX_CONF_UNSET;
+    rd->timeout = NGX_CONF_UNSET_MSEC;
+    rd->connect_timeout = NGX_CONF_UNSET_MSEC;
+
+    return rd;
+}
+
+
+ngx_int_t
+ngx_meshgate_redis_parse(ngx_conf_t *cf, ngx_meshgate_redis_t *rd,
+    ngx_str_t *param)
+{
+    ngx_str_t  v;
+
+    if (ngx_strncmp(param->data, "server=", 7) == 0) {
+        v.data = param->data + 7;
+        v.len = param->len - 7;
+        return ngx_meshgate_redis_parse_server(cf, rd, &v);
+    }
+
+    if (ngx_strncmp(param->data, "password=", 9) == 0) {
+        rd->password.data = param->data + 9;
+        rd->password.len = param->len - 9;
+        return NGX_OK;
+    }
+
+    if (ngx_strncmp(param->data, "password_env=", 13) == 0) {
+        rd->password_env.data = param->data + 13;
+        rd->password_env.len = param->len - 13;
+
+        if (rd->password_env.len == 0) {
+            goto invalid;
+        }
+
+        return NGX_OK;
+    }
+
+    if (ngx_strncmp(param->data, "user=", 5) == 0) {
+        rd->user.data = param->data + 5;
+        rd->user.len = param->len - 5;
+
+        if (rd->user.len == 0) {
+            goto invalid;
+        }
+
+        return NGX_OK;
+    }
+
+    if (ngx_strncmp(param->data, "db=", 3) == 0) {
+        rd->db = ngx_atoi(param->data + 3, param->len - 3);
+
+        if (rd->db == NGX_ERROR) {
+            goto invalid;
+        }
+
+        return NGX_OK;
+    }
+
+    if (ngx_strncmp(param->data, "timeout=", 8) == 0) {
+        v.data = param->data + 8;
+        v.len = param->len - 8;
+        rd->timeout = ngx_parse_time(&v, 0);
+
+        if (rd->timeout == (ngx_msec_t) NGX_ERROR || rd->timeout == 0) {
+            goto invalid;
+        }
+
+        return NGX_OK;
+    }
+
+    if (ngx_strncmp(param->data, "connect_timeout=", 16) == 0) {
+        v.data = param->data + 16;
+        v.len = param->len - 16;
+        rd->connect_timeout = ngx_parse_time(&v, 0);
+
+        if (rd->connect_timeout == (ngx_msec_t) NGX_ERROR
+            || rd->connect_timeout == 0)
+        {
+            goto invalid;
+        }
+
+        return NGX_OK;
+    }
+
+    return NGX_DECLINED;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid redis parameter \"%V\"", param);
+    return NGX_ERROR;
+}
+
+
+static ngx_int_t
+ngx_meshgate_redis_parse_server(ngx_conf_t *cf, ngx_meshgate_redis_t *rd,
+    ngx_str_t *value)
+{
+    ngx_url_t  u;
+
+    ngx_memzero(&u, sizeof(ngx_url_t));
+
+    u.url = *value;
+    u.default_port = 6379;
+
+    if (value->len == 0
+        || ngx_parse_url(cf->pool, &u) != NGX_OK
+        || u.naddrs == 0)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid redis server \"%V\"%s%s", value,
+                           u.err ? ": " : "", u.err ? u.err : "");
+        return NGX_ERROR;
+    }
+
+    rd->sockaddr = u.addrs[0].sockaddr;
+    rd->socklen = u.addrs[0].socklen;
+    rd->name = u.addrs[0].name;
+
+    return NGX_OK;
+}
+
+
+char *
+ngx_meshgate_redis_init(ngx_conf_t *cf, ngx_meshgate_redis_t *rd)
+{
+    char  *env;
+
+    if (rd->sockaddr == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "redis \"server=\" parameter is required");
+        return NGX_CONF_ERROR;
+    }
+
+    if (rd->password.len && rd->password_env.len) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "redis \"password=\" and \"password_env=\" "
+                           "are mutually exclusive");
+        return NGX_CONF_ERROR;
+    }
+
+    if (rd->password_env.len) {
+        env = getenv((char *) rd->password_env.data);
+
+        if (env == NULL || *env == '\0') {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "redis password environment variable "
+                               "\"%V\" is not set", &rd->password_env);
+            return NGX_CONF_ERROR;
+        }
+
+        rd->password.len = ngx_strlen(env);
+        rd->password.data = ngx_pnalloc(cf->pool, rd->password.len);
+        if (rd->password.data == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        ngx_memcpy(rd->password.data, env, rd->password.len);
+    }
+
+    if (rd->user.len && rd->password.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "redis \"user=\" needs a password");
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_conf_init_value(rd->db, 0);
+    ngx_conf_init_msec_value(rd->timeout, 50);
+    ngx_conf_init_msec_value(rd->connect_timeout, 500);
+
+    return NGX_CONF_OK;
+}
+
+
+ngx_str_t *
+ngx_meshgate_redis_name(ngx_meshgate_redis_t *rd)
+{
+    return &rd->name;
+}
+
+
+ngx_meshgate_redis_script_t *
+ngx_meshgate_redis_script(ngx_conf_t *cf, ngx_str_t *text)
+{
+    u_char                        hash[20];
+    ngx_sha1_t                    sha1;
+    ngx_meshgate_redis_script_t  *script;
+
+    script = ngx_pcalloc(cf->pool, sizeof(ngx_meshgate_redis_script_t));
+    if (script == NULL) {
+        return NULL;
+    }
+
+    script->text = *text;
+
+    ngx_sha1_init(&sha1);
+    ngx_sha1_update(&sha1, text->data, text->len);
+    ngx_sha1_final(hash, &sha1);
+
+    ngx_hex_dump(script->sha, hash, 20);
+
+    return script;
+}
+
+
+ngx_uint_t
+ngx_meshgate_redis_is_down(ngx_meshgate_redis_t *rd)
+{
+    return rd->conn == NULL && rd->down
+           && (ngx_msec_int_t) (rd->down_until - ngx_current_msec) > 0;
+}
+
+
+ngx_int_t
+ngx_meshgate_redis_command(ngx_meshgate_redis_t *rd, ngx_pool_t *pool,
+    int argc, const char **argv, const size_t *argvlen,
+    ngx_meshgate_redis_handler_pt handler, void *data,
+    ngx_meshgate_redis_cmd_t **cmd)
+{
+    int        len;
+    char      *buf;
+    ngx_int_t  rc;
+
+    if (rd->conn == NULL && ngx_meshgate_redis_connect(rd) != NGX_OK) {
+        return NGX_DECLINED;
+    }
+
+    len = redisFormatCommandArgv(&buf, argc, argv, argvlen);
+    if (len < 0) {
+        return NGX_ERROR;
+    }
+
+    rc = ngx_meshgate_redis_queue(rd, pool, buf, len, handler, data, cmd);
+
+    redisFreeCommand(buf);
+
+    return rc;
+}
+
+
+ngx_int_t
+ngx_meshgate_redis_eval(ngx_meshgate_redis_t *rd, ngx_pool_t *pool,
+    ngx_meshgate_redis_script_t *script, int numkeys, int argc,
+    const char **argv, const size_t *argvlen,
+    ngx_meshgate_redis_handler_pt handler, void *data,
+    ngx_meshgate_redis_cmd_t **cmdp)
+{
+    int                        i, len, n;
+    char                      *buf;
+    u_char                     nk[NGX_INT_T_LEN];
+    size_t                    *lens;
+    ngx_int_t                  rc;
+    const char               **args;
+    ngx_meshgate_redis_cmd_t  *cmd;
+
+    if (rd->conn == NULL && ngx_meshgate_redis_connect(rd) != NGX_OK) {
+        return NGX_DECLINED;
+    }
+
+    n = argc + 3;
+
+    args = ngx_alloc(n * (sizeof(char *) + sizeof(size_t)), ngx_cycle->log);
+    if (args == NULL) {
+        return NGX_ERROR;
+    }
+
+    lens = (size_t *) (args + n);
+
+    args[0] = "EVALSHA";
+    lens[0] = 7;
+    args[1] = (const char *) script->sha;
+    lens[1] = 40;
+    args[2] = (const char *) nk;
+    lens[2] = ngx_sprintf(nk, "%d", numkeys) - nk;
+
+    for (i = 0; i < argc; i++) {
+        args[i + 3] = argv[i];
+        lens[i + 3] = argvlen[i];
+    }
+
+    len = redisFormatCommandArgv(&buf, n, args, lens);
+
+    ngx_free(args);
+
+    if (len < 0) {
+        return NGX_ERROR;
+    }
+
+    rc = ngx_meshgate_redis_queue(rd, pool, buf, len, handler, data, &cmd);
+
+    if (rc != NGX_OK) {
+        redisFreeCommand(buf);
+        return rc;
+    }
+
+    /* "*N\r\n" "$7\r\nEVALSHA\r\n" "$40\r\n<sha>\r\n" then the arguments */
+
+    cmd->script = script;
+    cmd->eval = buf;
+    cmd->eval_len = len;
+    cmd->argc = n;
+    cmd->args_off = (ngx_strchr(buf, '\n') - buf + 1) + 13 + 47;
+
+    if (cmdp) {
+        *cmdp = cmd;
+    }
+
+    return NGX_OK;
+}
+
+
+void
+ngx_meshgate_redis_cancel(ngx_meshgate_redis_cmd_t *cmd)
+{
+    cmd->handler = NULL;
+
+    if (cmd->timer.timer_set) {
+        ngx_del_timer(&cmd->timer);
+    }
+
+    if (cmd->cleanup) {
+        cmd->cleanup->handler = NULL;
+        cmd->cleanup = NULL;
+    }
+}
+
+
+static void
+ngx_meshgate_redis_cleanup(void *data)
+{
+    ngx_meshgate_redis_cmd_t  *cmd = data;
+
+    cmd->cleanup = NULL;
+    ngx_meshgate_redis_cancel(cmd);
+}
+
+
+static ngx_int_t
+ngx_meshgate_redis_queue(ngx_meshgate_redis_t *rd, ngx_pool_t *pool,
+    char *buf, size_t len, ngx_meshgate_redis_handler_pt handler,
+    void *data, ngx_meshgate_redis_cmd_t **cmdp)
+{
+    ngx_queue_t               *q;
+    ngx_pool_cleanup_t        *cln;
+    ngx_meshgate_redis_cmd_t  *cmd;
+
+    cln = NULL;
+
+    if (pool) {
+        cln = ngx_pool_cleanup_add(pool, 0);
+        if (cln == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    if (!ngx_queue_empty(&rd->free)) {
+        q = ngx_queue_head(&rd->free);
+        ngx_queue_remove(q);
+        cmd = ngx_queue_data(q, ngx_meshgate_redis_cmd_t, queue);
+
+    } else {
+        cmd = ngx_alloc(sizeof(ngx_meshgate_redis_cmd_t), ngx_cycle->log);
+        if (cmd == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    if (ngx_meshgate_redis_append(rd, buf, len) != NGX_OK) {
+        ngx_queue_insert_head(&rd->free, &cmd->queue);
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(cmd, sizeof(ngx_meshgate_redis_cmd_t));
+
+    cmd->rd = rd;
+    cmd->handler = handler;
+    cmd->data = data;
+
+    if (cln) {
+        cln->handler = ngx_meshgate_redis_cleanup;
+        cln->data = cmd;
+        cmd->cleanup = cln;
+    }
+
+    if (handler != ngx_meshgate_redis_handshake_handler) {
+        cmd->timer.handler = ngx_meshgate_redis_timeout_handler;
+        cmd->timer.data = cmd;
+        cmd->timer.log = ngx_cycle->log;
+        ngx_add_timer(&cmd->timer, rd->timeout);
+    }
+
+    ngx_queue_insert_tail(&rd->pending, &cmd->queue);
+
+    ngx_meshgate_redis_post_write(rd);
+
+    if (cmdp) {
+        *cmdp = cmd;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_meshgate_redis_append(ngx_meshgate_redis_t *rd, const void *buf,
+    size_t len)
+{
+    u_char  *p;
+    size_t   size;
+
+    if (rd->out_sent == rd->out_len) {
+        rd->out_sent = 0;
+        rd->out_len = 0;
+    }
+
+    if (rd->out_len + len > rd->out_size) {
+        size = ngx_max(rd->out_size * 2, 4096);
+
+        while (size < rd->out_len - rd->out_sent + len) {
+            size *= 2;
+        }
+
+        p = ngx_alloc(size, ngx_cycle->log);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        if (rd->out) {
+            ngx_memcpy(p, rd->out + rd->out_sent,
+                       rd->out_len - rd->out_sent);
+            ngx_free(rd->out);
+        }
+
+        rd->out_len -= rd->out_sent;
+        rd->out_sent = 0;
+        rd->out = p;
+        rd->out_size = size;
+    }
+
+    ngx_memcpy(rd->out + rd->out_len, buf, len);
+    rd->out_len += len;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_meshgate_redis_post_write(ngx_meshgate_redis_t *rd)
+{
+    ngx_event_t  *wev;
+
+    if (rd->conn == NULL || rd->connecting) {
+        return;
+    }
+
+    wev = rd->conn->write;
+
+    if (!wev->posted) {
+        ngx_post_event(wev, &ngx_posted_events);
+    }
+}
+
+
+static ngx_int_t
+ngx_meshgate_redis_connect(ngx_meshgate_redis_t *rd)
+{
+    ngx_int_t              rc;
+    ngx_connection_t      *c;
+    ngx_peer_connection_t  pc;
+
+    if (!rd->initialized) {
+        ngx_queue_init(&rd->pending);
+        ngx_queue_init(&rd->free);
+        rd->backoff = NGX_MESHGATE_REDIS_BACKOFF_MIN;
+        rd->initialized = 1;
+    }
+
+    if (ngx_meshgate_redis_is_down(rd)) {
+        return NGX_DECLINED;
+    }
+
+    if (ngx_exiting || ngx_terminate || ngx_quit) {
+        return NGX_DECLINED;
+    }
+
+#if (NGX_HAVE_UNIX_DOMAIN)
+
+    /* nginx logs a failed connect() to a missing socket file at "crit" */
+
+    if (rd->sockaddr->sa_family == AF_UNIX
+        && access(((struct sockaddr_un *) rd->sockaddr)->sun_path, F_OK)
+           == -1)
+    {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, ngx_errno,
+                      "redis %V: no socket", &rd->name);
+        rd->generation++;
+        ngx_meshgate_redis_disconnect(rd, NGX_MESHGATE_REDIS_ERROR, NULL);
+        return NGX_DECLINED;
+    }
+
+#endif
+
+    ngx_memzero(&pc, sizeof(ngx_peer_connection_t));
+
+    pc.sockaddr = rd->sockaddr;
+    pc.socklen = rd->socklen;
+    pc.name = &rd->name;
+    pc.get = ngx_event_get_peer;
+    pc.log = ngx_cycle->log;
+    pc.log_error = NGX_ERROR_ERR;
+
+    rc = ngx_event_connect_peer(&pc);
+
+    if (rc != NGX_OK && rc != NGX_AGAIN) {
+        if (pc.connection) {
+            ngx_close_connection(pc.connection);
+        }
+
+        rd->generation++;
+        ngx_meshgate_redis_disconnect(rd, NGX_MESHGATE_REDIS_ERROR, NULL);
+        return NGX_DECLINED;
+    }
+
+    c = pc.connection;
+    c->data = rd;
+    c->log = ngx_cycle->log;
+    c->read->handler = ngx_meshgate_redis_read_handler;
+    c->write->handler = ngx_meshgate_redis_write_handler;
+
+    rd->reader = redisReaderCreate();
+    if (rd->reader == NULL) {
+        ngx_close_connection(c);
+        return NGX_DECLINED;
+    }
+
+    rd->conn = c;
+    rd->generation++;
+    rd->connecting = (rc == NGX_AGAIN);
+    rd->out_len = 0;
+    rd->out_sent = 0;
+
+    if (rd->connecting) {
+        rd->connect_timer.handler = ngx_meshgate_redis_connect_timeout_handler;
+        rd->connect_timer.data = rd;
+        rd->connect_timer.log = ngx_cycle->log;
+        ngx_add_timer(&rd->connect_timer, rd->connect_timeout);
+    }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_EVENT, ngx_cycle->log, 0,
+                   "redis %V: connecting", &rd->name);
+
+    if (ngx_meshgate_redis_handshake(rd) != NGX_OK) {
+        ngx_meshgate_redis_disconnect(rd, NGX_MESHGATE_REDIS_ERROR, NULL);
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_meshgate_redis_handshake(ngx_meshgate_redis_t *rd)
+{
+    int          argc, len;
+    char        *buf;
+    u_char       db[NGX_INT_T_LEN];
+    size_t       lens[3];
+    ngx_int_t    rc;
+    const char  *argv[3];
+
+    if (rd->password.len) {
+        argc = 0;
+        argv[argc] = "AUTH";
+        lens[argc++] = 4;
+
+        if (rd->user.len) {
+            argv[argc] = (const char *) rd->user.data;
+            lens[argc++] = rd->user.len;
+        }
+
+        argv[argc] = (const char *) rd->password.data;
+        lens[argc++] = rd->password.len;
+
+        len = redisFormatCommandArgv(&buf, argc, argv, lens);
+        if (len < 0) {
+            return NGX_ERROR;
+        }
+
+        rc = ngx_meshgate_redis_queue(rd, NULL, buf, len,
+                                      ngx_meshgate_redis_handshake_handler,
+                                      "AUTH", NULL);
+        redisFreeCommand(buf);
+
+        if (rc != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
+
+    if (rd->db) {
+        argv[0] = "SELECT";
+        lens[0] = 6;
+        argv[1] = (const char *) db;
+        lens[1] = ngx_sprintf(db, "%i", rd->db) - db;
+
+        len = redisFormatCommandArgv(&buf, 2, argv, lens);
+        if (len < 0) {
+            return NGX_ERROR;
+        }
+
+        rc = ngx_meshgate_redis_queue(rd, NULL, buf, len,
+                                      ngx_meshgate_redis_handshake_handler,
+                                      "SELECT", NULL);
+        redisFreeCommand(buf);
+
+        if (rc != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/* data is the command name, for messages */
+
+static void
+ngx_meshgate_redis_handshake_handler(void *data, ngx_int_t status,
+    redisReply *reply)
+{
+    (void) data;
+    (void) status;
+    (void) reply;
+
+    /* errors are handled in ngx_meshgate_redis_dispatch() */
+}
+
+
+static void
+ngx_meshgate_redis_disconnect(ngx_meshgate_redis_t *rd, ngx_int_t status,
+    const char *why)
+{
+    void                           *data;
+    ngx_queue_t                     q, *h;
+    ngx_meshgate_redis_cmd_t       *cmd;
+    ngx_meshgate_redis_handler_pt   handler;
+
+    if (why) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "redis %V: %s, failing fast for %M ms",
+                      &rd->name, why, rd->backoff);
+    }
+
+    if (rd->connect_timer.timer_set) {
+        ngx_del_timer(&rd->connect_timer);
+    }
+
+    if (rd->conn) {
+        ngx_close_connection(rd->conn);
+        rd->conn = NULL;
+    }
+
+    if (rd->reader) {
+        redisReaderFree(rd->reader);
+        rd->reader = NULL;
+    }
+
+    rd->generation++;
+    rd->connecting = 0;
+    rd->out_len = 0;
+    rd->out_sent = 0;
+
+    rd->down = 1;
+    rd->down_until = ngx_current_msec + rd->backoff;
+    rd->backoff = ngx_min(rd->backoff * 2, NGX_MESHGATE_REDIS_BACKOFF_MAX);
+
+    if (!rd->initialized || ngx_queue_empty(&rd->pending)) {
+        return;
+    }
+
+    /* handlers may issue commands: they fail at once while down */
+
+    q = rd->pending;
+    q.next->prev = &q;
+    q.prev->next = &q;
+    ngx_queue_init(&rd->pending);
+
+    while (!ngx_queue_empty(&q)) {
+        h = ngx_queue_head(&q);
+        cmd = ngx_queue_data(h, ngx_meshgate_redis_cmd_t, queue);
+        ngx_queue_remove(h);
+
+        handler = cmd->handler;
+        data = cmd->data;
+
+        ngx_meshgate_redis_free_cmd(cmd);
+
+        if (handler && handler != ngx_meshgate_redis_handshake_handler) {
+            handler(data, status, NULL);
+        }
+    }
+}
+
+
+static void
+ngx_meshgate_redis_free_cmd(ngx_meshgate_redis_cmd_t *cmd)
+{
+    ngx_meshgate_redis_cancel(cmd);
+
+    if (cmd->eval) {
+        redisFreeCommand(cmd->eval);
+        cmd->eval = NULL;
+    }
+
+    ngx_queue_insert_head(&cmd->rd->free, &cmd->queue);
+}
+
+
+static void
+ngx_meshgate_redis_timeout_handler(ngx_event_t *ev)
+{
+    ngx_meshgate_redis_cmd_t  *cmd = ev->data;
+
+    ngx_meshgate_redis_disconnect(cmd->rd, NGX_MESHGATE_REDIS_TIMEOUT,
+                                  "command timed out");
+}
+
+
+static void
+ngx_meshgate_redis_connect_timeout_handler(ngx_event_t *ev)
+{
+    ngx_meshgate_redis_t  *rd = ev->data;
+
+    ngx_meshgate_redis_disconnect(rd, NGX_MESHGATE_REDIS_TIMEOUT,
+                                  "connect timed out");
+}
+
+
+static ngx_int_t
+ngx_meshgate_redis_test_connect(ngx_meshgate_redis_t *rd)
+{
+    int        err;
+    socklen_t  len;
+
+    if (!rd->connecting) {
+        return NGX_OK;
+    }
+
+    err = 0;
+    len = sizeof(int);
+
+    if (getsockopt(rd->conn->fd, SOL_SOCKET, SO_ERROR, (void *) &err, &len)
+        == -1)
+    {
+        err = ngx_socket_errno;
+    }
+
+    if (err) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, err,
+                      "redis %V: connect() failed", &rd->name);
+        ngx_meshgate_redis_disconnect(rd, NGX_MESHGATE_REDIS_ERROR, NULL);
+        return NGX_ERROR;
+    }
+
+    rd->connecting = 0;
+
+    if (rd->connect_timer.timer_set) {
+        ngx_del_timer(&rd->connect_timer);
+    }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_EVENT, ngx_cycle->log, 0,
+                   "redis %V: connected", &rd->name);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_meshgate_redis_write_handler(ngx_event_t *wev)
+{
+    ssize_t                n;
+    ngx_connection_t      *c;
+    ngx_meshgate_redis_t  *rd;
+
+    c = wev->data;
+    rd = c->data;
+
+    if (ngx_meshgate_redis_test_connect(rd) != NGX_OK) {
+        return;
+    }
+
+    while (rd->out_sent < rd->out_len) {
+        n = c->send(c, rd->out + rd->out_sent, rd->out_len - rd->out_sent);
+
+        if (n == NGX_AGAIN) {
+            if (ngx_handle_write_event(wev, 0) != NGX_OK) {
+                ngx_meshgate_redis_disconnect(rd, NGX_MESHGATE_REDIS_ERROR,
+                                              "write event failed");
+            }
+
+            return;
+        }
+
+        if (n == NGX_ERROR) {
+            ngx_meshgate_redis_disconnect(rd, NGX_MESHGATE_REDIS_ERROR,
+                                          "connection lost while writing");
+            return;
+        }
+
+        rd->out_sent += n;
+    }
+
+    rd->out_sent = 0;
+    rd->out_len = 0;
+}
+
+
+static void
+ngx_meshgate_redis_read_handler(ngx_event_t *rev)
+{
+    u_char                 buf[NGX_MESHGATE_REDIS_READ_SIZE];
+    ssize_t                n;
+    ngx_uint_t             generation;
+    ngx_connection_t      *c;
+    ngx_meshgate_redis_t  *rd;
+
+    c = rev->data;
+    rd = c->data;
+
+    if (ngx_meshgate_redis_test_connect(rd) != NGX_OK) {
+        return;
+    }
+
+    if (rd->out_sent < rd->out_len && !c->write->posted) {
+        ngx_post_event(c->write, &ngx_posted_events);
+    }
+
+    generation = rd->generation;
+
+    for ( ;; ) {
+        n = c->recv(c, buf, sizeof(buf));
+
+        if (n == NGX_AGAIN) {
+            if (ngx_handle_read_event(rev, 0) != NGX_OK) {
+                ngx_meshgate_redis_disconnect(rd, NGX_MESHGATE_REDIS_ERROR,
+                                              "read event failed");
+            }
+
+            return;
+        }
+
+        if (n == 0 || n == NGX_ERROR) {
+            ngx_meshgate_redis_disconnect(rd, NGX_MESHGATE_REDIS_ERROR,
+                                          n == 0 ? "connection closed"
+                                                 : "connection lost");
+            return;
+        }
+
+        if (redisReaderFeed(rd->reader, (const char *) buf, n) != REDIS_OK) {
+            ngx_meshgate_redis_disconnect(rd, NGX_MESHGATE_REDIS_ERROR,
+                                          "out of memory");
+            return;
+        }
+
+        ngx_meshgate_redis_dispatch(rd, generation);
+
+        if (rd->generation != generation) {
+            return;
+        }
+    }
+}
+
+
+static void
+ngx_meshgate_redis_dispatch(ngx_meshgate_redis_t *rd, ngx_uint_t generation)
+{
+    void                           *data;
+    redisReply                     *reply;
+    ngx_queue_t                    *q;
+    ngx_meshgate_redis_cmd_t       *cmd;
+    ngx_meshgate_redis_handler_pt   handler;
+
+    while (rd->generation == generation) {
+
+        reply = NULL;
+
+        if (redisReaderGetReply(rd->reader, (void **) &reply) != REDIS_OK) {
+            ngx_meshgate_redis_disconnect(rd, NGX_MESHGATE_REDIS_ERROR,
+                                          "protocol error");
+            return;
+        }
+
+        if (reply == NULL) {
+            return;
+        }
+
+        if (ngx_queue_empty(&rd->pending)) {
+            freeReplyObject(reply);
+            ngx_meshgate_redis_disconnect(rd, NGX_MESHGATE_REDIS_ERROR,
+                                          "unexpected reply");
+            return;
+        }
+
+        rd->backoff = NGX_MESHGATE_REDIS_BACKOFF_MIN;
+        rd->down = 0;
+
+        q = ngx_queue_head(&rd->pending);
+        ngx_queue_remove(q);
+        cmd = ngx_queue_data(q, ngx_meshgate_redis_cmd_t, queue);
+
+        handler = cmd->handler;
+        data = cmd->data;
+
+        if (handler == ngx_meshgate_redis_handshake_handler) {
+            ngx_meshgate_redis_free_cmd(cmd);
+
+            if (reply->type == REDIS_REPLY_ERROR) {
+                ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                              "redis %V: %s failed: %*s", &rd->name,
+                              (char *) data, (size_t) reply->len,
+                              reply->str);
+                freeReplyObject(reply);
+                ngx_meshgate_redis_disconnect(rd, NGX_MESHGATE_REDIS_ERROR,
+                                              NULL);
+                return;
+            }
+
+            freeReplyObject(reply);
+            continue;
+        }
+
+        if (handler
+            && cmd->script
+            && !cmd->retried
+            && reply->type == REDIS_REPLY_ERROR
+            && reply->len >= 8
+            && ngx_strncmp(reply->str, "NOSCRIPT", 8) == 0)
+        {
+            freeReplyObject(reply);
+
+            if (ngx_meshgate_redis_retry_eval(rd, cmd) == NGX_OK) {
+                continue;
+            }
+
+            ngx_meshgate_redis_free_cmd(cmd);
+            handler(data, NGX_MESHGATE_REDIS_ERROR, NULL);
+            continue;
+        }
+
+        ngx_meshgate_redis_free_cmd(cmd);
+
+        if (handler) {
+            handler(data, NGX_MESHGATE_REDIS_OK, reply);
+        }
+
+        freeReplyObject(reply);
+    }
+}
+
+
+static ngx_int_t
+ngx_meshgate_redis_retry_eval(ngx_meshgate_redis_t *rd,
+    ngx_meshgate_redis_cmd_t *cmd)
+{
+    u_char                       head[NGX_INT_T_LEN * 2 + 32], *p;
+    ngx_meshgate_redis_script_t  *script;
+
+    ngx_log_debug1(NGX_LOG_DEBUG_EVENT, ngx_cycle->log, 0,
+                   "redis %V: NOSCRIPT, sending EVAL", &rd->name);
+
+    script = cmd->script;
+
+    p = ngx_sprintf(head, "*%ui\r\n$4\r\nEVAL\r\n$%uz\r\n",
+                    cmd->argc, script->text.len);
+
+    if (ngx_meshgate_redis_append(rd, head, p - head) != NGX_OK
+        || ngx_meshgate_redis_append(rd, script->text.data,
+                                     script->text.len) != NGX_OK
+        || ngx_meshgate_redis_append(rd, "\r\n", 2) != NGX_OK
+        || ngx_meshgate_redis_append(rd, cmd->eval + cmd->args_off,
+                                     cmd->eval_len - cmd->args_off)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    cmd->retried = 1;
+    ngx_queue_insert_tail(&rd->pending, &cmd->queue);
+    ngx_meshgate_redis_post_write(rd);
+
+    return NGX_OK;
+}
+
+
+void
+ngx_meshgate_redis_close(ngx_meshgate_redis_t *rd)
+{
+    ngx_queue_t               *q;
+    ngx_meshgate_redis_cmd_t  *cmd;
+
+    if (!rd->initialized) {
+        return;
+    }
+
+    /* the worker is exiting: no handler runs any more */
+
+    for (q = ngx_queue_head(&rd->pending);
+         q != ngx_queue_sentinel(&rd->pending);
+         q = ngx_queue_next(q))
+    {
+        cmd = ngx_queue_data(q, ngx_meshgate_redis_cmd_t, queue);
+        ngx_meshgate_redis_cancel(cmd);
+    }
+
+    ngx_meshgate_redis_disconnect(rd, NGX_MESHGATE_REDIS_ERROR, NULL);
+
+    while (!ngx_queue_empty(&rd->free)) {
+        q = ngx_queue_head(&rd->free);
+        ngx_queue_remove(q);
+        cmd = ngx_queue_data(q, ngx_meshgate_redis_cmd_t, queue);
+        ngx_free(cmd);
+    }
+
+    if (rd->out) {
+        ngx_free(rd->out);
+        rd->out = NULL;
+        rd->out_size = 0;
+    }
+
+    rd->initialized = 0;
+}

@@ -1,0 +1,1891 @@
+
+/*
+ * Copyright (C) meshgate contributors
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+#include <ngx_sha1.h>
+#include "ngx_meshgate_redis.h"
+#include "ngx_meshgate_cache.h"
+
+
+#define NGX_HTTP_RATE_LIMIT_PASSED          1
+#define NGX_HTTP_RATE_LIMIT_REJECTED        2
+#define NGX_HTTP_RATE_LIMIT_DRY_RUN         3
+#define NGX_HTTP_RATE_LIMIT_ERROR           4
+#define NGX_HTTP_RATE_LIMIT_ERROR_REJECTED  5
+#define NGX_HTTP_RATE_LIMIT_LOCAL_PASSED    6
+#define NGX_HTTP_RATE_LIMIT_LOCAL_REJECTED  7
+#define NGX_HTTP_RATE_LIMIT_LOCAL_DRY_RUN   8
+
+#define NGX_HTTP_RATE_LIMIT_FAIL_OPEN       0
+#define NGX_HTTP_RATE_LIMIT_FAIL_CLOSED     1
+#define NGX_HTTP_RATE_LIMIT_FAIL_LOCAL      2
+
+#define NGX_HTTP_RATE_LIMIT_HEADERS_OFF     0
+#define NGX_HTTP_RATE_LIMIT_HEADERS_DRAFT   1
+#define NGX_HTTP_RATE_LIMIT_HEADERS_LEGACY  2
+
+#define NGX_HTTP_RATE_LIMIT_MAX_LIMITS      16
+#define NGX_HTTP_RATE_LIMIT_MAX_KEY         256
+#define NGX_HTTP_RATE_LIMIT_BATCH           16
+
+
+typedef struct {
+    ngx_str_t                     name;
+    ngx_http_complex_value_t      key;
+    ngx_uint_t                    rate;         /* requests per period */
+    ngx_uint_t                    period;       /* seconds */
+    ngx_uint_t                    burst;
+    uint64_t                      interval;     /* microseconds */
+    ngx_meshgate_cache_t         *local;
+} ngx_http_rate_limit_zone_t;
+
+
+typedef struct {
+    ngx_http_rate_limit_zone_t   *zone;
+    ngx_uint_t                    cost;
+} ngx_http_rate_limit_limit_t;
+
+
+typedef struct {
+    ngx_meshgate_redis_t         *redis;
+    ngx_meshgate_redis_script_t  *script;
+    ngx_str_t                     prefix;
+    ngx_array_t                   zones;        /* of zone pointers */
+    ngx_shm_zone_t               *lock_zone;
+    ngx_shmtx_t                   lock;         /* local limiter updates */
+} ngx_http_rate_limit_main_conf_t;
+
+
+typedef struct {
+    ngx_array_t                  *limits;
+    ngx_uint_t                    status_code;
+    ngx_flag_t                    dry_run;
+    ngx_uint_t                    log_level;
+    ngx_uint_t                    failure_mode;
+    ngx_uint_t                    headers;
+} ngx_http_rate_limit_loc_conf_t;
+
+
+typedef struct {
+    ngx_http_rate_limit_limit_t  *limit;
+    ngx_str_t                     key;
+    ngx_uint_t                    allowed;
+    ngx_uint_t                    remaining;
+    ngx_msec_t                    retry_after;
+    ngx_msec_t                    reset;
+    uint64_t                      tat;          /* local: new TAT, us */
+} ngx_http_rate_limit_result_t;
+
+
+typedef struct ngx_http_rate_limit_batch_s  ngx_http_rate_limit_batch_t;
+
+
+typedef struct {
+    ngx_http_request_t           *request;
+    ngx_http_rate_limit_batch_t  *batch;
+    ngx_uint_t                    slot;
+    const char                  **argv;         /* per limit: key, interval, */
+    size_t                       *lens;         /* capacity, cost */
+    ngx_http_rate_limit_result_t *results;
+    ngx_uint_t                    nresults;
+    ngx_uint_t                    status;
+    ngx_uint_t                    headers;
+    ngx_int_t                     rc;
+    unsigned                      waiting:1;
+    unsigned                      replied:1;
+    unsigned                      done:1;
+    unsigned                      have_results:1;
+} ngx_http_rate_limit_ctx_t;
+
+
+struct ngx_http_rate_limit_batch_s {
+    ngx_queue_t                       queue;   /* unsent or in flight */
+    ngx_http_rate_limit_main_conf_t  *mcf;
+    ngx_uint_t                        n;
+    ngx_uint_t                        nkeys;
+    ngx_http_rate_limit_ctx_t        *ctx[NGX_HTTP_RATE_LIMIT_BATCH];
+    ngx_uint_t                        nres[NGX_HTTP_RATE_LIMIT_BATCH];
+};
+
+
+static ngx_int_t ngx_http_rate_limit_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_rate_limit_start(ngx_http_request_t *r,
+    ngx_http_rate_limit_loc_conf_t *lcf);
+static ngx_int_t ngx_http_rate_limit_hash_key(ngx_http_request_t *r,
+    ngx_str_t *key);
+static ngx_int_t ngx_http_rate_limit_send(ngx_http_request_t *r,
+    ngx_http_rate_limit_ctx_t *ctx);
+static void ngx_http_rate_limit_flush(ngx_event_t *ev);
+static void ngx_http_rate_limit_batch_reply(void *data, ngx_int_t status,
+    redisReply *reply);
+static void ngx_http_rate_limit_batch_done(ngx_http_rate_limit_batch_t *batch,
+    ngx_int_t status, redisReply *reply);
+static ngx_int_t ngx_http_rate_limit_check_reply(redisReply *reply,
+    size_t total);
+static void ngx_http_rate_limit_set_results(ngx_http_rate_limit_ctx_t *ctx,
+    redisReply **e);
+static ngx_int_t ngx_http_rate_limit_decide(ngx_http_request_t *r,
+    ngx_http_rate_limit_ctx_t *ctx, ngx_uint_t local);
+static ngx_int_t ngx_http_rate_limit_failure(ngx_http_request_t *r,
+    ngx_http_rate_limit_ctx_t *ctx);
+static void ngx_http_rate_limit_local(ngx_http_request_t *r,
+    ngx_http_rate_limit_ctx_t *ctx);
+static ngx_http_rate_limit_ctx_t *ngx_http_rate_limit_get_ctx(
+    ngx_http_request_t *r);
+static void ngx_http_rate_limit_cleanup(void *data);
+static ngx_int_t ngx_http_rate_limit_header_filter(ngx_http_request_t *r);
+static ngx_int_t ngx_http_rate_limit_add_header(ngx_http_request_t *r,
+    char *name, u_char *value, u_char *last);
+static ngx_int_t ngx_http_rate_limit_draft_headers(ngx_http_request_t *r,
+    ngx_http_rate_limit_ctx_t *ctx);
+static ngx_int_t ngx_http_rate_limit_legacy_headers(ngx_http_request_t *r,
+    ngx_http_rate_limit_ctx_t *ctx);
+static ngx_int_t ngx_http_rate_limit_status_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_rate_limit_remaining_variable(
+    ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
+static void *ngx_http_rate_limit_create_main_conf(ngx_conf_t *cf);
+static void *ngx_http_rate_limit_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_rate_limit_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static char *ngx_http_rate_limit_redis(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static ngx_int_t ngx_http_rate_limit_init_lock_zone(ngx_shm_zone_t *shm_zone,
+    void *data);
+static char *ngx_http_rate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_rate_limit_parse_rate(ngx_conf_t *cf,
+    ngx_http_rate_limit_zone_t *zone, ngx_str_t *value);
+static char *ngx_http_rate_limit(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static ngx_int_t ngx_http_rate_limit_add_variables(ngx_conf_t *cf);
+static ngx_int_t ngx_http_rate_limit_init(ngx_conf_t *cf);
+static void ngx_http_rate_limit_exit_process(ngx_cycle_t *cycle);
+static void ngx_http_rate_limit_free_batches(ngx_queue_t *batches);
+
+
+static ngx_conf_enum_t  ngx_http_rate_limit_log_levels[] = {
+    { ngx_string("info"), NGX_LOG_INFO },
+    { ngx_string("notice"), NGX_LOG_NOTICE },
+    { ngx_string("warn"), NGX_LOG_WARN },
+    { ngx_string("error"), NGX_LOG_ERR },
+    { ngx_null_string, 0 }
+};
+
+
+static ngx_conf_enum_t  ngx_http_rate_limit_failure_modes[] = {
+    { ngx_string("open"), NGX_HTTP_RATE_LIMIT_FAIL_OPEN },
+    { ngx_string("closed"), NGX_HTTP_RATE_LIMIT_FAIL_CLOSED },
+    { ngx_string("local"), NGX_HTTP_RATE_LIMIT_FAIL_LOCAL },
+    { ngx_null_string, 0 }
+};
+
+
+static ngx_conf_enum_t  ngx_http_rate_limit_header_modes[] = {
+    { ngx_string("off"), NGX_HTTP_RATE_LIMIT_HEADERS_OFF },
+    { ngx_string("draft"), NGX_HTTP_RATE_LIMIT_HEADERS_DRAFT },
+    { ngx_string("legacy"), NGX_HTTP_RATE_LIMIT_HEADERS_LEGACY },
+    { ngx_null_string, 0 }
+};
+
+
+static ngx_conf_num_bounds_t  ngx_http_rate_limit_status_bounds = {
+    ngx_conf_check_num_bounds, 400, 599
+};
+
+
+static ngx_command_t  ngx_http_rate_limit_commands[] = {
+
+    { ngx_string("rate_limit_redis"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_rate_limit_redis,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("rate_limit_zone"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_2MORE,
+      ngx_http_rate_limit_zone,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("rate_limit"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
+      ngx_http_rate_limit,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("rate_limit_status"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_rate_limit_loc_conf_t, status_code),
+      &ngx_http_rate_limit_status_bounds },
+
+    { ngx_string("rate_limit_dry_run"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_rate_limit_loc_conf_t, dry_run),
+      NULL },
+
+    { ngx_string("rate_limit_log_level"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_rate_limit_loc_conf_t, log_level),
+      &ngx_http_rate_limit_log_levels },
+
+    { ngx_string("rate_limit_failure_mode"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_rate_limit_loc_conf_t, failure_mode),
+      &ngx_http_rate_limit_failure_modes },
+
+    { ngx_string("rate_limit_headers"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_rate_limit_loc_conf_t, headers),
+      &ngx_http_rate_limit_header_modes },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_rate_limit_module_ctx = {
+    ngx_http_rate_limit_add_variables,     /* preconfiguration */
+    ngx_http_rate_limit_init,              /* postconfiguration */
+
+    ngx_http_rate_limit_create_main_conf,  /* create main configuration */
+    NULL,                                  /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_rate_limit_create_loc_conf,   /* create location configuration */
+    ngx_http_rate_limit_merge_loc_conf     /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_rate_limit_module = {
+    NGX_MODULE_V1,
+    &ngx_http_rate_limit_module_ctx,       /* module context */
+    ngx_http_rate_limit_commands,          /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    NULL,                                  /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    ngx_http_rate_limit_exit_process,      /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static ngx_str_t  ngx_http_rate_limit_status_names[] = {
+    ngx_null_string,
+    ngx_string("PASSED"),
+    ngx_string("REJECTED"),
+    ngx_string("DRY_RUN"),
+    ngx_string("ERROR"),
+    ngx_string("ERROR_REJECTED"),
+    ngx_string("LOCAL_PASSED"),
+    ngx_string("LOCAL_REJECTED"),
+    ngx_string("LOCAL_DRY_RUN")
+};
+
+
+static ngx_http_variable_t  ngx_http_rate_limit_vars[] = {
+
+    { ngx_string("rate_limit_status"), NULL,
+      ngx_http_rate_limit_status_variable, 0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("rate_limit_remaining"), NULL,
+      ngx_http_rate_limit_remaining_variable, 0, NGX_HTTP_VAR_NOCACHEABLE,
+      0 },
+
+      ngx_http_null_variable
+};
+
+
+/*
+ * GCRA on Redis's clock, for a batch of requests, each atomically over
+ * all its limits.  KEYS: one per limit of each request, in order; ARGV:
+ * the number of requests, then for each request the number of its limits
+ * and per limit the emission interval and the burst capacity
+ * ((burst + 1) * interval), both in microseconds, and the cost.  Either
+ * every limit of a request admits it and all are charged, or none is.
+ * Returns per limit: allowed, remaining, retry after (ms), reset (ms:
+ * until the limit is whole again).  A key of another type is taken as
+ * empty and overwritten, so that it cannot fail the other requests of
+ * its batch.
+ */
+
+static ngx_str_t  ngx_http_rate_limit_lua = ngx_string(
+    "local t = redis.call('TIME')\n"
+    "local now = t[1] * 1000000 + t[2]\n"
+    "local res, m, k, a = {}, 0, 0, 2\n"
+    "local tat, new = {}, {}\n"
+    "for _ = 1, ARGV[1] do\n"
+    "  local n, ok = tonumber(ARGV[a]), true\n"
+    "  a = a + 1\n"
+    "  for i = 1, n do\n"
+    "    local v = redis.pcall('GET', KEYS[k + i])\n"
+    "    v = type(v) == 'string' and tonumber(v) or 0\n"
+    "    if v < now then v = now end\n"
+    "    tat[i] = v\n"
+    "    new[i] = v + ARGV[a] * ARGV[a + 2]\n"
+    "    if new[i] - now > ARGV[a + 1] + 0 then ok = false end\n"
+    "    a = a + 3\n"
+    "  end\n"
+    "  a = a - 3 * n\n"
+    "  for i = 1, n do\n"
+    "    local iv, cap = ARGV[a] + 0, ARGV[a + 1] + 0\n"
+    "    local used, allowed, retry = tat[i] - now, 1, 0\n"
+    "    if ok then\n"
+    "      used = new[i] - now\n"
+    "      redis.call('SET', KEYS[k + i], string.format('%.0f', new[i]),\n"
+    "                 'PX', math.max(1, math.ceil(used / 1000)))\n"
+    "    elseif new[i] - now > cap then\n"
+    "      allowed = 0\n"
+    "      retry = math.ceil((new[i] - now - cap) / 1000)\n"
+    "    end\n"
+    "    res[m + 1] = allowed\n"
+    "    res[m + 2] = math.max(0, math.floor((cap - used) / iv))\n"
+    "    res[m + 3] = retry\n"
+    "    res[m + 4] = math.ceil(used / 1000)\n"
+    "    m = m + 4\n"
+    "    a = a + 3\n"
+    "  end\n"
+    "  k = k + n\n"
+    "end\n"
+    "return res\n");
+
+
+static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
+
+/* per worker: batches being filled, and batches waiting for Redis */
+static ngx_queue_t  ngx_http_rate_limit_unsent;
+static ngx_queue_t  ngx_http_rate_limit_inflight;
+static ngx_uint_t   ngx_http_rate_limit_batches_init;
+static ngx_event_t  ngx_http_rate_limit_flush_event;
+
+static char  *ngx_http_rate_limit_digits[] = {
+    "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13",
+    "14", "15", "16"
+};
+
+
+static ngx_int_t
+ngx_http_rate_limit_handler(ngx_http_request_t *r)
+{
+    ngx_http_rate_limit_ctx_t       *ctx;
+    ngx_http_rate_limit_loc_conf_t  *lcf;
+
+    if (r != r->main) {
+        return NGX_DECLINED;
+    }
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_rate_limit_module);
+
+    if (lcf->limits == NULL) {
+        return NGX_DECLINED;
+    }
+
+    ctx = ngx_http_rate_limit_get_ctx(r);
+
+    if (ctx == NULL) {
+        return ngx_http_rate_limit_start(r, lcf);
+    }
+
+    if (ctx->waiting) {
+        return NGX_AGAIN;
+    }
+
+    if (ctx->done) {
+        return NGX_DECLINED;
+    }
+
+    /* the Redis reply has come: ngx_http_rate_limit_batch_done() ran */
+
+    ctx->done = 1;
+
+    return ctx->rc;
+}
+
+
+static ngx_int_t
+ngx_http_rate_limit_start(ngx_http_request_t *r,
+    ngx_http_rate_limit_loc_conf_t *lcf)
+{
+    ngx_str_t                      key;
+    ngx_uint_t                     i;
+    ngx_pool_cleanup_t            *cln;
+    ngx_http_rate_limit_ctx_t     *ctx;
+    ngx_http_rate_limit_limit_t   *limits;
+    ngx_http_rate_limit_result_t  *res;
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_rate_limit_ctx_t));
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->results = ngx_pcalloc(r->pool, lcf->limits->nelts
+                                        * sizeof(ngx_http_rate_limit_result_t));
+    if (ctx->results == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /* found again after an internal redirect, which clears r->ctx */
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cln->handler = ngx_http_rate_limit_cleanup;
+    cln->data = ctx;
+
+    ctx->request = r;
+    ctx->headers = lcf->headers;
+    ngx_http_set_ctx(r, ctx, ngx_http_rate_limit_module);
+
+    limits = lcf->limits->elts;
+
+    for (i = 0; i < lcf->limits->nelts; i++) {
+
+        if (ngx_http_complex_value(r, &limits[i].zone->key, &key) != NGX_OK) {
+            ctx->done = 1;
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        if (key.len == 0) {
+            continue;
+        }
+
+        if (key.len > NGX_HTTP_RATE_LIMIT_MAX_KEY
+            && ngx_http_rate_limit_hash_key(r, &key) != NGX_OK)
+        {
+            ctx->done = 1;
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        res = &ctx->results[ctx->nresults++];
+        res->limit = &limits[i];
+        res->key = key;
+    }
+
+    if (ctx->nresults == 0) {
+        ctx->done = 1;
+        return NGX_DECLINED;
+    }
+
+    return ngx_http_rate_limit_send(r, ctx);
+}
+
+
+/*
+ * A key longer than NGX_HTTP_RATE_LIMIT_MAX_KEY bytes is limited under
+ * "sha1:" and its SHA-1 in hex, so that a huge key neither escapes the
+ * limit nor bloats Redis.
+ */
+
+static ngx_int_t
+ngx_http_rate_limit_hash_key(ngx_http_request_t *r, ngx_str_t *key)
+{
+    u_char      hash[20], *p;
+    ngx_sha1_t  sha1;
+
+    ngx_sha1_init(&sha1);
+    ngx_sha1_update(&sha1, key->data, key->len);
+    ngx_sha1_final(hash, &sha1);
+
+    p = ngx_pnalloc(r->pool, sizeof("sha1:") - 1 + 40);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    key->data = p;
+    p = ngx_cpymem(p, "sha1:", sizeof("sha1:") - 1);
+    p = ngx_hex_dump(p, hash, 20);
+    key->len = p - key->data;
+
+    return NGX_OK;
+}
+
+
+/*
+ * The checks of all requests that reach the phase within one turn of the
+ * event loop go to Redis together, as one EVALSHA (a batch): the script
+ * handles them one after the other, each atomically.  This keeps Redis's
+ * per-command cost off the hot path under load.
+ */
+
+static ngx_int_t
+ngx_http_rate_limit_send(ngx_http_request_t *r,
+    ngx_http_rate_limit_ctx_t *ctx)
+{
+    u_char                           *p;
+    ngx_uint_t                        i, n;
+    ngx_queue_t                      *q;
+    ngx_http_rate_limit_zone_t       *zone;
+    ngx_http_rate_limit_batch_t      *batch;
+    ngx_http_rate_limit_result_t     *res;
+    ngx_http_rate_limit_main_conf_t  *mcf;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_rate_limit_module);
+
+    if (ngx_meshgate_redis_is_down(mcf->redis)) {
+        ctx->done = 1;
+        return ngx_http_rate_limit_failure(r, ctx);
+    }
+
+    n = ctx->nresults;
+
+    ctx->argv = ngx_palloc(r->pool, 4 * n * (sizeof(char *) + sizeof(size_t)));
+    if (ctx->argv == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->lens = (size_t *) (ctx->argv + 4 * n);
+
+    for (i = 0; i < n; i++) {
+        res = &ctx->results[i];
+        zone = res->limit->zone;
+
+        p = ngx_pnalloc(r->pool, mcf->prefix.len + zone->name.len + 1
+                                 + res->key.len + 3 * (NGX_INT64_LEN + 1));
+        if (p == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        ctx->argv[4 * i] = (const char *) p;
+        p = ngx_sprintf(p, "%V%V:%V", &mcf->prefix, &zone->name, &res->key);
+        ctx->lens[4 * i] = p - (u_char *) ctx->argv[4 * i];
+
+        ctx->argv[4 * i + 1] = (const char *) p;
+        p = ngx_sprintf(p, "%uL", zone->interval);
+        ctx->lens[4 * i + 1] = p - (u_char *) ctx->argv[4 * i + 1];
+
+        ctx->argv[4 * i + 2] = (const char *) p;
+        p = ngx_sprintf(p, "%uL", zone->interval * (zone->burst + 1));
+        ctx->lens[4 * i + 2] = p - (u_char *) ctx->argv[4 * i + 2];
+
+        ctx->argv[4 * i + 3] = (const char *) p;
+        p = ngx_sprintf(p, "%ui", res->limit->cost);
+        ctx->lens[4 * i + 3] = p - (u_char *) ctx->argv[4 * i + 3];
+    }
+
+    if (!ngx_http_rate_limit_batches_init) {
+        ngx_queue_init(&ngx_http_rate_limit_unsent);
+        ngx_queue_init(&ngx_http_rate_limit_inflight);
+        ngx_http_rate_limit_batches_init = 1;
+    }
+
+    batch = NULL;
+
+    if (!ngx_queue_empty(&ngx_http_rate_limit_unsent)) {
+        q = ngx_queue_last(&ngx_http_rate_limit_unsent);
+        batch = ngx_queue_data(q, ngx_http_rate_limit_batch_t, queue);
+
+        if (batch->n == NGX_HTTP_RATE_LIMIT_BATCH) {
+            batch = NULL;
+        }
+    }
+
+    if (batch == NULL) {
+        batch = ngx_alloc(sizeof(ngx_http_rate_limit_batch_t),
+                          r->connection->log);
+        if (batch == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        batch->n = 0;
+        batch->nkeys = 0;
+        batch->mcf = mcf;
+        ngx_queue_insert_tail(&ngx_http_rate_limit_unsent, &batch->queue);
+    }
+
+    ctx->batch = batch;
+    ctx->slot = batch->n;
+    batch->ctx[batch->n] = ctx;
+    batch->nres[batch->n] = n;
+    batch->n++;
+    batch->nkeys += n;
+
+    if (!ngx_http_rate_limit_flush_event.posted) {
+        ngx_http_rate_limit_flush_event.handler = ngx_http_rate_limit_flush;
+        ngx_http_rate_limit_flush_event.log = ngx_cycle->log;
+        ngx_post_event(&ngx_http_rate_limit_flush_event, &ngx_posted_events);
+    }
+
+    ctx->waiting = 1;
+
+    return NGX_AGAIN;
+}
+
+
+static void
+ngx_http_rate_limit_flush(ngx_event_t *ev)
+{
+    u_char                        nreq[NGX_INT_T_LEN], *nr;
+    size_t                       *lens;
+    ngx_int_t                     rc;
+    ngx_uint_t                    i, j, k, a, n;
+    ngx_queue_t                  *q;
+    const char                  **argv;
+    ngx_http_rate_limit_ctx_t    *ctx;
+    ngx_http_rate_limit_batch_t  *batch;
+
+    while (!ngx_queue_empty(&ngx_http_rate_limit_unsent)) {
+        q = ngx_queue_head(&ngx_http_rate_limit_unsent);
+        ngx_queue_remove(q);
+        batch = ngx_queue_data(q, ngx_http_rate_limit_batch_t, queue);
+
+        /* KEYS: every key; ARGV: requests, then per request: limits, then
+         * per limit: interval, capacity, cost */
+
+        n = batch->nkeys + 1 + batch->n + 3 * batch->nkeys;
+
+        argv = ngx_alloc(n * (sizeof(char *) + sizeof(size_t)), ev->log);
+        if (argv == NULL) {
+            ngx_http_rate_limit_batch_done(batch, NGX_MESHGATE_REDIS_ERROR,
+                                           NULL);
+            continue;
+        }
+
+        lens = (size_t *) (argv + n);
+
+        nr = nreq;
+        argv[batch->nkeys] = (const char *) nr;
+        lens[batch->nkeys] = ngx_sprintf(nr, "%ui", batch->n) - nr;
+
+        k = 0;
+        a = batch->nkeys + 1;
+
+        for (i = 0; i < batch->n; i++) {
+            ctx = batch->ctx[i];
+
+            if (ctx == NULL) {
+                /* finalized meanwhile: checked with no limits */
+                argv[a] = "0";
+                lens[a++] = 1;
+                batch->nres[i] = 0;
+                continue;
+            }
+
+            argv[a] = ngx_http_rate_limit_digits[ctx->nresults];
+            lens[a] = ngx_strlen(argv[a]);
+            a++;
+
+            for (j = 0; j < ctx->nresults; j++) {
+                argv[k] = ctx->argv[4 * j];
+                lens[k++] = ctx->lens[4 * j];
+                argv[a] = ctx->argv[4 * j + 1];
+                lens[a++] = ctx->lens[4 * j + 1];
+                argv[a] = ctx->argv[4 * j + 2];
+                lens[a++] = ctx->lens[4 * j + 2];
+                argv[a] = ctx->argv[4 * j + 3];
+                lens[a++] = ctx->lens[4 * j + 3];
+            }
+        }
+
+        /* keys of finalized requests are left out */
+
+        ngx_memmove(&argv[k], &argv[batch->nkeys],
+                    (a - batch->nkeys) * sizeof(char *));
+        ngx_memmove(&lens[k], &lens[batch->nkeys],
+                    (a - batch->nkeys) * sizeof(size_t));
+
+        rc = ngx_meshgate_redis_eval(batch->mcf->redis, NULL,
+                                     batch->mcf->script, k,
+                                     k + a - batch->nkeys, argv, lens,
+                                     ngx_http_rate_limit_batch_reply, batch,
+                                     NULL);
+        ngx_free(argv);
+
+        if (rc == NGX_OK) {
+            ngx_queue_insert_tail(&ngx_http_rate_limit_inflight,
+                                  &batch->queue);
+            continue;
+        }
+
+        ngx_http_rate_limit_batch_done(batch, NGX_MESHGATE_REDIS_ERROR, NULL);
+    }
+}
+
+
+static void
+ngx_http_rate_limit_batch_reply(void *data, ngx_int_t status,
+    redisReply *reply)
+{
+    ngx_http_rate_limit_batch_t  *batch = data;
+
+    ngx_queue_remove(&batch->queue);
+
+    ngx_http_rate_limit_batch_done(batch, status, reply);
+}
+
+
+/* hands every request of the batch its results and resumes it */
+
+static void
+ngx_http_rate_limit_batch_done(ngx_http_rate_limit_batch_t *batch,
+    ngx_int_t status, redisReply *reply)
+{
+    size_t                      total;
+    ngx_uint_t                  i, off;
+    ngx_connection_t           *c;
+    ngx_http_request_t         *r;
+    ngx_http_rate_limit_ctx_t  *ctx;
+
+    if (status == NGX_MESHGATE_REDIS_OK) {
+        total = 0;
+
+        for (i = 0; i < batch->n; i++) {
+            total += 4 * batch->nres[i];
+        }
+
+        if (ngx_http_rate_limit_check_reply(reply, total) != NGX_OK) {
+            status = NGX_MESHGATE_REDIS_ERROR;
+        }
+    }
+
+    off = 0;
+
+    for (i = 0; i < batch->n; i++) {
+        ctx = batch->ctx[i];
+
+        if (ctx == NULL) {
+            off += 4 * batch->nres[i];
+            continue;
+        }
+
+        ctx->batch = NULL;
+        ctx->waiting = 0;
+        r = ctx->request;
+        c = r->connection;
+
+        if (status == NGX_MESHGATE_REDIS_OK) {
+            ngx_http_rate_limit_set_results(ctx, reply->element + off);
+            ctx->rc = ngx_http_rate_limit_decide(r, ctx, 0);
+
+        } else {
+            ngx_log_debug1(NGX_LOG_DEBUG_HTTP, c->log, 0,
+                           "rate limit: redis failed (%i)", status);
+            ctx->rc = ngx_http_rate_limit_failure(r, ctx);
+        }
+
+        off += 4 * batch->nres[i];
+
+        ngx_http_core_run_phases(r);
+        ngx_http_run_posted_requests(c);
+    }
+
+    ngx_free(batch);
+}
+
+
+static ngx_int_t
+ngx_http_rate_limit_check_reply(redisReply *reply, size_t total)
+{
+    size_t  i;
+
+    if (reply->type == REDIS_REPLY_ERROR) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "rate limit: redis error: %*s",
+                      (size_t) reply->len, reply->str);
+        return NGX_ERROR;
+    }
+
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != total) {
+        goto invalid;
+    }
+
+    for (i = 0; i < total; i++) {
+        if (reply->element[i]->type != REDIS_REPLY_INTEGER
+            || reply->element[i]->integer < 0)
+        {
+            goto invalid;
+        }
+    }
+
+    return NGX_OK;
+
+invalid:
+
+    ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                  "rate limit: unexpected reply from redis");
+    return NGX_ERROR;
+}
+
+
+static void
+ngx_http_rate_limit_set_results(ngx_http_rate_limit_ctx_t *ctx,
+    redisReply **e)
+{
+    ngx_uint_t                     i;
+    ngx_http_rate_limit_result_t  *res;
+
+    for (i = 0; i < ctx->nresults; i++) {
+        res = &ctx->results[i];
+
+        res->allowed = (e[4 * i]->integer != 0);
+        res->remaining = (ngx_uint_t) e[4 * i + 1]->integer;
+        res->retry_after = (ngx_msec_t) e[4 * i + 2]->integer;
+        res->reset = (ngx_msec_t) e[4 * i + 3]->integer;
+    }
+}
+
+
+/* sets the status from the results; returns what the phase returns */
+
+static ngx_int_t
+ngx_http_rate_limit_decide(ngx_http_request_t *r,
+    ngx_http_rate_limit_ctx_t *ctx, ngx_uint_t local)
+{
+    ngx_uint_t                       i;
+    ngx_http_rate_limit_result_t    *res, *rej;
+    ngx_http_rate_limit_loc_conf_t  *lcf;
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_rate_limit_module);
+
+    ctx->have_results = 1;
+    rej = NULL;
+
+    for (i = 0; i < ctx->nresults; i++) {
+        res = &ctx->results[i];
+
+        if (!res->allowed
+            && (rej == NULL || res->retry_after > rej->retry_after))
+        {
+            rej = res;
+        }
+    }
+
+    if (rej == NULL) {
+        ctx->status = local ? NGX_HTTP_RATE_LIMIT_LOCAL_PASSED
+                            : NGX_HTTP_RATE_LIMIT_PASSED;
+        return NGX_DECLINED;
+    }
+
+    ngx_log_error(lcf->log_level, r->connection->log, 0,
+                  "limiting requests%s%s by zone \"%V\", key \"%V\", "
+                  "retry after %M ms",
+                  lcf->dry_run ? ", dry run," : "",
+                  local ? " (local)" : "",
+                  &rej->limit->zone->name, &rej->key, rej->retry_after);
+
+    if (lcf->dry_run) {
+        ctx->status = local ? NGX_HTTP_RATE_LIMIT_LOCAL_DRY_RUN
+                            : NGX_HTTP_RATE_LIMIT_DRY_RUN;
+        return NGX_DECLINED;
+    }
+
+    ctx->status = local ? NGX_HTTP_RATE_LIMIT_LOCAL_REJECTED
+                        : NGX_HTTP_RATE_LIMIT_REJECTED;
+
+    return lcf->status_code;
+}
+
+
+static ngx_int_t
+ngx_http_rate_limit_failure(ngx_http_request_t *r,
+    ngx_http_rate_limit_ctx_t *ctx)
+{
+    ngx_http_rate_limit_loc_conf_t  *lcf;
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_rate_limit_module);
+
+    switch (lcf->failure_mode) {
+
+    case NGX_HTTP_RATE_LIMIT_FAIL_LOCAL:
+        ngx_http_rate_limit_local(r, ctx);
+        return ngx_http_rate_limit_decide(r, ctx, 1);
+
+    case NGX_HTTP_RATE_LIMIT_FAIL_CLOSED:
+        if (!lcf->dry_run) {
+            ctx->status = NGX_HTTP_RATE_LIMIT_ERROR_REJECTED;
+            return NGX_HTTP_SERVICE_UNAVAILABLE;
+        }
+
+        /* fall through */
+
+    default: /* NGX_HTTP_RATE_LIMIT_FAIL_OPEN */
+        ctx->status = NGX_HTTP_RATE_LIMIT_ERROR;
+        return NGX_DECLINED;
+    }
+}
+
+
+/*
+ * The same GCRA on this node only, in the zone's shared memory, on this
+ * machine's clock (microseconds): the fallback while Redis is unreachable.
+ * A mutex in shared memory makes each check atomic across workers.
+ */
+
+static void
+ngx_http_rate_limit_local(ngx_http_request_t *r,
+    ngx_http_rate_limit_ctx_t *ctx)
+{
+    uint64_t                          now, tat, next, cap;
+    ngx_str_t                         value;
+    struct timeval                    tv;
+    ngx_uint_t                        i, ok;
+    ngx_http_rate_limit_zone_t       *zone;
+    ngx_http_rate_limit_result_t     *res;
+    ngx_http_rate_limit_main_conf_t  *mcf;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_rate_limit_module);
+
+    ngx_shmtx_lock(&mcf->lock);
+
+    ngx_gettimeofday(&tv);
+    now = (uint64_t) tv.tv_sec * 1000000 + tv.tv_usec;
+    ok = 1;
+
+    for (i = 0; i < ctx->nresults; i++) {
+        res = &ctx->results[i];
+        zone = res->limit->zone;
+
+        tat = now;
+
+        if (ngx_meshgate_cache_get(zone->local, &res->key, r->pool, &value,
+                                   NULL)
+            == NGX_OK
+            && value.len == sizeof(uint64_t))
+        {
+            ngx_memcpy(&tat, value.data, sizeof(uint64_t));
+
+            if (tat < now) {
+                tat = now;
+            }
+        }
+
+        cap = zone->interval * (zone->burst + 1);
+        next = tat + zone->interval * res->limit->cost;
+
+        if (next - now > cap) {
+            ok = 0;
+            res->allowed = 0;
+            res->remaining = (cap > tat - now)
+                             ? (cap - (tat - now)) / zone->interval : 0;
+            res->retry_after = (next - now - cap + 999) / 1000;
+            res->reset = (tat - now + 999) / 1000;
+
+        } else {
+            res->allowed = 1;
+            res->remaining = (cap - (next - now)) / zone->interval;
+            res->retry_after = 0;
+            res->reset = (next - now + 999) / 1000;
+            res->tat = next;
+        }
+    }
+
+    for (i = 0; !ok && i < ctx->nresults; i++) {
+        res = &ctx->results[i];
+
+        if (res->allowed) {
+            /* not charged: report the state before this request */
+            zone = res->limit->zone;
+            cap = zone->interval * (zone->burst + 1);
+            tat = res->tat - zone->interval * res->limit->cost;
+            res->remaining = (cap - (tat - now)) / zone->interval;
+            res->reset = (tat - now + 999) / 1000;
+        }
+    }
+
+    for (i = 0; ok && i < ctx->nresults; i++) {
+        res = &ctx->results[i];
+
+        value.data = (u_char *) &res->tat;
+        value.len = sizeof(uint64_t);
+
+        (void) ngx_meshgate_cache_set(res->limit->zone->local, &res->key,
+                                      &value, res->tat / 1000 + 1);
+    }
+
+    ngx_shmtx_unlock(&mcf->lock);
+}
+
+
+static ngx_http_rate_limit_ctx_t *
+ngx_http_rate_limit_get_ctx(ngx_http_request_t *r)
+{
+    ngx_pool_cleanup_t         *cln;
+    ngx_http_rate_limit_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r->main, ngx_http_rate_limit_module);
+
+    if (ctx) {
+        return ctx;
+    }
+
+    for (cln = r->main->pool->cleanup; cln; cln = cln->next) {
+        if (cln->handler == ngx_http_rate_limit_cleanup) {
+            ctx = cln->data;
+            ngx_http_set_ctx(r->main, ctx, ngx_http_rate_limit_module);
+            return ctx;
+        }
+    }
+
+    return NULL;
+}
+
+
+static void
+ngx_http_rate_limit_cleanup(void *data)
+{
+    ngx_http_rate_limit_ctx_t  *ctx = data;
+
+    /* also a marker: the context is found through it after a redirect */
+
+    if (ctx->batch) {
+        ctx->batch->ctx[ctx->slot] = NULL;
+        ctx->batch = NULL;
+    }
+}
+
+
+static ngx_int_t
+ngx_http_rate_limit_header_filter(ngx_http_request_t *r)
+{
+    ngx_int_t                      rc;
+    ngx_uint_t                     i;
+    ngx_msec_t                     retry;
+    u_char                         buf[NGX_INT_T_LEN], *p;
+    ngx_http_rate_limit_ctx_t     *ctx;
+    ngx_http_rate_limit_result_t  *res;
+
+    if (r != r->main) {
+        return ngx_http_next_header_filter(r);
+    }
+
+    ctx = ngx_http_rate_limit_get_ctx(r);
+
+    if (ctx == NULL || ctx->status == 0) {
+        return ngx_http_next_header_filter(r);
+    }
+
+    rc = NGX_OK;
+
+    if (ctx->have_results) {
+        if (ctx->headers == NGX_HTTP_RATE_LIMIT_HEADERS_DRAFT) {
+            rc = ngx_http_rate_limit_draft_headers(r, ctx);
+
+        } else if (ctx->headers == NGX_HTTP_RATE_LIMIT_HEADERS_LEGACY) {
+            rc = ngx_http_rate_limit_legacy_headers(r, ctx);
+        }
+    }
+
+    if (rc != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (ctx->status == NGX_HTTP_RATE_LIMIT_REJECTED
+        || ctx->status == NGX_HTTP_RATE_LIMIT_LOCAL_REJECTED
+        || ctx->status == NGX_HTTP_RATE_LIMIT_ERROR_REJECTED)
+    {
+        retry = 1000;
+
+        for (i = 0; i < ctx->nresults; i++) {
+            res = &ctx->results[i];
+
+            if (ctx->have_results && !res->allowed
+                && res->retry_after > retry)
+            {
+                retry = res->retry_after;
+            }
+        }
+
+        p = ngx_sprintf(buf, "%M", (retry + 999) / 1000);
+
+        if (ngx_http_rate_limit_add_header(r, "Retry-After", buf, p)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    return ngx_http_next_header_filter(r);
+}
+
+
+static ngx_int_t
+ngx_http_rate_limit_add_header(ngx_http_request_t *r, char *name,
+    u_char *value, u_char *last)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->hash = 1;
+    h->key.data = (u_char *) name;
+    h->key.len = ngx_strlen(name);
+    h->value.len = last - value;
+    h->value.data = ngx_pnalloc(r->pool, h->value.len);
+
+    if (h->value.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(h->value.data, value, h->value.len);
+
+    return NGX_OK;
+}
+
+
+/*
+ * draft-ietf-httpapi-ratelimit-headers: one list item per limit,
+ *   RateLimit-Policy: "zone";q=<rate>;w=<period seconds>
+ *   RateLimit: "zone";r=<remaining>;t=<seconds until whole again>
+ */
+
+static ngx_int_t
+ngx_http_rate_limit_draft_headers(ngx_http_request_t *r,
+    ngx_http_rate_limit_ctx_t *ctx)
+{
+    u_char                        *policy, *limit, *p, *q;
+    size_t                         len;
+    ngx_uint_t                     i;
+    ngx_http_rate_limit_zone_t    *zone;
+    ngx_http_rate_limit_result_t  *res;
+
+    len = 0;
+
+    for (i = 0; i < ctx->nresults; i++) {
+        len += ctx->results[i].limit->zone->name.len
+               + sizeof("\"\";q=;w=, ") + 2 * NGX_INT_T_LEN;
+    }
+
+    policy = ngx_pnalloc(r->pool, 2 * len);
+    if (policy == NULL) {
+        return NGX_ERROR;
+    }
+
+    limit = policy + len;
+    p = policy;
+    q = limit;
+
+    for (i = 0; i < ctx->nresults; i++) {
+        res = &ctx->results[i];
+        zone = res->limit->zone;
+
+        if (i) {
+            p = ngx_cpymem(p, ", ", 2);
+            q = ngx_cpymem(q, ", ", 2);
+        }
+
+        p = ngx_sprintf(p, "\"%V\";q=%ui;w=%ui", &zone->name, zone->rate,
+                        zone->period);
+        q = ngx_sprintf(q, "\"%V\";r=%ui;t=%M", &zone->name, res->remaining,
+                        (res->reset + 999) / 1000);
+    }
+
+    if (ngx_http_rate_limit_add_header(r, "RateLimit-Policy", policy, p)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_rate_limit_add_header(r, "RateLimit", limit, q);
+}
+
+
+/* X-RateLimit-*: of the limit with the fewest requests remaining */
+
+static ngx_int_t
+ngx_http_rate_limit_legacy_headers(ngx_http_request_t *r,
+    ngx_http_rate_limit_ctx_t *ctx)
+{
+    u_char                         buf[NGX_INT_T_LEN], *p;
+    ngx_uint_t                     i;
+    ngx_http_rate_limit_result_t  *res, *min;
+
+    min = &ctx->results[0];
+
+    for (i = 1; i < ctx->nresults; i++) {
+        res = &ctx->results[i];
+
+        if (res->remaining < min->remaining) {
+            min = res;
+        }
+    }
+
+    p = ngx_sprintf(buf, "%ui", min->limit->zone->rate);
+
+    if (ngx_http_rate_limit_add_header(r, "X-RateLimit-Limit", buf, p)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    p = ngx_sprintf(buf, "%ui", min->remaining);
+
+    if (ngx_http_rate_limit_add_header(r, "X-RateLimit-Remaining", buf, p)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    p = ngx_sprintf(buf, "%M", (min->reset + 999) / 1000);
+
+    return ngx_http_rate_limit_add_header(r, "X-RateLimit-Reset", buf, p);
+}
+
+
+static ngx_int_t
+ngx_http_rate_limit_status_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_http_rate_limit_ctx_t  *ctx;
+
+    ctx = ngx_http_rate_limit_get_ctx(r);
+
+    if (ctx == NULL || ctx->status == 0) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+    v->len = ngx_http_rate_limit_status_names[ctx->status].len;
+    v->data = ngx_http_rate_limit_status_names[ctx->status].data;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_rate_limit_remaining_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    u_char                     *p;
+    ngx_uint_t                  i, min;
+    ngx_http_rate_limit_ctx_t  *ctx;
+
+    ctx = ngx_http_rate_limit_get_ctx(r);
+
+    if (ctx == NULL || !ctx->have_results || ctx->nresults == 0) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    min = ctx->results[0].remaining;
+
+    for (i = 1; i < ctx->nresults; i++) {
+        min = ngx_min(min, ctx->results[i].remaining);
+    }
+
+    p = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    v->len = ngx_sprintf(p, "%ui", min) - p;
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+    v->data = p;
+
+    return NGX_OK;
+}
+
+
+static void *
+ngx_http_rate_limit_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_rate_limit_main_conf_t  *mcf;
+
+    mcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_rate_limit_main_conf_t));
+    if (mcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     mcf->redis = NULL;
+     *     mcf->script = NULL;
+     *     mcf->prefix = { 0, NULL };
+     */
+
+    if (ngx_array_init(&mcf->zones, cf->pool, 4,
+                       sizeof(ngx_http_rate_limit_zone_t *))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    return mcf;
+}
+
+
+static void *
+ngx_http_rate_limit_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_rate_limit_loc_conf_t  *lcf;
+
+    lcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_rate_limit_loc_conf_t));
+    if (lcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     lcf->limits = NULL;
+     */
+
+    lcf->status_code = NGX_CONF_UNSET_UINT;
+    lcf->dry_run = NGX_CONF_UNSET;
+    lcf->log_level = NGX_CONF_UNSET_UINT;
+    lcf->failure_mode = NGX_CONF_UNSET_UINT;
+    lcf->headers = NGX_CONF_UNSET_UINT;
+
+    return lcf;
+}
+
+
+static char *
+ngx_http_rate_limit_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_rate_limit_loc_conf_t  *prev = parent;
+    ngx_http_rate_limit_loc_conf_t  *conf = child;
+
+    if (conf->limits == NULL) {
+        conf->limits = prev->limits;
+    }
+
+    ngx_conf_merge_uint_value(conf->status_code, prev->status_code,
+                              NGX_HTTP_TOO_MANY_REQUESTS);
+    ngx_conf_merge_value(conf->dry_run, prev->dry_run, 0);
+    ngx_conf_merge_uint_value(conf->log_level, prev->log_level, NGX_LOG_ERR);
+    ngx_conf_merge_uint_value(conf->failure_mode, prev->failure_mode,
+                              NGX_HTTP_RATE_LIMIT_FAIL_LOCAL);
+    ngx_conf_merge_uint_value(conf->headers, prev->headers,
+                              NGX_HTTP_RATE_LIMIT_HEADERS_DRAFT);
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_rate_limit_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_rate_limit_main_conf_t  *mcf = conf;
+
+    ngx_int_t   rc;
+    ngx_str_t  *value;
+    ngx_uint_t  i;
+
+    static ngx_str_t  lock_name = ngx_string("rate_limit_local_lock");
+
+    if (mcf->redis) {
+        return "is duplicate";
+    }
+
+    mcf->redis = ngx_meshgate_redis_create(cf);
+    if (mcf->redis == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_str_set(&mcf->prefix, "rl:");
+
+    value = cf->args->elts;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        rc = ngx_meshgate_redis_parse(cf, mcf->redis, &value[i]);
+
+        if (rc == NGX_ERROR) {
+            return NGX_CONF_ERROR;
+        }
+
+        if (rc == NGX_OK) {
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "prefix=", 7) == 0) {
+            mcf->prefix.data = value[i].data + 7;
+            mcf->prefix.len = value[i].len - 7;
+            continue;
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\"", &value[i]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_meshgate_redis_init(cf, mcf->redis) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    mcf->script = ngx_meshgate_redis_script(cf, &ngx_http_rate_limit_lua);
+    if (mcf->script == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    mcf->lock_zone = ngx_shared_memory_add(cf, &lock_name, 8 * ngx_pagesize,
+                                           &ngx_http_rate_limit_module);
+    if (mcf->lock_zone == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    mcf->lock_zone->init = ngx_http_rate_limit_init_lock_zone;
+    mcf->lock_zone->data = mcf;
+
+    return NGX_CONF_OK;
+}
+
+
+/* the mutex of the local limiter, kept across reloads */
+
+static ngx_int_t
+ngx_http_rate_limit_init_lock_zone(ngx_shm_zone_t *shm_zone, void *data)
+{
+    ngx_http_rate_limit_main_conf_t  *omcf = data;
+
+    ngx_shmtx_sh_t                   *sh;
+    ngx_slab_pool_t                  *shpool;
+    ngx_http_rate_limit_main_conf_t  *mcf;
+
+    mcf = shm_zone->data;
+    shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
+
+    if (omcf) {
+        sh = shpool->data;
+
+    } else if (shm_zone->shm.exists) {
+        sh = shpool->data;
+
+    } else {
+        sh = ngx_slab_alloc(shpool, sizeof(ngx_shmtx_sh_t));
+        if (sh == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memzero(sh, sizeof(ngx_shmtx_sh_t));
+        shpool->data = sh;
+    }
+
+    if (ngx_shmtx_create(&mcf->lock, sh, NULL) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static char *
+ngx_http_rate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_rate_limit_main_conf_t  *mcf = conf;
+
+    u_char                            *p;
+    ssize_t                            size;
+    ngx_str_t                         *value, s, name;
+    ngx_int_t                          burst;
+    ngx_uint_t                         i;
+    ngx_http_rate_limit_zone_t        *zone, **zp;
+    ngx_http_compile_complex_value_t   ccv;
+
+    value = cf->args->elts;
+
+    if (mcf->redis == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"rate_limit_redis\" must be set before "
+                           "\"rate_limit_zone\"");
+        return NGX_CONF_ERROR;
+    }
+
+    if (value[1].len == 0 || value[1].len > 64) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid rate_limit_zone name \"%V\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    zp = mcf->zones.elts;
+
+    for (i = 0; i < mcf->zones.nelts; i++) {
+        if (zp[i]->name.len == value[1].len
+            && ngx_strncmp(zp[i]->name.data, value[1].data, value[1].len)
+               == 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "duplicate rate_limit_zone \"%V\"", &value[1]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    for (p = value[1].data; p < value[1].data + value[1].len; p++) {
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')
+              || (*p >= '0' && *p <= '9') || *p == '_' || *p == '-'
+              || *p == '.'))
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid rate_limit_zone name \"%V\": use "
+                               "letters, digits, \"_\", \"-\" and \".\"",
+                               &value[1]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    zone = ngx_pcalloc(cf->pool, sizeof(ngx_http_rate_limit_zone_t));
+    if (zone == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    zone->name = value[1];
+    size = 1024 * 1024;
+    burst = 0;
+
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "key=", 4) == 0) {
+            s.data = value[i].data + 4;
+            s.len = value[i].len - 4;
+
+            ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
+
+            ccv.cf = cf;
+            ccv.value = &s;
+            ccv.complex_value = &zone->key;
+
+            if (s.len == 0
+                || ngx_http_compile_complex_value(&ccv) != NGX_OK)
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid key \"%V\"", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "rate=", 5) == 0) {
+            s.data = value[i].data + 5;
+            s.len = value[i].len - 5;
+
+            if (ngx_http_rate_limit_parse_rate(cf, zone, &s) != NGX_CONF_OK) {
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "burst=", 6) == 0) {
+            burst = ngx_atoi(value[i].data + 6, value[i].len - 6);
+
+            if (burst == NGX_ERROR || burst > 1000000) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid burst \"%V\"", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "local_zone=", 11) == 0) {
+            s.data = value[i].data + 11;
+            s.len = value[i].len - 11;
+            size = ngx_parse_size(&s);
+
+            if (size == NGX_ERROR || size < (ssize_t) (8 * ngx_pagesize)) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid local_zone size \"%V\"",
+                                   &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\"", &value[i]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (zone->key.value.data == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "rate_limit_zone \"%V\" needs key=", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (zone->rate == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "rate_limit_zone \"%V\" needs rate=", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    zone->burst = burst;
+
+    name.len = sizeof("rate_limit_") - 1 + zone->name.len;
+    name.data = ngx_pnalloc(cf->pool, name.len);
+    if (name.data == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    p = ngx_cpymem(name.data, "rate_limit_", sizeof("rate_limit_") - 1);
+    ngx_memcpy(p, zone->name.data, zone->name.len);
+
+    zone->local = ngx_meshgate_cache_add(cf, &name, size,
+                                         &ngx_http_rate_limit_module);
+    if (zone->local == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    zp = ngx_array_push(&mcf->zones);
+    if (zp == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    *zp = zone;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_rate_limit_parse_rate(ngx_conf_t *cf,
+    ngx_http_rate_limit_zone_t *zone, ngx_str_t *value)
+{
+    size_t     len;
+    ngx_int_t  rate;
+
+    len = value->len;
+
+    if (len < 4 || value->data[len - 3] != 'r' || value->data[len - 2] != '/')
+    {
+        goto invalid;
+    }
+
+    switch (value->data[len - 1]) {
+    case 's':
+        zone->period = 1;
+        break;
+    case 'm':
+        zone->period = 60;
+        break;
+    case 'h':
+        zone->period = 3600;
+        break;
+    case 'd':
+        zone->period = 86400;
+        break;
+    default:
+        goto invalid;
+    }
+
+    rate = ngx_atoi(value->data, len - 3);
+
+    if (rate == NGX_ERROR || rate == 0 || rate > 1000000) {
+        goto invalid;
+    }
+
+    zone->rate = rate;
+    zone->interval = (uint64_t) zone->period * 1000000 / rate;
+
+    if (zone->interval == 0) {
+        goto invalid;
+    }
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid rate \"%V\", expected N r/s, r/m, r/h or r/d "
+                       "with N from 1 to 1000000", value);
+    return NGX_CONF_ERROR;
+}
+
+
+static char *
+ngx_http_rate_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_rate_limit_loc_conf_t  *lcf = conf;
+
+    ngx_int_t                         cost;
+    ngx_str_t                        *value;
+    ngx_uint_t                        i;
+    ngx_http_rate_limit_zone_t       *zone, **zp;
+    ngx_http_rate_limit_limit_t      *limit;
+    ngx_http_rate_limit_main_conf_t  *mcf;
+
+    value = cf->args->elts;
+
+    mcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_rate_limit_module);
+
+    zone = NULL;
+    zp = mcf->zones.elts;
+
+    for (i = 0; i < mcf->zones.nelts; i++) {
+        if (zp[i]->name.len == value[1].len
+            && ngx_strncmp(zp[i]->name.data, value[1].data, value[1].len)
+               == 0)
+        {
+            zone = zp[i];
+            break;
+        }
+    }
+
+    if (zone == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "unknown rate_limit_zone \"%V\" (zones must be "
+                           "declared before use)", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    cost = 1;
+
+    if (cf->args->nelts == 3) {
+        if (ngx_strncmp(value[2].data, "cost=", 5) != 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid parameter \"%V\"", &value[2]);
+            return NGX_CONF_ERROR;
+        }
+
+        cost = ngx_atoi(value[2].data + 5, value[2].len - 5);
+
+        if (cost == NGX_ERROR || cost == 0 || cost > 1000000) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid cost \"%V\"", &value[2]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    if (lcf->limits == NULL) {
+        lcf->limits = ngx_array_create(cf->pool, 2,
+                                       sizeof(ngx_http_rate_limit_limit_t));
+        if (lcf->limits == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    limit = lcf->limits->elts;
+
+    for (i = 0; i < lcf->limits->nelts; i++) {
+        if (limit[i].zone == zone) {
+            return "is duplicate";
+        }
+    }
+
+    if (lcf->limits->nelts == NGX_HTTP_RATE_LIMIT_MAX_LIMITS) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "too many rate_limit directives, at most %d",
+                           NGX_HTTP_RATE_LIMIT_MAX_LIMITS);
+        return NGX_CONF_ERROR;
+    }
+
+    limit = ngx_array_push(lcf->limits);
+    if (limit == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    limit->zone = zone;
+    limit->cost = cost;
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_rate_limit_add_variables(ngx_conf_t *cf)
+{
+    ngx_http_variable_t  *var, *v;
+
+    for (v = ngx_http_rate_limit_vars; v->name.len; v++) {
+        var = ngx_http_add_variable(cf, &v->name, v->flags);
+        if (var == NULL) {
+            return NGX_ERROR;
+        }
+
+        var->get_handler = v->get_handler;
+        var->data = v->data;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_rate_limit_init(ngx_conf_t *cf)
+{
+    ngx_http_handler_pt        *h;
+    ngx_http_core_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_PREACCESS_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_rate_limit_handler;
+
+    ngx_http_next_header_filter = ngx_http_top_header_filter;
+    ngx_http_top_header_filter = ngx_http_rate_limit_header_filter;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_rate_limit_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_http_conf_ctx_t              *ctx;
+    ngx_http_rate_limit_main_conf_t  *mcf;
+
+    ctx = (ngx_http_conf_ctx_t *) ngx_get_conf(cycle->conf_ctx,
+                                               ngx_http_module);
+    if (ctx == NULL) {
+        return;
+    }
+
+    mcf = ctx->main_conf[ngx_http_rate_limit_module.ctx_index];
+
+    if (mcf && mcf->redis) {
+        ngx_meshgate_redis_close(mcf->redis);
+    }
+
+    if (!ngx_http_rate_limit_batches_init) {
+        return;
+    }
+
+    if (ngx_http_rate_limit_flush_event.posted) {
+        ngx_delete_posted_event(&ngx_http_rate_limit_flush_event);
+    }
+
+    ngx_http_rate_limit_free_batches(&ngx_http_rate_limit_unsent);
+    ngx_http_rate_limit_free_batches(&ngx_http_rate_limit_inflight);
+}
+
+
+static void
+ngx_http_rate_limit_free_batches(ngx_queue_t *batches)
+{
+    ngx_queue_t                  *q;
+    ngx_http_rate_limit_batch_t  *batch;
+
+    while (!ngx_queue_empty(batches)) {
+        q = ngx_queue_head(batches);
+        ngx_queue_remove(q);
+        batch = ngx_queue_data(q, ngx_http_rate_limit_batch_t, queue);
+        ngx_free(batch);
+    }
+}
