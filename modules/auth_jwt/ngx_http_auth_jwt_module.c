@@ -53,11 +53,20 @@ typedef struct {
 
 
 typedef struct {
+    double                          exp;
+    double                          nbf;
+    unsigned                        has_exp:1;
+    unsigned                        has_nbf:1;
+} ngx_http_auth_jwt_times_t;
+
+
+typedef struct {
     ngx_http_request_t             *request;
     ngx_http_auth_jwt_result_e      verdict;
     ngx_http_auth_jwt_result_e      result;
     json_t                         *header;
     json_t                         *payload;
+    ngx_str_t                       header_text;
     ngx_str_t                       payload_text;
     const char                     *err;
     ngx_queue_t                     queue;
@@ -95,8 +104,13 @@ static ngx_http_auth_jwt_result_e ngx_http_auth_jwt_signature(
     u_char *fp, const char **err);
 static ngx_http_auth_jwt_key_t *ngx_http_auth_jwt_find_fp(
     ngx_http_auth_jwt_loc_conf_t *jlcf, u_char *fp, ngx_uint_t alg);
+static ngx_http_auth_jwt_result_e ngx_http_auth_jwt_get_times(json_t *payload,
+    ngx_http_auth_jwt_times_t *t, const char **err);
 static ngx_http_auth_jwt_result_e ngx_http_auth_jwt_claims(
-    ngx_http_auth_jwt_loc_conf_t *jlcf, json_t *payload, const char **err);
+    ngx_http_auth_jwt_loc_conf_t *jlcf, ngx_http_auth_jwt_ctx_t *ctx,
+    ngx_http_auth_jwt_times_t *t, const char **err);
+static json_t *ngx_http_auth_jwt_part(ngx_http_auth_jwt_ctx_t *ctx,
+    ngx_uint_t header);
 static ngx_int_t ngx_http_auth_jwt_has_string(json_t *v, ngx_str_t *s);
 static ngx_int_t ngx_http_auth_jwt_scope(ngx_http_auth_jwt_loc_conf_t *jlcf,
     json_t *payload);
@@ -106,10 +120,10 @@ static ngx_int_t ngx_http_auth_jwt_require(ngx_http_request_t *r,
     ngx_http_auth_jwt_loc_conf_t *jlcf, ngx_int_t *status);
 static ngx_int_t ngx_http_auth_jwt_cache_get(ngx_http_request_t *r,
     ngx_http_auth_jwt_ctx_t *ctx, ngx_http_auth_jwt_loc_conf_t *jlcf,
-    ngx_str_t *key);
+    ngx_str_t *key, ngx_http_auth_jwt_times_t *t);
 static void ngx_http_auth_jwt_cache_set(ngx_http_request_t *r,
-    ngx_http_auth_jwt_loc_conf_t *jlcf, ngx_str_t *key,
-    ngx_http_auth_jwt_token_t *jwt, u_char *fp);
+    ngx_str_t *key, ngx_http_auth_jwt_token_t *jwt, u_char *fp,
+    ngx_http_auth_jwt_times_t *t);
 static ngx_int_t ngx_http_auth_jwt_challenge(ngx_http_request_t *r,
     ngx_http_auth_jwt_loc_conf_t *jlcf, char *error);
 static double ngx_http_auth_jwt_now(void);
@@ -409,8 +423,9 @@ ngx_http_auth_jwt_decide(ngx_http_request_t *r, ngx_http_auth_jwt_ctx_t *ctx,
     ctx->result = ctx->verdict;
 
     if (ctx->verdict == NGX_HTTP_AUTH_JWT_OK) {
-        if (jlcf->scopes && ngx_http_auth_jwt_scope(jlcf, ctx->payload)
-                            != NGX_OK)
+        if (jlcf->scopes
+            && ngx_http_auth_jwt_scope(jlcf, ngx_http_auth_jwt_part(ctx, 0))
+               != NGX_OK)
         {
             ctx->result = NGX_HTTP_AUTH_JWT_INSUFFICIENT_SCOPE;
             ctx->err = "a required scope is missing";
@@ -746,17 +761,19 @@ static void
 ngx_http_auth_jwt_check(ngx_http_request_t *r, ngx_http_auth_jwt_ctx_t *ctx,
     ngx_http_auth_jwt_loc_conf_t *jlcf, ngx_uint_t final)
 {
-    u_char                         hash[32], fp[NGX_HTTP_AUTH_JWT_FP_LEN];
-    ngx_str_t                      token, key;
-    ngx_int_t                      rc;
-    const char                    *err;
-    ngx_http_auth_jwt_token_t      jwt;
-    ngx_http_auth_jwt_result_e     res;
+    u_char                          hash[32], fp[NGX_HTTP_AUTH_JWT_FP_LEN];
+    ngx_str_t                       token, key;
+    ngx_int_t                       rc;
+    const char                     *err;
+    ngx_http_auth_jwt_times_t       t;
+    ngx_http_auth_jwt_token_t       jwt;
+    ngx_http_auth_jwt_result_e      res;
     ngx_http_auth_jwt_main_conf_t  *jmcf;
 
     ngx_http_auth_jwt_ctx_cleanup(ctx);
 
     ctx->err = NULL;
+    ctx->header_text.len = 0;
     ctx->payload_text.len = 0;
 
     rc = ngx_http_auth_jwt_get_token(r, jlcf, &token);
@@ -785,9 +802,10 @@ ngx_http_auth_jwt_check(ngx_http_request_t *r, ngx_http_auth_jwt_ctx_t *ctx,
         if (ngx_http_auth_jwt_sha256(&token, hash) != NGX_OK) {
             key.len = 0;
 
-        } else if (ngx_http_auth_jwt_cache_get(r, ctx, jlcf, &key) == NGX_OK)
+        } else if (ngx_http_auth_jwt_cache_get(r, ctx, jlcf, &key, &t)
+                   == NGX_OK)
         {
-            ctx->verdict = ngx_http_auth_jwt_claims(jlcf, ctx->payload,
+            ctx->verdict = ngx_http_auth_jwt_claims(jlcf, ctx, &t,
                                                     &ctx->err);
             ctx->verified = 1;
             return;
@@ -798,21 +816,27 @@ ngx_http_auth_jwt_check(ngx_http_request_t *r, ngx_http_auth_jwt_ctx_t *ctx,
 
     res = ngx_http_auth_jwt_parse(r->pool, &token, &jwt, &err);
 
+    ctx->header = jwt.header;
+    ctx->payload = jwt.payload;
+    ctx->header_text = jwt.header_text;
+    ctx->payload_text = jwt.payload_text;
+
     if (res == NGX_HTTP_AUTH_JWT_OK) {
         res = ngx_http_auth_jwt_signature(jlcf, &jwt, fp, &err);
     }
 
     if (res == NGX_HTTP_AUTH_JWT_OK) {
-        res = ngx_http_auth_jwt_claims(jlcf, jwt.payload, &err);
+        res = ngx_http_auth_jwt_get_times(jwt.payload, &t, &err);
+    }
+
+    if (res == NGX_HTTP_AUTH_JWT_OK) {
+        res = ngx_http_auth_jwt_claims(jlcf, ctx, &t, &err);
 
         if (res == NGX_HTTP_AUTH_JWT_OK && key.len) {
-            ngx_http_auth_jwt_cache_set(r, jlcf, &key, &jwt, fp);
+            ngx_http_auth_jwt_cache_set(r, &key, &jwt, fp, &t);
         }
     }
 
-    ctx->header = jwt.header;
-    ctx->payload = jwt.payload;
-    ctx->payload_text = jwt.payload_text;
     ctx->verdict = res;
     ctx->err = err;
 
@@ -983,16 +1007,15 @@ ngx_http_auth_jwt_find_fp(ngx_http_auth_jwt_loc_conf_t *jlcf, u_char *fp,
 }
 
 
+/* exp and nbf: NumericDate (a JSON number) when present */
+
 static ngx_http_auth_jwt_result_e
-ngx_http_auth_jwt_claims(ngx_http_auth_jwt_loc_conf_t *jlcf, json_t *payload,
+ngx_http_auth_jwt_get_times(json_t *payload, ngx_http_auth_jwt_times_t *t,
     const char **err)
 {
-    double       now;
-    json_t      *v;
-    ngx_str_t   *s;
-    ngx_uint_t   i;
+    json_t  *v;
 
-    now = ngx_http_auth_jwt_now();
+    ngx_memzero(t, sizeof(ngx_http_auth_jwt_times_t));
 
     v = json_object_get(payload, "exp");
     if (v != NULL) {
@@ -1001,10 +1024,8 @@ ngx_http_auth_jwt_claims(ngx_http_auth_jwt_loc_conf_t *jlcf, json_t *payload,
             return NGX_HTTP_AUTH_JWT_MALFORMED;
         }
 
-        if (now >= json_number_value(v) + (double) jlcf->leeway) {
-            *err = "the token has expired";
-            return NGX_HTTP_AUTH_JWT_EXPIRED;
-        }
+        t->exp = json_number_value(v);
+        t->has_exp = 1;
     }
 
     v = json_object_get(payload, "nbf");
@@ -1014,10 +1035,44 @@ ngx_http_auth_jwt_claims(ngx_http_auth_jwt_loc_conf_t *jlcf, json_t *payload,
             return NGX_HTTP_AUTH_JWT_MALFORMED;
         }
 
-        if (now + (double) jlcf->leeway < json_number_value(v)) {
-            *err = "the token is not valid yet";
-            return NGX_HTTP_AUTH_JWT_NOT_YET_VALID;
-        }
+        t->nbf = json_number_value(v);
+        t->has_nbf = 1;
+    }
+
+    return NGX_HTTP_AUTH_JWT_OK;
+}
+
+
+static ngx_http_auth_jwt_result_e
+ngx_http_auth_jwt_claims(ngx_http_auth_jwt_loc_conf_t *jlcf,
+    ngx_http_auth_jwt_ctx_t *ctx, ngx_http_auth_jwt_times_t *t,
+    const char **err)
+{
+    double       now;
+    json_t      *v, *payload;
+    ngx_str_t   *s;
+    ngx_uint_t   i;
+
+    now = ngx_http_auth_jwt_now();
+
+    if (t->has_exp && now >= t->exp + (double) jlcf->leeway) {
+        *err = "the token has expired";
+        return NGX_HTTP_AUTH_JWT_EXPIRED;
+    }
+
+    if (t->has_nbf && now + (double) jlcf->leeway < t->nbf) {
+        *err = "the token is not valid yet";
+        return NGX_HTTP_AUTH_JWT_NOT_YET_VALID;
+    }
+
+    if (jlcf->issuers == NULL && jlcf->audiences == NULL) {
+        return NGX_HTTP_AUTH_JWT_OK;
+    }
+
+    payload = ngx_http_auth_jwt_part(ctx, 0);
+    if (payload == NULL) {
+        *err = "payload is not a JSON object";
+        return NGX_HTTP_AUTH_JWT_MALFORMED;
     }
 
     if (jlcf->issuers) {
@@ -1206,18 +1261,24 @@ ngx_http_auth_jwt_require(ngx_http_request_t *r,
 
 
 /*
- * A cached entry: alg index (1 byte), the key's fingerprint, the length
- * of the header JSON (4 bytes), the header JSON, the payload JSON.
+ * A cached entry: the alg index (1 byte), the key's fingerprint, flags
+ * (1 byte: exp, nbf present), exp and nbf (doubles), the length of the
+ * header JSON (4 bytes), the header JSON, the payload JSON.  A hit needs
+ * no JSON parsing unless claims are looked at.
  */
+
+#define NGX_HTTP_AUTH_JWT_ENTRY_HEAD                                          \
+    (1 + NGX_HTTP_AUTH_JWT_FP_LEN + 1 + 2 * sizeof(double) + 4)
+
 
 static ngx_int_t
 ngx_http_auth_jwt_cache_get(ngx_http_request_t *r,
     ngx_http_auth_jwt_ctx_t *ctx, ngx_http_auth_jwt_loc_conf_t *jlcf,
-    ngx_str_t *key)
+    ngx_str_t *key, ngx_http_auth_jwt_times_t *t)
 {
-    u_char                         *p;
+    u_char                         *p, *last;
     size_t                          hlen;
-    ngx_str_t                       value, text;
+    ngx_str_t                       value;
     ngx_http_auth_jwt_main_conf_t  *jmcf;
 
     jmcf = ngx_http_get_module_main_conf(r, ngx_http_auth_jwt_module);
@@ -1228,11 +1289,14 @@ ngx_http_auth_jwt_cache_get(ngx_http_request_t *r,
         return NGX_DECLINED;
     }
 
-    if (value.len < 1 + NGX_HTTP_AUTH_JWT_FP_LEN + 4) {
+    if (value.len < NGX_HTTP_AUTH_JWT_ENTRY_HEAD
+        || value.data[0] >= NGX_HTTP_AUTH_JWT_NALGS)
+    {
         return NGX_DECLINED;
     }
 
     p = value.data;
+    last = value.data + value.len;
 
     if (ngx_http_auth_jwt_find_fp(jlcf, p + 1, p[0]) == NULL) {
         /* verified with a key that this location does not trust */
@@ -1240,31 +1304,29 @@ ngx_http_auth_jwt_cache_get(ngx_http_request_t *r,
     }
 
     p += 1 + NGX_HTTP_AUTH_JWT_FP_LEN;
+
+    ngx_memzero(t, sizeof(ngx_http_auth_jwt_times_t));
+    t->has_exp = (p[0] & 1) ? 1 : 0;
+    t->has_nbf = (p[0] & 2) ? 1 : 0;
+    p++;
+
+    ngx_memcpy(&t->exp, p, sizeof(double));
+    p += sizeof(double);
+    ngx_memcpy(&t->nbf, p, sizeof(double));
+    p += sizeof(double);
+
     hlen = (size_t) p[0] | (size_t) p[1] << 8 | (size_t) p[2] << 16
            | (size_t) p[3] << 24;
     p += 4;
 
-    if (hlen > (size_t) (value.data + value.len - p)) {
+    if (hlen > (size_t) (last - p)) {
         return NGX_DECLINED;
     }
 
-    text.data = p;
-    text.len = hlen;
-
-    if (ngx_http_auth_jwt_json_object(&text, &ctx->header) != NGX_OK) {
-        return NGX_DECLINED;
-    }
-
+    ctx->header_text.data = p;
+    ctx->header_text.len = hlen;
     ctx->payload_text.data = p + hlen;
-    ctx->payload_text.len = value.data + value.len - (p + hlen);
-
-    if (ngx_http_auth_jwt_json_object(&ctx->payload_text, &ctx->payload)
-        != NGX_OK)
-    {
-        json_decref(ctx->header);
-        ctx->header = NULL;
-        return NGX_DECLINED;
-    }
+    ctx->payload_text.len = last - (p + hlen);
 
     ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "auth_jwt: cache hit");
@@ -1274,12 +1336,10 @@ ngx_http_auth_jwt_cache_get(ngx_http_request_t *r,
 
 
 static void
-ngx_http_auth_jwt_cache_set(ngx_http_request_t *r,
-    ngx_http_auth_jwt_loc_conf_t *jlcf, ngx_str_t *key,
-    ngx_http_auth_jwt_token_t *jwt, u_char *fp)
+ngx_http_auth_jwt_cache_set(ngx_http_request_t *r, ngx_str_t *key,
+    ngx_http_auth_jwt_token_t *jwt, u_char *fp, ngx_http_auth_jwt_times_t *t)
 {
     u_char                         *p;
-    json_t                         *v;
     double                          exp;
     uint64_t                        now, expires;
     ngx_str_t                       value;
@@ -1290,9 +1350,8 @@ ngx_http_auth_jwt_cache_set(ngx_http_request_t *r,
     now = ngx_meshgate_now_ms();
     expires = now + NGX_HTTP_AUTH_JWT_CACHE_NOEXP * 1000;
 
-    v = json_object_get(jwt->payload, "exp");
-    if (v != NULL) {
-        exp = json_number_value(v) * 1000;
+    if (t->has_exp) {
+        exp = t->exp * 1000;
 
         if (exp <= (double) now) {
             return;
@@ -1303,12 +1362,11 @@ ngx_http_auth_jwt_cache_set(ngx_http_request_t *r,
         }
     }
 
-    v = json_object_get(jwt->payload, "nbf");
-    if (v != NULL && json_number_value(v) * 1000 > (double) now) {
+    if (t->has_nbf && t->nbf * 1000 > (double) now) {
         return;
     }
 
-    value.len = 1 + NGX_HTTP_AUTH_JWT_FP_LEN + 4 + jwt->header_text.len
+    value.len = NGX_HTTP_AUTH_JWT_ENTRY_HEAD + jwt->header_text.len
                 + jwt->payload_text.len;
     value.data = ngx_pnalloc(r->pool, value.len);
     if (value.data == NULL) {
@@ -1318,6 +1376,9 @@ ngx_http_auth_jwt_cache_set(ngx_http_request_t *r,
     p = value.data;
     *p++ = (u_char) jwt->alg;
     p = ngx_cpymem(p, fp, NGX_HTTP_AUTH_JWT_FP_LEN);
+    *p++ = (u_char) (t->has_exp | t->has_nbf << 1);
+    p = ngx_cpymem(p, &t->exp, sizeof(double));
+    p = ngx_cpymem(p, &t->nbf, sizeof(double));
     *p++ = (u_char) (jwt->header_text.len & 0xff);
     *p++ = (u_char) ((jwt->header_text.len >> 8) & 0xff);
     *p++ = (u_char) ((jwt->header_text.len >> 16) & 0xff);
@@ -1329,6 +1390,25 @@ ngx_http_auth_jwt_cache_set(ngx_http_request_t *r,
         ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                       "auth_jwt: could not cache a verified token");
     }
+}
+
+
+/* the header or payload JSON, parsed on first use after a cache hit */
+
+static json_t *
+ngx_http_auth_jwt_part(ngx_http_auth_jwt_ctx_t *ctx, ngx_uint_t header)
+{
+    json_t     **v;
+    ngx_str_t   *text;
+
+    v = header ? &ctx->header : &ctx->payload;
+    text = header ? &ctx->header_text : &ctx->payload_text;
+
+    if (*v == NULL && text->len) {
+        (void) ngx_http_auth_jwt_json_object(text, v);
+    }
+
+    return *v;
 }
 
 
@@ -1467,7 +1547,9 @@ ngx_http_auth_jwt_claim_variable(ngx_http_request_t *r,
     claim.data = name->data + sizeof("jwt_claim_") - 1;
     claim.len = name->len - (sizeof("jwt_claim_") - 1);
 
-    return ngx_http_auth_jwt_json_variable(r, v, ctx->payload, &claim);
+    return ngx_http_auth_jwt_json_variable(r, v,
+                                           ngx_http_auth_jwt_part(ctx, 0),
+                                           &claim);
 }
 
 
@@ -1490,7 +1572,9 @@ ngx_http_auth_jwt_header_variable(ngx_http_request_t *r,
     param.data = name->data + sizeof("jwt_header_") - 1;
     param.len = name->len - (sizeof("jwt_header_") - 1);
 
-    return ngx_http_auth_jwt_json_variable(r, v, ctx->header, &param);
+    return ngx_http_auth_jwt_json_variable(r, v,
+                                           ngx_http_auth_jwt_part(ctx, 1),
+                                           &param);
 }
 
 
@@ -1610,7 +1694,7 @@ ngx_http_auth_jwt_set_variable(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    m = var->header ? ctx->header : ctx->payload;
+    m = ngx_http_auth_jwt_part(ctx, var->header);
     names = var->names.elts;
 
     for (i = 0; m != NULL && i < var->names.nelts; i++) {
