@@ -430,6 +430,14 @@ def test_result_empty_where_module_did_not_run(jwt_nginx):
 # -- cache -----------------------------------------------------------------
 
 CACHE_SRV = """
+        location /hdr/ {
+            auth_jwt "api";
+            auth_jwt_key_file {{keys}};
+            auth_jwt_scope read;
+            add_header X-Alg $jwt_header_alg always;
+            add_header X-Payload $jwt_payload always;
+            proxy_pass http://127.0.0.1:{{port1}};
+        }
         location /other/ {
             auth_jwt "other";
             auth_jwt_key_file {{other}};
@@ -459,6 +467,15 @@ def test_cache_hits_keep_claims(jwt_nginx, tmp_path, workers):
     assert r.status_code == 401 and r.headers["X-Result"] == "bad_audience"
     # a tampered signature is never a hit
     assert get(n, tok[:-3] + "AAA").status_code == 401
+    # header, payload and scope on hits
+    st = U.token("ES256", U.claims(scope="read"))
+    for i in range(3):
+        r = get(n, st, path="/hdr/")
+        assert r.status_code == 200
+        assert r.headers["X-Alg"] == "ES256"
+        assert json.loads(r.headers["X-Payload"])["scope"] == "read"
+    r = get(n, U.token("ES256", U.claims(scope="write")), path="/hdr/")
+    assert r.status_code == 403
 
 
 def test_cache_expires_with_token(jwt_nginx):
