@@ -72,6 +72,7 @@ typedef struct {
     ngx_uint_t                      algs;
     EVP_PKEY                       *pkey;
     EVP_PKEY_CTX                   *vctx[NGX_HTTP_AUTH_JWT_NALGS];
+    EVP_MAC_CTX                    *mac[3];   /* HS256, HS384, HS512 */
     ngx_str_t                       secret;
     u_char                          fp[NGX_HTTP_AUTH_JWT_FP_LEN];
 } ngx_http_auth_jwt_key_t;

@@ -49,6 +49,8 @@ static ngx_int_t ngx_http_auth_jwt_verify_pkey(ngx_http_auth_jwt_key_t *key,
 static EVP_PKEY_CTX *ngx_http_auth_jwt_verify_ctx(ngx_http_auth_jwt_key_t *key,
     ngx_uint_t a, ngx_http_auth_jwt_alg_t *alg, const EVP_MD *md);
 static const EVP_MD *ngx_http_auth_jwt_md(ngx_http_auth_jwt_alg_t *alg);
+static EVP_MAC_CTX *ngx_http_auth_jwt_mac_ctx(ngx_http_auth_jwt_key_t *key,
+    ngx_uint_t a, ngx_http_auth_jwt_alg_t *alg);
 static ngx_int_t ngx_http_auth_jwt_ecdsa_der(ngx_http_auth_jwt_alg_t *alg,
     ngx_str_t *sig, u_char *der, size_t *len);
 
@@ -69,6 +71,10 @@ ngx_http_auth_jwt_alg_t  ngx_http_auth_jwt_algs[] = {
     { ngx_string("EdDSA"), NGX_HTTP_AUTH_JWT_ED, NULL, 0 },
     { ngx_null_string, 0, NULL, 0 }
 };
+
+
+/* worker-wide HMAC implementation, fetched in init_process */
+static EVP_MAC  *ngx_http_auth_jwt_hmac;
 
 
 /* base64url alphabet value of a byte, or 0xff */
@@ -277,6 +283,12 @@ ngx_http_auth_jwt_keyset_cleanup(void *data)
         for (j = 0; j < NGX_HTTP_AUTH_JWT_NALGS; j++) {
             if (key[i].vctx[j]) {
                 EVP_PKEY_CTX_free(key[i].vctx[j]);
+            }
+        }
+
+        for (j = 0; j < 3; j++) {
+            if (key[i].mac[j]) {
+                EVP_MAC_CTX_free(key[i].mac[j]);
             }
         }
 
@@ -1246,18 +1258,44 @@ static ngx_int_t
 ngx_http_auth_jwt_verify_hmac(ngx_http_auth_jwt_key_t *key,
     ngx_http_auth_jwt_alg_t *alg, ngx_http_auth_jwt_token_t *jwt)
 {
+    int            ok;
     u_char         mac[EVP_MAX_MD_SIZE];
-    unsigned int   len;
+    size_t         len;
+    unsigned int   n;
+    EVP_MAC_CTX   *tmpl, *c;
     const EVP_MD  *md;
 
-    md = ngx_http_auth_jwt_md(alg);
+    tmpl = ngx_http_auth_jwt_mac_ctx(key, jwt->alg, alg);
 
-    if (md == NULL
-        || HMAC(md, key->secret.data, key->secret.len, jwt->input.data,
-                jwt->input.len, mac, &len) == NULL)
-    {
-        ERR_clear_error();
-        return NGX_DECLINED;
+    if (tmpl == NULL) {
+
+        /* the master, or no HMAC provider: the one-shot call */
+
+        md = ngx_http_auth_jwt_md(alg);
+
+        if (md == NULL
+            || HMAC(md, key->secret.data, key->secret.len, jwt->input.data,
+                    jwt->input.len, mac, &n) == NULL)
+        {
+            ERR_clear_error();
+            return NGX_DECLINED;
+        }
+
+        len = n;
+
+    } else {
+        c = EVP_MAC_CTX_dup(tmpl);
+
+        ok = c != NULL
+             && EVP_MAC_update(c, jwt->input.data, jwt->input.len) == 1
+             && EVP_MAC_final(c, mac, &len, sizeof(mac)) == 1;
+
+        EVP_MAC_CTX_free(c);
+
+        if (!ok) {
+            ERR_clear_error();
+            return NGX_DECLINED;
+        }
     }
 
     if (jwt->sig.len != len
@@ -1267,6 +1305,43 @@ ngx_http_auth_jwt_verify_hmac(ngx_http_auth_jwt_key_t *key,
     }
 
     return NGX_OK;
+}
+
+
+/*
+ * An HMAC context keyed once per key and algorithm in a worker; each
+ * verification works on a copy of it.
+ */
+
+static EVP_MAC_CTX *
+ngx_http_auth_jwt_mac_ctx(ngx_http_auth_jwt_key_t *key, ngx_uint_t a,
+    ngx_http_auth_jwt_alg_t *alg)
+{
+    OSSL_PARAM    params[2];
+    EVP_MAC_CTX  *c;
+
+    if (key->mac[a] || ngx_http_auth_jwt_hmac == NULL) {
+        return key->mac[a];
+    }
+
+    c = EVP_MAC_CTX_new(ngx_http_auth_jwt_hmac);
+    if (c == NULL) {
+        return NULL;
+    }
+
+    params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST,
+                                                 (char *) alg->md, 0);
+    params[1] = OSSL_PARAM_construct_end();
+
+    if (EVP_MAC_init(c, key->secret.data, key->secret.len, params) != 1) {
+        EVP_MAC_CTX_free(c);
+        ERR_clear_error();
+        return NULL;
+    }
+
+    key->mac[a] = c;
+
+    return c;
 }
 
 
@@ -1414,6 +1489,10 @@ ngx_http_auth_jwt_md_init(void)
         }
     }
 
+    if (ngx_http_auth_jwt_hmac == NULL) {
+        ngx_http_auth_jwt_hmac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    }
+
     ERR_clear_error();
 }
 
@@ -1427,6 +1506,9 @@ ngx_http_auth_jwt_md_free(void)
         EVP_MD_free(ngx_http_auth_jwt_mds[i]);
         ngx_http_auth_jwt_mds[i] = NULL;
     }
+
+    EVP_MAC_free(ngx_http_auth_jwt_hmac);
+    ngx_http_auth_jwt_hmac = NULL;
 }
 
 
