@@ -144,6 +144,10 @@ def conf_with(loc, keys="{{keys}}"):
      r"RSA key shorter than 2048 bits"),
     ('auth_jwt "x"; auth_jwt_key_file {{badpoint}};',
      r"invalid EC JWK"),
+    ('auth_jwt "x"; auth_jwt_key_file {{e1}};',
+     r"fails its validity check"),
+    ('auth_jwt "x"; auth_jwt_key_file {{even_n}};',
+     r"fails its validity check"),
     ('auth_jwt "x"; auth_jwt_key_file {{nokeys}};',
      r"no usable signing key"),
     ('auth_jwt "x"; auth_jwt_key_file /nonexistent/keys.json;',
@@ -184,6 +188,9 @@ def test_config_errors(nginx_t, tmp_path, loc, expect):
                              "n": U.b64u_int(2 ** 1023 + 1)}),
         "badpoint": U.jwks(dict(U.jwk("ec256"), y=U.b64u_int(5, 32))),
         "nokeys": U.jwks(dict(U.jwk("rsa2"), use="enc")),
+        "e1": U.jwks(dict(U.jwk("rsa"), e=U.b64u_int(1))),
+        "even_n": U.jwks(dict(U.jwk("rsa"), n=U.b64u_int(2 ** 2047 * 2
+                                                          - 2))),
     }
     kw = {k: write(tmp_path, k + ".key", v) for k, v in files.items()}
     nginx_t(conf_with(loc), modules=MOD, expect=expect, **kw)

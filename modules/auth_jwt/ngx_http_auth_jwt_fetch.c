@@ -192,6 +192,7 @@ ngx_http_auth_jwt_fetch_install(ngx_http_request_t *sr,
         goto failed;
     }
 
+    err = "invalid key set";
     body.data = sr->out->buf->pos;
     body.len = sr->out->buf->last - sr->out->buf->pos;
 

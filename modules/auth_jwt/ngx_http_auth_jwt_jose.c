@@ -38,7 +38,7 @@ static ngx_int_t ngx_http_auth_jwt_jwk_oct(ngx_pool_t *pool, json_t *jwk,
 static ngx_uint_t ngx_http_auth_jwt_pkey_algs(EVP_PKEY *pkey,
     const char **err);
 static ngx_int_t ngx_http_auth_jwt_add_pkey(ngx_http_auth_jwt_keyset_t *ks,
-    ngx_http_auth_jwt_key_t *key);
+    ngx_http_auth_jwt_key_t *key, const char **err);
 static ngx_int_t ngx_http_auth_jwt_alg_index(const char *name);
 static ngx_int_t ngx_http_auth_jwt_check_header(ngx_http_auth_jwt_token_t *jwt,
     const char **err);
@@ -540,7 +540,7 @@ ngx_http_auth_jwt_load_jwk(ngx_http_auth_jwt_keyset_t *ks, json_t *jwk,
     key.algs = algs;
 
     if (key.pkey) {
-        return ngx_http_auth_jwt_add_pkey(ks, &key);
+        return ngx_http_auth_jwt_add_pkey(ks, &key, err);
     }
 
     k = ngx_array_push(&ks->keys);
@@ -563,12 +563,34 @@ ngx_http_auth_jwt_load_jwk(ngx_http_auth_jwt_keyset_t *ks, json_t *jwk,
 
 static ngx_int_t
 ngx_http_auth_jwt_add_pkey(ngx_http_auth_jwt_keyset_t *ks,
-    ngx_http_auth_jwt_key_t *key)
+    ngx_http_auth_jwt_key_t *key, const char **err)
 {
-    int                       n;
+    int                       n, id;
     u_char                   *der, *p;
     ngx_str_t                 s;
+    EVP_PKEY_CTX             *check;
     ngx_http_auth_jwt_key_t  *k;
+
+    /*
+     * RSA and EC public keys must pass OpenSSL's public key checks (RSA:
+     * an odd exponent above 1, an odd modulus without small factors; EC:
+     * a point on the curve)
+     */
+
+    id = EVP_PKEY_get_base_id(key->pkey);
+
+    if (id == EVP_PKEY_RSA || id == EVP_PKEY_RSA_PSS || id == EVP_PKEY_EC) {
+        check = EVP_PKEY_CTX_new_from_pkey(NULL, key->pkey, NULL);
+        n = check ? EVP_PKEY_public_check(check) : 0;
+        EVP_PKEY_CTX_free(check);
+
+        if (n != 1) {
+            *err = "the public key fails its validity check";
+            goto failed;
+        }
+    }
+
+    *err = "cannot add the key";
 
     /* the fingerprint: SHA-256 of the DER SubjectPublicKeyInfo */
 
@@ -954,8 +976,7 @@ ngx_http_auth_jwt_load_pem(ngx_http_auth_jwt_keyset_t *ks, u_char *data,
             break;
         }
 
-        if (ngx_http_auth_jwt_add_pkey(ks, &key) != NGX_OK) {
-            *err = "cannot add key";
+        if (ngx_http_auth_jwt_add_pkey(ks, &key, err) != NGX_OK) {
             rc = NGX_ERROR;
             break;
         }

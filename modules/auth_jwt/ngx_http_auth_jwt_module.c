@@ -2051,6 +2051,8 @@ ngx_http_auth_jwt_key_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    err = "invalid key";
+
     ks = ngx_http_auth_jwt_keyset_create(cf->pool, cf->log);
     if (ks == NULL) {
         return NGX_CONF_ERROR;
