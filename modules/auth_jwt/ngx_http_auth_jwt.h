@@ -1,0 +1,145 @@
+
+/*
+ * Copyright (C) meshgate contributors
+ */
+
+
+#ifndef _NGX_HTTP_AUTH_JWT_H_INCLUDED_
+#define _NGX_HTTP_AUTH_JWT_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+#include <jansson.h>
+#include <openssl/evp.h>
+
+#include "ngx_meshgate_cache.h"
+#include "ngx_meshgate_json.h"
+
+
+#define NGX_HTTP_AUTH_JWT_MAX_TOKEN      16384
+#define NGX_HTTP_AUTH_JWT_KID_REFETCH    30
+#define NGX_HTTP_AUTH_JWT_FP_LEN         32
+#define NGX_HTTP_AUTH_JWT_NALGS          13
+
+/* algorithm families */
+#define NGX_HTTP_AUTH_JWT_HS             1
+#define NGX_HTTP_AUTH_JWT_RS             2
+#define NGX_HTTP_AUTH_JWT_PS             3
+#define NGX_HTTP_AUTH_JWT_ES             4
+#define NGX_HTTP_AUTH_JWT_ED             5
+
+#define NGX_HTTP_AUTH_JWT_ALGS_HS        0x0007
+#define NGX_HTTP_AUTH_JWT_ALGS_RS        0x0038
+#define NGX_HTTP_AUTH_JWT_ALGS_PS        0x01c0
+#define NGX_HTTP_AUTH_JWT_ALG_ES256      0x0200
+#define NGX_HTTP_AUTH_JWT_ALG_ES384      0x0400
+#define NGX_HTTP_AUTH_JWT_ALG_ES512      0x0800
+#define NGX_HTTP_AUTH_JWT_ALG_EDDSA      0x1000
+
+
+/* outcomes, in the order of ngx_http_auth_jwt_results[] */
+typedef enum {
+    NGX_HTTP_AUTH_JWT_NONE = 0,
+    NGX_HTTP_AUTH_JWT_OK,
+    NGX_HTTP_AUTH_JWT_MISSING,
+    NGX_HTTP_AUTH_JWT_MALFORMED,
+    NGX_HTTP_AUTH_JWT_BAD_ALG,
+    NGX_HTTP_AUTH_JWT_BAD_SIGNATURE,
+    NGX_HTTP_AUTH_JWT_NO_KEY,
+    NGX_HTTP_AUTH_JWT_EXPIRED,
+    NGX_HTTP_AUTH_JWT_NOT_YET_VALID,
+    NGX_HTTP_AUTH_JWT_BAD_ISSUER,
+    NGX_HTTP_AUTH_JWT_BAD_AUDIENCE,
+    NGX_HTTP_AUTH_JWT_INSUFFICIENT_SCOPE,
+    NGX_HTTP_AUTH_JWT_REQUIRE_FAILED,
+    NGX_HTTP_AUTH_JWT_KEY_UNAVAILABLE,
+    NGX_HTTP_AUTH_JWT_ERROR
+} ngx_http_auth_jwt_result_e;
+
+
+typedef struct {
+    ngx_str_t                       name;
+    ngx_uint_t                      family;
+    const char                     *md;
+    size_t                          size;
+} ngx_http_auth_jwt_alg_t;
+
+
+typedef struct {
+    ngx_str_t                       kid;
+    ngx_uint_t                      algs;
+    EVP_PKEY                       *pkey;
+    EVP_PKEY_CTX                   *vctx[NGX_HTTP_AUTH_JWT_NALGS];
+    EVP_MAC_CTX                    *mac[3];   /* HS256, HS384, HS512 */
+    ngx_str_t                       secret;
+    u_char                          fp[NGX_HTTP_AUTH_JWT_FP_LEN];
+} ngx_http_auth_jwt_key_t;
+
+
+typedef struct {
+    ngx_array_t                     keys;     /* ngx_http_auth_jwt_key_t */
+    ngx_pool_t                     *pool;
+    ngx_uint_t                      own;      /* pool is the set's own */
+} ngx_http_auth_jwt_keyset_t;
+
+
+/* a JWKS fetched by subrequest; its fields after uri are per worker */
+typedef struct {
+    ngx_str_t                       uri;
+    ngx_http_auth_jwt_keyset_t     *keyset;
+    time_t                          loaded;
+    time_t                          refresh_at;
+    time_t                          failed_at;
+    time_t                          kid_refetch_at;
+    ngx_http_request_t             *owner;
+    ngx_queue_t                     waiters;
+    unsigned                        fetching:1;
+    unsigned                        force:1;
+    unsigned                        background:1;
+} ngx_http_auth_jwt_source_t;
+
+
+/* a decoded compact JWS */
+typedef struct {
+    json_t                         *header;
+    json_t                         *payload;
+    ngx_str_t                       header_text;
+    ngx_str_t                       payload_text;
+    ngx_str_t                       input;    /* header.payload, as sent */
+    ngx_str_t                       sig;
+    ngx_str_t                       kid;
+    ngx_uint_t                      alg;      /* index in the alg table */
+    unsigned                        has_kid:1;
+} ngx_http_auth_jwt_token_t;
+
+
+extern ngx_http_auth_jwt_alg_t  ngx_http_auth_jwt_algs[];
+
+
+ngx_int_t ngx_http_auth_jwt_decode_b64url(ngx_str_t *src, ngx_str_t *dst,
+    ngx_pool_t *pool);
+ngx_http_auth_jwt_keyset_t *ngx_http_auth_jwt_keyset_create(ngx_pool_t *pool,
+    ngx_log_t *log);
+void ngx_http_auth_jwt_keyset_free(ngx_http_auth_jwt_keyset_t *ks);
+ngx_int_t ngx_http_auth_jwt_keyset_load(ngx_http_auth_jwt_keyset_t *ks,
+    u_char *data, size_t len, ngx_uint_t strict, ngx_log_t *log,
+    const char **err);
+ngx_http_auth_jwt_result_e ngx_http_auth_jwt_parse(ngx_pool_t *pool,
+    ngx_str_t *token, ngx_http_auth_jwt_token_t *jwt, const char **err);
+ngx_int_t ngx_http_auth_jwt_verify(ngx_http_auth_jwt_key_t *key,
+    ngx_http_auth_jwt_token_t *jwt);
+ngx_int_t ngx_http_auth_jwt_json_object(ngx_str_t *text, json_t **out);
+ngx_int_t ngx_http_auth_jwt_sha256(ngx_str_t *in, u_char *out);
+void ngx_http_auth_jwt_md_init(void);
+void ngx_http_auth_jwt_md_free(void);
+
+ngx_int_t ngx_http_auth_jwt_fetch(ngx_http_request_t *r,
+    ngx_http_auth_jwt_source_t *src, ngx_uint_t background);
+void ngx_http_auth_jwt_fetch_abort(ngx_http_request_t *r,
+    ngx_http_auth_jwt_source_t *src);
+void ngx_http_auth_jwt_wake(ngx_http_auth_jwt_source_t *src);
+
+
+#endif /* _NGX_HTTP_AUTH_JWT_H_INCLUDED_ */

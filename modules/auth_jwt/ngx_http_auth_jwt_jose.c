@@ -1,0 +1,1617 @@
+
+/*
+ * Copyright (C) meshgate contributors
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include <openssl/core_names.h>
+#include <openssl/ecdsa.h>
+#include <openssl/err.h>
+#include <openssl/hmac.h>
+#include <openssl/param_build.h>
+#include <openssl/pem.h>
+#include <openssl/rsa.h>
+#include <openssl/x509.h>
+
+#include "ngx_http_auth_jwt.h"
+
+
+static void ngx_http_auth_jwt_keyset_cleanup(void *data);
+static ngx_int_t ngx_http_auth_jwt_load_jwk(ngx_http_auth_jwt_keyset_t *ks,
+    json_t *jwk, const char **err);
+static ngx_int_t ngx_http_auth_jwt_load_pem(ngx_http_auth_jwt_keyset_t *ks,
+    u_char *data, size_t len, const char **err);
+static ngx_int_t ngx_http_auth_jwt_jwk_b64(ngx_pool_t *pool, json_t *jwk,
+    const char *name, ngx_str_t *out);
+static EVP_PKEY *ngx_http_auth_jwt_jwk_rsa(ngx_pool_t *pool, json_t *jwk,
+    const char **err);
+static EVP_PKEY *ngx_http_auth_jwt_jwk_ec(ngx_pool_t *pool, json_t *jwk,
+    ngx_uint_t *algs, const char **err);
+static EVP_PKEY *ngx_http_auth_jwt_jwk_okp(ngx_pool_t *pool, json_t *jwk,
+    ngx_uint_t *algs, const char **err);
+static ngx_int_t ngx_http_auth_jwt_jwk_oct(ngx_pool_t *pool, json_t *jwk,
+    ngx_http_auth_jwt_key_t *key, const char **err);
+static ngx_uint_t ngx_http_auth_jwt_pkey_algs(EVP_PKEY *pkey,
+    const char **err);
+static ngx_int_t ngx_http_auth_jwt_add_pkey(ngx_http_auth_jwt_keyset_t *ks,
+    ngx_http_auth_jwt_key_t *key, const char **err);
+static ngx_int_t ngx_http_auth_jwt_alg_index(const char *name);
+static ngx_int_t ngx_http_auth_jwt_check_header(ngx_http_auth_jwt_token_t *jwt,
+    const char **err);
+static ngx_int_t ngx_http_auth_jwt_verify_hmac(ngx_http_auth_jwt_key_t *key,
+    ngx_http_auth_jwt_alg_t *alg, ngx_http_auth_jwt_token_t *jwt);
+static ngx_int_t ngx_http_auth_jwt_verify_pkey(ngx_http_auth_jwt_key_t *key,
+    ngx_http_auth_jwt_alg_t *alg, ngx_http_auth_jwt_token_t *jwt);
+static EVP_PKEY_CTX *ngx_http_auth_jwt_verify_ctx(ngx_http_auth_jwt_key_t *key,
+    ngx_uint_t a, ngx_http_auth_jwt_alg_t *alg, const EVP_MD *md);
+static const EVP_MD *ngx_http_auth_jwt_md(ngx_http_auth_jwt_alg_t *alg);
+static EVP_MAC_CTX *ngx_http_auth_jwt_mac_ctx(ngx_http_auth_jwt_key_t *key,
+    ngx_uint_t a, ngx_http_auth_jwt_alg_t *alg);
+static ngx_int_t ngx_http_auth_jwt_ecdsa_der(ngx_http_auth_jwt_alg_t *alg,
+    ngx_str_t *sig, u_char *der, size_t *len);
+
+
+ngx_http_auth_jwt_alg_t  ngx_http_auth_jwt_algs[] = {
+    { ngx_string("HS256"), NGX_HTTP_AUTH_JWT_HS, "SHA256", 32 },
+    { ngx_string("HS384"), NGX_HTTP_AUTH_JWT_HS, "SHA384", 48 },
+    { ngx_string("HS512"), NGX_HTTP_AUTH_JWT_HS, "SHA512", 64 },
+    { ngx_string("RS256"), NGX_HTTP_AUTH_JWT_RS, "SHA256", 0 },
+    { ngx_string("RS384"), NGX_HTTP_AUTH_JWT_RS, "SHA384", 0 },
+    { ngx_string("RS512"), NGX_HTTP_AUTH_JWT_RS, "SHA512", 0 },
+    { ngx_string("PS256"), NGX_HTTP_AUTH_JWT_PS, "SHA256", 0 },
+    { ngx_string("PS384"), NGX_HTTP_AUTH_JWT_PS, "SHA384", 0 },
+    { ngx_string("PS512"), NGX_HTTP_AUTH_JWT_PS, "SHA512", 0 },
+    { ngx_string("ES256"), NGX_HTTP_AUTH_JWT_ES, "SHA256", 32 },
+    { ngx_string("ES384"), NGX_HTTP_AUTH_JWT_ES, "SHA384", 48 },
+    { ngx_string("ES512"), NGX_HTTP_AUTH_JWT_ES, "SHA512", 66 },
+    { ngx_string("EdDSA"), NGX_HTTP_AUTH_JWT_ED, NULL, 0 },
+    { ngx_null_string, 0, NULL, 0 }
+};
+
+
+/* worker-wide HMAC implementation, fetched in init_process */
+static EVP_MAC  *ngx_http_auth_jwt_hmac;
+
+
+/* base64url alphabet value of a byte, or 0xff */
+static u_char  ngx_http_auth_jwt_b64[256];
+static ngx_uint_t  ngx_http_auth_jwt_b64_ready;
+
+
+ngx_int_t
+ngx_http_auth_jwt_decode_b64url(ngx_str_t *src, ngx_str_t *dst,
+    ngx_pool_t *pool)
+{
+    u_char      *s, *d, *last;
+    ngx_uint_t   i, rest, v, tail;
+
+    if (!ngx_http_auth_jwt_b64_ready) {
+        ngx_memset(ngx_http_auth_jwt_b64, 0xff, 256);
+        for (i = 0; i < 26; i++) {
+            ngx_http_auth_jwt_b64['A' + i] = (u_char) i;
+            ngx_http_auth_jwt_b64['a' + i] = (u_char) (26 + i);
+        }
+        for (i = 0; i < 10; i++) {
+            ngx_http_auth_jwt_b64['0' + i] = (u_char) (52 + i);
+        }
+        ngx_http_auth_jwt_b64['-'] = 62;
+        ngx_http_auth_jwt_b64['_'] = 63;
+        ngx_http_auth_jwt_b64_ready = 1;
+    }
+
+    rest = src->len % 4;
+    if (rest == 1) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < src->len; i++) {
+        if (ngx_http_auth_jwt_b64[src->data[i]] == 0xff) {
+            return NGX_ERROR;
+        }
+    }
+
+    /* the unused bits of the last character must be zero (canonical) */
+
+    if (rest) {
+        tail = ngx_http_auth_jwt_b64[src->data[src->len - 1]];
+        if (tail & (rest == 2 ? 0x0f : 0x03)) {
+            return NGX_ERROR;
+        }
+    }
+
+    dst->data = ngx_pnalloc(pool, src->len / 4 * 3 + 3 + 1);
+    if (dst->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    s = src->data;
+    last = src->data + src->len - rest;
+    d = dst->data;
+
+    while (s < last) {
+        v = (ngx_http_auth_jwt_b64[s[0]] << 18)
+            | (ngx_http_auth_jwt_b64[s[1]] << 12)
+            | (ngx_http_auth_jwt_b64[s[2]] << 6)
+            | ngx_http_auth_jwt_b64[s[3]];
+        *d++ = (u_char) (v >> 16);
+        *d++ = (u_char) (v >> 8);
+        *d++ = (u_char) v;
+        s += 4;
+    }
+
+    if (rest) {
+        v = (ngx_http_auth_jwt_b64[s[0]] << 18)
+            | (ngx_http_auth_jwt_b64[s[1]] << 12);
+        if (rest == 3) {
+            v |= ngx_http_auth_jwt_b64[s[2]] << 6;
+        }
+        *d++ = (u_char) (v >> 16);
+        if (rest == 3) {
+            *d++ = (u_char) (v >> 8);
+        }
+    }
+
+    dst->len = d - dst->data;
+    *d = '\0';
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_auth_jwt_json_object(ngx_str_t *text, json_t **out)
+{
+    json_t        *v;
+    json_error_t   e;
+
+    v = json_loadb((const char *) text->data, text->len,
+                   JSON_REJECT_DUPLICATES, &e);
+    if (v == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (!json_is_object(v)) {
+        json_decref(v);
+        return NGX_ERROR;
+    }
+
+    *out = v;
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_auth_jwt_sha256(ngx_str_t *in, u_char *out)
+{
+    unsigned int   n;
+    const EVP_MD  *md;
+
+    md = ngx_http_auth_jwt_md(&ngx_http_auth_jwt_algs[0]);
+
+    if (md == NULL
+        || EVP_Digest(in->data, in->len, out, &n, md, NULL) != 1)
+    {
+        ERR_clear_error();
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * A key set in pool, or with a pool of its own when pool is NULL (a
+ * fetched JWKS, freed when replaced).
+ */
+
+ngx_http_auth_jwt_keyset_t *
+ngx_http_auth_jwt_keyset_create(ngx_pool_t *pool, ngx_log_t *log)
+{
+    ngx_pool_t                  *own;
+    ngx_pool_cleanup_t          *cln;
+    ngx_http_auth_jwt_keyset_t  *ks;
+
+    own = NULL;
+
+    if (pool == NULL) {
+        own = ngx_create_pool(4096, log);
+        if (own == NULL) {
+            return NULL;
+        }
+
+        pool = own;
+    }
+
+    ks = ngx_pcalloc(pool, sizeof(ngx_http_auth_jwt_keyset_t));
+    if (ks == NULL) {
+        goto failed;
+    }
+
+    ks->pool = pool;
+    ks->own = own ? 1 : 0;
+
+    if (ngx_array_init(&ks->keys, pool, 4, sizeof(ngx_http_auth_jwt_key_t))
+        != NGX_OK)
+    {
+        goto failed;
+    }
+
+    cln = ngx_pool_cleanup_add(pool, 0);
+    if (cln == NULL) {
+        goto failed;
+    }
+
+    cln->handler = ngx_http_auth_jwt_keyset_cleanup;
+    cln->data = ks;
+
+    return ks;
+
+failed:
+
+    if (own) {
+        ngx_destroy_pool(own);
+    }
+
+    return NULL;
+}
+
+
+void
+ngx_http_auth_jwt_keyset_free(ngx_http_auth_jwt_keyset_t *ks)
+{
+    if (ks != NULL && ks->own) {
+        ngx_destroy_pool(ks->pool);
+    }
+}
+
+
+static void
+ngx_http_auth_jwt_keyset_cleanup(void *data)
+{
+    ngx_http_auth_jwt_keyset_t *ks = data;
+
+    ngx_uint_t                i, j;
+    ngx_http_auth_jwt_key_t  *key;
+
+    key = ks->keys.elts;
+    for (i = 0; i < ks->keys.nelts; i++) {
+        for (j = 0; j < NGX_HTTP_AUTH_JWT_NALGS; j++) {
+            if (key[i].vctx[j]) {
+                EVP_PKEY_CTX_free(key[i].vctx[j]);
+            }
+        }
+
+        for (j = 0; j < 3; j++) {
+            if (key[i].mac[j]) {
+                EVP_MAC_CTX_free(key[i].mac[j]);
+            }
+        }
+
+        if (key[i].pkey) {
+            EVP_PKEY_free(key[i].pkey);
+        }
+    }
+
+    ks->keys.nelts = 0;
+}
+
+
+/*
+ * Loads a JWK Set, a single JWK, or PEM public keys and certificates.
+ * strict: an unusable key is an error (key files); otherwise it is
+ * skipped with a warning (fetched JWKS).  Returns NGX_OK when at least one
+ * key was loaded.
+ */
+
+ngx_int_t
+ngx_http_auth_jwt_keyset_load(ngx_http_auth_jwt_keyset_t *ks, u_char *data,
+    size_t len, ngx_uint_t strict, ngx_log_t *log, const char **err)
+{
+    size_t        i;
+    json_t       *root, *keys, *jwk;
+    ngx_int_t     rc;
+    ngx_uint_t    before;
+    json_error_t  e;
+
+    before = ks->keys.nelts;
+
+    for (i = 0; i < len; i++) {
+        if (data[i] != ' ' && data[i] != '\t' && data[i] != '\r'
+            && data[i] != '\n')
+        {
+            break;
+        }
+    }
+
+    if (i == len) {
+        *err = "no key found (empty)";
+        return NGX_ERROR;
+    }
+
+    if (data[i] != '{') {
+        if (ngx_http_auth_jwt_load_pem(ks, data, len, err) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        goto done;
+    }
+
+    root = json_loadb((const char *) data, len, JSON_REJECT_DUPLICATES, &e);
+    if (root == NULL || !json_is_object(root)) {
+        if (root) {
+            json_decref(root);
+        }
+
+        *err = "invalid JSON";
+        return NGX_ERROR;
+    }
+
+    keys = json_object_get(root, "keys");
+
+    if (keys == NULL) {
+        rc = ngx_http_auth_jwt_load_jwk(ks, root, err);
+        json_decref(root);
+
+        if (rc == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+
+        goto done;
+    }
+
+    if (!json_is_array(keys)) {
+        json_decref(root);
+        *err = "\"keys\" is not an array";
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < json_array_size(keys); i++) {
+        jwk = json_array_get(keys, i);
+
+        rc = ngx_http_auth_jwt_load_jwk(ks, jwk, err);
+
+        if (rc == NGX_ERROR) {
+            if (strict) {
+                json_decref(root);
+                return NGX_ERROR;
+            }
+
+            ngx_log_error(NGX_LOG_WARN, log, 0,
+                          "auth_jwt: JWKS key #%uz skipped: %s", i, *err);
+        }
+    }
+
+    json_decref(root);
+
+done:
+
+    if (ks->keys.nelts == before) {
+        *err = "no usable signing key found";
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_auth_jwt_load_jwk(ngx_http_auth_jwt_keyset_t *ks, json_t *jwk,
+    const char **err)
+{
+    size_t                    i;
+    json_t                   *v, *op;
+    ngx_int_t                 a;
+    const char               *kty;
+    ngx_uint_t                algs, fam;
+    ngx_http_auth_jwt_key_t   key, *k;
+
+    if (!json_is_object(jwk)) {
+        *err = "JWK is not an object";
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(&key, sizeof(ngx_http_auth_jwt_key_t));
+
+    v = json_object_get(jwk, "use");
+    if (v != NULL) {
+        if (!json_is_string(v)) {
+            *err = "JWK \"use\" is not a string";
+            return NGX_ERROR;
+        }
+
+        if (ngx_strcmp(json_string_value(v), "sig") != 0) {
+            return NGX_DECLINED;
+        }
+    }
+
+    v = json_object_get(jwk, "key_ops");
+    if (v != NULL) {
+        if (!json_is_array(v)) {
+            *err = "JWK \"key_ops\" is not an array";
+            return NGX_ERROR;
+        }
+
+        for (i = 0; i < json_array_size(v); i++) {
+            op = json_array_get(v, i);
+            if (json_is_string(op)
+                && ngx_strcmp(json_string_value(op), "verify") == 0)
+            {
+                break;
+            }
+        }
+
+        if (i == json_array_size(v)) {
+            return NGX_DECLINED;
+        }
+    }
+
+    v = json_object_get(jwk, "kid");
+    if (v != NULL) {
+        if (!json_is_string(v)) {
+            *err = "JWK \"kid\" is not a string";
+            return NGX_ERROR;
+        }
+
+        key.kid.len = json_string_length(v);
+        key.kid.data = ngx_pnalloc(ks->pool, key.kid.len + 1);
+        if (key.kid.data == NULL) {
+            *err = "out of memory";
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(key.kid.data, json_string_value(v), key.kid.len);
+    }
+
+    a = -1;
+    v = json_object_get(jwk, "alg");
+    if (v != NULL) {
+        if (!json_is_string(v)) {
+            *err = "JWK \"alg\" is not a string";
+            return NGX_ERROR;
+        }
+
+        a = ngx_http_auth_jwt_alg_index(json_string_value(v));
+        if (a < 0) {
+            /* e.g. RSA-OAEP: an encryption key */
+            return NGX_DECLINED;
+        }
+    }
+
+    v = json_object_get(jwk, "kty");
+    if (!json_is_string(v)) {
+        *err = "JWK has no \"kty\"";
+        return NGX_ERROR;
+    }
+
+    kty = json_string_value(v);
+    algs = 0;
+
+    if (ngx_strcmp(kty, "RSA") == 0) {
+        key.pkey = ngx_http_auth_jwt_jwk_rsa(ks->pool, jwk, err);
+        algs = NGX_HTTP_AUTH_JWT_ALGS_RS | NGX_HTTP_AUTH_JWT_ALGS_PS;
+
+    } else if (ngx_strcmp(kty, "EC") == 0) {
+        key.pkey = ngx_http_auth_jwt_jwk_ec(ks->pool, jwk, &algs, err);
+
+    } else if (ngx_strcmp(kty, "OKP") == 0) {
+        key.pkey = ngx_http_auth_jwt_jwk_okp(ks->pool, jwk, &algs, err);
+        if (key.pkey == NULL && algs == (ngx_uint_t) -1) {
+            return NGX_DECLINED;
+        }
+
+    } else if (ngx_strcmp(kty, "oct") == 0) {
+        if (ngx_http_auth_jwt_jwk_oct(ks->pool, jwk, &key, err) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        algs = key.algs;
+
+    } else {
+        *err = "unsupported JWK \"kty\"";
+        return NGX_ERROR;
+    }
+
+    if (key.pkey == NULL && key.secret.len == 0) {
+        return NGX_ERROR;
+    }
+
+    if (a >= 0) {
+        fam = ngx_http_auth_jwt_algs[a].family;
+
+        if (!(algs & (1 << a))) {
+            if (key.pkey) {
+                EVP_PKEY_free(key.pkey);
+            }
+
+            *err = (fam == NGX_HTTP_AUTH_JWT_HS && key.secret.len)
+                   ? "JWK \"k\" is shorter than its \"alg\" requires"
+                   : "JWK \"alg\" does not fit its \"kty\" or \"crv\"";
+            return NGX_ERROR;
+        }
+
+        algs = 1 << a;
+    }
+
+    key.algs = algs;
+
+    if (key.pkey) {
+        return ngx_http_auth_jwt_add_pkey(ks, &key, err);
+    }
+
+    k = ngx_array_push(&ks->keys);
+    if (k == NULL) {
+        *err = "out of memory";
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_auth_jwt_sha256(&key.secret, key.fp) != NGX_OK) {
+        ks->keys.nelts--;
+        *err = "SHA-256 failed";
+        return NGX_ERROR;
+    }
+
+    *k = key;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_auth_jwt_add_pkey(ngx_http_auth_jwt_keyset_t *ks,
+    ngx_http_auth_jwt_key_t *key, const char **err)
+{
+    int                       n, id;
+    u_char                   *der, *p;
+    ngx_str_t                 s;
+    EVP_PKEY_CTX             *check;
+    ngx_http_auth_jwt_key_t  *k;
+
+    /*
+     * RSA and EC public keys must pass OpenSSL's public key checks (RSA:
+     * an odd exponent above 1, an odd modulus without small factors; EC:
+     * a point on the curve)
+     */
+
+    id = EVP_PKEY_get_base_id(key->pkey);
+
+    if (id == EVP_PKEY_RSA || id == EVP_PKEY_RSA_PSS || id == EVP_PKEY_EC) {
+        check = EVP_PKEY_CTX_new_from_pkey(NULL, key->pkey, NULL);
+        n = check ? EVP_PKEY_public_check(check) : 0;
+        EVP_PKEY_CTX_free(check);
+
+        if (n != 1) {
+            *err = "the public key fails its validity check";
+            goto failed;
+        }
+    }
+
+    *err = "cannot add the key";
+
+    /* the fingerprint: SHA-256 of the DER SubjectPublicKeyInfo */
+
+    n = i2d_PUBKEY(key->pkey, NULL);
+    if (n <= 0) {
+        goto failed;
+    }
+
+    der = ngx_pnalloc(ks->pool, n);
+    if (der == NULL) {
+        goto failed;
+    }
+
+    p = der;
+    if (i2d_PUBKEY(key->pkey, &p) != n) {
+        goto failed;
+    }
+
+    s.data = der;
+    s.len = n;
+
+    if (ngx_http_auth_jwt_sha256(&s, key->fp) != NGX_OK) {
+        goto failed;
+    }
+
+    k = ngx_array_push(&ks->keys);
+    if (k == NULL) {
+        goto failed;
+    }
+
+    *k = *key;
+
+    return NGX_OK;
+
+failed:
+
+    ERR_clear_error();
+    EVP_PKEY_free(key->pkey);
+    key->pkey = NULL;
+
+    return NGX_ERROR;
+}
+
+
+static ngx_int_t
+ngx_http_auth_jwt_jwk_b64(ngx_pool_t *pool, json_t *jwk, const char *name,
+    ngx_str_t *out)
+{
+    json_t     *v;
+    ngx_str_t   s;
+
+    v = json_object_get(jwk, name);
+    if (!json_is_string(v)) {
+        return NGX_ERROR;
+    }
+
+    s.len = json_string_length(v);
+    s.data = (u_char *) json_string_value(v);
+
+    if (s.len == 0) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_auth_jwt_decode_b64url(&s, out, pool);
+}
+
+
+static EVP_PKEY *
+ngx_http_auth_jwt_jwk_rsa(ngx_pool_t *pool, json_t *jwk, const char **err)
+{
+    BIGNUM          *n, *e;
+    EVP_PKEY        *pkey;
+    ngx_str_t        ns, es;
+    OSSL_PARAM      *params;
+    EVP_PKEY_CTX    *ctx;
+    OSSL_PARAM_BLD  *bld;
+
+    if (ngx_http_auth_jwt_jwk_b64(pool, jwk, "n", &ns) != NGX_OK
+        || ngx_http_auth_jwt_jwk_b64(pool, jwk, "e", &es) != NGX_OK)
+    {
+        *err = "RSA JWK needs base64url \"n\" and \"e\"";
+        return NULL;
+    }
+
+    pkey = NULL;
+    params = NULL;
+    ctx = NULL;
+
+    n = BN_bin2bn(ns.data, ns.len, NULL);
+    e = BN_bin2bn(es.data, es.len, NULL);
+    bld = OSSL_PARAM_BLD_new();
+
+    if (n == NULL || e == NULL || bld == NULL
+        || !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, n)
+        || !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, e))
+    {
+        goto done;
+    }
+
+    params = OSSL_PARAM_BLD_to_param(bld);
+    ctx = EVP_PKEY_CTX_new_from_name(NULL, "RSA", NULL);
+
+    if (params == NULL || ctx == NULL
+        || EVP_PKEY_fromdata_init(ctx) != 1
+        || EVP_PKEY_fromdata(ctx, &pkey, EVP_PKEY_PUBLIC_KEY, params) != 1)
+    {
+        pkey = NULL;
+    }
+
+done:
+
+    BN_free(n);
+    BN_free(e);
+    OSSL_PARAM_BLD_free(bld);
+    OSSL_PARAM_free(params);
+    EVP_PKEY_CTX_free(ctx);
+
+    if (pkey == NULL) {
+        ERR_clear_error();
+        *err = "invalid RSA JWK";
+        return NULL;
+    }
+
+    if (EVP_PKEY_get_bits(pkey) < 2048) {
+        EVP_PKEY_free(pkey);
+        *err = "RSA key shorter than 2048 bits";
+        return NULL;
+    }
+
+    return pkey;
+}
+
+
+static EVP_PKEY *
+ngx_http_auth_jwt_jwk_ec(ngx_pool_t *pool, json_t *jwk, ngx_uint_t *algs,
+    const char **err)
+{
+    u_char          *pub;
+    size_t           size;
+    json_t          *v;
+    EVP_PKEY        *pkey;
+    ngx_str_t        x, y;
+    const char      *crv;
+    OSSL_PARAM      *params;
+    EVP_PKEY_CTX    *ctx, *check;
+    OSSL_PARAM_BLD  *bld;
+
+    v = json_object_get(jwk, "crv");
+    crv = json_is_string(v) ? json_string_value(v) : "";
+
+    if (ngx_strcmp(crv, "P-256") == 0) {
+        size = 32;
+        *algs = NGX_HTTP_AUTH_JWT_ALG_ES256;
+
+    } else if (ngx_strcmp(crv, "P-384") == 0) {
+        size = 48;
+        *algs = NGX_HTTP_AUTH_JWT_ALG_ES384;
+
+    } else if (ngx_strcmp(crv, "P-521") == 0) {
+        size = 66;
+        *algs = NGX_HTTP_AUTH_JWT_ALG_ES512;
+
+    } else {
+        *err = "unsupported EC JWK \"crv\"";
+        return NULL;
+    }
+
+    if (ngx_http_auth_jwt_jwk_b64(pool, jwk, "x", &x) != NGX_OK
+        || ngx_http_auth_jwt_jwk_b64(pool, jwk, "y", &y) != NGX_OK
+        || x.len != size || y.len != size)
+    {
+        *err = "EC JWK needs \"x\" and \"y\" of the curve's size";
+        return NULL;
+    }
+
+    pub = ngx_pnalloc(pool, 1 + 2 * size);
+    if (pub == NULL) {
+        *err = "out of memory";
+        return NULL;
+    }
+
+    pub[0] = 0x04;
+    ngx_memcpy(pub + 1, x.data, size);
+    ngx_memcpy(pub + 1 + size, y.data, size);
+
+    pkey = NULL;
+    params = NULL;
+    ctx = NULL;
+    check = NULL;
+
+    bld = OSSL_PARAM_BLD_new();
+
+    if (bld == NULL
+        || !OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME,
+                                            crv, 0)
+        || !OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY,
+                                             pub, 1 + 2 * size))
+    {
+        goto done;
+    }
+
+    params = OSSL_PARAM_BLD_to_param(bld);
+    ctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
+
+    if (params == NULL || ctx == NULL
+        || EVP_PKEY_fromdata_init(ctx) != 1
+        || EVP_PKEY_fromdata(ctx, &pkey, EVP_PKEY_PUBLIC_KEY, params) != 1)
+    {
+        pkey = NULL;
+        goto done;
+    }
+
+    /* the point must lie on the curve */
+
+    check = EVP_PKEY_CTX_new_from_pkey(NULL, pkey, NULL);
+    if (check == NULL || EVP_PKEY_public_check(check) != 1) {
+        EVP_PKEY_free(pkey);
+        pkey = NULL;
+    }
+
+done:
+
+    OSSL_PARAM_BLD_free(bld);
+    OSSL_PARAM_free(params);
+    EVP_PKEY_CTX_free(ctx);
+    EVP_PKEY_CTX_free(check);
+
+    if (pkey == NULL) {
+        ERR_clear_error();
+        *err = "invalid EC JWK (point not on the curve?)";
+    }
+
+    return pkey;
+}
+
+
+static EVP_PKEY *
+ngx_http_auth_jwt_jwk_okp(ngx_pool_t *pool, json_t *jwk, ngx_uint_t *algs,
+    const char **err)
+{
+    int          type;
+    size_t       size;
+    json_t      *v;
+    EVP_PKEY    *pkey;
+    ngx_str_t    x;
+    const char  *crv;
+
+    v = json_object_get(jwk, "crv");
+    crv = json_is_string(v) ? json_string_value(v) : "";
+
+    if (ngx_strcmp(crv, "Ed25519") == 0) {
+        type = EVP_PKEY_ED25519;
+        size = 32;
+
+    } else if (ngx_strcmp(crv, "Ed448") == 0) {
+        type = EVP_PKEY_ED448;
+        size = 57;
+
+    } else if (ngx_strcmp(crv, "X25519") == 0
+               || ngx_strcmp(crv, "X448") == 0)
+    {
+        /* key agreement keys: not for signatures */
+        *algs = (ngx_uint_t) -1;
+        return NULL;
+
+    } else {
+        *err = "unsupported OKP JWK \"crv\"";
+        return NULL;
+    }
+
+    if (ngx_http_auth_jwt_jwk_b64(pool, jwk, "x", &x) != NGX_OK
+        || x.len != size)
+    {
+        *err = "OKP JWK needs \"x\" of the curve's size";
+        return NULL;
+    }
+
+    pkey = EVP_PKEY_new_raw_public_key(type, NULL, x.data, x.len);
+    if (pkey == NULL) {
+        ERR_clear_error();
+        *err = "invalid OKP JWK";
+        return NULL;
+    }
+
+    *algs = NGX_HTTP_AUTH_JWT_ALG_EDDSA;
+
+    return pkey;
+}
+
+
+static ngx_int_t
+ngx_http_auth_jwt_jwk_oct(ngx_pool_t *pool, json_t *jwk,
+    ngx_http_auth_jwt_key_t *key, const char **err)
+{
+    ngx_uint_t  i;
+
+    if (ngx_http_auth_jwt_jwk_b64(pool, jwk, "k", &key->secret) != NGX_OK) {
+        *err = "oct JWK needs a base64url \"k\"";
+        return NGX_ERROR;
+    }
+
+    key->algs = 0;
+
+    for (i = 0; i < 3; i++) {
+        if (key->secret.len >= ngx_http_auth_jwt_algs[i].size) {
+            key->algs |= 1 << i;
+        }
+    }
+
+    if (key->algs == 0) {
+        *err = "HMAC key (oct \"k\") shorter than 256 bits";
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_auth_jwt_load_pem(ngx_http_auth_jwt_keyset_t *ks, u_char *data,
+    size_t len, const char **err)
+{
+    u_char                   *p;
+    char                     *name, *header;
+    long                      n;
+    BIO                      *bio;
+    X509                     *x509;
+    ngx_int_t                 rc;
+    ngx_uint_t                found;
+    unsigned char            *body;
+    const unsigned char      *q;
+    ngx_http_auth_jwt_key_t   key;
+
+    bio = BIO_new_mem_buf(data, len);
+    if (bio == NULL) {
+        *err = "out of memory";
+        return NGX_ERROR;
+    }
+
+    rc = NGX_OK;
+    found = 0;
+
+    while (PEM_read_bio(bio, &name, &header, &body, &n) == 1) {
+
+        ngx_memzero(&key, sizeof(ngx_http_auth_jwt_key_t));
+        q = body;
+
+        if (ngx_strcmp(name, "PUBLIC KEY") == 0) {
+            key.pkey = d2i_PUBKEY(NULL, &q, n);
+
+        } else if (ngx_strcmp(name, "CERTIFICATE") == 0) {
+            x509 = d2i_X509(NULL, &q, n);
+            if (x509) {
+                key.pkey = X509_get_pubkey(x509);
+                X509_free(x509);
+            }
+
+        } else {
+            p = (u_char *) ngx_strstr(name, "PRIVATE");
+            *err = p ? "a private key is not accepted, give the public key"
+                     : "PEM block is neither PUBLIC KEY nor CERTIFICATE";
+            rc = NGX_ERROR;
+        }
+
+        OPENSSL_free(name);
+        OPENSSL_free(header);
+        OPENSSL_free(body);
+
+        if (rc != NGX_OK) {
+            break;
+        }
+
+        if (key.pkey == NULL) {
+            *err = "invalid PEM public key or certificate";
+            rc = NGX_ERROR;
+            break;
+        }
+
+        key.algs = ngx_http_auth_jwt_pkey_algs(key.pkey, err);
+        if (key.algs == 0) {
+            EVP_PKEY_free(key.pkey);
+            rc = NGX_ERROR;
+            break;
+        }
+
+        if (ngx_http_auth_jwt_add_pkey(ks, &key, err) != NGX_OK) {
+            rc = NGX_ERROR;
+            break;
+        }
+
+        found++;
+    }
+
+    BIO_free(bio);
+    ERR_clear_error();
+
+    if (rc == NGX_OK && found == 0) {
+        *err = "neither JSON nor PEM";
+        rc = NGX_ERROR;
+    }
+
+    return rc;
+}
+
+
+static ngx_uint_t
+ngx_http_auth_jwt_pkey_algs(EVP_PKEY *pkey, const char **err)
+{
+    char    group[64];
+    size_t  len;
+
+    switch (EVP_PKEY_get_base_id(pkey)) {
+
+    case EVP_PKEY_RSA:
+    case EVP_PKEY_RSA_PSS:
+        if (EVP_PKEY_get_bits(pkey) < 2048) {
+            *err = "RSA key shorter than 2048 bits";
+            return 0;
+        }
+
+        if (EVP_PKEY_get_base_id(pkey) == EVP_PKEY_RSA_PSS) {
+            return NGX_HTTP_AUTH_JWT_ALGS_PS;
+        }
+
+        return NGX_HTTP_AUTH_JWT_ALGS_RS | NGX_HTTP_AUTH_JWT_ALGS_PS;
+
+    case EVP_PKEY_EC:
+        if (EVP_PKEY_get_group_name(pkey, group, sizeof(group), &len) != 1) {
+            break;
+        }
+
+        if (ngx_strcmp(group, "prime256v1") == 0
+            || ngx_strcmp(group, "P-256") == 0)
+        {
+            return NGX_HTTP_AUTH_JWT_ALG_ES256;
+        }
+
+        if (ngx_strcmp(group, "secp384r1") == 0
+            || ngx_strcmp(group, "P-384") == 0)
+        {
+            return NGX_HTTP_AUTH_JWT_ALG_ES384;
+        }
+
+        if (ngx_strcmp(group, "secp521r1") == 0
+            || ngx_strcmp(group, "P-521") == 0)
+        {
+            return NGX_HTTP_AUTH_JWT_ALG_ES512;
+        }
+
+        break;
+
+    case EVP_PKEY_ED25519:
+    case EVP_PKEY_ED448:
+        return NGX_HTTP_AUTH_JWT_ALG_EDDSA;
+    }
+
+    ERR_clear_error();
+    *err = "unsupported public key type or curve";
+
+    return 0;
+}
+
+
+static ngx_int_t
+ngx_http_auth_jwt_alg_index(const char *name)
+{
+    ngx_int_t  i;
+    size_t     len;
+
+    len = ngx_strlen(name);
+
+    for (i = 0; ngx_http_auth_jwt_algs[i].name.len; i++) {
+        if (ngx_http_auth_jwt_algs[i].name.len == len
+            && ngx_strncmp(ngx_http_auth_jwt_algs[i].name.data, name, len)
+               == 0)
+        {
+            return i;
+        }
+    }
+
+    return -1;
+}
+
+
+/*
+ * Splits and decodes a compact JWS.  The JSON values are owned by jwt and
+ * released by the caller.
+ */
+
+ngx_http_auth_jwt_result_e
+ngx_http_auth_jwt_parse(ngx_pool_t *pool, ngx_str_t *token,
+    ngx_http_auth_jwt_token_t *jwt, const char **err)
+{
+    u_char     *dot1, *dot2, *last;
+    ngx_str_t   seg;
+    ngx_int_t   rc;
+
+    ngx_memzero(jwt, sizeof(ngx_http_auth_jwt_token_t));
+
+    if (token->len > NGX_HTTP_AUTH_JWT_MAX_TOKEN) {
+        *err = "token too long";
+        return NGX_HTTP_AUTH_JWT_MALFORMED;
+    }
+
+    last = token->data + token->len;
+
+    dot1 = ngx_strlchr(token->data, last, '.');
+    dot2 = dot1 ? ngx_strlchr(dot1 + 1, last, '.') : NULL;
+
+    if (dot2 == NULL || ngx_strlchr(dot2 + 1, last, '.') != NULL) {
+        *err = "not a compact JWS (three segments)";
+        return NGX_HTTP_AUTH_JWT_MALFORMED;
+    }
+
+    if (dot1 == token->data || dot2 == dot1 + 1 || dot2 + 1 == last) {
+        *err = "empty segment";
+        return NGX_HTTP_AUTH_JWT_MALFORMED;
+    }
+
+    seg.data = token->data;
+    seg.len = dot1 - token->data;
+
+    if (ngx_http_auth_jwt_decode_b64url(&seg, &jwt->header_text, pool)
+        != NGX_OK)
+    {
+        *err = "header is not base64url";
+        return NGX_HTTP_AUTH_JWT_MALFORMED;
+    }
+
+    if (ngx_http_auth_jwt_json_object(&jwt->header_text, &jwt->header)
+        != NGX_OK)
+    {
+        *err = "header is not a JSON object";
+        return NGX_HTTP_AUTH_JWT_MALFORMED;
+    }
+
+    rc = ngx_http_auth_jwt_check_header(jwt, err);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    seg.data = dot1 + 1;
+    seg.len = dot2 - seg.data;
+
+    if (ngx_http_auth_jwt_decode_b64url(&seg, &jwt->payload_text, pool)
+        != NGX_OK)
+    {
+        *err = "payload is not base64url";
+        return NGX_HTTP_AUTH_JWT_MALFORMED;
+    }
+
+    if (ngx_http_auth_jwt_json_object(&jwt->payload_text, &jwt->payload)
+        != NGX_OK)
+    {
+        *err = "payload is not a JSON object";
+        return NGX_HTTP_AUTH_JWT_MALFORMED;
+    }
+
+    seg.data = dot2 + 1;
+    seg.len = last - seg.data;
+
+    if (ngx_http_auth_jwt_decode_b64url(&seg, &jwt->sig, pool) != NGX_OK) {
+        *err = "signature is not base64url";
+        return NGX_HTTP_AUTH_JWT_MALFORMED;
+    }
+
+    jwt->input.data = token->data;
+    jwt->input.len = dot2 - token->data;
+
+    return NGX_HTTP_AUTH_JWT_OK;
+}
+
+
+static ngx_int_t
+ngx_http_auth_jwt_check_header(ngx_http_auth_jwt_token_t *jwt,
+    const char **err)
+{
+    json_t      *v;
+    ngx_int_t    a;
+    const char  *s;
+
+    v = json_object_get(jwt->header, "alg");
+    if (!json_is_string(v)) {
+        *err = "no \"alg\"";
+        return NGX_HTTP_AUTH_JWT_BAD_ALG;
+    }
+
+    a = ngx_http_auth_jwt_alg_index(json_string_value(v));
+    if (a < 0 || (size_t) ngx_strlen(json_string_value(v))
+                 != json_string_length(v))
+    {
+        *err = "unsupported \"alg\"";
+        return NGX_HTTP_AUTH_JWT_BAD_ALG;
+    }
+
+    jwt->alg = a;
+
+    if (json_object_get(jwt->header, "crit") != NULL) {
+        *err = "unsupported \"crit\" extension";
+        return NGX_HTTP_AUTH_JWT_MALFORMED;
+    }
+
+    if (json_object_get(jwt->header, "enc") != NULL
+        || json_object_get(jwt->header, "b64") != NULL)
+    {
+        *err = "JWE or unencoded payload";
+        return NGX_HTTP_AUTH_JWT_MALFORMED;
+    }
+
+    v = json_object_get(jwt->header, "typ");
+    if (v != NULL) {
+        s = json_is_string(v) ? json_string_value(v) : "";
+
+        if (ngx_strcasecmp((u_char *) s, (u_char *) "JWT") != 0
+            && ngx_strcasecmp((u_char *) s, (u_char *) "at+jwt") != 0
+            && ngx_strcasecmp((u_char *) s, (u_char *) "application/jwt")
+               != 0
+            && ngx_strcasecmp((u_char *) s, (u_char *) "application/at+jwt")
+               != 0)
+        {
+            *err = "unexpected \"typ\"";
+            return NGX_HTTP_AUTH_JWT_MALFORMED;
+        }
+    }
+
+    v = json_object_get(jwt->header, "cty");
+    if (v != NULL) {
+        s = json_is_string(v) ? json_string_value(v) : "";
+
+        if (ngx_strcasecmp((u_char *) s, (u_char *) "JWT") == 0
+            || ngx_strcasecmp((u_char *) s, (u_char *) "application/jwt")
+               == 0)
+        {
+            *err = "nested JWT";
+            return NGX_HTTP_AUTH_JWT_MALFORMED;
+        }
+    }
+
+    v = json_object_get(jwt->header, "kid");
+    if (v != NULL) {
+        if (!json_is_string(v)) {
+            *err = "\"kid\" is not a string";
+            return NGX_HTTP_AUTH_JWT_MALFORMED;
+        }
+
+        jwt->kid.data = (u_char *) json_string_value(v);
+        jwt->kid.len = json_string_length(v);
+        jwt->has_kid = 1;
+    }
+
+    return NGX_OK;
+}
+
+
+/* NGX_OK: valid; NGX_DECLINED: bad signature */
+
+ngx_int_t
+ngx_http_auth_jwt_verify(ngx_http_auth_jwt_key_t *key,
+    ngx_http_auth_jwt_token_t *jwt)
+{
+    ngx_http_auth_jwt_alg_t  *alg;
+
+    if (!(key->algs & (1 << jwt->alg))) {
+        return NGX_DECLINED;
+    }
+
+    alg = &ngx_http_auth_jwt_algs[jwt->alg];
+
+    if (alg->family == NGX_HTTP_AUTH_JWT_HS) {
+        if (key->pkey != NULL || key->secret.len < alg->size) {
+            return NGX_DECLINED;
+        }
+
+        return ngx_http_auth_jwt_verify_hmac(key, alg, jwt);
+    }
+
+    if (key->pkey == NULL) {
+        return NGX_DECLINED;
+    }
+
+    return ngx_http_auth_jwt_verify_pkey(key, alg, jwt);
+}
+
+
+static ngx_int_t
+ngx_http_auth_jwt_verify_hmac(ngx_http_auth_jwt_key_t *key,
+    ngx_http_auth_jwt_alg_t *alg, ngx_http_auth_jwt_token_t *jwt)
+{
+    int            ok;
+    u_char         mac[EVP_MAX_MD_SIZE];
+    size_t         len;
+    unsigned int   n;
+    EVP_MAC_CTX   *tmpl, *c;
+    const EVP_MD  *md;
+
+    tmpl = ngx_http_auth_jwt_mac_ctx(key, jwt->alg, alg);
+
+    if (tmpl == NULL) {
+
+        /* the master, or no HMAC provider: the one-shot call */
+
+        md = ngx_http_auth_jwt_md(alg);
+
+        if (md == NULL
+            || HMAC(md, key->secret.data, key->secret.len, jwt->input.data,
+                    jwt->input.len, mac, &n) == NULL)
+        {
+            ERR_clear_error();
+            return NGX_DECLINED;
+        }
+
+        len = n;
+
+    } else {
+        c = EVP_MAC_CTX_dup(tmpl);
+
+        ok = c != NULL
+             && EVP_MAC_update(c, jwt->input.data, jwt->input.len) == 1
+             && EVP_MAC_final(c, mac, &len, sizeof(mac)) == 1;
+
+        EVP_MAC_CTX_free(c);
+
+        if (!ok) {
+            ERR_clear_error();
+            return NGX_DECLINED;
+        }
+    }
+
+    if (jwt->sig.len != len
+        || CRYPTO_memcmp(mac, jwt->sig.data, len) != 0)
+    {
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * An HMAC context keyed once per key and algorithm in a worker; each
+ * verification works on a copy of it.
+ */
+
+static EVP_MAC_CTX *
+ngx_http_auth_jwt_mac_ctx(ngx_http_auth_jwt_key_t *key, ngx_uint_t a,
+    ngx_http_auth_jwt_alg_t *alg)
+{
+    OSSL_PARAM    params[2];
+    EVP_MAC_CTX  *c;
+
+    if (key->mac[a] || ngx_http_auth_jwt_hmac == NULL) {
+        return key->mac[a];
+    }
+
+    c = EVP_MAC_CTX_new(ngx_http_auth_jwt_hmac);
+    if (c == NULL) {
+        return NULL;
+    }
+
+    params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST,
+                                                 (char *) alg->md, 0);
+    params[1] = OSSL_PARAM_construct_end();
+
+    if (EVP_MAC_init(c, key->secret.data, key->secret.len, params) != 1) {
+        EVP_MAC_CTX_free(c);
+        ERR_clear_error();
+        return NULL;
+    }
+
+    key->mac[a] = c;
+
+    return c;
+}
+
+
+static ngx_int_t
+ngx_http_auth_jwt_verify_pkey(ngx_http_auth_jwt_key_t *key,
+    ngx_http_auth_jwt_alg_t *alg, ngx_http_auth_jwt_token_t *jwt)
+{
+    int            ok;
+    u_char         der[256], dgst[EVP_MAX_MD_SIZE];
+    size_t         len;
+    ngx_str_t      sig;
+    unsigned int   dlen;
+    const EVP_MD  *md;
+    EVP_MD_CTX    *mctx;
+    EVP_PKEY_CTX  *pctx;
+
+    if (alg->family == NGX_HTTP_AUTH_JWT_ED) {
+        mctx = EVP_MD_CTX_new();
+        if (mctx == NULL) {
+            return NGX_DECLINED;
+        }
+
+        ok = EVP_DigestVerifyInit(mctx, NULL, NULL, NULL, key->pkey) == 1
+             && EVP_DigestVerify(mctx, jwt->sig.data, jwt->sig.len,
+                                 jwt->input.data, jwt->input.len) == 1;
+
+        EVP_MD_CTX_free(mctx);
+        goto done;
+    }
+
+    sig = jwt->sig;
+
+    if (alg->family == NGX_HTTP_AUTH_JWT_ES) {
+        if (ngx_http_auth_jwt_ecdsa_der(alg, &jwt->sig, der, &len)
+            != NGX_OK)
+        {
+            return NGX_DECLINED;
+        }
+
+        sig.data = der;
+        sig.len = len;
+    }
+
+    md = ngx_http_auth_jwt_md(alg);
+    if (md == NULL) {
+        return NGX_DECLINED;
+    }
+
+    pctx = ngx_http_auth_jwt_verify_ctx(key, jwt->alg, alg, md);
+    if (pctx == NULL) {
+        ERR_clear_error();
+        return NGX_DECLINED;
+    }
+
+    ok = EVP_Digest(jwt->input.data, jwt->input.len, dgst, &dlen, md, NULL)
+             == 1
+         && EVP_PKEY_verify(pctx, sig.data, sig.len, dgst, dlen) == 1;
+
+done:
+
+    if (!ok) {
+        ERR_clear_error();
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * A verification context per key and algorithm, made on first use in a
+ * worker and kept with the key: a verification then costs a digest and
+ * the public-key operation only.
+ */
+
+static EVP_PKEY_CTX *
+ngx_http_auth_jwt_verify_ctx(ngx_http_auth_jwt_key_t *key, ngx_uint_t a,
+    ngx_http_auth_jwt_alg_t *alg, const EVP_MD *md)
+{
+    EVP_PKEY_CTX  *pctx;
+
+    if (key->vctx[a]) {
+        return key->vctx[a];
+    }
+
+    pctx = EVP_PKEY_CTX_new_from_pkey(NULL, key->pkey, NULL);
+    if (pctx == NULL) {
+        return NULL;
+    }
+
+    if (EVP_PKEY_verify_init(pctx) != 1
+        || EVP_PKEY_CTX_set_signature_md(pctx, md) != 1)
+    {
+        goto failed;
+    }
+
+    if (alg->family == NGX_HTTP_AUTH_JWT_PS) {
+        if (EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) != 1
+            || EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, RSA_PSS_SALTLEN_DIGEST)
+               != 1
+            || EVP_PKEY_CTX_set_rsa_mgf1_md(pctx, md) != 1)
+        {
+            goto failed;
+        }
+
+    } else if (alg->family == NGX_HTTP_AUTH_JWT_RS) {
+        if (EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PADDING) != 1) {
+            goto failed;
+        }
+    }
+
+    key->vctx[a] = pctx;
+
+    return pctx;
+
+failed:
+
+    EVP_PKEY_CTX_free(pctx);
+
+    return NULL;
+}
+
+
+/*
+ * Digests fetched explicitly once per worker (init_process) spare OpenSSL 3
+ * a provider lookup on every verification; elsewhere (the master, at
+ * configuration time) the implicitly fetched ones serve.
+ */
+
+static EVP_MD      *ngx_http_auth_jwt_mds[3];
+static const char  *ngx_http_auth_jwt_md_names[3] = {
+    "SHA256", "SHA384", "SHA512"
+};
+
+
+void
+ngx_http_auth_jwt_md_init(void)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < 3; i++) {
+        if (ngx_http_auth_jwt_mds[i] == NULL) {
+            ngx_http_auth_jwt_mds[i] =
+                EVP_MD_fetch(NULL, ngx_http_auth_jwt_md_names[i], NULL);
+        }
+    }
+
+    if (ngx_http_auth_jwt_hmac == NULL) {
+        ngx_http_auth_jwt_hmac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    }
+
+    ERR_clear_error();
+}
+
+
+void
+ngx_http_auth_jwt_md_free(void)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < 3; i++) {
+        EVP_MD_free(ngx_http_auth_jwt_mds[i]);
+        ngx_http_auth_jwt_mds[i] = NULL;
+    }
+
+    EVP_MAC_free(ngx_http_auth_jwt_hmac);
+    ngx_http_auth_jwt_hmac = NULL;
+}
+
+
+static const EVP_MD *
+ngx_http_auth_jwt_md(ngx_http_auth_jwt_alg_t *alg)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < 3; i++) {
+        if (ngx_strcmp(alg->md, ngx_http_auth_jwt_md_names[i]) == 0) {
+            break;
+        }
+    }
+
+    if (i == 3) {
+        return NULL;
+    }
+
+    if (ngx_http_auth_jwt_mds[i]) {
+        return ngx_http_auth_jwt_mds[i];
+    }
+
+    switch (i) {
+    case 0:
+        return EVP_sha256();
+    case 1:
+        return EVP_sha384();
+    default:
+        return EVP_sha512();
+    }
+}
+
+
+/* JOSE fixed-length R||S to the DER ECDSA-Sig-Value that OpenSSL checks */
+
+static ngx_int_t
+ngx_http_auth_jwt_ecdsa_der(ngx_http_auth_jwt_alg_t *alg, ngx_str_t *sig,
+    u_char *der, size_t *len)
+{
+    int         n;
+    u_char     *p;
+    BIGNUM     *r, *s;
+    ECDSA_SIG  *es;
+
+    if (sig->len != 2 * alg->size) {
+        return NGX_DECLINED;
+    }
+
+    r = BN_bin2bn(sig->data, alg->size, NULL);
+    s = BN_bin2bn(sig->data + alg->size, alg->size, NULL);
+    es = ECDSA_SIG_new();
+
+    if (r == NULL || s == NULL || es == NULL) {
+        goto failed;
+    }
+
+    if (ECDSA_SIG_set0(es, r, s) != 1) {
+        goto failed;
+    }
+
+    r = NULL;
+    s = NULL;
+
+    n = i2d_ECDSA_SIG(es, NULL);
+    if (n <= 0 || n > 256) {
+        goto failed;
+    }
+
+    p = der;
+    n = i2d_ECDSA_SIG(es, &p);
+    ECDSA_SIG_free(es);
+
+    *len = n;
+
+    return NGX_OK;
+
+failed:
+
+    BN_free(r);
+    BN_free(s);
+    ECDSA_SIG_free(es);
+    ERR_clear_error();
+
+    return NGX_DECLINED;
+}

@@ -1,0 +1,151 @@
+"""Keys, JWKS and token minting for the auth_jwt tests.
+
+Tokens are built by hand (not only with python3-jwt) so that the tests can
+send every malformed or hostile variant the module must reject."""
+
+import base64
+import hashlib
+import hmac as hmac_mod
+import json
+import time
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    decode_dss_signature)
+
+HASHES = {"256": hashes.SHA256, "384": hashes.SHA384, "512": hashes.SHA512}
+EC_SIZE = {"ES256": 32, "ES384": 48, "ES512": 66}
+HMAC_SECRET = bytes(range(64))
+
+
+def b64u(data):
+    if isinstance(data, str):
+        data = data.encode()
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def b64u_int(n, size=None):
+    size = size or (n.bit_length() + 7) // 8
+    return b64u(n.to_bytes(size, "big"))
+
+
+_cache = {}
+
+
+def key(name):
+    """A private key made once per test session: rsa, rsa2, ec256, ec384,
+    ec521, ed, ed2."""
+    if name not in _cache:
+        if name.startswith("rsa"):
+            k = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        elif name.startswith("ec256"):
+            k = ec.generate_private_key(ec.SECP256R1())
+        elif name == "ec384":
+            k = ec.generate_private_key(ec.SECP384R1())
+        elif name == "ec521":
+            k = ec.generate_private_key(ec.SECP521R1())
+        elif name.startswith("ed"):
+            k = ed25519.Ed25519PrivateKey.generate()
+        else:
+            raise KeyError(name)
+        _cache[name] = k
+    return _cache[name]
+
+
+def key_for(alg):
+    return {"RS": "rsa", "PS": "rsa", "ES": {"ES256": "ec256",
+                                               "ES384": "ec384",
+                                               "ES512": "ec521"}.get(alg),
+            "Ed": "ed"}.get(alg[:2])
+
+
+def jwk(name, kid=None, alg=None, **extra):
+    """The public JWK of key(name), or an oct JWK for name 'hmac'."""
+    if name == "hmac":
+        d = {"kty": "oct", "k": b64u(extra.pop("secret", HMAC_SECRET))}
+    else:
+        pub = key(name).public_key()
+        if name.startswith("rsa"):
+            nums = pub.public_numbers()
+            d = {"kty": "RSA", "n": b64u_int(nums.n), "e": b64u_int(nums.e)}
+        elif name.startswith("ec"):
+            nums = pub.public_numbers()
+            crv = {"ec256": ("P-256", 32), "ec384": ("P-384", 48),
+                   "ec521": ("P-521", 66)}[name[:5]]
+            d = {"kty": "EC", "crv": crv[0], "x": b64u_int(nums.x, crv[1]),
+                 "y": b64u_int(nums.y, crv[1])}
+        else:
+            raw = pub.public_bytes(serialization.Encoding.Raw,
+                                   serialization.PublicFormat.Raw)
+            d = {"kty": "OKP", "crv": "Ed25519", "x": b64u(raw)}
+    if kid:
+        d["kid"] = kid
+    if alg:
+        d["alg"] = alg
+    d.update(extra)
+    return d
+
+
+def jwks(*keys):
+    return json.dumps({"keys": list(keys)})
+
+
+def pem(name):
+    return key(name).public_key().public_bytes(
+        serialization.Encoding.PEM,
+        serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+
+def sign(alg, data, keyname=None, secret=HMAC_SECRET):
+    bits = alg[2:]
+    if alg.startswith("HS"):
+        return hmac_mod.new(secret, data, getattr(hashlib, "sha" + bits)
+                            ).digest()
+    k = key(keyname or key_for(alg))
+    if alg.startswith("RS"):
+        return k.sign(data, padding.PKCS1v15(), HASHES[bits]())
+    if alg.startswith("PS"):
+        h = HASHES[bits]()
+        return k.sign(data, padding.PSS(padding.MGF1(HASHES[bits]()),
+                                        h.digest_size), h)
+    if alg.startswith("ES"):
+        der = k.sign(data, ec.ECDSA(HASHES[bits]()))
+        r, s = decode_dss_signature(der)
+        size = EC_SIZE[alg]
+        return r.to_bytes(size, "big") + s.to_bytes(size, "big")
+    if alg == "EdDSA":
+        return k.sign(data)
+    raise ValueError(alg)
+
+
+def claims(**kw):
+    c = {"sub": "alice", "iss": "https://idp.test", "aud": "api",
+         "exp": int(time.time()) + 600}
+    c.update(kw)
+    return {k: v for k, v in c.items() if v is not None}
+
+
+def token(alg="RS256", payload=None, header=None, keyname=None,
+          secret=HMAC_SECRET, kid=None, raw_header=None, raw_payload=None,
+          sig=None):
+    """A compact JWS.  header/payload dicts are JSON-encoded; raw_* give
+    the exact bytes; sig overrides the signature bytes."""
+    h = {"alg": alg, "typ": "JWT"}
+    if kid:
+        h["kid"] = kid
+    if header is not None:
+        h = header
+    hb = raw_header if raw_header is not None else json.dumps(h).encode()
+    pb = (raw_payload if raw_payload is not None
+          else json.dumps(claims() if payload is None else payload).encode())
+    signing_input = (b64u(hb) + "." + b64u(pb)).encode()
+    if sig is None:
+        sig = sign(alg, signing_input, keyname, secret)
+    return signing_input.decode() + "." + b64u(sig)
+
+
+def resign(tok, alg="RS256", keyname=None, secret=HMAC_SECRET):
+    """Signs the first two segments of tok as they are."""
+    si = tok.rsplit(".", 1)[0].encode()
+    return si.decode() + "." + b64u(sign(alg, si, keyname, secret))
