@@ -87,6 +87,7 @@ static ngx_int_t ngx_meshgate_redis_queue(ngx_meshgate_redis_t *rd,
 static ngx_int_t ngx_meshgate_redis_append(ngx_meshgate_redis_t *rd,
     const void *buf, size_t len);
 static void ngx_meshgate_redis_post_write(ngx_meshgate_redis_t *rd);
+static void ngx_meshgate_redis_close_connection(ngx_meshgate_redis_t *rd);
 static void ngx_meshgate_redis_free_cmd(ngx_meshgate_redis_cmd_t *cmd);
 static void ngx_meshgate_redis_cleanup(void *data);
 static void ngx_meshgate_redis_read_handler(ngx_event_t *rev);
@@ -772,24 +773,7 @@ ngx_meshgate_redis_disconnect(ngx_meshgate_redis_t *rd, ngx_int_t status,
                       &rd->name, why, rd->backoff);
     }
 
-    if (rd->connect_timer.timer_set) {
-        ngx_del_timer(&rd->connect_timer);
-    }
-
-    if (rd->conn) {
-        ngx_close_connection(rd->conn);
-        rd->conn = NULL;
-    }
-
-    if (rd->reader) {
-        redisReaderFree(rd->reader);
-        rd->reader = NULL;
-    }
-
-    rd->generation++;
-    rd->connecting = 0;
-    rd->out_len = 0;
-    rd->out_sent = 0;
+    ngx_meshgate_redis_close_connection(rd);
 
     rd->down = 1;
     rd->down_until = ngx_current_msec + rd->backoff;
@@ -820,6 +804,30 @@ ngx_meshgate_redis_disconnect(ngx_meshgate_redis_t *rd, ngx_int_t status,
             handler(data, status, NULL);
         }
     }
+}
+
+
+static void
+ngx_meshgate_redis_close_connection(ngx_meshgate_redis_t *rd)
+{
+    if (rd->connect_timer.timer_set) {
+        ngx_del_timer(&rd->connect_timer);
+    }
+
+    if (rd->conn) {
+        ngx_close_connection(rd->conn);
+        rd->conn = NULL;
+    }
+
+    if (rd->reader) {
+        redisReaderFree(rd->reader);
+        rd->reader = NULL;
+    }
+
+    rd->generation++;
+    rd->connecting = 0;
+    rd->out_len = 0;
+    rd->out_sent = 0;
 }
 
 
@@ -967,6 +975,19 @@ ngx_meshgate_redis_read_handler(ngx_event_t *rev)
                                               "read event failed");
             }
 
+            return;
+        }
+
+        if ((n == 0 || n == NGX_ERROR) && ngx_queue_empty(&rd->pending)) {
+
+            /*
+             * closed while idle (Redis's "timeout", a proxy, CLIENT KILL):
+             * not an outage; the next command connects again
+             */
+
+            ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
+                          "redis %V: idle connection closed", &rd->name);
+            ngx_meshgate_redis_close_connection(rd);
             return;
         }
 

@@ -1,0 +1,89 @@
+"""ngx_http_aggregate_module: review findings (parts answered from files,
+from a cache)."""
+
+import json
+import os
+
+import requests
+
+from conftest import require_module
+from aggregate_util import conf
+
+require_module("aggregate")
+
+MOD = ["aggregate"]
+
+# the test's files sit in a private temporary directory
+READABLE = "user %s;" % ("root" if os.geteuid() == 0 else "nobody")
+
+
+def get(n, path, **kw):
+    kw.setdefault("timeout", 20)
+    return requests.get(n.url(path), **kw)
+
+
+def test_part_from_static_file(nginx, backend):
+    """A part served from a file (a static location) reaches the body
+    filter as a file buffer: it is read, not failed as an error."""
+    small = {"id": 7, "tags": ["a", "b"]}
+    big = {"k": "z" * 300000}
+    b = backend()
+    n = nginx.start(conf("""
+        location /_files/ {
+            internal;
+            alias {{prefix}}/files/;
+        }
+        location = /f {
+            aggregate small /_files/small.json;
+            aggregate big   /_files/big.json;
+            aggregate bad   /_files/bad.json optional;
+        }
+        location = /f_small {
+            aggregate big /_files/big.json optional;
+            aggregate_max_part_size 100k;
+        }
+    """), modules=MOD, bport=b.port, rport=1, main=READABLE)
+    files = os.path.join(n.prefix, "files")
+    os.makedirs(files)
+    for name, text in (("small", json.dumps(small)), ("big", json.dumps(big)),
+                       ("bad", "not json")):
+        with open(os.path.join(files, name + ".json"), "w") as f:
+            f.write(text)
+    for _ in range(2):
+        r = get(n, "/f")
+        assert r.status_code == 200, r.text
+        assert r.json() == {"small": small, "big": big, "bad": None,
+                            "_errors": {"bad": "invalid_json"}}
+    r = get(n, "/f_small")
+    assert r.status_code == 200
+    assert r.json() == {"big": None, "_errors": {"big": "too_big"}}
+
+
+def test_part_through_proxy_cache(nginx, backend):
+    """A part location with proxy_cache (the upstream must buffer, to
+    fill the cache) is answered, small or bigger than proxy_buffers, and
+    the second time from the cache."""
+    small = {"id": 1}
+    big = {"k": "c" * 200000}
+    b = backend()
+    b.json("/small", small)
+    b.json("/big", big)
+    n = nginx.start(conf("""
+        location /_cached/ {
+            internal;
+            proxy_cache pc;
+            proxy_cache_valid 200 1m;
+            proxy_pass http://svc/;
+        }
+        location = /c {
+            aggregate small /_cached/small;
+            aggregate big   /_cached/big;
+            aggregate_timeout 5s;
+        }
+    """, http="proxy_cache_path {{prefix}}/cache keys_zone=pc:1m;"),
+        modules=MOD, bport=b.port, rport=1, main=READABLE)
+    for _ in range(3):
+        r = get(n, "/c")
+        assert r.status_code == 200, r.text
+        assert r.json() == {"small": small, "big": big}
+    assert b.count == 2

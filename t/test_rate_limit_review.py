@@ -1,0 +1,50 @@
+"""ngx_http_rate_limit_module and the async Redis client: review
+findings."""
+
+import requests
+
+from conftest import require_module
+
+require_module("rate_limit")
+
+MODS = ["rate_limit"]
+
+CONF = """
+    rate_limit_redis server=127.0.0.1:%d timeout=2s;
+    rate_limit_zone z key=$arg_k rate=100r/s burst=100;
+    server {
+        listen 127.0.0.1:{{port1}};
+        location / { return 200 "ok\\n"; }
+    }
+    server {
+        listen 127.0.0.1:{{port}};
+        location /a {
+            rate_limit z;
+            add_header X-Status $rate_limit_status always;
+            proxy_pass http://127.0.0.1:{{port1}};
+        }
+    }
+"""
+
+
+def get(n, path):
+    return requests.get(n.url(path), timeout=10)
+
+
+def test_idle_connection_closed_by_redis_is_not_an_outage(nginx, redis):
+    """Redis (its `timeout`, a proxy, CLIENT KILL) closes the idle
+    connection: the next check reconnects and is decided by Redis, not by
+    the failure mode, and nothing is logged as an error."""
+    n = nginx.start(CONF % redis.port, modules=MODS)
+    cli = redis.client()
+    got, logs = [], []
+    for i in range(5):
+        assert get(n, "/a?k=w%d" % i).headers["X-Status"] == "PASSED"
+        n.mark()
+        killed = cli.execute_command("CLIENT", "KILL", "TYPE", "normal",
+                                     "SKIPME", "yes")
+        assert killed >= 1
+        got.append(get(n, "/a?k=x%d" % i).headers["X-Status"])
+        logs.append(n.log_since_mark())
+    assert got == ["PASSED"] * 5, got
+    assert not [x for x in logs if "[error]" in x], logs
