@@ -48,3 +48,17 @@ def test_idle_connection_closed_by_redis_is_not_an_outage(nginx, redis):
         logs.append(n.log_since_mark())
     assert got == ["PASSED"] * 5, got
     assert not [x for x in logs if "[error]" in x], logs
+
+
+def test_cost_above_capacity_fails_config(nginx_t, redis):
+    """A cost above burst + 1 could never be admitted: every request would
+    be rejected, with a Retry-After that never comes true."""
+    nginx_t("""
+        rate_limit_redis server=127.0.0.1:%d;
+        rate_limit_zone z key=$arg_k rate=10r/s burst=2;
+        server {
+            listen 127.0.0.1:{{port}};
+            location /x { rate_limit z cost=4; }
+        }""" % redis.port, modules=MODS,
+            expect=r"cost=4 exceeds what zone \"z\" can ever admit "
+                   r"\(burst \+ 1 = 3\)")

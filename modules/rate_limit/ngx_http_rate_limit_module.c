@@ -1769,6 +1769,14 @@ ngx_http_rate_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         }
     }
 
+    if ((ngx_uint_t) cost > zone->burst + 1) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "cost=%i exceeds what zone \"%V\" can ever admit "
+                           "(burst + 1 = %ui)", cost, &zone->name,
+                           zone->burst + 1);
+        return NGX_CONF_ERROR;
+    }
+
     if (lcf->limits == NULL) {
         lcf->limits = ngx_array_create(cf->pool, 2,
                                        sizeof(ngx_http_rate_limit_limit_t));
