@@ -7,7 +7,7 @@ import os
 import requests
 
 from conftest import require_module
-from aggregate_util import conf
+from aggregate_util import RawServer, conf
 
 require_module("aggregate")
 
@@ -87,3 +87,41 @@ def test_part_through_proxy_cache(nginx, backend):
         assert r.status_code == 200, r.text
         assert r.json() == {"small": small, "big": big}
     assert b.count == 2
+
+
+BAD_CHUNKED = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+               b"Transfer-Encoding: chunked\r\n\r\n"
+               b"5\r\n{\"k\":\r\nzz\r\n1}\r\n0\r\n\r\n")
+
+
+def test_part_failing_with_nginx_error_is_a_part_failure(nginx, backend):
+    """A part whose upstream module finalizes it with NGX_ERROR (here the
+    proxy's chunked parser on a broken body) fails that part only: the
+    aggregate still answers, optional member null, required one 502."""
+    b = backend()
+    b.json("/users/1", {"id": 1})
+    raw = RawServer(BAD_CHUNKED)
+    try:
+        n = nginx.start(conf("""
+            location = /opt {
+                aggregate user /_svc/users/1;
+                aggregate bad  /_raw/bad optional;
+            }
+            location = /req {
+                aggregate user /_svc/users/1;
+                aggregate bad  /_raw/bad;
+            }
+        """), modules=MOD, bport=b.port, rport=raw.port)
+        n.allow(r"upstream sent invalid chunked response")
+        for _ in range(2):
+            r = get(n, "/opt")
+            assert r.status_code == 200, r.text
+            assert r.headers["Aggregate-Completed"] == "false"
+            assert r.json() == {"user": {"id": 1}, "bad": None,
+                                "_errors": {"bad": "error"}}
+            r = get(n, "/req")
+            assert r.status_code == 502, r.text
+            assert r.json() == {"error": "required part failed",
+                                "part": "bad", "reason": "error"}
+    finally:
+        raw.stop()

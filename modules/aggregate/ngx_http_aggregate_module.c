@@ -27,6 +27,7 @@ static void ngx_http_aggregate_setup(ngx_http_aggregate_part_t *part,
     ngx_http_request_t *sr);
 static ngx_int_t ngx_http_aggregate_done(ngx_http_request_t *sr, void *data,
     ngx_int_t rc);
+static ngx_int_t ngx_http_aggregate_part_rc(ngx_int_t rc);
 static void ngx_http_aggregate_judge(ngx_http_aggregate_part_t *part,
     ngx_int_t rc);
 static const char *ngx_http_aggregate_status_reason(
@@ -576,7 +577,7 @@ ngx_http_aggregate_done(ngx_http_request_t *sr, void *data, ngx_int_t rc)
     }
 
     if (part->state != NGX_HTTP_AGGREGATE_RUNNING || ctx->done) {
-        return (rc >= NGX_HTTP_SPECIAL_RESPONSE) ? NGX_OK : rc;
+        return ngx_http_aggregate_part_rc(rc);
     }
 
     if (!part->header
@@ -608,7 +609,25 @@ ngx_http_aggregate_done(ngx_http_request_t *sr, void *data, ngx_int_t rc)
         return NGX_ERROR;
     }
 
-    return (rc >= NGX_HTTP_SPECIAL_RESPONSE) ? NGX_OK : rc;
+    return ngx_http_aggregate_part_rc(rc);
+}
+
+
+/*
+ * What a finished part hands back to nginx.  Its failure is reported in
+ * the aggregate's answer: an error code or NGX_ERROR (say, an upstream
+ * module that gave up on a broken body) must not make nginx terminate
+ * the client's request, which it does for NGX_ERROR.
+ */
+
+static ngx_int_t
+ngx_http_aggregate_part_rc(ngx_int_t rc)
+{
+    if (rc >= NGX_HTTP_SPECIAL_RESPONSE || rc == NGX_ERROR) {
+        return NGX_OK;
+    }
+
+    return rc;
 }
 
 
