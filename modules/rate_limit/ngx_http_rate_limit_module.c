@@ -57,7 +57,7 @@ typedef struct {
     ngx_str_t                     prefix;
     ngx_array_t                   zones;        /* of zone pointers */
     ngx_shm_zone_t               *lock_zone;
-    ngx_shmtx_t                   lock;         /* local limiter updates */
+    ngx_slab_pool_t              *lock_pool;    /* its mutex: local checks */
 } ngx_http_rate_limit_main_conf_t;
 
 
@@ -948,7 +948,7 @@ ngx_http_rate_limit_local(ngx_http_request_t *r,
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_rate_limit_module);
 
-    ngx_shmtx_lock(&mcf->lock);
+    ngx_shmtx_lock(&mcf->lock_pool->mutex);
 
     ngx_gettimeofday(&tv);
     now = (uint64_t) tv.tv_sec * 1000000 + tv.tv_usec;
@@ -1015,7 +1015,7 @@ ngx_http_rate_limit_local(ngx_http_request_t *r,
                                       &value, res->tat / 1000 + 1);
     }
 
-    ngx_shmtx_unlock(&mcf->lock);
+    ngx_shmtx_unlock(&mcf->lock_pool->mutex);
 }
 
 
@@ -1453,39 +1453,18 @@ ngx_http_rate_limit_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
-/* the mutex of the local limiter, kept across reloads */
+/*
+ * The mutex of the local limiter is the slab pool mutex of its own zone:
+ * the master process releases it if a worker dies holding it.
+ */
 
 static ngx_int_t
 ngx_http_rate_limit_init_lock_zone(ngx_shm_zone_t *shm_zone, void *data)
 {
-    ngx_http_rate_limit_main_conf_t  *omcf = data;
-
-    ngx_shmtx_sh_t                   *sh;
-    ngx_slab_pool_t                  *shpool;
     ngx_http_rate_limit_main_conf_t  *mcf;
 
     mcf = shm_zone->data;
-    shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
-
-    if (omcf) {
-        sh = shpool->data;
-
-    } else if (shm_zone->shm.exists) {
-        sh = shpool->data;
-
-    } else {
-        sh = ngx_slab_alloc(shpool, sizeof(ngx_shmtx_sh_t));
-        if (sh == NULL) {
-            return NGX_ERROR;
-        }
-
-        ngx_memzero(sh, sizeof(ngx_shmtx_sh_t));
-        shpool->data = sh;
-    }
-
-    if (ngx_shmtx_create(&mcf->lock, sh, NULL) != NGX_OK) {
-        return NGX_ERROR;
-    }
+    mcf->lock_pool = (ngx_slab_pool_t *) shm_zone->shm.addr;
 
     return NGX_OK;
 }
