@@ -1190,6 +1190,11 @@ ngx_http_aggregate_reserve(ngx_http_aggregate_part_t *part, size_t size)
         ngx_memcpy(p, part->buf, part->len);
     }
 
+    if (part->buf) {
+        /* a large allocation goes back at once: no garbage up to 2x max */
+        (void) ngx_pfree(part->agg->request->pool, part->buf);
+    }
+
     part->buf = p;
     part->size = size;
 

@@ -120,6 +120,10 @@ static ngx_int_t ngx_http_rate_limit_hash_key(ngx_http_request_t *r,
     ngx_str_t *key);
 static ngx_int_t ngx_http_rate_limit_send(ngx_http_request_t *r,
     ngx_http_rate_limit_ctx_t *ctx);
+static ngx_int_t ngx_http_rate_limit_args(ngx_http_request_t *r,
+    ngx_http_rate_limit_ctx_t *ctx, ngx_http_rate_limit_main_conf_t *mcf);
+static ngx_int_t ngx_http_rate_limit_batch_add(ngx_http_rate_limit_ctx_t *ctx,
+    ngx_http_rate_limit_main_conf_t *mcf, ngx_log_t *log);
 static void ngx_http_rate_limit_flush(ngx_event_t *ev);
 static void ngx_http_rate_limit_batch_reply(void *data, ngx_int_t status,
     redisReply *reply);
@@ -159,6 +163,10 @@ static ngx_int_t ngx_http_rate_limit_init_lock_zone(ngx_shm_zone_t *shm_zone,
     void *data);
 static char *ngx_http_rate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static ngx_int_t ngx_http_rate_limit_zone_name(ngx_conf_t *cf,
+    ngx_http_rate_limit_main_conf_t *mcf, ngx_str_t *name);
+static char *ngx_http_rate_limit_zone_param(ngx_conf_t *cf,
+    ngx_http_rate_limit_zone_t *zone, ngx_str_t *value, ssize_t *size);
 static char *ngx_http_rate_limit_parse_rate(ngx_conf_t *cf,
     ngx_http_rate_limit_zone_t *zone, ngx_str_t *value);
 static char *ngx_http_rate_limit(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -535,12 +543,6 @@ static ngx_int_t
 ngx_http_rate_limit_send(ngx_http_request_t *r,
     ngx_http_rate_limit_ctx_t *ctx)
 {
-    u_char                           *p;
-    ngx_uint_t                        i, n;
-    ngx_queue_t                      *q;
-    ngx_http_rate_limit_zone_t       *zone;
-    ngx_http_rate_limit_batch_t      *batch;
-    ngx_http_rate_limit_result_t     *res;
     ngx_http_rate_limit_main_conf_t  *mcf;
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_rate_limit_module);
@@ -550,11 +552,41 @@ ngx_http_rate_limit_send(ngx_http_request_t *r,
         return ngx_http_rate_limit_failure(r, ctx);
     }
 
+    if (ngx_http_rate_limit_args(r, ctx, mcf) != NGX_OK
+        || ngx_http_rate_limit_batch_add(ctx, mcf, r->connection->log)
+           != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (!ngx_http_rate_limit_flush_event.posted) {
+        ngx_http_rate_limit_flush_event.handler = ngx_http_rate_limit_flush;
+        ngx_http_rate_limit_flush_event.log = ngx_cycle->log;
+        ngx_post_event(&ngx_http_rate_limit_flush_event, &ngx_posted_events);
+    }
+
+    ctx->waiting = 1;
+
+    return NGX_AGAIN;
+}
+
+
+/* per limit: the key, the interval, the capacity and the cost, as text */
+
+static ngx_int_t
+ngx_http_rate_limit_args(ngx_http_request_t *r,
+    ngx_http_rate_limit_ctx_t *ctx, ngx_http_rate_limit_main_conf_t *mcf)
+{
+    u_char                        *p;
+    ngx_uint_t                     i, n;
+    ngx_http_rate_limit_zone_t    *zone;
+    ngx_http_rate_limit_result_t  *res;
+
     n = ctx->nresults;
 
     ctx->argv = ngx_palloc(r->pool, 4 * n * (sizeof(char *) + sizeof(size_t)));
     if (ctx->argv == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NGX_ERROR;
     }
 
     ctx->lens = (size_t *) (ctx->argv + 4 * n);
@@ -566,7 +598,7 @@ ngx_http_rate_limit_send(ngx_http_request_t *r,
         p = ngx_pnalloc(r->pool, mcf->prefix.len + zone->name.len + 1
                                  + res->key.len + 3 * (NGX_INT64_LEN + 1));
         if (p == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            return NGX_ERROR;
         }
 
         ctx->argv[4 * i] = (const char *) p;
@@ -586,6 +618,19 @@ ngx_http_rate_limit_send(ngx_http_request_t *r,
         ctx->lens[4 * i + 3] = p - (u_char *) ctx->argv[4 * i + 3];
     }
 
+    return NGX_OK;
+}
+
+
+/* adds the check to the last unsent batch, or to a new one */
+
+static ngx_int_t
+ngx_http_rate_limit_batch_add(ngx_http_rate_limit_ctx_t *ctx,
+    ngx_http_rate_limit_main_conf_t *mcf, ngx_log_t *log)
+{
+    ngx_queue_t                  *q;
+    ngx_http_rate_limit_batch_t  *batch;
+
     if (!ngx_http_rate_limit_batches_init) {
         ngx_queue_init(&ngx_http_rate_limit_unsent);
         ngx_queue_init(&ngx_http_rate_limit_inflight);
@@ -604,10 +649,9 @@ ngx_http_rate_limit_send(ngx_http_request_t *r,
     }
 
     if (batch == NULL) {
-        batch = ngx_alloc(sizeof(ngx_http_rate_limit_batch_t),
-                          r->connection->log);
+        batch = ngx_alloc(sizeof(ngx_http_rate_limit_batch_t), log);
         if (batch == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            return NGX_ERROR;
         }
 
         batch->n = 0;
@@ -619,19 +663,11 @@ ngx_http_rate_limit_send(ngx_http_request_t *r,
     ctx->batch = batch;
     ctx->slot = batch->n;
     batch->ctx[batch->n] = ctx;
-    batch->nres[batch->n] = n;
+    batch->nres[batch->n] = ctx->nresults;
     batch->n++;
-    batch->nkeys += n;
+    batch->nkeys += ctx->nresults;
 
-    if (!ngx_http_rate_limit_flush_event.posted) {
-        ngx_http_rate_limit_flush_event.handler = ngx_http_rate_limit_flush;
-        ngx_http_rate_limit_flush_event.log = ngx_cycle->log;
-        ngx_post_event(&ngx_http_rate_limit_flush_event, &ngx_posted_events);
-    }
-
-    ctx->waiting = 1;
-
-    return NGX_AGAIN;
+    return NGX_OK;
 }
 
 
@@ -1475,13 +1511,11 @@ ngx_http_rate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_rate_limit_main_conf_t  *mcf = conf;
 
-    u_char                            *p;
-    ssize_t                            size;
-    ngx_str_t                         *value, s, name;
-    ngx_int_t                          burst;
-    ngx_uint_t                         i;
-    ngx_http_rate_limit_zone_t        *zone, **zp;
-    ngx_http_compile_complex_value_t   ccv;
+    u_char                       *p;
+    ssize_t                       size;
+    ngx_str_t                    *value, name;
+    ngx_uint_t                    i;
+    ngx_http_rate_limit_zone_t   *zone, **zp;
 
     value = cf->args->elts;
 
@@ -1492,36 +1526,8 @@ ngx_http_rate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    if (value[1].len == 0 || value[1].len > 64) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid rate_limit_zone name \"%V\"", &value[1]);
+    if (ngx_http_rate_limit_zone_name(cf, mcf, &value[1]) != NGX_OK) {
         return NGX_CONF_ERROR;
-    }
-
-    zp = mcf->zones.elts;
-
-    for (i = 0; i < mcf->zones.nelts; i++) {
-        if (zp[i]->name.len == value[1].len
-            && ngx_strncmp(zp[i]->name.data, value[1].data, value[1].len)
-               == 0)
-        {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "duplicate rate_limit_zone \"%V\"", &value[1]);
-            return NGX_CONF_ERROR;
-        }
-    }
-
-    for (p = value[1].data; p < value[1].data + value[1].len; p++) {
-        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')
-              || (*p >= '0' && *p <= '9') || *p == '_' || *p == '-'
-              || *p == '.'))
-        {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid rate_limit_zone name \"%V\": use "
-                               "letters, digits, \"_\", \"-\" and \".\"",
-                               &value[1]);
-            return NGX_CONF_ERROR;
-        }
     }
 
     zone = ngx_pcalloc(cf->pool, sizeof(ngx_http_rate_limit_zone_t));
@@ -1531,72 +1537,13 @@ ngx_http_rate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     zone->name = value[1];
     size = 1024 * 1024;
-    burst = 0;
 
     for (i = 2; i < cf->args->nelts; i++) {
-
-        if (ngx_strncmp(value[i].data, "key=", 4) == 0) {
-            s.data = value[i].data + 4;
-            s.len = value[i].len - 4;
-
-            ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
-
-            ccv.cf = cf;
-            ccv.value = &s;
-            ccv.complex_value = &zone->key;
-
-            if (s.len == 0
-                || ngx_http_compile_complex_value(&ccv) != NGX_OK)
-            {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid key \"%V\"", &value[i]);
-                return NGX_CONF_ERROR;
-            }
-
-            continue;
+        if (ngx_http_rate_limit_zone_param(cf, zone, &value[i], &size)
+            != NGX_CONF_OK)
+        {
+            return NGX_CONF_ERROR;
         }
-
-        if (ngx_strncmp(value[i].data, "rate=", 5) == 0) {
-            s.data = value[i].data + 5;
-            s.len = value[i].len - 5;
-
-            if (ngx_http_rate_limit_parse_rate(cf, zone, &s) != NGX_CONF_OK) {
-                return NGX_CONF_ERROR;
-            }
-
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "burst=", 6) == 0) {
-            burst = ngx_atoi(value[i].data + 6, value[i].len - 6);
-
-            if (burst == NGX_ERROR || burst > 1000000) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid burst \"%V\"", &value[i]);
-                return NGX_CONF_ERROR;
-            }
-
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "local_zone=", 11) == 0) {
-            s.data = value[i].data + 11;
-            s.len = value[i].len - 11;
-            size = ngx_parse_size(&s);
-
-            if (size == NGX_ERROR || size < (ssize_t) (8 * ngx_pagesize)) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid local_zone size \"%V\"",
-                                   &value[i]);
-                return NGX_CONF_ERROR;
-            }
-
-            continue;
-        }
-
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid parameter \"%V\"", &value[i]);
-        return NGX_CONF_ERROR;
     }
 
     if (zone->key.value.data == NULL) {
@@ -1610,8 +1557,6 @@ ngx_http_rate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                            "rate_limit_zone \"%V\" needs rate=", &value[1]);
         return NGX_CONF_ERROR;
     }
-
-    zone->burst = burst;
 
     name.len = sizeof("rate_limit_") - 1 + zone->name.len;
     name.data = ngx_pnalloc(cf->pool, name.len);
@@ -1636,6 +1581,122 @@ ngx_http_rate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     *zp = zone;
 
     return NGX_CONF_OK;
+}
+
+
+/* a new zone's name: unique, letters, digits, "_", "-" and "." */
+
+static ngx_int_t
+ngx_http_rate_limit_zone_name(ngx_conf_t *cf,
+    ngx_http_rate_limit_main_conf_t *mcf, ngx_str_t *name)
+{
+    u_char                       *p;
+    ngx_uint_t                    i;
+    ngx_http_rate_limit_zone_t  **zp;
+
+    if (name->len == 0 || name->len > 64) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid rate_limit_zone name \"%V\"", name);
+        return NGX_ERROR;
+    }
+
+    zp = mcf->zones.elts;
+
+    for (i = 0; i < mcf->zones.nelts; i++) {
+        if (zp[i]->name.len == name->len
+            && ngx_strncmp(zp[i]->name.data, name->data, name->len) == 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "duplicate rate_limit_zone \"%V\"", name);
+            return NGX_ERROR;
+        }
+    }
+
+    for (p = name->data; p < name->data + name->len; p++) {
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')
+              || (*p >= '0' && *p <= '9') || *p == '_' || *p == '-'
+              || *p == '.'))
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid rate_limit_zone name \"%V\": use "
+                               "letters, digits, \"_\", \"-\" and \".\"",
+                               name);
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/* one "key=", "rate=", "burst=" or "local_zone=" parameter */
+
+static char *
+ngx_http_rate_limit_zone_param(ngx_conf_t *cf,
+    ngx_http_rate_limit_zone_t *zone, ngx_str_t *value, ssize_t *size)
+{
+    ngx_int_t                          burst;
+    ngx_str_t                          s;
+    ngx_http_compile_complex_value_t   ccv;
+
+    if (ngx_strncmp(value->data, "key=", 4) == 0) {
+        s.data = value->data + 4;
+        s.len = value->len - 4;
+
+        ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
+
+        ccv.cf = cf;
+        ccv.value = &s;
+        ccv.complex_value = &zone->key;
+
+        if (s.len == 0 || ngx_http_compile_complex_value(&ccv) != NGX_OK) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid key \"%V\"", value);
+            return NGX_CONF_ERROR;
+        }
+
+        return NGX_CONF_OK;
+    }
+
+    if (ngx_strncmp(value->data, "rate=", 5) == 0) {
+        s.data = value->data + 5;
+        s.len = value->len - 5;
+
+        return ngx_http_rate_limit_parse_rate(cf, zone, &s);
+    }
+
+    if (ngx_strncmp(value->data, "burst=", 6) == 0) {
+        burst = ngx_atoi(value->data + 6, value->len - 6);
+
+        if (burst == NGX_ERROR || burst > 1000000) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid burst \"%V\"", value);
+            return NGX_CONF_ERROR;
+        }
+
+        zone->burst = burst;
+
+        return NGX_CONF_OK;
+    }
+
+    if (ngx_strncmp(value->data, "local_zone=", 11) == 0) {
+        s.data = value->data + 11;
+        s.len = value->len - 11;
+        *size = ngx_parse_size(&s);
+
+        if (*size == NGX_ERROR || *size < (ssize_t) (8 * ngx_pagesize)) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid local_zone size \"%V\"", value);
+            return NGX_CONF_ERROR;
+        }
+
+        return NGX_CONF_OK;
+    }
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid parameter \"%V\"", value);
+
+    return NGX_CONF_ERROR;
 }
 
 
