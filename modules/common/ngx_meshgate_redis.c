@@ -86,6 +86,8 @@ static ngx_int_t ngx_meshgate_redis_queue(ngx_meshgate_redis_t *rd,
     ngx_meshgate_redis_cmd_t **cmdp);
 static ngx_int_t ngx_meshgate_redis_append(ngx_meshgate_redis_t *rd,
     const void *buf, size_t len);
+static ngx_int_t ngx_meshgate_redis_reserve(ngx_meshgate_redis_t *rd,
+    size_t len);
 static void ngx_meshgate_redis_post_write(ngx_meshgate_redis_t *rd);
 static void ngx_meshgate_redis_close_connection(ngx_meshgate_redis_t *rd);
 static void ngx_meshgate_redis_free_cmd(ngx_meshgate_redis_cmd_t *cmd);
@@ -528,6 +530,22 @@ static ngx_int_t
 ngx_meshgate_redis_append(ngx_meshgate_redis_t *rd, const void *buf,
     size_t len)
 {
+    if (ngx_meshgate_redis_reserve(rd, len) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(rd->out + rd->out_len, buf, len);
+    rd->out_len += len;
+
+    return NGX_OK;
+}
+
+
+/* room for len more bytes in the output buffer */
+
+static ngx_int_t
+ngx_meshgate_redis_reserve(ngx_meshgate_redis_t *rd, size_t len)
+{
     u_char  *p;
     size_t   size;
 
@@ -536,32 +554,43 @@ ngx_meshgate_redis_append(ngx_meshgate_redis_t *rd, const void *buf,
         rd->out_len = 0;
     }
 
-    if (rd->out_len + len > rd->out_size) {
-        size = ngx_max(rd->out_size * 2, 4096);
-
-        while (size < rd->out_len - rd->out_sent + len) {
-            size *= 2;
-        }
-
-        p = ngx_alloc(size, ngx_cycle->log);
-        if (p == NULL) {
-            return NGX_ERROR;
-        }
-
-        if (rd->out) {
-            ngx_memcpy(p, rd->out + rd->out_sent,
-                       rd->out_len - rd->out_sent);
-            ngx_free(rd->out);
-        }
-
-        rd->out_len -= rd->out_sent;
-        rd->out_sent = 0;
-        rd->out = p;
-        rd->out_size = size;
+    if (rd->out_len + len <= rd->out_size) {
+        return NGX_OK;
     }
 
-    ngx_memcpy(rd->out + rd->out_len, buf, len);
-    rd->out_len += len;
+    if (rd->out_len - rd->out_sent + len <= rd->out_size) {
+
+        /* what is sent makes room: the buffer grows only with the backlog */
+
+        ngx_memmove(rd->out, rd->out + rd->out_sent,
+                    rd->out_len - rd->out_sent);
+        rd->out_len -= rd->out_sent;
+        rd->out_sent = 0;
+
+        return NGX_OK;
+    }
+
+    size = ngx_max(rd->out_size * 2, 4096);
+
+    while (size < rd->out_len - rd->out_sent + len) {
+        size *= 2;
+    }
+
+    p = ngx_alloc(size, ngx_cycle->log);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (rd->out) {
+        ngx_memcpy(p, rd->out + rd->out_sent,
+                   rd->out_len - rd->out_sent);
+        ngx_free(rd->out);
+    }
+
+    rd->out_len -= rd->out_sent;
+    rd->out_sent = 0;
+    rd->out = p;
+    rd->out_size = size;
 
     return NGX_OK;
 }
@@ -1115,16 +1144,21 @@ ngx_meshgate_redis_retry_eval(ngx_meshgate_redis_t *rd,
     p = ngx_sprintf(head, "*%ui\r\n$4\r\nEVAL\r\n$%uz\r\n",
                     cmd->argc, script->text.len);
 
-    if (ngx_meshgate_redis_append(rd, head, p - head) != NGX_OK
-        || ngx_meshgate_redis_append(rd, script->text.data,
-                                     script->text.len) != NGX_OK
-        || ngx_meshgate_redis_append(rd, "\r\n", 2) != NGX_OK
-        || ngx_meshgate_redis_append(rd, cmd->eval + cmd->args_off,
-                                     cmd->eval_len - cmd->args_off)
-           != NGX_OK)
+    /* room for the whole command first: never half a command in the pipe */
+
+    if (ngx_meshgate_redis_reserve(rd, (p - head) + script->text.len + 2
+                                       + cmd->eval_len - cmd->args_off)
+        != NGX_OK)
     {
         return NGX_ERROR;
     }
+
+    (void) ngx_meshgate_redis_append(rd, head, p - head);
+    (void) ngx_meshgate_redis_append(rd, script->text.data,
+                                     script->text.len);
+    (void) ngx_meshgate_redis_append(rd, "\r\n", 2);
+    (void) ngx_meshgate_redis_append(rd, cmd->eval + cmd->args_off,
+                                     cmd->eval_len - cmd->args_off);
 
     cmd->retried = 1;
     ngx_queue_insert_tail(&rd->pending, &cmd->queue);

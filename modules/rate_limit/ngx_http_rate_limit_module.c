@@ -736,6 +736,13 @@ ngx_http_rate_limit_flush(ngx_event_t *ev)
             }
         }
 
+        if (k == 0) {
+            /* every request of the batch is gone: nothing to ask */
+            ngx_free(argv);
+            ngx_free(batch);
+            continue;
+        }
+
         /* keys of finalized requests are left out */
 
         ngx_memmove(&argv[k], &argv[batch->nkeys],
