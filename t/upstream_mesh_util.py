@@ -1,0 +1,184 @@
+"""Helpers for the upstream_mesh tests."""
+
+import json
+import random
+import threading
+import time
+
+import requests
+
+from conftest import Resp, free_port, require_module, wait_for
+
+require_module("upstream_mesh")
+
+MODULES = ["upstream_mesh"]
+
+
+def upstream(name, servers, *directives, zone=True):
+    lines = ["upstream %s {" % name]
+    if zone:
+        lines.append("    zone %s 64k;" % name)
+    for s in servers:
+        lines.append("    server %s;" % s)
+    for d in directives:
+        lines.append("    %s;" % d)
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def server(*locations, status=True):
+    return ("server {\n    listen 127.0.0.1:{{port}};\n"
+            + ("    location = /mesh/status { mesh_status; }\n"
+               if status else "")
+            + "\n".join(locations) + "\n}\n")
+
+
+def proxy_location(path, ups, *extra):
+    body = ["proxy_pass http://%s;" % ups,
+            "add_header X-Mesh-Attempts $mesh_attempts always;",
+            "add_header X-Mesh-Retries $mesh_retries always;",
+            "add_header X-Mesh-Peer-State $mesh_peer_state always;"]
+    body += ["%s;" % e for e in extra]
+    return "    location %s {\n        %s\n    }" % (path,
+                                                    "\n        ".join(body))
+
+
+def addr(port):
+    return "127.0.0.1:%d" % port
+
+
+def dead_port():
+    """A loopback port where nothing listens (connections are refused)."""
+    return free_port()
+
+
+def status(n):
+    r = requests.get(n.url("/mesh/status"), timeout=5)
+    assert r.status_code == 200
+    assert r.headers["Content-Type"] == "application/json"
+    return json.loads(r.text)
+
+
+def peer(n, name, ups=None):
+    doc = status(n)
+    for u in doc["upstreams"]:
+        if ups and u["name"] != ups:
+            continue
+        for p in u["peers"]:
+            if p["name"] == name:
+                return p
+    raise KeyError(name)
+
+
+def ups_status(n, name):
+    for u in status(n)["upstreams"]:
+        if u["name"] == name:
+            return u
+    raise KeyError(name)
+
+
+def hits(b, path):
+    return sum(1 for r in list(b.requests) if r["path"] == path)
+
+
+def set_health(b, ok, path="/healthz"):
+    b.script(path, [Resp(200 if ok else 503, "ok\n" if ok else "down\n")])
+
+
+class Flaky:
+    """Makes a backend answer 503 to a share of requests at random
+    (health-check path excluded)."""
+
+    def __init__(self, b, share=0.5, seed=7, path="/healthz"):
+        self.rng = random.Random(seed)
+        self.lock = threading.Lock()
+        self.share = share
+        self.path = path
+        orig = b._next
+
+        def nxt(p):
+            if p == self.path:
+                return orig(p)
+            with self.lock:
+                bad = self.rng.random() < self.share
+            return Resp(503, "flaky\n") if bad else Resp(200, "ok\n")
+        b._next = nxt
+
+
+def run_many(url, count, threads=4, method="GET"):
+    """Sends count requests over a few keepalive sessions; returns the list
+    of status codes (0 for a transport error)."""
+    codes = []
+    lock = threading.Lock()
+    per = [count // threads + (1 if i < count % threads else 0)
+           for i in range(threads)]
+
+    def work(k):
+        s = requests.Session()
+        local = []
+        for _ in range(k):
+            try:
+                local.append(s.request(method, url, timeout=30).status_code)
+            except requests.RequestException:
+                local.append(0)
+        with lock:
+            codes.extend(local)
+    ts = [threading.Thread(target=work, args=(k,)) for k in per]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    return codes
+
+
+def now_ms():
+    return int(time.time() * 1000)
+
+
+__all__ = ["MODULES", "upstream", "server", "proxy_location", "addr",
+           "dead_port", "status", "peer", "ups_status", "hits", "set_health",
+           "Flaky", "Trickle", "run_many", "now_ms", "wait_for", "Resp"]
+
+
+class Trickle:
+    """A peer that sends its response header one line every `gap`
+    seconds for `total` seconds: no single read waits long, the whole
+    header does."""
+
+    def __init__(self, gap=0.1, total=2.0):
+        import socket
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.gap, self.total, self.count = gap, total, 0
+        self.running = True
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while self.running:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.count += 1
+            threading.Thread(target=self.one, args=(c,), daemon=True).start()
+
+    def one(self, c):
+        try:
+            c.recv(65536)
+            c.sendall(b"HTTP/1.1 200 OK\r\n")
+            end = time.monotonic() + self.total
+            while time.monotonic() < end and self.running:
+                c.sendall(b"X-Trickle: 1\r\n")
+                time.sleep(self.gap)
+            c.sendall(b"Content-Length: 3\r\n\r\nend")
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    def stop(self):
+        self.running = False
+        self.sock.close()
