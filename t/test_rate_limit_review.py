@@ -62,3 +62,28 @@ def test_cost_above_capacity_fails_config(nginx_t, redis):
         }""" % redis.port, modules=MODS,
             expect=r"cost=4 exceeds what zone \"z\" can ever admit "
                    r"\(burst \+ 1 = 3\)")
+
+
+def test_draft_reset_is_next_unit_and_not_after_retry_after(nginx, redis):
+    """Latest draft: "t" is the time until additional quota comes, and a
+    Retry-After must not point earlier than it.  GCRA frees one request
+    every 60 s here, whatever the cost."""
+    n = nginx.start("""
+        rate_limit_redis server=127.0.0.1:%d timeout=2s;
+        rate_limit_zone z key=$arg_k rate=1r/m burst=4;
+        server {
+            listen 127.0.0.1:{{port1}};
+            location / { return 200 "ok\\n"; }
+        }
+        server {
+            listen 127.0.0.1:{{port}};
+            location /c {
+                rate_limit z cost=2;
+                proxy_pass http://127.0.0.1:{{port1}};
+            }
+        }""" % redis.port, modules=MODS)
+    got = [get(n, "/c?k=d") for _ in range(3)]
+    assert [r.status_code for r in got] == [200, 200, 429]
+    assert [r.headers["RateLimit"] for r in got] == [
+        '"z";r=3;t=60', '"z";r=1;t=60', '"z";r=1;t=60']
+    assert got[2].headers["Retry-After"] == "60"

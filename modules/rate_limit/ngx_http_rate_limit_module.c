@@ -147,6 +147,8 @@ static ngx_int_t ngx_http_rate_limit_add_header(ngx_http_request_t *r,
     char *name, u_char *value, u_char *last);
 static ngx_int_t ngx_http_rate_limit_draft_headers(ngx_http_request_t *r,
     ngx_http_rate_limit_ctx_t *ctx);
+static uint64_t ngx_http_rate_limit_next_unit(
+    ngx_http_rate_limit_result_t *res);
 static ngx_int_t ngx_http_rate_limit_legacy_headers(ngx_http_request_t *r,
     ngx_http_rate_limit_ctx_t *ctx);
 static ngx_int_t ngx_http_rate_limit_status_variable(ngx_http_request_t *r,
@@ -1194,7 +1196,7 @@ ngx_http_rate_limit_add_header(ngx_http_request_t *r, char *name,
 /*
  * draft-ietf-httpapi-ratelimit-headers: one list item per limit,
  *   RateLimit-Policy: "zone";q=<rate>;w=<period seconds>
- *   RateLimit: "zone";r=<remaining>;t=<seconds until whole again>
+ *   RateLimit: "zone";r=<remaining>;t=<seconds until more quota comes>
  */
 
 static ngx_int_t
@@ -1234,8 +1236,8 @@ ngx_http_rate_limit_draft_headers(ngx_http_request_t *r,
 
         p = ngx_sprintf(p, "\"%V\";q=%ui;w=%ui", &zone->name, zone->rate,
                         zone->period);
-        q = ngx_sprintf(q, "\"%V\";r=%ui;t=%M", &zone->name, res->remaining,
-                        (res->reset + 999) / 1000);
+        q = ngx_sprintf(q, "\"%V\";r=%ui;t=%uL", &zone->name, res->remaining,
+                        ngx_http_rate_limit_next_unit(res));
     }
 
     if (ngx_http_rate_limit_add_header(r, "RateLimit-Policy", policy, p)
@@ -1245,6 +1247,42 @@ ngx_http_rate_limit_draft_headers(ngx_http_request_t *r,
     }
 
     return ngx_http_rate_limit_add_header(r, "RateLimit", limit, q);
+}
+
+
+/*
+ * The draft's "t": seconds until the limit frees one more unit.  GCRA
+ * frees one unit per interval, and the limit is "reset" away from whole
+ * (whole is a multiple of the interval).  For a limit that rejected the
+ * request, never later than its Retry-After: the draft wants Retry-After
+ * not to point earlier than "t".
+ */
+
+static uint64_t
+ngx_http_rate_limit_next_unit(ngx_http_rate_limit_result_t *res)
+{
+    uint64_t  used, next, interval, t;
+
+    interval = res->limit->zone->interval;
+    used = (uint64_t) res->reset * 1000;
+
+    if (used == 0) {
+        return 0;
+    }
+
+    next = used % interval;
+
+    if (next == 0) {
+        next = interval;
+    }
+
+    t = (next + 999999) / 1000000;
+
+    if (!res->allowed) {
+        t = ngx_min(t, (uint64_t) (res->retry_after + 999) / 1000);
+    }
+
+    return t;
 }
 
 
