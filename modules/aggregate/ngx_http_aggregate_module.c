@@ -68,6 +68,8 @@ static ngx_int_t ngx_http_aggregate_cycle(ngx_array_t *parts, ngx_uint_t i,
     u_char *color);
 static char *ngx_http_aggregate(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static ngx_http_aggregate_part_conf_t *ngx_http_aggregate_new_part(
+    ngx_conf_t *cf, ngx_http_aggregate_loc_conf_t *alcf, ngx_str_t *name);
 static char *ngx_http_aggregate_option(ngx_conf_t *cf,
     ngx_http_aggregate_part_conf_t *pc, ngx_str_t *value);
 static char *ngx_http_aggregate_fields(ngx_conf_t *cf,
@@ -1535,40 +1537,10 @@ ngx_http_aggregate(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    if (alcf->parts == NULL) {
-        alcf->parts = ngx_array_create(cf->pool, 4,
-                                      sizeof(ngx_http_aggregate_part_conf_t));
-        if (alcf->parts == NULL) {
-            return NGX_CONF_ERROR;
-        }
-    }
-
-    pc = alcf->parts->elts;
-
-    for (i = 0; i < alcf->parts->nelts; i++) {
-        if (pc[i].name.len == value[1].len
-            && ngx_strncasecmp(pc[i].name.data, value[1].data, value[1].len)
-               == 0)
-        {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "duplicate aggregate part \"%V\"", &value[1]);
-            return NGX_CONF_ERROR;
-        }
-    }
-
-    if (alcf->parts->nelts == NGX_HTTP_AGGREGATE_MAX_PARTS) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "too many aggregate parts, at most %d",
-                           NGX_HTTP_AGGREGATE_MAX_PARTS);
-        return NGX_CONF_ERROR;
-    }
-
-    pc = ngx_array_push(alcf->parts);
+    pc = ngx_http_aggregate_new_part(cf, alcf, &value[1]);
     if (pc == NULL) {
         return NGX_CONF_ERROR;
     }
-
-    ngx_memzero(pc, sizeof(ngx_http_aggregate_part_conf_t));
 
     pc->name.len = value[1].len;
     pc->name.data = ngx_pnalloc(cf->pool, value[1].len + 1);
@@ -1611,6 +1583,53 @@ ngx_http_aggregate(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     clcf->handler = ngx_http_aggregate_handler;
 
     return NGX_CONF_OK;
+}
+
+
+/* a zeroed part conf for a new, unique name (NULL after logging why) */
+
+static ngx_http_aggregate_part_conf_t *
+ngx_http_aggregate_new_part(ngx_conf_t *cf,
+    ngx_http_aggregate_loc_conf_t *alcf, ngx_str_t *name)
+{
+    ngx_uint_t                       i;
+    ngx_http_aggregate_part_conf_t  *pc;
+
+    if (alcf->parts == NULL) {
+        alcf->parts = ngx_array_create(cf->pool, 4,
+                                      sizeof(ngx_http_aggregate_part_conf_t));
+        if (alcf->parts == NULL) {
+            return NULL;
+        }
+    }
+
+    pc = alcf->parts->elts;
+
+    for (i = 0; i < alcf->parts->nelts; i++) {
+        if (pc[i].name.len == name->len
+            && ngx_strncasecmp(pc[i].name.data, name->data, name->len) == 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "duplicate aggregate part \"%V\"", name);
+            return NULL;
+        }
+    }
+
+    if (alcf->parts->nelts == NGX_HTTP_AGGREGATE_MAX_PARTS) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "too many aggregate parts, at most %d",
+                           NGX_HTTP_AGGREGATE_MAX_PARTS);
+        return NULL;
+    }
+
+    pc = ngx_array_push(alcf->parts);
+    if (pc == NULL) {
+        return NULL;
+    }
+
+    ngx_memzero(pc, sizeof(ngx_http_aggregate_part_conf_t));
+
+    return pc;
 }
 
 

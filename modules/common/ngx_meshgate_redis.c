@@ -75,6 +75,7 @@ struct ngx_meshgate_redis_s {
 static ngx_int_t ngx_meshgate_redis_parse_server(ngx_conf_t *cf,
     ngx_meshgate_redis_t *rd, ngx_str_t *value);
 static ngx_int_t ngx_meshgate_redis_connect(ngx_meshgate_redis_t *rd);
+static ngx_uint_t ngx_meshgate_redis_no_socket(ngx_meshgate_redis_t *rd);
 static ngx_int_t ngx_meshgate_redis_handshake(ngx_meshgate_redis_t *rd);
 static void ngx_meshgate_redis_handshake_handler(void *data,
     ngx_int_t status, redisReply *reply);
@@ -635,22 +636,10 @@ ngx_meshgate_redis_connect(ngx_meshgate_redis_t *rd)
         return NGX_DECLINED;
     }
 
-#if (NGX_HAVE_UNIX_DOMAIN)
-
-    /* nginx logs a failed connect() to a missing socket file at "crit" */
-
-    if (rd->sockaddr->sa_family == AF_UNIX
-        && access(((struct sockaddr_un *) rd->sockaddr)->sun_path, F_OK)
-           == -1)
-    {
-        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, ngx_errno,
-                      "redis %V: no socket", &rd->name);
-        rd->generation++;
+    if (ngx_meshgate_redis_no_socket(rd)) {
         ngx_meshgate_redis_disconnect(rd, NGX_MESHGATE_REDIS_ERROR, NULL);
         return NGX_DECLINED;
     }
-
-#endif
 
     ngx_memzero(&pc, sizeof(ngx_peer_connection_t));
 
@@ -707,6 +696,28 @@ ngx_meshgate_redis_connect(ngx_meshgate_redis_t *rd)
     }
 
     return NGX_OK;
+}
+
+
+/* nginx logs a failed connect() to a missing socket file at "crit" */
+
+static ngx_uint_t
+ngx_meshgate_redis_no_socket(ngx_meshgate_redis_t *rd)
+{
+#if (NGX_HAVE_UNIX_DOMAIN)
+
+    if (rd->sockaddr->sa_family == AF_UNIX
+        && access(((struct sockaddr_un *) rd->sockaddr)->sun_path, F_OK)
+           == -1)
+    {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, ngx_errno,
+                      "redis %V: no socket", &rd->name);
+        return 1;
+    }
+
+#endif
+
+    return 0;
 }
 
 
