@@ -9,22 +9,20 @@ require_module("rate_limit")
 
 MODS = ["rate_limit"]
 
-CONF = """
+
+def conf(redis_port, zone, location):
+    return """
     rate_limit_redis server=127.0.0.1:%d timeout=2s;
-    rate_limit_zone z key=$arg_k rate=100r/s burst=100;
+    %s
     server {
         listen 127.0.0.1:{{port1}};
         location / { return 200 "ok\\n"; }
     }
     server {
         listen 127.0.0.1:{{port}};
-        location /a {
-            rate_limit z;
-            add_header X-Status $rate_limit_status always;
-            proxy_pass http://127.0.0.1:{{port1}};
-        }
+        %s
     }
-"""
+""" % (redis_port, zone, location)
 
 
 def get(n, path):
@@ -35,7 +33,13 @@ def test_idle_connection_closed_by_redis_is_not_an_outage(nginx, redis):
     """Redis (its `timeout`, a proxy, CLIENT KILL) closes the idle
     connection: the next check reconnects and is decided by Redis, not by
     the failure mode, and nothing is logged as an error."""
-    n = nginx.start(CONF % redis.port, modules=MODS)
+    n = nginx.start(conf(
+        redis.port, "rate_limit_zone z key=$arg_k rate=100r/s burst=100;",
+        """location /a {
+               rate_limit z;
+               add_header X-Status $rate_limit_status always;
+               proxy_pass http://127.0.0.1:{{port1}};
+           }"""), modules=MODS)
     cli = redis.client()
     got, logs = [], []
     for i in range(5):
@@ -68,20 +72,12 @@ def test_draft_reset_is_next_unit_and_not_after_retry_after(nginx, redis):
     """Latest draft: "t" is the time until additional quota comes, and a
     Retry-After must not point earlier than it.  GCRA frees one request
     every 60 s here, whatever the cost."""
-    n = nginx.start("""
-        rate_limit_redis server=127.0.0.1:%d timeout=2s;
-        rate_limit_zone z key=$arg_k rate=1r/m burst=4;
-        server {
-            listen 127.0.0.1:{{port1}};
-            location / { return 200 "ok\\n"; }
-        }
-        server {
-            listen 127.0.0.1:{{port}};
-            location /c {
-                rate_limit z cost=2;
-                proxy_pass http://127.0.0.1:{{port1}};
-            }
-        }""" % redis.port, modules=MODS)
+    n = nginx.start(conf(
+        redis.port, "rate_limit_zone z key=$arg_k rate=1r/m burst=4;",
+        """location /c {
+               rate_limit z cost=2;
+               proxy_pass http://127.0.0.1:{{port1}};
+           }"""), modules=MODS)
     got = [get(n, "/c?k=d") for _ in range(3)]
     assert [r.status_code for r in got] == [200, 200, 429]
     assert [r.headers["RateLimit"] for r in got] == [
