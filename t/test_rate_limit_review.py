@@ -83,3 +83,18 @@ def test_draft_reset_is_next_unit_and_not_after_retry_after(nginx, redis):
     assert [r.headers["RateLimit"] for r in got] == [
         '"z";r=3;t=60', '"z";r=1;t=60', '"z";r=1;t=60']
     assert got[2].headers["Retry-After"] == "60"
+
+
+def test_binary_key_is_escaped_in_the_log(nginx, redis):
+    """The rejection log line names the key; a binary key (or a decoded
+    claim holding control characters) is escaped, not written raw."""
+    n = nginx.start(conf(
+        redis.port, "rate_limit_zone z key=$binary_remote_addr rate=1r/m;",
+        """location /b {
+               rate_limit z;
+               proxy_pass http://127.0.0.1:{{port1}};
+           }"""), modules=MODS)
+    assert get(n, "/b").status_code == 200
+    assert get(n, "/b").status_code == 429
+    n.wait_log(r'limiting requests by zone "z", key "%7F%00%00%01", ')
+    assert "\x00" not in open(n.error_log, errors="replace").read()

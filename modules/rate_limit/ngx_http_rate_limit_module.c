@@ -135,6 +135,8 @@ static void ngx_http_rate_limit_set_results(ngx_http_rate_limit_ctx_t *ctx,
     redisReply **e);
 static ngx_int_t ngx_http_rate_limit_decide(ngx_http_request_t *r,
     ngx_http_rate_limit_ctx_t *ctx, ngx_uint_t local);
+static void ngx_http_rate_limit_log_key(ngx_pool_t *pool, ngx_str_t *key,
+    ngx_str_t *out);
 static ngx_int_t ngx_http_rate_limit_failure(ngx_http_request_t *r,
     ngx_http_rate_limit_ctx_t *ctx);
 static void ngx_http_rate_limit_local(ngx_http_request_t *r,
@@ -899,6 +901,7 @@ static ngx_int_t
 ngx_http_rate_limit_decide(ngx_http_request_t *r,
     ngx_http_rate_limit_ctx_t *ctx, ngx_uint_t local)
 {
+    ngx_str_t                        key;
     ngx_uint_t                       i;
     ngx_http_rate_limit_result_t    *res, *rej;
     ngx_http_rate_limit_loc_conf_t  *lcf;
@@ -924,12 +927,16 @@ ngx_http_rate_limit_decide(ngx_http_request_t *r,
         return NGX_DECLINED;
     }
 
-    ngx_log_error(lcf->log_level, r->connection->log, 0,
-                  "limiting requests%s%s by zone \"%V\", key \"%V\", "
-                  "retry after %M ms",
-                  lcf->dry_run ? ", dry run," : "",
-                  local ? " (local)" : "",
-                  &rej->limit->zone->name, &rej->key, rej->retry_after);
+    if (r->connection->log->log_level >= lcf->log_level) {
+        ngx_http_rate_limit_log_key(r->pool, &rej->key, &key);
+
+        ngx_log_error(lcf->log_level, r->connection->log, 0,
+                      "limiting requests%s%s by zone \"%V\", key \"%V\", "
+                      "retry after %M ms",
+                      lcf->dry_run ? ", dry run," : "",
+                      local ? " (local)" : "",
+                      &rej->limit->zone->name, &key, rej->retry_after);
+    }
 
     if (lcf->dry_run) {
         ctx->status = local ? NGX_HTTP_RATE_LIMIT_LOCAL_DRY_RUN
@@ -941,6 +948,36 @@ ngx_http_rate_limit_decide(ngx_http_request_t *r,
                         : NGX_HTTP_RATE_LIMIT_REJECTED;
 
     return lcf->status_code;
+}
+
+
+/*
+ * A key as the log shows it: escaped, since it may be binary
+ * ($binary_remote_addr) or hold a decoded claim with control characters.
+ */
+
+static void
+ngx_http_rate_limit_log_key(ngx_pool_t *pool, ngx_str_t *key,
+    ngx_str_t *out)
+{
+    ngx_uint_t  n;
+
+    n = ngx_escape_uri(NULL, key->data, key->len, NGX_ESCAPE_ARGS);
+
+    if (n == 0) {
+        *out = *key;
+        return;
+    }
+
+    out->data = ngx_pnalloc(pool, key->len + 2 * n);
+    if (out->data == NULL) {
+        ngx_str_set(out, "-");
+        return;
+    }
+
+    out->len = (u_char *) ngx_escape_uri(out->data, key->data, key->len,
+                                         NGX_ESCAPE_ARGS)
+               - out->data;
 }
 
 
