@@ -202,8 +202,10 @@ def test_headers_draft_exact(nginx, redis):
     assert [r.status_code for r in got] == [200, 200, 200, 429]
     for r in got:
         assert r.headers["RateLimit-Policy"] == '"z";q=1;w=60'
+    # t: seconds until more quota comes (one more request every 60 s), which
+    # Retry-After must not undercut
     assert [r.headers["RateLimit"] for r in got] == [
-        '"z";r=2;t=60', '"z";r=1;t=120', '"z";r=0;t=180', '"z";r=0;t=180']
+        '"z";r=2;t=60', '"z";r=1;t=60', '"z";r=0;t=60', '"z";r=0;t=60']
     assert "Retry-After" not in got[2].headers
     assert got[3].headers["Retry-After"] == "60"
     assert "X-RateLimit-Limit" not in got[0].headers
@@ -445,7 +447,7 @@ def test_reload_keeps_limits(nginx, redis, workers):
     n.reload(http=http.replace("burst=1", "burst=2"))
     got = [get(n, "/a?k=r") for _ in range(3)]
     assert [r.status_code for r in got] == [200, 200, 429]
-    assert got[0].headers["RateLimit"] == '"z";r=1;t=120'
+    assert got[0].headers["RateLimit"] == '"z";r=1;t=60'
     n.reload(http=http.replace("rate=1r/m", "rate=0r/m"),
              expect_fail="invalid rate")
     assert get(n, "/a?k=r").status_code == 429

@@ -457,30 +457,18 @@ ngx_http_aggregate_error_body(ngx_http_aggregate_ctx_t *ctx,
 }
 
 
+/* compact JSON and a newline */
+
 static ngx_int_t
 ngx_http_aggregate_dump(ngx_pool_t *pool, json_t *root, ngx_str_t *out)
 {
-    char    *s;
-    size_t   len;
-
-    s = json_dumps(root, JSON_COMPACT | JSON_ENCODE_ANY);
-    if (s == NULL) {
+    if (ngx_meshgate_json_dump(pool, root, out) != NGX_OK) {
         return NGX_ERROR;
     }
 
-    len = ngx_strlen(s);
+    /* the terminating null becomes the newline */
 
-    out->data = ngx_pnalloc(pool, len + 1);
-    if (out->data == NULL) {
-        free(s);
-        return NGX_ERROR;
-    }
-
-    ngx_memcpy(out->data, s, len);
-    out->data[len] = '\n';
-    out->len = len + 1;
-
-    free(s);
+    out->data[out->len++] = '\n';
 
     return NGX_OK;
 }

@@ -27,6 +27,7 @@ static void ngx_http_aggregate_setup(ngx_http_aggregate_part_t *part,
     ngx_http_request_t *sr);
 static ngx_int_t ngx_http_aggregate_done(ngx_http_request_t *sr, void *data,
     ngx_int_t rc);
+static ngx_int_t ngx_http_aggregate_part_rc(ngx_int_t rc);
 static void ngx_http_aggregate_judge(ngx_http_aggregate_part_t *part,
     ngx_int_t rc);
 static const char *ngx_http_aggregate_status_reason(
@@ -67,6 +68,8 @@ static ngx_int_t ngx_http_aggregate_cycle(ngx_array_t *parts, ngx_uint_t i,
     u_char *color);
 static char *ngx_http_aggregate(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static ngx_http_aggregate_part_conf_t *ngx_http_aggregate_new_part(
+    ngx_conf_t *cf, ngx_http_aggregate_loc_conf_t *alcf, ngx_str_t *name);
 static char *ngx_http_aggregate_option(ngx_conf_t *cf,
     ngx_http_aggregate_part_conf_t *pc, ngx_str_t *value);
 static char *ngx_http_aggregate_fields(ngx_conf_t *cf,
@@ -576,7 +579,7 @@ ngx_http_aggregate_done(ngx_http_request_t *sr, void *data, ngx_int_t rc)
     }
 
     if (part->state != NGX_HTTP_AGGREGATE_RUNNING || ctx->done) {
-        return (rc >= NGX_HTTP_SPECIAL_RESPONSE) ? NGX_OK : rc;
+        return ngx_http_aggregate_part_rc(rc);
     }
 
     if (!part->header
@@ -608,7 +611,25 @@ ngx_http_aggregate_done(ngx_http_request_t *sr, void *data, ngx_int_t rc)
         return NGX_ERROR;
     }
 
-    return (rc >= NGX_HTTP_SPECIAL_RESPONSE) ? NGX_OK : rc;
+    return ngx_http_aggregate_part_rc(rc);
+}
+
+
+/*
+ * What a finished part hands back to nginx.  Its failure is reported in
+ * the aggregate's answer: an error code or NGX_ERROR (say, an upstream
+ * module that gave up on a broken body) must not make nginx terminate
+ * the client's request, which it does for NGX_ERROR.
+ */
+
+static ngx_int_t
+ngx_http_aggregate_part_rc(ngx_int_t rc)
+{
+    if (rc >= NGX_HTTP_SPECIAL_RESPONSE || rc == NGX_ERROR) {
+        return NGX_OK;
+    }
+
+    return rc;
 }
 
 
@@ -1171,6 +1192,11 @@ ngx_http_aggregate_reserve(ngx_http_aggregate_part_t *part, size_t size)
         ngx_memcpy(p, part->buf, part->len);
     }
 
+    if (part->buf) {
+        /* a large allocation goes back at once: no garbage up to 2x max */
+        (void) ngx_pfree(part->agg->request->pool, part->buf);
+    }
+
     part->buf = p;
     part->size = size;
 
@@ -1511,40 +1537,10 @@ ngx_http_aggregate(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    if (alcf->parts == NULL) {
-        alcf->parts = ngx_array_create(cf->pool, 4,
-                                      sizeof(ngx_http_aggregate_part_conf_t));
-        if (alcf->parts == NULL) {
-            return NGX_CONF_ERROR;
-        }
-    }
-
-    pc = alcf->parts->elts;
-
-    for (i = 0; i < alcf->parts->nelts; i++) {
-        if (pc[i].name.len == value[1].len
-            && ngx_strncasecmp(pc[i].name.data, value[1].data, value[1].len)
-               == 0)
-        {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "duplicate aggregate part \"%V\"", &value[1]);
-            return NGX_CONF_ERROR;
-        }
-    }
-
-    if (alcf->parts->nelts == NGX_HTTP_AGGREGATE_MAX_PARTS) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "too many aggregate parts, at most %d",
-                           NGX_HTTP_AGGREGATE_MAX_PARTS);
-        return NGX_CONF_ERROR;
-    }
-
-    pc = ngx_array_push(alcf->parts);
+    pc = ngx_http_aggregate_new_part(cf, alcf, &value[1]);
     if (pc == NULL) {
         return NGX_CONF_ERROR;
     }
-
-    ngx_memzero(pc, sizeof(ngx_http_aggregate_part_conf_t));
 
     pc->name.len = value[1].len;
     pc->name.data = ngx_pnalloc(cf->pool, value[1].len + 1);
@@ -1587,6 +1583,53 @@ ngx_http_aggregate(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     clcf->handler = ngx_http_aggregate_handler;
 
     return NGX_CONF_OK;
+}
+
+
+/* a zeroed part conf for a new, unique name (NULL after logging why) */
+
+static ngx_http_aggregate_part_conf_t *
+ngx_http_aggregate_new_part(ngx_conf_t *cf,
+    ngx_http_aggregate_loc_conf_t *alcf, ngx_str_t *name)
+{
+    ngx_uint_t                       i;
+    ngx_http_aggregate_part_conf_t  *pc;
+
+    if (alcf->parts == NULL) {
+        alcf->parts = ngx_array_create(cf->pool, 4,
+                                      sizeof(ngx_http_aggregate_part_conf_t));
+        if (alcf->parts == NULL) {
+            return NULL;
+        }
+    }
+
+    pc = alcf->parts->elts;
+
+    for (i = 0; i < alcf->parts->nelts; i++) {
+        if (pc[i].name.len == name->len
+            && ngx_strncasecmp(pc[i].name.data, name->data, name->len) == 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "duplicate aggregate part \"%V\"", name);
+            return NULL;
+        }
+    }
+
+    if (alcf->parts->nelts == NGX_HTTP_AGGREGATE_MAX_PARTS) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "too many aggregate parts, at most %d",
+                           NGX_HTTP_AGGREGATE_MAX_PARTS);
+        return NULL;
+    }
+
+    pc = ngx_array_push(alcf->parts);
+    if (pc == NULL) {
+        return NULL;
+    }
+
+    ngx_memzero(pc, sizeof(ngx_http_aggregate_part_conf_t));
+
+    return pc;
 }
 
 

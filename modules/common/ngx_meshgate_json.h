@@ -47,7 +47,7 @@ json_t *ngx_meshgate_json_path(json_t *root, u_char *path, size_t len);
 ngx_int_t ngx_meshgate_json_text(ngx_pool_t *pool, json_t *v,
     ngx_str_t *out);
 
-/* compact JSON text of v, in pool memory */
+/* compact JSON text of v, in pool memory, null-terminated (not in len) */
 ngx_int_t ngx_meshgate_json_dump(ngx_pool_t *pool, json_t *v,
     ngx_str_t *out);
 

@@ -75,6 +75,7 @@ struct ngx_meshgate_redis_s {
 static ngx_int_t ngx_meshgate_redis_parse_server(ngx_conf_t *cf,
     ngx_meshgate_redis_t *rd, ngx_str_t *value);
 static ngx_int_t ngx_meshgate_redis_connect(ngx_meshgate_redis_t *rd);
+static ngx_uint_t ngx_meshgate_redis_no_socket(ngx_meshgate_redis_t *rd);
 static ngx_int_t ngx_meshgate_redis_handshake(ngx_meshgate_redis_t *rd);
 static void ngx_meshgate_redis_handshake_handler(void *data,
     ngx_int_t status, redisReply *reply);
@@ -86,7 +87,10 @@ static ngx_int_t ngx_meshgate_redis_queue(ngx_meshgate_redis_t *rd,
     ngx_meshgate_redis_cmd_t **cmdp);
 static ngx_int_t ngx_meshgate_redis_append(ngx_meshgate_redis_t *rd,
     const void *buf, size_t len);
+static ngx_int_t ngx_meshgate_redis_reserve(ngx_meshgate_redis_t *rd,
+    size_t len);
 static void ngx_meshgate_redis_post_write(ngx_meshgate_redis_t *rd);
+static void ngx_meshgate_redis_close_connection(ngx_meshgate_redis_t *rd);
 static void ngx_meshgate_redis_free_cmd(ngx_meshgate_redis_cmd_t *cmd);
 static void ngx_meshgate_redis_cleanup(void *data);
 static void ngx_meshgate_redis_read_handler(ngx_event_t *rev);
@@ -527,6 +531,22 @@ static ngx_int_t
 ngx_meshgate_redis_append(ngx_meshgate_redis_t *rd, const void *buf,
     size_t len)
 {
+    if (ngx_meshgate_redis_reserve(rd, len) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(rd->out + rd->out_len, buf, len);
+    rd->out_len += len;
+
+    return NGX_OK;
+}
+
+
+/* room for len more bytes in the output buffer */
+
+static ngx_int_t
+ngx_meshgate_redis_reserve(ngx_meshgate_redis_t *rd, size_t len)
+{
     u_char  *p;
     size_t   size;
 
@@ -535,32 +555,43 @@ ngx_meshgate_redis_append(ngx_meshgate_redis_t *rd, const void *buf,
         rd->out_len = 0;
     }
 
-    if (rd->out_len + len > rd->out_size) {
-        size = ngx_max(rd->out_size * 2, 4096);
-
-        while (size < rd->out_len - rd->out_sent + len) {
-            size *= 2;
-        }
-
-        p = ngx_alloc(size, ngx_cycle->log);
-        if (p == NULL) {
-            return NGX_ERROR;
-        }
-
-        if (rd->out) {
-            ngx_memcpy(p, rd->out + rd->out_sent,
-                       rd->out_len - rd->out_sent);
-            ngx_free(rd->out);
-        }
-
-        rd->out_len -= rd->out_sent;
-        rd->out_sent = 0;
-        rd->out = p;
-        rd->out_size = size;
+    if (rd->out_len + len <= rd->out_size) {
+        return NGX_OK;
     }
 
-    ngx_memcpy(rd->out + rd->out_len, buf, len);
-    rd->out_len += len;
+    if (rd->out_len - rd->out_sent + len <= rd->out_size) {
+
+        /* what is sent makes room: the buffer grows only with the backlog */
+
+        ngx_memmove(rd->out, rd->out + rd->out_sent,
+                    rd->out_len - rd->out_sent);
+        rd->out_len -= rd->out_sent;
+        rd->out_sent = 0;
+
+        return NGX_OK;
+    }
+
+    size = ngx_max(rd->out_size * 2, 4096);
+
+    while (size < rd->out_len - rd->out_sent + len) {
+        size *= 2;
+    }
+
+    p = ngx_alloc(size, ngx_cycle->log);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (rd->out) {
+        ngx_memcpy(p, rd->out + rd->out_sent,
+                   rd->out_len - rd->out_sent);
+        ngx_free(rd->out);
+    }
+
+    rd->out_len -= rd->out_sent;
+    rd->out_sent = 0;
+    rd->out = p;
+    rd->out_size = size;
 
     return NGX_OK;
 }
@@ -605,22 +636,10 @@ ngx_meshgate_redis_connect(ngx_meshgate_redis_t *rd)
         return NGX_DECLINED;
     }
 
-#if (NGX_HAVE_UNIX_DOMAIN)
-
-    /* nginx logs a failed connect() to a missing socket file at "crit" */
-
-    if (rd->sockaddr->sa_family == AF_UNIX
-        && access(((struct sockaddr_un *) rd->sockaddr)->sun_path, F_OK)
-           == -1)
-    {
-        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, ngx_errno,
-                      "redis %V: no socket", &rd->name);
-        rd->generation++;
+    if (ngx_meshgate_redis_no_socket(rd)) {
         ngx_meshgate_redis_disconnect(rd, NGX_MESHGATE_REDIS_ERROR, NULL);
         return NGX_DECLINED;
     }
-
-#endif
 
     ngx_memzero(&pc, sizeof(ngx_peer_connection_t));
 
@@ -677,6 +696,28 @@ ngx_meshgate_redis_connect(ngx_meshgate_redis_t *rd)
     }
 
     return NGX_OK;
+}
+
+
+/* nginx logs a failed connect() to a missing socket file at "crit" */
+
+static ngx_uint_t
+ngx_meshgate_redis_no_socket(ngx_meshgate_redis_t *rd)
+{
+#if (NGX_HAVE_UNIX_DOMAIN)
+
+    if (rd->sockaddr->sa_family == AF_UNIX
+        && access(((struct sockaddr_un *) rd->sockaddr)->sun_path, F_OK)
+           == -1)
+    {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, ngx_errno,
+                      "redis %V: no socket", &rd->name);
+        return 1;
+    }
+
+#endif
+
+    return 0;
 }
 
 
@@ -772,24 +813,7 @@ ngx_meshgate_redis_disconnect(ngx_meshgate_redis_t *rd, ngx_int_t status,
                       &rd->name, why, rd->backoff);
     }
 
-    if (rd->connect_timer.timer_set) {
-        ngx_del_timer(&rd->connect_timer);
-    }
-
-    if (rd->conn) {
-        ngx_close_connection(rd->conn);
-        rd->conn = NULL;
-    }
-
-    if (rd->reader) {
-        redisReaderFree(rd->reader);
-        rd->reader = NULL;
-    }
-
-    rd->generation++;
-    rd->connecting = 0;
-    rd->out_len = 0;
-    rd->out_sent = 0;
+    ngx_meshgate_redis_close_connection(rd);
 
     rd->down = 1;
     rd->down_until = ngx_current_msec + rd->backoff;
@@ -820,6 +844,30 @@ ngx_meshgate_redis_disconnect(ngx_meshgate_redis_t *rd, ngx_int_t status,
             handler(data, status, NULL);
         }
     }
+}
+
+
+static void
+ngx_meshgate_redis_close_connection(ngx_meshgate_redis_t *rd)
+{
+    if (rd->connect_timer.timer_set) {
+        ngx_del_timer(&rd->connect_timer);
+    }
+
+    if (rd->conn) {
+        ngx_close_connection(rd->conn);
+        rd->conn = NULL;
+    }
+
+    if (rd->reader) {
+        redisReaderFree(rd->reader);
+        rd->reader = NULL;
+    }
+
+    rd->generation++;
+    rd->connecting = 0;
+    rd->out_len = 0;
+    rd->out_sent = 0;
 }
 
 
@@ -970,6 +1018,19 @@ ngx_meshgate_redis_read_handler(ngx_event_t *rev)
             return;
         }
 
+        if ((n == 0 || n == NGX_ERROR) && ngx_queue_empty(&rd->pending)) {
+
+            /*
+             * closed while idle (Redis's "timeout", a proxy, CLIENT KILL):
+             * not an outage; the next command connects again
+             */
+
+            ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
+                          "redis %V: idle connection closed", &rd->name);
+            ngx_meshgate_redis_close_connection(rd);
+            return;
+        }
+
         if (n == 0 || n == NGX_ERROR) {
             ngx_meshgate_redis_disconnect(rd, NGX_MESHGATE_REDIS_ERROR,
                                           n == 0 ? "connection closed"
@@ -1094,16 +1155,21 @@ ngx_meshgate_redis_retry_eval(ngx_meshgate_redis_t *rd,
     p = ngx_sprintf(head, "*%ui\r\n$4\r\nEVAL\r\n$%uz\r\n",
                     cmd->argc, script->text.len);
 
-    if (ngx_meshgate_redis_append(rd, head, p - head) != NGX_OK
-        || ngx_meshgate_redis_append(rd, script->text.data,
-                                     script->text.len) != NGX_OK
-        || ngx_meshgate_redis_append(rd, "\r\n", 2) != NGX_OK
-        || ngx_meshgate_redis_append(rd, cmd->eval + cmd->args_off,
-                                     cmd->eval_len - cmd->args_off)
-           != NGX_OK)
+    /* room for the whole command first: never half a command in the pipe */
+
+    if (ngx_meshgate_redis_reserve(rd, (p - head) + script->text.len + 2
+                                       + cmd->eval_len - cmd->args_off)
+        != NGX_OK)
     {
         return NGX_ERROR;
     }
+
+    (void) ngx_meshgate_redis_append(rd, head, p - head);
+    (void) ngx_meshgate_redis_append(rd, script->text.data,
+                                     script->text.len);
+    (void) ngx_meshgate_redis_append(rd, "\r\n", 2);
+    (void) ngx_meshgate_redis_append(rd, cmd->eval + cmd->args_off,
+                                     cmd->eval_len - cmd->args_off);
 
     cmd->retried = 1;
     ngx_queue_insert_tail(&rd->pending, &cmd->queue);

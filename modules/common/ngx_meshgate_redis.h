@@ -29,7 +29,9 @@
  * and puts the client "down" for a backoff period (100 ms, doubling up
  * to 1 s, reset by the first reply): while down, new commands fail at
  * once (ngx_meshgate_redis_command() returns NGX_DECLINED) instead of
- * waiting.  The next command after the backoff reconnects.
+ * waiting.  The next command after the backoff reconnects.  A connection
+ * closed while no command is pending (Redis's idle "timeout", a proxy)
+ * is not an outage: the next command simply reconnects.
  *
  * On connect the client sends AUTH (password, or user and password) and
  * SELECT (db) when configured, pipelined ahead of the first command.

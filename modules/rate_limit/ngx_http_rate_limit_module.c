@@ -57,7 +57,7 @@ typedef struct {
     ngx_str_t                     prefix;
     ngx_array_t                   zones;        /* of zone pointers */
     ngx_shm_zone_t               *lock_zone;
-    ngx_shmtx_t                   lock;         /* local limiter updates */
+    ngx_slab_pool_t              *lock_pool;    /* its mutex: local checks */
 } ngx_http_rate_limit_main_conf_t;
 
 
@@ -120,6 +120,10 @@ static ngx_int_t ngx_http_rate_limit_hash_key(ngx_http_request_t *r,
     ngx_str_t *key);
 static ngx_int_t ngx_http_rate_limit_send(ngx_http_request_t *r,
     ngx_http_rate_limit_ctx_t *ctx);
+static ngx_int_t ngx_http_rate_limit_args(ngx_http_request_t *r,
+    ngx_http_rate_limit_ctx_t *ctx, ngx_http_rate_limit_main_conf_t *mcf);
+static ngx_int_t ngx_http_rate_limit_batch_add(ngx_http_rate_limit_ctx_t *ctx,
+    ngx_http_rate_limit_main_conf_t *mcf, ngx_log_t *log);
 static void ngx_http_rate_limit_flush(ngx_event_t *ev);
 static void ngx_http_rate_limit_batch_reply(void *data, ngx_int_t status,
     redisReply *reply);
@@ -131,6 +135,8 @@ static void ngx_http_rate_limit_set_results(ngx_http_rate_limit_ctx_t *ctx,
     redisReply **e);
 static ngx_int_t ngx_http_rate_limit_decide(ngx_http_request_t *r,
     ngx_http_rate_limit_ctx_t *ctx, ngx_uint_t local);
+static void ngx_http_rate_limit_log_key(ngx_pool_t *pool, ngx_str_t *key,
+    ngx_str_t *out);
 static ngx_int_t ngx_http_rate_limit_failure(ngx_http_request_t *r,
     ngx_http_rate_limit_ctx_t *ctx);
 static void ngx_http_rate_limit_local(ngx_http_request_t *r,
@@ -143,6 +149,8 @@ static ngx_int_t ngx_http_rate_limit_add_header(ngx_http_request_t *r,
     char *name, u_char *value, u_char *last);
 static ngx_int_t ngx_http_rate_limit_draft_headers(ngx_http_request_t *r,
     ngx_http_rate_limit_ctx_t *ctx);
+static uint64_t ngx_http_rate_limit_next_unit(
+    ngx_http_rate_limit_result_t *res);
 static ngx_int_t ngx_http_rate_limit_legacy_headers(ngx_http_request_t *r,
     ngx_http_rate_limit_ctx_t *ctx);
 static ngx_int_t ngx_http_rate_limit_status_variable(ngx_http_request_t *r,
@@ -159,6 +167,10 @@ static ngx_int_t ngx_http_rate_limit_init_lock_zone(ngx_shm_zone_t *shm_zone,
     void *data);
 static char *ngx_http_rate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static ngx_int_t ngx_http_rate_limit_zone_name(ngx_conf_t *cf,
+    ngx_http_rate_limit_main_conf_t *mcf, ngx_str_t *name);
+static char *ngx_http_rate_limit_zone_param(ngx_conf_t *cf,
+    ngx_http_rate_limit_zone_t *zone, ngx_str_t *value, ssize_t *size);
 static char *ngx_http_rate_limit_parse_rate(ngx_conf_t *cf,
     ngx_http_rate_limit_zone_t *zone, ngx_str_t *value);
 static char *ngx_http_rate_limit(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -535,12 +547,6 @@ static ngx_int_t
 ngx_http_rate_limit_send(ngx_http_request_t *r,
     ngx_http_rate_limit_ctx_t *ctx)
 {
-    u_char                           *p;
-    ngx_uint_t                        i, n;
-    ngx_queue_t                      *q;
-    ngx_http_rate_limit_zone_t       *zone;
-    ngx_http_rate_limit_batch_t      *batch;
-    ngx_http_rate_limit_result_t     *res;
     ngx_http_rate_limit_main_conf_t  *mcf;
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_rate_limit_module);
@@ -550,11 +556,41 @@ ngx_http_rate_limit_send(ngx_http_request_t *r,
         return ngx_http_rate_limit_failure(r, ctx);
     }
 
+    if (ngx_http_rate_limit_args(r, ctx, mcf) != NGX_OK
+        || ngx_http_rate_limit_batch_add(ctx, mcf, r->connection->log)
+           != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (!ngx_http_rate_limit_flush_event.posted) {
+        ngx_http_rate_limit_flush_event.handler = ngx_http_rate_limit_flush;
+        ngx_http_rate_limit_flush_event.log = ngx_cycle->log;
+        ngx_post_event(&ngx_http_rate_limit_flush_event, &ngx_posted_events);
+    }
+
+    ctx->waiting = 1;
+
+    return NGX_AGAIN;
+}
+
+
+/* per limit: the key, the interval, the capacity and the cost, as text */
+
+static ngx_int_t
+ngx_http_rate_limit_args(ngx_http_request_t *r,
+    ngx_http_rate_limit_ctx_t *ctx, ngx_http_rate_limit_main_conf_t *mcf)
+{
+    u_char                        *p;
+    ngx_uint_t                     i, n;
+    ngx_http_rate_limit_zone_t    *zone;
+    ngx_http_rate_limit_result_t  *res;
+
     n = ctx->nresults;
 
     ctx->argv = ngx_palloc(r->pool, 4 * n * (sizeof(char *) + sizeof(size_t)));
     if (ctx->argv == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NGX_ERROR;
     }
 
     ctx->lens = (size_t *) (ctx->argv + 4 * n);
@@ -566,7 +602,7 @@ ngx_http_rate_limit_send(ngx_http_request_t *r,
         p = ngx_pnalloc(r->pool, mcf->prefix.len + zone->name.len + 1
                                  + res->key.len + 3 * (NGX_INT64_LEN + 1));
         if (p == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            return NGX_ERROR;
         }
 
         ctx->argv[4 * i] = (const char *) p;
@@ -586,6 +622,19 @@ ngx_http_rate_limit_send(ngx_http_request_t *r,
         ctx->lens[4 * i + 3] = p - (u_char *) ctx->argv[4 * i + 3];
     }
 
+    return NGX_OK;
+}
+
+
+/* adds the check to the last unsent batch, or to a new one */
+
+static ngx_int_t
+ngx_http_rate_limit_batch_add(ngx_http_rate_limit_ctx_t *ctx,
+    ngx_http_rate_limit_main_conf_t *mcf, ngx_log_t *log)
+{
+    ngx_queue_t                  *q;
+    ngx_http_rate_limit_batch_t  *batch;
+
     if (!ngx_http_rate_limit_batches_init) {
         ngx_queue_init(&ngx_http_rate_limit_unsent);
         ngx_queue_init(&ngx_http_rate_limit_inflight);
@@ -604,10 +653,9 @@ ngx_http_rate_limit_send(ngx_http_request_t *r,
     }
 
     if (batch == NULL) {
-        batch = ngx_alloc(sizeof(ngx_http_rate_limit_batch_t),
-                          r->connection->log);
+        batch = ngx_alloc(sizeof(ngx_http_rate_limit_batch_t), log);
         if (batch == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            return NGX_ERROR;
         }
 
         batch->n = 0;
@@ -619,19 +667,11 @@ ngx_http_rate_limit_send(ngx_http_request_t *r,
     ctx->batch = batch;
     ctx->slot = batch->n;
     batch->ctx[batch->n] = ctx;
-    batch->nres[batch->n] = n;
+    batch->nres[batch->n] = ctx->nresults;
     batch->n++;
-    batch->nkeys += n;
+    batch->nkeys += ctx->nresults;
 
-    if (!ngx_http_rate_limit_flush_event.posted) {
-        ngx_http_rate_limit_flush_event.handler = ngx_http_rate_limit_flush;
-        ngx_http_rate_limit_flush_event.log = ngx_cycle->log;
-        ngx_post_event(&ngx_http_rate_limit_flush_event, &ngx_posted_events);
-    }
-
-    ctx->waiting = 1;
-
-    return NGX_AGAIN;
+    return NGX_OK;
 }
 
 
@@ -698,6 +738,13 @@ ngx_http_rate_limit_flush(ngx_event_t *ev)
                 argv[a] = ctx->argv[4 * j + 3];
                 lens[a++] = ctx->lens[4 * j + 3];
             }
+        }
+
+        if (k == 0) {
+            /* every request of the batch is gone: nothing to ask */
+            ngx_free(argv);
+            ngx_free(batch);
+            continue;
         }
 
         /* keys of finalized requests are left out */
@@ -854,6 +901,7 @@ static ngx_int_t
 ngx_http_rate_limit_decide(ngx_http_request_t *r,
     ngx_http_rate_limit_ctx_t *ctx, ngx_uint_t local)
 {
+    ngx_str_t                        key;
     ngx_uint_t                       i;
     ngx_http_rate_limit_result_t    *res, *rej;
     ngx_http_rate_limit_loc_conf_t  *lcf;
@@ -879,12 +927,16 @@ ngx_http_rate_limit_decide(ngx_http_request_t *r,
         return NGX_DECLINED;
     }
 
-    ngx_log_error(lcf->log_level, r->connection->log, 0,
-                  "limiting requests%s%s by zone \"%V\", key \"%V\", "
-                  "retry after %M ms",
-                  lcf->dry_run ? ", dry run," : "",
-                  local ? " (local)" : "",
-                  &rej->limit->zone->name, &rej->key, rej->retry_after);
+    if (r->connection->log->log_level >= lcf->log_level) {
+        ngx_http_rate_limit_log_key(r->pool, &rej->key, &key);
+
+        ngx_log_error(lcf->log_level, r->connection->log, 0,
+                      "limiting requests%s%s by zone \"%V\", key \"%V\", "
+                      "retry after %M ms",
+                      lcf->dry_run ? ", dry run," : "",
+                      local ? " (local)" : "",
+                      &rej->limit->zone->name, &key, rej->retry_after);
+    }
 
     if (lcf->dry_run) {
         ctx->status = local ? NGX_HTTP_RATE_LIMIT_LOCAL_DRY_RUN
@@ -896,6 +948,36 @@ ngx_http_rate_limit_decide(ngx_http_request_t *r,
                         : NGX_HTTP_RATE_LIMIT_REJECTED;
 
     return lcf->status_code;
+}
+
+
+/*
+ * A key as the log shows it: escaped, since it may be binary
+ * ($binary_remote_addr) or hold a decoded claim with control characters.
+ */
+
+static void
+ngx_http_rate_limit_log_key(ngx_pool_t *pool, ngx_str_t *key,
+    ngx_str_t *out)
+{
+    ngx_uint_t  n;
+
+    n = ngx_escape_uri(NULL, key->data, key->len, NGX_ESCAPE_ARGS);
+
+    if (n == 0) {
+        *out = *key;
+        return;
+    }
+
+    out->data = ngx_pnalloc(pool, key->len + 2 * n);
+    if (out->data == NULL) {
+        ngx_str_set(out, "-");
+        return;
+    }
+
+    out->len = (u_char *) ngx_escape_uri(out->data, key->data, key->len,
+                                         NGX_ESCAPE_ARGS)
+               - out->data;
 }
 
 
@@ -948,7 +1030,7 @@ ngx_http_rate_limit_local(ngx_http_request_t *r,
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_rate_limit_module);
 
-    ngx_shmtx_lock(&mcf->lock);
+    ngx_shmtx_lock(&mcf->lock_pool->mutex);
 
     ngx_gettimeofday(&tv);
     now = (uint64_t) tv.tv_sec * 1000000 + tv.tv_usec;
@@ -1015,7 +1097,7 @@ ngx_http_rate_limit_local(ngx_http_request_t *r,
                                       &value, res->tat / 1000 + 1);
     }
 
-    ngx_shmtx_unlock(&mcf->lock);
+    ngx_shmtx_unlock(&mcf->lock_pool->mutex);
 }
 
 
@@ -1151,7 +1233,7 @@ ngx_http_rate_limit_add_header(ngx_http_request_t *r, char *name,
 /*
  * draft-ietf-httpapi-ratelimit-headers: one list item per limit,
  *   RateLimit-Policy: "zone";q=<rate>;w=<period seconds>
- *   RateLimit: "zone";r=<remaining>;t=<seconds until whole again>
+ *   RateLimit: "zone";r=<remaining>;t=<seconds until more quota comes>
  */
 
 static ngx_int_t
@@ -1191,8 +1273,8 @@ ngx_http_rate_limit_draft_headers(ngx_http_request_t *r,
 
         p = ngx_sprintf(p, "\"%V\";q=%ui;w=%ui", &zone->name, zone->rate,
                         zone->period);
-        q = ngx_sprintf(q, "\"%V\";r=%ui;t=%M", &zone->name, res->remaining,
-                        (res->reset + 999) / 1000);
+        q = ngx_sprintf(q, "\"%V\";r=%ui;t=%uL", &zone->name, res->remaining,
+                        ngx_http_rate_limit_next_unit(res));
     }
 
     if (ngx_http_rate_limit_add_header(r, "RateLimit-Policy", policy, p)
@@ -1202,6 +1284,42 @@ ngx_http_rate_limit_draft_headers(ngx_http_request_t *r,
     }
 
     return ngx_http_rate_limit_add_header(r, "RateLimit", limit, q);
+}
+
+
+/*
+ * The draft's "t": seconds until the limit frees one more unit.  GCRA
+ * frees one unit per interval, and the limit is "reset" away from whole
+ * (whole is a multiple of the interval).  For a limit that rejected the
+ * request, never later than its Retry-After: the draft wants Retry-After
+ * not to point earlier than "t".
+ */
+
+static uint64_t
+ngx_http_rate_limit_next_unit(ngx_http_rate_limit_result_t *res)
+{
+    uint64_t  used, next, interval, t;
+
+    interval = res->limit->zone->interval;
+    used = (uint64_t) res->reset * 1000;
+
+    if (used == 0) {
+        return 0;
+    }
+
+    next = used % interval;
+
+    if (next == 0) {
+        next = interval;
+    }
+
+    t = (next + 999999) / 1000000;
+
+    if (!res->allowed) {
+        t = ngx_min(t, (uint64_t) (res->retry_after + 999) / 1000);
+    }
+
+    return t;
 }
 
 
@@ -1453,39 +1571,18 @@ ngx_http_rate_limit_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
-/* the mutex of the local limiter, kept across reloads */
+/*
+ * The mutex of the local limiter is the slab pool mutex of its own zone:
+ * the master process releases it if a worker dies holding it.
+ */
 
 static ngx_int_t
 ngx_http_rate_limit_init_lock_zone(ngx_shm_zone_t *shm_zone, void *data)
 {
-    ngx_http_rate_limit_main_conf_t  *omcf = data;
-
-    ngx_shmtx_sh_t                   *sh;
-    ngx_slab_pool_t                  *shpool;
     ngx_http_rate_limit_main_conf_t  *mcf;
 
     mcf = shm_zone->data;
-    shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
-
-    if (omcf) {
-        sh = shpool->data;
-
-    } else if (shm_zone->shm.exists) {
-        sh = shpool->data;
-
-    } else {
-        sh = ngx_slab_alloc(shpool, sizeof(ngx_shmtx_sh_t));
-        if (sh == NULL) {
-            return NGX_ERROR;
-        }
-
-        ngx_memzero(sh, sizeof(ngx_shmtx_sh_t));
-        shpool->data = sh;
-    }
-
-    if (ngx_shmtx_create(&mcf->lock, sh, NULL) != NGX_OK) {
-        return NGX_ERROR;
-    }
+    mcf->lock_pool = (ngx_slab_pool_t *) shm_zone->shm.addr;
 
     return NGX_OK;
 }
@@ -1496,13 +1593,11 @@ ngx_http_rate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_rate_limit_main_conf_t  *mcf = conf;
 
-    u_char                            *p;
-    ssize_t                            size;
-    ngx_str_t                         *value, s, name;
-    ngx_int_t                          burst;
-    ngx_uint_t                         i;
-    ngx_http_rate_limit_zone_t        *zone, **zp;
-    ngx_http_compile_complex_value_t   ccv;
+    u_char                       *p;
+    ssize_t                       size;
+    ngx_str_t                    *value, name;
+    ngx_uint_t                    i;
+    ngx_http_rate_limit_zone_t   *zone, **zp;
 
     value = cf->args->elts;
 
@@ -1513,36 +1608,8 @@ ngx_http_rate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    if (value[1].len == 0 || value[1].len > 64) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid rate_limit_zone name \"%V\"", &value[1]);
+    if (ngx_http_rate_limit_zone_name(cf, mcf, &value[1]) != NGX_OK) {
         return NGX_CONF_ERROR;
-    }
-
-    zp = mcf->zones.elts;
-
-    for (i = 0; i < mcf->zones.nelts; i++) {
-        if (zp[i]->name.len == value[1].len
-            && ngx_strncmp(zp[i]->name.data, value[1].data, value[1].len)
-               == 0)
-        {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "duplicate rate_limit_zone \"%V\"", &value[1]);
-            return NGX_CONF_ERROR;
-        }
-    }
-
-    for (p = value[1].data; p < value[1].data + value[1].len; p++) {
-        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')
-              || (*p >= '0' && *p <= '9') || *p == '_' || *p == '-'
-              || *p == '.'))
-        {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid rate_limit_zone name \"%V\": use "
-                               "letters, digits, \"_\", \"-\" and \".\"",
-                               &value[1]);
-            return NGX_CONF_ERROR;
-        }
     }
 
     zone = ngx_pcalloc(cf->pool, sizeof(ngx_http_rate_limit_zone_t));
@@ -1552,72 +1619,13 @@ ngx_http_rate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     zone->name = value[1];
     size = 1024 * 1024;
-    burst = 0;
 
     for (i = 2; i < cf->args->nelts; i++) {
-
-        if (ngx_strncmp(value[i].data, "key=", 4) == 0) {
-            s.data = value[i].data + 4;
-            s.len = value[i].len - 4;
-
-            ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
-
-            ccv.cf = cf;
-            ccv.value = &s;
-            ccv.complex_value = &zone->key;
-
-            if (s.len == 0
-                || ngx_http_compile_complex_value(&ccv) != NGX_OK)
-            {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid key \"%V\"", &value[i]);
-                return NGX_CONF_ERROR;
-            }
-
-            continue;
+        if (ngx_http_rate_limit_zone_param(cf, zone, &value[i], &size)
+            != NGX_CONF_OK)
+        {
+            return NGX_CONF_ERROR;
         }
-
-        if (ngx_strncmp(value[i].data, "rate=", 5) == 0) {
-            s.data = value[i].data + 5;
-            s.len = value[i].len - 5;
-
-            if (ngx_http_rate_limit_parse_rate(cf, zone, &s) != NGX_CONF_OK) {
-                return NGX_CONF_ERROR;
-            }
-
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "burst=", 6) == 0) {
-            burst = ngx_atoi(value[i].data + 6, value[i].len - 6);
-
-            if (burst == NGX_ERROR || burst > 1000000) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid burst \"%V\"", &value[i]);
-                return NGX_CONF_ERROR;
-            }
-
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "local_zone=", 11) == 0) {
-            s.data = value[i].data + 11;
-            s.len = value[i].len - 11;
-            size = ngx_parse_size(&s);
-
-            if (size == NGX_ERROR || size < (ssize_t) (8 * ngx_pagesize)) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid local_zone size \"%V\"",
-                                   &value[i]);
-                return NGX_CONF_ERROR;
-            }
-
-            continue;
-        }
-
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid parameter \"%V\"", &value[i]);
-        return NGX_CONF_ERROR;
     }
 
     if (zone->key.value.data == NULL) {
@@ -1631,8 +1639,6 @@ ngx_http_rate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                            "rate_limit_zone \"%V\" needs rate=", &value[1]);
         return NGX_CONF_ERROR;
     }
-
-    zone->burst = burst;
 
     name.len = sizeof("rate_limit_") - 1 + zone->name.len;
     name.data = ngx_pnalloc(cf->pool, name.len);
@@ -1657,6 +1663,122 @@ ngx_http_rate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     *zp = zone;
 
     return NGX_CONF_OK;
+}
+
+
+/* a new zone's name: unique, letters, digits, "_", "-" and "." */
+
+static ngx_int_t
+ngx_http_rate_limit_zone_name(ngx_conf_t *cf,
+    ngx_http_rate_limit_main_conf_t *mcf, ngx_str_t *name)
+{
+    u_char                       *p;
+    ngx_uint_t                    i;
+    ngx_http_rate_limit_zone_t  **zp;
+
+    if (name->len == 0 || name->len > 64) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid rate_limit_zone name \"%V\"", name);
+        return NGX_ERROR;
+    }
+
+    zp = mcf->zones.elts;
+
+    for (i = 0; i < mcf->zones.nelts; i++) {
+        if (zp[i]->name.len == name->len
+            && ngx_strncmp(zp[i]->name.data, name->data, name->len) == 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "duplicate rate_limit_zone \"%V\"", name);
+            return NGX_ERROR;
+        }
+    }
+
+    for (p = name->data; p < name->data + name->len; p++) {
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')
+              || (*p >= '0' && *p <= '9') || *p == '_' || *p == '-'
+              || *p == '.'))
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid rate_limit_zone name \"%V\": use "
+                               "letters, digits, \"_\", \"-\" and \".\"",
+                               name);
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/* one "key=", "rate=", "burst=" or "local_zone=" parameter */
+
+static char *
+ngx_http_rate_limit_zone_param(ngx_conf_t *cf,
+    ngx_http_rate_limit_zone_t *zone, ngx_str_t *value, ssize_t *size)
+{
+    ngx_int_t                          burst;
+    ngx_str_t                          s;
+    ngx_http_compile_complex_value_t   ccv;
+
+    if (ngx_strncmp(value->data, "key=", 4) == 0) {
+        s.data = value->data + 4;
+        s.len = value->len - 4;
+
+        ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
+
+        ccv.cf = cf;
+        ccv.value = &s;
+        ccv.complex_value = &zone->key;
+
+        if (s.len == 0 || ngx_http_compile_complex_value(&ccv) != NGX_OK) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid key \"%V\"", value);
+            return NGX_CONF_ERROR;
+        }
+
+        return NGX_CONF_OK;
+    }
+
+    if (ngx_strncmp(value->data, "rate=", 5) == 0) {
+        s.data = value->data + 5;
+        s.len = value->len - 5;
+
+        return ngx_http_rate_limit_parse_rate(cf, zone, &s);
+    }
+
+    if (ngx_strncmp(value->data, "burst=", 6) == 0) {
+        burst = ngx_atoi(value->data + 6, value->len - 6);
+
+        if (burst == NGX_ERROR || burst > 1000000) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid burst \"%V\"", value);
+            return NGX_CONF_ERROR;
+        }
+
+        zone->burst = burst;
+
+        return NGX_CONF_OK;
+    }
+
+    if (ngx_strncmp(value->data, "local_zone=", 11) == 0) {
+        s.data = value->data + 11;
+        s.len = value->len - 11;
+        *size = ngx_parse_size(&s);
+
+        if (*size == NGX_ERROR || *size < (ssize_t) (8 * ngx_pagesize)) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid local_zone size \"%V\"", value);
+            return NGX_CONF_ERROR;
+        }
+
+        return NGX_CONF_OK;
+    }
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid parameter \"%V\"", value);
+
+    return NGX_CONF_ERROR;
 }
 
 
@@ -1767,6 +1889,14 @@ ngx_http_rate_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                                "invalid cost \"%V\"", &value[2]);
             return NGX_CONF_ERROR;
         }
+    }
+
+    if ((ngx_uint_t) cost > zone->burst + 1) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "cost=%i exceeds what zone \"%V\" can ever admit "
+                           "(burst + 1 = %ui)", cost, &zone->name,
+                           zone->burst + 1);
+        return NGX_CONF_ERROR;
     }
 
     if (lcf->limits == NULL) {
