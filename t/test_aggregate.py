@@ -3,13 +3,16 @@ merged JSON answer."""
 
 import gzip
 import json
+import os
 import socket
+import subprocess
+import sys
 import time
 
 import pytest
 import requests
 
-from conftest import Resp, free_port, require_module, wait_for
+from conftest import TOP, Resp, free_port, require_module, wait_for
 from aggregate_util import RawServer, chunked, conf
 from test_config_examples import gateway  # noqa: F401  (fixture)
 
@@ -553,8 +556,13 @@ def test_gateway_demo_dashboard(gateway):
     users.json("/profile/p-42", {"bio": "demo"})
     orders.json("/orders", [{"id": "o1", "total": 10, "status": "new",
                              "internal": "x"}])
-    r = get(n, "/api/dashboard?user=42",
-            headers={"Accept-Encoding": "gzip"})
+    assert get(n, "/api/dashboard").status_code == 401
+    token = subprocess.check_output(
+        [sys.executable, os.path.join(TOP, "scripts", "jwt-token"),
+         "--sub", "42"], text=True).strip()
+    r = get(n, "/api/dashboard?user=7",
+            headers={"Accept-Encoding": "gzip",
+                     "Authorization": "Bearer " + token})
     assert r.status_code == 200
     assert r.headers["Aggregate-Completed"] == "true"
     assert r.json() == {
@@ -565,8 +573,9 @@ def test_gateway_demo_dashboard(gateway):
     part = [x for x in orders.requests if x["path"] == "/orders"][-1]
     assert part["query"] == "user=42"
     assert "accept-encoding" not in part["headers"]
-    assert requests.post(n.url("/api/dashboard?user=42"),
-                         timeout=10).status_code == 405
+    assert requests.post(n.url("/api/dashboard"), timeout=10,
+                         headers={"Authorization": "Bearer " + token}
+                         ).status_code == 405
 
 
 def test_required_failure_answers_early(nginx, backend):
