@@ -85,9 +85,13 @@ typedef struct {
 } ngx_http_auth_jwt_keyset_t;
 
 
-/* a JWKS fetched by subrequest; its fields after uri are per worker */
+/*
+ * a JWKS fetched by subrequest: the URI in one server block (a server's
+ * own locations answer it); its fields after server are per worker
+ */
 typedef struct {
     ngx_str_t                       uri;
+    void                           *server;   /* its core srv conf */
     ngx_http_auth_jwt_keyset_t     *keyset;
     time_t                          loaded;
     time_t                          refresh_at;

@@ -157,6 +157,10 @@ static char *ngx_http_auth_jwt_key_file(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_auth_jwt_key_request(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
+static ngx_http_auth_jwt_source_t *ngx_http_auth_jwt_source(ngx_conf_t *cf,
+    ngx_str_t *uri);
+static char *ngx_http_auth_jwt_merge_sources(ngx_conf_t *cf,
+    ngx_http_auth_jwt_loc_conf_t *conf);
 static char *ngx_http_auth_jwt_type(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_auth_jwt_require_conf(ngx_conf_t *cf,
@@ -1822,6 +1826,10 @@ ngx_http_auth_jwt_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_value(conf->enable, prev->enable, 0);
     ngx_conf_merge_ptr_value(conf->key_files, prev->key_files, NULL);
     ngx_conf_merge_ptr_value(conf->sources, prev->sources, NULL);
+
+    if (ngx_http_auth_jwt_merge_sources(cf, conf) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
+    }
     ngx_conf_merge_ptr_value(conf->requires, prev->requires, NULL);
     ngx_conf_merge_ptr_value(conf->issuers, prev->issuers, NULL);
     ngx_conf_merge_ptr_value(conf->audiences, prev->audiences, NULL);
@@ -2091,10 +2099,8 @@ ngx_http_auth_jwt_key_request(ngx_conf_t *cf, ngx_command_t *cmd,
 {
     ngx_http_auth_jwt_loc_conf_t *jlcf = conf;
 
-    ngx_str_t                       *value;
-    ngx_uint_t                       i;
-    ngx_http_auth_jwt_source_t     **srcs, *src, **p;
-    ngx_http_auth_jwt_main_conf_t   *jmcf;
+    ngx_str_t                    *value;
+    ngx_http_auth_jwt_source_t   *src, **p;
 
     value = cf->args->elts;
 
@@ -2106,36 +2112,9 @@ ngx_http_auth_jwt_key_request(ngx_conf_t *cf, ngx_command_t *cmd,
         return "needs a URI that starts with \"/\"";
     }
 
-    jmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_auth_jwt_module);
-
-    src = NULL;
-    srcs = jmcf->sources.elts;
-
-    for (i = 0; i < jmcf->sources.nelts; i++) {
-        if (srcs[i]->uri.len == value[1].len
-            && ngx_strncmp(srcs[i]->uri.data, value[1].data, value[1].len)
-               == 0)
-        {
-            src = srcs[i];
-            break;
-        }
-    }
-
+    src = ngx_http_auth_jwt_source(cf, &value[1]);
     if (src == NULL) {
-        src = ngx_pcalloc(cf->pool, sizeof(ngx_http_auth_jwt_source_t));
-        if (src == NULL) {
-            return NGX_CONF_ERROR;
-        }
-
-        src->uri = value[1];
-        ngx_queue_init(&src->waiters);
-
-        p = ngx_array_push(&jmcf->sources);
-        if (p == NULL) {
-            return NGX_CONF_ERROR;
-        }
-
-        *p = src;
+        return NGX_CONF_ERROR;
     }
 
     if (jlcf->sources == NGX_CONF_UNSET_PTR) {
@@ -2152,6 +2131,106 @@ ngx_http_auth_jwt_key_request(ngx_conf_t *cf, ngx_command_t *cmd,
     }
 
     *p = src;
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * The source of a URI in the server block at hand: the subrequest goes to
+ * the locations of the request's server, so the same URI in two servers
+ * may well be two identity providers, and their keys must not mix.
+ */
+
+static ngx_http_auth_jwt_source_t *
+ngx_http_auth_jwt_source(ngx_conf_t *cf, ngx_str_t *uri)
+{
+    void                            *server;
+    ngx_uint_t                       i;
+    ngx_http_auth_jwt_source_t     **srcs, *src, **p;
+    ngx_http_auth_jwt_main_conf_t   *jmcf;
+
+    jmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_auth_jwt_module);
+    server = ngx_http_conf_get_module_srv_conf(cf, ngx_http_core_module);
+
+    srcs = jmcf->sources.elts;
+
+    for (i = 0; i < jmcf->sources.nelts; i++) {
+        if (srcs[i]->server == server
+            && srcs[i]->uri.len == uri->len
+            && ngx_strncmp(srcs[i]->uri.data, uri->data, uri->len) == 0)
+        {
+            return srcs[i];
+        }
+    }
+
+    src = ngx_pcalloc(cf->pool, sizeof(ngx_http_auth_jwt_source_t));
+    if (src == NULL) {
+        return NULL;
+    }
+
+    src->uri = *uri;
+    src->server = server;
+    ngx_queue_init(&src->waiters);
+
+    p = ngx_array_push(&jmcf->sources);
+    if (p == NULL) {
+        return NULL;
+    }
+
+    *p = src;
+
+    return src;
+}
+
+
+/* sources inherited from the http block become those of this server */
+
+static char *
+ngx_http_auth_jwt_merge_sources(ngx_conf_t *cf,
+    ngx_http_auth_jwt_loc_conf_t *conf)
+{
+    void                         *server;
+    ngx_uint_t                    i;
+    ngx_array_t                  *a;
+    ngx_http_auth_jwt_source_t  **srcs, **p;
+
+    if (conf->sources == NULL) {
+        return NGX_CONF_OK;
+    }
+
+    server = ngx_http_conf_get_module_srv_conf(cf, ngx_http_core_module);
+    srcs = conf->sources->elts;
+
+    for (i = 0; i < conf->sources->nelts; i++) {
+        if (srcs[i]->server != server) {
+            break;
+        }
+    }
+
+    if (i == conf->sources->nelts) {
+        return NGX_CONF_OK;
+    }
+
+    a = ngx_array_create(cf->pool, conf->sources->nelts,
+                         sizeof(ngx_http_auth_jwt_source_t *));
+    if (a == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    for (i = 0; i < conf->sources->nelts; i++) {
+        p = ngx_array_push(a);
+        if (p == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        *p = ngx_http_auth_jwt_source(cf, &srcs[i]->uri);
+        if (*p == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    conf->sources = a;
 
     return NGX_CONF_OK;
 }
