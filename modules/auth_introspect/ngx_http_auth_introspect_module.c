@@ -42,6 +42,7 @@ typedef struct {
     ngx_str_t                        realm;
     ngx_http_complex_value_t        *token;
     ngx_str_t                        endpoint;
+    ngx_str_t                        server;     /* its server block */
     ngx_meshgate_cache_t            *cache;
     ngx_msec_t                       ttl;
     ngx_msec_t                       negative_ttl;
@@ -324,9 +325,15 @@ ngx_http_auth_introspect_start(ngx_http_request_t *r,
                                                NGX_HTTP_INTROSPECT_INVALID);
     }
 
-    /* the key of the cache and of calls in flight: endpoint and token */
+    /*
+     * the key of the cache and of calls in flight: the server block (the
+     * same endpoint URI in two servers may be two authorization servers),
+     * the endpoint and the token
+     */
 
     SHA256_Init(&sha);
+    SHA256_Update(&sha, alcf->server.data, alcf->server.len);
+    SHA256_Update(&sha, "", 1);
     SHA256_Update(&sha, alcf->endpoint.data, alcf->endpoint.len);
     SHA256_Update(&sha, "", 1);
     SHA256_Update(&sha, ctx->token.data, ctx->token.len);
@@ -1639,6 +1646,7 @@ ngx_http_auth_introspect_create_loc_conf(ngx_conf_t *cf)
      *     conf->realm = { 0, NULL };
      *     conf->token = NULL;
      *     conf->endpoint = { 0, NULL };
+     *     conf->server = { 0, NULL };
      *     conf->scope_any = 0;
      */
 
@@ -1658,6 +1666,10 @@ ngx_http_auth_introspect_merge_loc_conf(ngx_conf_t *cf, void *parent,
 {
     ngx_http_auth_introspect_loc_conf_t *prev = parent;
     ngx_http_auth_introspect_loc_conf_t *conf = child;
+
+    u_char                    *p;
+    size_t                     len;
+    ngx_http_core_srv_conf_t  *cscf;
 
     if (conf->enabled == NGX_CONF_UNSET) {
         conf->enabled = prev->enabled;
@@ -1691,6 +1703,23 @@ ngx_http_auth_introspect_merge_loc_conf(ngx_conf_t *cf, void *parent,
                            "\"auth_introspect_endpoint\"");
         return NGX_CONF_ERROR;
     }
+
+    /* the server block: where it is defined, and its name */
+
+    cscf = ngx_http_conf_get_module_srv_conf(cf, ngx_http_core_module);
+
+    len = (cscf->file_name ? ngx_strlen(cscf->file_name) : 0)
+          + 1 + NGX_INT_T_LEN + 1 + cscf->server_name.len;
+
+    conf->server.data = ngx_pnalloc(cf->pool, len);
+    if (conf->server.data == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    p = ngx_sprintf(conf->server.data, "%s:%ui:%V",
+                    cscf->file_name ? cscf->file_name : (u_char *) "",
+                    cscf->line, &cscf->server_name);
+    conf->server.len = p - conf->server.data;
 
     return NGX_CONF_OK;
 }
