@@ -29,6 +29,7 @@ struct ngx_http_auth_key_redis_s {
     ngx_meshgate_redis_t       *client;
     ngx_meshgate_cache_t       *cache;
     ngx_str_t                   prefix;
+    ngx_str_t                   store;     /* what answers depend on */
     ngx_msec_t                  ttl;
     ngx_msec_t                  negative_ttl;
 };
@@ -37,7 +38,7 @@ struct ngx_http_auth_key_redis_s {
 typedef struct {
     ngx_http_auth_key_redis_t  *kr;
     ngx_http_auth_key_ctx_t    *ctx;
-    u_char                      digest[NGX_HTTP_AUTH_KEY_DIGEST_LEN];
+    u_char                      key[NGX_HTTP_AUTH_KEY_DIGEST_LEN];
 } ngx_http_auth_key_redis_call_t;
 
 
@@ -54,6 +55,9 @@ static ngx_int_t ngx_http_auth_key_redis_decode(ngx_http_request_t *r,
 static u_char *ngx_http_auth_key_redis_put(u_char *p, ngx_str_t *s);
 static ngx_int_t ngx_http_auth_key_redis_get(u_char **p, u_char *end,
     ngx_str_t *s);
+static char *ngx_http_auth_key_redis_store_id(ngx_conf_t *cf,
+    ngx_http_auth_key_redis_t *kr, ngx_str_t *server, ngx_str_t *db,
+    ngx_str_t *user);
 
 
 char *
@@ -62,7 +66,7 @@ ngx_http_auth_key_redis_conf(ngx_conf_t *cf,
 {
     char                           *rv;
     ngx_int_t                       rc;
-    ngx_str_t                      *value, s;
+    ngx_str_t                      *value, s, server, db, user;
     ngx_msec_t                      t;
     ngx_uint_t                      i;
     ngx_http_auth_key_redis_t      *kr, **pkr;
@@ -88,6 +92,10 @@ ngx_http_auth_key_redis_conf(ngx_conf_t *cf,
     ngx_str_set(&kr->prefix, "apikey:");
     kr->ttl = 30000;
     kr->negative_ttl = NGX_CONF_UNSET_MSEC;
+
+    ngx_str_null(&server);
+    ngx_str_null(&db);
+    ngx_str_null(&user);
 
     for (i = 1; i < cf->args->nelts; i++) {
 
@@ -129,6 +137,16 @@ ngx_http_auth_key_redis_conf(ngx_conf_t *cf,
             continue;
         }
 
+        if (ngx_strncmp(value[i].data, "server=", 7) == 0) {
+            server = value[i];
+
+        } else if (ngx_strncmp(value[i].data, "db=", 3) == 0) {
+            db = value[i];
+
+        } else if (ngx_strncmp(value[i].data, "user=", 5) == 0) {
+            user = value[i];
+        }
+
         rc = ngx_meshgate_redis_parse(cf, kr->client, &value[i]);
 
         if (rc == NGX_ERROR) {
@@ -148,6 +166,12 @@ ngx_http_auth_key_redis_conf(ngx_conf_t *cf,
 
     if (kr->negative_ttl == NGX_CONF_UNSET_MSEC) {
         kr->negative_ttl = kr->ttl;
+    }
+
+    if (ngx_http_auth_key_redis_store_id(cf, kr, &server, &db, &user)
+        != NGX_CONF_OK)
+    {
+        return NGX_CONF_ERROR;
     }
 
     if (ngx_meshgate_redis_init(cf, kr->client) != NGX_CONF_OK) {
@@ -174,6 +198,37 @@ invalid:
 }
 
 
+/*
+ * Stores that may share a cache zone differ by key prefix, server,
+ * database or user: a cached answer is keyed by these and the key's hash.
+ */
+
+static char *
+ngx_http_auth_key_redis_store_id(ngx_conf_t *cf,
+    ngx_http_auth_key_redis_t *kr, ngx_str_t *server, ngx_str_t *db,
+    ngx_str_t *user)
+{
+    u_char  *p;
+
+    kr->store.len = kr->prefix.len + server->len + db->len + user->len + 3;
+
+    kr->store.data = ngx_pnalloc(cf->pool, kr->store.len);
+    if (kr->store.data == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    p = ngx_cpymem(kr->store.data, kr->prefix.data, kr->prefix.len);
+    *p++ = '\0';
+    p = ngx_cpymem(p, server->data, server->len);
+    *p++ = '\0';
+    p = ngx_cpymem(p, db->data, db->len);
+    *p++ = '\0';
+    ngx_memcpy(p, user->data, user->len);
+
+    return NGX_CONF_OK;
+}
+
+
 ngx_int_t
 ngx_http_auth_key_redis_lookup(ngx_http_request_t *r,
     ngx_http_auth_key_redis_t *kr, ngx_http_auth_key_ctx_t *ctx,
@@ -183,10 +238,24 @@ ngx_http_auth_key_redis_lookup(ngx_http_request_t *r,
     size_t                           len[2];
     ngx_int_t                        rc;
     ngx_str_t                        key, value;
+    SHA256_CTX                       sha;
     const char                      *argv[2];
     ngx_http_auth_key_redis_call_t  *call;
 
-    key.data = digest;
+    call = ngx_palloc(r->pool, sizeof(ngx_http_auth_key_redis_call_t));
+    if (call == NULL) {
+        return NGX_ERROR;
+    }
+
+    call->kr = kr;
+    call->ctx = ctx;
+
+    SHA256_Init(&sha);
+    SHA256_Update(&sha, kr->store.data, kr->store.len);
+    SHA256_Update(&sha, digest, NGX_HTTP_AUTH_KEY_DIGEST_LEN);
+    SHA256_Final(call->key, &sha);
+
+    key.data = call->key;
     key.len = NGX_HTTP_AUTH_KEY_DIGEST_LEN;
 
     rc = ngx_meshgate_cache_get(kr->cache, &key, r->pool, &value, NULL);
@@ -208,16 +277,9 @@ ngx_http_auth_key_redis_lookup(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    call = ngx_palloc(r->pool, sizeof(ngx_http_auth_key_redis_call_t));
-    if (call == NULL) {
-        return NGX_ERROR;
-    }
+    len[1] = kr->prefix.len + 2 * NGX_HTTP_AUTH_KEY_DIGEST_LEN;
 
-    call->kr = kr;
-    call->ctx = ctx;
-    ngx_memcpy(call->digest, digest, NGX_HTTP_AUTH_KEY_DIGEST_LEN);
-
-    p = ngx_pnalloc(r->pool, kr->prefix.len + 2 * key.len);
+    p = ngx_pnalloc(r->pool, len[1]);
     if (p == NULL) {
         return NGX_ERROR;
     }
@@ -225,10 +287,9 @@ ngx_http_auth_key_redis_lookup(ngx_http_request_t *r,
     argv[0] = "HGETALL";
     len[0] = sizeof("HGETALL") - 1;
     argv[1] = (const char *) p;
-    len[1] = kr->prefix.len + 2 * key.len;
 
     p = ngx_cpymem(p, kr->prefix.data, kr->prefix.len);
-    ngx_hex_dump(p, digest, key.len);
+    ngx_hex_dump(p, digest, NGX_HTTP_AUTH_KEY_DIGEST_LEN);
 
     rc = ngx_meshgate_redis_command(kr->client, r->pool, 2, argv, len,
                                     ngx_http_auth_key_redis_handler, call,
@@ -480,7 +541,7 @@ ngx_http_auth_key_redis_store(ngx_http_request_t *r,
 
     value.len = p - value.data;
 
-    key.data = call->digest;
+    key.data = call->key;
     key.len = NGX_HTTP_AUTH_KEY_DIGEST_LEN;
 
     if (ngx_meshgate_cache_set(call->kr->cache, &key, &value,
