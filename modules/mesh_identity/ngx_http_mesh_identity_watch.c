@@ -41,6 +41,8 @@ static X509 *ngx_http_mesh_identity_read_chain(ngx_log_t *log, char *name,
     STACK_OF(X509) **chain);
 static void ngx_http_mesh_identity_load_store(ngx_log_t *log,
     ngx_http_mesh_identity_store_t *st);
+static ngx_int_t ngx_http_mesh_identity_session_context(ngx_log_t *log,
+    SSL_CTX *ctx);
 static int ngx_http_mesh_identity_no_password(char *buf, int size, int rwflag,
     void *userdata);
 
@@ -682,6 +684,12 @@ ngx_http_mesh_identity_load_store(ngx_log_t *log,
         SSL_CTX_set_client_CA_list(st->ssl->ctx, list);
     }
 
+    if (ngx_http_mesh_identity_session_context(log, st->ssl->ctx)
+        != NGX_OK)
+    {
+        ERR_clear_error();
+    }
+
     for (i = 0; i < NGX_HTTP_MESH_IDENTITY_STORE_FILES; i++) {
         if (st->files[i]) {
             ngx_log_error(NGX_LOG_NOTICE, log, 0,
@@ -696,6 +704,114 @@ failed:
 
     ERR_clear_error();
     X509_STORE_free(store);
+}
+
+
+/*
+ * A TLS session (cached or in a ticket) keeps the peer's certificate and
+ * its verification result: one resumed after new CA certificates or CRLs
+ * were loaded would carry an identity that they no longer vouch for.  The
+ * session ID context, which a session must match to be resumed, is made
+ * from the server certificates, the client CA names and every certificate
+ * and CRL of the store: the same in every worker that loaded the same
+ * files, another one after any change.
+ */
+
+static ngx_int_t
+ngx_http_mesh_identity_session_context(ngx_log_t *log, SSL_CTX *ctx)
+{
+    int                     i, n;
+    X509                   *cert;
+    X509_CRL               *crl;
+    X509_NAME              *name;
+    X509_OBJECT            *obj;
+    EVP_MD_CTX             *md;
+    unsigned int            len;
+    STACK_OF(X509_NAME)    *names;
+    STACK_OF(X509_OBJECT)  *objs;
+    u_char                  buf[EVP_MAX_MD_SIZE];
+
+    md = EVP_MD_CTX_new();
+    if (md == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
+        goto failed;
+    }
+
+    for (cert = SSL_CTX_get_ex_data(ctx, ngx_ssl_certificate_index);
+         cert;
+         cert = X509_get_ex_data(cert, ngx_ssl_next_certificate_index))
+    {
+        if (X509_digest(cert, EVP_sha256(), buf, &len) != 1
+            || EVP_DigestUpdate(md, buf, len) != 1)
+        {
+            goto failed;
+        }
+    }
+
+    names = SSL_CTX_get_client_CA_list(ctx);
+    n = names ? sk_X509_NAME_num(names) : 0;
+
+    for (i = 0; i < n; i++) {
+        name = sk_X509_NAME_value(names, i);
+
+        if (X509_NAME_digest(name, EVP_sha256(), buf, &len) != 1
+            || EVP_DigestUpdate(md, buf, len) != 1)
+        {
+            goto failed;
+        }
+    }
+
+    objs = X509_STORE_get0_objects(SSL_CTX_get_cert_store(ctx));
+    n = objs ? sk_X509_OBJECT_num(objs) : 0;
+
+    for (i = 0; i < n; i++) {
+        obj = sk_X509_OBJECT_value(objs, i);
+        cert = X509_OBJECT_get0_X509(obj);
+        crl = X509_OBJECT_get0_X509_CRL(obj);
+
+        if (cert) {
+            if (X509_digest(cert, EVP_sha256(), buf, &len) != 1) {
+                goto failed;
+            }
+
+        } else if (crl) {
+            if (X509_CRL_digest(crl, EVP_sha256(), buf, &len) != 1) {
+                goto failed;
+            }
+
+        } else {
+            continue;
+        }
+
+        if (EVP_DigestUpdate(md, buf, len) != 1) {
+            goto failed;
+        }
+    }
+
+    if (EVP_DigestFinal_ex(md, buf, &len) != 1
+        || SSL_CTX_set_session_id_context(ctx, buf,
+                                          ngx_min(len,
+                                                  SSL_MAX_SID_CTX_LENGTH))
+           != 1)
+    {
+        goto failed;
+    }
+
+    EVP_MD_CTX_free(md);
+
+    return NGX_OK;
+
+failed:
+
+    ngx_ssl_error(NGX_LOG_ERR, log, 0,
+                  "mesh_certificate_watch: cannot set a new session ID "
+                  "context, TLS sessions made before stay resumable");
+    EVP_MD_CTX_free(md);
+
+    return NGX_ERROR;
 }
 
 
