@@ -70,3 +70,21 @@ def test_cached_answer_is_per_server(nginx, backend, two_as):
         assert r.status_code == code
     assert as_a.count("tok-x") == 1
     assert as_b.count("tok-x") == 1
+
+
+def test_head_request_is_introspected(nginx, backend, two_as):
+    """A HEAD request's subrequest must still read the answer's body."""
+    as_a, as_b = two_as
+    as_a.answers["tok-h"] = {"active": True, "sub": "alice",
+                             "exp": int(time.time()) + 3600}
+    b = backend()
+    n = nginx.start(HTTP, modules=["auth_introspect"], backend=b.port,
+                    as_a=as_a.port, as_b=as_b.port)
+    n.allow(r"auth_introspect")
+    r = requests.head("http://127.0.0.1:%d/x" % n.port, timeout=10,
+                      headers={"Authorization": "Bearer tok-h"})
+    assert r.status_code == 200, r.headers
+    assert r.headers["X-Result"] == "ok"
+    assert requests.head("http://127.0.0.1:%d/x" % n.port, timeout=10,
+                         headers={"Authorization": "Bearer nope"}
+                         ).status_code == 401

@@ -66,3 +66,71 @@ def test_shared_zone_does_not_mix_key_prefixes(nginx, backend, redis):
     assert get("/a/x", "k-alice").status_code == 200
     assert get("/b/x", "k-bob").status_code == 200
     assert get("/b/x", "k-alice").status_code == 401
+
+
+REDIRECT = """
+    server {
+        listen 127.0.0.1:{{port}};
+        auth_key "api";
+        auth_key_file {{keys}};
+        add_header X-Auth-Result "$auth_key_result" always;
+
+        location / {
+            root /nonexistent-meshgate-root;
+            try_files $uri @app;
+        }
+
+        location /other/ {
+            auth_key_file {{other}};
+            root /nonexistent-meshgate-root;
+            try_files $uri @app;
+        }
+
+        location /jump/ {
+            root /nonexistent-meshgate-root;
+            try_files $uri /elsewhere/$uri;
+        }
+
+        location /elsewhere/ {
+            auth_key_file {{other}};
+            proxy_pass http://127.0.0.1:{{backend}};
+        }
+
+        location @app {
+            proxy_set_header X-Consumer $auth_key_consumer;
+            proxy_pass http://127.0.0.1:{{backend}};
+        }
+    }
+"""
+
+KEY = "mgk_alice_0123456789abcdefghijklmnopqrstuv"
+OTHER = "mgk_bob_0123456789abcdefghijklmnopqrstuvwx"
+
+
+def test_hidden_key_checked_again_after_internal_redirect(nginx, backend,
+                                                          tmp_path):
+    from auth_key_util import key_line, write_keys
+    b = backend()
+    keys = write_keys(tmp_path / "keys.txt", [key_line(KEY, "alice")])
+    other = write_keys(tmp_path / "other.txt", [key_line(OTHER, "bob")])
+    n = nginx.start(REDIRECT, modules=["auth_key"], backend=b.port,
+                    keys=keys, other=other)
+    n.allow(r"auth_key")
+
+    def get(path, key):
+        return requests.get(n.url(path), headers={"X-API-Key": key},
+                            timeout=10)
+
+    # the key hidden in "/" is checked again in @app, and not proxied
+    r = get("/x", KEY)
+    assert r.status_code == 200, r.text
+    h = r.json()["headers"]
+    assert h["x-consumer"] == "alice"
+    assert "x-api-key" not in h
+
+    # the next location checks it against its own store
+    assert get("/other/x", OTHER).status_code == 401
+    assert get("/jump/x", KEY).status_code == 401
+    assert get("/x", OTHER).status_code == 401
+    assert get("/x", "mgk_nobody").status_code == 401
+    assert requests.get(n.url("/x"), timeout=10).status_code == 401

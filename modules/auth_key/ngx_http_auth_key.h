@@ -75,6 +75,7 @@ typedef struct {
     ngx_str_t                   consumer;
     ngx_keyval_t               *meta;
     ngx_uint_t                  nmeta;
+    ngx_str_t                   hidden;      /* a key auth_key_hide took */
 } ngx_http_auth_key_ctx_t;
 
 

@@ -12,6 +12,9 @@
 
 
 static ngx_int_t ngx_http_auth_key_handler(ngx_http_request_t *r);
+static ngx_http_auth_key_ctx_t *ngx_http_auth_key_get_ctx(
+    ngx_http_request_t *r);
+static void ngx_http_auth_key_ctx_cleanup(void *data);
 static ngx_int_t ngx_http_auth_key_find(ngx_http_request_t *r,
     ngx_http_auth_key_loc_conf_t *alcf, ngx_str_t *key);
 static ngx_int_t ngx_http_auth_key_from_headers(ngx_http_request_t *r,
@@ -197,13 +200,10 @@ ngx_http_auth_key_handler(ngx_http_request_t *r)
         return ngx_http_auth_key_answer(r, alcf, ctx);
     }
 
-    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_auth_key_ctx_t));
+    ctx = ngx_http_auth_key_get_ctx(r);
     if (ctx == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-
-    ctx->request = r;
-    ngx_http_set_ctx(r, ctx, ngx_http_auth_key_module);
 
     rc = ngx_http_auth_key_find(r, alcf, &key);
 
@@ -211,7 +211,31 @@ ngx_http_auth_key_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    /*
+     * after an internal redirect, the key that an earlier location hid
+     * is checked again, against this location's stores
+     */
+
+    if (ctx->hidden.len && rc != NGX_BUSY) {
+        if (rc == NGX_DECLINED) {
+            key = ctx->hidden;
+            rc = NGX_OK;
+
+        } else if (ngx_http_auth_key_add(&key, &ctx->hidden) != NGX_OK) {
+            rc = NGX_BUSY;
+        }
+    }
+
     if (alcf->hide && rc != NGX_DECLINED) {
+        if (rc == NGX_OK && ctx->hidden.len == 0) {
+            ctx->hidden.data = ngx_pstrdup(r->pool, &key);
+            if (ctx->hidden.data == NULL) {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
+
+            ctx->hidden.len = key.len;
+        }
+
         if (ngx_http_auth_key_hide_headers(r, alcf) != NGX_OK
             || ngx_http_auth_key_hide_query(r, alcf) != NGX_OK)
         {
@@ -259,6 +283,58 @@ ngx_http_auth_key_handler(ngx_http_request_t *r)
     }
 
     return ngx_http_auth_key_answer(r, alcf, ctx);
+}
+
+
+/*
+ * The context of this request, or a fresh one.  An internal redirect
+ * clears module contexts: the one of an earlier location is found again
+ * through its pool cleanup (the realip module's way), for the key it hid.
+ */
+
+static ngx_http_auth_key_ctx_t *
+ngx_http_auth_key_get_ctx(ngx_http_request_t *r)
+{
+    ngx_str_t                 hidden;
+    ngx_pool_cleanup_t       *cln;
+    ngx_http_auth_key_ctx_t  *ctx;
+
+    ngx_str_null(&hidden);
+
+    for (cln = r->pool->cleanup; cln; cln = cln->next) {
+        if (cln->handler == ngx_http_auth_key_ctx_cleanup) {
+            ctx = cln->data;
+            hidden = ctx->hidden;
+            break;
+        }
+    }
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_auth_key_ctx_t));
+    if (ctx == NULL) {
+        return NULL;
+    }
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NULL;
+    }
+
+    cln->handler = ngx_http_auth_key_ctx_cleanup;
+    cln->data = ctx;
+
+    ctx->request = r;
+    ctx->hidden = hidden;
+
+    ngx_http_set_ctx(r, ctx, ngx_http_auth_key_module);
+
+    return ctx;
+}
+
+
+static void
+ngx_http_auth_key_ctx_cleanup(void *data)
+{
+    /* nothing to free: the cleanup marks the context */
 }
 
 
