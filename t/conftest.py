@@ -527,6 +527,7 @@ class Backend:
     def __init__(self, port=None):
         self.port = port or free_port()
         self.requests = []
+        self.ignored = set()   # paths answered but not recorded
         self.scripts = {}
         self.lock = threading.Lock()
         backend = self
@@ -593,7 +594,8 @@ class Backend:
             "body": body.decode("latin-1"), "port": self.port,
         }
         with self.lock:
-            self.requests.append(record)
+            if parsed.path not in self.ignored:
+                self.requests.append(record)
         r = self._next(parsed.path)
         if r.delay:
             time.sleep(r.delay)

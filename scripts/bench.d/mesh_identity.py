@@ -3,8 +3,8 @@
 wrk speaks plain HTTP to the gateway listener, which calls an mTLS
 listener of the same nginx over keepalive TLS connections (client
 certificate, upstream verified); that listener verifies the client
-certificate and proxies to the plain backend.  "mesh_identity-tls-proxy"
-does this with stock directives only; "mesh_identity-mtls" adds the
+certificate and proxies to the plain backend.  "tls-proxy"
+does this with stock directives only; "mesh-mtls" adds the
 identity checks: mesh_upstream_identity on the outbound hop, mesh_allow and
 $mesh_peer_id forwarding on the inbound hop.  Compare their ratios to the
 baseline (the issue's bar: mtls >= 0.90 x tls-proxy).
@@ -72,9 +72,9 @@ def scenarios(ctx):
                 outbound="mesh_upstream_identity %s/ns/shop/sa/orders;"
                 % TD)
     return [
-        {"name": "mesh_identity-tls-proxy", "modules": ["mesh_identity"],
+        {"name": "tls-proxy", "modules": ["mesh_identity"],
          "http": HTTP % stock, "path": "/api/orders/1"},
-        {"name": "mesh_identity-mtls", "modules": ["mesh_identity"],
+        {"name": "mesh-mtls", "modules": ["mesh_identity"],
          "http": HTTP % mesh, "path": "/api/orders/1",
-         "baseline": "mesh_identity-tls-proxy"},
+         "baseline": "tls-proxy"},
     ]

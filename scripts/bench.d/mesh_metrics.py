@@ -25,13 +25,13 @@ def scenarios(ctx):
     """
     return [
         # the issue's "metrics-on": collection and tracing on
-        {"name": "mesh_metrics-on",
+        {"name": "metrics-on",
          "modules": ["mesh_metrics"],
          "http": proxy % "on",
          "path": "/api/x",
          "headers": {"traceparent": TRACEPARENT, "tracestate": "a=b"},
          "expect": 200},
-        {"name": "mesh_metrics-collect-only",
+        {"name": "metrics-collect-only",
          "modules": ["mesh_metrics"],
          "http": proxy % "off",
          "path": "/api/x",
@@ -40,7 +40,7 @@ def scenarios(ctx):
         # every scrape is itself counted under its X-Caller: the warm-up
         # creates 1,000 edge series (plus the request series); with one
         # connection, p50 is the time of one scrape of ~1,000 series
-        {"name": "mesh_metrics-scrape-1000",
+        {"name": "metrics-scrape-1000",
          "modules": ["mesh_metrics"],
          "http": scrape,
          "path": "/metrics",

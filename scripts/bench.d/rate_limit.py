@@ -22,7 +22,7 @@ def _http(redis_port, mode):
 def scenarios(ctx):
     port = ctx.redis()
     return [
-        {"name": "rate_limit-redis",
+        {"name": "ratelimit-redis",
          "modules": ["rate_limit"],
          "http": _http(port, "closed"),
          "path": "/api/x",
@@ -30,7 +30,7 @@ def scenarios(ctx):
          "expect": 200},
         # Redis unreachable (nothing listens on port 1): the local
         # shared-memory limiter decides, without waiting for Redis.
-        {"name": "rate_limit-redis-down",
+        {"name": "ratelimit-redis-down",
          "modules": ["rate_limit"],
          "http": _http(1, "local"),
          "path": "/api/x",
