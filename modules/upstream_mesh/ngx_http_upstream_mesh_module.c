@@ -614,7 +614,7 @@ ngx_http_upstream_mesh_free_peer(ngx_peer_connection_t *pc, void *data,
 
     ctx->retry_after = 0;
 
-    if (u && u->headers_in.status_n) {
+    if (u && u->state && u->state->status && u->headers_in.status_n) {
         ra = ngx_http_upstream_mesh_retry_after(u);
 
         if (ra != NGX_ERROR
@@ -654,8 +654,13 @@ ngx_http_upstream_mesh_outcome(ngx_http_upstream_mesh_ctx_t *ctx,
     sh = mcf->sh;
     p = &sh->peers[ctx->peer];
 
+    /*
+     * the status of this try: u->headers_in still holds the previous try's
+     * answer when connect() fails at once (it is reset after the connect)
+     */
+
     u = ctx->request->upstream;
-    status = u ? u->headers_in.status_n : 0;
+    status = (u && u->state) ? u->state->status : 0;
 
     if (status >= 400 && status < 500) {
         fail = 0;
