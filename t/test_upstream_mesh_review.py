@@ -1,9 +1,12 @@
 """ngx_http_upstream_mesh_module: review findings."""
 
+import threading
+
 import requests
 
 from upstream_mesh_util import (MODULES, Resp, addr, dead_port, peer,
-                                proxy_location, server, upstream)
+                                proxy_location, server, ups_status, upstream,
+                                wait_for)
 
 
 def test_refused_try_after_an_answer_counts_as_a_failure(nginx, backend):
@@ -32,3 +35,40 @@ def test_refused_try_after_an_answer_counts_as_a_failure(nginx, backend):
     assert d["consecutive_gateway"] == d["requests"]
     ok = peer(n, addr(b.port))
     assert ok["failures"] == 0
+
+
+def test_reload_with_other_peers_while_requests_are_in_flight(nginx,
+                                                              backend):
+    """The peer list changes (same count, other address) on a reload while
+    requests are in flight.  The old workers finish them and count them
+    out of their own state: the new state's in-flight count is not driven
+    below zero (which made the circuit breaker answer 503 to everything),
+    and an old try's outcome does not land on the new peer."""
+    slow, other = backend(), backend()
+    slow.script("/slow", [Resp(503, "slow\n", delay=2)])
+    conf = upstream("u", [addr(slow.port)],
+                    "mesh_circuit_breaker max_requests=10",
+                    "mesh_outlier_detection consecutive_5xx=1")
+    loc = proxy_location("/", "u")
+    n = nginx.start(conf + server(loc), modules=MODULES, workers=1)
+    codes = []
+
+    def one():
+        codes.append(requests.get(n.url("/slow"), timeout=15).status_code)
+    ts = [threading.Thread(target=one) for _ in range(3)]
+    for t in ts:
+        t.start()
+    wait_for(lambda: slow.count == 3, 10, "3 requests in flight")
+    n.reload(http=upstream("u", [addr(other.port)],
+                           "mesh_circuit_breaker max_requests=10",
+                           "mesh_outlier_detection consecutive_5xx=1")
+             + server(loc))
+    for t in ts:
+        t.join()
+    assert codes == [503, 503, 503]
+    u = ups_status(n, "u")
+    assert u["active"] == 0 and u["circuit_breaker_rejected"] == 0
+    p = peer(n, addr(other.port))
+    assert p["requests"] == 0 and p["failures"] == 0 and not p["ejected"]
+    for _ in range(3):
+        assert requests.get(n.url("/fast"), timeout=5).status_code == 200

@@ -1876,17 +1876,10 @@ ngx_http_upstream_mesh_init_zone(ngx_shm_zone_t *shm_zone, void *data)
         }
 
         /*
-         * other peers: fresh state.  The old workers still use the old
-         * state until they exit, so it is reset in place when it has room,
-         * and never freed
+         * other peers (the zone name has a checksum of the peer list, so
+         * this is a checksum collision): fresh state, beside the old one,
+         * which the old workers use until they exit
          */
-
-        if (sh->npeers == n) {
-            ngx_memzero(sh, sizeof(ngx_http_upstream_mesh_sh_t)
-                        + n * sizeof(ngx_http_upstream_mesh_peer_sh_t));
-            ngx_http_upstream_mesh_init_state(mcf, sh);
-            return NGX_OK;
-        }
 
     } else {
         len = sizeof(" in upstream mesh zone \"\"") + shm_zone->shm.name.len;
@@ -1942,17 +1935,38 @@ static ngx_int_t
 ngx_http_upstream_mesh_add_zone(ngx_conf_t *cf,
     ngx_http_upstream_mesh_srv_conf_t *mcf)
 {
-    size_t           size;
-    ngx_str_t        name;
-    ngx_shm_zone_t  *shm_zone;
+    size_t                               size;
+    uint32_t                             crc;
+    ngx_str_t                            name;
+    ngx_uint_t                           i;
+    ngx_shm_zone_t                      *shm_zone;
+    ngx_http_upstream_mesh_peer_conf_t  *pcf;
 
-    name.len = sizeof("upstream_mesh:") - 1 + mcf->uscf->host.len;
+    /*
+     * The zone is kept on reload only for the same peer list, whose
+     * checksum is in its name.  Another list gets a new zone: the old
+     * workers keep theirs until they exit, and their requests in flight,
+     * probes and outcomes never touch the state of the new peers.
+     */
+
+    pcf = mcf->peers.elts;
+
+    ngx_crc32_init(crc);
+
+    for (i = 0; i < mcf->peers.nelts; i++) {
+        ngx_crc32_update(&crc, pcf[i].name.data, pcf[i].name.len);
+        ngx_crc32_update(&crc, (u_char *) (pcf[i].backup ? "+" : "-"), 1);
+    }
+
+    ngx_crc32_final(crc);
+
+    name.len = sizeof("upstream_mesh::") - 1 + mcf->uscf->host.len + 8;
     name.data = ngx_pnalloc(cf->pool, name.len);
     if (name.data == NULL) {
         return NGX_ERROR;
     }
 
-    ngx_sprintf(name.data, "upstream_mesh:%V", &mcf->uscf->host);
+    ngx_sprintf(name.data, "upstream_mesh:%V:%08xD", &mcf->uscf->host, crc);
 
     size = sizeof(ngx_http_upstream_mesh_sh_t)
            + mcf->peers.nelts * sizeof(ngx_http_upstream_mesh_peer_sh_t);
