@@ -72,3 +72,22 @@ def test_reload_with_other_peers_while_requests_are_in_flight(nginx,
     assert p["requests"] == 0 and p["failures"] == 0 and not p["ejected"]
     for _ in range(3):
         assert requests.get(n.url("/fast"), timeout=5).status_code == 200
+
+
+def test_huge_retry_after_is_longer_than_max_backoff(nginx, backend):
+    """A Retry-After whose milliseconds overflow 64 bits (here they wrap
+    to 384 ms, under max_backoff=1s) still stops the retries."""
+    bad, good = backend(), backend()
+    ra = "18446744073709552"
+    bad.script(None, [Resp(503, "later\n", {"Retry-After": ra})])
+    conf = upstream("u", [addr(bad.port), addr(good.port)]) + server(
+        proxy_location("/", "u", "mesh_retry attempts=2 on=5xx "
+                                  "backoff=10ms max_backoff=1s"))
+    n = nginx.start(conf, modules=MODULES)
+    answers = [requests.get(n.url("/f"), timeout=5) for _ in range(2)]
+    stopped = [r for r in answers if r.status_code != 200]
+    assert len(stopped) == 1, [r.status_code for r in answers]
+    assert stopped[0].status_code == 503
+    assert stopped[0].headers["Retry-After"] == ra
+    assert stopped[0].headers["X-Mesh-Attempts"] == "1"
+    assert good.count == 1

@@ -617,8 +617,10 @@ ngx_http_upstream_mesh_free_peer(ngx_peer_connection_t *pc, void *data,
     if (u && u->state && u->state->status && u->headers_in.status_n) {
         ra = ngx_http_upstream_mesh_retry_after(u);
 
+        /* ra * 1000 > max_backoff, without overflowing */
+
         if (ra != NGX_ERROR
-            && (ngx_msec_t) ra * 1000 > ctx->lcf->retry_max_backoff)
+            && (ngx_msec_t) ra > ctx->lcf->retry_max_backoff / 1000)
         {
             ngx_log_error(NGX_LOG_INFO, pc->log, 0,
                           "mesh retry: Retry-After of %i s is longer than "
@@ -1340,6 +1342,10 @@ ngx_http_upstream_mesh_set_session(ngx_peer_connection_t *pc, void *data)
 {
     ngx_http_upstream_mesh_ctx_t  *ctx = data;
 
+    if (ctx->original_set_session == NULL) {
+        return NGX_OK;
+    }
+
     return ctx->original_set_session(pc, ctx->data);
 }
 
@@ -1349,7 +1355,9 @@ ngx_http_upstream_mesh_save_session(ngx_peer_connection_t *pc, void *data)
 {
     ngx_http_upstream_mesh_ctx_t  *ctx = data;
 
-    ctx->original_save_session(pc, ctx->data);
+    if (ctx->original_save_session) {
+        ctx->original_save_session(pc, ctx->data);
+    }
 }
 
 #endif
