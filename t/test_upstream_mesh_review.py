@@ -1,5 +1,6 @@
 """ngx_http_upstream_mesh_module: review findings."""
 
+import socket
 import threading
 
 import requests
@@ -91,3 +92,33 @@ def test_huge_retry_after_is_longer_than_max_backoff(nginx, backend):
     assert stopped[0].headers["Retry-After"] == ra
     assert stopped[0].headers["X-Mesh-Attempts"] == "1"
     assert good.count == 1
+
+
+def test_rejected_request_is_not_in_flight(nginx, backend):
+    """A request the circuit breaker rejects is not in flight to the
+    upstream, even while nginx still discards its body (lingering for
+    seconds): it does not hold a place that turns the next requests
+    away."""
+    slow = backend()
+    slow.script("/slow", [Resp(200, "slow\n", delay=2)])
+    conf = upstream("u", [addr(slow.port)],
+                    "mesh_circuit_breaker max_requests=1") + server(
+        proxy_location("/", "u"))
+    n = nginx.start(conf, modules=MODULES, workers=1)
+    n.allow(r"mesh circuit breaker")
+    codes = []
+    t = threading.Thread(target=lambda: codes.append(
+        requests.get(n.url("/slow"), timeout=15).status_code))
+    t.start()
+    wait_for(lambda: slow.count == 1, 10, "a request in flight")
+    s = socket.create_connection(("127.0.0.1", n.port), timeout=10)
+    try:
+        s.sendall(b"POST /post HTTP/1.1\r\nHost: x\r\n"
+                  b"Content-Length: 100000\r\n\r\n" + b"a" * 1000)
+        assert s.recv(4096).startswith(b"HTTP/1.1 503")
+        t.join()
+        assert codes == [200]
+        assert ups_status(n, "u")["active"] == 0
+        assert requests.get(n.url("/fast"), timeout=5).status_code == 200
+    finally:
+        s.close()

@@ -1469,6 +1469,16 @@ ngx_http_upstream_mesh_preaccess(ngx_http_request_t *r)
     cln->handler = ngx_http_upstream_mesh_active_cleanup;
 
     if (mcf->cb_max && n > mcf->cb_max) {
+
+        /*
+         * a rejected request is not in flight to the upstream, however
+         * long nginx then takes to discard its body; the cleanup stays,
+         * so that the request is not counted again after a redirect
+         */
+
+        (void) ngx_atomic_fetch_add(&mcf->sh->active, (ngx_atomic_int_t) -1);
+        act->mcf = NULL;
+
         (void) ngx_atomic_fetch_add(&mcf->sh->cb_rejected, 1);
 
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
@@ -1488,7 +1498,10 @@ ngx_http_upstream_mesh_active_cleanup(void *data)
 {
     ngx_http_upstream_mesh_active_t  *act = data;
 
-    (void) ngx_atomic_fetch_add(&act->mcf->sh->active, (ngx_atomic_int_t) -1);
+    if (act->mcf) {
+        (void) ngx_atomic_fetch_add(&act->mcf->sh->active,
+                                    (ngx_atomic_int_t) -1);
+    }
 }
 
 
