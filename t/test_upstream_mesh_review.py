@@ -5,9 +5,8 @@ import threading
 
 import requests
 
-from upstream_mesh_util import (MODULES, Resp, addr, dead_port, peer,
-                                proxy_location, server, ups_status, upstream,
-                                wait_for)
+from upstream_mesh_util import (MODULES, Resp, addr, peer, proxy_location,
+                                server, ups_status, upstream, wait_for)
 
 
 def test_refused_try_after_an_answer_counts_as_a_failure(nginx, backend):
@@ -19,7 +18,7 @@ def test_refused_try_after_an_answer_counts_as_a_failure(nginx, backend):
     accounting rather than reproducing that path.)"""
     b = backend()
     b.script("/x", [Resp(429, "slow down\n")])
-    dead = dead_port()
+    dead = 1                  # nothing listens on port 1
     conf = (upstream("u", [addr(b.port), addr(dead) + " max_fails=0"],
                      "mesh_outlier_detection consecutive_5xx=100 "
                      "consecutive_gateway_errors=100")

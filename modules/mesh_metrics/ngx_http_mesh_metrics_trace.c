@@ -568,7 +568,15 @@ ngx_http_mesh_metrics_set_headers(ngx_http_request_t *r,
     nh->value.data = p;
     nh->value.len = ngx_http_mesh_metrics_traceparent(p, t, t->span_id) - p;
 
+    /*
+     * the list has one part (room for all): its "last" must point to the
+     * part inside r->headers_in, not to the one on this stack, or a later
+     * ngx_list_push() (another module adding a request header) writes
+     * through a dangling pointer
+     */
+
     r->headers_in.headers = list;
+    r->headers_in.headers.last = &r->headers_in.headers.part;
 
     return NGX_OK;
 }
