@@ -180,5 +180,12 @@ class Trickle:
             c.close()
 
     def stop(self):
+        import socket
         self.running = False
+        try:
+            # wakes the accept() of serve(): a close() alone leaves the
+            # socket listening (and answering) for later tests
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self.sock.close()

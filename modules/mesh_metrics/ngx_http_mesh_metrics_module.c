@@ -147,6 +147,7 @@ ngx_module_t  ngx_http_mesh_metrics_module = {
 
 
 static ngx_str_t  ngx_http_mesh_metrics_none = ngx_string("none");
+static ngx_str_t  ngx_http_mesh_metrics_dynamic = ngx_string("dynamic");
 static ngx_str_t  ngx_http_mesh_metrics_route_name =
     ngx_string("mesh_metrics_route");
 static ngx_str_t  ngx_http_mesh_metrics_opt_prefix = ngx_string("mesh_opt_");
@@ -244,8 +245,13 @@ ngx_http_mesh_metrics_upstream_name(ngx_http_request_t *r, ngx_str_t *name)
         return;
     }
 
-    if (u->resolved && u->resolved->host.len) {
-        *name = u->resolved->host;
+    /*
+     * proxy_pass with variables that name no upstream group: the host is
+     * request data, not a label value (label cardinality stays bounded)
+     */
+
+    if (u->resolved) {
+        *name = ngx_http_mesh_metrics_dynamic;
         return;
     }
 

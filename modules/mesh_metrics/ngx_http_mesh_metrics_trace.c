@@ -568,7 +568,15 @@ ngx_http_mesh_metrics_set_headers(ngx_http_request_t *r,
     nh->value.data = p;
     nh->value.len = ngx_http_mesh_metrics_traceparent(p, t, t->span_id) - p;
 
+    /*
+     * the list has one part (room for all): its "last" must point to the
+     * part inside r->headers_in, not to the one on this stack, or a later
+     * ngx_list_push() (another module adding a request header) writes
+     * through a dangling pointer
+     */
+
     r->headers_in.headers = list;
+    r->headers_in.headers.last = &r->headers_in.headers.part;
 
     return NGX_OK;
 }
@@ -840,7 +848,12 @@ ngx_http_mesh_metrics_get_peer(ngx_peer_connection_t *pc, void *data)
 
     rc = pd->get(pc, pd->data);
 
-    if (rc == NGX_OK || rc == NGX_DONE) {
+    /*
+     * NGX_AGAIN: a balancer below (upstream_mesh) delays the connect of a
+     * retry for its backoff; that is an attempt too
+     */
+
+    if (rc == NGX_OK || rc == NGX_DONE || rc == NGX_AGAIN) {
         ngx_http_mesh_metrics_new_attempt(pd->request);
     }
 
@@ -899,7 +912,9 @@ ngx_http_mesh_metrics_save_session(ngx_peer_connection_t *pc, void *data)
 /*
  * A new attempt: find our "traceparent" in the request buffer the proxy
  * module built (the first buffer holds the request line and headers) and
- * write a fresh span id over the parent id, in place.
+ * write a fresh span id over the parent id, in place.  Only a header line
+ * matches, and only in the header block: a client header whose value looks
+ * the same, or a body that proxy_set_body put in the buffer, is left alone.
  */
 
 static void
@@ -907,8 +922,8 @@ ngx_http_mesh_metrics_new_attempt(ngx_http_request_t *r)
 {
     u_char                         *p, *last, *s;
     u_char                          span[8];
-    u_char                          needle[sizeof("traceparent: 00-") - 1
-                                           + 32 + 1];
+    u_char                          needle[sizeof(CRLF "traceparent: 00-")
+                                           - 1 + 32 + 1];
     size_t                          n;
     ngx_buf_t                      *b;
     ngx_http_upstream_t            *u;
@@ -927,12 +942,17 @@ ngx_http_mesh_metrics_new_attempt(ngx_http_request_t *r)
         return;
     }
 
-    p = ngx_cpymem(needle, "traceparent: 00-", 16);
+    last = ngx_strlcasestrn(b->start, b->last, (u_char *) CRLF CRLF, 3);
+
+    if (last == NULL) {
+        return;
+    }
+
+    p = ngx_cpymem(needle, CRLF "traceparent: 00-", 18);
     p = ngx_hex_dump(p, t->trace_id, 16);
     *p++ = '-';
     n = p - needle;
 
-    last = b->last;
     s = ngx_strlcasestrn(b->start, last, needle, n - 1);
 
     if (s == NULL || (size_t) (last - s) < n + 16) {

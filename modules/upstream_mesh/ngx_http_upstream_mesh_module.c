@@ -614,11 +614,13 @@ ngx_http_upstream_mesh_free_peer(ngx_peer_connection_t *pc, void *data,
 
     ctx->retry_after = 0;
 
-    if (u && u->headers_in.status_n) {
+    if (u && u->state && u->state->status && u->headers_in.status_n) {
         ra = ngx_http_upstream_mesh_retry_after(u);
 
+        /* ra * 1000 > max_backoff, without overflowing */
+
         if (ra != NGX_ERROR
-            && (ngx_msec_t) ra * 1000 > ctx->lcf->retry_max_backoff)
+            && (ngx_msec_t) ra > ctx->lcf->retry_max_backoff / 1000)
         {
             ngx_log_error(NGX_LOG_INFO, pc->log, 0,
                           "mesh retry: Retry-After of %i s is longer than "
@@ -654,8 +656,13 @@ ngx_http_upstream_mesh_outcome(ngx_http_upstream_mesh_ctx_t *ctx,
     sh = mcf->sh;
     p = &sh->peers[ctx->peer];
 
+    /*
+     * the status of this try: u->headers_in still holds the previous try's
+     * answer when connect() fails at once (it is reset after the connect)
+     */
+
     u = ctx->request->upstream;
-    status = u ? u->headers_in.status_n : 0;
+    status = (u && u->state) ? u->state->status : 0;
 
     if (status >= 400 && status < 500) {
         fail = 0;
@@ -1335,6 +1342,10 @@ ngx_http_upstream_mesh_set_session(ngx_peer_connection_t *pc, void *data)
 {
     ngx_http_upstream_mesh_ctx_t  *ctx = data;
 
+    if (ctx->original_set_session == NULL) {
+        return NGX_OK;
+    }
+
     return ctx->original_set_session(pc, ctx->data);
 }
 
@@ -1344,7 +1355,9 @@ ngx_http_upstream_mesh_save_session(ngx_peer_connection_t *pc, void *data)
 {
     ngx_http_upstream_mesh_ctx_t  *ctx = data;
 
-    ctx->original_save_session(pc, ctx->data);
+    if (ctx->original_save_session) {
+        ctx->original_save_session(pc, ctx->data);
+    }
 }
 
 #endif
@@ -1456,6 +1469,16 @@ ngx_http_upstream_mesh_preaccess(ngx_http_request_t *r)
     cln->handler = ngx_http_upstream_mesh_active_cleanup;
 
     if (mcf->cb_max && n > mcf->cb_max) {
+
+        /*
+         * a rejected request is not in flight to the upstream, however
+         * long nginx then takes to discard its body; the cleanup stays,
+         * so that the request is not counted again after a redirect
+         */
+
+        (void) ngx_atomic_fetch_add(&mcf->sh->active, (ngx_atomic_int_t) -1);
+        act->mcf = NULL;
+
         (void) ngx_atomic_fetch_add(&mcf->sh->cb_rejected, 1);
 
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
@@ -1475,7 +1498,10 @@ ngx_http_upstream_mesh_active_cleanup(void *data)
 {
     ngx_http_upstream_mesh_active_t  *act = data;
 
-    (void) ngx_atomic_fetch_add(&act->mcf->sh->active, (ngx_atomic_int_t) -1);
+    if (act->mcf) {
+        (void) ngx_atomic_fetch_add(&act->mcf->sh->active,
+                                    (ngx_atomic_int_t) -1);
+    }
 }
 
 
@@ -1871,17 +1897,10 @@ ngx_http_upstream_mesh_init_zone(ngx_shm_zone_t *shm_zone, void *data)
         }
 
         /*
-         * other peers: fresh state.  The old workers still use the old
-         * state until they exit, so it is reset in place when it has room,
-         * and never freed
+         * other peers (the zone name has a checksum of the peer list, so
+         * this is a checksum collision): fresh state, beside the old one,
+         * which the old workers use until they exit
          */
-
-        if (sh->npeers == n) {
-            ngx_memzero(sh, sizeof(ngx_http_upstream_mesh_sh_t)
-                        + n * sizeof(ngx_http_upstream_mesh_peer_sh_t));
-            ngx_http_upstream_mesh_init_state(mcf, sh);
-            return NGX_OK;
-        }
 
     } else {
         len = sizeof(" in upstream mesh zone \"\"") + shm_zone->shm.name.len;
@@ -1937,17 +1956,38 @@ static ngx_int_t
 ngx_http_upstream_mesh_add_zone(ngx_conf_t *cf,
     ngx_http_upstream_mesh_srv_conf_t *mcf)
 {
-    size_t           size;
-    ngx_str_t        name;
-    ngx_shm_zone_t  *shm_zone;
+    size_t                               size;
+    uint32_t                             crc;
+    ngx_str_t                            name;
+    ngx_uint_t                           i;
+    ngx_shm_zone_t                      *shm_zone;
+    ngx_http_upstream_mesh_peer_conf_t  *pcf;
 
-    name.len = sizeof("upstream_mesh:") - 1 + mcf->uscf->host.len;
+    /*
+     * The zone is kept on reload only for the same peer list, whose
+     * checksum is in its name.  Another list gets a new zone: the old
+     * workers keep theirs until they exit, and their requests in flight,
+     * probes and outcomes never touch the state of the new peers.
+     */
+
+    pcf = mcf->peers.elts;
+
+    ngx_crc32_init(crc);
+
+    for (i = 0; i < mcf->peers.nelts; i++) {
+        ngx_crc32_update(&crc, pcf[i].name.data, pcf[i].name.len);
+        ngx_crc32_update(&crc, (u_char *) (pcf[i].backup ? "+" : "-"), 1);
+    }
+
+    ngx_crc32_final(crc);
+
+    name.len = sizeof("upstream_mesh::") - 1 + mcf->uscf->host.len + 8;
     name.data = ngx_pnalloc(cf->pool, name.len);
     if (name.data == NULL) {
         return NGX_ERROR;
     }
 
-    ngx_sprintf(name.data, "upstream_mesh:%V", &mcf->uscf->host);
+    ngx_sprintf(name.data, "upstream_mesh:%V:%08xD", &mcf->uscf->host, crc);
 
     size = sizeof(ngx_http_upstream_mesh_sh_t)
            + mcf->peers.nelts * sizeof(ngx_http_upstream_mesh_peer_sh_t);

@@ -1,0 +1,114 @@
+"""ngx_http_mesh_metrics_module: review findings (trace context)."""
+
+import requests
+
+from conftest import Resp, require_module
+from mesh_metrics_util import TRACEPARENT, wait_metric
+
+require_module("mesh_metrics")
+
+TRACE = "0af7651916cd43dd8448eb211c80319c"
+PARENT = "b7ad6b7169203331"
+
+CONF = """
+mesh_metrics zone=mm:1m;
+mesh_trace on;
+
+upstream app {
+    %s
+    server 127.0.0.1:{{b1}};
+    %s
+}
+
+server {
+    listen 127.0.0.1:{{port}};
+
+    add_header X-Span $mesh_span_id always;
+    add_header X-Spans $mesh_upstream_span_ids always;
+
+    location / {
+        proxy_pass http://app;
+        %s
+    }
+}
+"""
+
+
+def test_span_is_written_into_traceparent_not_into_a_lookalike(nginx,
+                                                               backend):
+    """A client header whose value looks like our traceparent comes first
+    in the upstream request: the attempt's span id goes into the real
+    traceparent header, and the client's header passes unchanged."""
+    b = backend()
+    n = nginx.start(CONF % ("", "", ""), modules=["mesh_metrics"],
+                    b1=b.port)
+    trap = "traceparent: 00-%s-%s-01" % (TRACE, "0" * 16)
+    r = requests.get(n.url("/x"), timeout=10, headers={
+        "X-Trap": trap,
+        "traceparent": "00-%s-%s-01" % (TRACE, PARENT)})
+    assert r.status_code == 200
+    h = b.requests[0]["headers"]
+    assert h["x-trap"] == trap
+    m = TRACEPARENT.match(h["traceparent"])
+    assert m and m.group(1) == TRACE
+    assert m.group(2) == r.headers["X-Spans"]
+    assert m.group(2) not in (PARENT, r.headers["X-Span"])
+
+
+def test_delayed_mesh_retry_gets_its_own_span(nginx, backend):
+    """upstream_mesh hands nginx a retry that waits for its backoff (the
+    balancer answers NGX_AGAIN): that attempt still gets a new span id."""
+    bad, good = backend(), backend()
+    bad.script(None, [Resp(503, "down")])
+    conf = CONF % ("zone app 64k;", "server 127.0.0.1:{{b2}};",
+                   "mesh_retry attempts=2 on=5xx backoff=20ms;")
+    n = nginx.start(conf, modules=["upstream_mesh", "mesh_metrics"],
+                    workers=1, b1=bad.port, b2=good.port)
+    for _ in range(2):
+        r = requests.get(n.url("/x"), timeout=10, headers={
+            "traceparent": "00-%s-%s-01" % (TRACE, PARENT)})
+        assert r.status_code == 200
+        if bad.count:
+            break
+    assert bad.count == 1 and good.count >= 1
+    p1 = TRACEPARENT.match(bad.requests[0]["headers"]["traceparent"])
+    p2 = TRACEPARENT.match(good.requests[-1]["headers"]["traceparent"])
+    assert p1.group(2) != p2.group(2)
+    assert r.headers["X-Spans"] == "%s, %s" % (p1.group(2), p2.group(2))
+
+
+def test_upstream_label_of_proxy_pass_with_variables_is_bounded(nginx,
+                                                                backend):
+    """proxy_pass with variables: the host is request data (here an
+    address the client spells as it likes), so it is not a label value;
+    every such request counts under one fixed upstream label."""
+    b = backend()
+    conf = """
+mesh_metrics zone=mm:1m;
+
+server {
+    listen 127.0.0.1:{{port}};
+
+    location /dyn/ {
+        mesh_metrics_route dyn;
+        proxy_pass http://$arg_h:{{b1}};
+    }
+
+    location = /metrics {
+        mesh_metrics off;
+        mesh_metrics_export prometheus;
+    }
+}
+"""
+    n = nginx.start(conf, modules=["mesh_metrics"], b1=b.port)
+    spellings = ["127.0.0.1", "127.0.0.01", "127.00.0.001"]
+    for h in spellings:
+        r = requests.get(n.url("/dyn/x?h=" + h), timeout=10)
+        assert r.status_code == 200
+    m = wait_metric(n, "meshgate_requests_total", 3, route="dyn")
+    ups = {lab["upstream"] for lab in m.series("meshgate_requests_total")
+           if lab.get("route") == "dyn"}
+    assert ups == {"dynamic"}
+    assert not any(h in m.text for h in spellings[1:])
+    assert m.get("meshgate_upstream_attempts_total", upstream="dynamic",
+                 peer="127.0.0.1:%d" % b.port, code="200") == 3
