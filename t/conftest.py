@@ -217,6 +217,8 @@ class Nginx:
                 http=render(http, self.values))
         with open(self.conf_path, "w") as f:
             f.write(text)
+        m = re.search(r"^\s*worker_processes\s+(\d+)\s*;", text, re.M)
+        self.expected_workers = int(m.group(1)) if m else 1
         self.listen_ports = [
             int(p) for p in re.findall(r"listen\s+(?:127\.0\.0\.1:)?(\d+)",
                                        text)]
@@ -261,8 +263,8 @@ class Nginx:
                                    % (self.proc.returncode, self.logs()))
             return all(port_open(p) for p in self.listen_ports)
         wait_for(ready, timeout, "nginx to listen on %s" % self.listen_ports)
-        wait_for(lambda: len(self.worker_pids()) >= 1, timeout,
-                 "nginx workers")
+        wait_for(lambda: len(self.worker_pids()) >= self.expected_workers,
+                 timeout, "%d nginx workers" % self.expected_workers)
 
     def children(self):
         if self.proc is None:
