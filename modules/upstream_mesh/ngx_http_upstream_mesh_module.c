@@ -163,10 +163,11 @@ static char *ngx_http_upstream_mesh_status(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_upstream_mesh_mark(ngx_conf_t *cf,
     ngx_http_upstream_mesh_srv_conf_t *mcf);
+static ngx_str_t ngx_http_upstream_mesh_arg_value(ngx_str_t *arg);
 static ngx_int_t ngx_http_upstream_mesh_uint_arg(ngx_conf_t *cf,
-    ngx_str_t *arg, size_t skip, ngx_uint_t *out);
+    ngx_str_t *arg, ngx_uint_t *out);
 static ngx_int_t ngx_http_upstream_mesh_msec_arg(ngx_conf_t *cf,
-    ngx_str_t *arg, size_t skip, ngx_msec_t *out);
+    ngx_str_t *arg, ngx_msec_t *out);
 
 static ngx_int_t ngx_http_upstream_mesh_add_variables(ngx_conf_t *cf);
 static ngx_int_t ngx_http_upstream_mesh_postconf(ngx_conf_t *cf);
@@ -2108,13 +2109,35 @@ ngx_http_upstream_mesh_mark(ngx_conf_t *cf,
 }
 
 
+/*
+ * The value of a "name=value" parameter whose name was matched with
+ * ngx_http_upstream_mesh_key(): what follows the first "=".
+ */
+
+static ngx_str_t
+ngx_http_upstream_mesh_arg_value(ngx_str_t *arg)
+{
+    u_char     *eq;
+    ngx_str_t   v;
+
+    eq = ngx_strlchr(arg->data, arg->data + arg->len, '=');
+
+    v.data = eq ? eq + 1 : arg->data + arg->len;
+    v.len = arg->data + arg->len - v.data;
+
+    return v;
+}
+
+
 static ngx_int_t
-ngx_http_upstream_mesh_uint_arg(ngx_conf_t *cf, ngx_str_t *arg, size_t skip,
+ngx_http_upstream_mesh_uint_arg(ngx_conf_t *cf, ngx_str_t *arg,
     ngx_uint_t *out)
 {
     ngx_int_t  n;
+    ngx_str_t  s;
 
-    n = ngx_atoi(arg->data + skip, arg->len - skip);
+    s = ngx_http_upstream_mesh_arg_value(arg);
+    n = ngx_atoi(s.data, s.len);
 
     if (n == NGX_ERROR) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -2129,15 +2152,13 @@ ngx_http_upstream_mesh_uint_arg(ngx_conf_t *cf, ngx_str_t *arg, size_t skip,
 
 
 static ngx_int_t
-ngx_http_upstream_mesh_msec_arg(ngx_conf_t *cf, ngx_str_t *arg, size_t skip,
+ngx_http_upstream_mesh_msec_arg(ngx_conf_t *cf, ngx_str_t *arg,
     ngx_msec_t *out)
 {
     ngx_str_t  s;
     ngx_int_t  n;
 
-    s.data = arg->data + skip;
-    s.len = arg->len - skip;
-
+    s = ngx_http_upstream_mesh_arg_value(arg);
     n = ngx_parse_time(&s, 0);
 
     if (n == NGX_ERROR || n == 0) {
@@ -2302,7 +2323,7 @@ ngx_http_upstream_mesh_health_check(ngx_conf_t *cf, ngx_command_t *cmd,
             }
 
         } else if (ngx_http_upstream_mesh_key(&value[i], "interval=")) {
-            if (ngx_http_upstream_mesh_msec_arg(cf, &value[i], 9,
+            if (ngx_http_upstream_mesh_msec_arg(cf, &value[i],
                                                 &mcf->hc_interval)
                 != NGX_OK)
             {
@@ -2310,7 +2331,7 @@ ngx_http_upstream_mesh_health_check(ngx_conf_t *cf, ngx_command_t *cmd,
             }
 
         } else if (ngx_http_upstream_mesh_key(&value[i], "timeout=")) {
-            if (ngx_http_upstream_mesh_msec_arg(cf, &value[i], 8,
+            if (ngx_http_upstream_mesh_msec_arg(cf, &value[i],
                                                 &mcf->hc_timeout)
                 != NGX_OK)
             {
@@ -2318,7 +2339,7 @@ ngx_http_upstream_mesh_health_check(ngx_conf_t *cf, ngx_command_t *cmd,
             }
 
         } else if (ngx_http_upstream_mesh_key(&value[i], "fails=")) {
-            if (ngx_http_upstream_mesh_uint_arg(cf, &value[i], 6,
+            if (ngx_http_upstream_mesh_uint_arg(cf, &value[i],
                                                 &mcf->hc_fails)
                 != NGX_OK || mcf->hc_fails == 0)
             {
@@ -2326,7 +2347,7 @@ ngx_http_upstream_mesh_health_check(ngx_conf_t *cf, ngx_command_t *cmd,
             }
 
         } else if (ngx_http_upstream_mesh_key(&value[i], "passes=")) {
-            if (ngx_http_upstream_mesh_uint_arg(cf, &value[i], 7,
+            if (ngx_http_upstream_mesh_uint_arg(cf, &value[i],
                                                 &mcf->hc_passes)
                 != NGX_OK || mcf->hc_passes == 0)
             {
@@ -2334,7 +2355,7 @@ ngx_http_upstream_mesh_health_check(ngx_conf_t *cf, ngx_command_t *cmd,
             }
 
         } else if (ngx_http_upstream_mesh_key(&value[i], "port=")) {
-            if (ngx_http_upstream_mesh_uint_arg(cf, &value[i], 5, &port)
+            if (ngx_http_upstream_mesh_uint_arg(cf, &value[i], &port)
                 != NGX_OK || port == 0 || port > 65535)
             {
                 return "has invalid \"port\"";
@@ -2406,7 +2427,7 @@ ngx_http_upstream_mesh_outlier(ngx_conf_t *cf, ngx_command_t *cmd,
     for (i = 1; i < cf->args->nelts; i++) {
 
         if (ngx_http_upstream_mesh_key(&value[i], "consecutive_5xx=")) {
-            if (ngx_http_upstream_mesh_uint_arg(cf, &value[i], 16,
+            if (ngx_http_upstream_mesh_uint_arg(cf, &value[i],
                                                 &mcf->od_5xx)
                 != NGX_OK)
             {
@@ -2416,7 +2437,7 @@ ngx_http_upstream_mesh_outlier(ngx_conf_t *cf, ngx_command_t *cmd,
         } else if (ngx_http_upstream_mesh_key(&value[i],
                                               "consecutive_gateway_errors="))
         {
-            if (ngx_http_upstream_mesh_uint_arg(cf, &value[i], 27,
+            if (ngx_http_upstream_mesh_uint_arg(cf, &value[i],
                                                 &mcf->od_gw)
                 != NGX_OK)
             {
@@ -2426,7 +2447,7 @@ ngx_http_upstream_mesh_outlier(ngx_conf_t *cf, ngx_command_t *cmd,
         } else if (ngx_http_upstream_mesh_key(&value[i],
                                               "base_ejection_time="))
         {
-            if (ngx_http_upstream_mesh_msec_arg(cf, &value[i], 19,
+            if (ngx_http_upstream_mesh_msec_arg(cf, &value[i],
                                                 &mcf->od_base)
                 != NGX_OK)
             {
@@ -2436,7 +2457,7 @@ ngx_http_upstream_mesh_outlier(ngx_conf_t *cf, ngx_command_t *cmd,
         } else if (ngx_http_upstream_mesh_key(&value[i],
                                               "max_ejection_time="))
         {
-            if (ngx_http_upstream_mesh_msec_arg(cf, &value[i], 18,
+            if (ngx_http_upstream_mesh_msec_arg(cf, &value[i],
                                                 &mcf->od_max)
                 != NGX_OK)
             {
@@ -2446,7 +2467,7 @@ ngx_http_upstream_mesh_outlier(ngx_conf_t *cf, ngx_command_t *cmd,
         } else if (ngx_http_upstream_mesh_key(&value[i],
                                               "max_ejection_percent="))
         {
-            if (ngx_http_upstream_mesh_uint_arg(cf, &value[i], 21,
+            if (ngx_http_upstream_mesh_uint_arg(cf, &value[i],
                                                 &mcf->od_max_percent)
                 != NGX_OK || mcf->od_max_percent > 100)
             {
@@ -2490,7 +2511,7 @@ ngx_http_upstream_mesh_budget(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     for (i = 1; i < cf->args->nelts; i++) {
 
         if (ngx_http_upstream_mesh_key(&value[i], "percent=")) {
-            if (ngx_http_upstream_mesh_uint_arg(cf, &value[i], 8,
+            if (ngx_http_upstream_mesh_uint_arg(cf, &value[i],
                                                 &mcf->budget_percent)
                 != NGX_OK || mcf->budget_percent > 1000)
             {
@@ -2498,7 +2519,7 @@ ngx_http_upstream_mesh_budget(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             }
 
         } else if (ngx_http_upstream_mesh_key(&value[i], "min_per_second=")) {
-            if (ngx_http_upstream_mesh_uint_arg(cf, &value[i], 15,
+            if (ngx_http_upstream_mesh_uint_arg(cf, &value[i],
                                                 &mcf->budget_min)
                 != NGX_OK)
             {
@@ -2536,7 +2557,7 @@ ngx_http_upstream_mesh_breaker(ngx_conf_t *cf, ngx_command_t *cmd,
         return NGX_CONF_ERROR;
     }
 
-    if (ngx_http_upstream_mesh_uint_arg(cf, &value[1], 13, &mcf->cb_max)
+    if (ngx_http_upstream_mesh_uint_arg(cf, &value[1], &mcf->cb_max)
         != NGX_OK || mcf->cb_max == 0)
     {
         return "has invalid \"max_requests\"";
@@ -2569,7 +2590,7 @@ ngx_http_upstream_mesh_retry(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     for (i = 1; i < cf->args->nelts; i++) {
 
         if (ngx_http_upstream_mesh_key(&value[i], "attempts=")) {
-            if (ngx_http_upstream_mesh_uint_arg(cf, &value[i], 9,
+            if (ngx_http_upstream_mesh_uint_arg(cf, &value[i],
                                                 &lcf->retry_attempts)
                 != NGX_OK || lcf->retry_attempts < 1
                 || lcf->retry_attempts > 100)
@@ -2587,7 +2608,7 @@ ngx_http_upstream_mesh_retry(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             }
 
         } else if (ngx_http_upstream_mesh_key(&value[i], "per_try_timeout=")) {
-            if (ngx_http_upstream_mesh_msec_arg(cf, &value[i], 16,
+            if (ngx_http_upstream_mesh_msec_arg(cf, &value[i],
                                                 &lcf->retry_per_try_timeout)
                 != NGX_OK)
             {
@@ -2595,7 +2616,7 @@ ngx_http_upstream_mesh_retry(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             }
 
         } else if (ngx_http_upstream_mesh_key(&value[i], "backoff=")) {
-            if (ngx_http_upstream_mesh_msec_arg(cf, &value[i], 8,
+            if (ngx_http_upstream_mesh_msec_arg(cf, &value[i],
                                                 &lcf->retry_backoff)
                 != NGX_OK)
             {
@@ -2603,7 +2624,7 @@ ngx_http_upstream_mesh_retry(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             }
 
         } else if (ngx_http_upstream_mesh_key(&value[i], "max_backoff=")) {
-            if (ngx_http_upstream_mesh_msec_arg(cf, &value[i], 12,
+            if (ngx_http_upstream_mesh_msec_arg(cf, &value[i],
                                                 &lcf->retry_max_backoff)
                 != NGX_OK)
             {
