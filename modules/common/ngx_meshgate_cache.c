@@ -351,26 +351,6 @@ ngx_meshgate_cache_set(ngx_meshgate_cache_t *cache, ngx_str_t *key,
 }
 
 
-void
-ngx_meshgate_cache_delete(ngx_meshgate_cache_t *cache, ngx_str_t *key)
-{
-    uint32_t            hash;
-    ngx_rbtree_node_t  *node;
-
-    hash = ngx_crc32_short(key->data, key->len);
-
-    ngx_shmtx_lock(&cache->shpool->mutex);
-
-    node = ngx_meshgate_cache_lookup(cache, key, hash);
-
-    if (node) {
-        ngx_meshgate_cache_free_node(cache, node);
-    }
-
-    ngx_shmtx_unlock(&cache->shpool->mutex);
-}
-
-
 static void
 ngx_meshgate_cache_free_node(ngx_meshgate_cache_t *cache,
     ngx_rbtree_node_t *node)

@@ -68,8 +68,6 @@ ngx_int_t ngx_meshgate_cache_get(ngx_meshgate_cache_t *cache, ngx_str_t *key,
 ngx_int_t ngx_meshgate_cache_set(ngx_meshgate_cache_t *cache, ngx_str_t *key,
     ngx_str_t *value, uint64_t expires);
 
-void ngx_meshgate_cache_delete(ngx_meshgate_cache_t *cache, ngx_str_t *key);
-
 /* the wall clock in epoch milliseconds, from nginx's cached time */
 uint64_t ngx_meshgate_now_ms(void);
 
