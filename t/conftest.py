@@ -622,6 +622,11 @@ class Backend:
         h.send_response(r.status)
         for k, v in headers.items():
             h.send_header(k, v)
+        if h.close_connection and "Connection" not in headers:
+            # an HTTP/1.0 request (nginx's proxy default): say that the
+            # connection closes, or nginx keeps it for the next request
+            # and retries that one when it finds the connection closed
+            h.send_header("Connection", "close")
         h.send_header("Content-Length", str(len(data)))
         h.end_headers()
         if h.command != "HEAD":
