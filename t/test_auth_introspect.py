@@ -36,6 +36,11 @@ HTTP = """
             proxy_set_header X-Client $introspect_claim_client_id;
             proxy_set_header X-Aud $introspect_claim_aud;
             proxy_set_header X-Payload $introspect_payload;
+            proxy_set_header X-N "[$introspect_claim_n]";
+            proxy_set_header X-Flag "[$introspect_claim_flag]";
+            proxy_set_header X-Nil "[$introspect_claim_nil]";
+            proxy_set_header X-Obj "[$introspect_claim_obj]";
+            proxy_set_header X-Esc "[$introspect_claim_esc]";
             proxy_pass http://127.0.0.1:{{backend}};
         }
 
@@ -369,6 +374,49 @@ def test_a_waiter_leaving_harms_no_one(nginx, backend, auth_server):
     assert auth_server.count("t-wl") == 1
     assert requests.get(n.url("/nocache/z"), headers=bearer("t-wl"),
                         timeout=20).status_code == 200
+
+
+ESC = 'tab\there "quoted" \\ \u00e9'
+
+
+def test_claims_of_every_json_type(nginx, backend, auth_server):
+    """Claims are found in the kept JSON text without parsing it: a
+    look-alike inside a string or a nested object is not the claim."""
+    auth_server.answers["t-types"] = active(
+        note='","sub":"mallory","x":"', meta={"sub": "mallory"},
+        n=-12.5, flag=False, nil=None, obj={"a": [1, "b"]},
+        esc=ESC)
+    n = start(nginx, backend, auth_server)
+    for _ in range(2):       # the call, then the cache
+        r = requests.get(n.url("/x"), headers=bearer("t-types"), timeout=10)
+        assert r.status_code == 200
+        h = r.json()["headers"]
+        assert h["x-sub"] == "alice"
+        assert h["x-n"] == "[-12.5]"
+        assert h["x-flag"] == "[false]"
+        assert h["x-nil"] == "[]"
+        assert h["x-obj"] == '[{"a":[1,"b"]}]'
+        # nginx sends a header value's bytes; the tab stays a tab
+        assert h["x-esc"] == ("[%s]" % ESC).encode().decode("latin-1")
+    assert auth_server.count("t-types") == 1
+
+
+def test_scope_must_be_a_string_of_words(nginx, backend, auth_server):
+    a = auth_server.answers
+    a["t-arr"] = active(scope=["orders:read", "orders:write"])
+    a["t-tab"] = active(scope="orders:write\torders:read")
+    a["t-quote"] = active(scope='"x" orders:read orders:write')
+    a["t-nested"] = active(scope=None, meta={"scope": "orders:read "
+                                                      "orders:write"})
+    n = start(nginx, backend, auth_server)
+    for _ in range(2):
+        for tok in ("t-arr", "t-tab", "t-nested"):
+            r = requests.get(n.url("/scoped/x"), headers=bearer(tok),
+                             timeout=10)
+            assert r.status_code == 403, tok
+        r = requests.get(n.url("/scoped/x"), headers=bearer("t-quote"),
+                         timeout=10)
+        assert r.status_code == 200
 
 
 def test_scopes(nginx, backend, auth_server):

@@ -65,7 +65,6 @@ typedef struct {
     u_char                           digest[NGX_HTTP_INTROSPECT_DIGEST_LEN];
     ngx_str_t                        token;
     ngx_str_t                        payload;
-    json_t                          *claims;
     ngx_http_auth_introspect_flight_t  *flight;  /* when leading a call */
     ngx_queue_t                      wait;       /* when waiting for one */
     ngx_http_request_t              *subrequest;
@@ -107,10 +106,12 @@ static ngx_int_t ngx_http_auth_introspect_set_answer(ngx_http_request_t *r,
 static ngx_int_t ngx_http_auth_introspect_finish(ngx_http_request_t *r,
     ngx_http_auth_introspect_loc_conf_t *alcf,
     ngx_http_auth_introspect_ctx_t *ctx);
-static json_t *ngx_http_auth_introspect_claims(ngx_http_request_t *r,
-    ngx_http_auth_introspect_ctx_t *ctx);
+static ngx_int_t ngx_http_auth_introspect_claim(ngx_http_request_t *r,
+    ngx_http_auth_introspect_ctx_t *ctx, u_char *name, size_t len,
+    ngx_uint_t string, ngx_str_t *text);
 static ngx_int_t ngx_http_auth_introspect_check_scope(ngx_http_request_t *r,
-    ngx_http_auth_introspect_loc_conf_t *alcf, json_t *claims);
+    ngx_http_auth_introspect_loc_conf_t *alcf,
+    ngx_http_auth_introspect_ctx_t *ctx);
 static ngx_int_t ngx_http_auth_introspect_reject(ngx_http_request_t *r,
     ngx_http_auth_introspect_loc_conf_t *alcf,
     ngx_http_auth_introspect_ctx_t *ctx, ngx_uint_t result);
@@ -1097,8 +1098,7 @@ ngx_http_auth_introspect_finish(ngx_http_request_t *r,
     ngx_http_auth_introspect_loc_conf_t *alcf,
     ngx_http_auth_introspect_ctx_t *ctx)
 {
-    json_t     *claims;
-    ngx_int_t   rc;
+    ngx_int_t  rc;
 
     ctx->state = NGX_HTTP_INTROSPECT_DONE;
 
@@ -1137,12 +1137,11 @@ ngx_http_auth_introspect_finish(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    claims = ngx_http_auth_introspect_claims(r, ctx);
-    if (claims == NULL) {
+    rc = ngx_http_auth_introspect_check_scope(r, alcf, ctx);
+
+    if (rc == NGX_ERROR) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-
-    rc = ngx_http_auth_introspect_check_scope(r, alcf, claims);
 
     if (rc != NGX_OK) {
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
@@ -1155,60 +1154,70 @@ ngx_http_auth_introspect_finish(ngx_http_request_t *r,
 }
 
 
-static json_t *
-ngx_http_auth_introspect_claims(ngx_http_request_t *r,
-    ngx_http_auth_introspect_ctx_t *ctx)
+/*
+ * A claim of the active token as text, found in the compact JSON that the
+ * cache and the call keep; NGX_DECLINED when the token has no such claim
+ * (or, with string set, no such string claim).
+ * Nothing is parsed: this runs for every request and claim variable.
+ */
+
+static ngx_int_t
+ngx_http_auth_introspect_claim(ngx_http_request_t *r,
+    ngx_http_auth_introspect_ctx_t *ctx, u_char *name, size_t len,
+    ngx_uint_t string, ngx_str_t *text)
 {
-    json_t  *claims;
+    ngx_int_t  rc;
+    ngx_str_t  raw;
 
-    if (ctx->claims) {
-        return ctx->claims;
+    rc = ngx_meshgate_json_member(&ctx->payload, name, len, &raw);
+
+    if (rc == NGX_ERROR) {
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      "auth_introspect: kept introspection response "
+                      "is no JSON object");
+        return NGX_ERROR;
     }
 
-    claims = ngx_meshgate_json_parse(ctx->payload.data, ctx->payload.len,
-                                     r->connection->log,
-                                     "cached introspection response");
-    if (claims == NULL) {
-        return NULL;
+    if (rc == NGX_DECLINED) {
+        return NGX_DECLINED;
     }
 
-    if (ngx_meshgate_json_cleanup(r->pool, claims) != NGX_OK) {
-        json_decref(claims);
-        return NULL;
+    if (string && raw.data[0] != '"') {
+        return NGX_DECLINED;
     }
 
-    ctx->claims = claims;
-
-    return claims;
+    return ngx_meshgate_json_member_text(r->pool, &raw, text,
+                                         r->connection->log);
 }
 
 
 static ngx_int_t
 ngx_http_auth_introspect_check_scope(ngx_http_request_t *r,
-    ngx_http_auth_introspect_loc_conf_t *alcf, json_t *claims)
+    ngx_http_auth_introspect_loc_conf_t *alcf,
+    ngx_http_auth_introspect_ctx_t *ctx)
 {
     u_char      *p, *end, *w;
     size_t       len;
-    json_t      *scope;
-    ngx_str_t   *want;
+    ngx_int_t    rc;
+    ngx_str_t    scope, *want;
     ngx_uint_t   i, found, matched;
 
     if (alcf->scopes == NULL) {
         return NGX_OK;
     }
 
-    scope = json_object_get(claims, "scope");
-
-    if (!json_is_string(scope)) {
-        return NGX_DECLINED;
+    rc = ngx_http_auth_introspect_claim(r, ctx, (u_char *) "scope",
+                                        sizeof("scope") - 1, 1, &scope);
+    if (rc != NGX_OK) {
+        return rc;
     }
 
     want = alcf->scopes->elts;
     matched = 0;
 
     for (i = 0; i < alcf->scopes->nelts; i++) {
-        p = (u_char *) json_string_value(scope);
-        end = p + json_string_length(scope);
+        p = scope.data;
+        end = scope.data + scope.len;
         found = 0;
 
         while (p < end && !found) {
@@ -1324,7 +1333,7 @@ ngx_http_auth_introspect_claim_variable(ngx_http_request_t *r,
 {
     ngx_str_t *var = (ngx_str_t *) data;
 
-    json_t                          *claims, *claim;
+    ngx_int_t                        rc;
     ngx_str_t                        text;
     ngx_http_auth_introspect_ctx_t  *ctx;
 
@@ -1337,23 +1346,18 @@ ngx_http_auth_introspect_claim_variable(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    claims = ngx_http_auth_introspect_claims(ctx->request, ctx);
-    if (claims == NULL) {
+    rc = ngx_http_auth_introspect_claim(r, ctx,
+                             var->data + sizeof("introspect_claim_") - 1,
+                             var->len - (sizeof("introspect_claim_") - 1),
+                             0, &text);
+
+    if (rc == NGX_ERROR) {
         return NGX_ERROR;
     }
 
-    claim = json_object_getn(claims,
-                             (char *) var->data
-                             + sizeof("introspect_claim_") - 1,
-                             var->len - (sizeof("introspect_claim_") - 1));
-
-    if (claim == NULL) {
+    if (rc == NGX_DECLINED) {
         v->not_found = 1;
         return NGX_OK;
-    }
-
-    if (ngx_meshgate_json_text(r->pool, claim, &text) != NGX_OK) {
-        return NGX_ERROR;
     }
 
     v->len = text.len;

@@ -12,6 +12,8 @@
 static void ngx_meshgate_json_cleanup_handler(void *data);
 static ngx_int_t ngx_meshgate_json_join(ngx_pool_t *pool, json_t *array,
     ngx_str_t *out);
+static u_char *ngx_meshgate_json_skip_string(u_char *p, u_char *last);
+static u_char *ngx_meshgate_json_skip_value(u_char *p, u_char *last);
 
 
 json_t *
@@ -205,6 +207,182 @@ ngx_meshgate_json_dump(ngx_pool_t *pool, json_t *v, ngx_str_t *out)
     ngx_memcpy(out->data, s, len + 1);
     out->len = len;
     free(s);
+
+    return NGX_OK;
+}
+
+
+/*
+ * The scanner below reads only JSON text that ngx_meshgate_json_dump()
+ * wrote from a document parsed with duplicate names rejected: valid,
+ * compact (no white space between tokens), one value per name.  It finds
+ * a member without building the document.
+ */
+
+static u_char *
+ngx_meshgate_json_skip_string(u_char *p, u_char *last)
+{
+    /* p is past the opening quote; returns past the closing one */
+
+    while (p < last) {
+        switch (*p) {
+
+        case '"':
+            return p + 1;
+
+        case '\\':
+            p += 2;
+            break;
+
+        default:
+            p++;
+        }
+    }
+
+    return NULL;
+}
+
+
+static u_char *
+ngx_meshgate_json_skip_value(u_char *p, u_char *last)
+{
+    /* returns the ',' or '}' after a member's value */
+
+    ngx_uint_t  depth;
+
+    depth = 0;
+
+    while (p < last) {
+        switch (*p) {
+
+        case '"':
+            p = ngx_meshgate_json_skip_string(p + 1, last);
+            if (p == NULL) {
+                return NULL;
+            }
+
+            continue;
+
+        case '{':
+        case '[':
+            depth++;
+            break;
+
+        case '}':
+        case ']':
+            if (depth == 0) {
+                return p;
+            }
+
+            depth--;
+            break;
+
+        case ',':
+            if (depth == 0) {
+                return p;
+            }
+
+            break;
+        }
+
+        p++;
+    }
+
+    return NULL;
+}
+
+
+ngx_int_t
+ngx_meshgate_json_member(ngx_str_t *json, u_char *name, size_t len,
+    ngx_str_t *value)
+{
+    u_char  *p, *last, *key, *end;
+
+    p = json->data;
+    last = json->data + json->len;
+
+    if (p == last || *p++ != '{') {
+        return NGX_ERROR;
+    }
+
+    while (p < last && *p == '"') {
+        key = p + 1;
+
+        p = ngx_meshgate_json_skip_string(key, last);
+        if (p == NULL || p == last || *p++ != ':') {
+            return NGX_ERROR;
+        }
+
+        end = ngx_meshgate_json_skip_value(p, last);
+        if (end == NULL || end == p) {
+            return NGX_ERROR;
+        }
+
+        /* a name with escapes never equals a name given here */
+
+        if ((size_t) (p - 2 - key) == len
+            && ngx_strncmp(key, name, len) == 0)
+        {
+            value->data = p;
+            value->len = end - p;
+            return NGX_OK;
+        }
+
+        p = end;
+
+        if (p < last && *p == ',') {
+            p++;
+        }
+    }
+
+    return (p < last && *p == '}') ? NGX_DECLINED : NGX_ERROR;
+}
+
+
+ngx_int_t
+ngx_meshgate_json_member_text(ngx_pool_t *pool, ngx_str_t *raw,
+    ngx_str_t *out, ngx_log_t *log)
+{
+    json_t  *v;
+
+    switch (raw->data[0]) {
+
+    case '"':
+        if (ngx_strlchr(raw->data, raw->data + raw->len, '\\') == NULL) {
+            out->data = raw->data + 1;
+            out->len = raw->len - 2;
+            return NGX_OK;
+        }
+
+        break;
+
+    case 't':
+    case 'f':
+    case '-':
+    case '0': case '1': case '2': case '3': case '4':
+    case '5': case '6': case '7': case '8': case '9':
+        /* json_dumps() wrote these as ngx_meshgate_json_text() would */
+        *out = *raw;
+        return NGX_OK;
+
+    case 'n':
+        ngx_str_set(out, "");
+        return NGX_OK;
+    }
+
+    /* strings with escapes, arrays, objects */
+
+    v = ngx_meshgate_json_parse(raw->data, raw->len, log, "JSON member");
+    if (v == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_meshgate_json_text(pool, v, out) != NGX_OK) {
+        json_decref(v);
+        return NGX_ERROR;
+    }
+
+    json_decref(v);
 
     return NGX_OK;
 }
