@@ -31,7 +31,7 @@
 
 #define NGX_HTTP_RATE_LIMIT_MAX_LIMITS      16
 #define NGX_HTTP_RATE_LIMIT_MAX_KEY         256
-#define NGX_HTTP_RATE_LIMIT_BATCH           16
+#define NGX_HTTP_RATE_LIMIT_BATCH           64
 
 
 typedef struct {
@@ -78,7 +78,7 @@ typedef struct {
     ngx_uint_t                    remaining;
     ngx_msec_t                    retry_after;
     ngx_msec_t                    reset;
-    uint64_t                      tat;          /* local: new TAT, us */
+    uint64_t                      tat;          /* local: TAT after, us */
 } ngx_http_rate_limit_result_t;
 
 
@@ -124,6 +124,7 @@ static ngx_int_t ngx_http_rate_limit_args(ngx_http_request_t *r,
     ngx_http_rate_limit_ctx_t *ctx, ngx_http_rate_limit_main_conf_t *mcf);
 static ngx_int_t ngx_http_rate_limit_batch_add(ngx_http_rate_limit_ctx_t *ctx,
     ngx_http_rate_limit_main_conf_t *mcf, ngx_log_t *log);
+static void ngx_http_rate_limit_post_flush(void);
 static void ngx_http_rate_limit_flush(ngx_event_t *ev);
 static void ngx_http_rate_limit_batch_reply(void *data, ngx_int_t status,
     redisReply *reply);
@@ -131,6 +132,8 @@ static void ngx_http_rate_limit_batch_done(ngx_http_rate_limit_batch_t *batch,
     ngx_int_t status, redisReply *reply);
 static ngx_int_t ngx_http_rate_limit_check_reply(redisReply *reply,
     size_t total);
+static void ngx_http_rate_limit_result(ngx_http_rate_limit_result_t *res,
+    uint64_t used, ngx_uint_t charged);
 static void ngx_http_rate_limit_set_results(ngx_http_rate_limit_ctx_t *ctx,
     redisReply **e);
 static ngx_int_t ngx_http_rate_limit_decide(ngx_http_request_t *r,
@@ -337,47 +340,39 @@ static ngx_http_variable_t  ngx_http_rate_limit_vars[] = {
  * and per limit the emission interval and the burst capacity
  * ((burst + 1) * interval), both in microseconds, and the cost.  Either
  * every limit of a request admits it and all are charged, or none is.
- * Returns per limit: allowed, remaining, retry after (ms), reset (ms:
- * until the limit is whole again).  A key of another type is taken as
- * empty and overwritten, so that it cannot fail the other requests of
- * its batch.
+ * Returns one integer per limit: the capacity used (TAT - now, in
+ * microseconds) after the request when it was charged, or -1 - the
+ * capacity used before it when it was not; the gateway works out the
+ * rest (ngx_http_rate_limit_result()).  A key of another type is taken as
+ * empty and overwritten, so that it cannot fail the other requests of its
+ * batch.  TATs (about 2^51 us) are exact in Lua's doubles, and Redis
+ * writes such numbers as integers.
  */
 
 static ngx_str_t  ngx_http_rate_limit_lua = ngx_string(
     "local t = redis.call('TIME')\n"
     "local now = t[1] * 1000000 + t[2]\n"
-    "local res, m, k, a = {}, 0, 0, 2\n"
-    "local tat, new = {}, {}\n"
+    "local res, k, a = {}, 0, 2\n"
+    "local used, new = {}, {}\n"
     "for _ = 1, ARGV[1] do\n"
     "  local n, ok = tonumber(ARGV[a]), true\n"
     "  a = a + 1\n"
     "  for i = 1, n do\n"
-    "    local v = redis.pcall('GET', KEYS[k + i])\n"
-    "    v = type(v) == 'string' and tonumber(v) or 0\n"
+    "    local v = tonumber(redis.pcall('GET', KEYS[k + i])) or 0\n"
     "    if v < now then v = now end\n"
-    "    tat[i] = v\n"
+    "    used[i] = v - now\n"
     "    new[i] = v + ARGV[a] * ARGV[a + 2]\n"
     "    if new[i] - now > ARGV[a + 1] + 0 then ok = false end\n"
     "    a = a + 3\n"
     "  end\n"
-    "  a = a - 3 * n\n"
     "  for i = 1, n do\n"
-    "    local iv, cap = ARGV[a] + 0, ARGV[a + 1] + 0\n"
-    "    local used, allowed, retry = tat[i] - now, 1, 0\n"
     "    if ok then\n"
-    "      used = new[i] - now\n"
-    "      redis.call('SET', KEYS[k + i], string.format('%.0f', new[i]),\n"
-    "                 'PX', math.max(1, math.ceil(used / 1000)))\n"
-    "    elseif new[i] - now > cap then\n"
-    "      allowed = 0\n"
-    "      retry = math.ceil((new[i] - now - cap) / 1000)\n"
+    "      res[k + i] = new[i] - now\n"
+    "      redis.call('SET', KEYS[k + i], new[i],\n"
+    "                 'PX', math.max(1, math.ceil(res[k + i] / 1000)))\n"
+    "    else\n"
+    "      res[k + i] = -1 - used[i]\n"
     "    end\n"
-    "    res[m + 1] = allowed\n"
-    "    res[m + 2] = math.max(0, math.floor((cap - used) / iv))\n"
-    "    res[m + 3] = retry\n"
-    "    res[m + 4] = math.ceil(used / 1000)\n"
-    "    m = m + 4\n"
-    "    a = a + 3\n"
     "  end\n"
     "  k = k + n\n"
     "end\n"
@@ -537,10 +532,10 @@ ngx_http_rate_limit_hash_key(ngx_http_request_t *r, ngx_str_t *key)
 
 
 /*
- * The checks of all requests that reach the phase within one turn of the
- * event loop go to Redis together, as one EVALSHA (a batch): the script
- * handles them one after the other, each atomically.  This keeps Redis's
- * per-command cost off the hot path under load.
+ * The checks of requests go to Redis together, as one EVALSHA (a batch):
+ * the script handles them one after the other, each atomically.  This
+ * keeps Redis's per-command cost off the hot path under load.  When a
+ * batch goes: ngx_http_rate_limit_post_flush().
  */
 
 static ngx_int_t
@@ -563,11 +558,7 @@ ngx_http_rate_limit_send(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (!ngx_http_rate_limit_flush_event.posted) {
-        ngx_http_rate_limit_flush_event.handler = ngx_http_rate_limit_flush;
-        ngx_http_rate_limit_flush_event.log = ngx_cycle->log;
-        ngx_post_event(&ngx_http_rate_limit_flush_event, &ngx_posted_events);
-    }
+    ngx_http_rate_limit_post_flush();
 
     ctx->waiting = 1;
 
@@ -672,6 +663,32 @@ ngx_http_rate_limit_batch_add(ngx_http_rate_limit_ctx_t *ctx,
     batch->nkeys += ctx->nresults;
 
     return NGX_OK;
+}
+
+
+/*
+ * One EVALSHA at a time per worker: the checks that come while it is out
+ * wait for its reply and then go together.  Under load a batch thus holds
+ * the requests of a whole Redis round trip, not of one turn of the event
+ * loop, and Redis, the gateway and the kernel between them handle one
+ * command and one reply for many requests; a lone request still goes at
+ * once.  A check waits at most for the reply to the batch before its own:
+ * if that one times out, the client is down and the waiting checks fail
+ * over at once.
+ */
+
+static void
+ngx_http_rate_limit_post_flush(void)
+{
+    if (ngx_http_rate_limit_flush_event.posted
+        || !ngx_queue_empty(&ngx_http_rate_limit_inflight))
+    {
+        return;
+    }
+
+    ngx_http_rate_limit_flush_event.handler = ngx_http_rate_limit_flush;
+    ngx_http_rate_limit_flush_event.log = ngx_cycle->log;
+    ngx_post_event(&ngx_http_rate_limit_flush_event, &ngx_posted_events);
 }
 
 
@@ -781,6 +798,10 @@ ngx_http_rate_limit_batch_reply(void *data, ngx_int_t status,
     ngx_queue_remove(&batch->queue);
 
     ngx_http_rate_limit_batch_done(batch, status, reply);
+
+    if (!ngx_queue_empty(&ngx_http_rate_limit_unsent)) {
+        ngx_http_rate_limit_post_flush();
+    }
 }
 
 
@@ -800,7 +821,7 @@ ngx_http_rate_limit_batch_done(ngx_http_rate_limit_batch_t *batch,
         total = 0;
 
         for (i = 0; i < batch->n; i++) {
-            total += 4 * batch->nres[i];
+            total += batch->nres[i];
         }
 
         if (ngx_http_rate_limit_check_reply(reply, total) != NGX_OK) {
@@ -814,7 +835,7 @@ ngx_http_rate_limit_batch_done(ngx_http_rate_limit_batch_t *batch,
         ctx = batch->ctx[i];
 
         if (ctx == NULL) {
-            off += 4 * batch->nres[i];
+            off += batch->nres[i];
             continue;
         }
 
@@ -833,7 +854,7 @@ ngx_http_rate_limit_batch_done(ngx_http_rate_limit_batch_t *batch,
             ctx->rc = ngx_http_rate_limit_failure(r, ctx);
         }
 
-        off += 4 * batch->nres[i];
+        off += batch->nres[i];
 
         ngx_http_core_run_phases(r);
         ngx_http_run_posted_requests(c);
@@ -860,9 +881,7 @@ ngx_http_rate_limit_check_reply(redisReply *reply, size_t total)
     }
 
     for (i = 0; i < total; i++) {
-        if (reply->element[i]->type != REDIS_REPLY_INTEGER
-            || reply->element[i]->integer < 0)
-        {
+        if (reply->element[i]->type != REDIS_REPLY_INTEGER) {
             goto invalid;
         }
     }
@@ -881,17 +900,52 @@ static void
 ngx_http_rate_limit_set_results(ngx_http_rate_limit_ctx_t *ctx,
     redisReply **e)
 {
-    ngx_uint_t                     i;
-    ngx_http_rate_limit_result_t  *res;
+    long long   v;
+    ngx_uint_t  i;
 
     for (i = 0; i < ctx->nresults; i++) {
-        res = &ctx->results[i];
+        v = e[i]->integer;
 
-        res->allowed = (e[4 * i]->integer != 0);
-        res->remaining = (ngx_uint_t) e[4 * i + 1]->integer;
-        res->retry_after = (ngx_msec_t) e[4 * i + 2]->integer;
-        res->reset = (ngx_msec_t) e[4 * i + 3]->integer;
+        if (v >= 0) {
+            ngx_http_rate_limit_result(&ctx->results[i], (uint64_t) v, 1);
+
+        } else {
+            ngx_http_rate_limit_result(&ctx->results[i],
+                                       (uint64_t) (-1 - v), 0);
+        }
     }
+}
+
+
+/*
+ * A limit's result from the capacity it has used (TAT - now, in
+ * microseconds): after the request if the request was charged, before it
+ * if not.  A limit that was not charged rejects the request only if the
+ * request's cost would overflow it (another limit may be the one that
+ * rejected).
+ */
+
+static void
+ngx_http_rate_limit_result(ngx_http_rate_limit_result_t *res, uint64_t used,
+    ngx_uint_t charged)
+{
+    uint64_t                     cap, next;
+    ngx_http_rate_limit_zone_t  *zone;
+
+    zone = res->limit->zone;
+    cap = zone->interval * (zone->burst + 1);
+    next = used + zone->interval * res->limit->cost;
+
+    res->allowed = 1;
+    res->retry_after = 0;
+
+    if (!charged && next > cap) {
+        res->allowed = 0;
+        res->retry_after = (next - cap + 999) / 1000;
+    }
+
+    res->remaining = (cap > used) ? (cap - used) / zone->interval : 0;
+    res->reset = (used + 999) / 1000;
 }
 
 
@@ -1020,7 +1074,7 @@ static void
 ngx_http_rate_limit_local(ngx_http_request_t *r,
     ngx_http_rate_limit_ctx_t *ctx)
 {
-    uint64_t                          now, tat, next, cap;
+    uint64_t                          now, tat, used;
     ngx_str_t                         value;
     struct timeval                    tv;
     ngx_uint_t                        i, ok;
@@ -1054,47 +1108,34 @@ ngx_http_rate_limit_local(ngx_http_request_t *r,
             }
         }
 
-        cap = zone->interval * (zone->burst + 1);
-        next = tat + zone->interval * res->limit->cost;
+        res->tat = tat + zone->interval * res->limit->cost;
 
-        if (next - now > cap) {
+        if (res->tat - now > zone->interval * (zone->burst + 1)) {
             ok = 0;
-            res->allowed = 0;
-            res->remaining = (cap > tat - now)
-                             ? (cap - (tat - now)) / zone->interval : 0;
-            res->retry_after = (next - now - cap + 999) / 1000;
-            res->reset = (tat - now + 999) / 1000;
-
-        } else {
-            res->allowed = 1;
-            res->remaining = (cap - (next - now)) / zone->interval;
-            res->retry_after = 0;
-            res->reset = (next - now + 999) / 1000;
-            res->tat = next;
         }
     }
 
-    for (i = 0; !ok && i < ctx->nresults; i++) {
+    for (i = 0; i < ctx->nresults; i++) {
         res = &ctx->results[i];
+        zone = res->limit->zone;
 
-        if (res->allowed) {
-            /* not charged: report the state before this request */
-            zone = res->limit->zone;
-            cap = zone->interval * (zone->burst + 1);
-            tat = res->tat - zone->interval * res->limit->cost;
-            res->remaining = (cap - (tat - now)) / zone->interval;
-            res->reset = (tat - now + 999) / 1000;
+        used = res->tat - now;
+
+        if (!ok) {
+            used -= zone->interval * res->limit->cost;
         }
-    }
 
-    for (i = 0; ok && i < ctx->nresults; i++) {
-        res = &ctx->results[i];
+        ngx_http_rate_limit_result(res, used, ok);
+
+        if (!ok) {
+            continue;
+        }
 
         value.data = (u_char *) &res->tat;
         value.len = sizeof(uint64_t);
 
-        (void) ngx_meshgate_cache_set(res->limit->zone->local, &res->key,
-                                      &value, res->tat / 1000 + 1);
+        (void) ngx_meshgate_cache_set(zone->local, &res->key, &value,
+                                      res->tat / 1000 + 1);
     }
 
     ngx_shmtx_unlock(&mcf->lock_pool->mutex);
