@@ -570,6 +570,52 @@ def test_concurrent_batches_exact_per_key(nginx, redis, workers):
     assert stats["cmdstat_evalsha"]["calls"] <= 200, stats
 
 
+def test_batches_of_mixed_costs_and_zones_charge_exactly(
+        nginx, redis, workers):
+    """Requests of different zones and costs share batches (each limit
+    names its interval, cost and burst through a table of the batch):
+    what each zone was charged is what the passed requests cost."""
+    n = nginx.start(conf(redis.port, """
+        rate_limit_zone za key=$arg_k rate=1r/h burst=29;
+        rate_limit_zone zb key=$arg_k rate=2r/h burst=15;""", """
+        location /x {
+            rate_limit za;
+            proxy_pass http://127.0.0.1:{{port1}};
+        }
+        location /y {
+            rate_limit za cost=3;
+            rate_limit zb;
+            proxy_pass http://127.0.0.1:{{port1}};
+        }
+        location /z {
+            rate_limit zb cost=2;
+            proxy_pass http://127.0.0.1:{{port1}};
+        }"""), modules=MODS, workers=workers)
+    paths = ["/x", "/y", "/z"] * 40
+
+    def one(path):
+        r = requests.get(n.url(path + "?k=m"), timeout=10)
+        return path, r.status_code
+
+    with concurrent.futures.ThreadPoolExecutor(16) as ex:
+        got = list(ex.map(one, paths))
+    assert {code for _, code in got} <= {200, 429}, got
+    passed = {p: sum(1 for q, code in got if q == p and code == 200)
+              for p in ("/x", "/y", "/z")}
+
+    # the state of both zones, from a request that takes one of each
+    r = requests.get(n.url("/y?k=m"), timeout=10)
+    m = re.fullmatch(r'"za";r=(\d+);t=\d+, "zb";r=(\d+);t=\d+',
+                     r.headers["RateLimit"])
+    assert m, r.headers
+    left_a, left_b = int(m.group(1)), int(m.group(2))
+    if r.status_code == 200:      # it passed: the state counts it
+        passed["/y"] += 1
+    assert 30 - left_a == passed["/x"] + 3 * passed["/y"], (passed, left_a)
+    assert 16 - left_b == passed["/y"] + 2 * passed["/z"], (passed, left_b)
+    assert passed["/x"] + 3 * passed["/y"] >= 28, passed
+
+
 @pytest.mark.parametrize("mode,allowed", [
     ("open", {(200, "PASSED"), (200, "ERROR")}),
     ("closed", {(200, "PASSED"), (503, "ERROR_REJECTED")}),

@@ -32,6 +32,7 @@
 #define NGX_HTTP_RATE_LIMIT_MAX_LIMITS      16
 #define NGX_HTTP_RATE_LIMIT_MAX_KEY         256
 #define NGX_HTTP_RATE_LIMIT_BATCH           64
+#define NGX_HTTP_RATE_LIMIT_SPECS           255   /* one byte each */
 
 
 typedef struct {
@@ -89,8 +90,9 @@ typedef struct {
     ngx_http_request_t           *request;
     ngx_http_rate_limit_batch_t  *batch;
     ngx_uint_t                    slot;
-    const char                  **argv;         /* per limit: key, interval, */
-    size_t                       *lens;         /* capacity, cost */
+    const char                  **keys;         /* per limit: Redis key, */
+    size_t                       *klens;
+    u_char                        spec[NGX_HTTP_RATE_LIMIT_MAX_LIMITS];
     ngx_http_rate_limit_result_t *results;
     ngx_uint_t                    nresults;
     ngx_uint_t                    status;
@@ -108,8 +110,10 @@ struct ngx_http_rate_limit_batch_s {
     ngx_http_rate_limit_main_conf_t  *mcf;
     ngx_uint_t                        n;
     ngx_uint_t                        nkeys;
+    ngx_uint_t                        nspecs;
     ngx_http_rate_limit_ctx_t        *ctx[NGX_HTTP_RATE_LIMIT_BATCH];
     ngx_uint_t                        nres[NGX_HTTP_RATE_LIMIT_BATCH];
+    uint64_t                          specs[NGX_HTTP_RATE_LIMIT_SPECS][2];
 };
 
 
@@ -124,8 +128,12 @@ static ngx_int_t ngx_http_rate_limit_args(ngx_http_request_t *r,
     ngx_http_rate_limit_ctx_t *ctx, ngx_http_rate_limit_main_conf_t *mcf);
 static ngx_int_t ngx_http_rate_limit_batch_add(ngx_http_rate_limit_ctx_t *ctx,
     ngx_http_rate_limit_main_conf_t *mcf, ngx_log_t *log);
+static void ngx_http_rate_limit_batch_specs(ngx_http_rate_limit_batch_t *batch,
+    ngx_http_rate_limit_ctx_t *ctx);
 static void ngx_http_rate_limit_post_flush(void);
 static void ngx_http_rate_limit_flush(ngx_event_t *ev);
+static ngx_int_t ngx_http_rate_limit_batch_send(
+    ngx_http_rate_limit_batch_t *batch, ngx_log_t *log);
 static void ngx_http_rate_limit_batch_reply(void *data, ngx_int_t status,
     redisReply *reply);
 static void ngx_http_rate_limit_batch_done(ngx_http_rate_limit_batch_t *batch,
@@ -335,35 +343,41 @@ static ngx_http_variable_t  ngx_http_rate_limit_vars[] = {
 
 /*
  * GCRA on Redis's clock, for a batch of requests, each atomically over
- * all its limits.  KEYS: one per limit of each request, in order; ARGV:
- * the number of requests, then for each request the number of its limits
- * and per limit the emission interval and the burst capacity
- * ((burst + 1) * interval), both in microseconds, and the cost.  Either
- * every limit of a request admits it and all are charged, or none is.
- * Returns one integer per limit: the capacity used (TAT - now, in
- * microseconds) after the request when it was charged, or -1 - the
- * capacity used before it when it was not; the gateway works out the
- * rest (ngx_http_rate_limit_result()).  A key of another type is taken as
- * empty and overwritten, so that it cannot fail the other requests of its
- * batch.  TATs (about 2^51 us) are exact in Lua's doubles, and Redis
- * writes such numbers as integers.
+ * all its limits.  KEYS: one per limit of each request, in order.  ARGV:
+ * the number of specs, the specs (per spec: the capacity a request takes,
+ * interval * cost, and the burst capacity, (burst + 1) * interval, both in
+ * microseconds), then per request a string whose bytes are the numbers of
+ * the specs of its limits.  Either every limit of a request admits it and
+ * all are charged, or none is.  Returns one integer per limit: the
+ * capacity used (TAT - now, in microseconds) after the request when it
+ * was charged, or -1 - the capacity used before it when it was not; the
+ * gateway works out the rest (ngx_http_rate_limit_result()).  A key of
+ * another type is taken as empty and overwritten, so that it cannot fail
+ * the other requests of its batch.  TATs (about 2^51 us) are exact in
+ * Lua's doubles, and Redis writes such numbers as integers.
  */
 
 static ngx_str_t  ngx_http_rate_limit_lua = ngx_string(
     "local t = redis.call('TIME')\n"
     "local now = t[1] * 1000000 + t[2]\n"
-    "local res, k, a = {}, 0, 2\n"
+    "local ns = tonumber(ARGV[1])\n"
+    "local inc, cap = {}, {}\n"
+    "for s = 1, ns do\n"
+    "  inc[s] = tonumber(ARGV[2 * s])\n"
+    "  cap[s] = tonumber(ARGV[2 * s + 1])\n"
+    "end\n"
+    "local res, k = {}, 0\n"
     "local used, new = {}, {}\n"
-    "for _ = 1, ARGV[1] do\n"
-    "  local n, ok = tonumber(ARGV[a]), true\n"
-    "  a = a + 1\n"
+    "for a = 2 * ns + 2, #ARGV do\n"
+    "  local spec, ok = ARGV[a], true\n"
+    "  local n = #spec\n"
     "  for i = 1, n do\n"
+    "    local s = string.byte(spec, i)\n"
     "    local v = tonumber(redis.pcall('GET', KEYS[k + i])) or 0\n"
     "    if v < now then v = now end\n"
     "    used[i] = v - now\n"
-    "    new[i] = v + ARGV[a] * ARGV[a + 2]\n"
-    "    if new[i] - now > ARGV[a + 1] + 0 then ok = false end\n"
-    "    a = a + 3\n"
+    "    new[i] = v + inc[s]\n"
+    "    if new[i] - now > cap[s] then ok = false end\n"
     "  end\n"
     "  for i = 1, n do\n"
     "    if ok then\n"
@@ -386,11 +400,6 @@ static ngx_queue_t  ngx_http_rate_limit_unsent;
 static ngx_queue_t  ngx_http_rate_limit_inflight;
 static ngx_uint_t   ngx_http_rate_limit_batches_init;
 static ngx_event_t  ngx_http_rate_limit_flush_event;
-
-static char  *ngx_http_rate_limit_digits[] = {
-    "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13",
-    "14", "15", "16"
-};
 
 
 static ngx_int_t
@@ -566,7 +575,7 @@ ngx_http_rate_limit_send(ngx_http_request_t *r,
 }
 
 
-/* per limit: the key, the interval, the capacity and the cost, as text */
+/* per limit: the Redis key */
 
 static ngx_int_t
 ngx_http_rate_limit_args(ngx_http_request_t *r,
@@ -579,38 +588,29 @@ ngx_http_rate_limit_args(ngx_http_request_t *r,
 
     n = ctx->nresults;
 
-    ctx->argv = ngx_palloc(r->pool, 4 * n * (sizeof(char *) + sizeof(size_t)));
-    if (ctx->argv == NULL) {
+    ctx->keys = ngx_palloc(r->pool, n * (sizeof(char *) + sizeof(size_t)));
+    if (ctx->keys == NULL) {
         return NGX_ERROR;
     }
 
-    ctx->lens = (size_t *) (ctx->argv + 4 * n);
+    ctx->klens = (size_t *) (ctx->keys + n);
 
     for (i = 0; i < n; i++) {
         res = &ctx->results[i];
         zone = res->limit->zone;
 
         p = ngx_pnalloc(r->pool, mcf->prefix.len + zone->name.len + 1
-                                 + res->key.len + 3 * (NGX_INT64_LEN + 1));
+                                 + res->key.len);
         if (p == NULL) {
             return NGX_ERROR;
         }
 
-        ctx->argv[4 * i] = (const char *) p;
-        p = ngx_sprintf(p, "%V%V:%V", &mcf->prefix, &zone->name, &res->key);
-        ctx->lens[4 * i] = p - (u_char *) ctx->argv[4 * i];
-
-        ctx->argv[4 * i + 1] = (const char *) p;
-        p = ngx_sprintf(p, "%uL", zone->interval);
-        ctx->lens[4 * i + 1] = p - (u_char *) ctx->argv[4 * i + 1];
-
-        ctx->argv[4 * i + 2] = (const char *) p;
-        p = ngx_sprintf(p, "%uL", zone->interval * (zone->burst + 1));
-        ctx->lens[4 * i + 2] = p - (u_char *) ctx->argv[4 * i + 2];
-
-        ctx->argv[4 * i + 3] = (const char *) p;
-        p = ngx_sprintf(p, "%ui", res->limit->cost);
-        ctx->lens[4 * i + 3] = p - (u_char *) ctx->argv[4 * i + 3];
+        ctx->keys[i] = (const char *) p;
+        p = ngx_cpymem(p, mcf->prefix.data, mcf->prefix.len);
+        p = ngx_cpymem(p, zone->name.data, zone->name.len);
+        *p++ = ':';
+        p = ngx_cpymem(p, res->key.data, res->key.len);
+        ctx->klens[i] = p - (u_char *) ctx->keys[i];
     }
 
     return NGX_OK;
@@ -638,7 +638,9 @@ ngx_http_rate_limit_batch_add(ngx_http_rate_limit_ctx_t *ctx,
         q = ngx_queue_last(&ngx_http_rate_limit_unsent);
         batch = ngx_queue_data(q, ngx_http_rate_limit_batch_t, queue);
 
-        if (batch->n == NGX_HTTP_RATE_LIMIT_BATCH) {
+        if (batch->n == NGX_HTTP_RATE_LIMIT_BATCH
+            || batch->nspecs + ctx->nresults > NGX_HTTP_RATE_LIMIT_SPECS)
+        {
             batch = NULL;
         }
     }
@@ -651,6 +653,7 @@ ngx_http_rate_limit_batch_add(ngx_http_rate_limit_ctx_t *ctx,
 
         batch->n = 0;
         batch->nkeys = 0;
+        batch->nspecs = 0;
         batch->mcf = mcf;
         ngx_queue_insert_tail(&ngx_http_rate_limit_unsent, &batch->queue);
     }
@@ -662,7 +665,44 @@ ngx_http_rate_limit_batch_add(ngx_http_rate_limit_ctx_t *ctx,
     batch->n++;
     batch->nkeys += ctx->nresults;
 
+    ngx_http_rate_limit_batch_specs(batch, ctx);
+
     return NGX_OK;
+}
+
+
+/*
+ * Limits of a batch with the same capacity per request and the same burst
+ * capacity share one spec: the script reads each once.
+ */
+
+static void
+ngx_http_rate_limit_batch_specs(ngx_http_rate_limit_batch_t *batch,
+    ngx_http_rate_limit_ctx_t *ctx)
+{
+    uint64_t                     inc, cap;
+    ngx_uint_t                   i, j;
+    ngx_http_rate_limit_zone_t  *zone;
+
+    for (i = 0; i < ctx->nresults; i++) {
+        zone = ctx->results[i].limit->zone;
+        inc = zone->interval * ctx->results[i].limit->cost;
+        cap = zone->interval * (zone->burst + 1);
+
+        for (j = 0; j < batch->nspecs; j++) {
+            if (batch->specs[j][0] == inc && batch->specs[j][1] == cap) {
+                break;
+            }
+        }
+
+        if (j == batch->nspecs) {
+            batch->specs[j][0] = inc;
+            batch->specs[j][1] = cap;
+            batch->nspecs++;
+        }
+
+        ctx->spec[i] = (u_char) (j + 1);
+    }
 }
 
 
@@ -695,13 +735,7 @@ ngx_http_rate_limit_post_flush(void)
 static void
 ngx_http_rate_limit_flush(ngx_event_t *ev)
 {
-    u_char                        nreq[NGX_INT_T_LEN], *nr;
-    size_t                       *lens;
-    ngx_int_t                     rc;
-    ngx_uint_t                    i, j, k, a, n;
     ngx_queue_t                  *q;
-    const char                  **argv;
-    ngx_http_rate_limit_ctx_t    *ctx;
     ngx_http_rate_limit_batch_t  *batch;
 
     while (!ngx_queue_empty(&ngx_http_rate_limit_unsent)) {
@@ -709,83 +743,106 @@ ngx_http_rate_limit_flush(ngx_event_t *ev)
         ngx_queue_remove(q);
         batch = ngx_queue_data(q, ngx_http_rate_limit_batch_t, queue);
 
-        /* KEYS: every key; ARGV: requests, then per request: limits, then
-         * per limit: interval, capacity, cost */
+        switch (ngx_http_rate_limit_batch_send(batch, ev->log)) {
 
-        n = batch->nkeys + 1 + batch->n + 3 * batch->nkeys;
-
-        argv = ngx_alloc(n * (sizeof(char *) + sizeof(size_t)), ev->log);
-        if (argv == NULL) {
-            ngx_http_rate_limit_batch_done(batch, NGX_MESHGATE_REDIS_ERROR,
-                                           NULL);
-            continue;
-        }
-
-        lens = (size_t *) (argv + n);
-
-        nr = nreq;
-        argv[batch->nkeys] = (const char *) nr;
-        lens[batch->nkeys] = ngx_sprintf(nr, "%ui", batch->n) - nr;
-
-        k = 0;
-        a = batch->nkeys + 1;
-
-        for (i = 0; i < batch->n; i++) {
-            ctx = batch->ctx[i];
-
-            if (ctx == NULL) {
-                /* finalized meanwhile: checked with no limits */
-                argv[a] = "0";
-                lens[a++] = 1;
-                batch->nres[i] = 0;
-                continue;
-            }
-
-            argv[a] = ngx_http_rate_limit_digits[ctx->nresults];
-            lens[a] = ngx_strlen(argv[a]);
-            a++;
-
-            for (j = 0; j < ctx->nresults; j++) {
-                argv[k] = ctx->argv[4 * j];
-                lens[k++] = ctx->lens[4 * j];
-                argv[a] = ctx->argv[4 * j + 1];
-                lens[a++] = ctx->lens[4 * j + 1];
-                argv[a] = ctx->argv[4 * j + 2];
-                lens[a++] = ctx->lens[4 * j + 2];
-                argv[a] = ctx->argv[4 * j + 3];
-                lens[a++] = ctx->lens[4 * j + 3];
-            }
-        }
-
-        if (k == 0) {
-            /* every request of the batch is gone: nothing to ask */
-            ngx_free(argv);
-            ngx_free(batch);
-            continue;
-        }
-
-        /* keys of finalized requests are left out */
-
-        ngx_memmove(&argv[k], &argv[batch->nkeys],
-                    (a - batch->nkeys) * sizeof(char *));
-        ngx_memmove(&lens[k], &lens[batch->nkeys],
-                    (a - batch->nkeys) * sizeof(size_t));
-
-        rc = ngx_meshgate_redis_eval(batch->mcf->redis, NULL,
-                                     batch->mcf->script, k,
-                                     k + a - batch->nkeys, argv, lens,
-                                     ngx_http_rate_limit_batch_reply, batch,
-                                     NULL);
-        ngx_free(argv);
-
-        if (rc == NGX_OK) {
+        case NGX_OK:
             ngx_queue_insert_tail(&ngx_http_rate_limit_inflight,
                                   &batch->queue);
+            break;
+
+        case NGX_DONE:
+            /* every request of the batch is gone: nothing to ask */
+            ngx_free(batch);
+            break;
+
+        default:
+            ngx_http_rate_limit_batch_done(batch, NGX_MESHGATE_REDIS_ERROR,
+                                           NULL);
+        }
+    }
+}
+
+
+/* the EVALSHA of a batch: KEYS, then ARGV as the script reads them */
+
+static ngx_int_t
+ngx_http_rate_limit_batch_send(ngx_http_rate_limit_batch_t *batch,
+    ngx_log_t *log)
+{
+    u_char                     *p;
+    size_t                     *lens;
+    ngx_int_t                   rc;
+    ngx_uint_t                  i, j, k, a, n;
+    const char                **argv;
+    ngx_http_rate_limit_ctx_t  *ctx;
+
+    n = batch->nkeys + 1 + 2 * batch->nspecs + batch->n;
+
+    argv = ngx_alloc(n * (sizeof(char *) + sizeof(size_t))
+                     + (1 + 2 * batch->nspecs) * NGX_INT64_LEN, log);
+    if (argv == NULL) {
+        return NGX_ERROR;
+    }
+
+    lens = (size_t *) (argv + n);
+    p = (u_char *) (lens + n);
+
+    /* keys of requests finalized meanwhile are left out: k counts keys */
+
+    k = 0;
+
+    for (i = 0; i < batch->n; i++) {
+        ctx = batch->ctx[i];
+
+        for (j = 0; ctx && j < ctx->nresults; j++) {
+            argv[k] = ctx->keys[j];
+            lens[k++] = ctx->klens[j];
+        }
+    }
+
+    if (k == 0) {
+        ngx_free(argv);
+        return NGX_DONE;
+    }
+
+    a = k;
+
+    argv[a] = (const char *) p;
+    p = ngx_sprintf(p, "%ui", batch->nspecs);
+    lens[a] = p - (u_char *) argv[a];
+    a++;
+
+    for (i = 0; i < batch->nspecs; i++) {
+        for (j = 0; j < 2; j++) {
+            argv[a] = (const char *) p;
+            p = ngx_sprintf(p, "%uL", batch->specs[i][j]);
+            lens[a] = p - (u_char *) argv[a];
+            a++;
+        }
+    }
+
+    for (i = 0; i < batch->n; i++) {
+        ctx = batch->ctx[i];
+
+        if (ctx == NULL) {
+            /* finalized meanwhile: checked with no limits */
+            batch->nres[i] = 0;
+            argv[a] = "";
+            lens[a++] = 0;
             continue;
         }
 
-        ngx_http_rate_limit_batch_done(batch, NGX_MESHGATE_REDIS_ERROR, NULL);
+        argv[a] = (const char *) ctx->spec;
+        lens[a++] = ctx->nresults;
     }
+
+    rc = ngx_meshgate_redis_eval(batch->mcf->redis, NULL, batch->mcf->script,
+                                 k, a, argv, lens,
+                                 ngx_http_rate_limit_batch_reply, batch,
+                                 NULL);
+    ngx_free(argv);
+
+    return (rc == NGX_OK) ? NGX_OK : NGX_ERROR;
 }
 
 
