@@ -593,6 +593,7 @@ class Backend:
             "method": h.command, "path": parsed.path, "query": parsed.query,
             "uri": h.path,
             "headers": {k.lower(): v for k, v in h.headers.items()},
+            "header_list": [(k.lower(), v) for k, v in h.headers.items()],
             "body": body.decode("latin-1"), "port": self.port,
         }
         with self.lock:

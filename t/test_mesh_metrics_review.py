@@ -55,6 +55,25 @@ def test_span_is_written_into_traceparent_not_into_a_lookalike(nginx,
     assert m.group(2) not in (PARENT, r.headers["X-Span"])
 
 
+def test_a_lookalike_in_the_body_is_left_alone(nginx, backend):
+    """Without our traceparent among the headers (proxy_set_header took
+    it out), a body that proxy_set_body wrote with the same line is not
+    rewritten: only the header block is searched."""
+    b = backend()
+    body = "x\\r\\ntraceparent: 00-$mesh_trace_id-%s-01\\r\\n" % ("0" * 16)
+    n = nginx.start(CONF % ("", "", 'proxy_set_header traceparent "";\n'
+                            '        proxy_set_body "%s";' % body),
+                    modules=["mesh_metrics"], b1=b.port)
+    r = requests.get(n.url("/x"), timeout=10, headers={
+        "traceparent": "00-%s-%s-01" % (TRACE, PARENT)})
+    assert r.status_code == 200
+    seen = b.requests[0]
+    assert "traceparent" not in seen["headers"]
+    assert seen["body"] == "x\r\ntraceparent: 00-%s-%s-01\r\n" % (
+        TRACE, "0" * 16)
+    assert "X-Spans" not in r.headers or r.headers["X-Spans"] == ""
+
+
 def test_delayed_mesh_retry_gets_its_own_span(nginx, backend):
     """upstream_mesh hands nginx a retry that waits for its backoff (the
     balancer answers NGX_AGAIN): that attempt still gets a new span id."""

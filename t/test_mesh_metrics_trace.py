@@ -149,6 +149,37 @@ def test_absent_and_duplicate_traceparent(traced):
     assert TRACEPARENT.match(seen) and TRACE not in seen
 
 
+@pytest.mark.parametrize("name", ["traceparent", "TraceParent"])
+def test_one_traceparent_goes_on_whatever_came(traced, name):
+    """Ours replaces the incoming field in place (any case of its name),
+    is added when none came, and a tracestate without a valid parent goes:
+    the backend always sees exactly one traceparent."""
+    n, b = traced
+
+    def fields(headers):
+        r, tp, ts = send(n, b, headers)
+        got = b.requests[-1]["header_list"]
+        tps = [v for k, v in got if k == "traceparent"]
+        tss = [v for k, v in got if k == "tracestate"]
+        assert len(tps) == 1, got
+        m = TRACEPARENT.match(tps[0])
+        assert m, tps
+        # the attempt's span was written into the forwarded field
+        assert r.headers["X-Spans"] == m.group(2)
+        return m, tss
+
+    m, tss = fields({name: "00-%s-%s-01" % (TRACE, PARENT),
+                     "tracestate": "k=v"})
+    assert m.group(1) == TRACE and tss == ["k=v"]
+    m, tss = fields({name: "00-%s-%s-01" % (TRACE.upper(), PARENT),
+                     "tracestate": "k=v"})
+    assert m.group(1) != TRACE and tss == []
+    m, tss = fields({"tracestate": "k=v"})
+    assert m.group(1) != TRACE and tss == []
+    m, tss = fields({"X-Other": "1"})
+    assert m.group(1) != TRACE and tss == []
+
+
 def test_literal_proxy_pass_gets_attempt_span(traced):
     n, b = traced
     r, tp, ts = send(n, b, {"traceparent": "00-%s-%s-01" % (TRACE, PARENT)},

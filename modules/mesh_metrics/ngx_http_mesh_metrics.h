@@ -126,6 +126,9 @@ typedef struct {
     unsigned                        trace_ready:1;
     unsigned                        continued:1;
     unsigned                        header_done:1;
+    unsigned                        tracestate:1;  /* one came in */
+    ngx_uint_t                      ntraceparent;  /* how many came in */
+    ngx_table_elt_t                *traceparent;   /* the one that came */
     ngx_str_t                       upstream_spans;
     size_t                          upstream_spans_cap;
     ngx_array_t                    *subrequests;

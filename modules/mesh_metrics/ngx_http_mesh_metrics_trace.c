@@ -58,6 +58,8 @@ static u_char *ngx_http_mesh_metrics_traceparent(u_char *p,
     ngx_http_mesh_metrics_trace_t *t, u_char *span);
 static ngx_int_t ngx_http_mesh_metrics_set_headers(ngx_http_request_t *r,
     ngx_http_mesh_metrics_trace_t *t);
+static ngx_int_t ngx_http_mesh_metrics_rebuild_headers(ngx_http_request_t *r,
+    ngx_http_mesh_metrics_trace_t *t);
 static ngx_int_t ngx_http_mesh_metrics_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_mesh_metrics_upstream_spans_variable(
@@ -79,6 +81,8 @@ static void ngx_http_mesh_metrics_save_session(ngx_peer_connection_t *pc,
     void *data);
 #endif
 static void ngx_http_mesh_metrics_new_attempt(ngx_http_request_t *r);
+static u_char *ngx_http_mesh_metrics_find_parent(ngx_buf_t *b,
+    ngx_http_mesh_metrics_trace_t *t);
 
 
 #define NGX_HTTP_MESH_METRICS_VAR_TRACE        0
@@ -234,6 +238,7 @@ ngx_http_mesh_metrics_trace_incoming(ngx_http_request_t *r,
     h = part->elts;
     found = NULL;
     n = 0;
+    t->tracestate = 0;
 
     for (i = 0; /* void */; i++) {
 
@@ -254,8 +259,18 @@ ngx_http_mesh_metrics_trace_incoming(ngx_http_request_t *r,
         {
             found = &h[i];
             n++;
+
+        } else if (h[i].key.len == ngx_http_mesh_metrics_ts_name.len
+                   && ngx_strncasecmp(h[i].key.data,
+                                      ngx_http_mesh_metrics_ts_name.data,
+                                      h[i].key.len) == 0)
+        {
+            t->tracestate = 1;
         }
     }
+
+    t->ntraceparent = n;
+    t->traceparent = found;
 
     if (n != 1) {
         if (n > 1) {
@@ -487,13 +502,57 @@ ngx_http_mesh_metrics_trace_handler(ngx_http_request_t *r)
 
 
 /*
- * Rebuilds the request header list: without any incoming "traceparent",
- * without "tracestate" when the trace restarts, with our "traceparent"
- * last.  The proxy module then forwards it like any request header.
+ * Our "traceparent" goes into the request headers, which the proxy module
+ * then forwards like any other: in place of the one that came in, or
+ * added when none did.  Only when headers must go (several
+ * "traceparent", or a "tracestate" of a trace that restarts) is the list
+ * rebuilt.  The name is always written in lowercase, which is what
+ * ngx_http_mesh_metrics_new_attempt() looks for.
  */
 
 static ngx_int_t
 ngx_http_mesh_metrics_set_headers(ngx_http_request_t *r,
+    ngx_http_mesh_metrics_trace_t *t)
+{
+    u_char           *p;
+    ngx_table_elt_t  *h;
+
+    if (t->ntraceparent > 1 || (t->tracestate && !t->continued)) {
+        return ngx_http_mesh_metrics_rebuild_headers(r, t);
+    }
+
+    h = t->traceparent;
+
+    if (h == NULL) {
+        h = ngx_list_push(&r->headers_in.headers);
+        if (h == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    p = ngx_pnalloc(r->pool, NGX_HTTP_MESH_METRICS_TP_LEN);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->key = ngx_http_mesh_metrics_tp_name;
+    h->lowcase_key = ngx_http_mesh_metrics_tp_name.data;
+    h->hash = ngx_hash_key(h->lowcase_key, h->key.len);
+    h->value.data = p;
+    h->value.len = ngx_http_mesh_metrics_traceparent(p, t, t->span_id) - p;
+
+    return NGX_OK;
+}
+
+
+/*
+ * Rebuilds the request header list: without any incoming "traceparent",
+ * without "tracestate" when the trace restarts, with our "traceparent"
+ * last.
+ */
+
+static ngx_int_t
+ngx_http_mesh_metrics_rebuild_headers(ngx_http_request_t *r,
     ngx_http_mesh_metrics_trace_t *t)
 {
     u_char           *p;
@@ -915,15 +974,14 @@ ngx_http_mesh_metrics_save_session(ngx_peer_connection_t *pc, void *data)
  * write a fresh span id over the parent id, in place.  Only a header line
  * matches, and only in the header block: a client header whose value looks
  * the same, or a body that proxy_set_body put in the buffer, is left alone.
+ * The header's name is ours, in lowercase: the search is exact.
  */
 
 static void
 ngx_http_mesh_metrics_new_attempt(ngx_http_request_t *r)
 {
-    u_char                         *p, *last, *s;
+    u_char                         *p, *s;
     u_char                          span[8];
-    u_char                          needle[sizeof(CRLF "traceparent: 00-")
-                                           - 1 + 32 + 1];
     size_t                          n;
     ngx_buf_t                      *b;
     ngx_http_upstream_t            *u;
@@ -942,27 +1000,16 @@ ngx_http_mesh_metrics_new_attempt(ngx_http_request_t *r)
         return;
     }
 
-    last = ngx_strlcasestrn(b->start, b->last, (u_char *) CRLF CRLF, 3);
+    s = ngx_http_mesh_metrics_find_parent(b, t);
 
-    if (last == NULL) {
-        return;
-    }
-
-    p = ngx_cpymem(needle, CRLF "traceparent: 00-", 18);
-    p = ngx_hex_dump(p, t->trace_id, 16);
-    *p++ = '-';
-    n = p - needle;
-
-    s = ngx_strlcasestrn(b->start, last, needle, n - 1);
-
-    if (s == NULL || (size_t) (last - s) < n + 16) {
+    if (s == NULL) {
         ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                        "mesh trace: no traceparent in upstream request");
         return;
     }
 
     ngx_http_mesh_metrics_random(span, 8);
-    (void) ngx_hex_dump(s + n, span, 8);
+    (void) ngx_hex_dump(s, span, 8);
 
     if (t->upstream_spans.len + 18 > t->upstream_spans_cap) {
         n = t->upstream_spans_cap ? t->upstream_spans_cap * 2 : 18 * 4;
@@ -992,4 +1039,40 @@ ngx_http_mesh_metrics_new_attempt(ngx_http_request_t *r)
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "mesh trace: upstream span %*xs", (size_t) 8, span);
+}
+
+
+/*
+ * The parent id of our "traceparent" line in the header block of an
+ * upstream request buffer, read line by line up to the empty line that
+ * ends the block.
+ */
+
+static u_char *
+ngx_http_mesh_metrics_find_parent(ngx_buf_t *b,
+    ngx_http_mesh_metrics_trace_t *t)
+{
+    u_char  *p, *last;
+    u_char   line[sizeof("traceparent: 00-") - 1 + 32 + 1];
+    size_t   n;
+
+    p = ngx_cpymem(line, "traceparent: 00-", sizeof("traceparent: 00-") - 1);
+    p = ngx_hex_dump(p, t->trace_id, 16);
+    *p++ = '-';
+    n = p - line;
+
+    p = b->start;
+    last = b->last;
+
+    for ( ;; ) {
+        p = memchr(p, LF, last - p);
+
+        if (p == NULL || last - ++p < 2 || *p == CR) {
+            return NULL;
+        }
+
+        if ((size_t) (last - p) > n + 16 && ngx_memcmp(p, line, n) == 0) {
+            return p + n;
+        }
+    }
 }

@@ -23,13 +23,30 @@ def scenarios(ctx):
         location = /metrics { mesh_metrics_export prometheus; }
     }
     """
+    plain = """
+    server {
+        listen 127.0.0.1:{{port}} backlog=4096;
+        keepalive_requests 100000;
+        location / { proxy_pass http://backend; }
+    }
+    """
+    traced = {"traceparent": TRACEPARENT, "tracestate": "a=b"}
     return [
+        # the plain proxy passing the same trace headers on: the baseline
+        # of metrics-on, whose requests carry them
+        {"name": "metrics-proxy-traced",
+         "modules": [],
+         "http": plain,
+         "path": "/api/x",
+         "headers": traced,
+         "expect": 200},
         # the issue's "metrics-on": collection and tracing on
         {"name": "metrics-on",
          "modules": ["mesh_metrics"],
          "http": proxy % "on",
          "path": "/api/x",
-         "headers": {"traceparent": TRACEPARENT, "tracestate": "a=b"},
+         "headers": traced,
+         "baseline": "metrics-proxy-traced",
          "expect": 200},
         {"name": "metrics-collect-only",
          "modules": ["mesh_metrics"],
