@@ -180,6 +180,7 @@ ngx_http_auth_key_handler(ngx_http_request_t *r)
 {
     ngx_int_t                      rc;
     ngx_str_t                      key;
+    SHA256_CTX                     sha;
     ngx_http_auth_key_ctx_t       *ctx;
     ngx_http_auth_key_entry_t     *entry;
     ngx_http_auth_key_loc_conf_t  *alcf;
@@ -253,7 +254,11 @@ ngx_http_auth_key_handler(ngx_http_request_t *r)
         return ngx_http_auth_key_answer(r, alcf, ctx);
     }
 
-    SHA256(key.data, key.len, ctx->digest);
+    /* not SHA256(): OpenSSL 3 fetches the algorithm by name on each call */
+
+    SHA256_Init(&sha);
+    SHA256_Update(&sha, key.data, key.len);
+    SHA256_Final(ctx->digest, &sha);
 
     entry = alcf->store ? ngx_http_auth_key_lookup(alcf->store, ctx->digest)
                         : NULL;
