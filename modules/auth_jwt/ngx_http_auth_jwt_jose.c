@@ -1283,12 +1283,12 @@ ngx_http_auth_jwt_verify_hmac(ngx_http_auth_jwt_key_t *key,
     u_char         mac[EVP_MAX_MD_SIZE];
     size_t         len;
     unsigned int   n;
-    EVP_MAC_CTX   *tmpl, *c;
+    EVP_MAC_CTX   *c;
     const EVP_MD  *md;
 
-    tmpl = ngx_http_auth_jwt_mac_ctx(key, jwt->alg, alg);
+    c = ngx_http_auth_jwt_mac_ctx(key, jwt->alg, alg);
 
-    if (tmpl == NULL) {
+    if (c == NULL) {
 
         /* the master, or no HMAC provider: the one-shot call */
 
@@ -1305,13 +1305,12 @@ ngx_http_auth_jwt_verify_hmac(ngx_http_auth_jwt_key_t *key,
         len = n;
 
     } else {
-        c = EVP_MAC_CTX_dup(tmpl);
 
-        ok = c != NULL
+        /* a NULL key: the context starts again with the key it holds */
+
+        ok = EVP_MAC_init(c, NULL, 0, NULL) == 1
              && EVP_MAC_update(c, jwt->input.data, jwt->input.len) == 1
              && EVP_MAC_final(c, mac, &len, sizeof(mac)) == 1;
-
-        EVP_MAC_CTX_free(c);
 
         if (!ok) {
             ERR_clear_error();
@@ -1331,7 +1330,7 @@ ngx_http_auth_jwt_verify_hmac(ngx_http_auth_jwt_key_t *key,
 
 /*
  * An HMAC context keyed once per key and algorithm in a worker; each
- * verification works on a copy of it.
+ * verification starts it again (a copy would cost as much as the MAC).
  */
 
 static EVP_MAC_CTX *
