@@ -35,6 +35,32 @@ def test_retry_on_5xx_goes_to_another_peer(nginx, backend, workers):
     assert u["retries"] == retried
 
 
+@pytest.mark.parametrize("zone", [True, False])
+def test_one_peer_is_retried_again(nginx, backend, zone):
+    """An upstream of one server has no other peer: its retries go to the
+    same server, up to attempts=, and the last answer goes through."""
+    b = backend()
+    b.script("/x", [Resp(503, "no\n"), Resp(502, "bad\n"),
+                    Resp(200, "yes\n")])
+    b.script("/y", [Resp(503, "still no\n")])
+    b.script("/plain/y", [Resp(503, "still no\n")])
+    n = nginx.start(upstream("u", [addr(b.port)], zone=zone) + server(
+        proxy_location("/", "u", "mesh_retry attempts=3 on=5xx "
+                       "backoff=1ms"),
+        proxy_location("/plain/", "u")), modules=MODULES)
+    r = requests.get(n.url("/x"), timeout=5)
+    assert (r.status_code, r.text) == (200, "yes\n")
+    assert r.headers["X-Mesh-Attempts"] == "3"
+    assert hits(b, "/x") == 3
+    r = requests.get(n.url("/y"), timeout=5)
+    assert (r.status_code, r.text) == (503, "still no\n")
+    assert r.headers["X-Mesh-Retries"] == "2"
+    assert hits(b, "/y") == 3
+    # without mesh_retry a single peer is tried once, as nginx does
+    r = requests.get(n.url("/plain/y"), timeout=5)
+    assert r.status_code == 503 and hits(b, "/plain/y") == 1
+
+
 def test_no_mesh_retry_passes_503_through(nginx, backend):
     bad, good = backend(), backend()
     bad.script(None, [Resp(503, "no\n")])

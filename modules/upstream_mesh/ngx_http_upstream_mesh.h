@@ -112,6 +112,7 @@ typedef struct {
 
     ngx_http_upstream_srv_conf_t       *uscf;
     ngx_http_upstream_init_peer_pt      original_init_peer;
+    ngx_uint_t                          single;   /* one peer, no backup */
 
     ngx_array_t                         peers;
     ngx_shm_zone_t                     *shm_zone;

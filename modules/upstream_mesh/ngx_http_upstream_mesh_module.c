@@ -64,6 +64,7 @@ typedef struct {
     ngx_msec_t                          retry_after;
 
     unsigned                            retry:1;
+    unsigned                            single:1;
     unsigned                            connect_only:1;
     unsigned                            counted:1;
     unsigned                            delayed_connect:1;
@@ -419,6 +420,18 @@ ngx_http_upstream_mesh_retry_conf(ngx_http_request_t *r,
     ctx->retry = 1;
     ctx->connect_only = lcf->retry_connect_only;
 
+    /*
+     * nginx tries each peer once; an upstream of one peer has nothing
+     * else to try, so its retries go to that peer again (round robin
+     * ends them in its free function: ngx_http_upstream_mesh_free_peer()
+     * gives them back)
+     */
+
+    if (ctx->mcf->single && u->peer.tries < lcf->retry_attempts) {
+        u->peer.tries = lcf->retry_attempts;
+        ctx->single = 1;
+    }
+
     if (!ctx->cleanup) {
         cln = ngx_pool_cleanup_add(r->pool, 0);
         if (cln == NULL) {
@@ -586,6 +599,7 @@ ngx_http_upstream_mesh_free_peer(ngx_peer_connection_t *pc, void *data,
     ngx_http_upstream_mesh_ctx_t  *ctx = data;
 
     ngx_int_t                           ra;
+    ngx_uint_t                          tries;
     ngx_http_upstream_t                *u;
     ngx_http_upstream_mesh_srv_conf_t  *mcf;
 
@@ -597,7 +611,13 @@ ngx_http_upstream_mesh_free_peer(ngx_peer_connection_t *pc, void *data,
         ngx_http_upstream_mesh_outcome(ctx, state);
     }
 
+    tries = pc->tries;
+
     ctx->original_free_peer(pc, ctx->data, state);
+
+    if (ctx->single && (state & NGX_PEER_FAILED) && tries > 1) {
+        pc->tries = tries - 1;
+    }
 
     if (!(state & NGX_PEER_FAILED) || !ctx->retry || pc->tries == 0) {
         return;
@@ -2829,6 +2849,7 @@ ngx_http_upstream_mesh_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_uint_t                           i;
     ngx_module_t                        *m;
     ngx_http_upstream_srv_conf_t       **uscfp, *uscf;
+    ngx_http_upstream_rr_peers_t        *peers;
     ngx_http_upstream_main_conf_t       *umcf;
     ngx_http_upstream_mesh_srv_conf_t   *mcf, **mcfp;
 
@@ -2870,6 +2891,11 @@ ngx_http_upstream_mesh_init_main_conf(ngx_conf_t *cf, void *conf)
         mcf->uscf = uscf;
         mcf->original_init_peer = uscf->peer.init;
         uscf->peer.init = ngx_http_upstream_mesh_init_peer;
+
+        /* the balancers of nginx keep round robin's peers in peer.data */
+
+        peers = uscf->peer.data;
+        mcf->single = (peers != NULL && peers->single);
 
         if (!mcf->enabled) {
             continue;
