@@ -275,7 +275,28 @@ def test_several_limits_all_must_pass(nginx, redis):
     c = redis.client()
     assert sorted(c.keys("*")) == [b"rl:global:all", b"rl:per_key:a",
                                    b"rl:per_key:b"]
-    assert 0 < c.pttl("rl:per_key:a") <= 60000
+    # a key lives until its TAT, plus at most two seconds
+    for key in (b"rl:per_key:a", b"rl:global:all"):
+        tat_ms = int(c.get(key)) / 1000
+        expires = c.execute_command("PEXPIRETIME", key)
+        assert tat_ms <= expires <= tat_ms + 2000, (key, tat_ms, expires)
+
+
+def test_key_expiry_follows_its_tat(nginx, redis):
+    """The expiry changes only when the TAT enters another second (most
+    writes keep it), yet a key never expires while it still counts."""
+    n = nginx.start(conf(redis.port,
+                         "rate_limit_zone z key=$arg_k rate=20r/s burst=40;",
+                         """location /t {
+               rate_limit z;
+               proxy_pass http://127.0.0.1:{{port1}};
+           }"""), modules=MODS)
+    c = redis.client()
+    for i in range(30):
+        assert get(n, "/t?k=e").status_code == 200
+        tat_ms = int(c.get("rl:z:e")) / 1000
+        expires = c.execute_command("PEXPIRETIME", "rl:z:e")
+        assert tat_ms <= expires <= tat_ms + 2000, (i, tat_ms, expires)
 
 
 def test_empty_key_not_limited(nginx, redis):
