@@ -87,6 +87,16 @@ def require_module(name):
         pytest.skip("module %s is not built" % name, allow_module_level=True)
 
 
+def recv_all(sock):
+    """Everything a socket receives until the peer closes it."""
+    data = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+
+
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))

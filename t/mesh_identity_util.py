@@ -5,9 +5,12 @@ import http.client
 import json
 import os
 import shutil
+import socket
 import ssl
 
 from cryptography import x509
+
+from conftest import recv_all
 
 
 def tls_context(ca=None, cert=None, key=None):
@@ -122,3 +125,17 @@ def issue_custom(pki, name, uri, key_usage=None, subject=True,
                                   serialization.PrivateFormat.PKCS8,
                                   serialization.NoEncryption()))
     return base + ".crt", base + ".key"
+
+
+def request(ctx, port, path, session=None):
+    """(status, body, session) of one request on a new TLS connection."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=15)
+    s = ctx.wrap_socket(raw, server_hostname="localhost", session=session)
+    try:
+        s.sendall(("GET %s HTTP/1.1\r\nHost: localhost\r\n"
+                   "Connection: close\r\n\r\n" % path).encode())
+        data = recv_all(s)
+        status = int(data.split(b" ", 2)[1])
+        return status, data.split(b"\r\n\r\n", 1)[1].decode(), s.session
+    finally:
+        s.close()

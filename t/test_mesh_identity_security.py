@@ -10,7 +10,7 @@ import ssl
 
 import conftest
 from conftest import wait_for
-from mesh_identity_util import install, replace, tls_context
+from mesh_identity_util import install, replace, request, tls_context
 
 conftest.require_module("mesh_identity")
 
@@ -34,25 +34,6 @@ HTTP = """
         }
     }
 """
-
-
-def request(ctx, port, path, session=None):
-    """(status, body, session) of one request on a new TLS connection."""
-    raw = socket.create_connection(("127.0.0.1", port), timeout=15)
-    s = ctx.wrap_socket(raw, server_hostname="localhost", session=session)
-    try:
-        s.sendall(("GET %s HTTP/1.1\r\nHost: localhost\r\n"
-                   "Connection: close\r\n\r\n" % path).encode())
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-        status = int(data.split(b" ", 2)[1])
-        return status, data.split(b"\r\n\r\n", 1)[1].decode(), s.session
-    finally:
-        s.close()
 
 
 def test_resumed_session_after_ca_rotation(nginx, pki):

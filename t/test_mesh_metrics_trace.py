@@ -8,6 +8,7 @@ import re
 import pytest
 import requests
 
+import conftest
 from conftest import Resp, require_module, wait_for
 from mesh_metrics_util import TRACEPARENT, promtool, scrape, wait_metric
 from test_config_examples import gateway  # noqa: F401 (fixture)
@@ -137,12 +138,7 @@ def test_absent_and_duplicate_traceparent(traced):
     s.sendall(("GET /x HTTP/1.0\r\ntraceparent: 00-%s-%s-01\r\n"
                "traceparent: 00-%s-%s-01\r\n\r\n"
                % (TRACE, PARENT, TRACE, PARENT)).encode())
-    data = b""
-    while True:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        data += chunk
+    data = conftest.recv_all(s)
     s.close()
     assert b" 200 " in data.split(b"\r\n")[0]
     seen = b.requests[-1]["headers"]["traceparent"]

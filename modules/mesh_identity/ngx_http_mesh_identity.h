@@ -63,8 +63,16 @@ typedef struct {
 } ngx_http_mesh_identity_store_t;
 
 
+/* the CAs of one trust domain (mesh_trust_domain) */
+typedef struct {
+    ngx_str_t                      td;
+    STACK_OF(X509)                *cas;
+} ngx_http_mesh_identity_bundle_t;
+
+
 typedef struct {
     ngx_msec_t                     watch_interval;
+    ngx_array_t                   *bundles;  /* of ..._bundle_t */
     ngx_list_t                     files;    /* of ..._file_t */
     ngx_array_t                    pairs;    /* of ..._pair_t */
     ngx_array_t                    stores;   /* of ..._store_t */
@@ -106,6 +114,16 @@ char *ngx_http_mesh_identity_parse_patterns(ngx_conf_t *cf,
 
 ngx_uint_t ngx_http_mesh_identity_match(ngx_array_t *patterns,
     ngx_str_t *id);
+
+
+/* trust bundles per trust domain (ngx_http_mesh_identity_bundle.c) */
+
+char *ngx_http_mesh_identity_trust_domain(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_http_mesh_identity_bundle_servers(ngx_conf_t *cf,
+    ngx_http_mesh_identity_main_conf_t *mcf);
+ngx_int_t ngx_http_mesh_identity_bound(ngx_http_mesh_identity_main_conf_t *mcf,
+    X509_STORE_CTX *store, ngx_pool_t *pool, ngx_log_t *log);
 
 
 /* the certificate watch (ngx_http_mesh_identity_watch.c) */

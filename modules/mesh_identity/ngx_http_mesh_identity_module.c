@@ -76,6 +76,13 @@ static ngx_command_t  ngx_http_mesh_identity_commands[] = {
       0,
       NULL },
 
+    { ngx_string("mesh_trust_domain"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE2,
+      ngx_http_mesh_identity_trust_domain,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("mesh_certificate_watch"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_http_mesh_identity_watch,
@@ -374,11 +381,12 @@ ngx_http_mesh_identity_upstream_check(X509_STORE_CTX *store,
     ngx_connection_t *c, ngx_http_request_t *r,
     ngx_http_mesh_identity_loc_conf_t *mlcf)
 {
-    int          ok, err;
-    X509        *cert;
-    ngx_int_t    rc;
-    ngx_str_t    id, td;
-    const char  *reason;
+    int                                  ok, err;
+    X509                                *cert;
+    ngx_int_t                            rc;
+    ngx_str_t                            id, td;
+    const char                          *reason;
+    ngx_http_mesh_identity_main_conf_t  *mcf;
 
     ok = X509_verify_cert(store);
     err = X509_STORE_CTX_get_error(store);
@@ -410,6 +418,22 @@ ngx_http_mesh_identity_upstream_check(X509_STORE_CTX *store,
                       "mesh identity: upstream certificate is not a valid "
                       "X.509-SVID: %s, expected %V",
                       reason, &mlcf->upstream_text);
+        return NGX_ERROR;
+    }
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_mesh_identity_module);
+
+    rc = ngx_http_mesh_identity_bound(mcf, store, r->pool, c->log);
+
+    if (rc == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    if (rc != NGX_OK) {
+        ngx_log_error(NGX_LOG_ERR, c->log, 0,
+                      "mesh identity: upstream SPIFFE ID \"%V\" is not "
+                      "vouched for by its trust domain's bundle, expected "
+                      "%V", &id, &mlcf->upstream_text);
         return NGX_ERROR;
     }
 
@@ -594,6 +618,10 @@ ngx_http_mesh_identity_init(ngx_conf_t *cf)
 
     mcf = ngx_http_conf_get_module_main_conf(cf,
                                              ngx_http_mesh_identity_module);
+
+    if (ngx_http_mesh_identity_bundle_servers(cf, mcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
 
     if (mcf->watch_interval == 0) {
         return NGX_OK;
