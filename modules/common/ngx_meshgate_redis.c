@@ -52,6 +52,16 @@ struct ngx_meshgate_redis_s {
     ngx_int_t                       db;
     ngx_msec_t                      timeout;
     ngx_msec_t                      connect_timeout;
+    ngx_str_t                       host;
+
+    /* TLS: tls, tls_verify=, tls_ca=, tls_name=, tls_cert=, tls_key= */
+    ngx_ssl_t                      *ssl;
+    ngx_int_t                       tls_verify;
+    ngx_str_t                       tls_ca;
+    ngx_str_t                       tls_name;
+    ngx_str_t                       tls_cert;
+    ngx_str_t                       tls_key;
+    unsigned                        tls:1;
 
     /* per worker */
     ngx_connection_t               *conn;
@@ -96,6 +106,16 @@ static void ngx_meshgate_redis_cleanup(void *data);
 static void ngx_meshgate_redis_read_handler(ngx_event_t *rev);
 static void ngx_meshgate_redis_write_handler(ngx_event_t *wev);
 static ngx_int_t ngx_meshgate_redis_test_connect(ngx_meshgate_redis_t *rd);
+static void ngx_meshgate_redis_connected(ngx_meshgate_redis_t *rd);
+static ngx_int_t ngx_meshgate_redis_parse_tls(ngx_conf_t *cf,
+    ngx_meshgate_redis_t *rd, ngx_str_t *param);
+static ngx_int_t ngx_meshgate_redis_cstr(ngx_pool_t *pool, ngx_str_t *src,
+    ngx_str_t *dst);
+static char *ngx_meshgate_redis_init_tls(ngx_conf_t *cf,
+    ngx_meshgate_redis_t *rd);
+static ngx_int_t ngx_meshgate_redis_tls_start(ngx_meshgate_redis_t *rd);
+static void ngx_meshgate_redis_tls_handshake_handler(ngx_connection_t *c);
+static ngx_int_t ngx_meshgate_redis_tls_done(ngx_meshgate_redis_t *rd);
 static void ngx_meshgate_redis_dispatch(ngx_meshgate_redis_t *rd,
     ngx_uint_t generation);
 static ngx_int_t ngx_meshgate_redis_retry_eval(ngx_meshgate_redis_t *rd,
@@ -127,6 +147,7 @@ ngx_meshgate_redis_create(ngx_conf_t *cf)
     rd->db = NGX_CONF_UNSET;
     rd->timeout = NGX_CONF_UNSET_MSEC;
     rd->connect_timeout = NGX_CONF_UNSET_MSEC;
+    rd->tls_verify = NGX_CONF_UNSET;
 
     return rd;
 }
@@ -208,6 +229,82 @@ ngx_meshgate_redis_parse(ngx_conf_t *cf, ngx_meshgate_redis_t *rd,
         return NGX_OK;
     }
 
+    return ngx_meshgate_redis_parse_tls(cf, rd, param);
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid redis parameter \"%V\"", param);
+    return NGX_ERROR;
+}
+
+
+static ngx_int_t
+ngx_meshgate_redis_parse_tls(ngx_conf_t *cf, ngx_meshgate_redis_t *rd,
+    ngx_str_t *param)
+{
+    u_char      *eq;
+    ngx_str_t    name, v, *dst;
+    ngx_uint_t   i;
+
+    static struct {
+        ngx_str_t   name;
+        size_t      offset;
+    }  files[] = {
+        { ngx_string("tls_ca"), offsetof(ngx_meshgate_redis_t, tls_ca) },
+        { ngx_string("tls_name"), offsetof(ngx_meshgate_redis_t, tls_name) },
+        { ngx_string("tls_cert"), offsetof(ngx_meshgate_redis_t, tls_cert) },
+        { ngx_string("tls_key"), offsetof(ngx_meshgate_redis_t, tls_key) }
+    };
+
+    if (param->len == 3 && ngx_strncmp(param->data, "tls", 3) == 0) {
+        rd->tls = 1;
+        return NGX_OK;
+    }
+
+    eq = ngx_strlchr(param->data, param->data + param->len, '=');
+
+    if (eq == NULL) {
+        return NGX_DECLINED;
+    }
+
+    name.data = param->data;
+    name.len = eq - param->data;
+    v.data = eq + 1;
+    v.len = param->data + param->len - v.data;
+
+    if (name.len == 10 && ngx_strncmp(name.data, "tls_verify", 10) == 0) {
+        if (v.len == 2 && ngx_strncmp(v.data, "on", 2) == 0) {
+            rd->tls_verify = 1;
+            return NGX_OK;
+        }
+
+        if (v.len == 3 && ngx_strncmp(v.data, "off", 3) == 0) {
+            rd->tls_verify = 0;
+            return NGX_OK;
+        }
+
+        goto invalid;
+    }
+
+    for (i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+        if (name.len != files[i].name.len
+            || ngx_strncmp(name.data, files[i].name.data, name.len) != 0)
+        {
+            continue;
+        }
+
+        if (v.len == 0) {
+            goto invalid;
+        }
+
+        /* null-terminated: file names and the SNI name */
+
+        dst = (ngx_str_t *) ((u_char *) rd + files[i].offset);
+
+        return ngx_meshgate_redis_cstr(cf->pool, &v, dst);
+    }
+
     return NGX_DECLINED;
 
 invalid:
@@ -242,6 +339,7 @@ ngx_meshgate_redis_parse_server(ngx_conf_t *cf, ngx_meshgate_redis_t *rd,
     rd->sockaddr = u.addrs[0].sockaddr;
     rd->socklen = u.addrs[0].socklen;
     rd->name = u.addrs[0].name;
+    rd->host = u.host;
 
     return NGX_OK;
 }
@@ -293,6 +391,118 @@ ngx_meshgate_redis_init(ngx_conf_t *cf, ngx_meshgate_redis_t *rd)
     ngx_conf_init_value(rd->db, 0);
     ngx_conf_init_msec_value(rd->timeout, 50);
     ngx_conf_init_msec_value(rd->connect_timeout, 500);
+
+    return ngx_meshgate_redis_init_tls(cf, rd);
+}
+
+
+/*
+ * TLS to Redis: the server's certificate is verified against tls_ca= and
+ * tls_name= (by default the host of server=) unless tls_verify=off says
+ * otherwise; tls_cert=/tls_key= for Redis's tls-auth-clients.
+ */
+
+static ngx_int_t
+ngx_meshgate_redis_cstr(ngx_pool_t *pool, ngx_str_t *src, ngx_str_t *dst)
+{
+    dst->data = ngx_pnalloc(pool, src->len + 1);
+    if (dst->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(dst->data, src->data, src->len);
+    dst->data[src->len] = '\0';
+    dst->len = src->len;
+
+    return NGX_OK;
+}
+
+
+static char *
+ngx_meshgate_redis_init_tls(ngx_conf_t *cf, ngx_meshgate_redis_t *rd)
+{
+    ngx_pool_cleanup_t  *cln;
+
+    if (!rd->tls) {
+        if (rd->tls_ca.len || rd->tls_name.len || rd->tls_cert.len
+            || rd->tls_key.len || rd->tls_verify != NGX_CONF_UNSET)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "redis \"tls_*\" parameters need \"tls\"");
+            return NGX_CONF_ERROR;
+        }
+
+        return NGX_CONF_OK;
+    }
+
+    if (rd->sockaddr->sa_family == AF_UNIX) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "redis \"tls\" needs a TCP server");
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_conf_init_value(rd->tls_verify, 1);
+
+    if (rd->tls_verify && rd->tls_ca.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "redis \"tls\" verifies the server with the CAs "
+                           "of \"tls_ca=\", which is missing (or say "
+                           "\"tls_verify=off\")");
+        return NGX_CONF_ERROR;
+    }
+
+    if ((rd->tls_cert.len == 0) != (rd->tls_key.len == 0)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "redis \"tls_cert=\" and \"tls_key=\" go "
+                           "together");
+        return NGX_CONF_ERROR;
+    }
+
+    if (rd->tls_name.len == 0
+        && ngx_meshgate_redis_cstr(cf->pool, &rd->host, &rd->tls_name)
+           != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    rd->ssl = ngx_pcalloc(cf->pool, sizeof(ngx_ssl_t));
+    if (rd->ssl == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    rd->ssl->log = cf->log;
+
+    if (ngx_ssl_create(rd->ssl, NGX_SSL_TLSv1_2|NGX_SSL_TLSv1_3, NULL)
+        != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        ngx_ssl_cleanup_ctx(rd->ssl);
+        return NGX_CONF_ERROR;
+    }
+
+    cln->handler = ngx_ssl_cleanup_ctx;
+    cln->data = rd->ssl;
+
+    /* commands queue up behind a write that waits: the buffer may move */
+
+    SSL_CTX_set_mode(rd->ssl->ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+
+    if ((rd->tls_cert.len
+         && ngx_ssl_certificate(cf, rd->ssl, &rd->tls_cert, &rd->tls_key,
+                                NULL)
+            != NGX_OK)
+        || (rd->tls_verify
+            && ngx_ssl_trusted_certificate(cf, rd->ssl, &rd->tls_ca, 9)
+               != NGX_OK))
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "redis TLS: cannot load the certificates");
+        return NGX_CONF_ERROR;
+    }
 
     return NGX_CONF_OK;
 }
@@ -676,7 +886,7 @@ ngx_meshgate_redis_connect(ngx_meshgate_redis_t *rd)
 
     rd->conn = c;
     rd->generation++;
-    rd->connecting = (rc == NGX_AGAIN);
+    rd->connecting = (rc == NGX_AGAIN || rd->ssl != NULL);
     rd->out_len = 0;
     rd->out_sent = 0;
 
@@ -690,7 +900,10 @@ ngx_meshgate_redis_connect(ngx_meshgate_redis_t *rd)
     ngx_log_debug1(NGX_LOG_DEBUG_EVENT, ngx_cycle->log, 0,
                    "redis %V: connecting", &rd->name);
 
-    if (ngx_meshgate_redis_handshake(rd) != NGX_OK) {
+    if (ngx_meshgate_redis_handshake(rd) != NGX_OK
+        || (rc == NGX_OK && rd->ssl
+            && ngx_meshgate_redis_tls_start(rd) == NGX_ERROR))
+    {
         ngx_meshgate_redis_disconnect(rd, NGX_MESHGATE_REDIS_ERROR, NULL);
         return NGX_DECLINED;
     }
@@ -850,13 +1063,26 @@ ngx_meshgate_redis_disconnect(ngx_meshgate_redis_t *rd, ngx_int_t status,
 static void
 ngx_meshgate_redis_close_connection(ngx_meshgate_redis_t *rd)
 {
+    ngx_pool_t  *pool;
+
     if (rd->connect_timer.timer_set) {
         ngx_del_timer(&rd->connect_timer);
     }
 
     if (rd->conn) {
+        if (rd->conn->ssl) {
+            rd->conn->ssl->no_wait_shutdown = 1;
+            (void) ngx_ssl_shutdown(rd->conn);
+        }
+
+        pool = rd->conn->pool;
+
         ngx_close_connection(rd->conn);
         rd->conn = NULL;
+
+        if (pool) {
+            ngx_destroy_pool(pool);
+        }
     }
 
     if (rd->reader) {
@@ -915,6 +1141,11 @@ ngx_meshgate_redis_test_connect(ngx_meshgate_redis_t *rd)
         return NGX_OK;
     }
 
+    if (rd->conn->ssl) {
+        /* the TLS handshake is under way */
+        return NGX_AGAIN;
+    }
+
     err = 0;
     len = sizeof(int);
 
@@ -931,14 +1162,139 @@ ngx_meshgate_redis_test_connect(ngx_meshgate_redis_t *rd)
         return NGX_ERROR;
     }
 
+    if (rd->ssl == NULL) {
+        ngx_meshgate_redis_connected(rd);
+        return NGX_OK;
+    }
+
+    switch (ngx_meshgate_redis_tls_start(rd)) {
+
+    case NGX_OK:
+        return NGX_OK;
+
+    case NGX_AGAIN:
+        return NGX_AGAIN;
+
+    default:
+        ngx_meshgate_redis_disconnect(rd, NGX_MESHGATE_REDIS_ERROR,
+                                      "TLS handshake failed");
+        return NGX_ERROR;
+    }
+}
+
+
+static void
+ngx_meshgate_redis_connected(ngx_meshgate_redis_t *rd)
+{
     rd->connecting = 0;
 
     if (rd->connect_timer.timer_set) {
         ngx_del_timer(&rd->connect_timer);
     }
 
-    ngx_log_debug1(NGX_LOG_DEBUG_EVENT, ngx_cycle->log, 0,
-                   "redis %V: connected", &rd->name);
+    ngx_log_debug2(NGX_LOG_DEBUG_EVENT, ngx_cycle->log, 0,
+                   "redis %V: connected%s", &rd->name,
+                   rd->ssl ? " over TLS" : "");
+}
+
+
+/*
+ * TLS runs on the connected socket before any command goes; the connect
+ * timer (connect_timeout=) covers the handshake too, and commands wait in
+ * the output buffer meanwhile.
+ */
+
+static ngx_int_t
+ngx_meshgate_redis_tls_start(ngx_meshgate_redis_t *rd)
+{
+    ngx_int_t          rc;
+    ngx_connection_t  *c;
+
+    c = rd->conn;
+
+    /* the TLS state lives in the connection's pool, freed on close */
+
+    c->pool = ngx_create_pool(128, ngx_cycle->log);
+    if (c->pool == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_ssl_create_connection(rd->ssl, c, NGX_SSL_BUFFER|NGX_SSL_CLIENT)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (SSL_set_tlsext_host_name(c->ssl->connection,
+                                 (char *) rd->tls_name.data)
+        == 0)
+    {
+        ngx_ssl_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "redis %V: SSL_set_tlsext_host_name(\"%V\") failed",
+                      &rd->name, &rd->tls_name);
+        return NGX_ERROR;
+    }
+
+    rc = ngx_ssl_handshake(c);
+
+    if (rc == NGX_AGAIN) {
+        c->ssl->handler = ngx_meshgate_redis_tls_handshake_handler;
+        return NGX_AGAIN;
+    }
+
+    return ngx_meshgate_redis_tls_done(rd);
+}
+
+
+static void
+ngx_meshgate_redis_tls_handshake_handler(ngx_connection_t *c)
+{
+    ngx_meshgate_redis_t  *rd;
+
+    rd = c->data;
+
+    if (ngx_meshgate_redis_tls_done(rd) != NGX_OK) {
+        ngx_meshgate_redis_disconnect(rd, NGX_MESHGATE_REDIS_ERROR,
+                                      "TLS handshake failed");
+    }
+}
+
+
+static ngx_int_t
+ngx_meshgate_redis_tls_done(ngx_meshgate_redis_t *rd)
+{
+    long               rc;
+    ngx_connection_t  *c;
+
+    c = rd->conn;
+
+    if (!c->ssl->handshaked) {
+        return NGX_ERROR;
+    }
+
+    if (rd->tls_verify) {
+        rc = SSL_get_verify_result(c->ssl->connection);
+
+        if (rc != X509_V_OK) {
+            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                          "redis %V: TLS certificate verify error: (%l:%s)",
+                          &rd->name, rc, X509_verify_cert_error_string(rc));
+            return NGX_ERROR;
+        }
+
+        if (ngx_ssl_check_host(c, &rd->tls_name) != NGX_OK) {
+            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                          "redis %V: TLS certificate does not match \"%V\"",
+                          &rd->name, &rd->tls_name);
+            return NGX_ERROR;
+        }
+    }
+
+    c->read->handler = ngx_meshgate_redis_read_handler;
+    c->write->handler = ngx_meshgate_redis_write_handler;
+
+    ngx_meshgate_redis_connected(rd);
+    ngx_meshgate_redis_post_write(rd);
 
     return NGX_OK;
 }

@@ -33,6 +33,10 @@
  * closed while no command is pending (Redis's idle "timeout", a proxy)
  * is not an outage: the next command simply reconnects.
  *
+ * With "tls", the connection runs TLS (1.2 or 1.3) before any command,
+ * within connect_timeout; the server's certificate is verified against
+ * tls_ca= and tls_name= (the host of server= by default).
+ *
  * On connect the client sends AUTH (password, or user and password) and
  * SELECT (db) when configured, pipelined ahead of the first command.
  *
@@ -80,6 +84,8 @@ ngx_meshgate_redis_t *ngx_meshgate_redis_create(ngx_conf_t *cf);
  *   server=host[:port] | server=unix:/path   (port 6379 by default)
  *   password=...  password_env=NAME  user=...  db=N
  *   timeout=time  connect_timeout=time
+ *   tls  tls_ca=file  tls_name=name  tls_verify=on|off
+ *   tls_cert=file  tls_key=file
  * Returns NGX_OK if it was one of these, NGX_DECLINED if it is another
  * parameter (for the caller to handle), NGX_ERROR after logging why.
  */
