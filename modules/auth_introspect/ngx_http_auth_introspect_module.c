@@ -10,6 +10,7 @@
 #include <openssl/sha.h>
 #include "ngx_meshgate_cache.h"
 #include "ngx_meshgate_json.h"
+#include "ngx_meshgate_http.h"
 
 
 #define NGX_HTTP_INTROSPECT_DIGEST_LEN   SHA256_DIGEST_LENGTH
@@ -1617,19 +1618,7 @@ ngx_http_auth_introspect_scope(ngx_conf_t *cf, ngx_command_t *cmd,
 static ngx_int_t
 ngx_http_auth_introspect_add_variables(ngx_conf_t *cf)
 {
-    ngx_http_variable_t  *var, *v;
-
-    for (v = ngx_http_auth_introspect_vars; v->name.len; v++) {
-        var = ngx_http_add_variable(cf, &v->name, v->flags);
-        if (var == NULL) {
-            return NGX_ERROR;
-        }
-
-        var->get_handler = v->get_handler;
-        var->data = v->data;
-    }
-
-    return NGX_OK;
+    return ngx_meshgate_add_variables(cf, ngx_http_auth_introspect_vars);
 }
 
 

@@ -9,6 +9,7 @@
 #include <ngx_http.h>
 
 #include "ngx_http_auth_jwt.h"
+#include "ngx_meshgate_http.h"
 
 
 #define NGX_HTTP_AUTH_JWT_WAIT          60
@@ -1732,19 +1733,7 @@ ngx_http_auth_jwt_set_variable(ngx_http_request_t *r,
 static ngx_int_t
 ngx_http_auth_jwt_add_variables(ngx_conf_t *cf)
 {
-    ngx_http_variable_t  *var, *v;
-
-    for (v = ngx_http_auth_jwt_vars; v->name.len; v++) {
-        var = ngx_http_add_variable(cf, &v->name, v->flags);
-        if (var == NULL) {
-            return NGX_ERROR;
-        }
-
-        var->get_handler = v->get_handler;
-        var->data = v->data;
-    }
-
-    return NGX_OK;
+    return ngx_meshgate_add_variables(cf, ngx_http_auth_jwt_vars);
 }
 
 

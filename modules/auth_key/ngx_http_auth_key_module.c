@@ -9,6 +9,7 @@
 #include <ngx_http.h>
 #include <openssl/crypto.h>
 #include "ngx_http_auth_key.h"
+#include "ngx_meshgate_http.h"
 
 
 static ngx_int_t ngx_http_auth_key_handler(ngx_http_request_t *r);
@@ -1430,19 +1431,7 @@ ngx_http_auth_key_cmp_entries(const void *one, const void *two)
 static ngx_int_t
 ngx_http_auth_key_add_variables(ngx_conf_t *cf)
 {
-    ngx_http_variable_t  *var, *v;
-
-    for (v = ngx_http_auth_key_vars; v->name.len; v++) {
-        var = ngx_http_add_variable(cf, &v->name, v->flags);
-        if (var == NULL) {
-            return NGX_ERROR;
-        }
-
-        var->get_handler = v->get_handler;
-        var->data = v->data;
-    }
-
-    return NGX_OK;
+    return ngx_meshgate_add_variables(cf, ngx_http_auth_key_vars);
 }
 
 

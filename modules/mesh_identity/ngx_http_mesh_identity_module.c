@@ -8,6 +8,7 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 #include "ngx_http_mesh_identity.h"
+#include "ngx_meshgate_http.h"
 
 
 /* the verified SPIFFE identity of a client connection, computed once */
@@ -563,19 +564,7 @@ ngx_http_mesh_identity_watch(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 static ngx_int_t
 ngx_http_mesh_identity_add_variables(ngx_conf_t *cf)
 {
-    ngx_http_variable_t  *var, *v;
-
-    for (v = ngx_http_mesh_identity_vars; v->name.len; v++) {
-        var = ngx_http_add_variable(cf, &v->name, v->flags);
-        if (var == NULL) {
-            return NGX_ERROR;
-        }
-
-        var->get_handler = v->get_handler;
-        var->data = v->data;
-    }
-
-    return NGX_OK;
+    return ngx_meshgate_add_variables(cf, ngx_http_mesh_identity_vars);
 }
 
 

@@ -9,6 +9,7 @@
 #include <ngx_http.h>
 #include <openssl/rand.h>
 #include "ngx_http_mesh_metrics.h"
+#include "ngx_meshgate_http.h"
 
 
 /*
@@ -120,19 +121,7 @@ static ngx_str_t  ngx_http_mesh_metrics_ts_name = ngx_string("tracestate");
 ngx_int_t
 ngx_http_mesh_metrics_trace_add_variables(ngx_conf_t *cf)
 {
-    ngx_http_variable_t  *var, *v;
-
-    for (v = ngx_http_mesh_metrics_vars; v->name.len; v++) {
-        var = ngx_http_add_variable(cf, &v->name, v->flags);
-        if (var == NULL) {
-            return NGX_ERROR;
-        }
-
-        var->get_handler = v->get_handler;
-        var->data = v->data;
-    }
-
-    return NGX_OK;
+    return ngx_meshgate_add_variables(cf, ngx_http_mesh_metrics_vars);
 }
 
 
@@ -517,11 +506,22 @@ ngx_http_mesh_metrics_set_headers(ngx_http_request_t *r,
     u_char           *p;
     ngx_table_elt_t  *h;
 
-    if (t->ntraceparent > 1 || (t->tracestate && !t->continued)) {
+    h = t->traceparent;
+
+    /*
+     * the header seen when the trace was read is still the incoming
+     * "traceparent", unless a module rewrote the list since (a variable
+     * may have read the trace in an earlier phase): then rebuild
+     */
+
+    if (t->ntraceparent > 1 || (t->tracestate && !t->continued)
+        || (h && (h->key.len != ngx_http_mesh_metrics_tp_name.len
+                  || ngx_strncasecmp(h->key.data,
+                                     ngx_http_mesh_metrics_tp_name.data,
+                                     h->key.len) != 0)))
+    {
         return ngx_http_mesh_metrics_rebuild_headers(r, t);
     }
-
-    h = t->traceparent;
 
     if (h == NULL) {
         h = ngx_list_push(&r->headers_in.headers);

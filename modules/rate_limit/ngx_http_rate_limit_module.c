@@ -10,6 +10,7 @@
 #include <ngx_sha1.h>
 #include "ngx_meshgate_redis.h"
 #include "ngx_meshgate_cache.h"
+#include "ngx_meshgate_http.h"
 
 
 #define NGX_HTTP_RATE_LIMIT_PASSED          1
@@ -2045,19 +2046,7 @@ ngx_http_rate_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 static ngx_int_t
 ngx_http_rate_limit_add_variables(ngx_conf_t *cf)
 {
-    ngx_http_variable_t  *var, *v;
-
-    for (v = ngx_http_rate_limit_vars; v->name.len; v++) {
-        var = ngx_http_add_variable(cf, &v->name, v->flags);
-        if (var == NULL) {
-            return NGX_ERROR;
-        }
-
-        var->get_handler = v->get_handler;
-        var->data = v->data;
-    }
-
-    return NGX_OK;
+    return ngx_meshgate_add_variables(cf, ngx_http_rate_limit_vars);
 }
 
 
