@@ -125,7 +125,7 @@ static ngx_int_t ngx_http_rate_limit_hash_key(ngx_http_request_t *r,
     ngx_str_t *key);
 static ngx_int_t ngx_http_rate_limit_send(ngx_http_request_t *r,
     ngx_http_rate_limit_ctx_t *ctx);
-static ngx_int_t ngx_http_rate_limit_args(ngx_http_request_t *r,
+static ngx_int_t ngx_http_rate_limit_keys(ngx_http_request_t *r,
     ngx_http_rate_limit_ctx_t *ctx, ngx_http_rate_limit_main_conf_t *mcf);
 static ngx_int_t ngx_http_rate_limit_batch_add(ngx_http_rate_limit_ctx_t *ctx,
     ngx_http_rate_limit_main_conf_t *mcf, ngx_log_t *log);
@@ -571,7 +571,7 @@ ngx_http_rate_limit_send(ngx_http_request_t *r,
         return ngx_http_rate_limit_failure(r, ctx);
     }
 
-    if (ngx_http_rate_limit_args(r, ctx, mcf) != NGX_OK
+    if (ngx_http_rate_limit_keys(r, ctx, mcf) != NGX_OK
         || ngx_http_rate_limit_batch_add(ctx, mcf, r->connection->log)
            != NGX_OK)
     {
@@ -589,7 +589,7 @@ ngx_http_rate_limit_send(ngx_http_request_t *r,
 /* per limit: the Redis key */
 
 static ngx_int_t
-ngx_http_rate_limit_args(ngx_http_request_t *r,
+ngx_http_rate_limit_keys(ngx_http_request_t *r,
     ngx_http_rate_limit_ctx_t *ctx, ngx_http_rate_limit_main_conf_t *mcf)
 {
     u_char                        *p;

@@ -327,6 +327,7 @@ ngx_http_upstream_mesh_init_peer(ngx_http_request_t *r,
     ctx->request = r;
     ctx->peer = -1;
     ctx->retry = 0;
+    ctx->single = 0;
     ctx->connect_only = 0;
     ctx->final_status = 0;
     ctx->data = u->peer.data;
