@@ -137,7 +137,34 @@ def now_ms():
 
 __all__ = ["MODULES", "upstream", "server", "proxy_location", "addr",
            "dead_port", "status", "peer", "ups_status", "hits", "set_health",
-           "Flaky", "Trickle", "run_many", "now_ms", "wait_for", "Resp"]
+           "Flaky", "Blip", "Trickle", "Hang", "run_many", "now_ms",
+           "wait_for", "Resp"]
+
+
+class Blip:
+    """Makes backends answer 503 together for `down` seconds of every
+    `period` seconds, on one shared clock: a deploy, a GC pause, a shared
+    dependency blinking (health-check path excluded)."""
+
+    def __init__(self, backends, period=0.2, down=0.04, path="/healthz"):
+        t0 = time.monotonic()
+        self.answers = {200: 0, 503: 0}
+        lock = threading.Lock()
+
+        def bad():
+            return (time.monotonic() - t0) % period < down
+
+        for b in backends:
+            orig = b._next
+
+            def nxt(p, orig=orig):
+                if p == path:
+                    return orig(p)
+                r = Resp(503, "blip\n") if bad() else Resp(200, "ok\n")
+                with lock:
+                    self.answers[r.status] += 1
+                return r
+            b._next = nxt
 
 
 class Trickle:
@@ -189,3 +216,40 @@ class Trickle:
         except OSError:
             pass
         self.sock.close()
+
+
+class Hang:
+    """A peer that accepts connections, reads the request and never
+    answers."""
+
+    def __init__(self):
+        import socket
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.count = 0
+        self.conns = []
+        self.running = True
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while self.running:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.count += 1
+            self.conns.append(c)
+
+    def stop(self):
+        import socket
+        self.running = False
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+        for c in self.conns:
+            c.close()

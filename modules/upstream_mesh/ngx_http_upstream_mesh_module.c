@@ -62,6 +62,7 @@ typedef struct {
     /* a peer the module chose itself, after the balancer had none left */
     ngx_http_upstream_rr_peers_t       *own_peers;
     ngx_http_upstream_rr_peer_t        *own_peer;
+    ngx_uint_t                          own_next;   /* 1 + index, 0: none */
 
     ngx_event_t                         delay;
     ngx_event_t                         deadline;
@@ -366,6 +367,7 @@ ngx_http_upstream_mesh_init_peer(ngx_http_request_t *r,
     ctx->upstream = u;
     ctx->peer = -1;
     ctx->own_peer = NULL;
+    ctx->own_next = 0;
     ctx->retry = 0;
     ctx->single = 0;
     ctx->connect_only = 0;
@@ -638,25 +640,43 @@ ngx_http_upstream_mesh_get_peer(ngx_peer_connection_t *pc, void *data)
  * out.  A mesh_retry request still has tries: the next one goes to the
  * usable peer with the fewest failed tries in a row (the shared record of
  * the mesh when the upstream has one, else nginx's failure count of the
- * peer), primaries before backups, ties drawn at random.  Peers that are
- * down (in the configuration, or taken out by health checks or outlier
- * detection) or at max_conns are skipped.
+ * peer), primaries before backups.  Ties go round the peers from a random
+ * start, so that the extra tries of a request spread over them.  Peers
+ * that are down (in the configuration, or taken out by health checks or
+ * outlier detection) or at max_conns are skipped.
  */
 
 static ngx_int_t
 ngx_http_upstream_mesh_pick(ngx_http_upstream_mesh_ctx_t *ctx,
     ngx_peer_connection_t *pc)
 {
-    ngx_uint_t                     i, rank, best_rank, ties;
+    ngx_uint_t                     i, n, rank, dist, best_rank, best_dist;
+    ngx_uint_t                     best_i;
     ngx_http_upstream_rr_peer_t   *peer, *best;
     ngx_http_upstream_rr_peers_t  *peers, *best_peers;
     ngx_http_upstream_mesh_sh_t   *sh;
 
     sh = ctx->mcf->sh;
+
+    n = 0;
+
+    for (peers = ctx->mcf->uscf->peer.data; peers; peers = peers->next) {
+        n += peers->number;
+    }
+
+    if (n == 0) {
+        return NGX_BUSY;
+    }
+
+    if (ctx->own_next == 0) {
+        ctx->own_next = 1 + ngx_random() % n;
+    }
+
     best = NULL;
     best_peers = NULL;
     best_rank = 0;
-    ties = 0;
+    best_dist = 0;
+    best_i = 0;
     i = 0;
 
     for (peers = ctx->mcf->uscf->peer.data;
@@ -675,17 +695,17 @@ ngx_http_upstream_mesh_pick(ngx_http_upstream_mesh_ctx_t *ctx,
 
             rank = (sh && i < sh->npeers) ? sh->peers[i].cons_fail
                                           : peer->fails;
+            dist = (i + n - (ctx->own_next - 1) % n) % n;
 
-            if (best == NULL || rank < best_rank) {
-                ties = 1;
-
-            } else if (rank > best_rank || ngx_random() % ++ties) {
-                continue;
+            if (best == NULL || rank < best_rank
+                || (rank == best_rank && dist < best_dist))
+            {
+                best = peer;
+                best_peers = peers;
+                best_rank = rank;
+                best_dist = dist;
+                best_i = i;
             }
-
-            best = peer;
-            best_peers = peers;
-            best_rank = rank;
         }
 
         ngx_http_upstream_rr_peers_unlock(peers);
@@ -694,6 +714,8 @@ ngx_http_upstream_mesh_pick(ngx_http_upstream_mesh_ctx_t *ctx,
     if (best == NULL) {
         return NGX_BUSY;
     }
+
+    ctx->own_next = 1 + (best_i + 1) % n;
 
     ngx_http_upstream_rr_peers_rlock(best_peers);
     ngx_http_upstream_rr_peer_lock(best_peers, best);
