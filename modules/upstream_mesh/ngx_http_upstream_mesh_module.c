@@ -765,10 +765,10 @@ ngx_http_upstream_mesh_own_free(ngx_http_upstream_mesh_ctx_t *ctx,
 
     peer->conns--;
 
-    if (answered || !(state & NGX_PEER_FAILED)) {
+    if (answered) {
         peer->fails = 0;
 
-    } else {
+    } else if (state & NGX_PEER_FAILED) {
         peer->fails++;
         peer->accessed = ngx_time();
         peer->checked = peer->accessed;
