@@ -99,6 +99,27 @@ def test_extra_tries_prefer_the_peer_with_fewest_failures(nginx, backend):
         assert r.headers["X-Mesh-Attempts"] == "3"
 
 
+def test_extra_tries_avoid_peers_out_by_max_fails(nginx, backend):
+    """Equal records: a peer that max_fails has taken out (it refused a
+    connection) comes after one that answered."""
+    ok = backend()
+    dead = dead_port()
+    n = nginx.start(upstream("u", [addr(dead), addr(ok.port)],
+                             "mesh_retry_budget percent=100") + server(
+        proxy_location("/", "u", "mesh_retry attempts=2 on=5xx,reset "
+                       "backoff=5ms")), modules=MODULES, workers=1)
+    n.allow(r"connect\(\) failed")
+    n.allow(r"upstream server temporarily disabled")
+    for _ in range(2):
+        assert requests.get(n.url("/warm"), timeout=5).status_code == 200
+    assert peer(n, addr(dead))["consecutive_failures"] == 1
+    for _ in range(6):
+        ok.script("/p", [Resp(503, "no\n"), Resp(200, "yes\n")])
+        r = requests.get(n.url("/p"), timeout=5)
+        assert (r.status_code, r.text) == (200, "yes\n")
+        assert r.headers["X-Mesh-Attempts"] == "2"
+
+
 def test_full_outage_with_mesh_timeout(nginx, backend):
     """Every peer refuses connections for 2 s.  Requests that arrive
     during the outage get their answer once the peers are back (max_fails

@@ -640,18 +640,20 @@ ngx_http_upstream_mesh_get_peer(ngx_peer_connection_t *pc, void *data)
  * out.  A mesh_retry request still has tries: the next one goes to the
  * usable peer with the fewest failed tries in a row (the shared record of
  * the mesh when the upstream has one, else nginx's failure count of the
- * peer), primaries before backups.  Ties go round the peers from a random
- * start, so that the extra tries of a request spread over them.  Peers
- * that are down (in the configuration, or taken out by health checks or
- * outlier detection) or at max_conns are skipped.
+ * peer), primaries before backups, peers that max_fails has not taken out
+ * before those it has.  Ties go round the peers from a random start, so
+ * that the extra tries of a request spread over them.  Peers that are down
+ * (in the configuration, or taken out by health checks or outlier
+ * detection) or at max_conns are skipped.
  */
 
 static ngx_int_t
 ngx_http_upstream_mesh_pick(ngx_http_upstream_mesh_ctx_t *ctx,
     ngx_peer_connection_t *pc)
 {
+    time_t                         now;
     ngx_uint_t                     i, n, rank, dist, best_rank, best_dist;
-    ngx_uint_t                     best_i;
+    ngx_uint_t                     best_i, out, best_out;
     ngx_http_upstream_rr_peer_t   *peer, *best;
     ngx_http_upstream_rr_peers_t  *peers, *best_peers;
     ngx_http_upstream_mesh_sh_t   *sh;
@@ -672,8 +674,10 @@ ngx_http_upstream_mesh_pick(ngx_http_upstream_mesh_ctx_t *ctx,
         ctx->own_next = 1 + ngx_random() % n;
     }
 
+    now = ngx_time();
     best = NULL;
     best_peers = NULL;
+    best_out = 0;
     best_rank = 0;
     best_dist = 0;
     best_i = 0;
@@ -693,15 +697,21 @@ ngx_http_upstream_mesh_pick(ngx_http_upstream_mesh_ctx_t *ctx,
                 continue;
             }
 
+            out = (peer->max_fails && peer->fails >= peer->max_fails
+                   && now - peer->checked <= peer->fail_timeout);
             rank = (sh && i < sh->npeers) ? sh->peers[i].cons_fail
                                           : peer->fails;
             dist = (i + n - (ctx->own_next - 1) % n) % n;
 
-            if (best == NULL || rank < best_rank
-                || (rank == best_rank && dist < best_dist))
+            if (best == NULL
+                || out < best_out
+                || (out == best_out
+                    && (rank < best_rank
+                        || (rank == best_rank && dist < best_dist))))
             {
                 best = peer;
                 best_peers = peers;
+                best_out = out;
                 best_rank = rank;
                 best_dist = dist;
                 best_i = i;
