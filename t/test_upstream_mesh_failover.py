@@ -381,3 +381,46 @@ def test_max_fails_unchanged_without_mesh(nginx, backend):
     # governed: the peer keeps its share of the traffic
     assert hits(a, "/meshed/q") >= 4
     assert hits(a, "/od/q") >= 4
+
+
+def test_mesh_timeout_inherits_apart_from_mesh_retry(nginx):
+    """mesh_retry is inherited as a whole, mesh_timeout on its own: a
+    level that sets one keeps the other from above."""
+    hang = Hang()
+    try:
+        loc = ("        proxy_pass http://u;\n"
+               "        add_header X-Mesh-Attempts $mesh_attempts always;\n"
+               "        add_header X-Request-Time $request_time always;\n")
+        conf = upstream("u", [addr(hang.port)]) + (
+            "server {\n    listen 127.0.0.1:{{port}};\n"
+            "    mesh_timeout 300ms;\n"
+            "    mesh_retry attempts=3 on=reset per_try_timeout=100ms "
+            "backoff=1ms;\n"
+            "    location /retry/ {\n" + loc +
+            "        mesh_retry attempts=9 on=reset per_try_timeout=100ms "
+            "backoff=1ms;\n    }\n"
+            "    location /timeout/ {\n" + loc +
+            "        mesh_timeout 150ms;\n    }\n"
+            "    location /off/ {\n" + loc +
+            "        mesh_timeout 0;\n    }\n"
+            "}\n")
+        n = nginx.start(conf, modules=MODULES, workers=1)
+        n.allow(r"upstream timed out")
+        n.allow(r"per_try_timeout of 100ms expired")
+        n.allow(r"mesh_timeout of \d+ms expired")
+        # own mesh_retry (9 x 100 ms), the server's mesh_timeout (300 ms)
+        r = requests.get(n.url("/retry/a"), timeout=10)
+        assert r.status_code == 504
+        assert float(r.headers["X-Request-Time"]) < 0.4
+        assert 3 <= int(r.headers["X-Mesh-Attempts"]) <= 4
+        # own mesh_timeout, the server's mesh_retry (3 x 100 ms)
+        r = requests.get(n.url("/timeout/a"), timeout=10)
+        assert r.status_code == 504
+        assert float(r.headers["X-Request-Time"]) < 0.25
+        assert r.headers["X-Mesh-Attempts"] == "2"
+        n.wait_log(r"mesh_timeout of 150ms expired after 2 tries")
+        # no deadline: the three tries of the server's mesh_retry
+        r = requests.get(n.url("/off/a"), timeout=10)
+        assert r.status_code == 504 and r.headers["X-Mesh-Attempts"] == "3"
+    finally:
+        hang.stop()
