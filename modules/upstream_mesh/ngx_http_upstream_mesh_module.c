@@ -103,6 +103,8 @@ static ngx_int_t ngx_http_upstream_mesh_get_peer(ngx_peer_connection_t *pc,
     void *data);
 static ngx_int_t ngx_http_upstream_mesh_pick(ngx_http_upstream_mesh_ctx_t *ctx,
     ngx_peer_connection_t *pc);
+static ngx_uint_t ngx_http_upstream_mesh_key_less(ngx_uint_t *a,
+    ngx_uint_t *b);
 static void ngx_http_upstream_mesh_own_free(ngx_http_upstream_mesh_ctx_t *ctx,
     ngx_peer_connection_t *pc, ngx_uint_t state, ngx_uint_t answered);
 static void ngx_http_upstream_mesh_account_try(
@@ -637,14 +639,14 @@ ngx_http_upstream_mesh_get_peer(ngx_peer_connection_t *pc, void *data)
 /*
  * The balancer has no peer left for this request: every peer was tried
  * (nginx allows one try per peer), or nginx's max_fails has taken them all
- * out.  A mesh_retry request still has tries: the next one goes to the
- * usable peer with the fewest failed tries in a row (the shared record of
- * the mesh when the upstream has one, else nginx's failure count of the
- * peer), primaries before backups, peers that max_fails has not taken out
- * before those it has.  Ties go round the peers from a random start, so
- * that the extra tries of a request spread over them.  Peers that are down
- * (in the configuration, or taken out by health checks or outlier
- * detection) or at max_conns are skipped.
+ * out.  A mesh_retry request still has tries: the next one goes to a
+ * usable peer, chosen as nginx would, then by record: peers that max_fails
+ * has not taken out first, then primaries before backups, then the fewest
+ * failed tries in a row (the shared record of the mesh when the upstream
+ * has one, else nginx's failure count of the peer).  Ties go round the
+ * peers from a random start, so that the extra tries of a request spread
+ * over them.  Peers that are down (in the configuration, or taken out by
+ * health checks or outlier detection) or at max_conns are skipped.
  */
 
 static ngx_int_t
@@ -652,8 +654,8 @@ ngx_http_upstream_mesh_pick(ngx_http_upstream_mesh_ctx_t *ctx,
     ngx_peer_connection_t *pc)
 {
     time_t                         now;
-    ngx_uint_t                     i, n, rank, dist, best_rank, best_dist;
-    ngx_uint_t                     best_i, out, best_out;
+    ngx_uint_t                     i, n, tier, best_i;
+    ngx_uint_t                     key[4], best_key[4];
     ngx_http_upstream_rr_peer_t   *peer, *best;
     ngx_http_upstream_rr_peers_t  *peers, *best_peers;
     ngx_http_upstream_mesh_sh_t   *sh;
@@ -677,15 +679,12 @@ ngx_http_upstream_mesh_pick(ngx_http_upstream_mesh_ctx_t *ctx,
     now = ngx_time();
     best = NULL;
     best_peers = NULL;
-    best_out = 0;
-    best_rank = 0;
-    best_dist = 0;
     best_i = 0;
     i = 0;
 
-    for (peers = ctx->mcf->uscf->peer.data;
-         peers && best == NULL;
-         peers = peers->next)
+    for (peers = ctx->mcf->uscf->peer.data, tier = 0;
+         peers;
+         peers = peers->next, tier++)
     {
         ngx_http_upstream_rr_peers_rlock(peers);
 
@@ -697,23 +696,20 @@ ngx_http_upstream_mesh_pick(ngx_http_upstream_mesh_ctx_t *ctx,
                 continue;
             }
 
-            out = (peer->max_fails && peer->fails >= peer->max_fails
-                   && now - peer->checked <= peer->fail_timeout);
-            rank = (sh && i < sh->npeers) ? sh->peers[i].cons_fail
-                                          : peer->fails;
-            dist = (i + n - (ctx->own_next - 1) % n) % n;
+            /* the lowest key wins, compared field by field */
 
-            if (best == NULL
-                || out < best_out
-                || (out == best_out
-                    && (rank < best_rank
-                        || (rank == best_rank && dist < best_dist))))
+            key[0] = (peer->max_fails && peer->fails >= peer->max_fails
+                      && now - peer->checked <= peer->fail_timeout);
+            key[1] = tier;
+            key[2] = (sh && i < sh->npeers) ? sh->peers[i].cons_fail
+                                            : peer->fails;
+            key[3] = (i + n - (ctx->own_next - 1) % n) % n;
+
+            if (best == NULL || ngx_http_upstream_mesh_key_less(key, best_key))
             {
+                ngx_memcpy(best_key, key, sizeof(key));
                 best = peer;
                 best_peers = peers;
-                best_out = out;
-                best_rank = rank;
-                best_dist = dist;
                 best_i = i;
             }
         }
@@ -746,9 +742,25 @@ ngx_http_upstream_mesh_pick(ngx_http_upstream_mesh_ctx_t *ctx,
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, pc->log, 0,
                    "mesh retry: no peer left in the balancer, "
-                   "trying %V (%ui failures in a row)", pc->name, best_rank);
+                   "trying %V (%ui failures in a row)", pc->name,
+                   best_key[2]);
 
     return NGX_OK;
+}
+
+
+static ngx_uint_t
+ngx_http_upstream_mesh_key_less(ngx_uint_t *a, ngx_uint_t *b)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < 4; i++) {
+        if (a[i] != b[i]) {
+            return a[i] < b[i];
+        }
+    }
+
+    return 0;
 }
 
 
