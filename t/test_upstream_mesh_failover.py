@@ -424,3 +424,21 @@ def test_mesh_timeout_inherits_apart_from_mesh_retry(nginx):
         assert r.status_code == 504 and r.headers["X-Mesh-Attempts"] == "3"
     finally:
         hang.stop()
+
+
+def test_keepalive_connections_after_answers_that_do_not_count(nginx,
+                                                               backend):
+    """A 503 without a body no longer fails the peer for the balancer:
+    the keepalive module may keep its connection, and later requests on
+    it work."""
+    a, b = backend(), backend()
+    a.script("/k", [Resp(503, b"")])
+    conf = upstream("u", [addr(a.port), addr(b.port)], "keepalive 8") + \
+        server(proxy_location("/", "u", "mesh_retry attempts=3 on=5xx "
+                              "backoff=1ms", "proxy_http_version 1.1",
+                              "proxy_set_header Connection \"\""))
+    n = nginx.start(conf, modules=MODULES, workers=1)
+    for path in ["/k"] * 12 + ["/j"] * 12:
+        r = requests.get(n.url(path), timeout=5)
+        assert r.status_code == 200, (path, r.status_code)
+    assert hits(a, "/k") >= 5 and hits(a, "/j") >= 5
