@@ -1,7 +1,6 @@
 """Helpers for the upstream_mesh tests."""
 
 import json
-import random
 import threading
 import time
 
@@ -85,26 +84,6 @@ def set_health(b, ok, path="/healthz"):
     b.script(path, [Resp(200 if ok else 503, "ok\n" if ok else "down\n")])
 
 
-class Flaky:
-    """Makes a backend answer 503 to a share of requests at random
-    (health-check path excluded)."""
-
-    def __init__(self, b, share=0.5, seed=7, path="/healthz"):
-        self.rng = random.Random(seed)
-        self.lock = threading.Lock()
-        self.share = share
-        self.path = path
-        orig = b._next
-
-        def nxt(p):
-            if p == self.path:
-                return orig(p)
-            with self.lock:
-                bad = self.rng.random() < self.share
-            return Resp(503, "flaky\n") if bad else Resp(200, "ok\n")
-        b._next = nxt
-
-
 def run_many(url, count, threads=4, method="GET"):
     """Sends count requests over a few keepalive sessions; returns the list
     of status codes (0 for a transport error)."""
@@ -137,7 +116,7 @@ def now_ms():
 
 __all__ = ["MODULES", "upstream", "server", "proxy_location", "addr",
            "dead_port", "status", "peer", "ups_status", "hits", "set_health",
-           "Flaky", "Blip", "Trickle", "Hang", "run_many", "now_ms",
+           "Blip", "Trickle", "Hang", "run_many", "now_ms",
            "wait_for", "Resp"]
 
 
