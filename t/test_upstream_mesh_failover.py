@@ -338,19 +338,25 @@ def test_ejection_multiplier_decays(nginx, backend):
     p, t = eject()
     assert p["ejection_multiplier"] == 2
     assert p["ejected_until_ms"] / 1000 - t > 1.0      # 2 x 600 ms
-    n.reload()
-    assert peer(n, addr(bad.port))["ejection_multiplier"] == 2
-    back()
-    returned = peer(n, addr(bad.port))
-    assert returned["ejection_multiplier"] == 2
-    # one base_ejection_time out of ejection: down by one
-    time.sleep(0.9)
-    assert peer(n, addr(bad.port))["ejection_multiplier"] == 1
-    time.sleep(0.6)
-    assert peer(n, addr(bad.port))["ejection_multiplier"] == 0
+    until = p["ejected_until_ms"] / 1000
+
+    def at(offset):
+        time.sleep(max(0, until + offset - time.time()))
+        return peer(n, addr(bad.port))
+
+    # back at `until`; one base_ejection_time later, down by one
+    p = at(0.1)
+    assert not p["ejected"] and p["ejection_multiplier"] == 2
+    assert at(0.9)["ejection_multiplier"] == 1
+    assert at(1.5)["ejection_multiplier"] == 0
     p, t = eject()
     assert p["ejection_multiplier"] == 1 and p["ejections"] == 3
     assert p["ejected_until_ms"] / 1000 - t < 0.9
+    n.reload()
+    p = peer(n, addr(bad.port))
+    assert p["ejections"] == 3
+    if p["ejected"]:
+        assert p["ejection_multiplier"] == 1
 
 
 def test_max_fails_unchanged_without_mesh(nginx, backend):
