@@ -48,7 +48,8 @@ typedef struct {
     /* the same over the current rollout step */
     ngx_atomic_t                        step_requests;
     ngx_atomic_t                        step_errors;
-    ngx_atomic_t                        step_hist[NGX_HTTP_TRAFFIC_SPLIT_BUCKETS];
+    ngx_atomic_t                        step_hist[
+                                            NGX_HTTP_TRAFFIC_SPLIT_BUCKETS];
 } ngx_http_traffic_split_stats_t;
 
 
@@ -63,7 +64,8 @@ typedef struct {
 
     /* odd while weights[] are being written (a sequence lock) */
     ngx_atomic_t                        seq;
-    ngx_uint_t                          weights[NGX_HTTP_TRAFFIC_SPLIT_VARIANTS];
+    ngx_uint_t                          weights[
+                                            NGX_HTTP_TRAFFIC_SPLIT_VARIANTS];
 
     /* rollout, under the zone's mutex */
     ngx_uint_t                          status;

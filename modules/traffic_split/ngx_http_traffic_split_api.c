@@ -7,7 +7,6 @@
 #include <ngx_config.h>
 #include <ngx_core.h>
 #include <ngx_http.h>
-#include <math.h>
 #include "ngx_http_traffic_split.h"
 #include "ngx_meshgate_json.h"
 #include "ngx_meshgate_http.h"
@@ -445,9 +444,10 @@ ngx_http_traffic_split_parse_weights(ngx_http_traffic_split_conf_t *scf,
             return "a weight is a number from 0 to 100";
         }
 
-        n = llround(d);
+        /* d >= 0: rounded without libm */
+        n = (long long) (d + 0.5);
 
-        if (fabs(d - (double) n) > 1e-6) {
+        if (d - (double) n > 1e-6 || (double) n - d > 1e-6) {
             return "a weight has at most two decimals";
         }
 

@@ -251,7 +251,7 @@ ngx_http_traffic_split_params(ngx_conf_t *cf,
             }
 
             scf->shm_zone = ngx_shared_memory_add(cf, &name, size,
-                                                  &ngx_http_traffic_split_module);
+                                               &ngx_http_traffic_split_module);
             if (scf->shm_zone == NULL) {
                 return NGX_CONF_ERROR;
             }

@@ -1,0 +1,280 @@
+"""ngx_http_traffic_split_module: weighted splits, stickiness, monotone
+growth, matches, counters, Prometheus, configuration errors."""
+
+import os
+import re
+
+import pytest
+import requests
+
+from conftest import module_path
+from traffic_split_util import (MODULES, Client, api, gateway, key_script,
+                                names, put, split, weights, wrk)
+
+
+def start(nginx, http, workers=2, **kw):
+    return nginx.start(gateway(http, **kw) if "{{port1}}" not in http
+                       else http, modules=MODULES, workers=workers)
+
+
+# --------------------------------------------------------------------------
+# shares
+# --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("keyed", [False, True], ids=["by-request", "keyed"])
+def test_share_of_20000_requests_within_one_point(nginx, tmp_path, keyed):
+    n = start(nginx, split(key="key $http_x_user;" if keyed else ""))
+    script = None
+    if keyed:
+        script = str(tmp_path / "keys.lua")
+        with open(script, "w") as f:
+            f.write(key_script("/", 20000))
+    res = wrk(n.url("/"), seconds=3, script=script)
+    assert res["non2xx"] == 0 and not res["errors"], res["out"]
+    v = api(n, "s")["variants"]
+    total = v["v1"]["requests"] + v["v2"]["requests"]
+    assert total >= 20000, res["out"]
+    share = 100.0 * v["v2"]["requests"] / total
+    assert 4.0 <= share <= 6.0, (share, v)
+    assert v["v1"]["5xx"] == 0 and v["v2"]["errors"] == 0
+
+
+def test_key_keeps_its_variant_across_workers_reload_restart(nginx):
+    n = start(nginx, split(weights="v2 30%; v1 *;"))
+    keys = ["user-%d" % i for i in range(150)]
+
+    # several connections: both workers answer
+    pids = set()
+    first = None
+    for _ in range(6):
+        c = Client(n.port)
+        got = {}
+        for k in keys:
+            status, body, pid = c.get("/name", {"X-User": k})
+            assert status == 200
+            got[k] = body
+            pids.add(pid)
+        c.close()
+        if first is None:
+            first = got
+        assert got == first
+    assert len(pids) == 2, pids
+    share = sum(1 for v in first.values() if v == "v2") / len(keys)
+    assert 0.15 < share < 0.45, share
+
+    n.reload()
+    assert names(n.port, keys) == first
+
+    n.stop()
+    n.start(**n._conf_args)
+    assert names(n.port, keys) == first
+
+
+def test_growth_is_monotone_5_25_50(nginx):
+    n = start(nginx, split())
+    keys = ["k%d" % i for i in range(1500)]
+    previous = set()
+    for w in (5, 25, 50):
+        r = put(n, {"weights": {"v2": w, "v1": 100 - w}})
+        assert r.status_code == 200, r.text
+        got = names(n.port, keys)
+        canary = {k for k, v in got.items() if v == "v2"}
+        assert previous <= canary, "keys left the growing canary"
+        assert abs(len(canary) / len(keys) - w / 100) < 0.04, len(canary)
+        previous = canary
+
+
+def test_empty_key_draws_per_request(nginx):
+    n = start(nginx, split(weights="v2 50%; v1 *;"))
+    seen = set()
+    c = Client(n.port)
+    for _ in range(60):
+        seen.add(c.get("/name")[1])
+    c.close()
+    assert seen == {"v1", "v2"}
+
+
+def test_matches_override_weights_first_wins(nginx):
+    body = r"""
+        match $http_x_canary = always v2;
+        match $arg_version ~ ^1\. v1;
+        match $http_accept_version ~* ^V2 v2;
+    """
+    n = start(nginx, split(weights="v2 0%; v1 *;", body=body))
+    c = Client(n.port)
+    assert c.get("/name")[1] == "v1"
+    assert c.get("/name", {"X-Canary": "always"})[1] == "v2"
+    assert c.get("/name", {"X-Canary": "Always"})[1] == "v1"
+    assert c.get("/name?version=1.4", {"X-Canary": "always"})[1] == "v2"
+    assert c.get("/name", {"Accept-Version": "v2"})[1] == "v2"
+    # through proxy_pass to the upstream named by the variant
+    assert c.get("/x", {"X-Canary": "always"})[1] == "v2"
+    c.close()
+    m = api(n, "s")["matches"]
+    assert m[0] == {"value": "$http_x_canary", "op": "=",
+                    "pattern": "always", "variant": "v2"}
+    assert [x["op"] for x in m] == ["=", "~", "~"]
+
+
+def test_variable_in_map_and_set(nginx):
+    http = split(weights="blue 50%; green *;", key="key $arg_u;") + """
+    map $traffic_split_s $colour_upper {
+        blue BLUE;
+        green GREEN;
+    }
+    server {
+        listen 127.0.0.1:{{port}};
+        location / {
+            set $picked "$traffic_split_s";
+            return 200 "$picked $colour_upper";
+        }
+    }
+"""
+    n = nginx.start(http, modules=MODULES, workers=1)
+    seen = set()
+    for i in range(40):
+        r = requests.get(n.url("/?u=%d" % i), timeout=5)
+        a, b = r.text.split()
+        assert a.upper() == b
+        seen.add(a)
+    assert seen == {"blue", "green"}
+
+
+def test_counters_5xx_failed_tries_and_prometheus(nginx):
+    if not os.path.exists(module_path("mesh_metrics")):
+        pytest.skip("mesh_metrics not built")
+    http = gateway(split(weights="v2 50%; v1 *;"),
+                   locations="""
+        location = /metrics { mesh_metrics off;
+                              mesh_metrics_export prometheus; }
+""") + "    mesh_metrics zone=mm:1m;\n"
+    n = nginx.start(http, modules=["mesh_metrics"] + MODULES, workers=2)
+    c = Client(n.port)
+    for i in range(200):
+        c.get("/", {"X-User": "u%d" % i, "X-Break": "1"})
+    c.close()
+    v = api(n, "s")["variants"]
+    assert v["v1"]["5xx"] == 0 and v["v1"]["errors"] == 0
+    assert v["v2"]["5xx"] == v["v2"]["requests"] == v["v2"]["errors"] > 40
+    assert v["v1"]["p99_ms"] >= v["v1"]["p50_ms"] >= 1
+    text = requests.get(n.url("/metrics"), timeout=5).text
+    got = dict(re.findall(
+        r'^meshgate_split_requests_total\{split="s",variant="(v\d)",'
+        r'code="(?:200|503)"\} (\d+)$', text, re.M))
+    assert int(got["v1"]) == v["v1"]["requests"]
+    assert int(got["v2"]) == v["v2"]["requests"]
+    assert 'meshgate_split_weight_percent{split="s",variant="v2"} 50.00' \
+        in text
+    assert text.count("# TYPE meshgate_split_requests_total counter") == 1
+
+
+def test_failed_try_counts_as_error(nginx):
+    http = """
+    upstream v1 { server 127.0.0.1:{{port1}}; }
+    upstream v2 { server 127.0.0.1:{{port3}} max_fails=0;
+                  server 127.0.0.1:{{port2}}; }
+    server { listen 127.0.0.1:{{port2}}; return 200 "v2"; }
+""" + split(weights="v2 100%; v1 0%;", key="") + """
+    server {
+        listen 127.0.0.1:{{port}};
+        location / { proxy_pass http://$traffic_split_s;
+                     proxy_next_upstream error; }
+        location /splits/ { traffic_split_api; }
+    }
+"""
+    n = nginx.start(http, modules=MODULES, workers=1)
+    for _ in range(6):
+        assert requests.get(n.url("/"), timeout=5).text == "v2"
+    v = api(n, "s")["variants"]["v2"]
+    assert v["requests"] == 6 and v["5xx"] == 0
+    # round robin: every other request tried the dead port first
+    assert v["errors"] == 3
+
+
+def test_internal_redirect_and_http10_counted_once(nginx):
+    http = split(weights="v2 100%; v1 0%;", key="") + """
+    server {
+        listen 127.0.0.1:{{port}};
+        error_page 404 = /fallback;
+        location = /missing { return 404; }
+        location = /fallback { return 200 "$traffic_split_s"; }
+        location = /direct {
+            set $x $traffic_split_s;
+            error_page 418 = /fallback;
+            return 418;
+        }
+        location /splits/ { traffic_split_api; }
+    }
+"""
+    n = nginx.start(http, modules=MODULES, workers=1)
+    assert requests.get(n.url("/missing"), timeout=5).text == "v2"
+    assert requests.get(n.url("/direct"), timeout=5).text == "v2"
+    import socket
+    s = socket.create_connection(("127.0.0.1", n.port))
+    s.sendall(b"GET /direct HTTP/1.0\r\n\r\n")
+    data = b""
+    while True:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    s.close()
+    assert data.endswith(b"v2")
+    assert api(n, "s")["variants"]["v2"]["requests"] == 3
+
+
+# --------------------------------------------------------------------------
+# configuration errors
+# --------------------------------------------------------------------------
+
+BAD = [
+    (split(body="match $http_x = y v3;"),
+     r'unknown variant "v3" in "match" of traffic split "s"'),
+    (split(weights="v2 60%; v1 50%;"),
+     r'weights of traffic split "s" sum to 110\.00%, not 100%'),
+    (split(weights="v2 60%; v1 30%;"), r'sum to 90\.00%, not 100%'),
+    (split(weights="v2 60%; v1 *; v3 50%;"), r'not at most 100%'),
+    (split(weights="v2 101%; v1 *;"), r'invalid weight "101%"'),
+    (split(weights="v2 5.555%; v1 *;"), r'invalid weight "5\.555%"'),
+    (split(weights="v2 5%; v2 *;"), r'duplicate variant "v2"'),
+    (split(weights="v2 *; v1 *;"), r'two "\*" variants'),
+    (split() + split(), r'duplicate traffic split "s"'),
+    (split(params="").replace("zone=splits:1m", ""), r'needs zone='),
+    (split(body="key $a;"), r'"key" directive is duplicate|is duplicate'),
+    (split(body="match $a == b v1;"), r'unknown operator "=="'),
+    (split(body="match $a ~ ( v1;"), r'pcre2?_compile|missing'),
+    (split().replace("traffic_split s", "traffic_split s-1"),
+     r'invalid split name "s-1"'),
+    (split() + "traffic_split_rollout s canary=v3 steps=1,5 interval=1s;",
+     r'canary "v3" is not a variant of traffic split "s"'),
+    (split() + "traffic_split_rollout s canary=v1 steps=1,5 interval=1s;",
+     r'needs a "\*" variant other than its canary'),
+    (split() + "traffic_split_rollout s canary=v2 steps=5,1 interval=1s;",
+     r'invalid steps "5,1"'),
+    (split() + "traffic_split_rollout s canary=v2 steps=1,5;",
+     r'needs canary=, steps= and interval='),
+    (split() + "traffic_split_rollout s canary=v2 steps=1 interval=1s "
+     "max_error_rate=x;", r'invalid rollout parameter "max_error_rate=x"'),
+    ("traffic_split_rollout s canary=v2 steps=1 interval=1s;" + split(),
+     r'unknown traffic split "s"'),
+    (split() + "traffic_split_rollout s canary=v2 steps=1 interval=1s;"
+     "traffic_split_rollout s canary=v2 steps=1 interval=1s;",
+     r'duplicate rollout of traffic split "s"'),
+    (split(weights="v2 5%; v1 *; v3 10%;") +
+     "traffic_split_rollout s canary=v2 steps=50,95 interval=1s;",
+     r'last step \(95%\) and the other variants'),
+    (split(body="key $a $b;"), r'"key" takes one value'),
+    (split(weights='"v 2" 5%; v1 *;'), r'invalid variant name "v 2"'),
+]
+
+
+@pytest.mark.parametrize("conf,expect", BAD,
+                         ids=[str(i) for i in range(len(BAD))])
+def test_config_errors(nginx_t, conf, expect):
+    nginx_t(conf, modules=MODULES, expect=expect)
+
+
+def test_good_config_passes(nginx_t):
+    rc, out = nginx_t(gateway(split(body="match $http_x ~* ^a v2;")),
+                      modules=MODULES)
+    assert rc == 0, out
