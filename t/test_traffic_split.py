@@ -8,13 +8,13 @@ import pytest
 import requests
 
 from conftest import module_path
-from traffic_split_util import (MODULES, Client, api, gateway, key_script,
-                                names, put, split, weights, wrk)
+from traffic_split_util import (MODULES, USER, Client, api, gateway,
+                                key_script, names, put, split, wrk)
 
 
 def start(nginx, http, workers=2, **kw):
     return nginx.start(gateway(http, **kw) if "{{port1}}" not in http
-                       else http, modules=MODULES, workers=workers)
+                       else http, modules=MODULES, main=USER, workers=workers)
 
 
 # --------------------------------------------------------------------------
@@ -130,7 +130,7 @@ def test_variable_in_map_and_set(nginx):
         }
     }
 """
-    n = nginx.start(http, modules=MODULES, workers=1)
+    n = nginx.start(http, modules=MODULES, main=USER, workers=1)
     seen = set()
     for i in range(40):
         r = requests.get(n.url("/?u=%d" % i), timeout=5)
@@ -182,7 +182,7 @@ def test_failed_try_counts_as_error(nginx):
         location /splits/ { traffic_split_api; }
     }
 """
-    n = nginx.start(http, modules=MODULES, workers=1)
+    n = nginx.start(http, modules=MODULES, main=USER, workers=1)
     for _ in range(6):
         assert requests.get(n.url("/"), timeout=5).text == "v2"
     v = api(n, "s")["variants"]["v2"]
@@ -206,7 +206,7 @@ def test_internal_redirect_and_http10_counted_once(nginx):
         location /splits/ { traffic_split_api; }
     }
 """
-    n = nginx.start(http, modules=MODULES, workers=1)
+    n = nginx.start(http, modules=MODULES, main=USER, workers=1)
     assert requests.get(n.url("/missing"), timeout=5).text == "v2"
     assert requests.get(n.url("/direct"), timeout=5).text == "v2"
     import socket

@@ -4,12 +4,17 @@ requests, the API."""
 
 import http.client
 import json
+import os
 import re
 import subprocess
 
 import requests
 
 MODULES = ["traffic_split"]
+
+# workers that may write the state file and request bodies in the test's
+# prefix (under a directory only root may enter)
+USER = "user %s;" % ("root" if os.geteuid() == 0 else "nobody")
 
 BACKENDS = """
     upstream v1 { server 127.0.0.1:{{port1}}; keepalive 16; }
