@@ -39,7 +39,7 @@ static ngx_http_traffic_split_ctx_t *ngx_http_traffic_split_get_ctx(
     ngx_http_request_t *r, ngx_uint_t create);
 static void ngx_http_traffic_split_cleanup(void *data);
 static void ngx_http_traffic_split_count(ngx_http_traffic_split_stats_t *st,
-    ngx_uint_t status, ngx_uint_t error, ngx_uint_t bucket);
+    ngx_uint_t status, ngx_uint_t error, ngx_uint_t bucket, ngx_uint_t step);
 
 
 /* upper bounds of the latency buckets, in milliseconds */
@@ -417,16 +417,21 @@ ngx_http_traffic_split_log_handler(ngx_http_request_t *r)
 
     for (i = 0; i < ctx->npicks; i++) {
         ngx_http_traffic_split_count(&pk[i].scf->node->stats[pk[i].variant],
-                                     status, error, b);
+                                     status, error, b,
+                                     pk[i].scf->rollout
+                                     && pk[i].scf->rollout->canary
+                                        == pk[i].variant);
     }
 
     return NGX_OK;
 }
 
 
+/* the step's counters only matter for a rollout's canary */
+
 static void
 ngx_http_traffic_split_count(ngx_http_traffic_split_stats_t *st,
-    ngx_uint_t status, ngx_uint_t error, ngx_uint_t bucket)
+    ngx_uint_t status, ngx_uint_t error, ngx_uint_t bucket, ngx_uint_t step)
 {
     ngx_uint_t  code;
 
@@ -436,11 +441,19 @@ ngx_http_traffic_split_count(ngx_http_traffic_split_stats_t *st,
     (void) ngx_atomic_fetch_add(&st->requests, 1);
     (void) ngx_atomic_fetch_add(&st->codes[code], 1);
     (void) ngx_atomic_fetch_add(&st->hist[bucket], 1);
+
+    if (error) {
+        (void) ngx_atomic_fetch_add(&st->errors, 1);
+    }
+
+    if (!step) {
+        return;
+    }
+
     (void) ngx_atomic_fetch_add(&st->step_requests, 1);
     (void) ngx_atomic_fetch_add(&st->step_hist[bucket], 1);
 
     if (error) {
-        (void) ngx_atomic_fetch_add(&st->errors, 1);
         (void) ngx_atomic_fetch_add(&st->step_errors, 1);
     }
 }
