@@ -125,7 +125,7 @@ def test_too_few_requests_hold_the_step(nginx):
     n = start(nginx, "steps=10,30 interval=200ms min_requests=1000",
               workers=1)
     c = Client(n.port)
-    for _ in range(20):
+    for _ in range(150):
         c.get("/")
     c.close()
     time.sleep(0.8)

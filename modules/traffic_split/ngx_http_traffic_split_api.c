@@ -791,6 +791,7 @@ ngx_http_traffic_split_save_state(ngx_http_traffic_split_conf_t *scf,
     ngx_log_t *log)
 {
     ngx_int_t                        rc;
+    ngx_pid_t                        pid;
     ngx_http_traffic_split_shctx_t  *sh;
 
     if (scf->state.len == 0) {
@@ -804,7 +805,15 @@ ngx_http_traffic_split_save_state(ngx_http_traffic_split_conf_t *scf,
 
     for ( ;; ) {
         if (!ngx_atomic_cmp_set(&sh->writer, 0, ngx_pid)) {
-            return NGX_OK;
+            pid = (ngx_pid_t) sh->writer;
+
+            /* a writer that died while writing leaves the lock to us */
+
+            if (pid == 0 || kill(pid, 0) == 0 || ngx_errno != NGX_ESRCH
+                || !ngx_atomic_cmp_set(&sh->writer, pid, ngx_pid))
+            {
+                return NGX_OK;
+            }
         }
 
         while (sh->dirty) {
