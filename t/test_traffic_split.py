@@ -1,8 +1,10 @@
 """ngx_http_traffic_split_module: weighted splits, stickiness, monotone
 growth, matches, counters, Prometheus, configuration errors."""
 
+import json
 import os
 import re
+import subprocess
 
 import pytest
 import requests
@@ -292,3 +294,54 @@ def test_good_config_passes(nginx_t):
     rc, out = nginx_t(gateway(split(body="match $http_x ~* ^a v2;")),
                       modules=MODULES)
     assert rc == 0, out
+
+
+def test_state_file_shared_needs_one_zone(nginx_t):
+    conf = (split(params="state=/tmp/x.json") +
+            split(params="state=/tmp/x.json").replace(
+                "traffic_split s zone=splits:1m",
+                "traffic_split t zone=other:1m"))
+    nginx_t(conf, modules=MODULES,
+            expect=r'traffic splits "s" and "t" share the state file')
+
+
+def test_grpc_pass_takes_the_variable(nginx_t):
+    rc, out = nginx_t(split() + """
+    upstream v1 { server 127.0.0.1:1; }
+    upstream v2 { server 127.0.0.1:2; }
+    server {
+        listen 127.0.0.1:{{port}} http2;
+        location / { grpc_pass grpc://$traffic_split_s; }
+    }
+""", modules=MODULES)
+    assert rc == 0, out
+
+
+def test_http2_requests_and_api(nginx):
+    http = split(weights="v2 100%; v1 0%;", key="") + """
+    server {
+        listen 127.0.0.1:{{port}} http2;
+        location = /name { return 200 "$traffic_split_s"; }
+        location /splits/ { traffic_split_api; }
+    }
+"""
+    n = nginx.start(http, modules=MODULES, main=USER, workers=1)
+
+    def curl(*args):
+        return subprocess.run(
+            ["curl", "-s", "--http2-prior-knowledge", "-w", " %{http_code}"]
+            + list(args), capture_output=True, text=True, timeout=10).stdout
+
+    assert curl(n.url("/name")) == "v2 200"
+    out = curl("-X", "PUT", "-d", '{"weights": {"v2": 0, "v1": 100}}',
+               n.url("/splits/s"))
+    assert out.endswith(" 200"), out
+    assert curl(n.url("/name")) == "v1 200"
+    out = curl("-X", "PATCH", "-d", '{"weights": {"v2": 7}',
+               n.url("/splits/s"))
+    assert out.endswith(" 400") and "invalid JSON" in out
+
+    def counted():
+        doc = json.loads(curl(n.url("/splits/s"))[:-4])
+        return sum(v["requests"] for v in doc["variants"].values()) == 2
+    wait_for(counted, 10, "2 requests counted")

@@ -8,12 +8,14 @@ import threading
 import pytest
 import requests
 
-from traffic_split_util import (MODULES, USER, Client, api, gateway, put, split,
+from traffic_split_util import (MODULES, USER, Client, api, gateway, put,
+                                split,
                                 weights, wrk)
 
 
 def start(nginx, params="state={{prefix}}/splits.json", workers=2, **kw):
-    return nginx.start(gateway(split(params=params, **kw)), modules=MODULES, main=USER,
+    return nginx.start(gateway(split(params=params, **kw)), modules=MODULES,
+                       main=USER,
                        workers=workers)
 
 
