@@ -9,14 +9,12 @@ import pytest
 import requests
 
 from traffic_split_util import (MODULES, USER, Client, api, gateway, put,
-                                split,
-                                weights, wrk)
+                                split, weights, wrk)
 
 
 def start(nginx, params="state={{prefix}}/splits.json", workers=2, **kw):
     return nginx.start(gateway(split(params=params, **kw)), modules=MODULES,
-                       main=USER,
-                       workers=workers)
+                       main=USER, workers=workers)
 
 
 def state(n):
