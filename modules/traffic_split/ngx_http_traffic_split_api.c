@@ -78,7 +78,7 @@ ngx_http_traffic_split_api_handler(ngx_http_request_t *r)
         {
             ngx_http_discard_request_body(r);
             return ngx_http_traffic_split_error(r, NGX_HTTP_BAD_REQUEST,
-                                               "request body too large");
+                                                "request body too large");
         }
 
         rc = ngx_http_read_client_request_body(r,
@@ -103,7 +103,7 @@ ngx_http_traffic_split_api_handler(ngx_http_request_t *r)
 
     if (ngx_http_traffic_split_route(r, &scf, &rollout) != NGX_OK) {
         return ngx_http_traffic_split_error(r, NGX_HTTP_NOT_FOUND,
-                                           "no such split");
+                                            "no such split");
     }
 
     if (scf) {
@@ -224,9 +224,9 @@ ngx_http_traffic_split_body(ngx_http_request_t *r)
     if (r->request_body == NULL || r->request_body->temp_file) {
         ngx_http_finalize_request(r,
             ngx_http_traffic_split_error(r, NGX_HTTP_BAD_REQUEST,
-                                        r->request_body
-                                        ? "request body too large"
-                                        : "no request body"));
+                                         r->request_body
+                                         ? "request body too large"
+                                         : "no request body"));
         return;
     }
 
@@ -246,7 +246,7 @@ ngx_http_traffic_split_body(ngx_http_request_t *r)
     if (len > NGX_HTTP_TRAFFIC_SPLIT_BODY_MAX) {
         ngx_http_finalize_request(r,
             ngx_http_traffic_split_error(r, NGX_HTTP_BAD_REQUEST,
-                                        "request body too large"));
+                                         "request body too large"));
         return;
     }
 
@@ -281,13 +281,13 @@ ngx_http_traffic_split_change(ngx_http_request_t *r, u_char *data, size_t len)
         || scf == NULL)
     {
         return ngx_http_traffic_split_error(r, NGX_HTTP_BAD_REQUEST,
-                                           "unknown split: name one in the "
-                                           "URI");
+                                            "unknown split: name one in the "
+                                            "URI");
     }
 
     if (len == 0) {
         return ngx_http_traffic_split_error(r, NGX_HTTP_BAD_REQUEST,
-                                           "no request body");
+                                            "no request body");
     }
 
     /*
@@ -299,13 +299,13 @@ ngx_http_traffic_split_change(ngx_http_request_t *r, u_char *data, size_t len)
 
     if (body == NULL) {
         return ngx_http_traffic_split_error(r, NGX_HTTP_BAD_REQUEST,
-                                           "invalid JSON");
+                                            "invalid JSON");
     }
 
     if (!json_is_object(body)) {
         json_decref(body);
         return ngx_http_traffic_split_error(r, NGX_HTTP_BAD_REQUEST,
-                                           "the body is no JSON object");
+                                            "the body is no JSON object");
     }
 
     if (rollout) {
@@ -474,7 +474,7 @@ ngx_http_traffic_split_action(ngx_http_request_t *r,
 
     if (scf->rollout == NULL) {
         return ngx_http_traffic_split_error(r, NGX_HTTP_BAD_REQUEST,
-                                           "the split has no rollout");
+                                            "the split has no rollout");
     }
 
     action = json_object_get(body, "action");
@@ -493,13 +493,13 @@ ngx_http_traffic_split_action(ngx_http_request_t *r,
 
     if (rc == NGX_ERROR) {
         return ngx_http_traffic_split_error(r, NGX_HTTP_BAD_REQUEST,
-                                           "unknown action");
+                                            "unknown action");
     }
 
     if (rc == NGX_DECLINED) {
         return ngx_http_traffic_split_error(r, NGX_HTTP_CONFLICT,
-                                           "the rollout is in no state for "
-                                           "this action");
+                                            "the rollout is in no state for "
+                                            "this action");
     }
 
     (void) ngx_http_traffic_split_save_state(scf, r->connection->log);
