@@ -372,12 +372,12 @@ ngx_http_traffic_split_cleanup(void *data)
 ngx_int_t
 ngx_http_traffic_split_log_handler(ngx_http_request_t *r)
 {
-    ngx_msec_int_t                 ms;
-    ngx_time_t                    *tp;
-    ngx_uint_t                     i, status, error, b;
-    ngx_http_upstream_state_t     *state;
-    ngx_http_traffic_split_ctx_t  *ctx;
-    ngx_http_traffic_split_pick_t *pk;
+    ngx_msec_int_t                  ms;
+    ngx_time_t                     *tp;
+    ngx_uint_t                      i, status, error, b;
+    ngx_http_upstream_state_t      *state;
+    ngx_http_traffic_split_ctx_t   *ctx;
+    ngx_http_traffic_split_pick_t  *pk;
 
     if (r != r->main) {
         return NGX_OK;
