@@ -720,7 +720,7 @@ ngx_http_traffic_split_rollout(ngx_conf_t *cf, ngx_command_t *cmd,
     /* the parameters' defaults */
 
     ro->canary = (ngx_uint_t) -1;
-    ro->max_error_rate = 100;
+    ro->max_error_rate = 100;          /* 1 % */
     ro->min_requests = 20;
     ro->max_p99 = 0;
 
