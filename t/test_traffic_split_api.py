@@ -114,11 +114,15 @@ def test_state_of_another_configuration_is_not_used(nginx):
 
 @pytest.mark.parametrize("content", ["{not json", "", '{"splits": 5}',
                                      '{"splits":{"s":{"conf":"x"}}}',
-                                     "\x00\x01"])
+                                     "\x00\x01", None])
 def test_bad_state_file_falls_back_with_a_warning(nginx, content):
     n = nginx()
-    with open(os.path.join(n.prefix, "splits.json"), "w") as f:
-        f.write(content)
+    path = os.path.join(n.prefix, "splits.json")
+    if content is None:
+        os.mkdir(path)   # unreadable as a file
+    else:
+        with open(path, "w") as f:
+            f.write(content)
     n.start(gateway(split(params="state={{prefix}}/splits.json")),
             modules=MODULES, main=USER, workers=1)
     assert weights(n) == {"v2": 5, "v1": 95}
