@@ -116,11 +116,16 @@ ngx_http_traffic_split_api_handler(ngx_http_request_t *r)
     doc = json_object();
     splits = json_object();
 
-    if (doc == NULL || splits == NULL
-        || json_object_set_new(doc, "splits", splits) != 0)
-    {
+    if (doc == NULL || splits == NULL) {
         json_decref(doc);
         json_decref(splits);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /* json_object_set_new() takes the reference even when it fails */
+
+    if (json_object_set_new(doc, "splits", splits) != 0) {
+        json_decref(doc);
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -860,7 +865,11 @@ ngx_http_traffic_split_write_state(ngx_http_traffic_split_conf_t *scf,
     }
 
     json_object_set_new(doc, "version", json_integer(1));
-    json_object_set_new(doc, "splits", splits);
+
+    if (json_object_set_new(doc, "splits", splits) != 0) {
+        json_decref(doc);
+        return NGX_ERROR;
+    }
 
     scfp = mcf->splits.elts;
 
