@@ -90,6 +90,7 @@ def test_state_file_survives_restart_and_reload(nginx):
     assert "no state file" in n.logs()
     r = put(n, {"weights": {"v2": 12.5, "v1": 87.5}})
     assert r.status_code == 200, r.text
+    assert r.json()["saved"] is True
     st = state(n)
     assert st["splits"]["s"]["weights"] == {"v2": 12.5, "v1": 87.5}
     assert not [f for f in os.listdir(n.prefix) if ".tmp." in f]
@@ -220,3 +221,21 @@ def test_concurrent_puts_leave_a_consistent_state(nginx):
     assert final in sets
     assert state(n)["splits"]["s"]["weights"] == final
     assert sum(final.values()) == 100
+
+
+def test_state_file_not_writable_still_changes_and_says_so(nginx):
+    n = start(nginx, params="state={{prefix}}/no/such/dir/splits.json",
+              workers=1)
+    r = put(n, {"weights": {"v2": 30, "v1": 70}})
+    assert r.status_code == 200, r.text
+    assert r.json()["saved"] is False
+    assert weights(n) == {"v2": 30, "v1": 70}
+    n.wait_log(r"\[error\].*splits\.json\.tmp\.\d+\" failed")
+    r = put(n, {"weights": {"v2": 30, "v1": 70}}, path="nope")
+    assert "saved" not in r.json()
+
+
+def test_no_state_file_no_saved_member(nginx):
+    n = start(nginx, params="", workers=1)
+    r = put(n, {"weights": {"v2": 30, "v1": 70}})
+    assert r.status_code == 200 and "saved" not in r.json()

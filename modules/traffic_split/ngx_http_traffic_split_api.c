@@ -27,6 +27,8 @@ static const char *ngx_http_traffic_split_parse_weights(
     ngx_uint_t *given);
 static ngx_int_t ngx_http_traffic_split_action(ngx_http_request_t *r,
     ngx_http_traffic_split_conf_t *scf, json_t *body);
+static ngx_int_t ngx_http_traffic_split_changed(ngx_http_request_t *r,
+    ngx_http_traffic_split_conf_t *scf);
 static ngx_int_t ngx_http_traffic_split_error(ngx_http_request_t *r,
     ngx_uint_t status, const char *reason);
 static ngx_int_t ngx_http_traffic_split_send(ngx_http_request_t *r,
@@ -407,10 +409,7 @@ ngx_http_traffic_split_set_weights(ngx_http_request_t *r,
                   "traffic split \"%V\": weights changed by the API",
                   &scf->name);
 
-    (void) ngx_http_traffic_split_save_state(scf, r->connection->log);
-
-    return ngx_http_traffic_split_send(r, NGX_HTTP_OK,
-                                       ngx_http_traffic_split_json(scf));
+    return ngx_http_traffic_split_changed(r, scf);
 }
 
 
@@ -507,10 +506,32 @@ ngx_http_traffic_split_action(ngx_http_request_t *r,
                                             "this action");
     }
 
-    (void) ngx_http_traffic_split_save_state(scf, r->connection->log);
+    return ngx_http_traffic_split_changed(r, scf);
+}
 
-    return ngx_http_traffic_split_send(r, NGX_HTTP_OK,
-                                       ngx_http_traffic_split_json(scf));
+
+/*
+ * The answer to a change: the split, with "saved": whether the state file
+ * was written (or is being written by another worker, which writes it once
+ * more for this change); the change applies either way.
+ */
+
+static ngx_int_t
+ngx_http_traffic_split_changed(ngx_http_request_t *r,
+    ngx_http_traffic_split_conf_t *scf)
+{
+    json_t     *doc;
+    ngx_int_t   rc;
+
+    rc = ngx_http_traffic_split_save_state(scf, r->connection->log);
+
+    doc = ngx_http_traffic_split_json(scf);
+
+    if (doc && scf->state.len) {
+        json_object_set_new(doc, "saved", json_boolean(rc == NGX_OK));
+    }
+
+    return ngx_http_traffic_split_send(r, NGX_HTTP_OK, doc);
 }
 
 
