@@ -2,6 +2,7 @@
 rolled back within its step, pause/resume/restart/abort, one worker
 advances, state kept across reload and restart."""
 
+import http.client
 import json
 import re
 import threading
@@ -39,7 +40,13 @@ class Load:
         c = Client(self.n.port)
         while not self.stop_flag:
             h = {"X-Break": "1"} if self.broken else {}
-            status, _, _ = c.get("/", h)
+            try:
+                status, _, _ = c.get("/", h)
+            except (OSError, http.client.HTTPException):
+                # a reload closes idle keep-alive connections
+                c.close()
+                c = Client(self.n.port)
+                continue
             self.statuses[status] = self.statuses.get(status, 0) + 1
         c.close()
 
