@@ -8,24 +8,30 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 #include "ngx_http_aggregate.h"
+#include "ngx_meshgate_http.h"
 
 
-#define NGX_HTTP_AGGREGATE_KEY_LEN  256
+/* a member of the answer of aggregate_merge flat */
+typedef struct {
+    ngx_str_t                   name;      /* without quotes */
+    ngx_str_t                   value;
+} ngx_http_aggregate_member_t;
 
 
-static ngx_int_t ngx_http_aggregate_key(u_char *p, size_t len, char *key);
-static json_t *ngx_http_aggregate_get(json_t *obj, char *key);
-static json_t *ngx_http_aggregate_filter(json_t *v, ngx_array_t *fields);
-static json_t *ngx_http_aggregate_filter_object(json_t *v,
-    ngx_array_t *fields);
-static ngx_int_t ngx_http_aggregate_set_path(json_t *obj, ngx_str_t *path,
-    json_t *v);
-static ngx_int_t ngx_http_aggregate_merge_flat(ngx_http_aggregate_ctx_t *ctx,
-    json_t *root, ngx_http_aggregate_part_t *part);
 static ngx_int_t ngx_http_aggregate_errors(ngx_http_aggregate_ctx_t *ctx,
-    json_t *root);
-static ngx_int_t ngx_http_aggregate_dump(ngx_pool_t *pool, json_t *root,
     ngx_str_t *out);
+static ngx_int_t ngx_http_aggregate_merge_object(
+    ngx_http_aggregate_ctx_t *ctx, ngx_str_t *errors, ngx_str_t *out);
+static ngx_int_t ngx_http_aggregate_merge_flat(ngx_http_aggregate_ctx_t *ctx,
+    ngx_str_t *errors, ngx_str_t *out);
+static ngx_uint_t ngx_http_aggregate_flat_members(
+    ngx_http_aggregate_ctx_t *ctx, ngx_str_t *errors,
+    ngx_http_aggregate_member_t *m);
+static void ngx_http_aggregate_flat_dedup(ngx_http_aggregate_ctx_t *ctx,
+    ngx_http_aggregate_member_t *m, ngx_uint_t n,
+    ngx_http_aggregate_member_t **sorted);
+static int ngx_libc_cdecl ngx_http_aggregate_cmp_members(const void *one,
+    const void *two);
 
 
 /*
@@ -76,25 +82,22 @@ ngx_http_aggregate_find_part(ngx_array_t *parts, u_char *name, size_t len,
 
 /*
  * Walks a path whose segments are separated by "__" (a variable name
- * cannot hold a dot); an object member is matched exactly first, then
- * without regard to case.
+ * cannot hold a dot) through a part's canonical text; an object member is
+ * matched exactly first, then without regard to case.  NGX_DECLINED when
+ * a member is missing (never another member's value).
  */
 
-json_t *
-ngx_http_aggregate_lookup(json_t *root, ngx_str_t *path)
+ngx_int_t
+ngx_http_aggregate_lookup(ngx_str_t *doc, ngx_str_t *path, ngx_str_t *value)
 {
-    u_char  *p, *last, *sep;
-    char     key[NGX_HTTP_AGGREGATE_KEY_LEN];
-    json_t  *v;
+    u_char     *p, *last, *sep;
+    ngx_str_t   v;
 
-    v = root;
+    v = *doc;
     p = path->data;
     last = p + path->len;
 
     while (p < last) {
-        if (!json_is_object(v)) {
-            return NULL;
-        }
 
         for (sep = p; sep + 1 < last; sep++) {
             if (sep[0] == '_' && sep[1] == '_') {
@@ -106,304 +109,127 @@ ngx_http_aggregate_lookup(json_t *root, ngx_str_t *path)
             sep = last;
         }
 
-        if (ngx_http_aggregate_key(p, sep - p, key) != NGX_OK) {
-            return NULL;
-        }
-
-        v = ngx_http_aggregate_get(v, key);
-        if (v == NULL) {
-            return NULL;
+        if (sep == p
+            || ngx_http_aggregate_json_get(&v, p, sep - p, 1, &v) != NGX_OK)
+        {
+            return NGX_DECLINED;
         }
 
         p = (sep == last) ? last : sep + 2;
     }
 
-    return v;
-}
-
-
-static ngx_int_t
-ngx_http_aggregate_key(u_char *p, size_t len, char *key)
-{
-    if (len == 0 || len >= NGX_HTTP_AGGREGATE_KEY_LEN) {
-        return NGX_ERROR;
-    }
-
-    ngx_memcpy(key, p, len);
-    key[len] = '\0';
+    *value = v;
 
     return NGX_OK;
 }
 
 
-static json_t *
-ngx_http_aggregate_get(json_t *obj, char *key)
-{
-    json_t      *v;
-    const char  *k;
-
-    v = json_object_get(obj, key);
-    if (v != NULL) {
-        return v;
-    }
-
-    json_object_foreach(obj, k, v) {
-        if (strcasecmp(k, key) == 0) {
-            return v;
-        }
-    }
-
-    return NULL;
-}
-
-
 /*
- * Parses the collected body of a part into part->json, and applies
- * fields= into part->out.  NGX_DECLINED: not JSON.
+ * Checks and rewrites the collected body of a part in place
+ * (part->text), and applies fields= (part->out).  NGX_DECLINED: not JSON.
  */
 
 ngx_int_t
 ngx_http_aggregate_part_json(ngx_http_aggregate_part_t *part, ngx_log_t *log)
 {
-    u_char        *p;
-    size_t         len;
-    json_t        *v;
-    ngx_uint_t     level;
-    ngx_pool_t    *pool;
-    json_error_t   err;
+    size_t       offset;
+    ngx_int_t    rc;
+    ngx_uint_t   level;
+    const char  *error;
 
-    p = part->buf;
-    len = part->len;
-    pool = part->agg->request->pool;
+    part->text.data = part->buf;
+    part->text.len = part->len;
 
-    if (len >= 3 && p[0] == 0xef && p[1] == 0xbb && p[2] == 0xbf) {
-        p += 3;
-        len -= 3;
+    if (part->len >= 3
+        && part->buf[0] == 0xef && part->buf[1] == 0xbb
+        && part->buf[2] == 0xbf)
+    {
+        part->text.data += 3;
+        part->text.len -= 3;
     }
 
-    v = json_loadb((const char *) p, len,
-                   JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &err);
+    rc = ngx_http_aggregate_json_compact(&part->text, log, &error, &offset);
 
-    if (v == NULL) {
+    if (rc == NGX_DECLINED) {
         level = part->conf->optional ? NGX_LOG_WARN : NGX_LOG_ERR;
 
         ngx_log_error(level, log, 0, "aggregate part \"%V\": invalid JSON "
-                      "at offset %d: %s", &part->conf->name, err.position,
-                      err.text);
+                      "at offset %uz: %s", &part->conf->name, offset, error);
         return NGX_DECLINED;
     }
 
-    if (ngx_meshgate_json_cleanup(pool, v) != NGX_OK) {
+    if (rc != NGX_OK) {
         return NGX_ERROR;
     }
 
-    part->json = v;
-    part->out = v;
-
     if (part->conf->fields == NULL) {
+        part->out = part->text;
         return NGX_OK;
     }
 
-    v = ngx_http_aggregate_filter(v, part->conf->fields);
-    if (v == NULL) {
-        return NGX_ERROR;
-    }
-
-    if (ngx_meshgate_json_cleanup(pool, v) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    part->out = v;
-
-    return NGX_OK;
+    return ngx_http_aggregate_json_filter(part->agg->request->pool,
+                                          &part->text, part->conf->fields,
+                                          &part->out);
 }
 
 
-static json_t *
-ngx_http_aggregate_filter(json_t *v, ngx_array_t *fields)
-{
-    size_t   i;
-    json_t  *a, *e;
-
-    if (!json_is_array(v)) {
-        return ngx_http_aggregate_filter_object(v, fields);
-    }
-
-    a = json_array();
-    if (a == NULL) {
-        return NULL;
-    }
-
-    for (i = 0; i < json_array_size(v); i++) {
-        e = ngx_http_aggregate_filter_object(json_array_get(v, i), fields);
-
-        if (e == NULL || json_array_append_new(a, e) != 0) {
-            json_decref(a);
-            return NULL;
-        }
-    }
-
-    return a;
-}
-
-
-static json_t *
-ngx_http_aggregate_filter_object(json_t *v, ngx_array_t *fields)
-{
-    json_t      *o, *x;
-    ngx_str_t   *f;
-    ngx_uint_t   i;
-
-    if (!json_is_object(v)) {
-        return json_incref(v);
-    }
-
-    o = json_object();
-    if (o == NULL) {
-        return NULL;
-    }
-
-    f = fields->elts;
-
-    for (i = 0; i < fields->nelts; i++) {
-        x = ngx_meshgate_json_path(v, f[i].data, f[i].len);
-        if (x == NULL) {
-            continue;
-        }
-
-        if (ngx_http_aggregate_set_path(o, &f[i], x) != NGX_OK) {
-            json_decref(o);
-            return NULL;
-        }
-    }
-
-    return o;
-}
-
-
-static ngx_int_t
-ngx_http_aggregate_set_path(json_t *obj, ngx_str_t *path, json_t *v)
-{
-    u_char  *p, *last, *dot;
-    char     key[NGX_HTTP_AGGREGATE_KEY_LEN];
-    json_t  *child;
-
-    p = path->data;
-    last = p + path->len;
-
-    for ( ;; ) {
-        dot = ngx_strlchr(p, last, '.');
-
-        if (ngx_http_aggregate_key(p, (dot ? dot : last) - p, key) != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
-
-        if (dot == NULL) {
-            return json_object_set(obj, key, v) == 0 ? NGX_OK : NGX_ERROR;
-        }
-
-        child = json_object_get(obj, key);
-
-        if (!json_is_object(child)) {
-            child = json_object();
-            if (child == NULL || json_object_set_new(obj, key, child) != 0) {
-                return NGX_ERROR;
-            }
-        }
-
-        obj = child;
-        p = dot + 1;
-    }
-}
-
+/*
+ * The answer is written from the parts' canonical text: {"name":part,...}
+ * with null for a failed part, or with aggregate_merge flat the members
+ * of the parts' objects, and "_errors" naming the failed parts.
+ */
 
 ngx_int_t
 ngx_http_aggregate_merge(ngx_http_aggregate_ctx_t *ctx, ngx_str_t *out)
 {
-    json_t                     *root, *v;
-    ngx_int_t                   rc;
+    ngx_str_t  errors;
+
+    if (ngx_http_aggregate_errors(ctx, &errors) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (ctx->conf->merge == NGX_HTTP_AGGREGATE_MERGE_FLAT) {
+        return ngx_http_aggregate_merge_flat(ctx, &errors, out);
+    }
+
+    return ngx_http_aggregate_merge_object(ctx, &errors, out);
+}
+
+
+/* {"part":"reason",...} of the failed parts; reasons need no escapes */
+
+static ngx_int_t
+ngx_http_aggregate_errors(ngx_http_aggregate_ctx_t *ctx, ngx_str_t *out)
+{
+    u_char                     *p;
+    size_t                      len;
     ngx_uint_t                  i;
     ngx_http_aggregate_part_t  *part;
 
-    root = json_object();
-    if (root == NULL) {
-        return NGX_ERROR;
-    }
+    len = 0;
 
     for (i = 0; i < ctx->nparts; i++) {
         part = &ctx->parts[i];
 
-        if (ctx->conf->merge == NGX_HTTP_AGGREGATE_MERGE_FLAT) {
-            rc = ngx_http_aggregate_merge_flat(ctx, root, part);
-
-        } else {
-            v = (part->state == NGX_HTTP_AGGREGATE_OK) ? part->out : NULL;
-            rc = json_object_set_new(root, (char *) part->conf->name.data,
-                                     v ? json_incref(v) : json_null());
-        }
-
-        if (rc != NGX_OK) {
-            json_decref(root);
-            return NGX_ERROR;
+        if (part->state != NGX_HTTP_AGGREGATE_OK) {
+            len += part->conf->name.len + ngx_strlen(part->reason)
+                   + sizeof("\"\":\"\",") - 1;
         }
     }
 
-    rc = ngx_http_aggregate_errors(ctx, root);
+    ngx_str_null(out);
 
-    if (rc == NGX_OK) {
-        rc = ngx_http_aggregate_dump(ctx->request->pool, root, out);
-    }
-
-    json_decref(root);
-
-    return rc;
-}
-
-
-static ngx_int_t
-ngx_http_aggregate_merge_flat(ngx_http_aggregate_ctx_t *ctx, json_t *root,
-    ngx_http_aggregate_part_t *part)
-{
-    json_t      *v;
-    const char  *key;
-
-    if (part->state != NGX_HTTP_AGGREGATE_OK) {
+    if (len == 0) {
         return NGX_OK;
     }
 
-    if (!json_is_object(part->out)) {
-        /* arrays and scalars cannot be flattened: kept under the name */
-        return json_object_set(root, (char *) part->conf->name.data,
-                               part->out) == 0 ? NGX_OK : NGX_ERROR;
+    p = ngx_pnalloc(ctx->request->pool, len + 1);
+    if (p == NULL) {
+        return NGX_ERROR;
     }
 
-    json_object_foreach(part->out, key, v) {
-
-        if (json_object_get(root, key) != NULL) {
-            ngx_log_error(NGX_LOG_INFO, ctx->request->connection->log, 0,
-                          "aggregate: member \"%s\" of part \"%V\" "
-                          "replaces an earlier one", key,
-                          &part->conf->name);
-        }
-
-        if (json_object_set(root, key, v) != 0) {
-            return NGX_ERROR;
-        }
-    }
-
-    return NGX_OK;
-}
-
-
-static ngx_int_t
-ngx_http_aggregate_errors(ngx_http_aggregate_ctx_t *ctx, json_t *root)
-{
-    json_t                     *errors;
-    ngx_uint_t                  i;
-    ngx_http_aggregate_part_t  *part;
-
-    errors = NULL;
+    out->data = p;
+    *p++ = '{';
 
     for (i = 0; i < ctx->nparts; i++) {
         part = &ctx->parts[i];
@@ -412,24 +238,292 @@ ngx_http_aggregate_errors(ngx_http_aggregate_ctx_t *ctx, json_t *root)
             continue;
         }
 
-        if (errors == NULL) {
-            errors = json_object();
-            if (errors == NULL
-                || json_object_set_new(root, "_errors", errors) != 0)
-            {
-                return NGX_ERROR;
-            }
+        if (p != out->data + 1) {
+            *p++ = ',';
         }
 
-        if (json_object_set_new(errors, (char *) part->conf->name.data,
-                                json_string(part->reason))
-            != 0)
-        {
-            return NGX_ERROR;
+        p = ngx_sprintf(p, "\"%V\":\"%s\"", &part->conf->name, part->reason);
+    }
+
+    *p++ = '}';
+    out->len = p - out->data;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_aggregate_merge_object(ngx_http_aggregate_ctx_t *ctx,
+    ngx_str_t *errors, ngx_str_t *out)
+{
+    u_char                     *p;
+    size_t                      len;
+    ngx_uint_t                  i;
+    ngx_http_aggregate_part_t  *part;
+
+    len = sizeof("{}\n") - 1
+          + (errors->len ? sizeof(",\"_errors\":") - 1 + errors->len : 0);
+
+    for (i = 0; i < ctx->nparts; i++) {
+        part = &ctx->parts[i];
+
+        len += sizeof(",\"\":") - 1 + part->conf->name.len
+               + (part->state == NGX_HTTP_AGGREGATE_OK
+                  ? part->out.len : sizeof("null") - 1);
+    }
+
+    p = ngx_pnalloc(ctx->request->pool, len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    out->data = p;
+    *p++ = '{';
+
+    for (i = 0; i < ctx->nparts; i++) {
+        part = &ctx->parts[i];
+
+        if (i) {
+            *p++ = ',';
+        }
+
+        p = ngx_sprintf(p, "\"%V\":", &part->conf->name);
+
+        if (part->state == NGX_HTTP_AGGREGATE_OK) {
+            p = ngx_cpymem(p, part->out.data, part->out.len);
+
+        } else {
+            p = ngx_cpymem(p, "null", sizeof("null") - 1);
         }
     }
 
+    if (errors->len) {
+        p = ngx_cpymem(p, ",\"_errors\":", sizeof(",\"_errors\":") - 1);
+        p = ngx_cpymem(p, errors->data, errors->len);
+    }
+
+    *p++ = '}';
+    *p++ = '\n';
+
+    out->len = p - out->data;
+
     return NGX_OK;
+}
+
+
+/*
+ * aggregate_merge flat: the members of the parts' objects (an array or a
+ * scalar under its part's name), then "_errors".  A member of a later
+ * part replaces an earlier one of that name in its place, as setting a
+ * member of a JSON object does.  The bookkeeping takes 40 bytes a member,
+ * and a member takes at least 5 bytes of a part's text.
+ */
+
+static ngx_int_t
+ngx_http_aggregate_merge_flat(ngx_http_aggregate_ctx_t *ctx,
+    ngx_str_t *errors, ngx_str_t *out)
+{
+    u_char                        *p;
+    size_t                         len;
+    ngx_uint_t                     i, n;
+    ngx_pool_t                    *pool;
+    ngx_http_aggregate_member_t   *m, **sorted;
+
+    pool = ctx->request->pool;
+
+    n = ngx_http_aggregate_flat_members(ctx, errors, NULL);
+
+    m = ngx_palloc(pool, (n + 1) * sizeof(ngx_http_aggregate_member_t));
+    sorted = ngx_palloc(pool, (n + 1) * sizeof(ngx_http_aggregate_member_t *));
+
+    if (m == NULL || sorted == NULL) {
+        return NGX_ERROR;
+    }
+
+    (void) ngx_http_aggregate_flat_members(ctx, errors, m);
+
+    ngx_http_aggregate_flat_dedup(ctx, m, n, sorted);
+
+    len = sizeof("{}\n") - 1;
+
+    for (i = 0; i < n; i++) {
+        if (m[i].name.data) {
+            len += sizeof(",\"\":") - 1 + m[i].name.len + m[i].value.len;
+        }
+    }
+
+    p = ngx_pnalloc(pool, len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    out->data = p;
+    *p++ = '{';
+
+    for (i = 0; i < n; i++) {
+        if (m[i].name.data == NULL) {
+            continue;
+        }
+
+        if (p != out->data + 1) {
+            *p++ = ',';
+        }
+
+        *p++ = '"';
+        p = ngx_cpymem(p, m[i].name.data, m[i].name.len);
+        *p++ = '"';
+        *p++ = ':';
+        p = ngx_cpymem(p, m[i].value.data, m[i].value.len);
+    }
+
+    *p++ = '}';
+    *p++ = '\n';
+
+    out->len = p - out->data;
+
+    return NGX_OK;
+}
+
+
+/* counts the members (m NULL), or fills m in order */
+
+static ngx_uint_t
+ngx_http_aggregate_flat_members(ngx_http_aggregate_ctx_t *ctx,
+    ngx_str_t *errors, ngx_http_aggregate_member_t *m)
+{
+    u_char                     *p, *last;
+    ngx_str_t                   name, value;
+    ngx_uint_t                  i, n;
+    ngx_http_aggregate_part_t  *part;
+
+    n = 0;
+
+    for (i = 0; i < ctx->nparts; i++) {
+        part = &ctx->parts[i];
+
+        if (part->state != NGX_HTTP_AGGREGATE_OK) {
+            continue;
+        }
+
+        if (part->out.data[0] != '{') {
+            /* arrays and scalars cannot be flattened: kept under the name */
+
+            if (m) {
+                m[n].name = part->conf->name;
+                m[n].value = part->out;
+            }
+
+            n++;
+            continue;
+        }
+
+        p = part->out.data + 1;
+        last = part->out.data + part->out.len;
+
+        while (ngx_http_aggregate_json_member(&p, last, &name, &value)
+               == NGX_OK)
+        {
+            if (m) {
+                m[n].name = name;
+                m[n].value = value;
+            }
+
+            n++;
+        }
+    }
+
+    if (errors->len) {
+        if (m) {
+            ngx_str_set(&m[n].name, "_errors");
+            m[n].value = *errors;
+        }
+
+        n++;
+    }
+
+    return n;
+}
+
+
+/*
+ * Members of one name keep the place of the first and the value of the
+ * last; the others are dropped (name.data NULL).
+ */
+
+static void
+ngx_http_aggregate_flat_dedup(ngx_http_aggregate_ctx_t *ctx,
+    ngx_http_aggregate_member_t *m, ngx_uint_t n,
+    ngx_http_aggregate_member_t **sorted)
+{
+    ngx_uint_t                   i, j, k;
+    ngx_http_aggregate_part_t   *part;
+    ngx_http_aggregate_member_t  *first;
+
+    for (i = 0; i < n; i++) {
+        sorted[i] = &m[i];
+    }
+
+    ngx_qsort(sorted, n, sizeof(ngx_http_aggregate_member_t *),
+              ngx_http_aggregate_cmp_members);
+
+    for (i = 0; i < n; i = j) {
+        first = sorted[i];
+
+        for (j = i + 1;
+             j < n
+             && ngx_memn2cmp(first->name.data, sorted[j]->name.data,
+                             first->name.len, sorted[j]->name.len) == 0;
+             j++)
+        {
+            first->value = sorted[j]->value;
+
+            /* the part whose member this is, to name it in the log */
+
+            for (k = 0; k < ctx->nparts; k++) {
+                part = &ctx->parts[k];
+
+                if (part->state == NGX_HTTP_AGGREGATE_OK
+                    && sorted[j]->name.data >= part->out.data
+                    && sorted[j]->name.data < part->out.data + part->out.len)
+                {
+                    break;
+                }
+            }
+
+            if (k < ctx->nparts
+                && ngx_meshgate_text_is_safe(sorted[j]->name.data,
+                                             sorted[j]->name.len))
+            {
+                ngx_log_error(NGX_LOG_INFO, ctx->request->connection->log,
+                              0, "aggregate: member \"%V\" of part \"%V\" "
+                              "replaces an earlier one", &sorted[j]->name,
+                              &part->conf->name);
+            }
+
+            sorted[j]->name.data = NULL;
+        }
+    }
+}
+
+
+/* by name, then by place: the first of a name is the earliest */
+
+static int ngx_libc_cdecl
+ngx_http_aggregate_cmp_members(const void *one, const void *two)
+{
+    ngx_int_t                     rc;
+    ngx_http_aggregate_member_t  *a, *b;
+
+    a = *(ngx_http_aggregate_member_t **) one;
+    b = *(ngx_http_aggregate_member_t **) two;
+
+    rc = ngx_memn2cmp(a->name.data, b->name.data, a->name.len, b->name.len);
+
+    if (rc != 0) {
+        return (int) rc;
+    }
+
+    return (a < b) ? -1 : (a > b) ? 1 : 0;
 }
 
 
@@ -437,38 +531,27 @@ ngx_int_t
 ngx_http_aggregate_error_body(ngx_http_aggregate_ctx_t *ctx,
     ngx_http_aggregate_part_t *part, ngx_str_t *out)
 {
-    json_t     *root;
-    ngx_int_t   rc;
+    u_char      *p;
+    size_t       len;
+    const char  *error;
 
-    root = json_pack("{s:s,s:s,s:s}",
-                     "error", ctx->timed_out ? "aggregate timeout"
-                                             : "required part failed",
-                     "part", (char *) part->conf->name.data,
-                     "reason", part->reason);
-    if (root == NULL) {
+    /* the part's name and the reasons need no escapes */
+
+    error = ctx->timed_out ? "aggregate timeout" : "required part failed";
+
+    len = sizeof("{\"error\":\"\",\"part\":\"\",\"reason\":\"\"}\n") - 1
+          + ngx_strlen(error) + part->conf->name.len
+          + ngx_strlen(part->reason);
+
+    p = ngx_pnalloc(ctx->request->pool, len);
+    if (p == NULL) {
         return NGX_ERROR;
     }
 
-    rc = ngx_http_aggregate_dump(ctx->request->pool, root, out);
-
-    json_decref(root);
-
-    return rc;
-}
-
-
-/* compact JSON and a newline */
-
-static ngx_int_t
-ngx_http_aggregate_dump(ngx_pool_t *pool, json_t *root, ngx_str_t *out)
-{
-    if (ngx_meshgate_json_dump(pool, root, out) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    /* the terminating null becomes the newline */
-
-    out->data[out->len++] = '\n';
+    out->data = p;
+    p = ngx_sprintf(p, "{\"error\":\"%s\",\"part\":\"%V\",\"reason\":\"%s\"}\n",
+                    error, &part->conf->name, part->reason);
+    out->len = p - out->data;
 
     return NGX_OK;
 }
