@@ -721,18 +721,25 @@ ngx_http_aggregate_json_unique(ngx_http_aggregate_json_ctx_t *ctx)
 }
 
 
-/*
- * Orders two canonical strings by their bytes up to the closing quote; in
- * that form two strings are equal exactly when their bytes are.
- */
-
 static int ngx_libc_cdecl
 ngx_http_aggregate_json_cmp_keys(const void *one, const void *two)
 {
-    u_char  *a, *b;
+    return ngx_http_aggregate_json_cmp_names(*(u_char **) one,
+                                             *(u_char **) two);
+}
 
-    a = *(u_char **) one + 1;
-    b = *(u_char **) two + 1;
+
+/*
+ * Orders two canonical strings (at their opening quotes) by their bytes up
+ * to the closing quote; in that form two strings are equal exactly when
+ * their bytes are.
+ */
+
+int
+ngx_http_aggregate_json_cmp_names(u_char *a, u_char *b)
+{
+    a++;
+    b++;
 
     for ( ;; ) {
         if (*a != *b) {

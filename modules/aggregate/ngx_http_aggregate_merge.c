@@ -11,11 +11,36 @@
 #include "ngx_meshgate_http.h"
 
 
-/* a member of the answer of aggregate_merge flat */
+/*
+ * aggregate_merge flat: a member is known by the opening quote of its name
+ * in its part's text; an array or a scalar part, and "_errors", by a name
+ * of their own.
+ */
+
 typedef struct {
-    ngx_str_t                   name;      /* without quotes */
-    ngx_str_t                   value;
-} ngx_http_aggregate_member_t;
+    u_char                      *name;      /* "name" */
+    ngx_str_t                    value;
+    ngx_uint_t                   part;      /* nparts: "_errors" */
+} ngx_http_aggregate_own_t;
+
+
+typedef struct {
+    u_char                      *first;     /* in place of this member */
+    u_char                      *last;      /* this one's value */
+} ngx_http_aggregate_repl_t;
+
+
+typedef struct {
+    ngx_http_aggregate_ctx_t    *ctx;
+    ngx_http_aggregate_own_t    *own;
+    ngx_uint_t                   nown;
+    u_char                     **dropped;   /* by address */
+    ngx_uint_t                   ndropped;
+    ngx_http_aggregate_repl_t   *repl;      /* by first */
+    ngx_uint_t                   nrepl;
+    u_char                      *p;         /* NULL: count the length */
+    size_t                       len;
+} ngx_http_aggregate_flat_t;
 
 
 static ngx_int_t ngx_http_aggregate_errors(ngx_http_aggregate_ctx_t *ctx,
@@ -24,13 +49,25 @@ static ngx_int_t ngx_http_aggregate_merge_object(
     ngx_http_aggregate_ctx_t *ctx, ngx_str_t *errors, ngx_str_t *out);
 static ngx_int_t ngx_http_aggregate_merge_flat(ngx_http_aggregate_ctx_t *ctx,
     ngx_str_t *errors, ngx_str_t *out);
-static ngx_uint_t ngx_http_aggregate_flat_members(
-    ngx_http_aggregate_ctx_t *ctx, ngx_str_t *errors,
-    ngx_http_aggregate_member_t *m);
-static void ngx_http_aggregate_flat_dedup(ngx_http_aggregate_ctx_t *ctx,
-    ngx_http_aggregate_member_t *m, ngx_uint_t n,
-    ngx_http_aggregate_member_t **sorted);
-static int ngx_libc_cdecl ngx_http_aggregate_cmp_members(const void *one,
+static ngx_int_t ngx_http_aggregate_flat_own(ngx_http_aggregate_flat_t *fl,
+    ngx_str_t *errors);
+static ngx_uint_t ngx_http_aggregate_flat_names(
+    ngx_http_aggregate_flat_t *fl, u_char **names);
+static ngx_int_t ngx_http_aggregate_flat_dedup(ngx_http_aggregate_flat_t *fl,
+    u_char **names, ngx_uint_t n);
+static ngx_uint_t ngx_http_aggregate_flat_part(ngx_http_aggregate_flat_t *fl,
+    u_char *name);
+static void ngx_http_aggregate_flat_value(ngx_http_aggregate_flat_t *fl,
+    u_char *name, ngx_str_t *value);
+static void ngx_http_aggregate_flat_write(ngx_http_aggregate_flat_t *fl);
+static void ngx_http_aggregate_flat_member(ngx_http_aggregate_flat_t *fl,
+    u_char *name);
+static size_t ngx_http_aggregate_flat_name(u_char *name);
+static int ngx_libc_cdecl ngx_http_aggregate_cmp_names(const void *one,
+    const void *two);
+static int ngx_libc_cdecl ngx_http_aggregate_cmp_addresses(const void *one,
+    const void *two);
+static int ngx_libc_cdecl ngx_http_aggregate_cmp_repl(const void *one,
     const void *two);
 
 
@@ -315,105 +352,150 @@ ngx_http_aggregate_merge_object(ngx_http_aggregate_ctx_t *ctx,
  * aggregate_merge flat: the members of the parts' objects (an array or a
  * scalar under its part's name), then "_errors".  A member of a later
  * part replaces an earlier one of that name in its place, as setting a
- * member of a JSON object does.  The bookkeeping takes 40 bytes a member,
- * and a member takes at least 5 bytes of a part's text.
+ * member of a JSON object does.  Names are sorted to find those met twice:
+ * 8 bytes a member (which takes at least 5 bytes of a part), 16 more for
+ * each name met more than once.
  */
 
 static ngx_int_t
 ngx_http_aggregate_merge_flat(ngx_http_aggregate_ctx_t *ctx,
     ngx_str_t *errors, ngx_str_t *out)
 {
-    u_char                        *p;
-    size_t                         len;
-    ngx_uint_t                     i, n;
-    ngx_pool_t                    *pool;
-    ngx_http_aggregate_member_t   *m, **sorted;
+    u_char                     **names;
+    ngx_uint_t                   n;
+    ngx_http_aggregate_flat_t    fl;
 
-    pool = ctx->request->pool;
+    ngx_memzero(&fl, sizeof(ngx_http_aggregate_flat_t));
+    fl.ctx = ctx;
 
-    n = ngx_http_aggregate_flat_members(ctx, errors, NULL);
-
-    m = ngx_palloc(pool, (n + 1) * sizeof(ngx_http_aggregate_member_t));
-    sorted = ngx_palloc(pool, (n + 1) * sizeof(ngx_http_aggregate_member_t *));
-
-    if (m == NULL || sorted == NULL) {
+    if (ngx_http_aggregate_flat_own(&fl, errors) != NGX_OK) {
         return NGX_ERROR;
     }
 
-    (void) ngx_http_aggregate_flat_members(ctx, errors, m);
+    n = ngx_http_aggregate_flat_names(&fl, NULL);
 
-    ngx_http_aggregate_flat_dedup(ctx, m, n, sorted);
-
-    len = sizeof("{}\n") - 1;
-
-    for (i = 0; i < n; i++) {
-        if (m[i].name.data) {
-            len += sizeof(",\"\":") - 1 + m[i].name.len + m[i].value.len;
-        }
-    }
-
-    p = ngx_pnalloc(pool, len);
-    if (p == NULL) {
+    names = ngx_palloc(ctx->request->pool, (n + 1) * sizeof(u_char *));
+    if (names == NULL) {
         return NGX_ERROR;
     }
 
-    out->data = p;
-    *p++ = '{';
+    (void) ngx_http_aggregate_flat_names(&fl, names);
 
-    for (i = 0; i < n; i++) {
-        if (m[i].name.data == NULL) {
-            continue;
-        }
-
-        if (p != out->data + 1) {
-            *p++ = ',';
-        }
-
-        *p++ = '"';
-        p = ngx_cpymem(p, m[i].name.data, m[i].name.len);
-        *p++ = '"';
-        *p++ = ':';
-        p = ngx_cpymem(p, m[i].value.data, m[i].value.len);
+    if (ngx_http_aggregate_flat_dedup(&fl, names, n) != NGX_OK) {
+        return NGX_ERROR;
     }
 
-    *p++ = '}';
-    *p++ = '\n';
+    fl.len = sizeof("{}\n") - 1;
+    ngx_http_aggregate_flat_write(&fl);
 
-    out->len = p - out->data;
+    out->data = ngx_pnalloc(ctx->request->pool, fl.len);
+    if (out->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    fl.p = out->data;
+    *fl.p++ = '{';
+    ngx_http_aggregate_flat_write(&fl);
+    *fl.p++ = '}';
+    *fl.p++ = '\n';
+
+    out->len = fl.p - out->data;
 
     return NGX_OK;
 }
 
 
-/* counts the members (m NULL), or fills m in order */
+/* the names and values of the members that are not in a part's object */
 
-static ngx_uint_t
-ngx_http_aggregate_flat_members(ngx_http_aggregate_ctx_t *ctx,
-    ngx_str_t *errors, ngx_http_aggregate_member_t *m)
+static ngx_int_t
+ngx_http_aggregate_flat_own(ngx_http_aggregate_flat_t *fl, ngx_str_t *errors)
 {
-    u_char                     *p, *last;
-    ngx_str_t                   name, value;
-    ngx_uint_t                  i, n;
+    u_char                     *p;
+    ngx_uint_t                  i;
+    ngx_http_aggregate_ctx_t   *ctx;
     ngx_http_aggregate_part_t  *part;
 
-    n = 0;
+    ctx = fl->ctx;
 
-    for (i = 0; i < ctx->nparts; i++) {
-        part = &ctx->parts[i];
+    fl->own = ngx_palloc(ctx->request->pool,
+                         (ctx->nparts + 1) * sizeof(ngx_http_aggregate_own_t));
+    if (fl->own == NULL) {
+        return NGX_ERROR;
+    }
 
-        if (part->state != NGX_HTTP_AGGREGATE_OK) {
+    for (i = 0; i <= ctx->nparts; i++) {
+        part = (i < ctx->nparts) ? &ctx->parts[i] : NULL;
+
+        if (part
+            && (part->state != NGX_HTTP_AGGREGATE_OK
+                || part->out.data[0] == '{'))
+        {
             continue;
         }
 
-        if (part->out.data[0] != '{') {
-            /* arrays and scalars cannot be flattened: kept under the name */
+        if (part == NULL && errors->len == 0) {
+            break;
+        }
 
-            if (m) {
-                m[n].name = part->conf->name;
-                m[n].value = part->out;
+        p = ngx_pnalloc(ctx->request->pool, part ? part->conf->name.len + 2
+                                                 : sizeof("\"_errors\""));
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        fl->own[fl->nown].name = p;
+        fl->own[fl->nown].part = i;
+
+        if (part) {
+            ngx_sprintf(p, "\"%V\"", &part->conf->name);
+            fl->own[fl->nown].value = part->out;
+
+        } else {
+            ngx_memcpy(p, "\"_errors\"", sizeof("\"_errors\"") - 1);
+            fl->own[fl->nown].value = *errors;
+        }
+
+        fl->nown++;
+    }
+
+    return NGX_OK;
+}
+
+
+/* the members' names in the answer's order: counted (names NULL) or set */
+
+static ngx_uint_t
+ngx_http_aggregate_flat_names(ngx_http_aggregate_flat_t *fl, u_char **names)
+{
+    u_char                     *p, *last;
+    ngx_str_t                   name, value;
+    ngx_uint_t                  i, j, n;
+    ngx_http_aggregate_ctx_t   *ctx;
+    ngx_http_aggregate_part_t  *part;
+
+    ctx = fl->ctx;
+    n = 0;
+    j = 0;
+
+    for (i = 0; i <= ctx->nparts; i++) {
+
+        if (j < fl->nown && fl->own[j].part == i) {
+            if (names) {
+                names[n] = fl->own[j].name;
             }
 
             n++;
+            j++;
+            continue;
+        }
+
+        if (i == ctx->nparts) {
+            break;
+        }
+
+        part = &ctx->parts[i];
+
+        if (part->state != NGX_HTTP_AGGREGATE_OK) {
             continue;
         }
 
@@ -423,22 +505,12 @@ ngx_http_aggregate_flat_members(ngx_http_aggregate_ctx_t *ctx,
         while (ngx_http_aggregate_json_member(&p, last, &name, &value)
                == NGX_OK)
         {
-            if (m) {
-                m[n].name = name;
-                m[n].value = value;
+            if (names) {
+                names[n] = name.data - 1;
             }
 
             n++;
         }
-    }
-
-    if (errors->len) {
-        if (m) {
-            ngx_str_set(&m[n].name, "_errors");
-            m[n].value = *errors;
-        }
-
-        n++;
     }
 
     return n;
@@ -446,84 +518,305 @@ ngx_http_aggregate_flat_members(ngx_http_aggregate_ctx_t *ctx,
 
 
 /*
- * Members of one name keep the place of the first and the value of the
- * last; the others are dropped (name.data NULL).
+ * Of the members of one name the first keeps its place and takes the
+ * value of the last; the others are dropped.
  */
 
-static void
-ngx_http_aggregate_flat_dedup(ngx_http_aggregate_ctx_t *ctx,
-    ngx_http_aggregate_member_t *m, ngx_uint_t n,
-    ngx_http_aggregate_member_t **sorted)
+static ngx_int_t
+ngx_http_aggregate_flat_dedup(ngx_http_aggregate_flat_t *fl, u_char **names,
+    ngx_uint_t n)
 {
-    ngx_uint_t                   i, j, k;
-    ngx_http_aggregate_part_t   *part;
-    ngx_http_aggregate_member_t  *first;
+    u_char                     *first, *last;
+    ngx_str_t                   name;
+    ngx_uint_t                  i, j, k, part, min, max, groups;
+    ngx_http_aggregate_ctx_t   *ctx;
 
-    for (i = 0; i < n; i++) {
-        sorted[i] = &m[i];
+    ctx = fl->ctx;
+
+    ngx_qsort(names, n, sizeof(u_char *), ngx_http_aggregate_cmp_names);
+
+    groups = 0;
+
+    for (i = 1; i < n; i++) {
+        if (ngx_http_aggregate_json_cmp_names(names[i - 1], names[i]) == 0
+            && (i == 1
+                || ngx_http_aggregate_json_cmp_names(names[i - 2], names[i])
+                   != 0))
+        {
+            groups++;
+        }
     }
 
-    ngx_qsort(sorted, n, sizeof(ngx_http_aggregate_member_t *),
-              ngx_http_aggregate_cmp_members);
+    if (groups == 0) {
+        return NGX_OK;
+    }
+
+    fl->repl = ngx_palloc(ctx->request->pool,
+                          groups * sizeof(ngx_http_aggregate_repl_t));
+    if (fl->repl == NULL) {
+        return NGX_ERROR;
+    }
+
+    /* the dropped names are written over the sorted ones, never ahead */
+
+    fl->dropped = names;
 
     for (i = 0; i < n; i = j) {
-        first = sorted[i];
 
         for (j = i + 1;
              j < n
-             && ngx_memn2cmp(first->name.data, sorted[j]->name.data,
-                             first->name.len, sorted[j]->name.len) == 0;
+             && ngx_http_aggregate_json_cmp_names(names[i], names[j]) == 0;
              j++)
         {
-            first->value = sorted[j]->value;
+            /* void */
+        }
 
-            /* the part whose member this is, to name it in the log */
+        if (j - i == 1) {
+            continue;
+        }
 
-            for (k = 0; k < ctx->nparts; k++) {
-                part = &ctx->parts[k];
+        /* the first and the last in the answer's order: by part */
 
-                if (part->state == NGX_HTTP_AGGREGATE_OK
-                    && sorted[j]->name.data >= part->out.data
-                    && sorted[j]->name.data < part->out.data + part->out.len)
-                {
-                    break;
+        first = NULL;
+        last = NULL;
+        min = ctx->nparts + 1;
+        max = 0;
+
+        for (k = i; k < j; k++) {
+            part = ngx_http_aggregate_flat_part(fl, names[k]);
+
+            if (part < min) {
+                min = part;
+                first = names[k];
+            }
+
+            if (part >= max) {
+                max = part;
+                last = names[k];
+            }
+        }
+
+        fl->repl[fl->nrepl].first = first;
+        fl->repl[fl->nrepl].last = last;
+        fl->nrepl++;
+
+        for (k = i; k < j; k++) {
+            part = ngx_http_aggregate_flat_part(fl, names[k]);
+
+            if (names[k] == first) {
+                continue;
+            }
+
+            if (part < ctx->nparts) {
+                name.data = names[k] + 1;
+                name.len = ngx_http_aggregate_flat_name(names[k]) - 2;
+
+                if (ngx_meshgate_text_is_safe(name.data, name.len)) {
+                    ngx_log_error(NGX_LOG_INFO,
+                                  ctx->request->connection->log, 0,
+                                  "aggregate: member \"%V\" of part \"%V\" "
+                                  "replaces an earlier one", &name,
+                                  &ctx->parts[part].conf->name);
                 }
             }
 
-            if (k < ctx->nparts
-                && ngx_meshgate_text_is_safe(sorted[j]->name.data,
-                                             sorted[j]->name.len))
-            {
-                ngx_log_error(NGX_LOG_INFO, ctx->request->connection->log,
-                              0, "aggregate: member \"%V\" of part \"%V\" "
-                              "replaces an earlier one", &sorted[j]->name,
-                              &part->conf->name);
-            }
+            fl->dropped[fl->ndropped++] = names[k];
+        }
+    }
 
-            sorted[j]->name.data = NULL;
+    ngx_qsort(fl->dropped, fl->ndropped, sizeof(u_char *),
+              ngx_http_aggregate_cmp_addresses);
+    ngx_qsort(fl->repl, fl->nrepl, sizeof(ngx_http_aggregate_repl_t),
+              ngx_http_aggregate_cmp_repl);
+
+    return NGX_OK;
+}
+
+
+/* the index of the part a member's name is in; nparts for "_errors" */
+
+static ngx_uint_t
+ngx_http_aggregate_flat_part(ngx_http_aggregate_flat_t *fl, u_char *name)
+{
+    ngx_uint_t                  i;
+    ngx_http_aggregate_part_t  *part;
+
+    for (i = 0; i < fl->nown; i++) {
+        if (fl->own[i].name == name) {
+            return fl->own[i].part;
+        }
+    }
+
+    for (i = 0; i < fl->ctx->nparts; i++) {
+        part = &fl->ctx->parts[i];
+
+        if (part->state == NGX_HTTP_AGGREGATE_OK
+            && name >= part->out.data
+            && name < part->out.data + part->out.len)
+        {
+            return i;
+        }
+    }
+
+    return fl->ctx->nparts;
+}
+
+
+static void
+ngx_http_aggregate_flat_value(ngx_http_aggregate_flat_t *fl, u_char *name,
+    ngx_str_t *value)
+{
+    u_char                     *p, *last;
+    ngx_uint_t                  i;
+    ngx_http_aggregate_part_t  *part;
+
+    for (i = 0; i < fl->nown; i++) {
+        if (fl->own[i].name == name) {
+            *value = fl->own[i].value;
+            return;
+        }
+    }
+
+    part = &fl->ctx->parts[ngx_http_aggregate_flat_part(fl, name)];
+    last = part->out.data + part->out.len;
+
+    p = ngx_http_aggregate_json_skip(name, last) + 1;   /* past ':' */
+
+    value->data = p;
+    value->len = ngx_http_aggregate_json_skip(p, last) - p;
+}
+
+
+/* adds up the answer's length (fl->p NULL) or writes its members */
+
+static void
+ngx_http_aggregate_flat_write(ngx_http_aggregate_flat_t *fl)
+{
+    u_char                     *p, *last;
+    ngx_str_t                   name, value;
+    ngx_uint_t                  i, j;
+    ngx_http_aggregate_ctx_t   *ctx;
+    ngx_http_aggregate_part_t  *part;
+
+    ctx = fl->ctx;
+    j = 0;
+
+    for (i = 0; i <= ctx->nparts; i++) {
+
+        if (j < fl->nown && fl->own[j].part == i) {
+            ngx_http_aggregate_flat_member(fl, fl->own[j].name);
+            j++;
+            continue;
+        }
+
+        if (i == ctx->nparts) {
+            break;
+        }
+
+        part = &ctx->parts[i];
+
+        if (part->state != NGX_HTTP_AGGREGATE_OK) {
+            continue;
+        }
+
+        p = part->out.data + 1;
+        last = part->out.data + part->out.len;
+
+        while (ngx_http_aggregate_json_member(&p, last, &name, &value)
+               == NGX_OK)
+        {
+            ngx_http_aggregate_flat_member(fl, name.data - 1);
         }
     }
 }
 
 
-/* by name, then by place: the first of a name is the earliest */
-
-static int ngx_libc_cdecl
-ngx_http_aggregate_cmp_members(const void *one, const void *two)
+static void
+ngx_http_aggregate_flat_member(ngx_http_aggregate_flat_t *fl, u_char *name)
 {
-    ngx_int_t                     rc;
-    ngx_http_aggregate_member_t  *a, *b;
+    size_t                      len;
+    ngx_str_t                   value;
+    ngx_http_aggregate_repl_t  *r, key;
 
-    a = *(ngx_http_aggregate_member_t **) one;
-    b = *(ngx_http_aggregate_member_t **) two;
-
-    rc = ngx_memn2cmp(a->name.data, b->name.data, a->name.len, b->name.len);
-
-    if (rc != 0) {
-        return (int) rc;
+    if (fl->ndropped
+        && bsearch(&name, fl->dropped, fl->ndropped, sizeof(u_char *),
+                   ngx_http_aggregate_cmp_addresses))
+    {
+        return;
     }
 
+    key.first = name;
+
+    r = fl->nrepl ? bsearch(&key, fl->repl, fl->nrepl,
+                            sizeof(ngx_http_aggregate_repl_t),
+                            ngx_http_aggregate_cmp_repl)
+                  : NULL;
+
+    ngx_http_aggregate_flat_value(fl, r ? r->last : name, &value);
+
+    len = ngx_http_aggregate_flat_name(name);
+
+    if (fl->p == NULL) {
+        fl->len += 2 + len + value.len;
+        return;
+    }
+
+    if (fl->p[-1] != '{') {
+        *fl->p++ = ',';
+    }
+
+    fl->p = ngx_cpymem(fl->p, name, len);
+    *fl->p++ = ':';
+    fl->p = ngx_cpymem(fl->p, value.data, value.len);
+}
+
+
+/* the length of a canonical name with its quotes */
+
+static size_t
+ngx_http_aggregate_flat_name(u_char *name)
+{
+    u_char  *p;
+
+    /* up to the first quote that no '\\' escapes */
+
+    p = name + 1;
+
+    while (*p != '"') {
+        p += (*p == '\\') ? 2 : 1;
+    }
+
+    return p + 1 - name;
+}
+
+
+static int ngx_libc_cdecl
+ngx_http_aggregate_cmp_names(const void *one, const void *two)
+{
+    return ngx_http_aggregate_json_cmp_names(*(u_char **) one,
+                                             *(u_char **) two);
+}
+
+
+static int ngx_libc_cdecl
+ngx_http_aggregate_cmp_addresses(const void *one, const void *two)
+{
+    u_char  *a, *b;
+
+    a = *(u_char **) one;
+    b = *(u_char **) two;
+
     return (a < b) ? -1 : (a > b) ? 1 : 0;
+}
+
+
+static int ngx_libc_cdecl
+ngx_http_aggregate_cmp_repl(const void *one, const void *two)
+{
+    const ngx_http_aggregate_repl_t  *a = one;
+    const ngx_http_aggregate_repl_t  *b = two;
+
+    return (a->first < b->first) ? -1 : (a->first > b->first) ? 1 : 0;
 }
 
 
