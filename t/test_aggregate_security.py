@@ -292,3 +292,10 @@ def test_field_variables_absent_and_control_bytes(nginx, backend):
     assert re.search(r'\[warn\].*aggregate field "user_tab" holds control '
                      r'bytes', log)
     assert "Injected" not in log and "ann" not in log
+
+
+@pytest.mark.parametrize("arg", ["'fields=a\"b'", "'fields=a\\\\b'",
+                                 "\"fields=ok,x\\\"y\""])
+def test_field_names_json_would_escape_fail_nginx_t(nginx_t, arg):
+    nginx_t(conf("location = /x { aggregate a /_svc/a %s; }" % arg),
+            modules=MOD, bport=1, rport=2, expect=r"invalid field in")
