@@ -3,6 +3,7 @@ parts' JSON checked and merged as canonical text, field variables that
 are absent or hold control bytes."""
 
 import json
+import os
 import re
 import sys
 
@@ -98,8 +99,8 @@ def test_memory_stays_proportional_to_the_part_size(nginx, backend, shape):
     grown = vm(pid, "VmHWM") - before
     total = 3 * len(body)
     # the parts' buffers, the answer, and slack for nginx and the allocator
-    print("%s: %.1f MB for %.1f MB" % (shape, grown / MIB, total / MIB))
-    assert grown < 5 * total, \
+    # (AddressSanitizer's redzones and quarantine make RSS meaningless)
+    assert os.environ.get("MESHGATE_ASAN") or grown < 5 * total, \
         "one request grew the worker by %.1f MB for %.1f MB of parts" % (
             grown / MIB, total / MIB)
     doc = r.json()
