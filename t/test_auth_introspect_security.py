@@ -180,3 +180,20 @@ def test_claim_with_crlf_injects_no_header(nginx, backend, one_as):
     assert re.search(r'\[warn\].*introspection answer "introspect_payload"'
                      r' holds control bytes', log)
     assert "Injected" not in log and "Ann" not in log
+
+
+def test_invalid_answer_bytes_never_reach_the_log(nginx, backend, one_as):
+    """jansson quotes the text near a syntax error: an answer's DEL, ESC or
+    other control bytes are not written into the error log."""
+    one_as.answers["t-del"] = (200, b'"a\x7f')
+    one_as.answers["t-esc"] = (200, b'[1,\x1b[31m]')
+    n, b = claims_nginx(nginx, backend, one_as)
+    for tok in ("t-del", "t-esc"):
+        r = requests.get(n.url("/x"), timeout=10,
+                         headers={"Authorization": "Bearer " + tok})
+        assert r.status_code == 401
+    n.wait_log(r"introspection response: invalid JSON at offset \d+: "
+               r"premature end of input near '\"a\?'")
+    n.wait_log(r"invalid JSON at offset \d+: invalid token near '\?'")
+    log = n.logs()
+    assert "\x7f" not in log and "\x1b" not in log
