@@ -300,3 +300,36 @@ def test_field_variables_absent_and_control_bytes(nginx, backend):
 def test_field_names_json_would_escape_fail_nginx_t(nginx_t, arg):
     nginx_t(conf("location = /x { aggregate a /_svc/a %s; }" % arg),
             modules=MOD, bport=1, rport=2, expect=r"invalid field in")
+
+
+def raw(port, data):
+    import socket
+    from conftest import recv_all
+    s = socket.create_connection(("127.0.0.1", port), timeout=20)
+    try:
+        s.sendall(data)
+        return recv_all(s)
+    finally:
+        s.close()
+
+
+def test_http09_and_http10_requests(nginx, backend):
+    """Every request nginx accepts: an HTTP/0.9 request (no header list)
+    and HTTP/1.0 ones get the aggregation, the worker lives on."""
+    b = backend()
+    b.json("/users/1", {"id": 1, "name": "ann"})
+    n = nginx.start(conf("""
+        location = /d {
+            aggregate user /_svc/users/1;
+            aggregate same /_svc/users/$aggregate_user_id;
+        }
+    """), modules=MOD, bport=b.port, rport=1)
+    pid = n.worker_pids()[0]
+    out = raw(n.port, b"GET /d\r\n")
+    assert json.loads(out) == {"user": {"id": 1, "name": "ann"},
+                               "same": {"id": 1, "name": "ann"}}
+    out = raw(n.port, b"GET /d HTTP/1.0\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 200") and out.endswith(b"}}\n")
+    out = raw(n.port, b"HEAD /d HTTP/1.0\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 200") and out.endswith(b"\r\n\r\n")
+    assert n.worker_pids() == [pid]

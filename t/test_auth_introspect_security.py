@@ -197,3 +197,31 @@ def test_invalid_answer_bytes_never_reach_the_log(nginx, backend, one_as):
     n.wait_log(r"invalid JSON at offset \d+: invalid token near '\?'")
     log = n.logs()
     assert "\x7f" not in log and "\x1b" not in log
+
+
+def test_http09_request(nginx, backend, one_as):
+    """An HTTP/0.9 request has no header list: no token, refused, and the
+    worker lives on; the token from a variable still works."""
+    import socket
+    from conftest import recv_all
+    one_as.answers["t-09"] = {"active": True, "sub": "alice",
+                              "exp": int(time.time()) + 3600}
+    b = backend()
+    n = nginx.start(CLAIMS.replace(
+        "location / {", """location /q/ {
+            auth_introspect "api" token=$arg_t;
+            proxy_set_header X-Sub "[$introspect_claim_sub]";
+            proxy_pass http://127.0.0.1:{{backend}};
+        }
+        location / {"""), modules=["auth_introspect"], backend=b.port,
+        as_port=one_as.port)
+    n.allow(r"auth_introspect")
+    pid = n.worker_pids()[0]
+    for path, expect in ((b"/x", b"401"), (b"/q/x?t=t-09", b"x-sub")):
+        s = socket.create_connection(("127.0.0.1", n.port), timeout=20)
+        s.sendall(b"GET " + path + b"\r\n")
+        out = recv_all(s)
+        s.close()
+        assert expect in out.lower(), out
+    assert b"[alice]" in out
+    assert n.worker_pids() == [pid]

@@ -199,3 +199,24 @@ def test_absent_metadata_is_absent_and_control_bytes_never_forwarded(
         if r.status_code == 200:
             assert r.json()["headers"]["x-tier"] == "[]"
     assert "Injected" not in n.logs()
+
+
+def test_http09_request(nginx, backend, tmp_path):
+    """An HTTP/0.9 request has no header list: no key, refused with 401
+    (the 0.9 answer is the error page), the worker lives on."""
+    import socket
+    from conftest import recv_all
+    from auth_key_util import key_line, write_keys
+    b = backend()
+    keys = write_keys(tmp_path / "keys.txt", [key_line(KEY, "alice")])
+    n = nginx.start(META, modules=["auth_key"], backend=b.port, keys=keys,
+                    redis_port=1)
+    n.allow(r"auth_key")
+    pid = n.worker_pids()[0]
+    s = socket.create_connection(("127.0.0.1", n.port), timeout=20)
+    s.sendall(b"GET /file/x\r\n")
+    out = recv_all(s)
+    s.close()
+    assert b"401" in out
+    assert n.worker_pids() == [pid]
+    assert b.count == 0
