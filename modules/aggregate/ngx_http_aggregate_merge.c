@@ -34,6 +34,8 @@ typedef struct {
     ngx_http_aggregate_ctx_t    *ctx;
     ngx_http_aggregate_own_t    *own;
     ngx_uint_t                   nown;
+    ngx_http_aggregate_part_t  **objects;   /* by address of their text */
+    ngx_uint_t                   nobjects;
     u_char                     **dropped;   /* by address */
     ngx_uint_t                   ndropped;
     ngx_http_aggregate_repl_t   *repl;      /* by first */
@@ -55,8 +57,10 @@ static ngx_uint_t ngx_http_aggregate_flat_names(
     ngx_http_aggregate_flat_t *fl, u_char **names);
 static ngx_int_t ngx_http_aggregate_flat_dedup(ngx_http_aggregate_flat_t *fl,
     u_char **names, ngx_uint_t n);
+static void ngx_http_aggregate_flat_log(ngx_http_aggregate_flat_t *fl,
+    ngx_uint_t *count, u_char **replaced);
 static ngx_uint_t ngx_http_aggregate_flat_part(ngx_http_aggregate_flat_t *fl,
-    u_char *name);
+    u_char *name, ngx_http_aggregate_own_t **own);
 static void ngx_http_aggregate_flat_value(ngx_http_aggregate_flat_t *fl,
     u_char *name, ngx_str_t *value);
 static void ngx_http_aggregate_flat_write(ngx_http_aggregate_flat_t *fl);
@@ -68,6 +72,8 @@ static int ngx_libc_cdecl ngx_http_aggregate_cmp_names(const void *one,
 static int ngx_libc_cdecl ngx_http_aggregate_cmp_addresses(const void *one,
     const void *two);
 static int ngx_libc_cdecl ngx_http_aggregate_cmp_repl(const void *one,
+    const void *two);
+static int ngx_libc_cdecl ngx_http_aggregate_cmp_parts(const void *one,
     const void *two);
 
 
@@ -419,17 +425,22 @@ ngx_http_aggregate_flat_own(ngx_http_aggregate_flat_t *fl, ngx_str_t *errors)
 
     fl->own = ngx_palloc(ctx->request->pool,
                          (ctx->nparts + 1) * sizeof(ngx_http_aggregate_own_t));
-    if (fl->own == NULL) {
+    fl->objects = ngx_palloc(ctx->request->pool, (ctx->nparts + 1)
+                             * sizeof(ngx_http_aggregate_part_t *));
+
+    if (fl->own == NULL || fl->objects == NULL) {
         return NGX_ERROR;
     }
 
     for (i = 0; i <= ctx->nparts; i++) {
         part = (i < ctx->nparts) ? &ctx->parts[i] : NULL;
 
-        if (part
-            && (part->state != NGX_HTTP_AGGREGATE_OK
-                || part->out.data[0] == '{'))
-        {
+        if (part && part->state != NGX_HTTP_AGGREGATE_OK) {
+            continue;
+        }
+
+        if (part && part->out.data[0] == '{') {
+            fl->objects[fl->nobjects++] = part;
             continue;
         }
 
@@ -457,6 +468,9 @@ ngx_http_aggregate_flat_own(ngx_http_aggregate_flat_t *fl, ngx_str_t *errors)
 
         fl->nown++;
     }
+
+    ngx_qsort(fl->objects, fl->nobjects, sizeof(ngx_http_aggregate_part_t *),
+              ngx_http_aggregate_cmp_parts);
 
     return NGX_OK;
 }
@@ -526,9 +540,8 @@ static ngx_int_t
 ngx_http_aggregate_flat_dedup(ngx_http_aggregate_flat_t *fl, u_char **names,
     ngx_uint_t n)
 {
-    u_char                     *first, *last;
-    ngx_str_t                   name;
-    ngx_uint_t                  i, j, k, part, min, max, groups;
+    u_char                     *first, *last, **replaced;
+    ngx_uint_t                  i, j, k, part, min, max, groups, *count;
     ngx_http_aggregate_ctx_t   *ctx;
 
     ctx = fl->ctx;
@@ -553,7 +566,15 @@ ngx_http_aggregate_flat_dedup(ngx_http_aggregate_flat_t *fl, u_char **names,
 
     fl->repl = ngx_palloc(ctx->request->pool,
                           groups * sizeof(ngx_http_aggregate_repl_t));
-    if (fl->repl == NULL) {
+
+    /* per part: how many of its members replace earlier ones, and one */
+
+    count = ngx_pcalloc(ctx->request->pool,
+                        (ctx->nparts + 1) * sizeof(ngx_uint_t));
+    replaced = ngx_pcalloc(ctx->request->pool,
+                           (ctx->nparts + 1) * sizeof(u_char *));
+
+    if (fl->repl == NULL || count == NULL || replaced == NULL) {
         return NGX_ERROR;
     }
 
@@ -583,7 +604,7 @@ ngx_http_aggregate_flat_dedup(ngx_http_aggregate_flat_t *fl, u_char **names,
         max = 0;
 
         for (k = i; k < j; k++) {
-            part = ngx_http_aggregate_flat_part(fl, names[k]);
+            part = ngx_http_aggregate_flat_part(fl, names[k], NULL);
 
             if (part < min) {
                 min = part;
@@ -601,28 +622,21 @@ ngx_http_aggregate_flat_dedup(ngx_http_aggregate_flat_t *fl, u_char **names,
         fl->nrepl++;
 
         for (k = i; k < j; k++) {
-            part = ngx_http_aggregate_flat_part(fl, names[k]);
+            part = ngx_http_aggregate_flat_part(fl, names[k], NULL);
 
             if (names[k] == first) {
                 continue;
             }
 
-            if (part < ctx->nparts) {
-                name.data = names[k] + 1;
-                name.len = ngx_http_aggregate_flat_name(names[k]) - 2;
-
-                if (ngx_meshgate_text_is_safe(name.data, name.len)) {
-                    ngx_log_error(NGX_LOG_INFO,
-                                  ctx->request->connection->log, 0,
-                                  "aggregate: member \"%V\" of part \"%V\" "
-                                  "replaces an earlier one", &name,
-                                  &ctx->parts[part].conf->name);
-                }
+            if (count[part]++ == 0) {
+                replaced[part] = names[k];
             }
 
             fl->dropped[fl->ndropped++] = names[k];
         }
     }
+
+    ngx_http_aggregate_flat_log(fl, count, replaced);
 
     ngx_qsort(fl->dropped, fl->ndropped, sizeof(u_char *),
               ngx_http_aggregate_cmp_addresses);
@@ -633,28 +647,88 @@ ngx_http_aggregate_flat_dedup(ngx_http_aggregate_flat_t *fl, u_char **names,
 }
 
 
-/* the index of the part a member's name is in; nparts for "_errors" */
+/*
+ * One info line per part whose members replace earlier ones (members of
+ * an object part only, as a JSON object's set would replace them).
+ */
 
-static ngx_uint_t
-ngx_http_aggregate_flat_part(ngx_http_aggregate_flat_t *fl, u_char *name)
+static void
+ngx_http_aggregate_flat_log(ngx_http_aggregate_flat_t *fl,
+    ngx_uint_t *count, u_char **replaced)
 {
+    ngx_str_t                   name;
     ngx_uint_t                  i;
+    ngx_http_aggregate_own_t   *own;
     ngx_http_aggregate_part_t  *part;
-
-    for (i = 0; i < fl->nown; i++) {
-        if (fl->own[i].name == name) {
-            return fl->own[i].part;
-        }
-    }
 
     for (i = 0; i < fl->ctx->nparts; i++) {
         part = &fl->ctx->parts[i];
 
-        if (part->state == NGX_HTTP_AGGREGATE_OK
-            && name >= part->out.data
-            && name < part->out.data + part->out.len)
-        {
-            return i;
+        if (count[i] == 0) {
+            continue;
+        }
+
+        (void) ngx_http_aggregate_flat_part(fl, replaced[i], &own);
+
+        if (own) {
+            continue;
+        }
+
+        name.data = replaced[i] + 1;
+        name.len = ngx_http_aggregate_flat_name(replaced[i]) - 2;
+
+        if (!ngx_meshgate_text_is_safe(name.data, name.len)) {
+            ngx_str_set(&name, "(a name with control bytes)");
+        }
+
+        ngx_log_error(NGX_LOG_INFO, fl->ctx->request->connection->log, 0,
+                      "aggregate: member \"%V\" of part \"%V\" replaces an "
+                      "earlier one (%ui members of the part do)", &name,
+                      &part->conf->name, count[i]);
+    }
+}
+
+
+/* the index of the part a member's name is in; nparts for "_errors" */
+
+static ngx_uint_t
+ngx_http_aggregate_flat_part(ngx_http_aggregate_flat_t *fl, u_char *name,
+    ngx_http_aggregate_own_t **own)
+{
+    ngx_uint_t                  i, lo, hi;
+    ngx_http_aggregate_part_t  *part;
+
+    if (own) {
+        *own = NULL;
+    }
+
+    /* a binary search: this runs for each member of a repeated name */
+
+    lo = 0;
+    hi = fl->nobjects;
+
+    while (lo < hi) {
+        i = lo + (hi - lo) / 2;
+        part = fl->objects[i];
+
+        if (name < part->out.data) {
+            hi = i;
+
+        } else if (name >= part->out.data + part->out.len) {
+            lo = i + 1;
+
+        } else {
+            return part - fl->ctx->parts;
+        }
+    }
+
+    for (i = 0; i < fl->nown; i++) {
+        if (fl->own[i].name == name) {
+            if (own) {
+                *own = &fl->own[i];
+            }
+
+            return fl->own[i].part;
         }
     }
 
@@ -668,16 +742,17 @@ ngx_http_aggregate_flat_value(ngx_http_aggregate_flat_t *fl, u_char *name,
 {
     u_char                     *p, *last;
     ngx_uint_t                  i;
+    ngx_http_aggregate_own_t   *own;
     ngx_http_aggregate_part_t  *part;
 
-    for (i = 0; i < fl->nown; i++) {
-        if (fl->own[i].name == name) {
-            *value = fl->own[i].value;
-            return;
-        }
+    i = ngx_http_aggregate_flat_part(fl, name, &own);
+
+    if (own) {
+        *value = own->value;
+        return;
     }
 
-    part = &fl->ctx->parts[ngx_http_aggregate_flat_part(fl, name)];
+    part = &fl->ctx->parts[i];
     last = part->out.data + part->out.len;
 
     p = ngx_http_aggregate_json_skip(name, last) + 1;   /* past ':' */
@@ -817,6 +892,18 @@ ngx_http_aggregate_cmp_repl(const void *one, const void *two)
     const ngx_http_aggregate_repl_t  *b = two;
 
     return (a->first < b->first) ? -1 : (a->first > b->first) ? 1 : 0;
+}
+
+
+static int ngx_libc_cdecl
+ngx_http_aggregate_cmp_parts(const void *one, const void *two)
+{
+    u_char  *a, *b;
+
+    a = (*(ngx_http_aggregate_part_t **) one)->out.data;
+    b = (*(ngx_http_aggregate_part_t **) two)->out.data;
+
+    return (a < b) ? -1 : (a > b) ? 1 : 0;
 }
 
 
