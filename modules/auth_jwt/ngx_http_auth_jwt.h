@@ -22,6 +22,8 @@
 #define NGX_HTTP_AUTH_JWT_KID_REFETCH    30
 #define NGX_HTTP_AUTH_JWT_FP_LEN         32
 #define NGX_HTTP_AUTH_JWT_NALGS          13
+#define NGX_HTTP_AUTH_JWT_RSA_MAX_BITS   8192
+#define NGX_HTTP_AUTH_JWT_KEYS_MAX       64
 
 /* algorithm families */
 #define NGX_HTTP_AUTH_JWT_HS             1
@@ -82,6 +84,8 @@ typedef struct {
     ngx_array_t                     keys;     /* ngx_http_auth_jwt_key_t */
     ngx_pool_t                     *pool;
     ngx_uint_t                      own;      /* pool is the set's own */
+    ngx_uint_t                      count;    /* keys in the set, usable
+                                                 or not */
 } ngx_http_auth_jwt_keyset_t;
 
 
@@ -97,11 +101,15 @@ typedef struct {
     time_t                          refresh_at;
     time_t                          failed_at;
     time_t                          kid_refetch_at;
+    u_char                          digest[32];  /* of the last body */
     ngx_http_request_t             *owner;
     ngx_queue_t                     waiters;
     unsigned                        fetching:1;
     unsigned                        force:1;
     unsigned                        background:1;
+    unsigned                        has_digest:1;
+    unsigned                        digest_ok:1;
+    ngx_uint_t                      keys_max;
 } ngx_http_auth_jwt_source_t;
 
 
@@ -128,7 +136,7 @@ ngx_http_auth_jwt_keyset_t *ngx_http_auth_jwt_keyset_create(ngx_pool_t *pool,
     ngx_log_t *log);
 void ngx_http_auth_jwt_keyset_free(ngx_http_auth_jwt_keyset_t *ks);
 ngx_int_t ngx_http_auth_jwt_keyset_load(ngx_http_auth_jwt_keyset_t *ks,
-    u_char *data, size_t len, ngx_uint_t strict, ngx_log_t *log,
+    u_char *data, size_t len, ngx_uint_t max, ngx_log_t *log,
     const char **err);
 ngx_http_auth_jwt_result_e ngx_http_auth_jwt_parse(ngx_pool_t *pool,
     ngx_str_t *token, ngx_http_auth_jwt_token_t *jwt, const char **err);

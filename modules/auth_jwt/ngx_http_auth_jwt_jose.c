@@ -18,13 +18,18 @@
 #include <openssl/x509.h>
 
 #include "ngx_http_auth_jwt.h"
+#include "ngx_meshgate_http.h"
 
 
 static void ngx_http_auth_jwt_keyset_cleanup(void *data);
+static void ngx_http_auth_jwt_skipped(ngx_log_t *log, json_t *jwk, size_t i,
+    const char *err);
 static ngx_int_t ngx_http_auth_jwt_load_jwk(ngx_http_auth_jwt_keyset_t *ks,
     json_t *jwk, const char **err);
 static ngx_int_t ngx_http_auth_jwt_load_pem(ngx_http_auth_jwt_keyset_t *ks,
-    u_char *data, size_t len, const char **err);
+    u_char *data, size_t len, ngx_uint_t max, const char **err);
+static ngx_int_t ngx_http_auth_jwt_rsa_check(EVP_PKEY *pkey,
+    const char **err);
 static ngx_int_t ngx_http_auth_jwt_jwk_b64(ngx_pool_t *pool, json_t *jwk,
     const char *name, ngx_str_t *out);
 static EVP_PKEY *ngx_http_auth_jwt_jwk_rsa(ngx_pool_t *pool, json_t *jwk,
@@ -302,15 +307,18 @@ ngx_http_auth_jwt_keyset_cleanup(void *data)
 
 
 /*
- * Loads a JWK Set, a single JWK, or PEM public keys and certificates.
- * strict: an unusable key is an error (key files); otherwise it is
- * skipped with a warning (fetched JWKS).  Returns NGX_OK when at least one
+ * Loads a JWK Set, a single JWK, or PEM public keys and certificates.  A
+ * key that cannot be used is skipped with a warning that names its "kid"
+ * and the reason (RFC 7517 section 5: implementations SHOULD ignore JWKs
+ * they do not understand), the same for key files and fetched sets.  A
+ * set with more than max keys is refused before any key is parsed, so a
+ * hostile set costs no public-key work.  Returns NGX_OK when at least one
  * key was loaded.
  */
 
 ngx_int_t
 ngx_http_auth_jwt_keyset_load(ngx_http_auth_jwt_keyset_t *ks, u_char *data,
-    size_t len, ngx_uint_t strict, ngx_log_t *log, const char **err)
+    size_t len, ngx_uint_t max, ngx_log_t *log, const char **err)
 {
     size_t        i;
     json_t       *root, *keys, *jwk;
@@ -334,7 +342,7 @@ ngx_http_auth_jwt_keyset_load(ngx_http_auth_jwt_keyset_t *ks, u_char *data,
     }
 
     if (data[i] != '{') {
-        if (ngx_http_auth_jwt_load_pem(ks, data, len, err) != NGX_OK) {
+        if (ngx_http_auth_jwt_load_pem(ks, data, len, max, err) != NGX_OK) {
             return NGX_ERROR;
         }
 
@@ -354,6 +362,7 @@ ngx_http_auth_jwt_keyset_load(ngx_http_auth_jwt_keyset_t *ks, u_char *data,
     keys = json_object_get(root, "keys");
 
     if (keys == NULL) {
+        ks->count = 1;
         rc = ngx_http_auth_jwt_load_jwk(ks, root, err);
         json_decref(root);
 
@@ -370,19 +379,21 @@ ngx_http_auth_jwt_keyset_load(ngx_http_auth_jwt_keyset_t *ks, u_char *data,
         return NGX_ERROR;
     }
 
+    ks->count = json_array_size(keys);
+
+    if (ks->count > max) {
+        json_decref(root);
+        *err = "more keys than auth_jwt_key_set_max";
+        return NGX_ERROR;
+    }
+
     for (i = 0; i < json_array_size(keys); i++) {
         jwk = json_array_get(keys, i);
 
         rc = ngx_http_auth_jwt_load_jwk(ks, jwk, err);
 
         if (rc == NGX_ERROR) {
-            if (strict) {
-                json_decref(root);
-                return NGX_ERROR;
-            }
-
-            ngx_log_error(NGX_LOG_WARN, log, 0,
-                          "auth_jwt: JWKS key #%uz skipped: %s", i, *err);
+            ngx_http_auth_jwt_skipped(log, jwk, i, *err);
         }
     }
 
@@ -396,6 +407,35 @@ done:
     }
 
     return NGX_OK;
+}
+
+
+/* the "kid" of a skipped key is shown only when it is safe to log */
+
+static void
+ngx_http_auth_jwt_skipped(ngx_log_t *log, json_t *jwk, size_t i,
+    const char *err)
+{
+    json_t     *v;
+    ngx_str_t   kid;
+
+    v = json_is_object(jwk) ? json_object_get(jwk, "kid") : NULL;
+
+    if (json_is_string(v)) {
+        kid.data = (u_char *) json_string_value(v);
+        kid.len = json_string_length(v);
+
+        if (kid.len <= 64 && ngx_meshgate_text_is_safe(kid.data, kid.len)) {
+            ngx_log_error(NGX_LOG_WARN, log, 0,
+                          "auth_jwt: key #%uz (kid \"%V\") skipped: %s",
+                          i, &kid, err);
+            return;
+        }
+    }
+
+    ngx_log_error(NGX_LOG_WARN, log, 0,
+                  "auth_jwt: key #%uz (no printable kid) skipped: %s",
+                  i, err);
 }
 
 
@@ -572,14 +612,13 @@ ngx_http_auth_jwt_add_pkey(ngx_http_auth_jwt_keyset_t *ks,
     ngx_http_auth_jwt_key_t  *k;
 
     /*
-     * RSA and EC public keys must pass OpenSSL's public key checks (RSA:
-     * an odd exponent above 1, an odd modulus without small factors; EC:
-     * a point on the curve)
+     * EC public keys must pass OpenSSL's public key check (a point on the
+     * curve); RSA keys passed ngx_http_auth_jwt_rsa_check() already
      */
 
     id = EVP_PKEY_get_base_id(key->pkey);
 
-    if (id == EVP_PKEY_RSA || id == EVP_PKEY_RSA_PSS || id == EVP_PKEY_EC) {
+    if (id == EVP_PKEY_EC) {
         check = EVP_PKEY_CTX_new_from_pkey(NULL, key->pkey, NULL);
         n = check ? EVP_PKEY_public_check(check) : 0;
         EVP_PKEY_CTX_free(check);
@@ -675,6 +714,18 @@ ngx_http_auth_jwt_jwk_rsa(ngx_pool_t *pool, json_t *jwk, const char **err)
         return NULL;
     }
 
+    /* sizes are checked before any big-number work */
+
+    if (ns.len > NGX_HTTP_AUTH_JWT_RSA_MAX_BITS / 8) {
+        *err = "RSA key longer than 8192 bits";
+        return NULL;
+    }
+
+    if (es.len > 8) {
+        *err = "RSA exponent longer than 64 bits";
+        return NULL;
+    }
+
     pkey = NULL;
     params = NULL;
     ctx = NULL;
@@ -714,13 +765,62 @@ done:
         return NULL;
     }
 
-    if (EVP_PKEY_get_bits(pkey) < 2048) {
+    if (ngx_http_auth_jwt_rsa_check(pkey, err) != NGX_OK) {
         EVP_PKEY_free(pkey);
-        *err = "RSA key shorter than 2048 bits";
         return NULL;
     }
 
     return pkey;
+}
+
+
+/*
+ * RSA public keys: 2048 to 8192 bits, an odd modulus, an odd exponent
+ * above 1 of at most 64 bits.  OpenSSL's EVP_PKEY_public_check() also
+ * runs a primality test on the modulus: 7 ms for 2048 bits, 200 ms for
+ * 8192 and over a second for 16384 on a worker, per key of every set
+ * fetched, so it is not used for RSA.  A modulus with a small factor
+ * weakens the issuer's own signatures only.  The bounds keep a
+ * verification below a millisecond.
+ */
+
+static ngx_int_t
+ngx_http_auth_jwt_rsa_check(EVP_PKEY *pkey, const char **err)
+{
+    int      bits;
+    BIGNUM  *n, *e;
+
+    bits = EVP_PKEY_get_bits(pkey);
+
+    if (bits < 2048) {
+        *err = "RSA key shorter than 2048 bits";
+        return NGX_ERROR;
+    }
+
+    if (bits > NGX_HTTP_AUTH_JWT_RSA_MAX_BITS) {
+        *err = "RSA key longer than 8192 bits";
+        return NGX_ERROR;
+    }
+
+    n = NULL;
+    e = NULL;
+
+    if (EVP_PKEY_get_bn_param(pkey, OSSL_PKEY_PARAM_RSA_N, &n) != 1
+        || EVP_PKEY_get_bn_param(pkey, OSSL_PKEY_PARAM_RSA_E, &e) != 1
+        || !BN_is_odd(n) || !BN_is_odd(e) || BN_is_one(e)
+        || BN_num_bits(e) > 64)
+    {
+        BN_free(n);
+        BN_free(e);
+        ERR_clear_error();
+        *err = "the public key fails its validity check";
+        return NGX_ERROR;
+    }
+
+    BN_free(n);
+    BN_free(e);
+
+    return NGX_OK;
 }
 
 
@@ -911,7 +1011,7 @@ ngx_http_auth_jwt_jwk_oct(ngx_pool_t *pool, json_t *jwk,
 
 static ngx_int_t
 ngx_http_auth_jwt_load_pem(ngx_http_auth_jwt_keyset_t *ks, u_char *data,
-    size_t len, const char **err)
+    size_t len, ngx_uint_t max, const char **err)
 {
     u_char                   *p;
     char                     *name, *header;
@@ -934,6 +1034,15 @@ ngx_http_auth_jwt_load_pem(ngx_http_auth_jwt_keyset_t *ks, u_char *data,
     found = 0;
 
     while (PEM_read_bio(bio, &name, &header, &body, &n) == 1) {
+
+        if (++ks->count > max) {
+            OPENSSL_free(name);
+            OPENSSL_free(header);
+            OPENSSL_free(body);
+            *err = "more keys than auth_jwt_key_set_max";
+            rc = NGX_ERROR;
+            break;
+        }
 
         ngx_memzero(&key, sizeof(ngx_http_auth_jwt_key_t));
         q = body;
@@ -1006,8 +1115,7 @@ ngx_http_auth_jwt_pkey_algs(EVP_PKEY *pkey, const char **err)
 
     case EVP_PKEY_RSA:
     case EVP_PKEY_RSA_PSS:
-        if (EVP_PKEY_get_bits(pkey) < 2048) {
-            *err = "RSA key shorter than 2048 bits";
+        if (ngx_http_auth_jwt_rsa_check(pkey, err) != NGX_OK) {
             return 0;
         }
 

@@ -24,8 +24,18 @@ typedef struct {
 
 
 typedef struct {
+    ngx_str_t                       name;
+    ngx_http_auth_jwt_keyset_t     *keyset;
+    ngx_str_t                       conf_file;
+    ngx_uint_t                      line;
+} ngx_http_auth_jwt_file_t;
+
+
+typedef struct {
     ngx_meshgate_cache_t           *cache;
     ngx_array_t                     sources;  /* source pointers */
+    ngx_array_t                     files;    /* ngx_http_auth_jwt_file_t */
+    ngx_uint_t                      keys_max;
 } ngx_http_auth_jwt_main_conf_t;
 
 
@@ -49,6 +59,7 @@ typedef struct {
 
 typedef struct {
     ngx_array_t                     names;    /* ngx_str_t */
+    ngx_str_t                       var;      /* its name, for the log */
     ngx_uint_t                      header;
 } ngx_http_auth_jwt_var_t;
 
@@ -65,6 +76,11 @@ typedef struct {
     ngx_http_request_t             *request;
     ngx_http_auth_jwt_result_e      verdict;
     ngx_http_auth_jwt_result_e      result;
+    ngx_http_auth_jwt_result_e      pre;      /* what is known without
+                                                 keys */
+    const char                     *pre_err;
+    ngx_str_t                       token;
+    ngx_http_auth_jwt_token_t       jwt;
     json_t                         *header;
     json_t                         *payload;
     ngx_str_t                       header_text;
@@ -78,6 +94,7 @@ typedef struct {
     unsigned                        fetched:1;
     unsigned                        want_fresh:1;
     unsigned                        refetched:1;
+    unsigned                        parsed:1;
     unsigned                        done:1;
 } ngx_http_auth_jwt_ctx_t;
 
@@ -98,6 +115,9 @@ static void ngx_http_auth_jwt_ctx_cleanup(void *data);
 static void ngx_http_auth_jwt_check(ngx_http_request_t *r,
     ngx_http_auth_jwt_ctx_t *ctx, ngx_http_auth_jwt_loc_conf_t *jlcf,
     ngx_uint_t final);
+static ngx_http_auth_jwt_result_e ngx_http_auth_jwt_prepare(
+    ngx_http_request_t *r, ngx_http_auth_jwt_ctx_t *ctx,
+    ngx_http_auth_jwt_loc_conf_t *jlcf, ngx_uint_t parse);
 static ngx_int_t ngx_http_auth_jwt_get_token(ngx_http_request_t *r,
     ngx_http_auth_jwt_loc_conf_t *jlcf, ngx_str_t *token);
 static ngx_http_auth_jwt_result_e ngx_http_auth_jwt_signature(
@@ -134,7 +154,11 @@ static ngx_int_t ngx_http_auth_jwt_claim_variable(ngx_http_request_t *r,
 static ngx_int_t ngx_http_auth_jwt_header_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_auth_jwt_json_variable(ngx_http_request_t *r,
-    ngx_http_variable_value_t *v, json_t *root, ngx_str_t *name);
+    ngx_http_variable_value_t *v, json_t *root, ngx_str_t *name,
+    const char *what);
+static ngx_int_t ngx_http_auth_jwt_value(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, json_t *value, const char *what,
+    ngx_str_t *name);
 static ngx_int_t ngx_http_auth_jwt_payload_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_auth_jwt_result_variable(ngx_http_request_t *r,
@@ -146,6 +170,7 @@ static ngx_int_t ngx_http_auth_jwt_trusted(ngx_http_auth_jwt_ctx_t *ctx);
 
 static ngx_int_t ngx_http_auth_jwt_add_variables(ngx_conf_t *cf);
 static void *ngx_http_auth_jwt_create_main_conf(ngx_conf_t *cf);
+static char *ngx_http_auth_jwt_init_main_conf(ngx_conf_t *cf, void *conf);
 static void *ngx_http_auth_jwt_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_auth_jwt_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
@@ -178,6 +203,9 @@ static char *ngx_http_auth_jwt_cache(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static ngx_int_t ngx_http_auth_jwt_no_variables(ngx_conf_t *cf,
     ngx_str_t *value);
+
+
+static ngx_str_t  ngx_http_auth_jwt_payload_name = ngx_string("jwt_payload");
 
 
 static ngx_str_t  ngx_http_auth_jwt_result_names[] = {
@@ -293,6 +321,13 @@ static ngx_command_t  ngx_http_auth_jwt_commands[] = {
       0,
       NULL },
 
+    { ngx_string("auth_jwt_key_set_max"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_auth_jwt_main_conf_t, keys_max),
+      NULL },
+
     { ngx_string("auth_jwt_cache"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_http_auth_jwt_cache,
@@ -309,7 +344,7 @@ static ngx_http_module_t  ngx_http_auth_jwt_module_ctx = {
     ngx_http_auth_jwt_init,                /* postconfiguration */
 
     ngx_http_auth_jwt_create_main_conf,    /* create main configuration */
-    NULL,                                  /* init main configuration */
+    ngx_http_auth_jwt_init_main_conf,      /* init main configuration */
 
     NULL,                                  /* create server configuration */
     NULL,                                  /* merge server configuration */
@@ -383,7 +418,13 @@ ngx_http_auth_jwt_handler(ngx_http_request_t *r)
     }
 
     for ( ;; ) {
-        if (jlcf->sources) {
+
+        /* a missing or malformed token costs no key fetch */
+
+        if (jlcf->sources
+            && ngx_http_auth_jwt_prepare(r, ctx, jlcf, 1)
+               == NGX_HTTP_AUTH_JWT_OK)
+        {
             rc = ngx_http_auth_jwt_keys(r, ctx, jlcf);
 
             if (rc == NGX_AGAIN) {
@@ -767,31 +808,19 @@ ngx_http_auth_jwt_check(ngx_http_request_t *r, ngx_http_auth_jwt_ctx_t *ctx,
     ngx_http_auth_jwt_loc_conf_t *jlcf, ngx_uint_t final)
 {
     u_char                          hash[32], fp[NGX_HTTP_AUTH_JWT_FP_LEN];
-    ngx_str_t                       token, key;
-    ngx_int_t                       rc;
+    ngx_str_t                       key;
     const char                     *err;
     ngx_http_auth_jwt_times_t       t;
-    ngx_http_auth_jwt_token_t       jwt;
     ngx_http_auth_jwt_result_e      res;
     ngx_http_auth_jwt_main_conf_t  *jmcf;
 
-    ngx_http_auth_jwt_ctx_cleanup(ctx);
-
     ctx->err = NULL;
-    ctx->header_text.len = 0;
-    ctx->payload_text.len = 0;
 
-    rc = ngx_http_auth_jwt_get_token(r, jlcf, &token);
+    res = ngx_http_auth_jwt_prepare(r, ctx, jlcf, 0);
 
-    if (rc == NGX_ERROR) {
-        ctx->verdict = NGX_HTTP_AUTH_JWT_ERROR;
-        ctx->verified = 1;
-        return;
-    }
-
-    if (token.len == 0) {
-        ctx->verdict = NGX_HTTP_AUTH_JWT_MISSING;
-        ctx->err = "no token";
+    if (res != NGX_HTTP_AUTH_JWT_OK) {
+        ctx->verdict = res;
+        ctx->err = ctx->pre_err;
         ctx->verified = 1;
         return;
     }
@@ -800,11 +829,11 @@ ngx_http_auth_jwt_check(ngx_http_request_t *r, ngx_http_auth_jwt_ctx_t *ctx,
 
     key.len = 0;
 
-    if (jmcf->cache && token.len <= NGX_HTTP_AUTH_JWT_MAX_TOKEN) {
+    if (jmcf->cache && ctx->token.len <= NGX_HTTP_AUTH_JWT_MAX_TOKEN) {
         key.data = hash;
         key.len = sizeof(hash);
 
-        if (ngx_http_auth_jwt_sha256(&token, hash) != NGX_OK) {
+        if (ngx_http_auth_jwt_sha256(&ctx->token, hash) != NGX_OK) {
             key.len = 0;
 
         } else if (ngx_http_auth_jwt_cache_get(r, ctx, jlcf, &key, &t)
@@ -817,28 +846,28 @@ ngx_http_auth_jwt_check(ngx_http_request_t *r, ngx_http_auth_jwt_ctx_t *ctx,
         }
     }
 
-    err = NULL;
+    res = ngx_http_auth_jwt_prepare(r, ctx, jlcf, 1);
 
-    res = ngx_http_auth_jwt_parse(r->pool, &token, &jwt, &err);
-
-    ctx->header = jwt.header;
-    ctx->payload = jwt.payload;
-    ctx->header_text = jwt.header_text;
-    ctx->payload_text = jwt.payload_text;
-
-    if (res == NGX_HTTP_AUTH_JWT_OK) {
-        res = ngx_http_auth_jwt_signature(jlcf, &jwt, fp, &err);
+    if (res != NGX_HTTP_AUTH_JWT_OK) {
+        ctx->verdict = res;
+        ctx->err = ctx->pre_err;
+        ctx->verified = 1;
+        return;
     }
 
+    err = NULL;
+
+    res = ngx_http_auth_jwt_signature(jlcf, &ctx->jwt, fp, &err);
+
     if (res == NGX_HTTP_AUTH_JWT_OK) {
-        res = ngx_http_auth_jwt_get_times(jwt.payload, &t, &err);
+        res = ngx_http_auth_jwt_get_times(ctx->jwt.payload, &t, &err);
     }
 
     if (res == NGX_HTTP_AUTH_JWT_OK) {
         res = ngx_http_auth_jwt_claims(jlcf, ctx, &t, &err);
 
         if (res == NGX_HTTP_AUTH_JWT_OK && key.len) {
-            ngx_http_auth_jwt_cache_set(r, &key, &jwt, fp, &t);
+            ngx_http_auth_jwt_cache_set(r, &key, &ctx->jwt, fp, &t);
         }
     }
 
@@ -851,6 +880,56 @@ ngx_http_auth_jwt_check(ngx_http_request_t *r, ngx_http_auth_jwt_ctx_t *ctx,
     {
         ctx->verified = 1;
     }
+}
+
+
+/*
+ * What can be told of the request's token without keys, found once per
+ * request: no token, or (parse) a token that is no well-formed JWS.  The
+ * parsed token is kept for the verification.
+ */
+
+static ngx_http_auth_jwt_result_e
+ngx_http_auth_jwt_prepare(ngx_http_request_t *r, ngx_http_auth_jwt_ctx_t *ctx,
+    ngx_http_auth_jwt_loc_conf_t *jlcf, ngx_uint_t parse)
+{
+    const char                  *err;
+    ngx_http_auth_jwt_result_e   res;
+
+    if (ctx->pre == NGX_HTTP_AUTH_JWT_NONE) {
+        ctx->pre = NGX_HTTP_AUTH_JWT_OK;
+
+        if (ngx_http_auth_jwt_get_token(r, jlcf, &ctx->token) != NGX_OK) {
+            ctx->pre = NGX_HTTP_AUTH_JWT_ERROR;
+
+        } else if (ctx->token.len == 0) {
+            ctx->pre = NGX_HTTP_AUTH_JWT_MISSING;
+            ctx->pre_err = "no token";
+        }
+    }
+
+    if (ctx->pre != NGX_HTTP_AUTH_JWT_OK || !parse || ctx->parsed) {
+        return ctx->pre;
+    }
+
+    ctx->parsed = 1;
+    err = NULL;
+
+    res = ngx_http_auth_jwt_parse(r->pool, &ctx->token, &ctx->jwt, &err);
+
+    /* the request's context owns (and releases) the JSON values */
+
+    ctx->header = ctx->jwt.header;
+    ctx->payload = ctx->jwt.payload;
+    ctx->header_text = ctx->jwt.header_text;
+    ctx->payload_text = ctx->jwt.payload_text;
+
+    if (res != NGX_HTTP_AUTH_JWT_OK) {
+        ctx->pre = res;
+        ctx->pre_err = err;
+    }
+
+    return ctx->pre;
 }
 
 
@@ -1554,7 +1633,7 @@ ngx_http_auth_jwt_claim_variable(ngx_http_request_t *r,
 
     return ngx_http_auth_jwt_json_variable(r, v,
                                            ngx_http_auth_jwt_part(ctx, 0),
-                                           &claim);
+                                           &claim, "auth_jwt: claim");
 }
 
 
@@ -1579,21 +1658,25 @@ ngx_http_auth_jwt_header_variable(ngx_http_request_t *r,
 
     return ngx_http_auth_jwt_json_variable(r, v,
                                            ngx_http_auth_jwt_part(ctx, 1),
-                                           &param);
+                                           &param, "auth_jwt: header");
 }
 
 
-/* a top-level member; variable names are lower case, so a case-blind
- * match is the fallback */
+/*
+ * A top-level member.  nginx folds variable names to lower case, so a
+ * member whose name matches only without regard to case serves too, but
+ * only when it is the one such member: a name that matches nothing (or
+ * two members) reads as not found, never as some other member.
+ */
 
 static ngx_int_t
 ngx_http_auth_jwt_json_variable(ngx_http_request_t *r,
-    ngx_http_variable_value_t *v, json_t *root, ngx_str_t *name)
+    ngx_http_variable_value_t *v, json_t *root, ngx_str_t *name,
+    const char *what)
 {
     char        buf[256];
-    json_t     *m;
-    ngx_str_t   text;
-    const char *k;
+    json_t      *m, *found;
+    const char  *k;
 
     v->not_found = 1;
 
@@ -1604,31 +1687,50 @@ ngx_http_auth_jwt_json_variable(ngx_http_request_t *r,
     ngx_memcpy(buf, name->data, name->len);
     buf[name->len] = '\0';
 
-    m = json_object_get(root, buf);
+    found = json_object_get(root, buf);
 
-    if (m == NULL) {
+    if (found == NULL) {
         json_object_foreach(root, k, m) {
-            if (ngx_strlen(k) == name->len
-                && ngx_strncasecmp((u_char *) k, name->data, name->len) == 0)
+            if (ngx_strlen(k) != name->len
+                || ngx_strncasecmp((u_char *) k, name->data, name->len) != 0)
             {
-                break;
+                continue;
             }
+
+            if (found != NULL) {
+                return NGX_OK;
+            }
+
+            found = m;
         }
     }
 
-    if (m == NULL) {
+    if (found == NULL) {
         return NGX_OK;
     }
 
-    if (ngx_meshgate_json_text(r->pool, m, &text) != NGX_OK) {
+    return ngx_http_auth_jwt_value(r, v, found, what, name);
+}
+
+
+/*
+ * The text of a JSON value from a token into v: a value that holds a
+ * control byte (a decoded "\r\n", say) reads as empty with a warning, so
+ * that no claim ever splits a header line or a log line.
+ */
+
+static ngx_int_t
+ngx_http_auth_jwt_value(ngx_http_request_t *r, ngx_http_variable_value_t *v,
+    json_t *value, const char *what, ngx_str_t *name)
+{
+    ngx_str_t  text;
+
+    if (ngx_meshgate_json_text(r->pool, value, &text) != NGX_OK) {
         return NGX_ERROR;
     }
 
-    v->data = text.data;
-    v->len = text.len;
-    v->valid = 1;
+    ngx_meshgate_variable_set_text(r, v, what, name, text.data, text.len);
     v->no_cacheable = 1;
-    v->not_found = 0;
 
     return NGX_OK;
 }
@@ -1647,11 +1749,13 @@ ngx_http_auth_jwt_payload_variable(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    v->data = ctx->payload_text.data;
-    v->len = ctx->payload_text.len;
-    v->valid = 1;
+    /* JSON text may hold raw CR LF between its tokens (RFC 7515 A.1) */
+
+    ngx_meshgate_variable_set_text(r, v, "auth_jwt: variable",
+                                   &ngx_http_auth_jwt_payload_name,
+                                   ctx->payload_text.data,
+                                   ctx->payload_text.len);
     v->no_cacheable = 1;
-    v->not_found = 0;
 
     return NGX_OK;
 }
@@ -1687,7 +1791,7 @@ ngx_http_auth_jwt_set_variable(ngx_http_request_t *r,
     ngx_http_auth_jwt_var_t  *var = (ngx_http_auth_jwt_var_t *) data;
 
     json_t                   *m;
-    ngx_str_t                *names, text;
+    ngx_str_t                *names;
     ngx_uint_t                i;
     ngx_http_auth_jwt_ctx_t  *ctx;
 
@@ -1714,17 +1818,10 @@ ngx_http_auth_jwt_set_variable(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    if (ngx_meshgate_json_text(r->pool, m, &text) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    v->data = text.data;
-    v->len = text.len;
-    v->valid = 1;
-    v->no_cacheable = 1;
-    v->not_found = 0;
-
-    return NGX_OK;
+    return ngx_http_auth_jwt_value(r, v, m,
+                                   var->header ? "auth_jwt: header path"
+                                               : "auth_jwt: claim path",
+                                   &var->var);
 }
 
 
@@ -1760,7 +1857,55 @@ ngx_http_auth_jwt_create_main_conf(ngx_conf_t *cf)
         return NULL;
     }
 
+    if (ngx_array_init(&jmcf->files, cf->pool, 2,
+                       sizeof(ngx_http_auth_jwt_file_t))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    jmcf->keys_max = NGX_CONF_UNSET_UINT;
+
     return jmcf;
+}
+
+
+/*
+ * Key files are read where their directive stands, before the whole http
+ * block is known: their sizes are checked against auth_jwt_key_set_max
+ * here.
+ */
+
+static char *
+ngx_http_auth_jwt_init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    ngx_http_auth_jwt_main_conf_t *jmcf = conf;
+
+    ngx_uint_t                 i;
+    ngx_http_auth_jwt_file_t  *f;
+
+    ngx_conf_init_uint_value(jmcf->keys_max, NGX_HTTP_AUTH_JWT_KEYS_MAX);
+
+    if (jmcf->keys_max == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"auth_jwt_key_set_max\" must be at least 1");
+        return NGX_CONF_ERROR;
+    }
+
+    f = jmcf->files.elts;
+
+    for (i = 0; i < jmcf->files.nelts; i++) {
+        if (f[i].keyset->count > jmcf->keys_max) {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "key file \"%V\" holds %ui keys, more than "
+                          "auth_jwt_key_set_max %ui in %V:%ui", &f[i].name,
+                          f[i].keyset->count, jmcf->keys_max,
+                          &f[i].conf_file, f[i].line);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    return NGX_CONF_OK;
 }
 
 
@@ -1849,8 +1994,11 @@ ngx_http_auth_jwt_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 static ngx_int_t
 ngx_http_auth_jwt_init(ngx_conf_t *cf)
 {
-    ngx_http_handler_pt        *h;
-    ngx_http_core_main_conf_t  *cmcf;
+    ngx_uint_t                       i;
+    ngx_http_handler_pt             *h;
+    ngx_http_core_main_conf_t       *cmcf;
+    ngx_http_auth_jwt_source_t     **srcs;
+    ngx_http_auth_jwt_main_conf_t   *jmcf;
 
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
 
@@ -1860,6 +2008,15 @@ ngx_http_auth_jwt_init(ngx_conf_t *cf)
     }
 
     *h = ngx_http_auth_jwt_handler;
+
+    /* every source is known now, those of inherited directives too */
+
+    jmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_auth_jwt_module);
+    srcs = jmcf->sources.elts;
+
+    for (i = 0; i < jmcf->sources.nelts; i++) {
+        srcs[i]->keys_max = jmcf->keys_max;
+    }
 
     return NGX_OK;
 }
@@ -1992,14 +2149,16 @@ ngx_http_auth_jwt_key_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_auth_jwt_loc_conf_t *jlcf = conf;
 
-    u_char                       *buf;
-    ssize_t                       n;
-    ngx_fd_t                      fd;
-    ngx_str_t                    *value, name;
-    ngx_file_t                    file;
-    ngx_file_info_t               fi;
-    const char                   *err;
-    ngx_http_auth_jwt_keyset_t   *ks, **pks;
+    u_char                         *buf;
+    ssize_t                         n;
+    ngx_fd_t                        fd;
+    ngx_str_t                      *value, name;
+    ngx_file_t                      file;
+    ngx_file_info_t                 fi;
+    const char                     *err;
+    ngx_http_auth_jwt_file_t       *f;
+    ngx_http_auth_jwt_keyset_t     *ks, **pks;
+    ngx_http_auth_jwt_main_conf_t  *jmcf;
 
     value = cf->args->elts;
     name = value[1];
@@ -2055,13 +2214,28 @@ ngx_http_auth_jwt_key_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    if (ngx_http_auth_jwt_keyset_load(ks, buf, n, 1, cf->log, &err)
+    /* the bound is checked in init_main_conf, when it is known */
+
+    if (ngx_http_auth_jwt_keyset_load(ks, buf, n, NGX_MAX_UINT32_VALUE,
+                                      cf->log, &err)
         != NGX_OK)
     {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "invalid key file \"%V\": %s", &name, err);
         return NGX_CONF_ERROR;
     }
+
+    jmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_auth_jwt_module);
+
+    f = ngx_array_push(&jmcf->files);
+    if (f == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    f->name = name;
+    f->keyset = ks;
+    f->conf_file = cf->conf_file->file.name;
+    f->line = cf->conf_file->line;
 
     if (jlcf->key_files == NGX_CONF_UNSET_PTR) {
         jlcf->key_files = ngx_array_create(cf->pool, 2,
@@ -2367,6 +2541,7 @@ ngx_http_auth_jwt_claim_set(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     var->header = cmd->offset;
+    var->var = name;
 
     if (ngx_array_init(&var->names, cf->pool, cf->args->nelts - 2,
                        sizeof(ngx_str_t))
