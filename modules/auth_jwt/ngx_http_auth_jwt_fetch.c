@@ -9,6 +9,7 @@
 #include <ngx_http.h>
 
 #include "ngx_http_auth_jwt.h"
+#include "ngx_meshgate_http.h"
 
 
 /*
@@ -181,9 +182,21 @@ ngx_http_auth_jwt_fetch_install(ngx_http_request_t *sr,
     if (ce && ce->hash && ce->value.len
         && ngx_strcasecmp(ce->value.data, (u_char *) "identity") != 0)
     {
-        ngx_log_error(NGX_LOG_ERR, sr->connection->log, 0,
-                      "auth_jwt: JWKS from \"%V\" has Content-Encoding "
-                      "\"%V\", rejected", &src->uri, &ce->value);
+        /* the value comes from outside: logged only when it is plain */
+
+        if (ce->value.len <= 32
+            && ngx_meshgate_text_is_safe(ce->value.data, ce->value.len))
+        {
+            ngx_log_error(NGX_LOG_ERR, sr->connection->log, 0,
+                          "auth_jwt: JWKS from \"%V\" has Content-Encoding "
+                          "\"%V\", rejected", &src->uri, &ce->value);
+
+        } else {
+            ngx_log_error(NGX_LOG_ERR, sr->connection->log, 0,
+                          "auth_jwt: JWKS from \"%V\" has a "
+                          "Content-Encoding, rejected", &src->uri);
+        }
+
         goto failed;
     }
 
