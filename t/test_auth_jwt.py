@@ -152,10 +152,10 @@ def conf_with(loc, keys="{{keys}}"):
      r"no usable signing key"),
     ('auth_jwt "x"; auth_jwt_key_file /nonexistent/keys.json;',
      r"/nonexistent/keys.json"),
-    ('auth_jwt "x"; auth_jwt_key_file {{keys}}$arg_x;',
-     r"variables in .* are not supported"),
+    ('auth_jwt "x"; auth_jwt_key_file {{keys}}${arg_x;',
+     r"invalid variable name"),
     ('auth_jwt "x"; auth_jwt_key_request $uri;',
-     r"variables in .* are not supported"),
+     r'needs a URI that starts with "/"'),
     ('auth_jwt "x" tokn=$arg_t; auth_jwt_key_file {{keys}};',
      r'invalid parameter "tokn=\$arg_t"'),
     ('auth_jwt_type encrypted;', r'"auth_jwt_type encrypted" is not '

@@ -80,12 +80,21 @@ typedef struct {
 } ngx_http_auth_jwt_key_t;
 
 
+/* a key file name or JWKS URI with variables */
+typedef struct {
+    ngx_array_t                    *parts;
+    ngx_uint_t                      uri;
+} ngx_http_auth_jwt_template_t;
+
+
 typedef struct {
     ngx_array_t                     keys;     /* ngx_http_auth_jwt_key_t */
     ngx_pool_t                     *pool;
     ngx_uint_t                      own;      /* pool is the set's own */
     ngx_uint_t                      count;    /* keys in the set, usable
                                                  or not */
+    ngx_http_auth_jwt_template_t   *tmpl;     /* a file named at run time:
+                                                 no keys here */
 } ngx_http_auth_jwt_keyset_t;
 
 
@@ -110,6 +119,8 @@ typedef struct {
     unsigned                        has_digest:1;
     unsigned                        digest_ok:1;
     ngx_uint_t                      keys_max;
+    ngx_http_auth_jwt_template_t   *tmpl;     /* a URI made at run time:
+                                                 never fetched itself */
 } ngx_http_auth_jwt_source_t;
 
 
@@ -125,6 +136,9 @@ typedef struct {
     ngx_uint_t                      alg;      /* index in the alg table */
     unsigned                        has_kid:1;
 } ngx_http_auth_jwt_token_t;
+
+
+#pragma GCC visibility push(hidden)
 
 
 extern ngx_http_auth_jwt_alg_t  ngx_http_auth_jwt_algs[];
@@ -152,6 +166,19 @@ ngx_int_t ngx_http_auth_jwt_fetch(ngx_http_request_t *r,
 void ngx_http_auth_jwt_fetch_abort(ngx_http_request_t *r,
     ngx_http_auth_jwt_source_t *src);
 void ngx_http_auth_jwt_wake(ngx_http_auth_jwt_source_t *src);
+
+ngx_http_auth_jwt_template_t *ngx_http_auth_jwt_template(ngx_conf_t *cf,
+    ngx_str_t *value, ngx_uint_t uri);
+ngx_int_t ngx_http_auth_jwt_template_value(ngx_http_request_t *r,
+    ngx_http_auth_jwt_template_t *t, ngx_str_t *out);
+ngx_http_auth_jwt_keyset_t *ngx_http_auth_jwt_file_keyset(
+    ngx_http_request_t *r, ngx_str_t *path, ngx_uint_t max);
+ngx_http_auth_jwt_source_t *ngx_http_auth_jwt_uri_source(
+    ngx_http_request_t *r, ngx_str_t *uri, ngx_uint_t max);
+void ngx_http_auth_jwt_var_free(void);
+
+
+#pragma GCC visibility pop
 
 
 #endif /* _NGX_HTTP_AUTH_JWT_H_INCLUDED_ */

@@ -121,10 +121,16 @@ static ngx_http_auth_jwt_result_e ngx_http_auth_jwt_prepare(
 static ngx_int_t ngx_http_auth_jwt_get_token(ngx_http_request_t *r,
     ngx_http_auth_jwt_loc_conf_t *jlcf, ngx_str_t *token);
 static ngx_http_auth_jwt_result_e ngx_http_auth_jwt_signature(
-    ngx_http_auth_jwt_loc_conf_t *jlcf, ngx_http_auth_jwt_token_t *jwt,
-    u_char *fp, const char **err);
+    ngx_http_request_t *r, ngx_http_auth_jwt_loc_conf_t *jlcf,
+    ngx_http_auth_jwt_token_t *jwt, u_char *fp, const char **err);
+static ngx_int_t ngx_http_auth_jwt_set(ngx_http_request_t *r,
+    ngx_http_auth_jwt_loc_conf_t *jlcf, ngx_uint_t i,
+    ngx_http_auth_jwt_keyset_t **out);
+static ngx_http_auth_jwt_source_t *ngx_http_auth_jwt_resolve(
+    ngx_http_request_t *r, ngx_http_auth_jwt_source_t *src);
 static ngx_http_auth_jwt_key_t *ngx_http_auth_jwt_find_fp(
-    ngx_http_auth_jwt_loc_conf_t *jlcf, u_char *fp, ngx_uint_t alg);
+    ngx_http_request_t *r, ngx_http_auth_jwt_loc_conf_t *jlcf, u_char *fp,
+    ngx_uint_t alg);
 static ngx_http_auth_jwt_result_e ngx_http_auth_jwt_get_times(json_t *payload,
     ngx_http_auth_jwt_times_t *t, const char **err);
 static ngx_http_auth_jwt_result_e ngx_http_auth_jwt_claims(
@@ -201,8 +207,6 @@ static char *ngx_http_auth_jwt_scope_conf(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_auth_jwt_cache(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-static ngx_int_t ngx_http_auth_jwt_no_variables(ngx_conf_t *cf,
-    ngx_str_t *value);
 
 
 static ngx_str_t  ngx_http_auth_jwt_payload_name = ngx_string("jwt_payload");
@@ -558,7 +562,10 @@ ngx_http_auth_jwt_keys(ngx_http_request_t *r, ngx_http_auth_jwt_ctx_t *ctx,
     }
 
     for (i = 0; i < jlcf->sources->nelts; i++) {
-        src = srcs[i];
+        src = ngx_http_auth_jwt_resolve(r, srcs[i]);
+        if (src == NULL) {
+            return NGX_ERROR;
+        }
 
         need = src->keyset == NULL || src->force
                || ((jlcf->key_cache == 0 || ctx->want_fresh)
@@ -620,7 +627,7 @@ ngx_http_auth_jwt_kid_refetch(ngx_http_auth_jwt_ctx_t *ctx,
 {
     time_t                        now;
     ngx_uint_t                    i, any;
-    ngx_http_auth_jwt_source_t  **srcs;
+    ngx_http_auth_jwt_source_t  **srcs, *src;
 
     ctx->refetched = 1;
 
@@ -629,9 +636,14 @@ ngx_http_auth_jwt_kid_refetch(ngx_http_auth_jwt_ctx_t *ctx,
     srcs = jlcf->sources->elts;
 
     for (i = 0; i < jlcf->sources->nelts; i++) {
-        if (srcs[i]->fetching || now >= srcs[i]->kid_refetch_at) {
-            if (!srcs[i]->fetching) {
-                srcs[i]->kid_refetch_at = now + NGX_HTTP_AUTH_JWT_KID_REFETCH;
+        src = ngx_http_auth_jwt_resolve(ctx->request, srcs[i]);
+        if (src == NULL) {
+            continue;
+        }
+
+        if (src->fetching || now >= src->kid_refetch_at) {
+            if (!src->fetching) {
+                src->kid_refetch_at = now + NGX_HTTP_AUTH_JWT_KID_REFETCH;
             }
 
             any = 1;
@@ -857,7 +869,7 @@ ngx_http_auth_jwt_check(ngx_http_request_t *r, ngx_http_auth_jwt_ctx_t *ctx,
 
     err = NULL;
 
-    res = ngx_http_auth_jwt_signature(jlcf, &ctx->jwt, fp, &err);
+    res = ngx_http_auth_jwt_signature(r, jlcf, &ctx->jwt, fp, &err);
 
     if (res == NGX_HTTP_AUTH_JWT_OK) {
         res = ngx_http_auth_jwt_get_times(ctx->jwt.payload, &t, &err);
@@ -979,36 +991,33 @@ ngx_http_auth_jwt_get_token(ngx_http_request_t *r,
 
 
 static ngx_http_auth_jwt_result_e
-ngx_http_auth_jwt_signature(ngx_http_auth_jwt_loc_conf_t *jlcf,
-    ngx_http_auth_jwt_token_t *jwt, u_char *fp, const char **err)
+ngx_http_auth_jwt_signature(ngx_http_request_t *r,
+    ngx_http_auth_jwt_loc_conf_t *jlcf, ngx_http_auth_jwt_token_t *jwt,
+    u_char *fp, const char **err)
 {
-    ngx_uint_t                    i, j, n, tries, sets, unloaded;
+    ngx_int_t                     rc;
+    ngx_uint_t                    i, j, tries, sets, unloaded;
     ngx_http_auth_jwt_key_t      *key;
-    ngx_http_auth_jwt_keyset_t   *ks, **files;
-    ngx_http_auth_jwt_source_t  **srcs;
+    ngx_http_auth_jwt_keyset_t   *ks;
 
     tries = 0;
     unloaded = 0;
-    files = jlcf->key_files ? jlcf->key_files->elts : NULL;
-    srcs = jlcf->sources ? jlcf->sources->elts : NULL;
 
     sets = (jlcf->key_files ? jlcf->key_files->nelts : 0)
            + (jlcf->sources ? jlcf->sources->nelts : 0);
 
     for (i = 0; i < sets; i++) {
 
-        n = jlcf->key_files ? jlcf->key_files->nelts : 0;
+        rc = ngx_http_auth_jwt_set(r, jlcf, i, &ks);
 
-        if (i < n) {
-            ks = files[i];
+        if (rc == NGX_ERROR) {
+            *err = "a key set named at run time is unusable";
+            return NGX_HTTP_AUTH_JWT_ERROR;
+        }
 
-        } else {
-            ks = srcs[i - n]->keyset;
-
-            if (ks == NULL) {
-                unloaded++;
-                continue;
-            }
+        if (ks == NULL) {
+            unloaded++;
+            continue;
         }
 
         key = ks->keys.elts;
@@ -1055,24 +1064,91 @@ ngx_http_auth_jwt_signature(ngx_http_auth_jwt_loc_conf_t *jlcf,
 }
 
 
-static ngx_http_auth_jwt_key_t *
-ngx_http_auth_jwt_find_fp(ngx_http_auth_jwt_loc_conf_t *jlcf, u_char *fp,
-    ngx_uint_t alg)
-{
-    ngx_uint_t                    i, j, n, sets;
-    ngx_http_auth_jwt_key_t      *key;
-    ngx_http_auth_jwt_keyset_t   *ks, **files;
-    ngx_http_auth_jwt_source_t  **srcs;
+/*
+ * The i-th key set of the location: key files first, then fetched sets
+ * (NULL while not fetched yet).  A name with variables is made for the
+ * request here; NGX_ERROR (logged) when it cannot be, or the file cannot
+ * be loaded.
+ */
 
-    files = jlcf->key_files ? jlcf->key_files->elts : NULL;
-    srcs = jlcf->sources ? jlcf->sources->elts : NULL;
+static ngx_int_t
+ngx_http_auth_jwt_set(ngx_http_request_t *r,
+    ngx_http_auth_jwt_loc_conf_t *jlcf, ngx_uint_t i,
+    ngx_http_auth_jwt_keyset_t **out)
+{
+    ngx_str_t                       path;
+    ngx_uint_t                      n;
+    ngx_http_auth_jwt_keyset_t     *ks, **files;
+    ngx_http_auth_jwt_source_t    **srcs, *src;
+    ngx_http_auth_jwt_main_conf_t  *jmcf;
+
     n = jlcf->key_files ? jlcf->key_files->nelts : 0;
-    sets = n + (jlcf->sources ? jlcf->sources->nelts : 0);
+
+    if (i >= n) {
+        srcs = jlcf->sources->elts;
+
+        src = ngx_http_auth_jwt_resolve(r, srcs[i - n]);
+        if (src == NULL) {
+            return NGX_ERROR;
+        }
+
+        *out = src->keyset;
+        return NGX_OK;
+    }
+
+    files = jlcf->key_files->elts;
+    ks = files[i];
+
+    if (ks->tmpl == NULL) {
+        *out = ks;
+        return NGX_OK;
+    }
+
+    if (ngx_http_auth_jwt_template_value(r, ks->tmpl, &path) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    jmcf = ngx_http_get_module_main_conf(r, ngx_http_auth_jwt_module);
+
+    *out = ngx_http_auth_jwt_file_keyset(r, &path, jmcf->keys_max);
+
+    return *out ? NGX_OK : NGX_ERROR;
+}
+
+
+/* the source for this request of a (possibly run-time) JWKS URI */
+
+static ngx_http_auth_jwt_source_t *
+ngx_http_auth_jwt_resolve(ngx_http_request_t *r,
+    ngx_http_auth_jwt_source_t *src)
+{
+    ngx_str_t  uri;
+
+    if (src->tmpl == NULL) {
+        return src;
+    }
+
+    if (ngx_http_auth_jwt_template_value(r, src->tmpl, &uri) != NGX_OK) {
+        return NULL;
+    }
+
+    return ngx_http_auth_jwt_uri_source(r, &uri, src->keys_max);
+}
+
+
+static ngx_http_auth_jwt_key_t *
+ngx_http_auth_jwt_find_fp(ngx_http_request_t *r,
+    ngx_http_auth_jwt_loc_conf_t *jlcf, u_char *fp, ngx_uint_t alg)
+{
+    ngx_uint_t                    i, j, sets;
+    ngx_http_auth_jwt_key_t      *key;
+    ngx_http_auth_jwt_keyset_t   *ks;
+
+    sets = (jlcf->key_files ? jlcf->key_files->nelts : 0)
+           + (jlcf->sources ? jlcf->sources->nelts : 0);
 
     for (i = 0; i < sets; i++) {
-        ks = (i < n) ? files[i] : srcs[i - n]->keyset;
-
-        if (ks == NULL) {
+        if (ngx_http_auth_jwt_set(r, jlcf, i, &ks) != NGX_OK || ks == NULL) {
             continue;
         }
 
@@ -1382,7 +1458,7 @@ ngx_http_auth_jwt_cache_get(ngx_http_request_t *r,
     p = value.data;
     last = value.data + value.len;
 
-    if (ngx_http_auth_jwt_find_fp(jlcf, p + 1, p[0]) == NULL) {
+    if (ngx_http_auth_jwt_find_fp(r, jlcf, p + 1, p[0]) == NULL) {
         /* verified with a key that this location does not trust */
         return NGX_DECLINED;
     }
@@ -2041,6 +2117,7 @@ ngx_http_auth_jwt_exit_process(ngx_cycle_t *cycle)
     ngx_http_auth_jwt_main_conf_t   *jmcf;
 
     ngx_http_auth_jwt_md_free();
+    ngx_http_auth_jwt_var_free();
 
     jmcf = ngx_http_cycle_get_module_main_conf(cycle,
                                                ngx_http_auth_jwt_module);
@@ -2131,19 +2208,6 @@ ngx_http_auth_jwt(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
-static ngx_int_t
-ngx_http_auth_jwt_no_variables(ngx_conf_t *cf, ngx_str_t *value)
-{
-    if (ngx_http_script_variables_count(value) != 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "variables in \"%V\" are not supported", value);
-        return NGX_ERROR;
-    }
-
-    return NGX_OK;
-}
-
-
 static char *
 ngx_http_auth_jwt_key_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
@@ -2163,8 +2227,21 @@ ngx_http_auth_jwt_key_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     value = cf->args->elts;
     name = value[1];
 
-    if (ngx_http_auth_jwt_no_variables(cf, &name) != NGX_OK) {
-        return NGX_CONF_ERROR;
+    if (ngx_http_script_variables_count(&name) != 0) {
+
+        /* named per request: a placeholder that holds the template */
+
+        ks = ngx_pcalloc(cf->pool, sizeof(ngx_http_auth_jwt_keyset_t));
+        if (ks == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        ks->tmpl = ngx_http_auth_jwt_template(cf, &name, 0);
+        if (ks->tmpl == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        goto add;
     }
 
     if (ngx_conf_full_name(cf->cycle, &name, 1) != NGX_OK) {
@@ -2237,6 +2314,8 @@ ngx_http_auth_jwt_key_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     f->conf_file = cf->conf_file->file.name;
     f->line = cf->conf_file->line;
 
+add:
+
     if (jlcf->key_files == NGX_CONF_UNSET_PTR) {
         jlcf->key_files = ngx_array_create(cf->pool, 2,
                                      sizeof(ngx_http_auth_jwt_keyset_t *));
@@ -2262,22 +2341,32 @@ ngx_http_auth_jwt_key_request(ngx_conf_t *cf, ngx_command_t *cmd,
 {
     ngx_http_auth_jwt_loc_conf_t *jlcf = conf;
 
-    ngx_str_t                    *value;
-    ngx_http_auth_jwt_source_t   *src, **p;
+    ngx_str_t                     *value;
+    ngx_http_auth_jwt_source_t    *src, **p;
+    ngx_http_auth_jwt_template_t  *tmpl;
 
     value = cf->args->elts;
-
-    if (ngx_http_auth_jwt_no_variables(cf, &value[1]) != NGX_OK) {
-        return NGX_CONF_ERROR;
-    }
 
     if (value[1].len == 0 || value[1].data[0] != '/') {
         return "needs a URI that starts with \"/\"";
     }
 
+    tmpl = NULL;
+
+    if (ngx_http_script_variables_count(&value[1]) != 0) {
+        tmpl = ngx_http_auth_jwt_template(cf, &value[1], 1);
+        if (tmpl == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
     src = ngx_http_auth_jwt_source(cf, &value[1]);
     if (src == NULL) {
         return NGX_CONF_ERROR;
+    }
+
+    if (tmpl) {
+        src->tmpl = tmpl;
     }
 
     if (jlcf->sources == NGX_CONF_UNSET_PTR) {
@@ -2391,6 +2480,8 @@ ngx_http_auth_jwt_merge_sources(ngx_conf_t *cf,
         if (*p == NULL) {
             return NGX_CONF_ERROR;
         }
+
+        (*p)->tmpl = srcs[i]->tmpl;
     }
 
     conf->sources = a;
