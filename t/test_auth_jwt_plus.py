@@ -214,7 +214,7 @@ def test_unusable_keys_skipped_in_key_file(nginx, nginx_t, tmp_path):
     # a set with no usable key fails nginx -t
     bad = write(str(tmp_path / "bad.json"), U.jwks(*MIXED[:3]))
     nginx_t(ONE_FILE, modules=MOD, keys=bad,
-            expect=r"no usable signing key found")
+            expect=r"no usable key found")
 
 
 def test_unusable_keys_skipped_in_fetched_set(nginx, backend):

@@ -40,6 +40,16 @@
 #define NGX_HTTP_AUTH_JWT_ALG_ES512      0x0800
 #define NGX_HTTP_AUTH_JWT_ALG_EDDSA      0x1000
 
+/* JWE key management algorithms, bits of ngx_http_auth_jwt_key_t.jwe */
+#define NGX_HTTP_AUTH_JWT_JWE_DIR        0x0001
+#define NGX_HTTP_AUTH_JWT_JWE_AESKW      0x007e   /* A*KW, A*GCMKW */
+#define NGX_HTTP_AUTH_JWT_JWE_OAEP       0x0780
+
+/* auth_jwt_type */
+#define NGX_HTTP_AUTH_JWT_SIGNED         0
+#define NGX_HTTP_AUTH_JWT_ENCRYPTED      1
+#define NGX_HTTP_AUTH_JWT_NESTED         2
+
 
 /* outcomes, in the order of ngx_http_auth_jwt_results[] */
 typedef enum {
@@ -76,6 +86,7 @@ typedef struct {
     EVP_PKEY_CTX                   *vctx[NGX_HTTP_AUTH_JWT_NALGS];
     EVP_MAC_CTX                    *mac[3];   /* HS256, HS384, HS512 */
     ngx_str_t                       secret;
+    ngx_uint_t                      jwe;      /* decryption algorithms */
     u_char                          fp[NGX_HTTP_AUTH_JWT_FP_LEN];
 } ngx_http_auth_jwt_key_t;
 
@@ -141,6 +152,24 @@ typedef struct {
 #pragma GCC visibility push(hidden)
 
 
+/* a decoded compact JWE */
+typedef struct {
+    json_t                         *header;
+    ngx_str_t                       header_text;
+    ngx_str_t                       aad;      /* the header as sent */
+    ngx_str_t                       ek;
+    ngx_str_t                       iv;
+    ngx_str_t                       ct;
+    ngx_str_t                       tag;
+    ngx_str_t                       kw_iv;    /* A*GCMKW */
+    ngx_str_t                       kw_tag;
+    ngx_str_t                       kid;
+    ngx_uint_t                      alg;      /* key management */
+    ngx_uint_t                      enc;
+    unsigned                        has_kid:1;
+} ngx_http_auth_jwt_jwe_t;
+
+
 extern ngx_http_auth_jwt_alg_t  ngx_http_auth_jwt_algs[];
 
 
@@ -160,6 +189,19 @@ ngx_int_t ngx_http_auth_jwt_json_object(ngx_str_t *text, json_t **out);
 ngx_int_t ngx_http_auth_jwt_sha256(ngx_str_t *in, u_char *out);
 void ngx_http_auth_jwt_md_init(void);
 void ngx_http_auth_jwt_md_free(void);
+ngx_int_t ngx_http_auth_jwt_jwk_param(ngx_pool_t *pool, json_t *jwk,
+    const char *name, ngx_str_t *out);
+ngx_int_t ngx_http_auth_jwt_rsa_check(EVP_PKEY *pkey, const char **err);
+
+ngx_int_t ngx_http_auth_jwt_jwe_alg(const char *name);
+ngx_uint_t ngx_http_auth_jwt_jwe_oct(size_t len);
+ngx_http_auth_jwt_result_e ngx_http_auth_jwt_jwe_parse(ngx_pool_t *pool,
+    ngx_str_t *token, ngx_http_auth_jwt_jwe_t *jwe, const char **err);
+ngx_int_t ngx_http_auth_jwt_jwe_decrypt(ngx_pool_t *pool,
+    ngx_http_auth_jwt_key_t *key, ngx_http_auth_jwt_jwe_t *jwe,
+    ngx_str_t *out);
+EVP_PKEY *ngx_http_auth_jwt_jwe_rsa_private(ngx_pool_t *pool, json_t *jwk,
+    const char **err);
 
 ngx_int_t ngx_http_auth_jwt_fetch(ngx_http_request_t *r,
     ngx_http_auth_jwt_source_t *src, ngx_uint_t background);

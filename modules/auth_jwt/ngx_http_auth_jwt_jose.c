@@ -26,12 +26,11 @@ static void ngx_http_auth_jwt_skipped(ngx_log_t *log, json_t *jwk, size_t i,
     const char *err);
 static ngx_int_t ngx_http_auth_jwt_load_jwk(ngx_http_auth_jwt_keyset_t *ks,
     json_t *jwk, const char **err);
+static ngx_int_t ngx_http_auth_jwt_jwk_use(json_t *jwk, ngx_uint_t *sig,
+    ngx_uint_t *enc, ngx_int_t *a, ngx_int_t *ja, const char **err);
 static ngx_int_t ngx_http_auth_jwt_load_pem(ngx_http_auth_jwt_keyset_t *ks,
     u_char *data, size_t len, ngx_uint_t max, const char **err);
-static ngx_int_t ngx_http_auth_jwt_rsa_check(EVP_PKEY *pkey,
-    const char **err);
-static ngx_int_t ngx_http_auth_jwt_jwk_b64(ngx_pool_t *pool, json_t *jwk,
-    const char *name, ngx_str_t *out);
+
 static EVP_PKEY *ngx_http_auth_jwt_jwk_rsa(ngx_pool_t *pool, json_t *jwk,
     const char **err);
 static EVP_PKEY *ngx_http_auth_jwt_jwk_ec(ngx_pool_t *pool, json_t *jwk,
@@ -402,7 +401,7 @@ ngx_http_auth_jwt_keyset_load(ngx_http_auth_jwt_keyset_t *ks, u_char *data,
 done:
 
     if (ks->keys.nelts == before) {
-        *err = "no usable signing key found";
+        *err = "no usable key found";
         return NGX_ERROR;
     }
 
@@ -439,15 +438,21 @@ ngx_http_auth_jwt_skipped(ngx_log_t *log, json_t *jwk, size_t i,
 }
 
 
+/*
+ * One JWK.  "use", "key_ops" and "alg" tell whether it verifies
+ * signatures, decrypts JWE, or both (an oct key of 256 bits or more, or
+ * an RSA private key for RSA-OAEP, without any of them); NGX_DECLINED: a
+ * key for something else, skipped silently.
+ */
+
 static ngx_int_t
 ngx_http_auth_jwt_load_jwk(ngx_http_auth_jwt_keyset_t *ks, json_t *jwk,
     const char **err)
 {
-    size_t                    i;
-    json_t                   *v, *op;
-    ngx_int_t                 a;
+    json_t                   *v;
+    ngx_int_t                 a, ja;
     const char               *kty;
-    ngx_uint_t                algs, fam;
+    ngx_uint_t                algs, fam, sig, enc;
     ngx_http_auth_jwt_key_t   key, *k;
 
     if (!json_is_object(jwk)) {
@@ -457,37 +462,12 @@ ngx_http_auth_jwt_load_jwk(ngx_http_auth_jwt_keyset_t *ks, json_t *jwk,
 
     ngx_memzero(&key, sizeof(ngx_http_auth_jwt_key_t));
 
-    v = json_object_get(jwk, "use");
-    if (v != NULL) {
-        if (!json_is_string(v)) {
-            *err = "JWK \"use\" is not a string";
-            return NGX_ERROR;
-        }
-
-        if (ngx_strcmp(json_string_value(v), "sig") != 0) {
-            return NGX_DECLINED;
-        }
+    if (ngx_http_auth_jwt_jwk_use(jwk, &sig, &enc, &a, &ja, err) != NGX_OK) {
+        return NGX_ERROR;
     }
 
-    v = json_object_get(jwk, "key_ops");
-    if (v != NULL) {
-        if (!json_is_array(v)) {
-            *err = "JWK \"key_ops\" is not an array";
-            return NGX_ERROR;
-        }
-
-        for (i = 0; i < json_array_size(v); i++) {
-            op = json_array_get(v, i);
-            if (json_is_string(op)
-                && ngx_strcmp(json_string_value(op), "verify") == 0)
-            {
-                break;
-            }
-        }
-
-        if (i == json_array_size(v)) {
-            return NGX_DECLINED;
-        }
+    if (!sig && !enc) {
+        return NGX_DECLINED;
     }
 
     v = json_object_get(jwk, "kid");
@@ -507,21 +487,6 @@ ngx_http_auth_jwt_load_jwk(ngx_http_auth_jwt_keyset_t *ks, json_t *jwk,
         ngx_memcpy(key.kid.data, json_string_value(v), key.kid.len);
     }
 
-    a = -1;
-    v = json_object_get(jwk, "alg");
-    if (v != NULL) {
-        if (!json_is_string(v)) {
-            *err = "JWK \"alg\" is not a string";
-            return NGX_ERROR;
-        }
-
-        a = ngx_http_auth_jwt_alg_index(json_string_value(v));
-        if (a < 0) {
-            /* e.g. RSA-OAEP: an encryption key */
-            return NGX_DECLINED;
-        }
-    }
-
     v = json_object_get(jwk, "kty");
     if (!json_is_string(v)) {
         *err = "JWK has no \"kty\"";
@@ -531,7 +496,45 @@ ngx_http_auth_jwt_load_jwk(ngx_http_auth_jwt_keyset_t *ks, json_t *jwk,
     kty = json_string_value(v);
     algs = 0;
 
-    if (ngx_strcmp(kty, "RSA") == 0) {
+    if (ngx_strcmp(kty, "RSA") == 0 && json_object_get(jwk, "d") != NULL) {
+
+        /* a private key: for RSA-OAEP only */
+
+        if (!enc) {
+            return NGX_DECLINED;
+        }
+
+        key.pkey = ngx_http_auth_jwt_jwe_rsa_private(ks->pool, jwk, err);
+        if (key.pkey == NULL) {
+            return NGX_ERROR;
+        }
+
+        key.jwe = NGX_HTTP_AUTH_JWT_JWE_OAEP;
+
+    } else if (ngx_strcmp(kty, "oct") == 0) {
+        if (ngx_http_auth_jwt_jwk_oct(ks->pool, jwk, &key, err) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        /* a key not marked for JWE alone must be a strong HMAC key */
+
+        if (sig && key.algs == 0) {
+            *err = "HMAC key (oct \"k\") shorter than 256 bits";
+            return NGX_ERROR;
+        }
+
+        algs = sig ? key.algs : 0;
+        key.jwe = enc ? ngx_http_auth_jwt_jwe_oct(key.secret.len) : 0;
+
+        if (algs == 0 && key.jwe == 0) {
+            *err = "oct JWK \"k\" fits no JWE algorithm";
+            return NGX_ERROR;
+        }
+
+    } else if (!sig) {
+        return NGX_DECLINED;
+
+    } else if (ngx_strcmp(kty, "RSA") == 0) {
         key.pkey = ngx_http_auth_jwt_jwk_rsa(ks->pool, jwk, err);
         algs = NGX_HTTP_AUTH_JWT_ALGS_RS | NGX_HTTP_AUTH_JWT_ALGS_PS;
 
@@ -543,13 +546,6 @@ ngx_http_auth_jwt_load_jwk(ngx_http_auth_jwt_keyset_t *ks, json_t *jwk,
         if (key.pkey == NULL && algs == (ngx_uint_t) -1) {
             return NGX_DECLINED;
         }
-
-    } else if (ngx_strcmp(kty, "oct") == 0) {
-        if (ngx_http_auth_jwt_jwk_oct(ks->pool, jwk, &key, err) != NGX_OK) {
-            return NGX_ERROR;
-        }
-
-        algs = key.algs;
 
     } else {
         *err = "unsupported JWK \"kty\"";
@@ -577,6 +573,19 @@ ngx_http_auth_jwt_load_jwk(ngx_http_auth_jwt_keyset_t *ks, json_t *jwk,
         algs = 1 << a;
     }
 
+    if (ja >= 0) {
+        if (!(key.jwe & (1 << ja))) {
+            if (key.pkey) {
+                EVP_PKEY_free(key.pkey);
+            }
+
+            *err = "JWK \"alg\" does not fit its key";
+            return NGX_ERROR;
+        }
+
+        key.jwe = 1 << ja;
+    }
+
     key.algs = algs;
 
     if (key.pkey) {
@@ -596,6 +605,83 @@ ngx_http_auth_jwt_load_jwk(ngx_http_auth_jwt_keyset_t *ks, json_t *jwk,
     }
 
     *k = key;
+
+    return NGX_OK;
+}
+
+
+/*
+ * What a JWK is for: sig (signatures), enc (JWE), from "use", "key_ops"
+ * and "alg" (a JWS one in *a, a JWE key management one in *ja, or -1).
+ */
+
+static ngx_int_t
+ngx_http_auth_jwt_jwk_use(json_t *jwk, ngx_uint_t *sig, ngx_uint_t *enc,
+    ngx_int_t *a, ngx_int_t *ja, const char **err)
+{
+    size_t       i;
+    json_t      *v, *op;
+    const char  *s;
+    ngx_uint_t   vsig, venc;
+
+    *sig = 1;
+    *enc = 1;
+    *a = -1;
+    *ja = -1;
+
+    v = json_object_get(jwk, "use");
+    if (v != NULL) {
+        if (!json_is_string(v)) {
+            *err = "JWK \"use\" is not a string";
+            return NGX_ERROR;
+        }
+
+        s = json_string_value(v);
+        *sig = (ngx_strcmp(s, "sig") == 0);
+        *enc = (ngx_strcmp(s, "enc") == 0);
+    }
+
+    v = json_object_get(jwk, "key_ops");
+    if (v != NULL) {
+        if (!json_is_array(v)) {
+            *err = "JWK \"key_ops\" is not an array";
+            return NGX_ERROR;
+        }
+
+        vsig = 0;
+        venc = 0;
+
+        for (i = 0; i < json_array_size(v); i++) {
+            op = json_array_get(v, i);
+            s = json_is_string(op) ? json_string_value(op) : "";
+
+            if (ngx_strcmp(s, "verify") == 0) {
+                vsig = 1;
+
+            } else if (ngx_strcmp(s, "decrypt") == 0
+                       || ngx_strcmp(s, "unwrapKey") == 0)
+            {
+                venc = 1;
+            }
+        }
+
+        *sig &= vsig;
+        *enc &= venc;
+    }
+
+    v = json_object_get(jwk, "alg");
+    if (v != NULL) {
+        if (!json_is_string(v)) {
+            *err = "JWK \"alg\" is not a string";
+            return NGX_ERROR;
+        }
+
+        *a = ngx_http_auth_jwt_alg_index(json_string_value(v));
+        *ja = ngx_http_auth_jwt_jwe_alg(json_string_value(v));
+
+        *sig &= (*a >= 0);
+        *enc &= (*ja >= 0);
+    }
 
     return NGX_OK;
 }
@@ -674,8 +760,8 @@ failed:
 }
 
 
-static ngx_int_t
-ngx_http_auth_jwt_jwk_b64(ngx_pool_t *pool, json_t *jwk, const char *name,
+ngx_int_t
+ngx_http_auth_jwt_jwk_param(ngx_pool_t *pool, json_t *jwk, const char *name,
     ngx_str_t *out)
 {
     json_t     *v;
@@ -707,8 +793,8 @@ ngx_http_auth_jwt_jwk_rsa(ngx_pool_t *pool, json_t *jwk, const char **err)
     EVP_PKEY_CTX    *ctx;
     OSSL_PARAM_BLD  *bld;
 
-    if (ngx_http_auth_jwt_jwk_b64(pool, jwk, "n", &ns) != NGX_OK
-        || ngx_http_auth_jwt_jwk_b64(pool, jwk, "e", &es) != NGX_OK)
+    if (ngx_http_auth_jwt_jwk_param(pool, jwk, "n", &ns) != NGX_OK
+        || ngx_http_auth_jwt_jwk_param(pool, jwk, "e", &es) != NGX_OK)
     {
         *err = "RSA JWK needs base64url \"n\" and \"e\"";
         return NULL;
@@ -784,7 +870,7 @@ done:
  * verification below a millisecond.
  */
 
-static ngx_int_t
+ngx_int_t
 ngx_http_auth_jwt_rsa_check(EVP_PKEY *pkey, const char **err)
 {
     int      bits;
@@ -858,8 +944,8 @@ ngx_http_auth_jwt_jwk_ec(ngx_pool_t *pool, json_t *jwk, ngx_uint_t *algs,
         return NULL;
     }
 
-    if (ngx_http_auth_jwt_jwk_b64(pool, jwk, "x", &x) != NGX_OK
-        || ngx_http_auth_jwt_jwk_b64(pool, jwk, "y", &y) != NGX_OK
+    if (ngx_http_auth_jwt_jwk_param(pool, jwk, "x", &x) != NGX_OK
+        || ngx_http_auth_jwt_jwk_param(pool, jwk, "y", &y) != NGX_OK
         || x.len != size || y.len != size)
     {
         *err = "EC JWK needs \"x\" and \"y\" of the curve's size";
@@ -961,7 +1047,7 @@ ngx_http_auth_jwt_jwk_okp(ngx_pool_t *pool, json_t *jwk, ngx_uint_t *algs,
         return NULL;
     }
 
-    if (ngx_http_auth_jwt_jwk_b64(pool, jwk, "x", &x) != NGX_OK
+    if (ngx_http_auth_jwt_jwk_param(pool, jwk, "x", &x) != NGX_OK
         || x.len != size)
     {
         *err = "OKP JWK needs \"x\" of the curve's size";
@@ -987,7 +1073,9 @@ ngx_http_auth_jwt_jwk_oct(ngx_pool_t *pool, json_t *jwk,
 {
     ngx_uint_t  i;
 
-    if (ngx_http_auth_jwt_jwk_b64(pool, jwk, "k", &key->secret) != NGX_OK) {
+    if (ngx_http_auth_jwt_jwk_param(pool, jwk, "k", &key->secret)
+        != NGX_OK)
+    {
         *err = "oct JWK needs a base64url \"k\"";
         return NGX_ERROR;
     }
@@ -998,11 +1086,6 @@ ngx_http_auth_jwt_jwk_oct(ngx_pool_t *pool, json_t *jwk,
         if (key->secret.len >= ngx_http_auth_jwt_algs[i].size) {
             key->algs |= 1 << i;
         }
-    }
-
-    if (key->algs == 0) {
-        *err = "HMAC key (oct \"k\") shorter than 256 bits";
-        return NGX_ERROR;
     }
 
     return NGX_OK;

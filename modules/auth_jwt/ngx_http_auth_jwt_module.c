@@ -52,6 +52,7 @@ typedef struct {
     ngx_uint_t                      scope_any;
     time_t                          key_cache;
     time_t                          leeway;
+    ngx_uint_t                      type;
     ngx_str_t                       file;
     ngx_uint_t                      line;
 } ngx_http_auth_jwt_loc_conf_t;
@@ -81,6 +82,10 @@ typedef struct {
     const char                     *pre_err;
     ngx_str_t                       token;
     ngx_http_auth_jwt_token_t       jwt;
+    ngx_http_auth_jwt_jwe_t         jwe;
+    json_t                         *outer;    /* a nested token's JWE
+                                                 header */
+    ngx_str_t                       inner;    /* a nested token's JWS */
     json_t                         *header;
     json_t                         *payload;
     ngx_str_t                       header_text;
@@ -115,6 +120,12 @@ static void ngx_http_auth_jwt_ctx_cleanup(void *data);
 static void ngx_http_auth_jwt_check(ngx_http_request_t *r,
     ngx_http_auth_jwt_ctx_t *ctx, ngx_http_auth_jwt_loc_conf_t *jlcf,
     ngx_uint_t final);
+static ngx_http_auth_jwt_result_e ngx_http_auth_jwt_encrypted(
+    ngx_http_request_t *r, ngx_http_auth_jwt_loc_conf_t *jlcf,
+    ngx_http_auth_jwt_ctx_t *ctx, u_char *fp, const char **err);
+static ngx_http_auth_jwt_result_e ngx_http_auth_jwt_decrypt(
+    ngx_http_request_t *r, ngx_http_auth_jwt_loc_conf_t *jlcf,
+    ngx_http_auth_jwt_jwe_t *jwe, ngx_str_t *plain, const char **err);
 static ngx_http_auth_jwt_result_e ngx_http_auth_jwt_prepare(
     ngx_http_request_t *r, ngx_http_auth_jwt_ctx_t *ctx,
     ngx_http_auth_jwt_loc_conf_t *jlcf, ngx_uint_t parse);
@@ -806,6 +817,11 @@ ngx_http_auth_jwt_ctx_cleanup(void *data)
         json_decref(ctx->payload);
         ctx->payload = NULL;
     }
+
+    if (ctx->outer) {
+        json_decref(ctx->outer);
+        ctx->outer = NULL;
+    }
 }
 
 
@@ -841,7 +857,9 @@ ngx_http_auth_jwt_check(ngx_http_request_t *r, ngx_http_auth_jwt_ctx_t *ctx,
 
     key.len = 0;
 
-    if (jmcf->cache && ctx->token.len <= NGX_HTTP_AUTH_JWT_MAX_TOKEN) {
+    if (jmcf->cache && jlcf->type == NGX_HTTP_AUTH_JWT_SIGNED
+        && ctx->token.len <= NGX_HTTP_AUTH_JWT_MAX_TOKEN)
+    {
         key.data = hash;
         key.len = sizeof(hash);
 
@@ -869,7 +887,12 @@ ngx_http_auth_jwt_check(ngx_http_request_t *r, ngx_http_auth_jwt_ctx_t *ctx,
 
     err = NULL;
 
-    res = ngx_http_auth_jwt_signature(r, jlcf, &ctx->jwt, fp, &err);
+    if (jlcf->type == NGX_HTTP_AUTH_JWT_SIGNED) {
+        res = ngx_http_auth_jwt_signature(r, jlcf, &ctx->jwt, fp, &err);
+
+    } else {
+        res = ngx_http_auth_jwt_encrypted(r, jlcf, ctx, fp, &err);
+    }
 
     if (res == NGX_HTTP_AUTH_JWT_OK) {
         res = ngx_http_auth_jwt_get_times(ctx->jwt.payload, &t, &err);
@@ -892,6 +915,148 @@ ngx_http_auth_jwt_check(ngx_http_request_t *r, ngx_http_auth_jwt_ctx_t *ctx,
     {
         ctx->verified = 1;
     }
+}
+
+
+/*
+ * A JWE: decrypted with the first key that authenticates it; its
+ * plaintext is the claims (encrypted) or a JWS whose signature is then
+ * verified with the location's signing keys (nested).
+ */
+
+static ngx_http_auth_jwt_result_e
+ngx_http_auth_jwt_encrypted(ngx_http_request_t *r,
+    ngx_http_auth_jwt_loc_conf_t *jlcf, ngx_http_auth_jwt_ctx_t *ctx,
+    u_char *fp, const char **err)
+{
+    ngx_int_t                    rc;
+    ngx_str_t                    plain;
+    ngx_http_auth_jwt_result_e   res;
+
+    if (ctx->jwt.payload == NULL) {
+        res = ngx_http_auth_jwt_decrypt(r, jlcf, &ctx->jwe, &plain, err);
+        if (res != NGX_HTTP_AUTH_JWT_OK) {
+            return res;
+        }
+
+        if (jlcf->type == NGX_HTTP_AUTH_JWT_ENCRYPTED) {
+            rc = ngx_http_auth_jwt_json_object(&plain, &ctx->jwt.payload);
+
+            ctx->payload = ctx->jwt.payload;
+            ctx->payload_text = plain;
+
+            if (rc != NGX_OK) {
+                *err = "JWE plaintext is not a JSON object";
+                return NGX_HTTP_AUTH_JWT_MALFORMED;
+            }
+
+            return NGX_HTTP_AUTH_JWT_OK;
+        }
+
+        /* nested: the claims and header are those of the inner JWS */
+
+        ctx->outer = ctx->jwe.header;
+        ctx->header = NULL;
+        ctx->inner = plain;
+
+        res = ngx_http_auth_jwt_parse(r->pool, &plain, &ctx->jwt, err);
+
+        ctx->header = ctx->jwt.header;
+        ctx->payload = ctx->jwt.payload;
+        ctx->header_text = ctx->jwt.header_text;
+        ctx->payload_text = ctx->jwt.payload_text;
+
+        if (res != NGX_HTTP_AUTH_JWT_OK) {
+            return res;
+        }
+    }
+
+    if (jlcf->type == NGX_HTTP_AUTH_JWT_ENCRYPTED) {
+        return NGX_HTTP_AUTH_JWT_OK;
+    }
+
+    return ngx_http_auth_jwt_signature(r, jlcf, &ctx->jwt, fp, err);
+}
+
+
+static ngx_http_auth_jwt_result_e
+ngx_http_auth_jwt_decrypt(ngx_http_request_t *r,
+    ngx_http_auth_jwt_loc_conf_t *jlcf, ngx_http_auth_jwt_jwe_t *jwe,
+    ngx_str_t *plain, const char **err)
+{
+    ngx_int_t                    rc;
+    ngx_uint_t                   i, j, tries, sets, unloaded;
+    ngx_http_auth_jwt_key_t     *key;
+    ngx_http_auth_jwt_keyset_t  *ks;
+
+    tries = 0;
+    unloaded = 0;
+
+    sets = (jlcf->key_files ? jlcf->key_files->nelts : 0)
+           + (jlcf->sources ? jlcf->sources->nelts : 0);
+
+    for (i = 0; i < sets; i++) {
+
+        if (ngx_http_auth_jwt_set(r, jlcf, i, &ks) == NGX_ERROR) {
+            *err = "a key set named at run time is unusable";
+            return NGX_HTTP_AUTH_JWT_ERROR;
+        }
+
+        if (ks == NULL) {
+            unloaded++;
+            continue;
+        }
+
+        key = ks->keys.elts;
+
+        for (j = 0; j < ks->keys.nelts; j++) {
+
+            if (!(key[j].jwe & (1 << jwe->alg))) {
+                continue;
+            }
+
+            if (jwe->has_kid && key[j].kid.len
+                && (key[j].kid.len != jwe->kid.len
+                    || ngx_memcmp(key[j].kid.data, jwe->kid.data,
+                                  jwe->kid.len) != 0))
+            {
+                continue;
+            }
+
+            if (tries++ == NGX_HTTP_AUTH_JWT_MAX_TRIES) {
+                *err = "too many candidate keys";
+                return NGX_HTTP_AUTH_JWT_BAD_SIGNATURE;
+            }
+
+            rc = ngx_http_auth_jwt_jwe_decrypt(r->pool, &key[j], jwe, plain);
+
+            if (rc == NGX_OK) {
+                return NGX_HTTP_AUTH_JWT_OK;
+            }
+
+            if (rc == NGX_ERROR) {
+                *err = "decryption error";
+                return NGX_HTTP_AUTH_JWT_ERROR;
+            }
+        }
+    }
+
+    if (tries) {
+
+        /* one reason for every failure: no oracle */
+
+        *err = "JWE decryption failed";
+        return NGX_HTTP_AUTH_JWT_BAD_SIGNATURE;
+    }
+
+    if (unloaded == sets) {
+        *err = "no keys could be loaded";
+        return NGX_HTTP_AUTH_JWT_KEY_UNAVAILABLE;
+    }
+
+    *err = "no key matches the token's \"kid\" and \"alg\"";
+
+    return NGX_HTTP_AUTH_JWT_NO_KEY;
 }
 
 
@@ -926,6 +1091,23 @@ ngx_http_auth_jwt_prepare(ngx_http_request_t *r, ngx_http_auth_jwt_ctx_t *ctx,
 
     ctx->parsed = 1;
     err = NULL;
+
+    if (jlcf->type != NGX_HTTP_AUTH_JWT_SIGNED) {
+        res = ngx_http_auth_jwt_jwe_parse(r->pool, &ctx->token, &ctx->jwe,
+                                          &err);
+
+        /* the JWE header: $jwt_header_* of an encrypted token */
+
+        ctx->header = ctx->jwe.header;
+        ctx->header_text = ctx->jwe.header_text;
+
+        if (res != NGX_HTTP_AUTH_JWT_OK) {
+            ctx->pre = res;
+            ctx->pre_err = err;
+        }
+
+        return ctx->pre;
+    }
 
     res = ngx_http_auth_jwt_parse(r->pool, &ctx->token, &ctx->jwt, &err);
 
@@ -1816,6 +1998,7 @@ static ngx_int_t
 ngx_http_auth_jwt_payload_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
 {
+    ngx_str_t                *text;
     ngx_http_auth_jwt_ctx_t  *ctx;
 
     ctx = ngx_http_auth_jwt_lazy(r);
@@ -1825,12 +2008,16 @@ ngx_http_auth_jwt_payload_variable(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    /* JSON text may hold raw CR LF between its tokens (RFC 7515 A.1) */
+    /*
+     * JSON text may hold raw CR LF between its tokens (RFC 7515 A.1); a
+     * nested token gives its inner JWS, as Plus does
+     */
+
+    text = ctx->inner.len ? &ctx->inner : &ctx->payload_text;
 
     ngx_meshgate_variable_set_text(r, v, "auth_jwt: variable",
                                    &ngx_http_auth_jwt_payload_name,
-                                   ctx->payload_text.data,
-                                   ctx->payload_text.len);
+                                   text->data, text->len);
     v->no_cacheable = 1;
 
     return NGX_OK;
@@ -2014,6 +2201,7 @@ ngx_http_auth_jwt_create_loc_conf(ngx_conf_t *cf)
     conf->scopes = NGX_CONF_UNSET_PTR;
     conf->key_cache = NGX_CONF_UNSET;
     conf->leeway = NGX_CONF_UNSET;
+    conf->type = NGX_CONF_UNSET_UINT;
 
     return conf;
 }
@@ -2052,6 +2240,8 @@ ngx_http_auth_jwt_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_ptr_value(conf->scopes, prev->scopes, NULL);
     ngx_conf_merge_sec_value(conf->key_cache, prev->key_cache, 0);
     ngx_conf_merge_sec_value(conf->leeway, prev->leeway, 0);
+    ngx_conf_merge_uint_value(conf->type, prev->type,
+                              NGX_HTTP_AUTH_JWT_SIGNED);
 
     if (conf->enable == 1 && conf->key_files == NULL
         && conf->sources == NULL)
@@ -2493,28 +2683,33 @@ ngx_http_auth_jwt_merge_sources(ngx_conf_t *cf,
 static char *
 ngx_http_auth_jwt_type(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
+    ngx_http_auth_jwt_loc_conf_t *jlcf = conf;
+
     ngx_str_t  *value;
+
+    if (jlcf->type != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
 
     value = cf->args->elts;
 
     if (ngx_strcmp(value[1].data, "signed") == 0) {
-        return NGX_CONF_OK;
-    }
+        jlcf->type = NGX_HTTP_AUTH_JWT_SIGNED;
 
-    if (ngx_strcmp(value[1].data, "encrypted") == 0
-        || ngx_strcmp(value[1].data, "nested") == 0)
-    {
+    } else if (ngx_strcmp(value[1].data, "encrypted") == 0) {
+        jlcf->type = NGX_HTTP_AUTH_JWT_ENCRYPTED;
+
+    } else if (ngx_strcmp(value[1].data, "nested") == 0) {
+        jlcf->type = NGX_HTTP_AUTH_JWT_NESTED;
+
+    } else {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"auth_jwt_type %V\" is not supported: only "
-                           "signed tokens (JWS) are", &value[1]);
+                           "invalid value \"%V\", expected \"signed\", "
+                           "\"encrypted\" or \"nested\"", &value[1]);
         return NGX_CONF_ERROR;
     }
 
-    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                       "invalid value \"%V\", expected \"signed\"",
-                       &value[1]);
-
-    return NGX_CONF_ERROR;
+    return NGX_CONF_OK;
 }
 
 
