@@ -677,7 +677,7 @@ ngx_http_auth_jwt_jwk_use(json_t *jwk, ngx_uint_t *sig, ngx_uint_t *enc,
         }
 
         *a = ngx_http_auth_jwt_alg_index(json_string_value(v));
-        *ja = ngx_http_auth_jwt_jwe_alg(json_string_value(v));
+        *ja = ngx_http_auth_jwt_jwe_key_alg(json_string_value(v));
 
         *sig &= (*a >= 0);
         *enc &= (*ja >= 0);

@@ -118,6 +118,31 @@ ngx_http_auth_jwt_jwe_alg(const char *name)
 }
 
 
+/*
+ * The "alg" of a JWK for JWE: a key management algorithm, or a content
+ * encryption one, which names a key for "dir" (RFC 7520 section 5.6).
+ */
+
+ngx_int_t
+ngx_http_auth_jwt_jwe_key_alg(const char *name)
+{
+    ngx_int_t  a;
+
+    a = ngx_http_auth_jwt_jwe_alg(name);
+
+    if (a < 0
+        && ngx_http_auth_jwt_jwe_index(&ngx_http_auth_jwt_encs[0].name,
+                                       sizeof(ngx_http_auth_jwt_enc_t),
+                                       name)
+           >= 0)
+    {
+        a = 0;
+    }
+
+    return a;
+}
+
+
 static ngx_int_t
 ngx_http_auth_jwt_jwe_index(ngx_str_t *names, size_t size, const char *name)
 {
