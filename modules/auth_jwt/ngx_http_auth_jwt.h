@@ -195,6 +195,7 @@ ngx_int_t ngx_http_auth_jwt_rsa_check(EVP_PKEY *pkey, const char **err);
 
 ngx_int_t ngx_http_auth_jwt_jwe_alg(const char *name);
 ngx_int_t ngx_http_auth_jwt_jwe_key_alg(const char *name);
+void ngx_http_auth_jwt_jwe_free(void);
 ngx_uint_t ngx_http_auth_jwt_jwe_oct(size_t len);
 ngx_http_auth_jwt_result_e ngx_http_auth_jwt_jwe_parse(ngx_pool_t *pool,
     ngx_str_t *token, ngx_http_auth_jwt_jwe_t *jwe, const char **err);

@@ -85,6 +85,8 @@ static ngx_http_auth_jwt_kma_t  ngx_http_auth_jwt_kmas[] = {
 };
 
 
+static EVP_CIPHER *ngx_http_auth_jwt_cipher(const char *name);
+static EVP_MD *ngx_http_auth_jwt_jwe_md(const char *name);
 static ngx_int_t ngx_http_auth_jwt_jwe_index(ngx_str_t *names, size_t size,
     const char *name);
 static ngx_int_t ngx_http_auth_jwt_jwe_segment(ngx_pool_t *pool, u_char *p,
@@ -105,6 +107,101 @@ static ngx_int_t ngx_http_auth_jwt_jwe_gcm(const char *cipher, u_char *key,
     u_char *out, size_t *len);
 static ngx_int_t ngx_http_auth_jwt_jwe_cbc(ngx_http_auth_jwt_enc_t *enc,
     ngx_str_t *cek, ngx_http_auth_jwt_jwe_t *jwe, u_char *out, size_t *len);
+
+
+/*
+ * Ciphers, digests and HMAC fetched once per worker and kept: a fetch per
+ * token would cost a provider lookup each time.
+ */
+
+static struct {
+    const char                     *name;
+    EVP_CIPHER                     *cipher;
+}  ngx_http_auth_jwt_ciphers[9];
+
+static struct {
+    const char                     *name;
+    EVP_MD                         *md;
+}  ngx_http_auth_jwt_jwe_mds[4];
+
+static EVP_MAC  *ngx_http_auth_jwt_jwe_hmac;
+
+
+static EVP_CIPHER *
+ngx_http_auth_jwt_cipher(const char *name)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < 9; i++) {
+        if (ngx_http_auth_jwt_ciphers[i].name == NULL) {
+            ngx_http_auth_jwt_ciphers[i].cipher =
+                EVP_CIPHER_fetch(NULL, name, NULL);
+
+            if (ngx_http_auth_jwt_ciphers[i].cipher == NULL) {
+                return NULL;
+            }
+
+            ngx_http_auth_jwt_ciphers[i].name = name;
+            return ngx_http_auth_jwt_ciphers[i].cipher;
+        }
+
+        if (ngx_strcmp(ngx_http_auth_jwt_ciphers[i].name, name) == 0) {
+            return ngx_http_auth_jwt_ciphers[i].cipher;
+        }
+    }
+
+    return NULL;
+}
+
+
+static EVP_MD *
+ngx_http_auth_jwt_jwe_md(const char *name)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < 4; i++) {
+        if (ngx_http_auth_jwt_jwe_mds[i].name == NULL) {
+            ngx_http_auth_jwt_jwe_mds[i].md = EVP_MD_fetch(NULL, name, NULL);
+
+            if (ngx_http_auth_jwt_jwe_mds[i].md == NULL) {
+                return NULL;
+            }
+
+            ngx_http_auth_jwt_jwe_mds[i].name = name;
+            return ngx_http_auth_jwt_jwe_mds[i].md;
+        }
+
+        if (ngx_strcmp(ngx_http_auth_jwt_jwe_mds[i].name, name) == 0) {
+            return ngx_http_auth_jwt_jwe_mds[i].md;
+        }
+    }
+
+    return NULL;
+}
+
+
+/* exit_process */
+
+void
+ngx_http_auth_jwt_jwe_free(void)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < 9; i++) {
+        EVP_CIPHER_free(ngx_http_auth_jwt_ciphers[i].cipher);
+        ngx_http_auth_jwt_ciphers[i].cipher = NULL;
+        ngx_http_auth_jwt_ciphers[i].name = NULL;
+    }
+
+    for (i = 0; i < 4; i++) {
+        EVP_MD_free(ngx_http_auth_jwt_jwe_mds[i].md);
+        ngx_http_auth_jwt_jwe_mds[i].md = NULL;
+        ngx_http_auth_jwt_jwe_mds[i].name = NULL;
+    }
+
+    EVP_MAC_free(ngx_http_auth_jwt_jwe_hmac);
+    ngx_http_auth_jwt_jwe_hmac = NULL;
+}
 
 
 /* the index of a key management algorithm, or -1 */
@@ -522,7 +619,7 @@ ngx_http_auth_jwt_jwe_unwrap(ngx_http_auth_jwt_kma_t *kma,
     }
 
     rc = NGX_DECLINED;
-    c = EVP_CIPHER_fetch(NULL, kma->cipher, NULL);
+    c = ngx_http_auth_jwt_cipher(kma->cipher);
     ctx = EVP_CIPHER_CTX_new();
 
     if (c == NULL || ctx == NULL) {
@@ -542,7 +639,6 @@ ngx_http_auth_jwt_jwe_unwrap(ngx_http_auth_jwt_kma_t *kma,
 done:
 
     EVP_CIPHER_CTX_free(ctx);
-    EVP_CIPHER_free(c);
 
     return rc;
 }
@@ -558,7 +654,7 @@ ngx_http_auth_jwt_jwe_oaep(ngx_http_auth_jwt_kma_t *kma,
     EVP_PKEY_CTX  *ctx;
 
     rc = NGX_DECLINED;
-    md = EVP_MD_fetch(NULL, kma->md, NULL);
+    md = ngx_http_auth_jwt_jwe_md(kma->md);
     ctx = EVP_PKEY_CTX_new_from_pkey(NULL, key->pkey, NULL);
 
     *len = 1024;
@@ -574,7 +670,6 @@ ngx_http_auth_jwt_jwe_oaep(ngx_http_auth_jwt_kma_t *kma,
     }
 
     EVP_PKEY_CTX_free(ctx);
-    EVP_MD_free(md);
 
     return rc;
 }
@@ -593,7 +688,7 @@ ngx_http_auth_jwt_jwe_gcm(const char *cipher, u_char *key, ngx_str_t *iv,
     EVP_CIPHER_CTX  *ctx;
 
     rc = NGX_DECLINED;
-    c = EVP_CIPHER_fetch(NULL, cipher, NULL);
+    c = ngx_http_auth_jwt_cipher(cipher);
     ctx = EVP_CIPHER_CTX_new();
 
     if (c == NULL || ctx == NULL) {
@@ -631,7 +726,6 @@ done:
     }
 
     EVP_CIPHER_CTX_free(ctx);
-    EVP_CIPHER_free(c);
 
     return rc;
 }
@@ -666,7 +760,11 @@ ngx_http_auth_jwt_jwe_cbc(ngx_http_auth_jwt_enc_t *enc, ngx_str_t *cek,
         al[7 - i] = (u_char) (bits >> (8 * i));
     }
 
-    hmac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    if (ngx_http_auth_jwt_jwe_hmac == NULL) {
+        ngx_http_auth_jwt_jwe_hmac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    }
+
+    hmac = ngx_http_auth_jwt_jwe_hmac;
     mctx = hmac ? EVP_MAC_CTX_new(hmac) : NULL;
 
     params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST,
@@ -684,7 +782,6 @@ ngx_http_auth_jwt_jwe_cbc(ngx_http_auth_jwt_enc_t *enc, ngx_str_t *cek,
          && CRYPTO_memcmp(mac, jwe->tag.data, enc->tag_len) == 0;
 
     EVP_MAC_CTX_free(mctx);
-    EVP_MAC_free(hmac);
 
     if (!ok) {
         return NGX_DECLINED;
@@ -695,7 +792,7 @@ ngx_http_auth_jwt_jwe_cbc(ngx_http_auth_jwt_enc_t *enc, ngx_str_t *cek,
     }
 
     rc = NGX_DECLINED;
-    c = EVP_CIPHER_fetch(NULL, enc->cipher, NULL);
+    c = ngx_http_auth_jwt_cipher(enc->cipher);
     ctx = EVP_CIPHER_CTX_new();
 
     if (c != NULL && ctx != NULL
@@ -709,7 +806,6 @@ ngx_http_auth_jwt_jwe_cbc(ngx_http_auth_jwt_enc_t *enc, ngx_str_t *cek,
     }
 
     EVP_CIPHER_CTX_free(ctx);
-    EVP_CIPHER_free(c);
 
     return rc;
 }

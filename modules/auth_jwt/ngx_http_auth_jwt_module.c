@@ -2308,6 +2308,7 @@ ngx_http_auth_jwt_exit_process(ngx_cycle_t *cycle)
 
     ngx_http_auth_jwt_md_free();
     ngx_http_auth_jwt_var_free();
+    ngx_http_auth_jwt_jwe_free();
 
     jmcf = ngx_http_cycle_get_module_main_conf(cycle,
                                                ngx_http_auth_jwt_module);
