@@ -231,3 +231,23 @@ def test_unusable_keys_skipped_in_fetched_set(nginx, backend):
     b.json("/jwks/b", {"keys": MIXED[:3]})
     n.allow(r"rejected|access denied")
     assert get(n, U.token("RS256", kid="good"), "b").status_code == 500
+
+
+def test_named_key_sets_across_reload(nginx, backend, tenants):
+    b = backend()
+    b.json("/jwks/a", {"keys": [U.jwk("rsa", kid="a")]})
+    n = nginx.start(FILES, modules=MOD, dir=str(tenants), workers=2)
+    tok = U.token("RS256", keyname="rsa", kid="a")
+    assert get(n, tok, "a").status_code == 200
+    # the new workers read the files again; a file that changed meanwhile
+    # is seen at once
+    write(str(tenants / "a.json"), U.jwks(U.jwk("rsa2", kid="a")))
+    n.reload()
+    for _ in range(4):
+        assert get(n, tok, "a").status_code == 401
+    tok2 = U.token("RS256", keyname="rsa2", kid="a")
+    assert get(n, tok2, "a").status_code == 200
+    # the same for a JWKS named per request
+    n.reload(URIS, jwks=b.port)
+    for _ in range(4):
+        assert get(n, tok, "a").status_code == 200

@@ -8,6 +8,7 @@ import json
 import os
 import random
 import re
+import socket
 import time
 
 import pytest
@@ -331,3 +332,30 @@ def test_refused_jwks_body_not_parsed_again(nginx, backend):
     log = n.logs()
     assert log.count("rejected: more keys than auth_jwt_key_set_max") == 1
     assert "is the set refused before" in log
+
+
+# -- every request nginx accepts -------------------------------------------
+
+def test_http09_and_error_pages(nginx, tmp_path):
+    keys = write(tmp_path, "keys.json", U.jwks(U.jwk("rsa", kid="r")))
+    conf = ABSENT.replace("location / { proxy_pass",
+                          "error_page 401 = /err;\n"
+                          "        location = /err { internal; "
+                          "return 200 \"[$jwt_claim_sub][$auth_jwt_result]"
+                          "\"; }\n"
+                          "        location / { proxy_pass", 1)
+    n = nginx.start(conf, modules=MOD, keys=keys)
+    # HTTP/0.9: no request headers at all
+    with socket.create_connection(("127.0.0.1", n.port), timeout=10) as s:
+        s.sendall(b"GET /x\r\n")
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    assert data.startswith(b"[][missing]"), data
+    # the error page of a refused token is served, claims stay absent
+    r = get(n, U.token("RS256", kid="r")[:-4] + "AAAA", "/x")
+    assert r.status_code == 200 and r.text == "[][bad_signature]"
+    assert get(n, U.token("RS256", kid="r"), "/x").status_code == 200

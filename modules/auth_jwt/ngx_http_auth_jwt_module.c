@@ -2028,9 +2028,24 @@ static ngx_int_t
 ngx_http_auth_jwt_result_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
 {
+    ngx_pool_cleanup_t       *cln;
     ngx_http_auth_jwt_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r->main, ngx_http_auth_jwt_module);
+
+    /*
+     * an internal redirect (an error page) clears module contexts: the
+     * decision is found again through its pool cleanup, as realip does
+     */
+
+    for (cln = r->main->pool->cleanup;
+         (ctx == NULL || !ctx->done) && cln;
+         cln = cln->next)
+    {
+        if (cln->handler == ngx_http_auth_jwt_ctx_cleanup) {
+            ctx = cln->data;
+        }
+    }
 
     if (ctx == NULL || !ctx->done) {
         v->not_found = 1;
