@@ -62,13 +62,15 @@ CONF = """
     }
 """
 
-# RFC 7516 Appendix A.3 (A128KW, A128CBC-HS256) and RFC 7520 section 5.6
-# (dir, A128GCM): their plaintexts are not JSON, so a token that decrypts
+# RFC 7516 Appendix A.3 (A128KW, A128CBC-HS256), RFC 7520 sections 5.6
+# (dir, A128GCM) and 5.8 (A128KW, A128GCM): their plaintexts are not JSON, so a token that decrypts
 # reads "malformed" (not a JSON object), one that does not "bad_signature"
 RFC_KEYS = [
     {"kty": "oct", "k": "GawgguFyGrWKav7AX4VKUg", "use": "enc"},
     {"kty": "oct", "kid": "77c7e2b8-6e13-45cf-8672-617b5b45243a",
      "use": "enc", "alg": "A128GCM", "k": "XctOhJAkA-pD9Lh7ZgW_2A"},
+    {"kty": "oct", "kid": "81b20965-8332-43d9-a468-82160ad91ac8",
+     "use": "enc", "alg": "A128KW", "k": "GZy6sIZ6wl9NJOKB-jnmVQ"},
 ]
 RFC7516_A3 = (
     "eyJhbGciOiJBMTI4S1ciLCJlbmMiOiJBMTI4Q0JDLUhTMjU2In0."
@@ -86,6 +88,17 @@ RFC7520_5_6 = (
     "Axscj5g-NJsUPbjk29-s7LJAGb15wEBtXphVCgyy53CoIKLHHeJHXex45Uz9"
     "aKZSRSInZI-wjsY0yu3cT4_aQ3i1o-tiE-F8Ios61EKgyIQ4CWao8PFMj8TT"
     "np.vbb32Xvllea2OtmHAdccRQ")
+RFC7520_5_8 = (
+    "eyJhbGciOiJBMTI4S1ciLCJraWQiOiI4MWIyMDk2NS04MzMyLTQzZDktYTQ2OC"
+    "04MjE2MGFkOTFhYzgiLCJlbmMiOiJBMTI4R0NNIn0"
+    ".CBI6oDw8MydIx1IBntf_lQcw2MmJKIQx.Qx0pmsDa8KnJc9Jo."
+    "AwliP-KmWgsZ37BvzCefNen6VTbRK3QMA4TkvRkH0tP1bTdhtFJgJxeVmJkLD6"
+    "1A1hnWGetdg11c9ADsnWgL56NyxwSYjU1ZEHcGkd3EkU0vjHi9gTlb90qSYFfe"
+    "F0LwkcTtjbYKCsiNJQkcIp1yeM03OmuiYSoYJVSpf7ej6zaYcMv3WwdxDFl8RE"
+    "wOhNImk2Xld2JXq6BR53TSFkyT7PwVLuq-1GwtGHlQeg7gDT6xW0JqHDPn_H-p"
+    "uQsmthc9Zg0ojmJfqqFvETUxLAF-KjcBTS5dNy6egwkYtOt8EIHK-oEsKYtZRa"
+    "a8Z7MOZ7UGxGIMvEmxrGCPeJa14slv2-gaqK0kEThkaSqdYw0FkQZF"
+    ".ER7MWJZ1FBI_NKvn7Zb1Lw")
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +156,7 @@ def test_without_kid_every_candidate_is_tried(jwe_nginx):
 
 def test_rfc_vectors(jwe_nginx):
     n = jwe_nginx
-    for tok in (RFC7516_A3, RFC7520_5_6):
+    for tok in (RFC7516_A3, RFC7520_5_6, RFC7520_5_8):
         n.mark()
         r = get(n, tok, "/rfc/x")
         assert r.status_code == 401
