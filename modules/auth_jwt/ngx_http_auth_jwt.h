@@ -42,7 +42,6 @@
 
 /* JWE key management algorithms, bits of ngx_http_auth_jwt_key_t.jwe */
 #define NGX_HTTP_AUTH_JWT_JWE_DIR        0x0001
-#define NGX_HTTP_AUTH_JWT_JWE_AESKW      0x007e   /* A*KW, A*GCMKW */
 #define NGX_HTTP_AUTH_JWT_JWE_OAEP       0x0780
 
 /* auth_jwt_type */
