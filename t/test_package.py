@@ -9,6 +9,7 @@ under the nginx directories, the dpkg state, /etc/nginx/conf.d and the
 stock nginx's log files.
 """
 
+import fcntl
 import glob
 import os
 import re
@@ -37,6 +38,7 @@ ENABLED = "/etc/nginx/modules-enabled"
 AVAILABLE = "/usr/share/nginx/modules-available"
 SNIPPET = "/etc/nginx/conf.d/zz-meshgate-package-test.conf"
 PIDFILE = "/run/nginx.pid"
+LOCKFILE = "/run/lock/meshgate-package-test.lock"
 WATCHED = ["/etc/nginx", "/usr/lib/nginx", "/usr/share/nginx",
            "/usr/share/doc"]
 DEMO = os.path.join(TOP, "config", "demo")
@@ -211,7 +213,25 @@ def debs(tmp_path_factory):
 def system():
     """The system as found, and as left: no meshgate package before; after
     the test every one purged, the snippet gone, nothing changed under the
-    watched directories."""
+    watched directories.  One such test at a time on the machine (parallel
+    runs, other checkouts): they share the system's nginx."""
+    lock = open(LOCKFILE, "w")
+    deadline = time.monotonic() + 300
+    while True:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                pytest.fail("%s held for 300 s" % LOCKFILE)
+            time.sleep(0.5)
+    try:
+        yield from _system()
+    finally:
+        lock.close()
+
+
+def _system():
     if our_packages():
         pytest.skip("meshgate packages are installed here: %s"
                     % sorted(our_packages()))
