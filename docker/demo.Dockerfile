@@ -5,6 +5,7 @@
 #   docker build -f docker/demo.Dockerfile -t meshgate-demo .
 #   docker run --network=host meshgate-demo demo-backend 9001 users
 FROM debian:12
+LABEL io.meshgate.image=demo
 ENV DEBIAN_FRONTEND=noninteractive
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 redis-server \
