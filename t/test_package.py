@@ -185,6 +185,11 @@ def module_config(mod):
         "mesh_metrics": ("mesh_metrics zone=pkg_metrics:1m; mesh_trace on;",
                          "location = /metrics { mesh_metrics off; "
                          "mesh_metrics_export prometheus; }"),
+        "traffic_split": ("traffic_split pkg_split zone=pkg_split:64k { "
+                          "key $remote_addr; v2 5%; v1 *; }",
+                          "location /split/ { return 200 "
+                          "$traffic_split_pkg_split; } "
+                          "location /splits/ { traffic_split_api; }"),
     }.get(mod, ("", ""))
 
 
