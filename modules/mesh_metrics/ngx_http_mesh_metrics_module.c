@@ -308,6 +308,7 @@ ngx_http_mesh_metrics_count_attempts(ngx_http_request_t *r,
     ngx_http_mesh_metrics_zone_t *zone, ngx_str_t *up)
 {
     u_char                        code[NGX_INT_T_LEN];
+    ngx_str_t                    *peer;
     ngx_uint_t                    i, n;
     ngx_atomic_t                 *values;
     ngx_http_upstream_state_t    *state;
@@ -328,10 +329,18 @@ ngx_http_mesh_metrics_count_attempts(ngx_http_request_t *r,
 
         n++;
 
+        /*
+         * the address of a proxy_pass with variables and no upstream
+         * group is request data: one "dynamic" series, not one per port
+         * or host a client names
+         */
+
+        peer = (up->data == ngx_http_mesh_metrics_dynamic.data)
+               ? &ngx_http_mesh_metrics_dynamic : state[i].peer;
+
         ngx_http_mesh_metrics_key_reset(&key);
         ngx_http_mesh_metrics_key_add(&key, up->data, up->len);
-        ngx_http_mesh_metrics_key_add(&key, state[i].peer->data,
-                                      state[i].peer->len);
+        ngx_http_mesh_metrics_key_add(&key, peer->data, peer->len);
 
         values = ngx_http_mesh_metrics_series(zone,
                                               NGX_HTTP_MESH_METRICS_F_UPSTREAM,
@@ -843,15 +852,12 @@ ngx_http_mesh_metrics_merge_loc_conf(ngx_conf_t *cf, void *parent,
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
 
-#if (NGX_PCRE)
-    if (clcf->regex && conf->enable) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "regex location \"%V\" needs an explicit "
-                           "\"mesh_metrics_route\" name (or "
-                           "\"mesh_metrics off\")", &clcf->name);
-        return NGX_CONF_ERROR;
-    }
-#endif
+    /*
+     * A location's name is configuration, never request data: a prefix,
+     * an exact name or, for a regex location, its pattern.  Bytes that a
+     * label cannot carry are replaced and quotes escaped when the value is
+     * stored and exported, as for any label.
+     */
 
     if (clcf->name.len) {
         conf->label = clcf->name;

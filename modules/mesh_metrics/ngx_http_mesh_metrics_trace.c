@@ -524,6 +524,20 @@ ngx_http_mesh_metrics_set_headers(ngx_http_request_t *r,
     }
 
     if (h == NULL) {
+
+        /*
+         * nginx never initialises the header list of an HTTP/0.9 request
+         * (it has no headers): a push onto it would write through NULL
+         */
+
+        if (r->headers_in.headers.last == NULL
+            && ngx_list_init(&r->headers_in.headers, r->pool, 1,
+                             sizeof(ngx_table_elt_t))
+               != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
         h = ngx_list_push(&r->headers_in.headers);
         if (h == NULL) {
             return NGX_ERROR;
