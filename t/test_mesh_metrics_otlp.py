@@ -264,3 +264,21 @@ def test_reload_keeps_exporting(nginx, ups):
     n.reload()
     requests.get(n.url("/local/2"), timeout=10)
     wait_spans(c, 2)
+
+
+def test_export_in_flight_does_not_hold_up_shutdown(nginx, ups):
+    """The collector takes its time: a reload and then a stop do not wait
+    for it, and leave no socket open behind (nginx would log an alert)."""
+    bad, good, c = ups
+    c.script("/v1/traces", [Resp(200, "", delay=4)])
+    n = nginx.start(CONF % "batch=1 interval=50ms", modules=MODS,
+                    c=c.port, bad=bad.port, good=good.port)
+    requests.get(n.url("/local/1"), timeout=10)
+    wait_spans(c, 1)
+    t0 = time.monotonic()
+    n.reload()
+    requests.get(n.url("/local/2"), timeout=10)
+    wait_spans(c, 2)
+    n.stop()
+    assert time.monotonic() - t0 < 3.5
+    assert not re.search(r"open socket|aborting", n.logs())

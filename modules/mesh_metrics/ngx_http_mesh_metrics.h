@@ -206,6 +206,7 @@ ngx_int_t ngx_http_mesh_metrics_export_handler(ngx_http_request_t *r);
 /* otlp */
 ngx_int_t ngx_http_mesh_metrics_otlp_init_process(ngx_cycle_t *cycle,
     ngx_http_mesh_metrics_main_conf_t *mmcf);
+void ngx_http_mesh_metrics_otlp_exit_process(ngx_cycle_t *cycle);
 ngx_uint_t ngx_http_mesh_metrics_otlp_sample(
     ngx_http_mesh_metrics_main_conf_t *mmcf, u_char *trace_id);
 ngx_int_t ngx_http_mesh_metrics_otlp_log_handler(ngx_http_request_t *r);

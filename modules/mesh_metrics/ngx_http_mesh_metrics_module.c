@@ -68,6 +68,7 @@ static char *ngx_http_mesh_metrics_trace_export(ngx_conf_t *cf,
 static char *ngx_http_mesh_metrics_otlp_url(ngx_conf_t *cf,
     ngx_http_mesh_metrics_otlp_t *otlp, ngx_str_t *value);
 static ngx_int_t ngx_http_mesh_metrics_init_process(ngx_cycle_t *cycle);
+static void ngx_http_mesh_metrics_exit_process(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_mesh_metrics_preconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_mesh_metrics_postconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_mesh_metrics_find_variable(ngx_conf_t *cf,
@@ -153,7 +154,7 @@ ngx_module_t  ngx_http_mesh_metrics_module = {
     ngx_http_mesh_metrics_init_process,    /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
-    NULL,                                  /* exit process */
+    ngx_http_mesh_metrics_exit_process,    /* exit process */
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
 };
@@ -1366,6 +1367,13 @@ ngx_http_mesh_metrics_init_process(ngx_cycle_t *cycle)
     }
 
     return ngx_http_mesh_metrics_otlp_init_process(cycle, mmcf);
+}
+
+
+static void
+ngx_http_mesh_metrics_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_http_mesh_metrics_otlp_exit_process(cycle);
 }
 
 

@@ -22,7 +22,7 @@
  */
 
 
-#define NGX_HTTP_MESH_METRICS_OTLP_SPAN_MAX    1024
+#define NGX_HTTP_MESH_METRICS_OTLP_MAX         1024   /* one span */
 #define NGX_HTTP_MESH_METRICS_OTLP_TIMEOUT     5000
 #define NGX_HTTP_MESH_METRICS_OTLP_BACKOFF_MAX 60000
 #define NGX_HTTP_MESH_METRICS_OTLP_ATTEMPTS    32
@@ -69,6 +69,7 @@ static void ngx_http_mesh_metrics_otlp_flush(
     ngx_http_mesh_metrics_otlp_state_t *st);
 static void ngx_http_mesh_metrics_otlp_write_handler(ngx_event_t *wev);
 static void ngx_http_mesh_metrics_otlp_read_handler(ngx_event_t *rev);
+static void ngx_http_mesh_metrics_otlp_sent_handler(ngx_event_t *wev);
 static void ngx_http_mesh_metrics_otlp_done(
     ngx_http_mesh_metrics_otlp_state_t *st, char *error);
 static void ngx_http_mesh_metrics_otlp_add(
@@ -116,7 +117,7 @@ ngx_http_mesh_metrics_otlp_init_process(ngx_cycle_t *cycle,
 
     st->conf = conf;
     st->zone = mmcf->zone;
-    st->cap = conf->batch * NGX_HTTP_MESH_METRICS_OTLP_SPAN_MAX;
+    st->cap = conf->batch * NGX_HTTP_MESH_METRICS_OTLP_MAX;
 
     st->spans = ngx_palloc(cycle->pool, st->cap);
     if (st->spans == NULL) {
@@ -143,6 +144,32 @@ ngx_http_mesh_metrics_otlp_init_process(ngx_cycle_t *cycle,
     ngx_http_mesh_metrics_otlp = st;
 
     return NGX_OK;
+}
+
+
+/*
+ * A worker that exits does not wait for an export in flight (its timers
+ * are cancelable); its connection is closed here, before nginx looks for
+ * sockets left open.  Spans not yet sent are lost with the worker.
+ */
+
+void
+ngx_http_mesh_metrics_otlp_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_http_mesh_metrics_otlp_state_t  *st;
+
+    st = ngx_http_mesh_metrics_otlp;
+
+    if (st == NULL) {
+        return;
+    }
+
+    if (st->pc.connection) {
+        ngx_close_connection(st->pc.connection);
+        st->pc.connection = NULL;
+    }
+
+    ngx_http_mesh_metrics_otlp = NULL;
 }
 
 
@@ -178,7 +205,7 @@ ngx_int_t
 ngx_http_mesh_metrics_otlp_log_handler(ngx_http_request_t *r)
 {
     u_char                              *p;
-    u_char                               span[NGX_HTTP_MESH_METRICS_OTLP_SPAN_MAX];
+    u_char                               span[NGX_HTTP_MESH_METRICS_OTLP_MAX];
     ngx_uint_t                           i;
     ngx_http_mesh_metrics_attempt_t     *a;
     ngx_http_mesh_metrics_trace_t       *t;
@@ -481,7 +508,7 @@ ngx_http_mesh_metrics_otlp_write_handler(ngx_event_t *wev)
         ngx_del_timer(wev);
     }
 
-    wev->handler = ngx_http_mesh_metrics_otlp_write_handler;
+    wev->handler = ngx_http_mesh_metrics_otlp_sent_handler;
 
     if (!c->read->timer_set) {
         ngx_add_timer(c->read, NGX_HTTP_MESH_METRICS_OTLP_TIMEOUT);
@@ -495,6 +522,13 @@ ngx_http_mesh_metrics_otlp_write_handler(ngx_event_t *wev)
     if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
         ngx_http_mesh_metrics_otlp_done(st, "recv failed");
     }
+}
+
+
+static void
+ngx_http_mesh_metrics_otlp_sent_handler(ngx_event_t *wev)
+{
+    /* the request is out: only the answer matters now */
 }
 
 
@@ -559,6 +593,8 @@ ngx_http_mesh_metrics_otlp_read_handler(ngx_event_t *rev)
         ngx_http_mesh_metrics_otlp_done(st, "status not 2xx");
         return;
     }
+
+    /* a partial success (rejected spans in the answer) counts as sent */
 
     ngx_http_mesh_metrics_otlp_done(st, NULL);
 }
@@ -797,7 +833,9 @@ ngx_http_mesh_metrics_otlp_client_span(u_char *p,
                                             a->index);
     }
 
-    if (status == 0 || status >= 500) {
+    /* HTTP semantic conventions: a client span fails from 400 up */
+
+    if (status == 0 || status >= 400) {
         *p++ = ngx_http_mesh_metrics_pb_tag(15, NGX_HTTP_MESH_METRICS_PB_LEN);
         *p++ = 2;
         *p++ = ngx_http_mesh_metrics_pb_tag(3,
