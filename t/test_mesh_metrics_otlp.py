@@ -196,7 +196,7 @@ def test_dead_collector_costs_requests_nothing(nginx, ups):
     from conftest import free_port
     bad, good, _ = ups
     dead = free_port()
-    n = nginx.start(CONF % "batch=2 interval=20ms", modules=MODS, c=dead,
+    n = nginx.start(CONF % "batch=1 interval=20ms", modules=MODS, c=dead,
                     bad=bad.port, good=good.port, workers=2)
     t0 = time.monotonic()
     for i in range(60):

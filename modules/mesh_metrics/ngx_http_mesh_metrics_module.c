@@ -785,6 +785,15 @@ ngx_http_mesh_metrics_init_main_conf(ngx_conf_t *cf, void *conf)
 
     ngx_conf_init_value(mmcf->trace_used, 0);
 
+    if (mmcf->otlp) {
+        ngx_conf_init_uint_value(mmcf->otlp->batch, 512);
+        ngx_conf_init_msec_value(mmcf->otlp->interval, 5000);
+
+        if (mmcf->otlp->service.data == NULL) {
+            ngx_str_set(&mmcf->otlp->service, "meshgate");
+        }
+    }
+
     if (mmcf->zone == NULL) {
         if (mmcf->export_file) {
             ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
@@ -1186,10 +1195,17 @@ ngx_http_mesh_metrics_trace_export(ngx_conf_t *cf, ngx_command_t *cmd,
         return NGX_CONF_ERROR;
     }
 
-    otlp->batch = 512;
-    otlp->interval = 5000;
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     otlp->service = { 0, NULL };
+     *
+     * an unset ratio is the parent-based sampler
+     */
+
+    otlp->batch = NGX_CONF_UNSET_UINT;
+    otlp->interval = NGX_CONF_UNSET_MSEC;
     otlp->ratio = NGX_CONF_UNSET_UINT;
-    ngx_str_set(&otlp->service, "meshgate");
 
     value = cf->args->elts;
 
