@@ -15,7 +15,7 @@ import subprocess
 import pytest
 
 import auth_jwt_util as U
-from conftest import available_modules, recv_all, require_module, wait_for
+from conftest import free_port, recv_all, require_module
 
 ALL = ["auth_jwt", "auth_key", "auth_introspect", "rate_limit", "aggregate",
        "upstream_mesh", "mesh_identity", "mesh_metrics"]
@@ -84,6 +84,8 @@ EVERYTHING = BACKENDS + r"""
         listen 127.0.0.1:{{port2}} ssl http2;
         ssl_certificate {{cert}};
         ssl_certificate_key {{certkey}};
+        ssl_client_certificate {{ca}};
+        ssl_verify_client optional;
 
         error_page 404 = /plain/not-found;
         error_page 418 /teapot.html;
@@ -212,9 +214,17 @@ def creds(tmp_path, pki):
         f.write("sha256:%s kinds-consumer\n"
                 % hashlib.sha256(KEY.encode()).hexdigest())
     cert, certkey = pki.issue("localhost", dns=["localhost"])
+    client = pki.issue("web", uris=["spiffe://kinds.test/ns/a/sa/web"],
+                       client=True)
     return dict(keys=keys, keyfile=keyfile, cert=cert, certkey=certkey,
+                ca=pki.ca_cert, client=client,
                 jwt=U.token("RS256", U.claims(sub="kinds-user"), H),
                 tmp=str(tmp_path))
+
+
+def conf_values(c):
+    return {k: v for k, v in c.items()
+            if k not in ("jwt", "tmp", "client")}
 
 
 def cases(c):
@@ -259,12 +269,15 @@ def status_of(reply):
     return int(m.group(1))
 
 
-def curl_h2(port, tmp, paths):
-    """Sends every path over one HTTP/2 connection; [(version, status)]."""
+def curl_h2(port, paths, client=None):
+    """Sends every path over one HTTP/2 connection, with a client
+    certificate if given; [(version, status)]."""
     args = ["curl", "-s"]
     for i, path in enumerate(paths):
         if i:
             args.append("--next")
+        if client:
+            args += ["--cert", client[0], "--key", client[1]]
         args += ["--http2", "-k", "--max-time", "10", "-o", os.devnull,
                  "-w", "##%{http_version} %{response_code}##\n",
                  "https://127.0.0.1:%d%s" % (port, path)]
@@ -275,8 +288,7 @@ def curl_h2(port, tmp, paths):
 
 def start_everything(nginx, redis, creds, workers=1):
     n = nginx.start(EVERYTHING, modules=ALL, workers=workers,
-                    redis=redis.port, **{k: v for k, v in creds.items()
-                                        if k not in ("jwt", "tmp")})
+                    redis=redis.port, **conf_values(creds))
     return n
 
 
@@ -304,9 +316,24 @@ def test_every_kind_of_request_with_every_module(nginx, redis, creds):
                             b"Connection: close\r\n\r\n"))
         assert got == want, ("HEAD", path, got)
 
-    h2 = curl_h2(n.ports[2], creds["tmp"], [p for p, _ in todo])
+    h2 = curl_h2(n.ports[2], [p for p, _ in todo])
     assert [v for v, _ in h2] == ["2"] * len(todo), h2
     assert [int(s) for _, s in h2] == [w for _, w in todo], h2
+
+    # mesh_identity over h2: a verified SPIFFE ID gets in
+    h2 = curl_h2(n.ports[2], ["/mtls/a", "/plain/a", "/mtls/b"],
+                 client=creds["client"])
+    assert h2 == [("2", "200")] * 3, h2
+
+    # HTTP/0.9 answers: the body of each, with our traceparent upstream
+    body = raw(n.port, b"GET /plain/09\r\n")
+    tp = json.loads(body)["tp"]
+    assert re.match(r"^00-[0-9a-f]{32}-[0-9a-f]{16}-01$", tp), body
+    assert b'"name":"ann"' in raw(n.port, b"GET /agg\r\n")
+    assert b"401" in raw(n.port, b"GET /jwt/a\r\n")
+    assert b"teapot page" in raw(n.port, b"GET /teapot\r\n")
+    assert b'"path":"/plain/not-found"' in raw(n.port, b"GET /missing\r\n")
+    assert b'"path":"/plain/inc"' in raw(n.port, b"GET /ssi\r\n")
 
     # bad requests that nginx answers itself, through every module's
     # phase handlers that run for them
@@ -398,20 +425,23 @@ PREAMBLE = {
 }
 
 
-@pytest.mark.parametrize("module", ALL)
+@pytest.mark.parametrize("module", ALL + ["rate_limit:local"])
 def test_http09_with_each_module_alone(nginx, redis, creds, module):
     """One module loaded, one HTTP/0.9 request per path, then the same
-    over HTTP/1.1 on the same workers."""
-    locations, paths = ALONE[module]
-    http = BACKENDS + PREAMBLE.get(module, "") + """
+    over HTTP/1.1 on the same workers.  rate_limit:local has no Redis to
+    talk to: its limits apply locally."""
+    locations, paths = ALONE[module.split(":")[0]]
+    redis_port = redis.port
+    if module.endswith(":local"):
+        redis_port = free_port()
+    http = BACKENDS + PREAMBLE.get(module.split(":")[0], "") + """
     server {
         listen 127.0.0.1:{{port}};
 %s
     }
 """ % locations
-    n = nginx.start(http, modules=[module], redis=redis.port,
-                    **{k: v for k, v in creds.items()
-                       if k not in ("jwt", "tmp")})
+    n = nginx.start(http, modules=[module.split(":")[0]],
+                    redis=redis_port, **conf_values(creds))
     pids = set(n.worker_pids())
     for path in paths(creds):
         body = raw(n.port, b"GET " + path.encode() + b"\r\n")
