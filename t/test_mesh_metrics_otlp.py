@@ -116,6 +116,7 @@ def test_server_and_client_spans_match_the_propagated_context(nginx, ups):
     assert first["attrs"]["network.peer.port"] == bad.port
     assert second["attrs"]["network.peer.port"] == good.port
     assert second["attrs"]["network.peer.address"] == "127.0.0.1"
+    assert {x["attrs"]["server.address"] for x in client} == {"flaky"}
     seen = TRACEPARENT.match(good.requests[0]["headers"]["traceparent"])
     assert seen.group(2) == second["span"]
     assert s["start"] <= first["start"] <= second["start"] <= s["end"]

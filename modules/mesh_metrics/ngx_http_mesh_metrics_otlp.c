@@ -67,6 +67,10 @@ static void ngx_http_mesh_metrics_otlp_count(
 static void ngx_http_mesh_metrics_otlp_timer_handler(ngx_event_t *ev);
 static void ngx_http_mesh_metrics_otlp_flush(
     ngx_http_mesh_metrics_otlp_state_t *st);
+static void ngx_http_mesh_metrics_otlp_encode(
+    ngx_http_mesh_metrics_otlp_state_t *st);
+static void ngx_http_mesh_metrics_otlp_connect(
+    ngx_http_mesh_metrics_otlp_state_t *st);
 static void ngx_http_mesh_metrics_otlp_write_handler(ngx_event_t *wev);
 static void ngx_http_mesh_metrics_otlp_read_handler(ngx_event_t *rev);
 static void ngx_http_mesh_metrics_otlp_sent_handler(ngx_event_t *wev);
@@ -79,6 +83,12 @@ static u_char *ngx_http_mesh_metrics_otlp_server_span(u_char *p,
     ngx_http_mesh_metrics_loc_conf_t *lcf);
 static u_char *ngx_http_mesh_metrics_otlp_client_span(u_char *p,
     ngx_http_mesh_metrics_trace_t *t, ngx_http_mesh_metrics_attempt_t *a);
+static ngx_http_upstream_state_t *ngx_http_mesh_metrics_otlp_state(
+    ngx_http_mesh_metrics_attempt_t *a);
+static u_char *ngx_http_mesh_metrics_otlp_peer(u_char *p, ngx_str_t *peer);
+static void ngx_http_mesh_metrics_otlp_method(ngx_http_request_t *r,
+    ngx_str_t *method);
+static u_char *ngx_http_mesh_metrics_otlp_error(u_char *p);
 static u_char *ngx_http_mesh_metrics_pb_varint(u_char *p, uint64_t v);
 static u_char *ngx_http_mesh_metrics_pb_bytes(u_char *p, ngx_uint_t field,
     u_char *data, size_t len);
@@ -363,27 +373,40 @@ ngx_http_mesh_metrics_otlp_timer_handler(ngx_event_t *ev)
 static void
 ngx_http_mesh_metrics_otlp_flush(ngx_http_mesh_metrics_otlp_state_t *st)
 {
-    u_char                        *p;
-    size_t                         any, kv, res, scope, rs, total;
-    ngx_int_t                      rc;
-    ngx_connection_t              *c;
-    ngx_http_mesh_metrics_otlp_t  *conf;
-
     if (st->busy || st->nspans == 0
         || (ngx_msec_int_t) (st->next_try - ngx_current_msec) > 0)
     {
         return;
     }
 
-    conf = st->conf;
+    ngx_http_mesh_metrics_otlp_encode(st);
 
-    /*
-     * ExportTraceServiceRequest { resource_spans (1): ResourceSpans {
-     *   resource (1): Resource { attributes (1): service.name },
-     *   scope_spans (2): ScopeSpans { scope (1): { name (1) }, spans } } }
-     *
-     * Lengths come first in protobuf: they are computed, then written.
-     */
+    st->out_spans = st->nspans;
+    st->nspans = 0;
+    st->len = 0;
+    st->reply_len = 0;
+    st->busy = 1;
+
+    ngx_http_mesh_metrics_otlp_connect(st);
+}
+
+
+/*
+ * The request: line, headers, and the body, an ExportTraceServiceRequest
+ * { resource_spans (1): ResourceSpans {
+ *     resource (1): Resource { attributes (1): service.name },
+ *     scope_spans (2): ScopeSpans { scope (1): { name (1) }, spans } } }.
+ * Lengths come first in protobuf: they are computed, then written.
+ */
+
+static void
+ngx_http_mesh_metrics_otlp_encode(ngx_http_mesh_metrics_otlp_state_t *st)
+{
+    u_char                        *p;
+    size_t                         any, kv, res, scope, rs, total;
+    ngx_http_mesh_metrics_otlp_t  *conf;
+
+    conf = st->conf;
 
     any = 1 + ngx_http_mesh_metrics_pb_varint_len(conf->service.len)
           + conf->service.len;
@@ -422,18 +445,20 @@ ngx_http_mesh_metrics_otlp_flush(ngx_http_mesh_metrics_otlp_state_t *st)
 
     st->pos = st->out;
     st->last = p;
+}
 
-    st->out_spans = st->nspans;
-    st->nspans = 0;
-    st->len = 0;
-    st->reply_len = 0;
-    st->busy = 1;
+
+static void
+ngx_http_mesh_metrics_otlp_connect(ngx_http_mesh_metrics_otlp_state_t *st)
+{
+    ngx_int_t          rc;
+    ngx_connection_t  *c;
 
     ngx_memzero(&st->pc, sizeof(ngx_peer_connection_t));
 
-    st->pc.sockaddr = conf->addr.sockaddr;
-    st->pc.socklen = conf->addr.socklen;
-    st->pc.name = &conf->addr.name;
+    st->pc.sockaddr = st->conf->addr.sockaddr;
+    st->pc.socklen = st->conf->addr.socklen;
+    st->pc.name = &st->conf->addr.name;
     st->pc.get = ngx_event_get_peer;
     st->pc.log = ngx_cycle->log;
     st->pc.log_error = NGX_ERROR_ERR;
@@ -666,14 +691,7 @@ ngx_http_mesh_metrics_otlp_server_span(u_char *p, ngx_http_request_t *r,
     ngx_uint_t                   status;
     ngx_http_mesh_metrics_key_t  key;
 
-    if (r->method == NGX_HTTP_UNKNOWN || r->method_name.len == 0
-        || r->method_name.len > 16)
-    {
-        ngx_str_set(&method, "_OTHER");
-
-    } else {
-        method = r->method_name;
-    }
+    ngx_http_mesh_metrics_otlp_method(r, &method);
 
     /* the route, as a label: valid UTF-8, bounded */
 
@@ -713,13 +731,10 @@ ngx_http_mesh_metrics_otlp_server_span(u_char *p, ngx_http_request_t *r,
                                         r->connection->addr_text.data,
                                         r->connection->addr_text.len);
 
+    /* a server span fails from 500 up, a 4xx is the client's */
+
     if (status >= 500) {
-        /* Status { code (3): STATUS_CODE_ERROR } */
-        *p++ = ngx_http_mesh_metrics_pb_tag(15, NGX_HTTP_MESH_METRICS_PB_LEN);
-        *p++ = 2;
-        *p++ = ngx_http_mesh_metrics_pb_tag(3,
-                                            NGX_HTTP_MESH_METRICS_PB_VARINT);
-        *p++ = 2;
+        p = ngx_http_mesh_metrics_otlp_error(p);
     }
 
     return p;
@@ -730,43 +745,18 @@ static u_char *
 ngx_http_mesh_metrics_otlp_client_span(u_char *p,
     ngx_http_mesh_metrics_trace_t *t, ngx_http_mesh_metrics_attempt_t *a)
 {
-    u_char                     *colon;
-    uint64_t                    end;
-    ngx_str_t                   method, addr, port;
-    ngx_uint_t                  i, n, status;
-    ngx_http_request_t         *r;
-    ngx_http_upstream_state_t  *state, *s;
+    uint64_t                        end;
+    ngx_str_t                       method;
+    ngx_uint_t                      status;
+    ngx_http_request_t             *r;
+    ngx_http_upstream_state_t      *s;
+    ngx_http_mesh_metrics_key_t     key;
+    ngx_http_upstream_srv_conf_t   *uscf;
 
     r = a->request;
+    s = ngx_http_mesh_metrics_otlp_state(a);
 
-    /* the attempt's state: the index-th one that reached a peer */
-
-    s = NULL;
-
-    if (r->upstream_states) {
-        state = r->upstream_states->elts;
-        n = 0;
-
-        for (i = 0; i < r->upstream_states->nelts; i++) {
-            if (state[i].peer == NULL) {
-                continue;
-            }
-
-            if (n++ == a->index) {
-                s = &state[i];
-                break;
-            }
-        }
-    }
-
-    if (r->method == NGX_HTTP_UNKNOWN || r->method_name.len == 0
-        || r->method_name.len > 16)
-    {
-        ngx_str_set(&method, "_OTHER");
-
-    } else {
-        method = r->method_name;
-    }
+    ngx_http_mesh_metrics_otlp_method(r, &method);
 
     end = ngx_http_mesh_metrics_otlp_now();
     status = 0;
@@ -793,34 +783,22 @@ ngx_http_mesh_metrics_otlp_client_span(u_char *p,
     p = ngx_http_mesh_metrics_pb_kv_str(p, 9, "http.request.method",
                                         method.data, method.len);
 
-    /* the peer address nginx wrote ("127.0.0.1:8080", "[::1]:80") */
+    /*
+     * server.address: the upstream group's name, which is configuration
+     * (a proxy_pass with variables names none: the peer address says it)
+     */
 
-    if (s && s->peer && s->peer->len <= NGX_SOCKADDR_STRLEN) {
-        colon = NULL;
+    uscf = r->upstream ? r->upstream->upstream : NULL;
 
-        for (i = s->peer->len; i > 0; i--) {
-            if (s->peer->data[i - 1] == ':') {
-                colon = &s->peer->data[i - 1];
-                break;
-            }
-        }
+    if (uscf && uscf->host.len) {
+        ngx_http_mesh_metrics_key_reset(&key);
+        ngx_http_mesh_metrics_key_add(&key, uscf->host.data, uscf->host.len);
+        p = ngx_http_mesh_metrics_pb_kv_str(p, 9, "server.address",
+                                            key.data, key.len - 1);
+    }
 
-        addr = *s->peer;
-        port.len = 0;
-
-        if (colon) {
-            addr.len = colon - s->peer->data;
-            port.data = colon + 1;
-            port.len = s->peer->data + s->peer->len - port.data;
-        }
-
-        p = ngx_http_mesh_metrics_pb_kv_str(p, 9, "network.peer.address",
-                                            addr.data, addr.len);
-
-        if (port.len) {
-            p = ngx_http_mesh_metrics_pb_kv_int(p, "network.peer.port",
-                                              ngx_atoi(port.data, port.len));
-        }
+    if (s && s->peer) {
+        p = ngx_http_mesh_metrics_otlp_peer(p, s->peer);
     }
 
     if (status) {
@@ -836,12 +814,114 @@ ngx_http_mesh_metrics_otlp_client_span(u_char *p,
     /* HTTP semantic conventions: a client span fails from 400 up */
 
     if (status == 0 || status >= 400) {
-        *p++ = ngx_http_mesh_metrics_pb_tag(15, NGX_HTTP_MESH_METRICS_PB_LEN);
-        *p++ = 2;
-        *p++ = ngx_http_mesh_metrics_pb_tag(3,
-                                            NGX_HTTP_MESH_METRICS_PB_VARINT);
-        *p++ = 2;
+        p = ngx_http_mesh_metrics_otlp_error(p);
     }
+
+    return p;
+}
+
+
+/* the attempt's upstream state: the index-th one that reached a peer */
+
+static ngx_http_upstream_state_t *
+ngx_http_mesh_metrics_otlp_state(ngx_http_mesh_metrics_attempt_t *a)
+{
+    ngx_uint_t                  i, n;
+    ngx_http_request_t         *r;
+    ngx_http_upstream_state_t  *state;
+
+    r = a->request;
+
+    if (r->upstream_states == NULL) {
+        return NULL;
+    }
+
+    state = r->upstream_states->elts;
+    n = 0;
+
+    for (i = 0; i < r->upstream_states->nelts; i++) {
+        if (state[i].peer && n++ == a->index) {
+            return &state[i];
+        }
+    }
+
+    return NULL;
+}
+
+
+/*
+ * The peer address nginx wrote, "127.0.0.1:8080" or "[::1]:80", as
+ * network.peer.address (no brackets) and network.peer.port.
+ */
+
+static u_char *
+ngx_http_mesh_metrics_otlp_peer(u_char *p, ngx_str_t *peer)
+{
+    size_t     i;
+    ngx_int_t  port;
+    ngx_str_t  addr;
+
+    if (peer->len == 0 || peer->len > NGX_SOCKADDR_STRLEN) {
+        return p;
+    }
+
+    addr = *peer;
+    port = NGX_ERROR;
+
+    for (i = peer->len; i > 0; i--) {
+        if (peer->data[i - 1] == ':') {
+            port = ngx_atoi(&peer->data[i], peer->len - i);
+            addr.len = i - 1;
+            break;
+        }
+
+        if (peer->data[i - 1] == ']') {
+            break;
+        }
+    }
+
+    if (addr.len >= 2 && addr.data[0] == '[' && addr.data[addr.len - 1] == ']')
+    {
+        addr.data++;
+        addr.len -= 2;
+    }
+
+    p = ngx_http_mesh_metrics_pb_kv_str(p, 9, "network.peer.address",
+                                        addr.data, addr.len);
+
+    if (port != NGX_ERROR) {
+        p = ngx_http_mesh_metrics_pb_kv_int(p, "network.peer.port", port);
+    }
+
+    return p;
+}
+
+
+/* HTTP semantic conventions: methods nginx does not know are "_OTHER" */
+
+static void
+ngx_http_mesh_metrics_otlp_method(ngx_http_request_t *r, ngx_str_t *method)
+{
+    if (r->method == NGX_HTTP_UNKNOWN || r->method_name.len == 0
+        || r->method_name.len > 16)
+    {
+        ngx_str_set(method, "_OTHER");
+        return;
+    }
+
+    *method = r->method_name;
+}
+
+
+/* Status { code (3): STATUS_CODE_ERROR (2) } */
+
+static u_char *
+ngx_http_mesh_metrics_otlp_error(u_char *p)
+{
+    *p++ = ngx_http_mesh_metrics_pb_tag(15, NGX_HTTP_MESH_METRICS_PB_LEN);
+    *p++ = 2;
+    *p++ = ngx_http_mesh_metrics_pb_tag(3, NGX_HTTP_MESH_METRICS_PB_VARINT);
+    *p++ = 2;
 
     return p;
 }
