@@ -283,3 +283,58 @@ def test_export_in_flight_does_not_hold_up_shutdown(nginx, ups):
     n.stop()
     assert time.monotonic() - t0 < 3.5
     assert not re.search(r"open socket|aborting", n.logs())
+
+
+def test_subrequest_attempts_and_http09(nginx, backend):
+    """An auth_request subrequest that goes upstream gets a client span,
+    a child of the main request's server span, with the span id its
+    upstream saw; an HTTP/0.9 request gets its server span too."""
+    up, c = backend(), backend()
+    conf = """
+mesh_trace on;
+mesh_trace_export otlp=http://127.0.0.1:{{c}}/v1/traces batch=1
+                  interval=50ms;
+
+server {
+    listen 127.0.0.1:{{port}};
+
+    location /guarded/ {
+        auth_request /_auth;
+        proxy_pass http://127.0.0.1:{{up}};
+    }
+
+    location = /_auth {
+        internal;
+        proxy_pass http://127.0.0.1:{{up}}/check;
+    }
+
+    location /local/ {
+        return 200 "local\\n";
+    }
+}
+"""
+    n = nginx.start(conf, modules=MODS, c=c.port, up=up.port)
+    r = requests.get(n.url("/guarded/x"), timeout=10)
+    assert r.status_code == 200
+    spans = wait_spans(c, 3)
+    server = [s for s in spans if s["kind"] == 2]
+    client = [s for s in spans if s["kind"] == 3]
+    assert len(server) == 1 and len(client) == 2
+    assert server[0]["attrs"]["http.route"] == "/guarded/"
+    # the auth subrequest's attempt first, then the proxied request's
+    assert [q["path"] for q in up.requests] == ["/check", "/guarded/x"]
+    for q, span in zip(up.requests, client):
+        seen = TRACEPARENT.match(q["headers"]["traceparent"])
+        assert seen.group(1) == server[0]["trace"] == span["trace"]
+        assert seen.group(2) == span["span"]
+        assert span["parent"] == server[0]["span"]
+        assert span["attrs"]["http.response.status_code"] == 200
+
+    import socket
+    from conftest import recv_all
+    with socket.create_connection(("127.0.0.1", n.port), timeout=10) as s:
+        s.sendall(b"GET /local/09\r\n")
+        assert recv_all(s) == b"local\n"
+    spans = wait_spans(c, 4)
+    assert spans[-1]["name"] == "GET /local/"
+    assert spans[-1]["attrs"]["http.response.status_code"] == 200
