@@ -132,12 +132,18 @@ def test_batches_leave_full_or_on_the_interval(nginx, ups):
     wait_spans(c, 8)
     time.sleep(0.5)
     bodies, spans = collected(c)
-    assert [len(otlp_spans(b)) for b in bodies] == [4, 4]
+    # a batch leaves as soon as it holds 4 spans; the spans that came
+    # while it was in flight leave together when it is done; with an
+    # interval of an hour, fewer than 4 stay
+    sizes = [len(otlp_spans(b)) for b in bodies]
+    assert sizes[0] == 4 and all(x >= 4 for x in sizes), sizes
+    assert 8 <= sum(sizes) <= 10, sizes
     assert {s["name"] for s in spans} == {"GET /local/"}
-    assert len({s["trace"] for s in spans}) == 8
+    assert len({s["trace"] for s in spans}) == len(spans)
     # untraced locations make no span
     assert requests.get(n.url("/untraced/"), timeout=10).status_code == 200
-    m = wait_metric(n, "meshgate_trace_spans_total", 8, outcome="exported")
+    m = wait_metric(n, "meshgate_trace_spans_total", sum(sizes),
+                    outcome="exported")
     assert m.get("meshgate_trace_spans_total", outcome="dropped") == 0
 
 

@@ -55,6 +55,7 @@ typedef struct {
     ngx_event_t                     timer;
     ngx_msec_t                      next_try;
     ngx_uint_t                      failures;
+    ngx_uint_t                      dropped;      /* not counted yet */
     unsigned                        busy:1;
 
     u_char                          reply[64];
@@ -334,7 +335,8 @@ ngx_http_mesh_metrics_otlp_add(ngx_http_mesh_metrics_otlp_state_t *st,
     /* a span as a "spans" member (2) of ScopeSpans */
 
     if (st->len + 1 + 2 + len > st->cap) {
-        ngx_http_mesh_metrics_otlp_count(st, "dropped", 1);
+        /* counted in the zone per interval or export, not per span */
+        st->dropped++;
         return;
     }
 
@@ -356,6 +358,9 @@ static void
 ngx_http_mesh_metrics_otlp_timer_handler(ngx_event_t *ev)
 {
     ngx_http_mesh_metrics_otlp_state_t  *st = ev->data;
+
+    ngx_http_mesh_metrics_otlp_count(st, "dropped", st->dropped);
+    st->dropped = 0;
 
     ngx_http_mesh_metrics_otlp_flush(st);
 
@@ -644,6 +649,9 @@ ngx_http_mesh_metrics_otlp_done(ngx_http_mesh_metrics_otlp_state_t *st,
 
     st->busy = 0;
 
+    ngx_http_mesh_metrics_otlp_count(st, "dropped", st->dropped);
+    st->dropped = 0;
+
     if (error == NULL) {
         ngx_http_mesh_metrics_otlp_count(st, "exported", st->out_spans);
         st->failures = 0;
@@ -684,8 +692,7 @@ static u_char *
 ngx_http_mesh_metrics_otlp_server_span(u_char *p, ngx_http_request_t *r,
     ngx_http_mesh_metrics_trace_t *t, ngx_http_mesh_metrics_loc_conf_t *lcf)
 {
-    u_char                       name[160];
-    size_t                       len;
+    u_char                      *n, name[160];
     uint64_t                     start;
     ngx_str_t                    method, route;
     ngx_uint_t                   status;
@@ -711,8 +718,12 @@ ngx_http_mesh_metrics_otlp_server_span(u_char *p, ngx_http_request_t *r,
         p = ngx_http_mesh_metrics_pb_bytes(p, 4, t->parent_id, 8);
     }
 
-    len = ngx_snprintf(name, sizeof(name), "%V %V", &method, &route) - name;
-    p = ngx_http_mesh_metrics_pb_bytes(p, 5, name, len);
+    /* "METHOD route": at most 16 + 1 + 128 bytes */
+
+    n = ngx_cpymem(name, method.data, method.len);
+    *n++ = ' ';
+    n = ngx_cpymem(n, route.data, route.len);
+    p = ngx_http_mesh_metrics_pb_bytes(p, 5, name, n - name);
 
     *p++ = ngx_http_mesh_metrics_pb_tag(6, NGX_HTTP_MESH_METRICS_PB_VARINT);
     *p++ = 2;                                   /* SPAN_KIND_SERVER */
