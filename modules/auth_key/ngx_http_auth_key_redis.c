@@ -174,6 +174,12 @@ ngx_http_auth_key_redis_conf(ngx_conf_t *cf,
         return NGX_CONF_ERROR;
     }
 
+    /* HGETALL: names and values of at most so many fields */
+
+    ngx_meshgate_redis_limit_replies(kr->client,
+                                     1 + 2 * NGX_HTTP_AUTH_KEY_REDIS_FIELDS,
+                                     1, NGX_HTTP_AUTH_KEY_REDIS_LEN);
+
     if (ngx_meshgate_redis_init(cf, kr->client) != NGX_CONF_OK) {
         return NGX_CONF_ERROR;
     }

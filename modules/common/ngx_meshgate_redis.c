@@ -16,6 +16,37 @@
 #define NGX_MESHGATE_REDIS_BACKOFF_MAX   1000
 #define NGX_MESHGATE_REDIS_READ_SIZE     16384
 
+/* reply limits: see ngx_meshgate_redis_limit_replies() */
+#define NGX_MESHGATE_REDIS_MAX_DEPTH     7     /* hiredis 0.14 nests 7 */
+#define NGX_MESHGATE_REDIS_MIN_LINE      1024  /* error texts */
+#define NGX_MESHGATE_REDIS_MAX_DIGITS    18
+
+#define NGX_MESHGATE_REDIS_SCAN_TYPE     0
+#define NGX_MESHGATE_REDIS_SCAN_LINE     1
+#define NGX_MESHGATE_REDIS_SCAN_LF       2
+#define NGX_MESHGATE_REDIS_SCAN_BULK     3
+
+
+/*
+ * Where the pre-scan of replies stands (ngx_meshgate_redis_scan()): the
+ * bytes of a reply are checked against the limits before hiredis sees
+ * them, so that hiredis never allocates for a count or a length that the
+ * limits refuse.
+ */
+
+typedef struct {
+    ngx_uint_t                      state;
+    u_char                          type;
+    unsigned                        neg:1;
+    size_t                          line;      /* bytes of the line */
+    ngx_uint_t                      digits;
+    int64_t                         num;
+    int64_t                         bulk;      /* bytes left, CRLF too */
+    ngx_uint_t                      depth;
+    ngx_uint_t                      values;    /* of the current reply */
+    int64_t                         left[NGX_MESHGATE_REDIS_MAX_DEPTH + 1];
+} ngx_meshgate_redis_scan_t;
+
 
 struct ngx_meshgate_redis_script_s {
     ngx_str_t                       text;
@@ -54,6 +85,11 @@ struct ngx_meshgate_redis_s {
     ngx_msec_t                      connect_timeout;
     ngx_str_t                       host;
 
+    /* reply limits */
+    ngx_uint_t                      max_values;
+    ngx_uint_t                      max_depth;
+    size_t                          max_bulk;
+
     /* TLS: tls, tls_verify=, tls_ca=, tls_name=, tls_cert=, tls_key= */
     ngx_ssl_t                      *ssl;
     ngx_int_t                       tls_verify;
@@ -66,6 +102,7 @@ struct ngx_meshgate_redis_s {
     /* per worker */
     ngx_connection_t               *conn;
     redisReader                    *reader;
+    ngx_meshgate_redis_scan_t       scan;
     u_char                         *out;
     size_t                          out_len;
     size_t                          out_sent;
@@ -122,6 +159,10 @@ static ngx_int_t ngx_meshgate_redis_retry_eval(ngx_meshgate_redis_t *rd,
     ngx_meshgate_redis_cmd_t *cmd);
 static void ngx_meshgate_redis_timeout_handler(ngx_event_t *ev);
 static void ngx_meshgate_redis_connect_timeout_handler(ngx_event_t *ev);
+static ssize_t ngx_meshgate_redis_scan(ngx_meshgate_redis_t *rd, u_char *buf,
+    size_t len, const char **why);
+static const char *ngx_meshgate_redis_scan_header(ngx_meshgate_redis_t *rd);
+static void ngx_meshgate_redis_scan_done(ngx_meshgate_redis_scan_t *sc);
 
 
 ngx_meshgate_redis_t *
@@ -148,8 +189,21 @@ ngx_meshgate_redis_create(ngx_conf_t *cf)
     rd->timeout = NGX_CONF_UNSET_MSEC;
     rd->connect_timeout = NGX_CONF_UNSET_MSEC;
     rd->tls_verify = NGX_CONF_UNSET;
+    rd->max_values = NGX_CONF_UNSET_UINT;
+    rd->max_depth = NGX_CONF_UNSET_UINT;
+    rd->max_bulk = NGX_CONF_UNSET_SIZE;
 
     return rd;
+}
+
+
+void
+ngx_meshgate_redis_limit_replies(ngx_meshgate_redis_t *rd, ngx_uint_t values,
+    ngx_uint_t depth, size_t bulk)
+{
+    rd->max_values = ngx_max(values, 1);
+    rd->max_depth = ngx_min(depth, NGX_MESHGATE_REDIS_MAX_DEPTH);
+    rd->max_bulk = bulk;
 }
 
 
@@ -391,6 +445,9 @@ ngx_meshgate_redis_init(ngx_conf_t *cf, ngx_meshgate_redis_t *rd)
     ngx_conf_init_value(rd->db, 0);
     ngx_conf_init_msec_value(rd->timeout, 50);
     ngx_conf_init_msec_value(rd->connect_timeout, 500);
+    ngx_conf_init_uint_value(rd->max_values, 256);
+    ngx_conf_init_uint_value(rd->max_depth, 1);
+    ngx_conf_init_size_value(rd->max_bulk, 4096);
 
     return ngx_meshgate_redis_init_tls(cf, rd);
 }
@@ -884,6 +941,8 @@ ngx_meshgate_redis_connect(ngx_meshgate_redis_t *rd)
         return NGX_DECLINED;
     }
 
+    ngx_memzero(&rd->scan, sizeof(ngx_meshgate_redis_scan_t));
+
     rd->conn = c;
     rd->generation++;
     rd->connecting = (rc == NGX_AGAIN || rd->ssl != NULL);
@@ -1344,8 +1403,9 @@ static void
 ngx_meshgate_redis_read_handler(ngx_event_t *rev)
 {
     u_char                 buf[NGX_MESHGATE_REDIS_READ_SIZE];
-    ssize_t                n;
+    ssize_t                n, size;
     ngx_uint_t             generation;
+    const char            *why;
     ngx_connection_t      *c;
     ngx_meshgate_redis_t  *rd;
 
@@ -1361,6 +1421,7 @@ ngx_meshgate_redis_read_handler(ngx_event_t *rev)
     }
 
     generation = rd->generation;
+    why = NULL;
 
     for ( ;; ) {
         n = c->recv(c, buf, sizeof(buf));
@@ -1394,7 +1455,13 @@ ngx_meshgate_redis_read_handler(ngx_event_t *rev)
             return;
         }
 
-        if (redisReaderFeed(rd->reader, (const char *) buf, n) != REDIS_OK) {
+        /* only the bytes within the reply limits reach hiredis */
+
+        size = ngx_meshgate_redis_scan(rd, buf, n, &why);
+
+        if (size && redisReaderFeed(rd->reader, (const char *) buf, size)
+                    != REDIS_OK)
+        {
             ngx_meshgate_redis_disconnect(rd, NGX_MESHGATE_REDIS_ERROR,
                                           "out of memory");
             return;
@@ -1405,7 +1472,194 @@ ngx_meshgate_redis_read_handler(ngx_event_t *rev)
         if (rd->generation != generation) {
             return;
         }
+
+        if (size < n) {
+            ngx_meshgate_redis_disconnect(rd, NGX_MESHGATE_REDIS_ERROR, why);
+            return;
+        }
     }
+}
+
+
+/*
+ * Checks the bytes of replies against the limits before they reach
+ * hiredis, which would otherwise allocate for any element count it reads
+ * (calloc of 16 GiB for "*2147483647") and buffer any line or bulk string
+ * whole, however long.  Each reply may hold at most max_values values in
+ * all, arrays nested max_depth deep, bulk strings of max_bulk bytes and
+ * lines of max(max_bulk, 1024) bytes.  Returns how many bytes are within
+ * the limits; if fewer than len, *why says what was exceeded.
+ */
+
+static ssize_t
+ngx_meshgate_redis_scan(ngx_meshgate_redis_t *rd, u_char *buf, size_t len,
+    const char **why)
+{
+    u_char                     *p, *end, c;
+    size_t                      max_line;
+    ngx_meshgate_redis_scan_t  *sc;
+
+    sc = &rd->scan;
+    max_line = ngx_max(rd->max_bulk, NGX_MESHGATE_REDIS_MIN_LINE);
+
+    for (p = buf, end = buf + len; p < end; /* void */) {
+
+        switch (sc->state) {
+
+        case NGX_MESHGATE_REDIS_SCAN_TYPE:
+            c = *p++;
+
+            if (c != '+' && c != '-' && c != ':' && c != '$' && c != '*') {
+                *why = "protocol error (unknown reply type)";
+                return p - 1 - buf;
+            }
+
+            if (++sc->values > rd->max_values) {
+                *why = "reply with too many values";
+                return p - 1 - buf;
+            }
+
+            sc->type = c;
+            sc->line = 0;
+            sc->digits = 0;
+            sc->num = 0;
+            sc->neg = 0;
+            sc->state = NGX_MESHGATE_REDIS_SCAN_LINE;
+            break;
+
+        case NGX_MESHGATE_REDIS_SCAN_LINE:
+            c = *p++;
+
+            if (c == '\r') {
+                sc->state = NGX_MESHGATE_REDIS_SCAN_LF;
+                break;
+            }
+
+            if (++sc->line > max_line) {
+                *why = "reply line too long";
+                return p - 1 - buf;
+            }
+
+            if (sc->type != '$' && sc->type != '*') {
+                break;
+            }
+
+            if (c == '-' && sc->line == 1) {
+                sc->neg = 1;
+                break;
+            }
+
+            if (c < '0' || c > '9'
+                || ++sc->digits > NGX_MESHGATE_REDIS_MAX_DIGITS)
+            {
+                *why = "protocol error (bad length)";
+                return p - 1 - buf;
+            }
+
+            sc->num = sc->num * 10 + (c - '0');
+            break;
+
+        case NGX_MESHGATE_REDIS_SCAN_LF:
+            if (*p++ != '\n') {
+                *why = "protocol error (no LF after CR)";
+                return p - 1 - buf;
+            }
+
+            *why = ngx_meshgate_redis_scan_header(rd);
+
+            if (*why) {
+                return p - 1 - buf;
+            }
+
+            break;
+
+        default: /* NGX_MESHGATE_REDIS_SCAN_BULK */
+
+            if (end - p < sc->bulk) {
+                sc->bulk -= end - p;
+                p = end;
+                break;
+            }
+
+            p += sc->bulk;
+            ngx_meshgate_redis_scan_done(sc);
+        }
+    }
+
+    return len;
+}
+
+
+/* the line of a value is complete: NULL, or what the value exceeds */
+
+static const char *
+ngx_meshgate_redis_scan_header(ngx_meshgate_redis_t *rd)
+{
+    ngx_meshgate_redis_scan_t  *sc;
+
+    sc = &rd->scan;
+
+    if (sc->type != '$' && sc->type != '*') {
+        ngx_meshgate_redis_scan_done(sc);
+        return NULL;
+    }
+
+    if (sc->digits == 0 || (sc->neg && sc->num != 1)) {
+        return "protocol error (bad length)";
+    }
+
+    if (sc->neg) {
+        /* a nil bulk string or array */
+        ngx_meshgate_redis_scan_done(sc);
+        return NULL;
+    }
+
+    if (sc->type == '$') {
+        if ((uint64_t) sc->num > rd->max_bulk) {
+            return "reply with a too long bulk string";
+        }
+
+        sc->bulk = sc->num + 2;
+        sc->state = NGX_MESHGATE_REDIS_SCAN_BULK;
+        return NULL;
+    }
+
+    if ((uint64_t) sc->num > rd->max_values - sc->values) {
+        return "reply with too many values";
+    }
+
+    if (sc->num == 0) {
+        ngx_meshgate_redis_scan_done(sc);
+        return NULL;
+    }
+
+    if (sc->depth == rd->max_depth) {
+        return "reply nested too deep";
+    }
+
+    sc->left[++sc->depth] = sc->num;
+    sc->state = NGX_MESHGATE_REDIS_SCAN_TYPE;
+
+    return NULL;
+}
+
+
+/* a value is complete: so may be the arrays around it and the reply */
+
+static void
+ngx_meshgate_redis_scan_done(ngx_meshgate_redis_scan_t *sc)
+{
+    sc->state = NGX_MESHGATE_REDIS_SCAN_TYPE;
+
+    while (sc->depth) {
+        if (--sc->left[sc->depth]) {
+            return;
+        }
+
+        sc->depth--;
+    }
+
+    sc->values = 0;
 }
 
 

@@ -100,6 +100,17 @@ ngx_int_t ngx_meshgate_redis_parse(ngx_conf_t *cf, ngx_meshgate_redis_t *rd,
  */
 char *ngx_meshgate_redis_init(ngx_conf_t *cf, ngx_meshgate_redis_t *rd);
 
+/*
+ * What the caller can use of a reply: at most values values in all (an
+ * array counts as one, plus its elements), arrays nested at most depth
+ * deep (0: no arrays), bulk strings of at most bulk bytes.  A reply beyond
+ * these fails its command (NGX_MESHGATE_REDIS_ERROR) and the connection is
+ * dropped, before hiredis allocates anything for it.  By default: 256
+ * values, depth 1, 4096 bytes.
+ */
+void ngx_meshgate_redis_limit_replies(ngx_meshgate_redis_t *rd,
+    ngx_uint_t values, ngx_uint_t depth, size_t bulk);
+
 /* "host:port" or "unix:/path", for messages */
 ngx_str_t *ngx_meshgate_redis_name(ngx_meshgate_redis_t *rd);
 

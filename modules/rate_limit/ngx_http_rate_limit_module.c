@@ -1658,6 +1658,13 @@ ngx_http_rate_limit_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    /* one integer per limit of a batch, or an error */
+
+    ngx_meshgate_redis_limit_replies(mcf->redis,
+                                     1 + NGX_HTTP_RATE_LIMIT_BATCH
+                                         * NGX_HTTP_RATE_LIMIT_MAX_LIMITS,
+                                     1, 0);
+
     if (ngx_meshgate_redis_init(cf, mcf->redis) != NGX_CONF_OK) {
         return NGX_CONF_ERROR;
     }
