@@ -85,6 +85,13 @@ struct ngx_meshgate_redis_s {
     ngx_msec_t                      connect_timeout;
     ngx_str_t                       host;
 
+    /* Sentinel: sentinel=, master=, sentinel_user=, sentinel_password= */
+    ngx_array_t                    *sentinels;   /* of ngx_addr_t */
+    ngx_str_t                       master;
+    ngx_str_t                       sentinel_user;
+    ngx_str_t                       sentinel_password;
+    ngx_meshgate_redis_t           *sentinel;    /* the client to them */
+
     /* reply limits */
     ngx_uint_t                      max_values;
     ngx_uint_t                      max_depth;
@@ -110,10 +117,20 @@ struct ngx_meshgate_redis_s {
     ngx_queue_t                     pending;
     ngx_queue_t                     free;
     ngx_event_t                     connect_timer;
+    ngx_meshgate_redis_cmd_t       *sentinel_cmd;
+    ngx_uint_t                      sentinel_next;   /* to ask first */
+    ngx_uint_t                      sentinel_tries;
+    ngx_uint_t                      sentinel_at;     /* client's target */
+    ngx_sockaddr_t                  primary;
+    socklen_t                       primary_len;
+    u_char                          primary_text[NGX_SOCKADDR_STRLEN];
+    ngx_meshgate_redis_stats_t      stats;
     ngx_msec_t                      down_until;
     ngx_msec_t                      backoff;
     ngx_uint_t                      generation;
     unsigned                        connecting:1;
+    unsigned                        discovering:1;
+    unsigned                        primary_known:1;
     unsigned                        down:1;
     unsigned                        initialized:1;
 };
@@ -121,7 +138,22 @@ struct ngx_meshgate_redis_s {
 
 static ngx_int_t ngx_meshgate_redis_parse_server(ngx_conf_t *cf,
     ngx_meshgate_redis_t *rd, ngx_str_t *value);
+static ngx_int_t ngx_meshgate_redis_parse_sentinel(ngx_conf_t *cf,
+    ngx_meshgate_redis_t *rd, ngx_str_t *param);
+static ngx_array_t *ngx_meshgate_redis_parse_nodes(ngx_conf_t *cf,
+    ngx_str_t *list, in_port_t port);
+static char *ngx_meshgate_redis_init_sentinel(ngx_conf_t *cf,
+    ngx_meshgate_redis_t *rd);
 static ngx_int_t ngx_meshgate_redis_connect(ngx_meshgate_redis_t *rd);
+static ngx_int_t ngx_meshgate_redis_discover(ngx_meshgate_redis_t *rd);
+static void ngx_meshgate_redis_sentinel_handler(void *data,
+    ngx_int_t status, redisReply *reply);
+static ngx_int_t ngx_meshgate_redis_primary(ngx_meshgate_redis_t *rd,
+    redisReply *reply);
+static ngx_int_t ngx_meshgate_redis_prepend_handshake(
+    ngx_meshgate_redis_t *rd);
+static ngx_uint_t ngx_meshgate_redis_not_primary(ngx_meshgate_redis_t *rd,
+    redisReply *reply);
 static ngx_uint_t ngx_meshgate_redis_no_socket(ngx_meshgate_redis_t *rd);
 static ngx_int_t ngx_meshgate_redis_handshake(ngx_meshgate_redis_t *rd);
 static void ngx_meshgate_redis_handshake_handler(void *data,
@@ -219,6 +251,15 @@ ngx_meshgate_redis_parse(ngx_conf_t *cf, ngx_meshgate_redis_t *rd,
         return ngx_meshgate_redis_parse_server(cf, rd, &v);
     }
 
+    switch (ngx_meshgate_redis_parse_sentinel(cf, rd, param)) {
+    case NGX_OK:
+        return NGX_OK;
+    case NGX_ERROR:
+        return NGX_ERROR;
+    default:
+        break;
+    }
+
     if (ngx_strncmp(param->data, "password=", 9) == 0) {
         rd->password.data = param->data + 9;
         rd->password.len = param->len - 9;
@@ -290,6 +331,135 @@ invalid:
     ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                        "invalid redis parameter \"%V\"", param);
     return NGX_ERROR;
+}
+
+
+/* sentinel=host:port[,host:port...] master= sentinel_user= ..._password= */
+
+static ngx_int_t
+ngx_meshgate_redis_parse_sentinel(ngx_conf_t *cf, ngx_meshgate_redis_t *rd,
+    ngx_str_t *param)
+{
+    ngx_str_t  v;
+
+    if (ngx_strncmp(param->data, "sentinel=", 9) == 0) {
+        v.data = param->data + 9;
+        v.len = param->len - 9;
+
+        if (rd->sentinels) {
+            goto duplicate;
+        }
+
+        rd->sentinels = ngx_meshgate_redis_parse_nodes(cf, &v, 26379);
+
+        return rd->sentinels ? NGX_OK : NGX_ERROR;
+    }
+
+    if (ngx_strncmp(param->data, "master=", 7) == 0) {
+        rd->master.data = param->data + 7;
+        rd->master.len = param->len - 7;
+
+        if (rd->master.len == 0) {
+            goto invalid;
+        }
+
+        return NGX_OK;
+    }
+
+    if (ngx_strncmp(param->data, "sentinel_user=", 14) == 0) {
+        rd->sentinel_user.data = param->data + 14;
+        rd->sentinel_user.len = param->len - 14;
+
+        if (rd->sentinel_user.len == 0) {
+            goto invalid;
+        }
+
+        return NGX_OK;
+    }
+
+    if (ngx_strncmp(param->data, "sentinel_password=", 18) == 0) {
+        rd->sentinel_password.data = param->data + 18;
+        rd->sentinel_password.len = param->len - 18;
+        return NGX_OK;
+    }
+
+    return NGX_DECLINED;
+
+duplicate:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "duplicate redis parameter \"%V\"", param);
+    return NGX_ERROR;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid redis parameter \"%V\"", param);
+    return NGX_ERROR;
+}
+
+
+/*
+ * A list of nodes, host[:port] separated by commas; a host name is
+ * resolved now (first address): a worker never resolves.
+ */
+
+static ngx_array_t *
+ngx_meshgate_redis_parse_nodes(ngx_conf_t *cf, ngx_str_t *list,
+    in_port_t port)
+{
+    u_char       *p, *last, *comma;
+    ngx_url_t     u;
+    ngx_addr_t   *addr;
+    ngx_array_t  *nodes;
+
+    nodes = ngx_array_create(cf->pool, 3, sizeof(ngx_addr_t));
+    if (nodes == NULL) {
+        return NULL;
+    }
+
+    p = list->data;
+    last = list->data + list->len;
+
+    for ( ;; ) {
+        comma = ngx_strlchr(p, last, ',');
+
+        if (comma == NULL) {
+            comma = last;
+        }
+
+        ngx_memzero(&u, sizeof(ngx_url_t));
+
+        u.url.data = p;
+        u.url.len = comma - p;
+        u.default_port = port;
+        u.no_resolve = 0;
+
+        if (u.url.len == 0
+            || (u.url.len > 5 && ngx_strncmp(p, "unix:", 5) == 0)
+            || ngx_parse_url(cf->pool, &u) != NGX_OK
+            || u.naddrs == 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid redis node \"%V\" in \"%V\"%s%s",
+                               &u.url, list, u.err ? ": " : "",
+                               u.err ? u.err : "");
+            return NULL;
+        }
+
+        addr = ngx_array_push(nodes);
+        if (addr == NULL) {
+            return NULL;
+        }
+
+        *addr = u.addrs[0];
+
+        if (comma == last) {
+            return nodes;
+        }
+
+        p = comma + 1;
+    }
 }
 
 
@@ -404,9 +574,14 @@ ngx_meshgate_redis_init(ngx_conf_t *cf, ngx_meshgate_redis_t *rd)
 {
     char  *env;
 
-    if (rd->sockaddr == NULL) {
+    if (ngx_meshgate_redis_init_sentinel(cf, rd) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (rd->sockaddr == NULL && rd->sentinels == NULL) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "redis \"server=\" parameter is required");
+                           "redis \"server=\" or \"sentinel=\" parameter "
+                           "is required");
         return NGX_CONF_ERROR;
     }
 
@@ -449,7 +624,117 @@ ngx_meshgate_redis_init(ngx_conf_t *cf, ngx_meshgate_redis_t *rd)
     ngx_conf_init_uint_value(rd->max_depth, 1);
     ngx_conf_init_size_value(rd->max_bulk, 4096);
 
-    return ngx_meshgate_redis_init_tls(cf, rd);
+    if (rd->sentinels) {
+
+        /* ROLE: "master", the offset, then per replica ip, port, offset */
+
+        rd->max_values = ngx_max(rd->max_values, 3 + 4 * 64);
+        rd->max_depth = ngx_max(rd->max_depth, 2);
+        rd->max_bulk = ngx_max(rd->max_bulk, 64);
+    }
+
+    if (ngx_meshgate_redis_init_tls(cf, rd) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (rd->sentinels == NULL) {
+        return NGX_CONF_OK;
+    }
+
+    /* the client to the sentinels: the same timeouts and TLS */
+
+    rd->sentinel->timeout = rd->timeout;
+    rd->sentinel->connect_timeout = rd->connect_timeout;
+    rd->sentinel->ssl = rd->ssl;
+    rd->sentinel->tls = rd->tls;
+    rd->sentinel->tls_verify = rd->tls_verify;
+    rd->sentinel->tls_name = rd->tls_name;
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * With sentinel= the primary is not configured but asked for, in each
+ * worker, from the sentinels (ngx_meshgate_redis_discover()) through a
+ * client of their own, to the first sentinel in the list at first.
+ */
+
+static char *
+ngx_meshgate_redis_init_sentinel(ngx_conf_t *cf, ngx_meshgate_redis_t *rd)
+{
+    ngx_addr_t            *addr;
+    ngx_meshgate_redis_t  *sc;
+
+    if (rd->sentinels == NULL) {
+        if (rd->master.len || rd->sentinel_user.len
+            || rd->sentinel_password.len)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "redis \"master=\", \"sentinel_user=\" and "
+                               "\"sentinel_password=\" need \"sentinel=\"");
+            return NGX_CONF_ERROR;
+        }
+
+        return NGX_CONF_OK;
+    }
+
+    if (rd->sockaddr) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "redis \"server=\" and \"sentinel=\" are "
+                           "mutually exclusive");
+        return NGX_CONF_ERROR;
+    }
+
+    if (rd->master.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "redis \"sentinel=\" needs \"master=\" (the name "
+                           "the sentinels monitor)");
+        return NGX_CONF_ERROR;
+    }
+
+    if (rd->sentinel_user.len && rd->sentinel_password.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "redis \"sentinel_user=\" needs "
+                           "\"sentinel_password=\"");
+        return NGX_CONF_ERROR;
+    }
+
+    if (rd->tls && rd->tls_name.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "redis \"tls\" with \"sentinel=\" needs "
+                           "\"tls_name=\": the name in the certificates "
+                           "of the primaries and sentinels");
+        return NGX_CONF_ERROR;
+    }
+
+    sc = ngx_meshgate_redis_create(cf);
+    if (sc == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    addr = rd->sentinels->elts;
+
+    sc->sockaddr = addr[0].sockaddr;
+    sc->socklen = addr[0].socklen;
+    sc->name = addr[0].name;
+    sc->user = rd->sentinel_user;
+    sc->password = rd->sentinel_password;
+    sc->db = 0;
+
+    /* SENTINEL get-master-addr-by-name: an address and a port, or nil */
+
+    sc->max_values = 3;
+    sc->max_depth = 1;
+    sc->max_bulk = NGX_SOCKADDR_STRLEN;
+
+    rd->sentinel = sc;
+
+    /* in messages until a primary is known */
+
+    rd->name = rd->master;
+
+    return NGX_CONF_OK;
 }
 
 
@@ -492,7 +777,7 @@ ngx_meshgate_redis_init_tls(ngx_conf_t *cf, ngx_meshgate_redis_t *rd)
         return NGX_CONF_OK;
     }
 
-    if (rd->sockaddr->sa_family == AF_UNIX) {
+    if (rd->sockaddr && rd->sockaddr->sa_family == AF_UNIX) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "redis \"tls\" needs a TCP server");
         return NGX_CONF_ERROR;
@@ -614,7 +899,9 @@ ngx_meshgate_redis_command(ngx_meshgate_redis_t *rd, ngx_pool_t *pool,
     char      *buf;
     ngx_int_t  rc;
 
-    if (rd->conn == NULL && ngx_meshgate_redis_connect(rd) != NGX_OK) {
+    if (rd->conn == NULL && !rd->discovering
+        && ngx_meshgate_redis_connect(rd) != NGX_OK)
+    {
         return NGX_DECLINED;
     }
 
@@ -646,7 +933,9 @@ ngx_meshgate_redis_eval(ngx_meshgate_redis_t *rd, ngx_pool_t *pool,
     const char               **args;
     ngx_meshgate_redis_cmd_t  *cmd;
 
-    if (rd->conn == NULL && ngx_meshgate_redis_connect(rd) != NGX_OK) {
+    if (rd->conn == NULL && !rd->discovering
+        && ngx_meshgate_redis_connect(rd) != NGX_OK)
+    {
         return NGX_DECLINED;
     }
 
@@ -903,6 +1192,19 @@ ngx_meshgate_redis_connect(ngx_meshgate_redis_t *rd)
         return NGX_DECLINED;
     }
 
+    if (rd->sentinels && !rd->primary_known) {
+        rd->sentinel_tries = 0;
+
+        rc = ngx_meshgate_redis_discover(rd);
+
+        if (rc == NGX_DECLINED) {
+            ngx_meshgate_redis_disconnect(rd, NGX_MESHGATE_REDIS_ERROR,
+                                          "no sentinel could be asked");
+        }
+
+        return rc;
+    }
+
     if (ngx_meshgate_redis_no_socket(rd)) {
         ngx_meshgate_redis_disconnect(rd, NGX_MESHGATE_REDIS_ERROR, NULL);
         return NGX_DECLINED;
@@ -946,8 +1248,6 @@ ngx_meshgate_redis_connect(ngx_meshgate_redis_t *rd)
     rd->conn = c;
     rd->generation++;
     rd->connecting = (rc == NGX_AGAIN || rd->ssl != NULL);
-    rd->out_len = 0;
-    rd->out_sent = 0;
 
     if (rd->connecting) {
         rd->connect_timer.handler = ngx_meshgate_redis_connect_timeout_handler;
@@ -959,7 +1259,7 @@ ngx_meshgate_redis_connect(ngx_meshgate_redis_t *rd)
     ngx_log_debug1(NGX_LOG_DEBUG_EVENT, ngx_cycle->log, 0,
                    "redis %V: connecting", &rd->name);
 
-    if (ngx_meshgate_redis_handshake(rd) != NGX_OK
+    if (ngx_meshgate_redis_prepend_handshake(rd) != NGX_OK
         || (rc == NGX_OK && rd->ssl
             && ngx_meshgate_redis_tls_start(rd) == NGX_ERROR))
     {
@@ -1052,7 +1352,77 @@ ngx_meshgate_redis_handshake(ngx_meshgate_redis_t *rd)
         }
     }
 
+    if (rd->sentinels) {
+
+        /* what a sentinel named may have been demoted since: ask it */
+
+        static char  role[] = "*1\r\n$4\r\nROLE\r\n";
+
+        if (ngx_meshgate_redis_queue(rd, NULL, role, sizeof(role) - 1,
+                                     ngx_meshgate_redis_handshake_handler,
+                                     "ROLE", NULL)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
     return NGX_OK;
+}
+
+
+/*
+ * Commands queued while the sentinels were asked go after the handshake
+ * of the connection to the primary they named.
+ */
+
+static ngx_int_t
+ngx_meshgate_redis_prepend_handshake(ngx_meshgate_redis_t *rd)
+{
+    u_char       *out;
+    size_t        sent, len;
+    ngx_int_t     rc;
+    ngx_queue_t   q;
+
+    if (rd->out_len == rd->out_sent && ngx_queue_empty(&rd->pending)) {
+        rd->out_len = 0;
+        rd->out_sent = 0;
+        return ngx_meshgate_redis_handshake(rd);
+    }
+
+    out = rd->out;
+    sent = rd->out_sent;
+    len = rd->out_len - rd->out_sent;
+
+    ngx_queue_init(&q);
+
+    if (!ngx_queue_empty(&rd->pending)) {
+        q = rd->pending;
+        q.next->prev = &q;
+        q.prev->next = &q;
+        ngx_queue_init(&rd->pending);
+    }
+
+    rd->out = NULL;
+    rd->out_size = 0;
+    rd->out_len = 0;
+    rd->out_sent = 0;
+
+    rc = ngx_meshgate_redis_handshake(rd);
+
+    if (rc == NGX_OK && len) {
+        rc = ngx_meshgate_redis_append(rd, out + sent, len);
+    }
+
+    if (out) {
+        ngx_free(out);
+    }
+
+    if (!ngx_queue_empty(&q)) {
+        ngx_queue_add(&rd->pending, &q);
+    }
+
+    return rc;
 }
 
 
@@ -1086,6 +1456,16 @@ ngx_meshgate_redis_disconnect(ngx_meshgate_redis_t *rd, ngx_int_t status,
     }
 
     ngx_meshgate_redis_close_connection(rd);
+
+    /* with Sentinel, every outage asks the sentinels again */
+
+    if (rd->sentinel_cmd) {
+        ngx_meshgate_redis_cancel(rd->sentinel_cmd);
+        rd->sentinel_cmd = NULL;
+    }
+
+    rd->discovering = 0;
+    rd->primary_known = 0;
 
     rd->down = 1;
     rd->down_until = ngx_current_msec + rd->backoff;
@@ -1174,6 +1554,25 @@ static void
 ngx_meshgate_redis_timeout_handler(ngx_event_t *ev)
 {
     ngx_meshgate_redis_cmd_t  *cmd = ev->data;
+
+    void                           *data;
+    ngx_meshgate_redis_handler_pt   handler;
+
+    if (cmd->rd->discovering) {
+
+        /*
+         * the sentinels are slow, not Redis: this command fails alone,
+         * and stays queued for its reply to be discarded
+         */
+
+        handler = cmd->handler;
+        data = cmd->data;
+
+        ngx_meshgate_redis_cancel(cmd);
+        handler(data, NGX_MESHGATE_REDIS_TIMEOUT, NULL);
+
+        return;
+    }
 
     ngx_meshgate_redis_disconnect(cmd->rd, NGX_MESHGATE_REDIS_TIMEOUT,
                                   "command timed out");
@@ -1668,6 +2067,7 @@ ngx_meshgate_redis_dispatch(ngx_meshgate_redis_t *rd, ngx_uint_t generation)
 {
     void                           *data;
     redisReply                     *reply;
+    ngx_uint_t                      demoted;
     ngx_queue_t                    *q;
     ngx_meshgate_redis_cmd_t       *cmd;
     ngx_meshgate_redis_handler_pt   handler;
@@ -1717,6 +2117,16 @@ ngx_meshgate_redis_dispatch(ngx_meshgate_redis_t *rd, ngx_uint_t generation)
                 return;
             }
 
+            if (ngx_meshgate_redis_not_primary(rd, reply)) {
+                ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                              "redis %V: not the primary (any more)",
+                              &rd->name);
+                freeReplyObject(reply);
+                ngx_meshgate_redis_disconnect(rd, NGX_MESHGATE_REDIS_ERROR,
+                                              NULL);
+                return;
+            }
+
             freeReplyObject(reply);
             continue;
         }
@@ -1741,11 +2151,26 @@ ngx_meshgate_redis_dispatch(ngx_meshgate_redis_t *rd, ngx_uint_t generation)
 
         ngx_meshgate_redis_free_cmd(cmd);
 
+        demoted = rd->sentinels
+                  && reply->type == REDIS_REPLY_ERROR
+                  && ((reply->len >= 8
+                       && ngx_strncmp(reply->str, "READONLY", 8) == 0)
+                      || (reply->len >= 10
+                          && ngx_strncmp(reply->str, "MASTERDOWN", 10)
+                             == 0));
+
         if (handler) {
             handler(data, NGX_MESHGATE_REDIS_OK, reply);
         }
 
         freeReplyObject(reply);
+
+        if (demoted && rd->generation == generation) {
+            ngx_meshgate_redis_disconnect(rd, NGX_MESHGATE_REDIS_ERROR,
+                                          "READONLY or MASTERDOWN, asking "
+                                          "the sentinels again");
+            return;
+        }
     }
 }
 
@@ -1825,4 +2250,220 @@ ngx_meshgate_redis_close(ngx_meshgate_redis_t *rd)
     }
 
     rd->initialized = 0;
+
+    if (rd->sentinel) {
+        ngx_meshgate_redis_close(rd->sentinel);
+    }
+}
+
+
+/* asks the sentinels in turn, from the one that answered last */
+
+static ngx_int_t
+ngx_meshgate_redis_discover(ngx_meshgate_redis_t *rd)
+{
+    size_t                 lens[3];
+    ngx_int_t              rc;
+    ngx_uint_t             i;
+    ngx_addr_t            *addr;
+    const char            *argv[3];
+    ngx_meshgate_redis_t  *sc;
+
+    sc = rd->sentinel;
+    addr = rd->sentinels->elts;
+
+    argv[0] = "SENTINEL";
+    lens[0] = sizeof("SENTINEL") - 1;
+    argv[1] = "get-master-addr-by-name";
+    lens[1] = sizeof("get-master-addr-by-name") - 1;
+    argv[2] = (const char *) rd->master.data;
+    lens[2] = rd->master.len;
+
+    while (rd->sentinel_tries++ < rd->sentinels->nelts) {
+        i = rd->sentinel_next;
+
+        if (sc->sockaddr != addr[i].sockaddr) {
+            ngx_meshgate_redis_close_connection(sc);
+            sc->sockaddr = addr[i].sockaddr;
+            sc->socklen = addr[i].socklen;
+            sc->name = addr[i].name;
+        }
+
+        /* the backoff is the data connection's, not the sentinels' */
+
+        sc->down = 0;
+        sc->backoff = NGX_MESHGATE_REDIS_BACKOFF_MIN;
+
+        rc = ngx_meshgate_redis_command(sc, NULL, 3, argv, lens,
+                                        ngx_meshgate_redis_sentinel_handler,
+                                        rd, &rd->sentinel_cmd);
+
+        if (rc == NGX_OK) {
+            rd->discovering = 1;
+            return NGX_OK;
+        }
+
+        if (rc == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+
+        rd->sentinel_next = (i + 1) % rd->sentinels->nelts;
+    }
+
+    return NGX_DECLINED;
+}
+
+
+static void
+ngx_meshgate_redis_sentinel_handler(void *data, ngx_int_t status,
+    redisReply *reply)
+{
+    ngx_meshgate_redis_t  *rd = data;
+
+    rd->sentinel_cmd = NULL;
+
+    if (status == NGX_MESHGATE_REDIS_OK
+        && ngx_meshgate_redis_primary(rd, reply) == NGX_OK)
+    {
+        rd->discovering = 0;
+        rd->primary_known = 1;
+
+        if (ngx_meshgate_redis_connect(rd) != NGX_OK
+            && !ngx_queue_empty(&rd->pending))
+        {
+            ngx_meshgate_redis_disconnect(rd, NGX_MESHGATE_REDIS_ERROR,
+                                          NULL);
+        }
+
+        return;
+    }
+
+    rd->sentinel_next = (rd->sentinel_next + 1) % rd->sentinels->nelts;
+
+    switch (ngx_meshgate_redis_discover(rd)) {
+
+    case NGX_OK:
+        return;
+
+    default:
+        rd->discovering = 0;
+        ngx_meshgate_redis_disconnect(rd, NGX_MESHGATE_REDIS_ERROR,
+                                      "no sentinel named the primary");
+    }
+}
+
+
+/* the sentinel's answer: an IP address and a port, or nil if unknown */
+
+static ngx_int_t
+ngx_meshgate_redis_primary(ngx_meshgate_redis_t *rd, redisReply *reply)
+{
+    u_char                *ip, text[NGX_SOCKADDR_STRLEN];
+    size_t                 len;
+    in_addr_t              inaddr;
+    ngx_int_t              port;
+    ngx_sockaddr_t         sa;
+    socklen_t              socklen;
+    ngx_meshgate_redis_t  *sc;
+
+    sc = rd->sentinel;
+
+    if (reply->type != REDIS_REPLY_ARRAY
+        || reply->elements != 2
+        || reply->element[0]->type != REDIS_REPLY_STRING
+        || reply->element[1]->type != REDIS_REPLY_STRING)
+    {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "redis sentinel %V does not know master \"%V\"",
+                      &sc->name, &rd->master);
+        return NGX_ERROR;
+    }
+
+    ip = (u_char *) reply->element[0]->str;
+    len = reply->element[0]->len;
+
+    port = ngx_atoi((u_char *) reply->element[1]->str,
+                    reply->element[1]->len);
+
+    ngx_memzero(&sa, sizeof(ngx_sockaddr_t));
+
+    inaddr = ngx_inet_addr(ip, len);
+
+    if (inaddr != INADDR_NONE) {
+        sa.sockaddr_in.sin_family = AF_INET;
+        sa.sockaddr_in.sin_addr.s_addr = inaddr;
+        socklen = sizeof(struct sockaddr_in);
+
+#if (NGX_HAVE_INET6)
+    } else if (ngx_inet6_addr(ip, len, sa.sockaddr_in6.sin6_addr.s6_addr)
+               == NGX_OK)
+    {
+        sa.sockaddr_in6.sin6_family = AF_INET6;
+        socklen = sizeof(struct sockaddr_in6);
+#endif
+
+    } else {
+        port = NGX_ERROR;
+        socklen = 0;
+    }
+
+    if (port < 1 || port > 65535) {
+
+        /* host names are not resolved here: the worker would block */
+
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "redis sentinel %V names no IP address and port for "
+                      "master \"%V\" (resolve-hostnames?)",
+                      &sc->name, &rd->master);
+        return NGX_ERROR;
+    }
+
+    ngx_inet_set_port(&sa.sockaddr, (in_port_t) port);
+
+    if (rd->primary_len
+        && (rd->primary_len != socklen
+            || ngx_memcmp(&rd->primary, &sa, socklen) != 0))
+    {
+        rd->stats.failovers++;
+
+        len = ngx_sock_ntop(&sa.sockaddr, socklen, text, NGX_SOCKADDR_STRLEN,
+                            1);
+
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      "redis master \"%V\": the primary is now %*s "
+                      "(was %V)", &rd->master, len, text, &rd->name);
+    }
+
+    rd->primary = sa;
+    rd->primary_len = socklen;
+    rd->sockaddr = &rd->primary.sockaddr;
+    rd->socklen = socklen;
+    rd->name.data = rd->primary_text;
+    rd->name.len = ngx_sock_ntop(&sa.sockaddr, socklen, rd->primary_text,
+                                 NGX_SOCKADDR_STRLEN, 1);
+
+    return NGX_OK;
+}
+
+
+/* the ROLE reply of a primary starts with "master" */
+
+static ngx_uint_t
+ngx_meshgate_redis_not_primary(ngx_meshgate_redis_t *rd, redisReply *reply)
+{
+    if (!rd->sentinels || reply->type != REDIS_REPLY_ARRAY) {
+        return rd->sentinels != NULL;
+    }
+
+    return reply->elements == 0
+           || reply->element[0]->type != REDIS_REPLY_STRING
+           || reply->element[0]->len != 6
+           || ngx_strncmp(reply->element[0]->str, "master", 6) != 0;
+}
+
+
+ngx_meshgate_redis_stats_t *
+ngx_meshgate_redis_stats(ngx_meshgate_redis_t *rd)
+{
+    return &rd->stats;
 }

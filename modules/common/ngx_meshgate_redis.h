@@ -57,6 +57,13 @@ typedef struct ngx_meshgate_redis_cmd_s     ngx_meshgate_redis_cmd_t;
 typedef struct ngx_meshgate_redis_script_s  ngx_meshgate_redis_script_t;
 
 
+/* per worker, for metrics */
+typedef struct {
+    ngx_uint_t                      failovers;  /* a new primary named */
+    ngx_uint_t                      redirects;  /* MOVED or ASK followed */
+} ngx_meshgate_redis_stats_t;
+
+
 /* the status passed to a handler */
 #define NGX_MESHGATE_REDIS_OK       0  /* reply set (may be an error reply) */
 #define NGX_MESHGATE_REDIS_TIMEOUT  1  /* no reply within timeout= */
@@ -149,6 +156,12 @@ ngx_int_t ngx_meshgate_redis_eval(ngx_meshgate_redis_t *rd, ngx_pool_t *pool,
 
 /* the handler of cmd will not be called; its reply is discarded */
 void ngx_meshgate_redis_cancel(ngx_meshgate_redis_cmd_t *cmd);
+
+/*
+ * The client's counters in this worker; its name (ngx_meshgate_redis_name())
+ * is the address of the node that served last.
+ */
+ngx_meshgate_redis_stats_t *ngx_meshgate_redis_stats(ngx_meshgate_redis_t *rd);
 
 /* non-zero while new commands would fail at once */
 ngx_uint_t ngx_meshgate_redis_is_down(ngx_meshgate_redis_t *rd);
