@@ -629,7 +629,7 @@ ngx_meshgate_redis_init(ngx_conf_t *cf, ngx_meshgate_redis_t *rd)
         /* ROLE: "master", the offset, then per replica ip, port, offset */
 
         rd->max_values = ngx_max(rd->max_values, 3 + 4 * 64);
-        rd->max_depth = ngx_max(rd->max_depth, 2);
+        rd->max_depth = ngx_max(rd->max_depth, 3);
         rd->max_bulk = ngx_max(rd->max_bulk, 64);
     }
 
@@ -1844,6 +1844,10 @@ ngx_meshgate_redis_read_handler(ngx_event_t *rev)
             ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
                           "redis %V: idle connection closed", &rd->name);
             ngx_meshgate_redis_close_connection(rd);
+
+            /* the primary may have gone: the sentinels know */
+
+            rd->primary_known = 0;
             return;
         }
 
