@@ -9,11 +9,13 @@ import pytest
 import requests
 
 from conftest import require_module, wait_for
+from mesh_metrics_util import scrape
 from redis_modes_util import (  # noqa: F401
     MASTER, FakeSentinel, sentinels)
 
 require_module("rate_limit")
 require_module("auth_key")
+require_module("mesh_metrics")
 
 RATE_LIMIT = """
     rate_limit_redis sentinel={{nodes}} master=%s timeout=200ms;
@@ -128,7 +130,11 @@ def test_unknown_master_and_dead_sentinels(nginx, sentinels):
 
 
 def test_failover_under_load(nginx, sentinels):
-    n = nginx.start(RATE_LIMIT, modules=["rate_limit"], workers=2,
+    conf = "mesh_metrics zone=mm:1m;\n" + RATE_LIMIT.replace(
+        "location /tight {",
+        "location = /metrics { mesh_metrics off; "
+        "mesh_metrics_export prometheus; }\n        location /tight {")
+    n = nginx.start(conf, modules=["rate_limit", "mesh_metrics"], workers=2,
                     nodes=sentinels.nodes)
     n.allow(r"redis|rate limit")
     assert status(n, "/z?k=warm") == "PASSED"
@@ -175,6 +181,10 @@ def test_failover_under_load(nginx, sentinels):
     assert new.client().role()[0] == b"master"
     assert new.client().dbsize() > 0
     assert "the primary is now 127.0.0.1:%d" % new.port in n.logs()
+    m = scrape(n)
+    assert m.get("meshgate_rate_limit_redis_failovers_total") >= 1
+    assert m.get("meshgate_rate_limit_zone_checks_total",
+                 zone="z", status="LOCAL_PASSED") >= 1
 
     # the old primary comes back: the sentinels make it a replica
     old.start()

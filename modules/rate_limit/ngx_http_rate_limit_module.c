@@ -11,6 +11,7 @@
 #include "ngx_meshgate_redis.h"
 #include "ngx_meshgate_cache.h"
 #include "ngx_meshgate_http.h"
+#include "ngx_meshgate_prometheus.h"
 
 
 #define NGX_HTTP_RATE_LIMIT_PASSED          1
@@ -21,6 +22,7 @@
 #define NGX_HTTP_RATE_LIMIT_LOCAL_PASSED    6
 #define NGX_HTTP_RATE_LIMIT_LOCAL_REJECTED  7
 #define NGX_HTTP_RATE_LIMIT_LOCAL_DRY_RUN   8
+#define NGX_HTTP_RATE_LIMIT_NSTATUS         9
 
 #define NGX_HTTP_RATE_LIMIT_FAIL_OPEN       0
 #define NGX_HTTP_RATE_LIMIT_FAIL_CLOSED     1
@@ -44,7 +46,17 @@ typedef struct {
     ngx_uint_t                    burst;
     uint64_t                      interval;     /* microseconds */
     ngx_meshgate_cache_t         *local;
+    ngx_uint_t                    index;        /* in the counters */
 } ngx_http_rate_limit_zone_t;
+
+
+/* in shared memory: for the metrics module (ngx_meshgate_prometheus.h) */
+
+typedef struct {
+    ngx_uint_t                    nzones;
+    ngx_atomic_t                  failovers;
+    ngx_atomic_t                  checks[1];    /* nzones * NSTATUS */
+} ngx_http_rate_limit_counters_t;
 
 
 typedef struct {
@@ -60,6 +72,8 @@ typedef struct {
     ngx_array_t                   zones;        /* of zone pointers */
     ngx_shm_zone_t               *lock_zone;
     ngx_slab_pool_t              *lock_pool;    /* its mutex: local checks */
+    ngx_http_rate_limit_counters_t  *counters;
+    ngx_uint_t                    failovers;    /* seen in this worker */
 } ngx_http_rate_limit_main_conf_t;
 
 
@@ -98,6 +112,7 @@ typedef struct {
     ngx_uint_t                    nresults;
     ngx_uint_t                    status;
     ngx_uint_t                    headers;
+    ngx_str_t                     node;         /* the Redis that answered */
     ngx_int_t                     rc;
     unsigned                      waiting:1;
     unsigned                      replied:1;
@@ -191,6 +206,12 @@ static ngx_int_t ngx_http_rate_limit_add_variables(ngx_conf_t *cf);
 static ngx_int_t ngx_http_rate_limit_init(ngx_conf_t *cf);
 static void ngx_http_rate_limit_exit_process(ngx_cycle_t *cycle);
 static void ngx_http_rate_limit_free_batches(ngx_queue_t *batches);
+static void ngx_http_rate_limit_count(ngx_http_request_t *r,
+    ngx_http_rate_limit_ctx_t *ctx);
+static ngx_int_t ngx_http_rate_limit_node_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+ngx_chain_t *ngx_http_rate_limit_prometheus(ngx_pool_t *pool,
+    ngx_log_t *log);
 
 
 static ngx_conf_enum_t  ngx_http_rate_limit_log_levels[] = {
@@ -338,6 +359,9 @@ static ngx_http_variable_t  ngx_http_rate_limit_vars[] = {
       ngx_http_rate_limit_remaining_variable, 0, NGX_HTTP_VAR_NOCACHEABLE,
       0 },
 
+    { ngx_string("rate_limit_redis_node"), NULL,
+      ngx_http_rate_limit_node_variable, 0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
       ngx_http_null_variable
 };
 
@@ -446,6 +470,7 @@ ngx_http_rate_limit_handler(ngx_http_request_t *r)
     /* the Redis reply has come: ngx_http_rate_limit_batch_done() ran */
 
     ctx->done = 1;
+    ngx_http_rate_limit_count(r, ctx);
 
     return ctx->rc;
 }
@@ -562,13 +587,16 @@ static ngx_int_t
 ngx_http_rate_limit_send(ngx_http_request_t *r,
     ngx_http_rate_limit_ctx_t *ctx)
 {
+    ngx_int_t                         rc;
     ngx_http_rate_limit_main_conf_t  *mcf;
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_rate_limit_module);
 
     if (ngx_meshgate_redis_is_down(mcf->redis)) {
         ctx->done = 1;
-        return ngx_http_rate_limit_failure(r, ctx);
+        rc = ngx_http_rate_limit_failure(r, ctx);
+        ngx_http_rate_limit_count(r, ctx);
+        return rc;
     }
 
     if (ngx_http_rate_limit_keys(r, ctx, mcf) != NGX_OK
@@ -880,6 +908,7 @@ ngx_http_rate_limit_batch_done(ngx_http_rate_limit_batch_t *batch,
     ngx_int_t status, redisReply *reply)
 {
     size_t                      total;
+    ngx_str_t                  *name;
     ngx_uint_t                  i, off;
     ngx_connection_t           *c;
     ngx_http_request_t         *r;
@@ -915,6 +944,12 @@ ngx_http_rate_limit_batch_done(ngx_http_rate_limit_batch_t *batch,
         if (status == NGX_MESHGATE_REDIS_OK) {
             ngx_http_rate_limit_set_results(ctx, reply->element + off);
             ctx->rc = ngx_http_rate_limit_decide(r, ctx, 0);
+
+            /* the node's name changes with a failover: a copy */
+
+            name = ngx_meshgate_redis_name(batch->mcf->redis);
+            ctx->node.data = ngx_pstrdup(r->pool, name);
+            ctx->node.len = ctx->node.data ? name->len : 0;
 
         } else {
             ngx_log_debug1(NGX_LOG_DEBUG_HTTP, c->log, 0,
@@ -1697,10 +1732,184 @@ ngx_http_rate_limit_init_lock_zone(ngx_shm_zone_t *shm_zone, void *data)
 {
     ngx_http_rate_limit_main_conf_t  *mcf;
 
+    size_t                            size;
+    ngx_slab_pool_t                  *shpool;
+    ngx_http_rate_limit_counters_t   *counters;
+
     mcf = shm_zone->data;
-    mcf->lock_pool = (ngx_slab_pool_t *) shm_zone->shm.addr;
+    shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
+    mcf->lock_pool = shpool;
+
+    /* the counters live on across reloads while the zones stay the same */
+
+    counters = shpool->data;
+
+    if (counters && counters->nzones == mcf->zones.nelts) {
+        mcf->counters = counters;
+        return NGX_OK;
+    }
+
+    ngx_shmtx_lock(&shpool->mutex);
+
+    if (counters) {
+        ngx_slab_free_locked(shpool, counters);
+    }
+
+    size = sizeof(ngx_http_rate_limit_counters_t)
+           + ngx_max(mcf->zones.nelts * NGX_HTTP_RATE_LIMIT_NSTATUS, 1)
+             * sizeof(ngx_atomic_t);
+
+    counters = ngx_slab_calloc_locked(shpool, size);
+    shpool->data = counters;
+
+    ngx_shmtx_unlock(&shpool->mutex);
+
+    if (counters == NULL) {
+        ngx_log_error(NGX_LOG_WARN, shm_zone->shm.log, 0,
+                      "rate limit: no room for the metrics' counters");
+        return NGX_OK;
+    }
+
+    counters->nzones = mcf->zones.nelts;
+    mcf->counters = counters;
 
     return NGX_OK;
+}
+
+
+/* a decision, counted for the metrics by zone and status */
+
+static void
+ngx_http_rate_limit_count(ngx_http_request_t *r,
+    ngx_http_rate_limit_ctx_t *ctx)
+{
+    ngx_uint_t                        i, n;
+    ngx_atomic_t                     *checks;
+    ngx_meshgate_redis_stats_t       *stats;
+    ngx_http_rate_limit_main_conf_t  *mcf;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_rate_limit_module);
+
+    if (mcf->counters == NULL || ctx->status == 0
+        || ctx->status >= NGX_HTTP_RATE_LIMIT_NSTATUS)
+    {
+        return;
+    }
+
+    checks = mcf->counters->checks;
+
+    for (i = 0; i < ctx->nresults; i++) {
+        n = ctx->results[i].limit->zone->index;
+
+        if (n < mcf->counters->nzones) {
+            (void) ngx_atomic_fetch_add(
+                      &checks[n * NGX_HTTP_RATE_LIMIT_NSTATUS + ctx->status],
+                      1);
+        }
+    }
+
+    stats = ngx_meshgate_redis_stats(mcf->redis);
+
+    if (stats->failovers != mcf->failovers) {
+        (void) ngx_atomic_fetch_add(&mcf->counters->failovers,
+                                    stats->failovers - mcf->failovers);
+        mcf->failovers = stats->failovers;
+    }
+}
+
+
+static ngx_int_t
+ngx_http_rate_limit_node_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_http_rate_limit_ctx_t  *ctx;
+
+    ctx = ngx_http_rate_limit_get_ctx(r->main);
+
+    if (ctx == NULL || ctx->node.len == 0) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    v->data = ctx->node.data;
+    v->len = ctx->node.len;
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
+/*
+ * The metrics module's provider (see ngx_meshgate_prometheus.h): checks
+ * by zone and status, and primaries named anew by the sentinels.  Zone
+ * names are letters, digits, "_", "-" and ".": safe in a label.
+ */
+
+ngx_chain_t *
+ngx_http_rate_limit_prometheus(ngx_pool_t *pool, ngx_log_t *log)
+{
+    ngx_buf_t                        *b;
+    ngx_uint_t                        i, k;
+    ngx_chain_t                      *cl;
+    ngx_atomic_t                     *checks;
+    ngx_http_rate_limit_zone_t      **zp;
+    ngx_http_rate_limit_main_conf_t  *mcf;
+
+    if (ngx_cycle->conf_ctx == NULL) {
+        return NULL;
+    }
+
+    mcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
+                                              ngx_http_rate_limit_module);
+
+    if (mcf == NULL || mcf->counters == NULL) {
+        return NULL;
+    }
+
+    b = ngx_create_temp_buf(pool, 512 + mcf->zones.nelts
+                                        * NGX_HTTP_RATE_LIMIT_NSTATUS
+                                        * (128 + NGX_ATOMIC_T_LEN));
+    if (b == NULL) {
+        ngx_log_error(NGX_LOG_ERR, log, 0, "rate limit metrics: no memory");
+        return NULL;
+    }
+
+    b->last = ngx_sprintf(b->last,
+                 "# HELP meshgate_rate_limit_zone_checks_total Requests "
+                 "checked against a zone, by $rate_limit_status.\n"
+                 "# TYPE meshgate_rate_limit_zone_checks_total counter\n");
+
+    zp = mcf->zones.elts;
+    checks = mcf->counters->checks;
+
+    for (i = 0; i < mcf->zones.nelts && i < mcf->counters->nzones; i++) {
+        for (k = 1; k < NGX_HTTP_RATE_LIMIT_NSTATUS; k++) {
+            b->last = ngx_sprintf(b->last,
+                         "meshgate_rate_limit_zone_checks_total"
+                         "{zone=\"%V\",status=\"%V\"} %uA\n",
+                         &zp[i]->name, &ngx_http_rate_limit_status_names[k],
+                         checks[i * NGX_HTTP_RATE_LIMIT_NSTATUS + k]);
+        }
+    }
+
+    b->last = ngx_sprintf(b->last,
+                 "# HELP meshgate_rate_limit_redis_failovers_total New "
+                 "primaries named by the Redis sentinels.\n"
+                 "# TYPE meshgate_rate_limit_redis_failovers_total counter\n"
+                 "meshgate_rate_limit_redis_failovers_total %uA\n",
+                 mcf->counters->failovers);
+
+    cl = ngx_alloc_chain_link(pool);
+    if (cl == NULL) {
+        return NULL;
+    }
+
+    cl->buf = b;
+    cl->next = NULL;
+
+    return cl;
 }
 
 
@@ -1776,6 +1985,7 @@ ngx_http_rate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    zone->index = mcf->zones.nelts - 1;
     *zp = zone;
 
     return NGX_CONF_OK;
