@@ -192,3 +192,69 @@ def sentinels(tmp_path_factory):
     s = SentinelSet(tmp_path_factory)
     yield s
     s.stop()
+
+
+class ClusterNode(Redis):
+    def start(self):
+        args = [REDIS, "--port", str(self.port), "--bind", "127.0.0.1",
+                "--save", "", "--appendonly", "no", "--dir", self.dir,
+                "--cluster-enabled", "yes", "--cluster-config-file",
+                os.path.join(self.dir, "nodes.conf"),
+                "--cluster-node-timeout", "2000",
+                "--daemonize", "no", "--logfile",
+                os.path.join(self.dir, "redis.log")]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        wait_for(lambda: self._ping(), 10, "redis cluster node")
+        return self
+
+
+class Cluster:
+    """Three primaries made a cluster by `redis-cli --cluster create`."""
+
+    def __init__(self, factory):
+        self.nodes = [ClusterNode(factory.mktemp("cluster")).start()
+                      for _ in range(3)]
+        subprocess.run(["redis-cli", "--cluster", "create"]
+                       + ["127.0.0.1:%d" % n.port for n in self.nodes]
+                       + ["--cluster-yes"], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       timeout=60)
+        wait_for(self._ok, 20, "cluster_state:ok")
+
+    def _ok(self):
+        return all(n.client().execute_command("CLUSTER", "INFO")
+                   .decode().find("cluster_state:ok") >= 0
+                   for n in self.nodes)
+
+    @property
+    def seeds(self):
+        return ",".join("127.0.0.1:%d" % n.port for n in self.nodes)
+
+    def client(self):
+        from redis.cluster import RedisCluster
+        return RedisCluster(host="127.0.0.1", port=self.nodes[0].port,
+                            socket_timeout=5)
+
+    def node_of(self, key):
+        slot = self.nodes[0].client().execute_command(
+            "CLUSTER", "KEYSLOT", key)
+        for n in self.nodes:
+            for r in n.client().execute_command("CLUSTER", "SLOTS"):
+                if r[0] <= slot <= r[1] and int(r[2][1]) == n.port:
+                    return n
+        raise KeyError(key)
+
+    def keys_per_node(self, pattern="*"):
+        return [len(n.client().keys(pattern)) for n in self.nodes]
+
+    def stop(self):
+        for n in self.nodes:
+            n.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    c = Cluster(tmp_path_factory)
+    yield c
+    c.stop()

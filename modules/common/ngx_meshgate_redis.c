@@ -21,6 +21,9 @@
 #define NGX_MESHGATE_REDIS_MIN_LINE      1024  /* error texts */
 #define NGX_MESHGATE_REDIS_MAX_DIGITS    18
 
+#define NGX_MESHGATE_REDIS_SLOTS         16384
+#define NGX_MESHGATE_REDIS_MAX_NODES     64    /* per cluster */
+
 #define NGX_MESHGATE_REDIS_SCAN_TYPE     0
 #define NGX_MESHGATE_REDIS_SCAN_LINE     1
 #define NGX_MESHGATE_REDIS_SCAN_LF       2
@@ -69,6 +72,7 @@ struct ngx_meshgate_redis_cmd_s {
     size_t                          args_off;
     ngx_uint_t                      argc;
     unsigned                        retried:1;
+    unsigned                        redirected:1;
 };
 
 
@@ -91,6 +95,11 @@ struct ngx_meshgate_redis_s {
     ngx_str_t                       sentinel_user;
     ngx_str_t                       sentinel_password;
     ngx_meshgate_redis_t           *sentinel;    /* the client to them */
+
+    /* Cluster: cluster= (seed nodes) */
+    ngx_array_t                    *cluster;     /* of ngx_addr_t */
+    ngx_meshgate_redis_t           *control;     /* CLUSTER SLOTS */
+    ngx_meshgate_redis_t           *parent;      /* of a node's client */
 
     /* reply limits */
     ngx_uint_t                      max_values;
@@ -117,6 +126,12 @@ struct ngx_meshgate_redis_s {
     ngx_queue_t                     pending;
     ngx_queue_t                     free;
     ngx_event_t                     connect_timer;
+    ngx_meshgate_redis_t          **nodes;
+    ngx_uint_t                      nnodes;
+    u_char                         *slots;       /* node + 1, or 0 */
+    ngx_meshgate_redis_cmd_t       *control_cmd;
+    ngx_uint_t                      control_next;
+    ngx_uint_t                      control_tries;
     ngx_meshgate_redis_cmd_t       *sentinel_cmd;
     ngx_uint_t                      sentinel_next;   /* to ask first */
     ngx_uint_t                      sentinel_tries;
@@ -144,6 +159,24 @@ static ngx_array_t *ngx_meshgate_redis_parse_nodes(ngx_conf_t *cf,
     ngx_str_t *list, in_port_t port);
 static char *ngx_meshgate_redis_init_sentinel(ngx_conf_t *cf,
     ngx_meshgate_redis_t *rd);
+static char *ngx_meshgate_redis_init_cluster(ngx_conf_t *cf,
+    ngx_meshgate_redis_t *rd);
+static ngx_meshgate_redis_t *ngx_meshgate_redis_cluster_node(
+    ngx_meshgate_redis_t *rd, u_char *key, size_t len);
+static ngx_int_t ngx_meshgate_redis_cluster_init(ngx_meshgate_redis_t *rd);
+static ngx_int_t ngx_meshgate_redis_add_node(ngx_meshgate_redis_t *rd,
+    struct sockaddr *sa, socklen_t socklen);
+static ngx_int_t ngx_meshgate_redis_ask_slots(ngx_meshgate_redis_t *rd);
+static void ngx_meshgate_redis_slots_handler(void *data, ngx_int_t status,
+    redisReply *reply);
+static ngx_int_t ngx_meshgate_redis_slots(ngx_meshgate_redis_t *rd,
+    redisReply *reply);
+static ngx_int_t ngx_meshgate_redis_redirect(ngx_meshgate_redis_t *rd,
+    ngx_meshgate_redis_cmd_t *cmd, redisReply *reply);
+static ngx_int_t ngx_meshgate_redis_parse_addr(u_char *ip, size_t len,
+    ngx_int_t port, ngx_sockaddr_t *sa, socklen_t *socklen);
+static ngx_uint_t ngx_meshgate_redis_slot(u_char *key, size_t len);
+static void ngx_meshgate_redis_close_cluster(ngx_meshgate_redis_t *rd);
 static ngx_int_t ngx_meshgate_redis_connect(ngx_meshgate_redis_t *rd);
 static ngx_int_t ngx_meshgate_redis_discover(ngx_meshgate_redis_t *rd);
 static void ngx_meshgate_redis_sentinel_handler(void *data,
@@ -353,6 +386,19 @@ ngx_meshgate_redis_parse_sentinel(ngx_conf_t *cf, ngx_meshgate_redis_t *rd,
         rd->sentinels = ngx_meshgate_redis_parse_nodes(cf, &v, 26379);
 
         return rd->sentinels ? NGX_OK : NGX_ERROR;
+    }
+
+    if (ngx_strncmp(param->data, "cluster=", 8) == 0) {
+        v.data = param->data + 8;
+        v.len = param->len - 8;
+
+        if (rd->cluster) {
+            goto duplicate;
+        }
+
+        rd->cluster = ngx_meshgate_redis_parse_nodes(cf, &v, 6379);
+
+        return rd->cluster ? NGX_OK : NGX_ERROR;
     }
 
     if (ngx_strncmp(param->data, "master=", 7) == 0) {
@@ -574,14 +620,17 @@ ngx_meshgate_redis_init(ngx_conf_t *cf, ngx_meshgate_redis_t *rd)
 {
     char  *env;
 
-    if (ngx_meshgate_redis_init_sentinel(cf, rd) != NGX_CONF_OK) {
+    if (ngx_meshgate_redis_init_sentinel(cf, rd) != NGX_CONF_OK
+        || ngx_meshgate_redis_init_cluster(cf, rd) != NGX_CONF_OK)
+    {
         return NGX_CONF_ERROR;
     }
 
-    if (rd->sockaddr == NULL && rd->sentinels == NULL) {
+    if (rd->sockaddr == NULL && rd->sentinels == NULL && rd->cluster == NULL)
+    {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "redis \"server=\" or \"sentinel=\" parameter "
-                           "is required");
+                           "redis \"server=\", \"sentinel=\" or "
+                           "\"cluster=\" parameter is required");
         return NGX_CONF_ERROR;
     }
 
@@ -637,6 +686,17 @@ ngx_meshgate_redis_init(ngx_conf_t *cf, ngx_meshgate_redis_t *rd)
         return NGX_CONF_ERROR;
     }
 
+    if (rd->control) {
+        rd->control->user = rd->user;
+        rd->control->password = rd->password;
+        rd->control->timeout = rd->timeout;
+        rd->control->connect_timeout = rd->connect_timeout;
+        rd->control->ssl = rd->ssl;
+        rd->control->tls = rd->tls;
+        rd->control->tls_verify = rd->tls_verify;
+        rd->control->tls_name = rd->tls_name;
+    }
+
     if (rd->sentinels == NULL) {
         return NGX_CONF_OK;
     }
@@ -649,6 +709,76 @@ ngx_meshgate_redis_init(ngx_conf_t *cf, ngx_meshgate_redis_t *rd)
     rd->sentinel->tls = rd->tls;
     rd->sentinel->tls_verify = rd->tls_verify;
     rd->sentinel->tls_name = rd->tls_name;
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * With cluster= each worker learns the slot map (CLUSTER SLOTS) from the
+ * nodes, through a client of its own, and opens one connection per
+ * primary (a client per node, made in the worker after this one).
+ */
+
+static char *
+ngx_meshgate_redis_init_cluster(ngx_conf_t *cf, ngx_meshgate_redis_t *rd)
+{
+    ngx_addr_t            *addr;
+    ngx_meshgate_redis_t  *cc;
+
+    if (rd->cluster == NULL) {
+        return NGX_CONF_OK;
+    }
+
+    if (rd->sockaddr || rd->sentinels) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "redis \"cluster=\" excludes \"server=\" and "
+                           "\"sentinel=\"");
+        return NGX_CONF_ERROR;
+    }
+
+    if (rd->db != NGX_CONF_UNSET) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "redis \"db=\" is not supported with "
+                           "\"cluster=\" (Redis Cluster has database 0 "
+                           "only)");
+        return NGX_CONF_ERROR;
+    }
+
+    if (rd->tls && rd->tls_name.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "redis \"tls\" with \"cluster=\" needs "
+                           "\"tls_name=\": the name in the certificates "
+                           "of the nodes");
+        return NGX_CONF_ERROR;
+    }
+
+    cc = ngx_meshgate_redis_create(cf);
+    if (cc == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    addr = rd->cluster->elts;
+
+    cc->sockaddr = addr[0].sockaddr;
+    cc->socklen = addr[0].socklen;
+    cc->name = addr[0].name;
+    cc->user = rd->user;
+    cc->password = rd->password;
+    cc->db = 0;
+
+    /*
+     * CLUSTER SLOTS: per range of slots its bounds, then per node an
+     * address, a port, an id and (Redis 7.2) a map of metadata
+     */
+
+    cc->max_values = 32768;
+    cc->max_depth = 4;
+    cc->max_bulk = 256;
+
+    rd->control = cc;
+
+    ngx_str_set(&rd->name, "cluster");
 
     return NGX_CONF_OK;
 }
@@ -895,9 +1025,22 @@ ngx_meshgate_redis_command(ngx_meshgate_redis_t *rd, ngx_pool_t *pool,
     ngx_meshgate_redis_handler_pt handler, void *data,
     ngx_meshgate_redis_cmd_t **cmd)
 {
-    int        len;
-    char      *buf;
-    ngx_int_t  rc;
+    int                        len;
+    char                      *buf;
+    ngx_int_t                  rc;
+    ngx_meshgate_redis_cmd_t  *c;
+
+    if (rd->cluster) {
+
+        /* the node of the slot of the first key */
+
+        rd = ngx_meshgate_redis_cluster_node(rd,
+                                  argc > 1 ? (u_char *) argv[1] : NULL,
+                                  argc > 1 ? argvlen[1] : 0);
+        if (rd == NULL) {
+            return NGX_DECLINED;
+        }
+    }
 
     if (rd->conn == NULL && !rd->discovering
         && ngx_meshgate_redis_connect(rd) != NGX_OK)
@@ -910,9 +1053,20 @@ ngx_meshgate_redis_command(ngx_meshgate_redis_t *rd, ngx_pool_t *pool,
         return NGX_ERROR;
     }
 
-    rc = ngx_meshgate_redis_queue(rd, pool, buf, len, handler, data, cmd);
+    rc = ngx_meshgate_redis_queue(rd, pool, buf, len, handler, data, &c);
 
-    redisFreeCommand(buf);
+    if (rc != NGX_OK || rd->parent == NULL) {
+        redisFreeCommand(buf);
+
+    } else {
+        /* kept to send it again where MOVED or ASK says */
+        c->eval = buf;
+        c->eval_len = len;
+    }
+
+    if (rc == NGX_OK && cmd) {
+        *cmd = c;
+    }
 
     return rc;
 }
@@ -932,6 +1086,15 @@ ngx_meshgate_redis_eval(ngx_meshgate_redis_t *rd, ngx_pool_t *pool,
     ngx_int_t                  rc;
     const char               **args;
     ngx_meshgate_redis_cmd_t  *cmd;
+
+    if (rd->cluster) {
+        rd = ngx_meshgate_redis_cluster_node(rd,
+                                  numkeys ? (u_char *) argv[0] : NULL,
+                                  numkeys ? argvlen[0] : 0);
+        if (rd == NULL) {
+            return NGX_DECLINED;
+        }
+    }
 
     if (rd->conn == NULL && !rd->discovering
         && ngx_meshgate_redis_connect(rd) != NGX_OK)
@@ -1466,6 +1629,13 @@ ngx_meshgate_redis_disconnect(ngx_meshgate_redis_t *rd, ngx_int_t status,
 
     rd->discovering = 0;
     rd->primary_known = 0;
+
+    /* a node lost: the slot map may have changed (a failover) */
+
+    if (rd->parent && rd->parent->slots && !ngx_exiting && !ngx_quit) {
+        rd->parent->control_tries = 0;
+        (void) ngx_meshgate_redis_ask_slots(rd->parent);
+    }
 
     rd->down = 1;
     rd->down_until = ngx_current_msec + rd->backoff;
@@ -2136,6 +2306,17 @@ ngx_meshgate_redis_dispatch(ngx_meshgate_redis_t *rd, ngx_uint_t generation)
         }
 
         if (handler
+            && rd->parent
+            && cmd->eval
+            && !cmd->redirected
+            && reply->type == REDIS_REPLY_ERROR
+            && ngx_meshgate_redis_redirect(rd, cmd, reply) == NGX_OK)
+        {
+            freeReplyObject(reply);
+            continue;
+        }
+
+        if (handler
             && cmd->script
             && !cmd->retried
             && reply->type == REDIS_REPLY_ERROR
@@ -2224,6 +2405,12 @@ ngx_meshgate_redis_close(ngx_meshgate_redis_t *rd)
     ngx_queue_t               *q;
     ngx_meshgate_redis_cmd_t  *cmd;
 
+    if (rd->sentinel) {
+        ngx_meshgate_redis_close(rd->sentinel);
+    }
+
+    ngx_meshgate_redis_close_cluster(rd);
+
     if (!rd->initialized) {
         return;
     }
@@ -2254,10 +2441,508 @@ ngx_meshgate_redis_close(ngx_meshgate_redis_t *rd)
     }
 
     rd->initialized = 0;
+}
 
-    if (rd->sentinel) {
-        ngx_meshgate_redis_close(rd->sentinel);
+
+static void
+ngx_meshgate_redis_close_cluster(ngx_meshgate_redis_t *rd)
+{
+    ngx_uint_t  i;
+
+    /* first: a node's client closed does not ask for the map then */
+
+    if (rd->slots) {
+        ngx_free(rd->slots);
+        rd->slots = NULL;
     }
+
+    for (i = 0; i < rd->nnodes; i++) {
+        ngx_meshgate_redis_close(rd->nodes[i]);
+        ngx_free(rd->nodes[i]);
+    }
+
+    rd->nnodes = 0;
+
+    if (rd->nodes) {
+        ngx_free(rd->nodes);
+        rd->nodes = NULL;
+    }
+
+    if (rd->control) {
+        ngx_meshgate_redis_close(rd->control);
+    }
+}
+
+
+/*
+ * The client of the node that serves the slot of key, or a node asked
+ * first if the slot map is not known yet (it answers MOVED if it is not
+ * the one); learning the map is under way then.
+ */
+
+static ngx_meshgate_redis_t *
+ngx_meshgate_redis_cluster_node(ngx_meshgate_redis_t *rd, u_char *key,
+    size_t len)
+{
+    ngx_uint_t  n;
+
+    if (rd->slots == NULL && ngx_meshgate_redis_cluster_init(rd) != NGX_OK) {
+        return NULL;
+    }
+
+    n = key ? rd->slots[ngx_meshgate_redis_slot(key, len)] : 0;
+
+    if (n == 0) {
+        if (rd->control_cmd == NULL) {
+            rd->control_tries = 0;
+            (void) ngx_meshgate_redis_ask_slots(rd);
+        }
+
+        n = 1;
+    }
+
+    return rd->nodes[n - 1];
+}
+
+
+ngx_meshgate_redis_t *
+ngx_meshgate_redis_route(ngx_meshgate_redis_t *rd, u_char *key, size_t len)
+{
+    if (rd->cluster == NULL) {
+        return rd;
+    }
+
+    return ngx_meshgate_redis_cluster_node(rd, key, len);
+}
+
+
+static ngx_int_t
+ngx_meshgate_redis_cluster_init(ngx_meshgate_redis_t *rd)
+{
+    ngx_uint_t   i;
+    ngx_addr_t  *addr;
+
+    rd->nodes = ngx_alloc(NGX_MESHGATE_REDIS_MAX_NODES
+                          * sizeof(ngx_meshgate_redis_t *), ngx_cycle->log);
+    if (rd->nodes == NULL) {
+        return NGX_ERROR;
+    }
+
+    rd->slots = ngx_calloc(NGX_MESHGATE_REDIS_SLOTS, ngx_cycle->log);
+    if (rd->slots == NULL) {
+        ngx_free(rd->nodes);
+        rd->nodes = NULL;
+        return NGX_ERROR;
+    }
+
+    addr = rd->cluster->elts;
+
+    for (i = 0; i < rd->cluster->nelts; i++) {
+        if (ngx_meshgate_redis_add_node(rd, addr[i].sockaddr,
+                                        addr[i].socklen)
+            == NGX_ERROR)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/* the index of the node's client, made if new */
+
+static ngx_int_t
+ngx_meshgate_redis_add_node(ngx_meshgate_redis_t *rd, struct sockaddr *sa,
+    socklen_t socklen)
+{
+    ngx_uint_t             i;
+    ngx_meshgate_redis_t  *node;
+
+    for (i = 0; i < rd->nnodes; i++) {
+        node = rd->nodes[i];
+
+        if (node->socklen == socklen
+            && ngx_memcmp(node->sockaddr, sa, socklen) == 0)
+        {
+            return i;
+        }
+    }
+
+    if (rd->nnodes == NGX_MESHGATE_REDIS_MAX_NODES) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "redis cluster: more than %d nodes",
+                      NGX_MESHGATE_REDIS_MAX_NODES);
+        return NGX_ERROR;
+    }
+
+    node = ngx_calloc(sizeof(ngx_meshgate_redis_t), ngx_cycle->log);
+    if (node == NULL) {
+        return NGX_ERROR;
+    }
+
+    node->parent = rd;
+    node->user = rd->user;
+    node->password = rd->password;
+    node->timeout = rd->timeout;
+    node->connect_timeout = rd->connect_timeout;
+    node->ssl = rd->ssl;
+    node->tls = rd->tls;
+    node->tls_verify = rd->tls_verify;
+    node->tls_name = rd->tls_name;
+    node->max_values = rd->max_values;
+    node->max_depth = rd->max_depth;
+    node->max_bulk = rd->max_bulk;
+
+    ngx_memcpy(&node->primary, sa, socklen);
+    node->primary_len = socklen;
+    node->sockaddr = &node->primary.sockaddr;
+    node->socklen = socklen;
+    node->name.data = node->primary_text;
+    node->name.len = ngx_sock_ntop(sa, socklen, node->primary_text,
+                                   NGX_SOCKADDR_STRLEN, 1);
+
+    rd->nodes[rd->nnodes] = node;
+
+    return rd->nnodes++;
+}
+
+
+/* CLUSTER SLOTS, asked from the nodes in turn; one at a time */
+
+static ngx_int_t
+ngx_meshgate_redis_ask_slots(ngx_meshgate_redis_t *rd)
+{
+    ngx_int_t              rc;
+    ngx_uint_t             i;
+    ngx_meshgate_redis_t  *cc, *node;
+
+    static const char     *argv[] = { "CLUSTER", "SLOTS" };
+    static const size_t    lens[] = { 7, 5 };
+
+    if (rd->control_cmd) {
+        return NGX_OK;
+    }
+
+    cc = rd->control;
+
+    while (rd->control_tries++ < rd->nnodes) {
+        i = rd->control_next % rd->nnodes;
+        node = rd->nodes[i];
+
+        if (cc->socklen != node->socklen
+            || ngx_memcmp(cc->sockaddr, node->sockaddr, node->socklen) != 0)
+        {
+            ngx_meshgate_redis_close_connection(cc);
+            cc->sockaddr = node->sockaddr;
+            cc->socklen = node->socklen;
+            cc->name = node->name;
+        }
+
+        cc->down = 0;
+        cc->backoff = NGX_MESHGATE_REDIS_BACKOFF_MIN;
+
+        rc = ngx_meshgate_redis_command(cc, NULL, 2, argv, lens,
+                                        ngx_meshgate_redis_slots_handler,
+                                        rd, &rd->control_cmd);
+        if (rc == NGX_OK) {
+            return NGX_OK;
+        }
+
+        rd->control_cmd = NULL;
+
+        if (rc == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+
+        rd->control_next = i + 1;
+    }
+
+    return NGX_DECLINED;
+}
+
+
+static void
+ngx_meshgate_redis_slots_handler(void *data, ngx_int_t status,
+    redisReply *reply)
+{
+    ngx_meshgate_redis_t  *rd = data;
+
+    rd->control_cmd = NULL;
+
+    if (status == NGX_MESHGATE_REDIS_OK
+        && ngx_meshgate_redis_slots(rd, reply) == NGX_OK)
+    {
+        return;
+    }
+
+    rd->control_next++;
+
+    if (ngx_meshgate_redis_ask_slots(rd) == NGX_DECLINED) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "redis cluster: no node told the slot map");
+    }
+}
+
+
+/* [[start, end, [ip, port, id, ...], replicas...], ...] */
+
+static ngx_int_t
+ngx_meshgate_redis_slots(ngx_meshgate_redis_t *rd, redisReply *reply)
+{
+    size_t           i;
+    socklen_t        socklen;
+    ngx_int_t        n;
+    redisReply      *r, *m;
+    ngx_sockaddr_t   sa;
+    long long        start, end;
+
+    if (reply->type != REDIS_REPLY_ARRAY) {
+        goto invalid;
+    }
+
+    for (i = 0; i < reply->elements; i++) {
+        r = reply->element[i];
+
+        if (r->type != REDIS_REPLY_ARRAY || r->elements < 3
+            || r->element[0]->type != REDIS_REPLY_INTEGER
+            || r->element[1]->type != REDIS_REPLY_INTEGER
+            || r->element[2]->type != REDIS_REPLY_ARRAY
+            || r->element[2]->elements < 2)
+        {
+            goto invalid;
+        }
+
+        start = r->element[0]->integer;
+        end = r->element[1]->integer;
+        m = r->element[2];
+
+        if (start < 0 || end < start || end >= NGX_MESHGATE_REDIS_SLOTS
+            || m->element[0]->type != REDIS_REPLY_STRING
+            || m->element[1]->type != REDIS_REPLY_INTEGER)
+        {
+            goto invalid;
+        }
+
+        if (m->element[0]->len == 0) {
+
+            /* "" (Redis 7): the node asked */
+
+            ngx_memcpy(&sa, rd->control->sockaddr, rd->control->socklen);
+            socklen = rd->control->socklen;
+
+        } else if (ngx_meshgate_redis_parse_addr(
+                       (u_char *) m->element[0]->str, m->element[0]->len,
+                       (ngx_int_t) m->element[1]->integer, &sa, &socklen)
+                   != NGX_OK)
+        {
+            goto invalid;
+        }
+
+        n = ngx_meshgate_redis_add_node(rd, &sa.sockaddr, socklen);
+
+        if (n == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+
+        ngx_memset(rd->slots + start, n + 1, end - start + 1);
+    }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_EVENT, ngx_cycle->log, 0,
+                   "redis cluster: %uz slot ranges, %ui nodes",
+                   reply->elements, rd->nnodes);
+
+    return NGX_OK;
+
+invalid:
+
+    ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                  "redis cluster: node %V answered CLUSTER SLOTS with "
+                  "something else than a slot map (IP addresses expected)",
+                  &rd->control->name);
+
+    return NGX_ERROR;
+}
+
+
+/*
+ * "MOVED <slot> <ip>:<port>": the slot lives there now; the map is asked
+ * for again and the command goes there, once.  "ASK <slot> <ip>:<port>":
+ * this key is being migrated there; the command goes there after
+ * ASKING, once.
+ */
+
+static ngx_int_t
+ngx_meshgate_redis_redirect(ngx_meshgate_redis_t *rd,
+    ngx_meshgate_redis_cmd_t *cmd, redisReply *reply)
+{
+    u_char                *p, *last, *colon, *sp;
+    socklen_t              socklen;
+    ngx_int_t              slot, port, n;
+    ngx_uint_t             ask;
+    ngx_sockaddr_t         sa;
+    ngx_meshgate_redis_t  *parent, *target;
+
+    static char  asking[] = "*1\r\n$6\r\nASKING\r\n";
+
+    p = (u_char *) reply->str;
+    last = p + reply->len;
+
+    if (reply->len > 6 && ngx_strncmp(p, "MOVED ", 6) == 0) {
+        ask = 0;
+        p += 6;
+
+    } else if (reply->len > 4 && ngx_strncmp(p, "ASK ", 4) == 0) {
+        ask = 1;
+        p += 4;
+
+    } else {
+        return NGX_DECLINED;
+    }
+
+    sp = ngx_strlchr(p, last, ' ');
+
+    if (sp == NULL) {
+        return NGX_DECLINED;
+    }
+
+    slot = ngx_atoi(p, sp - p);
+    p = sp + 1;
+
+    for (colon = last - 1; colon > p && *colon != ':'; colon--) {
+        /* void */
+    }
+
+    port = ngx_atoi(colon + 1, last - colon - 1);
+
+    if (slot < 0 || slot >= NGX_MESHGATE_REDIS_SLOTS || colon == p
+        || ngx_meshgate_redis_parse_addr(p, colon - p, port, &sa, &socklen)
+           != NGX_OK)
+    {
+        return NGX_DECLINED;
+    }
+
+    parent = rd->parent;
+
+    n = ngx_meshgate_redis_add_node(parent, &sa.sockaddr, socklen);
+    if (n == NGX_ERROR) {
+        return NGX_DECLINED;
+    }
+
+    target = parent->nodes[n];
+    parent->stats.redirects++;
+
+    ngx_log_debug3(NGX_LOG_DEBUG_EVENT, ngx_cycle->log, 0,
+                   "redis cluster: %s slot %i to %V",
+                   ask ? "ASK" : "MOVED", slot, &target->name);
+
+    if (!ask) {
+        parent->slots[slot] = (u_char) (n + 1);
+        parent->control_tries = 0;
+        (void) ngx_meshgate_redis_ask_slots(parent);
+    }
+
+    if (target->conn == NULL && ngx_meshgate_redis_connect(target) != NGX_OK)
+    {
+        return NGX_DECLINED;
+    }
+
+    if (ask
+        && ngx_meshgate_redis_queue(target, NULL, asking, sizeof(asking) - 1,
+                                    ngx_meshgate_redis_handshake_handler,
+                                    "ASKING", NULL)
+           != NGX_OK)
+    {
+        return NGX_DECLINED;
+    }
+
+    if (ngx_meshgate_redis_append(target, cmd->eval, cmd->eval_len)
+        != NGX_OK)
+    {
+        return NGX_DECLINED;
+    }
+
+    cmd->rd = target;
+    cmd->redirected = 1;
+    ngx_queue_insert_tail(&target->pending, &cmd->queue);
+    ngx_meshgate_redis_post_write(target);
+
+    return NGX_OK;
+}
+
+
+/* an IP address (no name: the worker never resolves) and a port */
+
+static ngx_int_t
+ngx_meshgate_redis_parse_addr(u_char *ip, size_t len, ngx_int_t port,
+    ngx_sockaddr_t *sa, socklen_t *socklen)
+{
+    in_addr_t  inaddr;
+
+    if (port < 1 || port > 65535) {
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(sa, sizeof(ngx_sockaddr_t));
+
+    inaddr = ngx_inet_addr(ip, len);
+
+    if (inaddr != INADDR_NONE) {
+        sa->sockaddr_in.sin_family = AF_INET;
+        sa->sockaddr_in.sin_addr.s_addr = inaddr;
+        *socklen = sizeof(struct sockaddr_in);
+
+#if (NGX_HAVE_INET6)
+    } else if (ngx_inet6_addr(ip, len, sa->sockaddr_in6.sin6_addr.s6_addr)
+               == NGX_OK)
+    {
+        sa->sockaddr_in6.sin6_family = AF_INET6;
+        *socklen = sizeof(struct sockaddr_in6);
+#endif
+
+    } else {
+        return NGX_ERROR;
+    }
+
+    ngx_inet_set_port(&sa->sockaddr, (in_port_t) port);
+
+    return NGX_OK;
+}
+
+
+/* Redis Cluster's key slot: CRC16 (XMODEM) of the key or its {hash tag} */
+
+static ngx_uint_t
+ngx_meshgate_redis_slot(u_char *key, size_t len)
+{
+    u_char    *p, *last, *open, *close;
+    uint16_t   crc;
+    ngx_uint_t i;
+
+    last = key + len;
+    open = ngx_strlchr(key, last, '{');
+
+    if (open) {
+        close = ngx_strlchr(open + 1, last, '}');
+
+        if (close && close > open + 1) {
+            key = open + 1;
+            last = close;
+        }
+    }
+
+    crc = 0;
+
+    for (p = key; p < last; p++) {
+        crc ^= (uint16_t) *p << 8;
+
+        for (i = 0; i < 8; i++) {
+            crc = (crc & 0x8000) ? (uint16_t) ((crc << 1) ^ 0x1021)
+                                 : (uint16_t) (crc << 1);
+        }
+    }
+
+    return crc & (NGX_MESHGATE_REDIS_SLOTS - 1);
 }
 
 

@@ -154,6 +154,14 @@ ngx_int_t ngx_meshgate_redis_eval(ngx_meshgate_redis_t *rd, ngx_pool_t *pool,
     ngx_meshgate_redis_handler_pt handler, void *data,
     ngx_meshgate_redis_cmd_t **cmd);
 
+/*
+ * The client that serves key: with cluster=, the client of the node of
+ * the key's slot (NULL if none can be made); otherwise rd itself.  For
+ * sending the commands of several keys of one node together.
+ */
+ngx_meshgate_redis_t *ngx_meshgate_redis_route(ngx_meshgate_redis_t *rd,
+    u_char *key, size_t len);
+
 /* the handler of cmd will not be called; its reply is discarded */
 void ngx_meshgate_redis_cancel(ngx_meshgate_redis_cmd_t *cmd);
 
