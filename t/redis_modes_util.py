@@ -194,7 +194,25 @@ def sentinels(tmp_path_factory):
     s.stop()
 
 
+def cluster_port():
+    """A free port whose cluster bus port (+10000) is free too."""
+    import random
+    import socket
+    while True:
+        port = random.randint(20000, 50000)
+        try:
+            for p in (port, port + 10000):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", p))
+            return port
+        except OSError:
+            continue
+
+
 class ClusterNode(Redis):
+    def __init__(self, workdir):
+        super().__init__(workdir, cluster_port())
+
     def start(self):
         args = [REDIS, "--port", str(self.port), "--bind", "127.0.0.1",
                 "--save", "", "--appendonly", "no", "--dir", self.dir,

@@ -442,7 +442,7 @@ def test_config_errors(nginx_t, redis, zones, locs, expect):
      r"invalid redis server"),
     ("rate_limit_redis server=127.0.0.1:99999;", r"invalid redis server"),
     ("rate_limit_redis timeout=1s;",
-     r"\"server=\" or \"sentinel=\" parameter is required"),
+     r"\"server=\", \"sentinel=\" or \"cluster=\" parameter is required"),
     ("rate_limit_redis server=127.0.0.1 timeout=0;",
      r"invalid redis parameter"),
     ("rate_limit_redis server=127.0.0.1 password_env=MG_RL_UNSET_VAR;",

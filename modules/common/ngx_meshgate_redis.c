@@ -100,6 +100,8 @@ struct ngx_meshgate_redis_s {
     ngx_array_t                    *cluster;     /* of ngx_addr_t */
     ngx_meshgate_redis_t           *control;     /* CLUSTER SLOTS */
     ngx_meshgate_redis_t           *parent;      /* of a node's client */
+    ngx_meshgate_redis_ready_pt     ready;
+    void                           *ready_data;
 
     /* reply limits */
     ngx_uint_t                      max_values;
@@ -146,6 +148,7 @@ struct ngx_meshgate_redis_s {
     unsigned                        connecting:1;
     unsigned                        discovering:1;
     unsigned                        primary_known:1;
+    unsigned                        map_known:1;
     unsigned                        down:1;
     unsigned                        initialized:1;
 };
@@ -2505,6 +2508,16 @@ ngx_meshgate_redis_cluster_node(ngx_meshgate_redis_t *rd, u_char *key,
 }
 
 
+void
+ngx_meshgate_redis_refresh(ngx_meshgate_redis_t *rd)
+{
+    if (rd->cluster && rd->slots && rd->control_cmd == NULL) {
+        rd->control_tries = 0;
+        (void) ngx_meshgate_redis_ask_slots(rd);
+    }
+}
+
+
 ngx_meshgate_redis_t *
 ngx_meshgate_redis_route(ngx_meshgate_redis_t *rd, u_char *key, size_t len)
 {
@@ -2673,6 +2686,12 @@ ngx_meshgate_redis_slots_handler(void *data, ngx_int_t status,
     if (status == NGX_MESHGATE_REDIS_OK
         && ngx_meshgate_redis_slots(rd, reply) == NGX_OK)
     {
+        rd->map_known = 1;
+
+        if (rd->ready) {
+            rd->ready(rd->ready_data, 1);
+        }
+
         return;
     }
 
@@ -2681,7 +2700,43 @@ ngx_meshgate_redis_slots_handler(void *data, ngx_int_t status,
     if (ngx_meshgate_redis_ask_slots(rd) == NGX_DECLINED) {
         ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
                       "redis cluster: no node told the slot map");
+
+        if (rd->ready) {
+            rd->ready(rd->ready_data, 0);
+        }
     }
+}
+
+
+void
+ngx_meshgate_redis_on_ready(ngx_meshgate_redis_t *rd,
+    ngx_meshgate_redis_ready_pt handler, void *data)
+{
+    rd->ready = handler;
+    rd->ready_data = data;
+}
+
+
+ngx_uint_t
+ngx_meshgate_redis_ready(ngx_meshgate_redis_t *rd)
+{
+    if (rd->cluster == NULL || rd->map_known) {
+        return 1;
+    }
+
+    if (rd->slots == NULL && ngx_meshgate_redis_cluster_init(rd) != NGX_OK) {
+        return 1;
+    }
+
+    if (rd->control_cmd) {
+        return 0;
+    }
+
+    rd->control_tries = 0;
+
+    /* no node to ask at all: go on, and fail as usual */
+
+    return ngx_meshgate_redis_ask_slots(rd) == NGX_OK ? 0 : 1;
 }
 
 

@@ -64,6 +64,10 @@ typedef struct {
 } ngx_meshgate_redis_stats_t;
 
 
+/* with cluster=: the slot map is known (ok 1) or could not be had (0) */
+typedef void (*ngx_meshgate_redis_ready_pt)(void *data, ngx_uint_t ok);
+
+
 /* the status passed to a handler */
 #define NGX_MESHGATE_REDIS_OK       0  /* reply set (may be an error reply) */
 #define NGX_MESHGATE_REDIS_TIMEOUT  1  /* no reply within timeout= */
@@ -161,6 +165,23 @@ ngx_int_t ngx_meshgate_redis_eval(ngx_meshgate_redis_t *rd, ngx_pool_t *pool,
  */
 ngx_meshgate_redis_t *ngx_meshgate_redis_route(ngx_meshgate_redis_t *rd,
     u_char *key, size_t len);
+
+/*
+ * With cluster=, commands are sent where the slot map says once it is
+ * known.  ngx_meshgate_redis_ready() returns 1 if it is (or there is no
+ * cluster), else 0 and the map is being asked for: the handler given to
+ * ngx_meshgate_redis_on_ready() (at configuration time) is called when it
+ * is known or could not be had.
+ */
+void ngx_meshgate_redis_on_ready(ngx_meshgate_redis_t *rd,
+    ngx_meshgate_redis_ready_pt handler, void *data);
+ngx_uint_t ngx_meshgate_redis_ready(ngx_meshgate_redis_t *rd);
+
+/*
+ * With cluster=: asks for the slot map again (a command failed in a way
+ * that says keys moved without saying where, as scripts do).
+ */
+void ngx_meshgate_redis_refresh(ngx_meshgate_redis_t *rd);
 
 /* the handler of cmd will not be called; its reply is discarded */
 void ngx_meshgate_redis_cancel(ngx_meshgate_redis_cmd_t *cmd);
