@@ -224,3 +224,26 @@ def test_reshard_under_load(nginx, cluster):
     from mesh_metrics_util import scrape
     m = scrape(gw)
     assert m.get("meshgate_rate_limit_redis_redirects_total") > 0
+
+
+def test_a_primary_lost(nginx, cluster):
+    """Last: it kills a node.  Its slots answer by the failure mode, at
+    once or within timeout=, and nothing hangs."""
+    gw = nginx.start(RATE_LIMIT, modules=["rate_limit", "mesh_metrics"],
+                     workers=2, seeds=cluster.seeds)
+    gw.allow(r"redis|rate limit")
+    keys = ["lost%d" % i for i in range(30)]
+    for k in keys:
+        assert requests.get(gw.url("/k?k=" + k), timeout=10) \
+            .headers["X-Status"] == "PASSED"
+    dead = cluster.node_of("rl:k:lost0")
+    dead.proc.kill()
+    dead.proc.wait(10)
+    for k in keys:
+        t0 = time.monotonic()
+        r = requests.get(gw.url("/k?k=" + k), timeout=10)
+        assert r.status_code in (200, 429)
+        assert r.headers["X-Status"] in ("PASSED", "REJECTED",
+                                         "LOCAL_PASSED", "LOCAL_REJECTED")
+        assert time.monotonic() - t0 < 2
+    assert "127.0.0.1:%d" % dead.port in gw.logs()

@@ -205,3 +205,39 @@ def test_auth_key_entry_at_the_limit_is_read(nginx, redis):
                      timeout=10)
     assert r.status_code == 503
     assert "reply with too many values" in n.logs()
+
+
+MODES = """
+    rate_limit_redis %s timeout=5s;
+    rate_limit_zone z key=$arg_k rate=100r/s burst=10;
+    server {
+        listen 127.0.0.1:{{port1}};
+        location / { return 200 "ok\\n"; }
+    }
+    server {
+        listen 127.0.0.1:{{port}};
+        location / {
+            rate_limit z;
+            add_header X-Status $rate_limit_status always;
+            proxy_pass http://127.0.0.1:{{port1}};
+        }
+    }
+"""
+
+
+@pytest.mark.parametrize("mode", [
+    "sentinel=127.0.0.1:{{hostile}} master=m",
+    "cluster=127.0.0.1:{{hostile}}"])
+@pytest.mark.parametrize("bomb", ["array", "bulk", "line"])
+def test_sentinels_and_cluster_nodes_are_bounded_too(nginx, hostile, mode,
+                                                      bomb):
+    """The sentinels' answer and the slot map are bounded like replies."""
+    h = hostile(BOMBS[bomb])
+    n = nginx.start(MODES % mode, modules=["rate_limit"], hostile=h.port)
+    n.allow(r"redis")
+    for _ in range(2):
+        r, took = timed_get(n.url("/?k=a"))
+        assert r.status_code == 200
+        assert r.headers["X-Status"] == "LOCAL_PASSED"
+        assert took < 4, took
+    assert LIMIT_LINE.search(n.logs()), n.logs()
