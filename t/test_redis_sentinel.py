@@ -129,6 +129,33 @@ def test_unknown_master_and_dead_sentinels(nginx, sentinels):
     assert time.monotonic() - t0 < 3
 
 
+def test_switch_master_heard(nginx, sentinels):
+    """A failover that leaves the old primary up (SENTINEL FAILOVER): the
+    worker hears +switch-master and goes to the new primary before its
+    next command, without a READONLY answer first."""
+    n = nginx.start(RATE_LIMIT, modules=["rate_limit"],
+                    nodes=sentinels.nodes)
+    n.allow(r"redis")
+    r = requests.get(n.url("/z?k=sw"), timeout=10)
+    old = sentinels.current_primary()
+    assert r.headers["X-Status"] == "PASSED"
+    sentinels.sentinels[0].client().execute_command(
+        "SENTINEL", "FAILOVER", MASTER)
+    wait_for(lambda: all(s.primary_port() != old.port
+                         for s in sentinels.sentinels), 20,
+             "the sentinels to name the new primary")
+    new = sentinels.current_primary()
+    n.wait_log(r"\+switch-master from sentinel", 10)
+    r = requests.get(n.url("/z?k=sw"), timeout=10)
+    assert r.headers["X-Status"] == "PASSED"
+    assert "READONLY" not in n.logs()
+    assert new.client().exists("rl:z:sw")
+    # the old primary follows the new one: ready for the next test
+    wait_for(lambda: old.client().role()[0] == b"slave", 20,
+             "the old primary to become a replica")
+    wait_for(sentinels._sentinels_know_each_other, 20, "sentinels")
+
+
 def test_failover_under_load(nginx, sentinels):
     conf = "mesh_metrics zone=mm:1m;\n" + RATE_LIMIT.replace(
         "location /tight {",

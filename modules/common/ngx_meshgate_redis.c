@@ -95,6 +95,10 @@ struct ngx_meshgate_redis_s {
     ngx_str_t                       sentinel_user;
     ngx_str_t                       sentinel_password;
     ngx_meshgate_redis_t           *sentinel;    /* the client to them */
+    ngx_meshgate_redis_t           *subscriber;  /* +switch-master */
+    void                          (*push)(ngx_meshgate_redis_t *rd,
+                                          redisReply *reply);
+    ngx_meshgate_redis_t           *push_data;
 
     /* Cluster: cluster= (seed nodes) */
     ngx_array_t                    *cluster;     /* of ngx_addr_t */
@@ -137,7 +141,6 @@ struct ngx_meshgate_redis_s {
     ngx_meshgate_redis_cmd_t       *sentinel_cmd;
     ngx_uint_t                      sentinel_next;   /* to ask first */
     ngx_uint_t                      sentinel_tries;
-    ngx_uint_t                      sentinel_at;     /* client's target */
     ngx_sockaddr_t                  primary;
     socklen_t                       primary_len;
     u_char                          primary_text[NGX_SOCKADDR_STRLEN];
@@ -185,6 +188,11 @@ static ngx_int_t ngx_meshgate_redis_discover(ngx_meshgate_redis_t *rd);
 static void ngx_meshgate_redis_sentinel_handler(void *data,
     ngx_int_t status, redisReply *reply);
 static ngx_int_t ngx_meshgate_redis_primary(ngx_meshgate_redis_t *rd,
+    redisReply *reply);
+static void ngx_meshgate_redis_subscribe(ngx_meshgate_redis_t *rd);
+static void ngx_meshgate_redis_subscribed(void *data, ngx_int_t status,
+    redisReply *reply);
+static void ngx_meshgate_redis_switch_master(ngx_meshgate_redis_t *sub,
     redisReply *reply);
 static ngx_int_t ngx_meshgate_redis_prepend_handshake(
     ngx_meshgate_redis_t *rd);
@@ -713,6 +721,13 @@ ngx_meshgate_redis_init(ngx_conf_t *cf, ngx_meshgate_redis_t *rd)
     rd->sentinel->tls_verify = rd->tls_verify;
     rd->sentinel->tls_name = rd->tls_name;
 
+    rd->subscriber->timeout = rd->timeout;
+    rd->subscriber->connect_timeout = rd->connect_timeout;
+    rd->subscriber->ssl = rd->ssl;
+    rd->subscriber->tls = rd->tls;
+    rd->subscriber->tls_verify = rd->tls_verify;
+    rd->subscriber->tls_name = rd->tls_name;
+
     return NGX_CONF_OK;
 }
 
@@ -797,7 +812,7 @@ static char *
 ngx_meshgate_redis_init_sentinel(ngx_conf_t *cf, ngx_meshgate_redis_t *rd)
 {
     ngx_addr_t            *addr;
-    ngx_meshgate_redis_t  *sc;
+    ngx_meshgate_redis_t  *sc, *sub;
 
     if (rd->sentinels == NULL) {
         if (rd->master.len || rd->sentinel_user.len
@@ -862,6 +877,24 @@ ngx_meshgate_redis_init_sentinel(ngx_conf_t *cf, ngx_meshgate_redis_t *rd)
     sc->max_bulk = NGX_SOCKADDR_STRLEN;
 
     rd->sentinel = sc;
+
+    /*
+     * the subscriber: SUBSCRIBE +switch-master on a sentinel, then
+     * messages of three strings ("message", the channel, the text)
+     */
+
+    sub = ngx_meshgate_redis_create(cf);
+    if (sub == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    *sub = *sc;
+    sub->max_values = 4;
+    sub->max_bulk = 512;
+    sub->push = ngx_meshgate_redis_switch_master;
+    sub->push_data = rd;
+
+    rd->subscriber = sub;
 
     /* in messages until a primary is known */
 
@@ -2263,6 +2296,12 @@ ngx_meshgate_redis_dispatch(ngx_meshgate_redis_t *rd, ngx_uint_t generation)
             return;
         }
 
+        if (ngx_queue_empty(&rd->pending) && rd->push) {
+            rd->push(rd, reply);
+            freeReplyObject(reply);
+            continue;
+        }
+
         if (ngx_queue_empty(&rd->pending)) {
             freeReplyObject(reply);
             ngx_meshgate_redis_disconnect(rd, NGX_MESHGATE_REDIS_ERROR,
@@ -2410,6 +2449,7 @@ ngx_meshgate_redis_close(ngx_meshgate_redis_t *rd)
 
     if (rd->sentinel) {
         ngx_meshgate_redis_close(rd->sentinel);
+        ngx_meshgate_redis_close(rd->subscriber);
     }
 
     ngx_meshgate_redis_close_cluster(rd);
@@ -3072,6 +3112,8 @@ ngx_meshgate_redis_sentinel_handler(void *data, ngx_int_t status,
         rd->discovering = 0;
         rd->primary_known = 1;
 
+        ngx_meshgate_redis_subscribe(rd);
+
         if (ngx_meshgate_redis_connect(rd) != NGX_OK
             && !ngx_queue_empty(&rd->pending))
         {
@@ -3094,6 +3136,97 @@ ngx_meshgate_redis_sentinel_handler(void *data, ngx_int_t status,
         ngx_meshgate_redis_disconnect(rd, NGX_MESHGATE_REDIS_ERROR,
                                       "no sentinel named the primary");
     }
+}
+
+
+/*
+ * Listens to the sentinel that answered for +switch-master, unless
+ * already listening to one: a failover then makes the worker ask again
+ * before its next command, even if the old primary still answers.
+ */
+
+static void
+ngx_meshgate_redis_subscribe(ngx_meshgate_redis_t *rd)
+{
+    ngx_meshgate_redis_t  *sub, *sc;
+
+    static const char     *argv[] = { "SUBSCRIBE", "+switch-master" };
+    static const size_t    lens[] = { 9, 14 };
+
+    sub = rd->subscriber;
+    sc = rd->sentinel;
+
+    if (sub->conn) {
+        return;
+    }
+
+    sub->sockaddr = sc->sockaddr;
+    sub->socklen = sc->socklen;
+    sub->name = sc->name;
+    sub->down = 0;
+    sub->backoff = NGX_MESHGATE_REDIS_BACKOFF_MIN;
+
+    (void) ngx_meshgate_redis_command(sub, NULL, 2, argv, lens,
+                                      ngx_meshgate_redis_subscribed, rd,
+                                      NULL);
+}
+
+
+static void
+ngx_meshgate_redis_subscribed(void *data, ngx_int_t status,
+    redisReply *reply)
+{
+    ngx_meshgate_redis_t  *rd = data;
+
+    if (status != NGX_MESHGATE_REDIS_OK
+        || reply->type != REDIS_REPLY_ARRAY)
+    {
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      "redis sentinel %V: SUBSCRIBE +switch-master failed",
+                      &rd->subscriber->name);
+    }
+}
+
+
+/* "message", "+switch-master", "<master> <old ip> <old port> <ip> <port>" */
+
+static void
+ngx_meshgate_redis_switch_master(ngx_meshgate_redis_t *sub,
+    redisReply *reply)
+{
+    ngx_meshgate_redis_t  *rd;
+
+    rd = sub->push_data;
+
+    if (reply->type != REDIS_REPLY_ARRAY
+        || reply->elements != 3
+        || reply->element[2]->type != REDIS_REPLY_STRING
+        || reply->element[2]->len <= rd->master.len
+        || ngx_strncmp(reply->element[2]->str, rd->master.data,
+                       rd->master.len) != 0
+        || reply->element[2]->str[rd->master.len] != ' ')
+    {
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
+                  "redis master \"%V\": +switch-master from sentinel %V",
+                  &rd->master, &sub->name);
+
+    if (rd->conn == NULL) {
+        rd->primary_known = 0;
+        return;
+    }
+
+    if (ngx_queue_empty(&rd->pending)) {
+        ngx_meshgate_redis_close_connection(rd);
+        rd->primary_known = 0;
+        return;
+    }
+
+    ngx_meshgate_redis_disconnect(rd, NGX_MESHGATE_REDIS_ERROR,
+                                  "+switch-master, asking the sentinels "
+                                  "again");
 }
 
 
