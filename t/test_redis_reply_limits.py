@@ -241,3 +241,17 @@ def test_sentinels_and_cluster_nodes_are_bounded_too(nginx, hostile, mode,
         assert r.headers["X-Status"] == "LOCAL_PASSED"
         assert took < 4, took
     assert LIMIT_LINE.search(n.logs()), n.logs()
+
+
+def test_silent_cluster_seed_costs_one_timeout(nginx, hostile):
+    """Seeds that never answer CLUSTER SLOTS: the checks waiting for the
+    slot map wait for one of them (timeout=), then the failure mode."""
+    seeds = ",".join("127.0.0.1:%d" % hostile(b"").port for _ in range(3))
+    n = nginx.start(MODES.replace("timeout=5s", "timeout=800ms")
+                    % ("cluster=" + seeds), modules=["rate_limit"])
+    n.allow(r"redis")
+    for _ in range(3):
+        r, took = timed_get(n.url("/?k=a"))
+        assert r.headers["X-Status"] == "LOCAL_PASSED"
+        # not three seeds' timeouts in a row
+        assert took < 2, took

@@ -2737,13 +2737,15 @@ ngx_meshgate_redis_slots_handler(void *data, ngx_int_t status,
 
     rd->control_next++;
 
+    /* what waits for the map waits for one node at most */
+
+    if (!rd->map_known && rd->ready) {
+        rd->ready(rd->ready_data, 0);
+    }
+
     if (ngx_meshgate_redis_ask_slots(rd) == NGX_DECLINED) {
         ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
                       "redis cluster: no node told the slot map");
-
-        if (rd->ready) {
-            rd->ready(rd->ready_data, 0);
-        }
     }
 }
 
