@@ -64,6 +64,20 @@ def test_auth_keys_from_every_node(nginx, cluster):
         assert "redis" not in gw.logs().replace("redis cluster", "")
 
 
+def test_a_dead_seed(nginx, cluster):
+    c = cluster.client()
+    c.hset(rkey("k-seed"), "consumer", "sid")
+    gw = nginx.start(AUTH_KEY, modules=["auth_key"],
+                     seeds="127.0.0.1:1,127.0.0.1:%d" % cluster.nodes[2].port)
+    gw.allow(r"redis|auth_key")
+    wait_for(lambda: requests.get(gw.url("/"), headers={"X-API-Key": "k-seed"},
+                                  timeout=10).status_code == 200, 5,
+             "the key served despite the dead seed")
+    for _ in range(5):
+        assert requests.get(gw.url("/"), headers={"X-API-Key": "k-seed"},
+                            timeout=10).status_code == 200
+
+
 BAD = [
     ("rate_limit_redis server=127.0.0.1 cluster=127.0.0.1:7000;",
      r"\"cluster=\" excludes \"server=\" and \"sentinel=\""),

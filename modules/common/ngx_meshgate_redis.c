@@ -2535,16 +2535,24 @@ ngx_meshgate_redis_cluster_node(ngx_meshgate_redis_t *rd, u_char *key,
 
     n = key ? rd->slots[ngx_meshgate_redis_slot(key, len)] : 0;
 
-    if (n == 0) {
-        if (rd->control_cmd == NULL) {
-            rd->control_tries = 0;
-            (void) ngx_meshgate_redis_ask_slots(rd);
-        }
-
-        n = 1;
+    if (n) {
+        return rd->nodes[n - 1];
     }
 
-    return rd->nodes[n - 1];
+    if (rd->control_cmd == NULL) {
+        rd->control_tries = 0;
+        (void) ngx_meshgate_redis_ask_slots(rd);
+    }
+
+    /* the first node not known to be down */
+
+    for (n = 0; n < rd->nnodes; n++) {
+        if (!ngx_meshgate_redis_is_down(rd->nodes[n])) {
+            return rd->nodes[n];
+        }
+    }
+
+    return rd->nodes[0];
 }
 
 
