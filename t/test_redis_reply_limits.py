@@ -255,3 +255,23 @@ def test_silent_cluster_seed_costs_one_timeout(nginx, hostile):
         assert r.headers["X-Status"] == "LOCAL_PASSED"
         # not three seeds' timeouts in a row
         assert took < 2, took
+
+
+@pytest.mark.parametrize("module", ["rate_limit", "auth_key"])
+def test_error_text_is_logged_printable(nginx, hostile, module):
+    """An error reply's text reaches the log as printable ASCII only."""
+    h = hostile(b"-ERR \x1b[31mred\x07\xff" + b"x" * 600 + b"\r\n")
+    conf = RATE_LIMIT if module == "rate_limit" else AUTH_KEY
+    n = nginx.start(conf, modules=[module], hostile=h.port)
+    n.allow(r"redis|auth_key")
+    if module == "rate_limit":
+        r = requests.get(n.url("/local?k=a"), timeout=10)
+        assert r.headers["X-Status"] == "LOCAL_PASSED"
+    else:
+        r = requests.get(n.url("/"), headers={"X-API-Key": "k"}, timeout=10)
+        assert r.status_code == 503
+    with open(n.error_log, "rb") as f:
+        log = f.read()
+    assert b"ERR ?[31mred??xxx" in log
+    assert b"\x1b" not in log and b"\x07" not in log and b"\xff" not in log
+    assert b"x" * 300 not in log

@@ -370,15 +370,17 @@ static ngx_uint_t
 ngx_http_auth_key_redis_read(ngx_http_request_t *r,
     ngx_http_auth_key_ctx_t *ctx, redisReply *reply)
 {
+    u_char         buf[NGX_MESHGATE_REDIS_ERROR_LEN];
     size_t         i, n;
-    ngx_str_t      name, value;
+    ngx_str_t      name, value, text;
     redisReply    *f, *v;
     ngx_keyval_t  *kv;
 
     if (reply->type == REDIS_REPLY_ERROR) {
+        text = ngx_meshgate_redis_error_text(reply, buf);
+
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "auth_key: Redis error: %*s",
-                      (size_t) reply->len, reply->str);
+                      "auth_key: Redis error: %V", &text);
         return NGX_HTTP_AUTH_KEY_UNAVAILABLE;
     }
 

@@ -1016,6 +1016,27 @@ ngx_meshgate_redis_init_tls(ngx_conf_t *cf, ngx_meshgate_redis_t *rd)
 }
 
 
+ngx_str_t
+ngx_meshgate_redis_error_text(redisReply *reply, u_char *buf)
+{
+    u_char     *p, *s;
+    size_t      i, n;
+    ngx_str_t   text;
+
+    s = (u_char *) reply->str;
+    n = ngx_min((size_t) reply->len, NGX_MESHGATE_REDIS_ERROR_LEN);
+
+    for (p = buf, i = 0; s && i < n; i++) {
+        *p++ = (s[i] >= 0x20 && s[i] < 0x7f) ? s[i] : '?';
+    }
+
+    text.data = buf;
+    text.len = p - buf;
+
+    return text;
+}
+
+
 ngx_str_t *
 ngx_meshgate_redis_name(ngx_meshgate_redis_t *rd)
 {
@@ -2277,6 +2298,8 @@ ngx_meshgate_redis_dispatch(ngx_meshgate_redis_t *rd, ngx_uint_t generation)
 {
     void                           *data;
     redisReply                     *reply;
+    u_char                          buf[NGX_MESHGATE_REDIS_ERROR_LEN];
+    ngx_str_t                       text;
     ngx_uint_t                      demoted;
     ngx_queue_t                    *q;
     ngx_meshgate_redis_cmd_t       *cmd;
@@ -2323,10 +2346,11 @@ ngx_meshgate_redis_dispatch(ngx_meshgate_redis_t *rd, ngx_uint_t generation)
             ngx_meshgate_redis_free_cmd(cmd);
 
             if (reply->type == REDIS_REPLY_ERROR) {
+                text = ngx_meshgate_redis_error_text(reply, buf);
+
                 ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                              "redis %V: %s failed: %*s", &rd->name,
-                              (char *) data, (size_t) reply->len,
-                              reply->str);
+                              "redis %V: %s failed: %V", &rd->name,
+                              (char *) data, &text);
                 freeReplyObject(reply);
                 ngx_meshgate_redis_disconnect(rd, NGX_MESHGATE_REDIS_ERROR,
                                               NULL);

@@ -122,6 +122,15 @@ char *ngx_meshgate_redis_init(ngx_conf_t *cf, ngx_meshgate_redis_t *rd);
 void ngx_meshgate_redis_limit_replies(ngx_meshgate_redis_t *rd,
     ngx_uint_t values, ngx_uint_t depth, size_t bulk);
 
+/*
+ * An error reply's text for a log line: printable ASCII only (other bytes
+ * become "?"), at most NGX_MESHGATE_REDIS_ERROR_LEN bytes; buf must hold
+ * that many.
+ */
+#define NGX_MESHGATE_REDIS_ERROR_LEN  256
+
+ngx_str_t ngx_meshgate_redis_error_text(redisReply *reply, u_char *buf);
+
 /* "host:port" or "unix:/path", for messages */
 ngx_str_t *ngx_meshgate_redis_name(ngx_meshgate_redis_t *rd);
 

@@ -1209,12 +1209,15 @@ ngx_http_rate_limit_part_done(ngx_http_rate_limit_ctx_t *ctx,
 static ngx_int_t
 ngx_http_rate_limit_check_reply(redisReply *reply, size_t total)
 {
-    size_t  i;
+    u_char     buf[NGX_MESHGATE_REDIS_ERROR_LEN];
+    size_t     i;
+    ngx_str_t  text;
 
     if (reply->type == REDIS_REPLY_ERROR) {
+        text = ngx_meshgate_redis_error_text(reply, buf);
+
         ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                      "rate limit: redis error: %*s",
-                      (size_t) reply->len, reply->str);
+                      "rate limit: redis error: %V", &text);
         return NGX_ERROR;
     }
 
