@@ -10,6 +10,7 @@
 #include "ngx_http_auth_key.h"
 #include "ngx_meshgate_cache.h"
 #include "ngx_meshgate_redis.h"
+#include "ngx_meshgate_http.h"
 
 
 /*
@@ -501,6 +502,12 @@ ngx_http_auth_key_redis_valid(u_char *p, size_t len, ngx_uint_t name)
         } else if (*p < 0x20 || *p == 0x7f) {
             return NGX_ERROR;
         }
+    }
+
+    /* values go into variables, and from there into headers */
+
+    if (!name && !ngx_meshgate_utf8_is_valid(end - len, len)) {
+        return NGX_ERROR;
     }
 
     return NGX_OK;
