@@ -81,6 +81,10 @@ def test_a_dead_seed(nginx, cluster):
 BAD = [
     ("rate_limit_redis server=127.0.0.1 cluster=127.0.0.1:7000;",
      r"\"cluster=\" excludes \"server=\" and \"sentinel=\""),
+    ("rate_limit_redis sentinel=127.0.0.1 master=m cluster=127.0.0.1:7000;",
+     r"\"cluster=\" excludes \"server=\" and \"sentinel=\""),
+    ("rate_limit_redis cluster=127.0.0.1:7000 master=m;",
+     r"need \"sentinel=\""),
     ("rate_limit_redis cluster=127.0.0.1:7000 db=1;",
      r"\"db=\" is not supported with \"cluster=\""),
     ("rate_limit_redis cluster=;", r"invalid redis node"),
