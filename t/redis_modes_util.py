@@ -210,8 +210,8 @@ def cluster_port():
 
 
 class ClusterNode(Redis):
-    def __init__(self, workdir):
-        super().__init__(workdir, cluster_port())
+    def __init__(self, workdir, password=None):
+        super().__init__(workdir, cluster_port(), password)
 
     def start(self):
         args = [REDIS, "--port", str(self.port), "--bind", "127.0.0.1",
@@ -221,6 +221,9 @@ class ClusterNode(Redis):
                 "--cluster-node-timeout", "2000",
                 "--daemonize", "no", "--logfile",
                 os.path.join(self.dir, "redis.log")]
+        if self.password:
+            args += ["--requirepass", self.password,
+                     "--masterauth", self.password]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
         wait_for(lambda: self._ping(), 10, "redis cluster node")
@@ -230,10 +233,12 @@ class ClusterNode(Redis):
 class Cluster:
     """Three primaries made a cluster by `redis-cli --cluster create`."""
 
-    def __init__(self, factory):
-        self.nodes = [ClusterNode(factory.mktemp("cluster")).start()
+    def __init__(self, factory, password=None):
+        self.password = password
+        self.nodes = [ClusterNode(factory.mktemp("cluster"), password).start()
                       for _ in range(3)]
-        subprocess.run(["redis-cli", "--cluster", "create"]
+        auth = ["-a", password, "--no-auth-warning"] if password else []
+        subprocess.run(["redis-cli"] + auth + ["--cluster", "create"]
                        + ["127.0.0.1:%d" % n.port for n in self.nodes]
                        + ["--cluster-yes"], check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -252,7 +257,7 @@ class Cluster:
     def client(self):
         from redis.cluster import RedisCluster
         return RedisCluster(host="127.0.0.1", port=self.nodes[0].port,
-                            socket_timeout=5)
+                            password=self.password, socket_timeout=5)
 
     def node_of(self, key):
         slot = self.nodes[0].client().execute_command(

@@ -78,6 +78,25 @@ def test_a_dead_seed(nginx, cluster):
                             timeout=10).status_code == 200
 
 
+def test_cluster_with_a_password(nginx, tmp_path_factory):
+    from redis_modes_util import Cluster
+    c = Cluster(tmp_path_factory, password="s3cret")
+    try:
+        keys = ["pk%d" % i for i in range(12)]
+        for k in keys:
+            c.client().hset(rkey(k), "consumer", "p" + k)
+        gw = nginx.start(AUTH_KEY.replace("timeout=500ms",
+                                          "timeout=500ms password=s3cret"),
+                         modules=["auth_key"], seeds=c.seeds)
+        for k in keys:
+            r = requests.get(gw.url("/"), headers={"X-API-Key": k},
+                             timeout=10)
+            assert r.status_code == 200
+            assert r.text == "p%s\n" % k
+    finally:
+        c.stop()
+
+
 BAD = [
     ("rate_limit_redis server=127.0.0.1 cluster=127.0.0.1:7000;",
      r"\"cluster=\" excludes \"server=\" and \"sentinel=\""),
