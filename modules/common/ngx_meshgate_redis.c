@@ -3247,6 +3247,11 @@ ngx_meshgate_redis_switch_master(ngx_meshgate_redis_t *sub,
                   "redis master \"%V\": +switch-master from sentinel %V",
                   &rd->master, &sub->name);
 
+    /* news: the next command asks the sentinels, backoff or not */
+
+    rd->down = 0;
+    rd->backoff = NGX_MESHGATE_REDIS_BACKOFF_MIN;
+
     if (rd->conn == NULL) {
         rd->primary_known = 0;
         return;
