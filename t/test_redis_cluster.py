@@ -259,8 +259,11 @@ def test_reshard_under_load(nginx, cluster):
                                   timeout=10).headers["X-Status"]
              == "PASSED", 10, "PASSED after the reshard")
     from mesh_metrics_util import scrape
+    # the migration was seen: a redirect followed, or a batch that met a
+    # key no longer on its node (which also asks for the map again)
     m = scrape(gw)
-    assert m.get("meshgate_rate_limit_redis_redirects_total") > 0
+    assert m.get("meshgate_rate_limit_redis_redirects_total") > 0 \
+        or "non local key" in gw.logs()
 
 
 def test_a_primary_lost(nginx, cluster):
