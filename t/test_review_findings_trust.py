@@ -142,3 +142,34 @@ def test_unknown_names_do_not_flush_loaded_key_sets(nginx, backend):
     assert get(n, tok_a, "/x", **{"X-Tenant": "a"}).status_code == 200
     fetched_a = [q for q in b.requests if q["path"] == "/jwks/a"]
     assert len(fetched_a) == 1, len(fetched_a)
+
+
+FILES = BACKEND + """
+    server {
+        listen 127.0.0.1:{{port}};
+        location / {
+            auth_jwt "api";
+            auth_jwt_key_file {{dir}}/$http_x_tenant.json;
+            proxy_pass http://127.0.0.1:{{port1}};
+        }
+    }
+"""
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "finding T3 (low): a key file name or key URI made from a client's "
+    "variable is checked for control bytes only: invalid UTF-8 (and '\"') "
+    "from the client reaches the error line 'key file open() \"...\" "
+    "failed' (ngx_http_auth_jwt_part_safe: add "
+    "ngx_meshgate_utf8_is_valid, or log the name escaped)"))
+def test_client_bytes_in_key_names_are_utf8_checked(nginx, confined):
+    n = nginx.start(FILES, modules=MOD, dir=str(confined))
+    n.allow(r"key file .* failed|access denied \(error\)|not a plain name")
+    tok = U.token("RS256", keyname="rsa", kid="a")
+    n.mark()
+    r = get(n, tok, "/x", **{"X-Tenant": b"zz\xff\xfe"})
+    assert r.status_code == 500
+    with open(n.error_log, "rb") as f:
+        f.seek(n._log_pos)
+        logged = f.read()
+    assert b"zz\xff\xfe" not in logged, logged[-300:]
