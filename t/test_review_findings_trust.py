@@ -173,3 +173,30 @@ def test_client_bytes_in_key_names_are_utf8_checked(nginx, confined):
         f.seek(n._log_pos)
         logged = f.read()
     assert b"zz\xff\xfe" not in logged, logged[-300:]
+
+
+AGG = """
+        location = /d {
+            aggregate user /_svc/users/$arg_u;
+            aggregate role /_svc/role/$aggregate_user_role optional;
+        }
+"""
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "finding T4 (low): $aggregate_<part>_<field> falls back to the FIRST "
+    "member that matches without regard to case when two do (and no exact "
+    "one): a member placed earlier in the part (a user-editable attribute) "
+    "wins, while auth_jwt reads such an ambiguous name as not found "
+    "(ngx_http_aggregate_json_get with caseless set, "
+    "ngx_http_aggregate_json.c)"))
+def test_ambiguous_caseless_field_reads_as_absent(nginx, backend):
+    require_module("aggregate")
+    from aggregate_util import conf
+    b = backend()
+    b.json("/users/1", {"rOLE": "admin", "Role": "user"})
+    n = nginx.start(conf(AGG), modules=["aggregate"], bport=b.port, rport=1)
+    r = requests.get(n.url("/d?u=1"), timeout=20)
+    assert r.status_code == 200
+    paths = sorted(x["path"] for x in b.requests)
+    assert paths == ["/users/1"], paths
