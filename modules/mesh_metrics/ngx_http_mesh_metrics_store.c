@@ -139,6 +139,7 @@ ngx_http_mesh_metrics_nvalues(ngx_uint_t family, ngx_uint_t nbuckets)
 
     case NGX_HTTP_MESH_METRICS_F_EDGE:
     case NGX_HTTP_MESH_METRICS_F_ROUTE:
+    case NGX_HTTP_MESH_METRICS_F_SPLIT:
         return NGX_HTTP_MESH_METRICS_V_BUCKETS + nbuckets + 1 + 6;
 
     default:
