@@ -259,3 +259,42 @@ def test_reload_keeps_the_map(nginx, workers):
         return r[("/cart/", "c", "v1")]["requests"] == 2 and r
     r = wait_for(two, 15, "2 requests after the reload")
     assert r[("/cart/", "c", "v2")]["weight_percent"] == 0
+
+
+def test_dashboard_screenshot_shows_the_split_column(nginx, tmp_path):
+    """Headless Chromium draws four columns: 2 callers, 3 routes, 2 splits
+    (in their own colour), 2 variants."""
+    import shutil
+    import subprocess
+    from mesh_metrics_util import png_pixels, runs
+    chromium = shutil.which("chromium")
+    if not chromium:
+        pytest.skip("chromium is not installed")
+    n = nginx.start(CONF, modules=MODS, main=USER, workers=1)
+    traffic(n, users=20)
+    graph(n, 25)
+
+    shot = str(tmp_path / "dashboard.png")
+    p = subprocess.run([chromium, "--headless", "--no-sandbox",
+                        "--disable-gpu", "--hide-scrollbars",
+                        "--window-size=1000,600", "--screenshot=" + shot,
+                        n.url("/dashboard")],
+                       capture_output=True, text=True, timeout=120,
+                       cwd=str(tmp_path))
+    assert p.returncode == 0 and shutil.os.path.exists(shot), p.stderr
+    w, h, rows = png_pixels(shot)
+
+    def boxes(fill):
+        cols = runs(sorted({x for y in range(h) for x in range(w)
+                            if rows[y][x] == fill}))
+        out = []
+        for x0, x1 in [c for c in cols if c[1] - c[0] > 100]:
+            ys = [y for y in range(h) if rows[y][x0 + 2] == fill]
+            out.append((x0, len([r for r in runs(ys) if r[1] - r[0] > 10])))
+        return out
+
+    nodes = boxes((0xee, 0xf4, 0xff))
+    splits = boxes((0xff, 0xf4, 0xe0))
+    assert [k for _, k in nodes] == [2, 3, 2], nodes
+    assert [k for _, k in splits] == [2], splits
+    assert nodes[1][0] < splits[0][0] < nodes[2][0]
