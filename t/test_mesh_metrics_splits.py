@@ -8,6 +8,7 @@ import pytest
 import requests
 
 from conftest import require_module, wait_for
+from mesh_metrics_util import scrape, wait_metric
 from traffic_split_util import USER, put
 
 require_module("mesh_metrics")
@@ -298,3 +299,36 @@ def test_dashboard_screenshot_shows_the_split_column(nginx, tmp_path):
     assert [k for _, k in nodes] == [2, 3, 2], nodes
     assert [k for _, k in splits] == [2], splits
     assert nodes[1][0] < splits[0][0] < nodes[2][0]
+
+
+def test_split_rows_from_request_data_take_half_of_the_zone_at_most(nginx):
+    """Split rows share the half of the zone that edges may take: a map
+    of request data named like a split's variable cannot crowd out the
+    per-route series."""
+    conf = r"""
+    mesh_metrics zone=tiny:128k;
+    map $http_x_v $traffic_split_odd { default $http_x_v; }
+    server {
+        listen 127.0.0.1:{{port}};
+        location /odd/ { return 200 "$traffic_split_odd"; }
+        location = /graph { mesh_metrics off; mesh_metrics_export graph; }
+        location = /metrics {
+            mesh_metrics off;
+            mesh_metrics_export prometheus;
+        }
+    }
+    """
+    n = nginx.start(conf, modules=["mesh_metrics"], workers=1)
+    limit = int(scrape(n).get("meshgate_metrics_zone_series_limit"))
+    values = limit // 2 + 30
+    for i in range(values):
+        assert get(n, "/odd/", headers={"X-V": "v%d" % i}).text == \
+            "v%d" % i
+    m = wait_metric(n, "meshgate_requests_total", values)
+    g = get(n, "/graph").json()
+    assert len(g["edges"]) == 1
+    assert len(g["splits"]) == limit // 2 - 1
+    # the route's own series are still there
+    assert [r["requests"] for r in g["routes"]] == [values]
+    assert m.get("meshgate_metrics_series_dropped_total") == \
+        values - (limit // 2 - 1)

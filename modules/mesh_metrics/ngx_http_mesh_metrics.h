@@ -70,7 +70,7 @@ typedef struct {
     time_t                          started;
     ngx_atomic_t                    warned;
     ngx_atomic_t                    series;
-    ngx_atomic_t                    edge_series;
+    ngx_atomic_t                    edge_series;  /* and split ones */
     ngx_atomic_t                    dropped;
     ngx_http_mesh_metrics_node_t  **slots;
 } ngx_http_mesh_metrics_shctx_t;
