@@ -86,7 +86,7 @@ static ngx_array_t *ngx_http_mesh_metrics_splits(ngx_http_request_t *r,
     ngx_http_mesh_metrics_zone_t *zone);
 static ngx_int_t ngx_http_mesh_metrics_split_variants(ngx_http_request_t *r,
     ngx_array_t *splits);
-static ngx_int_t ngx_http_mesh_metrics_split_cmp(const void *one,
+static int ngx_libc_cdecl ngx_http_mesh_metrics_split_cmp(const void *one,
     const void *two);
 static ngx_int_t ngx_http_mesh_metrics_graph(ngx_http_request_t *r,
     ngx_http_mesh_metrics_zone_t *zone, ngx_http_mesh_metrics_writer_t *w);
@@ -613,9 +613,9 @@ ngx_http_mesh_metrics_splits(ngx_http_request_t *r,
         return NULL;
     }
 
-    ngx_sort(splits->elts, splits->nelts,
-             sizeof(ngx_http_mesh_metrics_edge_t),
-             ngx_http_mesh_metrics_split_cmp);
+    ngx_qsort(splits->elts, splits->nelts,
+              sizeof(ngx_http_mesh_metrics_edge_t),
+              ngx_http_mesh_metrics_split_cmp);
 
     return splits;
 }
@@ -702,7 +702,7 @@ ngx_http_mesh_metrics_split_variants(ngx_http_request_t *r,
 }
 
 
-static ngx_int_t
+static int ngx_libc_cdecl
 ngx_http_mesh_metrics_split_cmp(const void *one, const void *two)
 {
     ngx_int_t                      rc;
@@ -713,18 +713,18 @@ ngx_http_mesh_metrics_split_cmp(const void *one, const void *two)
 
     rc = ngx_memn2cmp(a->split.data, b->split.data, a->split.len,
                       b->split.len);
-    if (rc) {
-        return rc;
+
+    if (rc == 0) {
+        rc = ngx_memn2cmp(a->route.data, b->route.data, a->route.len,
+                          b->route.len);
     }
 
-    rc = ngx_memn2cmp(a->route.data, b->route.data, a->route.len,
-                      b->route.len);
-    if (rc) {
-        return rc;
+    if (rc == 0) {
+        rc = ngx_memn2cmp(a->upstream.data, b->upstream.data,
+                          a->upstream.len, b->upstream.len);
     }
 
-    return ngx_memn2cmp(a->upstream.data, b->upstream.data,
-                        a->upstream.len, b->upstream.len);
+    return (rc > 0) - (rc < 0);
 }
 
 

@@ -528,7 +528,7 @@ ngx_http_mesh_metrics_count_splits(ngx_http_request_t *r,
                                               NGX_HTTP_MESH_METRICS_F_SPLIT,
                                               &key, r->connection->log);
         if (values == NULL) {
-            return;
+            continue;
         }
 
         (void) ngx_atomic_fetch_add(&values[NGX_HTTP_MESH_METRICS_V_COUNT],
