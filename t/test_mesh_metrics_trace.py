@@ -310,6 +310,21 @@ def test_gateway_json_log_and_metrics_routes(gateway):  # noqa: F811
     assert any(e["route"] == "/public/" and e["upstream"] == "users_svc"
                for e in g["edges"])
 
+    # the version routing's split in the map: a match sends /v2/ to
+    # orders_v2 whatever its weight (0 %)
+    requests.get(n.url("/v2/items"), timeout=10)
+
+    def split_rows():
+        g = requests.get(n.url("/mesh/graph"), timeout=10).json()
+        return {s["variant"]: s for s in g["splits"]
+                if s["split"] == "api_version"} or None
+    rows = wait_for(split_rows, 10, "the api_version split in the graph")
+    assert rows["orders_v2"]["route"] == "/versioned"
+    assert (rows["orders_v2"]["requests"],
+            rows["orders_v2"]["weight_percent"]) == (1, 0)
+    assert (rows["orders_v1"]["requests"],
+            rows["orders_v1"]["weight_percent"]) == (0, 100)
+
 
 def test_traceparent_variable_with_request_headers_off(nginx, backend):
     """proxy_pass_request_headers off: $mesh_traceparent in
