@@ -168,6 +168,8 @@ ngx_uint_t ngx_http_traffic_split_quantile(ngx_atomic_t *hist,
 ngx_int_t ngx_http_traffic_split_load_state(ngx_http_traffic_split_conf_t *scf,
     ngx_log_t *log);
 ngx_int_t ngx_http_traffic_split_api_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_traffic_split_save_state(ngx_http_traffic_split_conf_t *scf,
+    ngx_log_t *log);
 
 /* rollout */
 void ngx_http_traffic_split_rollout_start(ngx_http_traffic_split_conf_t *scf,

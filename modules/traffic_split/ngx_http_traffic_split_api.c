@@ -41,8 +41,6 @@ static json_t *ngx_http_traffic_split_json_variants(
 static json_t *ngx_http_traffic_split_json_weight(ngx_uint_t w);
 static json_t *ngx_http_traffic_split_json_str(ngx_str_t *s);
 static ngx_http_traffic_split_main_conf_t *ngx_http_traffic_split_mcf(void);
-static ngx_int_t ngx_http_traffic_split_save_state(
-    ngx_http_traffic_split_conf_t *scf, ngx_log_t *log);
 static ngx_int_t ngx_http_traffic_split_write_state(
     ngx_http_traffic_split_conf_t *scf, ngx_log_t *log);
 static json_t *ngx_http_traffic_split_read_state(
@@ -805,14 +803,15 @@ ngx_http_traffic_split_mcf(void)
 
 
 /*
- * The state file is written from the API's request handler only: a small
- * file, written once per change, to a temporary name and renamed, so that
+ * The state file is written from the API's request handler and when the
+ * rollout moves (a step, done, rolled back): a small file, written once
+ * per change, to a temporary name and renamed, so that
  * a reader sees the old file or the new one.  One worker writes at a
  * time; a change made while another writes asks that writer to write
  * once more, so that the file ends with the last state and nobody waits.
  */
 
-static ngx_int_t
+ngx_int_t
 ngx_http_traffic_split_save_state(ngx_http_traffic_split_conf_t *scf,
     ngx_log_t *log)
 {
@@ -942,7 +941,18 @@ ngx_http_traffic_split_write_state(ngx_http_traffic_split_conf_t *scf,
 
     ngx_sprintf(tmp, "%V.tmp.%P%Z", &scf->state, ngx_pid);
 
-    fd = ngx_open_file(tmp, NGX_FILE_WRONLY, NGX_FILE_TRUNCATE,
+    /*
+     * a new file, never one that is there: a link left at this name must
+     * not make the workers write through it
+     */
+
+    if (ngx_delete_file(tmp) == NGX_FILE_ERROR && ngx_errno != NGX_ENOENT) {
+        ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
+                      ngx_delete_file_n " \"%s\" failed", tmp);
+        goto failed;
+    }
+
+    fd = ngx_open_file(tmp, NGX_FILE_WRONLY, NGX_FILE_CREATE_OR_OPEN|O_EXCL,
                        NGX_FILE_DEFAULT_ACCESS);
 
     if (fd == NGX_INVALID_FILE) {
@@ -1105,7 +1115,13 @@ ngx_http_traffic_split_read_state(ngx_http_traffic_split_conf_t *scf,
     json_error_t      jerr;
     ngx_file_info_t   fi;
 
-    fd = ngx_open_file(scf->state.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+    /*
+     * the workers' user may write in the file's directory: a FIFO there
+     * must not block the master, nor a device feed it
+     */
+
+    fd = ngx_open_file(scf->state.data, NGX_FILE_RDONLY|NGX_FILE_NONBLOCK,
+                       NGX_FILE_OPEN, 0);
 
     if (fd == NGX_INVALID_FILE) {
         err = ngx_errno;
@@ -1120,12 +1136,25 @@ ngx_http_traffic_split_read_state(ngx_http_traffic_split_conf_t *scf,
     buf = NULL;
     doc = NULL;
 
-    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR
-        || ngx_file_size(&fi) > NGX_HTTP_TRAFFIC_SPLIT_STATE_MAX)
-    {
+    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR) {
+        ngx_log_error(NGX_LOG_WARN, log, ngx_errno,
+                      "traffic split \"%V\": state file \"%V\" unreadable, "
+                      "configured weights", &scf->name, &scf->state);
+        goto done;
+    }
+
+    if (!ngx_is_file(&fi)) {
         ngx_log_error(NGX_LOG_WARN, log, 0,
-                      "traffic split \"%V\": state file \"%V\" unreadable "
-                      "or over 1m, configured weights", &scf->name,
+                      "traffic split \"%V\": state file \"%V\" is not a "
+                      "regular file, configured weights", &scf->name,
+                      &scf->state);
+        goto done;
+    }
+
+    if (ngx_file_size(&fi) > NGX_HTTP_TRAFFIC_SPLIT_STATE_MAX) {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "traffic split \"%V\": state file \"%V\" is over 1m, "
+                      "configured weights", &scf->name,
                       &scf->state);
         goto done;
     }

@@ -1,0 +1,102 @@
+"""traffic_split: findings of the outside review (state file handling,
+rollout state across restarts), each a regression test."""
+
+import json
+import os
+
+import requests
+
+from conftest import wait_for
+from traffic_split_util import (MODULES, USER, Client, api, gateway, put,
+                                split, weights)
+
+
+STATE = "state={{prefix}}/splits.json"
+
+
+def rollout_gateway(rollout):
+    return gateway(split(params=STATE, key="")
+                   + "    traffic_split_rollout s canary=v2 " + rollout
+                   + ";\n")
+
+
+def test_fifo_state_file_does_not_hang_the_master(nginx):
+    # the state file's directory is writable by the workers' user: a FIFO
+    # put there must not block the master's open() at start
+    n = nginx()
+    os.mkfifo(os.path.join(n.prefix, "splits.json"))
+    n.start(gateway(split(params=STATE)), modules=MODULES, main=USER,
+            workers=1, wait=False)
+    n.wait_ready(timeout=8)
+    assert weights(n) == {"v2": 5, "v1": 95}
+    assert "not a regular file" in n.logs()
+
+
+def test_temporary_file_is_never_followed_through_a_link(nginx):
+    n = nginx.start(gateway(split(params=STATE)), modules=MODULES, main=USER,
+                    workers=1)
+    victim = os.path.join(n.prefix, "victim")
+    with open(victim, "w") as f:
+        f.write("precious\n")
+    pid = n.worker_pids()[0]
+    os.symlink(victim, os.path.join(n.prefix, "splits.json.tmp.%d" % pid))
+    r = put(n, {"weights": {"v2": 30, "v1": 70}})
+    assert r.status_code == 200, r.text
+    with open(victim) as f:
+        assert f.read() == "precious\n"
+    with open(os.path.join(n.prefix, "splits.json")) as f:
+        assert json.load(f)["splits"]["s"]["weights"] == {"v2": 30, "v1": 70}
+
+
+def test_rollback_survives_a_restart(nginx):
+    # a canary rolled back by the rollout itself must not come back after a
+    # restart: the rollback is saved like a change through the API
+    n = nginx.start(rollout_gateway("steps=50,100 interval=20s "
+                                    "max_error_rate=5% min_requests=4"),
+                    modules=MODULES, main=USER, workers=2)
+    c = Client(n.port)
+
+    def rolled_back():
+        c.get("/", {"X-Break": "1"})
+        return api(n, "s")["rollout"]["status"] == "rolled_back"
+    try:
+        # the rollout is looked at once a second here
+        wait_for(rolled_back, 15, "rollback")
+    finally:
+        c.close()
+    n.stop()
+    n.start(**n._conf_args)
+    doc = api(n, "s")
+    assert doc["rollout"]["status"] == "rolled_back"
+    assert doc["weights"] == {"v2": 0, "v1": 100}
+
+
+def test_finished_rollout_survives_a_restart(nginx):
+    # the keys that reached the canary stay there after a restart
+    n = nginx.start(rollout_gateway("steps=10,100 interval=200ms "
+                                    "min_requests=3"),
+                    modules=MODULES, main=USER, workers=2)
+    c = Client(n.port)
+
+    def done():
+        c.get("/")
+        return api(n, "s")["rollout"]["status"] == "done"
+    try:
+        wait_for(done, 30, "rollout done")
+    finally:
+        c.close()
+    assert weights(n) == {"v2": 100, "v1": 0}
+    n.stop()
+    n.start(**n._conf_args)
+    assert api(n, "s")["rollout"]["status"] == "done"
+    assert weights(n) == {"v2": 100, "v1": 0}
+
+
+def test_change_answer_still_says_saved(nginx):
+    n = nginx.start(gateway(split(params=STATE)), modules=MODULES, main=USER,
+                    workers=1)
+    r = requests.request("PATCH", n.url("/splits/s"),
+                         data=json.dumps({"weights": {"v2": 20}}), timeout=5)
+    assert r.status_code == 200 and r.json()["saved"] is True
+    r = put(n, {"weights": {"v2": 21, "v1": 79}})
+    assert r.json()["saved"] is True
