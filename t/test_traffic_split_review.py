@@ -3,6 +3,7 @@ rollout state across restarts), each a regression test."""
 
 import json
 import os
+import threading
 
 import requests
 
@@ -100,3 +101,42 @@ def test_change_answer_still_says_saved(nginx):
     assert r.status_code == 200 and r.json()["saved"] is True
     r = put(n, {"weights": {"v2": 21, "v1": 79}})
     assert r.json()["saved"] is True
+
+
+def test_splits_of_one_zone_with_their_own_state_files(nginx):
+    # the zone's writer lock is shared by its splits: a change to split t
+    # made while another worker writes split s's file must reach t's file
+    http = gateway(split(params="state={{prefix}}/a.json")) + """
+    traffic_split t zone=splits:1m state={{prefix}}/b.json { x 10%; y *; }
+"""
+    n = nginx.start(http, modules=MODULES, main=USER, workers=2)
+    stop = []
+
+    def hammer():
+        s = requests.Session()
+        i = 0
+        while not stop:
+            i += 1
+            s.patch(n.url("/splits/s"), timeout=10,
+                    data=json.dumps({"weights": {"v2": i % 50}}))
+
+    threads = [threading.Thread(target=hammer) for _ in range(3)]
+    for t in threads:
+        t.start()
+
+    def saved(w):
+        try:
+            with open(os.path.join(n.prefix, "b.json")) as f:
+                return json.load(f)["splits"]["t"]["weights"]["x"] == w
+        except (OSError, ValueError):
+            return False
+    try:
+        for w in range(1, 25):
+            r = put(n, {"weights": {"x": w}}, method="PATCH", path="t")
+            assert r.status_code == 200 and r.json()["saved"] is True
+            # "saved" may mean that another worker writes it once more
+            wait_for(lambda: saved(w), 3, "t's weight %d in its file" % w)
+    finally:
+        stop.append(1)
+        for t in threads:
+            t.join()

@@ -41,6 +41,8 @@ static json_t *ngx_http_traffic_split_json_variants(
 static json_t *ngx_http_traffic_split_json_weight(ngx_uint_t w);
 static json_t *ngx_http_traffic_split_json_str(ngx_str_t *s);
 static ngx_http_traffic_split_main_conf_t *ngx_http_traffic_split_mcf(void);
+static ngx_int_t ngx_http_traffic_split_write_zone(
+    ngx_http_traffic_split_conf_t *scf, ngx_log_t *log);
 static ngx_int_t ngx_http_traffic_split_write_state(
     ngx_http_traffic_split_conf_t *scf, ngx_log_t *log);
 static json_t *ngx_http_traffic_split_read_state(
@@ -844,7 +846,7 @@ ngx_http_traffic_split_save_state(ngx_http_traffic_split_conf_t *scf,
         while (sh->dirty) {
             sh->dirty = 0;
             ngx_memory_barrier();
-            rc = ngx_http_traffic_split_write_state(scf, log);
+            rc = ngx_http_traffic_split_write_zone(scf, log);
         }
 
         (void) ngx_atomic_cmp_set(&sh->writer, ngx_pid, 0);
@@ -854,6 +856,63 @@ ngx_http_traffic_split_save_state(ngx_http_traffic_split_conf_t *scf,
             return rc;
         }
     }
+}
+
+
+/*
+ * The writer's lock and the rewrite request belong to the zone, and the
+ * splits of a zone may have state files of their own: the writer writes
+ * each of them, as the change it was asked to write again may be in any.
+ * The result is that of the file of scf.
+ */
+
+static ngx_int_t
+ngx_http_traffic_split_write_zone(ngx_http_traffic_split_conf_t *scf,
+    ngx_log_t *log)
+{
+    ngx_int_t                            rc, own;
+    ngx_uint_t                           i, j;
+    ngx_http_traffic_split_conf_t      **scfp, *s;
+    ngx_http_traffic_split_main_conf_t  *mcf;
+
+    mcf = ngx_http_traffic_split_mcf();
+    scfp = mcf->splits.elts;
+    own = NGX_OK;
+
+    for (i = 0; i < mcf->splits.nelts; i++) {
+        s = scfp[i];
+
+        if (s->shm_zone != scf->shm_zone || s->state.len == 0) {
+            continue;
+        }
+
+        /* each file once: the first split that names it writes it */
+
+        for (j = 0; j < i; j++) {
+            if (scfp[j]->shm_zone == scf->shm_zone
+                && scfp[j]->state.len == s->state.len
+                && ngx_strncmp(scfp[j]->state.data, s->state.data,
+                               s->state.len) == 0)
+            {
+                break;
+            }
+        }
+
+        if (j < i) {
+            continue;
+        }
+
+        rc = ngx_http_traffic_split_write_state(s, log);
+
+        if (s->state.len == scf->state.len
+            && ngx_strncmp(s->state.data, scf->state.data, s->state.len)
+               == 0)
+        {
+            own = rc;
+        }
+    }
+
+    return own;
 }
 
 
