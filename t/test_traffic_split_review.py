@@ -140,3 +140,38 @@ def test_splits_of_one_zone_with_their_own_state_files(nginx):
         stop.append(1)
         for t in threads:
             t.join()
+
+
+def test_limit_except_lets_operators_change_weights(nginx):
+    # the README's and config/gateway.conf's way to keep changes to
+    # operators: the methods limit_except lets through reach the API
+    http = gateway(split(), locations="""
+        location /ops/ {
+            limit_except GET { allow 127.0.0.1; deny all; }
+            traffic_split_api;
+            location /ops/nested/ { limit_except GET { deny all; } }
+        }
+        location /closed/ {
+            traffic_split_api;
+            limit_except GET { deny all; }
+        }
+""")
+    n = nginx.start(http, modules=MODULES, main=USER, workers=1)
+    n.allow(r"access forbidden by rule")
+    body = json.dumps({"weights": {"v2": 40, "v1": 60}})
+    r = requests.put(n.url("/ops/s"), data=body, timeout=5)
+    assert r.status_code == 200, r.text
+    assert weights(n) == {"v2": 40, "v1": 60}
+    r = requests.post(n.url("/ops/s/rollout"),
+                      data='{"action": "pause"}', timeout=5)
+    assert r.status_code == 400 and "no rollout" in r.json()["error"]
+    assert requests.get(n.url("/ops/s"), timeout=5).json()["weights"] == \
+        {"v2": 40, "v1": 60}
+    r = requests.put(n.url("/closed/s"), data=body, timeout=5)
+    assert r.status_code == 403
+    assert requests.get(n.url("/closed/"), timeout=5).status_code == 200
+    # a nested location is no API of its own
+    r = requests.put(n.url("/ops/nested/s"), data=body, timeout=5)
+    assert r.status_code == 403
+    r = requests.get(n.url("/ops/nested/s"), timeout=5)
+    assert r.status_code == 404

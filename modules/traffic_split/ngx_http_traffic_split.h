@@ -148,6 +148,11 @@ typedef struct {
 } ngx_http_traffic_split_main_conf_t;
 
 
+typedef struct {
+    ngx_flag_t                          api;
+} ngx_http_traffic_split_loc_conf_t;
+
+
 extern ngx_module_t  ngx_http_traffic_split_module;
 
 
