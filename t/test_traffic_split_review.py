@@ -175,3 +175,29 @@ def test_limit_except_lets_operators_change_weights(nginx):
     assert r.status_code == 403
     r = requests.get(n.url("/ops/nested/s"), timeout=5)
     assert r.status_code == 404
+
+
+def test_no_change_through_a_subrequest(nginx):
+    # the access phase does not run for subrequests, and a mirror keeps
+    # the client's method: a public location mirrored to the API must not
+    # change weights past the API's limit_except
+    http = gateway(split(), locations="""
+        location /ops/ {
+            limit_except GET { deny all; }
+            traffic_split_api;
+        }
+        location /public {
+            mirror /ops/s;
+            mirror_request_body on;
+            proxy_pass http://127.0.0.1:{{port1}};
+        }
+""")
+    n = nginx.start(http, modules=MODULES, main=USER, workers=1)
+    n.allow(r"access forbidden by rule")
+    body = json.dumps({"weights": {"v2": 40, "v1": 60}})
+    assert requests.put(n.url("/ops/s"), data=body,
+                        timeout=5).status_code == 403
+    r = requests.put(n.url("/public"), data=body, timeout=5)
+    assert r.status_code == 200
+    n.wait_log(r"traffic split API: no changes from a subrequest")
+    assert weights(n) == {"v2": 5, "v1": 95}

@@ -75,6 +75,18 @@ ngx_http_traffic_split_api_handler(ngx_http_request_t *r)
 
     if (r->method & (NGX_HTTP_PUT|NGX_HTTP_PATCH|NGX_HTTP_POST)) {
 
+        /*
+         * nginx skips the access phase (allow, deny, auth modules) for
+         * subrequests, and a mirror subrequest keeps the client's method:
+         * changes come from main requests only
+         */
+
+        if (r != r->main) {
+            return ngx_http_traffic_split_error(r, NGX_HTTP_FORBIDDEN,
+                                                "no changes from a "
+                                                "subrequest");
+        }
+
         if (r->headers_in.content_length_n
             > NGX_HTTP_TRAFFIC_SPLIT_BODY_MAX)
         {
