@@ -201,3 +201,27 @@ def test_no_change_through_a_subrequest(nginx):
     assert r.status_code == 200
     n.wait_log(r"traffic split API: no changes from a subrequest")
     assert weights(n) == {"v2": 5, "v1": 95}
+
+
+def test_a_zone_full_of_earlier_configurations_says_so(nginx):
+    # each edited reload keeps the old state for the old workers: a small
+    # zone ends full; the refused reload says why, without a [crit] line
+    def http(w):
+        return gateway(split(weights="v2 %d%%; v1 *;" % w)
+                       .replace("splits:1m", "splits:64k"))
+    n = nginx.start(http(1), modules=MODULES, main=USER, workers=1)
+    for w in range(2, 12):
+        text = open(n.error_log).read()
+        try:
+            n.reload(http(w), timeout=5)
+        except TimeoutError:
+            break
+        assert weights(n)["v2"] == w
+    else:
+        raise AssertionError("the zone never filled up")
+    n.allow(r"is too small for traffic split")
+    line = n.wait_log(r"\[emerg\].*zone \"splits\" is too small for traffic "
+                      r"split \"s\" \(the state of earlier configurations")
+    assert line
+    assert "[crit]" not in open(n.error_log).read()[len(text):]
+    assert weights(n)["v2"] == w - 1   # the old workers carry on

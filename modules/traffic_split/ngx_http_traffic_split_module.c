@@ -1061,6 +1061,9 @@ ngx_http_traffic_split_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
         ngx_sprintf(shpool->log_ctx, " in traffic split zone \"%V\"%Z",
                     &shm_zone->shm.name);
+
+        /* a full zone is a configuration error, said once as such */
+        shpool->log_nomem = 0;
     }
 
     scfp = mcf->splits.elts;
@@ -1121,7 +1124,9 @@ ngx_http_traffic_split_init_node(ngx_shm_zone_t *shm_zone,
 
     if (node == NULL) {
         ngx_log_error(NGX_LOG_EMERG, ngx_cycle->log, 0,
-                      "zone \"%V\" is too small for traffic split \"%V\"",
+                      "zone \"%V\" is too small for traffic split \"%V\" "
+                      "(the state of earlier configurations of its splits "
+                      "stays in it until a restart)",
                       &shm_zone->shm.name, &scf->name);
         return NGX_ERROR;
     }
