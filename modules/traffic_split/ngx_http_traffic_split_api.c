@@ -33,6 +33,7 @@ static ngx_int_t ngx_http_traffic_split_error(ngx_http_request_t *r,
     ngx_uint_t status, const char *reason);
 static ngx_int_t ngx_http_traffic_split_send(ngx_http_request_t *r,
     ngx_uint_t status, json_t *doc);
+static json_t *ngx_http_traffic_split_doc(json_t **splits);
 static json_t *ngx_http_traffic_split_json(ngx_http_traffic_split_conf_t *scf);
 static json_t *ngx_http_traffic_split_json_rollout(
     ngx_http_traffic_split_conf_t *scf);
@@ -127,19 +128,8 @@ ngx_http_traffic_split_api_handler(ngx_http_request_t *r)
 
     mcf = ngx_http_traffic_split_mcf();
 
-    doc = json_object();
-    splits = json_object();
-
-    if (doc == NULL || splits == NULL) {
-        json_decref(doc);
-        json_decref(splits);
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    /* json_object_set_new() takes the reference even when it fails */
-
-    if (json_object_set_new(doc, "splits", splits) != 0) {
-        json_decref(doc);
+    doc = ngx_http_traffic_split_doc(&splits);
+    if (doc == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -618,6 +608,33 @@ ngx_http_traffic_split_send(ngx_http_request_t *r, ngx_uint_t status,
 }
 
 
+/* {"splits": {}}, and its "splits" object in *splits */
+
+static json_t *
+ngx_http_traffic_split_doc(json_t **splits)
+{
+    json_t  *doc;
+
+    doc = json_object();
+    *splits = json_object();
+
+    if (doc == NULL || *splits == NULL) {
+        json_decref(doc);
+        json_decref(*splits);
+        return NULL;
+    }
+
+    /* json_object_set_new() takes the reference even when it fails */
+
+    if (json_object_set_new(doc, "splits", *splits) != 0) {
+        json_decref(doc);
+        return NULL;
+    }
+
+    return doc;
+}
+
+
 static json_t *
 ngx_http_traffic_split_json(ngx_http_traffic_split_conf_t *scf)
 {
@@ -946,21 +963,12 @@ ngx_http_traffic_split_write_state(ngx_http_traffic_split_conf_t *scf,
 
     mcf = ngx_http_traffic_split_mcf();
 
-    doc = json_object();
-    splits = json_object();
-
-    if (doc == NULL || splits == NULL) {
-        json_decref(doc);
-        json_decref(splits);
+    doc = ngx_http_traffic_split_doc(&splits);
+    if (doc == NULL) {
         return NGX_ERROR;
     }
 
     json_object_set_new(doc, "version", json_integer(1));
-
-    if (json_object_set_new(doc, "splits", splits) != 0) {
-        json_decref(doc);
-        return NGX_ERROR;
-    }
 
     scfp = mcf->splits.elts;
 
