@@ -148,6 +148,11 @@ typedef struct {
 } ngx_http_traffic_split_main_conf_t;
 
 
+typedef struct {
+    ngx_flag_t                          api;
+} ngx_http_traffic_split_loc_conf_t;
+
+
 extern ngx_module_t  ngx_http_traffic_split_module;
 
 
@@ -168,6 +173,8 @@ ngx_uint_t ngx_http_traffic_split_quantile(ngx_atomic_t *hist,
 ngx_int_t ngx_http_traffic_split_load_state(ngx_http_traffic_split_conf_t *scf,
     ngx_log_t *log);
 ngx_int_t ngx_http_traffic_split_api_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_traffic_split_save_state(ngx_http_traffic_split_conf_t *scf,
+    ngx_log_t *log);
 
 /* rollout */
 void ngx_http_traffic_split_rollout_start(ngx_http_traffic_split_conf_t *scf,

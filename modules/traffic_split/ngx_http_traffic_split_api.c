@@ -33,6 +33,7 @@ static ngx_int_t ngx_http_traffic_split_error(ngx_http_request_t *r,
     ngx_uint_t status, const char *reason);
 static ngx_int_t ngx_http_traffic_split_send(ngx_http_request_t *r,
     ngx_uint_t status, json_t *doc);
+static json_t *ngx_http_traffic_split_doc(json_t **splits);
 static json_t *ngx_http_traffic_split_json(ngx_http_traffic_split_conf_t *scf);
 static json_t *ngx_http_traffic_split_json_rollout(
     ngx_http_traffic_split_conf_t *scf);
@@ -41,7 +42,7 @@ static json_t *ngx_http_traffic_split_json_variants(
 static json_t *ngx_http_traffic_split_json_weight(ngx_uint_t w);
 static json_t *ngx_http_traffic_split_json_str(ngx_str_t *s);
 static ngx_http_traffic_split_main_conf_t *ngx_http_traffic_split_mcf(void);
-static ngx_int_t ngx_http_traffic_split_save_state(
+static ngx_int_t ngx_http_traffic_split_write_zone(
     ngx_http_traffic_split_conf_t *scf, ngx_log_t *log);
 static ngx_int_t ngx_http_traffic_split_write_state(
     ngx_http_traffic_split_conf_t *scf, ngx_log_t *log);
@@ -74,6 +75,18 @@ ngx_http_traffic_split_api_handler(ngx_http_request_t *r)
     ngx_http_traffic_split_main_conf_t  *mcf;
 
     if (r->method & (NGX_HTTP_PUT|NGX_HTTP_PATCH|NGX_HTTP_POST)) {
+
+        /*
+         * nginx skips the access phase (allow, deny, auth modules) for
+         * subrequests, and a mirror subrequest keeps the client's method:
+         * changes come from main requests only
+         */
+
+        if (r != r->main) {
+            return ngx_http_traffic_split_error(r, NGX_HTTP_FORBIDDEN,
+                                                "no changes from a "
+                                                "subrequest");
+        }
 
         if (r->headers_in.content_length_n
             > NGX_HTTP_TRAFFIC_SPLIT_BODY_MAX)
@@ -115,19 +128,8 @@ ngx_http_traffic_split_api_handler(ngx_http_request_t *r)
 
     mcf = ngx_http_traffic_split_mcf();
 
-    doc = json_object();
-    splits = json_object();
-
-    if (doc == NULL || splits == NULL) {
-        json_decref(doc);
-        json_decref(splits);
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    /* json_object_set_new() takes the reference even when it fails */
-
-    if (json_object_set_new(doc, "splits", splits) != 0) {
-        json_decref(doc);
+    doc = ngx_http_traffic_split_doc(&splits);
+    if (doc == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -606,6 +608,33 @@ ngx_http_traffic_split_send(ngx_http_request_t *r, ngx_uint_t status,
 }
 
 
+/* {"splits": {}}, and its "splits" object in *splits */
+
+static json_t *
+ngx_http_traffic_split_doc(json_t **splits)
+{
+    json_t  *doc;
+
+    doc = json_object();
+    *splits = json_object();
+
+    if (doc == NULL || *splits == NULL) {
+        json_decref(doc);
+        json_decref(*splits);
+        return NULL;
+    }
+
+    /* json_object_set_new() takes the reference even when it fails */
+
+    if (json_object_set_new(doc, "splits", *splits) != 0) {
+        json_decref(doc);
+        return NULL;
+    }
+
+    return doc;
+}
+
+
 static json_t *
 ngx_http_traffic_split_json(ngx_http_traffic_split_conf_t *scf)
 {
@@ -805,14 +834,15 @@ ngx_http_traffic_split_mcf(void)
 
 
 /*
- * The state file is written from the API's request handler only: a small
- * file, written once per change, to a temporary name and renamed, so that
+ * The state file is written from the API's request handler and when the
+ * rollout moves (a step, done, rolled back): a small file, written once
+ * per change, to a temporary name and renamed, so that
  * a reader sees the old file or the new one.  One worker writes at a
  * time; a change made while another writes asks that writer to write
  * once more, so that the file ends with the last state and nobody waits.
  */
 
-static ngx_int_t
+ngx_int_t
 ngx_http_traffic_split_save_state(ngx_http_traffic_split_conf_t *scf,
     ngx_log_t *log)
 {
@@ -845,7 +875,7 @@ ngx_http_traffic_split_save_state(ngx_http_traffic_split_conf_t *scf,
         while (sh->dirty) {
             sh->dirty = 0;
             ngx_memory_barrier();
-            rc = ngx_http_traffic_split_write_state(scf, log);
+            rc = ngx_http_traffic_split_write_zone(scf, log);
         }
 
         (void) ngx_atomic_cmp_set(&sh->writer, ngx_pid, 0);
@@ -855,6 +885,63 @@ ngx_http_traffic_split_save_state(ngx_http_traffic_split_conf_t *scf,
             return rc;
         }
     }
+}
+
+
+/*
+ * The writer's lock and the rewrite request belong to the zone, and the
+ * splits of a zone may have state files of their own: the writer writes
+ * each of them, as the change it was asked to write again may be in any.
+ * The result is that of the file of scf.
+ */
+
+static ngx_int_t
+ngx_http_traffic_split_write_zone(ngx_http_traffic_split_conf_t *scf,
+    ngx_log_t *log)
+{
+    ngx_int_t                            rc, own;
+    ngx_uint_t                           i, j;
+    ngx_http_traffic_split_conf_t      **scfp, *s;
+    ngx_http_traffic_split_main_conf_t  *mcf;
+
+    mcf = ngx_http_traffic_split_mcf();
+    scfp = mcf->splits.elts;
+    own = NGX_OK;
+
+    for (i = 0; i < mcf->splits.nelts; i++) {
+        s = scfp[i];
+
+        if (s->shm_zone != scf->shm_zone || s->state.len == 0) {
+            continue;
+        }
+
+        /* each file once: the first split that names it writes it */
+
+        for (j = 0; j < i; j++) {
+            if (scfp[j]->shm_zone == scf->shm_zone
+                && scfp[j]->state.len == s->state.len
+                && ngx_strncmp(scfp[j]->state.data, s->state.data,
+                               s->state.len) == 0)
+            {
+                break;
+            }
+        }
+
+        if (j < i) {
+            continue;
+        }
+
+        rc = ngx_http_traffic_split_write_state(s, log);
+
+        if (s->state.len == scf->state.len
+            && ngx_strncmp(s->state.data, scf->state.data, s->state.len)
+               == 0)
+        {
+            own = rc;
+        }
+    }
+
+    return own;
 }
 
 
@@ -876,21 +963,12 @@ ngx_http_traffic_split_write_state(ngx_http_traffic_split_conf_t *scf,
 
     mcf = ngx_http_traffic_split_mcf();
 
-    doc = json_object();
-    splits = json_object();
-
-    if (doc == NULL || splits == NULL) {
-        json_decref(doc);
-        json_decref(splits);
+    doc = ngx_http_traffic_split_doc(&splits);
+    if (doc == NULL) {
         return NGX_ERROR;
     }
 
     json_object_set_new(doc, "version", json_integer(1));
-
-    if (json_object_set_new(doc, "splits", splits) != 0) {
-        json_decref(doc);
-        return NGX_ERROR;
-    }
 
     scfp = mcf->splits.elts;
 
@@ -942,7 +1020,18 @@ ngx_http_traffic_split_write_state(ngx_http_traffic_split_conf_t *scf,
 
     ngx_sprintf(tmp, "%V.tmp.%P%Z", &scf->state, ngx_pid);
 
-    fd = ngx_open_file(tmp, NGX_FILE_WRONLY, NGX_FILE_TRUNCATE,
+    /*
+     * a new file, never one that is there: a link left at this name must
+     * not make the workers write through it
+     */
+
+    if (ngx_delete_file(tmp) == NGX_FILE_ERROR && ngx_errno != NGX_ENOENT) {
+        ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
+                      ngx_delete_file_n " \"%s\" failed", tmp);
+        goto failed;
+    }
+
+    fd = ngx_open_file(tmp, NGX_FILE_WRONLY, NGX_FILE_CREATE_OR_OPEN|O_EXCL,
                        NGX_FILE_DEFAULT_ACCESS);
 
     if (fd == NGX_INVALID_FILE) {
@@ -1105,7 +1194,13 @@ ngx_http_traffic_split_read_state(ngx_http_traffic_split_conf_t *scf,
     json_error_t      jerr;
     ngx_file_info_t   fi;
 
-    fd = ngx_open_file(scf->state.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+    /*
+     * the workers' user may write in the file's directory: a FIFO there
+     * must not block the master, nor a device feed it
+     */
+
+    fd = ngx_open_file(scf->state.data, NGX_FILE_RDONLY|NGX_FILE_NONBLOCK,
+                       NGX_FILE_OPEN, 0);
 
     if (fd == NGX_INVALID_FILE) {
         err = ngx_errno;
@@ -1120,12 +1215,25 @@ ngx_http_traffic_split_read_state(ngx_http_traffic_split_conf_t *scf,
     buf = NULL;
     doc = NULL;
 
-    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR
-        || ngx_file_size(&fi) > NGX_HTTP_TRAFFIC_SPLIT_STATE_MAX)
-    {
+    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR) {
+        ngx_log_error(NGX_LOG_WARN, log, ngx_errno,
+                      "traffic split \"%V\": state file \"%V\" unreadable, "
+                      "configured weights", &scf->name, &scf->state);
+        goto done;
+    }
+
+    if (!ngx_is_file(&fi)) {
         ngx_log_error(NGX_LOG_WARN, log, 0,
-                      "traffic split \"%V\": state file \"%V\" unreadable "
-                      "or over 1m, configured weights", &scf->name,
+                      "traffic split \"%V\": state file \"%V\" is not a "
+                      "regular file, configured weights", &scf->name,
+                      &scf->state);
+        goto done;
+    }
+
+    if (ngx_file_size(&fi) > NGX_HTTP_TRAFFIC_SPLIT_STATE_MAX) {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "traffic split \"%V\": state file \"%V\" is over 1m, "
+                      "configured weights", &scf->name,
                       &scf->state);
         goto done;
     }

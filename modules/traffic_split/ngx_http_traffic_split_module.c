@@ -51,6 +51,9 @@ static ngx_int_t ngx_http_traffic_split_init_node(ngx_shm_zone_t *shm_zone,
 static void *ngx_http_traffic_split_create_main_conf(ngx_conf_t *cf);
 static char *ngx_http_traffic_split_init_main_conf(ngx_conf_t *cf,
     void *conf);
+static void *ngx_http_traffic_split_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_traffic_split_merge_loc_conf(ngx_conf_t *cf,
+    void *parent, void *child);
 static ngx_int_t ngx_http_traffic_split_postconf(ngx_conf_t *cf);
 static ngx_int_t ngx_http_traffic_split_init_process(ngx_cycle_t *cycle);
 
@@ -74,7 +77,7 @@ static ngx_command_t  ngx_http_traffic_split_commands[] = {
     { ngx_string("traffic_split_api"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_http_traffic_split_api,
-      0,
+      NGX_HTTP_LOC_CONF_OFFSET,
       0,
       NULL },
 
@@ -92,8 +95,8 @@ static ngx_http_module_t  ngx_http_traffic_split_module_ctx = {
     NULL,                                  /* create server configuration */
     NULL,                                  /* merge server configuration */
 
-    NULL,                                  /* create location configuration */
-    NULL                                   /* merge location configuration */
+    ngx_http_traffic_split_create_loc_conf, /* create location configuration */
+    ngx_http_traffic_split_merge_loc_conf  /* merge location configuration */
 };
 
 
@@ -917,7 +920,15 @@ ngx_http_traffic_split_steps(ngx_conf_t *cf,
 static char *
 ngx_http_traffic_split_api(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
+    ngx_http_traffic_split_loc_conf_t *lcf = conf;
+
     ngx_http_core_loc_conf_t  *clcf;
+
+    if (lcf->api != NGX_CONF_UNSET) {
+        return "is duplicate";
+    }
+
+    lcf->api = 1;
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
     clcf->handler = ngx_http_traffic_split_api_handler;
@@ -1050,6 +1061,9 @@ ngx_http_traffic_split_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
         ngx_sprintf(shpool->log_ctx, " in traffic split zone \"%V\"%Z",
                     &shm_zone->shm.name);
+
+        /* a full zone is a configuration error, said once as such */
+        shpool->log_nomem = 0;
     }
 
     scfp = mcf->splits.elts;
@@ -1110,7 +1124,9 @@ ngx_http_traffic_split_init_node(ngx_shm_zone_t *shm_zone,
 
     if (node == NULL) {
         ngx_log_error(NGX_LOG_EMERG, ngx_cycle->log, 0,
-                      "zone \"%V\" is too small for traffic split \"%V\"",
+                      "zone \"%V\" is too small for traffic split \"%V\" "
+                      "(the state of earlier configurations of its splits "
+                      "stays in it until a restart)",
                       &shm_zone->shm.name, &scf->name);
         return NGX_ERROR;
     }
@@ -1166,6 +1182,52 @@ ngx_http_traffic_split_create_main_conf(ngx_conf_t *cf)
     }
 
     return mcf;
+}
+
+
+static void *
+ngx_http_traffic_split_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_traffic_split_loc_conf_t  *lcf;
+
+    lcf = ngx_palloc(cf->pool, sizeof(ngx_http_traffic_split_loc_conf_t));
+    if (lcf == NULL) {
+        return NULL;
+    }
+
+    lcf->api = NGX_CONF_UNSET;
+
+    return lcf;
+}
+
+
+static char *
+ngx_http_traffic_split_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child)
+{
+    ngx_http_traffic_split_loc_conf_t *prev = parent;
+    ngx_http_traffic_split_loc_conf_t *conf = child;
+
+    ngx_http_core_loc_conf_t  *clcf;
+
+    /*
+     * a "limit_except" block inside the API's location has a location
+     * configuration of its own, without a content handler: the methods
+     * it lets through reach the API, as proxy_pass does it; a nested
+     * location is no API unless it says so
+     */
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (conf->api == NGX_CONF_UNSET) {
+        conf->api = clcf->lmt_excpt ? prev->api : 0;
+    }
+
+    if (conf->api == 1 && clcf->lmt_excpt && clcf->handler == NULL) {
+        clcf->handler = ngx_http_traffic_split_api_handler;
+    }
+
+    return NGX_CONF_OK;
 }
 
 

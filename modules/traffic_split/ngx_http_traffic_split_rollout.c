@@ -13,7 +13,7 @@
 static void ngx_http_traffic_split_rollout_handler(ngx_event_t *ev);
 static ngx_msec_t ngx_http_traffic_split_tick(
     ngx_http_traffic_split_rollout_t *ro);
-static void ngx_http_traffic_split_rollout_check(
+static ngx_uint_t ngx_http_traffic_split_rollout_check(
     ngx_http_traffic_split_conf_t *scf, ngx_log_t *log);
 static void ngx_http_traffic_split_rollback(ngx_http_traffic_split_conf_t *scf,
     ngx_uint_t requests, ngx_uint_t errors, ngx_uint_t p99, ngx_log_t *log);
@@ -188,22 +188,35 @@ ngx_http_traffic_split_rollout_handler(ngx_event_t *ev)
 {
     ngx_http_traffic_split_conf_t  *scf = ev->data;
 
+    ngx_uint_t  moved;
+
     if (ngx_exiting || ngx_terminate || ngx_quit) {
         return;
     }
 
+    moved = 0;
+
     if (ngx_shmtx_trylock(&scf->shpool->mutex)) {
-        ngx_http_traffic_split_rollout_check(scf, ev->log);
+        moved = ngx_http_traffic_split_rollout_check(scf, ev->log);
         ngx_shmtx_unlock(&scf->shpool->mutex);
+    }
+
+    /*
+     * saved like a change through the API: a restart must not bring back
+     * a rolled back canary, nor take the keys of a grown one away from it
+     */
+
+    if (moved) {
+        (void) ngx_http_traffic_split_save_state(scf, ev->log);
     }
 
     ngx_add_timer(ev, ngx_http_traffic_split_tick(scf->rollout));
 }
 
 
-/* the caller holds the zone's mutex */
+/* the caller holds the zone's mutex; 1 when the rollout moved */
 
-static void
+static ngx_uint_t
 ngx_http_traffic_split_rollout_check(ngx_http_traffic_split_conf_t *scf,
     ngx_log_t *log)
 {
@@ -217,7 +230,7 @@ ngx_http_traffic_split_rollout_check(ngx_http_traffic_split_conf_t *scf,
     ro = scf->rollout;
 
     if (node->status != NGX_HTTP_TRAFFIC_SPLIT_RUNNING) {
-        return;
+        return 0;
     }
 
     st = &node->stats[ro->canary];
@@ -233,7 +246,7 @@ ngx_http_traffic_split_rollout_check(ngx_http_traffic_split_conf_t *scf,
             || (ro->max_p99 && p99 > ro->max_p99))
         {
             ngx_http_traffic_split_rollback(scf, n, e, p99, log);
-            return;
+            return 1;
         }
     }
 
@@ -242,13 +255,13 @@ ngx_http_traffic_split_rollout_check(ngx_http_traffic_split_conf_t *scf,
     if ((ngx_msec_int_t) (now - node->step_start) < (ngx_msec_int_t)
                                                      ro->interval)
     {
-        return;
+        return 0;
     }
 
     if (n < ro->min_requests) {
 
         /* too few answers to judge: the step goes on */
-        return;
+        return 0;
     }
 
     if (node->step + 1 >= ro->nsteps) {
@@ -261,7 +274,7 @@ ngx_http_traffic_split_rollout_check(ngx_http_traffic_split_conf_t *scf,
                         scf->variants.elts)[ro->canary].name,
                       ro->steps[node->step] / 100,
                       ro->steps[node->step] % 100);
-        return;
+        return 1;
     }
 
     node->step++;
@@ -275,6 +288,8 @@ ngx_http_traffic_split_rollout_check(ngx_http_traffic_split_conf_t *scf,
                   "%ui.%02ui%% after %ui requests with %ui errors",
                   &scf->name, node->step + 1, ro->steps[node->step] / 100,
                   ro->steps[node->step] % 100, n, e);
+
+    return 1;
 }
 
 

@@ -265,7 +265,12 @@ ngx_http_traffic_split_write_weights(ngx_http_traffic_split_conf_t *scf,
 
     node = scf->node;
 
-    node->seq++;
+    /*
+     * made odd, not incremented: a count a dead writer left odd would
+     * otherwise stay inverted for good (odd at rest, even while writing)
+     */
+
+    node->seq |= 1;
     ngx_memory_barrier();
 
     ngx_memcpy(node->weights, weights,
