@@ -385,3 +385,23 @@ def test_client_bytes_in_key_names_are_utf8_checked(nginx, tenants):
     assert get(n, tok, "\u00e9t\u00e9".encode().decode("latin-1")
                ).status_code == 500
     assert "key file open()" in n.log_since_mark()
+
+
+def test_key_file_not_regular_refused(nginx, tenants):
+    """A FIFO where a key file should be would hang the worker in open():
+    it is opened non-blocking and refused, as is a directory."""
+    os.mkfifo(str(tenants / "fifo.json"), 0o644)
+    os.chmod(str(tenants / "fifo.json"), 0o644)
+    (tenants / "dir.json").mkdir()
+    os.chmod(str(tenants / "dir.json"), 0o755)
+    n = nginx.start(FILES, modules=MOD, dir=str(tenants))
+    n.allow(r"key file .* \(not a regular file|access denied \(error\)")
+    tok_a = U.token("RS256", keyname="rsa", kid="a")
+    for name in ("fifo", "dir"):
+        n.mark()
+        assert get(n, tok_a, name).status_code == 500, name
+        assert re.search(r'\[error\].*cannot read key file ".*%s\.json" '
+                         r'\(not a regular file' % name,
+                         n.log_since_mark()), name
+    # the worker is not stuck
+    assert get(n, tok_a, "a").status_code == 200

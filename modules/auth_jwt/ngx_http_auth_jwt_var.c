@@ -62,8 +62,10 @@ static ngx_http_auth_jwt_keyset_t *ngx_http_auth_jwt_file_load(
 static void ngx_http_auth_jwt_file_drop(ngx_http_auth_jwt_file_entry_t *e);
 static ngx_http_auth_jwt_uri_entry_t *ngx_http_auth_jwt_uri_find(
     ngx_queue_t *list, void *server, ngx_str_t *uri);
+static ngx_int_t ngx_http_auth_jwt_uri_promote(
+    ngx_http_auth_jwt_uri_entry_t *e);
 static ngx_int_t ngx_http_auth_jwt_uri_room(ngx_queue_t *list, ngx_uint_t *n,
-    ngx_uint_t max);
+    ngx_uint_t max, ngx_uint_t promote);
 static void ngx_http_auth_jwt_uri_drop(ngx_http_auth_jwt_uri_entry_t *e);
 static void ngx_http_auth_jwt_uri_free(ngx_queue_t *list);
 
@@ -496,7 +498,13 @@ ngx_http_auth_jwt_file_load(ngx_http_request_t *r, ngx_str_t *path,
     const char                  *err;
     ngx_http_auth_jwt_keyset_t  *ks;
 
-    fd = ngx_open_file(path->data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+    /*
+     * non-blocking: a FIFO put where a key file should be must not hang
+     * the worker in open() or read(); it is refused below
+     */
+
+    fd = ngx_open_file(path->data, NGX_FILE_RDONLY|NGX_FILE_NONBLOCK,
+                       NGX_FILE_OPEN, 0);
     if (fd == NGX_INVALID_FILE) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, ngx_errno,
                       "auth_jwt: key file " ngx_open_file_n " \"%V\" failed",
@@ -513,6 +521,7 @@ ngx_http_auth_jwt_file_load(ngx_http_request_t *r, ngx_str_t *path,
     n = NGX_ERROR;
 
     if (ngx_fd_info(fd, fi) != NGX_FILE_ERROR
+        && ngx_is_file(fi)
         && ngx_file_size(fi) <= 1024 * 1024)
     {
         buf = ngx_pnalloc(r->pool, ngx_file_size(fi) + 1);
@@ -528,8 +537,8 @@ ngx_http_auth_jwt_file_load(ngx_http_request_t *r, ngx_str_t *path,
 
     if (n == NGX_ERROR) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "auth_jwt: cannot read key file \"%V\" (over 1 MB?)",
-                      path);
+                      "auth_jwt: cannot read key file \"%V\" "
+                      "(not a regular file, or over 1 MB)", path);
         return NULL;
     }
 
@@ -588,18 +597,8 @@ ngx_http_auth_jwt_uri_source(ngx_http_request_t *r, ngx_str_t *uri,
 
     e = ngx_http_auth_jwt_uri_find(&ngx_http_auth_jwt_uris_new, server, uri);
     if (e != NULL) {
-        if (e->src.keyset != NULL
-            && ngx_http_auth_jwt_uri_room(&ngx_http_auth_jwt_uris,
-                                          &ngx_http_auth_jwt_nuris,
-                                          NGX_HTTP_AUTH_JWT_URIS_MAX)
-               == NGX_OK)
-        {
-            /* its keys are loaded: a known name from now on */
-
-            ngx_queue_remove(&e->queue);
-            ngx_http_auth_jwt_nuris_new--;
-            ngx_queue_insert_head(&ngx_http_auth_jwt_uris, &e->queue);
-            ngx_http_auth_jwt_nuris++;
+        if (e->src.keyset != NULL) {
+            (void) ngx_http_auth_jwt_uri_promote(e);
         }
 
         return &e->src;
@@ -607,7 +606,7 @@ ngx_http_auth_jwt_uri_source(ngx_http_request_t *r, ngx_str_t *uri,
 
     if (ngx_http_auth_jwt_uri_room(&ngx_http_auth_jwt_uris_new,
                                    &ngx_http_auth_jwt_nuris_new,
-                                   NGX_HTTP_AUTH_JWT_URIS_NEW)
+                                   NGX_HTTP_AUTH_JWT_URIS_NEW, 1)
         != NGX_OK)
     {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
@@ -677,13 +676,38 @@ ngx_http_auth_jwt_uri_find(ngx_queue_t *list, void *server, ngx_str_t *uri)
 }
 
 
+/* a new name whose keys are loaded: a known name from now on */
+
+static ngx_int_t
+ngx_http_auth_jwt_uri_promote(ngx_http_auth_jwt_uri_entry_t *e)
+{
+    if (ngx_http_auth_jwt_uri_room(&ngx_http_auth_jwt_uris,
+                                   &ngx_http_auth_jwt_nuris,
+                                   NGX_HTTP_AUTH_JWT_URIS_MAX, 0)
+        != NGX_OK)
+    {
+        return NGX_DECLINED;
+    }
+
+    ngx_queue_remove(&e->queue);
+    ngx_http_auth_jwt_nuris_new--;
+    ngx_queue_insert_head(&ngx_http_auth_jwt_uris, &e->queue);
+    ngx_http_auth_jwt_nuris++;
+
+    return NGX_OK;
+}
+
+
 /*
  * Room for one more entry in a list: the least recently used entry that
- * no request fetches or waits for is dropped when the list is full.
+ * no request fetches or waits for leaves when the list is full, dropped,
+ * or (promote, the list of new names) moved to the main list when its
+ * keys are loaded.
  */
 
 static ngx_int_t
-ngx_http_auth_jwt_uri_room(ngx_queue_t *list, ngx_uint_t *n, ngx_uint_t max)
+ngx_http_auth_jwt_uri_room(ngx_queue_t *list, ngx_uint_t *n, ngx_uint_t max,
+    ngx_uint_t promote)
 {
     ngx_queue_t                    *q;
     ngx_http_auth_jwt_source_t     *src;
@@ -700,12 +724,20 @@ ngx_http_auth_jwt_uri_room(ngx_queue_t *list, ngx_uint_t *n, ngx_uint_t max)
         e = ngx_queue_data(q, ngx_http_auth_jwt_uri_entry_t, queue);
         src = &e->src;
 
-        if (!src->fetching && ngx_queue_empty(&src->waiters)) {
-            ngx_queue_remove(q);
-            (*n)--;
-            ngx_http_auth_jwt_uri_drop(e);
+        if (src->fetching || !ngx_queue_empty(&src->waiters)) {
+            continue;
+        }
+
+        if (promote && src->keyset != NULL
+            && ngx_http_auth_jwt_uri_promote(e) == NGX_OK)
+        {
             return NGX_OK;
         }
+
+        ngx_queue_remove(q);
+        (*n)--;
+        ngx_http_auth_jwt_uri_drop(e);
+        return NGX_OK;
     }
 
     return NGX_DECLINED;
