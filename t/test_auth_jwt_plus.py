@@ -405,3 +405,40 @@ def test_key_file_not_regular_refused(nginx, tenants):
                          n.log_since_mark()), name
     # the worker is not stuck
     assert get(n, tok_a, "a").status_code == 200
+
+
+def test_new_key_uris_in_flight_leave_loaded_sets_alone(nginx, backend):
+    """32 slow fetches of made-up names fill the list of new names: a
+    further new name gets 500 (logged), a loaded set goes on working, and
+    the new name is served once the list has room again."""
+    import threading
+    b = backend()
+    b.json("/jwks/a", {"keys": [U.jwk("rsa", kid="a")]})
+    b.json("/jwks/b", {"keys": [U.jwk("rsa2", kid="b")]})
+    b.script(None, [Resp(404, {"error": "no such tenant"}, delay=4)])
+    n = nginx.start(URIS, modules=MOD, jwks=b.port)
+    n.allow(r"JWKS|access denied \(key_unavailable\)"
+            r"|access denied \(error\)|key URIs in use")
+    tok_a = U.token("RS256", keyname="rsa", kid="a")
+    tok_b = U.token("RS256", keyname="rsa2", kid="b")
+    assert get(n, tok_a, "a").status_code == 200
+    forged = U.token("RS256", keyname="rsa2", kid="a")
+    threads = [threading.Thread(target=get, args=(n, forged, "slow%d" % i))
+               for i in range(32)]
+    for t in threads:
+        t.start()
+    deadline = time.time() + 15
+    while time.time() < deadline:
+        if sum(q["path"].startswith("/jwks/slow")
+               for q in list(b.requests)) == 32:
+            break
+        time.sleep(0.1)
+    n.mark()
+    assert get(n, tok_b, "b").status_code == 500
+    assert "32 new key URIs in use at once" in n.log_since_mark()
+    assert get(n, tok_a, "a").status_code == 200
+    for t in threads:
+        t.join()
+    assert get(n, tok_b, "b").status_code == 200
+    assert [q["path"] for q in b.requests if q["path"] == "/jwks/a"] == \
+        ["/jwks/a"]
