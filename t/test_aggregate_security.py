@@ -295,6 +295,30 @@ def test_field_variables_absent_and_control_bytes(nginx, backend):
     assert "Injected" not in log and "ann" not in log
 
 
+CASELESS = """
+        location = /d {
+            aggregate user /_svc/users/$arg_u;
+            aggregate role /_svc/role/$aggregate_user_role optional;
+        }
+"""
+
+
+def test_ambiguous_caseless_field_reads_as_absent(nginx, backend):
+    """$aggregate_<part>_<field> falls back to a member that matches without
+    regard to case only when it is the one such member: with two, the
+    field is absent (as in auth_jwt), not the one placed first."""
+    b = backend()
+    b.json("/users/1", {"rOLE": "admin", "Role": "user"})
+    b.json("/users/2", {"ROLE": "ops"})
+    b.json("/users/3", {"rOLE": "admin", "role": "user", "Role": "x"})
+    n = nginx.start(conf(CASELESS), modules=MOD, bport=b.port, rport=1)
+    for u in ("1", "2", "3"):
+        assert get(n, "/d?u=" + u).status_code == 200
+    paths = sorted(x["path"] for x in b.requests)
+    assert paths == ["/role/ops", "/role/user", "/users/1", "/users/2",
+                     "/users/3"], paths
+
+
 @pytest.mark.parametrize("arg", ["'fields=a\"b'", "'fields=a\\\\b'",
                                  "\"fields=ok,x\\\"y\""])
 def test_field_names_json_would_escape_fail_nginx_t(nginx_t, arg):

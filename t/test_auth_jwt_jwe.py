@@ -309,3 +309,44 @@ def test_expired_encrypted(jwe_nginx):
 def test_logs_clean(jwe_nginx):
     bad = [line for line in jwe_nginx.bad_lines()]
     assert not bad, bad
+
+
+RSA_CONF = """
+    server {
+        listen 127.0.0.1:{{port1}};
+        location / { return 200 "backend\\n"; }
+    }
+    server {
+        listen 127.0.0.1:{{port}};
+        add_header X-Result $auth_jwt_result always;
+        location / {
+            auth_jwt "api";
+            auth_jwt_type encrypted;
+            auth_jwt_key_file {{keys}};
+            proxy_pass http://127.0.0.1:{{port1}};
+        }
+    }
+"""
+
+
+def test_rsa_private_key_operations_bounded_per_token(nginx, tmp_path):
+    """An RSA private-key operation costs milliseconds and anyone can send
+    a token: at most two per token.  Without a "kid" only the first two
+    RSA keys are tried; with one, the key of that kid is."""
+    keys = str(tmp_path / "keys.json")
+    with open(keys, "w") as f:
+        f.write(U.jwks(*[U.private_jwk("rsa-e%d" % i, kid="e%d" % i)
+                         for i in (1, 2, 3)]))
+    os.chmod(str(tmp_path), 0o755)
+    os.chmod(keys, 0o644)
+    n = nginx.start(RSA_CONF, modules=MOD, keys=keys)
+    n.allow(r"access denied \(bad_signature\): JWE decryption failed")
+    for i, kid, status in ((1, None, 200), (2, None, 200), (3, None, 401),
+                           (3, "e3", 200)):
+        tok = U.jwe(U.claims(), "RSA-OAEP-256", "A128GCM",
+                    keyname="rsa-e%d" % i, kid=kid)
+        r = get(n, tok, "/x")
+        assert r.status_code == status, (i, kid, r.headers)
+    n.mark()
+    tok = U.jwe(U.claims(), "RSA-OAEP", "A256GCM", keyname="rsa-e3")
+    assert get(n, tok, "/x").headers["X-Result"] == "bad_signature"

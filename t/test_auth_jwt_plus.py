@@ -13,7 +13,7 @@ import time
 import pytest
 import requests
 
-from conftest import require_module
+from conftest import require_module, Resp
 import auth_jwt_util as U
 
 require_module("auth_jwt")
@@ -251,3 +251,194 @@ def test_named_key_sets_across_reload(nginx, backend, tenants):
     n.reload(URIS, jwks=b.port)
     for _ in range(4):
         assert get(n, tok, "a").status_code == 200
+
+
+# -- names made of variables stay confined ----------------------------------
+
+def get_h(n, tok, path, **headers):
+    h = {"Authorization": "Bearer " + tok}
+    h.update(headers)
+    return requests.get(n.url(path), headers=h, timeout=20)
+
+
+# Key file names made of a variable next to literal text or to another
+# variable: each variable's value passes the "plain name" check ("." has
+# no "/" and no ".."), but the assembled name would have a ".." segment.
+ADJACENT = BACKEND + """
+    server {
+        listen 127.0.0.1:{{port}};
+        add_header X-Result $auth_jwt_result always;
+        location /dot/ {
+            auth_jwt "api";
+            auth_jwt_key_file {{dir}}/.$http_x_tenant/jwks.json;
+            proxy_pass http://127.0.0.1:{{port1}};
+        }
+        location /two/ {
+            auth_jwt "api";
+            auth_jwt_key_file {{dir}}/$http_x_region$http_x_tenant/jwks.json;
+            proxy_pass http://127.0.0.1:{{port1}};
+        }
+        location /lit/ {
+            auth_jwt "api";
+            auth_jwt_key_file {{dir}}/../keys/$http_x_tenant/jwks.json;
+            proxy_pass http://127.0.0.1:{{port1}};
+        }
+    }
+"""
+
+
+@pytest.fixture
+def confined():
+    """top/keys/<tenant>/jwks.json for tenants, and top/jwks.json, the key
+    set of something else, beside the directory no tenant may leave."""
+    top = tempfile.mkdtemp(prefix="auth-jwt-")
+    os.chmod(top, 0o755)
+    d = pathlib.Path(top) / "keys"
+    for sub in (d, d / ".a", d / "eu-a"):
+        sub.mkdir()
+        os.chmod(str(sub), 0o755)
+    write(str(d / ".a" / "jwks.json"), U.jwks(U.jwk("rsa", kid="a")))
+    write(str(d / "eu-a" / "jwks.json"), U.jwks(U.jwk("rsa", kid="a")))
+    write(top + "/jwks.json", U.jwks(U.jwk("ec256", kid="outside")))
+    yield d
+    shutil.rmtree(top)
+
+
+def test_key_file_dot_segments_stay_confined(nginx, confined):
+    n = nginx.start(ADJACENT, modules=MOD, dir=str(confined))
+    n.allow(r"not a plain name|segment, refused|key file .* failed"
+            r"|access denied \(error\)")
+    tok_a = U.token("RS256", keyname="rsa", kid="a")
+    # the layout works for the tenants it was made for
+    assert get_h(n, tok_a, "/dot/x", **{"X-Tenant": "a"}).status_code == 200
+    assert get_h(n, tok_a, "/two/x", **{"X-Region": "eu-",
+                                       "X-Tenant": "a"}).status_code == 200
+    # ".." written in the configuration stays allowed
+    assert get_h(n, tok_a, "/lit/x",
+                 **{"X-Tenant": "eu-a"}).status_code == 200
+    # a token of the key set outside the directory
+    tok_out = U.token("ES256", kid="outside")
+    for path, hdrs in (("/dot/x", {"X-Tenant": "."}),
+                       ("/two/x", {"X-Region": ".", "X-Tenant": "."}),
+                       ("/lit/x", {"X-Tenant": "."})):
+        n.mark()
+        r = get_h(n, tok_out, path, **hdrs)
+        assert r.status_code == 500, (path, hdrs, r.headers.get("X-Result"))
+        assert re.search(r'\[error\].*a variable makes a "\." or "\.\." '
+                         r'segment, refused as part of a key file name',
+                         n.log_since_mark()), (path, hdrs)
+
+
+def test_key_request_dot_segment_refused(nginx, backend):
+    b = backend()
+    b.json("/jwks/a", {"keys": [U.jwk("rsa", kid="a")]})
+    n = nginx.start(URIS, modules=MOD, jwks=b.port)
+    n.allow(r"segment, refused|access denied \(error\)")
+    tok_a = U.token("RS256", keyname="rsa", kid="a")
+    n.mark()
+    assert get(n, tok_a, ".").status_code == 500
+    assert re.search(r'\[error\].*segment, refused as part of a key URI',
+                     n.log_since_mark())
+    assert get(n, tok_a, "a").status_code == 200
+    assert [q["path"] for q in b.requests] == ["/jwks/a"]
+
+
+def test_unknown_names_do_not_flush_loaded_key_sets(nginx, backend):
+    b = backend()
+    b.json("/jwks/a", {"keys": [U.jwk("rsa", kid="a")]})
+    b.json("/jwks/b", {"keys": [U.jwk("rsa2", kid="b")]})
+    b.script(None, [Resp(404, {"error": "no such tenant"})])
+    n = nginx.start(URIS, modules=MOD, jwks=b.port)
+    n.allow(r"JWKS|access denied \(key_unavailable\)"
+            r"|access denied \(error\)|key URIs")
+    tok_a = U.token("RS256", keyname="rsa", kid="a")
+    assert get(n, tok_a, "a").status_code == 200
+    # a well-formed token costs the client nothing to make
+    forged = U.token("RS256", keyname="rsa2", kid="a")
+    for i in range(101):
+        get(n, forged, "junk%d" % i)
+    assert get(n, tok_a, "a").status_code == 200
+    fetched_a = [q for q in b.requests if q["path"] == "/jwks/a"]
+    assert len(fetched_a) == 1, len(fetched_a)
+    # a new tenant still gets its keys
+    tok_b = U.token("RS256", keyname="rsa2", kid="b")
+    assert get(n, tok_b, "b").status_code == 200
+
+
+def test_client_bytes_in_key_names_are_utf8_checked(nginx, tenants):
+    n = nginx.start(FILES, modules=MOD, dir=str(tenants))
+    n.allow(r"key file .* failed|access denied \(error\)|not a plain name")
+    tok = U.token("RS256", keyname="rsa", kid="a")
+    for bad in (b"zz\xff\xfe", b'zz"x', b"zz\xc3"):
+        n.mark()
+        r = requests.get(n.url("/x"), timeout=20,
+                         headers={"Authorization": "Bearer " + tok,
+                                  "X-Tenant": bad})
+        assert r.status_code == 500, bad
+        with open(n.error_log, "rb") as f:
+            f.seek(n._log_pos)
+            logged = f.read()
+        assert bad not in logged, logged[-300:]
+        assert b"not a plain name" in logged, logged[-300:]
+    # UTF-8 names are names
+    n.mark()
+    assert get(n, tok, "\u00e9t\u00e9".encode().decode("latin-1")
+               ).status_code == 500
+    assert "key file open()" in n.log_since_mark()
+
+
+def test_key_file_not_regular_refused(nginx, tenants):
+    """A FIFO where a key file should be would hang the worker in open():
+    it is opened non-blocking and refused, as is a directory."""
+    os.mkfifo(str(tenants / "fifo.json"), 0o644)
+    os.chmod(str(tenants / "fifo.json"), 0o644)
+    (tenants / "dir.json").mkdir()
+    os.chmod(str(tenants / "dir.json"), 0o755)
+    n = nginx.start(FILES, modules=MOD, dir=str(tenants))
+    n.allow(r"key file .* \(not a regular file|access denied \(error\)")
+    tok_a = U.token("RS256", keyname="rsa", kid="a")
+    for name in ("fifo", "dir"):
+        n.mark()
+        assert get(n, tok_a, name).status_code == 500, name
+        assert re.search(r'\[error\].*cannot read key file ".*%s\.json" '
+                         r'\(not a regular file' % name,
+                         n.log_since_mark()), name
+    # the worker is not stuck
+    assert get(n, tok_a, "a").status_code == 200
+
+
+def test_new_key_uris_in_flight_leave_loaded_sets_alone(nginx, backend):
+    """32 slow fetches of made-up names fill the list of new names: a
+    further new name gets 500 (logged), a loaded set goes on working, and
+    the new name is served once the list has room again."""
+    import threading
+    b = backend()
+    b.json("/jwks/a", {"keys": [U.jwk("rsa", kid="a")]})
+    b.json("/jwks/b", {"keys": [U.jwk("rsa2", kid="b")]})
+    b.script(None, [Resp(404, {"error": "no such tenant"}, delay=4)])
+    n = nginx.start(URIS, modules=MOD, jwks=b.port)
+    n.allow(r"JWKS|access denied \(key_unavailable\)"
+            r"|access denied \(error\)|key URIs in use")
+    tok_a = U.token("RS256", keyname="rsa", kid="a")
+    tok_b = U.token("RS256", keyname="rsa2", kid="b")
+    assert get(n, tok_a, "a").status_code == 200
+    forged = U.token("RS256", keyname="rsa2", kid="a")
+    threads = [threading.Thread(target=get, args=(n, forged, "slow%d" % i))
+               for i in range(32)]
+    for t in threads:
+        t.start()
+    deadline = time.time() + 15
+    while time.time() < deadline:
+        if sum(q["path"].startswith("/jwks/slow")
+               for q in list(b.requests)) == 32:
+            break
+        time.sleep(0.1)
+    n.mark()
+    assert get(n, tok_b, "b").status_code == 500
+    assert "32 new key URIs in use at once" in n.log_since_mark()
+    assert get(n, tok_a, "a").status_code == 200
+    for t in threads:
+        t.join()
+    assert get(n, tok_b, "b").status_code == 200
+    assert [q["path"] for q in b.requests if q["path"] == "/jwks/a"] == \
+        ["/jwks/a"]

@@ -899,8 +899,10 @@ ngx_http_aggregate_json_member(u_char **pp, u_char *last, ngx_str_t *name,
 
 /*
  * The value of the member "name" of the object obj: an exact match, or
- * with caseless set, else the first that matches without regard to case.
- * NGX_DECLINED when obj is no object or has no such member.
+ * with caseless set, else the one member that matches without regard to
+ * case.  NGX_DECLINED when obj is no object or has no such member, or
+ * when two match without regard to case (and none exactly): which one
+ * is meant cannot be told, and the first may be the one a user wrote.
  */
 
 ngx_int_t
@@ -931,15 +933,13 @@ ngx_http_aggregate_json_get(ngx_str_t *obj, u_char *name, size_t len,
             return NGX_OK;
         }
 
-        if (caseless && !matched
-            && ngx_strncasecmp(key.data, name, len) == 0)
-        {
+        if (caseless && ngx_strncasecmp(key.data, name, len) == 0) {
             found = v;
-            matched = 1;
+            matched++;
         }
     }
 
-    if (!matched) {
+    if (matched != 1) {
         return NGX_DECLINED;
     }
 

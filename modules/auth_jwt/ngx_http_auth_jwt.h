@@ -165,6 +165,7 @@ typedef struct {
     ngx_str_t                       kid;
     ngx_uint_t                      alg;      /* key management */
     ngx_uint_t                      enc;
+    ngx_uint_t                      rsa_tries;  /* private-key operations */
     unsigned                        has_kid:1;
 } ngx_http_auth_jwt_jwe_t;
 

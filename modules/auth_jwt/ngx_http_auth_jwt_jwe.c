@@ -30,6 +30,7 @@
 
 #define NGX_HTTP_AUTH_JWT_GCM    1
 #define NGX_HTTP_AUTH_JWT_CBC    2
+#define NGX_HTTP_AUTH_JWT_JWE_RSA_TRIES  2
 
 
 typedef struct {
@@ -486,6 +487,12 @@ ngx_http_auth_jwt_jwe_header(ngx_pool_t *pool, ngx_http_auth_jwt_jwe_t *jwe,
 /*
  * Decrypts with one key.  NGX_OK: out is the plaintext, authenticated;
  * NGX_DECLINED: not this key, or not authentic, which are not told apart.
+ *
+ * An RSA private-key operation costs milliseconds (about 5 ms at 4096
+ * bits, 20 ms and more at 8192) and anyone can send a token: at most
+ * NGX_HTTP_AUTH_JWT_JWE_RSA_TRIES of them per token.  With a "kid" only
+ * the keys of that kid (and keys without one) are offered here; without,
+ * the first keys for the "alg" in the order of the key sets.
  */
 
 ngx_int_t
@@ -499,6 +506,14 @@ ngx_http_auth_jwt_jwe_decrypt(ngx_pool_t *pool, ngx_http_auth_jwt_key_t *key,
 
     if (!(key->jwe & (1 << jwe->alg))) {
         return NGX_DECLINED;
+    }
+
+    if (ngx_http_auth_jwt_kmas[jwe->alg].md && key->pkey) {
+        if (jwe->rsa_tries == NGX_HTTP_AUTH_JWT_JWE_RSA_TRIES) {
+            return NGX_DECLINED;
+        }
+
+        jwe->rsa_tries++;
     }
 
     enc = &ngx_http_auth_jwt_encs[jwe->enc];

@@ -24,6 +24,7 @@
 
 #define NGX_HTTP_AUTH_JWT_FILES_MAX    100
 #define NGX_HTTP_AUTH_JWT_URIS_MAX     100
+#define NGX_HTTP_AUTH_JWT_URIS_NEW     32
 #define NGX_HTTP_AUTH_JWT_NAME_MAX     1024
 #define NGX_HTTP_AUTH_JWT_PARTS_MAX    16
 
@@ -53,10 +54,20 @@ typedef struct {
 
 
 static ngx_int_t ngx_http_auth_jwt_part_safe(ngx_str_t *v, ngx_uint_t uri);
+static ngx_int_t ngx_http_auth_jwt_segments_safe(ngx_str_t *name,
+    u_char *var, ngx_uint_t uri);
 static ngx_http_auth_jwt_keyset_t *ngx_http_auth_jwt_file_load(
     ngx_http_request_t *r, ngx_str_t *path, ngx_uint_t max,
     ngx_file_info_t *fi);
 static void ngx_http_auth_jwt_file_drop(ngx_http_auth_jwt_file_entry_t *e);
+static ngx_http_auth_jwt_uri_entry_t *ngx_http_auth_jwt_uri_find(
+    ngx_queue_t *list, void *server, ngx_str_t *uri);
+static ngx_int_t ngx_http_auth_jwt_uri_promote(
+    ngx_http_auth_jwt_uri_entry_t *e);
+static ngx_int_t ngx_http_auth_jwt_uri_room(ngx_queue_t *list, ngx_uint_t *n,
+    ngx_uint_t max, ngx_uint_t promote);
+static void ngx_http_auth_jwt_uri_drop(ngx_http_auth_jwt_uri_entry_t *e);
+static void ngx_http_auth_jwt_uri_free(ngx_queue_t *list);
 
 
 /* per worker */
@@ -64,6 +75,8 @@ static ngx_queue_t  ngx_http_auth_jwt_files;
 static ngx_uint_t   ngx_http_auth_jwt_nfiles;
 static ngx_queue_t  ngx_http_auth_jwt_uris;
 static ngx_uint_t   ngx_http_auth_jwt_nuris;
+static ngx_queue_t  ngx_http_auth_jwt_uris_new;
+static ngx_uint_t   ngx_http_auth_jwt_nuris_new;
 
 
 /*
@@ -174,14 +187,17 @@ ngx_http_auth_jwt_template(ngx_conf_t *cf, ngx_str_t *value, ngx_uint_t uri)
 
 /*
  * The name for this request.  NGX_DECLINED (logged) when a variable's
- * value is not a plain name: empty, "/" or ".." in it, or a control byte.
+ * value is not a plain name (empty, "/" or ".." in it, a control byte,
+ * not UTF-8), or when the joined name has a "." or ".." segment that a
+ * variable's bytes are part of: "." next to a literal "." or to another
+ * variable's "." would leave the directory all the same.
  */
 
 ngx_int_t
 ngx_http_auth_jwt_template_value(ngx_http_request_t *r,
     ngx_http_auth_jwt_template_t *t, ngx_str_t *out)
 {
-    u_char                     *p;
+    u_char                     *p, *var;
     size_t                      len;
     ngx_str_t                   s;
     ngx_uint_t                  i, n;
@@ -230,24 +246,88 @@ ngx_http_auth_jwt_template_value(ngx_http_request_t *r,
         return NGX_DECLINED;
     }
 
-    out->data = ngx_pnalloc(r->pool, len + 1);
+    /* the name, then one byte per byte of it: 1 when from a variable */
+
+    out->data = ngx_pnalloc(r->pool, 2 * len + 1);
     if (out->data == NULL) {
         return NGX_ERROR;
     }
 
     p = out->data;
+    var = out->data + len + 1;
 
     for (i = 0; i < n; i++) {
         if (vals[i] == NULL) {
             p = ngx_cpymem(p, part[i].text.data, part[i].text.len);
+            ngx_memzero(var, part[i].text.len);
+            var += part[i].text.len;
 
         } else {
             p = ngx_cpymem(p, vals[i]->data, vals[i]->len);
+            ngx_memset(var, 1, vals[i]->len);
+            var += vals[i]->len;
         }
     }
 
     *p = '\0';
     out->len = p - out->data;
+
+    if (ngx_http_auth_jwt_segments_safe(out, out->data + len + 1, t->uri)
+        != NGX_OK)
+    {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "auth_jwt: a variable makes a \".\" or \"..\" "
+                      "segment, refused as part of a key %s",
+                      t->uri ? "URI" : "file name");
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * No segment of the name (between "/", up to the query in a URI) that a
+ * variable's bytes are part of is "." or "..".  A variable never makes an
+ * empty segment: its value is not empty and has no "/".  A ".." written
+ * in the configuration stays allowed.
+ */
+
+static ngx_int_t
+ngx_http_auth_jwt_segments_safe(ngx_str_t *name, u_char *var, ngx_uint_t uri)
+{
+    size_t      i, start, len;
+    ngx_uint_t  from_var;
+
+    start = 0;
+    from_var = 0;
+
+    for (i = 0; i <= name->len; i++) {
+
+        if (i < name->len && name->data[i] != '/'
+            && !(uri && name->data[i] == '?'))
+        {
+            from_var |= var[i];
+            continue;
+        }
+
+        len = i - start;
+
+        if (from_var
+            && ((len == 1 && name->data[start] == '.')
+                || (len == 2 && name->data[start] == '.'
+                    && name->data[start + 1] == '.')))
+        {
+            return NGX_DECLINED;
+        }
+
+        if (i < name->len && name->data[i] == '?') {
+            break;
+        }
+
+        start = i + 1;
+        from_var = 0;
+    }
 
     return NGX_OK;
 }
@@ -256,7 +336,8 @@ ngx_http_auth_jwt_template_value(ngx_http_request_t *r,
 /*
  * A variable's part of a name stays inside the directory (or the URI
  * path) that the literal text gives: no "/", no "..", no control byte,
- * no NUL; in a URI also no "?", "#", "%" or "\\".
+ * no NUL; in a URI also no "?", "#", "%" or "\\".  The name can reach
+ * a log line ("open() ... failed"): UTF-8 only, and no "\"".
  */
 
 static ngx_int_t
@@ -264,7 +345,9 @@ ngx_http_auth_jwt_part_safe(ngx_str_t *v, ngx_uint_t uri)
 {
     size_t  i;
 
-    if (v->len == 0 || !ngx_meshgate_text_is_safe(v->data, v->len)) {
+    if (v->len == 0 || !ngx_meshgate_text_is_safe(v->data, v->len)
+        || !ngx_meshgate_utf8_is_valid(v->data, v->len))
+    {
         return NGX_DECLINED;
     }
 
@@ -273,6 +356,7 @@ ngx_http_auth_jwt_part_safe(ngx_str_t *v, ngx_uint_t uri)
 
         case '/':
         case '\\':
+        case '"':
             return NGX_DECLINED;
 
         case '.':
@@ -414,7 +498,13 @@ ngx_http_auth_jwt_file_load(ngx_http_request_t *r, ngx_str_t *path,
     const char                  *err;
     ngx_http_auth_jwt_keyset_t  *ks;
 
-    fd = ngx_open_file(path->data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+    /*
+     * non-blocking: a FIFO put where a key file should be must not hang
+     * the worker in open() or read(); it is refused below
+     */
+
+    fd = ngx_open_file(path->data, NGX_FILE_RDONLY|NGX_FILE_NONBLOCK,
+                       NGX_FILE_OPEN, 0);
     if (fd == NGX_INVALID_FILE) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, ngx_errno,
                       "auth_jwt: key file " ngx_open_file_n " \"%V\" failed",
@@ -431,6 +521,7 @@ ngx_http_auth_jwt_file_load(ngx_http_request_t *r, ngx_str_t *path,
     n = NGX_ERROR;
 
     if (ngx_fd_info(fd, fi) != NGX_FILE_ERROR
+        && ngx_is_file(fi)
         && ngx_file_size(fi) <= 1024 * 1024)
     {
         buf = ngx_pnalloc(r->pool, ngx_file_size(fi) + 1);
@@ -446,8 +537,8 @@ ngx_http_auth_jwt_file_load(ngx_http_request_t *r, ngx_str_t *path,
 
     if (n == NGX_ERROR) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "auth_jwt: cannot read key file \"%V\" (over 1 MB?)",
-                      path);
+                      "auth_jwt: cannot read key file \"%V\" "
+                      "(not a regular file, or over 1 MB)", path);
         return NULL;
     }
 
@@ -474,8 +565,13 @@ ngx_http_auth_jwt_file_load(ngx_http_request_t *r, ngx_str_t *path,
 
 /*
  * The source of a URI named at run time in the request's server, made on
- * first use and then fetched and refreshed like a fixed one.  A source
- * that is being fetched or awaited is never dropped; NULL when all are.
+ * first use and then fetched and refreshed like a fixed one.  A name is
+ * first kept in a short list of its own (NGX_HTTP_AUTH_JWT_URIS_NEW):
+ * any client can make up names whose fetch fails, and these must not
+ * push out the loaded key sets.  Once its fetch has given keys, it moves
+ * to the main list (NGX_HTTP_AUTH_JWT_URIS_MAX).  In both, the least
+ * recently used source that is neither fetched nor awaited makes room;
+ * NULL (logged) when there is none.
  */
 
 ngx_http_auth_jwt_source_t *
@@ -484,49 +580,39 @@ ngx_http_auth_jwt_uri_source(ngx_http_request_t *r, ngx_str_t *uri,
 {
     void                           *server;
     ngx_pool_t                     *pool;
-    ngx_queue_t                    *q;
     ngx_http_auth_jwt_source_t     *src;
-    ngx_http_auth_jwt_uri_entry_t  *e, *victim;
+    ngx_http_auth_jwt_uri_entry_t  *e;
 
     if (ngx_http_auth_jwt_uris.next == NULL) {
         ngx_queue_init(&ngx_http_auth_jwt_uris);
+        ngx_queue_init(&ngx_http_auth_jwt_uris_new);
     }
 
     server = ngx_http_get_module_srv_conf(r, ngx_http_core_module);
-    victim = NULL;
 
-    for (q = ngx_queue_head(&ngx_http_auth_jwt_uris);
-         q != ngx_queue_sentinel(&ngx_http_auth_jwt_uris);
-         q = ngx_queue_next(q))
-    {
-        e = ngx_queue_data(q, ngx_http_auth_jwt_uri_entry_t, queue);
-        src = &e->src;
-
-        if (src->server == server && src->uri.len == uri->len
-            && ngx_memcmp(src->uri.data, uri->data, uri->len) == 0)
-        {
-            ngx_queue_remove(q);
-            ngx_queue_insert_head(&ngx_http_auth_jwt_uris, q);
-            return src;
-        }
-
-        if (!src->fetching && ngx_queue_empty(&src->waiters)) {
-            victim = e;
-        }
+    e = ngx_http_auth_jwt_uri_find(&ngx_http_auth_jwt_uris, server, uri);
+    if (e != NULL) {
+        return &e->src;
     }
 
-    if (ngx_http_auth_jwt_nuris >= NGX_HTTP_AUTH_JWT_URIS_MAX) {
-        if (victim == NULL) {
-            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                          "auth_jwt: %d key URIs in use at once",
-                          NGX_HTTP_AUTH_JWT_URIS_MAX);
-            return NULL;
+    e = ngx_http_auth_jwt_uri_find(&ngx_http_auth_jwt_uris_new, server, uri);
+    if (e != NULL) {
+        if (e->src.keyset != NULL) {
+            (void) ngx_http_auth_jwt_uri_promote(e);
         }
 
-        ngx_queue_remove(&victim->queue);
-        ngx_http_auth_jwt_nuris--;
-        ngx_http_auth_jwt_keyset_free(victim->src.keyset);
-        ngx_destroy_pool(victim->pool);
+        return &e->src;
+    }
+
+    if (ngx_http_auth_jwt_uri_room(&ngx_http_auth_jwt_uris_new,
+                                   &ngx_http_auth_jwt_nuris_new,
+                                   NGX_HTTP_AUTH_JWT_URIS_NEW, 1)
+        != NGX_OK)
+    {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "auth_jwt: %d new key URIs in use at once",
+                      NGX_HTTP_AUTH_JWT_URIS_NEW);
+        return NULL;
     }
 
     pool = ngx_create_pool(512, ngx_cycle->log);
@@ -554,10 +640,115 @@ ngx_http_auth_jwt_uri_source(ngx_http_request_t *r, ngx_str_t *uri,
     src->keys_max = max;
     ngx_queue_init(&src->waiters);
 
+    ngx_queue_insert_head(&ngx_http_auth_jwt_uris_new, &e->queue);
+    ngx_http_auth_jwt_nuris_new++;
+
+    return src;
+}
+
+
+/* the entry of a URI in a list, made the most recently used */
+
+static ngx_http_auth_jwt_uri_entry_t *
+ngx_http_auth_jwt_uri_find(ngx_queue_t *list, void *server, ngx_str_t *uri)
+{
+    ngx_queue_t                    *q;
+    ngx_http_auth_jwt_source_t     *src;
+    ngx_http_auth_jwt_uri_entry_t  *e;
+
+    for (q = ngx_queue_head(list);
+         q != ngx_queue_sentinel(list);
+         q = ngx_queue_next(q))
+    {
+        e = ngx_queue_data(q, ngx_http_auth_jwt_uri_entry_t, queue);
+        src = &e->src;
+
+        if (src->server == server && src->uri.len == uri->len
+            && ngx_memcmp(src->uri.data, uri->data, uri->len) == 0)
+        {
+            ngx_queue_remove(q);
+            ngx_queue_insert_head(list, q);
+            return e;
+        }
+    }
+
+    return NULL;
+}
+
+
+/* a new name whose keys are loaded: a known name from now on */
+
+static ngx_int_t
+ngx_http_auth_jwt_uri_promote(ngx_http_auth_jwt_uri_entry_t *e)
+{
+    if (ngx_http_auth_jwt_uri_room(&ngx_http_auth_jwt_uris,
+                                   &ngx_http_auth_jwt_nuris,
+                                   NGX_HTTP_AUTH_JWT_URIS_MAX, 0)
+        != NGX_OK)
+    {
+        return NGX_DECLINED;
+    }
+
+    ngx_queue_remove(&e->queue);
+    ngx_http_auth_jwt_nuris_new--;
     ngx_queue_insert_head(&ngx_http_auth_jwt_uris, &e->queue);
     ngx_http_auth_jwt_nuris++;
 
-    return src;
+    return NGX_OK;
+}
+
+
+/*
+ * Room for one more entry in a list: the least recently used entry that
+ * no request fetches or waits for leaves when the list is full, dropped,
+ * or (promote, the list of new names) moved to the main list when its
+ * keys are loaded.
+ */
+
+static ngx_int_t
+ngx_http_auth_jwt_uri_room(ngx_queue_t *list, ngx_uint_t *n, ngx_uint_t max,
+    ngx_uint_t promote)
+{
+    ngx_queue_t                    *q;
+    ngx_http_auth_jwt_source_t     *src;
+    ngx_http_auth_jwt_uri_entry_t  *e;
+
+    if (*n < max) {
+        return NGX_OK;
+    }
+
+    for (q = ngx_queue_last(list);
+         q != ngx_queue_sentinel(list);
+         q = ngx_queue_prev(q))
+    {
+        e = ngx_queue_data(q, ngx_http_auth_jwt_uri_entry_t, queue);
+        src = &e->src;
+
+        if (src->fetching || !ngx_queue_empty(&src->waiters)) {
+            continue;
+        }
+
+        if (promote && src->keyset != NULL
+            && ngx_http_auth_jwt_uri_promote(e) == NGX_OK)
+        {
+            return NGX_OK;
+        }
+
+        ngx_queue_remove(q);
+        (*n)--;
+        ngx_http_auth_jwt_uri_drop(e);
+        return NGX_OK;
+    }
+
+    return NGX_DECLINED;
+}
+
+
+static void
+ngx_http_auth_jwt_uri_drop(ngx_http_auth_jwt_uri_entry_t *e)
+{
+    ngx_http_auth_jwt_keyset_free(e->src.keyset);
+    ngx_destroy_pool(e->pool);
 }
 
 
@@ -567,7 +758,6 @@ void
 ngx_http_auth_jwt_var_free(void)
 {
     ngx_queue_t                     *q;
-    ngx_http_auth_jwt_uri_entry_t   *u;
     ngx_http_auth_jwt_file_entry_t  *f;
 
     if (ngx_http_auth_jwt_files.next != NULL) {
@@ -579,14 +769,24 @@ ngx_http_auth_jwt_var_free(void)
     }
 
     if (ngx_http_auth_jwt_uris.next != NULL) {
-        while (!ngx_queue_empty(&ngx_http_auth_jwt_uris)) {
-            q = ngx_queue_head(&ngx_http_auth_jwt_uris);
-            u = ngx_queue_data(q, ngx_http_auth_jwt_uri_entry_t, queue);
-            ngx_queue_remove(q);
-            ngx_http_auth_jwt_keyset_free(u->src.keyset);
-            ngx_destroy_pool(u->pool);
-        }
-
+        ngx_http_auth_jwt_uri_free(&ngx_http_auth_jwt_uris);
+        ngx_http_auth_jwt_uri_free(&ngx_http_auth_jwt_uris_new);
         ngx_http_auth_jwt_nuris = 0;
+        ngx_http_auth_jwt_nuris_new = 0;
+    }
+}
+
+
+static void
+ngx_http_auth_jwt_uri_free(ngx_queue_t *list)
+{
+    ngx_queue_t                    *q;
+    ngx_http_auth_jwt_uri_entry_t  *e;
+
+    while (!ngx_queue_empty(list)) {
+        q = ngx_queue_head(list);
+        e = ngx_queue_data(q, ngx_http_auth_jwt_uri_entry_t, queue);
+        ngx_queue_remove(q);
+        ngx_http_auth_jwt_uri_drop(e);
     }
 }
