@@ -307,3 +307,41 @@ def test_config_errors(nginx_t, dns):
     nginx_t(conf([ok, ok], dns), modules=MODULES, expect=r"is duplicate")
     no_zone = conf([ok], dns).replace("    zone svc 256k;\n", "")
     nginx_t(no_zone, modules=MODULES, expect=r"has no \"zone\"")
+
+
+def test_metrics(nginx, dns, host_backends):
+    """peers per upstream, resolutions and failures through the metrics
+    module; the exposition passes promtool."""
+    from mesh_metrics_util import promtool, scrape
+    bs = host_backends(IPS[:3])
+    port = bs[IPS[0]].port
+    dns.set_hosts({"svc.test": IPS[:3]}, reload=False)
+    dns.start()
+    http = ("mesh_metrics zone=mm:1m;\n"
+            + conf(["mesh_discovery svc.test port=%d interval=1s "
+                    "resolver=%s resolver_timeout=500ms" % (port, dns.addr)],
+                   dns)
+            .replace("    location = /mesh/status",
+                     "    location = /metrics { mesh_metrics off; "
+                     "mesh_metrics_export prometheus; }\n"
+                     "    location = /mesh/status"))
+    n = nginx.start(http, modules=MODULES + ["mesh_metrics"],
+                    log_level="notice")
+    n.allow(r"\[warn\].*mesh discovery: resolving")
+    n.allow(r"\[error\].*(svc\.test|recv\(\) failed)")
+    wait_for(lambda: scrape(n).get("meshgate_upstream_peers",
+                                   upstream="svc") == 3, what="3 peers")
+    m = scrape(n)
+    assert m.get("meshgate_upstream_discovery_resolutions_total",
+                 upstream="svc") >= 1
+    assert m.get("meshgate_upstream_discovery_failures_total",
+                 upstream="svc") == 0
+    peers_seen = {lab["peer"] for lab in
+                  m.series("meshgate_upstream_peer_healthy")}
+    assert peers_seen == {b.name for b in bs.values()}, "no empty slots"
+    promtool(m.text)
+    dns.stop()
+    wait_for(lambda: scrape(n).get(
+        "meshgate_upstream_discovery_failures_total", upstream="svc") >= 1,
+        what="a failure counted")
+    assert scrape(n).get("meshgate_upstream_peers", upstream="svc") == 3
