@@ -305,6 +305,13 @@ def test_config_errors(nginx_t, dns):
     for line, expect in cases:
         nginx_t(conf([line], dns), modules=MODULES, expect=expect)
     nginx_t(conf([ok, ok], dns), modules=MODULES, expect=r"is duplicate")
+    small = conf([ok], dns).replace("zone svc 256k;", "zone svc 64k;")
+    nginx_t(small, modules=MODULES,
+            expect=r"zone of upstream \"svc\" is too small for 64 peers "
+                   r"and mesh_discovery slots: make it 82k or more")
+    ok_small = conf([ok.replace("port=80", "port=80 max_peers=16")], dns)
+    assert nginx_t(ok_small.replace("zone svc 256k;", "zone svc 64k;"),
+                   modules=MODULES)[0] == 0
     no_zone = conf([ok], dns).replace("    zone svc 256k;\n", "")
     nginx_t(no_zone, modules=MODULES, expect=r"has no \"zone\"")
 

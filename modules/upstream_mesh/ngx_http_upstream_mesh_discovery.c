@@ -344,6 +344,7 @@ ngx_int_t
 ngx_http_upstream_mesh_disc_conf(ngx_conf_t *cf,
     ngx_http_upstream_mesh_srv_conf_t *mcf)
 {
+    size_t                               need;
     u_char                              *a, *b;
     ngx_uint_t                           i, n;
     ngx_http_upstream_mesh_disc_t       *disc;
@@ -373,6 +374,25 @@ ngx_http_upstream_mesh_disc_conf(ngx_conf_t *cf,
                       "the balancer of upstream \"%V\" does not work with "
                       "mesh_discovery in %V:%ui",
                       &mcf->uscf->host, &mcf->file, mcf->line);
+        return NGX_ERROR;
+    }
+
+    /*
+     * nginx's zone copies each peer with room for any address and name:
+     * about 0.8k per peer (measured), and its slab pages; an upstream
+     * zone too small fails at start with an allocation error only
+     */
+
+    need = 32 * 1024 + mcf->peers.nelts * 800;
+
+    if (mcf->uscf->shm_zone->shm.size
+        && mcf->uscf->shm_zone->shm.size < need)
+    {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "the zone of upstream \"%V\" is too small for %ui "
+                      "peers and mesh_discovery slots: make it %uzk or more "
+                      "in %V:%ui", &mcf->uscf->host, mcf->peers.nelts,
+                      (need + 1023) / 1024, &mcf->file, mcf->line);
         return NGX_ERROR;
     }
 
