@@ -1200,6 +1200,43 @@ ngx_http_upstream_mesh_disc_local(ngx_http_upstream_mesh_srv_conf_t *mcf)
 }
 
 
+/*
+ * At a worker's exit: nginx's random balancer allocates its ranges for an
+ * upstream with a zone from the heap at the worker's first request and
+ * never frees them; freed here, as the module keeps them up to date.
+ */
+
+void
+ngx_http_upstream_mesh_disc_exit(ngx_cycle_t *cycle,
+    ngx_http_upstream_mesh_main_conf_t *mmcf)
+{
+    ngx_uint_t                             i;
+    ngx_module_t                          *m;
+    ngx_http_upstream_mesh_srv_conf_t    **mcfp;
+    ngx_http_upstream_mesh_random_conf_t  *rcf;
+
+    m = ngx_http_upstream_mesh_disc_random_module(cycle);
+    if (m == NULL) {
+        return;
+    }
+
+    mcfp = mmcf->upstreams.elts;
+
+    for (i = 0; i < mmcf->upstreams.nelts; i++) {
+        if (mcfp[i]->disc == NULL) {
+            continue;
+        }
+
+        rcf = mcfp[i]->uscf->srv_conf[m->ctx_index];
+
+        if (rcf->ranges) {
+            ngx_free(rcf->ranges);
+            rcf->ranges = NULL;
+        }
+    }
+}
+
+
 u_char *
 ngx_http_upstream_mesh_disc_status(u_char *p,
     ngx_http_upstream_mesh_srv_conf_t *mcf)

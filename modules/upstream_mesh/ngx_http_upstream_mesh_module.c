@@ -215,6 +215,7 @@ static void *ngx_http_upstream_mesh_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_upstream_mesh_merge_loc_conf(ngx_conf_t *cf,
     void *parent, void *child);
 static ngx_int_t ngx_http_upstream_mesh_init_process(ngx_cycle_t *cycle);
+static void ngx_http_upstream_mesh_exit_process(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_upstream_mesh_rr_index(ngx_cycle_t *cycle,
     ngx_http_upstream_mesh_srv_conf_t *mcf);
 
@@ -309,7 +310,7 @@ ngx_module_t  ngx_http_upstream_mesh_module = {
     ngx_http_upstream_mesh_init_process,   /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
-    NULL,                                  /* exit process */
+    ngx_http_upstream_mesh_exit_process,   /* exit process */
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
 };
@@ -3678,6 +3679,19 @@ ngx_http_upstream_mesh_init_process(ngx_cycle_t *cycle)
     }
 
     return ngx_http_upstream_mesh_disc_init(cycle, mmcf);
+}
+
+
+static void
+ngx_http_upstream_mesh_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_http_upstream_mesh_main_conf_t  *mmcf;
+
+    mmcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                               ngx_http_upstream_mesh_module);
+    if (mmcf) {
+        ngx_http_upstream_mesh_disc_exit(cycle, mmcf);
+    }
 }
 
 
