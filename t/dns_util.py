@@ -110,6 +110,7 @@ class HostBackend:
         self.hits = 0
         self.health_hits = 0
         self.health = 200
+        self.status = 200
         self.lock = threading.Lock()
         backend = self
 
@@ -127,7 +128,7 @@ class HostBackend:
                 else:
                     with backend.lock:
                         backend.hits += 1
-                    status = 200
+                    status = backend.status
                 body = ("%s:%d" % (backend.ip, backend.port)).encode()
                 self.send_response(status)
                 self.send_header("Content-Length", str(len(body)))

@@ -352,3 +352,39 @@ def test_metrics(nginx, dns, host_backends):
         "meshgate_upstream_discovery_failures_total", upstream="svc") >= 1,
         what="a failure counted")
     assert scrape(n).get("meshgate_upstream_peers", upstream="svc") == 3
+
+
+def test_retry_outlier_and_a_returning_peer(nginx, dns, host_backends):
+    """mesh_retry and outlier detection over discovered peers; a peer that
+    leaves and comes back has no ejection left."""
+    bs = host_backends(IPS[:2])
+    port = bs[IPS[0]].port
+    bad = bs[IPS[1]]
+    bad.status = 503
+    dns.set_hosts({"svc.test": IPS[:2]}, reload=False)
+    dns.start()
+    n = nginx.start(conf(["mesh_discovery svc.test port=%d resolver=%s"
+                          % (port, dns.addr)], dns,
+                         "mesh_outlier_detection consecutive_5xx=2 "
+                         "base_ejection_time=60s max_ejection_percent=50",
+                         location_extra=["mesh_retry attempts=3 on=5xx"]),
+                    modules=MODULES, log_level="notice")
+    n.allow(r"\[warn\].*mesh outlier detection")
+    wait_for(lambda: len(peers(n)) == 2, what="resolution")
+    for _ in range(20):
+        r = requests.get(n.url("/"), timeout=5)
+        assert r.status_code == 200 and r.text == bs[IPS[0]].name
+    p = [p for p in ups_status(n, "svc")["peers"] if p["name"] == bad.name]
+    assert p[0]["ejected"] and p[0]["ejections"] == 1
+
+    dns.set_hosts({"svc.test": IPS[:1]})
+    wait_for(lambda: len(peers(n)) == 1, what="removal")
+    bad.status = 200
+    dns.set_hosts({"svc.test": IPS[:2]})
+    wait_for(lambda: len(peers(n)) == 2, what="return")
+    p = [p for p in ups_status(n, "svc")["peers"] if p["name"] == bad.name]
+    assert not p[0]["ejected"] and p[0]["ejections"] == 0
+    assert p[0]["state"] == "healthy"
+    wait_for(lambda: any(requests.get(n.url("/"), timeout=5).text
+                         == bad.name for _ in range(6)),
+             what="traffic to the returning peer")
