@@ -49,13 +49,13 @@ typedef struct {
 /* the layout of the random balancer's configuration in nginx 1.22 */
 
 typedef struct {
-    ngx_http_upstream_rr_peer_t        *peer;
-    ngx_uint_t                          range;
+    ngx_http_upstream_rr_peer_t            *peer;
+    ngx_uint_t                              range;
 } ngx_http_upstream_mesh_random_range_t;
 
 
 typedef struct {
-    ngx_uint_t                          two;
+    ngx_uint_t                              two;
     ngx_http_upstream_mesh_random_range_t  *ranges;
 } ngx_http_upstream_mesh_random_conf_t;
 
