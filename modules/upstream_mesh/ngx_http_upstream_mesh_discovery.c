@@ -523,7 +523,11 @@ ngx_http_upstream_mesh_disc_totals(ngx_http_upstream_rr_peers_t *peers)
 
     peers->total_weight = w;
     peers->weighted = 1;
-    peers->tries = t ? t : 1;
+
+    /* as round robin counts them: peers not down (a backup tier may have
+     * none) */
+
+    peers->tries = t;
 }
 
 
