@@ -129,7 +129,7 @@ class HostBackend:
                     with backend.lock:
                         backend.hits += 1
                     status = backend.status
-                body = ("%s:%d" % (backend.ip, backend.port)).encode()
+                body = backend.name.encode()
                 self.send_response(status)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -139,6 +139,8 @@ class HostBackend:
             daemon_threads = True
             allow_reuse_address = True
             request_queue_size = 256
+            address_family = (socket.AF_INET6 if ":" in ip
+                              else socket.AF_INET)
 
         self.server = Server((ip, port), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever,
@@ -147,6 +149,8 @@ class HostBackend:
 
     @property
     def name(self):
+        if ":" in self.ip:
+            return "[%s]:%d" % (self.ip, self.port)
         return "%s:%d" % (self.ip, self.port)
 
     def stop(self):

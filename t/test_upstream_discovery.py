@@ -391,3 +391,18 @@ def test_retry_outlier_and_a_returning_peer(nginx, dns, host_backends):
     wait_for(lambda: any(requests.get(n.url("/"), timeout=5).text
                          == bad.name for _ in range(6)),
              what="traffic to the returning peer")
+
+
+def test_aaaa_records(nginx, dns, host_backends):
+    """A and AAAA answers of one name: both families are peers."""
+    bs = host_backends(["127.0.0.2", "::1"])
+    port = bs["::1"].port
+    dns.set_hosts({"svc.test": ["127.0.0.2", "::1"]}, reload=False)
+    dns.start()
+    n = nginx.start(conf(["mesh_discovery svc.test port=%d resolver=%s"
+                          % (port, dns.addr)], dns),
+                    modules=MODULES)
+    expected = names(bs.values())
+    wait_for(lambda: peers(n) == expected, what="A and AAAA")
+    got = {requests.get(n.url("/"), timeout=5).text for _ in range(8)}
+    assert got == set(expected)
