@@ -406,3 +406,24 @@ def test_aaaa_records(nginx, dns, host_backends):
     wait_for(lambda: peers(n) == expected, what="A and AAAA")
     got = {requests.get(n.url("/"), timeout=5).text for _ in range(8)}
     assert got == set(expected)
+
+
+def test_ttl_zero_is_bounded_below(nginx, dns, host_backends):
+    """A TTL of 0 (Consul's default): re-resolved every second, not
+    hammered and not forgotten."""
+    bs = host_backends(IPS[:2])
+    port = bs[IPS[0]].port
+    dns.ttl = 0
+    dns.set_hosts({"svc.test": IPS[:1]}, reload=False)
+    dns.start()
+    n = nginx.start(conf(["mesh_discovery svc.test port=%d resolver=%s"
+                          % (port, dns.addr)], dns),
+                    modules=MODULES)
+    wait_for(lambda: len(peers(n)) == 1, what="resolution")
+    d = discovery(n)
+    assert d["ttl"] == 0
+    assert 900 <= d["next_resolution_ms"] - d["last_resolution_ms"] <= 1100
+    dns.set_hosts({"svc.test": IPS[:2]})
+    wait_for(lambda: len(peers(n)) == 2, timeout=4, what="next resolution")
+    time.sleep(1.5)
+    assert discovery(n)["resolutions"] <= 8

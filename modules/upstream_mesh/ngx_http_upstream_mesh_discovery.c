@@ -698,6 +698,7 @@ ngx_http_upstream_mesh_disc_resolved(ngx_resolver_ctx_t *ctx)
     ngx_uint_t                           n;
     ngx_log_t                           *log;
     ngx_msec_t                           delay;
+    ngx_msec_int_t                       left;
     ngx_time_t                          *tp;
     ngx_http_upstream_mesh_sh_t         *sh;
     ngx_http_upstream_mesh_srv_conf_t   *mcf;
@@ -763,13 +764,19 @@ ngx_http_upstream_mesh_disc_resolved(ngx_resolver_ctx_t *ctx)
         delay = disc->interval;
 
     } else {
-        delay = (ngx_msec_t) (valid + 1 - tp->sec) * 1000 - tp->msec + 20;
+        left = (ngx_msec_int_t) (valid + 1 - tp->sec) * 1000
+               - (ngx_msec_int_t) tp->msec + 20;
 
-        if (valid < tp->sec || delay < NGX_HTTP_UPSTREAM_MESH_DISC_MIN) {
+        /* a TTL of 0 (Consul's default) or an answer from the cache */
+
+        if (left < NGX_HTTP_UPSTREAM_MESH_DISC_MIN) {
             delay = NGX_HTTP_UPSTREAM_MESH_DISC_MIN;
 
-        } else if (delay > NGX_HTTP_UPSTREAM_MESH_DISC_MAX) {
+        } else if (left > NGX_HTTP_UPSTREAM_MESH_DISC_MAX) {
             delay = NGX_HTTP_UPSTREAM_MESH_DISC_MAX;
+
+        } else {
+            delay = (ngx_msec_t) left;
         }
     }
 
