@@ -2335,7 +2335,7 @@ ngx_http_upstream_mesh_prometheus(ngx_pool_t *pool, ngx_log_t *log)
 
     mcfp = mmcf->upstreams.elts;
 
-    len = 2048;
+    len = 4096;
 
     for (i = 0; i < mmcf->upstreams.nelts; i++) {
         len += 8 * (128 + mcfp[i]->uscf->host.len)
