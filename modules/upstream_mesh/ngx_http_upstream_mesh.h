@@ -53,6 +53,14 @@ typedef struct {
 
     ngx_atomic_t                        requests;
     ngx_atomic_t                        failures;
+
+    /* mesh_discovery: a slot the resolver fills and retires */
+    ngx_uint_t                          dyn;
+    ngx_uint_t                          used;
+    ngx_uint_t                          gen;
+    ngx_uint_t                          weight;
+    socklen_t                           socklen;
+    ngx_sockaddr_t                      sockaddr;
 } ngx_http_upstream_mesh_peer_sh_t;
 
 
@@ -73,6 +81,18 @@ typedef struct {
     ngx_uint_t                          win_req[NGX_HTTP_UPSTREAM_MESH_W];
     ngx_uint_t                          win_retry[NGX_HTTP_UPSTREAM_MESH_W];
 
+    /* mesh_discovery: the last resolution, shared by all workers */
+    ngx_uint_t                          disc_gen;
+    ngx_msec_t                          disc_last;
+    ngx_msec_t                          disc_last_ok;
+    ngx_msec_t                          disc_next;
+    time_t                              disc_ttl;
+    ngx_int_t                           disc_error;
+    ngx_uint_t                          disc_fails_row;
+    ngx_uint_t                          disc_truncated;
+    ngx_atomic_t                        disc_resolutions;
+    ngx_atomic_t                        disc_failures;
+
     ngx_http_upstream_mesh_peer_sh_t    peers[1];
 } ngx_http_upstream_mesh_sh_t;
 
@@ -83,10 +103,37 @@ typedef struct {
     ngx_str_t                           name;
     ngx_uint_t                          backup;
     ngx_uint_t                          down;
+    ngx_uint_t                          dyn;
 } ngx_http_upstream_mesh_peer_conf_t;
 
 
+typedef struct ngx_http_upstream_mesh_srv_conf_s
+    ngx_http_upstream_mesh_srv_conf_t;
+
+
 typedef struct {
+    ngx_str_t                           name;
+    ngx_str_t                           service;   /* srv: the first labels */
+    ngx_str_t                           host;      /* srv: the rest */
+    in_port_t                           port;
+    ngx_uint_t                          srv;
+    ngx_msec_t                          interval;  /* 0: the records' TTL */
+    ngx_uint_t                          max_peers;
+    ngx_str_t                           resolver_addr;
+    ngx_msec_t                          resolver_timeout;
+    ngx_resolver_t                     *resolver;
+    ngx_sockaddr_t                     *slots;     /* placeholders */
+    ngx_uint_t                          nslots;
+    ngx_uint_t                          backup;    /* balancer has backups */
+
+    ngx_http_upstream_mesh_srv_conf_t  *mcf;
+    ngx_event_t                         timer;
+    ngx_uint_t                          random_gen;
+    void                               *random;    /* random balancer conf */
+} ngx_http_upstream_mesh_disc_t;
+
+
+struct ngx_http_upstream_mesh_srv_conf_s {
     /* mesh_health_check */
     ngx_uint_t                          hc_type;
     ngx_str_t                           hc_uri;
@@ -128,7 +175,11 @@ typedef struct {
     ngx_shm_zone_t                     *shm_zone;
     ngx_slab_pool_t                    *shpool;
     ngx_http_upstream_mesh_sh_t        *sh;
-} ngx_http_upstream_mesh_srv_conf_t;
+
+    /* this worker's view of the zone's round-robin peers, by slot */
+    ngx_http_upstream_rr_peer_t       **rr;
+    ngx_http_upstream_mesh_disc_t      *disc;
+};
 
 
 typedef struct {
@@ -146,8 +197,25 @@ void ngx_http_upstream_mesh_apply(ngx_http_upstream_mesh_srv_conf_t *mcf,
 ngx_int_t ngx_http_upstream_mesh_health_init(ngx_cycle_t *cycle,
     ngx_http_upstream_mesh_main_conf_t *mmcf);
 void ngx_http_upstream_mesh_health_result(
-    ngx_http_upstream_mesh_srv_conf_t *mcf, ngx_uint_t i, ngx_uint_t ok,
-    ngx_log_t *log);
+    ngx_http_upstream_mesh_srv_conf_t *mcf, ngx_uint_t i, ngx_uint_t gen,
+    ngx_uint_t ok, ngx_log_t *log);
+
+char *ngx_http_upstream_mesh_discovery(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_http_upstream_mesh_disc_conf(ngx_conf_t *cf,
+    ngx_http_upstream_mesh_srv_conf_t *mcf);
+ngx_int_t ngx_http_upstream_mesh_disc_init(ngx_cycle_t *cycle,
+    ngx_http_upstream_mesh_main_conf_t *mmcf);
+void ngx_http_upstream_mesh_disc_totals(ngx_http_upstream_rr_peers_t *peers);
+void ngx_http_upstream_mesh_disc_peer(ngx_http_upstream_mesh_peer_sh_t *p,
+    ngx_http_upstream_rr_peer_t *peer);
+void ngx_http_upstream_mesh_disc_local(ngx_http_upstream_mesh_srv_conf_t *mcf);
+void ngx_http_upstream_mesh_disc_exit(ngx_cycle_t *cycle,
+    ngx_http_upstream_mesh_main_conf_t *mmcf);
+u_char *ngx_http_upstream_mesh_disc_status(u_char *p,
+    ngx_http_upstream_mesh_srv_conf_t *mcf);
+u_char *ngx_http_upstream_mesh_disc_metrics(u_char *p,
+    ngx_http_upstream_mesh_main_conf_t *mmcf);
 
 #pragma GCC visibility pop
 

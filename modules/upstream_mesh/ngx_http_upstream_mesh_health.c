@@ -23,6 +23,7 @@ typedef struct {
 typedef struct {
     ngx_http_upstream_mesh_srv_conf_t  *mcf;
     ngx_uint_t                          index;
+    ngx_uint_t                          gen;
     ngx_pool_t                         *pool;
     ngx_log_t                          *log;
     ngx_peer_connection_t               pc;
@@ -116,7 +117,7 @@ ngx_http_upstream_mesh_hc_tick(ngx_event_t *ev)
     for (i = 0; i < sh->npeers; i++) {
         p = &sh->peers[i];
 
-        if (p->cfg_down) {
+        if (p->cfg_down || (p->dyn && !p->used)) {
             continue;
         }
 
@@ -146,10 +147,13 @@ ngx_http_upstream_mesh_probe_start(ngx_http_upstream_mesh_srv_conf_t *mcf,
     ngx_uint_t i, ngx_log_t *log)
 {
     ngx_int_t                            rc;
+    ngx_str_t                           *name;
+    socklen_t                            socklen;
     ngx_pool_t                          *pool;
     ngx_connection_t                    *c;
     struct sockaddr                     *sa;
     ngx_http_upstream_mesh_probe_t      *pr;
+    ngx_http_upstream_mesh_peer_sh_t    *p;
     ngx_http_upstream_mesh_peer_conf_t  *pcf;
 
     pcf = mcf->peers.elts;
@@ -161,9 +165,10 @@ ngx_http_upstream_mesh_probe_start(ngx_http_upstream_mesh_srv_conf_t *mcf,
     }
 
     pr = ngx_pcalloc(pool, sizeof(ngx_http_upstream_mesh_probe_t));
-    sa = ngx_palloc(pool, pcf->socklen);
+    sa = ngx_palloc(pool, sizeof(ngx_sockaddr_t));
+    name = ngx_palloc(pool, sizeof(ngx_str_t));
 
-    if (pr == NULL || sa == NULL) {
+    if (pr == NULL || sa == NULL || name == NULL) {
         ngx_destroy_pool(pool);
         return;
     }
@@ -173,7 +178,34 @@ ngx_http_upstream_mesh_probe_start(ngx_http_upstream_mesh_srv_conf_t *mcf,
     pr->pool = pool;
     pr->log = log;
 
-    ngx_memcpy(sa, pcf->sockaddr, pcf->socklen);
+    p = &mcf->sh->peers[i];
+
+    if (p->dyn) {
+
+        /* a discovered peer: the address the slot holds now */
+
+        name->data = ngx_pnalloc(pool, NGX_SOCKADDR_STRLEN);
+        if (name->data == NULL) {
+            ngx_destroy_pool(pool);
+            return;
+        }
+
+        ngx_shmtx_lock(&mcf->shpool->mutex);
+
+        pr->gen = p->gen;
+        socklen = p->socklen;
+        ngx_memcpy(sa, &p->sockaddr, socklen);
+        name->len = p->name_len;
+        ngx_memcpy(name->data, p->name, p->name_len);
+
+        ngx_shmtx_unlock(&mcf->shpool->mutex);
+
+    } else {
+        pr->gen = p->gen;
+        socklen = pcf->socklen;
+        ngx_memcpy(sa, pcf->sockaddr, socklen);
+        *name = pcf->name;
+    }
 
     if (mcf->hc_port) {
         ngx_inet_set_port(sa, mcf->hc_port);
@@ -187,8 +219,8 @@ ngx_http_upstream_mesh_probe_start(ngx_http_upstream_mesh_srv_conf_t *mcf,
     }
 
     pr->pc.sockaddr = sa;
-    pr->pc.socklen = pcf->socklen;
-    pr->pc.name = &pcf->name;
+    pr->pc.socklen = socklen;
+    pr->pc.name = name;
     pr->pc.get = ngx_event_get_peer;
     pr->pc.log = log;
     pr->pc.log_error = NGX_ERROR_INFO;
@@ -513,7 +545,8 @@ ngx_http_upstream_mesh_probe_done(ngx_http_upstream_mesh_probe_t *pr,
         pr->pc.connection = NULL;
     }
 
-    ngx_http_upstream_mesh_health_result(pr->mcf, pr->index, ok, pr->log);
+    ngx_http_upstream_mesh_health_result(pr->mcf, pr->index, pr->gen, ok,
+                                         pr->log);
 
     ngx_destroy_pool(pr->pool);
 }

@@ -215,6 +215,9 @@ static void *ngx_http_upstream_mesh_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_upstream_mesh_merge_loc_conf(ngx_conf_t *cf,
     void *parent, void *child);
 static ngx_int_t ngx_http_upstream_mesh_init_process(ngx_cycle_t *cycle);
+static void ngx_http_upstream_mesh_exit_process(ngx_cycle_t *cycle);
+static ngx_int_t ngx_http_upstream_mesh_rr_index(ngx_cycle_t *cycle,
+    ngx_http_upstream_mesh_srv_conf_t *mcf);
 
 ngx_chain_t *ngx_http_upstream_mesh_prometheus(ngx_pool_t *pool,
     ngx_log_t *log);
@@ -239,6 +242,13 @@ static ngx_command_t  ngx_http_upstream_mesh_commands[] = {
     { ngx_string("mesh_retry_budget"),
       NGX_HTTP_UPS_CONF|NGX_CONF_1MORE,
       ngx_http_upstream_mesh_budget,
+      NGX_HTTP_SRV_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("mesh_discovery"),
+      NGX_HTTP_UPS_CONF|NGX_CONF_1MORE,
+      ngx_http_upstream_mesh_discovery,
       NGX_HTTP_SRV_CONF_OFFSET,
       0,
       NULL },
@@ -300,7 +310,7 @@ ngx_module_t  ngx_http_upstream_mesh_module = {
     ngx_http_upstream_mesh_init_process,   /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
-    NULL,                                  /* exit process */
+    ngx_http_upstream_mesh_exit_process,   /* exit process */
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
 };
@@ -414,6 +424,10 @@ ngx_http_upstream_mesh_init_peer(ngx_http_request_t *r,
     if (!ctx->counted) {
         ctx->counted = 1;
         ngx_http_upstream_mesh_count_request(mcf);
+    }
+
+    if (mcf->disc) {
+        ngx_http_upstream_mesh_disc_local(mcf);
     }
 
     now = ngx_http_upstream_mesh_now();
@@ -1285,7 +1299,7 @@ ngx_http_upstream_mesh_apply(ngx_http_upstream_mesh_srv_conf_t *mcf,
             next = p->eject_until;
         }
 
-        if (p->cfg_down) {
+        if (p->cfg_down || (p->dyn && !p->used)) {
             continue;
         }
 
@@ -1334,12 +1348,25 @@ ngx_http_upstream_mesh_apply(ngx_http_upstream_mesh_srv_conf_t *mcf,
         for (peer = peers->peer; peer && i < sh->npeers; peer = peer->next) {
             p = &sh->peers[i++];
 
+            if (p->dyn) {
+                /* a discovered peer: the slot takes its address */
+                ngx_http_upstream_mesh_disc_peer(p, peer);
+
+                if (!p->used) {
+                    continue;
+                }
+            }
+
             down = p->cfg_down
                    || ((p->ejected || p->unhealthy)
                        && !(sh->panic && (p->backup ? n[0] == 0
                                                     : n[0] != 0)));
 
             peer->down = down;
+        }
+
+        if (mcf->disc) {
+            ngx_http_upstream_mesh_disc_totals(peers);
         }
 
         ngx_http_upstream_rr_peers_unlock(peers);
@@ -1390,7 +1417,7 @@ ngx_http_upstream_mesh_now(void)
 
 void
 ngx_http_upstream_mesh_health_result(ngx_http_upstream_mesh_srv_conf_t *mcf,
-    ngx_uint_t i, ngx_uint_t ok, ngx_log_t *log)
+    ngx_uint_t i, ngx_uint_t gen, ngx_uint_t ok, ngx_log_t *log)
 {
     ngx_uint_t                         changed;
     ngx_http_upstream_mesh_peer_sh_t  *p;
@@ -1399,6 +1426,12 @@ ngx_http_upstream_mesh_health_result(ngx_http_upstream_mesh_srv_conf_t *mcf,
     changed = 0;
 
     ngx_shmtx_lock(&mcf->shpool->mutex);
+
+    if (p->gen != gen || (p->dyn && !p->used)) {
+        /* the probe was for a discovered peer that has left the slot */
+        ngx_shmtx_unlock(&mcf->shpool->mutex);
+        return;
+    }
 
     p->hc_checks++;
     p->hc_last = ngx_http_upstream_mesh_now();
@@ -1451,6 +1484,19 @@ ngx_http_upstream_mesh_find_peer(ngx_http_upstream_mesh_srv_conf_t *mcf,
 {
     ngx_uint_t                           i;
     ngx_http_upstream_mesh_peer_conf_t  *pcf;
+
+    /*
+     * the balancers point pc->name at the name of the peer they chose:
+     * the slot, even when a discovered peer has the address of another
+     */
+
+    if (mcf->rr) {
+        for (i = 0; i < mcf->sh->npeers; i++) {
+            if (pc->name == &mcf->rr[i]->name) {
+                return i;
+            }
+        }
+    }
 
     pcf = mcf->peers.elts;
 
@@ -2123,7 +2169,7 @@ ngx_http_upstream_mesh_status_json(ngx_pool_t *pool,
     ngx_buf_t                           *b;
     ngx_msec_t                           now, until;
     ngx_uint_t                           i, j, requests, retries, span;
-    ngx_uint_t                           allowed;
+    ngx_uint_t                           allowed, first;
     ngx_http_upstream_mesh_sh_t         *sh;
     ngx_http_upstream_mesh_peer_sh_t    *p;
     ngx_http_upstream_mesh_srv_conf_t  **mcfp, *mcf;
@@ -2133,8 +2179,9 @@ ngx_http_upstream_mesh_status_json(ngx_pool_t *pool,
     len = sizeof("{\"upstreams\":[]}\n");
 
     for (i = 0; i < mmcf->upstreams.nelts; i++) {
-        len += 1024 + mcfp[i]->uscf->host.len
-               + mcfp[i]->sh->npeers * (1024 + NGX_SOCKADDR_STRLEN);
+        len += 2048 + 2 * mcfp[i]->uscf->host.len
+               + mcfp[i]->sh->npeers * (1024 + NGX_SOCKADDR_STRLEN)
+               + (mcfp[i]->disc ? mcfp[i]->disc->name.len : 0);
     }
 
     b = ngx_create_temp_buf(pool, len);
@@ -2169,7 +2216,7 @@ ngx_http_upstream_mesh_status_json(ngx_pool_t *pool,
                      "\"max_requests\":%ui,"
                      "\"budget\":{\"percent\":%ui,\"min_per_second\":%ui,"
                      "\"window_requests\":%ui,\"window_retries\":%ui,"
-                     "\"allowed\":%ui},\"peers\":[",
+                     "\"allowed\":%ui}",
                      i ? "," : "", &mcf->uscf->host,
                      sh->panic ? "true" : "false",
                      sh->tier == NGX_HTTP_UPSTREAM_MESH_PANIC ? "panic"
@@ -2180,9 +2227,16 @@ ngx_http_upstream_mesh_status_json(ngx_pool_t *pool,
                      mcf->cb_max, mcf->budget_percent, mcf->budget_min,
                      requests, retries, allowed);
 
-        for (j = 0; j < sh->npeers; j++) {
+        b->last = ngx_http_upstream_mesh_disc_status(b->last, mcf);
+        b->last = ngx_cpymem(b->last, ",\"peers\":[", 10);
+
+        for (j = 0, first = 1; j < sh->npeers; j++) {
             p = &sh->peers[j];
             until = p->ejected ? p->eject_until : 0;
+
+            if (p->dyn && !p->used) {
+                continue;
+            }
 
             ngx_http_upstream_mesh_decay(mcf, p, now);
 
@@ -2194,8 +2248,9 @@ ngx_http_upstream_mesh_status_json(ngx_pool_t *pool,
                      "\"requests\":%uA,\"failures\":%uA,"
                      "\"consecutive_failures\":%ui,"
                      "\"consecutive_5xx\":%ui,\"consecutive_gateway\":%ui,"
-                     "\"checks\":%ui,\"check_failures\":%ui}",
-                     j ? "," : "", p->name_len, p->name,
+                     "\"checks\":%ui,\"check_failures\":%ui,"
+                     "\"source\":\"%s\"}",
+                     first ? "" : ",", p->name_len, p->name,
                      p->backup ? "true" : "false",
                      ngx_http_upstream_mesh_peer_state_name(sh, p),
                      mcf->hc_type ? (p->unhealthy ? "unhealthy" : "healthy")
@@ -2203,7 +2258,10 @@ ngx_http_upstream_mesh_status_json(ngx_pool_t *pool,
                      p->ejected ? "true" : "false", until, p->ejections,
                      p->multiplier, p->requests, p->failures, p->cons_fail,
                      p->cons_5xx, p->cons_gw,
-                     p->hc_checks, p->hc_failed);
+                     p->hc_checks, p->hc_failed,
+                     p->dyn ? "dns" : "static");
+
+            first = 0;
         }
 
         ngx_shmtx_unlock(&mcf->shpool->mutex);
@@ -2277,10 +2335,10 @@ ngx_http_upstream_mesh_prometheus(ngx_pool_t *pool, ngx_log_t *log)
 
     mcfp = mmcf->upstreams.elts;
 
-    len = 2048;
+    len = 4096;
 
     for (i = 0; i < mmcf->upstreams.nelts; i++) {
-        len += 5 * (128 + mcfp[i]->uscf->host.len)
+        len += 8 * (128 + mcfp[i]->uscf->host.len)
                + 4 * mcfp[i]->sh->npeers
                  * (128 + mcfp[i]->uscf->host.len + NGX_SOCKADDR_STRLEN);
     }
@@ -2301,6 +2359,10 @@ ngx_http_upstream_mesh_prometheus(ngx_pool_t *pool, ngx_log_t *log)
 
             for (j = 0; j < sh->npeers; j++) {
                 p = &sh->peers[j];
+
+                if (p->dyn && !p->used) {
+                    continue;
+                }
 
                 b->last = ngx_sprintf(b->last,
                               "meshgate_upstream_peer_%s"
@@ -2341,6 +2403,8 @@ ngx_http_upstream_mesh_prometheus(ngx_pool_t *pool, ngx_log_t *log)
                               : (ngx_atomic_uint_t) sh->panic);
         }
     }
+
+    b->last = ngx_http_upstream_mesh_disc_metrics(b->last, mmcf);
 
     cl = ngx_alloc_chain_link(pool);
     if (cl == NULL) {
@@ -2433,7 +2497,17 @@ ngx_http_upstream_mesh_init_zone(ngx_shm_zone_t *shm_zone, void *data)
         same = (sh->npeers == n);
 
         for (i = 0; same && i < n; i++) {
-            same = (sh->peers[i].name_len == pcf[i].name.len
+
+            /* a discovery slot keeps its discovered peer */
+
+            if (pcf[i].dyn) {
+                same = (sh->peers[i].dyn
+                        && sh->peers[i].backup == pcf[i].backup);
+                continue;
+            }
+
+            same = (!sh->peers[i].dyn
+                    && sh->peers[i].name_len == pcf[i].name.len
                     && ngx_memcmp(sh->peers[i].name, pcf[i].name.data,
                                   pcf[i].name.len) == 0
                     && sh->peers[i].backup == pcf[i].backup);
@@ -2441,7 +2515,7 @@ ngx_http_upstream_mesh_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
         if (same) {
             for (i = 0; i < n; i++) {
-                sh->peers[i].cfg_down = pcf[i].down;
+                sh->peers[i].cfg_down = pcf[i].dyn ? 0 : pcf[i].down;
             }
 
             mcf->sh = sh;
@@ -2495,7 +2569,11 @@ ngx_http_upstream_mesh_init_state(ngx_http_upstream_mesh_srv_conf_t *mcf,
         p->name_len = ngx_min(pcf[i].name.len, NGX_SOCKADDR_STRLEN);
         ngx_memcpy(p->name, pcf[i].name.data, p->name_len);
         p->backup = pcf[i].backup;
-        p->cfg_down = pcf[i].down;
+        p->dyn = pcf[i].dyn;
+
+        /* an empty discovery slot is out by being empty, not down */
+
+        p->cfg_down = pcf[i].dyn ? 0 : pcf[i].down;
         p->unhealthy = (mcf->hc_type && mcf->hc_initial_unhealthy);
     }
 
@@ -2605,6 +2683,7 @@ ngx_http_upstream_mesh_collect_peers(ngx_conf_t *cf,
             pcf->name = peer->name;
             pcf->backup = backup;
             pcf->down = peer->down;
+            pcf->dyn = 0;
         }
     }
 
@@ -3434,6 +3513,11 @@ ngx_http_upstream_mesh_init_main_conf(ngx_conf_t *cf, void *conf)
             return NGX_CONF_ERROR;
         }
 
+        if (mcf->disc && ngx_http_upstream_mesh_disc_conf(cf, mcf) != NGX_OK)
+        {
+            return NGX_CONF_ERROR;
+        }
+
         if (ngx_http_upstream_mesh_add_zone(cf, mcf) != NGX_OK) {
             return NGX_CONF_ERROR;
         }
@@ -3581,10 +3665,64 @@ ngx_http_upstream_mesh_init_process(ngx_cycle_t *cycle)
     mcfp = mmcf->upstreams.elts;
 
     for (i = 0; i < mmcf->upstreams.nelts; i++) {
+        if (ngx_http_upstream_mesh_rr_index(cycle, mcfp[i]) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
         ngx_shmtx_lock(&mcfp[i]->shpool->mutex);
         ngx_http_upstream_mesh_apply(mcfp[i], cycle->log);
         ngx_shmtx_unlock(&mcfp[i]->shpool->mutex);
     }
 
-    return ngx_http_upstream_mesh_health_init(cycle, mmcf);
+    if (ngx_http_upstream_mesh_health_init(cycle, mmcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_upstream_mesh_disc_init(cycle, mmcf);
+}
+
+
+static void
+ngx_http_upstream_mesh_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_http_upstream_mesh_main_conf_t  *mmcf;
+
+    mmcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                               ngx_http_upstream_mesh_module);
+    if (mmcf) {
+        ngx_http_upstream_mesh_disc_exit(cycle, mmcf);
+    }
+}
+
+
+/* the zone's round-robin peers by slot, in the order of the shared state */
+
+static ngx_int_t
+ngx_http_upstream_mesh_rr_index(ngx_cycle_t *cycle,
+    ngx_http_upstream_mesh_srv_conf_t *mcf)
+{
+    ngx_uint_t                     i;
+    ngx_http_upstream_rr_peer_t   *peer;
+    ngx_http_upstream_rr_peers_t  *peers;
+
+    mcf->rr = ngx_pcalloc(cycle->pool, mcf->sh->npeers * sizeof(void *));
+    if (mcf->rr == NULL) {
+        return NGX_ERROR;
+    }
+
+    i = 0;
+
+    for (peers = mcf->uscf->peer.data; peers; peers = peers->next) {
+        for (peer = peers->peer; peer && i < mcf->sh->npeers;
+             peer = peer->next)
+        {
+            mcf->rr[i++] = peer;
+        }
+    }
+
+    if (i != mcf->sh->npeers) {
+        mcf->rr = NULL;
+    }
+
+    return NGX_OK;
 }

@@ -1,9 +1,14 @@
 """upstream_mesh: proxying through an upstream with every mesh feature on
 (health checks, outlier detection, retry budget, circuit breaker, retries
-with backoff, a request deadline), all peers healthy, against the plain proxy baseline."""
+with backoff, a request deadline), all peers healthy, against the plain proxy baseline;
+and mesh-discovery: the peer found through DNS (mesh_discovery)."""
 
 
 def scenarios(ctx):
+    return _healthy() + _discovery_scenarios(ctx)
+
+
+def _healthy():
     return [{
         "name": "mesh-healthy",
         "modules": ["upstream_mesh"],
@@ -29,6 +34,66 @@ def scenarios(ctx):
         }
     }
 """,
+        "path": "/",
+        "expect": 200,
+    }]
+
+
+def _dns(ctx):
+    """dnsmasq on a free loopback port answering disc.test -> 127.0.0.1
+    (TTL 1 s: the worker re-resolves every second or two while wrk runs),
+    stopped at exit."""
+    import atexit
+    import os
+    import subprocess
+    import tempfile
+
+    import conftest
+
+    d = tempfile.mkdtemp(dir=ctx.tmp, prefix="dns-")
+    port = conftest.free_port()
+    hosts = os.path.join(d, "hosts")
+    with open(hosts, "w") as f:
+        f.write("127.0.0.1 disc.test\n")
+    proc = subprocess.Popen(
+        ["/usr/sbin/dnsmasq", "-k", "--port=%d" % port,
+         "--listen-address=127.0.0.1", "--bind-interfaces", "--no-resolv",
+         "--no-hosts", "--addn-hosts=" + hosts, "--local=/test/",
+         "--local-ttl=1", "--user=root", "--group=root",
+         "--pid-file=" + os.path.join(d, "pid"),
+         "--log-facility=" + os.path.join(d, "log")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    atexit.register(proc.terminate)
+    return port
+
+
+def _discovery(ctx):
+    if not hasattr(ctx, "mesh_dns_port"):
+        ctx.mesh_dns_port = _dns(ctx)
+    return """
+    upstream disc_backend {
+        zone disc_backend 256k;
+        mesh_discovery disc.test port={{backend}} max_peers=8
+                       resolver=127.0.0.1:%d;
+        keepalive 64;
+    }
+    server {
+        listen 127.0.0.1:{{port}} backlog=4096;
+        keepalive_requests 100000;
+        location / {
+            proxy_pass http://disc_backend;
+        }
+    }
+""" % ctx.mesh_dns_port
+
+
+def _discovery_scenarios(ctx):
+    """mesh-discovery: the peer from DNS (steady answer, TTL 1 s) against
+    the plain proxy."""
+    return [{
+        "name": "mesh-discovery",
+        "modules": ["upstream_mesh"],
+        "http": _discovery(ctx),
         "path": "/",
         "expect": 200,
     }]
