@@ -142,20 +142,13 @@ struct ngx_meshgate_redis_s {
 };
 
 
-/* called across the client's files */
+/* ngx_meshgate_redis.c: the connection */
 
-ngx_int_t ngx_meshgate_redis_parse_sentinel(ngx_conf_t *cf,
-    ngx_meshgate_redis_t *rd, ngx_str_t *param);
-ngx_array_t *ngx_meshgate_redis_parse_nodes(ngx_conf_t *cf,
-    ngx_str_t *list, in_port_t port);
-ngx_int_t ngx_meshgate_redis_parse_tls(ngx_conf_t *cf,
-    ngx_meshgate_redis_t *rd, ngx_str_t *param);
-char *ngx_meshgate_redis_init_cluster(ngx_conf_t *cf,
-    ngx_meshgate_redis_t *rd);
-char *ngx_meshgate_redis_init_sentinel(ngx_conf_t *cf,
-    ngx_meshgate_redis_t *rd);
-char *ngx_meshgate_redis_init_tls(ngx_conf_t *cf,
-    ngx_meshgate_redis_t *rd);
+ngx_int_t ngx_meshgate_redis_connect(ngx_meshgate_redis_t *rd);
+void ngx_meshgate_redis_connected(ngx_meshgate_redis_t *rd);
+void ngx_meshgate_redis_close_connection(ngx_meshgate_redis_t *rd);
+void ngx_meshgate_redis_disconnect(ngx_meshgate_redis_t *rd,
+    ngx_int_t status, const char *why);
 ngx_int_t ngx_meshgate_redis_queue(ngx_meshgate_redis_t *rd,
     ngx_pool_t *pool, char *buf, size_t len,
     ngx_meshgate_redis_handler_pt handler, void *data,
@@ -163,25 +156,44 @@ ngx_int_t ngx_meshgate_redis_queue(ngx_meshgate_redis_t *rd,
 ngx_int_t ngx_meshgate_redis_append(ngx_meshgate_redis_t *rd,
     const void *buf, size_t len);
 void ngx_meshgate_redis_post_write(ngx_meshgate_redis_t *rd);
-ngx_int_t ngx_meshgate_redis_connect(ngx_meshgate_redis_t *rd);
 void ngx_meshgate_redis_handshake_handler(void *data,
     ngx_int_t status, redisReply *reply);
-void ngx_meshgate_redis_disconnect(ngx_meshgate_redis_t *rd,
-    ngx_int_t status, const char *why);
-void ngx_meshgate_redis_close_connection(ngx_meshgate_redis_t *rd);
-void ngx_meshgate_redis_connected(ngx_meshgate_redis_t *rd);
-ngx_int_t ngx_meshgate_redis_tls_start(ngx_meshgate_redis_t *rd);
-void ngx_meshgate_redis_write_handler(ngx_event_t *wev);
 void ngx_meshgate_redis_read_handler(ngx_event_t *rev);
+void ngx_meshgate_redis_write_handler(ngx_event_t *wev);
+
+/* ngx_meshgate_redis_conf.c: configuration */
+
+ngx_array_t *ngx_meshgate_redis_parse_nodes(ngx_conf_t *cf,
+    ngx_str_t *list, in_port_t port);
+
+/* ngx_meshgate_redis_tls.c: TLS */
+
+ngx_int_t ngx_meshgate_redis_parse_tls(ngx_conf_t *cf,
+    ngx_meshgate_redis_t *rd, ngx_str_t *param);
+char *ngx_meshgate_redis_init_tls(ngx_conf_t *cf,
+    ngx_meshgate_redis_t *rd);
+ngx_int_t ngx_meshgate_redis_tls_start(ngx_meshgate_redis_t *rd);
+
+/* ngx_meshgate_redis_sentinel.c: Sentinel */
+
+ngx_int_t ngx_meshgate_redis_parse_sentinel(ngx_conf_t *cf,
+    ngx_meshgate_redis_t *rd, ngx_str_t *param);
+char *ngx_meshgate_redis_init_sentinel(ngx_conf_t *cf,
+    ngx_meshgate_redis_t *rd);
+ngx_int_t ngx_meshgate_redis_discover(ngx_meshgate_redis_t *rd);
+ngx_uint_t ngx_meshgate_redis_not_primary(ngx_meshgate_redis_t *rd,
+    redisReply *reply);
+
+/* ngx_meshgate_redis_cluster.c: Cluster */
+
+char *ngx_meshgate_redis_init_cluster(ngx_conf_t *cf,
+    ngx_meshgate_redis_t *rd);
 void ngx_meshgate_redis_close_cluster(ngx_meshgate_redis_t *rd);
 ngx_meshgate_redis_t *ngx_meshgate_redis_cluster_node(
     ngx_meshgate_redis_t *rd, u_char *key, size_t len);
 ngx_int_t ngx_meshgate_redis_ask_slots(ngx_meshgate_redis_t *rd);
 ngx_int_t ngx_meshgate_redis_redirect(ngx_meshgate_redis_t *rd,
     ngx_meshgate_redis_cmd_t *cmd, redisReply *reply);
-ngx_int_t ngx_meshgate_redis_discover(ngx_meshgate_redis_t *rd);
-ngx_uint_t ngx_meshgate_redis_not_primary(ngx_meshgate_redis_t *rd,
-    redisReply *reply);
 
 
 #pragma GCC visibility pop
