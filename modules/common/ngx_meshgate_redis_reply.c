@@ -216,4 +216,3 @@ ngx_meshgate_redis_scan_done(ngx_meshgate_redis_scan_t *sc)
 
     sc->values = 0;
 }
-
