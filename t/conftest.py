@@ -304,8 +304,9 @@ class Nginx:
         return out
 
     def reload(self, http=None, expect_fail=None, timeout=20, **kw):
-        """Reloads (SIGHUP), optionally with a new config.  Waits until every
-        old worker is gone and new ones serve.  With expect_fail, asserts
+        """Reloads (SIGHUP), optionally with a new config.  Waits until new
+        workers serve and every old process (workers, cache manager) has
+        exited.  With expect_fail, asserts
         that the reload is refused with that message and that the old
         workers carry on."""
         if http is not None or kw:
@@ -334,6 +335,10 @@ class Nginx:
             return now and not (now & old)
         wait_for(swapped, timeout, "workers to be replaced on reload")
         self.wait_ready(timeout)
+        # old workers finish their requests before exiting; a later
+        # reload that records the children must not see them go
+        wait_for(lambda: not (set(self.children()) & old), timeout,
+                 "old workers to exit after reload")
         return self
 
     def stop(self, timeout=20):

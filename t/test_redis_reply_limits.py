@@ -9,15 +9,18 @@ for about 100 s (hiredis callocs 16 GiB and frees it slot by slot).
 """
 
 import hashlib
+import os
 import re
+import shutil
 import socket
+import subprocess
 import threading
 import time
 
 import pytest
 import requests
 
-from conftest import free_port, require_module
+from conftest import BUILD, TOP, free_port, require_module
 
 require_module("rate_limit")
 require_module("auth_key")
@@ -275,3 +278,85 @@ def test_error_text_is_logged_printable(nginx, hostile, module):
     assert b"ERR ?[31mred??xxx" in log
     assert b"\x1b" not in log and b"\x07" not in log and b"\xff" not in log
     assert b"x" * 300 not in log
+
+
+# The pre-scan alone, on byte buffers, the way a fuzz harness calls it:
+# ngx_meshgate_redis_reply.c must build with nginx's core headers only (no
+# hiredis, no event loop).  Under MESHGATE_ASAN the driver runs under ASan.
+
+SCAN_DRIVER = r"""
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include "ngx_meshgate_redis_reply.h"
+
+int
+main(int argc, char **argv)
+{
+    static u_char                 buf[1 << 20];
+    size_t                        len;
+    ngx_meshgate_redis_limits_t   limits;
+
+    limits.max_values = strtoul(argv[1], NULL, 10);
+    limits.max_depth = strtoul(argv[2], NULL, 10);
+    limits.max_bulk = strtoul(argv[3], NULL, 10);
+
+    len = fread(buf, 1, sizeof(buf), stdin);
+
+    printf("%zu\n", ngx_meshgate_redis_scan_bytes(&limits, buf, len));
+    return 0;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def scan_driver(tmp_path_factory):
+    src = "/usr/share/nginx/src/src"
+    conf = os.path.join(BUILD, "objs", "ngx_auto_config.h")
+    if not shutil.which("gcc") or not os.path.exists(conf):
+        pytest.skip("needs gcc and a configured build")
+    d = tmp_path_factory.mktemp("scan")
+    (d / "driver.c").write_text(SCAN_DRIVER)
+    exe = str(d / "driver")
+    cmd = ["gcc", "-O1", "-g", "-Wall", "-Werror", "-o", exe,
+           "-I", src + "/core", "-I", src + "/event", "-I", src + "/os/unix",
+           "-I", os.path.dirname(conf),
+           "-I", os.path.join(TOP, "modules", "common"),
+           str(d / "driver.c"),
+           os.path.join(TOP, "modules/common/ngx_meshgate_redis_reply.c")]
+    if os.environ.get("MESHGATE_ASAN"):
+        cmd[1:1] = ["-fsanitize=address,undefined",
+                    "-fno-sanitize-recover=all"]
+    subprocess.run(cmd, check=True)
+
+    def scan(data, values=256, depth=1, bulk=4096):
+        out = subprocess.run([exe, str(values), str(depth), str(bulk)],
+                             input=data, stdout=subprocess.PIPE, check=True)
+        return int(out.stdout)
+    return scan
+
+
+@pytest.mark.parametrize("data,accepted", [
+    (b"", 0),
+    (b"+OK\r\n:12\r\n$3\r\nabc\r\n$-1\r\n*-1\r\n*0\r\n", None),
+    (b"*2\r\n$3\r\nabc\r\n:1\r\n" * 3, None),
+    (b"*2147483647\r\n:1\r\n", 12),             # refused at its LF
+    (b"$4097\r\n", 6),                          # bulk over 4096
+    (b"*1\r\n*1\r\n:1\r\n", 7),                 # depth 2 > 1
+    (b"*257\r\n", 5),                           # 257 values > 256
+    (b"?x\r\n", 0),                             # unknown type
+    (b"$-2\r\n", 4),                            # negative length
+    (b"$1\r\nab\r\n", 7),                       # skipped by count: "\n"
+    (b"+" + b"A" * 4097, 4097),                 # line over max(4096, 1024)
+    (b"*99999999999999999999\r\n", 19),         # 19 digits
+])
+def test_scan_bytes_on_buffers(scan_driver, data, accepted):
+    assert scan_driver(data) == (len(data) if accepted is None
+                                 else accepted)
+
+
+def test_scan_bytes_limits_are_the_callers(scan_driver):
+    deep = b"*1\r\n" * 3 + b":1\r\n"
+    assert scan_driver(deep, depth=3) == len(deep)
+    assert scan_driver(deep, depth=2) == len(b"*1\r\n" * 3) - 1
+    assert scan_driver(b"$10\r\n0123456789\r\n", bulk=9) == 4
+    assert scan_driver(b"*3\r\n:1\r\n:2\r\n:3\r\n", values=3) == 3

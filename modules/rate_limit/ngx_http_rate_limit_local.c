@@ -1,0 +1,143 @@
+
+/*
+ * Copyright (C) meshgate contributors
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+#include "ngx_http_rate_limit.h"
+
+
+/*
+ * The same GCRA on this node only, in the zone's shared memory, on this
+ * machine's clock (microseconds): the fallback while Redis is unreachable.
+ * A mutex in shared memory makes each check atomic across workers.
+ */
+
+void
+ngx_http_rate_limit_local(ngx_http_request_t *r,
+    ngx_http_rate_limit_ctx_t *ctx)
+{
+    uint64_t                          now, tat, used;
+    ngx_str_t                         value;
+    struct timeval                    tv;
+    ngx_uint_t                        i, ok;
+    ngx_http_rate_limit_zone_t       *zone;
+    ngx_http_rate_limit_result_t     *res;
+    ngx_http_rate_limit_main_conf_t  *mcf;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_rate_limit_module);
+
+    ngx_shmtx_lock(&mcf->lock_pool->mutex);
+
+    ngx_gettimeofday(&tv);
+    now = (uint64_t) tv.tv_sec * 1000000 + tv.tv_usec;
+    ok = 1;
+
+    for (i = 0; i < ctx->nresults; i++) {
+        res = &ctx->results[i];
+        zone = res->limit->zone;
+
+        tat = now;
+
+        if (ngx_meshgate_cache_get(zone->local, &res->key, r->pool, &value,
+                                   NULL)
+            == NGX_OK
+            && value.len == sizeof(uint64_t))
+        {
+            ngx_memcpy(&tat, value.data, sizeof(uint64_t));
+
+            if (tat < now) {
+                tat = now;
+            }
+        }
+
+        res->tat = tat + zone->interval * res->limit->cost;
+
+        if (res->tat - now > zone->interval * (zone->burst + 1)) {
+            ok = 0;
+        }
+    }
+
+    for (i = 0; i < ctx->nresults; i++) {
+        res = &ctx->results[i];
+        zone = res->limit->zone;
+
+        used = res->tat - now;
+
+        if (!ok) {
+            used -= zone->interval * res->limit->cost;
+        }
+
+        ngx_http_rate_limit_result(res, used, ok);
+
+        if (!ok) {
+            continue;
+        }
+
+        value.data = (u_char *) &res->tat;
+        value.len = sizeof(uint64_t);
+
+        (void) ngx_meshgate_cache_set(zone->local, &res->key, &value,
+                                      res->tat / 1000 + 1);
+    }
+
+    ngx_shmtx_unlock(&mcf->lock_pool->mutex);
+}
+
+
+/*
+ * The mutex of the local limiter is the slab pool mutex of its own zone:
+ * the master process releases it if a worker dies holding it.
+ */
+
+ngx_int_t
+ngx_http_rate_limit_init_lock_zone(ngx_shm_zone_t *shm_zone, void *data)
+{
+    ngx_http_rate_limit_main_conf_t  *mcf;
+
+    size_t                            size;
+    ngx_slab_pool_t                  *shpool;
+    ngx_http_rate_limit_counters_t   *counters;
+
+    mcf = shm_zone->data;
+    shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
+    mcf->lock_pool = shpool;
+
+    /* the counters live on across reloads while the zones stay the same */
+
+    counters = shpool->data;
+
+    if (counters && counters->nzones == mcf->zones.nelts) {
+        mcf->counters = counters;
+        return NGX_OK;
+    }
+
+    ngx_shmtx_lock(&shpool->mutex);
+
+    if (counters) {
+        ngx_slab_free_locked(shpool, counters);
+    }
+
+    size = sizeof(ngx_http_rate_limit_counters_t)
+           + ngx_max(mcf->zones.nelts * NGX_HTTP_RATE_LIMIT_NSTATUS, 1)
+             * sizeof(ngx_atomic_t);
+
+    counters = ngx_slab_calloc_locked(shpool, size);
+    shpool->data = counters;
+
+    ngx_shmtx_unlock(&shpool->mutex);
+
+    if (counters == NULL) {
+        ngx_log_error(NGX_LOG_WARN, shm_zone->shm.log, 0,
+                      "rate limit: no room for the metrics' counters");
+        return NGX_OK;
+    }
+
+    counters->nzones = mcf->zones.nelts;
+    mcf->counters = counters;
+
+    return NGX_OK;
+}
