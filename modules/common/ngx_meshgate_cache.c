@@ -36,48 +36,64 @@ char *
 ngx_meshgate_cache_conf(ngx_conf_t *cf, ngx_str_t *arg, void *tag,
     ngx_meshgate_cache_t **cache)
 {
-    u_char     *p;
-    ssize_t     size;
-    ngx_str_t   name, s;
+    ssize_t    size;
+    ngx_str_t  name;
 
-    if (ngx_strncmp(arg->data, "zone=", 5) != 0) {
+    if (ngx_meshgate_zone_parse(cf, arg, &name, &size) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    *cache = ngx_meshgate_cache_add(cf, &name, size, tag);
+    if (*cache == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+char *
+ngx_meshgate_zone_parse(ngx_conf_t *cf, ngx_str_t *arg, ngx_str_t *name,
+    ssize_t *size)
+{
+    u_char     *p, *last;
+    ngx_str_t   s;
+
+    if (arg->len < 5 || ngx_strncmp(arg->data, "zone=", 5) != 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "invalid parameter \"%V\", expected "
                            "\"zone=name:size\"", arg);
         return NGX_CONF_ERROR;
     }
 
-    name.data = arg->data + 5;
-    p = (u_char *) ngx_strchr(name.data, ':');
+    name->data = arg->data + 5;
+    last = arg->data + arg->len;
 
-    if (p == NULL || p == name.data) {
+    p = ngx_strlchr(name->data, last, ':');
+
+    if (p == NULL || p == name->data) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "invalid zone \"%V\", expected \"zone=name:size\"",
                            arg);
         return NGX_CONF_ERROR;
     }
 
-    name.len = p - name.data;
+    name->len = p - name->data;
 
     s.data = p + 1;
-    s.len = arg->data + arg->len - s.data;
+    s.len = last - s.data;
 
-    size = ngx_parse_size(&s);
+    *size = ngx_parse_size(&s);
 
-    if (size == NGX_ERROR) {
+    if (*size == NGX_ERROR) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "invalid zone size \"%V\"", arg);
         return NGX_CONF_ERROR;
     }
 
-    if (size < (ssize_t) (8 * ngx_pagesize)) {
+    if (*size < (ssize_t) (8 * ngx_pagesize)) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "zone \"%V\" is too small", arg);
-        return NGX_CONF_ERROR;
-    }
-
-    *cache = ngx_meshgate_cache_add(cf, &name, size, tag);
-    if (*cache == NULL) {
         return NGX_CONF_ERROR;
     }
 
