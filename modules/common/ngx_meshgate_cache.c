@@ -7,6 +7,7 @@
 #include <ngx_config.h>
 #include <ngx_core.h>
 #include "ngx_meshgate_cache.h"
+#include "ngx_meshgate_http.h"
 
 
 typedef struct {
@@ -45,55 +46,6 @@ ngx_meshgate_cache_conf(ngx_conf_t *cf, ngx_str_t *arg, void *tag,
 
     *cache = ngx_meshgate_cache_add(cf, &name, size, tag);
     if (*cache == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    return NGX_CONF_OK;
-}
-
-
-char *
-ngx_meshgate_zone_parse(ngx_conf_t *cf, ngx_str_t *arg, ngx_str_t *name,
-    ssize_t *size)
-{
-    u_char     *p, *last;
-    ngx_str_t   s;
-
-    if (arg->len < 5 || ngx_strncmp(arg->data, "zone=", 5) != 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid parameter \"%V\", expected "
-                           "\"zone=name:size\"", arg);
-        return NGX_CONF_ERROR;
-    }
-
-    name->data = arg->data + 5;
-    last = arg->data + arg->len;
-
-    p = ngx_strlchr(name->data, last, ':');
-
-    if (p == NULL || p == name->data) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid zone \"%V\", expected \"zone=name:size\"",
-                           arg);
-        return NGX_CONF_ERROR;
-    }
-
-    name->len = p - name->data;
-
-    s.data = p + 1;
-    s.len = last - s.data;
-
-    *size = ngx_parse_size(&s);
-
-    if (*size == NGX_ERROR) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid zone size \"%V\"", arg);
-        return NGX_CONF_ERROR;
-    }
-
-    if (*size < (ssize_t) (8 * ngx_pagesize)) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "zone \"%V\" is too small", arg);
         return NGX_CONF_ERROR;
     }
 

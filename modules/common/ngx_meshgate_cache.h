@@ -47,15 +47,6 @@ typedef struct {
 char *ngx_meshgate_cache_conf(ngx_conf_t *cf, ngx_str_t *arg, void *tag,
     ngx_meshgate_cache_t **cache);
 
-/*
- * The one parser of "zone=name:size": *name points into arg, *size is at
- * least 8 pages (as limit_req asks).  NGX_CONF_OK, or NGX_CONF_ERROR
- * after logging why with the file and line of cf.  A module with a zone
- * of its own (not a cache) links this file for it.
- */
-char *ngx_meshgate_zone_parse(ngx_conf_t *cf, ngx_str_t *arg,
-    ngx_str_t *name, ssize_t *size);
-
 /* declares a zone from a name and a size already parsed */
 ngx_meshgate_cache_t *ngx_meshgate_cache_add(ngx_conf_t *cf, ngx_str_t *name,
     size_t size, void *tag);

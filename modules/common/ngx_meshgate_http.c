@@ -217,3 +217,52 @@ ngx_meshgate_www_authenticate(ngx_http_request_t *r, const char *scheme,
 
     return NGX_OK;
 }
+
+
+char *
+ngx_meshgate_zone_parse(ngx_conf_t *cf, ngx_str_t *arg, ngx_str_t *name,
+    ssize_t *size)
+{
+    u_char     *p, *last;
+    ngx_str_t   s;
+
+    if (arg->len < 5 || ngx_strncmp(arg->data, "zone=", 5) != 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\", expected "
+                           "\"zone=name:size\"", arg);
+        return NGX_CONF_ERROR;
+    }
+
+    name->data = arg->data + 5;
+    last = arg->data + arg->len;
+
+    p = ngx_strlchr(name->data, last, ':');
+
+    if (p == NULL || p == name->data) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid zone \"%V\", expected \"zone=name:size\"",
+                           arg);
+        return NGX_CONF_ERROR;
+    }
+
+    name->len = p - name->data;
+
+    s.data = p + 1;
+    s.len = last - s.data;
+
+    *size = ngx_parse_size(&s);
+
+    if (*size == NGX_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid zone size \"%V\"", arg);
+        return NGX_CONF_ERROR;
+    }
+
+    if (*size < (ssize_t) (8 * ngx_pagesize)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "zone \"%V\" is too small", arg);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}

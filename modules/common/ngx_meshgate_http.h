@@ -46,6 +46,14 @@ void ngx_meshgate_variable_set_text(ngx_http_request_t *r,
     u_char *data, size_t len);
 
 /*
+ * The one parser of "zone=name:size": *name points into arg, *size is at
+ * least 8 pages (as limit_req asks).  NGX_CONF_OK, or NGX_CONF_ERROR
+ * after logging why with the file and line of cf.
+ */
+char *ngx_meshgate_zone_parse(ngx_conf_t *cf, ngx_str_t *arg,
+    ngx_str_t *name, ssize_t *size);
+
+/*
  * Whether a realm set in the configuration may go into a challenge: no
  * control byte, no '"' and no '\\' (a realm from a variable is escaped
  * instead, see below).
