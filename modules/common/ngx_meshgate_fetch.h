@@ -53,7 +53,8 @@ struct ngx_meshgate_fetch_s {
     ngx_list_t                      *headers;    /* ngx_table_elt_t, or NULL */
     ngx_str_t                        body;       /* a POST's body */
     size_t                           max;        /* 0: the location's
-                                                    subrequest_output_buffer_size */
+                                                    subrequest_output_
+                                                    buffer_size */
 
     /* results */
     ngx_http_request_t              *sr;
