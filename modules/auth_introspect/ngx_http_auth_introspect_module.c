@@ -13,6 +13,7 @@
 #include "ngx_meshgate_http.h"
 #include "ngx_meshgate_json.h"
 #include "ngx_meshgate_sha256.h"
+#include "ngx_meshgate_waiter.h"
 
 
 #define NGX_HTTP_INTROSPECT_DIGEST_LEN   NGX_MESHGATE_SHA256_LEN
@@ -64,14 +65,14 @@ typedef struct {
     ngx_http_request_t              *request;
     ngx_uint_t                       state;
     ngx_uint_t                       result;
+    ngx_uint_t                       handoff;    /* the state waiters get */
     u_char                           digest[NGX_HTTP_INTROSPECT_DIGEST_LEN];
     ngx_str_t                        token;
     ngx_str_t                        payload;
     ngx_http_auth_introspect_flight_t  *flight;  /* when leading a call */
-    ngx_queue_t                      wait;       /* when waiting for one */
+    ngx_meshgate_waiter_t            waiter;     /* when waiting for one */
     ngx_meshgate_fetch_t             fetch;
     ngx_list_t                       headers;    /* the call's */
-    unsigned                         waiting:1;
 } ngx_http_auth_introspect_ctx_t;
 
 
@@ -95,6 +96,8 @@ static ngx_uint_t ngx_http_auth_introspect_judge(ngx_http_request_t *r,
     uint64_t *expires);
 static void ngx_http_auth_introspect_resolve(ngx_http_request_t *r,
     ngx_http_auth_introspect_ctx_t *ctx, ngx_uint_t state);
+static void ngx_http_auth_introspect_handoff(ngx_meshgate_waiter_t *w,
+    void *data);
 static void ngx_http_auth_introspect_cleanup(void *data);
 static ngx_int_t ngx_http_auth_introspect_set_answer(ngx_http_request_t *r,
     ngx_http_auth_introspect_ctx_t *ctx, ngx_str_t *answer);
@@ -413,10 +416,8 @@ ngx_http_auth_introspect_lookup(ngx_http_request_t *r,
             ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                            "auth_introspect: waiting for a call in flight");
 
-            ngx_queue_insert_tail(&f->waiters, &ctx->wait);
-            ctx->waiting = 1;
+            ngx_meshgate_waiter_join(&f->waiters, &ctx->waiter, r);
             ctx->state = NGX_HTTP_INTROSPECT_WAIT;
-            r->write_event_handler = ngx_http_core_run_phases;
 
             return NGX_AGAIN;
         }
@@ -773,9 +774,6 @@ static void
 ngx_http_auth_introspect_resolve(ngx_http_request_t *r,
     ngx_http_auth_introspect_ctx_t *ctx, ngx_uint_t state)
 {
-    ngx_queue_t                        *q;
-    ngx_http_request_t                 *wr;
-    ngx_http_auth_introspect_ctx_t     *wctx;
     ngx_http_auth_introspect_flight_t  *f;
 
     f = ctx->flight;
@@ -784,35 +782,10 @@ ngx_http_auth_introspect_resolve(ngx_http_request_t *r,
         return;
     }
 
-    while (!ngx_queue_empty(&f->waiters)) {
-        q = ngx_queue_head(&f->waiters);
-        ngx_queue_remove(q);
+    ctx->handoff = state;
 
-        wctx = ngx_queue_data(q, ngx_http_auth_introspect_ctx_t, wait);
-        wctx->waiting = 0;
-        wctx->state = state;
-
-        wr = wctx->request;
-
-        if (state == NGX_HTTP_INTROSPECT_DONE) {
-            wctx->result = ctx->result;
-
-            if (ctx->payload.len) {
-                wctx->payload.data = ngx_pstrdup(wr->pool, &ctx->payload);
-                if (wctx->payload.data == NULL) {
-                    wctx->result = NGX_HTTP_INTROSPECT_UNAVAILABLE;
-
-                } else {
-                    wctx->payload.len = ctx->payload.len;
-                }
-            }
-        }
-
-        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, wr->connection->log, 0,
-                       "auth_introspect: waking waiter, state %ui", state);
-
-        ngx_post_event(wr->connection->write, &ngx_posted_events);
-    }
+    ngx_meshgate_waiter_wake(&f->waiters, ngx_http_auth_introspect_handoff,
+                             ctx);
 
     ngx_queue_remove(&f->queue);
     ngx_free(f);
@@ -822,14 +795,43 @@ ngx_http_auth_introspect_resolve(ngx_http_request_t *r,
 
 
 static void
+ngx_http_auth_introspect_handoff(ngx_meshgate_waiter_t *w, void *data)
+{
+    ngx_http_auth_introspect_ctx_t *ctx = data;
+
+    ngx_http_request_t              *wr;
+    ngx_http_auth_introspect_ctx_t  *wctx;
+
+    wctx = ngx_queue_data(w, ngx_http_auth_introspect_ctx_t, waiter);
+    wctx->state = ctx->handoff;
+
+    wr = wctx->request;
+
+    if (ctx->handoff == NGX_HTTP_INTROSPECT_DONE) {
+        wctx->result = ctx->result;
+
+        if (ctx->payload.len) {
+            wctx->payload.data = ngx_pstrdup(wr->pool, &ctx->payload);
+            if (wctx->payload.data == NULL) {
+                wctx->result = NGX_HTTP_INTROSPECT_UNAVAILABLE;
+
+            } else {
+                wctx->payload.len = ctx->payload.len;
+            }
+        }
+    }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, wr->connection->log, 0,
+                   "auth_introspect: waking waiter, state %ui", wctx->state);
+}
+
+
+static void
 ngx_http_auth_introspect_cleanup(void *data)
 {
     ngx_http_auth_introspect_ctx_t *ctx = data;
 
-    if (ctx->waiting) {
-        ngx_queue_remove(&ctx->wait);
-        ctx->waiting = 0;
-    }
+    ngx_meshgate_waiter_leave(&ctx->waiter);
 
     if (ctx->flight) {
         /* the leader went away before the answer: a waiter takes over */
