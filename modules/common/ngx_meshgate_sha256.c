@@ -10,10 +10,18 @@
 #include "ngx_meshgate_sha256.h"
 
 
-/* a process is single-threaded: one context serves every call */
+static ngx_int_t ngx_meshgate_sha256_init(void);
+static void ngx_meshgate_sha256_cleanup(void *data);
 
-static EVP_MD_CTX    *ngx_meshgate_sha256_ctx;
-static const EVP_MD  *ngx_meshgate_sha256_md;
+
+/*
+ * A process is single-threaded: one context serves every call.  Both are
+ * freed with the cycle's pool, before nginx unloads the module (or they
+ * would leak at each worker's exit).
+ */
+
+static EVP_MD_CTX  *ngx_meshgate_sha256_ctx;
+static EVP_MD      *ngx_meshgate_sha256_md;
 
 
 ngx_int_t
@@ -21,22 +29,10 @@ ngx_meshgate_sha256(ngx_str_t *parts, ngx_uint_t n, u_char *digest)
 {
     ngx_uint_t  i;
 
-    if (ngx_meshgate_sha256_md == NULL) {
-#if (OPENSSL_VERSION_NUMBER >= 0x30000000L)
-        ngx_meshgate_sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
-#else
-        ngx_meshgate_sha256_md = EVP_sha256();
-#endif
-        if (ngx_meshgate_sha256_md == NULL) {
-            return NGX_ERROR;
-        }
-    }
-
-    if (ngx_meshgate_sha256_ctx == NULL) {
-        ngx_meshgate_sha256_ctx = EVP_MD_CTX_new();
-        if (ngx_meshgate_sha256_ctx == NULL) {
-            return NGX_ERROR;
-        }
+    if (ngx_meshgate_sha256_ctx == NULL
+        && ngx_meshgate_sha256_init() != NGX_OK)
+    {
+        return NGX_ERROR;
     }
 
     if (EVP_DigestInit_ex(ngx_meshgate_sha256_ctx, ngx_meshgate_sha256_md,
@@ -60,4 +56,46 @@ ngx_meshgate_sha256(ngx_str_t *parts, ngx_uint_t n, u_char *digest)
     }
 
     return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_meshgate_sha256_init(void)
+{
+    ngx_pool_cleanup_t  *cln;
+
+    cln = ngx_pool_cleanup_add(ngx_cycle->pool, 0);
+    if (cln == NULL) {
+        return NGX_ERROR;
+    }
+
+    cln->handler = ngx_meshgate_sha256_cleanup;
+
+#if (OPENSSL_VERSION_NUMBER >= 0x30000000L)
+    ngx_meshgate_sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+#else
+    ngx_meshgate_sha256_md = (EVP_MD *) EVP_sha256();
+#endif
+
+    ngx_meshgate_sha256_ctx = EVP_MD_CTX_new();
+
+    if (ngx_meshgate_sha256_md == NULL || ngx_meshgate_sha256_ctx == NULL) {
+        ngx_meshgate_sha256_cleanup(NULL);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_meshgate_sha256_cleanup(void *data)
+{
+    EVP_MD_CTX_free(ngx_meshgate_sha256_ctx);
+    ngx_meshgate_sha256_ctx = NULL;
+
+#if (OPENSSL_VERSION_NUMBER >= 0x30000000L)
+    EVP_MD_free(ngx_meshgate_sha256_md);
+#endif
+    ngx_meshgate_sha256_md = NULL;
 }
