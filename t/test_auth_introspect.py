@@ -7,7 +7,7 @@ import time
 import pytest
 import requests
 
-from conftest import require_module, wait_for
+from conftest import free_port, require_module, wait_for
 from auth_key_util import AuthServer, key_line, raw_get, write_keys
 
 require_module("auth_introspect")
@@ -534,3 +534,116 @@ def test_bad_directives_fail_nginx_t(nginx_t, snippet, expect):
     nginx_t("server { listen 127.0.0.1:{{port}}; location / { %s } }"
             % snippet, modules=["auth_introspect"], expect=expect)
 
+
+
+FETCH = """
+    server {
+        listen 127.0.0.1:{{port}};
+        auth_introspect_endpoint /_introspect;
+
+        location = /_introspect {
+            internal;
+            proxy_pass http://127.0.0.1:{{as_port}}/introspect;
+        }
+
+        location = /_moved {
+            internal;
+            error_page 404 = /_introspect;
+            return 404;
+        }
+
+        location = /_gz {
+            internal;
+            proxy_pass http://127.0.0.1:{{other}}/gz;
+        }
+
+        location /moved/ {
+            auth_introspect "api";
+            auth_introspect_endpoint /_moved;
+            add_header X-Result "$auth_introspect_result" always;
+            proxy_pass http://127.0.0.1:{{backend}};
+        }
+
+        location /gz/ {
+            auth_introspect "api";
+            auth_introspect_endpoint /_gz;
+            add_header X-Result "$auth_introspect_result" always;
+            proxy_pass http://127.0.0.1:{{backend}};
+        }
+
+        location /scp/ {
+            auth_introspect "api";
+            auth_introspect_scope orders:read orders:write;
+            proxy_pass http://127.0.0.1:{{backend}};
+        }
+
+        location /arg/ {
+            auth_introspect "api" token=$arg_t;
+            add_header X-Result "$auth_introspect_result" always;
+            proxy_pass http://127.0.0.1:{{backend}};
+        }
+    }
+"""
+
+
+def test_answer_through_an_internal_redirect(nginx, backend, auth_server):
+    """The endpoint location redirects (error_page): the answer is still
+    read by the module and never reaches the client."""
+    auth_server.answers["t-moved"] = active(sub="moved-sub")
+    n = start(nginx, backend, auth_server, http=FETCH, other=free_port())
+    r = requests.get(n.url("/moved/x"), headers=bearer("t-moved"),
+                     timeout=10)
+    assert r.status_code == 200
+    assert r.headers["X-Result"] == "ok"
+    assert r.json()["path"] == "/moved/x"
+    assert auth_server.count("t-moved") == 1
+    r = requests.get(n.url("/moved/x"), headers=bearer("t-other"),
+                     timeout=10)
+    assert r.status_code == 401
+    assert r.headers["X-Result"] == "inactive"
+
+
+def test_encoded_answer_is_refused(nginx, backend, auth_server):
+    """An answer with a Content-Encoding is never read: 503, one line."""
+    gz = backend()
+    gz.json("/gz", active(), headers={"Content-Encoding": "gzip"})
+    n = start(nginx, backend, auth_server, http=FETCH, other=gz.port)
+    r = requests.get(n.url("/gz/x"), headers=bearer("t-gz"), timeout=10)
+    assert r.status_code == 503
+    assert r.headers["X-Result"] == "unavailable"
+    assert 'introspection response from "/_gz" is encoded' in n.logs()
+    assert n.backend.count == 0
+
+
+def test_scp_array_grants_scopes(nginx, backend, auth_server):
+    """Without "scope", an "scp" array (or string) grants; "scope" wins
+    when both are present and must be a string."""
+    a = auth_server.answers
+    base = {"active": True, "sub": "s", "exp": int(time.time()) + 3600}
+    a["t-scp"] = dict(base, scp=["orders:read", "orders:write"])
+    a["t-scp-str"] = dict(base, scp="orders:write orders:read")
+    a["t-scp-part"] = dict(base, scp=["orders:read"])
+    a["t-scp-space"] = dict(base, scp=["orders:read orders:write"])
+    a["t-both"] = dict(base, scope="orders:read",
+                       scp=["orders:read", "orders:write"])
+    n = start(nginx, backend, auth_server, http=FETCH, other=free_port())
+    for tok, want in (("t-scp", 200), ("t-scp-str", 200),
+                      ("t-scp-part", 403), ("t-scp-space", 403),
+                      ("t-both", 403)):
+        r = requests.get(n.url("/scp/x"), headers=bearer(tok), timeout=10)
+        assert r.status_code == want, tok
+
+
+def test_token_from_a_variable_has_the_bearer_grammar(
+        nginx, backend, auth_server):
+    """A token from a variable is held to RFC 6750's b64token and its
+    length bound, as one from the header is."""
+    auth_server.answers["t-arg"] = active()
+    n = start(nginx, backend, auth_server, http=FETCH, other=free_port())
+    r = requests.get(n.url("/arg/x?t=t-arg"), timeout=10)
+    assert r.status_code == 200
+    for bad in ("a%2Cb", "a=b", "=a", "a" * 4097):
+        r = requests.get(n.url("/arg/x?t=" + bad), timeout=10)
+        assert r.status_code == 401, bad
+        assert r.headers["X-Result"] == "invalid", bad
+    assert auth_server.count() == 1

@@ -11,6 +11,7 @@
 #include <ngx_config.h>
 #include <ngx_core.h>
 #include <ngx_http.h>
+#include "ngx_meshgate_fetch.h"
 
 
 #define NGX_HTTP_AGGREGATE_MAX_PARTS    64
@@ -51,23 +52,12 @@ typedef struct ngx_http_aggregate_ctx_s  ngx_http_aggregate_ctx_t;
 typedef struct {
     ngx_http_aggregate_ctx_t        *agg;
     ngx_http_aggregate_part_conf_t  *conf;
-    ngx_http_request_t              *sr;
+    ngx_meshgate_fetch_t             fetch;
     ngx_uint_t                       state;
-    ngx_uint_t                       status;
-    ngx_int_t                        error_rc;   /* nginx's own error */
     const char                      *reason;
-    u_char                          *buf;
-    size_t                           len;
-    size_t                           size;
-    ngx_str_t                        text;       /* canonical, in buf */
+    ngx_str_t                        text;       /* canonical, in fetch */
     ngx_str_t                        out;        /* after fields= */
     ngx_event_t                      timer;
-
-    unsigned                         header:1;
-    unsigned                         complete:1;
-    unsigned                         too_big:1;
-    unsigned                         encoded:1;
-    unsigned                         broken:1;
 } ngx_http_aggregate_part_t;
 
 

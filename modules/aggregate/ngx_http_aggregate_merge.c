@@ -180,12 +180,11 @@ ngx_http_aggregate_part_json(ngx_http_aggregate_part_t *part, ngx_log_t *log)
     ngx_uint_t   level;
     const char  *error;
 
-    part->text.data = part->buf;
-    part->text.len = part->len;
+    part->text = part->fetch.answer;
 
-    if (part->len >= 3
-        && part->buf[0] == 0xef && part->buf[1] == 0xbb
-        && part->buf[2] == 0xbf)
+    if (part->text.len >= 3
+        && part->text.data[0] == 0xef && part->text.data[1] == 0xbb
+        && part->text.data[2] == 0xbf)
     {
         part->text.data += 3;
         part->text.len -= 3;

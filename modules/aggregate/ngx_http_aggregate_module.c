@@ -18,19 +18,12 @@ static ngx_int_t ngx_http_aggregate_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_aggregate_not_allowed(ngx_http_request_t *r);
 static ngx_http_aggregate_ctx_t *ngx_http_aggregate_create_ctx(
     ngx_http_request_t *r, ngx_http_aggregate_loc_conf_t *alcf);
-static ngx_int_t ngx_http_aggregate_filter_headers(ngx_http_request_t *r,
-    ngx_list_t *out);
 static void ngx_http_aggregate_wake(ngx_http_request_t *r);
 static void ngx_http_aggregate_advance(ngx_http_aggregate_ctx_t *ctx);
 static ngx_uint_t ngx_http_aggregate_step(ngx_http_aggregate_ctx_t *ctx);
 static void ngx_http_aggregate_start(ngx_http_aggregate_part_t *part);
-static void ngx_http_aggregate_setup(ngx_http_aggregate_part_t *part,
-    ngx_http_request_t *sr);
-static ngx_int_t ngx_http_aggregate_done(ngx_http_request_t *sr, void *data,
-    ngx_int_t rc);
-static ngx_int_t ngx_http_aggregate_part_rc(ngx_int_t rc);
-static void ngx_http_aggregate_judge(ngx_http_aggregate_part_t *part,
-    ngx_int_t rc);
+static ngx_int_t ngx_http_aggregate_done(ngx_meshgate_fetch_t *f);
+static void ngx_http_aggregate_judge(ngx_http_aggregate_part_t *part);
 static const char *ngx_http_aggregate_status_reason(
     ngx_http_aggregate_part_t *part, ngx_uint_t status);
 static void ngx_http_aggregate_fail(ngx_http_aggregate_part_t *part,
@@ -43,15 +36,6 @@ static ngx_int_t ngx_http_aggregate_failed_list(ngx_http_aggregate_ctx_t *ctx);
 static ngx_int_t ngx_http_aggregate_send(ngx_http_request_t *r,
     ngx_uint_t status, ngx_str_t *body, ngx_uint_t completed);
 static void ngx_http_aggregate_cleanup(void *data);
-static ngx_http_aggregate_part_t *ngx_http_aggregate_get_part(
-    ngx_http_request_t *r);
-static ngx_int_t ngx_http_aggregate_header_filter(ngx_http_request_t *r);
-static ngx_int_t ngx_http_aggregate_body_filter(ngx_http_request_t *r,
-    ngx_chain_t *in);
-static void ngx_http_aggregate_collect(ngx_http_aggregate_part_t *part,
-    ngx_buf_t *b);
-static ngx_int_t ngx_http_aggregate_reserve(ngx_http_aggregate_part_t *part,
-    size_t size);
 static ngx_int_t ngx_http_aggregate_failed_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_aggregate_field_variable(ngx_http_request_t *r,
@@ -182,8 +166,6 @@ static ngx_str_t  ngx_http_aggregate_hidden[] = {
 };
 
 
-static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
-static ngx_http_output_body_filter_pt    ngx_http_next_body_filter;
 
 
 static ngx_int_t
@@ -296,7 +278,10 @@ ngx_http_aggregate_create_ctx(ngx_http_request_t *r,
         part->timer.log = r->connection->log;
     }
 
-    if (ngx_http_aggregate_filter_headers(r, &ctx->headers) != NGX_OK) {
+    if (ngx_meshgate_fetch_headers(r, &ctx->headers, ngx_http_aggregate_hidden,
+                                   0)
+        != NGX_OK)
+    {
         return NULL;
     }
 
@@ -315,58 +300,6 @@ ngx_http_aggregate_create_ctx(ngx_http_request_t *r,
     ctx->aggregating = 1;
 
     return ctx;
-}
-
-
-static ngx_int_t
-ngx_http_aggregate_filter_headers(ngx_http_request_t *r, ngx_list_t *out)
-{
-    ngx_str_t        *hidden;
-    ngx_uint_t        i;
-    ngx_list_part_t  *lp;
-    ngx_table_elt_t  *h, *copy;
-
-    if (ngx_list_init(out, r->pool, 20, sizeof(ngx_table_elt_t)) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    lp = &r->headers_in.headers.part;
-    h = lp->elts;
-
-    for (i = 0; /* void */; i++) {
-
-        if (i >= lp->nelts) {
-            if (lp->next == NULL) {
-                break;
-            }
-
-            lp = lp->next;
-            h = lp->elts;
-            i = 0;
-        }
-
-        for (hidden = ngx_http_aggregate_hidden; hidden->len; hidden++) {
-            if (h[i].key.len == hidden->len
-                && ngx_strncasecmp(h[i].key.data, hidden->data, hidden->len)
-                   == 0)
-            {
-                break;
-            }
-        }
-
-        if (hidden->len) {
-            continue;
-        }
-
-        copy = ngx_list_push(out);
-        if (copy == NULL) {
-            return NGX_ERROR;
-        }
-
-        *copy = h[i];
-    }
-
-    return NGX_OK;
 }
 
 
@@ -469,11 +402,11 @@ ngx_http_aggregate_step(ngx_http_aggregate_ctx_t *ctx)
 static void
 ngx_http_aggregate_start(ngx_http_aggregate_part_t *part)
 {
-    ngx_str_t                     uri, args;
-    ngx_uint_t                    flags;
-    ngx_http_request_t           *r, *sr;
-    ngx_http_aggregate_ctx_t     *ctx;
-    ngx_http_post_subrequest_t   *ps;
+    ngx_str_t                  uri, args;
+    ngx_uint_t                 flags;
+    ngx_http_request_t        *r;
+    ngx_meshgate_fetch_t      *f;
+    ngx_http_aggregate_ctx_t  *ctx;
 
     ctx = part->agg;
     r = ctx->request;
@@ -502,170 +435,90 @@ ngx_http_aggregate_start(ngx_http_aggregate_part_t *part)
         args = r->args;
     }
 
-    ps = ngx_palloc(r->pool, sizeof(ngx_http_post_subrequest_t));
-    if (ps == NULL) {
-        ngx_http_aggregate_fail(part, "error");
-        return;
-    }
+    /* a GET with the client's headers but those in ..._hidden */
 
-    ps->handler = ngx_http_aggregate_done;
-    ps->data = part;
+    f = &part->fetch;
+    f->handler = ngx_http_aggregate_done;
+    f->data = part;
+    f->method = NGX_HTTP_GET;
+    f->headers = &ctx->headers;
+    f->max = ctx->conf->max_part_size;
 
-    if (ngx_http_subrequest(r, &uri, &args, &sr, ps,
-                            NGX_HTTP_SUBREQUEST_BACKGROUND)
+    if (ngx_meshgate_fetch_start(r, f, &uri, &args,
+                                 NGX_HTTP_SUBREQUEST_BACKGROUND)
         != NGX_OK)
     {
         ngx_http_aggregate_fail(part, "error");
         return;
     }
 
-    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "aggregate: part \"%V\" started: \"%V?%V\"",
-                   &part->conf->name, &uri, &args);
-
-    ngx_http_aggregate_setup(part, sr);
-}
-
-
-static void
-ngx_http_aggregate_setup(ngx_http_aggregate_part_t *part,
-    ngx_http_request_t *sr)
-{
-    ngx_http_aggregate_ctx_t  *ctx;
-
-    ctx = part->agg;
-
-    part->sr = sr;
     part->state = NGX_HTTP_AGGREGATE_RUNNING;
 
     if (part->conf->timeout) {
         ngx_add_timer(&part->timer, part->conf->timeout);
     }
 
-    sr->filter_need_in_memory = 1;
-    sr->request_body = NULL;
-
-    sr->headers_in.headers = ctx->headers;
-    sr->headers_in.content_length = NULL;
-    sr->headers_in.content_length_n = -1;
-    sr->headers_in.transfer_encoding = NULL;
-    sr->headers_in.chunked = 0;
-    sr->headers_in.expect = NULL;
-    sr->headers_in.range = NULL;
-    sr->headers_in.if_range = NULL;
-    sr->headers_in.if_match = NULL;
-    sr->headers_in.if_none_match = NULL;
-    sr->headers_in.if_modified_since = NULL;
-    sr->headers_in.if_unmodified_since = NULL;
-#if (NGX_HTTP_GZIP || NGX_HTTP_HEADERS)
-    sr->headers_in.accept_encoding = NULL;
-#endif
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "aggregate: part \"%V\" started: \"%V?%V\"",
+                   &part->conf->name, &uri, &args);
 }
 
 
 static ngx_int_t
-ngx_http_aggregate_done(ngx_http_request_t *sr, void *data, ngx_int_t rc)
+ngx_http_aggregate_done(ngx_meshgate_fetch_t *f)
 {
-    ngx_http_aggregate_part_t *part = data;
+    ngx_http_aggregate_part_t *part = f->data;
 
     ngx_http_aggregate_ctx_t  *ctx;
 
     ctx = part->agg;
 
-    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, sr->connection->log, 0,
-                   "aggregate: part \"%V\" done: %i, status %ui",
-                   &part->conf->name, rc, sr->headers_out.status);
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, f->sr->connection->log, 0,
+                   "aggregate: part \"%V\" done, status %ui",
+                   &part->conf->name, f->status);
 
-    if (rc == NGX_HTTP_CLIENT_CLOSED_REQUEST) {
-        return rc;
-    }
-
-    if (part->state != NGX_HTTP_AGGREGATE_RUNNING || ctx->done) {
-        return ngx_http_aggregate_part_rc(rc);
-    }
-
-    if (!part->header
-        && ((rc >= NGX_HTTP_SPECIAL_RESPONSE
-             && rc != NGX_HTTP_CLOSE
-             && rc != NGX_HTTP_REQUEST_TIME_OUT)
-            || rc == NGX_HTTP_CREATED
-            || rc == NGX_HTTP_NO_CONTENT))
+    if (f->closed || part->state != NGX_HTTP_AGGREGATE_RUNNING || ctx->done)
     {
-        /*
-         * nginx makes the answer (error_page of the part's location, or
-         * its own page) and finalizes the part again once it is sent
-         */
-
-        if (part->error_rc == 0) {
-            part->error_rc = rc;
-        }
-
-        return rc;
+        return NGX_OK;
     }
 
     if (part->timer.timer_set) {
         ngx_del_timer(&part->timer);
     }
 
-    ngx_http_aggregate_judge(part, rc);
+    ngx_http_aggregate_judge(part);
 
-    if (ngx_http_post_request(ctx->request, NULL) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    return ngx_http_aggregate_part_rc(rc);
-}
-
-
-/*
- * What a finished part hands back to nginx.  Its failure is reported in
- * the aggregate's answer: an error code or NGX_ERROR (say, an upstream
- * module that gave up on a broken body) must not make nginx terminate
- * the client's request, which it does for NGX_ERROR.
- */
-
-static ngx_int_t
-ngx_http_aggregate_part_rc(ngx_int_t rc)
-{
-    if (rc >= NGX_HTTP_SPECIAL_RESPONSE || rc == NGX_ERROR) {
-        return NGX_OK;
-    }
-
-    return rc;
+    return ngx_http_post_request(ctx->request, NULL);
 }
 
 
 static void
-ngx_http_aggregate_judge(ngx_http_aggregate_part_t *part, ngx_int_t rc)
+ngx_http_aggregate_judge(ngx_http_aggregate_part_t *part)
 {
-    ngx_int_t   prc;
-    ngx_log_t  *log;
+    ngx_int_t              prc;
+    ngx_log_t             *log;
+    const char            *error;
+    ngx_meshgate_fetch_t  *f;
 
     log = part->agg->request->connection->log;
+    f = &part->fetch;
 
-    if (rc == NGX_ERROR || part->broken || !part->header) {
+    if (ngx_meshgate_fetch_failed(f)) {
         ngx_http_aggregate_fail(part, "error");
         return;
     }
 
-    if (part->status < 200 || part->status > 299) {
+    if (f->status < 200 || f->status > 299) {
         ngx_http_aggregate_fail(part,
-                       ngx_http_aggregate_status_reason(part, part->status));
+                           ngx_http_aggregate_status_reason(part, f->status));
         return;
     }
 
-    if (part->too_big) {
-        ngx_http_aggregate_fail(part, "too_big");
-        return;
-    }
+    error = ngx_meshgate_fetch_error(f);
 
-    if (!part->complete) {
-        ngx_http_aggregate_fail(part, "truncated");
-        return;
-    }
-
-    if (part->encoded) {
-        ngx_http_aggregate_fail(part, "invalid_json");
+    if (error) {
+        /* "too_big", "truncated"; an encoded body is no JSON we read */
+        ngx_http_aggregate_fail(part, f->encoded ? "invalid_json" : error);
         return;
     }
 
@@ -696,7 +549,7 @@ ngx_http_aggregate_status_reason(ngx_http_aggregate_part_t *part,
 
     /* an error nginx itself answered for the part's upstream */
 
-    if ((ngx_int_t) status == part->error_rc) {
+    if ((ngx_int_t) status == part->fetch.error_rc) {
         if (status == NGX_HTTP_GATEWAY_TIME_OUT) {
             return "timeout";
         }
@@ -728,6 +581,7 @@ ngx_http_aggregate_fail(ngx_http_aggregate_part_t *part, const char *reason)
 
     part->state = NGX_HTTP_AGGREGATE_FAILED;
     part->reason = reason;
+    part->fetch.ignore = 1;
 
     if (part->timer.timer_set) {
         ngx_del_timer(&part->timer);
@@ -752,13 +606,14 @@ ngx_http_aggregate_cancel(ngx_http_aggregate_part_t *part)
     ngx_http_request_t   *sr;
     ngx_http_upstream_t  *u;
 
-    sr = part->sr;
+    part->fetch.ignore = 1;
+    sr = part->fetch.sr;
 
     if (sr == NULL) {
         return;
     }
 
-    part->sr = NULL;
+    part->fetch.sr = NULL;
     u = sr->upstream;
 
     if (u == NULL || u->cleanup == NULL || *u->cleanup == NULL) {
@@ -1020,192 +875,6 @@ ngx_http_aggregate_cleanup(void *data)
 }
 
 
-/*
- * The part a request answers, found through its post_subrequest handler
- * rather than a module context, which an internal redirect (error_page,
- * try_files) would clear.
- */
-
-static ngx_http_aggregate_part_t *
-ngx_http_aggregate_get_part(ngx_http_request_t *r)
-{
-    if (r == r->main
-        || r->post_subrequest == NULL
-        || r->post_subrequest->handler != ngx_http_aggregate_done)
-    {
-        return NULL;
-    }
-
-    return r->post_subrequest->data;
-}
-
-
-static ngx_int_t
-ngx_http_aggregate_header_filter(ngx_http_request_t *r)
-{
-    ngx_table_elt_t            *ce;
-    ngx_http_aggregate_part_t  *part;
-
-    part = ngx_http_aggregate_get_part(r);
-
-    if (part == NULL) {
-        return ngx_http_next_header_filter(r);
-    }
-
-    if (part->header) {
-        return NGX_OK;
-    }
-
-    part->header = 1;
-    part->status = r->headers_out.status;
-
-    /*
-     * A buffered upstream writes only for the request that owns the
-     * client connection, which a part never does: without a cache to
-     * feed, the body is read unbuffered (this filter runs before the
-     * upstream looks at u->buffering).
-     */
-
-    if (r->upstream && !r->upstream->cacheable) {
-        r->upstream->buffering = 0;
-    }
-
-    ce = r->headers_out.content_encoding;
-
-    if (ce && ce->value.len
-        && !(ce->value.len == 8
-             && ngx_strncasecmp(ce->value.data, (u_char *) "identity", 8)
-                == 0))
-    {
-        part->encoded = 1;
-    }
-
-    if (r->headers_out.content_length_n
-        > (off_t) part->agg->conf->max_part_size)
-    {
-        part->too_big = 1;
-
-    } else if (r->headers_out.content_length_n > 0 && !part->agg->done) {
-        (void) ngx_http_aggregate_reserve(part,
-                                    (size_t) r->headers_out.content_length_n);
-    }
-
-    return NGX_OK;
-}
-
-
-static ngx_int_t
-ngx_http_aggregate_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
-{
-    ngx_chain_t                *cl;
-    ngx_http_aggregate_part_t  *part;
-
-    part = ngx_http_aggregate_get_part(r);
-
-    if (part == NULL) {
-        return ngx_http_next_body_filter(r, in);
-    }
-
-    for (cl = in; cl; cl = cl->next) {
-
-        if (!part->agg->done && part->state == NGX_HTTP_AGGREGATE_RUNNING) {
-            ngx_http_aggregate_collect(part, cl->buf);
-        }
-
-        /* consumed: the upstream may reuse the buffer */
-
-        cl->buf->pos = cl->buf->last;
-        cl->buf->file_pos = cl->buf->file_last;
-
-        if (cl->buf->last_buf || cl->buf->last_in_chain) {
-            part->complete = 1;
-        }
-    }
-
-    return NGX_OK;
-}
-
-
-static void
-ngx_http_aggregate_collect(ngx_http_aggregate_part_t *part, ngx_buf_t *b)
-{
-    size_t  size;
-
-    if (part->too_big || part->broken || ngx_buf_special(b)) {
-        return;
-    }
-
-    if (!ngx_buf_in_memory(b)) {
-        part->broken = 1;
-        return;
-    }
-
-    size = b->last - b->pos;
-
-    if (size == 0) {
-        return;
-    }
-
-    if (size > part->agg->conf->max_part_size - part->len) {
-        part->too_big = 1;
-        return;
-    }
-
-    if (ngx_http_aggregate_reserve(part, part->len + size) != NGX_OK) {
-        part->broken = 1;
-        return;
-    }
-
-    ngx_memcpy(part->buf + part->len, b->pos, size);
-    part->len += size;
-}
-
-
-static ngx_int_t
-ngx_http_aggregate_reserve(ngx_http_aggregate_part_t *part, size_t size)
-{
-    u_char  *p;
-    size_t   max;
-
-    if (size <= part->size) {
-        return NGX_OK;
-    }
-
-    max = part->agg->conf->max_part_size;
-
-    if (size < part->size * 2) {
-        size = part->size * 2;
-    }
-
-    if (size < 4096) {
-        size = 4096;
-    }
-
-    if (size > max) {
-        size = max;
-    }
-
-    p = ngx_pnalloc(part->agg->request->pool, size);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
-
-    if (part->len) {
-        ngx_memcpy(p, part->buf, part->len);
-    }
-
-    if (part->buf) {
-        /* a large allocation goes back at once: no garbage up to 2x max */
-        (void) ngx_pfree(part->agg->request->pool, part->buf);
-    }
-
-    part->buf = p;
-    part->size = size;
-
-    return NGX_OK;
-}
-
-
 static ngx_int_t
 ngx_http_aggregate_failed_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
@@ -1321,13 +990,7 @@ ngx_http_aggregate_add_variables(ngx_conf_t *cf)
 static ngx_int_t
 ngx_http_aggregate_init(ngx_conf_t *cf)
 {
-    ngx_http_next_header_filter = ngx_http_top_header_filter;
-    ngx_http_top_header_filter = ngx_http_aggregate_header_filter;
-
-    ngx_http_next_body_filter = ngx_http_top_body_filter;
-    ngx_http_top_body_filter = ngx_http_aggregate_body_filter;
-
-    return NGX_OK;
+    return ngx_meshgate_fetch_init(cf);
 }
 
 

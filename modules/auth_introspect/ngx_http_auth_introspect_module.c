@@ -7,14 +7,16 @@
 #include <ngx_config.h>
 #include <ngx_core.h>
 #include <ngx_http.h>
-#include <openssl/sha.h>
+#include "ngx_meshgate_bearer.h"
 #include "ngx_meshgate_cache.h"
-#include "ngx_meshgate_json.h"
+#include "ngx_meshgate_fetch.h"
 #include "ngx_meshgate_http.h"
+#include "ngx_meshgate_json.h"
+#include "ngx_meshgate_sha256.h"
+#include "ngx_meshgate_waiter.h"
 
 
-#define NGX_HTTP_INTROSPECT_DIGEST_LEN   SHA256_DIGEST_LENGTH
-#define NGX_HTTP_INTROSPECT_TOKEN_MAX    4096
+#define NGX_HTTP_INTROSPECT_DIGEST_LEN   NGX_MESHGATE_SHA256_LEN
 
 /* request states */
 #define NGX_HTTP_INTROSPECT_NEW          0
@@ -63,16 +65,14 @@ typedef struct {
     ngx_http_request_t              *request;
     ngx_uint_t                       state;
     ngx_uint_t                       result;
+    ngx_uint_t                       handoff;    /* the state waiters get */
     u_char                           digest[NGX_HTTP_INTROSPECT_DIGEST_LEN];
     ngx_str_t                        token;
     ngx_str_t                        payload;
     ngx_http_auth_introspect_flight_t  *flight;  /* when leading a call */
-    ngx_queue_t                      wait;       /* when waiting for one */
-    ngx_http_request_t              *subrequest;
-    ngx_buf_t                       *body;       /* the answer's body */
-    unsigned                         waiting:1;
-    unsigned                         subrequest_done:1;
-    unsigned                         too_big:1;
+    ngx_meshgate_waiter_t            waiter;     /* when waiting for one */
+    ngx_meshgate_fetch_t             fetch;
+    ngx_list_t                       headers;    /* the call's */
 } ngx_http_auth_introspect_ctx_t;
 
 
@@ -88,19 +88,16 @@ static ngx_int_t ngx_http_auth_introspect_call(ngx_http_request_t *r,
     ngx_http_auth_introspect_loc_conf_t *alcf,
     ngx_http_auth_introspect_ctx_t *ctx);
 static ngx_int_t ngx_http_auth_introspect_body(ngx_http_request_t *r,
-    ngx_http_request_t *sr, ngx_str_t *token);
-static ngx_int_t ngx_http_auth_introspect_done(ngx_http_request_t *r,
-    void *data, ngx_int_t rc);
+    ngx_http_auth_introspect_ctx_t *ctx);
+static ngx_int_t ngx_http_auth_introspect_done(ngx_meshgate_fetch_t *f);
 static ngx_uint_t ngx_http_auth_introspect_judge(ngx_http_request_t *r,
     ngx_http_auth_introspect_loc_conf_t *alcf,
-    ngx_http_auth_introspect_ctx_t *ctx, ngx_int_t rc, ngx_str_t *payload,
+    ngx_http_auth_introspect_ctx_t *ctx, ngx_str_t *payload,
     uint64_t *expires);
-static ngx_int_t ngx_http_auth_introspect_header_filter(
-    ngx_http_request_t *r);
-static ngx_int_t ngx_http_auth_introspect_body_filter(ngx_http_request_t *r,
-    ngx_chain_t *in);
 static void ngx_http_auth_introspect_resolve(ngx_http_request_t *r,
     ngx_http_auth_introspect_ctx_t *ctx, ngx_uint_t state);
+static void ngx_http_auth_introspect_handoff(ngx_meshgate_waiter_t *w,
+    void *data);
 static void ngx_http_auth_introspect_cleanup(void *data);
 static ngx_int_t ngx_http_auth_introspect_set_answer(ngx_http_request_t *r,
     ngx_http_auth_introspect_ctx_t *ctx, ngx_str_t *answer);
@@ -150,11 +147,10 @@ static ngx_str_t  ngx_http_auth_introspect_results[] = {
 };
 
 
-static ngx_str_t  ngx_http_auth_introspect_post = ngx_string("POST");
-
-
-static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
-static ngx_http_output_body_filter_pt    ngx_http_next_body_filter;
+static ngx_str_t  ngx_http_auth_introspect_form =
+    ngx_string("application/x-www-form-urlencoded");
+static ngx_str_t  ngx_http_auth_introspect_json =
+    ngx_string("application/json");
 
 
 /* the calls in flight in this worker, for coalescing */
@@ -287,7 +283,7 @@ ngx_http_auth_introspect_start(ngx_http_request_t *r,
     ngx_http_auth_introspect_loc_conf_t *alcf)
 {
     ngx_int_t                        rc;
-    SHA256_CTX                       sha;
+    ngx_str_t                        key[5];
     ngx_pool_cleanup_t              *cln;
     ngx_http_auth_introspect_ctx_t  *ctx;
 
@@ -333,13 +329,16 @@ ngx_http_auth_introspect_start(ngx_http_request_t *r,
      * the endpoint and the token
      */
 
-    SHA256_Init(&sha);
-    SHA256_Update(&sha, alcf->server.data, alcf->server.len);
-    SHA256_Update(&sha, "", 1);
-    SHA256_Update(&sha, alcf->endpoint.data, alcf->endpoint.len);
-    SHA256_Update(&sha, "", 1);
-    SHA256_Update(&sha, ctx->token.data, ctx->token.len);
-    SHA256_Final(ctx->digest, &sha);
+    key[0] = alcf->server;
+    key[1].data = (u_char *) "";
+    key[1].len = 1;
+    key[2] = alcf->endpoint;
+    key[3] = key[1];
+    key[4] = ctx->token;
+
+    if (ngx_meshgate_sha256(key, 5, ctx->digest) != NGX_OK) {
+        return NGX_ERROR;
+    }
 
     return ngx_http_auth_introspect_lookup(r, alcf, ctx);
 }
@@ -354,98 +353,15 @@ static ngx_int_t
 ngx_http_auth_introspect_token(ngx_http_request_t *r,
     ngx_http_auth_introspect_loc_conf_t *alcf, ngx_str_t *token)
 {
-    u_char           *p, *end;
-    ngx_uint_t        eq;
-    ngx_table_elt_t  *h;
-
-    if (alcf->token) {
-        if (ngx_http_complex_value(r, alcf->token, token) != NGX_OK) {
-            return NGX_ERROR;
-        }
-
-        if (token->len == 0) {
-            return NGX_DECLINED;
-        }
-
-        if (token->len > NGX_HTTP_INTROSPECT_TOKEN_MAX) {
-            return NGX_ABORT;
-        }
-
-        for (p = token->data; p < token->data + token->len; p++) {
-            if (*p <= 0x20 || *p >= 0x7f) {
-                return NGX_ABORT;
-            }
-        }
-
-        return NGX_OK;
+    if (alcf->token == NULL) {
+        return ngx_meshgate_bearer_token(r, token);
     }
 
-    h = r->headers_in.authorization;
-
-    if (h == NULL
-        || h->value.len < sizeof("Bearer") - 1
-        || ngx_strncasecmp(h->value.data, (u_char *) "Bearer",
-                           sizeof("Bearer") - 1) != 0)
-    {
-        return NGX_DECLINED;
+    if (ngx_http_complex_value(r, alcf->token, token) != NGX_OK) {
+        return NGX_ERROR;
     }
 
-    p = h->value.data + sizeof("Bearer") - 1;
-    end = h->value.data + h->value.len;
-
-    if (p == end) {
-        return NGX_DECLINED;
-    }
-
-    if (*p != ' ') {
-        /* "Bearerx" is another scheme */
-        return NGX_DECLINED;
-    }
-
-    while (p < end && *p == ' ') {
-        p++;
-    }
-
-    if (p == end) {
-        return NGX_DECLINED;
-    }
-
-    token->data = p;
-    token->len = end - p;
-
-    if (token->len > NGX_HTTP_INTROSPECT_TOKEN_MAX) {
-        return NGX_ABORT;
-    }
-
-    /* RFC 6750 b64token: 1*( ALPHA / DIGIT / "-._~+/" ) *"=" */
-
-    eq = 0;
-
-    for ( /* void */ ; p < end; p++) {
-        if (*p == '=') {
-            eq = 1;
-            continue;
-        }
-
-        if (eq) {
-            return NGX_ABORT;
-        }
-
-        if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')
-            || (*p >= '0' && *p <= '9') || *p == '-' || *p == '.'
-            || *p == '_' || *p == '~' || *p == '+' || *p == '/')
-        {
-            continue;
-        }
-
-        return NGX_ABORT;
-    }
-
-    if (token->data[0] == '=') {
-        return NGX_ABORT;
-    }
-
-    return NGX_OK;
+    return ngx_meshgate_bearer_check(token);
 }
 
 
@@ -500,10 +416,8 @@ ngx_http_auth_introspect_lookup(ngx_http_request_t *r,
             ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                            "auth_introspect: waiting for a call in flight");
 
-            ngx_queue_insert_tail(&f->waiters, &ctx->wait);
-            ctx->waiting = 1;
+            ngx_meshgate_waiter_join(&f->waiters, &ctx->waiter, r);
             ctx->state = NGX_HTTP_INTROSPECT_WAIT;
-            r->write_event_handler = ngx_http_core_run_phases;
 
             return NGX_AGAIN;
         }
@@ -518,33 +432,25 @@ ngx_http_auth_introspect_call(ngx_http_request_t *r,
     ngx_http_auth_introspect_loc_conf_t *alcf,
     ngx_http_auth_introspect_ctx_t *ctx)
 {
-    ngx_http_request_t                 *sr;
-    ngx_http_post_subrequest_t         *ps;
+    ngx_meshgate_fetch_t               *fetch;
     ngx_http_auth_introspect_flight_t  *f;
 
-    ps = ngx_palloc(r->pool, sizeof(ngx_http_post_subrequest_t));
-    if (ps == NULL) {
+    fetch = &ctx->fetch;
+
+    if (ngx_http_auth_introspect_body(r, ctx) != NGX_OK) {
         return NGX_ERROR;
     }
 
-    ps->handler = ngx_http_auth_introspect_done;
-    ps->data = ctx;
+    fetch->handler = ngx_http_auth_introspect_done;
+    fetch->data = ctx;
+    fetch->method = NGX_HTTP_POST;
+    fetch->headers = &ctx->headers;
+    fetch->max = 0;     /* the endpoint's subrequest_output_buffer_size */
 
-    if (ngx_http_subrequest(r, &alcf->endpoint, NULL, &sr, ps,
-                            NGX_HTTP_SUBREQUEST_WAITED)
+    if (ngx_meshgate_fetch_start(r, fetch, &alcf->endpoint, NULL,
+                                 NGX_HTTP_SUBREQUEST_WAITED)
         != NGX_OK)
     {
-        return NGX_ERROR;
-    }
-
-    /* our filters take its answer in memory, see the body filter */
-
-    ctx->subrequest = sr;
-    ctx->body = NULL;
-    ctx->too_big = 0;
-    ngx_http_set_ctx(sr, ctx, ngx_http_auth_introspect_module);
-
-    if (ngx_http_auth_introspect_body(r, sr, &ctx->token) != NGX_OK) {
         return NGX_ERROR;
     }
 
@@ -559,7 +465,6 @@ ngx_http_auth_introspect_call(ngx_http_request_t *r,
     ngx_queue_insert_tail(&ngx_http_auth_introspect_flights, &f->queue);
 
     ctx->flight = f;
-    ctx->subrequest_done = 0;
     ctx->state = NGX_HTTP_INTROSPECT_WAIT;
 
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
@@ -570,33 +475,34 @@ ngx_http_auth_introspect_call(ngx_http_request_t *r,
 
 
 /*
- * The subrequest is a POST of "token=...&token_type_hint=access_token"
- * with its own, minimal headers: nothing of the client's request (cookies,
- * its Authorization header) travels to the authorization server.
+ * The call is a POST of "token=...&token_type_hint=access_token" with its
+ * own two headers: nothing of the client's request (cookies, its
+ * Authorization header) travels to the authorization server.
  */
 
 static ngx_int_t
-ngx_http_auth_introspect_body(ngx_http_request_t *r, ngx_http_request_t *sr,
-    ngx_str_t *token)
+ngx_http_auth_introspect_body(ngx_http_request_t *r,
+    ngx_http_auth_introspect_ctx_t *ctx)
 {
-    u_char                   *p, *s;
-    size_t                    len;
-    ngx_buf_t                *b;
-    ngx_chain_t              *cl;
-    ngx_table_elt_t          *h;
-    ngx_http_request_body_t  *rb;
+    u_char     *p, *s;
+    size_t      len;
+    ngx_str_t  *token;
 
     static u_char  hex[] = "0123456789ABCDEF";
+
+    token = &ctx->token;
 
     len = sizeof("token=") - 1 + 3 * token->len
           + sizeof("&token_type_hint=access_token") - 1;
 
-    b = ngx_create_temp_buf(r->pool, len);
-    if (b == NULL) {
+    p = ngx_pnalloc(r->pool, len);
+    if (p == NULL) {
         return NGX_ERROR;
     }
 
-    p = ngx_cpymem(b->last, "token=", sizeof("token=") - 1);
+    ctx->fetch.body.data = p;
+
+    p = ngx_cpymem(p, "token=", sizeof("token=") - 1);
 
     for (s = token->data; s < token->data + token->len; s++) {
         if ((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z')
@@ -614,70 +520,32 @@ ngx_http_auth_introspect_body(ngx_http_request_t *r, ngx_http_request_t *sr,
 
     p = ngx_cpymem(p, "&token_type_hint=access_token",
                    sizeof("&token_type_hint=access_token") - 1);
-    b->last = p;
-    b->last_buf = 1;
 
-    cl = ngx_alloc_chain_link(r->pool);
-    if (cl == NULL) {
-        return NGX_ERROR;
-    }
+    ctx->fetch.body.len = p - ctx->fetch.body.data;
 
-    cl->buf = b;
-    cl->next = NULL;
-
-    rb = ngx_pcalloc(r->pool, sizeof(ngx_http_request_body_t));
-    if (rb == NULL) {
-        return NGX_ERROR;
-    }
-
-    rb->bufs = cl;
-    sr->request_body = rb;
-
-    sr->method = NGX_HTTP_POST;
-    sr->method_name = ngx_http_auth_introspect_post;
-
-    ngx_memzero(&sr->headers_in, sizeof(ngx_http_headers_in_t));
-
-    if (ngx_list_init(&sr->headers_in.headers, r->pool, 4,
-                      sizeof(ngx_table_elt_t))
+    if (ngx_list_init(&ctx->headers, r->pool, 2, sizeof(ngx_table_elt_t))
         != NGX_OK)
     {
         return NGX_ERROR;
     }
 
-    sr->headers_in.content_length_n = b->last - b->pos;
-    sr->headers_in.keep_alive_n = -1;
-
-    h = ngx_list_push(&sr->headers_in.headers);
-    if (h == NULL) {
+    if (ngx_meshgate_fetch_add_header(&ctx->headers, "Content-Type",
+                                      "content-type",
+                                      &ngx_http_auth_introspect_form)
+        != NGX_OK)
+    {
         return NGX_ERROR;
     }
 
-    ngx_str_set(&h->key, "Content-Type");
-    ngx_str_set(&h->value, "application/x-www-form-urlencoded");
-    h->lowcase_key = (u_char *) "content-type";
-    h->hash = ngx_hash_key(h->lowcase_key, h->key.len);
-    sr->headers_in.content_type = h;
-
-    h = ngx_list_push(&sr->headers_in.headers);
-    if (h == NULL) {
-        return NGX_ERROR;
-    }
-
-    ngx_str_set(&h->key, "Accept");
-    ngx_str_set(&h->value, "application/json");
-    h->lowcase_key = (u_char *) "accept";
-    h->hash = ngx_hash_key(h->lowcase_key, h->key.len);
-
-    return NGX_OK;
+    return ngx_meshgate_fetch_add_header(&ctx->headers, "Accept", "accept",
+                                         &ngx_http_auth_introspect_json);
 }
 
 
 static ngx_int_t
-ngx_http_auth_introspect_done(ngx_http_request_t *sr, void *data,
-    ngx_int_t rc)
+ngx_http_auth_introspect_done(ngx_meshgate_fetch_t *f)
 {
-    ngx_http_auth_introspect_ctx_t *ctx = data;
+    ngx_http_auth_introspect_ctx_t *ctx = f->data;
 
     u_char                               *p;
     uint64_t                              expires;
@@ -686,27 +554,21 @@ ngx_http_auth_introspect_done(ngx_http_request_t *sr, void *data,
     ngx_http_request_t                   *r;
     ngx_http_auth_introspect_loc_conf_t  *alcf;
 
-    if (ctx->subrequest_done) {
-        return rc;
-    }
-
-    ctx->subrequest_done = 1;
-
     r = ctx->request;
     alcf = ngx_http_get_module_loc_conf(r, ngx_http_auth_introspect_module);
 
-    if (rc == NGX_HTTP_CLIENT_CLOSED_REQUEST || r->connection->error) {
+    if (f->closed || r->connection->error) {
         /* no answer: a waiting request, if any, makes the call again */
         ctx->result = NGX_HTTP_INTROSPECT_UNAVAILABLE;
         ctx->state = NGX_HTTP_INTROSPECT_DONE;
         ngx_http_auth_introspect_resolve(r, ctx, NGX_HTTP_INTROSPECT_RETRY);
-        return rc;
+        return NGX_OK;
     }
 
     ngx_str_null(&payload);
     expires = 0;
 
-    result = ngx_http_auth_introspect_judge(sr, alcf, ctx, rc, &payload,
+    result = ngx_http_auth_introspect_judge(f->sr, alcf, ctx, &payload,
                                             &expires);
 
     /* the answer as cached and as handed to the waiting requests */
@@ -762,7 +624,7 @@ ngx_http_auth_introspect_done(ngx_http_request_t *sr, void *data,
 
     ctx->state = NGX_HTTP_INTROSPECT_DONE;
 
-    return rc;
+    return NGX_OK;
 }
 
 
@@ -774,29 +636,31 @@ ngx_http_auth_introspect_done(ngx_http_request_t *sr, void *data,
 static ngx_uint_t
 ngx_http_auth_introspect_judge(ngx_http_request_t *sr,
     ngx_http_auth_introspect_loc_conf_t *alcf,
-    ngx_http_auth_introspect_ctx_t *ctx, ngx_int_t rc, ngx_str_t *payload,
+    ngx_http_auth_introspect_ctx_t *ctx, ngx_str_t *payload,
     uint64_t *expires)
 {
-    json_t      *root, *active, *exp, *type;
-    uint64_t     now, until;
-    ngx_str_t    body;
-    ngx_uint_t   status;
-    ngx_log_t   *log;
+    json_t                *root, *active, *exp, *type;
+    uint64_t               now, until;
+    ngx_uint_t             status;
+    ngx_log_t             *log;
+    const char            *error;
+    ngx_meshgate_fetch_t  *f;
 
     log = sr->connection->log;
-    status = sr->headers_out.status;
+    f = &ctx->fetch;
+    status = f->status;
+    error = ngx_meshgate_fetch_error(f);
 
-    if (rc == NGX_ERROR || rc >= NGX_HTTP_SPECIAL_RESPONSE
-        || status >= NGX_HTTP_INTERNAL_SERVER_ERROR || status == 0)
+    if (ngx_meshgate_fetch_failed(f)
+        || status >= NGX_HTTP_INTERNAL_SERVER_ERROR)
     {
         ngx_log_error(NGX_LOG_ERR, log, 0,
                       "auth_introspect: introspection endpoint \"%V\" "
-                      "failed (rc %i, status %ui)", &alcf->endpoint, rc,
-                      status);
+                      "failed (status %ui)", &alcf->endpoint, status);
         return NGX_HTTP_INTROSPECT_UNAVAILABLE;
     }
 
-    if (ctx->too_big) {
+    if (f->too_big) {
         ngx_log_error(NGX_LOG_ERR, log, 0,
                       "auth_introspect: introspection response is larger "
                       "than subrequest_output_buffer_size");
@@ -811,15 +675,15 @@ ngx_http_auth_introspect_judge(ngx_http_request_t *sr,
         return NGX_HTTP_INTROSPECT_INACTIVE;
     }
 
-    if (ctx->body == NULL) {
-        ngx_str_set(&body, "");
-
-    } else {
-        body.data = ctx->body->pos;
-        body.len = ctx->body->last - ctx->body->pos;
+    if (error) {
+        /* "truncated", "encoded": the answer cannot be read */
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "auth_introspect: introspection response from \"%V\" "
+                      "is %s", &alcf->endpoint, error);
+        return NGX_HTTP_INTROSPECT_UNAVAILABLE;
     }
 
-    root = ngx_meshgate_json_parse(body.data, body.len, log,
+    root = ngx_meshgate_json_parse(f->answer.data, f->answer.len, log,
                                    "introspection response");
     if (root == NULL) {
         return NGX_HTTP_INTROSPECT_INACTIVE;
@@ -904,99 +768,12 @@ ngx_http_auth_introspect_judge(ngx_http_request_t *sr,
 }
 
 
-/*
- * The subrequest's answer never goes to the client: these filters, above
- * the postpone filter, keep its body in memory up to the endpoint
- * location's subrequest_output_buffer_size, and drop the rest.  (nginx's
- * own in-memory subrequests fail the whole client connection when the
- * answer is too big.)
- */
-
-static ngx_int_t
-ngx_http_auth_introspect_header_filter(ngx_http_request_t *r)
-{
-    ngx_http_auth_introspect_ctx_t  *ctx;
-
-    if (r != r->main) {
-        ctx = ngx_http_get_module_ctx(r, ngx_http_auth_introspect_module);
-
-        if (ctx && ctx->subrequest == r) {
-            return NGX_OK;
-        }
-    }
-
-    return ngx_http_next_header_filter(r);
-}
-
-
-static ngx_int_t
-ngx_http_auth_introspect_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
-{
-    size_t                           len;
-    ngx_buf_t                       *b;
-    ngx_chain_t                     *cl;
-    ngx_http_core_loc_conf_t        *clcf;
-    ngx_http_auth_introspect_ctx_t  *ctx;
-
-    if (r == r->main) {
-        return ngx_http_next_body_filter(r, in);
-    }
-
-    ctx = ngx_http_get_module_ctx(r, ngx_http_auth_introspect_module);
-
-    if (ctx == NULL || ctx->subrequest != r) {
-        return ngx_http_next_body_filter(r, in);
-    }
-
-    for (cl = in; cl; cl = cl->next) {
-        b = cl->buf;
-
-        if (!ngx_buf_in_memory(b)) {
-            if (b->in_file) {
-                ctx->too_big = 1;
-                b->file_pos = b->file_last;
-            }
-
-            continue;
-        }
-
-        len = b->last - b->pos;
-
-        if (len && !ctx->too_big) {
-            if (ctx->body == NULL) {
-                clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
-
-                ctx->body = ngx_create_temp_buf(r->pool,
-                                      clcf->subrequest_output_buffer_size);
-                if (ctx->body == NULL) {
-                    return NGX_ERROR;
-                }
-            }
-
-            if (len > (size_t) (ctx->body->end - ctx->body->last)) {
-                ctx->too_big = 1;
-
-            } else {
-                ctx->body->last = ngx_cpymem(ctx->body->last, b->pos, len);
-            }
-        }
-
-        b->pos = b->last;
-    }
-
-    return NGX_OK;
-}
-
-
 /* hands the leader's answer (or a retry) to the requests waiting for it */
 
 static void
 ngx_http_auth_introspect_resolve(ngx_http_request_t *r,
     ngx_http_auth_introspect_ctx_t *ctx, ngx_uint_t state)
 {
-    ngx_queue_t                        *q;
-    ngx_http_request_t                 *wr;
-    ngx_http_auth_introspect_ctx_t     *wctx;
     ngx_http_auth_introspect_flight_t  *f;
 
     f = ctx->flight;
@@ -1005,35 +782,10 @@ ngx_http_auth_introspect_resolve(ngx_http_request_t *r,
         return;
     }
 
-    while (!ngx_queue_empty(&f->waiters)) {
-        q = ngx_queue_head(&f->waiters);
-        ngx_queue_remove(q);
+    ctx->handoff = state;
 
-        wctx = ngx_queue_data(q, ngx_http_auth_introspect_ctx_t, wait);
-        wctx->waiting = 0;
-        wctx->state = state;
-
-        wr = wctx->request;
-
-        if (state == NGX_HTTP_INTROSPECT_DONE) {
-            wctx->result = ctx->result;
-
-            if (ctx->payload.len) {
-                wctx->payload.data = ngx_pstrdup(wr->pool, &ctx->payload);
-                if (wctx->payload.data == NULL) {
-                    wctx->result = NGX_HTTP_INTROSPECT_UNAVAILABLE;
-
-                } else {
-                    wctx->payload.len = ctx->payload.len;
-                }
-            }
-        }
-
-        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, wr->connection->log, 0,
-                       "auth_introspect: waking waiter, state %ui", state);
-
-        ngx_post_event(wr->connection->write, &ngx_posted_events);
-    }
+    ngx_meshgate_waiter_wake(&f->waiters, ngx_http_auth_introspect_handoff,
+                             ctx);
 
     ngx_queue_remove(&f->queue);
     ngx_free(f);
@@ -1043,14 +795,43 @@ ngx_http_auth_introspect_resolve(ngx_http_request_t *r,
 
 
 static void
+ngx_http_auth_introspect_handoff(ngx_meshgate_waiter_t *w, void *data)
+{
+    ngx_http_auth_introspect_ctx_t *ctx = data;
+
+    ngx_http_request_t              *wr;
+    ngx_http_auth_introspect_ctx_t  *wctx;
+
+    wctx = ngx_queue_data(w, ngx_http_auth_introspect_ctx_t, waiter);
+    wctx->state = ctx->handoff;
+
+    wr = wctx->request;
+
+    if (ctx->handoff == NGX_HTTP_INTROSPECT_DONE) {
+        wctx->result = ctx->result;
+
+        if (ctx->payload.len) {
+            wctx->payload.data = ngx_pstrdup(wr->pool, &ctx->payload);
+            if (wctx->payload.data == NULL) {
+                wctx->result = NGX_HTTP_INTROSPECT_UNAVAILABLE;
+
+            } else {
+                wctx->payload.len = ctx->payload.len;
+            }
+        }
+    }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, wr->connection->log, 0,
+                   "auth_introspect: waking waiter, state %ui", wctx->state);
+}
+
+
+static void
 ngx_http_auth_introspect_cleanup(void *data)
 {
     ngx_http_auth_introspect_ctx_t *ctx = data;
 
-    if (ctx->waiting) {
-        ngx_queue_remove(&ctx->wait);
-        ctx->waiting = 0;
-    }
+    ngx_meshgate_waiter_leave(&ctx->waiter);
 
     if (ctx->flight) {
         /* the leader went away before the answer: a waiter takes over */
@@ -1197,62 +978,16 @@ ngx_http_auth_introspect_check_scope(ngx_http_request_t *r,
     ngx_http_auth_introspect_loc_conf_t *alcf,
     ngx_http_auth_introspect_ctx_t *ctx)
 {
-    u_char      *p, *end, *w;
-    size_t       len;
-    ngx_int_t    rc;
-    ngx_str_t    scope, *want;
-    ngx_uint_t   i, found, matched;
+    ngx_int_t  rc;
+    ngx_str_t  granted;
 
-    if (alcf->scopes == NULL) {
-        return NGX_OK;
-    }
-
-    rc = ngx_http_auth_introspect_claim(r, ctx, (u_char *) "scope",
-                                        sizeof("scope") - 1, 1, &scope);
+    rc = ngx_meshgate_scope_granted_text(r->pool, &ctx->payload, &granted,
+                                         r->connection->log);
     if (rc != NGX_OK) {
         return rc;
     }
 
-    want = alcf->scopes->elts;
-    matched = 0;
-
-    for (i = 0; i < alcf->scopes->nelts; i++) {
-        p = scope.data;
-        end = scope.data + scope.len;
-        found = 0;
-
-        while (p < end && !found) {
-            while (p < end && *p == ' ') {
-                p++;
-            }
-
-            w = p;
-
-            while (p < end && *p != ' ') {
-                p++;
-            }
-
-            len = p - w;
-
-            if (len == want[i].len && ngx_memcmp(w, want[i].data, len) == 0)
-            {
-                found = 1;
-            }
-        }
-
-        if (found) {
-            matched++;
-
-            if (alcf->scope_any) {
-                return NGX_OK;
-            }
-
-        } else if (!alcf->scope_any) {
-            return NGX_DECLINED;
-        }
-    }
-
-    return (matched == alcf->scopes->nelts) ? NGX_OK : NGX_DECLINED;
+    return ngx_meshgate_scope_match(&granted, alcf->scopes, alcf->scope_any);
 }
 
 
@@ -1261,67 +996,32 @@ ngx_http_auth_introspect_reject(ngx_http_request_t *r,
     ngx_http_auth_introspect_loc_conf_t *alcf,
     ngx_http_auth_introspect_ctx_t *ctx, ngx_uint_t result)
 {
-    u_char           *p;
-    size_t            len;
-    ngx_str_t        *s;
-    ngx_uint_t        i;
-    ngx_table_elt_t  *h;
+    ngx_int_t  rc;
 
     ctx->result = result;
     ctx->state = NGX_HTTP_INTROSPECT_DONE;
 
-    len = sizeof("Bearer realm=\"\"") - 1 + alcf->realm.len
-          + sizeof(", error=\"insufficient_scope\", scope=\"\"") - 1;
+    switch (result) {
 
-    if (alcf->scopes) {
-        s = alcf->scopes->elts;
+    case NGX_HTTP_INTROSPECT_MISSING:
+        rc = ngx_meshgate_www_authenticate(r, "Bearer", &alcf->realm, NULL,
+                                           NULL);
+        break;
 
-        for (i = 0; i < alcf->scopes->nelts; i++) {
-            len += s[i].len + 1;
-        }
+    case NGX_HTTP_INTROSPECT_SCOPE:
+        rc = ngx_meshgate_www_authenticate(r, "Bearer", &alcf->realm,
+                                           "insufficient_scope",
+                                           alcf->scopes);
+        break;
+
+    default:
+        rc = ngx_meshgate_www_authenticate(r, "Bearer", &alcf->realm,
+                                           "invalid_token", NULL);
     }
 
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
+    if (rc != NGX_OK) {
         return NGX_ERROR;
     }
-
-    p = ngx_pnalloc(r->pool, len);
-    if (p == NULL) {
-        h->hash = 0;
-        return NGX_ERROR;
-    }
-
-    h->hash = 1;
-    ngx_str_set(&h->key, "WWW-Authenticate");
-    h->value.data = p;
-
-    p = ngx_sprintf(p, "Bearer realm=\"%V\"", &alcf->realm);
-
-    if (result == NGX_HTTP_INTROSPECT_SCOPE) {
-        p = ngx_cpymem(p, ", error=\"insufficient_scope\", scope=\"",
-                       sizeof(", error=\"insufficient_scope\", scope=\"") - 1);
-
-        s = alcf->scopes->elts;
-
-        for (i = 0; i < alcf->scopes->nelts; i++) {
-            if (i) {
-                *p++ = ' ';
-            }
-
-            p = ngx_cpymem(p, s[i].data, s[i].len);
-        }
-
-        *p++ = '"';
-
-    } else if (result != NGX_HTTP_INTROSPECT_MISSING) {
-        p = ngx_cpymem(p, ", error=\"invalid_token\"",
-                       sizeof(", error=\"invalid_token\"") - 1);
-    }
-
-    h->value.len = p - h->value.data;
-
-    r->headers_out.www_authenticate = h;
 
     return (result == NGX_HTTP_INTROSPECT_SCOPE) ? NGX_HTTP_FORBIDDEN
                                                  : NGX_HTTP_UNAUTHORIZED;
@@ -1430,7 +1130,6 @@ ngx_http_auth_introspect(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_auth_introspect_loc_conf_t *alcf = conf;
 
-    u_char                            *p;
     ngx_str_t                         *value, v;
     ngx_http_compile_complex_value_t   ccv;
 
@@ -1449,13 +1148,10 @@ ngx_http_auth_introspect(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_OK;
     }
 
-    for (p = value[1].data; p < value[1].data + value[1].len; p++) {
-        if (*p == '"' || *p == '\\' || *p < 0x20 || *p == 0x7f) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid character in realm \"%V\"",
-                               &value[1]);
-            return NGX_CONF_ERROR;
-        }
+    if (!ngx_meshgate_realm_is_valid(&value[1])) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid character in realm \"%V\"", &value[1]);
+        return NGX_CONF_ERROR;
     }
 
     alcf->enabled = 1;
@@ -1570,7 +1266,6 @@ ngx_http_auth_introspect_scope(ngx_conf_t *cf, ngx_command_t *cmd,
 {
     ngx_http_auth_introspect_loc_conf_t *alcf = conf;
 
-    u_char      *p;
     ngx_str_t   *value, *s;
     ngx_uint_t   i, n;
 
@@ -1598,14 +1293,10 @@ ngx_http_auth_introspect_scope(ngx_conf_t *cf, ngx_command_t *cmd,
 
     for (i = 1; i < n; i++) {
 
-        /* RFC 6749 scope-token: %x21 / %x23-5B / %x5D-7E */
-
-        for (p = value[i].data; p < value[i].data + value[i].len; p++) {
-            if (*p <= 0x20 || *p >= 0x7f || *p == '"' || *p == '\\') {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid scope \"%V\"", &value[i]);
-                return NGX_CONF_ERROR;
-            }
+        if (!ngx_meshgate_scope_is_valid(&value[i])) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid scope \"%V\"", &value[i]);
+            return NGX_CONF_ERROR;
         }
 
         s = ngx_array_push(alcf->scopes);
@@ -1738,13 +1429,7 @@ ngx_http_auth_introspect_init(ngx_conf_t *cf)
 
     *h = ngx_http_auth_introspect_handler;
 
-    ngx_http_next_header_filter = ngx_http_top_header_filter;
-    ngx_http_top_header_filter = ngx_http_auth_introspect_header_filter;
-
-    ngx_http_next_body_filter = ngx_http_top_body_filter;
-    ngx_http_top_body_filter = ngx_http_auth_introspect_body_filter;
-
-    return NGX_OK;
+    return ngx_meshgate_fetch_init(cf);
 }
 
 

@@ -11,10 +11,12 @@
 #include <ngx_config.h>
 #include <ngx_core.h>
 #include <ngx_http.h>
-#include <openssl/sha.h>
+#include <openssl/sha.h>    /* ngx_http_auth_key_redis.c, until it moves
+                               to ngx_meshgate_sha256() */
+#include "ngx_meshgate_sha256.h"
 
 
-#define NGX_HTTP_AUTH_KEY_DIGEST_LEN     SHA256_DIGEST_LENGTH
+#define NGX_HTTP_AUTH_KEY_DIGEST_LEN     NGX_MESHGATE_SHA256_LEN
 #define NGX_HTTP_AUTH_KEY_FILE_MAX       (64 * 1024 * 1024)
 
 #define NGX_HTTP_AUTH_KEY_NONE           0
@@ -57,7 +59,6 @@ typedef struct {
 
 typedef struct {
     ngx_str_t                   realm;
-    ngx_str_t                   challenge;   /* ApiKey realm="..." */
     ngx_array_t                *headers;     /* ngx_str_t */
     ngx_array_t                *query;       /* ngx_str_t */
     ngx_http_auth_key_store_t  *store;
@@ -79,6 +80,24 @@ typedef struct {
 } ngx_http_auth_key_ctx_t;
 
 
+#pragma GCC visibility push(hidden)
+
+
+/* the key file store (ngx_http_auth_key_file.c) */
+
+/*
+ * Loads the key file name (a full path) once per configuration: the
+ * store of an earlier directive naming the same file is reused.  NULL
+ * after logging why.
+ */
+ngx_http_auth_key_store_t *ngx_http_auth_key_load(ngx_conf_t *cf,
+    ngx_str_t *name);
+
+/* the entry of the digest, compared in constant time, or NULL */
+ngx_http_auth_key_entry_t *ngx_http_auth_key_lookup(
+    ngx_http_auth_key_store_t *store, u_char *digest);
+
+
 /* the Redis key store (ngx_http_auth_key_redis.c) */
 
 char *ngx_http_auth_key_redis_conf(ngx_conf_t *cf,
@@ -94,6 +113,9 @@ ngx_int_t ngx_http_auth_key_redis_lookup(ngx_http_request_t *r,
     u_char *digest);
 
 void ngx_http_auth_key_redis_exit(ngx_cycle_t *cycle);
+
+
+#pragma GCC visibility pop
 
 
 extern ngx_module_t  ngx_http_auth_key_module;

@@ -7,6 +7,7 @@
 #include <ngx_config.h>
 #include <ngx_core.h>
 #include "ngx_meshgate_cache.h"
+#include "ngx_meshgate_http.h"
 
 
 typedef struct {
@@ -36,43 +37,10 @@ char *
 ngx_meshgate_cache_conf(ngx_conf_t *cf, ngx_str_t *arg, void *tag,
     ngx_meshgate_cache_t **cache)
 {
-    u_char     *p;
-    ssize_t     size;
-    ngx_str_t   name, s;
+    ssize_t    size;
+    ngx_str_t  name;
 
-    if (ngx_strncmp(arg->data, "zone=", 5) != 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid parameter \"%V\", expected "
-                           "\"zone=name:size\"", arg);
-        return NGX_CONF_ERROR;
-    }
-
-    name.data = arg->data + 5;
-    p = (u_char *) ngx_strchr(name.data, ':');
-
-    if (p == NULL || p == name.data) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid zone \"%V\", expected \"zone=name:size\"",
-                           arg);
-        return NGX_CONF_ERROR;
-    }
-
-    name.len = p - name.data;
-
-    s.data = p + 1;
-    s.len = arg->data + arg->len - s.data;
-
-    size = ngx_parse_size(&s);
-
-    if (size == NGX_ERROR) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid zone size \"%V\"", arg);
-        return NGX_CONF_ERROR;
-    }
-
-    if (size < (ssize_t) (8 * ngx_pagesize)) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "zone \"%V\" is too small", arg);
+    if (ngx_meshgate_zone_parse(cf, arg, &name, &size) != NGX_CONF_OK) {
         return NGX_CONF_ERROR;
     }
 

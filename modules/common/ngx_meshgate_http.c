@@ -121,3 +121,148 @@ ngx_meshgate_variable_set_text(ngx_http_request_t *r,
     v->len = len;
     v->data = data;
 }
+
+
+ngx_uint_t
+ngx_meshgate_realm_is_valid(ngx_str_t *realm)
+{
+    u_char  *p;
+
+    for (p = realm->data; p < realm->data + realm->len; p++) {
+        if (*p < 0x20 || *p == 0x7f || *p == '"' || *p == '\\') {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+ngx_int_t
+ngx_meshgate_www_authenticate(ngx_http_request_t *r, const char *scheme,
+    ngx_str_t *realm, const char *error, ngx_array_t *scopes)
+{
+    u_char           *p;
+    size_t            len;
+    ngx_str_t        *s;
+    ngx_uint_t        i;
+    ngx_table_elt_t  *h;
+
+    len = ngx_strlen(scheme) + sizeof(" realm=\"\"") - 1 + 2 * realm->len;
+
+    if (error) {
+        len += sizeof(", error=\"\"") - 1 + ngx_strlen(error);
+    }
+
+    if (scopes) {
+        len += sizeof(", scope=\"\"") - 1;
+        s = scopes->elts;
+
+        for (i = 0; i < scopes->nelts; i++) {
+            len += s[i].len + 1;
+        }
+    }
+
+    p = ngx_pnalloc(r->pool, len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->hash = 1;
+    ngx_str_set(&h->key, "WWW-Authenticate");
+    h->value.data = p;
+
+    p = ngx_sprintf(p, "%s realm=\"", scheme);
+
+    for (i = 0; i < realm->len; i++) {
+        if (realm->data[i] < 0x20 || realm->data[i] == 0x7f) {
+            continue;
+        }
+
+        if (realm->data[i] == '"' || realm->data[i] == '\\') {
+            *p++ = '\\';
+        }
+
+        *p++ = realm->data[i];
+    }
+
+    *p++ = '"';
+
+    if (error) {
+        p = ngx_sprintf(p, ", error=\"%s\"", error);
+    }
+
+    if (scopes) {
+        p = ngx_cpymem(p, ", scope=\"", sizeof(", scope=\"") - 1);
+        s = scopes->elts;
+
+        for (i = 0; i < scopes->nelts; i++) {
+            if (i) {
+                *p++ = ' ';
+            }
+
+            p = ngx_cpymem(p, s[i].data, s[i].len);
+        }
+
+        *p++ = '"';
+    }
+
+    h->value.len = p - h->value.data;
+    r->headers_out.www_authenticate = h;
+
+    return NGX_OK;
+}
+
+
+char *
+ngx_meshgate_zone_parse(ngx_conf_t *cf, ngx_str_t *arg, ngx_str_t *name,
+    ssize_t *size)
+{
+    u_char     *p, *last;
+    ngx_str_t   s;
+
+    if (arg->len < 5 || ngx_strncmp(arg->data, "zone=", 5) != 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\", expected "
+                           "\"zone=name:size\"", arg);
+        return NGX_CONF_ERROR;
+    }
+
+    name->data = arg->data + 5;
+    last = arg->data + arg->len;
+
+    p = ngx_strlchr(name->data, last, ':');
+
+    if (p == NULL || p == name->data) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid zone \"%V\", expected \"zone=name:size\"",
+                           arg);
+        return NGX_CONF_ERROR;
+    }
+
+    name->len = p - name->data;
+
+    s.data = p + 1;
+    s.len = last - s.data;
+
+    *size = ngx_parse_size(&s);
+
+    if (*size == NGX_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid zone size \"%V\"", arg);
+        return NGX_CONF_ERROR;
+    }
+
+    if (*size < (ssize_t) (8 * ngx_pagesize)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "zone \"%V\" is too small", arg);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}

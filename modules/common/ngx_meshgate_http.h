@@ -45,6 +45,33 @@ void ngx_meshgate_variable_set_text(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, const char *what, ngx_str_t *name,
     u_char *data, size_t len);
 
+/*
+ * The one parser of "zone=name:size": *name points into arg, *size is at
+ * least 8 pages (as limit_req asks).  NGX_CONF_OK, or NGX_CONF_ERROR
+ * after logging why with the file and line of cf.
+ */
+char *ngx_meshgate_zone_parse(ngx_conf_t *cf, ngx_str_t *arg,
+    ngx_str_t *name, ssize_t *size);
+
+/*
+ * Whether a realm set in the configuration may go into a challenge: no
+ * control byte, no '"' and no '\\' (a realm from a variable is escaped
+ * instead, see below).
+ */
+ngx_uint_t ngx_meshgate_realm_is_valid(ngx_str_t *realm);
+
+/*
+ * Adds the challenge of a 401 or 403 answer (RFC 7235, RFC 6750 section 3)
+ * to r, and sets r->headers_out.www_authenticate:
+ *     scheme realm="realm"[, error="error"][, scope="s1 s2"]
+ * The realm is a quoted-string: '"' and '\\' are escaped, control bytes
+ * dropped.  error (a token) and scopes (scope-tokens, checked at
+ * configuration time) may be NULL.
+ */
+ngx_int_t ngx_meshgate_www_authenticate(ngx_http_request_t *r,
+    const char *scheme, ngx_str_t *realm, const char *error,
+    ngx_array_t *scopes);
+
 
 #pragma GCC visibility pop
 

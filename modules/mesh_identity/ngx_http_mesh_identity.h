@@ -90,6 +90,11 @@ typedef struct {
 } ngx_http_mesh_identity_loc_conf_t;
 
 
+/* functions shared by this module's files: hidden from the .so's table */
+
+#pragma GCC visibility push(hidden)
+
+
 /* the SVID rules (ngx_http_mesh_identity_svid.c) */
 
 /*
@@ -134,6 +139,9 @@ ngx_int_t ngx_http_mesh_identity_watch_proxy(ngx_conf_t *cf,
     ngx_http_mesh_identity_main_conf_t *mcf, void *plcf);
 ngx_int_t ngx_http_mesh_identity_watch_start(ngx_cycle_t *cycle,
     ngx_http_mesh_identity_main_conf_t *mcf);
+
+
+#pragma GCC visibility pop
 
 
 extern ngx_module_t  ngx_http_mesh_identity_module;

@@ -9,6 +9,7 @@
 #include <ngx_http.h>
 #include <jansson.h>
 #include "ngx_http_traffic_split.h"
+#include "ngx_meshgate_escape.h"
 #include "ngx_meshgate_http.h"
 #include "ngx_meshgate_prometheus.h"
 
@@ -48,8 +49,6 @@ static ngx_int_t ngx_http_traffic_split_write_state(
     ngx_http_traffic_split_conf_t *scf, ngx_log_t *log);
 static json_t *ngx_http_traffic_split_read_state(
     ngx_http_traffic_split_conf_t *scf, ngx_log_t *log);
-static u_char *ngx_http_traffic_split_escape(u_char *p, u_char *src,
-    size_t len);
 
 ngx_chain_t *ngx_http_traffic_split_prometheus(ngx_pool_t *pool,
     ngx_log_t *log);
@@ -1361,11 +1360,13 @@ ngx_http_traffic_split_prometheus(ngx_pool_t *pool, ngx_log_t *log)
 
                 b->last = ngx_sprintf(b->last,
                                  "meshgate_split_requests_total{split=\"");
-                b->last = ngx_http_traffic_split_escape(b->last,
-                                          scf->name.data, scf->name.len);
+                b->last = ngx_meshgate_escape(b->last, scf->name.data,
+                                              scf->name.len,
+                                              NGX_MESHGATE_ESCAPE_LABEL);
                 b->last = ngx_sprintf(b->last, "\",variant=\"");
-                b->last = ngx_http_traffic_split_escape(b->last,
-                                          v[j].name.data, v[j].name.len);
+                b->last = ngx_meshgate_escape(b->last, v[j].name.data,
+                                              v[j].name.len,
+                                              NGX_MESHGATE_ESCAPE_LABEL);
 
                 k = c + 100;
 
@@ -1394,11 +1395,13 @@ ngx_http_traffic_split_prometheus(ngx_pool_t *pool, ngx_log_t *log)
         for (j = 0; j < scf->variants.nelts; j++) {
             b->last = ngx_sprintf(b->last,
                                   "meshgate_split_weight_percent{split=\"");
-            b->last = ngx_http_traffic_split_escape(b->last, scf->name.data,
-                                                    scf->name.len);
+            b->last = ngx_meshgate_escape(b->last, scf->name.data,
+                                          scf->name.len,
+                                          NGX_MESHGATE_ESCAPE_LABEL);
             b->last = ngx_sprintf(b->last, "\",variant=\"");
-            b->last = ngx_http_traffic_split_escape(b->last, v[j].name.data,
-                                                    v[j].name.len);
+            b->last = ngx_meshgate_escape(b->last, v[j].name.data,
+                                          v[j].name.len,
+                                          NGX_MESHGATE_ESCAPE_LABEL);
             b->last = ngx_sprintf(b->last, "\"} %ui.%02ui\n",
                                   w[j] / 100, w[j] % 100);
         }
@@ -1413,34 +1416,4 @@ ngx_http_traffic_split_prometheus(ngx_pool_t *pool, ngx_log_t *log)
     cl->next = NULL;
 
     return cl;
-}
-
-
-/* a Prometheus label value: backslash, quote and newline escaped */
-
-static u_char *
-ngx_http_traffic_split_escape(u_char *p, u_char *src, size_t len)
-{
-    while (len--) {
-        switch (*src) {
-
-        case '\\':
-        case '"':
-            *p++ = '\\';
-            *p++ = *src;
-            break;
-
-        case '\n':
-            *p++ = '\\';
-            *p++ = 'n';
-            break;
-
-        default:
-            *p++ = *src;
-        }
-
-        src++;
-    }
-
-    return p;
 }

@@ -8,6 +8,7 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 #include "ngx_http_traffic_split.h"
+#include "ngx_meshgate_http.h"
 
 
 static char *ngx_http_traffic_split_block(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -222,9 +223,8 @@ static char *
 ngx_http_traffic_split_params(ngx_conf_t *cf,
     ngx_http_traffic_split_conf_t *scf)
 {
-    u_char      *p;
     ssize_t      size;
-    ngx_str_t   *value, name, s;
+    ngx_str_t   *value, name;
     ngx_uint_t   i;
 
     value = cf->args->elts;
@@ -233,23 +233,9 @@ ngx_http_traffic_split_params(ngx_conf_t *cf,
 
         if (ngx_strncmp(value[i].data, "zone=", 5) == 0 && !scf->shm_zone) {
 
-            name.data = value[i].data + 5;
-            p = (u_char *) ngx_strchr(name.data, ':');
-
-            if (p == NULL || p == name.data) {
-                goto invalid;
-            }
-
-            name.len = p - name.data;
-            s.data = p + 1;
-            s.len = value[i].data + value[i].len - s.data;
-
-            size = ngx_parse_size(&s);
-
-            if (size == NGX_ERROR || size < (ssize_t) (8 * ngx_pagesize)) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "zone \"%V\" is too small or its size is "
-                                   "invalid", &value[i]);
+            if (ngx_meshgate_zone_parse(cf, &value[i], &name, &size)
+                != NGX_CONF_OK)
+            {
                 return NGX_CONF_ERROR;
             }
 

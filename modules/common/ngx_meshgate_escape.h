@@ -1,0 +1,43 @@
+
+/*
+ * Copyright (C) meshgate contributors
+ */
+
+
+#ifndef _NGX_MESHGATE_ESCAPE_H_INCLUDED_
+#define _NGX_MESHGATE_ESCAPE_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+
+
+/*
+ * One escaper for names written into Prometheus label values and JSON
+ * strings (upstream, peer, split and variant names; the bytes of a
+ * configuration or of a peer are never trusted to be plain).  Private
+ * copies, hidden symbols.
+ */
+
+#pragma GCC visibility push(hidden)
+
+
+/* a Prometheus label value (text format 0.0.4): \\, \" and \n */
+#define NGX_MESHGATE_ESCAPE_LABEL  0
+
+/* a JSON string's contents (RFC 8259): \\, \" and every byte < 0x20 */
+#define NGX_MESHGATE_ESCAPE_JSON   1
+
+
+/* the length src takes once escaped */
+size_t ngx_meshgate_escape_len(u_char *src, size_t len, ngx_uint_t type);
+
+/* writes src escaped at dst; returns the end of what it wrote */
+u_char *ngx_meshgate_escape(u_char *dst, u_char *src, size_t len,
+    ngx_uint_t type);
+
+
+#pragma GCC visibility pop
+
+
+#endif /* _NGX_MESHGATE_ESCAPE_H_INCLUDED_ */
