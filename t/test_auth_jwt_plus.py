@@ -251,3 +251,47 @@ def test_named_key_sets_across_reload(nginx, backend, tenants):
     n.reload(URIS, jwks=b.port)
     for _ in range(4):
         assert get(n, tok, "a").status_code == 200
+
+
+# -- levels: nginx's inheritance, not kjdev/nginx-auth-jwt's merge ----------
+
+LEVELS = BACKEND + """
+    server {
+        listen 127.0.0.1:{{port}};
+        auth_jwt "api";
+        auth_jwt_key_file {{a}};
+        location / {
+            proxy_pass http://127.0.0.1:{{port1}};
+        }
+        location /own/ {
+            auth_jwt_key_file {{b}};
+            proxy_pass http://127.0.0.1:{{port1}};
+        }
+        location /post/ {
+            limit_except GET {
+                auth_jwt_key_file {{b}};
+            }
+            proxy_pass http://127.0.0.1:{{port1}};
+        }
+    }
+"""
+
+
+def test_key_files_of_a_level_replace_the_outer_ones(nginx, tmp_path):
+    """As every nginx array directive (and Plus): a level with its own
+    auth_jwt_key_file uses only its own; kjdev/nginx-auth-jwt merges the
+    levels (its "set multiple on http, server and location" blocks)."""
+    a = write(str(tmp_path / "a.json"), U.jwks(U.jwk("rsa", kid="a")))
+    b = write(str(tmp_path / "b.json"), U.jwks(U.jwk("rsa2", kid="b")))
+    n = nginx.start(LEVELS, modules=MOD, a=a, b=b)
+    tok_a = U.token("RS256", keyname="rsa", kid="a")
+    tok_b = U.token("RS256", keyname="rsa2", kid="b")
+    assert get(n, tok_a, path="/x").status_code == 200
+    assert get(n, tok_b, path="/x").status_code == 401
+    assert get(n, tok_a, path="/own/x").status_code == 401
+    assert get(n, tok_b, path="/own/x").status_code == 200
+    assert get(n, tok_a, path="/post/x").status_code == 200
+    for tok, status in ((tok_a, 401), (tok_b, 200)):
+        r = requests.post(n.url("/post/x"), timeout=20,
+                          headers={"Authorization": "Bearer " + tok})
+        assert r.status_code == status
