@@ -295,3 +295,39 @@ def test_key_files_of_a_level_replace_the_outer_ones(nginx, tmp_path):
         r = requests.post(n.url("/post/x"), timeout=20,
                           headers={"Authorization": "Bearer " + tok})
         assert r.status_code == status
+
+
+SHADOWED = BACKEND + """
+    server {
+        listen 127.0.0.1:{{port}};
+        set $tenant b;
+        location / {
+            set $tenant a;
+            auth_jwt "api";
+            auth_jwt_key_request /_jwks/$tenant;
+            auth_jwt_key_cache 1h;
+            proxy_pass http://127.0.0.1:{{port1}};
+        }
+        location ~ ^/_jwks/(\\w+)$ {
+            internal;
+            proxy_pass http://127.0.0.1:{{jwks}}/jwks/$1;
+        }
+    }
+"""
+
+
+def test_key_uri_made_once_per_request(nginx, backend):
+    """The JWKS subrequest runs the server's rewrite phase again on the
+    variables it shares with the request (here $tenant becomes "b"): the
+    token must still be verified with the set that was fetched ("a").
+    kjdev/nginx-auth-jwt's "set variable valid" block does this."""
+    b = backend()
+    b.json("/jwks/a", {"keys": [U.jwk("rsa", kid="a")]})
+    b.json("/jwks/b", {"keys": [U.jwk("rsa2", kid="b")]})
+    n = nginx.start(SHADOWED, modules=MOD, jwks=b.port)
+    tok_a = U.token("RS256", keyname="rsa", kid="a")
+    tok_b = U.token("RS256", keyname="rsa2", kid="b")
+    for _ in range(2):
+        assert get(n, tok_a).status_code == 200
+        assert get(n, tok_b).status_code == 401
+    assert {q["path"] for q in b.requests} == {"/jwks/a"}
