@@ -442,3 +442,83 @@ def test_new_key_uris_in_flight_leave_loaded_sets_alone(nginx, backend):
     assert get(n, tok_b, "b").status_code == 200
     assert [q["path"] for q in b.requests if q["path"] == "/jwks/a"] == \
         ["/jwks/a"]
+
+
+# -- levels: nginx's inheritance, not kjdev/nginx-auth-jwt's merge ----------
+
+LEVELS = BACKEND + """
+    server {
+        listen 127.0.0.1:{{port}};
+        auth_jwt "api";
+        auth_jwt_key_file {{a}};
+        location / {
+            proxy_pass http://127.0.0.1:{{port1}};
+        }
+        location /own/ {
+            auth_jwt_key_file {{b}};
+            proxy_pass http://127.0.0.1:{{port1}};
+        }
+        location /post/ {
+            limit_except GET {
+                auth_jwt_key_file {{b}};
+            }
+            proxy_pass http://127.0.0.1:{{port1}};
+        }
+    }
+"""
+
+
+def test_key_files_of_a_level_replace_the_outer_ones(nginx, tmp_path):
+    """As every nginx array directive (and Plus): a level with its own
+    auth_jwt_key_file uses only its own; kjdev/nginx-auth-jwt merges the
+    levels (its "set multiple on http, server and location" blocks)."""
+    a = write(str(tmp_path / "a.json"), U.jwks(U.jwk("rsa", kid="a")))
+    b = write(str(tmp_path / "b.json"), U.jwks(U.jwk("rsa2", kid="b")))
+    n = nginx.start(LEVELS, modules=MOD, a=a, b=b)
+    tok_a = U.token("RS256", keyname="rsa", kid="a")
+    tok_b = U.token("RS256", keyname="rsa2", kid="b")
+    assert get(n, tok_a, path="/x").status_code == 200
+    assert get(n, tok_b, path="/x").status_code == 401
+    assert get(n, tok_a, path="/own/x").status_code == 401
+    assert get(n, tok_b, path="/own/x").status_code == 200
+    assert get(n, tok_a, path="/post/x").status_code == 200
+    for tok, status in ((tok_a, 401), (tok_b, 200)):
+        r = requests.post(n.url("/post/x"), timeout=20,
+                          headers={"Authorization": "Bearer " + tok})
+        assert r.status_code == status
+
+
+SHADOWED = BACKEND + """
+    server {
+        listen 127.0.0.1:{{port}};
+        set $tenant b;
+        location / {
+            set $tenant a;
+            auth_jwt "api";
+            auth_jwt_key_request /_jwks/$tenant;
+            auth_jwt_key_cache 1h;
+            proxy_pass http://127.0.0.1:{{port1}};
+        }
+        location ~ ^/_jwks/(\\w+)$ {
+            internal;
+            proxy_pass http://127.0.0.1:{{jwks}}/jwks/$1;
+        }
+    }
+"""
+
+
+def test_key_uri_made_once_per_request(nginx, backend):
+    """The JWKS subrequest runs the server's rewrite phase again on the
+    variables it shares with the request (here $tenant becomes "b"): the
+    token must still be verified with the set that was fetched ("a").
+    kjdev/nginx-auth-jwt's "set variable valid" block does this."""
+    b = backend()
+    b.json("/jwks/a", {"keys": [U.jwk("rsa", kid="a")]})
+    b.json("/jwks/b", {"keys": [U.jwk("rsa2", kid="b")]})
+    n = nginx.start(SHADOWED, modules=MOD, jwks=b.port)
+    tok_a = U.token("RS256", keyname="rsa", kid="a")
+    tok_b = U.token("RS256", keyname="rsa2", kid="b")
+    for _ in range(2):
+        assert get(n, tok_a).status_code == 200
+        assert get(n, tok_b).status_code == 401
+    assert {q["path"] for q in b.requests} == {"/jwks/a"}

@@ -65,6 +65,14 @@ typedef struct {
 } ngx_http_auth_jwt_var_t;
 
 
+/* the name a run-time key source got in this request */
+
+typedef struct {
+    ngx_http_auth_jwt_template_t   *tmpl;
+    ngx_str_t                       name;
+} ngx_http_auth_jwt_named_t;
+
+
 typedef struct {
     double                          exp;
     double                          nbf;
@@ -91,6 +99,7 @@ typedef struct {
     ngx_str_t                       header_text;
     ngx_str_t                       payload_text;
     const char                     *err;
+    ngx_array_t                    *names;    /* ngx_http_auth_jwt_named_t */
     ngx_queue_t                     queue;
     time_t                          wait_until;
     ngx_int_t                       status;
@@ -137,6 +146,8 @@ static ngx_http_auth_jwt_result_e ngx_http_auth_jwt_signature(
 static ngx_int_t ngx_http_auth_jwt_set(ngx_http_request_t *r,
     ngx_http_auth_jwt_loc_conf_t *jlcf, ngx_uint_t i,
     ngx_http_auth_jwt_keyset_t **out);
+static ngx_int_t ngx_http_auth_jwt_name(ngx_http_request_t *r,
+    ngx_http_auth_jwt_template_t *tmpl, ngx_str_t *name);
 static ngx_http_auth_jwt_source_t *ngx_http_auth_jwt_resolve(
     ngx_http_request_t *r, ngx_http_auth_jwt_source_t *src);
 static ngx_http_auth_jwt_key_t *ngx_http_auth_jwt_find_fp(
@@ -1286,7 +1297,7 @@ ngx_http_auth_jwt_set(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    if (ngx_http_auth_jwt_template_value(r, ks->tmpl, &path) != NGX_OK) {
+    if (ngx_http_auth_jwt_name(r, ks->tmpl, &path) != NGX_OK) {
         return NGX_ERROR;
     }
 
@@ -1310,11 +1321,66 @@ ngx_http_auth_jwt_resolve(ngx_http_request_t *r,
         return src;
     }
 
-    if (ngx_http_auth_jwt_template_value(r, src->tmpl, &uri) != NGX_OK) {
+    if (ngx_http_auth_jwt_name(r, src->tmpl, &uri) != NGX_OK) {
         return NULL;
     }
 
     return ngx_http_auth_jwt_uri_source(r, &uri, src->keys_max);
+}
+
+
+/*
+ * The name of a run-time key source, made once per request: the JWKS
+ * subrequest runs the server's rewrite phase again on the variables it
+ * shares with this request, and the keys that verify must be those of
+ * the name that was fetched.
+ */
+
+static ngx_int_t
+ngx_http_auth_jwt_name(ngx_http_request_t *r,
+    ngx_http_auth_jwt_template_t *tmpl, ngx_str_t *name)
+{
+    ngx_int_t                   rc;
+    ngx_uint_t                  i;
+    ngx_http_auth_jwt_ctx_t    *ctx;
+    ngx_http_auth_jwt_named_t  *named;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_auth_jwt_module);
+
+    if (ctx && ctx->names) {
+        named = ctx->names->elts;
+
+        for (i = 0; i < ctx->names->nelts; i++) {
+            if (named[i].tmpl == tmpl) {
+                *name = named[i].name;
+                return NGX_OK;
+            }
+        }
+    }
+
+    rc = ngx_http_auth_jwt_template_value(r, tmpl, name);
+
+    if (rc != NGX_OK || ctx == NULL) {
+        return rc;
+    }
+
+    if (ctx->names == NULL) {
+        ctx->names = ngx_array_create(r->pool, 2,
+                                      sizeof(ngx_http_auth_jwt_named_t));
+        if (ctx->names == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    named = ngx_array_push(ctx->names);
+    if (named == NULL) {
+        return NGX_ERROR;
+    }
+
+    named->tmpl = tmpl;
+    named->name = *name;
+
+    return NGX_OK;
 }
 
 
