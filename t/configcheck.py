@@ -32,7 +32,7 @@ def check(conf):
     prefix = make_prefix(conf)
     try:
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-        from conftest import sanitizer_env  # LD_PRELOAD for an ASan build
+        from harness import sanitizer_env  # LD_PRELOAD for an ASan build
         p = subprocess.run(["/usr/sbin/nginx", "-t", "-p", prefix + "/",
                             "-c", conf, "-e", "stderr"],
                            capture_output=True, text=True,

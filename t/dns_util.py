@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import free_port
+from harness import free_port
 
 DNSMASQ = "/usr/sbin/dnsmasq"
 

@@ -10,7 +10,7 @@ import ssl
 
 from cryptography import x509
 
-from conftest import recv_all
+from harness import recv_all
 
 
 def tls_context(ca=None, cert=None, key=None):

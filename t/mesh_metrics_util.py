@@ -6,7 +6,7 @@ import subprocess
 
 import requests
 
-from conftest import wait_for
+from harness import wait_for
 
 SAMPLE = re.compile(
     r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$')

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import REDIS, Redis, free_port, wait_for
+from harness import REDIS, Redis, free_port, wait_for
 
 SENTINEL = shutil.which("redis-sentinel")
 MASTER = "mymaster"

@@ -12,9 +12,8 @@ import time
 import pytest
 import requests
 
-from conftest import TOP, Resp, free_port, require_module, wait_for
+from harness import TOP, Resp, free_port, require_module, wait_for
 from aggregate_util import RawServer, chunked, conf
-from test_config_examples import gateway  # noqa: F401  (fixture)
 
 require_module("aggregate")
 

@@ -6,7 +6,7 @@ import os
 
 import requests
 
-from conftest import require_module
+from harness import require_module
 from aggregate_util import RawServer, conf
 
 require_module("aggregate")
@@ -132,7 +132,7 @@ def test_http2_stream_gone_mid_aggregation(nginx, backend):
     are cancelled, the connection's other work and later requests carry on
     (the ASan run checks that no freed memory is touched)."""
     import subprocess
-    from conftest import Resp, wait_for
+    from harness import Resp, wait_for
     b = backend()
     b.json("/users/1", {"id": 1})
     b.script("/slow", [Resp(200, {"s": 1}, delay=2)] * 2)

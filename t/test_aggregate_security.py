@@ -10,7 +10,7 @@ import sys
 import pytest
 import requests
 
-from conftest import Resp, require_module
+from harness import Resp, require_module
 from aggregate_util import conf
 
 require_module("aggregate")
@@ -328,7 +328,7 @@ def test_field_names_json_would_escape_fail_nginx_t(nginx_t, arg):
 
 def raw(port, data):
     import socket
-    from conftest import recv_all
+    from harness import recv_all
     s = socket.create_connection(("127.0.0.1", port), timeout=20)
     try:
         s.sendall(data)

@@ -7,8 +7,8 @@ import time
 import pytest
 import requests
 
-from conftest import free_port, require_module, wait_for
-from auth_key_util import AuthServer, key_line, raw_get, write_keys
+from harness import free_port, require_module, wait_for
+from auth_key_util import key_line, raw_get, write_keys
 
 require_module("auth_introspect")
 
@@ -90,13 +90,6 @@ def active(sub="alice", scope="orders:read", exp_in=3600, **kw):
          "aud": ["api", "web"], "exp": int(time.time()) + exp_in}
     d.update(kw)
     return d
-
-
-@pytest.fixture
-def auth_server():
-    s = AuthServer()
-    yield s
-    s.stop()
 
 
 def start(nginx, backend, auth_server, workers=1, http=HTTP, **kw):

@@ -10,7 +10,7 @@ import time
 import pytest
 import requests
 
-from conftest import require_module
+from harness import require_module
 from auth_key_util import AuthServer
 
 require_module("auth_introspect")
@@ -203,7 +203,7 @@ def test_http09_request(nginx, backend, one_as):
     """An HTTP/0.9 request has no header list: no token, refused, and the
     worker lives on; the token from a variable still works."""
     import socket
-    from conftest import recv_all
+    from harness import recv_all
     one_as.answers["t-09"] = {"active": True, "sub": "alice",
                               "exp": int(time.time()) + 3600}
     b = backend()

@@ -8,7 +8,7 @@ import time
 import pytest
 import requests
 
-from conftest import require_module, wait_for
+from harness import require_module, wait_for
 import auth_jwt_util as U
 
 require_module("auth_jwt")

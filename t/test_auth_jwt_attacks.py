@@ -11,7 +11,7 @@ import requests
 from cryptography.hazmat.primitives.asymmetric.utils import (
     encode_dss_signature)
 
-from conftest import require_module
+from harness import require_module
 import auth_jwt_util as U
 
 require_module("auth_jwt")
@@ -98,7 +98,7 @@ RFC_KEYS = json.dumps({"keys": [
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory):
     """One nginx for the whole module: these tests only send requests."""
-    from conftest import Nginx
+    from harness import Nginx
     d = tmp_path_factory.mktemp("attacks")
     keys = os.path.join(str(d), "keys.json")
     with open(keys, "w") as f:

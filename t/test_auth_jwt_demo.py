@@ -6,8 +6,7 @@ import subprocess
 
 import requests
 
-from conftest import TOP, require_module
-from test_config_examples import gateway  # noqa: F401  (fixture)
+from harness import TOP, require_module
 
 require_module("auth_jwt")
 

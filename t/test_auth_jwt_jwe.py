@@ -11,7 +11,7 @@ import re
 import pytest
 import requests
 
-from conftest import require_module
+from harness import require_module
 import auth_jwt_util as U
 
 require_module("auth_jwt")
@@ -105,7 +105,7 @@ RFC7520_5_8 = (
 def jwe_nginx(tmp_path_factory):
     """One nginx for the module's tests (no fixture teardown check here:
     test_logs_clean looks at its log)."""
-    from conftest import Nginx
+    from harness import Nginx
     d = tmp_path_factory.mktemp("jwe")
     keys = str(d / "keys.json")
     with open(keys, "w") as f:

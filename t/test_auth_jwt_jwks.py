@@ -10,7 +10,7 @@ import time
 import pytest
 import requests
 
-from conftest import Resp, require_module, wait_for
+from harness import Resp, require_module, wait_for
 import auth_jwt_util as U
 
 require_module("auth_jwt")

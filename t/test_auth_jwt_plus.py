@@ -13,7 +13,7 @@ import time
 import pytest
 import requests
 
-from conftest import require_module, Resp
+from harness import require_module, Resp
 import auth_jwt_util as U
 
 require_module("auth_jwt")

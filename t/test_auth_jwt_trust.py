@@ -14,7 +14,7 @@ import time
 import pytest
 import requests
 
-from conftest import require_module
+from harness import require_module
 import auth_jwt_util as U
 
 require_module("auth_jwt")

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 import requests
 
-from conftest import TOP, require_module
+from harness import TOP, require_module
 from auth_key_util import key_line, raw_get, write_keys
 
 require_module("auth_key")
@@ -402,7 +402,7 @@ def test_satisfy_any_with_jwt(nginx, backend, tmp_path):
     module is built in the same tree)."""
     import json
     import time
-    from conftest import module_path
+    from harness import module_path
     if not os.path.exists(module_path("auth_jwt")):
         pytest.skip("auth_jwt is not built in this tree")
     import jwt

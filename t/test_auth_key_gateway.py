@@ -2,8 +2,7 @@
 
 import requests
 
-from conftest import require_module
-from test_config_examples import gateway  # noqa: F401 (fixture)
+from harness import require_module
 
 require_module("auth_key")
 require_module("auth_introspect")

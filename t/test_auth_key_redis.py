@@ -7,7 +7,7 @@ import time
 import pytest
 import requests
 
-from conftest import require_module, wait_for
+from harness import require_module, wait_for
 from auth_key_util import key_line, write_keys
 
 require_module("auth_key")

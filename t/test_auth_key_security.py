@@ -8,7 +8,7 @@ import hashlib
 
 import requests
 
-from conftest import require_module
+from harness import require_module
 
 require_module("auth_key")
 
@@ -205,7 +205,7 @@ def test_http09_request(nginx, backend, tmp_path):
     """An HTTP/0.9 request has no header list: no key, refused with 401
     (the 0.9 answer is the error page), the worker lives on."""
     import socket
-    from conftest import recv_all
+    from harness import recv_all
     from auth_key_util import key_line, write_keys
     b = backend()
     keys = write_keys(tmp_path / "keys.txt", [key_line(KEY, "alice")])

@@ -4,7 +4,7 @@ import glob
 import os
 import re
 
-from conftest import TOP
+from harness import TOP
 
 
 def directives_in(text):

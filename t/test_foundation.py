@@ -7,8 +7,8 @@ import subprocess
 import pytest
 import requests
 
-from conftest import (TOP, Resp, available_modules, module_path,
-                      port_open)
+from harness import (TOP, Resp, available_modules, module_path,
+                     port_open)
 
 MODULES = available_modules()
 
@@ -130,7 +130,7 @@ def test_pki_issues_spiffe_certificates(pki):
 
 
 def test_harness_flags_bad_log_lines(tmp_path):
-    from conftest import Nginx
+    from harness import Nginx
     n = Nginx(tmp_path)
     with open(n.error_log, "w") as f:
         f.write("2026/01/01 00:00:00 [notice] 1#1: fine\n"
@@ -144,7 +144,7 @@ def test_harness_flags_bad_log_lines(tmp_path):
 
 
 def test_harness_reports_leaks_outside_nginx_core():
-    from conftest import sanitizer_problems
+    from harness import sanitizer_problems
     head = "Direct leak of 8 byte(s) in 1 object(s) allocated from:\n"
     core = (head + "    #0 0x1 in malloc ../libsanitizer/asan_malloc.cpp:69\n"
             "    #1 0x2 in ngx_alloc (/usr/sbin/nginx+0x4ccfe)\n")

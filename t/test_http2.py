@@ -12,7 +12,7 @@ import subprocess
 import pytest
 
 import auth_jwt_util as U
-from conftest import require_module
+from harness import require_module
 
 require_module("auth_jwt")
 require_module("aggregate")

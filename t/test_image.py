@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import TOP, free_port, port_open, wait_for
+from harness import TOP, free_port, port_open, wait_for
 
 
 @pytest.mark.skipif(os.environ.get("MESHGATE_IMAGE_TEST") != "1",

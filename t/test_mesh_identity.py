@@ -10,12 +10,12 @@ import tempfile
 
 import pytest
 
-import conftest
-from conftest import wait_for
+import harness
+from harness import wait_for
 from mesh_identity_util import Client, echo, get, install, issue_custom, \
     replace, serial_of
 
-conftest.require_module("mesh_identity")
+harness.require_module("mesh_identity")
 
 MOD = ["mesh_identity"]
 TD = "spiffe://test.local"

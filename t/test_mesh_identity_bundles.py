@@ -4,10 +4,10 @@ an SVID is validated with the bundle of its own trust domain)."""
 
 import os
 
-import conftest
+import harness
 from mesh_identity_util import get, request, tls_context
 
-conftest.require_module("mesh_identity")
+harness.require_module("mesh_identity")
 
 MOD = ["mesh_identity"]
 A, B = "spiffe://a.test", "spiffe://b.test"

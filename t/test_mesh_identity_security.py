@@ -8,11 +8,11 @@ import tempfile
 import socket
 import ssl
 
-import conftest
-from conftest import wait_for
+import harness
+from harness import wait_for
 from mesh_identity_util import install, replace, request, tls_context
 
-conftest.require_module("mesh_identity")
+harness.require_module("mesh_identity")
 
 MOD = ["mesh_identity"]
 WEB = "spiffe://test.local/ns/shop/sa/web"

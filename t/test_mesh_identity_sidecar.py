@@ -10,11 +10,11 @@ import shutil
 import pytest
 import requests
 
-import conftest
-from conftest import BUILD, TOP
+import harness
+from harness import BUILD, TOP
 from mesh_identity_util import echo, get
 
-conftest.require_module("mesh_identity")
+harness.require_module("mesh_identity")
 
 TD = "spiffe://demo.local"
 

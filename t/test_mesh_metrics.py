@@ -7,7 +7,7 @@ import socket
 import pytest
 import requests
 
-from conftest import Resp, require_module, wait_for
+from harness import Resp, require_module, wait_for
 from mesh_metrics_util import Metrics, promtool, scrape, wait_metric
 
 require_module("mesh_metrics")
@@ -479,7 +479,7 @@ def test_state_metrics_of_providers(nginx, tmp_path, monkeypatch):
     ngx_http_rate_limit_prometheus) is appended to the exposition."""
     import os
     import subprocess
-    from conftest import BUILD
+    from harness import BUILD
     if os.environ.get("MESHGATE_ASAN"):
         pytest.skip("LD_PRELOAD carries libasan under ASan")
     src = tmp_path / "provider.c"

@@ -6,7 +6,7 @@ import socket
 
 import requests
 
-from conftest import recv_all, require_module
+from harness import recv_all, require_module
 from mesh_metrics_util import promtool, scrape, wait_metric
 
 require_module("mesh_metrics")

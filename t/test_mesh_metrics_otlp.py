@@ -8,7 +8,7 @@ import time
 import pytest
 import requests
 
-from conftest import Resp, require_module, wait_for
+from harness import Resp, require_module, wait_for
 from mesh_metrics_util import TRACEPARENT, otlp_spans, scrape, wait_metric
 
 require_module("mesh_metrics")
@@ -200,7 +200,7 @@ def test_dead_collector_costs_requests_nothing(nginx, ups):
     """Nothing listens at the collector's port: requests are served as
     usual, spans beyond the bounded buffer are dropped and counted, and
     failures are logged with a backoff (not once per batch)."""
-    from conftest import free_port
+    from harness import free_port
     bad, good, _ = ups
     dead = free_port()
     n = nginx.start(CONF % "batch=1 interval=20ms", modules=MODS, c=dead,
@@ -337,7 +337,7 @@ server {
         assert span["attrs"]["http.response.status_code"] == 200
 
     import socket
-    from conftest import recv_all
+    from harness import recv_all
     with socket.create_connection(("127.0.0.1", n.port), timeout=10) as s:
         s.sendall(b"GET /local/09\r\n")
         assert recv_all(s) == b"local\n"

@@ -7,7 +7,7 @@ import re
 import pytest
 import requests
 
-from conftest import require_module, wait_for
+from harness import require_module, wait_for
 from mesh_metrics_util import scrape, wait_metric
 from traffic_split_util import USER, put
 

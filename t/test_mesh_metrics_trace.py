@@ -9,10 +9,9 @@ import socket
 import pytest
 import requests
 
-import conftest
-from conftest import Resp, recv_all, require_module, wait_for
+import harness
+from harness import Resp, recv_all, require_module, wait_for
 from mesh_metrics_util import TRACEPARENT, promtool, wait_metric
-from test_config_examples import gateway  # noqa: F401 (fixture)
 
 require_module("mesh_metrics")
 
@@ -145,7 +144,7 @@ def test_absent_and_duplicate_traceparent(traced):
     s.sendall(("GET /x HTTP/1.0\r\ntraceparent: 00-%s-%s-01\r\n"
                "traceparent: 00-%s-%s-01\r\n\r\n"
                % (TRACE, PARENT, TRACE, PARENT)).encode())
-    data = conftest.recv_all(s)
+    data = harness.recv_all(s)
     s.close()
     assert b" 200 " in data.split(b"\r\n")[0]
     seen = b.requests[-1]["headers"]["traceparent"]

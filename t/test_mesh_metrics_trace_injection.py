@@ -4,7 +4,7 @@ into a lookalike header or body."""
 
 import requests
 
-from conftest import Resp, require_module
+from harness import Resp, require_module
 from mesh_metrics_util import TRACEPARENT
 
 require_module("mesh_metrics")

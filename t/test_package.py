@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from conftest import BUILD, NGINX, TOP, port_open, wait_for
+from harness import BUILD, NGINX, TOP, port_open, wait_for
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0,

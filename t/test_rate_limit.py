@@ -9,7 +9,7 @@ import time
 import pytest
 import requests
 
-from conftest import require_module, wait_for
+from harness import require_module, wait_for
 
 require_module("rate_limit")
 
@@ -160,7 +160,7 @@ def test_noscript_after_script_flush(nginx, redis):
 
 
 def test_auth_with_password_env(nginx, tmp_path, monkeypatch):
-    from conftest import Redis
+    from harness import Redis
     rd = Redis(tmp_path, password="s3cret pass").start()
     try:
         monkeypatch.setenv("MG_RL_REDIS_PASS", "s3cret pass")
@@ -180,7 +180,7 @@ def test_auth_with_password_env(nginx, tmp_path, monkeypatch):
 
 
 def test_auth_wrong_password_fails_over(nginx, tmp_path):
-    from conftest import Redis
+    from harness import Redis
     rd = Redis(tmp_path, password="right").start()
     try:
         n = nginx.start(conf(rd.port,
@@ -477,7 +477,7 @@ def test_reload_keeps_limits(nginx, redis, workers):
 
 def test_unix_socket_and_module_alone(nginx, tmp_path, workers):
     import subprocess
-    from conftest import REDIS
+    from harness import REDIS
     import shutil
     import tempfile
     # workers run as an unprivileged user: the socket lives in a directory
@@ -543,7 +543,6 @@ def test_long_key_is_hashed_not_bypassed(nginx, redis):
     assert redis.client().keys("*") == [("rl:z:sha1:" + digest).encode()]
 
 
-from test_config_examples import gateway  # noqa: E402,F401  (fixture)
 
 
 def test_gateway_demo_route(gateway):  # noqa: F811

@@ -3,7 +3,7 @@ Sentinel failovers) and $rate_limit_redis_node."""
 
 import requests
 
-from conftest import require_module
+from harness import require_module
 from mesh_metrics_util import promtool, scrape
 
 require_module("rate_limit")

@@ -3,7 +3,7 @@ findings."""
 
 import requests
 
-from conftest import require_module
+from harness import require_module
 
 require_module("rate_limit")
 

@@ -9,7 +9,7 @@ import time
 import pytest
 import requests
 
-from conftest import require_module, wait_for
+from harness import require_module, wait_for
 from redis_modes_util import cluster  # noqa: F401
 
 require_module("rate_limit")

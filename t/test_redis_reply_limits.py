@@ -20,7 +20,7 @@ import time
 import pytest
 import requests
 
-from conftest import BUILD, TOP, free_port, require_module
+from harness import BUILD, TOP, free_port, require_module
 
 require_module("rate_limit")
 require_module("auth_key")

@@ -8,7 +8,7 @@ import time
 import pytest
 import requests
 
-from conftest import require_module, wait_for
+from harness import require_module, wait_for
 from mesh_metrics_util import scrape
 from redis_modes_util import (  # noqa: F401
     MASTER, FakeSentinel, sentinels)

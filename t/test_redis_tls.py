@@ -9,7 +9,7 @@ import subprocess
 import pytest
 import requests
 
-from conftest import REDIS, free_port, require_module, wait_for
+from harness import REDIS, free_port, require_module, wait_for
 
 require_module("rate_limit")
 

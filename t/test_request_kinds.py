@@ -15,7 +15,7 @@ import subprocess
 import pytest
 
 import auth_jwt_util as U
-from conftest import free_port, recv_all, require_module
+from harness import free_port, recv_all, require_module
 
 ALL = ["auth_jwt", "auth_key", "auth_introspect", "rate_limit", "aggregate",
        "upstream_mesh", "mesh_identity", "mesh_metrics", "traffic_split"]

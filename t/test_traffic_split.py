@@ -9,7 +9,7 @@ import subprocess
 import pytest
 import requests
 
-from conftest import module_path, wait_for
+from harness import module_path, wait_for
 from traffic_split_util import (MODULES, USER, Client, api, gateway,
                                 key_script, names, put, split, wrk)
 

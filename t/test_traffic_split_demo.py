@@ -3,7 +3,6 @@ them."""
 
 import requests
 
-from test_config_examples import gateway  # noqa: F401  (the fixture)
 
 
 def variant(n, path, **kw):

@@ -7,7 +7,7 @@ import threading
 
 import requests
 
-from conftest import wait_for
+from harness import wait_for
 from traffic_split_util import (MODULES, USER, Client, api, gateway, put,
                                 split, weights)
 

@@ -10,7 +10,7 @@ import time
 
 import requests
 
-from conftest import Resp, wait_for
+from harness import Resp, wait_for
 from traffic_split_util import (MODULES, USER, Client, api, gateway, put,
                                 split, weights)
 

@@ -6,7 +6,7 @@ import time
 
 import requests
 
-from conftest import wait_for
+from harness import wait_for
 from dns_util import Load, dns, host_backends  # noqa: F401 - fixtures
 from upstream_mesh_util import MODULES, status, ups_status
 

@@ -8,7 +8,7 @@ import time
 import pytest
 import requests
 
-from conftest import module_path
+from harness import module_path
 from upstream_mesh_util import (MODULES, Resp, addr, dead_port, hits, peer,
                                 proxy_location, server, set_health, status,
                                 upstream, ups_status, wait_for)
@@ -419,7 +419,7 @@ def test_gateway_demo_part(nginx, backend):
     """The upstream_mesh part of config/gateway.conf, on free ports."""
     import os
     import re
-    from conftest import TOP
+    from harness import TOP
     text = open(os.path.join(TOP, "config", "gateway.conf")).read()
     ups = re.search(r"    upstream orders_mesh \{.*?\n    \}\n", text, re.S)
     routes = re.search(r"# --- routes: upstream_mesh ---\n(.*?)\n\s*# ---",

@@ -7,7 +7,7 @@ import time
 import pytest
 import requests
 
-from conftest import Resp, wait_for
+from harness import Resp, wait_for
 from upstream_mesh_util import MODULES, addr, hits, server, upstream
 
 

@@ -6,7 +6,7 @@ import time
 
 import requests
 
-from conftest import Resp, free_port, require_module, wait_for
+from harness import Resp, free_port, require_module, wait_for
 
 require_module("upstream_mesh")
 

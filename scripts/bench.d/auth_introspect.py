@@ -3,11 +3,11 @@ cache: 100 tokens in rotation, each introspected once, then served from
 the shared-memory cache.  The authorization server is a second server in
 the same nginx answering a canned active token."""
 
-import conftest
+import harness
 
 
 def scenarios(ctx):
-    as_port = conftest.free_port()
+    as_port = harness.free_port()
     tokens = ["bench-token-%03d-abcdefghijklmnopqrstuvwxyz" % i
               for i in range(100)]
     http = """

@@ -53,8 +53,8 @@ HTTP = """
 
 def scenarios(ctx):
     sys.path.insert(0, os.path.join(ctx.top, "t"))
-    import conftest
-    pki = conftest.PKI(os.path.join(ctx.tmp, "mesh_identity-pki"))
+    import harness
+    pki = harness.PKI(os.path.join(ctx.tmp, "mesh_identity-pki"))
     # the stock scenario checks the DNS name, so the hop's certificate
     # carries both a DNS name and the SPIFFE ID
     srv, srv_key = pki.issue("hop", dns=["127.0.0.1", "localhost"],

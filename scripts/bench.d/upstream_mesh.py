@@ -48,10 +48,10 @@ def _dns(ctx):
     import subprocess
     import tempfile
 
-    import conftest
+    import harness
 
     d = tempfile.mkdtemp(dir=ctx.tmp, prefix="dns-")
-    port = conftest.free_port()
+    port = harness.free_port()
     hosts = os.path.join(d, "hosts")
     with open(hosts, "w") as f:
         f.write("127.0.0.1 disc.test\n")
