@@ -72,7 +72,59 @@ def jwt():
         J.jwk("hmac", alg="HS512")))
 
 
-TARGETS = {"jwt": jwt}
+def svid():
+    import datetime
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime(2026, 1, 1)
+
+    def cert(name, sans, ca=False, usage=True, subject="svid"):
+        b = (x509.CertificateBuilder()
+             .subject_name(x509.Name([x509.NameAttribute(
+                 NameOID.COMMON_NAME, subject)] if subject else []))
+             .issuer_name(x509.Name([x509.NameAttribute(
+                 NameOID.COMMON_NAME, "ca")]))
+             .public_key(key.public_key()).serial_number(1)
+             .not_valid_before(now)
+             .not_valid_after(now + datetime.timedelta(days=1))
+             .add_extension(x509.BasicConstraints(ca=ca, path_length=None),
+                            critical=True))
+        if sans:
+            b = b.add_extension(x509.SubjectAlternativeName(sans),
+                                critical=not subject)
+        if usage:
+            b = b.add_extension(x509.KeyUsage(
+                digital_signature=True, content_commitment=False,
+                key_encipherment=False, data_encipherment=False,
+                key_agreement=False, key_cert_sign=ca, crl_sign=False,
+                encipher_only=False, decipher_only=False), critical=True)
+        c = b.sign(key, hashes.SHA256())
+        write("svid", name, c.public_bytes(serialization.Encoding.DER))
+
+    uri = x509.UniformResourceIdentifier
+    cert("ok", [uri("spiffe://example.org/ns/default/sa/web")])
+    cert("no-subject", [uri("spiffe://td/a")], subject=None)
+    cert("two-uris", [uri("spiffe://td/a"), uri("spiffe://td/b")])
+    cert("dns", [x509.DNSName("web.example.org")])
+    cert("ca", [uri("spiffe://td/a")], ca=True)
+    cert("bad-id", [uri("spiffe://TD/../a")], usage=False)
+
+
+def spiffe():
+    write("spiffe", "exact", "spiffe://example.org/ns/default/sa/web\n"
+          "spiffe://example.org/ns/default/sa/web\nspiffe://other/a")
+    write("spiffe", "prefix", "spiffe://example.org/ns/default/sa/web\n"
+          "spiffe://example.org/ns/*\nspiffe://example.org/*")
+    write("spiffe", "any", "spiffe://td\n*")
+    write("spiffe", "bad", "spiffe://td/a/./b\nspiffe://td//*\n"
+          "spiffe://T_D/x\nhttp://td/a\n/*")
+
+
+TARGETS = {"jwt": jwt, "svid": svid, "spiffe": spiffe}
 
 
 def main():
