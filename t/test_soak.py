@@ -32,7 +32,7 @@ ASAN = bool(os.environ.get("MESHGATE_ASAN"))
 # configuration memory grows it on every reload (a parsed JWKS, a Redis
 # client, a TLS context: hundreds of kB to MBs each time).  ASan keeps
 # freed memory in quarantine, hence the wider bounds.
-MASTER_GROWTH_MB = 48 if ASAN else 12
+MASTER_GROWTH_MB = 48 if ASAN else 4
 WORKER_MAX_MB = 1024 if ASAN else 256
 
 DEMO_KEY = "mgk_demo_alice_7f3c9a2e5b1d4f60a8c2e9b7d3f1a5c4"
