@@ -10,7 +10,8 @@
  * caller identity, an upstream name) into a series key; the exporter
  * escapes it for Prometheus text and for JSON.
  *
- * Input: label values, LF-separated.  Checked: each value in the key is
+ * Input: label values, LF-separated, 4 to a series (the most a series
+ * has).  Checked: each value in the key is
  * valid UTF-8 without control bytes, within the size limits; its JSON
  * form is a valid JSON string; its Prometheus form has no raw LF and no
  * unescaped quote.
@@ -26,14 +27,18 @@
 #include "../../modules/mesh_metrics/ngx_http_mesh_metrics_export.c"
 
 
+#define NGX_FUZZ_LABELS  4
+
+
+static void ngx_fuzz_label_key(ngx_http_mesh_metrics_key_t *key);
 static void ngx_fuzz_label_check(ngx_str_t *value);
 
 
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    u_char                       *copy, *p, *last, *nl, *end;
-    ngx_str_t                     value;
+    u_char                       *copy, *p, *last, *nl;
+    ngx_uint_t                    n;
     ngx_http_mesh_metrics_key_t   key;
 
     ngx_fuzz_init();
@@ -41,7 +46,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     copy = malloc(size + 1);
     ngx_memcpy(copy, data, size);
 
-    ngx_http_mesh_metrics_key_reset(&key);
+    /* a series has at most 4 labels: a key per 4 values */
+
+    n = 0;
 
     for (p = copy, last = copy + size; p <= last; p = nl + 1) {
         nl = memchr(p, '\n', last - p);
@@ -49,15 +56,35 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             nl = last;
         }
 
+        if (n++ % NGX_FUZZ_LABELS == 0) {
+            ngx_http_mesh_metrics_key_reset(&key);
+        }
+
         ngx_http_mesh_metrics_key_add(&key, p, nl - p);
 
         ngx_fuzz_assert(key.len <= NGX_HTTP_MESH_METRICS_MAX_KEY,
                         "key beyond its buffer");
+
+        if (n % NGX_FUZZ_LABELS == 0 || nl == last) {
+            ngx_fuzz_label_key(&key);
+        }
     }
 
-    /* the values, each ended by '\0' */
+    free(copy);
 
-    for (p = key.data, last = key.data + key.len; p < last; p = end + 1) {
+    return 0;
+}
+
+
+/* the values, each ended by '\0' */
+
+static void
+ngx_fuzz_label_key(ngx_http_mesh_metrics_key_t *key)
+{
+    u_char     *p, *last, *end;
+    ngx_str_t   value;
+
+    for (p = key->data, last = key->data + key->len; p < last; p = end + 1) {
         end = memchr(p, '\0', last - p);
         ngx_fuzz_assert(end != NULL, "value without its end");
 
@@ -66,10 +93,6 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
         ngx_fuzz_label_check(&value);
     }
-
-    free(copy);
-
-    return 0;
 }
 
 

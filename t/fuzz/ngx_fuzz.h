@@ -17,6 +17,8 @@
 void ngx_fuzz_init(void);
 ngx_log_t *ngx_fuzz_get_log(void);
 void ngx_fuzz_trap(const char *name);
+void ngx_fuzz_heap_start(void);
+size_t ngx_fuzz_heap_peak(void);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

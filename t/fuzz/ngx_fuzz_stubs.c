@@ -20,6 +20,7 @@
 #include <ngx_core.h>
 #include <ngx_event.h>
 #include <ngx_http.h>
+#include <sanitizer/allocator_interface.h>
 
 
 static ngx_log_t       ngx_fuzz_log;
@@ -67,6 +68,62 @@ ngx_fuzz_trap(const char *name)
 {
     fprintf(stderr, "fuzz: reached the trap of %s()\n", name);
     abort();
+}
+
+
+/*
+ * Heap accounting through the sanitizer's malloc hooks: the peak of live
+ * heap bytes between ngx_fuzz_heap_start() and ngx_fuzz_heap_peak(), for
+ * harnesses that check that memory stays proportional to the input.
+ */
+
+static ngx_uint_t  ngx_fuzz_heap_on;
+static ssize_t     ngx_fuzz_heap_live;
+static ssize_t     ngx_fuzz_heap_max;
+
+
+static void
+ngx_fuzz_heap_malloc(const volatile void *p, size_t size)
+{
+    if (ngx_fuzz_heap_on) {
+        ngx_fuzz_heap_live += size;
+        ngx_fuzz_heap_max = ngx_max(ngx_fuzz_heap_max, ngx_fuzz_heap_live);
+    }
+}
+
+
+static void
+ngx_fuzz_heap_free(const volatile void *p)
+{
+    if (ngx_fuzz_heap_on && p) {
+        ngx_fuzz_heap_live -= __sanitizer_get_allocated_size((void *) p);
+    }
+}
+
+
+void
+ngx_fuzz_heap_start(void)
+{
+    static ngx_uint_t  installed;
+
+    if (!installed) {
+        __sanitizer_install_malloc_and_free_hooks(ngx_fuzz_heap_malloc,
+                                                  ngx_fuzz_heap_free);
+        installed = 1;
+    }
+
+    ngx_fuzz_heap_live = 0;
+    ngx_fuzz_heap_max = 0;
+    ngx_fuzz_heap_on = 1;
+}
+
+
+size_t
+ngx_fuzz_heap_peak(void)
+{
+    ngx_fuzz_heap_on = 0;
+
+    return ngx_fuzz_heap_max;
 }
 
 
@@ -334,6 +391,13 @@ ngx_create_temp_buf(ngx_pool_t *pool, size_t size)
     b->temporary = 1;
 
     return b;
+}
+
+
+void
+ngx_explicit_memzero(void *buf, size_t n)
+{
+    explicit_bzero(buf, n);
 }
 
 

@@ -124,7 +124,71 @@ def spiffe():
           "spiffe://T_D/x\nhttp://td/a\n/*")
 
 
-TARGETS = {"jwt": jwt, "svid": svid, "spiffe": spiffe}
+def jwe():
+    import hashlib
+    import hmac
+    from cryptography.hazmat.primitives import hashes, padding as sym_pad
+    from cryptography.hazmat.primitives.asymmetric import padding
+    from cryptography.hazmat.primitives.ciphers import (
+        Cipher, algorithms, modes)
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from cryptography.hazmat.primitives.keywrap import aes_key_wrap
+
+    k16, k32 = bytes(range(16)), bytes(range(32))
+    rsa = J.key("rsa")
+    nums = rsa.private_numbers()
+    pub = nums.public_numbers
+    priv = {"kty": "RSA", "kid": "o", "use": "enc",
+            "n": J.b64u_int(pub.n), "e": J.b64u_int(pub.e),
+            "d": J.b64u_int(nums.d), "p": J.b64u_int(nums.p),
+            "q": J.b64u_int(nums.q), "dp": J.b64u_int(nums.dmp1),
+            "dq": J.b64u_int(nums.dmq1), "qi": J.b64u_int(nums.iqmp)}
+    keys = [{"kty": "oct", "kid": "w", "use": "enc", "alg": "A128KW",
+             "k": J.b64u(k16)},
+            {"kty": "oct", "kid": "c", "use": "enc", "k": J.b64u(k32)},
+            priv, J.jwk("hmac", kid="h")]
+    with open(os.path.join(HERE, "ngx_fuzz_jwe_keys.h"), "w") as f:
+        f.write("\n/* written by t/fuzz/seeds.py: the keys that decrypt the"
+                " jwe seeds */\n\n"
+                "#define NGX_FUZZ_JWE_KEYS                          "
+                "                    \\\n" + c_string(J.jwks(*keys))
+                .replace("\n", " \\\n") + "\n")
+
+    def mint(name, alg, enc, cek, ek, pt, kid, cty=None):
+        h = {"alg": alg, "enc": enc, "kid": kid}
+        if cty:
+            h["cty"] = cty
+        aad = J.b64u(json.dumps(h)).encode()
+        if enc.endswith("GCM"):
+            iv = bytes(12)
+            out = AESGCM(cek).encrypt(iv, pt, aad)
+            ct, tag = out[:-16], out[-16:]
+        else:
+            n = len(cek) // 2
+            iv = bytes(16)
+            padder = sym_pad.PKCS7(128).padder()
+            data = padder.update(pt) + padder.finalize()
+            e = Cipher(algorithms.AES(cek[n:]), modes.CBC(iv)).encryptor()
+            ct = e.update(data) + e.finalize()
+            al = (len(aad) * 8).to_bytes(8, "big")
+            tag = hmac.new(cek[:n], aad + iv + ct + al,
+                           hashlib.sha256).digest()[:n]
+        write("jwe", name, ".".join([aad.decode(), J.b64u(ek), J.b64u(iv),
+                                     J.b64u(ct), J.b64u(tag)]))
+
+    claims = json.dumps(J.claims(role="admin")).encode()
+    inner = J.token("HS256", kid="h").encode()
+    cek = bytes(range(100, 132))
+    mint("dir-cbc", "dir", "A128CBC-HS256", k32, b"", claims, "c")
+    mint("kw-gcm", "A128KW", "A256GCM", cek, aes_key_wrap(k16, cek),
+         claims, "w")
+    mint("oaep-nested", "RSA-OAEP", "A128GCM", cek[:16],
+         rsa.public_key().encrypt(cek[:16], padding.OAEP(
+             padding.MGF1(hashes.SHA1()), hashes.SHA1(), None)),
+         inner, "o", cty="JWT")
+
+
+TARGETS = {"jwt": jwt, "jwe": jwe, "svid": svid, "spiffe": spiffe}
 
 
 def main():
