@@ -115,6 +115,12 @@ ngx_fuzz_jwt_variable(ngx_http_request_t *r, json_t *root, ngx_str_t *name)
     const char                 *key;
     ngx_http_variable_value_t   v;
 
+    /* a variable name never holds a NUL (jansson's names are C strings) */
+
+    if (memchr(name->data, '\0', name->len)) {
+        return;
+    }
+
     ngx_memzero(&v, sizeof(ngx_http_variable_value_t));
 
     if (ngx_http_auth_jwt_json_variable(r, &v, root, name) != NGX_OK
