@@ -149,3 +149,113 @@ def resign(tok, alg="RS256", keyname=None, secret=HMAC_SECRET):
     """Signs the first two segments of tok as they are."""
     si = tok.rsplit(".", 1)[0].encode()
     return si.decode() + "." + b64u(sign(alg, si, keyname, secret))
+
+
+# -- JWE (RFC 7516), built from python3-cryptography primitives ------------
+
+JWE_ENCS = {
+    # name: (content key bytes, mode, HMAC hash, tag bytes)
+    "A128CBC-HS256": (32, "cbc", hashes.SHA256, 16),
+    "A192CBC-HS384": (48, "cbc", hashes.SHA384, 24),
+    "A256CBC-HS512": (64, "cbc", hashes.SHA512, 32),
+    "A128GCM": (16, "gcm", None, 16),
+    "A192GCM": (24, "gcm", None, 16),
+    "A256GCM": (32, "gcm", None, 16),
+}
+JWE_KW = {"A128KW": 16, "A192KW": 24, "A256KW": 32}
+JWE_GCMKW = {"A128GCMKW": 16, "A192GCMKW": 24, "A256GCMKW": 32}
+JWE_OAEP = {"RSA-OAEP": hashes.SHA1, "RSA-OAEP-256": hashes.SHA256,
+            "RSA-OAEP-384": hashes.SHA384, "RSA-OAEP-512": hashes.SHA512}
+JWE_ALGS = ["dir"] + list(JWE_KW) + list(JWE_GCMKW) + list(JWE_OAEP)
+
+
+def jwe_key_len(alg, enc):
+    """The oct key length that alg/enc need (dir: the content key's)."""
+    if alg == "dir":
+        return JWE_ENCS[enc][0]
+    return JWE_KW.get(alg) or JWE_GCMKW.get(alg)
+
+
+def oct_key(n):
+    """A fixed oct key of n bytes for the JWE tests."""
+    return bytes((7 * i + n) % 256 for i in range(n))
+
+
+def private_jwk(name, kid=None, **extra):
+    """The private RSA JWK of key(name), for RSA-OAEP."""
+    nums = key(name).private_numbers()
+    pub = nums.public_numbers
+    d = {"kty": "RSA", "n": b64u_int(pub.n), "e": b64u_int(pub.e),
+         "d": b64u_int(nums.d), "p": b64u_int(nums.p),
+         "q": b64u_int(nums.q), "dp": b64u_int(nums.dmp1),
+         "dq": b64u_int(nums.dmq1), "qi": b64u_int(nums.iqmp)}
+    if kid:
+        d["kid"] = kid
+    d.update(extra)
+    return d
+
+
+def jwe(plaintext, alg="dir", enc="A256GCM", secret=None, keyname="rsa3",
+        kid=None, header=None, cek=None):
+    """A compact JWE of plaintext (bytes, str or a dict of claims).
+    secret: the oct key (dir, KW, GCMKW); keyname: the RSA key (OAEP)."""
+    import os
+    from cryptography.hazmat.primitives import hmac as hmac_p
+    from cryptography.hazmat.primitives import padding as sym_padding
+    from cryptography.hazmat.primitives.ciphers import (
+        Cipher, algorithms, modes)
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from cryptography.hazmat.primitives.keywrap import aes_key_wrap
+
+    if isinstance(plaintext, dict):
+        plaintext = json.dumps(plaintext).encode()
+    elif isinstance(plaintext, str):
+        plaintext = plaintext.encode()
+    cek_len, mode, mac_hash, tag_len = JWE_ENCS[enc]
+    h = {"alg": alg, "enc": enc}
+    if kid:
+        h["kid"] = kid
+    if secret is None and alg != "dir" and alg not in JWE_OAEP:
+        secret = oct_key(jwe_key_len(alg, enc))
+    if alg == "dir":
+        cek = secret if secret is not None else oct_key(cek_len)
+        ek = b""
+    else:
+        cek = cek or os.urandom(cek_len)
+        if alg in JWE_KW:
+            ek = aes_key_wrap(secret, cek)
+        elif alg in JWE_GCMKW:
+            kiv = os.urandom(12)
+            out = AESGCM(secret).encrypt(kiv, cek, None)
+            ek = out[:-16]
+            h["iv"] = b64u(kiv)
+            h["tag"] = b64u(out[-16:])
+        else:
+            hh = JWE_OAEP[alg]
+            ek = key(keyname).public_key().encrypt(
+                cek, padding.OAEP(padding.MGF1(hh()), hh(), None))
+    if header:
+        h.update(header)
+    protected = b64u(json.dumps(h))
+    aad = protected.encode()
+    if mode == "gcm":
+        iv = os.urandom(12)
+        out = AESGCM(cek).encrypt(iv, plaintext, aad)
+        ct, tag = out[:-16], out[-16:]
+    else:
+        half = cek_len // 2
+        iv = os.urandom(16)
+        padder = sym_padding.PKCS7(128).padder()
+        padded = padder.update(plaintext) + padder.finalize()
+        e = Cipher(algorithms.AES(cek[half:]), modes.CBC(iv)).encryptor()
+        ct = e.update(padded) + e.finalize()
+        m = hmac_p.HMAC(cek[:half], mac_hash())
+        m.update(aad + iv + ct + (len(aad) * 8).to_bytes(8, "big"))
+        tag = m.finalize()[:tag_len]
+    return ".".join([protected, b64u(ek), b64u(iv), b64u(ct), b64u(tag)])
+
+
+def b64d(s):
+    if isinstance(s, str):
+        s = s.encode()
+    return base64.urlsafe_b64decode(s + b"=" * (-len(s) % 4))

@@ -138,3 +138,76 @@ def runs(indexes):
         else:
             out.append([v, v])
     return [tuple(r) for r in out]
+
+
+def pb_fields(data):
+    """One protobuf message: {field number: [values]}; varints as ints,
+    fixed64 and length-delimited fields as bytes."""
+    out, i = {}, 0
+
+    def varint():
+        nonlocal i
+        v, shift = 0, 0
+        while True:
+            b = data[i]
+            i += 1
+            v |= (b & 0x7f) << shift
+            shift += 7
+            if b < 0x80:
+                return v
+    while i < len(data):
+        key = varint()
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            v = varint()
+        elif wire == 1:
+            v, i = data[i:i + 8], i + 8
+        elif wire == 2:
+            n = varint()
+            v, i = data[i:i + n], i + n
+            assert len(v) == n, "truncated field %d" % field
+        elif wire == 5:
+            v, i = data[i:i + 4], i + 4
+        else:
+            raise AssertionError("wire type %d" % wire)
+        out.setdefault(field, []).append(v)
+    return out
+
+
+def pb_attributes(values):
+    attrs = {}
+    for kv in values:
+        k = pb_fields(kv)
+        any_ = pb_fields(k[2][0])
+        key = k[1][0].decode()
+        if 1 in any_:
+            attrs[key] = any_[1][0].decode("utf-8")
+        else:
+            attrs[key] = any_[3][0]
+    return attrs
+
+
+def otlp_spans(body):
+    """The spans of an OTLP/HTTP ExportTraceServiceRequest (protobuf):
+    [dict(trace, span, parent, name, kind, start, end, attrs, status,
+    service, scope)]."""
+    spans = []
+    for rs in pb_fields(body)[1]:
+        rsd = pb_fields(rs)
+        resource = pb_attributes(pb_fields(rsd[1][0]).get(1, []))
+        for ss in rsd.get(2, []):
+            ssd = pb_fields(ss)
+            scope = pb_fields(ssd[1][0])[1][0].decode()
+            for sp in ssd.get(2, []):
+                s = pb_fields(sp)
+                spans.append(dict(
+                    trace=s[1][0].hex(), span=s[2][0].hex(),
+                    parent=s.get(4, [b""])[0].hex(), name=s[5][0].decode(),
+                    kind=s[6][0],
+                    start=int.from_bytes(s[7][0], "little"),
+                    end=int.from_bytes(s[8][0], "little"),
+                    attrs=pb_attributes(s.get(9, [])),
+                    status=pb_fields(s[15][0]).get(3, [0])[0]
+                    if 15 in s else 0,
+                    service=resource.get("service.name"), scope=scope))
+    return spans

@@ -336,6 +336,8 @@ BAD_FILES = [
     ([GOOD + " a=1 A=2"], r"line 1: duplicate metadata name"),
     ([GOOD + " Consumer=x"], r"line 1: metadata names .* are reserved"),
     ([GOOD + " a=\x01"], r"line 1: control character"),
+    ([GOOD + " a=x\x7fy"], r"line 1: control character"),
+    ([GOOD.replace("alice", "al\x7fice")], r"line 1: control character"),
 ]
 
 

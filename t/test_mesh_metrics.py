@@ -215,9 +215,6 @@ def test_zone_full_counts_dropped_series(nginx):
 
 
 @pytest.mark.parametrize("http, expect", [
-    ("mesh_metrics zone=m:1m; server { listen 127.0.0.1:{{port}}; "
-     "location ~ ^/x { return 200; } }",
-     r'regex location "\^/x" needs an explicit "mesh_metrics_route"'),
     ("server { listen 127.0.0.1:{{port}}; mesh_metrics zone=m:1m; }",
      r'"mesh_metrics zone=" is only allowed at http level'),
     ("mesh_metrics zone=m; server { listen 127.0.0.1:{{port}}; }",

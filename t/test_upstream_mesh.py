@@ -69,6 +69,12 @@ BAD = [
     ("server { listen 127.0.0.1:{{port}}; "
      "mesh_health_check; }", r'"mesh_health_check" directive is not '
      r'allowed here'),
+    ("server { listen 127.0.0.1:{{port}}; location / { "
+     "mesh_timeout soon; } }", r'"mesh_timeout" directive invalid value'),
+    ("server { listen 127.0.0.1:{{port}}; mesh_timeout 1s; "
+     "mesh_timeout 2s; }", r'"mesh_timeout" directive is duplicate'),
+    (upstream("u", ["127.0.0.1:1"], "mesh_timeout 1s"),
+     r'"mesh_timeout" directive is not allowed here'),
 ]
 
 
@@ -77,7 +83,9 @@ BAD = [
                               "regex", "tcp-uri", "host", "param", "dup", "percent",
                               "od-off", "time", "cb-0", "cb-arg", "budget",
                               "retry-attempts", "retry-on", "retry-0",
-                              "backoff", "status-args", "context"])
+                              "backoff", "status-args", "context",
+                              "timeout-value", "timeout-dup",
+                              "timeout-context"])
 def test_config_errors(nginx_t, conf, expect):
     nginx_t(conf, modules=MODULES, expect=expect)
 
@@ -94,7 +102,8 @@ def test_config_good(nginx_t):
         "mesh_circuit_breaker max_requests=1000") + server(proxy_location(
             "/orders/", "orders",
             "mesh_retry attempts=3 on=5xx,connect-failure,reset,status=429 "
-            "per_try_timeout=500ms backoff=25ms max_backoff=250ms"))
+            "per_try_timeout=500ms backoff=25ms max_backoff=250ms",
+            "mesh_timeout 2s"))
     rc, out = nginx_t(conf, modules=MODULES)
     assert rc == 0, out
 

@@ -1,15 +1,16 @@
 """ngx_http_upstream_mesh_module: mesh_retry (conditions, attempts, backoff,
-Retry-After, per-try timeout, idempotency, body replay), the retry budget,
-and the chaos run against stock nginx."""
+Retry-After, per-try timeout, idempotency, body replay) and the retry
+budget.  The chaos run against stock nginx is in
+test_upstream_mesh_failover.py."""
 
 import time
 
 import pytest
 import requests
 
-from upstream_mesh_util import (MODULES, Flaky, Resp, addr, dead_port, hits,
-                                proxy_location, run_many, server, set_health,
-                                upstream, ups_status, wait_for)
+from upstream_mesh_util import (MODULES, Resp, addr, dead_port, hits,
+                                proxy_location, run_many, server, upstream,
+                                ups_status)
 
 
 def retry_conf(servers, retry, *ups_directives):
@@ -212,46 +213,6 @@ def test_budget_exhaustion(nginx, backend, workers):
     u = ups_status(n, "u")
     assert u["budget_exhausted"] >= 1
     n.wait_log(r"mesh retry budget of upstream \"u\" exhausted")
-
-
-CHAOS_UPSTREAM = [
-    "mesh_health_check uri=/healthz interval=2s timeout=1s fails=2 passes=2 "
-    "status=200-399",
-    "mesh_outlier_detection consecutive_5xx=5 base_ejection_time=30s "
-    "max_ejection_percent=50",
-    "mesh_retry_budget percent=20 min_per_second=10",
-    "mesh_circuit_breaker max_requests=1000",
-]
-
-
-def test_chaos(nginx, backend):
-    refused = dead_port()
-    flaky, healthy = backend(), backend()
-    Flaky(flaky, 0.5)
-    set_health(healthy, True)
-    set_health(flaky, True)
-    servers = [addr(refused), addr(flaky.port), addr(healthy.port)]
-    n = nginx.start(upstream("u", servers, *CHAOS_UPSTREAM) + server(
-        proxy_location(
-            "/orders/", "u",
-            "mesh_retry attempts=3 on=5xx,connect-failure,reset,status=429 "
-            "per_try_timeout=500ms backoff=25ms max_backoff=250ms")),
-        modules=MODULES, workers=2)
-    codes = run_many(n.url("/orders/1"), 2000, threads=4)
-    ours = codes.count(200) / len(codes)
-
-    stock = nginx()
-    stock.start(upstream("u", servers, zone=False) + server(
-        "    location /orders/ { proxy_pass http://u; "
-        "proxy_next_upstream error timeout http_503; }", status=False),
-        modules=[], workers=2)
-    scodes = run_many(stock.url("/orders/1"), 2000, threads=4)
-    theirs = scodes.count(200) / len(scodes)
-    print("\nchaos: meshgate %.2f%% success, stock nginx %.2f%%"
-          % (ours * 100, theirs * 100))
-    assert ours >= 0.995, ours
-    for x in (n, stock):
-        x.allow(r"connect\(\) failed")
 
 
 def test_backoff_without_mesh_state(nginx, backend):

@@ -1,7 +1,6 @@
 """Helpers for the upstream_mesh tests."""
 
 import json
-import random
 import threading
 import time
 
@@ -85,26 +84,6 @@ def set_health(b, ok, path="/healthz"):
     b.script(path, [Resp(200 if ok else 503, "ok\n" if ok else "down\n")])
 
 
-class Flaky:
-    """Makes a backend answer 503 to a share of requests at random
-    (health-check path excluded)."""
-
-    def __init__(self, b, share=0.5, seed=7, path="/healthz"):
-        self.rng = random.Random(seed)
-        self.lock = threading.Lock()
-        self.share = share
-        self.path = path
-        orig = b._next
-
-        def nxt(p):
-            if p == self.path:
-                return orig(p)
-            with self.lock:
-                bad = self.rng.random() < self.share
-            return Resp(503, "flaky\n") if bad else Resp(200, "ok\n")
-        b._next = nxt
-
-
 def run_many(url, count, threads=4, method="GET"):
     """Sends count requests over a few keepalive sessions; returns the list
     of status codes (0 for a transport error)."""
@@ -137,7 +116,34 @@ def now_ms():
 
 __all__ = ["MODULES", "upstream", "server", "proxy_location", "addr",
            "dead_port", "status", "peer", "ups_status", "hits", "set_health",
-           "Flaky", "Trickle", "run_many", "now_ms", "wait_for", "Resp"]
+           "Blip", "Trickle", "Hang", "run_many", "now_ms",
+           "wait_for", "Resp"]
+
+
+class Blip:
+    """Makes backends answer 503 together for `down` seconds of every
+    `period` seconds, on one shared clock: a deploy, a GC pause, a shared
+    dependency blinking (health-check path excluded)."""
+
+    def __init__(self, backends, period=0.2, down=0.04, path="/healthz"):
+        t0 = time.monotonic()
+        self.answers = {200: 0, 503: 0}
+        lock = threading.Lock()
+
+        def bad():
+            return (time.monotonic() - t0) % period < down
+
+        for b in backends:
+            orig = b._next
+
+            def nxt(p, orig=orig):
+                if p == path:
+                    return orig(p)
+                r = Resp(503, "blip\n") if bad() else Resp(200, "ok\n")
+                with lock:
+                    self.answers[r.status] += 1
+                return r
+            b._next = nxt
 
 
 class Trickle:
@@ -189,3 +195,40 @@ class Trickle:
         except OSError:
             pass
         self.sock.close()
+
+
+class Hang:
+    """A peer that accepts connections, reads the request and never
+    answers."""
+
+    def __init__(self):
+        import socket
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.count = 0
+        self.conns = []
+        self.running = True
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while self.running:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.count += 1
+            self.conns.append(c)
+
+    def stop(self):
+        import socket
+        self.running = False
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+        for c in self.conns:
+            c.close()

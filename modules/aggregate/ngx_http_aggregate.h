@@ -11,7 +11,6 @@
 #include <ngx_config.h>
 #include <ngx_core.h>
 #include <ngx_http.h>
-#include "ngx_meshgate_json.h"
 
 
 #define NGX_HTTP_AGGREGATE_MAX_PARTS    64
@@ -60,8 +59,8 @@ typedef struct {
     u_char                          *buf;
     size_t                           len;
     size_t                           size;
-    json_t                          *json;       /* as parsed */
-    json_t                          *out;        /* after fields= */
+    ngx_str_t                        text;       /* canonical, in buf */
+    ngx_str_t                        out;        /* after fields= */
     ngx_event_t                      timer;
 
     unsigned                         header:1;
@@ -88,15 +87,40 @@ struct ngx_http_aggregate_ctx_s {
 };
 
 
+#pragma GCC visibility push(hidden)
+
+
+/* ngx_http_aggregate_merge.c */
+
 ngx_int_t ngx_http_aggregate_find_part(ngx_array_t *parts, u_char *name,
     size_t len, ngx_str_t *field);
 ngx_int_t ngx_http_aggregate_part_json(ngx_http_aggregate_part_t *part,
     ngx_log_t *log);
-json_t *ngx_http_aggregate_lookup(json_t *root, ngx_str_t *path);
+ngx_int_t ngx_http_aggregate_lookup(ngx_str_t *doc, ngx_str_t *path,
+    ngx_str_t *value);
 ngx_int_t ngx_http_aggregate_merge(ngx_http_aggregate_ctx_t *ctx,
     ngx_str_t *out);
 ngx_int_t ngx_http_aggregate_error_body(ngx_http_aggregate_ctx_t *ctx,
     ngx_http_aggregate_part_t *part, ngx_str_t *out);
+
+
+/* ngx_http_aggregate_json.c: canonical JSON text, never a tree */
+
+ngx_int_t ngx_http_aggregate_json_compact(ngx_str_t *text, ngx_log_t *log,
+    const char **error, size_t *offset);
+u_char *ngx_http_aggregate_json_skip(u_char *p, u_char *last);
+int ngx_http_aggregate_json_cmp_names(u_char *a, u_char *b);
+ngx_int_t ngx_http_aggregate_json_member(u_char **pp, u_char *last,
+    ngx_str_t *name, ngx_str_t *value);
+ngx_int_t ngx_http_aggregate_json_get(ngx_str_t *obj, u_char *name,
+    size_t len, ngx_uint_t caseless, ngx_str_t *value);
+ngx_int_t ngx_http_aggregate_json_text(ngx_pool_t *pool, ngx_str_t *raw,
+    ngx_str_t *out);
+ngx_int_t ngx_http_aggregate_json_filter(ngx_pool_t *pool, ngx_str_t *in,
+    ngx_array_t *fields, ngx_str_t *out);
+
+
+#pragma GCC visibility pop
 
 
 #endif /* _NGX_HTTP_AGGREGATE_H_INCLUDED_ */

@@ -75,6 +75,7 @@ static char *ngx_http_aggregate_option(ngx_conf_t *cf,
     ngx_http_aggregate_part_conf_t *pc, ngx_str_t *value);
 static char *ngx_http_aggregate_fields(ngx_conf_t *cf,
     ngx_http_aggregate_part_conf_t *pc, ngx_str_t *value);
+static ngx_uint_t ngx_http_aggregate_field_is_plain(u_char *p, u_char *last);
 static ngx_int_t ngx_http_aggregate_valid_name(ngx_str_t *name);
 
 
@@ -1230,7 +1231,9 @@ ngx_http_aggregate_failed_variable(ngx_http_request_t *r,
 
 /*
  * $aggregate_<part>_<field>: the field of a finished part's JSON,
- * percent-encoded for use in a URI ("__" separates nested members).
+ * percent-encoded for use in a URI ("__" separates nested members).  A
+ * value with control bytes reads as empty, and a part whose URI needs it
+ * is not started ("dependency"), as for a missing field.
  */
 
 static ngx_int_t
@@ -1240,9 +1243,8 @@ ngx_http_aggregate_field_variable(ngx_http_request_t *r,
     ngx_str_t *name = (ngx_str_t *) data;
 
     u_char                     *p;
-    json_t                     *j;
     ngx_int_t                   i;
-    ngx_str_t                   field, text;
+    ngx_str_t                   field, raw, text, what;
     ngx_uint_t                  n;
     ngx_http_aggregate_ctx_t   *ctx;
     ngx_http_aggregate_part_t  *part;
@@ -1257,8 +1259,11 @@ ngx_http_aggregate_field_variable(ngx_http_request_t *r,
 
     n = sizeof(NGX_HTTP_AGGREGATE_PREFIX) - 1;
 
-    i = ngx_http_aggregate_find_part(ctx->conf->parts, name->data + n,
-                                     name->len - n, &field);
+    what.data = name->data + n;
+    what.len = name->len - n;
+
+    i = ngx_http_aggregate_find_part(ctx->conf->parts, what.data, what.len,
+                                     &field);
     if (i == NGX_ERROR) {
         ctx->missing = 1;
         return NGX_OK;
@@ -1266,22 +1271,32 @@ ngx_http_aggregate_field_variable(ngx_http_request_t *r,
 
     part = &ctx->parts[i];
 
-    j = NULL;
-
-    if (part->state == NGX_HTTP_AGGREGATE_OK) {
-        j = ngx_http_aggregate_lookup(part->json, &field);
-    }
-
-    if (j == NULL || json_is_null(j)) {
+    if (part->state != NGX_HTTP_AGGREGATE_OK
+        || ngx_http_aggregate_lookup(&part->text, &field, &raw) != NGX_OK
+        || (raw.len == 4 && ngx_strncmp(raw.data, "null", 4) == 0))
+    {
         ctx->missing = 1;
         return NGX_OK;
     }
 
-    if (ngx_meshgate_json_text(r->pool, j, &text) != NGX_OK) {
+    if (ngx_http_aggregate_json_text(r->pool, &raw, &text) != NGX_OK) {
         return NGX_ERROR;
     }
 
+    ngx_meshgate_variable_set_text(r, v, "aggregate field", &what,
+                                   text.data, text.len);
+    v->no_cacheable = 1;
+
+    if (v->len != text.len) {
+        ctx->missing = 1;
+        return NGX_OK;
+    }
+
     n = ngx_escape_uri(NULL, text.data, text.len, NGX_ESCAPE_URI_COMPONENT);
+
+    if (n == 0) {
+        return NGX_OK;
+    }
 
     p = ngx_pnalloc(r->pool, text.len + 2 * n);
     if (p == NULL) {
@@ -1291,9 +1306,6 @@ ngx_http_aggregate_field_variable(ngx_http_request_t *r,
     v->len = (u_char *) ngx_escape_uri(p, text.data, text.len,
                                        NGX_ESCAPE_URI_COMPONENT) - p;
     v->data = p;
-    v->valid = 1;
-    v->no_cacheable = 1;
-    v->not_found = 0;
 
     return NGX_OK;
 }
@@ -1688,7 +1700,8 @@ ngx_http_aggregate_fields(ngx_conf_t *cf, ngx_http_aggregate_part_conf_t *pc,
 
         if (comma == p || *p == '.' || comma[-1] == '.'
             || ngx_strlcasestrn(p, comma, (u_char *) "..", 2 - 1) != NULL
-            || comma - p >= 256)
+            || comma - p >= 256
+            || !ngx_http_aggregate_field_is_plain(p, comma))
         {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "invalid field in \"%V\"", value);
@@ -1707,6 +1720,24 @@ ngx_http_aggregate_fields(ngx_conf_t *cf, ngx_http_aggregate_part_conf_t *pc,
     }
 
     return NGX_CONF_OK;
+}
+
+
+/*
+ * Field names are compared with the parts' member names as JSON writes
+ * them: a name that JSON would escape could never match.
+ */
+
+static ngx_uint_t
+ngx_http_aggregate_field_is_plain(u_char *p, u_char *last)
+{
+    for ( /* void */ ; p < last; p++) {
+        if (*p == '"' || *p == '\\' || *p < 0x20) {
+            return 0;
+        }
+    }
+
+    return 1;
 }
 
 

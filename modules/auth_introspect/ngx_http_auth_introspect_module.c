@@ -1335,7 +1335,7 @@ ngx_http_auth_introspect_claim_variable(ngx_http_request_t *r,
     ngx_str_t *var = (ngx_str_t *) data;
 
     ngx_int_t                        rc;
-    ngx_str_t                        text;
+    ngx_str_t                        name, text;
     ngx_http_auth_introspect_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r->main, ngx_http_auth_introspect_module);
@@ -1347,10 +1347,11 @@ ngx_http_auth_introspect_claim_variable(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    rc = ngx_http_auth_introspect_claim(r, ctx,
-                             var->data + sizeof("introspect_claim_") - 1,
-                             var->len - (sizeof("introspect_claim_") - 1),
-                             0, &text);
+    name.data = var->data + sizeof("introspect_claim_") - 1;
+    name.len = var->len - (sizeof("introspect_claim_") - 1);
+
+    rc = ngx_http_auth_introspect_claim(r, ctx, name.data, name.len, 0,
+                                        &text);
 
     if (rc == NGX_ERROR) {
         return NGX_ERROR;
@@ -1361,11 +1362,11 @@ ngx_http_auth_introspect_claim_variable(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    v->len = text.len;
-    v->data = text.data;
-    v->valid = 1;
+    /* a claim's escapes may decode to CR, LF: never into a header */
+
+    ngx_meshgate_variable_set_text(r, v, "introspection claim", &name,
+                                   text.data, text.len);
     v->no_cacheable = 1;
-    v->not_found = 0;
 
     return NGX_OK;
 }
@@ -1377,18 +1378,22 @@ ngx_http_auth_introspect_payload_variable(ngx_http_request_t *r,
 {
     ngx_http_auth_introspect_ctx_t  *ctx;
 
+    static ngx_str_t  name = ngx_string("introspect_payload");
+
     ctx = ngx_http_get_module_ctx(r->main, ngx_http_auth_introspect_module);
 
-    if (ctx == NULL || ctx->result != NGX_HTTP_INTROSPECT_OK) {
+    if (ctx == NULL || ctx->state != NGX_HTTP_INTROSPECT_DONE
+        || ctx->result != NGX_HTTP_INTROSPECT_OK)
+    {
         v->not_found = 1;
         return NGX_OK;
     }
 
-    v->len = ctx->payload.len;
-    v->data = ctx->payload.data;
-    v->valid = 1;
+    /* compact JSON escapes control bytes, but leaves DEL (0x7f) as it is */
+
+    ngx_meshgate_variable_set_text(r, v, "introspection answer", &name,
+                                   ctx->payload.data, ctx->payload.len);
     v->no_cacheable = 1;
-    v->not_found = 0;
 
     return NGX_OK;
 }

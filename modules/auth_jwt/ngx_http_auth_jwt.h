@@ -22,6 +22,8 @@
 #define NGX_HTTP_AUTH_JWT_KID_REFETCH    30
 #define NGX_HTTP_AUTH_JWT_FP_LEN         32
 #define NGX_HTTP_AUTH_JWT_NALGS          13
+#define NGX_HTTP_AUTH_JWT_RSA_MAX_BITS   8192
+#define NGX_HTTP_AUTH_JWT_KEYS_MAX       64
 
 /* algorithm families */
 #define NGX_HTTP_AUTH_JWT_HS             1
@@ -37,6 +39,15 @@
 #define NGX_HTTP_AUTH_JWT_ALG_ES384      0x0400
 #define NGX_HTTP_AUTH_JWT_ALG_ES512      0x0800
 #define NGX_HTTP_AUTH_JWT_ALG_EDDSA      0x1000
+
+/* JWE key management algorithms, bits of ngx_http_auth_jwt_key_t.jwe */
+#define NGX_HTTP_AUTH_JWT_JWE_DIR        0x0001
+#define NGX_HTTP_AUTH_JWT_JWE_OAEP       0x0780
+
+/* auth_jwt_type */
+#define NGX_HTTP_AUTH_JWT_SIGNED         0
+#define NGX_HTTP_AUTH_JWT_ENCRYPTED      1
+#define NGX_HTTP_AUTH_JWT_NESTED         2
 
 
 /* outcomes, in the order of ngx_http_auth_jwt_results[] */
@@ -74,14 +85,26 @@ typedef struct {
     EVP_PKEY_CTX                   *vctx[NGX_HTTP_AUTH_JWT_NALGS];
     EVP_MAC_CTX                    *mac[3];   /* HS256, HS384, HS512 */
     ngx_str_t                       secret;
+    ngx_uint_t                      jwe;      /* decryption algorithms */
     u_char                          fp[NGX_HTTP_AUTH_JWT_FP_LEN];
 } ngx_http_auth_jwt_key_t;
+
+
+/* a key file name or JWKS URI with variables */
+typedef struct {
+    ngx_array_t                    *parts;
+    ngx_uint_t                      uri;
+} ngx_http_auth_jwt_template_t;
 
 
 typedef struct {
     ngx_array_t                     keys;     /* ngx_http_auth_jwt_key_t */
     ngx_pool_t                     *pool;
     ngx_uint_t                      own;      /* pool is the set's own */
+    ngx_uint_t                      count;    /* keys in the set, usable
+                                                 or not */
+    ngx_http_auth_jwt_template_t   *tmpl;     /* a file named at run time:
+                                                 no keys here */
 } ngx_http_auth_jwt_keyset_t;
 
 
@@ -97,11 +120,17 @@ typedef struct {
     time_t                          refresh_at;
     time_t                          failed_at;
     time_t                          kid_refetch_at;
+    u_char                          digest[32];  /* of the last body */
     ngx_http_request_t             *owner;
     ngx_queue_t                     waiters;
     unsigned                        fetching:1;
     unsigned                        force:1;
     unsigned                        background:1;
+    unsigned                        has_digest:1;
+    unsigned                        digest_ok:1;
+    ngx_uint_t                      keys_max;
+    ngx_http_auth_jwt_template_t   *tmpl;     /* a URI made at run time:
+                                                 never fetched itself */
 } ngx_http_auth_jwt_source_t;
 
 
@@ -119,6 +148,27 @@ typedef struct {
 } ngx_http_auth_jwt_token_t;
 
 
+#pragma GCC visibility push(hidden)
+
+
+/* a decoded compact JWE */
+typedef struct {
+    json_t                         *header;
+    ngx_str_t                       header_text;
+    ngx_str_t                       aad;      /* the header as sent */
+    ngx_str_t                       ek;
+    ngx_str_t                       iv;
+    ngx_str_t                       ct;
+    ngx_str_t                       tag;
+    ngx_str_t                       kw_iv;    /* A*GCMKW */
+    ngx_str_t                       kw_tag;
+    ngx_str_t                       kid;
+    ngx_uint_t                      alg;      /* key management */
+    ngx_uint_t                      enc;
+    unsigned                        has_kid:1;
+} ngx_http_auth_jwt_jwe_t;
+
+
 extern ngx_http_auth_jwt_alg_t  ngx_http_auth_jwt_algs[];
 
 
@@ -128,7 +178,7 @@ ngx_http_auth_jwt_keyset_t *ngx_http_auth_jwt_keyset_create(ngx_pool_t *pool,
     ngx_log_t *log);
 void ngx_http_auth_jwt_keyset_free(ngx_http_auth_jwt_keyset_t *ks);
 ngx_int_t ngx_http_auth_jwt_keyset_load(ngx_http_auth_jwt_keyset_t *ks,
-    u_char *data, size_t len, ngx_uint_t strict, ngx_log_t *log,
+    u_char *data, size_t len, ngx_uint_t max, ngx_log_t *log,
     const char **err);
 ngx_http_auth_jwt_result_e ngx_http_auth_jwt_parse(ngx_pool_t *pool,
     ngx_str_t *token, ngx_http_auth_jwt_token_t *jwt, const char **err);
@@ -138,12 +188,40 @@ ngx_int_t ngx_http_auth_jwt_json_object(ngx_str_t *text, json_t **out);
 ngx_int_t ngx_http_auth_jwt_sha256(ngx_str_t *in, u_char *out);
 void ngx_http_auth_jwt_md_init(void);
 void ngx_http_auth_jwt_md_free(void);
+ngx_int_t ngx_http_auth_jwt_jwk_param(ngx_pool_t *pool, json_t *jwk,
+    const char *name, ngx_str_t *out);
+ngx_int_t ngx_http_auth_jwt_rsa_check(EVP_PKEY *pkey, const char **err);
+
+ngx_int_t ngx_http_auth_jwt_jwe_alg(const char *name);
+ngx_int_t ngx_http_auth_jwt_jwe_key_alg(const char *name);
+void ngx_http_auth_jwt_jwe_free(void);
+ngx_uint_t ngx_http_auth_jwt_jwe_oct(size_t len);
+ngx_http_auth_jwt_result_e ngx_http_auth_jwt_jwe_parse(ngx_pool_t *pool,
+    ngx_str_t *token, ngx_http_auth_jwt_jwe_t *jwe, const char **err);
+ngx_int_t ngx_http_auth_jwt_jwe_decrypt(ngx_pool_t *pool,
+    ngx_http_auth_jwt_key_t *key, ngx_http_auth_jwt_jwe_t *jwe,
+    ngx_str_t *out);
+EVP_PKEY *ngx_http_auth_jwt_jwe_rsa_private(ngx_pool_t *pool, json_t *jwk,
+    const char **err);
 
 ngx_int_t ngx_http_auth_jwt_fetch(ngx_http_request_t *r,
     ngx_http_auth_jwt_source_t *src, ngx_uint_t background);
 void ngx_http_auth_jwt_fetch_abort(ngx_http_request_t *r,
     ngx_http_auth_jwt_source_t *src);
 void ngx_http_auth_jwt_wake(ngx_http_auth_jwt_source_t *src);
+
+ngx_http_auth_jwt_template_t *ngx_http_auth_jwt_template(ngx_conf_t *cf,
+    ngx_str_t *value, ngx_uint_t uri);
+ngx_int_t ngx_http_auth_jwt_template_value(ngx_http_request_t *r,
+    ngx_http_auth_jwt_template_t *t, ngx_str_t *out);
+ngx_http_auth_jwt_keyset_t *ngx_http_auth_jwt_file_keyset(
+    ngx_http_request_t *r, ngx_str_t *path, ngx_uint_t max);
+ngx_http_auth_jwt_source_t *ngx_http_auth_jwt_uri_source(
+    ngx_http_request_t *r, ngx_str_t *uri, ngx_uint_t max);
+void ngx_http_auth_jwt_var_free(void);
+
+
+#pragma GCC visibility pop
 
 
 #endif /* _NGX_HTTP_AUTH_JWT_H_INCLUDED_ */

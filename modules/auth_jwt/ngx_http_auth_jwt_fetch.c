@@ -9,6 +9,7 @@
 #include <ngx_http.h>
 
 #include "ngx_http_auth_jwt.h"
+#include "ngx_meshgate_http.h"
 
 
 /*
@@ -162,6 +163,7 @@ static void
 ngx_http_auth_jwt_fetch_install(ngx_http_request_t *sr,
     ngx_http_auth_jwt_source_t *src)
 {
+    u_char                       digest[32];
     ngx_str_t                    body;
     ngx_table_elt_t             *ce;
     const char                  *err;
@@ -180,9 +182,21 @@ ngx_http_auth_jwt_fetch_install(ngx_http_request_t *sr,
     if (ce && ce->hash && ce->value.len
         && ngx_strcasecmp(ce->value.data, (u_char *) "identity") != 0)
     {
-        ngx_log_error(NGX_LOG_ERR, sr->connection->log, 0,
-                      "auth_jwt: JWKS from \"%V\" has Content-Encoding "
-                      "\"%V\", rejected", &src->uri, &ce->value);
+        /* the value comes from outside: logged only when it is plain */
+
+        if (ce->value.len <= 32
+            && ngx_meshgate_text_is_safe(ce->value.data, ce->value.len))
+        {
+            ngx_log_error(NGX_LOG_ERR, sr->connection->log, 0,
+                          "auth_jwt: JWKS from \"%V\" has Content-Encoding "
+                          "\"%V\", rejected", &src->uri, &ce->value);
+
+        } else {
+            ngx_log_error(NGX_LOG_ERR, sr->connection->log, 0,
+                          "auth_jwt: JWKS from \"%V\" has a "
+                          "Content-Encoding, rejected", &src->uri);
+        }
+
         goto failed;
     }
 
@@ -196,12 +210,45 @@ ngx_http_auth_jwt_fetch_install(ngx_http_request_t *sr,
     body.data = sr->out->buf->pos;
     body.len = sr->out->buf->last - sr->out->buf->pos;
 
-    ks = ngx_http_auth_jwt_keyset_create(NULL, ngx_cycle->log);
-    if (ks == NULL) {
+    /*
+     * a body seen last time is not parsed again (with auth_jwt_key_cache
+     * 0 every request fetches the set): its keys are those at hand, or it
+     * was refused already
+     */
+
+    if (ngx_http_auth_jwt_sha256(&body, digest) != NGX_OK) {
         goto failed;
     }
 
-    if (ngx_http_auth_jwt_keyset_load(ks, body.data, body.len, 0,
+    if (src->has_digest
+        && ngx_memcmp(digest, src->digest, sizeof(digest)) == 0
+        && (src->keyset || !src->digest_ok))
+    {
+        if (src->digest_ok) {
+            ngx_log_debug1(NGX_LOG_DEBUG_HTTP, sr->connection->log, 0,
+                           "auth_jwt: JWKS \"%V\" unchanged", &src->uri);
+            src->loaded = ngx_time();
+            src->failed_at = 0;
+            return;
+        }
+
+        ngx_log_error(NGX_LOG_ERR, sr->connection->log, 0,
+                      "auth_jwt: JWKS from \"%V\" is the set refused "
+                      "before, keeping the last good keys", &src->uri);
+        goto failed;
+    }
+
+    ngx_memcpy(src->digest, digest, sizeof(digest));
+    src->has_digest = 1;
+    src->digest_ok = 0;
+
+    ks = ngx_http_auth_jwt_keyset_create(NULL, ngx_cycle->log);
+    if (ks == NULL) {
+        src->has_digest = 0;
+        goto failed;
+    }
+
+    if (ngx_http_auth_jwt_keyset_load(ks, body.data, body.len, src->keys_max,
                                       sr->connection->log, &err)
         != NGX_OK)
     {
@@ -211,6 +258,8 @@ ngx_http_auth_jwt_fetch_install(ngx_http_request_t *sr,
         ngx_http_auth_jwt_keyset_free(ks);
         goto failed;
     }
+
+    src->digest_ok = 1;
 
     ngx_log_error(NGX_LOG_INFO, sr->connection->log, 0,
                   "auth_jwt: loaded %ui keys from \"%V\"",

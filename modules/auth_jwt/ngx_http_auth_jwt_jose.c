@@ -18,15 +18,19 @@
 #include <openssl/x509.h>
 
 #include "ngx_http_auth_jwt.h"
+#include "ngx_meshgate_http.h"
 
 
 static void ngx_http_auth_jwt_keyset_cleanup(void *data);
+static void ngx_http_auth_jwt_skipped(ngx_log_t *log, json_t *jwk, size_t i,
+    const char *err);
 static ngx_int_t ngx_http_auth_jwt_load_jwk(ngx_http_auth_jwt_keyset_t *ks,
     json_t *jwk, const char **err);
+static ngx_int_t ngx_http_auth_jwt_jwk_use(json_t *jwk, ngx_uint_t *sig,
+    ngx_uint_t *enc, ngx_int_t *a, ngx_int_t *ja, const char **err);
 static ngx_int_t ngx_http_auth_jwt_load_pem(ngx_http_auth_jwt_keyset_t *ks,
-    u_char *data, size_t len, const char **err);
-static ngx_int_t ngx_http_auth_jwt_jwk_b64(ngx_pool_t *pool, json_t *jwk,
-    const char *name, ngx_str_t *out);
+    u_char *data, size_t len, ngx_uint_t max, const char **err);
+
 static EVP_PKEY *ngx_http_auth_jwt_jwk_rsa(ngx_pool_t *pool, json_t *jwk,
     const char **err);
 static EVP_PKEY *ngx_http_auth_jwt_jwk_ec(ngx_pool_t *pool, json_t *jwk,
@@ -302,15 +306,18 @@ ngx_http_auth_jwt_keyset_cleanup(void *data)
 
 
 /*
- * Loads a JWK Set, a single JWK, or PEM public keys and certificates.
- * strict: an unusable key is an error (key files); otherwise it is
- * skipped with a warning (fetched JWKS).  Returns NGX_OK when at least one
+ * Loads a JWK Set, a single JWK, or PEM public keys and certificates.  A
+ * key that cannot be used is skipped with a warning that names its "kid"
+ * and the reason (RFC 7517 section 5: implementations SHOULD ignore JWKs
+ * they do not understand), the same for key files and fetched sets.  A
+ * set with more than max keys is refused before any key is parsed, so a
+ * hostile set costs no public-key work.  Returns NGX_OK when at least one
  * key was loaded.
  */
 
 ngx_int_t
 ngx_http_auth_jwt_keyset_load(ngx_http_auth_jwt_keyset_t *ks, u_char *data,
-    size_t len, ngx_uint_t strict, ngx_log_t *log, const char **err)
+    size_t len, ngx_uint_t max, ngx_log_t *log, const char **err)
 {
     size_t        i;
     json_t       *root, *keys, *jwk;
@@ -334,7 +341,7 @@ ngx_http_auth_jwt_keyset_load(ngx_http_auth_jwt_keyset_t *ks, u_char *data,
     }
 
     if (data[i] != '{') {
-        if (ngx_http_auth_jwt_load_pem(ks, data, len, err) != NGX_OK) {
+        if (ngx_http_auth_jwt_load_pem(ks, data, len, max, err) != NGX_OK) {
             return NGX_ERROR;
         }
 
@@ -354,6 +361,7 @@ ngx_http_auth_jwt_keyset_load(ngx_http_auth_jwt_keyset_t *ks, u_char *data,
     keys = json_object_get(root, "keys");
 
     if (keys == NULL) {
+        ks->count = 1;
         rc = ngx_http_auth_jwt_load_jwk(ks, root, err);
         json_decref(root);
 
@@ -370,19 +378,21 @@ ngx_http_auth_jwt_keyset_load(ngx_http_auth_jwt_keyset_t *ks, u_char *data,
         return NGX_ERROR;
     }
 
+    ks->count = json_array_size(keys);
+
+    if (ks->count > max) {
+        json_decref(root);
+        *err = "more keys than auth_jwt_key_set_max";
+        return NGX_ERROR;
+    }
+
     for (i = 0; i < json_array_size(keys); i++) {
         jwk = json_array_get(keys, i);
 
         rc = ngx_http_auth_jwt_load_jwk(ks, jwk, err);
 
         if (rc == NGX_ERROR) {
-            if (strict) {
-                json_decref(root);
-                return NGX_ERROR;
-            }
-
-            ngx_log_error(NGX_LOG_WARN, log, 0,
-                          "auth_jwt: JWKS key #%uz skipped: %s", i, *err);
+            ngx_http_auth_jwt_skipped(log, jwk, i, *err);
         }
     }
 
@@ -391,7 +401,7 @@ ngx_http_auth_jwt_keyset_load(ngx_http_auth_jwt_keyset_t *ks, u_char *data,
 done:
 
     if (ks->keys.nelts == before) {
-        *err = "no usable signing key found";
+        *err = "no usable key found";
         return NGX_ERROR;
     }
 
@@ -399,15 +409,50 @@ done:
 }
 
 
+/* the "kid" of a skipped key is shown only when it is safe to log */
+
+static void
+ngx_http_auth_jwt_skipped(ngx_log_t *log, json_t *jwk, size_t i,
+    const char *err)
+{
+    json_t     *v;
+    ngx_str_t   kid;
+
+    v = json_is_object(jwk) ? json_object_get(jwk, "kid") : NULL;
+
+    if (json_is_string(v)) {
+        kid.data = (u_char *) json_string_value(v);
+        kid.len = json_string_length(v);
+
+        if (kid.len <= 64 && ngx_meshgate_text_is_safe(kid.data, kid.len)) {
+            ngx_log_error(NGX_LOG_WARN, log, 0,
+                          "auth_jwt: key #%uz (kid \"%V\") skipped: %s",
+                          i, &kid, err);
+            return;
+        }
+    }
+
+    ngx_log_error(NGX_LOG_WARN, log, 0,
+                  "auth_jwt: key #%uz (no printable kid) skipped: %s",
+                  i, err);
+}
+
+
+/*
+ * One JWK.  "use", "key_ops" and "alg" tell whether it verifies
+ * signatures, decrypts JWE, or both (an oct key of 256 bits or more, or
+ * an RSA private key for RSA-OAEP, without any of them); NGX_DECLINED: a
+ * key for something else, skipped silently.
+ */
+
 static ngx_int_t
 ngx_http_auth_jwt_load_jwk(ngx_http_auth_jwt_keyset_t *ks, json_t *jwk,
     const char **err)
 {
-    size_t                    i;
-    json_t                   *v, *op;
-    ngx_int_t                 a;
+    json_t                   *v;
+    ngx_int_t                 a, ja;
     const char               *kty;
-    ngx_uint_t                algs, fam;
+    ngx_uint_t                algs, fam, sig, enc;
     ngx_http_auth_jwt_key_t   key, *k;
 
     if (!json_is_object(jwk)) {
@@ -417,37 +462,12 @@ ngx_http_auth_jwt_load_jwk(ngx_http_auth_jwt_keyset_t *ks, json_t *jwk,
 
     ngx_memzero(&key, sizeof(ngx_http_auth_jwt_key_t));
 
-    v = json_object_get(jwk, "use");
-    if (v != NULL) {
-        if (!json_is_string(v)) {
-            *err = "JWK \"use\" is not a string";
-            return NGX_ERROR;
-        }
-
-        if (ngx_strcmp(json_string_value(v), "sig") != 0) {
-            return NGX_DECLINED;
-        }
+    if (ngx_http_auth_jwt_jwk_use(jwk, &sig, &enc, &a, &ja, err) != NGX_OK) {
+        return NGX_ERROR;
     }
 
-    v = json_object_get(jwk, "key_ops");
-    if (v != NULL) {
-        if (!json_is_array(v)) {
-            *err = "JWK \"key_ops\" is not an array";
-            return NGX_ERROR;
-        }
-
-        for (i = 0; i < json_array_size(v); i++) {
-            op = json_array_get(v, i);
-            if (json_is_string(op)
-                && ngx_strcmp(json_string_value(op), "verify") == 0)
-            {
-                break;
-            }
-        }
-
-        if (i == json_array_size(v)) {
-            return NGX_DECLINED;
-        }
+    if (!sig && !enc) {
+        return NGX_DECLINED;
     }
 
     v = json_object_get(jwk, "kid");
@@ -467,21 +487,6 @@ ngx_http_auth_jwt_load_jwk(ngx_http_auth_jwt_keyset_t *ks, json_t *jwk,
         ngx_memcpy(key.kid.data, json_string_value(v), key.kid.len);
     }
 
-    a = -1;
-    v = json_object_get(jwk, "alg");
-    if (v != NULL) {
-        if (!json_is_string(v)) {
-            *err = "JWK \"alg\" is not a string";
-            return NGX_ERROR;
-        }
-
-        a = ngx_http_auth_jwt_alg_index(json_string_value(v));
-        if (a < 0) {
-            /* e.g. RSA-OAEP: an encryption key */
-            return NGX_DECLINED;
-        }
-    }
-
     v = json_object_get(jwk, "kty");
     if (!json_is_string(v)) {
         *err = "JWK has no \"kty\"";
@@ -491,7 +496,45 @@ ngx_http_auth_jwt_load_jwk(ngx_http_auth_jwt_keyset_t *ks, json_t *jwk,
     kty = json_string_value(v);
     algs = 0;
 
-    if (ngx_strcmp(kty, "RSA") == 0) {
+    if (ngx_strcmp(kty, "RSA") == 0 && json_object_get(jwk, "d") != NULL) {
+
+        /* a private key: for RSA-OAEP only */
+
+        if (!enc) {
+            return NGX_DECLINED;
+        }
+
+        key.pkey = ngx_http_auth_jwt_jwe_rsa_private(ks->pool, jwk, err);
+        if (key.pkey == NULL) {
+            return NGX_ERROR;
+        }
+
+        key.jwe = NGX_HTTP_AUTH_JWT_JWE_OAEP;
+
+    } else if (ngx_strcmp(kty, "oct") == 0) {
+        if (ngx_http_auth_jwt_jwk_oct(ks->pool, jwk, &key, err) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        /* a key not marked for JWE alone must be a strong HMAC key */
+
+        if (sig && key.algs == 0) {
+            *err = "HMAC key (oct \"k\") shorter than 256 bits";
+            return NGX_ERROR;
+        }
+
+        algs = sig ? key.algs : 0;
+        key.jwe = enc ? ngx_http_auth_jwt_jwe_oct(key.secret.len) : 0;
+
+        if (algs == 0 && key.jwe == 0) {
+            *err = "oct JWK \"k\" fits no JWE algorithm";
+            return NGX_ERROR;
+        }
+
+    } else if (!sig) {
+        return NGX_DECLINED;
+
+    } else if (ngx_strcmp(kty, "RSA") == 0) {
         key.pkey = ngx_http_auth_jwt_jwk_rsa(ks->pool, jwk, err);
         algs = NGX_HTTP_AUTH_JWT_ALGS_RS | NGX_HTTP_AUTH_JWT_ALGS_PS;
 
@@ -503,13 +546,6 @@ ngx_http_auth_jwt_load_jwk(ngx_http_auth_jwt_keyset_t *ks, json_t *jwk,
         if (key.pkey == NULL && algs == (ngx_uint_t) -1) {
             return NGX_DECLINED;
         }
-
-    } else if (ngx_strcmp(kty, "oct") == 0) {
-        if (ngx_http_auth_jwt_jwk_oct(ks->pool, jwk, &key, err) != NGX_OK) {
-            return NGX_ERROR;
-        }
-
-        algs = key.algs;
 
     } else {
         *err = "unsupported JWK \"kty\"";
@@ -537,6 +573,19 @@ ngx_http_auth_jwt_load_jwk(ngx_http_auth_jwt_keyset_t *ks, json_t *jwk,
         algs = 1 << a;
     }
 
+    if (ja >= 0) {
+        if (!(key.jwe & (1 << ja))) {
+            if (key.pkey) {
+                EVP_PKEY_free(key.pkey);
+            }
+
+            *err = "JWK \"alg\" does not fit its key";
+            return NGX_ERROR;
+        }
+
+        key.jwe = 1 << ja;
+    }
+
     key.algs = algs;
 
     if (key.pkey) {
@@ -561,6 +610,83 @@ ngx_http_auth_jwt_load_jwk(ngx_http_auth_jwt_keyset_t *ks, json_t *jwk,
 }
 
 
+/*
+ * What a JWK is for: sig (signatures), enc (JWE), from "use", "key_ops"
+ * and "alg" (a JWS one in *a, a JWE key management one in *ja, or -1).
+ */
+
+static ngx_int_t
+ngx_http_auth_jwt_jwk_use(json_t *jwk, ngx_uint_t *sig, ngx_uint_t *enc,
+    ngx_int_t *a, ngx_int_t *ja, const char **err)
+{
+    size_t       i;
+    json_t      *v, *op;
+    const char  *s;
+    ngx_uint_t   vsig, venc;
+
+    *sig = 1;
+    *enc = 1;
+    *a = -1;
+    *ja = -1;
+
+    v = json_object_get(jwk, "use");
+    if (v != NULL) {
+        if (!json_is_string(v)) {
+            *err = "JWK \"use\" is not a string";
+            return NGX_ERROR;
+        }
+
+        s = json_string_value(v);
+        *sig = (ngx_strcmp(s, "sig") == 0);
+        *enc = (ngx_strcmp(s, "enc") == 0);
+    }
+
+    v = json_object_get(jwk, "key_ops");
+    if (v != NULL) {
+        if (!json_is_array(v)) {
+            *err = "JWK \"key_ops\" is not an array";
+            return NGX_ERROR;
+        }
+
+        vsig = 0;
+        venc = 0;
+
+        for (i = 0; i < json_array_size(v); i++) {
+            op = json_array_get(v, i);
+            s = json_is_string(op) ? json_string_value(op) : "";
+
+            if (ngx_strcmp(s, "verify") == 0) {
+                vsig = 1;
+
+            } else if (ngx_strcmp(s, "decrypt") == 0
+                       || ngx_strcmp(s, "unwrapKey") == 0)
+            {
+                venc = 1;
+            }
+        }
+
+        *sig &= vsig;
+        *enc &= venc;
+    }
+
+    v = json_object_get(jwk, "alg");
+    if (v != NULL) {
+        if (!json_is_string(v)) {
+            *err = "JWK \"alg\" is not a string";
+            return NGX_ERROR;
+        }
+
+        *a = ngx_http_auth_jwt_alg_index(json_string_value(v));
+        *ja = ngx_http_auth_jwt_jwe_key_alg(json_string_value(v));
+
+        *sig &= (*a >= 0);
+        *enc &= (*ja >= 0);
+    }
+
+    return NGX_OK;
+}
+
+
 static ngx_int_t
 ngx_http_auth_jwt_add_pkey(ngx_http_auth_jwt_keyset_t *ks,
     ngx_http_auth_jwt_key_t *key, const char **err)
@@ -572,14 +698,13 @@ ngx_http_auth_jwt_add_pkey(ngx_http_auth_jwt_keyset_t *ks,
     ngx_http_auth_jwt_key_t  *k;
 
     /*
-     * RSA and EC public keys must pass OpenSSL's public key checks (RSA:
-     * an odd exponent above 1, an odd modulus without small factors; EC:
-     * a point on the curve)
+     * EC public keys must pass OpenSSL's public key check (a point on the
+     * curve); RSA keys passed ngx_http_auth_jwt_rsa_check() already
      */
 
     id = EVP_PKEY_get_base_id(key->pkey);
 
-    if (id == EVP_PKEY_RSA || id == EVP_PKEY_RSA_PSS || id == EVP_PKEY_EC) {
+    if (id == EVP_PKEY_EC) {
         check = EVP_PKEY_CTX_new_from_pkey(NULL, key->pkey, NULL);
         n = check ? EVP_PKEY_public_check(check) : 0;
         EVP_PKEY_CTX_free(check);
@@ -635,8 +760,8 @@ failed:
 }
 
 
-static ngx_int_t
-ngx_http_auth_jwt_jwk_b64(ngx_pool_t *pool, json_t *jwk, const char *name,
+ngx_int_t
+ngx_http_auth_jwt_jwk_param(ngx_pool_t *pool, json_t *jwk, const char *name,
     ngx_str_t *out)
 {
     json_t     *v;
@@ -668,10 +793,22 @@ ngx_http_auth_jwt_jwk_rsa(ngx_pool_t *pool, json_t *jwk, const char **err)
     EVP_PKEY_CTX    *ctx;
     OSSL_PARAM_BLD  *bld;
 
-    if (ngx_http_auth_jwt_jwk_b64(pool, jwk, "n", &ns) != NGX_OK
-        || ngx_http_auth_jwt_jwk_b64(pool, jwk, "e", &es) != NGX_OK)
+    if (ngx_http_auth_jwt_jwk_param(pool, jwk, "n", &ns) != NGX_OK
+        || ngx_http_auth_jwt_jwk_param(pool, jwk, "e", &es) != NGX_OK)
     {
         *err = "RSA JWK needs base64url \"n\" and \"e\"";
+        return NULL;
+    }
+
+    /* sizes are checked before any big-number work */
+
+    if (ns.len > NGX_HTTP_AUTH_JWT_RSA_MAX_BITS / 8) {
+        *err = "RSA key longer than 8192 bits";
+        return NULL;
+    }
+
+    if (es.len > 8) {
+        *err = "RSA exponent longer than 64 bits";
         return NULL;
     }
 
@@ -714,13 +851,62 @@ done:
         return NULL;
     }
 
-    if (EVP_PKEY_get_bits(pkey) < 2048) {
+    if (ngx_http_auth_jwt_rsa_check(pkey, err) != NGX_OK) {
         EVP_PKEY_free(pkey);
-        *err = "RSA key shorter than 2048 bits";
         return NULL;
     }
 
     return pkey;
+}
+
+
+/*
+ * RSA public keys: 2048 to 8192 bits, an odd modulus, an odd exponent
+ * above 1 of at most 64 bits.  OpenSSL's EVP_PKEY_public_check() also
+ * runs a primality test on the modulus: 7 ms for 2048 bits, 200 ms for
+ * 8192 and over a second for 16384 on a worker, per key of every set
+ * fetched, so it is not used for RSA.  A modulus with a small factor
+ * weakens the issuer's own signatures only.  The bounds keep a
+ * verification below a millisecond.
+ */
+
+ngx_int_t
+ngx_http_auth_jwt_rsa_check(EVP_PKEY *pkey, const char **err)
+{
+    int      bits;
+    BIGNUM  *n, *e;
+
+    bits = EVP_PKEY_get_bits(pkey);
+
+    if (bits < 2048) {
+        *err = "RSA key shorter than 2048 bits";
+        return NGX_ERROR;
+    }
+
+    if (bits > NGX_HTTP_AUTH_JWT_RSA_MAX_BITS) {
+        *err = "RSA key longer than 8192 bits";
+        return NGX_ERROR;
+    }
+
+    n = NULL;
+    e = NULL;
+
+    if (EVP_PKEY_get_bn_param(pkey, OSSL_PKEY_PARAM_RSA_N, &n) != 1
+        || EVP_PKEY_get_bn_param(pkey, OSSL_PKEY_PARAM_RSA_E, &e) != 1
+        || !BN_is_odd(n) || !BN_is_odd(e) || BN_is_one(e)
+        || BN_num_bits(e) > 64)
+    {
+        BN_free(n);
+        BN_free(e);
+        ERR_clear_error();
+        *err = "the public key fails its validity check";
+        return NGX_ERROR;
+    }
+
+    BN_free(n);
+    BN_free(e);
+
+    return NGX_OK;
 }
 
 
@@ -758,8 +944,8 @@ ngx_http_auth_jwt_jwk_ec(ngx_pool_t *pool, json_t *jwk, ngx_uint_t *algs,
         return NULL;
     }
 
-    if (ngx_http_auth_jwt_jwk_b64(pool, jwk, "x", &x) != NGX_OK
-        || ngx_http_auth_jwt_jwk_b64(pool, jwk, "y", &y) != NGX_OK
+    if (ngx_http_auth_jwt_jwk_param(pool, jwk, "x", &x) != NGX_OK
+        || ngx_http_auth_jwt_jwk_param(pool, jwk, "y", &y) != NGX_OK
         || x.len != size || y.len != size)
     {
         *err = "EC JWK needs \"x\" and \"y\" of the curve's size";
@@ -861,7 +1047,7 @@ ngx_http_auth_jwt_jwk_okp(ngx_pool_t *pool, json_t *jwk, ngx_uint_t *algs,
         return NULL;
     }
 
-    if (ngx_http_auth_jwt_jwk_b64(pool, jwk, "x", &x) != NGX_OK
+    if (ngx_http_auth_jwt_jwk_param(pool, jwk, "x", &x) != NGX_OK
         || x.len != size)
     {
         *err = "OKP JWK needs \"x\" of the curve's size";
@@ -887,7 +1073,9 @@ ngx_http_auth_jwt_jwk_oct(ngx_pool_t *pool, json_t *jwk,
 {
     ngx_uint_t  i;
 
-    if (ngx_http_auth_jwt_jwk_b64(pool, jwk, "k", &key->secret) != NGX_OK) {
+    if (ngx_http_auth_jwt_jwk_param(pool, jwk, "k", &key->secret)
+        != NGX_OK)
+    {
         *err = "oct JWK needs a base64url \"k\"";
         return NGX_ERROR;
     }
@@ -900,18 +1088,13 @@ ngx_http_auth_jwt_jwk_oct(ngx_pool_t *pool, json_t *jwk,
         }
     }
 
-    if (key->algs == 0) {
-        *err = "HMAC key (oct \"k\") shorter than 256 bits";
-        return NGX_ERROR;
-    }
-
     return NGX_OK;
 }
 
 
 static ngx_int_t
 ngx_http_auth_jwt_load_pem(ngx_http_auth_jwt_keyset_t *ks, u_char *data,
-    size_t len, const char **err)
+    size_t len, ngx_uint_t max, const char **err)
 {
     u_char                   *p;
     char                     *name, *header;
@@ -934,6 +1117,15 @@ ngx_http_auth_jwt_load_pem(ngx_http_auth_jwt_keyset_t *ks, u_char *data,
     found = 0;
 
     while (PEM_read_bio(bio, &name, &header, &body, &n) == 1) {
+
+        if (++ks->count > max) {
+            OPENSSL_free(name);
+            OPENSSL_free(header);
+            OPENSSL_free(body);
+            *err = "more keys than auth_jwt_key_set_max";
+            rc = NGX_ERROR;
+            break;
+        }
 
         ngx_memzero(&key, sizeof(ngx_http_auth_jwt_key_t));
         q = body;
@@ -1006,8 +1198,7 @@ ngx_http_auth_jwt_pkey_algs(EVP_PKEY *pkey, const char **err)
 
     case EVP_PKEY_RSA:
     case EVP_PKEY_RSA_PSS:
-        if (EVP_PKEY_get_bits(pkey) < 2048) {
-            *err = "RSA key shorter than 2048 bits";
+        if (ngx_http_auth_jwt_rsa_check(pkey, err) != NGX_OK) {
             return 0;
         }
 

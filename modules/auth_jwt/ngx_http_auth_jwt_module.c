@@ -24,8 +24,18 @@ typedef struct {
 
 
 typedef struct {
+    ngx_str_t                       name;
+    ngx_http_auth_jwt_keyset_t     *keyset;
+    ngx_str_t                       conf_file;
+    ngx_uint_t                      line;
+} ngx_http_auth_jwt_file_t;
+
+
+typedef struct {
     ngx_meshgate_cache_t           *cache;
     ngx_array_t                     sources;  /* source pointers */
+    ngx_array_t                     files;    /* ngx_http_auth_jwt_file_t */
+    ngx_uint_t                      keys_max;
 } ngx_http_auth_jwt_main_conf_t;
 
 
@@ -42,6 +52,7 @@ typedef struct {
     ngx_uint_t                      scope_any;
     time_t                          key_cache;
     time_t                          leeway;
+    ngx_uint_t                      type;
     ngx_str_t                       file;
     ngx_uint_t                      line;
 } ngx_http_auth_jwt_loc_conf_t;
@@ -49,6 +60,7 @@ typedef struct {
 
 typedef struct {
     ngx_array_t                     names;    /* ngx_str_t */
+    ngx_str_t                       var;      /* its name, for the log */
     ngx_uint_t                      header;
 } ngx_http_auth_jwt_var_t;
 
@@ -65,6 +77,15 @@ typedef struct {
     ngx_http_request_t             *request;
     ngx_http_auth_jwt_result_e      verdict;
     ngx_http_auth_jwt_result_e      result;
+    ngx_http_auth_jwt_result_e      pre;      /* what is known without
+                                                 keys */
+    const char                     *pre_err;
+    ngx_str_t                       token;
+    ngx_http_auth_jwt_token_t       jwt;
+    ngx_http_auth_jwt_jwe_t         jwe;
+    json_t                         *outer;    /* a nested token's JWE
+                                                 header */
+    ngx_str_t                       inner;    /* a nested token's JWS */
     json_t                         *header;
     json_t                         *payload;
     ngx_str_t                       header_text;
@@ -78,6 +99,7 @@ typedef struct {
     unsigned                        fetched:1;
     unsigned                        want_fresh:1;
     unsigned                        refetched:1;
+    unsigned                        parsed:1;
     unsigned                        done:1;
 } ngx_http_auth_jwt_ctx_t;
 
@@ -98,13 +120,28 @@ static void ngx_http_auth_jwt_ctx_cleanup(void *data);
 static void ngx_http_auth_jwt_check(ngx_http_request_t *r,
     ngx_http_auth_jwt_ctx_t *ctx, ngx_http_auth_jwt_loc_conf_t *jlcf,
     ngx_uint_t final);
+static ngx_http_auth_jwt_result_e ngx_http_auth_jwt_encrypted(
+    ngx_http_request_t *r, ngx_http_auth_jwt_loc_conf_t *jlcf,
+    ngx_http_auth_jwt_ctx_t *ctx, u_char *fp, const char **err);
+static ngx_http_auth_jwt_result_e ngx_http_auth_jwt_decrypt(
+    ngx_http_request_t *r, ngx_http_auth_jwt_loc_conf_t *jlcf,
+    ngx_http_auth_jwt_jwe_t *jwe, ngx_str_t *plain, const char **err);
+static ngx_http_auth_jwt_result_e ngx_http_auth_jwt_prepare(
+    ngx_http_request_t *r, ngx_http_auth_jwt_ctx_t *ctx,
+    ngx_http_auth_jwt_loc_conf_t *jlcf, ngx_uint_t parse);
 static ngx_int_t ngx_http_auth_jwt_get_token(ngx_http_request_t *r,
     ngx_http_auth_jwt_loc_conf_t *jlcf, ngx_str_t *token);
 static ngx_http_auth_jwt_result_e ngx_http_auth_jwt_signature(
-    ngx_http_auth_jwt_loc_conf_t *jlcf, ngx_http_auth_jwt_token_t *jwt,
-    u_char *fp, const char **err);
+    ngx_http_request_t *r, ngx_http_auth_jwt_loc_conf_t *jlcf,
+    ngx_http_auth_jwt_token_t *jwt, u_char *fp, const char **err);
+static ngx_int_t ngx_http_auth_jwt_set(ngx_http_request_t *r,
+    ngx_http_auth_jwt_loc_conf_t *jlcf, ngx_uint_t i,
+    ngx_http_auth_jwt_keyset_t **out);
+static ngx_http_auth_jwt_source_t *ngx_http_auth_jwt_resolve(
+    ngx_http_request_t *r, ngx_http_auth_jwt_source_t *src);
 static ngx_http_auth_jwt_key_t *ngx_http_auth_jwt_find_fp(
-    ngx_http_auth_jwt_loc_conf_t *jlcf, u_char *fp, ngx_uint_t alg);
+    ngx_http_request_t *r, ngx_http_auth_jwt_loc_conf_t *jlcf, u_char *fp,
+    ngx_uint_t alg);
 static ngx_http_auth_jwt_result_e ngx_http_auth_jwt_get_times(json_t *payload,
     ngx_http_auth_jwt_times_t *t, const char **err);
 static ngx_http_auth_jwt_result_e ngx_http_auth_jwt_claims(
@@ -134,7 +171,11 @@ static ngx_int_t ngx_http_auth_jwt_claim_variable(ngx_http_request_t *r,
 static ngx_int_t ngx_http_auth_jwt_header_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_auth_jwt_json_variable(ngx_http_request_t *r,
-    ngx_http_variable_value_t *v, json_t *root, ngx_str_t *name);
+    ngx_http_variable_value_t *v, json_t *root, ngx_str_t *name,
+    const char *what);
+static ngx_int_t ngx_http_auth_jwt_value(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, json_t *value, const char *what,
+    ngx_str_t *name);
 static ngx_int_t ngx_http_auth_jwt_payload_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_auth_jwt_result_variable(ngx_http_request_t *r,
@@ -146,6 +187,7 @@ static ngx_int_t ngx_http_auth_jwt_trusted(ngx_http_auth_jwt_ctx_t *ctx);
 
 static ngx_int_t ngx_http_auth_jwt_add_variables(ngx_conf_t *cf);
 static void *ngx_http_auth_jwt_create_main_conf(ngx_conf_t *cf);
+static char *ngx_http_auth_jwt_init_main_conf(ngx_conf_t *cf, void *conf);
 static void *ngx_http_auth_jwt_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_auth_jwt_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
@@ -176,8 +218,9 @@ static char *ngx_http_auth_jwt_scope_conf(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_auth_jwt_cache(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-static ngx_int_t ngx_http_auth_jwt_no_variables(ngx_conf_t *cf,
-    ngx_str_t *value);
+
+
+static ngx_str_t  ngx_http_auth_jwt_payload_name = ngx_string("jwt_payload");
 
 
 static ngx_str_t  ngx_http_auth_jwt_result_names[] = {
@@ -293,6 +336,13 @@ static ngx_command_t  ngx_http_auth_jwt_commands[] = {
       0,
       NULL },
 
+    { ngx_string("auth_jwt_key_set_max"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_auth_jwt_main_conf_t, keys_max),
+      NULL },
+
     { ngx_string("auth_jwt_cache"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_http_auth_jwt_cache,
@@ -309,7 +359,7 @@ static ngx_http_module_t  ngx_http_auth_jwt_module_ctx = {
     ngx_http_auth_jwt_init,                /* postconfiguration */
 
     ngx_http_auth_jwt_create_main_conf,    /* create main configuration */
-    NULL,                                  /* init main configuration */
+    ngx_http_auth_jwt_init_main_conf,      /* init main configuration */
 
     NULL,                                  /* create server configuration */
     NULL,                                  /* merge server configuration */
@@ -383,7 +433,13 @@ ngx_http_auth_jwt_handler(ngx_http_request_t *r)
     }
 
     for ( ;; ) {
-        if (jlcf->sources) {
+
+        /* a missing or malformed token costs no key fetch */
+
+        if (jlcf->sources
+            && ngx_http_auth_jwt_prepare(r, ctx, jlcf, 1)
+               == NGX_HTTP_AUTH_JWT_OK)
+        {
             rc = ngx_http_auth_jwt_keys(r, ctx, jlcf);
 
             if (rc == NGX_AGAIN) {
@@ -517,7 +573,10 @@ ngx_http_auth_jwt_keys(ngx_http_request_t *r, ngx_http_auth_jwt_ctx_t *ctx,
     }
 
     for (i = 0; i < jlcf->sources->nelts; i++) {
-        src = srcs[i];
+        src = ngx_http_auth_jwt_resolve(r, srcs[i]);
+        if (src == NULL) {
+            return NGX_ERROR;
+        }
 
         need = src->keyset == NULL || src->force
                || ((jlcf->key_cache == 0 || ctx->want_fresh)
@@ -579,7 +638,7 @@ ngx_http_auth_jwt_kid_refetch(ngx_http_auth_jwt_ctx_t *ctx,
 {
     time_t                        now;
     ngx_uint_t                    i, any;
-    ngx_http_auth_jwt_source_t  **srcs;
+    ngx_http_auth_jwt_source_t  **srcs, *src;
 
     ctx->refetched = 1;
 
@@ -588,9 +647,14 @@ ngx_http_auth_jwt_kid_refetch(ngx_http_auth_jwt_ctx_t *ctx,
     srcs = jlcf->sources->elts;
 
     for (i = 0; i < jlcf->sources->nelts; i++) {
-        if (srcs[i]->fetching || now >= srcs[i]->kid_refetch_at) {
-            if (!srcs[i]->fetching) {
-                srcs[i]->kid_refetch_at = now + NGX_HTTP_AUTH_JWT_KID_REFETCH;
+        src = ngx_http_auth_jwt_resolve(ctx->request, srcs[i]);
+        if (src == NULL) {
+            continue;
+        }
+
+        if (src->fetching || now >= src->kid_refetch_at) {
+            if (!src->fetching) {
+                src->kid_refetch_at = now + NGX_HTTP_AUTH_JWT_KID_REFETCH;
             }
 
             any = 1;
@@ -753,6 +817,11 @@ ngx_http_auth_jwt_ctx_cleanup(void *data)
         json_decref(ctx->payload);
         ctx->payload = NULL;
     }
+
+    if (ctx->outer) {
+        json_decref(ctx->outer);
+        ctx->outer = NULL;
+    }
 }
 
 
@@ -767,31 +836,19 @@ ngx_http_auth_jwt_check(ngx_http_request_t *r, ngx_http_auth_jwt_ctx_t *ctx,
     ngx_http_auth_jwt_loc_conf_t *jlcf, ngx_uint_t final)
 {
     u_char                          hash[32], fp[NGX_HTTP_AUTH_JWT_FP_LEN];
-    ngx_str_t                       token, key;
-    ngx_int_t                       rc;
+    ngx_str_t                       key;
     const char                     *err;
     ngx_http_auth_jwt_times_t       t;
-    ngx_http_auth_jwt_token_t       jwt;
     ngx_http_auth_jwt_result_e      res;
     ngx_http_auth_jwt_main_conf_t  *jmcf;
 
-    ngx_http_auth_jwt_ctx_cleanup(ctx);
-
     ctx->err = NULL;
-    ctx->header_text.len = 0;
-    ctx->payload_text.len = 0;
 
-    rc = ngx_http_auth_jwt_get_token(r, jlcf, &token);
+    res = ngx_http_auth_jwt_prepare(r, ctx, jlcf, 0);
 
-    if (rc == NGX_ERROR) {
-        ctx->verdict = NGX_HTTP_AUTH_JWT_ERROR;
-        ctx->verified = 1;
-        return;
-    }
-
-    if (token.len == 0) {
-        ctx->verdict = NGX_HTTP_AUTH_JWT_MISSING;
-        ctx->err = "no token";
+    if (res != NGX_HTTP_AUTH_JWT_OK) {
+        ctx->verdict = res;
+        ctx->err = ctx->pre_err;
         ctx->verified = 1;
         return;
     }
@@ -800,11 +857,13 @@ ngx_http_auth_jwt_check(ngx_http_request_t *r, ngx_http_auth_jwt_ctx_t *ctx,
 
     key.len = 0;
 
-    if (jmcf->cache && token.len <= NGX_HTTP_AUTH_JWT_MAX_TOKEN) {
+    if (jmcf->cache && jlcf->type == NGX_HTTP_AUTH_JWT_SIGNED
+        && ctx->token.len <= NGX_HTTP_AUTH_JWT_MAX_TOKEN)
+    {
         key.data = hash;
         key.len = sizeof(hash);
 
-        if (ngx_http_auth_jwt_sha256(&token, hash) != NGX_OK) {
+        if (ngx_http_auth_jwt_sha256(&ctx->token, hash) != NGX_OK) {
             key.len = 0;
 
         } else if (ngx_http_auth_jwt_cache_get(r, ctx, jlcf, &key, &t)
@@ -817,28 +876,33 @@ ngx_http_auth_jwt_check(ngx_http_request_t *r, ngx_http_auth_jwt_ctx_t *ctx,
         }
     }
 
+    res = ngx_http_auth_jwt_prepare(r, ctx, jlcf, 1);
+
+    if (res != NGX_HTTP_AUTH_JWT_OK) {
+        ctx->verdict = res;
+        ctx->err = ctx->pre_err;
+        ctx->verified = 1;
+        return;
+    }
+
     err = NULL;
 
-    res = ngx_http_auth_jwt_parse(r->pool, &token, &jwt, &err);
+    if (jlcf->type == NGX_HTTP_AUTH_JWT_SIGNED) {
+        res = ngx_http_auth_jwt_signature(r, jlcf, &ctx->jwt, fp, &err);
 
-    ctx->header = jwt.header;
-    ctx->payload = jwt.payload;
-    ctx->header_text = jwt.header_text;
-    ctx->payload_text = jwt.payload_text;
-
-    if (res == NGX_HTTP_AUTH_JWT_OK) {
-        res = ngx_http_auth_jwt_signature(jlcf, &jwt, fp, &err);
+    } else {
+        res = ngx_http_auth_jwt_encrypted(r, jlcf, ctx, fp, &err);
     }
 
     if (res == NGX_HTTP_AUTH_JWT_OK) {
-        res = ngx_http_auth_jwt_get_times(jwt.payload, &t, &err);
+        res = ngx_http_auth_jwt_get_times(ctx->jwt.payload, &t, &err);
     }
 
     if (res == NGX_HTTP_AUTH_JWT_OK) {
         res = ngx_http_auth_jwt_claims(jlcf, ctx, &t, &err);
 
         if (res == NGX_HTTP_AUTH_JWT_OK && key.len) {
-            ngx_http_auth_jwt_cache_set(r, &key, &jwt, fp, &t);
+            ngx_http_auth_jwt_cache_set(r, &key, &ctx->jwt, fp, &t);
         }
     }
 
@@ -851,6 +915,215 @@ ngx_http_auth_jwt_check(ngx_http_request_t *r, ngx_http_auth_jwt_ctx_t *ctx,
     {
         ctx->verified = 1;
     }
+}
+
+
+/*
+ * A JWE: decrypted with the first key that authenticates it; its
+ * plaintext is the claims (encrypted) or a JWS whose signature is then
+ * verified with the location's signing keys (nested).
+ */
+
+static ngx_http_auth_jwt_result_e
+ngx_http_auth_jwt_encrypted(ngx_http_request_t *r,
+    ngx_http_auth_jwt_loc_conf_t *jlcf, ngx_http_auth_jwt_ctx_t *ctx,
+    u_char *fp, const char **err)
+{
+    ngx_int_t                    rc;
+    ngx_str_t                    plain;
+    ngx_http_auth_jwt_result_e   res;
+
+    if (ctx->jwt.payload == NULL) {
+        res = ngx_http_auth_jwt_decrypt(r, jlcf, &ctx->jwe, &plain, err);
+        if (res != NGX_HTTP_AUTH_JWT_OK) {
+            return res;
+        }
+
+        if (jlcf->type == NGX_HTTP_AUTH_JWT_ENCRYPTED) {
+            rc = ngx_http_auth_jwt_json_object(&plain, &ctx->jwt.payload);
+
+            ctx->payload = ctx->jwt.payload;
+            ctx->payload_text = plain;
+
+            if (rc != NGX_OK) {
+                *err = "JWE plaintext is not a JSON object";
+                return NGX_HTTP_AUTH_JWT_MALFORMED;
+            }
+
+            return NGX_HTTP_AUTH_JWT_OK;
+        }
+
+        /* nested: the claims and header are those of the inner JWS */
+
+        ctx->outer = ctx->jwe.header;
+        ctx->header = NULL;
+        ctx->inner = plain;
+
+        res = ngx_http_auth_jwt_parse(r->pool, &plain, &ctx->jwt, err);
+
+        ctx->header = ctx->jwt.header;
+        ctx->payload = ctx->jwt.payload;
+        ctx->header_text = ctx->jwt.header_text;
+        ctx->payload_text = ctx->jwt.payload_text;
+
+        if (res != NGX_HTTP_AUTH_JWT_OK) {
+            return res;
+        }
+    }
+
+    if (jlcf->type == NGX_HTTP_AUTH_JWT_ENCRYPTED) {
+        return NGX_HTTP_AUTH_JWT_OK;
+    }
+
+    return ngx_http_auth_jwt_signature(r, jlcf, &ctx->jwt, fp, err);
+}
+
+
+static ngx_http_auth_jwt_result_e
+ngx_http_auth_jwt_decrypt(ngx_http_request_t *r,
+    ngx_http_auth_jwt_loc_conf_t *jlcf, ngx_http_auth_jwt_jwe_t *jwe,
+    ngx_str_t *plain, const char **err)
+{
+    ngx_int_t                    rc;
+    ngx_uint_t                   i, j, tries, sets, unloaded;
+    ngx_http_auth_jwt_key_t     *key;
+    ngx_http_auth_jwt_keyset_t  *ks;
+
+    tries = 0;
+    unloaded = 0;
+
+    sets = (jlcf->key_files ? jlcf->key_files->nelts : 0)
+           + (jlcf->sources ? jlcf->sources->nelts : 0);
+
+    for (i = 0; i < sets; i++) {
+
+        if (ngx_http_auth_jwt_set(r, jlcf, i, &ks) == NGX_ERROR) {
+            *err = "a key set named at run time is unusable";
+            return NGX_HTTP_AUTH_JWT_ERROR;
+        }
+
+        if (ks == NULL) {
+            unloaded++;
+            continue;
+        }
+
+        key = ks->keys.elts;
+
+        for (j = 0; j < ks->keys.nelts; j++) {
+
+            if (!(key[j].jwe & (1 << jwe->alg))) {
+                continue;
+            }
+
+            if (jwe->has_kid && key[j].kid.len
+                && (key[j].kid.len != jwe->kid.len
+                    || ngx_memcmp(key[j].kid.data, jwe->kid.data,
+                                  jwe->kid.len) != 0))
+            {
+                continue;
+            }
+
+            if (tries++ == NGX_HTTP_AUTH_JWT_MAX_TRIES) {
+                *err = "too many candidate keys";
+                return NGX_HTTP_AUTH_JWT_BAD_SIGNATURE;
+            }
+
+            rc = ngx_http_auth_jwt_jwe_decrypt(r->pool, &key[j], jwe, plain);
+
+            if (rc == NGX_OK) {
+                return NGX_HTTP_AUTH_JWT_OK;
+            }
+
+            if (rc == NGX_ERROR) {
+                *err = "decryption error";
+                return NGX_HTTP_AUTH_JWT_ERROR;
+            }
+        }
+    }
+
+    if (tries) {
+
+        /* one reason for every failure: no oracle */
+
+        *err = "JWE decryption failed";
+        return NGX_HTTP_AUTH_JWT_BAD_SIGNATURE;
+    }
+
+    if (unloaded == sets) {
+        *err = "no keys could be loaded";
+        return NGX_HTTP_AUTH_JWT_KEY_UNAVAILABLE;
+    }
+
+    *err = "no key matches the token's \"kid\" and \"alg\"";
+
+    return NGX_HTTP_AUTH_JWT_NO_KEY;
+}
+
+
+/*
+ * What can be told of the request's token without keys, found once per
+ * request: no token, or (parse) a token that is no well-formed JWS.  The
+ * parsed token is kept for the verification.
+ */
+
+static ngx_http_auth_jwt_result_e
+ngx_http_auth_jwt_prepare(ngx_http_request_t *r, ngx_http_auth_jwt_ctx_t *ctx,
+    ngx_http_auth_jwt_loc_conf_t *jlcf, ngx_uint_t parse)
+{
+    const char                  *err;
+    ngx_http_auth_jwt_result_e   res;
+
+    if (ctx->pre == NGX_HTTP_AUTH_JWT_NONE) {
+        ctx->pre = NGX_HTTP_AUTH_JWT_OK;
+
+        if (ngx_http_auth_jwt_get_token(r, jlcf, &ctx->token) != NGX_OK) {
+            ctx->pre = NGX_HTTP_AUTH_JWT_ERROR;
+
+        } else if (ctx->token.len == 0) {
+            ctx->pre = NGX_HTTP_AUTH_JWT_MISSING;
+            ctx->pre_err = "no token";
+        }
+    }
+
+    if (ctx->pre != NGX_HTTP_AUTH_JWT_OK || !parse || ctx->parsed) {
+        return ctx->pre;
+    }
+
+    ctx->parsed = 1;
+    err = NULL;
+
+    if (jlcf->type != NGX_HTTP_AUTH_JWT_SIGNED) {
+        res = ngx_http_auth_jwt_jwe_parse(r->pool, &ctx->token, &ctx->jwe,
+                                          &err);
+
+        /* the JWE header: $jwt_header_* of an encrypted token */
+
+        ctx->header = ctx->jwe.header;
+        ctx->header_text = ctx->jwe.header_text;
+
+        if (res != NGX_HTTP_AUTH_JWT_OK) {
+            ctx->pre = res;
+            ctx->pre_err = err;
+        }
+
+        return ctx->pre;
+    }
+
+    res = ngx_http_auth_jwt_parse(r->pool, &ctx->token, &ctx->jwt, &err);
+
+    /* the request's context owns (and releases) the JSON values */
+
+    ctx->header = ctx->jwt.header;
+    ctx->payload = ctx->jwt.payload;
+    ctx->header_text = ctx->jwt.header_text;
+    ctx->payload_text = ctx->jwt.payload_text;
+
+    if (res != NGX_HTTP_AUTH_JWT_OK) {
+        ctx->pre = res;
+        ctx->pre_err = err;
+    }
+
+    return ctx->pre;
 }
 
 
@@ -900,36 +1173,33 @@ ngx_http_auth_jwt_get_token(ngx_http_request_t *r,
 
 
 static ngx_http_auth_jwt_result_e
-ngx_http_auth_jwt_signature(ngx_http_auth_jwt_loc_conf_t *jlcf,
-    ngx_http_auth_jwt_token_t *jwt, u_char *fp, const char **err)
+ngx_http_auth_jwt_signature(ngx_http_request_t *r,
+    ngx_http_auth_jwt_loc_conf_t *jlcf, ngx_http_auth_jwt_token_t *jwt,
+    u_char *fp, const char **err)
 {
-    ngx_uint_t                    i, j, n, tries, sets, unloaded;
+    ngx_int_t                     rc;
+    ngx_uint_t                    i, j, tries, sets, unloaded;
     ngx_http_auth_jwt_key_t      *key;
-    ngx_http_auth_jwt_keyset_t   *ks, **files;
-    ngx_http_auth_jwt_source_t  **srcs;
+    ngx_http_auth_jwt_keyset_t   *ks;
 
     tries = 0;
     unloaded = 0;
-    files = jlcf->key_files ? jlcf->key_files->elts : NULL;
-    srcs = jlcf->sources ? jlcf->sources->elts : NULL;
 
     sets = (jlcf->key_files ? jlcf->key_files->nelts : 0)
            + (jlcf->sources ? jlcf->sources->nelts : 0);
 
     for (i = 0; i < sets; i++) {
 
-        n = jlcf->key_files ? jlcf->key_files->nelts : 0;
+        rc = ngx_http_auth_jwt_set(r, jlcf, i, &ks);
 
-        if (i < n) {
-            ks = files[i];
+        if (rc == NGX_ERROR) {
+            *err = "a key set named at run time is unusable";
+            return NGX_HTTP_AUTH_JWT_ERROR;
+        }
 
-        } else {
-            ks = srcs[i - n]->keyset;
-
-            if (ks == NULL) {
-                unloaded++;
-                continue;
-            }
+        if (ks == NULL) {
+            unloaded++;
+            continue;
         }
 
         key = ks->keys.elts;
@@ -976,24 +1246,91 @@ ngx_http_auth_jwt_signature(ngx_http_auth_jwt_loc_conf_t *jlcf,
 }
 
 
-static ngx_http_auth_jwt_key_t *
-ngx_http_auth_jwt_find_fp(ngx_http_auth_jwt_loc_conf_t *jlcf, u_char *fp,
-    ngx_uint_t alg)
-{
-    ngx_uint_t                    i, j, n, sets;
-    ngx_http_auth_jwt_key_t      *key;
-    ngx_http_auth_jwt_keyset_t   *ks, **files;
-    ngx_http_auth_jwt_source_t  **srcs;
+/*
+ * The i-th key set of the location: key files first, then fetched sets
+ * (NULL while not fetched yet).  A name with variables is made for the
+ * request here; NGX_ERROR (logged) when it cannot be, or the file cannot
+ * be loaded.
+ */
 
-    files = jlcf->key_files ? jlcf->key_files->elts : NULL;
-    srcs = jlcf->sources ? jlcf->sources->elts : NULL;
+static ngx_int_t
+ngx_http_auth_jwt_set(ngx_http_request_t *r,
+    ngx_http_auth_jwt_loc_conf_t *jlcf, ngx_uint_t i,
+    ngx_http_auth_jwt_keyset_t **out)
+{
+    ngx_str_t                       path;
+    ngx_uint_t                      n;
+    ngx_http_auth_jwt_keyset_t     *ks, **files;
+    ngx_http_auth_jwt_source_t    **srcs, *src;
+    ngx_http_auth_jwt_main_conf_t  *jmcf;
+
     n = jlcf->key_files ? jlcf->key_files->nelts : 0;
-    sets = n + (jlcf->sources ? jlcf->sources->nelts : 0);
+
+    if (i >= n) {
+        srcs = jlcf->sources->elts;
+
+        src = ngx_http_auth_jwt_resolve(r, srcs[i - n]);
+        if (src == NULL) {
+            return NGX_ERROR;
+        }
+
+        *out = src->keyset;
+        return NGX_OK;
+    }
+
+    files = jlcf->key_files->elts;
+    ks = files[i];
+
+    if (ks->tmpl == NULL) {
+        *out = ks;
+        return NGX_OK;
+    }
+
+    if (ngx_http_auth_jwt_template_value(r, ks->tmpl, &path) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    jmcf = ngx_http_get_module_main_conf(r, ngx_http_auth_jwt_module);
+
+    *out = ngx_http_auth_jwt_file_keyset(r, &path, jmcf->keys_max);
+
+    return *out ? NGX_OK : NGX_ERROR;
+}
+
+
+/* the source for this request of a (possibly run-time) JWKS URI */
+
+static ngx_http_auth_jwt_source_t *
+ngx_http_auth_jwt_resolve(ngx_http_request_t *r,
+    ngx_http_auth_jwt_source_t *src)
+{
+    ngx_str_t  uri;
+
+    if (src->tmpl == NULL) {
+        return src;
+    }
+
+    if (ngx_http_auth_jwt_template_value(r, src->tmpl, &uri) != NGX_OK) {
+        return NULL;
+    }
+
+    return ngx_http_auth_jwt_uri_source(r, &uri, src->keys_max);
+}
+
+
+static ngx_http_auth_jwt_key_t *
+ngx_http_auth_jwt_find_fp(ngx_http_request_t *r,
+    ngx_http_auth_jwt_loc_conf_t *jlcf, u_char *fp, ngx_uint_t alg)
+{
+    ngx_uint_t                    i, j, sets;
+    ngx_http_auth_jwt_key_t      *key;
+    ngx_http_auth_jwt_keyset_t   *ks;
+
+    sets = (jlcf->key_files ? jlcf->key_files->nelts : 0)
+           + (jlcf->sources ? jlcf->sources->nelts : 0);
 
     for (i = 0; i < sets; i++) {
-        ks = (i < n) ? files[i] : srcs[i - n]->keyset;
-
-        if (ks == NULL) {
+        if (ngx_http_auth_jwt_set(r, jlcf, i, &ks) != NGX_OK || ks == NULL) {
             continue;
         }
 
@@ -1303,7 +1640,7 @@ ngx_http_auth_jwt_cache_get(ngx_http_request_t *r,
     p = value.data;
     last = value.data + value.len;
 
-    if (ngx_http_auth_jwt_find_fp(jlcf, p + 1, p[0]) == NULL) {
+    if (ngx_http_auth_jwt_find_fp(r, jlcf, p + 1, p[0]) == NULL) {
         /* verified with a key that this location does not trust */
         return NGX_DECLINED;
     }
@@ -1554,7 +1891,7 @@ ngx_http_auth_jwt_claim_variable(ngx_http_request_t *r,
 
     return ngx_http_auth_jwt_json_variable(r, v,
                                            ngx_http_auth_jwt_part(ctx, 0),
-                                           &claim);
+                                           &claim, "auth_jwt: claim");
 }
 
 
@@ -1579,21 +1916,25 @@ ngx_http_auth_jwt_header_variable(ngx_http_request_t *r,
 
     return ngx_http_auth_jwt_json_variable(r, v,
                                            ngx_http_auth_jwt_part(ctx, 1),
-                                           &param);
+                                           &param, "auth_jwt: header");
 }
 
 
-/* a top-level member; variable names are lower case, so a case-blind
- * match is the fallback */
+/*
+ * A top-level member.  nginx folds variable names to lower case, so a
+ * member whose name matches only without regard to case serves too, but
+ * only when it is the one such member: a name that matches nothing (or
+ * two members) reads as not found, never as some other member.
+ */
 
 static ngx_int_t
 ngx_http_auth_jwt_json_variable(ngx_http_request_t *r,
-    ngx_http_variable_value_t *v, json_t *root, ngx_str_t *name)
+    ngx_http_variable_value_t *v, json_t *root, ngx_str_t *name,
+    const char *what)
 {
     char        buf[256];
-    json_t     *m;
-    ngx_str_t   text;
-    const char *k;
+    json_t      *m, *found;
+    const char  *k;
 
     v->not_found = 1;
 
@@ -1604,31 +1945,50 @@ ngx_http_auth_jwt_json_variable(ngx_http_request_t *r,
     ngx_memcpy(buf, name->data, name->len);
     buf[name->len] = '\0';
 
-    m = json_object_get(root, buf);
+    found = json_object_get(root, buf);
 
-    if (m == NULL) {
+    if (found == NULL) {
         json_object_foreach(root, k, m) {
-            if (ngx_strlen(k) == name->len
-                && ngx_strncasecmp((u_char *) k, name->data, name->len) == 0)
+            if (ngx_strlen(k) != name->len
+                || ngx_strncasecmp((u_char *) k, name->data, name->len) != 0)
             {
-                break;
+                continue;
             }
+
+            if (found != NULL) {
+                return NGX_OK;
+            }
+
+            found = m;
         }
     }
 
-    if (m == NULL) {
+    if (found == NULL) {
         return NGX_OK;
     }
 
-    if (ngx_meshgate_json_text(r->pool, m, &text) != NGX_OK) {
+    return ngx_http_auth_jwt_value(r, v, found, what, name);
+}
+
+
+/*
+ * The text of a JSON value from a token into v: a value that holds a
+ * control byte (a decoded "\r\n", say) reads as empty with a warning, so
+ * that no claim ever splits a header line or a log line.
+ */
+
+static ngx_int_t
+ngx_http_auth_jwt_value(ngx_http_request_t *r, ngx_http_variable_value_t *v,
+    json_t *value, const char *what, ngx_str_t *name)
+{
+    ngx_str_t  text;
+
+    if (ngx_meshgate_json_text(r->pool, value, &text) != NGX_OK) {
         return NGX_ERROR;
     }
 
-    v->data = text.data;
-    v->len = text.len;
-    v->valid = 1;
+    ngx_meshgate_variable_set_text(r, v, what, name, text.data, text.len);
     v->no_cacheable = 1;
-    v->not_found = 0;
 
     return NGX_OK;
 }
@@ -1638,6 +1998,7 @@ static ngx_int_t
 ngx_http_auth_jwt_payload_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
 {
+    ngx_str_t                *text;
     ngx_http_auth_jwt_ctx_t  *ctx;
 
     ctx = ngx_http_auth_jwt_lazy(r);
@@ -1647,11 +2008,17 @@ ngx_http_auth_jwt_payload_variable(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    v->data = ctx->payload_text.data;
-    v->len = ctx->payload_text.len;
-    v->valid = 1;
+    /*
+     * JSON text may hold raw CR LF between its tokens (RFC 7515 A.1); a
+     * nested token gives its inner JWS, as Plus does
+     */
+
+    text = ctx->inner.len ? &ctx->inner : &ctx->payload_text;
+
+    ngx_meshgate_variable_set_text(r, v, "auth_jwt: variable",
+                                   &ngx_http_auth_jwt_payload_name,
+                                   text->data, text->len);
     v->no_cacheable = 1;
-    v->not_found = 0;
 
     return NGX_OK;
 }
@@ -1661,9 +2028,24 @@ static ngx_int_t
 ngx_http_auth_jwt_result_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
 {
+    ngx_pool_cleanup_t       *cln;
     ngx_http_auth_jwt_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r->main, ngx_http_auth_jwt_module);
+
+    /*
+     * an internal redirect (an error page) clears module contexts: the
+     * decision is found again through its pool cleanup, as realip does
+     */
+
+    for (cln = r->main->pool->cleanup;
+         (ctx == NULL || !ctx->done) && cln;
+         cln = cln->next)
+    {
+        if (cln->handler == ngx_http_auth_jwt_ctx_cleanup) {
+            ctx = cln->data;
+        }
+    }
 
     if (ctx == NULL || !ctx->done) {
         v->not_found = 1;
@@ -1687,7 +2069,7 @@ ngx_http_auth_jwt_set_variable(ngx_http_request_t *r,
     ngx_http_auth_jwt_var_t  *var = (ngx_http_auth_jwt_var_t *) data;
 
     json_t                   *m;
-    ngx_str_t                *names, text;
+    ngx_str_t                *names;
     ngx_uint_t                i;
     ngx_http_auth_jwt_ctx_t  *ctx;
 
@@ -1714,17 +2096,10 @@ ngx_http_auth_jwt_set_variable(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    if (ngx_meshgate_json_text(r->pool, m, &text) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    v->data = text.data;
-    v->len = text.len;
-    v->valid = 1;
-    v->no_cacheable = 1;
-    v->not_found = 0;
-
-    return NGX_OK;
+    return ngx_http_auth_jwt_value(r, v, m,
+                                   var->header ? "auth_jwt: header path"
+                                               : "auth_jwt: claim path",
+                                   &var->var);
 }
 
 
@@ -1760,7 +2135,55 @@ ngx_http_auth_jwt_create_main_conf(ngx_conf_t *cf)
         return NULL;
     }
 
+    if (ngx_array_init(&jmcf->files, cf->pool, 2,
+                       sizeof(ngx_http_auth_jwt_file_t))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    jmcf->keys_max = NGX_CONF_UNSET_UINT;
+
     return jmcf;
+}
+
+
+/*
+ * Key files are read where their directive stands, before the whole http
+ * block is known: their sizes are checked against auth_jwt_key_set_max
+ * here.
+ */
+
+static char *
+ngx_http_auth_jwt_init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    ngx_http_auth_jwt_main_conf_t *jmcf = conf;
+
+    ngx_uint_t                 i;
+    ngx_http_auth_jwt_file_t  *f;
+
+    ngx_conf_init_uint_value(jmcf->keys_max, NGX_HTTP_AUTH_JWT_KEYS_MAX);
+
+    if (jmcf->keys_max == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"auth_jwt_key_set_max\" must be at least 1");
+        return NGX_CONF_ERROR;
+    }
+
+    f = jmcf->files.elts;
+
+    for (i = 0; i < jmcf->files.nelts; i++) {
+        if (f[i].keyset->count > jmcf->keys_max) {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "key file \"%V\" holds %ui keys, more than "
+                          "auth_jwt_key_set_max %ui in %V:%ui", &f[i].name,
+                          f[i].keyset->count, jmcf->keys_max,
+                          &f[i].conf_file, f[i].line);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    return NGX_CONF_OK;
 }
 
 
@@ -1793,6 +2216,7 @@ ngx_http_auth_jwt_create_loc_conf(ngx_conf_t *cf)
     conf->scopes = NGX_CONF_UNSET_PTR;
     conf->key_cache = NGX_CONF_UNSET;
     conf->leeway = NGX_CONF_UNSET;
+    conf->type = NGX_CONF_UNSET_UINT;
 
     return conf;
 }
@@ -1831,6 +2255,8 @@ ngx_http_auth_jwt_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_ptr_value(conf->scopes, prev->scopes, NULL);
     ngx_conf_merge_sec_value(conf->key_cache, prev->key_cache, 0);
     ngx_conf_merge_sec_value(conf->leeway, prev->leeway, 0);
+    ngx_conf_merge_uint_value(conf->type, prev->type,
+                              NGX_HTTP_AUTH_JWT_SIGNED);
 
     if (conf->enable == 1 && conf->key_files == NULL
         && conf->sources == NULL)
@@ -1849,8 +2275,11 @@ ngx_http_auth_jwt_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 static ngx_int_t
 ngx_http_auth_jwt_init(ngx_conf_t *cf)
 {
-    ngx_http_handler_pt        *h;
-    ngx_http_core_main_conf_t  *cmcf;
+    ngx_uint_t                       i;
+    ngx_http_handler_pt             *h;
+    ngx_http_core_main_conf_t       *cmcf;
+    ngx_http_auth_jwt_source_t     **srcs;
+    ngx_http_auth_jwt_main_conf_t   *jmcf;
 
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
 
@@ -1860,6 +2289,15 @@ ngx_http_auth_jwt_init(ngx_conf_t *cf)
     }
 
     *h = ngx_http_auth_jwt_handler;
+
+    /* every source is known now, those of inherited directives too */
+
+    jmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_auth_jwt_module);
+    srcs = jmcf->sources.elts;
+
+    for (i = 0; i < jmcf->sources.nelts; i++) {
+        srcs[i]->keys_max = jmcf->keys_max;
+    }
 
     return NGX_OK;
 }
@@ -1884,6 +2322,8 @@ ngx_http_auth_jwt_exit_process(ngx_cycle_t *cycle)
     ngx_http_auth_jwt_main_conf_t   *jmcf;
 
     ngx_http_auth_jwt_md_free();
+    ngx_http_auth_jwt_var_free();
+    ngx_http_auth_jwt_jwe_free();
 
     jmcf = ngx_http_cycle_get_module_main_conf(cycle,
                                                ngx_http_auth_jwt_module);
@@ -1974,38 +2414,40 @@ ngx_http_auth_jwt(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
-static ngx_int_t
-ngx_http_auth_jwt_no_variables(ngx_conf_t *cf, ngx_str_t *value)
-{
-    if (ngx_http_script_variables_count(value) != 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "variables in \"%V\" are not supported", value);
-        return NGX_ERROR;
-    }
-
-    return NGX_OK;
-}
-
-
 static char *
 ngx_http_auth_jwt_key_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_auth_jwt_loc_conf_t *jlcf = conf;
 
-    u_char                       *buf;
-    ssize_t                       n;
-    ngx_fd_t                      fd;
-    ngx_str_t                    *value, name;
-    ngx_file_t                    file;
-    ngx_file_info_t               fi;
-    const char                   *err;
-    ngx_http_auth_jwt_keyset_t   *ks, **pks;
+    u_char                         *buf;
+    ssize_t                         n;
+    ngx_fd_t                        fd;
+    ngx_str_t                      *value, name;
+    ngx_file_t                      file;
+    ngx_file_info_t                 fi;
+    const char                     *err;
+    ngx_http_auth_jwt_file_t       *f;
+    ngx_http_auth_jwt_keyset_t     *ks, **pks;
+    ngx_http_auth_jwt_main_conf_t  *jmcf;
 
     value = cf->args->elts;
     name = value[1];
 
-    if (ngx_http_auth_jwt_no_variables(cf, &name) != NGX_OK) {
-        return NGX_CONF_ERROR;
+    if (ngx_http_script_variables_count(&name) != 0) {
+
+        /* named per request: a placeholder that holds the template */
+
+        ks = ngx_pcalloc(cf->pool, sizeof(ngx_http_auth_jwt_keyset_t));
+        if (ks == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        ks->tmpl = ngx_http_auth_jwt_template(cf, &name, 0);
+        if (ks->tmpl == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        goto add;
     }
 
     if (ngx_conf_full_name(cf->cycle, &name, 1) != NGX_OK) {
@@ -2055,13 +2497,30 @@ ngx_http_auth_jwt_key_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    if (ngx_http_auth_jwt_keyset_load(ks, buf, n, 1, cf->log, &err)
+    /* the bound is checked in init_main_conf, when it is known */
+
+    if (ngx_http_auth_jwt_keyset_load(ks, buf, n, NGX_MAX_UINT32_VALUE,
+                                      cf->log, &err)
         != NGX_OK)
     {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "invalid key file \"%V\": %s", &name, err);
         return NGX_CONF_ERROR;
     }
+
+    jmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_auth_jwt_module);
+
+    f = ngx_array_push(&jmcf->files);
+    if (f == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    f->name = name;
+    f->keyset = ks;
+    f->conf_file = cf->conf_file->file.name;
+    f->line = cf->conf_file->line;
+
+add:
 
     if (jlcf->key_files == NGX_CONF_UNSET_PTR) {
         jlcf->key_files = ngx_array_create(cf->pool, 2,
@@ -2088,22 +2547,32 @@ ngx_http_auth_jwt_key_request(ngx_conf_t *cf, ngx_command_t *cmd,
 {
     ngx_http_auth_jwt_loc_conf_t *jlcf = conf;
 
-    ngx_str_t                    *value;
-    ngx_http_auth_jwt_source_t   *src, **p;
+    ngx_str_t                     *value;
+    ngx_http_auth_jwt_source_t    *src, **p;
+    ngx_http_auth_jwt_template_t  *tmpl;
 
     value = cf->args->elts;
-
-    if (ngx_http_auth_jwt_no_variables(cf, &value[1]) != NGX_OK) {
-        return NGX_CONF_ERROR;
-    }
 
     if (value[1].len == 0 || value[1].data[0] != '/') {
         return "needs a URI that starts with \"/\"";
     }
 
+    tmpl = NULL;
+
+    if (ngx_http_script_variables_count(&value[1]) != 0) {
+        tmpl = ngx_http_auth_jwt_template(cf, &value[1], 1);
+        if (tmpl == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
     src = ngx_http_auth_jwt_source(cf, &value[1]);
     if (src == NULL) {
         return NGX_CONF_ERROR;
+    }
+
+    if (tmpl) {
+        src->tmpl = tmpl;
     }
 
     if (jlcf->sources == NGX_CONF_UNSET_PTR) {
@@ -2217,6 +2686,8 @@ ngx_http_auth_jwt_merge_sources(ngx_conf_t *cf,
         if (*p == NULL) {
             return NGX_CONF_ERROR;
         }
+
+        (*p)->tmpl = srcs[i]->tmpl;
     }
 
     conf->sources = a;
@@ -2228,28 +2699,33 @@ ngx_http_auth_jwt_merge_sources(ngx_conf_t *cf,
 static char *
 ngx_http_auth_jwt_type(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
+    ngx_http_auth_jwt_loc_conf_t *jlcf = conf;
+
     ngx_str_t  *value;
+
+    if (jlcf->type != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
 
     value = cf->args->elts;
 
     if (ngx_strcmp(value[1].data, "signed") == 0) {
-        return NGX_CONF_OK;
-    }
+        jlcf->type = NGX_HTTP_AUTH_JWT_SIGNED;
 
-    if (ngx_strcmp(value[1].data, "encrypted") == 0
-        || ngx_strcmp(value[1].data, "nested") == 0)
-    {
+    } else if (ngx_strcmp(value[1].data, "encrypted") == 0) {
+        jlcf->type = NGX_HTTP_AUTH_JWT_ENCRYPTED;
+
+    } else if (ngx_strcmp(value[1].data, "nested") == 0) {
+        jlcf->type = NGX_HTTP_AUTH_JWT_NESTED;
+
+    } else {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"auth_jwt_type %V\" is not supported: only "
-                           "signed tokens (JWS) are", &value[1]);
+                           "invalid value \"%V\", expected \"signed\", "
+                           "\"encrypted\" or \"nested\"", &value[1]);
         return NGX_CONF_ERROR;
     }
 
-    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                       "invalid value \"%V\", expected \"signed\"",
-                       &value[1]);
-
-    return NGX_CONF_ERROR;
+    return NGX_CONF_OK;
 }
 
 
@@ -2367,6 +2843,7 @@ ngx_http_auth_jwt_claim_set(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     var->header = cmd->offset;
+    var->var = name;
 
     if (ngx_array_init(&var->names, cf->pool, cf->args->nelts - 2,
                        sizeof(ngx_str_t))

@@ -839,6 +839,8 @@ ngx_http_auth_key_consumer_variable(ngx_http_request_t *r,
 {
     ngx_http_auth_key_ctx_t  *ctx;
 
+    static ngx_str_t  name = ngx_string("consumer");
+
     ctx = ngx_http_get_module_ctx(r->main, ngx_http_auth_key_module);
 
     if (ctx == NULL || ctx->result != NGX_HTTP_AUTH_KEY_OK) {
@@ -846,11 +848,12 @@ ngx_http_auth_key_consumer_variable(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    v->len = ctx->consumer.len;
-    v->data = ctx->consumer.data;
-    v->valid = 1;
+    /* a key file refuses control bytes; a Redis entry or a cached one is
+     * checked here too, where the value becomes a variable */
+
+    ngx_meshgate_variable_set_text(r, v, "API key", &name,
+                                   ctx->consumer.data, ctx->consumer.len);
     v->no_cacheable = 1;
-    v->not_found = 0;
 
     return NGX_OK;
 }
@@ -884,9 +887,9 @@ ngx_http_auth_key_meta_variable(ngx_http_request_t *r,
 {
     ngx_str_t *var = (ngx_str_t *) data;
 
-    u_char                   *name;
-    size_t                    len;
+    ngx_str_t                 name;
     ngx_uint_t                i;
+    ngx_keyval_t             *kv;
     ngx_http_auth_key_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r->main, ngx_http_auth_key_module);
@@ -896,23 +899,29 @@ ngx_http_auth_key_meta_variable(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    name = var->data + sizeof("auth_key_") - 1;
-    len = var->len - (sizeof("auth_key_") - 1);
+    name.data = var->data + sizeof("auth_key_") - 1;
+    name.len = var->len - (sizeof("auth_key_") - 1);
+
+    kv = NULL;
 
     for (i = 0; i < ctx->nmeta; i++) {
-        if (ctx->meta[i].key.len == len
-            && ngx_strncasecmp(ctx->meta[i].key.data, name, len) == 0)
+        if (ctx->meta[i].key.len == name.len
+            && ngx_strncasecmp(ctx->meta[i].key.data, name.data, name.len)
+               == 0)
         {
-            v->len = ctx->meta[i].value.len;
-            v->data = ctx->meta[i].value.data;
-            v->valid = 1;
-            v->no_cacheable = 1;
-            v->not_found = 0;
-            return NGX_OK;
+            kv = &ctx->meta[i];
+            break;
         }
     }
 
-    v->not_found = 1;
+    if (kv == NULL) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    ngx_meshgate_variable_set_text(r, v, "API key metadata", &name,
+                                   kv->value.data, kv->value.len);
+    v->no_cacheable = 1;
 
     return NGX_OK;
 }

@@ -20,6 +20,7 @@ json_t *
 ngx_meshgate_json_parse(u_char *data, size_t len, ngx_log_t *log,
     const char *what)
 {
+    u_char        *p;
     json_t        *v;
     json_error_t   err;
 
@@ -27,6 +28,14 @@ ngx_meshgate_json_parse(u_char *data, size_t len, ngx_log_t *log,
                    JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &err);
 
     if (v == NULL) {
+        /* jansson quotes the text near the error: outside bytes */
+
+        for (p = (u_char *) err.text; *p; p++) {
+            if (*p < 0x20 || *p >= 0x7f) {
+                *p = '?';
+            }
+        }
+
         ngx_log_error(NGX_LOG_ERR, log, 0,
                       "%s: invalid JSON at offset %d: %s",
                       what, err.position, err.text);

@@ -35,7 +35,8 @@ typedef ngx_chain_t *(*ngx_meshgate_prometheus_pt)(ngx_pool_t *pool,
 
 #define NGX_MESHGATE_PROMETHEUS_PROVIDERS                                     \
     "ngx_http_upstream_mesh_prometheus",                                      \
-    "ngx_http_rate_limit_prometheus"
+    "ngx_http_rate_limit_prometheus",                                         \
+    "ngx_http_traffic_split_prometheus"
 
 
 #endif /* _NGX_MESHGATE_PROMETHEUS_H_INCLUDED_ */

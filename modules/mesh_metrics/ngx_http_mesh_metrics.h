@@ -31,7 +31,8 @@
 #define NGX_HTTP_MESH_METRICS_F_RETRIES     6
 #define NGX_HTTP_MESH_METRICS_F_AGGREGATE   7
 #define NGX_HTTP_MESH_METRICS_F_ROUTE       8
-#define NGX_HTTP_MESH_METRICS_NFAMILIES     9
+#define NGX_HTTP_MESH_METRICS_F_SPANS       9
+#define NGX_HTTP_MESH_METRICS_NFAMILIES     10
 
 
 /*
@@ -82,9 +83,23 @@ typedef struct {
 } ngx_http_mesh_metrics_zone_t;
 
 
+/* mesh_trace_export otlp=... */
+
+typedef struct {
+    ngx_addr_t                      addr;
+    ngx_str_t                       host;         /* Host header */
+    ngx_str_t                       uri;
+    ngx_str_t                       service;
+    ngx_uint_t                      batch;
+    ngx_msec_t                      interval;
+    ngx_uint_t                      ratio;        /* per million, or unset */
+} ngx_http_mesh_metrics_otlp_t;
+
+
 typedef struct {
     ngx_http_mesh_metrics_zone_t   *zone;
     ngx_array_t                    *buckets;      /* of ngx_uint_t, usec */
+    ngx_http_mesh_metrics_otlp_t   *otlp;
 
     /* indexes of other modules' variables, NGX_ERROR when not defined */
     ngx_int_t                       auth_jwt;
@@ -118,6 +133,16 @@ typedef struct {
 #define NGX_HTTP_MESH_METRICS_EXPORT_DASHBOARD   3
 
 
+/* an upstream attempt, for its client span */
+
+typedef struct {
+    ngx_http_request_t             *request;
+    ngx_uint_t                      index;        /* of the request's */
+    uint64_t                        start;        /* ns since the epoch */
+    u_char                          span_id[8];
+} ngx_http_mesh_metrics_attempt_t;
+
+
 typedef struct {
     u_char                          trace_id[16];
     u_char                          parent_id[8];
@@ -132,6 +157,7 @@ typedef struct {
     ngx_str_t                       upstream_spans;
     size_t                          upstream_spans_cap;
     ngx_array_t                    *subrequests;
+    ngx_array_t                    *attempts;     /* when exporting */
 } ngx_http_mesh_metrics_trace_t;
 
 
@@ -176,6 +202,16 @@ ngx_int_t ngx_http_mesh_metrics_parse_traceparent(u_char *p, size_t len,
 
 /* export */
 ngx_int_t ngx_http_mesh_metrics_export_handler(ngx_http_request_t *r);
+
+/* otlp */
+ngx_int_t ngx_http_mesh_metrics_otlp_init_process(ngx_cycle_t *cycle,
+    ngx_http_mesh_metrics_main_conf_t *mmcf);
+void ngx_http_mesh_metrics_otlp_exit_process(ngx_cycle_t *cycle);
+ngx_uint_t ngx_http_mesh_metrics_otlp_sample(
+    ngx_http_mesh_metrics_main_conf_t *mmcf, u_char *trace_id);
+ngx_int_t ngx_http_mesh_metrics_otlp_log_handler(ngx_http_request_t *r);
+void ngx_http_mesh_metrics_otlp_attempt(ngx_http_request_t *r,
+    ngx_http_mesh_metrics_trace_t *t, u_char *span);
 
 
 #endif /* _NGX_HTTP_MESH_METRICS_H_INCLUDED_ */

@@ -107,7 +107,8 @@ static char  *ngx_http_mesh_metrics_label_names[][4] = {
     { "route", "status", NULL, NULL },           /* RATELIMIT */
     { "route", "upstream", NULL, NULL },         /* RETRIES */
     { "route", "part", "reason", NULL },         /* AGGREGATE */
-    { "route", NULL, NULL, NULL }                /* ROUTE */
+    { "route", NULL, NULL, NULL },               /* ROUTE */
+    { "outcome", NULL, NULL, NULL }              /* SPANS */
 };
 
 
@@ -166,6 +167,11 @@ static ngx_http_mesh_metrics_metric_t  ngx_http_mesh_metrics_metrics[] = {
     { NGX_HTTP_MESH_METRICS_F_AGGREGATE,
       "meshgate_aggregate_part_failures_total", "counter",
       "Failed parts of aggregated responses, by part and reason.", 0 },
+
+    { NGX_HTTP_MESH_METRICS_F_SPANS, "meshgate_trace_spans_total",
+      "counter", "Spans of the OTLP export by outcome: exported, failed "
+      "(the collector did not take them), dropped (the buffer was full).",
+      0 },
 
     { 0, NULL, NULL, NULL, 0 }
 };

@@ -8,6 +8,7 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 #include "ngx_http_mesh_metrics.h"
+#include "ngx_meshgate_http.h"
 
 
 static ngx_int_t ngx_http_mesh_metrics_log_handler(ngx_http_request_t *r);
@@ -62,6 +63,12 @@ static char *ngx_http_mesh_metrics_export(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_mesh_metrics_trace(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_mesh_metrics_trace_export(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static char *ngx_http_mesh_metrics_otlp_url(ngx_conf_t *cf,
+    ngx_http_mesh_metrics_otlp_t *otlp, ngx_str_t *value);
+static ngx_int_t ngx_http_mesh_metrics_init_process(ngx_cycle_t *cycle);
+static void ngx_http_mesh_metrics_exit_process(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_mesh_metrics_preconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_mesh_metrics_postconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_mesh_metrics_find_variable(ngx_conf_t *cf,
@@ -111,6 +118,13 @@ static ngx_command_t  ngx_http_mesh_metrics_commands[] = {
       offsetof(ngx_http_mesh_metrics_loc_conf_t, trace),
       NULL },
 
+    { ngx_string("mesh_trace_export"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_mesh_metrics_trace_export,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
       ngx_null_command
 };
 
@@ -137,10 +151,10 @@ ngx_module_t  ngx_http_mesh_metrics_module = {
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
     NULL,                                  /* init module */
-    NULL,                                  /* init process */
+    ngx_http_mesh_metrics_init_process,    /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
-    NULL,                                  /* exit process */
+    ngx_http_mesh_metrics_exit_process,    /* exit process */
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
 };
@@ -308,6 +322,7 @@ ngx_http_mesh_metrics_count_attempts(ngx_http_request_t *r,
     ngx_http_mesh_metrics_zone_t *zone, ngx_str_t *up)
 {
     u_char                        code[NGX_INT_T_LEN];
+    ngx_str_t                    *peer;
     ngx_uint_t                    i, n;
     ngx_atomic_t                 *values;
     ngx_http_upstream_state_t    *state;
@@ -328,10 +343,18 @@ ngx_http_mesh_metrics_count_attempts(ngx_http_request_t *r,
 
         n++;
 
+        /*
+         * the address of a proxy_pass with variables and no upstream
+         * group is request data: one "dynamic" series, not one per port
+         * or host a client names
+         */
+
+        peer = (up->data == ngx_http_mesh_metrics_dynamic.data)
+               ? &ngx_http_mesh_metrics_dynamic : state[i].peer;
+
         ngx_http_mesh_metrics_key_reset(&key);
         ngx_http_mesh_metrics_key_add(&key, up->data, up->len);
-        ngx_http_mesh_metrics_key_add(&key, state[i].peer->data,
-                                      state[i].peer->len);
+        ngx_http_mesh_metrics_key_add(&key, peer->data, peer->len);
 
         values = ngx_http_mesh_metrics_series(zone,
                                               NGX_HTTP_MESH_METRICS_F_UPSTREAM,
@@ -735,6 +758,7 @@ ngx_http_mesh_metrics_create_main_conf(ngx_conf_t *cf)
      *
      *     mmcf->zone = NULL;
      *     mmcf->buckets = NULL;
+     *     mmcf->otlp = NULL;
      *     mmcf->export_file = NULL;
      *     mmcf->export_line = 0;
      */
@@ -760,6 +784,15 @@ ngx_http_mesh_metrics_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_http_mesh_metrics_main_conf_t  *mmcf = conf;
 
     ngx_conf_init_value(mmcf->trace_used, 0);
+
+    if (mmcf->otlp) {
+        ngx_conf_init_uint_value(mmcf->otlp->batch, 512);
+        ngx_conf_init_msec_value(mmcf->otlp->interval, 5000);
+
+        if (mmcf->otlp->service.data == NULL) {
+            ngx_str_set(&mmcf->otlp->service, "meshgate");
+        }
+    }
 
     if (mmcf->zone == NULL) {
         if (mmcf->export_file) {
@@ -843,15 +876,12 @@ ngx_http_mesh_metrics_merge_loc_conf(ngx_conf_t *cf, void *parent,
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
 
-#if (NGX_PCRE)
-    if (clcf->regex && conf->enable) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "regex location \"%V\" needs an explicit "
-                           "\"mesh_metrics_route\" name (or "
-                           "\"mesh_metrics off\")", &clcf->name);
-        return NGX_CONF_ERROR;
-    }
-#endif
+    /*
+     * A location's name is configuration, never request data: a prefix,
+     * an exact name or, for a regex location, its pattern.  Bytes that a
+     * label cannot carry are replaced and quotes escaped when the value is
+     * stored and exported, as for any label.
+     */
 
     if (clcf->name.len) {
         conf->label = clcf->name;
@@ -1140,6 +1170,229 @@ ngx_http_mesh_metrics_trace(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
+/*
+ * mesh_trace_export otlp=http://host[:port][/path] [batch=n]
+ *                   [interval=time] [sampler=parent|ratio:x] [service=name]
+ */
+
+static char *
+ngx_http_mesh_metrics_trace_export(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_mesh_metrics_main_conf_t *mmcf = conf;
+
+    ngx_int_t                      n;
+    ngx_str_t                     *value, s;
+    ngx_uint_t                     i;
+    ngx_http_mesh_metrics_otlp_t  *otlp;
+
+    if (mmcf->otlp) {
+        return "is duplicate";
+    }
+
+    otlp = ngx_pcalloc(cf->pool, sizeof(ngx_http_mesh_metrics_otlp_t));
+    if (otlp == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     otlp->service = { 0, NULL };
+     *
+     * an unset ratio is the parent-based sampler
+     */
+
+    otlp->batch = NGX_CONF_UNSET_UINT;
+    otlp->interval = NGX_CONF_UNSET_MSEC;
+    otlp->ratio = NGX_CONF_UNSET_UINT;
+
+    value = cf->args->elts;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "otlp=", 5) == 0) {
+            s.data = value[i].data + 5;
+            s.len = value[i].len - 5;
+
+            if (ngx_http_mesh_metrics_otlp_url(cf, otlp, &s)
+                != NGX_CONF_OK)
+            {
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "batch=", 6) == 0) {
+            n = ngx_atoi(value[i].data + 6, value[i].len - 6);
+
+            if (n < 1 || n > 8192) {
+                goto invalid;
+            }
+
+            otlp->batch = n;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "interval=", 9) == 0) {
+            s.data = value[i].data + 9;
+            s.len = value[i].len - 9;
+
+            n = ngx_parse_time(&s, 0);
+
+            if (n == NGX_ERROR || n < 10 || n > 3600000) {
+                goto invalid;
+            }
+
+            otlp->interval = n;
+            continue;
+        }
+
+        if (ngx_strcmp(value[i].data, "sampler=parent") == 0) {
+            otlp->ratio = NGX_CONF_UNSET_UINT;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "sampler=ratio:", 14) == 0) {
+            n = ngx_atofp(value[i].data + 14, value[i].len - 14, 6);
+
+            if (n == NGX_ERROR || n > 1000000) {
+                goto invalid;
+            }
+
+            otlp->ratio = n;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "service=", 8) == 0) {
+            s.data = value[i].data + 8;
+            s.len = value[i].len - 8;
+
+            if (s.len == 0 || s.len > NGX_HTTP_MESH_METRICS_MAX_VALUE
+                || !ngx_meshgate_text_is_safe(s.data, s.len)
+                || !ngx_meshgate_utf8_is_valid(s.data, s.len))
+            {
+                goto invalid;
+            }
+
+            otlp->service = s;
+            continue;
+        }
+
+        goto invalid;
+    }
+
+    if (otlp->addr.sockaddr == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"mesh_trace_export\" needs "
+                           "\"otlp=http://host:port/path\"");
+        return NGX_CONF_ERROR;
+    }
+
+    mmcf->otlp = otlp;
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid parameter \"%V\" (batch=1..8192, "
+                       "interval=10ms..1h, sampler=parent|ratio:0..1, "
+                       "service=1 to %d printable UTF-8 bytes)",
+                       &value[i], NGX_HTTP_MESH_METRICS_MAX_VALUE);
+
+    return NGX_CONF_ERROR;
+}
+
+
+/* the collector's address is resolved once, when the config is loaded */
+
+static char *
+ngx_http_mesh_metrics_otlp_url(ngx_conf_t *cf,
+    ngx_http_mesh_metrics_otlp_t *otlp, ngx_str_t *value)
+{
+    ngx_url_t  u;
+
+    if (value->len <= 7 || ngx_strncasecmp(value->data,
+                                           (u_char *) "http://", 7) != 0)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid OTLP URL \"%V\": only http:// is "
+                           "supported", value);
+        return NGX_CONF_ERROR;
+    }
+
+    if (value->len > 1024 || !ngx_meshgate_text_is_safe(value->data,
+                                                        value->len))
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid OTLP URL \"%V\"", value);
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(&u, sizeof(ngx_url_t));
+
+    u.url.data = value->data + 7;
+    u.url.len = value->len - 7;
+    u.default_port = 4318;
+    u.uri_part = 1;
+
+    if (ngx_parse_url(cf->pool, &u) != NGX_OK) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid OTLP URL \"%V\": %s", value,
+                           u.err ? u.err : "cannot parse");
+        return NGX_CONF_ERROR;
+    }
+
+    if (u.naddrs == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "OTLP collector \"%V\" has no address", value);
+        return NGX_CONF_ERROR;
+    }
+
+    otlp->addr = u.addrs[0];
+
+    /* "host[:port]" as written, for the Host header */
+
+    otlp->host.data = u.url.data;
+    otlp->host.len = u.uri.len ? (size_t) (u.uri.data - u.url.data)
+                               : u.url.len;
+
+    if (u.uri.len) {
+        otlp->uri = u.uri;
+
+    } else {
+        ngx_str_set(&otlp->uri, "/v1/traces");
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_mesh_metrics_init_process(ngx_cycle_t *cycle)
+{
+    ngx_http_mesh_metrics_main_conf_t  *mmcf;
+
+    mmcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                               ngx_http_mesh_metrics_module);
+
+    if (mmcf == NULL) {
+        return NGX_OK;
+    }
+
+    return ngx_http_mesh_metrics_otlp_init_process(cycle, mmcf);
+}
+
+
+static void
+ngx_http_mesh_metrics_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_http_mesh_metrics_otlp_exit_process(cycle);
+}
+
+
 static ngx_int_t
 ngx_http_mesh_metrics_preconfiguration(ngx_conf_t *cf)
 {
@@ -1189,6 +1442,21 @@ ngx_http_mesh_metrics_postconfiguration(ngx_conf_t *cf)
         if (ngx_http_mesh_metrics_trace_wrap_upstreams(cf) != NGX_OK) {
             return NGX_ERROR;
         }
+    }
+
+    if (mmcf->otlp) {
+        if (!mmcf->trace_used) {
+            ngx_log_error(NGX_LOG_WARN, cf->log, 0,
+                          "\"mesh_trace_export\" exports nothing "
+                          "without \"mesh_trace on\"");
+        }
+
+        h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
+        if (h == NULL) {
+            return NGX_ERROR;
+        }
+
+        *h = ngx_http_mesh_metrics_otlp_log_handler;
     }
 
     if (mmcf->zone == NULL) {

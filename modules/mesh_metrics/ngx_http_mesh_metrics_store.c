@@ -8,6 +8,7 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 #include "ngx_http_mesh_metrics.h"
+#include "ngx_meshgate_http.h"
 
 
 /*
@@ -155,16 +156,18 @@ ngx_http_mesh_metrics_key_reset(ngx_http_mesh_metrics_key_t *key)
 
 /*
  * Appends one label value.  Control characters and bytes that are not
- * valid UTF-8 become '?', so any label value exports cleanly; values are
- * cut at NGX_HTTP_MESH_METRICS_MAX_VALUE bytes.
+ * valid UTF-8 become '?', one per byte, so any label value exports
+ * cleanly (a scrape with one bad label fails as a whole); values are cut
+ * at NGX_HTTP_MESH_METRICS_MAX_VALUE bytes, and a character cut in two
+ * there becomes '?' too.
  */
 
 void
 ngx_http_mesh_metrics_key_add(ngx_http_mesh_metrics_key_t *key,
     u_char *value, size_t len)
 {
-    u_char    *p, *last, *dst, *end, *start;
-    uint32_t   cp;
+    u_char  *p, *last, *dst, *end;
+    size_t   n;
 
     if (len > NGX_HTTP_MESH_METRICS_MAX_VALUE) {
         len = NGX_HTTP_MESH_METRICS_MAX_VALUE;
@@ -187,22 +190,31 @@ ngx_http_mesh_metrics_key_add(ngx_http_mesh_metrics_key_t *key,
             continue;
         }
 
-        if (*p < 0x80) {
+        /* the length a lead byte announces; 0 for any other byte */
+
+        if (*p >= 0xc2 && *p <= 0xdf) {
+            n = 2;
+
+        } else if (*p >= 0xe0 && *p <= 0xef) {
+            n = 3;
+
+        } else if (*p >= 0xf0 && *p <= 0xf4) {
+            n = 4;
+
+        } else {
+            n = 0;
+        }
+
+        if (n == 0 || (size_t) (last - p) < n
+            || !ngx_meshgate_utf8_is_valid(p, n))
+        {
             *dst++ = '?';
             p++;
             continue;
         }
 
-        start = p;
-        cp = ngx_utf8_decode(&p, last - p);
-
-        if (cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) {
-            *dst++ = '?';
-            p = start + 1;
-            continue;
-        }
-
-        dst = ngx_cpymem(dst, start, p - start);
+        dst = ngx_cpymem(dst, p, n);
+        p += n;
     }
 
     *dst++ = '\0';

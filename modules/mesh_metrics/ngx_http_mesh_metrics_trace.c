@@ -175,7 +175,8 @@ ngx_http_mesh_metrics_state(ngx_http_request_t *r, ngx_uint_t create)
 static ngx_http_mesh_metrics_trace_t *
 ngx_http_mesh_metrics_trace_ctx(ngx_http_request_t *r)
 {
-    ngx_http_mesh_metrics_trace_t  *t;
+    ngx_http_mesh_metrics_trace_t      *t;
+    ngx_http_mesh_metrics_main_conf_t  *mmcf;
 
     t = ngx_http_mesh_metrics_state(r, 1);
 
@@ -191,7 +192,11 @@ ngx_http_mesh_metrics_trace_ctx(ngx_http_request_t *r)
     } else {
         ngx_http_mesh_metrics_random(t->trace_id, 16);
         ngx_memzero(t->parent_id, 8);
-        t->flags = 0x01;
+
+        mmcf = ngx_http_get_module_main_conf(r,
+                                             ngx_http_mesh_metrics_module);
+        t->flags = ngx_http_mesh_metrics_otlp_sample(mmcf, t->trace_id)
+                   ? 0x01 : 0x00;
     }
 
     ngx_http_mesh_metrics_random(t->span_id, 8);
@@ -524,6 +529,20 @@ ngx_http_mesh_metrics_set_headers(ngx_http_request_t *r,
     }
 
     if (h == NULL) {
+
+        /*
+         * nginx never initialises the header list of an HTTP/0.9 request
+         * (it has no headers): a push onto it would write through NULL
+         */
+
+        if (r->headers_in.headers.last == NULL
+            && ngx_list_init(&r->headers_in.headers, r->pool, 1,
+                             sizeof(ngx_table_elt_t))
+               != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
         h = ngx_list_push(&r->headers_in.headers);
         if (h == NULL) {
             return NGX_ERROR;
@@ -1036,6 +1055,8 @@ ngx_http_mesh_metrics_new_attempt(ngx_http_request_t *r)
 
     p = ngx_hex_dump(p, span, 8);
     t->upstream_spans.len = p - t->upstream_spans.data;
+
+    ngx_http_mesh_metrics_otlp_attempt(r, t, span);
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "mesh trace: upstream span %*xs", (size_t) 8, span);

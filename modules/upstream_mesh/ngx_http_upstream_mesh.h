@@ -19,6 +19,10 @@
 #define NGX_HTTP_UPSTREAM_MESH_HC_HTTP    1
 #define NGX_HTTP_UPSTREAM_MESH_HC_TCP     2
 
+#define NGX_HTTP_UPSTREAM_MESH_PRIMARY    0
+#define NGX_HTTP_UPSTREAM_MESH_BACKUP     1
+#define NGX_HTTP_UPSTREAM_MESH_PANIC      2
+
 
 typedef struct {
     u_char                              name[NGX_SOCKADDR_STRLEN];
@@ -39,8 +43,13 @@ typedef struct {
     ngx_uint_t                          ejected;
     ngx_msec_t                          eject_until;
     ngx_uint_t                          ejections;
+    ngx_uint_t                          multiplier;
+    ngx_msec_t                          decay_from;
     ngx_uint_t                          cons_5xx;
     ngx_uint_t                          cons_gw;
+
+    /* failed tries in a row, of any kind: ranks peers for extra tries */
+    ngx_uint_t                          cons_fail;
 
     ngx_atomic_t                        requests;
     ngx_atomic_t                        failures;
@@ -50,6 +59,7 @@ typedef struct {
 typedef struct {
     ngx_uint_t                          npeers;
     ngx_uint_t                          panic;
+    ngx_uint_t                          tier;
     ngx_msec_t                          next_expiry;
 
     ngx_atomic_t                        active;

@@ -35,6 +35,7 @@ typedef struct {
     ngx_msec_t                          retry_per_try_timeout;
     ngx_msec_t                          retry_backoff;
     ngx_msec_t                          retry_max_backoff;
+    ngx_msec_t                          timeout;
 } ngx_http_upstream_mesh_loc_conf_t;
 
 
@@ -51,25 +52,35 @@ typedef struct {
 #endif
 
     ngx_http_upstream_mesh_loc_conf_t  *lcf;
+    ngx_http_upstream_t                *upstream;
 
     ngx_int_t                           peer;
     ngx_uint_t                          peer_state;
     ngx_uint_t                          attempts;
     ngx_uint_t                          budget_hit;
 
+    /* a peer the module chose itself, after the balancer had none left */
+    ngx_http_upstream_rr_peers_t       *own_peers;
+    ngx_http_upstream_rr_peer_t        *own_peer;
+    ngx_uint_t                          own_next;   /* 1 + index, 0: none */
+
     ngx_event_t                         delay;
     ngx_event_t                         deadline;
+    ngx_event_t                         timeout;
+    ngx_msec_t                          timeout_at;
     ngx_uint_t                          final_status;
     ngx_int_t                           final_retry_after;
     ngx_msec_t                          connect_timeout;
-    ngx_msec_t                          retry_after;
+    ngx_msec_t                          backoff;
 
     unsigned                            retry:1;
+    unsigned                            governed:1;
     unsigned                            single:1;
     unsigned                            connect_only:1;
     unsigned                            counted:1;
     unsigned                            delayed_connect:1;
     unsigned                            cleanup:1;
+    unsigned                            expired:1;
 } ngx_http_upstream_mesh_ctx_t;
 
 
@@ -84,16 +95,37 @@ static void ngx_http_upstream_mesh_retry_conf(ngx_http_request_t *r,
     ngx_http_upstream_mesh_ctx_t *ctx);
 static void ngx_http_upstream_mesh_count_request(
     ngx_http_upstream_mesh_srv_conf_t *mcf);
+static ngx_int_t ngx_http_upstream_mesh_add_cleanup(ngx_http_request_t *r,
+    ngx_http_upstream_mesh_ctx_t *ctx);
+static ngx_int_t ngx_http_upstream_mesh_timeout_start(ngx_http_request_t *r,
+    ngx_http_upstream_mesh_ctx_t *ctx);
 static ngx_int_t ngx_http_upstream_mesh_get_peer(ngx_peer_connection_t *pc,
     void *data);
+static ngx_int_t ngx_http_upstream_mesh_pick(ngx_http_upstream_mesh_ctx_t *ctx,
+    ngx_peer_connection_t *pc);
+static ngx_uint_t ngx_http_upstream_mesh_key_less(ngx_uint_t *a,
+    ngx_uint_t *b);
+static void ngx_http_upstream_mesh_own_free(ngx_http_upstream_mesh_ctx_t *ctx,
+    ngx_peer_connection_t *pc, ngx_uint_t state, ngx_uint_t answered);
 static void ngx_http_upstream_mesh_account_try(
     ngx_http_upstream_mesh_ctx_t *ctx, ngx_peer_connection_t *pc);
 static void ngx_http_upstream_mesh_free_peer(ngx_peer_connection_t *pc,
     void *data, ngx_uint_t state);
+static void ngx_http_upstream_mesh_plan_retry(
+    ngx_http_upstream_mesh_ctx_t *ctx, ngx_peer_connection_t *pc,
+    ngx_uint_t answered);
+static ngx_msec_t ngx_http_upstream_mesh_backoff(
+    ngx_http_upstream_mesh_loc_conf_t *lcf, ngx_uint_t n);
 static void ngx_http_upstream_mesh_outcome(ngx_http_upstream_mesh_ctx_t *ctx,
     ngx_uint_t state);
 static void ngx_http_upstream_mesh_eject(
     ngx_http_upstream_mesh_srv_conf_t *mcf, ngx_uint_t i, ngx_msec_t now,
+    ngx_log_t *log);
+static void ngx_http_upstream_mesh_decay(
+    ngx_http_upstream_mesh_srv_conf_t *mcf,
+    ngx_http_upstream_mesh_peer_sh_t *p, ngx_msec_t now);
+static void ngx_http_upstream_mesh_log_tier(
+    ngx_http_upstream_mesh_srv_conf_t *mcf, ngx_uint_t from, ngx_uint_t to,
     ngx_log_t *log);
 static ngx_int_t ngx_http_upstream_mesh_find_peer(
     ngx_http_upstream_mesh_srv_conf_t *mcf, ngx_peer_connection_t *pc);
@@ -109,6 +141,8 @@ static ngx_int_t ngx_http_upstream_mesh_delay_socket(
 static void ngx_http_upstream_mesh_delay_handler(ngx_event_t *ev);
 static void ngx_http_upstream_mesh_delay_cleanup(void *data);
 static void ngx_http_upstream_mesh_deadline_handler(ngx_event_t *ev);
+static void ngx_http_upstream_mesh_timeout_handler(ngx_event_t *ev);
+static ngx_msec_t ngx_http_upstream_mesh_lcf_timeout(ngx_http_request_t *r);
 static void ngx_http_upstream_mesh_delay_cancel(
     ngx_http_upstream_mesh_ctx_t *ctx);
 static ngx_int_t ngx_http_upstream_mesh_retry_after(ngx_http_upstream_t *u);
@@ -223,6 +257,13 @@ static ngx_command_t  ngx_http_upstream_mesh_commands[] = {
       0,
       NULL },
 
+    { ngx_string("mesh_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_upstream_mesh_loc_conf_t, timeout),
+      NULL },
+
     { ngx_string("mesh_status"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_http_upstream_mesh_status,
@@ -325,10 +366,15 @@ ngx_http_upstream_mesh_init_peer(ngx_http_request_t *r,
 
     ctx->mcf = mcf;
     ctx->request = r;
+    ctx->upstream = u;
     ctx->peer = -1;
+    ctx->own_peer = NULL;
+    ctx->own_next = 0;
     ctx->retry = 0;
     ctx->single = 0;
     ctx->connect_only = 0;
+    ctx->expired = 0;
+    ctx->backoff = 0;
     ctx->final_status = 0;
     ctx->data = u->peer.data;
     ctx->original_get_peer = u->peer.get;
@@ -347,6 +393,17 @@ ngx_http_upstream_mesh_init_peer(ngx_http_request_t *r,
 #endif
 
     ngx_http_upstream_mesh_retry_conf(r, ctx);
+
+    /*
+     * with mesh_retry or outlier detection, an answer is judged by the
+     * mesh, not by nginx's max_fails (see the free function)
+     */
+
+    ctx->governed = (ctx->retry || mcf->od_enabled == 1);
+
+    if (ngx_http_upstream_mesh_timeout_start(r, ctx) != NGX_OK) {
+        return NGX_ERROR;
+    }
 
     sh = mcf->sh;
 
@@ -375,7 +432,6 @@ static void
 ngx_http_upstream_mesh_retry_conf(ngx_http_request_t *r,
     ngx_http_upstream_mesh_ctx_t *ctx)
 {
-    ngx_pool_cleanup_t                 *cln;
     ngx_http_upstream_t                *u;
     ngx_http_upstream_conf_t           *ucf;
     ngx_http_upstream_mesh_loc_conf_t  *lcf;
@@ -423,27 +479,81 @@ ngx_http_upstream_mesh_retry_conf(ngx_http_request_t *r,
     ctx->connect_only = lcf->retry_connect_only;
 
     /*
-     * nginx tries each peer once; an upstream of one peer has nothing
+     * nginx allows one try per peer; attempts= may ask for more: once the
+     * balancer has no untried peer left, the module picks one itself (see
+     * ngx_http_upstream_mesh_pick()).  An upstream of one peer has nothing
      * else to try, so its retries go to that peer again (round robin
      * ends them in its free function: ngx_http_upstream_mesh_free_peer()
      * gives them back)
      */
 
-    if (ctx->mcf->single && u->peer.tries < lcf->retry_attempts) {
+    if (u->peer.tries < lcf->retry_attempts) {
         u->peer.tries = lcf->retry_attempts;
-        ctx->single = 1;
+        ctx->single = ctx->mcf->single;
     }
 
-    if (!ctx->cleanup) {
-        cln = ngx_pool_cleanup_add(r->pool, 0);
-        if (cln == NULL) {
-            return;
-        }
+    (void) ngx_http_upstream_mesh_add_cleanup(r, ctx);
+}
 
-        cln->handler = ngx_http_upstream_mesh_delay_cleanup;
-        cln->data = ctx;
-        ctx->cleanup = 1;
+
+static ngx_int_t
+ngx_http_upstream_mesh_add_cleanup(ngx_http_request_t *r,
+    ngx_http_upstream_mesh_ctx_t *ctx)
+{
+    ngx_pool_cleanup_t  *cln;
+
+    /* the timers of the context go with the request */
+
+    if (ctx->cleanup) {
+        return NGX_OK;
     }
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_ERROR;
+    }
+
+    cln->handler = ngx_http_upstream_mesh_delay_cleanup;
+    cln->data = ctx;
+    ctx->cleanup = 1;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_upstream_mesh_timeout_start(ngx_http_request_t *r,
+    ngx_http_upstream_mesh_ctx_t *ctx)
+{
+    ngx_http_upstream_mesh_loc_conf_t  *lcf;
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_upstream_mesh_module);
+
+    if (ctx->timeout.timer_set) {
+        ngx_del_timer(&ctx->timeout);
+    }
+
+    ctx->timeout_at = 0;
+
+    if (lcf->timeout == 0) {
+        return NGX_OK;
+    }
+
+    if (ngx_http_upstream_mesh_add_cleanup(r, ctx) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    /* each upstream request of r (error_page, X-Accel-Redirect) has one */
+
+    ctx->timeout_at = ngx_current_msec + lcf->timeout;
+
+    ctx->timeout.handler = ngx_http_upstream_mesh_timeout_handler;
+    ctx->timeout.data = ctx;
+    ctx->timeout.log = r->connection->log;
+
+    ngx_add_timer(&ctx->timeout, lcf->timeout);
+
+    return NGX_OK;
 }
 
 
@@ -486,7 +596,13 @@ ngx_http_upstream_mesh_get_peer(ngx_peer_connection_t *pc, void *data)
 
     ngx_int_t  rc;
 
+    ctx->own_peer = NULL;
+
     rc = ctx->original_get_peer(pc, ctx->data);
+
+    if (rc == NGX_BUSY && ctx->retry) {
+        rc = ngx_http_upstream_mesh_pick(ctx, pc);
+    }
 
     if (rc != NGX_OK && rc != NGX_DONE) {
         return rc;
@@ -517,6 +633,175 @@ ngx_http_upstream_mesh_get_peer(ngx_peer_connection_t *pc, void *data)
     }
 
     return rc;
+}
+
+
+/*
+ * The balancer has no peer left for this request: every peer was tried
+ * (nginx allows one try per peer), or nginx's max_fails has taken them all
+ * out.  A mesh_retry request still has tries: the next one goes to a
+ * usable peer, chosen as nginx would, then by record: peers that max_fails
+ * has not taken out first, then primaries before backups, then the fewest
+ * failed tries in a row (the shared record of the mesh when the upstream
+ * has one, else nginx's failure count of the peer).  Ties go round the
+ * peers from a random start, so that the extra tries of a request spread
+ * over them.  Peers that are down (in the configuration, or taken out by
+ * health checks or outlier detection) or at max_conns are skipped.
+ */
+
+static ngx_int_t
+ngx_http_upstream_mesh_pick(ngx_http_upstream_mesh_ctx_t *ctx,
+    ngx_peer_connection_t *pc)
+{
+    time_t                         now;
+    ngx_uint_t                     i, n, tier, best_i;
+    ngx_uint_t                     key[4], best_key[4];
+    ngx_http_upstream_rr_peer_t   *peer, *best;
+    ngx_http_upstream_rr_peers_t  *peers, *best_peers;
+    ngx_http_upstream_mesh_sh_t   *sh;
+
+    sh = ctx->mcf->sh;
+
+    n = 0;
+
+    for (peers = ctx->mcf->uscf->peer.data; peers; peers = peers->next) {
+        n += peers->number;
+    }
+
+    if (n == 0) {
+        return NGX_BUSY;
+    }
+
+    if (ctx->own_next == 0) {
+        ctx->own_next = 1 + ngx_random() % n;
+    }
+
+    now = ngx_time();
+    best = NULL;
+    best_peers = NULL;
+    best_i = 0;
+    i = 0;
+
+    for (peers = ctx->mcf->uscf->peer.data, tier = 0;
+         peers;
+         peers = peers->next, tier++)
+    {
+        ngx_http_upstream_rr_peers_rlock(peers);
+
+        for (peer = peers->peer; peer; peer = peer->next, i++) {
+
+            if (peer->down
+                || (peer->max_conns && peer->conns >= peer->max_conns))
+            {
+                continue;
+            }
+
+            /* the lowest key wins, compared field by field */
+
+            key[0] = (peer->max_fails && peer->fails >= peer->max_fails
+                      && now - peer->checked <= peer->fail_timeout);
+            key[1] = tier;
+            key[2] = (sh && i < sh->npeers) ? sh->peers[i].cons_fail
+                                            : peer->fails;
+            key[3] = (i + n - (ctx->own_next - 1) % n) % n;
+
+            if (best == NULL || ngx_http_upstream_mesh_key_less(key, best_key))
+            {
+                ngx_memcpy(best_key, key, sizeof(key));
+                best = peer;
+                best_peers = peers;
+                best_i = i;
+            }
+        }
+
+        ngx_http_upstream_rr_peers_unlock(peers);
+    }
+
+    if (best == NULL) {
+        return NGX_BUSY;
+    }
+
+    ctx->own_next = 1 + (best_i + 1) % n;
+
+    ngx_http_upstream_rr_peers_rlock(best_peers);
+    ngx_http_upstream_rr_peer_lock(best_peers, best);
+
+    best->conns++;
+
+    ngx_http_upstream_rr_peer_unlock(best_peers, best);
+    ngx_http_upstream_rr_peers_unlock(best_peers);
+
+    pc->sockaddr = best->sockaddr;
+    pc->socklen = best->socklen;
+    pc->name = &best->name;
+    pc->cached = 0;
+    pc->connection = NULL;
+
+    ctx->own_peers = best_peers;
+    ctx->own_peer = best;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, pc->log, 0,
+                   "mesh retry: no peer left in the balancer, "
+                   "trying %V (%ui failures in a row)", pc->name,
+                   best_key[2]);
+
+    return NGX_OK;
+}
+
+
+static ngx_uint_t
+ngx_http_upstream_mesh_key_less(ngx_uint_t *a, ngx_uint_t *b)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < 4; i++) {
+        if (a[i] != b[i]) {
+            return a[i] < b[i];
+        }
+    }
+
+    return 0;
+}
+
+
+static void
+ngx_http_upstream_mesh_own_free(ngx_http_upstream_mesh_ctx_t *ctx,
+    ngx_peer_connection_t *pc, ngx_uint_t state, ngx_uint_t answered)
+{
+    ngx_http_upstream_rr_peer_t   *peer;
+    ngx_http_upstream_rr_peers_t  *peers;
+
+    /*
+     * the balancer's free function knows nothing of a peer it did not
+     * choose: the module does its part (connections, nginx's failure
+     * count, the try).  An answer, whatever its status, shows the peer is
+     * up again: it is live for the balancer at once.
+     */
+
+    peer = ctx->own_peer;
+    peers = ctx->own_peers;
+    ctx->own_peer = NULL;
+
+    ngx_http_upstream_rr_peers_rlock(peers);
+    ngx_http_upstream_rr_peer_lock(peers, peer);
+
+    peer->conns--;
+
+    if (answered) {
+        peer->fails = 0;
+
+    } else if (state & NGX_PEER_FAILED) {
+        peer->fails++;
+        peer->accessed = ngx_time();
+        peer->checked = peer->accessed;
+    }
+
+    ngx_http_upstream_rr_peer_unlock(peers, peer);
+    ngx_http_upstream_rr_peers_unlock(peers);
+
+    if (pc->tries) {
+        pc->tries--;
+    }
 }
 
 
@@ -600,14 +885,18 @@ ngx_http_upstream_mesh_free_peer(ngx_peer_connection_t *pc, void *data,
 {
     ngx_http_upstream_mesh_ctx_t  *ctx = data;
 
-    ngx_int_t                           ra;
-    ngx_uint_t                          tries;
+    ngx_uint_t                          tries, answered, balancer_state;
     ngx_http_upstream_t                *u;
     ngx_http_upstream_mesh_srv_conf_t  *mcf;
 
     mcf = ctx->mcf;
+    u = ctx->request->upstream;
 
     ngx_http_upstream_mesh_delay_cancel(ctx);
+
+    /* this try got a response header: it failed, if at all, by answering */
+
+    answered = (u && u->state && u->state->header_time != (ngx_msec_t) -1);
 
     if (ctx->peer >= 0 && mcf->sh) {
         ngx_http_upstream_mesh_outcome(ctx, state);
@@ -615,17 +904,41 @@ ngx_http_upstream_mesh_free_peer(ngx_peer_connection_t *pc, void *data,
 
     tries = pc->tries;
 
-    ctx->original_free_peer(pc, ctx->data, state);
+    if (ctx->own_peer) {
+        ngx_http_upstream_mesh_own_free(ctx, pc, state, answered);
 
-    if (ctx->single && (state & NGX_PEER_FAILED) && tries > 1) {
-        pc->tries = tries - 1;
+    } else {
+
+        /*
+         * A status the mesh retries on is not a failure for nginx's
+         * max_fails: a blip that makes every peer answer 5xx at once must
+         * not empty the upstream for fail_timeout; taking peers out is
+         * the outlier detector's job, within max_ejection_percent.
+         * Connection failures (refused, reset, timeouts before the
+         * header) still count: the peer did not answer at all.
+         */
+
+        balancer_state = state;
+
+        if (ctx->governed && answered && (state & NGX_PEER_FAILED)) {
+            balancer_state = (state & ~NGX_PEER_FAILED) | NGX_PEER_NEXT;
+        }
+
+        ctx->original_free_peer(pc, ctx->data, balancer_state);
+
+        if (ctx->single && (state & NGX_PEER_FAILED) && tries > 1) {
+            pc->tries = tries - 1;
+        }
+    }
+
+    if (ctx->expired) {
+        pc->tries = 0;
+        return;
     }
 
     if (!(state & NGX_PEER_FAILED) || !ctx->retry || pc->tries == 0) {
         return;
     }
-
-    u = ctx->request->upstream;
 
     if (ctx->connect_only && u && u->state
         && u->state->connect_time != (ngx_msec_t) -1)
@@ -635,9 +948,28 @@ ngx_http_upstream_mesh_free_peer(ngx_peer_connection_t *pc, void *data,
         return;
     }
 
-    ctx->retry_after = 0;
+    ngx_http_upstream_mesh_plan_retry(ctx, pc, answered);
+}
 
-    if (u && u->state && u->state->status && u->headers_in.status_n) {
+
+/*
+ * A retry will follow: its wait, from the backoff, a Retry-After of the
+ * failed answer, and what is left of mesh_timeout.
+ */
+
+static void
+ngx_http_upstream_mesh_plan_retry(ngx_http_upstream_mesh_ctx_t *ctx,
+    ngx_peer_connection_t *pc, ngx_uint_t answered)
+{
+    ngx_int_t             ra;
+    ngx_msec_t            d;
+    ngx_http_upstream_t  *u;
+
+    u = ctx->request->upstream;
+
+    d = ngx_http_upstream_mesh_backoff(ctx->lcf, ctx->attempts);
+
+    if (answered && u->headers_in.status_n) {
         ra = ngx_http_upstream_mesh_retry_after(u);
 
         /* ra * 1000 > max_backoff, without overflowing */
@@ -657,10 +989,61 @@ ngx_http_upstream_mesh_free_peer(ngx_peer_connection_t *pc, void *data,
             return;
         }
 
-        if (ra != NGX_ERROR) {
-            ctx->retry_after = (ngx_msec_t) ra * 1000;
+        if (ra != NGX_ERROR && (ngx_msec_t) ra * 1000 > d) {
+            d = (ngx_msec_t) ra * 1000;
         }
     }
+
+    if (ctx->timeout_at && ngx_current_msec + d >= ctx->timeout_at) {
+
+        if (answered) {
+
+            /*
+             * no retry can start before mesh_timeout: the client gets
+             * the status of this answer now rather than 504 later
+             */
+
+            ngx_log_error(NGX_LOG_ERR, pc->log, 0,
+                          "mesh_timeout of %Mms leaves no time for retry "
+                          "%ui, answering %ui",
+                          ctx->lcf->timeout, ctx->attempts,
+                          u->headers_in.status_n);
+
+            ctx->expired = 1;
+            pc->tries = 0;
+            return;
+        }
+
+        /* the wait ends with mesh_timeout, which answers 504 */
+
+        d = ctx->timeout_at > ngx_current_msec
+            ? ctx->timeout_at - ngx_current_msec : 0;
+    }
+
+    ctx->backoff = d;
+}
+
+
+static ngx_msec_t
+ngx_http_upstream_mesh_backoff(ngx_http_upstream_mesh_loc_conf_t *lcf,
+    ngx_uint_t n)
+{
+    ngx_msec_t  b;
+
+    /* retry n waits in [b/2, b], b = min(backoff * 2^(n-1), max_backoff) */
+
+    b = lcf->retry_backoff;
+
+    while (--n && b < lcf->retry_max_backoff) {
+        b *= 2;
+    }
+
+    if (b > lcf->retry_max_backoff) {
+        b = lcf->retry_max_backoff;
+    }
+
+    return b / 2 + (b - b / 2 ? (ngx_msec_t) ngx_random() % (b - b / 2 + 1)
+                              : 0);
 }
 
 
@@ -714,11 +1097,7 @@ ngx_http_upstream_mesh_outcome(ngx_http_upstream_mesh_ctx_t *ctx,
         (void) ngx_atomic_fetch_add(&p->failures, 1);
     }
 
-    if (!mcf->od_enabled) {
-        return;
-    }
-
-    if (!fail && p->cons_5xx == 0 && p->cons_gw == 0) {
+    if (!fail && p->cons_fail == 0 && p->cons_5xx == 0 && p->cons_gw == 0) {
         return;
     }
 
@@ -728,10 +1107,15 @@ ngx_http_upstream_mesh_outcome(ngx_http_upstream_mesh_ctx_t *ctx,
     ngx_shmtx_lock(&mcf->shpool->mutex);
 
     if (!fail) {
+        p->cons_fail = 0;
         p->cons_5xx = 0;
         p->cons_gw = 0;
 
+    } else if (mcf->od_enabled != 1) {
+        p->cons_fail++;
+
     } else {
+        p->cons_fail++;
         p->cons_5xx++;
 
         if (gw) {
@@ -808,12 +1192,16 @@ ngx_http_upstream_mesh_eject(ngx_http_upstream_mesh_srv_conf_t *mcf,
         return;
     }
 
+    ngx_http_upstream_mesh_decay(mcf, p, now);
+
     p->ejections++;
+    p->multiplier++;
 
-    t = mcf->od_base * p->ejections;
+    t = mcf->od_base * p->multiplier;
 
-    if (t > mcf->od_max || t / p->ejections != mcf->od_base) {
+    if (t > mcf->od_max || t / p->multiplier != mcf->od_base) {
         t = mcf->od_max;
+        p->multiplier--;
     }
 
     p->ejected = 1;
@@ -826,12 +1214,43 @@ ngx_http_upstream_mesh_eject(ngx_http_upstream_mesh_srv_conf_t *mcf,
 }
 
 
+/*
+ * The ejection multiplier goes down by one per base_ejection_time the
+ * peer spends out of ejection (as Envoy's does), so that an old flap does
+ * not lengthen ejections forever.  Called with the zone mutex held.
+ */
+
+static void
+ngx_http_upstream_mesh_decay(ngx_http_upstream_mesh_srv_conf_t *mcf,
+    ngx_http_upstream_mesh_peer_sh_t *p, ngx_msec_t now)
+{
+    ngx_msec_t  k;
+
+    if (p->ejected || p->multiplier == 0 || mcf->od_base == 0
+        || now < p->decay_from + mcf->od_base)
+    {
+        return;
+    }
+
+    k = (now - p->decay_from) / mcf->od_base;
+
+    if (k >= p->multiplier) {
+        p->multiplier = 0;
+        p->decay_from = now;
+        return;
+    }
+
+    p->multiplier -= k;
+    p->decay_from += k * mcf->od_base;
+}
+
+
 void
 ngx_http_upstream_mesh_apply(ngx_http_upstream_mesh_srv_conf_t *mcf,
     ngx_log_t *log)
 {
     ngx_msec_t                         now, next;
-    ngx_uint_t                         i, n, out, panic, down;
+    ngx_uint_t                         i, n[2], out[2], tier, down;
     ngx_http_upstream_rr_peer_t       *peer;
     ngx_http_upstream_rr_peers_t      *peers;
     ngx_http_upstream_mesh_sh_t       *sh;
@@ -842,20 +1261,25 @@ ngx_http_upstream_mesh_apply(ngx_http_upstream_mesh_srv_conf_t *mcf,
     sh = mcf->sh;
     now = ngx_http_upstream_mesh_now();
     next = 0;
-    n = 0;
-    out = 0;
+    n[0] = 0;
+    n[1] = 0;
+    out[0] = 0;
+    out[1] = 0;
 
     for (i = 0; i < sh->npeers; i++) {
         p = &sh->peers[i];
 
         if (p->ejected && p->eject_until <= now) {
             p->ejected = 0;
+            p->decay_from = p->eject_until;
 
             ngx_log_error(NGX_LOG_NOTICE, log, 0,
                           "mesh outlier detection: peer %*s of upstream "
                           "\"%V\" back after ejection",
                           p->name_len, p->name, &mcf->uscf->host);
         }
+
+        ngx_http_upstream_mesh_decay(mcf, p, now);
 
         if (p->ejected && (next == 0 || p->eject_until < next)) {
             next = p->eject_until;
@@ -865,30 +1289,39 @@ ngx_http_upstream_mesh_apply(ngx_http_upstream_mesh_srv_conf_t *mcf,
             continue;
         }
 
-        n++;
+        n[p->backup ? 1 : 0]++;
 
         if (p->ejected || p->unhealthy) {
-            out++;
+            out[p->backup ? 1 : 0]++;
         }
     }
 
     sh->next_expiry = next;
 
-    panic = (n > 0 && out == n);
+    /*
+     * the tier that serves: the primaries while one of them is usable,
+     * else the backups while one of them is usable, else panic mode, in
+     * which every primary (or every backup, without primaries) takes
+     * traffic whatever its state
+     */
 
-    if (panic && !sh->panic) {
-        ngx_log_error(NGX_LOG_WARN, log, 0,
-                      "mesh: every peer of upstream \"%V\" is unhealthy or "
-                      "ejected, panic mode: traffic goes to all of them",
-                      &mcf->uscf->host);
+    if (out[0] < n[0]) {
+        tier = NGX_HTTP_UPSTREAM_MESH_PRIMARY;
 
-    } else if (!panic && sh->panic) {
-        ngx_log_error(NGX_LOG_NOTICE, log, 0,
-                      "mesh: upstream \"%V\" left panic mode",
-                      &mcf->uscf->host);
+    } else if (out[1] < n[1]) {
+        tier = NGX_HTTP_UPSTREAM_MESH_BACKUP;
+
+    } else if (n[0] + n[1]) {
+        tier = NGX_HTTP_UPSTREAM_MESH_PANIC;
+
+    } else {
+        tier = NGX_HTTP_UPSTREAM_MESH_PRIMARY;
     }
 
-    sh->panic = panic;
+    ngx_http_upstream_mesh_log_tier(mcf, sh->tier, tier, log);
+
+    sh->tier = tier;
+    sh->panic = (tier == NGX_HTTP_UPSTREAM_MESH_PANIC);
 
     /* the shared round-robin peers: all balancers skip a peer marked down */
 
@@ -901,12 +1334,45 @@ ngx_http_upstream_mesh_apply(ngx_http_upstream_mesh_srv_conf_t *mcf,
         for (peer = peers->peer; peer && i < sh->npeers; peer = peer->next) {
             p = &sh->peers[i++];
 
-            down = p->cfg_down || (!panic && (p->ejected || p->unhealthy));
+            down = p->cfg_down
+                   || ((p->ejected || p->unhealthy)
+                       && !(sh->panic && (p->backup ? n[0] == 0
+                                                    : n[0] != 0)));
 
             peer->down = down;
         }
 
         ngx_http_upstream_rr_peers_unlock(peers);
+    }
+}
+
+
+static void
+ngx_http_upstream_mesh_log_tier(ngx_http_upstream_mesh_srv_conf_t *mcf,
+    ngx_uint_t from, ngx_uint_t to, ngx_log_t *log)
+{
+    if (from == to) {
+        return;
+    }
+
+    if (to == NGX_HTTP_UPSTREAM_MESH_PANIC) {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "mesh: every peer of upstream \"%V\" is unhealthy or "
+                      "ejected, panic mode: traffic goes to all of them",
+                      &mcf->uscf->host);
+
+    } else if (to == NGX_HTTP_UPSTREAM_MESH_BACKUP) {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "mesh: every primary peer of upstream \"%V\" is "
+                      "unhealthy or ejected, the backup peers take the "
+                      "traffic", &mcf->uscf->host);
+
+    } else {
+        ngx_log_error(NGX_LOG_NOTICE, log, 0,
+                      "mesh: upstream \"%V\" left %s mode",
+                      &mcf->uscf->host,
+                      from == NGX_HTTP_UPSTREAM_MESH_PANIC ? "panic"
+                                                           : "backup");
     }
 }
 
@@ -1061,33 +1527,15 @@ static ngx_int_t
 ngx_http_upstream_mesh_delay(ngx_peer_connection_t *pc,
     ngx_http_upstream_mesh_ctx_t *ctx, ngx_int_t rc)
 {
-    ngx_msec_t                          b, d;
-    ngx_uint_t                          n;
-    ngx_http_upstream_t                *u;
-    ngx_http_upstream_mesh_loc_conf_t  *lcf;
+    ngx_msec_t            d;
+    ngx_http_upstream_t  *u;
 
-    lcf = ctx->lcf;
     u = ctx->request->upstream;
 
-    /* retry n waits in [b/2, b], b = min(backoff * 2^(n-1), max_backoff) */
+    /* the wait was planned when the failed try ended */
 
-    n = ctx->attempts - 1;
-    b = lcf->retry_backoff;
-
-    while (--n && b < lcf->retry_max_backoff) {
-        b *= 2;
-    }
-
-    if (b > lcf->retry_max_backoff) {
-        b = lcf->retry_max_backoff;
-    }
-
-    d = b / 2 + (b - b / 2 ? (ngx_msec_t) ngx_random() % (b - b / 2 + 1)
-                           : 0);
-
-    if (ctx->retry_after > d) {
-        d = ctx->retry_after;
-    }
+    d = ctx->backoff;
+    ctx->backoff = 0;
 
     if (d == 0) {
         return rc;
@@ -1319,6 +1767,75 @@ ngx_http_upstream_mesh_delay_cleanup(void *data)
     if (ctx->deadline.timer_set) {
         ngx_del_timer(&ctx->deadline);
     }
+
+    if (ctx->timeout.timer_set) {
+        ngx_del_timer(&ctx->timeout);
+    }
+}
+
+
+/*
+ * mesh_timeout: the deadline of an upstream request, over all its tries
+ * and waits, until the response header arrives.  A try in progress or a
+ * wait ends as if the read had timed out, and no other try follows: nginx
+ * answers 504.
+ */
+
+static void
+ngx_http_upstream_mesh_timeout_handler(ngx_event_t *ev)
+{
+    ngx_http_upstream_mesh_ctx_t  *ctx = ev->data;
+
+    ngx_connection_t     *c;
+    ngx_http_request_t   *r;
+    ngx_http_upstream_t  *u;
+
+    r = ctx->request;
+    u = r->upstream;
+
+    if (u == NULL || u != ctx->upstream || r->header_sent) {
+        return;
+    }
+
+    c = u->peer.connection;
+
+    if (c == NULL || u->state == NULL
+        || u->state->header_time != (ngx_msec_t) -1)
+    {
+        /* done, or the answer has begun: the read timeouts apply */
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_ERR, c->log, 0,
+                  "mesh_timeout of %Mms expired after %ui tries, "
+                  "answering 504", ngx_http_upstream_mesh_lcf_timeout(r),
+                  ctx->attempts);
+
+    ctx->expired = 1;
+    u->peer.tries = 0;
+
+    if (ctx->deadline.timer_set) {
+        ngx_del_timer(&ctx->deadline);
+    }
+
+    if (ctx->delay.timer_set) {
+        ngx_del_timer(&ctx->delay);
+        u->conf->connect_timeout = ctx->connect_timeout;
+    }
+
+    c->read->timedout = 1;
+    ngx_post_event(c->read, &ngx_posted_events);
+}
+
+
+static ngx_msec_t
+ngx_http_upstream_mesh_lcf_timeout(ngx_http_request_t *r)
+{
+    ngx_http_upstream_mesh_loc_conf_t  *lcf;
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_upstream_mesh_module);
+
+    return lcf->timeout;
 }
 
 
@@ -1365,7 +1882,9 @@ ngx_http_upstream_mesh_set_session(ngx_peer_connection_t *pc, void *data)
 {
     ngx_http_upstream_mesh_ctx_t  *ctx = data;
 
-    if (ctx->original_set_session == NULL) {
+    /* a peer the balancer did not choose: its sessions are not known */
+
+    if (ctx->original_set_session == NULL || ctx->own_peer) {
         return NGX_OK;
     }
 
@@ -1378,7 +1897,7 @@ ngx_http_upstream_mesh_save_session(ngx_peer_connection_t *pc, void *data)
 {
     ngx_http_upstream_mesh_ctx_t  *ctx = data;
 
-    if (ctx->original_save_session) {
+    if (ctx->original_save_session && ctx->own_peer == NULL) {
         ctx->original_save_session(pc, ctx->data);
     }
 }
@@ -1642,7 +2161,8 @@ ngx_http_upstream_mesh_status_json(ngx_pool_t *pool,
                   + mcf->budget_min * span;
 
         b->last = ngx_sprintf(b->last,
-                     "%s{\"name\":\"%V\",\"panic\":%s,\"active\":%uA,"
+                     "%s{\"name\":\"%V\",\"panic\":%s,\"tier\":\"%s\","
+                     "\"active\":%uA,"
                      "\"requests\":%uA,\"retries\":%uA,"
                      "\"budget_exhausted\":%uA,"
                      "\"circuit_breaker_rejected\":%uA,"
@@ -1651,7 +2171,11 @@ ngx_http_upstream_mesh_status_json(ngx_pool_t *pool,
                      "\"window_requests\":%ui,\"window_retries\":%ui,"
                      "\"allowed\":%ui},\"peers\":[",
                      i ? "," : "", &mcf->uscf->host,
-                     sh->panic ? "true" : "false", sh->active, sh->requests,
+                     sh->panic ? "true" : "false",
+                     sh->tier == NGX_HTTP_UPSTREAM_MESH_PANIC ? "panic"
+                     : sh->tier == NGX_HTTP_UPSTREAM_MESH_BACKUP ? "backup"
+                     : "primary",
+                     sh->active, sh->requests,
                      sh->retries, sh->budget_exhausted, sh->cb_rejected,
                      mcf->cb_max, mcf->budget_percent, mcf->budget_min,
                      requests, retries, allowed);
@@ -1660,11 +2184,15 @@ ngx_http_upstream_mesh_status_json(ngx_pool_t *pool,
             p = &sh->peers[j];
             until = p->ejected ? p->eject_until : 0;
 
+            ngx_http_upstream_mesh_decay(mcf, p, now);
+
             b->last = ngx_sprintf(b->last,
                      "%s{\"name\":\"%*s\",\"backup\":%s,\"state\":\"%s\","
                      "\"health\":\"%s\",\"ejected\":%s,"
                      "\"ejected_until_ms\":%M,\"ejections\":%ui,"
+                     "\"ejection_multiplier\":%ui,"
                      "\"requests\":%uA,\"failures\":%uA,"
+                     "\"consecutive_failures\":%ui,"
                      "\"consecutive_5xx\":%ui,\"consecutive_gateway\":%ui,"
                      "\"checks\":%ui,\"check_failures\":%ui}",
                      j ? "," : "", p->name_len, p->name,
@@ -1673,7 +2201,8 @@ ngx_http_upstream_mesh_status_json(ngx_pool_t *pool,
                      mcf->hc_type ? (p->unhealthy ? "unhealthy" : "healthy")
                                   : "unchecked",
                      p->ejected ? "true" : "false", until, p->ejections,
-                     p->requests, p->failures, p->cons_5xx, p->cons_gw,
+                     p->multiplier, p->requests, p->failures, p->cons_fail,
+                     p->cons_5xx, p->cons_gw,
                      p->hc_checks, p->hc_failed);
         }
 
@@ -2985,6 +3514,7 @@ ngx_http_upstream_mesh_create_loc_conf(ngx_conf_t *cf)
     lcf->retry_per_try_timeout = NGX_CONF_UNSET_MSEC;
     lcf->retry_backoff = NGX_CONF_UNSET_MSEC;
     lcf->retry_max_backoff = NGX_CONF_UNSET_MSEC;
+    lcf->timeout = NGX_CONF_UNSET_MSEC;
 
     return lcf;
 }
@@ -2997,11 +3527,17 @@ ngx_http_upstream_mesh_merge_loc_conf(ngx_conf_t *cf, void *parent,
     ngx_http_upstream_mesh_loc_conf_t  *prev = parent;
     ngx_http_upstream_mesh_loc_conf_t  *conf = child;
 
-    /* mesh_retry is merged as a whole */
+    ngx_msec_t  timeout;
+
+    /* mesh_retry is merged as a whole, mesh_timeout on its own */
 
     if (conf->retry_attempts == NGX_CONF_UNSET_UINT) {
+        timeout = conf->timeout;
         *conf = *prev;
+        conf->timeout = timeout;
     }
+
+    ngx_conf_merge_msec_value(conf->timeout, prev->timeout, 0);
 
     ngx_conf_merge_uint_value(conf->retry_attempts, prev->retry_attempts, 0);
     ngx_conf_merge_uint_value(conf->retry_mask, prev->retry_mask,

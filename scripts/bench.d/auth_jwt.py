@@ -1,6 +1,7 @@
 """auth_jwt benchmark scenarios: RS256 with one repeated token (cache on
 and off), then 10,000 distinct RS256, ES256 and HS256 tokens without the
-verified-token cache (every request verifies a signature)."""
+verified-token cache (every request verifies a signature), and 10,000
+distinct JWE tokens (dir, A256GCM: every request decrypts one)."""
 
 import os
 import sys
@@ -15,7 +16,7 @@ def _util(ctx):
     return auth_jwt_util
 
 
-def _conf(keys, cache):
+def _conf(keys, cache, extra=""):
     return """
     %s
     server {
@@ -24,10 +25,11 @@ def _conf(keys, cache):
         location / {
             auth_jwt "bench";
             auth_jwt_key_file %s;
+            %s
             proxy_pass http://backend;
         }
     }
-""" % ("auth_jwt_cache zone=jwt_bench:16m;" if cache else "", keys)
+""" % ("auth_jwt_cache zone=jwt_bench:16m;" if cache else "", keys, extra)
 
 
 def _tokens(U, alg, kid, n):
@@ -79,4 +81,18 @@ def scenarios(ctx):
             "header_values": {"Authorization": _tokens(U, alg, kid,
                                                        UNIQUE)},
             "expect": 200})
+    # JWE: a 256-bit oct key for dir with A256GCM
+    jwe_keys = os.path.join(ctx.tmp, "auth_jwt_jwe_keys.json")
+    with open(jwe_keys, "w") as f:
+        f.write(U.jwks({"kty": "oct", "kid": "j", "use": "enc",
+                        "k": U.b64u(U.oct_key(32))}))
+    exp = int(time.time()) + 86400
+    jwes = ["Bearer " + U.jwe(U.claims(exp=exp, jti="%d" % i), "dir",
+                              "A256GCM", kid="j")
+            for i in range(UNIQUE)]
+    out.append({
+        "name": "jwt-jwe-dir-a256gcm-unique", "modules": ["auth_jwt"],
+        "http": _conf(jwe_keys, False, "auth_jwt_type encrypted;"),
+        "path": "/api/x", "header_values": {"Authorization": jwes},
+        "expect": 200})
     return out

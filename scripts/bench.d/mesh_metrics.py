@@ -1,5 +1,6 @@
-"""mesh_metrics: collection and tracing cost on a proxied request, and the
-time of a /metrics scrape over 1,000 series."""
+"""mesh_metrics: collection and tracing cost on a proxied request, the
+same with OTLP span export (collector up, collector down), and the time
+of a /metrics scrape over 1,000 series."""
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
@@ -8,6 +9,20 @@ def scenarios(ctx):
     proxy = """
     mesh_metrics zone=mm:8m;
     mesh_trace %s;
+    server {
+        listen 127.0.0.1:{{port}} backlog=4096;
+        keepalive_requests 100000;
+        location / { proxy_pass http://backend; }
+    }
+    """
+    # every request is sampled (the incoming flags are 01): two spans per
+    # request, a server span and a client span.  The collector is the
+    # bench backend (on the load core), which answers any POST with 200;
+    # port 9 on loopback has no listener: a dead collector
+    otlp = """
+    mesh_metrics zone=mm:8m;
+    mesh_trace on;
+    mesh_trace_export otlp=http://127.0.0.1:%s/v1/traces;
     server {
         listen 127.0.0.1:{{port}} backlog=4096;
         keepalive_requests 100000;
@@ -44,6 +59,22 @@ def scenarios(ctx):
         {"name": "metrics-on",
          "modules": ["mesh_metrics"],
          "http": proxy % "on",
+         "path": "/api/x",
+         "headers": traced,
+         "baseline": "metrics-proxy-traced",
+         "expect": 200},
+        # issue 16: >= 0.95x of the plain proxy with the collector up,
+        # >= 0.97x with it down (spans dropped, one connect per backoff)
+        {"name": "metrics-otlp",
+         "modules": ["mesh_metrics"],
+         "http": otlp % "{{backend}}",
+         "path": "/api/x",
+         "headers": traced,
+         "baseline": "metrics-proxy-traced",
+         "expect": 200},
+        {"name": "metrics-otlp-down",
+         "modules": ["mesh_metrics"],
+         "http": otlp % "9",
          "path": "/api/x",
          "headers": traced,
          "baseline": "metrics-proxy-traced",

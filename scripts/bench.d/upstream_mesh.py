@@ -1,6 +1,6 @@
 """upstream_mesh: proxying through an upstream with every mesh feature on
 (health checks, outlier detection, retry budget, circuit breaker, retries
-with backoff), all peers healthy, against the plain proxy baseline."""
+with backoff, a request deadline), all peers healthy, against the plain proxy baseline."""
 
 
 def scenarios(ctx):
@@ -25,6 +25,7 @@ def scenarios(ctx):
             proxy_pass http://mesh_backend;
             mesh_retry attempts=3 on=5xx,connect-failure,reset,status=429
                        per_try_timeout=2s backoff=25ms max_backoff=250ms;
+            mesh_timeout 5s;
         }
     }
 """,

@@ -1,0 +1,1049 @@
+
+/*
+ * Copyright (C) meshgate contributors
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+#include "ngx_http_mesh_metrics.h"
+
+
+/*
+ * OTLP/HTTP export of spans, protobuf-encoded by hand (the messages are
+ * small and fixed: no library, no allocation per span).  Each worker
+ * keeps the spans it finished in one buffer of bounded size; a batch
+ * leaves when it holds "batch" spans or at every "interval", over a new
+ * non-blocking connection to the collector with timeouts, while the next
+ * batch fills.  A span that finds the buffer full is dropped and counted;
+ * a failed export is logged and counted, and the next one waits for a
+ * backoff that doubles up to a minute.  Requests never wait for any of it.
+ */
+
+
+#define NGX_HTTP_MESH_METRICS_OTLP_MAX         1024   /* one span */
+#define NGX_HTTP_MESH_METRICS_OTLP_TIMEOUT     5000
+#define NGX_HTTP_MESH_METRICS_OTLP_BACKOFF_MAX 60000
+#define NGX_HTTP_MESH_METRICS_OTLP_ATTEMPTS    32
+
+/* protobuf wire types */
+#define NGX_HTTP_MESH_METRICS_PB_VARINT        0
+#define NGX_HTTP_MESH_METRICS_PB_FIXED64       1
+#define NGX_HTTP_MESH_METRICS_PB_LEN           2
+
+#define ngx_http_mesh_metrics_pb_tag(field, type)                             \
+    (u_char) (((field) << 3) | (type))
+
+
+typedef struct {
+    ngx_http_mesh_metrics_otlp_t   *conf;
+    ngx_http_mesh_metrics_zone_t   *zone;
+
+    u_char                         *spans;       /* the batch filling */
+    size_t                          len;
+    size_t                          cap;
+    ngx_uint_t                      nspans;
+
+    u_char                         *out;         /* the batch in flight */
+    size_t                          out_cap;
+    ngx_uint_t                      out_spans;
+    u_char                         *pos;
+    u_char                         *last;
+
+    ngx_peer_connection_t           pc;
+    ngx_event_t                     timer;
+    ngx_msec_t                      next_try;
+    ngx_uint_t                      failures;
+    ngx_uint_t                      dropped;      /* not counted yet */
+    unsigned                        busy:1;
+
+    u_char                          reply[64];
+    size_t                          reply_len;
+} ngx_http_mesh_metrics_otlp_state_t;
+
+
+static void ngx_http_mesh_metrics_otlp_count(
+    ngx_http_mesh_metrics_otlp_state_t *st, char *outcome, ngx_uint_t n);
+static void ngx_http_mesh_metrics_otlp_timer_handler(ngx_event_t *ev);
+static void ngx_http_mesh_metrics_otlp_flush(
+    ngx_http_mesh_metrics_otlp_state_t *st);
+static void ngx_http_mesh_metrics_otlp_encode(
+    ngx_http_mesh_metrics_otlp_state_t *st);
+static void ngx_http_mesh_metrics_otlp_connect(
+    ngx_http_mesh_metrics_otlp_state_t *st);
+static void ngx_http_mesh_metrics_otlp_write_handler(ngx_event_t *wev);
+static void ngx_http_mesh_metrics_otlp_read_handler(ngx_event_t *rev);
+static void ngx_http_mesh_metrics_otlp_sent_handler(ngx_event_t *wev);
+static void ngx_http_mesh_metrics_otlp_done(
+    ngx_http_mesh_metrics_otlp_state_t *st, char *error);
+static void ngx_http_mesh_metrics_otlp_add(
+    ngx_http_mesh_metrics_otlp_state_t *st, u_char *span, size_t len);
+static u_char *ngx_http_mesh_metrics_otlp_server_span(u_char *p,
+    ngx_http_request_t *r, ngx_http_mesh_metrics_trace_t *t,
+    ngx_http_mesh_metrics_loc_conf_t *lcf);
+static u_char *ngx_http_mesh_metrics_otlp_client_span(u_char *p,
+    ngx_http_mesh_metrics_trace_t *t, ngx_http_mesh_metrics_attempt_t *a);
+static ngx_http_upstream_state_t *ngx_http_mesh_metrics_otlp_state(
+    ngx_http_mesh_metrics_attempt_t *a);
+static u_char *ngx_http_mesh_metrics_otlp_peer(u_char *p, ngx_str_t *peer);
+static void ngx_http_mesh_metrics_otlp_method(ngx_http_request_t *r,
+    ngx_str_t *method);
+static u_char *ngx_http_mesh_metrics_otlp_error(u_char *p);
+static u_char *ngx_http_mesh_metrics_pb_varint(u_char *p, uint64_t v);
+static u_char *ngx_http_mesh_metrics_pb_bytes(u_char *p, ngx_uint_t field,
+    u_char *data, size_t len);
+static u_char *ngx_http_mesh_metrics_pb_fixed64(u_char *p, ngx_uint_t field,
+    uint64_t v);
+static u_char *ngx_http_mesh_metrics_pb_kv_str(u_char *p, ngx_uint_t field,
+    char *key, u_char *value, size_t len);
+static u_char *ngx_http_mesh_metrics_pb_kv_int(u_char *p, char *key,
+    int64_t value);
+static size_t ngx_http_mesh_metrics_pb_varint_len(uint64_t v);
+static uint64_t ngx_http_mesh_metrics_otlp_now(void);
+
+
+static ngx_http_mesh_metrics_otlp_state_t  *ngx_http_mesh_metrics_otlp;
+
+
+ngx_int_t
+ngx_http_mesh_metrics_otlp_init_process(ngx_cycle_t *cycle,
+    ngx_http_mesh_metrics_main_conf_t *mmcf)
+{
+    ngx_http_mesh_metrics_otlp_t        *conf;
+    ngx_http_mesh_metrics_otlp_state_t  *st;
+
+    ngx_http_mesh_metrics_otlp = NULL;
+
+    conf = mmcf->otlp;
+
+    if (conf == NULL) {
+        return NGX_OK;
+    }
+
+    st = ngx_pcalloc(cycle->pool, sizeof(ngx_http_mesh_metrics_otlp_state_t));
+    if (st == NULL) {
+        return NGX_ERROR;
+    }
+
+    st->conf = conf;
+    st->zone = mmcf->zone;
+    st->cap = conf->batch * NGX_HTTP_MESH_METRICS_OTLP_MAX;
+
+    st->spans = ngx_palloc(cycle->pool, st->cap);
+    if (st->spans == NULL) {
+        return NGX_ERROR;
+    }
+
+    /* the request line, headers and the envelope, then the spans */
+
+    st->out_cap = st->cap + 512 + conf->host.len + conf->uri.len
+                  + conf->service.len;
+
+    st->out = ngx_palloc(cycle->pool, st->out_cap);
+    if (st->out == NULL) {
+        return NGX_ERROR;
+    }
+
+    st->timer.handler = ngx_http_mesh_metrics_otlp_timer_handler;
+    st->timer.data = st;
+    st->timer.log = cycle->log;
+    st->timer.cancelable = 1;
+
+    ngx_add_timer(&st->timer, conf->interval);
+
+    ngx_http_mesh_metrics_otlp = st;
+
+    return NGX_OK;
+}
+
+
+/*
+ * A worker that exits does not wait for an export in flight (its timers
+ * are cancelable); its connection is closed here, before nginx looks for
+ * sockets left open.  Spans not yet sent are lost with the worker.
+ */
+
+void
+ngx_http_mesh_metrics_otlp_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_http_mesh_metrics_otlp_state_t  *st;
+
+    st = ngx_http_mesh_metrics_otlp;
+
+    if (st == NULL) {
+        return;
+    }
+
+    if (st->pc.connection) {
+        ngx_close_connection(st->pc.connection);
+        st->pc.connection = NULL;
+    }
+
+    ngx_http_mesh_metrics_otlp = NULL;
+}
+
+
+/*
+ * Sampling of a trace that starts here: "ratio:" keeps a share of trace
+ * ids (the same decision wherever the id is judged the same way); a
+ * continued trace keeps its parent's decision.
+ */
+
+ngx_uint_t
+ngx_http_mesh_metrics_otlp_sample(ngx_http_mesh_metrics_main_conf_t *mmcf,
+    u_char *trace_id)
+{
+    uint32_t  v;
+
+    if (mmcf->otlp == NULL || mmcf->otlp->ratio == NGX_CONF_UNSET_UINT) {
+        return 1;
+    }
+
+    /* the last four bytes of the id: random in W3C Level 2 ids */
+
+    v = ((uint32_t) trace_id[12] << 24) | ((uint32_t) trace_id[13] << 16)
+        | ((uint32_t) trace_id[14] << 8) | trace_id[15];
+
+    return (uint64_t) v * 1000000 < (uint64_t) mmcf->otlp->ratio
+                                    * 0x100000000ULL;
+}
+
+
+/* the log phase of a main request: its server span and client spans */
+
+ngx_int_t
+ngx_http_mesh_metrics_otlp_log_handler(ngx_http_request_t *r)
+{
+    u_char                              *p;
+    u_char                               span[NGX_HTTP_MESH_METRICS_OTLP_MAX];
+    ngx_uint_t                           i;
+    ngx_http_mesh_metrics_attempt_t     *a;
+    ngx_http_mesh_metrics_trace_t       *t;
+    ngx_http_mesh_metrics_loc_conf_t    *lcf;
+    ngx_http_mesh_metrics_otlp_state_t  *st;
+
+    st = ngx_http_mesh_metrics_otlp;
+
+    if (st == NULL || r != r->main) {
+        return NGX_OK;
+    }
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_mesh_metrics_module);
+    t = ngx_http_mesh_metrics_state(r, 0);
+
+    if (!lcf->trace || t == NULL || !t->trace_ready || !(t->flags & 0x01)) {
+        return NGX_OK;
+    }
+
+    p = ngx_http_mesh_metrics_otlp_server_span(span, r, t, lcf);
+    ngx_http_mesh_metrics_otlp_add(st, span, p - span);
+
+    if (t->attempts == NULL) {
+        return NGX_OK;
+    }
+
+    a = t->attempts->elts;
+
+    for (i = 0; i < t->attempts->nelts; i++) {
+        p = ngx_http_mesh_metrics_otlp_client_span(span, t, &a[i]);
+        ngx_http_mesh_metrics_otlp_add(st, span, p - span);
+    }
+
+    return NGX_OK;
+}
+
+
+/* a note of an upstream attempt, for its client span */
+
+void
+ngx_http_mesh_metrics_otlp_attempt(ngx_http_request_t *r,
+    ngx_http_mesh_metrics_trace_t *t, u_char *span)
+{
+    ngx_uint_t                        i, n;
+    ngx_http_mesh_metrics_attempt_t  *a;
+
+    if (ngx_http_mesh_metrics_otlp == NULL) {
+        return;
+    }
+
+    if (t->attempts == NULL) {
+        t->attempts = ngx_array_create(r->main->pool, 4,
+                                       sizeof(ngx_http_mesh_metrics_attempt_t));
+        if (t->attempts == NULL) {
+            return;
+        }
+    }
+
+    /* bounded: a client span per attempt up to a limit */
+
+    if (t->attempts->nelts >= NGX_HTTP_MESH_METRICS_OTLP_ATTEMPTS) {
+        return;
+    }
+
+    a = t->attempts->elts;
+    n = 0;
+
+    for (i = 0; i < t->attempts->nelts; i++) {
+        if (a[i].request == r) {
+            n++;
+        }
+    }
+
+    a = ngx_array_push(t->attempts);
+    if (a == NULL) {
+        return;
+    }
+
+    a->request = r;
+    a->index = n;
+    a->start = ngx_http_mesh_metrics_otlp_now();
+    ngx_memcpy(a->span_id, span, 8);
+}
+
+
+static void
+ngx_http_mesh_metrics_otlp_count(ngx_http_mesh_metrics_otlp_state_t *st,
+    char *outcome, ngx_uint_t n)
+{
+    ngx_atomic_t                 *values;
+    ngx_http_mesh_metrics_key_t   key;
+
+    if (st->zone == NULL || st->zone->sh == NULL || n == 0) {
+        return;
+    }
+
+    ngx_http_mesh_metrics_key_reset(&key);
+    ngx_http_mesh_metrics_key_add(&key, (u_char *) outcome,
+                                  ngx_strlen(outcome));
+
+    values = ngx_http_mesh_metrics_series(st->zone,
+                                          NGX_HTTP_MESH_METRICS_F_SPANS,
+                                          &key, ngx_cycle->log);
+    if (values) {
+        (void) ngx_atomic_fetch_add(&values[0], n);
+    }
+}
+
+
+static void
+ngx_http_mesh_metrics_otlp_add(ngx_http_mesh_metrics_otlp_state_t *st,
+    u_char *span, size_t len)
+{
+    u_char  *p;
+
+    /* a span as a "spans" member (2) of ScopeSpans */
+
+    if (st->len + 1 + 2 + len > st->cap) {
+        /* counted in the zone per interval or export, not per span */
+        st->dropped++;
+        return;
+    }
+
+    p = st->spans + st->len;
+    *p++ = ngx_http_mesh_metrics_pb_tag(2, NGX_HTTP_MESH_METRICS_PB_LEN);
+    p = ngx_http_mesh_metrics_pb_varint(p, len);
+    p = ngx_cpymem(p, span, len);
+
+    st->len = p - st->spans;
+    st->nspans++;
+
+    if (st->nspans >= st->conf->batch) {
+        ngx_http_mesh_metrics_otlp_flush(st);
+    }
+}
+
+
+static void
+ngx_http_mesh_metrics_otlp_timer_handler(ngx_event_t *ev)
+{
+    ngx_http_mesh_metrics_otlp_state_t  *st = ev->data;
+
+    ngx_http_mesh_metrics_otlp_count(st, "dropped", st->dropped);
+    st->dropped = 0;
+
+    ngx_http_mesh_metrics_otlp_flush(st);
+
+    if (!ngx_exiting && !ngx_terminate) {
+        ngx_add_timer(ev, st->conf->interval);
+    }
+}
+
+
+/*
+ * Sends the filling batch, unless one is in flight or the backoff after
+ * a failure has not passed.
+ */
+
+static void
+ngx_http_mesh_metrics_otlp_flush(ngx_http_mesh_metrics_otlp_state_t *st)
+{
+    if (st->busy || st->nspans == 0
+        || (ngx_msec_int_t) (st->next_try - ngx_current_msec) > 0)
+    {
+        return;
+    }
+
+    ngx_http_mesh_metrics_otlp_encode(st);
+
+    st->out_spans = st->nspans;
+    st->nspans = 0;
+    st->len = 0;
+    st->reply_len = 0;
+    st->busy = 1;
+
+    ngx_http_mesh_metrics_otlp_connect(st);
+}
+
+
+/*
+ * The request: line, headers, and the body, an ExportTraceServiceRequest
+ * { resource_spans (1): ResourceSpans {
+ *     resource (1): Resource { attributes (1): service.name },
+ *     scope_spans (2): ScopeSpans { scope (1): { name (1) }, spans } } }.
+ * Lengths come first in protobuf: they are computed, then written.
+ */
+
+static void
+ngx_http_mesh_metrics_otlp_encode(ngx_http_mesh_metrics_otlp_state_t *st)
+{
+    u_char                        *p;
+    size_t                         any, kv, res, scope, rs, total;
+    ngx_http_mesh_metrics_otlp_t  *conf;
+
+    conf = st->conf;
+
+    any = 1 + ngx_http_mesh_metrics_pb_varint_len(conf->service.len)
+          + conf->service.len;
+    kv = 1 + 1 + sizeof("service.name") - 1
+         + 1 + ngx_http_mesh_metrics_pb_varint_len(any) + any;
+    res = 1 + ngx_http_mesh_metrics_pb_varint_len(kv) + kv;
+    scope = 2 + 2 + sizeof("meshgate") - 1 + st->len;
+    rs = 1 + ngx_http_mesh_metrics_pb_varint_len(res) + res
+         + 1 + ngx_http_mesh_metrics_pb_varint_len(scope) + scope;
+    total = 1 + ngx_http_mesh_metrics_pb_varint_len(rs) + rs;
+
+    p = ngx_sprintf(st->out,
+                    "POST %V HTTP/1.1" CRLF
+                    "Host: %V" CRLF
+                    "Content-Type: application/x-protobuf" CRLF
+                    "Content-Length: %uz" CRLF
+                    "Connection: close" CRLF CRLF,
+                    &conf->uri, &conf->host, total);
+
+    *p++ = ngx_http_mesh_metrics_pb_tag(1, NGX_HTTP_MESH_METRICS_PB_LEN);
+    p = ngx_http_mesh_metrics_pb_varint(p, rs);
+
+    *p++ = ngx_http_mesh_metrics_pb_tag(1, NGX_HTTP_MESH_METRICS_PB_LEN);
+    p = ngx_http_mesh_metrics_pb_varint(p, res);
+    p = ngx_http_mesh_metrics_pb_kv_str(p, 1, "service.name",
+                                        conf->service.data,
+                                        conf->service.len);
+
+    *p++ = ngx_http_mesh_metrics_pb_tag(2, NGX_HTTP_MESH_METRICS_PB_LEN);
+    p = ngx_http_mesh_metrics_pb_varint(p, scope);
+    *p++ = ngx_http_mesh_metrics_pb_tag(1, NGX_HTTP_MESH_METRICS_PB_LEN);
+    *p++ = (u_char) (2 + sizeof("meshgate") - 1);
+    p = ngx_http_mesh_metrics_pb_bytes(p, 1, (u_char *) "meshgate",
+                                       sizeof("meshgate") - 1);
+    p = ngx_cpymem(p, st->spans, st->len);
+
+    st->pos = st->out;
+    st->last = p;
+}
+
+
+static void
+ngx_http_mesh_metrics_otlp_connect(ngx_http_mesh_metrics_otlp_state_t *st)
+{
+    ngx_int_t          rc;
+    ngx_connection_t  *c;
+
+    ngx_memzero(&st->pc, sizeof(ngx_peer_connection_t));
+
+    st->pc.sockaddr = st->conf->addr.sockaddr;
+    st->pc.socklen = st->conf->addr.socklen;
+    st->pc.name = &st->conf->addr.name;
+    st->pc.get = ngx_event_get_peer;
+    st->pc.log = ngx_cycle->log;
+    st->pc.log_error = NGX_ERROR_ERR;
+
+    rc = ngx_event_connect_peer(&st->pc);
+
+    if (rc == NGX_ERROR || rc == NGX_BUSY || rc == NGX_DECLINED) {
+        if (st->pc.connection) {
+            ngx_close_connection(st->pc.connection);
+            st->pc.connection = NULL;
+        }
+
+        ngx_http_mesh_metrics_otlp_done(st, "cannot connect");
+        return;
+    }
+
+    c = st->pc.connection;
+    c->data = st;
+    c->read->handler = ngx_http_mesh_metrics_otlp_read_handler;
+    c->write->handler = ngx_http_mesh_metrics_otlp_write_handler;
+
+    /* a worker that shuts down does not wait for the collector */
+
+    c->read->cancelable = 1;
+    c->write->cancelable = 1;
+
+    ngx_add_timer(c->write, NGX_HTTP_MESH_METRICS_OTLP_TIMEOUT);
+
+    if (rc == NGX_OK) {
+        ngx_http_mesh_metrics_otlp_write_handler(c->write);
+    }
+}
+
+
+static void
+ngx_http_mesh_metrics_otlp_write_handler(ngx_event_t *wev)
+{
+    ssize_t                              n;
+    ngx_connection_t                    *c;
+    ngx_http_mesh_metrics_otlp_state_t  *st;
+
+    c = wev->data;
+    st = c->data;
+
+    if (wev->timedout) {
+        ngx_http_mesh_metrics_otlp_done(st, "timed out");
+        return;
+    }
+
+    while (st->pos < st->last) {
+        n = c->send(c, st->pos, st->last - st->pos);
+
+        if (n == NGX_ERROR) {
+            ngx_http_mesh_metrics_otlp_done(st, "send failed");
+            return;
+        }
+
+        if (n == NGX_AGAIN) {
+            if (ngx_handle_write_event(wev, 0) != NGX_OK) {
+                ngx_http_mesh_metrics_otlp_done(st, "send failed");
+                return;
+            }
+
+            ngx_add_timer(wev, NGX_HTTP_MESH_METRICS_OTLP_TIMEOUT);
+            return;
+        }
+
+        st->pos += n;
+    }
+
+    if (wev->timer_set) {
+        ngx_del_timer(wev);
+    }
+
+    wev->handler = ngx_http_mesh_metrics_otlp_sent_handler;
+
+    if (!c->read->timer_set) {
+        ngx_add_timer(c->read, NGX_HTTP_MESH_METRICS_OTLP_TIMEOUT);
+    }
+
+    if (c->read->ready) {
+        ngx_http_mesh_metrics_otlp_read_handler(c->read);
+        return;
+    }
+
+    if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
+        ngx_http_mesh_metrics_otlp_done(st, "recv failed");
+    }
+}
+
+
+static void
+ngx_http_mesh_metrics_otlp_sent_handler(ngx_event_t *wev)
+{
+    /* the request is out: only the answer matters now */
+}
+
+
+/* only the status line of the answer matters: "HTTP/1.1 200 ..." */
+
+static void
+ngx_http_mesh_metrics_otlp_read_handler(ngx_event_t *rev)
+{
+    ssize_t                              n;
+    ngx_uint_t                           status;
+    ngx_connection_t                    *c;
+    ngx_http_mesh_metrics_otlp_state_t  *st;
+
+    c = rev->data;
+    st = c->data;
+
+    if (rev->timedout) {
+        ngx_http_mesh_metrics_otlp_done(st, "timed out");
+        return;
+    }
+
+    if (st->pos < st->last) {
+        /* the collector spoke before it read the request */
+        ngx_http_mesh_metrics_otlp_done(st, "early answer");
+        return;
+    }
+
+    for ( ;; ) {
+        n = c->recv(c, st->reply + st->reply_len,
+                    sizeof(st->reply) - st->reply_len);
+
+        if (n == NGX_AGAIN) {
+            if (ngx_handle_read_event(rev, 0) != NGX_OK) {
+                ngx_http_mesh_metrics_otlp_done(st, "recv failed");
+            }
+
+            return;
+        }
+
+        if (n == NGX_ERROR || n == 0) {
+            break;
+        }
+
+        st->reply_len += n;
+
+        if (st->reply_len >= 12 || st->reply_len == sizeof(st->reply)) {
+            break;
+        }
+    }
+
+    if (st->reply_len < 12
+        || ngx_strncmp(st->reply, "HTTP/1.", 7) != 0
+        || st->reply[8] != ' ')
+    {
+        ngx_http_mesh_metrics_otlp_done(st, "no HTTP answer");
+        return;
+    }
+
+    status = ngx_atoi(st->reply + 9, 3);
+
+    if (status < 200 || status > 299) {
+        ngx_http_mesh_metrics_otlp_done(st, "status not 2xx");
+        return;
+    }
+
+    /* a partial success (rejected spans in the answer) counts as sent */
+
+    ngx_http_mesh_metrics_otlp_done(st, NULL);
+}
+
+
+/*
+ * The end of an export: the connection goes; a failure is counted, logged
+ * and delays the next export.  The next batch may leave at once if it is
+ * already full.
+ */
+
+static void
+ngx_http_mesh_metrics_otlp_done(ngx_http_mesh_metrics_otlp_state_t *st,
+    char *error)
+{
+    ngx_msec_t  backoff;
+
+    if (st->pc.connection) {
+        ngx_close_connection(st->pc.connection);
+        st->pc.connection = NULL;
+    }
+
+    st->busy = 0;
+
+    ngx_http_mesh_metrics_otlp_count(st, "dropped", st->dropped);
+    st->dropped = 0;
+
+    if (error == NULL) {
+        ngx_http_mesh_metrics_otlp_count(st, "exported", st->out_spans);
+        st->failures = 0;
+        st->next_try = ngx_current_msec;
+
+        if (st->nspans >= st->conf->batch) {
+            ngx_http_mesh_metrics_otlp_flush(st);
+        }
+
+        return;
+    }
+
+    ngx_http_mesh_metrics_otlp_count(st, "failed", st->out_spans);
+
+    backoff = 1000;
+
+    if (st->failures < 6) {
+        backoff <<= st->failures;
+
+    } else {
+        backoff = NGX_HTTP_MESH_METRICS_OTLP_BACKOFF_MAX;
+    }
+
+    st->failures++;
+    st->next_try = ngx_current_msec + backoff;
+
+    ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                  "mesh_trace_export: export to %V failed (%s), "
+                  "%ui spans lost, next try in %Mms",
+                  &st->conf->addr.name, error, st->out_spans, backoff);
+}
+
+
+/* Span { trace_id 1, span_id 2, parent_span_id 4, name 5, kind 6,
+ *        start 7, end 8, attributes 9, status 15 } */
+
+static u_char *
+ngx_http_mesh_metrics_otlp_server_span(u_char *p, ngx_http_request_t *r,
+    ngx_http_mesh_metrics_trace_t *t, ngx_http_mesh_metrics_loc_conf_t *lcf)
+{
+    u_char                      *n, name[160];
+    uint64_t                     start;
+    ngx_str_t                    method, route;
+    ngx_uint_t                   status;
+    ngx_http_mesh_metrics_key_t  key;
+
+    ngx_http_mesh_metrics_otlp_method(r, &method);
+
+    /* the route, as a label: valid UTF-8, bounded */
+
+    ngx_http_mesh_metrics_key_reset(&key);
+    ngx_http_mesh_metrics_key_add(&key, lcf->label.data, lcf->label.len);
+    route.data = key.data;
+    route.len = key.len - 1;
+
+    status = r->err_status ? r->err_status : r->headers_out.status;
+    start = (uint64_t) r->start_sec * 1000000000
+            + (uint64_t) r->start_msec * 1000000;
+
+    p = ngx_http_mesh_metrics_pb_bytes(p, 1, t->trace_id, 16);
+    p = ngx_http_mesh_metrics_pb_bytes(p, 2, t->span_id, 8);
+
+    if (t->continued) {
+        p = ngx_http_mesh_metrics_pb_bytes(p, 4, t->parent_id, 8);
+    }
+
+    /* "METHOD route": at most 16 + 1 + 128 bytes */
+
+    n = ngx_cpymem(name, method.data, method.len);
+    *n++ = ' ';
+    n = ngx_cpymem(n, route.data, route.len);
+    p = ngx_http_mesh_metrics_pb_bytes(p, 5, name, n - name);
+
+    *p++ = ngx_http_mesh_metrics_pb_tag(6, NGX_HTTP_MESH_METRICS_PB_VARINT);
+    *p++ = 2;                                   /* SPAN_KIND_SERVER */
+
+    p = ngx_http_mesh_metrics_pb_fixed64(p, 7, start);
+    p = ngx_http_mesh_metrics_pb_fixed64(p, 8,
+                                         ngx_http_mesh_metrics_otlp_now());
+
+    p = ngx_http_mesh_metrics_pb_kv_str(p, 9, "http.request.method",
+                                        method.data, method.len);
+    p = ngx_http_mesh_metrics_pb_kv_str(p, 9, "http.route",
+                                        route.data, route.len);
+    p = ngx_http_mesh_metrics_pb_kv_int(p, "http.response.status_code",
+                                        status);
+    p = ngx_http_mesh_metrics_pb_kv_str(p, 9, "client.address",
+                                        r->connection->addr_text.data,
+                                        r->connection->addr_text.len);
+
+    /* a server span fails from 500 up, a 4xx is the client's */
+
+    if (status >= 500) {
+        p = ngx_http_mesh_metrics_otlp_error(p);
+    }
+
+    return p;
+}
+
+
+static u_char *
+ngx_http_mesh_metrics_otlp_client_span(u_char *p,
+    ngx_http_mesh_metrics_trace_t *t, ngx_http_mesh_metrics_attempt_t *a)
+{
+    uint64_t                        end;
+    ngx_str_t                       method;
+    ngx_uint_t                      status;
+    ngx_http_request_t             *r;
+    ngx_http_upstream_state_t      *s;
+    ngx_http_mesh_metrics_key_t     key;
+    ngx_http_upstream_srv_conf_t   *uscf;
+
+    r = a->request;
+    s = ngx_http_mesh_metrics_otlp_state(a);
+
+    ngx_http_mesh_metrics_otlp_method(r, &method);
+
+    end = ngx_http_mesh_metrics_otlp_now();
+    status = 0;
+
+    if (s) {
+        status = s->status;
+
+        if (s->response_time != (ngx_msec_t) -1) {
+            end = a->start + (uint64_t) s->response_time * 1000000;
+        }
+    }
+
+    p = ngx_http_mesh_metrics_pb_bytes(p, 1, t->trace_id, 16);
+    p = ngx_http_mesh_metrics_pb_bytes(p, 2, a->span_id, 8);
+    p = ngx_http_mesh_metrics_pb_bytes(p, 4, t->span_id, 8);
+    p = ngx_http_mesh_metrics_pb_bytes(p, 5, method.data, method.len);
+
+    *p++ = ngx_http_mesh_metrics_pb_tag(6, NGX_HTTP_MESH_METRICS_PB_VARINT);
+    *p++ = 3;                                   /* SPAN_KIND_CLIENT */
+
+    p = ngx_http_mesh_metrics_pb_fixed64(p, 7, a->start);
+    p = ngx_http_mesh_metrics_pb_fixed64(p, 8, end);
+
+    p = ngx_http_mesh_metrics_pb_kv_str(p, 9, "http.request.method",
+                                        method.data, method.len);
+
+    /*
+     * server.address: the upstream group's name, which is configuration
+     * (a proxy_pass with variables names none: the peer address says it)
+     */
+
+    uscf = r->upstream ? r->upstream->upstream : NULL;
+
+    if (uscf && uscf->host.len) {
+        ngx_http_mesh_metrics_key_reset(&key);
+        ngx_http_mesh_metrics_key_add(&key, uscf->host.data, uscf->host.len);
+        p = ngx_http_mesh_metrics_pb_kv_str(p, 9, "server.address",
+                                            key.data, key.len - 1);
+    }
+
+    if (s && s->peer) {
+        p = ngx_http_mesh_metrics_otlp_peer(p, s->peer);
+    }
+
+    if (status) {
+        p = ngx_http_mesh_metrics_pb_kv_int(p, "http.response.status_code",
+                                            status);
+    }
+
+    if (a->index) {
+        p = ngx_http_mesh_metrics_pb_kv_int(p, "http.request.resend_count",
+                                            a->index);
+    }
+
+    /* HTTP semantic conventions: a client span fails from 400 up */
+
+    if (status == 0 || status >= 400) {
+        p = ngx_http_mesh_metrics_otlp_error(p);
+    }
+
+    return p;
+}
+
+
+/* the attempt's upstream state: the index-th one that reached a peer */
+
+static ngx_http_upstream_state_t *
+ngx_http_mesh_metrics_otlp_state(ngx_http_mesh_metrics_attempt_t *a)
+{
+    ngx_uint_t                  i, n;
+    ngx_http_request_t         *r;
+    ngx_http_upstream_state_t  *state;
+
+    r = a->request;
+
+    if (r->upstream_states == NULL) {
+        return NULL;
+    }
+
+    state = r->upstream_states->elts;
+    n = 0;
+
+    for (i = 0; i < r->upstream_states->nelts; i++) {
+        if (state[i].peer && n++ == a->index) {
+            return &state[i];
+        }
+    }
+
+    return NULL;
+}
+
+
+/*
+ * The peer address nginx wrote, "127.0.0.1:8080" or "[::1]:80", as
+ * network.peer.address (no brackets) and network.peer.port.
+ */
+
+static u_char *
+ngx_http_mesh_metrics_otlp_peer(u_char *p, ngx_str_t *peer)
+{
+    size_t     i;
+    ngx_int_t  port;
+    ngx_str_t  addr;
+
+    if (peer->len == 0 || peer->len > NGX_SOCKADDR_STRLEN) {
+        return p;
+    }
+
+    addr = *peer;
+    port = NGX_ERROR;
+
+    for (i = peer->len; i > 0; i--) {
+        if (peer->data[i - 1] == ':') {
+            port = ngx_atoi(&peer->data[i], peer->len - i);
+            addr.len = i - 1;
+            break;
+        }
+
+        if (peer->data[i - 1] == ']') {
+            break;
+        }
+    }
+
+    if (addr.len >= 2 && addr.data[0] == '[' && addr.data[addr.len - 1] == ']')
+    {
+        addr.data++;
+        addr.len -= 2;
+    }
+
+    p = ngx_http_mesh_metrics_pb_kv_str(p, 9, "network.peer.address",
+                                        addr.data, addr.len);
+
+    if (port != NGX_ERROR) {
+        p = ngx_http_mesh_metrics_pb_kv_int(p, "network.peer.port", port);
+    }
+
+    return p;
+}
+
+
+/* HTTP semantic conventions: methods nginx does not know are "_OTHER" */
+
+static void
+ngx_http_mesh_metrics_otlp_method(ngx_http_request_t *r, ngx_str_t *method)
+{
+    if (r->method == NGX_HTTP_UNKNOWN || r->method_name.len == 0
+        || r->method_name.len > 16)
+    {
+        ngx_str_set(method, "_OTHER");
+        return;
+    }
+
+    *method = r->method_name;
+}
+
+
+/* Status { code (3): STATUS_CODE_ERROR (2) } */
+
+static u_char *
+ngx_http_mesh_metrics_otlp_error(u_char *p)
+{
+    *p++ = ngx_http_mesh_metrics_pb_tag(15, NGX_HTTP_MESH_METRICS_PB_LEN);
+    *p++ = 2;
+    *p++ = ngx_http_mesh_metrics_pb_tag(3, NGX_HTTP_MESH_METRICS_PB_VARINT);
+    *p++ = 2;
+
+    return p;
+}
+
+
+static u_char *
+ngx_http_mesh_metrics_pb_varint(u_char *p, uint64_t v)
+{
+    while (v >= 0x80) {
+        *p++ = (u_char) (v | 0x80);
+        v >>= 7;
+    }
+
+    *p++ = (u_char) v;
+
+    return p;
+}
+
+
+static size_t
+ngx_http_mesh_metrics_pb_varint_len(uint64_t v)
+{
+    size_t  n;
+
+    for (n = 1; v >= 0x80; n++) {
+        v >>= 7;
+    }
+
+    return n;
+}
+
+
+static u_char *
+ngx_http_mesh_metrics_pb_bytes(u_char *p, ngx_uint_t field, u_char *data,
+    size_t len)
+{
+    *p++ = ngx_http_mesh_metrics_pb_tag(field, NGX_HTTP_MESH_METRICS_PB_LEN);
+    p = ngx_http_mesh_metrics_pb_varint(p, len);
+
+    return ngx_cpymem(p, data, len);
+}
+
+
+static u_char *
+ngx_http_mesh_metrics_pb_fixed64(u_char *p, ngx_uint_t field, uint64_t v)
+{
+    ngx_uint_t  i;
+
+    *p++ = ngx_http_mesh_metrics_pb_tag(field,
+                                        NGX_HTTP_MESH_METRICS_PB_FIXED64);
+
+    for (i = 0; i < 8; i++) {
+        *p++ = (u_char) (v >> (8 * i));
+    }
+
+    return p;
+}
+
+
+/* attributes: KeyValue { key 1, value 2: AnyValue { string_value 1 } } */
+
+static u_char *
+ngx_http_mesh_metrics_pb_kv_str(u_char *p, ngx_uint_t field, char *key,
+    u_char *value, size_t len)
+{
+    size_t  klen, any, kv;
+
+    klen = ngx_strlen(key);
+    any = 1 + ngx_http_mesh_metrics_pb_varint_len(len) + len;
+    kv = 1 + ngx_http_mesh_metrics_pb_varint_len(klen) + klen
+         + 1 + ngx_http_mesh_metrics_pb_varint_len(any) + any;
+
+    *p++ = ngx_http_mesh_metrics_pb_tag(field, NGX_HTTP_MESH_METRICS_PB_LEN);
+    p = ngx_http_mesh_metrics_pb_varint(p, kv);
+    p = ngx_http_mesh_metrics_pb_bytes(p, 1, (u_char *) key, klen);
+    *p++ = ngx_http_mesh_metrics_pb_tag(2, NGX_HTTP_MESH_METRICS_PB_LEN);
+    p = ngx_http_mesh_metrics_pb_varint(p, any);
+
+    return ngx_http_mesh_metrics_pb_bytes(p, 1, value, len);
+}
+
+
+/* AnyValue { int_value 3 } */
+
+static u_char *
+ngx_http_mesh_metrics_pb_kv_int(u_char *p, char *key, int64_t value)
+{
+    size_t  klen, any, kv;
+
+    klen = ngx_strlen(key);
+    any = 1 + ngx_http_mesh_metrics_pb_varint_len((uint64_t) value);
+    kv = 1 + ngx_http_mesh_metrics_pb_varint_len(klen) + klen
+         + 1 + ngx_http_mesh_metrics_pb_varint_len(any) + any;
+
+    *p++ = ngx_http_mesh_metrics_pb_tag(9, NGX_HTTP_MESH_METRICS_PB_LEN);
+    p = ngx_http_mesh_metrics_pb_varint(p, kv);
+    p = ngx_http_mesh_metrics_pb_bytes(p, 1, (u_char *) key, klen);
+    *p++ = ngx_http_mesh_metrics_pb_tag(2, NGX_HTTP_MESH_METRICS_PB_LEN);
+    p = ngx_http_mesh_metrics_pb_varint(p, any);
+    *p++ = ngx_http_mesh_metrics_pb_tag(3, NGX_HTTP_MESH_METRICS_PB_VARINT);
+
+    return ngx_http_mesh_metrics_pb_varint(p, (uint64_t) value);
+}
+
+
+static uint64_t
+ngx_http_mesh_metrics_otlp_now(void)
+{
+    ngx_time_t  *tp;
+
+    tp = ngx_timeofday();
+
+    return (uint64_t) tp->sec * 1000000000 + (uint64_t) tp->msec * 1000000;
+}

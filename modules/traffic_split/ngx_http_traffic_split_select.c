@@ -1,0 +1,486 @@
+
+/*
+ * Copyright (C) meshgate contributors
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+#include "ngx_http_traffic_split.h"
+
+
+#define NGX_HTTP_TRAFFIC_SPLIT_PICKS  4
+
+
+typedef struct {
+    ngx_http_traffic_split_conf_t      *scf;
+    ngx_uint_t                          variant;
+} ngx_http_traffic_split_pick_t;
+
+
+/* the variants a main request went to, counted in the log phase */
+
+typedef struct {
+    ngx_uint_t                          npicks;
+    ngx_http_traffic_split_pick_t       picks[NGX_HTTP_TRAFFIC_SPLIT_PICKS];
+} ngx_http_traffic_split_ctx_t;
+
+
+static ngx_int_t ngx_http_traffic_split_pick(ngx_http_request_t *r,
+    ngx_http_traffic_split_conf_t *scf, ngx_uint_t *variant);
+static ngx_int_t ngx_http_traffic_split_matches(ngx_http_request_t *r,
+    ngx_http_traffic_split_conf_t *scf, ngx_uint_t *variant);
+static ngx_uint_t ngx_http_traffic_split_bucket(ngx_http_request_t *r,
+    ngx_http_traffic_split_conf_t *scf);
+static void ngx_http_traffic_split_record(ngx_http_request_t *r,
+    ngx_http_traffic_split_conf_t *scf, ngx_uint_t variant);
+static ngx_http_traffic_split_ctx_t *ngx_http_traffic_split_get_ctx(
+    ngx_http_request_t *r, ngx_uint_t create);
+static void ngx_http_traffic_split_cleanup(void *data);
+static void ngx_http_traffic_split_count(ngx_http_traffic_split_stats_t *st,
+    ngx_uint_t status, ngx_uint_t error, ngx_uint_t bucket, ngx_uint_t step);
+
+
+/* upper bounds of the latency buckets, in milliseconds */
+
+static ngx_uint_t  ngx_http_traffic_split_bounds[] = {
+    1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 75, 100, 150, 200, 300, 500, 750,
+    1000, 1500, 2000, 3000, 5000, 10000, 60000
+};
+
+
+ngx_int_t
+ngx_http_traffic_split_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_http_traffic_split_conf_t *scf = (ngx_http_traffic_split_conf_t *)
+                                         data;
+
+    ngx_uint_t                         n;
+    ngx_http_traffic_split_variant_t  *vr;
+
+    if (ngx_http_traffic_split_pick(r, scf, &n) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    vr = scf->variants.elts;
+
+    v->data = vr[n].name.data;
+    v->len = vr[n].name.len;
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "traffic split \"%V\": variant \"%V\" (%ui)",
+                   &scf->name, &vr[n].name, n);
+
+    if (r == r->main) {
+        ngx_http_traffic_split_record(r, scf, n);
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_traffic_split_pick(ngx_http_request_t *r,
+    ngx_http_traffic_split_conf_t *scf, ngx_uint_t *variant)
+{
+    ngx_int_t   rc;
+    ngx_uint_t  i, b, sum, last, w[NGX_HTTP_TRAFFIC_SPLIT_VARIANTS];
+
+    rc = ngx_http_traffic_split_matches(r, scf, variant);
+
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    b = ngx_http_traffic_split_bucket(r, scf);
+
+    ngx_http_traffic_split_read_weights(scf, w);
+
+    sum = 0;
+    last = scf->order[scf->variants.nelts - 1];
+
+    for (i = 0; i < scf->variants.nelts; i++) {
+        if (w[scf->order[i]] == 0) {
+            continue;
+        }
+
+        last = scf->order[i];
+        sum += w[last];
+
+        if (b < sum) {
+            break;
+        }
+    }
+
+    *variant = last;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_traffic_split_matches(ngx_http_request_t *r,
+    ngx_http_traffic_split_conf_t *scf, ngx_uint_t *variant)
+{
+    ngx_int_t                        rc;
+    ngx_str_t                        s;
+    ngx_uint_t                       i, hit;
+    ngx_http_traffic_split_match_t  *m;
+
+    m = scf->matches.elts;
+
+    for (i = 0; i < scf->matches.nelts; i++) {
+
+        if (ngx_http_complex_value(r, &m[i].value, &s) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        switch (m[i].op) {
+
+        case NGX_HTTP_TRAFFIC_SPLIT_EQ:
+        case NGX_HTTP_TRAFFIC_SPLIT_NE:
+            hit = (s.len == m[i].pattern.len
+                   && ngx_strncmp(s.data, m[i].pattern.data, s.len) == 0);
+            hit = (m[i].op == NGX_HTTP_TRAFFIC_SPLIT_EQ) ? hit : !hit;
+            break;
+
+#if (NGX_PCRE)
+        default: /* NGX_HTTP_TRAFFIC_SPLIT_RE, NGX_HTTP_TRAFFIC_SPLIT_NRE */
+            rc = ngx_regex_exec(m[i].regex, &s, NULL, 0);
+
+            if (rc < NGX_REGEX_NO_MATCHED) {
+                ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                              "traffic split \"%V\": regex match failed: %i",
+                              &scf->name, rc);
+                rc = NGX_REGEX_NO_MATCHED;
+            }
+
+            hit = (rc >= 0);
+            hit = (m[i].op == NGX_HTTP_TRAFFIC_SPLIT_RE) ? hit : !hit;
+            break;
+#else
+        default:
+            hit = 0;
+            break;
+#endif
+        }
+
+        if (hit) {
+            *variant = m[i].variant;
+            return NGX_OK;
+        }
+    }
+
+    return NGX_DECLINED;
+}
+
+
+/*
+ * The key's place in [0, 10000): MurmurHash2 of the key, mixed with the
+ * split's name so that two splits over one key are independent, then the
+ * 32-bit finalizer of MurmurHash3.  The same in every worker and across
+ * restarts.  Without a key, or with an empty one, each request draws.
+ */
+
+static ngx_uint_t
+ngx_http_traffic_split_bucket(ngx_http_request_t *r,
+    ngx_http_traffic_split_conf_t *scf)
+{
+    uint32_t   h;
+    ngx_str_t  key;
+
+    if (scf->key == NULL
+        || ngx_http_complex_value(r, scf->key, &key) != NGX_OK
+        || key.len == 0)
+    {
+        return (ngx_uint_t) ngx_random() % NGX_HTTP_TRAFFIC_SPLIT_SCALE;
+    }
+
+    h = ngx_murmur_hash2(key.data, key.len) ^ scf->seed;
+
+    h ^= h >> 16;
+    h *= 0x85ebca6b;
+    h ^= h >> 13;
+    h *= 0xc2b2ae35;
+    h ^= h >> 16;
+
+    return (ngx_uint_t) (((uint64_t) h * NGX_HTTP_TRAFFIC_SPLIT_SCALE) >> 32);
+}
+
+
+/*
+ * Weights are read without a lock: a writer makes the sequence odd, writes
+ * and makes it even again, and a reader that saw it change reads again.
+ * A writer dies only between two stores, so the reader gives up after a
+ * while and uses what it read (any weights give some variant).
+ */
+
+void
+ngx_http_traffic_split_read_weights(ngx_http_traffic_split_conf_t *scf,
+    ngx_uint_t *weights)
+{
+    ngx_uint_t                      tries;
+    ngx_atomic_uint_t               seq;
+    ngx_http_traffic_split_node_t  *node;
+
+    node = scf->node;
+
+    for (tries = 0; tries < 10000; tries++) {
+        seq = node->seq;
+
+        if (seq & 1) {
+            ngx_cpu_pause();
+            continue;
+        }
+
+        ngx_memory_barrier();
+
+        ngx_memcpy(weights, node->weights,
+                   scf->variants.nelts * sizeof(ngx_uint_t));
+
+        ngx_memory_barrier();
+
+        if (node->seq == seq) {
+            return;
+        }
+    }
+
+    ngx_memcpy(weights, node->weights,
+               scf->variants.nelts * sizeof(ngx_uint_t));
+}
+
+
+/* the caller holds the zone's mutex */
+
+void
+ngx_http_traffic_split_write_weights(ngx_http_traffic_split_conf_t *scf,
+    ngx_uint_t *weights)
+{
+    ngx_http_traffic_split_node_t  *node;
+
+    node = scf->node;
+
+    node->seq++;
+    ngx_memory_barrier();
+
+    ngx_memcpy(node->weights, weights,
+               scf->variants.nelts * sizeof(ngx_uint_t));
+
+    ngx_memory_barrier();
+    node->seq++;
+}
+
+
+static void
+ngx_http_traffic_split_record(ngx_http_request_t *r,
+    ngx_http_traffic_split_conf_t *scf, ngx_uint_t variant)
+{
+    ngx_uint_t                     i;
+    ngx_http_traffic_split_ctx_t  *ctx;
+
+    ctx = ngx_http_traffic_split_get_ctx(r, 1);
+
+    if (ctx == NULL) {
+        return;
+    }
+
+    /* a split evaluated again (after an internal redirect) counts once */
+
+    for (i = 0; i < ctx->npicks; i++) {
+        if (ctx->picks[i].scf == scf) {
+            ctx->picks[i].variant = variant;
+            return;
+        }
+    }
+
+    if (ctx->npicks == NGX_HTTP_TRAFFIC_SPLIT_PICKS) {
+        return;
+    }
+
+    ctx->picks[ctx->npicks].scf = scf;
+    ctx->picks[ctx->npicks].variant = variant;
+    ctx->npicks++;
+}
+
+
+/*
+ * The module's context is zeroed by an internal redirect (error_page,
+ * try_files): a pool cleanup finds it again, as the realip module does.
+ */
+
+static ngx_http_traffic_split_ctx_t *
+ngx_http_traffic_split_get_ctx(ngx_http_request_t *r, ngx_uint_t create)
+{
+    ngx_pool_cleanup_t            *cln;
+    ngx_http_traffic_split_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_traffic_split_module);
+
+    if (ctx) {
+        return ctx;
+    }
+
+    for (cln = r->pool->cleanup; cln; cln = cln->next) {
+        if (cln->handler == ngx_http_traffic_split_cleanup) {
+            ctx = cln->data;
+            ngx_http_set_ctx(r, ctx, ngx_http_traffic_split_module);
+            return ctx;
+        }
+    }
+
+    if (!create) {
+        return NULL;
+    }
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NULL;
+    }
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_traffic_split_ctx_t));
+    if (ctx == NULL) {
+        return NULL;
+    }
+
+    cln->handler = ngx_http_traffic_split_cleanup;
+    cln->data = ctx;
+
+    ngx_http_set_ctx(r, ctx, ngx_http_traffic_split_module);
+
+    return ctx;
+}
+
+
+static void
+ngx_http_traffic_split_cleanup(void *data)
+{
+    /* nothing to free: the handler marks the context's cleanup */
+}
+
+
+/*
+ * An answer counts as an error when its status is 5xx or when any try of
+ * it failed (a retry that hid a failed try still counts against the
+ * variant).
+ */
+
+ngx_int_t
+ngx_http_traffic_split_log_handler(ngx_http_request_t *r)
+{
+    ngx_msec_int_t                  ms;
+    ngx_time_t                     *tp;
+    ngx_uint_t                      i, status, error, b;
+    ngx_http_upstream_state_t      *state;
+    ngx_http_traffic_split_ctx_t   *ctx;
+    ngx_http_traffic_split_pick_t  *pk;
+
+    if (r != r->main) {
+        return NGX_OK;
+    }
+
+    ctx = ngx_http_traffic_split_get_ctx(r, 0);
+
+    if (ctx == NULL) {
+        return NGX_OK;
+    }
+
+    status = r->err_status ? r->err_status : r->headers_out.status;
+    error = (status >= 500);
+
+    if (r->upstream_states) {
+        state = r->upstream_states->elts;
+
+        for (i = 0; i < r->upstream_states->nelts; i++) {
+            if (state[i].status >= 500) {
+                error = 1;
+            }
+        }
+    }
+
+    tp = ngx_timeofday();
+    ms = (ngx_msec_int_t) ((tp->sec - r->start_sec) * 1000
+                           + (tp->msec - r->start_msec));
+    ms = ngx_max(ms, 0);
+
+    for (b = 0; b < NGX_HTTP_TRAFFIC_SPLIT_BUCKETS - 1; b++) {
+        if ((ngx_uint_t) ms <= ngx_http_traffic_split_bounds[b]) {
+            break;
+        }
+    }
+
+    pk = ctx->picks;
+
+    for (i = 0; i < ctx->npicks; i++) {
+        ngx_http_traffic_split_count(&pk[i].scf->node->stats[pk[i].variant],
+                                     status, error, b,
+                                     pk[i].scf->rollout
+                                     && pk[i].scf->rollout->canary
+                                        == pk[i].variant);
+    }
+
+    return NGX_OK;
+}
+
+
+/* the step's counters only matter for a rollout's canary */
+
+static void
+ngx_http_traffic_split_count(ngx_http_traffic_split_stats_t *st,
+    ngx_uint_t status, ngx_uint_t error, ngx_uint_t bucket, ngx_uint_t step)
+{
+    ngx_uint_t  code;
+
+    code = (status >= 100 && status <= 599) ? status - 100
+                                            : NGX_HTTP_TRAFFIC_SPLIT_CODES - 1;
+
+    (void) ngx_atomic_fetch_add(&st->requests, 1);
+    (void) ngx_atomic_fetch_add(&st->codes[code], 1);
+    (void) ngx_atomic_fetch_add(&st->hist[bucket], 1);
+
+    if (error) {
+        (void) ngx_atomic_fetch_add(&st->errors, 1);
+    }
+
+    if (!step) {
+        return;
+    }
+
+    (void) ngx_atomic_fetch_add(&st->step_requests, 1);
+    (void) ngx_atomic_fetch_add(&st->step_hist[bucket], 1);
+
+    if (error) {
+        (void) ngx_atomic_fetch_add(&st->step_errors, 1);
+    }
+}
+
+
+/* the upper bound of the bucket that holds the permille-th answer */
+
+ngx_uint_t
+ngx_http_traffic_split_quantile(ngx_atomic_t *hist, ngx_uint_t total,
+    ngx_uint_t permille)
+{
+    ngx_uint_t  b, seen, want;
+
+    if (total == 0) {
+        return 0;
+    }
+
+    want = (total * permille + 999) / 1000;
+    seen = 0;
+
+    for (b = 0; b < NGX_HTTP_TRAFFIC_SPLIT_BUCKETS; b++) {
+        seen += hist[b];
+
+        if (seen >= want) {
+            return ngx_http_traffic_split_bounds[b];
+        }
+    }
+
+    return ngx_http_traffic_split_bounds[NGX_HTTP_TRAFFIC_SPLIT_BUCKETS - 1];
+}
