@@ -18,15 +18,9 @@ FUZZ = os.path.join(TOP, "scripts", "fuzz")
 
 # reproducer -> the bug it shows, while that bug is open
 OPEN = {
-    "jwt-absent-claim-reads-as-last-member":
-        "issue 18.1: ngx_http_auth_jwt_json_variable() reads an absent "
-        "claim as the token's last member",
     "redis-array-bomb-16GiB-calloc":
         "issue 18.4: the shared Redis client lets hiredis allocate what a "
         "reply's header announces (*2147483647: 16 GiB)",
-    "label-invalid-utf8-continuation":
-        "issue 18.7: ngx_http_mesh_metrics_key_add() takes any byte >= 0x80 "
-        "as a UTF-8 continuation byte (\\xec\\xec\\xec)",
 }
 
 

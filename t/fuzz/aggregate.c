@@ -5,25 +5,39 @@
 
 
 /*
- * Aggregation of upstream answers (ngx_http_aggregate_merge.c): every
- * part body is parsed, filtered by fields=, merged (object or flat) and
- * dumped; a $aggregate_<part>_<field> name is resolved and looked up.
+ * Aggregation of upstream answers (ngx_http_aggregate_merge.c and
+ * ngx_http_aggregate_json.c): every part body is validated and rewritten
+ * as canonical JSON text, filtered by fields=, merged (object or flat);
+ * a $aggregate_<part>_<field> name is resolved and looked up.
  *
  * Input: a flags byte (bit 0: flat merge, bit 1: fields= on part "a",
  * bit 2: fields= on part "c", bit 3: part "b" failed), then NUL-separated
- * segments: a variable name, and up to three part bodies.  Checked: the
- * merged body is one valid JSON document and a newline.
+ * segments: a variable name, and up to three part bodies.  Checked: a
+ * part is accepted exactly when jansson accepts it (duplicate names
+ * refused) and its canonical text is the same JSON; the merged body is
+ * one valid JSON document and a newline; the heap never holds more than
+ * a few times the parts' size (issue 18.6).
  *
  * max_len: 8192
  */
 
 
 #include "ngx_fuzz.h"
-#include "../../modules/common/ngx_meshgate_json.c"
+#include <jansson.h>
+#include "../../modules/common/ngx_meshgate_http.c"
+#include "../../modules/aggregate/ngx_http_aggregate_json.c"
 #include "../../modules/aggregate/ngx_http_aggregate_merge.c"
 
 
 #define NGX_FUZZ_AGGREGATE_PARTS  3
+
+/* the heap an aggregation may hold: per byte of parts, and at most */
+#define NGX_FUZZ_AGGREGATE_RATIO  8
+#define NGX_FUZZ_AGGREGATE_BASE   (64 * 1024)
+
+
+static void ngx_fuzz_aggregate_same(ngx_http_aggregate_part_t *part,
+    ngx_str_t *in);
 
 
 static ngx_str_t  ngx_fuzz_aggregate_fields_a[] = {
@@ -39,10 +53,12 @@ int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     u_char                          *copy, *p, *last, *nul;
+    size_t                           peak;
     json_t                          *v;
     ngx_str_t                        seg[NGX_FUZZ_AGGREGATE_PARTS + 1];
-    ngx_str_t                        out, field;
-    ngx_int_t                        i, n;
+    ngx_str_t                        in[NGX_FUZZ_AGGREGATE_PARTS];
+    ngx_str_t                        out, field, value;
+    ngx_int_t                        i, n, rc;
     ngx_uint_t                       flags;
     ngx_pool_t                      *pool;
     ngx_array_t                      confs, fa, fc;
@@ -62,8 +78,11 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     flags = data[0];
 
-    copy = malloc(size);
+    /* two copies: the parts are rewritten in place */
+
+    copy = malloc(2 * size);
     ngx_memcpy(copy, data + 1, size - 1);
+    ngx_memcpy(copy + size, data + 1, size - 1);
 
     p = copy;
     last = copy + size - 1;
@@ -73,6 +92,11 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         seg[n].data = p;
         seg[n].len = (nul ? nul : last) - p;
         p = seg[n].data + seg[n].len + 1;
+
+        if (n > 0) {
+            in[n - 1].data = seg[n].data + size;
+            in[n - 1].len = seg[n].len;
+        }
     }
 
     pool = ngx_create_pool(4096, ngx_fuzz_get_log());
@@ -103,6 +127,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     ctx.parts = parts;
     ctx.nparts = n > 1 ? n - 1 : 0;
 
+    ngx_fuzz_heap_start();
+
     for (i = 0; i < (ngx_int_t) ctx.nparts; i++) {
         pc = ngx_array_push(&confs);
         ngx_memzero(pc, sizeof(ngx_http_aggregate_part_conf_t));
@@ -128,19 +154,35 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             continue;
         }
 
-        parts[i].state = (ngx_http_aggregate_part_json(&parts[i],
-                                                       ngx_fuzz_get_log())
-                          == NGX_OK)
-                         ? NGX_HTTP_AGGREGATE_OK : NGX_HTTP_AGGREGATE_FAILED;
+        rc = ngx_http_aggregate_part_json(&parts[i], ngx_fuzz_get_log());
+
+        parts[i].state = (rc == NGX_OK) ? NGX_HTTP_AGGREGATE_OK
+                                        : NGX_HTTP_AGGREGATE_FAILED;
     }
 
-    if (ngx_http_aggregate_merge(&ctx, &out) == NGX_OK) {
+    rc = ngx_http_aggregate_merge(&ctx, &out);
+
+    peak = ngx_fuzz_heap_peak();
+
+    ngx_fuzz_assert(peak <= NGX_FUZZ_AGGREGATE_RATIO * size
+                            + NGX_FUZZ_AGGREGATE_BASE,
+                    "aggregation memory beyond proportion");
+
+    if (rc == NGX_OK) {
         ngx_fuzz_assert(out.len > 0 && out.data[out.len - 1] == '\n',
                         "merged body without its newline");
 
         v = json_loadb((char *) out.data, out.len - 1, 0, &err);
-        ngx_fuzz_assert(v != NULL, "merged body is not JSON");
+        ngx_fuzz_assert(v != NULL || ngx_strstr(err.text, "too big")
+                        || ngx_strstr(err.text, "overflow"),
+                        "merged body is not JSON");
         json_decref(v);
+    }
+
+    for (i = 0; i < (ngx_int_t) ctx.nparts; i++) {
+        if (!(i == 1 && (flags & 0x08))) {
+            ngx_fuzz_aggregate_same(&parts[i], &in[i]);
+        }
     }
 
     if (n > 0) {
@@ -148,7 +190,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                                          &field);
 
         if (i != NGX_ERROR && parts[i].state == NGX_HTTP_AGGREGATE_OK) {
-            (void) ngx_http_aggregate_lookup(parts[i].out, &field);
+            (void) ngx_http_aggregate_lookup(&parts[i].out, &field, &value);
         }
     }
 
@@ -164,4 +206,54 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     free(copy);
 
     return 0;
+}
+
+
+/* the part's canonical text against jansson's reading of what was sent */
+
+static void
+ngx_fuzz_aggregate_same(ngx_http_aggregate_part_t *part, ngx_str_t *in)
+{
+    u_char        *p;
+    size_t         len;
+    json_t        *want, *got;
+    json_error_t   err;
+
+    p = in->data;
+    len = in->len;
+
+    if (len >= 3 && p[0] == 0xef && p[1] == 0xbb && p[2] == 0xbf) {
+        p += 3;
+        len -= 3;
+    }
+
+    /* as the module read parts with jansson: "\u0000" refused */
+
+    want = json_loadb((char *) p, len,
+                      JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &err);
+
+    /* jansson refuses numbers beyond double and int64: text keeps them */
+
+    if (want == NULL
+        && (ngx_strstr(err.text, "too big") || ngx_strstr(err.text,
+                                                          "overflow")))
+    {
+        return;
+    }
+
+    if (part->state != NGX_HTTP_AGGREGATE_OK) {
+        ngx_fuzz_assert(want == NULL, "valid JSON part refused");
+        return;
+    }
+
+    ngx_fuzz_assert(want != NULL, "invalid JSON part accepted");
+
+    got = json_loadb((char *) part->text.data, part->text.len,
+                     JSON_DECODE_ANY, &err);
+
+    ngx_fuzz_assert(got != NULL && json_equal(want, got),
+                    "canonical text is another document");
+
+    json_decref(want);
+    json_decref(got);
 }

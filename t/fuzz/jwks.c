@@ -10,7 +10,8 @@
  * them; then a fixed token of every family is checked against every key
  * loaded.
  *
- * Input: one byte (odd: strict, as key files are read), the key text.
+ * Input: one byte (the most keys a set may hold, auth_jwt_key_set_max:
+ * 1 to 64), the key text.
  *
  * max_len: 16384
  */
@@ -18,7 +19,9 @@
 
 #include "ngx_fuzz.h"
 #include "../../modules/common/ngx_meshgate_json.c"
+#include "../../modules/common/ngx_meshgate_http.c"
 #include "../../modules/auth_jwt/ngx_http_auth_jwt_jose.c"
+#include "../../modules/auth_jwt/ngx_http_auth_jwt_jwe.c"
 
 
 static const char  *ngx_fuzz_jwks_tokens[] = {
@@ -63,7 +66,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     err = NULL;
 
-    if (ngx_http_auth_jwt_keyset_load(ks, copy, size - 1, data[0] & 1,
+    if (ngx_http_auth_jwt_keyset_load(ks, copy, size - 1, 1 + data[0] % 64,
                                       ngx_fuzz_get_log(), &err)
         == NGX_OK)
     {

@@ -23,6 +23,7 @@
 #include "../../modules/common/ngx_meshgate_json.c"
 #include "../../modules/common/ngx_meshgate_http.c"
 #include "../../modules/auth_jwt/ngx_http_auth_jwt_jose.c"
+#include "../../modules/auth_jwt/ngx_http_auth_jwt_jwe.c"
 #include "../../modules/auth_jwt/ngx_http_auth_jwt_module.c"
 
 
@@ -56,7 +57,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         ngx_fuzz_assert(ngx_fuzz_jwt_keys != NULL, "no keyset");
         ngx_fuzz_assert(ngx_http_auth_jwt_keyset_load(ngx_fuzz_jwt_keys,
                             (u_char *) NGX_FUZZ_JWT_KEYS,
-                            sizeof(NGX_FUZZ_JWT_KEYS) - 1, 1,
+                            sizeof(NGX_FUZZ_JWT_KEYS) - 1, 16,
                             ngx_fuzz_get_log(), &err)
                         == NGX_OK, "fixed keys refused");
     }
@@ -123,7 +124,8 @@ ngx_fuzz_jwt_variable(ngx_http_request_t *r, json_t *root, ngx_str_t *name)
 
     ngx_memzero(&v, sizeof(ngx_http_variable_value_t));
 
-    if (ngx_http_auth_jwt_json_variable(r, &v, root, name) != NGX_OK
+    if (ngx_http_auth_jwt_json_variable(r, &v, root, name, "claim")
+        != NGX_OK
         || v.not_found)
     {
         return;
