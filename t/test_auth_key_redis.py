@@ -146,8 +146,9 @@ def test_malformed_entries_are_refused(gw):
     c.hset(rkey("k-badfield"), mapping={"consumer": "x", "bad-name": "1"})
     c.hset(rkey("k-ctl"), mapping={"consumer": "x\r\nX-Evil: 1"})
     c.hset(rkey("k-empty"), mapping={"consumer": ""})
+    c.hset(rkey("k-utf8"), mapping={"consumer": "x", "tier": b"\xec\xec"})
     c.set(rkey("k-string"), "alice")
-    for k in ("k-noname", "k-badfield", "k-ctl", "k-empty"):
+    for k in ("k-noname", "k-badfield", "k-ctl", "k-empty", "k-utf8"):
         r = get(gw, "/x", k)
         assert r.status_code == 401, k
     assert "malformed Redis key entry" in gw.logs()

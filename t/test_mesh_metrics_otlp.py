@@ -1,4 +1,4 @@
-"""ngx_http_mesh_metrics_module: OTLP/HTTP span export (issue 16).  The
+"""ngx_http_mesh_metrics_module: OTLP/HTTP span export.  The
 collector is a scripted backend; its bodies are decoded by hand
 (protobuf wire format, t/mesh_metrics_util.py)."""
 

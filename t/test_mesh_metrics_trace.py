@@ -4,13 +4,14 @@ the demo gateway's metrics routes."""
 import json
 import os
 import re
+import socket
 
 import pytest
 import requests
 
 import conftest
-from conftest import Resp, require_module, wait_for
-from mesh_metrics_util import TRACEPARENT, promtool, scrape, wait_metric
+from conftest import Resp, recv_all, require_module, wait_for
+from mesh_metrics_util import TRACEPARENT, promtool, wait_metric
 from test_config_examples import gateway  # noqa: F401 (fixture)
 
 require_module("mesh_metrics")
@@ -70,6 +71,12 @@ def send(n, b, headers, path="/x"):
     assert r.status_code == 200, r.text
     seen = b.requests[-1]["headers"]
     return r, seen.get("traceparent"), seen.get("tracestate")
+
+
+def raw(port, data):
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(data)
+        return recv_all(s)
 
 
 @pytest.mark.parametrize("incoming, flags", [
@@ -303,6 +310,21 @@ def test_gateway_json_log_and_metrics_routes(gateway):  # noqa: F811
     assert any(e["route"] == "/public/" and e["upstream"] == "users_svc"
                for e in g["edges"])
 
+    # the version routing's split in the map: a match sends /v2/ to
+    # orders_v2 whatever its weight (0 %)
+    requests.get(n.url("/v2/items"), timeout=10)
+
+    def split_rows():
+        g = requests.get(n.url("/mesh/graph"), timeout=10).json()
+        return {s["variant"]: s for s in g["splits"]
+                if s["split"] == "api_version"} or None
+    rows = wait_for(split_rows, 10, "the api_version split in the graph")
+    assert rows["orders_v2"]["route"] == "/versioned"
+    assert (rows["orders_v2"]["requests"],
+            rows["orders_v2"]["weight_percent"]) == (1, 0)
+    assert (rows["orders_v1"]["requests"],
+            rows["orders_v1"]["weight_percent"]) == (0, 100)
+
 
 def test_traceparent_variable_with_request_headers_off(nginx, backend):
     """proxy_pass_request_headers off: $mesh_traceparent in
@@ -339,3 +361,25 @@ def test_head_unknown_method_and_no_body(traced):
                     code=code)
     assert m.get("meshgate_requests_total", method="FROB") == 0
     assert m.get("meshgate_requests_total", method="HEAD") == 0
+
+
+def test_http09_request_with_tracing_is_served(nginx, backend, workers):
+    """`GET /` as HTTP/0.9 has no header list: with mesh_trace on, the
+    worker used to die on a push onto it (signal 11).  Now the request is
+    proxied with our traceparent and counted."""
+    b = backend()
+    n = nginx.start(CONF, modules=MODS, workers=workers, b1=b.port)
+    pids = set(n.worker_pids())
+    for _ in range(3):
+        body = raw(n.port, b"GET /x09\r\n")
+        assert b'"path": "/x09"' in body, body
+    assert set(n.worker_pids()) == pids
+    seen = [q for q in b.requests if q["path"] == "/x09"]
+    assert len(seen) == 3
+    assert TRACEPARENT.match(seen[0]["headers"]["traceparent"])
+    m = wait_metric(n, "meshgate_requests_total", 3, route="/")
+    assert m.get("meshgate_requests_total", route="/", code="200") == 3
+    # and 1.0 / 1.1 still work on the same workers
+    assert raw(n.port, b"GET /x10 HTTP/1.0\r\n\r\n").startswith(
+        b"HTTP/1.1 200")
+    assert requests.get(n.url("/x11"), timeout=10).status_code == 200

@@ -1,4 +1,4 @@
-"""Every module, every kind of request nginx accepts (issue 18): HTTP/0.9,
+"""Every module, every kind of request nginx accepts: HTTP/0.9,
 1.0, 1.1, h2 over TLS, subrequests (auth_request, SSI, addition, the
 aggregation's parts, introspection), internal redirects (rewrite ... last,
 try_files to a named location, error_page) and error pages.  A worker
@@ -18,7 +18,7 @@ import auth_jwt_util as U
 from conftest import free_port, recv_all, require_module
 
 ALL = ["auth_jwt", "auth_key", "auth_introspect", "rate_limit", "aggregate",
-       "upstream_mesh", "mesh_identity", "mesh_metrics"]
+       "upstream_mesh", "mesh_identity", "mesh_metrics", "traffic_split"]
 
 for _m in ALL:
     require_module(_m)
@@ -77,6 +77,18 @@ EVERYTHING = BACKENDS + r"""
         zone flaky 64k;
         server 127.0.0.1:{{port3}};
         server 127.0.0.1:{{port1}};
+    }
+
+    upstream app_b {
+        server 127.0.0.1:{{port1}};
+    }
+
+    # keyed by a header that HTTP/0.9 cannot send: by request there
+    traffic_split kinds zone=kinds_split:1m {
+        key    $http_x_user;
+        match  $arg_v = 2  app_b;
+        app_b  50%;
+        app    *;
     }
 
     server {
@@ -196,6 +208,18 @@ EVERYTHING = BACKENDS + r"""
             mesh_status;
         }
 
+        location /split/ {
+            proxy_pass http://$traffic_split_kinds;
+        }
+
+        location /splits/ {
+            traffic_split_api;
+        }
+
+        location = /graph {
+            mesh_metrics_export graph;
+        }
+
         location = /metrics {
             mesh_metrics off;
             mesh_metrics_export prometheus;
@@ -252,6 +276,10 @@ def cases(c):
         ("/regex/12", 200),
         ("/mtls/a", 403),
         ("/mesh-status", 200),
+        ("/split/a", 200),
+        ("/split/a?v=2", 200),
+        ("/splits/", 200),
+        ("/graph", 200),
         ("/metrics", 200),
     ]
 
@@ -404,6 +432,13 @@ ALONE = {
         location = /metrics {
             mesh_metrics_export prometheus;
         }""", lambda c: ["/a", "/metrics"]),
+    "traffic_split": ("""
+        location / {
+            proxy_pass http://$traffic_split_alone;
+        }
+        location /splits/ {
+            traffic_split_api;
+        }""", lambda c: ["/a", "/a?v=2", "/splits/", "/splits/alone"]),
 }
 
 PREAMBLE = {
@@ -421,6 +456,16 @@ PREAMBLE = {
     "mesh_metrics": """
     mesh_metrics zone=alone:1m;
     mesh_trace on;
+""",
+    "traffic_split": """
+    upstream a { server 127.0.0.1:{{port1}}; }
+    upstream b { server 127.0.0.1:{{port1}}; }
+    traffic_split alone zone=alone_split:1m {
+        key    $http_x_user;
+        match  $arg_v = 2  b;
+        b      50%;
+        a      *;
+    }
 """,
 }
 

@@ -10,6 +10,7 @@
 #include "ngx_http_auth_key.h"
 #include "ngx_meshgate_cache.h"
 #include "ngx_meshgate_redis.h"
+#include "ngx_meshgate_http.h"
 
 
 /*
@@ -56,8 +57,8 @@ static u_char *ngx_http_auth_key_redis_put(u_char *p, ngx_str_t *s);
 static ngx_int_t ngx_http_auth_key_redis_get(u_char **p, u_char *end,
     ngx_str_t *s);
 static char *ngx_http_auth_key_redis_store_id(ngx_conf_t *cf,
-    ngx_http_auth_key_redis_t *kr, ngx_str_t *server, ngx_str_t *db,
-    ngx_str_t *user);
+    ngx_http_auth_key_redis_t *kr, ngx_str_t *server, ngx_str_t *master,
+    ngx_str_t *db, ngx_str_t *user);
 
 
 char *
@@ -66,7 +67,7 @@ ngx_http_auth_key_redis_conf(ngx_conf_t *cf,
 {
     char                           *rv;
     ngx_int_t                       rc;
-    ngx_str_t                      *value, s, server, db, user;
+    ngx_str_t                      *value, s, server, master, db, user;
     ngx_msec_t                      t;
     ngx_uint_t                      i;
     ngx_http_auth_key_redis_t      *kr, **pkr;
@@ -94,6 +95,7 @@ ngx_http_auth_key_redis_conf(ngx_conf_t *cf,
     kr->negative_ttl = NGX_CONF_UNSET_MSEC;
 
     ngx_str_null(&server);
+    ngx_str_null(&master);
     ngx_str_null(&db);
     ngx_str_null(&user);
 
@@ -137,8 +139,14 @@ ngx_http_auth_key_redis_conf(ngx_conf_t *cf,
             continue;
         }
 
-        if (ngx_strncmp(value[i].data, "server=", 7) == 0) {
+        if (ngx_strncmp(value[i].data, "server=", 7) == 0
+            || ngx_strncmp(value[i].data, "sentinel=", 9) == 0
+            || ngx_strncmp(value[i].data, "cluster=", 8) == 0)
+        {
             server = value[i];
+
+        } else if (ngx_strncmp(value[i].data, "master=", 7) == 0) {
+            master = value[i];
 
         } else if (ngx_strncmp(value[i].data, "db=", 3) == 0) {
             db = value[i];
@@ -168,11 +176,18 @@ ngx_http_auth_key_redis_conf(ngx_conf_t *cf,
         kr->negative_ttl = kr->ttl;
     }
 
-    if (ngx_http_auth_key_redis_store_id(cf, kr, &server, &db, &user)
+    if (ngx_http_auth_key_redis_store_id(cf, kr, &server, &master, &db,
+                                         &user)
         != NGX_CONF_OK)
     {
         return NGX_CONF_ERROR;
     }
+
+    /* HGETALL: names and values of at most so many fields */
+
+    ngx_meshgate_redis_limit_replies(kr->client,
+                                     1 + 2 * NGX_HTTP_AUTH_KEY_REDIS_FIELDS,
+                                     1, NGX_HTTP_AUTH_KEY_REDIS_LEN);
 
     if (ngx_meshgate_redis_init(cf, kr->client) != NGX_CONF_OK) {
         return NGX_CONF_ERROR;
@@ -199,18 +214,20 @@ invalid:
 
 
 /*
- * Stores that may share a cache zone differ by key prefix, server,
- * database or user: a cached answer is keyed by these and the key's hash.
+ * Stores that may share a cache zone differ by key prefix, server (or
+ * sentinels and master, or cluster), database or user: a cached answer is
+ * keyed by these and the key's hash.
  */
 
 static char *
 ngx_http_auth_key_redis_store_id(ngx_conf_t *cf,
-    ngx_http_auth_key_redis_t *kr, ngx_str_t *server, ngx_str_t *db,
-    ngx_str_t *user)
+    ngx_http_auth_key_redis_t *kr, ngx_str_t *server, ngx_str_t *master,
+    ngx_str_t *db, ngx_str_t *user)
 {
     u_char  *p;
 
-    kr->store.len = kr->prefix.len + server->len + db->len + user->len + 3;
+    kr->store.len = kr->prefix.len + server->len + master->len + db->len
+                    + user->len + 4;
 
     kr->store.data = ngx_pnalloc(cf->pool, kr->store.len);
     if (kr->store.data == NULL) {
@@ -220,6 +237,8 @@ ngx_http_auth_key_redis_store_id(ngx_conf_t *cf,
     p = ngx_cpymem(kr->store.data, kr->prefix.data, kr->prefix.len);
     *p++ = '\0';
     p = ngx_cpymem(p, server->data, server->len);
+    *p++ = '\0';
+    p = ngx_cpymem(p, master->data, master->len);
     *p++ = '\0';
     p = ngx_cpymem(p, db->data, db->len);
     *p++ = '\0';
@@ -352,15 +371,17 @@ static ngx_uint_t
 ngx_http_auth_key_redis_read(ngx_http_request_t *r,
     ngx_http_auth_key_ctx_t *ctx, redisReply *reply)
 {
+    u_char         buf[NGX_MESHGATE_REDIS_ERROR_LEN];
     size_t         i, n;
-    ngx_str_t      name, value;
+    ngx_str_t      name, value, text;
     redisReply    *f, *v;
     ngx_keyval_t  *kv;
 
     if (reply->type == REDIS_REPLY_ERROR) {
+        text = ngx_meshgate_redis_error_text(reply, buf);
+
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "auth_key: Redis error: %*s",
-                      (size_t) reply->len, reply->str);
+                      "auth_key: Redis error: %V", &text);
         return NGX_HTTP_AUTH_KEY_UNAVAILABLE;
     }
 
@@ -481,6 +502,12 @@ ngx_http_auth_key_redis_valid(u_char *p, size_t len, ngx_uint_t name)
         } else if (*p < 0x20 || *p == 0x7f) {
             return NGX_ERROR;
         }
+    }
+
+    /* values go into variables, and from there into headers */
+
+    if (!name && !ngx_meshgate_utf8_is_valid(end - len, len)) {
+        return NGX_ERROR;
     }
 
     return NGX_OK;

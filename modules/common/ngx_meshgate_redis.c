@@ -16,6 +16,40 @@
 #define NGX_MESHGATE_REDIS_BACKOFF_MAX   1000
 #define NGX_MESHGATE_REDIS_READ_SIZE     16384
 
+/* reply limits: see ngx_meshgate_redis_limit_replies() */
+#define NGX_MESHGATE_REDIS_MAX_DEPTH     7     /* hiredis 0.14 nests 7 */
+#define NGX_MESHGATE_REDIS_MIN_LINE      1024  /* error texts */
+#define NGX_MESHGATE_REDIS_MAX_DIGITS    18
+
+#define NGX_MESHGATE_REDIS_SLOTS         16384
+#define NGX_MESHGATE_REDIS_MAX_NODES     64    /* per cluster */
+
+#define NGX_MESHGATE_REDIS_SCAN_TYPE     0
+#define NGX_MESHGATE_REDIS_SCAN_LINE     1
+#define NGX_MESHGATE_REDIS_SCAN_LF       2
+#define NGX_MESHGATE_REDIS_SCAN_BULK     3
+
+
+/*
+ * Where the pre-scan of replies stands (ngx_meshgate_redis_scan()): the
+ * bytes of a reply are checked against the limits before hiredis sees
+ * them, so that hiredis never allocates for a count or a length that the
+ * limits refuse.
+ */
+
+typedef struct {
+    ngx_uint_t                      state;
+    u_char                          type;
+    unsigned                        neg:1;
+    size_t                          line;      /* bytes of the line */
+    ngx_uint_t                      digits;
+    int64_t                         num;
+    int64_t                         bulk;      /* bytes left, CRLF too */
+    ngx_uint_t                      depth;
+    ngx_uint_t                      values;    /* of the current reply */
+    int64_t                         left[NGX_MESHGATE_REDIS_MAX_DEPTH + 1];
+} ngx_meshgate_redis_scan_t;
+
 
 struct ngx_meshgate_redis_script_s {
     ngx_str_t                       text;
@@ -38,6 +72,7 @@ struct ngx_meshgate_redis_cmd_s {
     size_t                          args_off;
     ngx_uint_t                      argc;
     unsigned                        retried:1;
+    unsigned                        redirected:1;
 };
 
 
@@ -54,6 +89,29 @@ struct ngx_meshgate_redis_s {
     ngx_msec_t                      connect_timeout;
     ngx_str_t                       host;
 
+    /* Sentinel: sentinel=, master=, sentinel_user=, sentinel_password= */
+    ngx_array_t                    *sentinels;   /* of ngx_addr_t */
+    ngx_str_t                       master;
+    ngx_str_t                       sentinel_user;
+    ngx_str_t                       sentinel_password;
+    ngx_meshgate_redis_t           *sentinel;    /* the client to them */
+    ngx_meshgate_redis_t           *subscriber;  /* +switch-master */
+    void                          (*push)(ngx_meshgate_redis_t *rd,
+                                          redisReply *reply);
+    ngx_meshgate_redis_t           *push_data;
+
+    /* Cluster: cluster= (seed nodes) */
+    ngx_array_t                    *cluster;     /* of ngx_addr_t */
+    ngx_meshgate_redis_t           *control;     /* CLUSTER SLOTS */
+    ngx_meshgate_redis_t           *parent;      /* of a node's client */
+    ngx_meshgate_redis_ready_pt     ready;
+    void                           *ready_data;
+
+    /* reply limits */
+    ngx_uint_t                      max_values;
+    ngx_uint_t                      max_depth;
+    size_t                          max_bulk;
+
     /* TLS: tls, tls_verify=, tls_ca=, tls_name=, tls_cert=, tls_key= */
     ngx_ssl_t                      *ssl;
     ngx_int_t                       tls_verify;
@@ -66,6 +124,7 @@ struct ngx_meshgate_redis_s {
     /* per worker */
     ngx_connection_t               *conn;
     redisReader                    *reader;
+    ngx_meshgate_redis_scan_t       scan;
     u_char                         *out;
     size_t                          out_len;
     size_t                          out_sent;
@@ -73,10 +132,26 @@ struct ngx_meshgate_redis_s {
     ngx_queue_t                     pending;
     ngx_queue_t                     free;
     ngx_event_t                     connect_timer;
+    ngx_meshgate_redis_t          **nodes;
+    ngx_uint_t                      nnodes;
+    u_char                         *slots;       /* node + 1, or 0 */
+    ngx_meshgate_redis_cmd_t       *control_cmd;
+    ngx_uint_t                      control_next;
+    ngx_uint_t                      control_tries;
+    ngx_meshgate_redis_cmd_t       *sentinel_cmd;
+    ngx_uint_t                      sentinel_next;   /* to ask first */
+    ngx_uint_t                      sentinel_tries;
+    ngx_sockaddr_t                  primary;
+    socklen_t                       primary_len;
+    u_char                          primary_text[NGX_SOCKADDR_STRLEN];
+    ngx_meshgate_redis_stats_t      stats;
     ngx_msec_t                      down_until;
     ngx_msec_t                      backoff;
     ngx_uint_t                      generation;
     unsigned                        connecting:1;
+    unsigned                        discovering:1;
+    unsigned                        primary_known:1;
+    unsigned                        map_known:1;
     unsigned                        down:1;
     unsigned                        initialized:1;
 };
@@ -84,7 +159,45 @@ struct ngx_meshgate_redis_s {
 
 static ngx_int_t ngx_meshgate_redis_parse_server(ngx_conf_t *cf,
     ngx_meshgate_redis_t *rd, ngx_str_t *value);
+static ngx_int_t ngx_meshgate_redis_parse_sentinel(ngx_conf_t *cf,
+    ngx_meshgate_redis_t *rd, ngx_str_t *param);
+static ngx_array_t *ngx_meshgate_redis_parse_nodes(ngx_conf_t *cf,
+    ngx_str_t *list, in_port_t port);
+static char *ngx_meshgate_redis_init_sentinel(ngx_conf_t *cf,
+    ngx_meshgate_redis_t *rd);
+static char *ngx_meshgate_redis_init_cluster(ngx_conf_t *cf,
+    ngx_meshgate_redis_t *rd);
+static ngx_meshgate_redis_t *ngx_meshgate_redis_cluster_node(
+    ngx_meshgate_redis_t *rd, u_char *key, size_t len);
+static ngx_int_t ngx_meshgate_redis_cluster_init(ngx_meshgate_redis_t *rd);
+static ngx_int_t ngx_meshgate_redis_add_node(ngx_meshgate_redis_t *rd,
+    struct sockaddr *sa, socklen_t socklen);
+static ngx_int_t ngx_meshgate_redis_ask_slots(ngx_meshgate_redis_t *rd);
+static void ngx_meshgate_redis_slots_handler(void *data, ngx_int_t status,
+    redisReply *reply);
+static ngx_int_t ngx_meshgate_redis_slots(ngx_meshgate_redis_t *rd,
+    redisReply *reply);
+static ngx_int_t ngx_meshgate_redis_redirect(ngx_meshgate_redis_t *rd,
+    ngx_meshgate_redis_cmd_t *cmd, redisReply *reply);
+static ngx_int_t ngx_meshgate_redis_parse_addr(u_char *ip, size_t len,
+    ngx_int_t port, ngx_sockaddr_t *sa, socklen_t *socklen);
+static ngx_uint_t ngx_meshgate_redis_slot(u_char *key, size_t len);
+static void ngx_meshgate_redis_close_cluster(ngx_meshgate_redis_t *rd);
 static ngx_int_t ngx_meshgate_redis_connect(ngx_meshgate_redis_t *rd);
+static ngx_int_t ngx_meshgate_redis_discover(ngx_meshgate_redis_t *rd);
+static void ngx_meshgate_redis_sentinel_handler(void *data,
+    ngx_int_t status, redisReply *reply);
+static ngx_int_t ngx_meshgate_redis_primary(ngx_meshgate_redis_t *rd,
+    redisReply *reply);
+static void ngx_meshgate_redis_subscribe(ngx_meshgate_redis_t *rd);
+static void ngx_meshgate_redis_subscribed(void *data, ngx_int_t status,
+    redisReply *reply);
+static void ngx_meshgate_redis_switch_master(ngx_meshgate_redis_t *sub,
+    redisReply *reply);
+static ngx_int_t ngx_meshgate_redis_prepend_handshake(
+    ngx_meshgate_redis_t *rd);
+static ngx_uint_t ngx_meshgate_redis_not_primary(ngx_meshgate_redis_t *rd,
+    redisReply *reply);
 static ngx_uint_t ngx_meshgate_redis_no_socket(ngx_meshgate_redis_t *rd);
 static ngx_int_t ngx_meshgate_redis_handshake(ngx_meshgate_redis_t *rd);
 static void ngx_meshgate_redis_handshake_handler(void *data,
@@ -122,6 +235,10 @@ static ngx_int_t ngx_meshgate_redis_retry_eval(ngx_meshgate_redis_t *rd,
     ngx_meshgate_redis_cmd_t *cmd);
 static void ngx_meshgate_redis_timeout_handler(ngx_event_t *ev);
 static void ngx_meshgate_redis_connect_timeout_handler(ngx_event_t *ev);
+static ssize_t ngx_meshgate_redis_scan(ngx_meshgate_redis_t *rd, u_char *buf,
+    size_t len, const char **why);
+static const char *ngx_meshgate_redis_scan_header(ngx_meshgate_redis_t *rd);
+static void ngx_meshgate_redis_scan_done(ngx_meshgate_redis_scan_t *sc);
 
 
 ngx_meshgate_redis_t *
@@ -148,8 +265,21 @@ ngx_meshgate_redis_create(ngx_conf_t *cf)
     rd->timeout = NGX_CONF_UNSET_MSEC;
     rd->connect_timeout = NGX_CONF_UNSET_MSEC;
     rd->tls_verify = NGX_CONF_UNSET;
+    rd->max_values = NGX_CONF_UNSET_UINT;
+    rd->max_depth = NGX_CONF_UNSET_UINT;
+    rd->max_bulk = NGX_CONF_UNSET_SIZE;
 
     return rd;
+}
+
+
+void
+ngx_meshgate_redis_limit_replies(ngx_meshgate_redis_t *rd, ngx_uint_t values,
+    ngx_uint_t depth, size_t bulk)
+{
+    rd->max_values = ngx_max(values, 1);
+    rd->max_depth = ngx_min(depth, NGX_MESHGATE_REDIS_MAX_DEPTH);
+    rd->max_bulk = bulk;
 }
 
 
@@ -163,6 +293,15 @@ ngx_meshgate_redis_parse(ngx_conf_t *cf, ngx_meshgate_redis_t *rd,
         v.data = param->data + 7;
         v.len = param->len - 7;
         return ngx_meshgate_redis_parse_server(cf, rd, &v);
+    }
+
+    switch (ngx_meshgate_redis_parse_sentinel(cf, rd, param)) {
+    case NGX_OK:
+        return NGX_OK;
+    case NGX_ERROR:
+        return NGX_ERROR;
+    default:
+        break;
     }
 
     if (ngx_strncmp(param->data, "password=", 9) == 0) {
@@ -236,6 +375,148 @@ invalid:
     ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                        "invalid redis parameter \"%V\"", param);
     return NGX_ERROR;
+}
+
+
+/* sentinel=host:port[,host:port...] master= sentinel_user= ..._password= */
+
+static ngx_int_t
+ngx_meshgate_redis_parse_sentinel(ngx_conf_t *cf, ngx_meshgate_redis_t *rd,
+    ngx_str_t *param)
+{
+    ngx_str_t  v;
+
+    if (ngx_strncmp(param->data, "sentinel=", 9) == 0) {
+        v.data = param->data + 9;
+        v.len = param->len - 9;
+
+        if (rd->sentinels) {
+            goto duplicate;
+        }
+
+        rd->sentinels = ngx_meshgate_redis_parse_nodes(cf, &v, 26379);
+
+        return rd->sentinels ? NGX_OK : NGX_ERROR;
+    }
+
+    if (ngx_strncmp(param->data, "cluster=", 8) == 0) {
+        v.data = param->data + 8;
+        v.len = param->len - 8;
+
+        if (rd->cluster) {
+            goto duplicate;
+        }
+
+        rd->cluster = ngx_meshgate_redis_parse_nodes(cf, &v, 6379);
+
+        return rd->cluster ? NGX_OK : NGX_ERROR;
+    }
+
+    if (ngx_strncmp(param->data, "master=", 7) == 0) {
+        rd->master.data = param->data + 7;
+        rd->master.len = param->len - 7;
+
+        if (rd->master.len == 0) {
+            goto invalid;
+        }
+
+        return NGX_OK;
+    }
+
+    if (ngx_strncmp(param->data, "sentinel_user=", 14) == 0) {
+        rd->sentinel_user.data = param->data + 14;
+        rd->sentinel_user.len = param->len - 14;
+
+        if (rd->sentinel_user.len == 0) {
+            goto invalid;
+        }
+
+        return NGX_OK;
+    }
+
+    if (ngx_strncmp(param->data, "sentinel_password=", 18) == 0) {
+        rd->sentinel_password.data = param->data + 18;
+        rd->sentinel_password.len = param->len - 18;
+        return NGX_OK;
+    }
+
+    return NGX_DECLINED;
+
+duplicate:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "duplicate redis parameter \"%V\"", param);
+    return NGX_ERROR;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid redis parameter \"%V\"", param);
+    return NGX_ERROR;
+}
+
+
+/*
+ * A list of nodes, host[:port] separated by commas; a host name is
+ * resolved now (first address): a worker never resolves.
+ */
+
+static ngx_array_t *
+ngx_meshgate_redis_parse_nodes(ngx_conf_t *cf, ngx_str_t *list,
+    in_port_t port)
+{
+    u_char       *p, *last, *comma;
+    ngx_url_t     u;
+    ngx_addr_t   *addr;
+    ngx_array_t  *nodes;
+
+    nodes = ngx_array_create(cf->pool, 3, sizeof(ngx_addr_t));
+    if (nodes == NULL) {
+        return NULL;
+    }
+
+    p = list->data;
+    last = list->data + list->len;
+
+    for ( ;; ) {
+        comma = ngx_strlchr(p, last, ',');
+
+        if (comma == NULL) {
+            comma = last;
+        }
+
+        ngx_memzero(&u, sizeof(ngx_url_t));
+
+        u.url.data = p;
+        u.url.len = comma - p;
+        u.default_port = port;
+        u.no_resolve = 0;
+
+        if (u.url.len == 0
+            || (u.url.len > 5 && ngx_strncmp(p, "unix:", 5) == 0)
+            || ngx_parse_url(cf->pool, &u) != NGX_OK
+            || u.naddrs == 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid redis node \"%V\" in \"%V\"%s%s",
+                               &u.url, list, u.err ? ": " : "",
+                               u.err ? u.err : "");
+            return NULL;
+        }
+
+        addr = ngx_array_push(nodes);
+        if (addr == NULL) {
+            return NULL;
+        }
+
+        *addr = u.addrs[0];
+
+        if (comma == last) {
+            return nodes;
+        }
+
+        p = comma + 1;
+    }
 }
 
 
@@ -350,9 +631,17 @@ ngx_meshgate_redis_init(ngx_conf_t *cf, ngx_meshgate_redis_t *rd)
 {
     char  *env;
 
-    if (rd->sockaddr == NULL) {
+    if (ngx_meshgate_redis_init_sentinel(cf, rd) != NGX_CONF_OK
+        || ngx_meshgate_redis_init_cluster(cf, rd) != NGX_CONF_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    if (rd->sockaddr == NULL && rd->sentinels == NULL && rd->cluster == NULL)
+    {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "redis \"server=\" parameter is required");
+                           "redis \"server=\", \"sentinel=\" or "
+                           "\"cluster=\" parameter is required");
         return NGX_CONF_ERROR;
     }
 
@@ -391,8 +680,227 @@ ngx_meshgate_redis_init(ngx_conf_t *cf, ngx_meshgate_redis_t *rd)
     ngx_conf_init_value(rd->db, 0);
     ngx_conf_init_msec_value(rd->timeout, 50);
     ngx_conf_init_msec_value(rd->connect_timeout, 500);
+    ngx_conf_init_uint_value(rd->max_values, 256);
+    ngx_conf_init_uint_value(rd->max_depth, 1);
+    ngx_conf_init_size_value(rd->max_bulk, 4096);
 
-    return ngx_meshgate_redis_init_tls(cf, rd);
+    if (rd->sentinels) {
+
+        /* ROLE: "master", the offset, then per replica ip, port, offset */
+
+        rd->max_values = ngx_max(rd->max_values, 3 + 4 * 64);
+        rd->max_depth = ngx_max(rd->max_depth, 3);
+        rd->max_bulk = ngx_max(rd->max_bulk, 64);
+    }
+
+    if (ngx_meshgate_redis_init_tls(cf, rd) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (rd->control) {
+        rd->control->user = rd->user;
+        rd->control->password = rd->password;
+        rd->control->timeout = rd->timeout;
+        rd->control->connect_timeout = rd->connect_timeout;
+        rd->control->ssl = rd->ssl;
+        rd->control->tls = rd->tls;
+        rd->control->tls_verify = rd->tls_verify;
+        rd->control->tls_name = rd->tls_name;
+    }
+
+    if (rd->sentinels == NULL) {
+        return NGX_CONF_OK;
+    }
+
+    /* the client to the sentinels: the same timeouts and TLS */
+
+    rd->sentinel->timeout = rd->timeout;
+    rd->sentinel->connect_timeout = rd->connect_timeout;
+    rd->sentinel->ssl = rd->ssl;
+    rd->sentinel->tls = rd->tls;
+    rd->sentinel->tls_verify = rd->tls_verify;
+    rd->sentinel->tls_name = rd->tls_name;
+
+    rd->subscriber->timeout = rd->timeout;
+    rd->subscriber->connect_timeout = rd->connect_timeout;
+    rd->subscriber->ssl = rd->ssl;
+    rd->subscriber->tls = rd->tls;
+    rd->subscriber->tls_verify = rd->tls_verify;
+    rd->subscriber->tls_name = rd->tls_name;
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * With cluster= each worker learns the slot map (CLUSTER SLOTS) from the
+ * nodes, through a client of its own, and opens one connection per
+ * primary (a client per node, made in the worker after this one).
+ */
+
+static char *
+ngx_meshgate_redis_init_cluster(ngx_conf_t *cf, ngx_meshgate_redis_t *rd)
+{
+    ngx_addr_t            *addr;
+    ngx_meshgate_redis_t  *cc;
+
+    if (rd->cluster == NULL) {
+        return NGX_CONF_OK;
+    }
+
+    if (rd->sockaddr || rd->sentinels) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "redis \"cluster=\" excludes \"server=\" and "
+                           "\"sentinel=\"");
+        return NGX_CONF_ERROR;
+    }
+
+    if (rd->db != NGX_CONF_UNSET) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "redis \"db=\" is not supported with "
+                           "\"cluster=\" (Redis Cluster has database 0 "
+                           "only)");
+        return NGX_CONF_ERROR;
+    }
+
+    if (rd->tls && rd->tls_name.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "redis \"tls\" with \"cluster=\" needs "
+                           "\"tls_name=\": the name in the certificates "
+                           "of the nodes");
+        return NGX_CONF_ERROR;
+    }
+
+    cc = ngx_meshgate_redis_create(cf);
+    if (cc == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    addr = rd->cluster->elts;
+
+    cc->sockaddr = addr[0].sockaddr;
+    cc->socklen = addr[0].socklen;
+    cc->name = addr[0].name;
+    cc->user = rd->user;
+    cc->password = rd->password;
+    cc->db = 0;
+
+    /*
+     * CLUSTER SLOTS: per range of slots its bounds, then per node an
+     * address, a port, an id and (Redis 7.2) a map of metadata
+     */
+
+    cc->max_values = 32768;
+    cc->max_depth = 4;
+    cc->max_bulk = 256;
+
+    rd->control = cc;
+
+    ngx_str_set(&rd->name, "cluster");
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * With sentinel= the primary is not configured but asked for, in each
+ * worker, from the sentinels (ngx_meshgate_redis_discover()) through a
+ * client of their own, to the first sentinel in the list at first.
+ */
+
+static char *
+ngx_meshgate_redis_init_sentinel(ngx_conf_t *cf, ngx_meshgate_redis_t *rd)
+{
+    ngx_addr_t            *addr;
+    ngx_meshgate_redis_t  *sc, *sub;
+
+    if (rd->sentinels == NULL) {
+        if (rd->master.len || rd->sentinel_user.len
+            || rd->sentinel_password.len)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "redis \"master=\", \"sentinel_user=\" and "
+                               "\"sentinel_password=\" need \"sentinel=\"");
+            return NGX_CONF_ERROR;
+        }
+
+        return NGX_CONF_OK;
+    }
+
+    if (rd->sockaddr) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "redis \"server=\" and \"sentinel=\" are "
+                           "mutually exclusive");
+        return NGX_CONF_ERROR;
+    }
+
+    if (rd->master.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "redis \"sentinel=\" needs \"master=\" (the name "
+                           "the sentinels monitor)");
+        return NGX_CONF_ERROR;
+    }
+
+    if (rd->sentinel_user.len && rd->sentinel_password.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "redis \"sentinel_user=\" needs "
+                           "\"sentinel_password=\"");
+        return NGX_CONF_ERROR;
+    }
+
+    if (rd->tls && rd->tls_name.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "redis \"tls\" with \"sentinel=\" needs "
+                           "\"tls_name=\": the name in the certificates "
+                           "of the primaries and sentinels");
+        return NGX_CONF_ERROR;
+    }
+
+    sc = ngx_meshgate_redis_create(cf);
+    if (sc == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    addr = rd->sentinels->elts;
+
+    sc->sockaddr = addr[0].sockaddr;
+    sc->socklen = addr[0].socklen;
+    sc->name = addr[0].name;
+    sc->user = rd->sentinel_user;
+    sc->password = rd->sentinel_password;
+    sc->db = 0;
+
+    /* SENTINEL get-master-addr-by-name: an address and a port, or nil */
+
+    sc->max_values = 3;
+    sc->max_depth = 1;
+    sc->max_bulk = NGX_SOCKADDR_STRLEN;
+
+    rd->sentinel = sc;
+
+    /*
+     * the subscriber: SUBSCRIBE +switch-master on a sentinel, then
+     * messages of three strings ("message", the channel, the text)
+     */
+
+    sub = ngx_meshgate_redis_create(cf);
+    if (sub == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    *sub = *sc;
+    sub->max_values = 4;
+    sub->max_bulk = 512;
+    sub->push = ngx_meshgate_redis_switch_master;
+    sub->push_data = rd;
+
+    rd->subscriber = sub;
+
+    /* in messages until a primary is known */
+
+    rd->name = rd->master;
+
+    return NGX_CONF_OK;
 }
 
 
@@ -435,7 +943,7 @@ ngx_meshgate_redis_init_tls(ngx_conf_t *cf, ngx_meshgate_redis_t *rd)
         return NGX_CONF_OK;
     }
 
-    if (rd->sockaddr->sa_family == AF_UNIX) {
+    if (rd->sockaddr && rd->sockaddr->sa_family == AF_UNIX) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "redis \"tls\" needs a TCP server");
         return NGX_CONF_ERROR;
@@ -508,6 +1016,27 @@ ngx_meshgate_redis_init_tls(ngx_conf_t *cf, ngx_meshgate_redis_t *rd)
 }
 
 
+ngx_str_t
+ngx_meshgate_redis_error_text(redisReply *reply, u_char *buf)
+{
+    u_char     *p, *s;
+    size_t      i, n;
+    ngx_str_t   text;
+
+    s = (u_char *) reply->str;
+    n = ngx_min((size_t) reply->len, NGX_MESHGATE_REDIS_ERROR_LEN);
+
+    for (p = buf, i = 0; s && i < n; i++) {
+        *p++ = (s[i] >= 0x20 && s[i] < 0x7f) ? s[i] : '?';
+    }
+
+    text.data = buf;
+    text.len = p - buf;
+
+    return text;
+}
+
+
 ngx_str_t *
 ngx_meshgate_redis_name(ngx_meshgate_redis_t *rd)
 {
@@ -553,11 +1082,26 @@ ngx_meshgate_redis_command(ngx_meshgate_redis_t *rd, ngx_pool_t *pool,
     ngx_meshgate_redis_handler_pt handler, void *data,
     ngx_meshgate_redis_cmd_t **cmd)
 {
-    int        len;
-    char      *buf;
-    ngx_int_t  rc;
+    int                        len;
+    char                      *buf;
+    ngx_int_t                  rc;
+    ngx_meshgate_redis_cmd_t  *c;
 
-    if (rd->conn == NULL && ngx_meshgate_redis_connect(rd) != NGX_OK) {
+    if (rd->cluster) {
+
+        /* the node of the slot of the first key */
+
+        rd = ngx_meshgate_redis_cluster_node(rd,
+                                  argc > 1 ? (u_char *) argv[1] : NULL,
+                                  argc > 1 ? argvlen[1] : 0);
+        if (rd == NULL) {
+            return NGX_DECLINED;
+        }
+    }
+
+    if (rd->conn == NULL && !rd->discovering
+        && ngx_meshgate_redis_connect(rd) != NGX_OK)
+    {
         return NGX_DECLINED;
     }
 
@@ -566,9 +1110,20 @@ ngx_meshgate_redis_command(ngx_meshgate_redis_t *rd, ngx_pool_t *pool,
         return NGX_ERROR;
     }
 
-    rc = ngx_meshgate_redis_queue(rd, pool, buf, len, handler, data, cmd);
+    rc = ngx_meshgate_redis_queue(rd, pool, buf, len, handler, data, &c);
 
-    redisFreeCommand(buf);
+    if (rc != NGX_OK || rd->parent == NULL) {
+        redisFreeCommand(buf);
+
+    } else {
+        /* kept to send it again where MOVED or ASK says */
+        c->eval = buf;
+        c->eval_len = len;
+    }
+
+    if (rc == NGX_OK && cmd) {
+        *cmd = c;
+    }
 
     return rc;
 }
@@ -589,7 +1144,18 @@ ngx_meshgate_redis_eval(ngx_meshgate_redis_t *rd, ngx_pool_t *pool,
     const char               **args;
     ngx_meshgate_redis_cmd_t  *cmd;
 
-    if (rd->conn == NULL && ngx_meshgate_redis_connect(rd) != NGX_OK) {
+    if (rd->cluster) {
+        rd = ngx_meshgate_redis_cluster_node(rd,
+                                  numkeys ? (u_char *) argv[0] : NULL,
+                                  numkeys ? argvlen[0] : 0);
+        if (rd == NULL) {
+            return NGX_DECLINED;
+        }
+    }
+
+    if (rd->conn == NULL && !rd->discovering
+        && ngx_meshgate_redis_connect(rd) != NGX_OK)
+    {
         return NGX_DECLINED;
     }
 
@@ -846,6 +1412,19 @@ ngx_meshgate_redis_connect(ngx_meshgate_redis_t *rd)
         return NGX_DECLINED;
     }
 
+    if (rd->sentinels && !rd->primary_known) {
+        rd->sentinel_tries = 0;
+
+        rc = ngx_meshgate_redis_discover(rd);
+
+        if (rc == NGX_DECLINED) {
+            ngx_meshgate_redis_disconnect(rd, NGX_MESHGATE_REDIS_ERROR,
+                                          "no sentinel could be asked");
+        }
+
+        return rc;
+    }
+
     if (ngx_meshgate_redis_no_socket(rd)) {
         ngx_meshgate_redis_disconnect(rd, NGX_MESHGATE_REDIS_ERROR, NULL);
         return NGX_DECLINED;
@@ -884,11 +1463,11 @@ ngx_meshgate_redis_connect(ngx_meshgate_redis_t *rd)
         return NGX_DECLINED;
     }
 
+    ngx_memzero(&rd->scan, sizeof(ngx_meshgate_redis_scan_t));
+
     rd->conn = c;
     rd->generation++;
     rd->connecting = (rc == NGX_AGAIN || rd->ssl != NULL);
-    rd->out_len = 0;
-    rd->out_sent = 0;
 
     if (rd->connecting) {
         rd->connect_timer.handler = ngx_meshgate_redis_connect_timeout_handler;
@@ -900,7 +1479,7 @@ ngx_meshgate_redis_connect(ngx_meshgate_redis_t *rd)
     ngx_log_debug1(NGX_LOG_DEBUG_EVENT, ngx_cycle->log, 0,
                    "redis %V: connecting", &rd->name);
 
-    if (ngx_meshgate_redis_handshake(rd) != NGX_OK
+    if (ngx_meshgate_redis_prepend_handshake(rd) != NGX_OK
         || (rc == NGX_OK && rd->ssl
             && ngx_meshgate_redis_tls_start(rd) == NGX_ERROR))
     {
@@ -993,7 +1572,77 @@ ngx_meshgate_redis_handshake(ngx_meshgate_redis_t *rd)
         }
     }
 
+    if (rd->sentinels) {
+
+        /* what a sentinel named may have been demoted since: ask it */
+
+        static char  role[] = "*1\r\n$4\r\nROLE\r\n";
+
+        if (ngx_meshgate_redis_queue(rd, NULL, role, sizeof(role) - 1,
+                                     ngx_meshgate_redis_handshake_handler,
+                                     "ROLE", NULL)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
     return NGX_OK;
+}
+
+
+/*
+ * Commands queued while the sentinels were asked go after the handshake
+ * of the connection to the primary they named.
+ */
+
+static ngx_int_t
+ngx_meshgate_redis_prepend_handshake(ngx_meshgate_redis_t *rd)
+{
+    u_char       *out;
+    size_t        sent, len;
+    ngx_int_t     rc;
+    ngx_queue_t   q;
+
+    if (rd->out_len == rd->out_sent && ngx_queue_empty(&rd->pending)) {
+        rd->out_len = 0;
+        rd->out_sent = 0;
+        return ngx_meshgate_redis_handshake(rd);
+    }
+
+    out = rd->out;
+    sent = rd->out_sent;
+    len = rd->out_len - rd->out_sent;
+
+    ngx_queue_init(&q);
+
+    if (!ngx_queue_empty(&rd->pending)) {
+        q = rd->pending;
+        q.next->prev = &q;
+        q.prev->next = &q;
+        ngx_queue_init(&rd->pending);
+    }
+
+    rd->out = NULL;
+    rd->out_size = 0;
+    rd->out_len = 0;
+    rd->out_sent = 0;
+
+    rc = ngx_meshgate_redis_handshake(rd);
+
+    if (rc == NGX_OK && len) {
+        rc = ngx_meshgate_redis_append(rd, out + sent, len);
+    }
+
+    if (out) {
+        ngx_free(out);
+    }
+
+    if (!ngx_queue_empty(&q)) {
+        ngx_queue_add(&rd->pending, &q);
+    }
+
+    return rc;
 }
 
 
@@ -1027,6 +1676,23 @@ ngx_meshgate_redis_disconnect(ngx_meshgate_redis_t *rd, ngx_int_t status,
     }
 
     ngx_meshgate_redis_close_connection(rd);
+
+    /* with Sentinel, every outage asks the sentinels again */
+
+    if (rd->sentinel_cmd) {
+        ngx_meshgate_redis_cancel(rd->sentinel_cmd);
+        rd->sentinel_cmd = NULL;
+    }
+
+    rd->discovering = 0;
+    rd->primary_known = 0;
+
+    /* a node lost: the slot map may have changed (a failover) */
+
+    if (rd->parent && rd->parent->slots && !ngx_exiting && !ngx_quit) {
+        rd->parent->control_tries = 0;
+        (void) ngx_meshgate_redis_ask_slots(rd->parent);
+    }
 
     rd->down = 1;
     rd->down_until = ngx_current_msec + rd->backoff;
@@ -1115,6 +1781,25 @@ static void
 ngx_meshgate_redis_timeout_handler(ngx_event_t *ev)
 {
     ngx_meshgate_redis_cmd_t  *cmd = ev->data;
+
+    void                           *data;
+    ngx_meshgate_redis_handler_pt   handler;
+
+    if (cmd->rd->discovering) {
+
+        /*
+         * the sentinels are slow, not Redis: this command fails alone,
+         * and stays queued for its reply to be discarded
+         */
+
+        handler = cmd->handler;
+        data = cmd->data;
+
+        ngx_meshgate_redis_cancel(cmd);
+        handler(data, NGX_MESHGATE_REDIS_TIMEOUT, NULL);
+
+        return;
+    }
 
     ngx_meshgate_redis_disconnect(cmd->rd, NGX_MESHGATE_REDIS_TIMEOUT,
                                   "command timed out");
@@ -1344,8 +2029,9 @@ static void
 ngx_meshgate_redis_read_handler(ngx_event_t *rev)
 {
     u_char                 buf[NGX_MESHGATE_REDIS_READ_SIZE];
-    ssize_t                n;
+    ssize_t                n, size;
     ngx_uint_t             generation;
+    const char            *why;
     ngx_connection_t      *c;
     ngx_meshgate_redis_t  *rd;
 
@@ -1361,6 +2047,7 @@ ngx_meshgate_redis_read_handler(ngx_event_t *rev)
     }
 
     generation = rd->generation;
+    why = NULL;
 
     for ( ;; ) {
         n = c->recv(c, buf, sizeof(buf));
@@ -1384,6 +2071,10 @@ ngx_meshgate_redis_read_handler(ngx_event_t *rev)
             ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
                           "redis %V: idle connection closed", &rd->name);
             ngx_meshgate_redis_close_connection(rd);
+
+            /* the primary may have gone: the sentinels know */
+
+            rd->primary_known = 0;
             return;
         }
 
@@ -1394,7 +2085,13 @@ ngx_meshgate_redis_read_handler(ngx_event_t *rev)
             return;
         }
 
-        if (redisReaderFeed(rd->reader, (const char *) buf, n) != REDIS_OK) {
+        /* only the bytes within the reply limits reach hiredis */
+
+        size = ngx_meshgate_redis_scan(rd, buf, n, &why);
+
+        if (size && redisReaderFeed(rd->reader, (const char *) buf, size)
+                    != REDIS_OK)
+        {
             ngx_meshgate_redis_disconnect(rd, NGX_MESHGATE_REDIS_ERROR,
                                           "out of memory");
             return;
@@ -1405,7 +2102,194 @@ ngx_meshgate_redis_read_handler(ngx_event_t *rev)
         if (rd->generation != generation) {
             return;
         }
+
+        if (size < n) {
+            ngx_meshgate_redis_disconnect(rd, NGX_MESHGATE_REDIS_ERROR, why);
+            return;
+        }
     }
+}
+
+
+/*
+ * Checks the bytes of replies against the limits before they reach
+ * hiredis, which would otherwise allocate for any element count it reads
+ * (calloc of 16 GiB for "*2147483647") and buffer any line or bulk string
+ * whole, however long.  Each reply may hold at most max_values values in
+ * all, arrays nested max_depth deep, bulk strings of max_bulk bytes and
+ * lines of max(max_bulk, 1024) bytes.  Returns how many bytes are within
+ * the limits; if fewer than len, *why says what was exceeded.
+ */
+
+static ssize_t
+ngx_meshgate_redis_scan(ngx_meshgate_redis_t *rd, u_char *buf, size_t len,
+    const char **why)
+{
+    u_char                     *p, *end, c;
+    size_t                      max_line;
+    ngx_meshgate_redis_scan_t  *sc;
+
+    sc = &rd->scan;
+    max_line = ngx_max(rd->max_bulk, NGX_MESHGATE_REDIS_MIN_LINE);
+
+    for (p = buf, end = buf + len; p < end; /* void */) {
+
+        switch (sc->state) {
+
+        case NGX_MESHGATE_REDIS_SCAN_TYPE:
+            c = *p++;
+
+            if (c != '+' && c != '-' && c != ':' && c != '$' && c != '*') {
+                *why = "protocol error (unknown reply type)";
+                return p - 1 - buf;
+            }
+
+            if (++sc->values > rd->max_values) {
+                *why = "reply with too many values";
+                return p - 1 - buf;
+            }
+
+            sc->type = c;
+            sc->line = 0;
+            sc->digits = 0;
+            sc->num = 0;
+            sc->neg = 0;
+            sc->state = NGX_MESHGATE_REDIS_SCAN_LINE;
+            break;
+
+        case NGX_MESHGATE_REDIS_SCAN_LINE:
+            c = *p++;
+
+            if (c == '\r') {
+                sc->state = NGX_MESHGATE_REDIS_SCAN_LF;
+                break;
+            }
+
+            if (++sc->line > max_line) {
+                *why = "reply line too long";
+                return p - 1 - buf;
+            }
+
+            if (sc->type != '$' && sc->type != '*') {
+                break;
+            }
+
+            if (c == '-' && sc->line == 1) {
+                sc->neg = 1;
+                break;
+            }
+
+            if (c < '0' || c > '9'
+                || ++sc->digits > NGX_MESHGATE_REDIS_MAX_DIGITS)
+            {
+                *why = "protocol error (bad length)";
+                return p - 1 - buf;
+            }
+
+            sc->num = sc->num * 10 + (c - '0');
+            break;
+
+        case NGX_MESHGATE_REDIS_SCAN_LF:
+            if (*p++ != '\n') {
+                *why = "protocol error (no LF after CR)";
+                return p - 1 - buf;
+            }
+
+            *why = ngx_meshgate_redis_scan_header(rd);
+
+            if (*why) {
+                return p - 1 - buf;
+            }
+
+            break;
+
+        default: /* NGX_MESHGATE_REDIS_SCAN_BULK */
+
+            if (end - p < sc->bulk) {
+                sc->bulk -= end - p;
+                p = end;
+                break;
+            }
+
+            p += sc->bulk;
+            ngx_meshgate_redis_scan_done(sc);
+        }
+    }
+
+    return len;
+}
+
+
+/* the line of a value is complete: NULL, or what the value exceeds */
+
+static const char *
+ngx_meshgate_redis_scan_header(ngx_meshgate_redis_t *rd)
+{
+    ngx_meshgate_redis_scan_t  *sc;
+
+    sc = &rd->scan;
+
+    if (sc->type != '$' && sc->type != '*') {
+        ngx_meshgate_redis_scan_done(sc);
+        return NULL;
+    }
+
+    if (sc->digits == 0 || (sc->neg && sc->num != 1)) {
+        return "protocol error (bad length)";
+    }
+
+    if (sc->neg) {
+        /* a nil bulk string or array */
+        ngx_meshgate_redis_scan_done(sc);
+        return NULL;
+    }
+
+    if (sc->type == '$') {
+        if ((uint64_t) sc->num > rd->max_bulk) {
+            return "reply with a too long bulk string";
+        }
+
+        sc->bulk = sc->num + 2;
+        sc->state = NGX_MESHGATE_REDIS_SCAN_BULK;
+        return NULL;
+    }
+
+    if ((uint64_t) sc->num > rd->max_values - sc->values) {
+        return "reply with too many values";
+    }
+
+    if (sc->num == 0) {
+        ngx_meshgate_redis_scan_done(sc);
+        return NULL;
+    }
+
+    if (sc->depth == rd->max_depth) {
+        return "reply nested too deep";
+    }
+
+    sc->left[++sc->depth] = sc->num;
+    sc->state = NGX_MESHGATE_REDIS_SCAN_TYPE;
+
+    return NULL;
+}
+
+
+/* a value is complete: so may be the arrays around it and the reply */
+
+static void
+ngx_meshgate_redis_scan_done(ngx_meshgate_redis_scan_t *sc)
+{
+    sc->state = NGX_MESHGATE_REDIS_SCAN_TYPE;
+
+    while (sc->depth) {
+        if (--sc->left[sc->depth]) {
+            return;
+        }
+
+        sc->depth--;
+    }
+
+    sc->values = 0;
 }
 
 
@@ -1414,6 +2298,9 @@ ngx_meshgate_redis_dispatch(ngx_meshgate_redis_t *rd, ngx_uint_t generation)
 {
     void                           *data;
     redisReply                     *reply;
+    u_char                          buf[NGX_MESHGATE_REDIS_ERROR_LEN];
+    ngx_str_t                       text;
+    ngx_uint_t                      demoted;
     ngx_queue_t                    *q;
     ngx_meshgate_redis_cmd_t       *cmd;
     ngx_meshgate_redis_handler_pt   handler;
@@ -1430,6 +2317,12 @@ ngx_meshgate_redis_dispatch(ngx_meshgate_redis_t *rd, ngx_uint_t generation)
 
         if (reply == NULL) {
             return;
+        }
+
+        if (ngx_queue_empty(&rd->pending) && rd->push) {
+            rd->push(rd, reply);
+            freeReplyObject(reply);
+            continue;
         }
 
         if (ngx_queue_empty(&rd->pending)) {
@@ -1453,16 +2346,38 @@ ngx_meshgate_redis_dispatch(ngx_meshgate_redis_t *rd, ngx_uint_t generation)
             ngx_meshgate_redis_free_cmd(cmd);
 
             if (reply->type == REDIS_REPLY_ERROR) {
+                text = ngx_meshgate_redis_error_text(reply, buf);
+
                 ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                              "redis %V: %s failed: %*s", &rd->name,
-                              (char *) data, (size_t) reply->len,
-                              reply->str);
+                              "redis %V: %s failed: %V", &rd->name,
+                              (char *) data, &text);
                 freeReplyObject(reply);
                 ngx_meshgate_redis_disconnect(rd, NGX_MESHGATE_REDIS_ERROR,
                                               NULL);
                 return;
             }
 
+            if (ngx_meshgate_redis_not_primary(rd, reply)) {
+                ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                              "redis %V: not the primary (any more)",
+                              &rd->name);
+                freeReplyObject(reply);
+                ngx_meshgate_redis_disconnect(rd, NGX_MESHGATE_REDIS_ERROR,
+                                              NULL);
+                return;
+            }
+
+            freeReplyObject(reply);
+            continue;
+        }
+
+        if (handler
+            && rd->parent
+            && cmd->eval
+            && !cmd->redirected
+            && reply->type == REDIS_REPLY_ERROR
+            && ngx_meshgate_redis_redirect(rd, cmd, reply) == NGX_OK)
+        {
             freeReplyObject(reply);
             continue;
         }
@@ -1487,11 +2402,26 @@ ngx_meshgate_redis_dispatch(ngx_meshgate_redis_t *rd, ngx_uint_t generation)
 
         ngx_meshgate_redis_free_cmd(cmd);
 
+        demoted = rd->sentinels
+                  && reply->type == REDIS_REPLY_ERROR
+                  && ((reply->len >= 8
+                       && ngx_strncmp(reply->str, "READONLY", 8) == 0)
+                      || (reply->len >= 10
+                          && ngx_strncmp(reply->str, "MASTERDOWN", 10)
+                             == 0));
+
         if (handler) {
             handler(data, NGX_MESHGATE_REDIS_OK, reply);
         }
 
         freeReplyObject(reply);
+
+        if (demoted && rd->generation == generation) {
+            ngx_meshgate_redis_disconnect(rd, NGX_MESHGATE_REDIS_ERROR,
+                                          "READONLY or MASTERDOWN, asking "
+                                          "the sentinels again");
+            return;
+        }
     }
 }
 
@@ -1541,6 +2471,13 @@ ngx_meshgate_redis_close(ngx_meshgate_redis_t *rd)
     ngx_queue_t               *q;
     ngx_meshgate_redis_cmd_t  *cmd;
 
+    if (rd->sentinel) {
+        ngx_meshgate_redis_close(rd->sentinel);
+        ngx_meshgate_redis_close(rd->subscriber);
+    }
+
+    ngx_meshgate_redis_close_cluster(rd);
+
     if (!rd->initialized) {
         return;
     }
@@ -1571,4 +2508,878 @@ ngx_meshgate_redis_close(ngx_meshgate_redis_t *rd)
     }
 
     rd->initialized = 0;
+}
+
+
+static void
+ngx_meshgate_redis_close_cluster(ngx_meshgate_redis_t *rd)
+{
+    ngx_uint_t  i;
+
+    /* first: a node's client closed does not ask for the map then */
+
+    if (rd->slots) {
+        ngx_free(rd->slots);
+        rd->slots = NULL;
+    }
+
+    for (i = 0; i < rd->nnodes; i++) {
+        ngx_meshgate_redis_close(rd->nodes[i]);
+        ngx_free(rd->nodes[i]);
+    }
+
+    rd->nnodes = 0;
+
+    if (rd->nodes) {
+        ngx_free(rd->nodes);
+        rd->nodes = NULL;
+    }
+
+    if (rd->control) {
+        ngx_meshgate_redis_close(rd->control);
+    }
+}
+
+
+/*
+ * The client of the node that serves the slot of key, or a node asked
+ * first if the slot map is not known yet (it answers MOVED if it is not
+ * the one); learning the map is under way then.
+ */
+
+static ngx_meshgate_redis_t *
+ngx_meshgate_redis_cluster_node(ngx_meshgate_redis_t *rd, u_char *key,
+    size_t len)
+{
+    ngx_uint_t  n;
+
+    if (rd->slots == NULL && ngx_meshgate_redis_cluster_init(rd) != NGX_OK) {
+        return NULL;
+    }
+
+    n = key ? rd->slots[ngx_meshgate_redis_slot(key, len)] : 0;
+
+    if (n) {
+        return rd->nodes[n - 1];
+    }
+
+    if (rd->control_cmd == NULL) {
+        rd->control_tries = 0;
+        (void) ngx_meshgate_redis_ask_slots(rd);
+    }
+
+    /* the first node not known to be down */
+
+    for (n = 0; n < rd->nnodes; n++) {
+        if (!ngx_meshgate_redis_is_down(rd->nodes[n])) {
+            return rd->nodes[n];
+        }
+    }
+
+    return rd->nodes[0];
+}
+
+
+void
+ngx_meshgate_redis_refresh(ngx_meshgate_redis_t *rd)
+{
+    if (rd->cluster && rd->slots && rd->control_cmd == NULL) {
+        rd->control_tries = 0;
+        (void) ngx_meshgate_redis_ask_slots(rd);
+    }
+}
+
+
+ngx_meshgate_redis_t *
+ngx_meshgate_redis_route(ngx_meshgate_redis_t *rd, u_char *key, size_t len)
+{
+    if (rd->cluster == NULL) {
+        return rd;
+    }
+
+    return ngx_meshgate_redis_cluster_node(rd, key, len);
+}
+
+
+static ngx_int_t
+ngx_meshgate_redis_cluster_init(ngx_meshgate_redis_t *rd)
+{
+    ngx_uint_t   i;
+    ngx_addr_t  *addr;
+
+    rd->nodes = ngx_alloc(NGX_MESHGATE_REDIS_MAX_NODES
+                          * sizeof(ngx_meshgate_redis_t *), ngx_cycle->log);
+    if (rd->nodes == NULL) {
+        return NGX_ERROR;
+    }
+
+    rd->slots = ngx_calloc(NGX_MESHGATE_REDIS_SLOTS, ngx_cycle->log);
+    if (rd->slots == NULL) {
+        ngx_free(rd->nodes);
+        rd->nodes = NULL;
+        return NGX_ERROR;
+    }
+
+    addr = rd->cluster->elts;
+
+    for (i = 0; i < rd->cluster->nelts; i++) {
+        if (ngx_meshgate_redis_add_node(rd, addr[i].sockaddr,
+                                        addr[i].socklen)
+            == NGX_ERROR)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/* the index of the node's client, made if new */
+
+static ngx_int_t
+ngx_meshgate_redis_add_node(ngx_meshgate_redis_t *rd, struct sockaddr *sa,
+    socklen_t socklen)
+{
+    ngx_uint_t             i;
+    ngx_meshgate_redis_t  *node;
+
+    for (i = 0; i < rd->nnodes; i++) {
+        node = rd->nodes[i];
+
+        if (node->socklen == socklen
+            && ngx_memcmp(node->sockaddr, sa, socklen) == 0)
+        {
+            return i;
+        }
+    }
+
+    if (rd->nnodes == NGX_MESHGATE_REDIS_MAX_NODES) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "redis cluster: more than %d nodes",
+                      NGX_MESHGATE_REDIS_MAX_NODES);
+        return NGX_ERROR;
+    }
+
+    node = ngx_calloc(sizeof(ngx_meshgate_redis_t), ngx_cycle->log);
+    if (node == NULL) {
+        return NGX_ERROR;
+    }
+
+    node->parent = rd;
+    node->user = rd->user;
+    node->password = rd->password;
+    node->timeout = rd->timeout;
+    node->connect_timeout = rd->connect_timeout;
+    node->ssl = rd->ssl;
+    node->tls = rd->tls;
+    node->tls_verify = rd->tls_verify;
+    node->tls_name = rd->tls_name;
+    node->max_values = rd->max_values;
+    node->max_depth = rd->max_depth;
+    node->max_bulk = rd->max_bulk;
+
+    ngx_memcpy(&node->primary, sa, socklen);
+    node->primary_len = socklen;
+    node->sockaddr = &node->primary.sockaddr;
+    node->socklen = socklen;
+    node->name.data = node->primary_text;
+    node->name.len = ngx_sock_ntop(sa, socklen, node->primary_text,
+                                   NGX_SOCKADDR_STRLEN, 1);
+
+    rd->nodes[rd->nnodes] = node;
+
+    return rd->nnodes++;
+}
+
+
+/* CLUSTER SLOTS, asked from the nodes in turn; one at a time */
+
+static ngx_int_t
+ngx_meshgate_redis_ask_slots(ngx_meshgate_redis_t *rd)
+{
+    ngx_int_t              rc;
+    ngx_uint_t             i;
+    ngx_meshgate_redis_t  *cc, *node;
+
+    static const char     *argv[] = { "CLUSTER", "SLOTS" };
+    static const size_t    lens[] = { 7, 5 };
+
+    if (rd->control_cmd) {
+        return NGX_OK;
+    }
+
+    cc = rd->control;
+
+    while (rd->control_tries++ < rd->nnodes) {
+        i = rd->control_next % rd->nnodes;
+        node = rd->nodes[i];
+
+        if (cc->socklen != node->socklen
+            || ngx_memcmp(cc->sockaddr, node->sockaddr, node->socklen) != 0)
+        {
+            ngx_meshgate_redis_close_connection(cc);
+            cc->sockaddr = node->sockaddr;
+            cc->socklen = node->socklen;
+            cc->name = node->name;
+        }
+
+        cc->down = 0;
+        cc->backoff = NGX_MESHGATE_REDIS_BACKOFF_MIN;
+
+        rc = ngx_meshgate_redis_command(cc, NULL, 2, argv, lens,
+                                        ngx_meshgate_redis_slots_handler,
+                                        rd, &rd->control_cmd);
+        if (rc == NGX_OK) {
+            return NGX_OK;
+        }
+
+        rd->control_cmd = NULL;
+
+        if (rc == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+
+        rd->control_next = i + 1;
+    }
+
+    return NGX_DECLINED;
+}
+
+
+static void
+ngx_meshgate_redis_slots_handler(void *data, ngx_int_t status,
+    redisReply *reply)
+{
+    ngx_meshgate_redis_t  *rd = data;
+
+    rd->control_cmd = NULL;
+
+    if (status == NGX_MESHGATE_REDIS_OK
+        && ngx_meshgate_redis_slots(rd, reply) == NGX_OK)
+    {
+        rd->map_known = 1;
+
+        if (rd->ready) {
+            rd->ready(rd->ready_data, 1);
+        }
+
+        return;
+    }
+
+    rd->control_next++;
+
+    /* what waits for the map waits for one node at most */
+
+    if (!rd->map_known && rd->ready) {
+        rd->ready(rd->ready_data, 0);
+    }
+
+    if (ngx_meshgate_redis_ask_slots(rd) == NGX_DECLINED) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "redis cluster: no node told the slot map");
+    }
+}
+
+
+void
+ngx_meshgate_redis_on_ready(ngx_meshgate_redis_t *rd,
+    ngx_meshgate_redis_ready_pt handler, void *data)
+{
+    rd->ready = handler;
+    rd->ready_data = data;
+}
+
+
+ngx_uint_t
+ngx_meshgate_redis_ready(ngx_meshgate_redis_t *rd)
+{
+    if (rd->cluster == NULL || rd->map_known) {
+        return 1;
+    }
+
+    if (rd->slots == NULL && ngx_meshgate_redis_cluster_init(rd) != NGX_OK) {
+        return 1;
+    }
+
+    if (rd->control_cmd) {
+        return 0;
+    }
+
+    rd->control_tries = 0;
+
+    /* no node to ask at all: go on, and fail as usual */
+
+    return ngx_meshgate_redis_ask_slots(rd) == NGX_OK ? 0 : 1;
+}
+
+
+/* [[start, end, [ip, port, id, ...], replicas...], ...] */
+
+static ngx_int_t
+ngx_meshgate_redis_slots(ngx_meshgate_redis_t *rd, redisReply *reply)
+{
+    size_t           i;
+    socklen_t        socklen;
+    ngx_int_t        n;
+    redisReply      *r, *m;
+    ngx_sockaddr_t   sa;
+    long long        start, end;
+
+    if (reply->type != REDIS_REPLY_ARRAY) {
+        goto invalid;
+    }
+
+    for (i = 0; i < reply->elements; i++) {
+        r = reply->element[i];
+
+        if (r->type != REDIS_REPLY_ARRAY || r->elements < 3
+            || r->element[0]->type != REDIS_REPLY_INTEGER
+            || r->element[1]->type != REDIS_REPLY_INTEGER
+            || r->element[2]->type != REDIS_REPLY_ARRAY
+            || r->element[2]->elements < 2)
+        {
+            goto invalid;
+        }
+
+        start = r->element[0]->integer;
+        end = r->element[1]->integer;
+        m = r->element[2];
+
+        if (start < 0 || end < start || end >= NGX_MESHGATE_REDIS_SLOTS
+            || m->element[0]->type != REDIS_REPLY_STRING
+            || m->element[1]->type != REDIS_REPLY_INTEGER)
+        {
+            goto invalid;
+        }
+
+        if (m->element[0]->len == 0) {
+
+            /* "" (Redis 7): the node asked */
+
+            ngx_memcpy(&sa, rd->control->sockaddr, rd->control->socklen);
+            socklen = rd->control->socklen;
+
+        } else if (ngx_meshgate_redis_parse_addr(
+                       (u_char *) m->element[0]->str, m->element[0]->len,
+                       (ngx_int_t) m->element[1]->integer, &sa, &socklen)
+                   != NGX_OK)
+        {
+            goto invalid;
+        }
+
+        n = ngx_meshgate_redis_add_node(rd, &sa.sockaddr, socklen);
+
+        if (n == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+
+        ngx_memset(rd->slots + start, n + 1, end - start + 1);
+    }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_EVENT, ngx_cycle->log, 0,
+                   "redis cluster: %uz slot ranges, %ui nodes",
+                   reply->elements, rd->nnodes);
+
+    return NGX_OK;
+
+invalid:
+
+    ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                  "redis cluster: node %V answered CLUSTER SLOTS with "
+                  "something else than a slot map (IP addresses expected)",
+                  &rd->control->name);
+
+    return NGX_ERROR;
+}
+
+
+/*
+ * "MOVED <slot> <ip>:<port>": the slot lives there now; the map is asked
+ * for again and the command goes there, once.  "ASK <slot> <ip>:<port>":
+ * this key is being migrated there; the command goes there after
+ * ASKING, once.
+ */
+
+static ngx_int_t
+ngx_meshgate_redis_redirect(ngx_meshgate_redis_t *rd,
+    ngx_meshgate_redis_cmd_t *cmd, redisReply *reply)
+{
+    u_char                *p, *last, *colon, *sp;
+    socklen_t              socklen;
+    ngx_int_t              slot, port, n;
+    ngx_uint_t             ask;
+    ngx_sockaddr_t         sa;
+    ngx_meshgate_redis_t  *parent, *target;
+
+    static char  asking[] = "*1\r\n$6\r\nASKING\r\n";
+
+    p = (u_char *) reply->str;
+    last = p + reply->len;
+
+    if (reply->len > 6 && ngx_strncmp(p, "MOVED ", 6) == 0) {
+        ask = 0;
+        p += 6;
+
+    } else if (reply->len > 4 && ngx_strncmp(p, "ASK ", 4) == 0) {
+        ask = 1;
+        p += 4;
+
+    } else {
+        return NGX_DECLINED;
+    }
+
+    sp = ngx_strlchr(p, last, ' ');
+
+    if (sp == NULL) {
+        return NGX_DECLINED;
+    }
+
+    slot = ngx_atoi(p, sp - p);
+    p = sp + 1;
+
+    for (colon = last - 1; colon > p && *colon != ':'; colon--) {
+        /* void */
+    }
+
+    port = ngx_atoi(colon + 1, last - colon - 1);
+
+    if (slot < 0 || slot >= NGX_MESHGATE_REDIS_SLOTS || colon == p
+        || ngx_meshgate_redis_parse_addr(p, colon - p, port, &sa, &socklen)
+           != NGX_OK)
+    {
+        return NGX_DECLINED;
+    }
+
+    parent = rd->parent;
+
+    n = ngx_meshgate_redis_add_node(parent, &sa.sockaddr, socklen);
+    if (n == NGX_ERROR) {
+        return NGX_DECLINED;
+    }
+
+    target = parent->nodes[n];
+    parent->stats.redirects++;
+
+    ngx_log_debug3(NGX_LOG_DEBUG_EVENT, ngx_cycle->log, 0,
+                   "redis cluster: %s slot %i to %V",
+                   ask ? "ASK" : "MOVED", slot, &target->name);
+
+    if (!ask) {
+        parent->slots[slot] = (u_char) (n + 1);
+        parent->control_tries = 0;
+        (void) ngx_meshgate_redis_ask_slots(parent);
+    }
+
+    if (target->conn == NULL && ngx_meshgate_redis_connect(target) != NGX_OK)
+    {
+        return NGX_DECLINED;
+    }
+
+    if (ask
+        && ngx_meshgate_redis_queue(target, NULL, asking, sizeof(asking) - 1,
+                                    ngx_meshgate_redis_handshake_handler,
+                                    "ASKING", NULL)
+           != NGX_OK)
+    {
+        return NGX_DECLINED;
+    }
+
+    if (ngx_meshgate_redis_append(target, cmd->eval, cmd->eval_len)
+        != NGX_OK)
+    {
+        return NGX_DECLINED;
+    }
+
+    cmd->rd = target;
+    cmd->redirected = 1;
+    ngx_queue_insert_tail(&target->pending, &cmd->queue);
+    ngx_meshgate_redis_post_write(target);
+
+    return NGX_OK;
+}
+
+
+/* an IP address (no name: the worker never resolves) and a port */
+
+static ngx_int_t
+ngx_meshgate_redis_parse_addr(u_char *ip, size_t len, ngx_int_t port,
+    ngx_sockaddr_t *sa, socklen_t *socklen)
+{
+    in_addr_t  inaddr;
+
+    if (port < 1 || port > 65535) {
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(sa, sizeof(ngx_sockaddr_t));
+
+    inaddr = ngx_inet_addr(ip, len);
+
+    if (inaddr != INADDR_NONE) {
+        sa->sockaddr_in.sin_family = AF_INET;
+        sa->sockaddr_in.sin_addr.s_addr = inaddr;
+        *socklen = sizeof(struct sockaddr_in);
+
+#if (NGX_HAVE_INET6)
+    } else if (ngx_inet6_addr(ip, len, sa->sockaddr_in6.sin6_addr.s6_addr)
+               == NGX_OK)
+    {
+        sa->sockaddr_in6.sin6_family = AF_INET6;
+        *socklen = sizeof(struct sockaddr_in6);
+#endif
+
+    } else {
+        return NGX_ERROR;
+    }
+
+    ngx_inet_set_port(&sa->sockaddr, (in_port_t) port);
+
+    return NGX_OK;
+}
+
+
+/* Redis Cluster's key slot: CRC16 (XMODEM) of the key or its {hash tag} */
+
+static ngx_uint_t
+ngx_meshgate_redis_slot(u_char *key, size_t len)
+{
+    u_char    *p, *last, *open, *close;
+    uint16_t   crc;
+    ngx_uint_t i;
+
+    last = key + len;
+    open = ngx_strlchr(key, last, '{');
+
+    if (open) {
+        close = ngx_strlchr(open + 1, last, '}');
+
+        if (close && close > open + 1) {
+            key = open + 1;
+            last = close;
+        }
+    }
+
+    crc = 0;
+
+    for (p = key; p < last; p++) {
+        crc ^= (uint16_t) *p << 8;
+
+        for (i = 0; i < 8; i++) {
+            crc = (crc & 0x8000) ? (uint16_t) ((crc << 1) ^ 0x1021)
+                                 : (uint16_t) (crc << 1);
+        }
+    }
+
+    return crc & (NGX_MESHGATE_REDIS_SLOTS - 1);
+}
+
+
+/* asks the sentinels in turn, from the one that answered last */
+
+static ngx_int_t
+ngx_meshgate_redis_discover(ngx_meshgate_redis_t *rd)
+{
+    size_t                 lens[3];
+    ngx_int_t              rc;
+    ngx_uint_t             i;
+    ngx_addr_t            *addr;
+    const char            *argv[3];
+    ngx_meshgate_redis_t  *sc;
+
+    sc = rd->sentinel;
+    addr = rd->sentinels->elts;
+
+    argv[0] = "SENTINEL";
+    lens[0] = sizeof("SENTINEL") - 1;
+    argv[1] = "get-master-addr-by-name";
+    lens[1] = sizeof("get-master-addr-by-name") - 1;
+    argv[2] = (const char *) rd->master.data;
+    lens[2] = rd->master.len;
+
+    while (rd->sentinel_tries++ < rd->sentinels->nelts) {
+        i = rd->sentinel_next;
+
+        if (sc->sockaddr != addr[i].sockaddr) {
+            ngx_meshgate_redis_close_connection(sc);
+            sc->sockaddr = addr[i].sockaddr;
+            sc->socklen = addr[i].socklen;
+            sc->name = addr[i].name;
+        }
+
+        /* the backoff is the data connection's, not the sentinels' */
+
+        sc->down = 0;
+        sc->backoff = NGX_MESHGATE_REDIS_BACKOFF_MIN;
+
+        rc = ngx_meshgate_redis_command(sc, NULL, 3, argv, lens,
+                                        ngx_meshgate_redis_sentinel_handler,
+                                        rd, &rd->sentinel_cmd);
+
+        if (rc == NGX_OK) {
+            rd->discovering = 1;
+            return NGX_OK;
+        }
+
+        if (rc == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+
+        rd->sentinel_next = (i + 1) % rd->sentinels->nelts;
+    }
+
+    return NGX_DECLINED;
+}
+
+
+static void
+ngx_meshgate_redis_sentinel_handler(void *data, ngx_int_t status,
+    redisReply *reply)
+{
+    ngx_meshgate_redis_t  *rd = data;
+
+    rd->sentinel_cmd = NULL;
+
+    if (status == NGX_MESHGATE_REDIS_OK
+        && ngx_meshgate_redis_primary(rd, reply) == NGX_OK)
+    {
+        rd->discovering = 0;
+        rd->primary_known = 1;
+
+        ngx_meshgate_redis_subscribe(rd);
+
+        if (ngx_meshgate_redis_connect(rd) != NGX_OK
+            && !ngx_queue_empty(&rd->pending))
+        {
+            ngx_meshgate_redis_disconnect(rd, NGX_MESHGATE_REDIS_ERROR,
+                                          NULL);
+        }
+
+        return;
+    }
+
+    rd->sentinel_next = (rd->sentinel_next + 1) % rd->sentinels->nelts;
+
+    switch (ngx_meshgate_redis_discover(rd)) {
+
+    case NGX_OK:
+        return;
+
+    default:
+        rd->discovering = 0;
+        ngx_meshgate_redis_disconnect(rd, NGX_MESHGATE_REDIS_ERROR,
+                                      "no sentinel named the primary");
+    }
+}
+
+
+/*
+ * Listens to the sentinel that answered for +switch-master, unless
+ * already listening to one: a failover then makes the worker ask again
+ * before its next command, even if the old primary still answers.
+ */
+
+static void
+ngx_meshgate_redis_subscribe(ngx_meshgate_redis_t *rd)
+{
+    ngx_meshgate_redis_t  *sub, *sc;
+
+    static const char     *argv[] = { "SUBSCRIBE", "+switch-master" };
+    static const size_t    lens[] = { 9, 14 };
+
+    sub = rd->subscriber;
+    sc = rd->sentinel;
+
+    if (sub->conn) {
+        return;
+    }
+
+    sub->sockaddr = sc->sockaddr;
+    sub->socklen = sc->socklen;
+    sub->name = sc->name;
+    sub->down = 0;
+    sub->backoff = NGX_MESHGATE_REDIS_BACKOFF_MIN;
+
+    (void) ngx_meshgate_redis_command(sub, NULL, 2, argv, lens,
+                                      ngx_meshgate_redis_subscribed, rd,
+                                      NULL);
+}
+
+
+static void
+ngx_meshgate_redis_subscribed(void *data, ngx_int_t status,
+    redisReply *reply)
+{
+    ngx_meshgate_redis_t  *rd = data;
+
+    if (status != NGX_MESHGATE_REDIS_OK
+        || reply->type != REDIS_REPLY_ARRAY)
+    {
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      "redis sentinel %V: SUBSCRIBE +switch-master failed",
+                      &rd->subscriber->name);
+    }
+}
+
+
+/* "message", "+switch-master", "<master> <old ip> <old port> <ip> <port>" */
+
+static void
+ngx_meshgate_redis_switch_master(ngx_meshgate_redis_t *sub,
+    redisReply *reply)
+{
+    ngx_meshgate_redis_t  *rd;
+
+    rd = sub->push_data;
+
+    if (reply->type != REDIS_REPLY_ARRAY
+        || reply->elements != 3
+        || reply->element[2]->type != REDIS_REPLY_STRING
+        || reply->element[2]->len <= rd->master.len
+        || ngx_strncmp(reply->element[2]->str, rd->master.data,
+                       rd->master.len) != 0
+        || reply->element[2]->str[rd->master.len] != ' ')
+    {
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
+                  "redis master \"%V\": +switch-master from sentinel %V",
+                  &rd->master, &sub->name);
+
+    /* news: the next command asks the sentinels, backoff or not */
+
+    rd->down = 0;
+    rd->backoff = NGX_MESHGATE_REDIS_BACKOFF_MIN;
+
+    if (rd->conn == NULL) {
+        rd->primary_known = 0;
+        return;
+    }
+
+    if (ngx_queue_empty(&rd->pending)) {
+        ngx_meshgate_redis_close_connection(rd);
+        rd->primary_known = 0;
+        return;
+    }
+
+    ngx_meshgate_redis_disconnect(rd, NGX_MESHGATE_REDIS_ERROR,
+                                  "+switch-master, asking the sentinels "
+                                  "again");
+}
+
+
+/* the sentinel's answer: an IP address and a port, or nil if unknown */
+
+static ngx_int_t
+ngx_meshgate_redis_primary(ngx_meshgate_redis_t *rd, redisReply *reply)
+{
+    u_char                *ip, text[NGX_SOCKADDR_STRLEN];
+    size_t                 len;
+    in_addr_t              inaddr;
+    ngx_int_t              port;
+    ngx_sockaddr_t         sa;
+    socklen_t              socklen;
+    ngx_meshgate_redis_t  *sc;
+
+    sc = rd->sentinel;
+
+    if (reply->type != REDIS_REPLY_ARRAY
+        || reply->elements != 2
+        || reply->element[0]->type != REDIS_REPLY_STRING
+        || reply->element[1]->type != REDIS_REPLY_STRING)
+    {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "redis sentinel %V does not know master \"%V\"",
+                      &sc->name, &rd->master);
+        return NGX_ERROR;
+    }
+
+    ip = (u_char *) reply->element[0]->str;
+    len = reply->element[0]->len;
+
+    port = ngx_atoi((u_char *) reply->element[1]->str,
+                    reply->element[1]->len);
+
+    ngx_memzero(&sa, sizeof(ngx_sockaddr_t));
+
+    inaddr = ngx_inet_addr(ip, len);
+
+    if (inaddr != INADDR_NONE) {
+        sa.sockaddr_in.sin_family = AF_INET;
+        sa.sockaddr_in.sin_addr.s_addr = inaddr;
+        socklen = sizeof(struct sockaddr_in);
+
+#if (NGX_HAVE_INET6)
+    } else if (ngx_inet6_addr(ip, len, sa.sockaddr_in6.sin6_addr.s6_addr)
+               == NGX_OK)
+    {
+        sa.sockaddr_in6.sin6_family = AF_INET6;
+        socklen = sizeof(struct sockaddr_in6);
+#endif
+
+    } else {
+        port = NGX_ERROR;
+        socklen = 0;
+    }
+
+    if (port < 1 || port > 65535) {
+
+        /* host names are not resolved here: the worker would block */
+
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "redis sentinel %V names no IP address and port for "
+                      "master \"%V\" (resolve-hostnames?)",
+                      &sc->name, &rd->master);
+        return NGX_ERROR;
+    }
+
+    ngx_inet_set_port(&sa.sockaddr, (in_port_t) port);
+
+    if (rd->primary_len
+        && (rd->primary_len != socklen
+            || ngx_memcmp(&rd->primary, &sa, socklen) != 0))
+    {
+        rd->stats.failovers++;
+
+        len = ngx_sock_ntop(&sa.sockaddr, socklen, text, NGX_SOCKADDR_STRLEN,
+                            1);
+
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      "redis master \"%V\": the primary is now %*s "
+                      "(was %V)", &rd->master, len, text, &rd->name);
+    }
+
+    rd->primary = sa;
+    rd->primary_len = socklen;
+    rd->sockaddr = &rd->primary.sockaddr;
+    rd->socklen = socklen;
+    rd->name.data = rd->primary_text;
+    rd->name.len = ngx_sock_ntop(&sa.sockaddr, socklen, rd->primary_text,
+                                 NGX_SOCKADDR_STRLEN, 1);
+
+    return NGX_OK;
+}
+
+
+/* the ROLE reply of a primary starts with "master" */
+
+static ngx_uint_t
+ngx_meshgate_redis_not_primary(ngx_meshgate_redis_t *rd, redisReply *reply)
+{
+    if (!rd->sentinels || reply->type != REDIS_REPLY_ARRAY) {
+        return rd->sentinels != NULL;
+    }
+
+    return reply->elements == 0
+           || reply->element[0]->type != REDIS_REPLY_STRING
+           || reply->element[0]->len != 6
+           || ngx_strncmp(reply->element[0]->str, "master", 6) != 0;
+}
+
+
+ngx_meshgate_redis_stats_t *
+ngx_meshgate_redis_stats(ngx_meshgate_redis_t *rd)
+{
+    return &rd->stats;
 }

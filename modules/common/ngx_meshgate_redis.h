@@ -57,6 +57,17 @@ typedef struct ngx_meshgate_redis_cmd_s     ngx_meshgate_redis_cmd_t;
 typedef struct ngx_meshgate_redis_script_s  ngx_meshgate_redis_script_t;
 
 
+/* per worker, for metrics */
+typedef struct {
+    ngx_uint_t                      failovers;  /* a new primary named */
+    ngx_uint_t                      redirects;  /* MOVED or ASK followed */
+} ngx_meshgate_redis_stats_t;
+
+
+/* with cluster=: the slot map is known (ok 1) or could not be had (0) */
+typedef void (*ngx_meshgate_redis_ready_pt)(void *data, ngx_uint_t ok);
+
+
 /* the status passed to a handler */
 #define NGX_MESHGATE_REDIS_OK       0  /* reply set (may be an error reply) */
 #define NGX_MESHGATE_REDIS_TIMEOUT  1  /* no reply within timeout= */
@@ -100,6 +111,26 @@ ngx_int_t ngx_meshgate_redis_parse(ngx_conf_t *cf, ngx_meshgate_redis_t *rd,
  */
 char *ngx_meshgate_redis_init(ngx_conf_t *cf, ngx_meshgate_redis_t *rd);
 
+/*
+ * What the caller can use of a reply: at most values values in all (an
+ * array counts as one, plus its elements), arrays nested at most depth
+ * deep (0: no arrays), bulk strings of at most bulk bytes.  A reply beyond
+ * these fails its command (NGX_MESHGATE_REDIS_ERROR) and the connection is
+ * dropped, before hiredis allocates anything for it.  By default: 256
+ * values, depth 1, 4096 bytes.
+ */
+void ngx_meshgate_redis_limit_replies(ngx_meshgate_redis_t *rd,
+    ngx_uint_t values, ngx_uint_t depth, size_t bulk);
+
+/*
+ * An error reply's text for a log line: printable ASCII only (other bytes
+ * become "?"), at most NGX_MESHGATE_REDIS_ERROR_LEN bytes; buf must hold
+ * that many.
+ */
+#define NGX_MESHGATE_REDIS_ERROR_LEN  256
+
+ngx_str_t ngx_meshgate_redis_error_text(redisReply *reply, u_char *buf);
+
 /* "host:port" or "unix:/path", for messages */
 ngx_str_t *ngx_meshgate_redis_name(ngx_meshgate_redis_t *rd);
 
@@ -136,8 +167,39 @@ ngx_int_t ngx_meshgate_redis_eval(ngx_meshgate_redis_t *rd, ngx_pool_t *pool,
     ngx_meshgate_redis_handler_pt handler, void *data,
     ngx_meshgate_redis_cmd_t **cmd);
 
+/*
+ * The client that serves key: with cluster=, the client of the node of
+ * the key's slot (NULL if none can be made); otherwise rd itself.  For
+ * sending the commands of several keys of one node together.
+ */
+ngx_meshgate_redis_t *ngx_meshgate_redis_route(ngx_meshgate_redis_t *rd,
+    u_char *key, size_t len);
+
+/*
+ * With cluster=, commands are sent where the slot map says once it is
+ * known.  ngx_meshgate_redis_ready() returns 1 if it is (or there is no
+ * cluster), else 0 and the map is being asked for: the handler given to
+ * ngx_meshgate_redis_on_ready() (at configuration time) is called when it
+ * is known or could not be had.
+ */
+void ngx_meshgate_redis_on_ready(ngx_meshgate_redis_t *rd,
+    ngx_meshgate_redis_ready_pt handler, void *data);
+ngx_uint_t ngx_meshgate_redis_ready(ngx_meshgate_redis_t *rd);
+
+/*
+ * With cluster=: asks for the slot map again (a command failed in a way
+ * that says keys moved without saying where, as scripts do).
+ */
+void ngx_meshgate_redis_refresh(ngx_meshgate_redis_t *rd);
+
 /* the handler of cmd will not be called; its reply is discarded */
 void ngx_meshgate_redis_cancel(ngx_meshgate_redis_cmd_t *cmd);
+
+/*
+ * The client's counters in this worker; its name (ngx_meshgate_redis_name())
+ * is the address of the node that served last.
+ */
+ngx_meshgate_redis_stats_t *ngx_meshgate_redis_stats(ngx_meshgate_redis_t *rd);
 
 /* non-zero while new commands would fail at once */
 ngx_uint_t ngx_meshgate_redis_is_down(ngx_meshgate_redis_t *rd);

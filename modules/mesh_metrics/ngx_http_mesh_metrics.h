@@ -32,16 +32,18 @@
 #define NGX_HTTP_MESH_METRICS_F_AGGREGATE   7
 #define NGX_HTTP_MESH_METRICS_F_ROUTE       8
 #define NGX_HTTP_MESH_METRICS_F_SPANS       9
-#define NGX_HTTP_MESH_METRICS_NFAMILIES     10
+#define NGX_HTTP_MESH_METRICS_F_SPLIT       10
+#define NGX_HTTP_MESH_METRICS_NFAMILIES     11
 
 
 /*
  * Value slots of a histogram-carrying node (REQUEST, UPSTREAM, EDGE):
  *   0 count, 1 and 2 family-specific counters, 3 sum in microseconds,
  *   4 .. 4 + nbuckets: per-bucket counts (not cumulative), last is +Inf.
- * EDGE and ROUTE nodes add two rate windows after the buckets: epoch,
- * requests, errors each.  ROUTE nodes (one per route, for the dashboard)
- * are not exported to Prometheus.  Counter families (the others) have one slot.
+ * EDGE, ROUTE and SPLIT nodes add two rate windows after the buckets:
+ * epoch, requests, errors each.  ROUTE nodes (one per route) and SPLIT
+ * nodes (route, traffic split, variant) are for the dependency map, not
+ * exported to Prometheus.  Counter families (the others) have one slot.
  */
 
 #define NGX_HTTP_MESH_METRICS_V_COUNT       0
@@ -68,7 +70,7 @@ typedef struct {
     time_t                          started;
     ngx_atomic_t                    warned;
     ngx_atomic_t                    series;
-    ngx_atomic_t                    edge_series;
+    ngx_atomic_t                    edge_series;  /* and split ones */
     ngx_atomic_t                    dropped;
     ngx_http_mesh_metrics_node_t  **slots;
 } ngx_http_mesh_metrics_shctx_t;
@@ -81,6 +83,14 @@ typedef struct {
     ngx_uint_t                      nbuckets;
     ngx_uint_t                     *bounds;
 } ngx_http_mesh_metrics_zone_t;
+
+
+/* a $traffic_split_<name> variable that the configuration uses */
+
+typedef struct {
+    ngx_str_t                       name;         /* of the split */
+    ngx_int_t                       index;
+} ngx_http_mesh_metrics_split_t;
 
 
 /* mesh_trace_export otlp=... */
@@ -111,6 +121,7 @@ typedef struct {
     ngx_int_t                       peer_id;
     ngx_int_t                       consumer;
     ngx_int_t                       subject;
+    ngx_array_t                    *splits;       /* of ..._split_t */
 
     ngx_flag_t                      trace_used;
     ngx_array_t                    *peer_inits;

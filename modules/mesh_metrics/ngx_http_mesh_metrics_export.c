@@ -45,12 +45,19 @@ typedef struct {
 } ngx_http_mesh_metrics_metric_t;
 
 
-/* edges merged by some of their labels, for the graph and dashboard */
+/*
+ * The dependency map's rows: edges (caller, route, upstream), routes, and
+ * the variants of traffic splits (route, split, variant in "upstream").
+ */
+
+#define NGX_HTTP_MESH_METRICS_NO_WEIGHT  ((ngx_uint_t) -1)
 
 typedef struct {
     ngx_str_t                       caller;
     ngx_str_t                       route;
+    ngx_str_t                       split;
     ngx_str_t                       upstream;
+    ngx_uint_t                      weight;       /* 0.01 %, or NO_WEIGHT */
     ngx_uint_t                      requests;
     ngx_uint_t                      errors;
     ngx_uint_t                      window_requests;
@@ -75,6 +82,12 @@ static void ngx_http_mesh_metrics_providers(ngx_http_request_t *r,
     ngx_http_mesh_metrics_writer_t *w);
 static ngx_array_t *ngx_http_mesh_metrics_edges(ngx_http_request_t *r,
     ngx_http_mesh_metrics_zone_t *zone, ngx_uint_t family);
+static ngx_array_t *ngx_http_mesh_metrics_splits(ngx_http_request_t *r,
+    ngx_http_mesh_metrics_zone_t *zone);
+static ngx_int_t ngx_http_mesh_metrics_split_variants(ngx_http_request_t *r,
+    ngx_array_t *splits);
+static int ngx_libc_cdecl ngx_http_mesh_metrics_split_cmp(const void *one,
+    const void *two);
 static ngx_int_t ngx_http_mesh_metrics_graph(ngx_http_request_t *r,
     ngx_http_mesh_metrics_zone_t *zone, ngx_http_mesh_metrics_writer_t *w);
 static void ngx_http_mesh_metrics_golden(ngx_http_mesh_metrics_writer_t *w,
@@ -82,10 +95,19 @@ static void ngx_http_mesh_metrics_golden(ngx_http_mesh_metrics_writer_t *w,
     ngx_uint_t json);
 static ngx_int_t ngx_http_mesh_metrics_dashboard(ngx_http_request_t *r,
     ngx_http_mesh_metrics_zone_t *zone, ngx_http_mesh_metrics_writer_t *w);
+static void ngx_http_mesh_metrics_split_rows(
+    ngx_http_mesh_metrics_writer_t *w, ngx_http_mesh_metrics_zone_t *zone,
+    ngx_array_t *splits);
 static void ngx_http_mesh_metrics_svg(ngx_http_mesh_metrics_writer_t *w,
-    ngx_array_t *edges);
+    ngx_array_t *edges, ngx_array_t *splits);
+static ngx_uint_t ngx_http_mesh_metrics_via_split(ngx_array_t *splits,
+    ngx_http_mesh_metrics_edge_t *e);
+static void ngx_http_mesh_metrics_curve(ngx_http_mesh_metrics_writer_t *w,
+    ngx_uint_t step, ngx_uint_t from, ngx_uint_t a, ngx_uint_t to,
+    ngx_uint_t b, ngx_http_mesh_metrics_edge_t *e);
 static ngx_uint_t ngx_http_mesh_metrics_node_index(ngx_array_t *names,
     ngx_str_t *name);
+static ngx_uint_t ngx_http_mesh_metrics_same(ngx_str_t *a, ngx_str_t *b);
 static double ngx_http_mesh_metrics_quantile(
     ngx_http_mesh_metrics_zone_t *zone, ngx_uint_t *buckets, double q);
 static u_char *ngx_http_mesh_metrics_reserve(
@@ -108,7 +130,8 @@ static char  *ngx_http_mesh_metrics_label_names[][4] = {
     { "route", "upstream", NULL, NULL },         /* RETRIES */
     { "route", "part", "reason", NULL },         /* AGGREGATE */
     { "route", NULL, NULL, NULL },               /* ROUTE */
-    { "outcome", NULL, NULL, NULL }              /* SPANS */
+    { "outcome", NULL, NULL, NULL },             /* SPANS */
+    { "route", "split", "variant", NULL }        /* SPLIT */
 };
 
 
@@ -529,8 +552,16 @@ ngx_http_mesh_metrics_edges(ngx_http_request_t *r,
 
         ngx_memzero(e, sizeof(ngx_http_mesh_metrics_edge_t));
 
+        e->weight = NGX_HTTP_MESH_METRICS_NO_WEIGHT;
+
         if (family == NGX_HTTP_MESH_METRICS_F_ROUTE) {
             (void) ngx_http_mesh_metrics_label(node, nvalues, 0, &e->route);
+
+        } else if (family == NGX_HTTP_MESH_METRICS_F_SPLIT) {
+            (void) ngx_http_mesh_metrics_label(node, nvalues, 0, &e->route);
+            (void) ngx_http_mesh_metrics_label(node, nvalues, 1, &e->split);
+            (void) ngx_http_mesh_metrics_label(node, nvalues, 2,
+                                               &e->upstream);
 
         } else {
             (void) ngx_http_mesh_metrics_label(node, nvalues, 0, &e->caller);
@@ -557,20 +588,161 @@ ngx_http_mesh_metrics_edges(ngx_http_request_t *r,
 }
 
 
+/*
+ * The variants of traffic splits that requests got, by route, with the
+ * weights the splits apply now when the traffic_split module is loaded
+ * (it tells them, see ngx_meshgate_prometheus.h).  Variants that no
+ * request of a route got yet are added without requests: a canary at 0 %
+ * shows too.  Sorted by split, route and variant.
+ */
+
+static ngx_array_t *
+ngx_http_mesh_metrics_splits(ngx_http_request_t *r,
+    ngx_http_mesh_metrics_zone_t *zone)
+{
+    ngx_array_t  *splits;
+
+    splits = ngx_http_mesh_metrics_edges(r, zone,
+                                         NGX_HTTP_MESH_METRICS_F_SPLIT);
+
+    if (splits == NULL || splits->nelts == 0) {
+        return splits;
+    }
+
+    if (ngx_http_mesh_metrics_split_variants(r, splits) != NGX_OK) {
+        return NULL;
+    }
+
+    ngx_qsort(splits->elts, splits->nelts,
+              sizeof(ngx_http_mesh_metrics_edge_t),
+              ngx_http_mesh_metrics_split_cmp);
+
+    return splits;
+}
+
+
+static ngx_int_t
+ngx_http_mesh_metrics_split_variants(ngx_http_request_t *r,
+    ngx_array_t *splits)
+{
+    ngx_uint_t                      i, j, k, n;
+    ngx_array_t                    *weights;
+    ngx_meshgate_splits_pt          provider;
+    ngx_meshgate_split_weight_t    *sw;
+    ngx_http_mesh_metrics_edge_t   *e, *row;
+
+    provider = (ngx_meshgate_splits_pt) dlsym(RTLD_DEFAULT,
+                                              NGX_MESHGATE_SPLITS_PROVIDER);
+    if (provider == NULL) {
+        return NGX_OK;
+    }
+
+    weights = provider(r->pool, r->connection->log);
+    if (weights == NULL) {
+        return NGX_OK;
+    }
+
+    sw = weights->elts;
+    n = splits->nelts;      /* the rows that requests made */
+
+    for (k = 0; k < weights->nelts; k++) {
+
+        /* each route that used the split once */
+
+        for (i = 0; i < n; i++) {
+            e = splits->elts;
+
+            if (!ngx_http_mesh_metrics_same(&e[i].split, &sw[k].split)) {
+                continue;
+            }
+
+            for (j = 0; j < i; j++) {
+                if (ngx_http_mesh_metrics_same(&e[j].split, &e[i].split)
+                    && ngx_http_mesh_metrics_same(&e[j].route, &e[i].route))
+                {
+                    break;
+                }
+            }
+
+            if (j < i) {
+                continue;
+            }
+
+            /* the route's row of this variant, or a new one */
+
+            for (j = 0; j < splits->nelts; j++) {
+                if (ngx_http_mesh_metrics_same(&e[j].split, &e[i].split)
+                    && ngx_http_mesh_metrics_same(&e[j].route, &e[i].route)
+                    && ngx_http_mesh_metrics_same(&e[j].upstream,
+                                                  &sw[k].variant))
+                {
+                    break;
+                }
+            }
+
+            if (j == splits->nelts) {
+                row = ngx_array_push(splits);
+                if (row == NULL) {
+                    return NGX_ERROR;
+                }
+
+                e = splits->elts;
+
+                ngx_memzero(row, sizeof(ngx_http_mesh_metrics_edge_t));
+                row->route = e[i].route;
+                row->split = e[i].split;
+                row->upstream = sw[k].variant;
+            }
+
+            e[j].weight = sw[k].weight;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+static int ngx_libc_cdecl
+ngx_http_mesh_metrics_split_cmp(const void *one, const void *two)
+{
+    ngx_int_t                      rc;
+    ngx_http_mesh_metrics_edge_t  *a, *b;
+
+    a = (ngx_http_mesh_metrics_edge_t *) one;
+    b = (ngx_http_mesh_metrics_edge_t *) two;
+
+    rc = ngx_memn2cmp(a->split.data, b->split.data, a->split.len,
+                      b->split.len);
+
+    if (rc == 0) {
+        rc = ngx_memn2cmp(a->route.data, b->route.data, a->route.len,
+                          b->route.len);
+    }
+
+    if (rc == 0) {
+        rc = ngx_memn2cmp(a->upstream.data, b->upstream.data,
+                          a->upstream.len, b->upstream.len);
+    }
+
+    return (rc > 0) - (rc < 0);
+}
+
+
 static ngx_int_t
 ngx_http_mesh_metrics_graph(ngx_http_request_t *r,
     ngx_http_mesh_metrics_zone_t *zone, ngx_http_mesh_metrics_writer_t *w)
 {
     ngx_uint_t                     i, k;
-    ngx_array_t                   *edges, *routes;
+    ngx_array_t                   *edges, *routes, *splits;
     ngx_http_mesh_metrics_edge_t  *e;
 
     edges = ngx_http_mesh_metrics_edges(r, zone,
                                         NGX_HTTP_MESH_METRICS_F_EDGE);
     routes = ngx_http_mesh_metrics_edges(r, zone,
                                          NGX_HTTP_MESH_METRICS_F_ROUTE);
+    splits = ngx_http_mesh_metrics_splits(r, zone);
 
-    if (edges == NULL || routes == NULL) {
+    if (edges == NULL || routes == NULL || splits == NULL) {
         return NGX_ERROR;
     }
 
@@ -606,8 +778,37 @@ ngx_http_mesh_metrics_graph(ngx_http_request_t *r,
             ngx_http_mesh_metrics_text(w, "}");
         }
 
-        ngx_http_mesh_metrics_text(w, k ? "]}\n" : "],\"routes\":[");
+        ngx_http_mesh_metrics_text(w, k ? "]" : "],\"routes\":[");
     }
+
+    ngx_http_mesh_metrics_text(w, ",\"splits\":[");
+
+    e = splits->elts;
+
+    for (i = 0; i < splits->nelts; i++) {
+        ngx_http_mesh_metrics_text(w, "%s\n{\"route\":\"", i ? "," : "");
+        ngx_http_mesh_metrics_str(w, &e[i].route,
+                                  NGX_HTTP_MESH_METRICS_ESC_JSON);
+        ngx_http_mesh_metrics_text(w, "\",\"split\":\"");
+        ngx_http_mesh_metrics_str(w, &e[i].split,
+                                  NGX_HTTP_MESH_METRICS_ESC_JSON);
+        ngx_http_mesh_metrics_text(w, "\",\"variant\":\"");
+        ngx_http_mesh_metrics_str(w, &e[i].upstream,
+                                  NGX_HTTP_MESH_METRICS_ESC_JSON);
+
+        if (e[i].weight == NGX_HTTP_MESH_METRICS_NO_WEIGHT) {
+            ngx_http_mesh_metrics_text(w, "\",\"weight_percent\":null,");
+
+        } else {
+            ngx_http_mesh_metrics_text(w, "\",\"weight_percent\":%ui.%02ui,",
+                                       e[i].weight / 100, e[i].weight % 100);
+        }
+
+        ngx_http_mesh_metrics_golden(w, zone, &e[i], 1);
+        ngx_http_mesh_metrics_text(w, "}");
+    }
+
+    ngx_http_mesh_metrics_text(w, "]}\n");
 
     return NGX_OK;
 }
@@ -651,15 +852,16 @@ ngx_http_mesh_metrics_dashboard(ngx_http_request_t *r,
     ngx_http_mesh_metrics_zone_t *zone, ngx_http_mesh_metrics_writer_t *w)
 {
     ngx_uint_t                     i;
-    ngx_array_t                   *edges, *routes;
+    ngx_array_t                   *edges, *routes, *splits;
     ngx_http_mesh_metrics_edge_t  *e;
 
     edges = ngx_http_mesh_metrics_edges(r, zone,
                                         NGX_HTTP_MESH_METRICS_F_EDGE);
     routes = ngx_http_mesh_metrics_edges(r, zone,
                                          NGX_HTTP_MESH_METRICS_F_ROUTE);
+    splits = ngx_http_mesh_metrics_splits(r, zone);
 
-    if (edges == NULL || routes == NULL) {
+    if (edges == NULL || routes == NULL || splits == NULL) {
         return NGX_ERROR;
     }
 
@@ -675,9 +877,10 @@ ngx_http_mesh_metrics_dashboard(ngx_http_request_t *r,
         ".node text{font-size:12px}"
         ".edge{fill:none;stroke:#7a9;stroke-width:2}"
         ".edge.bad{stroke:#d33}"
+        ".node[data-kind=split] rect{fill:#fff4e0;stroke:#b8862b}"
         "</style></head><body>\n<h1>meshgate dependency map</h1>\n");
 
-    ngx_http_mesh_metrics_svg(w, edges);
+    ngx_http_mesh_metrics_svg(w, edges, splits);
 
     ngx_http_mesh_metrics_text(w,
         "<h2>Routes</h2>\n<table id=\"routes\"><tr><th>route</th>"
@@ -695,24 +898,84 @@ ngx_http_mesh_metrics_dashboard(ngx_http_request_t *r,
         ngx_http_mesh_metrics_golden(w, zone, &e[i], 0);
     }
 
-    ngx_http_mesh_metrics_text(w, "</table>\n</body></html>\n");
+    ngx_http_mesh_metrics_text(w, "</table>\n");
+
+    ngx_http_mesh_metrics_split_rows(w, zone, splits);
+
+    ngx_http_mesh_metrics_text(w, "</body></html>\n");
 
     return NGX_OK;
 }
 
 
-/* callers, routes and upstreams in three columns, edges between them */
+static void
+ngx_http_mesh_metrics_split_rows(ngx_http_mesh_metrics_writer_t *w,
+    ngx_http_mesh_metrics_zone_t *zone, ngx_array_t *splits)
+{
+    ngx_uint_t                     i;
+    ngx_http_mesh_metrics_edge_t  *e;
+
+    if (splits->nelts == 0) {
+        return;
+    }
+
+    ngx_http_mesh_metrics_text(w,
+        "<h2>Traffic splits</h2>\n<table id=\"splits\"><tr><th>split</th>"
+        "<th>route</th><th>variant</th><th>weight</th>"
+        "<th>requests</th><th>rps (last %ds)</th><th>success</th>"
+        "<th>p50 ms</th><th>p95 ms</th><th>p99 ms</th></tr>\n",
+        NGX_HTTP_MESH_METRICS_WINDOW);
+
+    e = splits->elts;
+
+    for (i = 0; i < splits->nelts; i++) {
+        ngx_http_mesh_metrics_text(w, "<tr class=\"split\"><td>");
+        ngx_http_mesh_metrics_str(w, &e[i].split,
+                                  NGX_HTTP_MESH_METRICS_ESC_HTML);
+        ngx_http_mesh_metrics_text(w, "</td><td>");
+        ngx_http_mesh_metrics_str(w, &e[i].route,
+                                  NGX_HTTP_MESH_METRICS_ESC_HTML);
+        ngx_http_mesh_metrics_text(w, "</td><td>");
+        ngx_http_mesh_metrics_str(w, &e[i].upstream,
+                                  NGX_HTTP_MESH_METRICS_ESC_HTML);
+
+        if (e[i].weight == NGX_HTTP_MESH_METRICS_NO_WEIGHT) {
+            ngx_http_mesh_metrics_text(w, "</td><td>-</td>");
+
+        } else {
+            ngx_http_mesh_metrics_text(w, "</td><td>%ui.%02ui%%</td>",
+                                       e[i].weight / 100, e[i].weight % 100);
+        }
+
+        ngx_http_mesh_metrics_golden(w, zone, &e[i], 0);
+    }
+
+    ngx_http_mesh_metrics_text(w, "</table>\n");
+}
+
+
+/*
+ * Callers, routes and upstreams in three columns, edges between them; with
+ * traffic splits, a column of splits before the upstreams: a route goes
+ * to its split, the split to its variants (named like the upstream blocks
+ * they select when used in proxy_pass).
+ */
 
 static void
 ngx_http_mesh_metrics_svg(ngx_http_mesh_metrics_writer_t *w,
-    ngx_array_t *edges)
+    ngx_array_t *edges, ngx_array_t *splits)
 {
     ngx_str_t                     *name;
-    ngx_uint_t                     i, k, a, b, rows;
-    ngx_array_t                   *cols[3];
-    ngx_http_mesh_metrics_edge_t  *e;
+    ngx_uint_t                     i, j, k, a, b, rows, last, step;
+    ngx_array_t                   *cols[4];
+    ngx_http_mesh_metrics_edge_t  *e, *s, sum;
 
-    for (k = 0; k < 3; k++) {
+    static char  *kinds[] = { "caller", "route", "split", "upstream" };
+
+    last = splits->nelts ? 3 : 2;
+    step = splits->nelts ? 240 : 320;
+
+    for (k = 0; k <= last; k++) {
         cols[k] = ngx_array_create(w->request->pool, 8, sizeof(ngx_str_t));
         if (cols[k] == NULL) {
             w->failed = 1;
@@ -721,40 +984,107 @@ ngx_http_mesh_metrics_svg(ngx_http_mesh_metrics_writer_t *w,
     }
 
     e = edges->elts;
+    s = splits->elts;
     rows = 1;
 
     for (i = 0; i < edges->nelts; i++) {
         (void) ngx_http_mesh_metrics_node_index(cols[0], &e[i].caller);
         (void) ngx_http_mesh_metrics_node_index(cols[1], &e[i].route);
-        (void) ngx_http_mesh_metrics_node_index(cols[2], &e[i].upstream);
+        (void) ngx_http_mesh_metrics_node_index(cols[last], &e[i].upstream);
     }
 
-    for (k = 0; k < 3; k++) {
+    for (i = 0; i < splits->nelts; i++) {
+        (void) ngx_http_mesh_metrics_node_index(cols[1], &s[i].route);
+        (void) ngx_http_mesh_metrics_node_index(cols[2], &s[i].split);
+        (void) ngx_http_mesh_metrics_node_index(cols[last], &s[i].upstream);
+    }
+
+    for (k = 0; k <= last; k++) {
         rows = ngx_max(rows, cols[k]->nelts);
     }
 
-    ngx_http_mesh_metrics_text(w, "<svg id=\"graph\" width=\"900\" "
+    ngx_http_mesh_metrics_text(w, "<svg id=\"graph\" width=\"%ui\" "
                                "height=\"%ui\" xmlns=\"http://www.w3.org/"
-                               "2000/svg\">\n", rows * 50 + 20);
+                               "2000/svg\">\n", last * step + 260,
+                               rows * 50 + 20);
 
     for (i = 0; i < edges->nelts; i++) {
-        for (k = 0; k < 2; k++) {
-            a = ngx_http_mesh_metrics_node_index(cols[k],
-                                            k ? &e[i].route : &e[i].caller);
-            b = ngx_http_mesh_metrics_node_index(cols[k + 1],
-                                          k ? &e[i].upstream : &e[i].route);
+        a = ngx_http_mesh_metrics_node_index(cols[0], &e[i].caller);
+        b = ngx_http_mesh_metrics_node_index(cols[1], &e[i].route);
+        ngx_http_mesh_metrics_curve(w, step, 0, a, 1, b, &e[i]);
 
-            ngx_http_mesh_metrics_text(w,
-                "<path class=\"edge%s\" d=\"M%ui %ui C%ui %ui %ui %ui "
-                "%ui %ui\"><title>%ui requests, %ui errors</title></path>\n",
-                e[i].errors * 20 > e[i].requests ? " bad" : "",
-                200 + k * 320, 35 + a * 50, 270 + k * 320, 35 + a * 50,
-                270 + k * 320, 35 + b * 50, 340 + k * 320, 35 + b * 50,
-                e[i].requests, e[i].errors);
+        /* a route that goes through a split is drawn through it below */
+
+        if (ngx_http_mesh_metrics_via_split(splits, &e[i])) {
+            continue;
         }
+
+        a = b;
+        b = ngx_http_mesh_metrics_node_index(cols[last], &e[i].upstream);
+        ngx_http_mesh_metrics_curve(w, step, 1, a, last, b, &e[i]);
     }
 
-    for (k = 0; k < 3; k++) {
+    /*
+     * route -> split: the rows of a route and split are next to each
+     * other (sorted); split -> variant: summed over the routes
+     */
+
+    for (i = 0; i < splits->nelts; i++) {
+
+        if (i == 0
+            || !ngx_http_mesh_metrics_same(&s[i].split, &s[i - 1].split)
+            || !ngx_http_mesh_metrics_same(&s[i].route, &s[i - 1].route))
+        {
+            ngx_memzero(&sum, sizeof(ngx_http_mesh_metrics_edge_t));
+            sum.weight = NGX_HTTP_MESH_METRICS_NO_WEIGHT;
+
+            for (j = i; j < splits->nelts; j++) {
+                if (!ngx_http_mesh_metrics_same(&s[j].split, &s[i].split)
+                    || !ngx_http_mesh_metrics_same(&s[j].route, &s[i].route))
+                {
+                    break;
+                }
+
+                sum.requests += s[j].requests;
+                sum.errors += s[j].errors;
+            }
+
+            a = ngx_http_mesh_metrics_node_index(cols[1], &s[i].route);
+            b = ngx_http_mesh_metrics_node_index(cols[2], &s[i].split);
+            ngx_http_mesh_metrics_curve(w, step, 1, a, 2, b, &sum);
+        }
+
+        for (j = 0; j < i; j++) {
+            if (ngx_http_mesh_metrics_same(&s[j].split, &s[i].split)
+                && ngx_http_mesh_metrics_same(&s[j].upstream,
+                                              &s[i].upstream))
+            {
+                break;
+            }
+        }
+
+        if (j < i) {
+            continue;
+        }
+
+        sum = s[i];
+
+        for (j = i + 1; j < splits->nelts; j++) {
+            if (ngx_http_mesh_metrics_same(&s[j].split, &s[i].split)
+                && ngx_http_mesh_metrics_same(&s[j].upstream,
+                                              &s[i].upstream))
+            {
+                sum.requests += s[j].requests;
+                sum.errors += s[j].errors;
+            }
+        }
+
+        a = ngx_http_mesh_metrics_node_index(cols[2], &s[i].split);
+        b = ngx_http_mesh_metrics_node_index(cols[last], &s[i].upstream);
+        ngx_http_mesh_metrics_curve(w, step, 2, a, last, b, &sum);
+    }
+
+    for (k = 0; k <= last; k++) {
         name = cols[k]->elts;
 
         for (i = 0; i < cols[k]->nelts; i++) {
@@ -762,8 +1092,8 @@ ngx_http_mesh_metrics_svg(ngx_http_mesh_metrics_writer_t *w,
                 "<g class=\"node\" data-kind=\"%s\"><rect x=\"%ui\" "
                 "y=\"%ui\" width=\"180\" height=\"30\" rx=\"5\"/>"
                 "<text x=\"%ui\" y=\"%ui\">",
-                k == 0 ? "caller" : (k == 1 ? "route" : "upstream"),
-                20 + k * 320, 20 + i * 50, 28 + k * 320, 40 + i * 50);
+                kinds[k == last ? 3 : k], 20 + k * step, 20 + i * 50,
+                28 + k * step, 40 + i * 50);
             ngx_http_mesh_metrics_str(w, &name[i],
                                       NGX_HTTP_MESH_METRICS_ESC_HTML);
             ngx_http_mesh_metrics_text(w, "</text></g>\n");
@@ -771,6 +1101,58 @@ ngx_http_mesh_metrics_svg(ngx_http_mesh_metrics_writer_t *w,
     }
 
     ngx_http_mesh_metrics_text(w, "</svg>\n");
+}
+
+
+/* whether the edge's route reaches its upstream as a split's variant */
+
+static ngx_uint_t
+ngx_http_mesh_metrics_via_split(ngx_array_t *splits,
+    ngx_http_mesh_metrics_edge_t *e)
+{
+    ngx_uint_t                     i;
+    ngx_http_mesh_metrics_edge_t  *s;
+
+    s = splits->elts;
+
+    for (i = 0; i < splits->nelts; i++) {
+        if (ngx_http_mesh_metrics_same(&s[i].route, &e->route)
+            && ngx_http_mesh_metrics_same(&s[i].upstream, &e->upstream))
+        {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+/* an edge from node a of column "from" to node b of column "to" */
+
+static void
+ngx_http_mesh_metrics_curve(ngx_http_mesh_metrics_writer_t *w,
+    ngx_uint_t step, ngx_uint_t from, ngx_uint_t a, ngx_uint_t to,
+    ngx_uint_t b, ngx_http_mesh_metrics_edge_t *e)
+{
+    ngx_uint_t  x0, x1;
+
+    x0 = 200 + from * step;
+    x1 = 20 + to * step;
+
+    ngx_http_mesh_metrics_text(w,
+        "<path class=\"edge%s\" d=\"M%ui %ui C%ui %ui %ui %ui %ui %ui\">"
+        "<title>%ui requests, %ui errors",
+        e->errors * 20 > e->requests ? " bad" : "",
+        x0, 35 + a * 50, (x0 + x1) / 2, 35 + a * 50,
+        (x0 + x1) / 2, 35 + b * 50, x1, 35 + b * 50,
+        e->requests, e->errors);
+
+    if (e->weight != NGX_HTTP_MESH_METRICS_NO_WEIGHT) {
+        ngx_http_mesh_metrics_text(w, ", weight %ui.%02ui%%",
+                                   e->weight / 100, e->weight % 100);
+    }
+
+    ngx_http_mesh_metrics_text(w, "</title></path>\n");
 }
 
 
@@ -798,6 +1180,13 @@ ngx_http_mesh_metrics_node_index(ngx_array_t *names, ngx_str_t *name)
     *s = *name;
 
     return i;
+}
+
+
+static ngx_uint_t
+ngx_http_mesh_metrics_same(ngx_str_t *a, ngx_str_t *b)
+{
+    return a->len == b->len && ngx_strncmp(a->data, b->data, a->len) == 0;
 }
 
 

@@ -23,6 +23,9 @@ static void ngx_http_mesh_metrics_count_subrequests(ngx_http_request_t *r,
 static void ngx_http_mesh_metrics_count_edge(ngx_http_request_t *r,
     ngx_http_mesh_metrics_main_conf_t *mmcf, ngx_str_t *route,
     ngx_str_t *up, ngx_uint_t status, ngx_uint_t usec);
+static void ngx_http_mesh_metrics_count_splits(ngx_http_request_t *r,
+    ngx_http_mesh_metrics_main_conf_t *mmcf, ngx_str_t *route,
+    ngx_uint_t status, ngx_uint_t usec);
 static void ngx_http_mesh_metrics_count_route(ngx_http_request_t *r,
     ngx_http_mesh_metrics_zone_t *zone, ngx_str_t *route, ngx_uint_t status,
     ngx_uint_t usec);
@@ -71,6 +74,8 @@ static ngx_int_t ngx_http_mesh_metrics_init_process(ngx_cycle_t *cycle);
 static void ngx_http_mesh_metrics_exit_process(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_mesh_metrics_preconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_mesh_metrics_postconfiguration(ngx_conf_t *cf);
+static ngx_int_t ngx_http_mesh_metrics_find_splits(ngx_conf_t *cf,
+    ngx_http_mesh_metrics_main_conf_t *mmcf);
 static ngx_int_t ngx_http_mesh_metrics_find_variable(ngx_conf_t *cf,
     char *name, char *prefix);
 
@@ -165,6 +170,8 @@ static ngx_str_t  ngx_http_mesh_metrics_dynamic = ngx_string("dynamic");
 static ngx_str_t  ngx_http_mesh_metrics_route_name =
     ngx_string("mesh_metrics_route");
 static ngx_str_t  ngx_http_mesh_metrics_opt_prefix = ngx_string("mesh_opt_");
+static ngx_str_t  ngx_http_mesh_metrics_split_prefix =
+    ngx_string("traffic_split_");
 
 
 static ngx_int_t
@@ -219,6 +226,8 @@ ngx_http_mesh_metrics_log_handler(ngx_http_request_t *r)
     }
 
     ngx_http_mesh_metrics_count_route(r, zone, &lcf->label, status, usec);
+
+    ngx_http_mesh_metrics_count_splits(r, mmcf, &lcf->label, status, usec);
 
     ngx_http_mesh_metrics_count_modules(r, mmcf, &lcf->label, &up, attempts);
 
@@ -475,6 +484,64 @@ ngx_http_mesh_metrics_count_edge(ngx_http_request_t *r,
 
     ngx_http_mesh_metrics_observe(mmcf->zone, values, usec);
     ngx_http_mesh_metrics_window_add(mmcf->zone, values, status >= 500);
+}
+
+
+/*
+ * The variants of traffic splits this request got, for the dependency
+ * map: route -> split -> variant.  Only a value the request has already
+ * computed is read (r->variables), never evaluated here: evaluating a
+ * split would pick a variant and count a request for it.
+ */
+
+static void
+ngx_http_mesh_metrics_count_splits(ngx_http_request_t *r,
+    ngx_http_mesh_metrics_main_conf_t *mmcf, ngx_str_t *route,
+    ngx_uint_t status, ngx_uint_t usec)
+{
+    ngx_uint_t                      i;
+    ngx_atomic_t                   *values;
+    ngx_http_variable_value_t      *vv;
+    ngx_http_mesh_metrics_key_t     key;
+    ngx_http_mesh_metrics_split_t  *split;
+
+    if (mmcf->splits == NULL || r->variables == NULL) {
+        return;
+    }
+
+    split = mmcf->splits->elts;
+
+    for (i = 0; i < mmcf->splits->nelts; i++) {
+        vv = &r->variables[split[i].index];
+
+        if (!vv->valid || vv->not_found || vv->len == 0) {
+            continue;
+        }
+
+        ngx_http_mesh_metrics_key_reset(&key);
+        ngx_http_mesh_metrics_key_add(&key, route->data, route->len);
+        ngx_http_mesh_metrics_key_add(&key, split[i].name.data,
+                                      split[i].name.len);
+        ngx_http_mesh_metrics_key_add(&key, vv->data, vv->len);
+
+        values = ngx_http_mesh_metrics_series(mmcf->zone,
+                                              NGX_HTTP_MESH_METRICS_F_SPLIT,
+                                              &key, r->connection->log);
+        if (values == NULL) {
+            continue;
+        }
+
+        (void) ngx_atomic_fetch_add(&values[NGX_HTTP_MESH_METRICS_V_COUNT],
+                                    1);
+
+        if (status >= 500) {
+            (void) ngx_atomic_fetch_add(&values[NGX_HTTP_MESH_METRICS_V_A],
+                                        1);
+        }
+
+        ngx_http_mesh_metrics_observe(mmcf->zone, values, usec);
+        ngx_http_mesh_metrics_window_add(mmcf->zone, values, status >= 500);
+    }
 }
 
 
@@ -761,6 +828,7 @@ ngx_http_mesh_metrics_create_main_conf(ngx_conf_t *cf)
      *     mmcf->otlp = NULL;
      *     mmcf->export_file = NULL;
      *     mmcf->export_line = 0;
+     *     mmcf->splits = NULL;
      */
 
     mmcf->trace_used = NGX_CONF_UNSET;
@@ -1490,6 +1558,59 @@ ngx_http_mesh_metrics_postconfiguration(ngx_conf_t *cf)
                                                  "auth_key_consumer", NULL);
     mmcf->subject = ngx_http_mesh_metrics_find_variable(cf, "jwt_claim_sub",
                                                         "jwt_claim_");
+
+    return ngx_http_mesh_metrics_find_splits(cf, mmcf);
+}
+
+
+/*
+ * The $traffic_split_<name> variables that the configuration uses (those
+ * with an index: proxy_pass, map, set, log_format...).  A variable that
+ * nothing uses is never computed, so it has nothing to show.
+ */
+
+static ngx_int_t
+ngx_http_mesh_metrics_find_splits(ngx_conf_t *cf,
+    ngx_http_mesh_metrics_main_conf_t *mmcf)
+{
+    size_t                          len;
+    ngx_uint_t                      i;
+    ngx_http_variable_t            *v;
+    ngx_http_core_main_conf_t      *cmcf;
+    ngx_http_mesh_metrics_split_t  *split;
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    len = ngx_http_mesh_metrics_split_prefix.len;
+    v = cmcf->variables.elts;
+
+    for (i = 0; i < cmcf->variables.nelts; i++) {
+
+        if (v[i].name.len <= len
+            || ngx_strncasecmp(v[i].name.data,
+                               ngx_http_mesh_metrics_split_prefix.data, len)
+               != 0)
+        {
+            continue;
+        }
+
+        if (mmcf->splits == NULL) {
+            mmcf->splits = ngx_array_create(cf->pool, 2,
+                                         sizeof(ngx_http_mesh_metrics_split_t));
+            if (mmcf->splits == NULL) {
+                return NGX_ERROR;
+            }
+        }
+
+        split = ngx_array_push(mmcf->splits);
+        if (split == NULL) {
+            return NGX_ERROR;
+        }
+
+        split->name.data = v[i].name.data + len;
+        split->name.len = v[i].name.len - len;
+        split->index = i;
+    }
 
     return NGX_OK;
 }

@@ -28,6 +28,7 @@ static ngx_atomic_t *ngx_http_mesh_metrics_lookup(
 static ngx_atomic_t *ngx_http_mesh_metrics_insert(
     ngx_http_mesh_metrics_zone_t *zone, uint32_t hash, ngx_uint_t family,
     ngx_http_mesh_metrics_key_t *key, ngx_log_t *log);
+static ngx_uint_t ngx_http_mesh_metrics_bounded(ngx_uint_t family);
 static void ngx_http_mesh_metrics_drop(ngx_http_mesh_metrics_zone_t *zone,
     ngx_log_t *log);
 
@@ -139,6 +140,7 @@ ngx_http_mesh_metrics_nvalues(ngx_uint_t family, ngx_uint_t nbuckets)
 
     case NGX_HTTP_MESH_METRICS_F_EDGE:
     case NGX_HTTP_MESH_METRICS_F_ROUTE:
+    case NGX_HTTP_MESH_METRICS_F_SPLIT:
         return NGX_HTTP_MESH_METRICS_V_BUCKETS + nbuckets + 1 + 6;
 
     default:
@@ -239,12 +241,14 @@ ngx_http_mesh_metrics_series(ngx_http_mesh_metrics_zone_t *zone,
 
     /*
      * A full zone drops without taking the mutex.  Edges, whose caller
-     * label comes from credentials, may fill half of the zone only, so
-     * that many callers cannot crowd out the per-route series.
+     * label comes from credentials, and split variants, which a "map"
+     * named like a split's variable could take from requests, may fill
+     * half of the zone only, so that they cannot crowd out the per-route
+     * series.
      */
 
     if (zone->sh->series >= zone->sh->max_series
-        || (family == NGX_HTTP_MESH_METRICS_F_EDGE
+        || (ngx_http_mesh_metrics_bounded(family)
             && zone->sh->edge_series >= zone->sh->max_series / 2))
     {
         ngx_http_mesh_metrics_drop(zone, log);
@@ -322,7 +326,7 @@ ngx_http_mesh_metrics_insert(ngx_http_mesh_metrics_zone_t *zone,
 
     if (slot < sh->nslots
         && sh->series < sh->max_series
-        && (family != NGX_HTTP_MESH_METRICS_F_EDGE
+        && (!ngx_http_mesh_metrics_bounded(family)
             || sh->edge_series < sh->max_series / 2))
     {
         nvalues = ngx_http_mesh_metrics_nvalues(family, sh->nbuckets);
@@ -344,7 +348,7 @@ ngx_http_mesh_metrics_insert(ngx_http_mesh_metrics_zone_t *zone,
                                                                      = node;
             sh->series++;
 
-            if (family == NGX_HTTP_MESH_METRICS_F_EDGE) {
+            if (ngx_http_mesh_metrics_bounded(family)) {
                 sh->edge_series++;
             }
 
@@ -362,6 +366,16 @@ ngx_http_mesh_metrics_insert(ngx_http_mesh_metrics_zone_t *zone,
     }
 
     return node->values;
+}
+
+
+/* families whose labels outside text may choose: half of the zone */
+
+static ngx_uint_t
+ngx_http_mesh_metrics_bounded(ngx_uint_t family)
+{
+    return family == NGX_HTTP_MESH_METRICS_F_EDGE
+           || family == NGX_HTTP_MESH_METRICS_F_SPLIT;
 }
 
 

@@ -11,6 +11,7 @@
 #include "ngx_meshgate_redis.h"
 #include "ngx_meshgate_cache.h"
 #include "ngx_meshgate_http.h"
+#include "ngx_meshgate_prometheus.h"
 
 
 #define NGX_HTTP_RATE_LIMIT_PASSED          1
@@ -21,6 +22,7 @@
 #define NGX_HTTP_RATE_LIMIT_LOCAL_PASSED    6
 #define NGX_HTTP_RATE_LIMIT_LOCAL_REJECTED  7
 #define NGX_HTTP_RATE_LIMIT_LOCAL_DRY_RUN   8
+#define NGX_HTTP_RATE_LIMIT_NSTATUS         9
 
 #define NGX_HTTP_RATE_LIMIT_FAIL_OPEN       0
 #define NGX_HTTP_RATE_LIMIT_FAIL_CLOSED     1
@@ -44,7 +46,18 @@ typedef struct {
     ngx_uint_t                    burst;
     uint64_t                      interval;     /* microseconds */
     ngx_meshgate_cache_t         *local;
+    ngx_uint_t                    index;        /* in the counters */
 } ngx_http_rate_limit_zone_t;
+
+
+/* in shared memory: for the metrics module (ngx_meshgate_prometheus.h) */
+
+typedef struct {
+    ngx_uint_t                    nzones;
+    ngx_atomic_t                  failovers;
+    ngx_atomic_t                  redirects;
+    ngx_atomic_t                  checks[1];    /* nzones * NSTATUS */
+} ngx_http_rate_limit_counters_t;
 
 
 typedef struct {
@@ -60,6 +73,9 @@ typedef struct {
     ngx_array_t                   zones;        /* of zone pointers */
     ngx_shm_zone_t               *lock_zone;
     ngx_slab_pool_t              *lock_pool;    /* its mutex: local checks */
+    ngx_http_rate_limit_counters_t  *counters;
+    ngx_uint_t                    failovers;    /* seen in this worker */
+    ngx_uint_t                    redirects;
 } ngx_http_rate_limit_main_conf_t;
 
 
@@ -89,31 +105,49 @@ typedef struct ngx_http_rate_limit_batch_s  ngx_http_rate_limit_batch_t;
 
 typedef struct {
     ngx_http_request_t           *request;
-    ngx_http_rate_limit_batch_t  *batch;
-    ngx_uint_t                    slot;
+
+    /* the batches with a part of the request's limits (one per node) */
+    ngx_http_rate_limit_batch_t  *batches[NGX_HTTP_RATE_LIMIT_MAX_LIMITS];
+    u_char                        slots[NGX_HTTP_RATE_LIMIT_MAX_LIMITS];
+    ngx_uint_t                    nbatches;
+    ngx_queue_t                   parked;       /* for the slot map */
+
     const char                  **keys;         /* per limit: Redis key, */
     size_t                       *klens;
-    u_char                        spec[NGX_HTTP_RATE_LIMIT_MAX_LIMITS];
+    ngx_meshgate_redis_t        **nodes;        /* and its node */
     ngx_http_rate_limit_result_t *results;
     ngx_uint_t                    nresults;
     ngx_uint_t                    status;
     ngx_uint_t                    headers;
+    ngx_str_t                     node;         /* the Redis that answered */
     ngx_int_t                     rc;
     unsigned                      waiting:1;
     unsigned                      replied:1;
     unsigned                      done:1;
     unsigned                      have_results:1;
+    unsigned                      failed:1;
+    unsigned                      is_parked:1;
 } ngx_http_rate_limit_ctx_t;
 
+
+/*
+ * Checks for one Redis node: per entry, a request and the limits of it
+ * whose keys live on that node (all of them but with Redis Cluster).
+ */
 
 struct ngx_http_rate_limit_batch_s {
     ngx_queue_t                       queue;   /* unsent or in flight */
     ngx_http_rate_limit_main_conf_t  *mcf;
+    ngx_meshgate_redis_t             *node;
     ngx_uint_t                        n;
     ngx_uint_t                        nkeys;
     ngx_uint_t                        nspecs;
     ngx_http_rate_limit_ctx_t        *ctx[NGX_HTTP_RATE_LIMIT_BATCH];
     ngx_uint_t                        nres[NGX_HTTP_RATE_LIMIT_BATCH];
+    u_char                            idx[NGX_HTTP_RATE_LIMIT_BATCH]
+                                         [NGX_HTTP_RATE_LIMIT_MAX_LIMITS];
+    u_char                            spec[NGX_HTTP_RATE_LIMIT_BATCH]
+                                          [NGX_HTTP_RATE_LIMIT_MAX_LIMITS];
     uint64_t                          specs[NGX_HTTP_RATE_LIMIT_SPECS][2];
 };
 
@@ -129,8 +163,14 @@ static ngx_int_t ngx_http_rate_limit_keys(ngx_http_request_t *r,
     ngx_http_rate_limit_ctx_t *ctx, ngx_http_rate_limit_main_conf_t *mcf);
 static ngx_int_t ngx_http_rate_limit_batch_add(ngx_http_rate_limit_ctx_t *ctx,
     ngx_http_rate_limit_main_conf_t *mcf, ngx_log_t *log);
+static ngx_int_t ngx_http_rate_limit_batch_part(
+    ngx_http_rate_limit_ctx_t *ctx, ngx_http_rate_limit_main_conf_t *mcf,
+    ngx_meshgate_redis_t *node, u_char *idx, ngx_uint_t n, ngx_log_t *log);
 static void ngx_http_rate_limit_batch_specs(ngx_http_rate_limit_batch_t *batch,
-    ngx_http_rate_limit_ctx_t *ctx);
+    ngx_http_rate_limit_ctx_t *ctx, ngx_uint_t e);
+static void ngx_http_rate_limit_part_done(ngx_http_rate_limit_ctx_t *ctx,
+    ngx_http_rate_limit_batch_t *batch);
+static void ngx_http_rate_limit_ready(void *data, ngx_uint_t ok);
 static void ngx_http_rate_limit_post_flush(void);
 static void ngx_http_rate_limit_flush(ngx_event_t *ev);
 static ngx_int_t ngx_http_rate_limit_batch_send(
@@ -144,7 +184,7 @@ static ngx_int_t ngx_http_rate_limit_check_reply(redisReply *reply,
 static void ngx_http_rate_limit_result(ngx_http_rate_limit_result_t *res,
     uint64_t used, ngx_uint_t charged);
 static void ngx_http_rate_limit_set_results(ngx_http_rate_limit_ctx_t *ctx,
-    redisReply **e);
+    u_char *idx, ngx_uint_t n, redisReply **e);
 static ngx_int_t ngx_http_rate_limit_decide(ngx_http_request_t *r,
     ngx_http_rate_limit_ctx_t *ctx, ngx_uint_t local);
 static void ngx_http_rate_limit_log_key(ngx_pool_t *pool, ngx_str_t *key,
@@ -191,6 +231,12 @@ static ngx_int_t ngx_http_rate_limit_add_variables(ngx_conf_t *cf);
 static ngx_int_t ngx_http_rate_limit_init(ngx_conf_t *cf);
 static void ngx_http_rate_limit_exit_process(ngx_cycle_t *cycle);
 static void ngx_http_rate_limit_free_batches(ngx_queue_t *batches);
+static void ngx_http_rate_limit_count(ngx_http_request_t *r,
+    ngx_http_rate_limit_ctx_t *ctx);
+static ngx_int_t ngx_http_rate_limit_node_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+ngx_chain_t *ngx_http_rate_limit_prometheus(ngx_pool_t *pool,
+    ngx_log_t *log);
 
 
 static ngx_conf_enum_t  ngx_http_rate_limit_log_levels[] = {
@@ -338,6 +384,9 @@ static ngx_http_variable_t  ngx_http_rate_limit_vars[] = {
       ngx_http_rate_limit_remaining_variable, 0, NGX_HTTP_VAR_NOCACHEABLE,
       0 },
 
+    { ngx_string("rate_limit_redis_node"), NULL,
+      ngx_http_rate_limit_node_variable, 0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
       ngx_http_null_variable
 };
 
@@ -355,7 +404,11 @@ static ngx_http_variable_t  ngx_http_rate_limit_vars[] = {
  * gateway works out the rest (ngx_http_rate_limit_result()).  A key of
  * another type is taken as empty and overwritten, so that it cannot fail
  * the other requests of its batch.  TATs (about 2^51 us) are exact in
- * Lua's doubles, and Redis writes such numbers as integers.
+ * Lua's doubles, and Redis writes such numbers as integers.  Every key is
+ * read before any is written: an error then (with Redis Cluster, a key
+ * that is not on this node) fails the batch with nothing charged.  With
+ * Redis Cluster, ARGV starts with "c", the number of keys and the keys
+ * (see ngx_http_rate_limit_batch_send()).
  *
  * A key expires at the end of the second after the one its TAT falls in:
  * never while it counts, and its expiry changes only when its TAT enters
@@ -364,22 +417,42 @@ static ngx_http_variable_t  ngx_http_rate_limit_vars[] = {
  */
 
 static ngx_str_t  ngx_http_rate_limit_lua = ngx_string(
+    "local K, A = KEYS, ARGV\n"
+    "if A[1] == 'c' then\n"
+    "  local n = tonumber(A[2])\n"
+    "  K, A = {}, {}\n"
+    "  for i = 1, n do K[i] = ARGV[2 + i] end\n"
+    "  for i = n + 3, #ARGV do A[#A + 1] = ARGV[i] end\n"
+    "end\n"
+    "local val = {}\n"
+    "for i = 1, #K do\n"
+    "  if val[K[i]] == nil then\n"
+    "    local v = redis.pcall('GET', K[i])\n"
+    "    if type(v) == 'table' and v.err then\n"
+    "      if string.sub(v.err, 1, 9) ~= 'WRONGTYPE' then\n"
+    "        return redis.error_reply(v.err)\n"
+    "      end\n"
+    "      v = nil\n"
+    "    end\n"
+    "    val[K[i]] = tonumber(v) or 0\n"
+    "  end\n"
+    "end\n"
     "local t = redis.call('TIME')\n"
     "local now = t[1] * 1000000 + t[2]\n"
-    "local ns = tonumber(ARGV[1])\n"
+    "local ns = tonumber(A[1])\n"
     "local inc, cap = {}, {}\n"
     "for s = 1, ns do\n"
-    "  inc[s] = tonumber(ARGV[2 * s])\n"
-    "  cap[s] = tonumber(ARGV[2 * s + 1])\n"
+    "  inc[s] = tonumber(A[2 * s])\n"
+    "  cap[s] = tonumber(A[2 * s + 1])\n"
     "end\n"
     "local res, k = {}, 0\n"
     "local used, new, sec = {}, {}, {}\n"
-    "for a = 2 * ns + 2, #ARGV do\n"
-    "  local spec, ok = ARGV[a], true\n"
+    "for a = 2 * ns + 2, #A do\n"
+    "  local spec, ok = A[a], true\n"
     "  local n = #spec\n"
     "  for i = 1, n do\n"
     "    local s = string.byte(spec, i)\n"
-    "    local v = tonumber(redis.pcall('GET', KEYS[k + i])) or 0\n"
+    "    local v = val[K[k + i]]\n"
     "    sec[i] = math.ceil(v / 1000000)\n"
     "    if v < now then v = now end\n"
     "    used[i] = v - now\n"
@@ -391,10 +464,11 @@ static ngx_str_t  ngx_http_rate_limit_lua = ngx_string(
     "      res[k + i] = new[i] - now\n"
     "      local s = math.ceil(new[i] / 1000000)\n"
     "      if s == sec[i] then\n"
-    "        redis.call('SET', KEYS[k + i], new[i], 'KEEPTTL')\n"
+    "        redis.call('SET', K[k + i], new[i], 'KEEPTTL')\n"
     "      else\n"
-    "        redis.call('SET', KEYS[k + i], new[i], 'PXAT', (s + 1) * 1000)\n"
+    "        redis.call('SET', K[k + i], new[i], 'PXAT', (s + 1) * 1000)\n"
     "      end\n"
+    "      val[K[k + i]] = new[i]\n"
     "    else\n"
     "      res[k + i] = -1 - used[i]\n"
     "    end\n"
@@ -411,6 +485,9 @@ static ngx_queue_t  ngx_http_rate_limit_unsent;
 static ngx_queue_t  ngx_http_rate_limit_inflight;
 static ngx_uint_t   ngx_http_rate_limit_batches_init;
 static ngx_event_t  ngx_http_rate_limit_flush_event;
+
+/* per worker: checks waiting for Redis Cluster's slot map */
+static ngx_queue_t  ngx_http_rate_limit_parked;
 
 
 static ngx_int_t
@@ -446,6 +523,7 @@ ngx_http_rate_limit_handler(ngx_http_request_t *r)
     /* the Redis reply has come: ngx_http_rate_limit_batch_done() ran */
 
     ctx->done = 1;
+    ngx_http_rate_limit_count(r, ctx);
 
     return ctx->rc;
 }
@@ -562,13 +640,34 @@ static ngx_int_t
 ngx_http_rate_limit_send(ngx_http_request_t *r,
     ngx_http_rate_limit_ctx_t *ctx)
 {
+    ngx_int_t                         rc;
     ngx_http_rate_limit_main_conf_t  *mcf;
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_rate_limit_module);
 
     if (ngx_meshgate_redis_is_down(mcf->redis)) {
         ctx->done = 1;
-        return ngx_http_rate_limit_failure(r, ctx);
+        rc = ngx_http_rate_limit_failure(r, ctx);
+        ngx_http_rate_limit_count(r, ctx);
+        return rc;
+    }
+
+    if (!ngx_meshgate_redis_ready(mcf->redis)) {
+
+        /* Redis Cluster's slot map is being asked for: wait for it */
+
+        if (!ngx_http_rate_limit_batches_init) {
+            ngx_queue_init(&ngx_http_rate_limit_unsent);
+            ngx_queue_init(&ngx_http_rate_limit_inflight);
+            ngx_queue_init(&ngx_http_rate_limit_parked);
+            ngx_http_rate_limit_batches_init = 1;
+        }
+
+        ngx_queue_insert_tail(&ngx_http_rate_limit_parked, &ctx->parked);
+        ctx->is_parked = 1;
+        ctx->waiting = 1;
+
+        return NGX_AGAIN;
     }
 
     if (ngx_http_rate_limit_keys(r, ctx, mcf) != NGX_OK
@@ -583,6 +682,48 @@ ngx_http_rate_limit_send(ngx_http_request_t *r,
     ctx->waiting = 1;
 
     return NGX_AGAIN;
+}
+
+
+/* the slot map is known, or not to be had: the parked checks go on */
+
+static void
+ngx_http_rate_limit_ready(void *data, ngx_uint_t ok)
+{
+    ngx_http_rate_limit_main_conf_t *mcf = data;
+
+    ngx_queue_t                *q;
+    ngx_connection_t           *c;
+    ngx_http_request_t         *r;
+    ngx_http_rate_limit_ctx_t  *ctx;
+
+    if (!ngx_http_rate_limit_batches_init) {
+        return;
+    }
+
+    while (!ngx_queue_empty(&ngx_http_rate_limit_parked)) {
+        q = ngx_queue_head(&ngx_http_rate_limit_parked);
+        ngx_queue_remove(q);
+        ctx = ngx_queue_data(q, ngx_http_rate_limit_ctx_t, parked);
+        ctx->is_parked = 0;
+
+        r = ctx->request;
+        c = r->connection;
+
+        if (ok
+            && ngx_http_rate_limit_keys(r, ctx, mcf) == NGX_OK
+            && ngx_http_rate_limit_batch_add(ctx, mcf, c->log) == NGX_OK)
+        {
+            ngx_http_rate_limit_post_flush();
+            continue;
+        }
+
+        ctx->waiting = 0;
+        ctx->rc = ngx_http_rate_limit_failure(r, ctx);
+
+        ngx_http_core_run_phases(r);
+        ngx_http_run_posted_requests(c);
+    }
 }
 
 
@@ -606,6 +747,11 @@ ngx_http_rate_limit_keys(ngx_http_request_t *r,
 
     ctx->klens = (size_t *) (ctx->keys + n);
 
+    ctx->nodes = ngx_palloc(r->pool, n * sizeof(ngx_meshgate_redis_t *));
+    if (ctx->nodes == NULL) {
+        return NGX_ERROR;
+    }
+
     for (i = 0; i < n; i++) {
         res = &ctx->results[i];
         zone = res->limit->zone;
@@ -622,38 +768,94 @@ ngx_http_rate_limit_keys(ngx_http_request_t *r,
         *p++ = ':';
         p = ngx_cpymem(p, res->key.data, res->key.len);
         ctx->klens[i] = p - (u_char *) ctx->keys[i];
+
+        ctx->nodes[i] = ngx_meshgate_redis_route(mcf->redis,
+                                                 (u_char *) ctx->keys[i],
+                                                 ctx->klens[i]);
+        if (ctx->nodes[i] == NULL) {
+            return NGX_ERROR;
+        }
     }
 
     return NGX_OK;
 }
 
 
-/* adds the check to the last unsent batch, or to a new one */
+/* the request's limits, grouped by node, to the unsent batches */
 
 static ngx_int_t
 ngx_http_rate_limit_batch_add(ngx_http_rate_limit_ctx_t *ctx,
     ngx_http_rate_limit_main_conf_t *mcf, ngx_log_t *log)
 {
-    ngx_queue_t                  *q;
-    ngx_http_rate_limit_batch_t  *batch;
+    u_char                 idx[NGX_HTTP_RATE_LIMIT_MAX_LIMITS];
+    ngx_uint_t             i, j, n, done;
+    ngx_meshgate_redis_t  *node;
 
     if (!ngx_http_rate_limit_batches_init) {
         ngx_queue_init(&ngx_http_rate_limit_unsent);
         ngx_queue_init(&ngx_http_rate_limit_inflight);
+        ngx_queue_init(&ngx_http_rate_limit_parked);
         ngx_http_rate_limit_batches_init = 1;
     }
 
+    done = 0;
+
+    for (i = 0; i < ctx->nresults; i++) {
+        if (done & (1 << i)) {
+            continue;
+        }
+
+        node = ctx->nodes[i];
+        n = 0;
+
+        for (j = i; j < ctx->nresults; j++) {
+            if (ctx->nodes[j] == node) {
+                idx[n++] = (u_char) j;
+                done |= 1 << j;
+            }
+        }
+
+        if (ngx_http_rate_limit_batch_part(ctx, mcf, node, idx, n, log)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/* adds a part to the last unsent batch for its node, or to a new one */
+
+static ngx_int_t
+ngx_http_rate_limit_batch_part(ngx_http_rate_limit_ctx_t *ctx,
+    ngx_http_rate_limit_main_conf_t *mcf, ngx_meshgate_redis_t *node,
+    u_char *idx, ngx_uint_t n, ngx_log_t *log)
+{
+    ngx_queue_t                  *q;
+    ngx_http_rate_limit_batch_t  *batch;
+
     batch = NULL;
 
-    if (!ngx_queue_empty(&ngx_http_rate_limit_unsent)) {
-        q = ngx_queue_last(&ngx_http_rate_limit_unsent);
+    for (q = ngx_queue_last(&ngx_http_rate_limit_unsent);
+         q != ngx_queue_sentinel(&ngx_http_rate_limit_unsent);
+         q = ngx_queue_prev(q))
+    {
         batch = ngx_queue_data(q, ngx_http_rate_limit_batch_t, queue);
 
-        if (batch->n == NGX_HTTP_RATE_LIMIT_BATCH
-            || batch->nspecs + ctx->nresults > NGX_HTTP_RATE_LIMIT_SPECS)
-        {
-            batch = NULL;
+        if (batch->node == node) {
+            break;
         }
+
+        batch = NULL;
+    }
+
+    if (batch
+        && (batch->n == NGX_HTTP_RATE_LIMIT_BATCH
+            || batch->nspecs + n > NGX_HTTP_RATE_LIMIT_SPECS))
+    {
+        batch = NULL;
     }
 
     if (batch == NULL) {
@@ -666,17 +868,22 @@ ngx_http_rate_limit_batch_add(ngx_http_rate_limit_ctx_t *ctx,
         batch->nkeys = 0;
         batch->nspecs = 0;
         batch->mcf = mcf;
+        batch->node = node;
         ngx_queue_insert_tail(&ngx_http_rate_limit_unsent, &batch->queue);
     }
 
-    ctx->batch = batch;
-    ctx->slot = batch->n;
-    batch->ctx[batch->n] = ctx;
-    batch->nres[batch->n] = ctx->nresults;
-    batch->n++;
-    batch->nkeys += ctx->nresults;
+    ctx->batches[ctx->nbatches] = batch;
+    ctx->slots[ctx->nbatches] = (u_char) batch->n;
+    ctx->nbatches++;
 
-    ngx_http_rate_limit_batch_specs(batch, ctx);
+    batch->ctx[batch->n] = ctx;
+    batch->nres[batch->n] = n;
+    ngx_memcpy(batch->idx[batch->n], idx, n);
+    batch->nkeys += n;
+
+    ngx_http_rate_limit_batch_specs(batch, ctx, batch->n);
+
+    batch->n++;
 
     return NGX_OK;
 }
@@ -689,15 +896,17 @@ ngx_http_rate_limit_batch_add(ngx_http_rate_limit_ctx_t *ctx,
 
 static void
 ngx_http_rate_limit_batch_specs(ngx_http_rate_limit_batch_t *batch,
-    ngx_http_rate_limit_ctx_t *ctx)
+    ngx_http_rate_limit_ctx_t *ctx, ngx_uint_t e)
 {
-    uint64_t                     inc, cap;
-    ngx_uint_t                   i, j;
-    ngx_http_rate_limit_zone_t  *zone;
+    uint64_t                       inc, cap;
+    ngx_uint_t                     i, j;
+    ngx_http_rate_limit_zone_t    *zone;
+    ngx_http_rate_limit_result_t  *res;
 
-    for (i = 0; i < ctx->nresults; i++) {
-        zone = ctx->results[i].limit->zone;
-        inc = zone->interval * ctx->results[i].limit->cost;
+    for (i = 0; i < batch->nres[e]; i++) {
+        res = &ctx->results[batch->idx[e][i]];
+        zone = res->limit->zone;
+        inc = zone->interval * res->limit->cost;
         cap = zone->interval * (zone->burst + 1);
 
         for (j = 0; j < batch->nspecs; j++) {
@@ -712,7 +921,7 @@ ngx_http_rate_limit_batch_specs(ngx_http_rate_limit_batch_t *batch,
             batch->nspecs++;
         }
 
-        ctx->spec[i] = (u_char) (j + 1);
+        batch->spec[e][i] = (u_char) (j + 1);
     }
 }
 
@@ -774,7 +983,13 @@ ngx_http_rate_limit_flush(ngx_event_t *ev)
 }
 
 
-/* the EVALSHA of a batch: KEYS, then ARGV as the script reads them */
+/*
+ * The EVALSHA of a batch: KEYS, then ARGV as the script reads them.  With
+ * Redis Cluster the keys, of several slots of one node, are not all
+ * declared (Redis refuses declared keys of several slots): the first one
+ * is, for Redis to check the node, and all follow "c" and their number
+ * at the head of ARGV.
+ */
 
 static ngx_int_t
 ngx_http_rate_limit_batch_send(ngx_http_rate_limit_batch_t *batch,
@@ -783,14 +998,16 @@ ngx_http_rate_limit_batch_send(ngx_http_rate_limit_batch_t *batch,
     u_char                     *p;
     size_t                     *lens;
     ngx_int_t                   rc;
-    ngx_uint_t                  i, j, k, a, n;
+    ngx_uint_t                  i, j, k, a, n, base;
     const char                **argv;
     ngx_http_rate_limit_ctx_t  *ctx;
 
-    n = batch->nkeys + 1 + 2 * batch->nspecs + batch->n;
+    base = (batch->node != batch->mcf->redis) ? 3 : 0;
+
+    n = base + batch->nkeys + 1 + 2 * batch->nspecs + batch->n;
 
     argv = ngx_alloc(n * (sizeof(char *) + sizeof(size_t))
-                     + (1 + 2 * batch->nspecs) * NGX_INT64_LEN, log);
+                     + (2 + 2 * batch->nspecs) * NGX_INT64_LEN, log);
     if (argv == NULL) {
         return NGX_ERROR;
     }
@@ -805,9 +1022,9 @@ ngx_http_rate_limit_batch_send(ngx_http_rate_limit_batch_t *batch,
     for (i = 0; i < batch->n; i++) {
         ctx = batch->ctx[i];
 
-        for (j = 0; ctx && j < ctx->nresults; j++) {
-            argv[k] = ctx->keys[j];
-            lens[k++] = ctx->klens[j];
+        for (j = 0; ctx && j < batch->nres[i]; j++) {
+            argv[base + k] = ctx->keys[batch->idx[i][j]];
+            lens[base + k++] = ctx->klens[batch->idx[i][j]];
         }
     }
 
@@ -816,7 +1033,17 @@ ngx_http_rate_limit_batch_send(ngx_http_rate_limit_batch_t *batch,
         return NGX_DONE;
     }
 
-    a = k;
+    if (base) {
+        argv[0] = argv[3];
+        lens[0] = lens[3];
+        argv[1] = "c";
+        lens[1] = 1;
+        argv[2] = (const char *) p;
+        p = ngx_sprintf(p, "%ui", k);
+        lens[2] = p - (u_char *) argv[2];
+    }
+
+    a = base + k;
 
     argv[a] = (const char *) p;
     p = ngx_sprintf(p, "%ui", batch->nspecs);
@@ -843,12 +1070,12 @@ ngx_http_rate_limit_batch_send(ngx_http_rate_limit_batch_t *batch,
             continue;
         }
 
-        argv[a] = (const char *) ctx->spec;
-        lens[a++] = ctx->nresults;
+        argv[a] = (const char *) batch->spec[i];
+        lens[a++] = batch->nres[i];
     }
 
-    rc = ngx_meshgate_redis_eval(batch->mcf->redis, NULL, batch->mcf->script,
-                                 k, a, argv, lens,
+    rc = ngx_meshgate_redis_eval(batch->node, NULL, batch->mcf->script,
+                                 base ? 1 : k, a, argv, lens,
                                  ngx_http_rate_limit_batch_reply, batch,
                                  NULL);
     ngx_free(argv);
@@ -873,7 +1100,7 @@ ngx_http_rate_limit_batch_reply(void *data, ngx_int_t status,
 }
 
 
-/* hands every request of the batch its results and resumes it */
+/* hands every request of the batch its results */
 
 static void
 ngx_http_rate_limit_batch_done(ngx_http_rate_limit_batch_t *batch,
@@ -881,8 +1108,6 @@ ngx_http_rate_limit_batch_done(ngx_http_rate_limit_batch_t *batch,
 {
     size_t                      total;
     ngx_uint_t                  i, off;
-    ngx_connection_t           *c;
-    ngx_http_request_t         *r;
     ngx_http_rate_limit_ctx_t  *ctx;
 
     if (status == NGX_MESHGATE_REDIS_OK) {
@@ -894,6 +1119,12 @@ ngx_http_rate_limit_batch_done(ngx_http_rate_limit_batch_t *batch,
 
         if (ngx_http_rate_limit_check_reply(reply, total) != NGX_OK) {
             status = NGX_MESHGATE_REDIS_ERROR;
+
+            /* with Redis Cluster: keys moved, maybe; later batches see */
+
+            if (batch->node != batch->mcf->redis) {
+                ngx_meshgate_redis_refresh(batch->mcf->redis);
+            }
         }
     }
 
@@ -907,40 +1138,86 @@ ngx_http_rate_limit_batch_done(ngx_http_rate_limit_batch_t *batch,
             continue;
         }
 
-        ctx->batch = NULL;
-        ctx->waiting = 0;
-        r = ctx->request;
-        c = r->connection;
-
         if (status == NGX_MESHGATE_REDIS_OK) {
-            ngx_http_rate_limit_set_results(ctx, reply->element + off);
-            ctx->rc = ngx_http_rate_limit_decide(r, ctx, 0);
+            ngx_http_rate_limit_set_results(ctx, batch->idx[i],
+                                            batch->nres[i],
+                                            reply->element + off);
+
+            if (ctx->node.len == 0) {
+                ctx->node = *ngx_meshgate_redis_name(batch->node);
+                ctx->node.data = ngx_pstrdup(ctx->request->pool,
+                                             &ctx->node);
+                if (ctx->node.data == NULL) {
+                    ctx->node.len = 0;
+                }
+            }
 
         } else {
-            ngx_log_debug1(NGX_LOG_DEBUG_HTTP, c->log, 0,
-                           "rate limit: redis failed (%i)", status);
-            ctx->rc = ngx_http_rate_limit_failure(r, ctx);
+            ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ctx->request->connection->log,
+                           0, "rate limit: redis failed (%i)", status);
+            ctx->failed = 1;
         }
 
         off += batch->nres[i];
 
-        ngx_http_core_run_phases(r);
-        ngx_http_run_posted_requests(c);
+        ngx_http_rate_limit_part_done(ctx, batch);
     }
 
     ngx_free(batch);
 }
 
 
+/* a batch is done with the request: the last one decides and resumes it */
+
+static void
+ngx_http_rate_limit_part_done(ngx_http_rate_limit_ctx_t *ctx,
+    ngx_http_rate_limit_batch_t *batch)
+{
+    ngx_uint_t           i;
+    ngx_connection_t    *c;
+    ngx_http_request_t  *r;
+
+    for (i = 0; i < ctx->nbatches; i++) {
+        if (ctx->batches[i] == batch) {
+            ctx->nbatches--;
+            ctx->batches[i] = ctx->batches[ctx->nbatches];
+            ctx->slots[i] = ctx->slots[ctx->nbatches];
+            break;
+        }
+    }
+
+    if (ctx->nbatches) {
+        return;
+    }
+
+    ctx->waiting = 0;
+    r = ctx->request;
+    c = r->connection;
+
+    if (ctx->failed) {
+        ctx->rc = ngx_http_rate_limit_failure(r, ctx);
+
+    } else {
+        ctx->rc = ngx_http_rate_limit_decide(r, ctx, 0);
+    }
+
+    ngx_http_core_run_phases(r);
+    ngx_http_run_posted_requests(c);
+}
+
+
 static ngx_int_t
 ngx_http_rate_limit_check_reply(redisReply *reply, size_t total)
 {
-    size_t  i;
+    u_char     buf[NGX_MESHGATE_REDIS_ERROR_LEN];
+    size_t     i;
+    ngx_str_t  text;
 
     if (reply->type == REDIS_REPLY_ERROR) {
+        text = ngx_meshgate_redis_error_text(reply, buf);
+
         ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                      "rate limit: redis error: %*s",
-                      (size_t) reply->len, reply->str);
+                      "rate limit: redis error: %V", &text);
         return NGX_ERROR;
     }
 
@@ -965,21 +1242,22 @@ invalid:
 
 
 static void
-ngx_http_rate_limit_set_results(ngx_http_rate_limit_ctx_t *ctx,
-    redisReply **e)
+ngx_http_rate_limit_set_results(ngx_http_rate_limit_ctx_t *ctx, u_char *idx,
+    ngx_uint_t n, redisReply **e)
 {
-    long long   v;
-    ngx_uint_t  i;
+    long long                      v;
+    ngx_uint_t                     i;
+    ngx_http_rate_limit_result_t  *res;
 
-    for (i = 0; i < ctx->nresults; i++) {
+    for (i = 0; i < n; i++) {
         v = e[i]->integer;
+        res = &ctx->results[idx[i]];
 
         if (v >= 0) {
-            ngx_http_rate_limit_result(&ctx->results[i], (uint64_t) v, 1);
+            ngx_http_rate_limit_result(res, (uint64_t) v, 1);
 
         } else {
-            ngx_http_rate_limit_result(&ctx->results[i],
-                                       (uint64_t) (-1 - v), 0);
+            ngx_http_rate_limit_result(res, (uint64_t) (-1 - v), 0);
         }
     }
 }
@@ -1239,11 +1517,19 @@ ngx_http_rate_limit_cleanup(void *data)
 {
     ngx_http_rate_limit_ctx_t  *ctx = data;
 
+    ngx_uint_t  i;
+
     /* also a marker: the context is found through it after a redirect */
 
-    if (ctx->batch) {
-        ctx->batch->ctx[ctx->slot] = NULL;
-        ctx->batch = NULL;
+    for (i = 0; i < ctx->nbatches; i++) {
+        ctx->batches[i]->ctx[ctx->slots[i]] = NULL;
+    }
+
+    ctx->nbatches = 0;
+
+    if (ctx->is_parked) {
+        ngx_queue_remove(&ctx->parked);
+        ctx->is_parked = 0;
     }
 }
 
@@ -1658,9 +1944,18 @@ ngx_http_rate_limit_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    /* one integer per limit of a batch, or an error */
+
+    ngx_meshgate_redis_limit_replies(mcf->redis,
+                                     1 + NGX_HTTP_RATE_LIMIT_BATCH
+                                         * NGX_HTTP_RATE_LIMIT_MAX_LIMITS,
+                                     1, 0);
+
     if (ngx_meshgate_redis_init(cf, mcf->redis) != NGX_CONF_OK) {
         return NGX_CONF_ERROR;
     }
+
+    ngx_meshgate_redis_on_ready(mcf->redis, ngx_http_rate_limit_ready, mcf);
 
     mcf->script = ngx_meshgate_redis_script(cf, &ngx_http_rate_limit_lua);
     if (mcf->script == NULL) {
@@ -1690,10 +1985,195 @@ ngx_http_rate_limit_init_lock_zone(ngx_shm_zone_t *shm_zone, void *data)
 {
     ngx_http_rate_limit_main_conf_t  *mcf;
 
+    size_t                            size;
+    ngx_slab_pool_t                  *shpool;
+    ngx_http_rate_limit_counters_t   *counters;
+
     mcf = shm_zone->data;
-    mcf->lock_pool = (ngx_slab_pool_t *) shm_zone->shm.addr;
+    shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
+    mcf->lock_pool = shpool;
+
+    /* the counters live on across reloads while the zones stay the same */
+
+    counters = shpool->data;
+
+    if (counters && counters->nzones == mcf->zones.nelts) {
+        mcf->counters = counters;
+        return NGX_OK;
+    }
+
+    ngx_shmtx_lock(&shpool->mutex);
+
+    if (counters) {
+        ngx_slab_free_locked(shpool, counters);
+    }
+
+    size = sizeof(ngx_http_rate_limit_counters_t)
+           + ngx_max(mcf->zones.nelts * NGX_HTTP_RATE_LIMIT_NSTATUS, 1)
+             * sizeof(ngx_atomic_t);
+
+    counters = ngx_slab_calloc_locked(shpool, size);
+    shpool->data = counters;
+
+    ngx_shmtx_unlock(&shpool->mutex);
+
+    if (counters == NULL) {
+        ngx_log_error(NGX_LOG_WARN, shm_zone->shm.log, 0,
+                      "rate limit: no room for the metrics' counters");
+        return NGX_OK;
+    }
+
+    counters->nzones = mcf->zones.nelts;
+    mcf->counters = counters;
 
     return NGX_OK;
+}
+
+
+/* a decision, counted for the metrics by zone and status */
+
+static void
+ngx_http_rate_limit_count(ngx_http_request_t *r,
+    ngx_http_rate_limit_ctx_t *ctx)
+{
+    ngx_uint_t                        i, n;
+    ngx_atomic_t                     *checks;
+    ngx_meshgate_redis_stats_t       *stats;
+    ngx_http_rate_limit_main_conf_t  *mcf;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_rate_limit_module);
+
+    if (mcf->counters == NULL || ctx->status == 0
+        || ctx->status >= NGX_HTTP_RATE_LIMIT_NSTATUS)
+    {
+        return;
+    }
+
+    checks = mcf->counters->checks;
+
+    for (i = 0; i < ctx->nresults; i++) {
+        n = ctx->results[i].limit->zone->index;
+
+        if (n < mcf->counters->nzones) {
+            (void) ngx_atomic_fetch_add(
+                      &checks[n * NGX_HTTP_RATE_LIMIT_NSTATUS + ctx->status],
+                      1);
+        }
+    }
+
+    stats = ngx_meshgate_redis_stats(mcf->redis);
+
+    if (stats->failovers != mcf->failovers) {
+        (void) ngx_atomic_fetch_add(&mcf->counters->failovers,
+                                    stats->failovers - mcf->failovers);
+        mcf->failovers = stats->failovers;
+    }
+
+    if (stats->redirects != mcf->redirects) {
+        (void) ngx_atomic_fetch_add(&mcf->counters->redirects,
+                                    stats->redirects - mcf->redirects);
+        mcf->redirects = stats->redirects;
+    }
+}
+
+
+static ngx_int_t
+ngx_http_rate_limit_node_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_http_rate_limit_ctx_t  *ctx;
+
+    ctx = ngx_http_rate_limit_get_ctx(r->main);
+
+    if (ctx == NULL || ctx->node.len == 0) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    v->data = ctx->node.data;
+    v->len = ctx->node.len;
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
+/*
+ * The metrics module's provider (see ngx_meshgate_prometheus.h): checks
+ * by zone and status, primaries named anew by the sentinels, redirects
+ * of Redis Cluster.  Zone
+ * names are letters, digits, "_", "-" and ".": safe in a label.
+ */
+
+ngx_chain_t *
+ngx_http_rate_limit_prometheus(ngx_pool_t *pool, ngx_log_t *log)
+{
+    ngx_buf_t                        *b;
+    ngx_uint_t                        i, k;
+    ngx_chain_t                      *cl;
+    ngx_atomic_t                     *checks;
+    ngx_http_rate_limit_zone_t      **zp;
+    ngx_http_rate_limit_main_conf_t  *mcf;
+
+    if (ngx_cycle->conf_ctx == NULL) {
+        return NULL;
+    }
+
+    mcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
+                                              ngx_http_rate_limit_module);
+
+    if (mcf == NULL || mcf->counters == NULL) {
+        return NULL;
+    }
+
+    b = ngx_create_temp_buf(pool, 512 + mcf->zones.nelts
+                                        * NGX_HTTP_RATE_LIMIT_NSTATUS
+                                        * (128 + NGX_ATOMIC_T_LEN));
+    if (b == NULL) {
+        ngx_log_error(NGX_LOG_ERR, log, 0, "rate limit metrics: no memory");
+        return NULL;
+    }
+
+    b->last = ngx_sprintf(b->last,
+                 "# HELP meshgate_rate_limit_zone_checks_total Requests "
+                 "checked against a zone, by $rate_limit_status.\n"
+                 "# TYPE meshgate_rate_limit_zone_checks_total counter\n");
+
+    zp = mcf->zones.elts;
+    checks = mcf->counters->checks;
+
+    for (i = 0; i < mcf->zones.nelts && i < mcf->counters->nzones; i++) {
+        for (k = 1; k < NGX_HTTP_RATE_LIMIT_NSTATUS; k++) {
+            b->last = ngx_sprintf(b->last,
+                         "meshgate_rate_limit_zone_checks_total"
+                         "{zone=\"%V\",status=\"%V\"} %uA\n",
+                         &zp[i]->name, &ngx_http_rate_limit_status_names[k],
+                         checks[i * NGX_HTTP_RATE_LIMIT_NSTATUS + k]);
+        }
+    }
+
+    b->last = ngx_sprintf(b->last,
+                 "# HELP meshgate_rate_limit_redis_failovers_total New "
+                 "primaries named by the Redis sentinels.\n"
+                 "# TYPE meshgate_rate_limit_redis_failovers_total counter\n"
+                 "meshgate_rate_limit_redis_failovers_total %uA\n"
+                 "# HELP meshgate_rate_limit_redis_redirects_total MOVED and "
+                 "ASK answers of Redis Cluster followed.\n"
+                 "# TYPE meshgate_rate_limit_redis_redirects_total counter\n"
+                 "meshgate_rate_limit_redis_redirects_total %uA\n",
+                 mcf->counters->failovers, mcf->counters->redirects);
+
+    cl = ngx_alloc_chain_link(pool);
+    if (cl == NULL) {
+        return NULL;
+    }
+
+    cl->buf = b;
+    cl->next = NULL;
+
+    return cl;
 }
 
 
@@ -1769,6 +2249,7 @@ ngx_http_rate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    zone->index = mcf->zones.nelts - 1;
     *zp = zone;
 
     return NGX_CONF_OK;

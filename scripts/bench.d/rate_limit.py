@@ -55,8 +55,53 @@ def _hooks(port):
     return {"before": before, "after": after}
 
 
+def _cluster(ctx):
+    """Three primaries (redis-cli --cluster create), on Redis's core, like
+    the single server; stopped when the bench exits."""
+    import atexit
+    import os
+    import tempfile
+
+    import redis_modes_util
+
+    class Factory:
+        def mktemp(self, name):
+            return tempfile.mkdtemp(dir=ctx.tmp, prefix=name + "-")
+
+    c = redis_modes_util.Cluster(Factory())
+    atexit.register(c.stop)
+    try:
+        cpus = os.sched_getaffinity(ctx._redis.proc.pid)
+        for n in c.nodes:
+            os.sched_setaffinity(n.proc.pid, cpus)
+    except (AttributeError, OSError):
+        pass
+    return c
+
+
+def _cluster_hooks(c):
+    """Per request: the commands the gateway sent to all three nodes."""
+    import redis
+
+    def before(ctx):
+        for n in c.nodes:
+            r = redis.Redis(port=n.port)
+            r.config_resetstat()
+            r.close()
+
+    def after(ctx, res):
+        sent = 0
+        for n in c.nodes:
+            calls = _stats(n.port)[0]
+            sent += calls.get("evalsha", 0) + calls.get("eval", 0)
+        return {"sent/req": round(sent / max(res["requests"], 1), 3)}
+
+    return {"before": before, "after": after}
+
+
 def scenarios(ctx):
     port = ctx.redis()
+    c = _cluster(ctx)
     return [
         {"name": "ratelimit-redis",
          "modules": ["rate_limit"],
@@ -65,6 +110,16 @@ def scenarios(ctx):
          "header_values": {"X-Client": KEYS},
          "expect": 200,
          **_hooks(port)},
+        # Redis Cluster, three primaries: the checks of a batch go per
+        # node, one EVALSHA per node and round trip
+        {"name": "ratelimit-redis-cluster",
+         "modules": ["rate_limit"],
+         "http": _http("127.0.0.1:%d" % c.nodes[0].port, "closed").replace(
+             "rate_limit_redis server=", "rate_limit_redis cluster="),
+         "path": "/api/x",
+         "header_values": {"X-Client": KEYS},
+         "expect": 200,
+         **_cluster_hooks(c)},
         # Redis unreachable (nothing listens on port 1): the local
         # shared-memory limiter decides, without waiting for Redis.
         {"name": "ratelimit-redis-down",
