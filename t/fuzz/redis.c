@@ -14,7 +14,7 @@
  *
  * Input: a flags byte (bit 0: password, bit 1: db, bits 2-3: plain
  * commands - 1, bit 4: an EVALSHA, bit 5: handlers issue one more
- * command), a chunk size byte (0: all at once), then what Redis sends.
+ * command, bits 6-7: the reply limits), a chunk size byte (0: all at once), then what Redis sends.
  * Checked: every handler runs at most once per command, a reply is
  * readable to its last byte.
  *
@@ -93,6 +93,23 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
 
     rd.db = (flags & 0x02) ? 3 : 0;
+
+    /* reply limits: the default, auth_key's, rate_limit's, a wide one */
+
+    switch (flags >> 6) {
+    case 0:
+        ngx_meshgate_redis_limit_replies(&rd, 256, 1, 4096);
+        break;
+    case 1:
+        ngx_meshgate_redis_limit_replies(&rd, 1 + 2 * 64, 1, 4096);
+        break;
+    case 2:
+        ngx_meshgate_redis_limit_replies(&rd, 1 + 64 * 16, 1, 0);
+        break;
+    default:
+        ngx_meshgate_redis_limit_replies(&rd, 32768, 8, 65536);
+        break;
+    }
 
     ngx_fuzz_redis_rd = &rd;
 
