@@ -21,6 +21,7 @@
 
 #include "ngx_fuzz.h"
 #include "../../modules/common/ngx_meshgate_http.c"
+#include "../../modules/common/ngx_meshgate_redis.c"
 #include "../../modules/auth_key/ngx_http_auth_key_redis.c"
 
 
