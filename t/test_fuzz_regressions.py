@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from conftest import TOP
+from harness import TOP
 
 CRASHES = sorted(glob.glob(os.path.join(TOP, "t", "fuzz", "crashes", "*")))
 FUZZ = os.path.join(TOP, "scripts", "fuzz")

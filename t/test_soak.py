@@ -22,7 +22,7 @@ import time
 import pytest
 import requests
 
-from conftest import BUILD, TOP, Backend, Redis, wait_for
+from harness import BUILD, TOP, Backend, Redis, wait_for
 
 SECONDS = int(os.environ.get("MESHGATE_SOAK_SECONDS", "60"))
 RELOAD_EVERY = 5
