@@ -1,5 +1,6 @@
-"""traffic_split: findings of the outside review (state file handling,
-rollout state across restarts), each a regression test."""
+"""traffic_split: the state file's handling (FIFOs, links, several files
+per zone), rollout state across restarts, the API behind limit_except and
+subrequests, the zone across edited reloads."""
 
 import json
 import os
