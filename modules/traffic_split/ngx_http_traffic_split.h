@@ -88,6 +88,9 @@ typedef struct {
 typedef struct {
     ngx_str_t                           name;
     ngx_uint_t                          weight;
+
+    /* the variant's draw in rendezvous hashing: of its and its split's name */
+    uint64_t                            hash;
     unsigned                            star:1;
 } ngx_http_traffic_split_variant_t;
 
@@ -125,10 +128,6 @@ typedef struct {
     ngx_array_t                         matches;
     ngx_int_t                           star;
 
-    /* variants in the order of their hash ranges */
-    ngx_uint_t                          order[NGX_HTTP_TRAFFIC_SPLIT_VARIANTS];
-
-    uint32_t                            seed;
     uint32_t                            crc;
     ngx_str_t                           state;
     ngx_str_t                           file;

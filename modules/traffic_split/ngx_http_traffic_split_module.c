@@ -40,7 +40,6 @@ static char *ngx_http_traffic_split_api(ngx_conf_t *cf, ngx_command_t *cmd,
 static ngx_http_traffic_split_conf_t *ngx_http_traffic_split_find(
     ngx_http_traffic_split_main_conf_t *mcf, ngx_str_t *name);
 
-static void ngx_http_traffic_split_layout(ngx_http_traffic_split_conf_t *scf);
 static void ngx_http_traffic_split_checksum(
     ngx_http_traffic_split_conf_t *scf);
 static ngx_int_t ngx_http_traffic_split_init_zone(ngx_shm_zone_t *shm_zone,
@@ -958,36 +957,6 @@ ngx_http_traffic_split_find(ngx_http_traffic_split_main_conf_t *mcf,
 }
 
 
-/*
- * The hash ranges: fixed variants in config order, then the rollout's
- * canary, then the "*" variant.  A growing canary then only takes keys
- * from the "*" variant next to it, and no other range moves.
- */
-
-static void
-ngx_http_traffic_split_layout(ngx_http_traffic_split_conf_t *scf)
-{
-    ngx_uint_t  i, n, canary;
-
-    canary = scf->rollout ? scf->rollout->canary : (ngx_uint_t) -1;
-    n = 0;
-
-    for (i = 0; i < scf->variants.nelts; i++) {
-        if (i != canary && (ngx_int_t) i != scf->star) {
-            scf->order[n++] = i;
-        }
-    }
-
-    if (canary != (ngx_uint_t) -1) {
-        scf->order[n++] = canary;
-    }
-
-    if (scf->star != -1) {
-        scf->order[n++] = scf->star;
-    }
-}
-
-
 /* what makes a split's shared state and saved weights its own */
 
 static void
@@ -1020,7 +989,19 @@ ngx_http_traffic_split_checksum(ngx_http_traffic_split_conf_t *scf)
     ngx_crc32_final(crc);
 
     scf->crc = crc;
-    scf->seed = ngx_crc32_short(scf->name.data, scf->name.len);
+
+    /* each variant's own draw: from its name and its split's name */
+
+    for (i = 0; i < scf->variants.nelts; i++) {
+        ngx_crc32_init(crc);
+        ngx_crc32_update(&crc, scf->name.data, scf->name.len);
+        ngx_crc32_update(&crc, (u_char *) "\n", 1);
+        ngx_crc32_update(&crc, v[i].name.data, v[i].name.len);
+        ngx_crc32_final(crc);
+
+        v[i].hash = ((uint64_t) crc << 32)
+                    | ngx_murmur_hash2(v[i].name.data, v[i].name.len);
+    }
 }
 
 
@@ -1242,7 +1223,6 @@ ngx_http_traffic_split_init_main_conf(ngx_conf_t *cf, void *conf)
     scfp = mcf->splits.elts;
 
     for (i = 0; i < mcf->splits.nelts; i++) {
-        ngx_http_traffic_split_layout(scfp[i]);
         ngx_http_traffic_split_checksum(scfp[i]);
 
         /*
