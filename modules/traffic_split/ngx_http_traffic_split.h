@@ -53,7 +53,11 @@ typedef struct {
 } ngx_http_traffic_split_stats_t;
 
 
-/* one split's state in the zone, found by name and config checksum */
+/*
+ * One split's state in the zone, found by name, config checksum and
+ * variant names.  It lives while a configuration loaded by the master
+ * (the last two generations) or a live worker uses it.
+ */
 
 typedef struct {
     ngx_queue_t                         queue;
@@ -61,6 +65,13 @@ typedef struct {
     size_t                              name_len;
     uint32_t                            crc;
     ngx_uint_t                          nvariants;
+    u_char                              variants[
+                                            NGX_HTTP_TRAFFIC_SPLIT_VARIANTS]
+                                            [NGX_HTTP_TRAFFIC_SPLIT_NAME_LEN];
+
+    /* the last configuration (see shctx) and the workers that use it */
+    ngx_uint_t                          gen;
+    ngx_atomic_t                        refs;
 
     /* odd while weights[] are being written (a sequence lock) */
     ngx_atomic_t                        seq;
@@ -78,6 +89,9 @@ typedef struct {
 
 typedef struct {
     ngx_queue_t                         nodes;
+
+    /* configurations loaded by the master, counted from 1 */
+    ngx_uint_t                          gen;
 
     /* the state file writer (a pid) and a rewrite request for it */
     ngx_atomic_t                        writer;
