@@ -11,6 +11,9 @@
 #include <ngx_config.h>
 #include <ngx_core.h>
 #include <ngx_http.h>
+#if (NGX_THREADS)
+#include <ngx_thread_pool.h>
+#endif
 
 
 /* weights are kept in hundredths of a percent: 10000 is 100 % */
@@ -99,6 +102,26 @@ typedef struct {
 } ngx_http_traffic_split_shctx_t;
 
 
+typedef struct ngx_http_traffic_split_job_s     ngx_http_traffic_split_job_t;
+typedef struct ngx_http_traffic_split_waiter_s  ngx_http_traffic_split_waiter_t;
+
+
+/* a worker's writing of its zone's state files, in a thread */
+
+typedef struct {
+#if (NGX_THREADS)
+    ngx_thread_task_t                  *task;
+#endif
+
+    /* the files being written, and the requests that wait for them */
+    ngx_http_traffic_split_job_t       *job;
+    ngx_http_traffic_split_waiter_t    *running;
+
+    /* requests whose change came while they were written */
+    ngx_http_traffic_split_waiter_t    *next;
+} ngx_http_traffic_split_writer_t;
+
+
 typedef struct {
     ngx_str_t                           name;
     ngx_uint_t                          weight;
@@ -153,11 +176,17 @@ typedef struct {
     ngx_slab_pool_t                    *shpool;
     ngx_http_traffic_split_shctx_t     *sh;
     ngx_http_traffic_split_node_t      *node;
+
+    /* one per zone, shared by its splits */
+    ngx_http_traffic_split_writer_t    *writer;
 } ngx_http_traffic_split_conf_t;
 
 
 typedef struct {
     ngx_array_t                         splits;
+#if (NGX_THREADS)
+    ngx_thread_pool_t                  *thread_pool;
+#endif
 } ngx_http_traffic_split_main_conf_t;
 
 
@@ -187,7 +216,7 @@ ngx_int_t ngx_http_traffic_split_load_state(ngx_http_traffic_split_conf_t *scf,
     ngx_log_t *log);
 ngx_int_t ngx_http_traffic_split_api_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_traffic_split_save_state(ngx_http_traffic_split_conf_t *scf,
-    ngx_log_t *log);
+    ngx_http_request_t *r, ngx_log_t *log);
 
 /* rollout */
 void ngx_http_traffic_split_rollout_start(ngx_http_traffic_split_conf_t *scf,

@@ -227,10 +227,11 @@ static char *
 ngx_http_traffic_split_params(ngx_conf_t *cf,
     ngx_http_traffic_split_conf_t *scf)
 {
-    u_char      *p;
-    ssize_t      size;
-    ngx_str_t   *value, name, s;
-    ngx_uint_t   i;
+    u_char                              *p;
+    ssize_t                              size;
+    ngx_str_t                           *value, name, s;
+    ngx_uint_t                           i;
+    ngx_http_traffic_split_main_conf_t  *mcf;
 
     value = cf->args->elts;
 
@@ -279,6 +280,18 @@ ngx_http_traffic_split_params(ngx_conf_t *cf,
             if (ngx_conf_full_name(cf->cycle, &scf->state, 0) != NGX_OK) {
                 return NGX_CONF_ERROR;
             }
+
+#if (NGX_THREADS)
+            /* the default pool: made with 32 threads if not declared */
+
+            mcf = ngx_http_conf_get_module_main_conf(cf,
+                                              ngx_http_traffic_split_module);
+            mcf->thread_pool = ngx_thread_pool_add(cf, NULL);
+
+            if (mcf->thread_pool == NULL) {
+                return NGX_CONF_ERROR;
+            }
+#endif
 
             continue;
         }
@@ -1325,6 +1338,21 @@ ngx_http_traffic_split_init_main_conf(ngx_conf_t *cf, void *conf)
 
     for (i = 0; i < mcf->splits.nelts; i++) {
         ngx_http_traffic_split_checksum(scfp[i]);
+
+        for (j = 0; j < i; j++) {
+            if (scfp[j]->shm_zone == scfp[i]->shm_zone) {
+                scfp[i]->writer = scfp[j]->writer;
+                break;
+            }
+        }
+
+        if (scfp[i]->writer == NULL) {
+            scfp[i]->writer = ngx_pcalloc(cf->pool,
+                                   sizeof(ngx_http_traffic_split_writer_t));
+            if (scfp[i]->writer == NULL) {
+                return NGX_CONF_ERROR;
+            }
+        }
 
         /*
          * one writer at a time per state file: the splits that share a
