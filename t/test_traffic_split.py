@@ -92,14 +92,19 @@ def test_growth_is_monotone_5_25_50(nginx):
         previous = canary
 
 
+def three_variants(nginx, weights, count):
+    """A split of v1, v2, v3, its keys and their variants."""
+    n = start(nginx, gateway(split(weights=weights)) + """
+    upstream v3 { server 127.0.0.1:{{port1}}; }
+""")
+    keys = ["k%d" % i for i in range(count)]
+    return n, keys, names(n.port, keys)
+
+
 def test_three_variants_raising_one_moves_keys_only_to_it(nginx):
     # weighted rendezvous hashing: v1 and v3 shrink by the same factor, so
     # they trade no keys, and no key leaves the growing v2
-    n = start(nginx, gateway(split(weights="v2 20%; v1 60%; v3 *;")) + """
-    upstream v3 { server 127.0.0.1:{{port1}}; }
-""")
-    keys = ["k%d" % i for i in range(3000)]
-    before = names(n.port, keys)
+    n, keys, before = three_variants(nginx, "v2 20%; v1 60%; v3 *;", 3000)
     for w2, w1, w3 in ((40, 45, 15), (70, 22.5, 7.5)):
         r = put(n, {"weights": {"v2": w2, "v1": w1, "v3": w3}})
         assert r.status_code == 200, r.text
@@ -116,11 +121,7 @@ def test_three_variants_raising_one_moves_keys_only_to_it(nginx):
 
 
 def test_lowering_one_variant_moves_keys_only_away_from_it(nginx):
-    n = start(nginx, gateway(split(weights="v2 40%; v1 30%; v3 *;")) + """
-    upstream v3 { server 127.0.0.1:{{port1}}; }
-""")
-    keys = ["k%d" % i for i in range(2000)]
-    before = names(n.port, keys)
+    n, keys, before = three_variants(nginx, "v2 40%; v1 30%; v3 *;", 2000)
     r = put(n, {"weights": {"v2": 10, "v1": 45, "v3": 45}})
     assert r.status_code == 200, r.text
     got = names(n.port, keys)

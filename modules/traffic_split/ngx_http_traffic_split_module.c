@@ -60,7 +60,8 @@ static char *ngx_http_traffic_split_merge_loc_conf(ngx_conf_t *cf,
 static ngx_int_t ngx_http_traffic_split_postconf(ngx_conf_t *cf);
 static ngx_int_t ngx_http_traffic_split_init_process(ngx_cycle_t *cycle);
 static void ngx_http_traffic_split_exit_process(ngx_cycle_t *cycle);
-static void ngx_http_traffic_split_refs(ngx_cycle_t *cycle, ngx_int_t add);
+static ngx_http_traffic_split_main_conf_t *ngx_http_traffic_split_refs(
+    ngx_cycle_t *cycle, ngx_int_t add);
 
 
 static ngx_command_t  ngx_http_traffic_split_commands[] = {
@@ -1415,20 +1416,17 @@ ngx_http_traffic_split_init_process(ngx_cycle_t *cycle)
     ngx_http_traffic_split_conf_t      **scfp;
     ngx_http_traffic_split_main_conf_t  *mcf;
 
-    mcf = ngx_http_cycle_get_module_main_conf(cycle,
-                                              ngx_http_traffic_split_module);
-
-    if (mcf == NULL) {
-        return NGX_OK;
-    }
-
     /* the cache manager and loader neither serve nor say when they exit */
 
     if (ngx_process == NGX_PROCESS_HELPER) {
         return NGX_OK;
     }
 
-    ngx_http_traffic_split_refs(cycle, 1);
+    mcf = ngx_http_traffic_split_refs(cycle, 1);
+
+    if (mcf == NULL) {
+        return NGX_OK;
+    }
 
     scfp = mcf->splits.elts;
 
@@ -1448,14 +1446,14 @@ static void
 ngx_http_traffic_split_exit_process(ngx_cycle_t *cycle)
 {
     if (ngx_process != NGX_PROCESS_HELPER) {
-        ngx_http_traffic_split_refs(cycle, -1);
+        (void) ngx_http_traffic_split_refs(cycle, -1);
     }
 }
 
 
 /* a worker counts itself in the nodes of its configuration while it lives */
 
-static void
+static ngx_http_traffic_split_main_conf_t *
 ngx_http_traffic_split_refs(ngx_cycle_t *cycle, ngx_int_t add)
 {
     ngx_uint_t                           i;
@@ -1466,7 +1464,7 @@ ngx_http_traffic_split_refs(ngx_cycle_t *cycle, ngx_int_t add)
                                               ngx_http_traffic_split_module);
 
     if (mcf == NULL) {
-        return;
+        return NULL;
     }
 
     scfp = mcf->splits.elts;
@@ -1476,4 +1474,6 @@ ngx_http_traffic_split_refs(ngx_cycle_t *cycle, ngx_int_t add)
             (void) ngx_atomic_fetch_add(&scfp[i]->node->refs, add);
         }
     }
+
+    return mcf;
 }
