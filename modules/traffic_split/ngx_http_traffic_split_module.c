@@ -1451,7 +1451,10 @@ ngx_http_traffic_split_exit_process(ngx_cycle_t *cycle)
 }
 
 
-/* a worker counts itself in the nodes of its configuration while it lives */
+/*
+ * A worker counts itself in the nodes of its configuration while it
+ * lives, and lets go of the state file's lock when it exits.
+ */
 
 static ngx_http_traffic_split_main_conf_t *
 ngx_http_traffic_split_refs(ngx_cycle_t *cycle, ngx_int_t add)
@@ -1470,8 +1473,20 @@ ngx_http_traffic_split_refs(ngx_cycle_t *cycle, ngx_int_t add)
     scfp = mcf->splits.elts;
 
     for (i = 0; i < mcf->splits.nelts; i++) {
-        if (scfp[i]->node) {
-            (void) ngx_atomic_fetch_add(&scfp[i]->node->refs, add);
+        if (scfp[i]->node == NULL) {
+            continue;
+        }
+
+        (void) ngx_atomic_fetch_add(&scfp[i]->node->refs, add);
+
+        /*
+         * an exiting worker's last write ran in the thread pool, which
+         * has ended, but its completion never will: the lock is let go
+         * here, as a new process may get this pid
+         */
+
+        if (add < 0) {
+            (void) ngx_atomic_cmp_set(&scfp[i]->sh->writer, ngx_pid, 0);
         }
     }
 
