@@ -217,6 +217,7 @@ ngx_int_t ngx_http_traffic_split_load_state(ngx_http_traffic_split_conf_t *scf,
 ngx_int_t ngx_http_traffic_split_api_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_traffic_split_save_state(ngx_http_traffic_split_conf_t *scf,
     ngx_http_request_t *r, ngx_log_t *log);
+void ngx_http_traffic_split_writer_exit(ngx_http_traffic_split_conf_t *scf);
 
 /* rollout */
 void ngx_http_traffic_split_rollout_start(ngx_http_traffic_split_conf_t *scf,

@@ -994,6 +994,29 @@ ngx_http_traffic_split_save_state(ngx_http_traffic_split_conf_t *scf,
 }
 
 
+/*
+ * An exiting worker's last write ran in the thread pool, which has ended
+ * before this module's exit (it comes first), but its completion never
+ * will: the job is freed and the lock let go here, as a new process may
+ * get this pid.
+ */
+
+void
+ngx_http_traffic_split_writer_exit(ngx_http_traffic_split_conf_t *scf)
+{
+    if (scf->writer == NULL || scf->sh == NULL) {
+        return;
+    }
+
+    if (scf->writer->job) {
+        ngx_http_traffic_split_free_job(scf->writer->job);
+        scf->writer->job = NULL;
+    }
+
+    (void) ngx_atomic_cmp_set(&scf->sh->writer, ngx_pid, 0);
+}
+
+
 /* the zone's writer lock; a writer that died leaves it to us */
 
 static ngx_uint_t

@@ -1479,14 +1479,8 @@ ngx_http_traffic_split_refs(ngx_cycle_t *cycle, ngx_int_t add)
 
         (void) ngx_atomic_fetch_add(&scfp[i]->node->refs, add);
 
-        /*
-         * an exiting worker's last write ran in the thread pool, which
-         * has ended, but its completion never will: the lock is let go
-         * here, as a new process may get this pid
-         */
-
         if (add < 0) {
-            (void) ngx_atomic_cmp_set(&scfp[i]->sh->writer, ngx_pid, 0);
+            ngx_http_traffic_split_writer_exit(scfp[i]);
         }
     }
 
