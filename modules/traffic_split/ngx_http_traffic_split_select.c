@@ -169,6 +169,8 @@ ngx_http_traffic_split_rendezvous(ngx_http_traffic_split_conf_t *scf,
     v = scf->variants.elts;
     h = (uint64_t) ngx_murmur_hash2(key->data, key->len) << 32;
 
+    /* n: the winner so far plus one, 0 before the first */
+
     n = 0;
     best = 0;
 
