@@ -5,10 +5,11 @@ subrequests, the zone across edited reloads."""
 import json
 import os
 import threading
+import time
 
 import requests
 
-from conftest import wait_for
+from conftest import Resp, wait_for
 from traffic_split_util import (MODULES, USER, Client, api, gateway, put,
                                 split, weights)
 
@@ -232,6 +233,36 @@ def test_ten_edited_reloads_fit_a_small_zone(nginx):
         assert weights(n)["v2"] == w
     text = open(n.error_log).read()
     assert "is too small" not in text and "[crit]" not in text
+
+
+def test_state_of_an_old_worker_still_serving_is_kept(nginx, backend):
+    # an old worker that still serves a request counts it in its own
+    # configuration's state when it ends: two edited reloads later that
+    # state must not have been freed and handed to a newer configuration
+    slow = backend()
+    slow.script(None, Resp(200, "slow", delay=3))
+
+    def http(w):
+        return gateway(split(weights="v2 %d%%; v1 *;" % w, key="")
+                       .replace("splits:1m", "splits:64k")).replace(
+            "upstream v2 { server 127.0.0.1:{{port2}}; keepalive 16; }",
+            "upstream v2 { server 127.0.0.1:%d; }" % slow.port)
+    n = nginx.start(http(100), modules=MODULES, main=USER, workers=1)
+    result = {}
+    t = threading.Thread(target=lambda: result.update(
+        r=requests.get(n.url("/"), timeout=20)))
+    t.start()
+    try:
+        wait_for(lambda: slow.count == 1, 10, "the slow request")
+        for w in (99, 98):
+            n.reload(http(w), timeout=10)
+            assert weights(n)["v2"] == w
+    finally:
+        t.join()
+    assert result["r"].status_code == 200 and result["r"].text == "slow"
+    time.sleep(0.5)
+    v = api(n, "s")["variants"]
+    assert v["v2"]["requests"] == v["v1"]["requests"] == 0, v
 
 
 def test_a_zone_too_small_for_the_new_state_says_so(nginx):
