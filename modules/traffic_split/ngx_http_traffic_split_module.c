@@ -232,7 +232,9 @@ ngx_http_traffic_split_params(ngx_conf_t *cf,
     ssize_t                              size;
     ngx_str_t                           *value, name, s;
     ngx_uint_t                           i;
+#if (NGX_THREADS)
     ngx_http_traffic_split_main_conf_t  *mcf;
+#endif
 
     value = cf->args->elts;
 
