@@ -7,9 +7,10 @@ import os
 import threading
 import time
 
+import pytest
 import requests
 
-from conftest import Resp, wait_for
+from conftest import BUILD, Resp, wait_for
 from traffic_split_util import (MODULES, USER, Client, api, gateway, put,
                                 split, weights)
 
@@ -105,6 +106,15 @@ def test_change_answer_still_says_saved(nginx):
     assert r.json()["saved"] is True
 
 
+def threads():
+    try:
+        with open(os.path.join(BUILD, "objs", "ngx_auto_config.h")) as f:
+            return "#define NGX_THREADS" in f.read()
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not threads(), reason="nginx without thread support")
 def test_state_file_written_by_a_thread_before_the_answer(nginx):
     # the workers write the file in nginx's thread pool, not on their
     # event loop, and the API answers once it is written
