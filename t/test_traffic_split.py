@@ -92,6 +92,43 @@ def test_growth_is_monotone_5_25_50(nginx):
         previous = canary
 
 
+def three_variants(nginx, weights, count):
+    """A split of v1, v2, v3, its keys and their variants."""
+    n = start(nginx, gateway(split(weights=weights)) + """
+    upstream v3 { server 127.0.0.1:{{port1}}; }
+""")
+    keys = ["k%d" % i for i in range(count)]
+    return n, keys, names(n.port, keys)
+
+
+def test_three_variants_raising_one_moves_keys_only_to_it(nginx):
+    # weighted rendezvous hashing: v1 and v3 shrink by the same factor, so
+    # they trade no keys, and no key leaves the growing v2
+    n, keys, before = three_variants(nginx, "v2 20%; v1 60%; v3 *;", 3000)
+    for w2, w1, w3 in ((40, 45, 15), (70, 22.5, 7.5)):
+        r = put(n, {"weights": {"v2": w2, "v1": w1, "v3": w3}})
+        assert r.status_code == 200, r.text
+        got = names(n.port, keys)
+        for k in keys:
+            if before[k] == "v2":
+                assert got[k] == "v2", "a key left the growing variant"
+            else:
+                assert got[k] in (before[k], "v2"), (k, before[k], got[k])
+        for v, w in (("v2", w2), ("v1", w1), ("v3", w3)):
+            share = sum(1 for x in got.values() if x == v) / len(keys)
+            assert abs(share - w / 100) < 0.03, (v, share, w)
+        before = got
+
+
+def test_lowering_one_variant_moves_keys_only_away_from_it(nginx):
+    n, keys, before = three_variants(nginx, "v2 40%; v1 30%; v3 *;", 2000)
+    r = put(n, {"weights": {"v2": 10, "v1": 45, "v3": 45}})
+    assert r.status_code == 200, r.text
+    got = names(n.port, keys)
+    moved = [k for k in keys if got[k] != before[k]]
+    assert moved and all(before[k] == "v2" for k in moved)
+
+
 def test_empty_key_draws_per_request(nginx):
     n = start(nginx, split(weights="v2 50%; v1 *;"))
     seen = set()

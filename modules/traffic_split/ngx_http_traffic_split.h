@@ -11,6 +11,9 @@
 #include <ngx_config.h>
 #include <ngx_core.h>
 #include <ngx_http.h>
+#if (NGX_THREADS)
+#include <ngx_thread_pool.h>
+#endif
 
 
 /* weights are kept in hundredths of a percent: 10000 is 100 % */
@@ -53,7 +56,11 @@ typedef struct {
 } ngx_http_traffic_split_stats_t;
 
 
-/* one split's state in the zone, found by name and config checksum */
+/*
+ * One split's state in the zone, found by name, config checksum and
+ * variant names.  It lives while a configuration loaded by the master
+ * (the last two generations) or a live worker uses it.
+ */
 
 typedef struct {
     ngx_queue_t                         queue;
@@ -61,6 +68,13 @@ typedef struct {
     size_t                              name_len;
     uint32_t                            crc;
     ngx_uint_t                          nvariants;
+    u_char                              variants[
+                                            NGX_HTTP_TRAFFIC_SPLIT_VARIANTS]
+                                            [NGX_HTTP_TRAFFIC_SPLIT_NAME_LEN];
+
+    /* the last configuration (see shctx) and the workers that use it */
+    ngx_uint_t                          gen;
+    ngx_atomic_t                        refs;
 
     /* odd while weights[] are being written (a sequence lock) */
     ngx_atomic_t                        seq;
@@ -79,15 +93,41 @@ typedef struct {
 typedef struct {
     ngx_queue_t                         nodes;
 
+    /* configurations loaded by the master, counted from 1 */
+    ngx_uint_t                          gen;
+
     /* the state file writer (a pid) and a rewrite request for it */
     ngx_atomic_t                        writer;
     ngx_atomic_t                        dirty;
 } ngx_http_traffic_split_shctx_t;
 
 
+typedef struct ngx_http_traffic_split_job_s     ngx_http_traffic_split_job_t;
+typedef struct ngx_http_traffic_split_waiter_s  ngx_http_traffic_split_waiter_t;
+
+
+/* a worker's writing of its zone's state files, in a thread */
+
+typedef struct {
+#if (NGX_THREADS)
+    ngx_thread_task_t                  *task;
+#endif
+
+    /* the files being written, and the requests that wait for them */
+    ngx_http_traffic_split_job_t       *job;
+    ngx_http_traffic_split_waiter_t    *running;
+
+    /* requests whose change came while they were written */
+    ngx_http_traffic_split_waiter_t    *next;
+} ngx_http_traffic_split_writer_t;
+
+
 typedef struct {
     ngx_str_t                           name;
     ngx_uint_t                          weight;
+
+    /* the variant's draw in rendezvous hashing: of its and its split's name */
+    uint64_t                            hash;
     unsigned                            star:1;
 } ngx_http_traffic_split_variant_t;
 
@@ -125,10 +165,6 @@ typedef struct {
     ngx_array_t                         matches;
     ngx_int_t                           star;
 
-    /* variants in the order of their hash ranges */
-    ngx_uint_t                          order[NGX_HTTP_TRAFFIC_SPLIT_VARIANTS];
-
-    uint32_t                            seed;
     uint32_t                            crc;
     ngx_str_t                           state;
     ngx_str_t                           file;
@@ -140,11 +176,17 @@ typedef struct {
     ngx_slab_pool_t                    *shpool;
     ngx_http_traffic_split_shctx_t     *sh;
     ngx_http_traffic_split_node_t      *node;
+
+    /* one per zone, shared by its splits */
+    ngx_http_traffic_split_writer_t    *writer;
 } ngx_http_traffic_split_conf_t;
 
 
 typedef struct {
     ngx_array_t                         splits;
+#if (NGX_THREADS)
+    ngx_thread_pool_t                  *thread_pool;
+#endif
 } ngx_http_traffic_split_main_conf_t;
 
 
@@ -174,7 +216,8 @@ ngx_int_t ngx_http_traffic_split_load_state(ngx_http_traffic_split_conf_t *scf,
     ngx_log_t *log);
 ngx_int_t ngx_http_traffic_split_api_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_traffic_split_save_state(ngx_http_traffic_split_conf_t *scf,
-    ngx_log_t *log);
+    ngx_http_request_t *r, ngx_log_t *log);
+void ngx_http_traffic_split_writer_exit(ngx_http_traffic_split_conf_t *scf);
 
 /* rollout */
 void ngx_http_traffic_split_rollout_start(ngx_http_traffic_split_conf_t *scf,

@@ -16,6 +16,35 @@
 
 #define NGX_HTTP_TRAFFIC_SPLIT_STATE_MAX  (1024 * 1024)
 
+
+/* a state file's new content and how writing it went */
+
+typedef struct {
+    ngx_http_traffic_split_conf_t      *split;
+    char                               *text;
+    size_t                              len;
+    u_char                             *tmp;
+    const char                         *failed;
+    ngx_err_t                           err;
+} ngx_http_traffic_split_file_t;
+
+
+struct ngx_http_traffic_split_job_s {
+    ngx_http_traffic_split_file_t      *files;
+    ngx_uint_t                          nfiles;
+};
+
+
+/* an API request that waits for the state file before it answers */
+
+struct ngx_http_traffic_split_waiter_s {
+    ngx_http_traffic_split_waiter_t    *next;
+    ngx_http_request_t                 *r;
+    ngx_http_traffic_split_conf_t      *scf;
+    ngx_int_t                           rc;
+};
+
+
 static ngx_int_t ngx_http_traffic_split_route(ngx_http_request_t *r,
     ngx_http_traffic_split_conf_t **scf, ngx_uint_t *rollout);
 static void ngx_http_traffic_split_body(ngx_http_request_t *r);
@@ -30,6 +59,8 @@ static ngx_int_t ngx_http_traffic_split_action(ngx_http_request_t *r,
     ngx_http_traffic_split_conf_t *scf, json_t *body);
 static ngx_int_t ngx_http_traffic_split_changed(ngx_http_request_t *r,
     ngx_http_traffic_split_conf_t *scf);
+static ngx_int_t ngx_http_traffic_split_answer(ngx_http_request_t *r,
+    ngx_http_traffic_split_conf_t *scf, ngx_int_t saved);
 static ngx_int_t ngx_http_traffic_split_error(ngx_http_request_t *r,
     ngx_uint_t status, const char *reason);
 static ngx_int_t ngx_http_traffic_split_send(ngx_http_request_t *r,
@@ -43,10 +74,36 @@ static json_t *ngx_http_traffic_split_json_variants(
 static json_t *ngx_http_traffic_split_json_weight(ngx_uint_t w);
 static json_t *ngx_http_traffic_split_json_str(ngx_str_t *s);
 static ngx_http_traffic_split_main_conf_t *ngx_http_traffic_split_mcf(void);
-static ngx_int_t ngx_http_traffic_split_write_zone(
+static ngx_uint_t ngx_http_traffic_split_lock(
+    ngx_http_traffic_split_shctx_t *sh);
+static ngx_int_t ngx_http_traffic_split_write_now(
     ngx_http_traffic_split_conf_t *scf, ngx_log_t *log);
-static ngx_int_t ngx_http_traffic_split_write_state(
+#if (NGX_THREADS)
+static ngx_int_t ngx_http_traffic_split_post(
     ngx_http_traffic_split_conf_t *scf, ngx_log_t *log);
+static void ngx_http_traffic_split_write_thread(void *data, ngx_log_t *log);
+static void ngx_http_traffic_split_written(ngx_event_t *ev);
+static ngx_int_t ngx_http_traffic_split_wait(
+    ngx_http_traffic_split_waiter_t **list, ngx_http_request_t *r,
+    ngx_http_traffic_split_conf_t *scf);
+static void ngx_http_traffic_split_answer_all(
+    ngx_http_traffic_split_waiter_t *wt, ngx_http_traffic_split_job_t *job);
+#endif
+static ngx_http_traffic_split_job_t *ngx_http_traffic_split_job(
+    ngx_http_traffic_split_conf_t *scf, ngx_log_t *log);
+static ngx_uint_t ngx_http_traffic_split_same_file(
+    ngx_http_traffic_split_conf_t *a, ngx_http_traffic_split_conf_t *b);
+static void ngx_http_traffic_split_free_job(
+    ngx_http_traffic_split_job_t *job);
+static void ngx_http_traffic_split_write_job(
+    ngx_http_traffic_split_job_t *job, ngx_log_t *log);
+static ngx_int_t ngx_http_traffic_split_job_done(
+    ngx_http_traffic_split_job_t *job, ngx_http_traffic_split_conf_t *scf,
+    ngx_log_t *log);
+static ngx_int_t ngx_http_traffic_split_job_result(
+    ngx_http_traffic_split_job_t *job, ngx_http_traffic_split_conf_t *scf);
+static char *ngx_http_traffic_split_state_text(
+    ngx_http_traffic_split_conf_t *scf, size_t *len);
 static json_t *ngx_http_traffic_split_read_state(
     ngx_http_traffic_split_conf_t *scf, ngx_log_t *log);
 
@@ -512,24 +569,44 @@ ngx_http_traffic_split_action(ngx_http_request_t *r,
 
 
 /*
- * The answer to a change: the split, with "saved": whether the state file
- * was written (or is being written by another worker, which writes it once
- * more for this change); the change applies either way.
+ * The answer to a change, once the state file is written: the split,
+ * with "saved": true or false, or "pending" when another worker writes
+ * the file (it writes it once more for this change).  The change applies
+ * either way.
  */
 
 static ngx_int_t
 ngx_http_traffic_split_changed(ngx_http_request_t *r,
     ngx_http_traffic_split_conf_t *scf)
 {
-    json_t     *doc;
-    ngx_int_t   rc;
+    ngx_int_t  rc;
 
-    rc = ngx_http_traffic_split_save_state(scf, r->connection->log);
+    rc = ngx_http_traffic_split_save_state(scf, r, r->connection->log);
+
+    if (rc == NGX_AGAIN) {
+
+        /* answered by ngx_http_traffic_split_written() */
+
+        r->main->count++;
+        return NGX_DONE;
+    }
+
+    return ngx_http_traffic_split_answer(r, scf, rc);
+}
+
+
+static ngx_int_t
+ngx_http_traffic_split_answer(ngx_http_request_t *r,
+    ngx_http_traffic_split_conf_t *scf, ngx_int_t saved)
+{
+    json_t  *doc;
 
     doc = ngx_http_traffic_split_json(scf);
 
     if (doc && scf->state.len) {
-        json_object_set_new(doc, "saved", json_boolean(rc == NGX_OK));
+        json_object_set_new(doc, "saved",
+                            saved == NGX_BUSY ? json_string("pending")
+                                              : json_boolean(saved == NGX_OK));
     }
 
     return ngx_http_traffic_split_send(r, NGX_HTTP_OK, doc);
@@ -833,20 +910,25 @@ ngx_http_traffic_split_mcf(void)
 
 
 /*
- * The state file is written from the API's request handler and when the
+ * The state file is written when the API changes a split and when the
  * rollout moves (a step, done, rolled back): a small file, written once
- * per change, to a temporary name and renamed, so that
- * a reader sees the old file or the new one.  One worker writes at a
- * time; a change made while another writes asks that writer to write
- * once more, so that the file ends with the last state and nobody waits.
+ * per change, to a temporary name, fsync()ed and renamed, so that a
+ * reader sees the old file or the new one.  The content is made on the
+ * event loop; the file calls run in a thread of nginx's default thread
+ * pool, and the API answers when they are done.  Without thread support
+ * in nginx they run on the event loop, as nginx's own file writes do.
+ *
+ * One worker writes the files of a zone at a time (sh->writer, a pid);
+ * a change made while another worker writes asks that writer to write
+ * once more (sh->dirty), so that the files end with the last state and
+ * nobody waits for another worker.
  */
 
 ngx_int_t
 ngx_http_traffic_split_save_state(ngx_http_traffic_split_conf_t *scf,
-    ngx_log_t *log)
+    ngx_http_request_t *r, ngx_log_t *log)
 {
     ngx_int_t                        rc;
-    ngx_pid_t                        pid;
     ngx_http_traffic_split_shctx_t  *sh;
 
     if (scf->state.len == 0) {
@@ -854,27 +936,51 @@ ngx_http_traffic_split_save_state(ngx_http_traffic_split_conf_t *scf,
     }
 
     sh = scf->sh;
-    rc = NGX_OK;
 
     sh->dirty = 1;
+    ngx_memory_barrier();
+
+#if (NGX_THREADS)
+
+    if (scf->writer->job) {
+
+        /* this worker writes already: once more after that */
+
+        if (r) {
+            return ngx_http_traffic_split_wait(&scf->writer->next, r, scf);
+        }
+
+        return NGX_OK;
+    }
+
+#endif
 
     for ( ;; ) {
-        if (!ngx_atomic_cmp_set(&sh->writer, 0, ngx_pid)) {
-            pid = (ngx_pid_t) sh->writer;
-
-            /* a writer that died while writing leaves the lock to us */
-
-            if (pid == 0 || kill(pid, 0) == 0 || ngx_errno != NGX_ESRCH
-                || !ngx_atomic_cmp_set(&sh->writer, pid, ngx_pid))
-            {
-                return NGX_OK;
-            }
+        if (!ngx_http_traffic_split_lock(sh)) {
+            return NGX_BUSY;
         }
+
+#if (NGX_THREADS)
+
+        if (ngx_http_traffic_split_mcf()->thread_pool) {
+            rc = ngx_http_traffic_split_post(scf, log);
+
+            if (rc == NGX_AGAIN && r) {
+                return ngx_http_traffic_split_wait(&scf->writer->running, r,
+                                                   scf);
+            }
+
+            return rc;
+        }
+
+#endif
+
+        rc = NGX_OK;
 
         while (sh->dirty) {
             sh->dirty = 0;
             ngx_memory_barrier();
-            rc = ngx_http_traffic_split_write_zone(scf, log);
+            rc = ngx_http_traffic_split_write_now(scf, log);
         }
 
         (void) ngx_atomic_cmp_set(&sh->writer, ngx_pid, 0);
@@ -888,24 +994,289 @@ ngx_http_traffic_split_save_state(ngx_http_traffic_split_conf_t *scf,
 
 
 /*
- * The writer's lock and the rewrite request belong to the zone, and the
- * splits of a zone may have state files of their own: the writer writes
- * each of them, as the change it was asked to write again may be in any.
- * The result is that of the file of scf.
+ * An exiting worker's last write ran in the thread pool, which has ended
+ * before this module's exit (it comes first), but its completion never
+ * will: the job is freed and the lock let go here, as a new process may
+ * get this pid.
+ */
+
+void
+ngx_http_traffic_split_writer_exit(ngx_http_traffic_split_conf_t *scf)
+{
+    if (scf->writer == NULL || scf->sh == NULL) {
+        return;
+    }
+
+    if (scf->writer->job) {
+        ngx_http_traffic_split_free_job(scf->writer->job);
+        scf->writer->job = NULL;
+    }
+
+    (void) ngx_atomic_cmp_set(&scf->sh->writer, ngx_pid, 0);
+}
+
+
+/* the zone's writer lock; a writer that died leaves it to us */
+
+static ngx_uint_t
+ngx_http_traffic_split_lock(ngx_http_traffic_split_shctx_t *sh)
+{
+    ngx_pid_t  pid;
+
+    if (ngx_atomic_cmp_set(&sh->writer, 0, ngx_pid)) {
+        return 1;
+    }
+
+    pid = (ngx_pid_t) sh->writer;
+
+    if (pid == 0 || kill(pid, 0) == 0 || ngx_errno != NGX_ESRCH) {
+        return 0;
+    }
+
+    return ngx_atomic_cmp_set(&sh->writer, pid, ngx_pid);
+}
+
+
+/* every state file of the zone, on the event loop; scf's result */
+
+static ngx_int_t
+ngx_http_traffic_split_write_now(ngx_http_traffic_split_conf_t *scf,
+    ngx_log_t *log)
+{
+    ngx_int_t                      rc;
+    ngx_http_traffic_split_job_t  *job;
+
+    job = ngx_http_traffic_split_job(scf, log);
+
+    if (job == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_http_traffic_split_write_job(job, log);
+
+    rc = ngx_http_traffic_split_job_done(job, scf, log);
+
+    ngx_http_traffic_split_free_job(job);
+
+    return rc;
+}
+
+
+#if (NGX_THREADS)
+
+/*
+ * The caller holds the zone's writer lock: the files go to a thread.
+ * NGX_AGAIN while it writes, or the result when it could not be posted
+ * and was written here; the lock is released unless NGX_AGAIN.
  */
 
 static ngx_int_t
-ngx_http_traffic_split_write_zone(ngx_http_traffic_split_conf_t *scf,
+ngx_http_traffic_split_post(ngx_http_traffic_split_conf_t *scf,
     ngx_log_t *log)
 {
-    ngx_int_t                            rc, own;
+    ngx_int_t                           rc;
+    ngx_thread_task_t                  *task;
+    ngx_http_traffic_split_writer_t    *wr;
+    ngx_http_traffic_split_job_t       *job;
+    ngx_http_traffic_split_main_conf_t *mcf;
+
+    mcf = ngx_http_traffic_split_mcf();
+    wr = scf->writer;
+
+    if (wr->task == NULL) {
+        wr->task = ngx_thread_task_alloc(ngx_cycle->pool, 0);
+        if (wr->task == NULL) {
+            goto sync;
+        }
+    }
+
+    scf->sh->dirty = 0;
+    ngx_memory_barrier();
+
+    job = ngx_http_traffic_split_job(scf, log);
+
+    if (job == NULL) {
+        (void) ngx_atomic_cmp_set(&scf->sh->writer, ngx_pid, 0);
+        return NGX_ERROR;
+    }
+
+    task = wr->task;
+    task->ctx = job;
+    task->handler = ngx_http_traffic_split_write_thread;
+    task->event.handler = ngx_http_traffic_split_written;
+    task->event.data = scf;
+    task->event.log = ngx_cycle->log;
+
+    if (ngx_thread_task_post(mcf->thread_pool, task) != NGX_OK) {
+        ngx_http_traffic_split_free_job(job);
+        goto sync;
+    }
+
+    wr->job = job;
+
+    return NGX_AGAIN;
+
+sync:
+
+    rc = NGX_OK;
+
+    do {
+        scf->sh->dirty = 0;
+        ngx_memory_barrier();
+        rc = ngx_http_traffic_split_write_now(scf, log);
+    } while (scf->sh->dirty);
+
+    (void) ngx_atomic_cmp_set(&scf->sh->writer, ngx_pid, 0);
+
+    return rc;
+}
+
+
+static void
+ngx_http_traffic_split_write_thread(void *data, ngx_log_t *log)
+{
+    ngx_http_traffic_split_write_job(data, log);
+}
+
+
+/*
+ * Back on the event loop: the results are logged, the requests that
+ * waited for this write are answered, and a change made meanwhile is
+ * written again (by this worker, still holding the lock) with the
+ * requests that wait for it.
+ */
+
+static void
+ngx_http_traffic_split_written(ngx_event_t *ev)
+{
+    ngx_http_traffic_split_conf_t *scf = ev->data;
+
+    ngx_int_t                          rc;
+    ngx_http_traffic_split_job_t      *job;
+    ngx_http_traffic_split_waiter_t   *done, *wt;
+    ngx_http_traffic_split_writer_t   *wr;
+    ngx_http_traffic_split_shctx_t    *sh;
+
+    wr = scf->writer;
+    sh = scf->sh;
+    job = wr->job;
+
+    (void) ngx_http_traffic_split_job_done(job, scf, ev->log);
+
+    done = wr->running;
+    wr->running = NULL;
+    wr->job = NULL;
+
+    for ( ;; ) {
+        ngx_memory_barrier();
+
+        if (sh->dirty) {
+            rc = ngx_http_traffic_split_post(scf, ev->log);
+
+            if (rc == NGX_AGAIN) {
+                wr->running = wr->next;
+                wr->next = NULL;
+                break;
+            }
+
+            /* written here, or failed: those waiting get this result */
+
+            for (wt = wr->next; wt; wt = wt->next) {
+                wt->rc = rc;
+            }
+
+            ngx_http_traffic_split_answer_all(wr->next, NULL);
+            wr->next = NULL;
+            break;
+        }
+
+        (void) ngx_atomic_cmp_set(&sh->writer, ngx_pid, 0);
+        ngx_memory_barrier();
+
+        if (!sh->dirty || !ngx_http_traffic_split_lock(sh)) {
+            break;
+        }
+    }
+
+    ngx_http_traffic_split_answer_all(done, job);
+
+    ngx_http_traffic_split_free_job(job);
+}
+
+
+static ngx_int_t
+ngx_http_traffic_split_wait(ngx_http_traffic_split_waiter_t **list,
+    ngx_http_request_t *r, ngx_http_traffic_split_conf_t *scf)
+{
+    ngx_http_traffic_split_waiter_t  *wt;
+
+    wt = ngx_palloc(r->pool, sizeof(ngx_http_traffic_split_waiter_t));
+    if (wt == NULL) {
+        return NGX_ERROR;
+    }
+
+    wt->r = r;
+    wt->scf = scf;
+    wt->rc = NGX_ERROR;
+    wt->next = *list;
+    *list = wt;
+
+    return NGX_AGAIN;
+}
+
+
+/* with a job: each request gets the result of its split's file */
+
+static void
+ngx_http_traffic_split_answer_all(ngx_http_traffic_split_waiter_t *wt,
+    ngx_http_traffic_split_job_t *job)
+{
+    ngx_int_t             rc;
+    ngx_connection_t     *c;
+    ngx_http_request_t   *r;
+    ngx_http_traffic_split_waiter_t  *next;
+
+    for ( /* void */ ; wt; wt = next) {
+        next = wt->next;
+        r = wt->r;
+        c = r->connection;
+
+        rc = job ? ngx_http_traffic_split_job_result(job, wt->scf) : wt->rc;
+
+        ngx_http_finalize_request(r,
+                                  ngx_http_traffic_split_answer(r, wt->scf,
+                                                                rc));
+        ngx_http_run_posted_requests(c);
+    }
+}
+
+#endif
+
+
+/* the content of every state file of scf's zone, made on the event loop */
+
+static ngx_http_traffic_split_job_t *
+ngx_http_traffic_split_job(ngx_http_traffic_split_conf_t *scf,
+    ngx_log_t *log)
+{
     ngx_uint_t                           i, j;
+    ngx_http_traffic_split_job_t        *job;
+    ngx_http_traffic_split_file_t       *f;
     ngx_http_traffic_split_conf_t      **scfp, *s;
     ngx_http_traffic_split_main_conf_t  *mcf;
 
     mcf = ngx_http_traffic_split_mcf();
     scfp = mcf->splits.elts;
-    own = NGX_OK;
+
+    job = ngx_alloc(sizeof(ngx_http_traffic_split_job_t)
+                    + mcf->splits.nelts
+                      * sizeof(ngx_http_traffic_split_file_t), log);
+    if (job == NULL) {
+        return NULL;
+    }
+
+    job->files = (ngx_http_traffic_split_file_t *) &job[1];
+    job->nfiles = 0;
 
     for (i = 0; i < mcf->splits.nelts; i++) {
         s = scfp[i];
@@ -914,45 +1285,176 @@ ngx_http_traffic_split_write_zone(ngx_http_traffic_split_conf_t *scf,
             continue;
         }
 
-        /* each file once: the first split that names it writes it */
+        /* each file once: the first split that names it */
 
-        for (j = 0; j < i; j++) {
-            if (scfp[j]->shm_zone == scf->shm_zone
-                && scfp[j]->state.len == s->state.len
-                && ngx_strncmp(scfp[j]->state.data, s->state.data,
-                               s->state.len) == 0)
-            {
+        for (j = 0; j < job->nfiles; j++) {
+            if (ngx_http_traffic_split_same_file(job->files[j].split, s)) {
                 break;
             }
         }
 
-        if (j < i) {
+        if (j < job->nfiles) {
             continue;
         }
 
-        rc = ngx_http_traffic_split_write_state(s, log);
+        f = &job->files[job->nfiles++];
+        ngx_memzero(f, sizeof(ngx_http_traffic_split_file_t));
+        f->split = s;
 
-        if (s->state.len == scf->state.len
-            && ngx_strncmp(s->state.data, scf->state.data, s->state.len)
-               == 0)
-        {
-            own = rc;
+        f->text = ngx_http_traffic_split_state_text(s, &f->len);
+        f->tmp = ngx_alloc(s->state.len + sizeof(".tmp.") + NGX_INT64_LEN,
+                           log);
+
+        if (f->text == NULL || f->tmp == NULL) {
+            ngx_http_traffic_split_free_job(job);
+            return NULL;
+        }
+
+        ngx_sprintf(f->tmp, "%V.tmp.%P%Z", &s->state, ngx_pid);
+    }
+
+    return job;
+}
+
+
+static ngx_uint_t
+ngx_http_traffic_split_same_file(ngx_http_traffic_split_conf_t *a,
+    ngx_http_traffic_split_conf_t *b)
+{
+    return a->state.len == b->state.len
+           && ngx_strncmp(a->state.data, b->state.data, a->state.len) == 0;
+}
+
+
+static void
+ngx_http_traffic_split_free_job(ngx_http_traffic_split_job_t *job)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < job->nfiles; i++) {
+        if (job->files[i].text) {
+            free(job->files[i].text);
+        }
+
+        if (job->files[i].tmp) {
+            ngx_free(job->files[i].tmp);
         }
     }
 
-    return own;
+    ngx_free(job);
+}
+
+
+/*
+ * The file calls only (a thread may run them): a new file, never one
+ * that is there, since a link left at its name must not make the workers
+ * write through it; what failed is kept for the event loop to log.
+ */
+
+static void
+ngx_http_traffic_split_write_job(ngx_http_traffic_split_job_t *job,
+    ngx_log_t *log)
+{
+    ngx_fd_t                        fd;
+    ngx_uint_t                      i;
+    ngx_http_traffic_split_file_t  *f;
+
+    for (i = 0; i < job->nfiles; i++) {
+        f = &job->files[i];
+        f->failed = NULL;
+
+        if (ngx_delete_file(f->tmp) == NGX_FILE_ERROR
+            && ngx_errno != NGX_ENOENT)
+        {
+            f->failed = ngx_delete_file_n;
+            f->err = ngx_errno;
+            continue;
+        }
+
+        fd = ngx_open_file(f->tmp, NGX_FILE_WRONLY,
+                           NGX_FILE_CREATE_OR_OPEN|O_EXCL,
+                           NGX_FILE_DEFAULT_ACCESS);
+
+        if (fd == NGX_INVALID_FILE) {
+            f->failed = ngx_open_file_n;
+            f->err = ngx_errno;
+            continue;
+        }
+
+        if (ngx_write_fd(fd, f->text, f->len) != (ssize_t) f->len
+            || ngx_write_fd(fd, "\n", 1) != 1
+            || fsync(fd) == -1)
+        {
+            f->failed = "writing";
+            f->err = ngx_errno;
+            (void) ngx_close_file(fd);
+            (void) ngx_delete_file(f->tmp);
+            continue;
+        }
+
+        (void) ngx_close_file(fd);
+
+        if (ngx_rename_file(f->tmp, f->split->state.data) == NGX_FILE_ERROR) {
+            f->failed = ngx_rename_file_n;
+            f->err = ngx_errno;
+            (void) ngx_delete_file(f->tmp);
+        }
+    }
+}
+
+
+/* logs each file's result; the result of scf's file */
+
+static ngx_int_t
+ngx_http_traffic_split_job_done(ngx_http_traffic_split_job_t *job,
+    ngx_http_traffic_split_conf_t *scf, ngx_log_t *log)
+{
+    ngx_uint_t                      i;
+    ngx_http_traffic_split_file_t  *f;
+
+    for (i = 0; i < job->nfiles; i++) {
+        f = &job->files[i];
+
+        if (f->failed) {
+            ngx_log_error(NGX_LOG_ERR, log, f->err,
+                          "%s \"%s\" failed (traffic split state \"%V\")",
+                          f->failed, f->tmp, &f->split->state);
+            continue;
+        }
+
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, log, 0,
+                       "traffic split state \"%V\" written",
+                       &f->split->state);
+    }
+
+    return ngx_http_traffic_split_job_result(job, scf);
 }
 
 
 static ngx_int_t
-ngx_http_traffic_split_write_state(ngx_http_traffic_split_conf_t *scf,
-    ngx_log_t *log)
+ngx_http_traffic_split_job_result(ngx_http_traffic_split_job_t *job,
+    ngx_http_traffic_split_conf_t *scf)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < job->nfiles; i++) {
+        if (ngx_http_traffic_split_same_file(job->files[i].split, scf)) {
+            return job->files[i].failed ? NGX_ERROR : NGX_OK;
+        }
+    }
+
+    return NGX_ERROR;
+}
+
+
+/* the state file's text: the splits that share it; free() it */
+
+static char *
+ngx_http_traffic_split_state_text(ngx_http_traffic_split_conf_t *scf,
+    size_t *len)
 {
     char                                *text;
-    size_t                               len;
     json_t                              *doc, *splits, *one, *weights;
-    u_char                              *tmp;
-    ngx_fd_t                             fd;
     ngx_uint_t                           i, j;
     ngx_http_traffic_split_conf_t      **scfp, *s;
     ngx_http_traffic_split_variant_t    *v;
@@ -964,7 +1466,7 @@ ngx_http_traffic_split_write_state(ngx_http_traffic_split_conf_t *scf,
 
     doc = ngx_http_traffic_split_doc(&splits);
     if (doc == NULL) {
-        return NGX_ERROR;
+        return NULL;
     }
 
     json_object_set_new(doc, "version", json_integer(1));
@@ -974,10 +1476,7 @@ ngx_http_traffic_split_write_state(ngx_http_traffic_split_conf_t *scf,
     for (i = 0; i < mcf->splits.nelts; i++) {
         s = scfp[i];
 
-        if (s->state.len != scf->state.len
-            || ngx_strncmp(s->state.data, scf->state.data, s->state.len)
-               != 0)
-        {
+        if (!ngx_http_traffic_split_same_file(s, scf)) {
             continue;
         }
 
@@ -1005,72 +1504,11 @@ ngx_http_traffic_split_write_state(ngx_http_traffic_split_conf_t *scf,
     text = json_dumps(doc, JSON_INDENT(1) | JSON_REAL_PRECISION(10));
     json_decref(doc);
 
-    if (text == NULL) {
-        return NGX_ERROR;
+    if (text) {
+        *len = ngx_strlen(text);
     }
 
-    len = ngx_strlen(text);
-
-    tmp = ngx_alloc(scf->state.len + sizeof(".tmp.") + NGX_INT64_LEN, log);
-    if (tmp == NULL) {
-        free(text);
-        return NGX_ERROR;
-    }
-
-    ngx_sprintf(tmp, "%V.tmp.%P%Z", &scf->state, ngx_pid);
-
-    /*
-     * a new file, never one that is there: a link left at this name must
-     * not make the workers write through it
-     */
-
-    if (ngx_delete_file(tmp) == NGX_FILE_ERROR && ngx_errno != NGX_ENOENT) {
-        ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
-                      ngx_delete_file_n " \"%s\" failed", tmp);
-        goto failed;
-    }
-
-    fd = ngx_open_file(tmp, NGX_FILE_WRONLY, NGX_FILE_CREATE_OR_OPEN|O_EXCL,
-                       NGX_FILE_DEFAULT_ACCESS);
-
-    if (fd == NGX_INVALID_FILE) {
-        ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
-                      ngx_open_file_n " \"%s\" failed", tmp);
-        goto failed;
-    }
-
-    if (ngx_write_fd(fd, text, len) != (ssize_t) len
-        || ngx_write_fd(fd, "\n", 1) != 1
-        || fsync(fd) == -1)
-    {
-        ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
-                      "writing the traffic split state \"%s\" failed", tmp);
-        (void) ngx_close_file(fd);
-        (void) ngx_delete_file(tmp);
-        goto failed;
-    }
-
-    (void) ngx_close_file(fd);
-
-    if (ngx_rename_file(tmp, scf->state.data) == NGX_FILE_ERROR) {
-        ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
-                      ngx_rename_file_n " \"%s\" to \"%V\" failed", tmp,
-                      &scf->state);
-        (void) ngx_delete_file(tmp);
-        goto failed;
-    }
-
-    free(text);
-    ngx_free(tmp);
-
-    return NGX_OK;
-
-failed:
-
-    free(text);
-    ngx_free(tmp);
-
-    return NGX_ERROR;
+    return text;
 }
 
 

@@ -41,11 +41,14 @@ static char *ngx_http_traffic_split_api(ngx_conf_t *cf, ngx_command_t *cmd,
 static ngx_http_traffic_split_conf_t *ngx_http_traffic_split_find(
     ngx_http_traffic_split_main_conf_t *mcf, ngx_str_t *name);
 
-static void ngx_http_traffic_split_layout(ngx_http_traffic_split_conf_t *scf);
 static void ngx_http_traffic_split_checksum(
     ngx_http_traffic_split_conf_t *scf);
 static ngx_int_t ngx_http_traffic_split_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
+static ngx_http_traffic_split_node_t *ngx_http_traffic_split_find_node(
+    ngx_http_traffic_split_conf_t *scf);
+static void ngx_http_traffic_split_sweep(ngx_slab_pool_t *shpool,
+    ngx_http_traffic_split_shctx_t *sh);
 static ngx_int_t ngx_http_traffic_split_init_node(ngx_shm_zone_t *shm_zone,
     ngx_http_traffic_split_conf_t *scf);
 
@@ -57,6 +60,9 @@ static char *ngx_http_traffic_split_merge_loc_conf(ngx_conf_t *cf,
     void *parent, void *child);
 static ngx_int_t ngx_http_traffic_split_postconf(ngx_conf_t *cf);
 static ngx_int_t ngx_http_traffic_split_init_process(ngx_cycle_t *cycle);
+static void ngx_http_traffic_split_exit_process(ngx_cycle_t *cycle);
+static ngx_http_traffic_split_main_conf_t *ngx_http_traffic_split_refs(
+    ngx_cycle_t *cycle, ngx_int_t add);
 
 
 static ngx_command_t  ngx_http_traffic_split_commands[] = {
@@ -111,7 +117,7 @@ ngx_module_t  ngx_http_traffic_split_module = {
     ngx_http_traffic_split_init_process,   /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
-    NULL,                                  /* exit process */
+    ngx_http_traffic_split_exit_process,   /* exit process */
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
 };
@@ -223,9 +229,12 @@ static char *
 ngx_http_traffic_split_params(ngx_conf_t *cf,
     ngx_http_traffic_split_conf_t *scf)
 {
-    ssize_t      size;
-    ngx_str_t   *value, name;
-    ngx_uint_t   i;
+    ssize_t                              size;
+    ngx_str_t                           *value, name;
+    ngx_uint_t                           i;
+#if (NGX_THREADS)
+    ngx_http_traffic_split_main_conf_t  *mcf;
+#endif
 
     value = cf->args->elts;
 
@@ -260,6 +269,18 @@ ngx_http_traffic_split_params(ngx_conf_t *cf,
             if (ngx_conf_full_name(cf->cycle, &scf->state, 0) != NGX_OK) {
                 return NGX_CONF_ERROR;
             }
+
+#if (NGX_THREADS)
+            /* the default pool: made with 32 threads if not declared */
+
+            mcf = ngx_http_conf_get_module_main_conf(cf,
+                                              ngx_http_traffic_split_module);
+            mcf->thread_pool = ngx_thread_pool_add(cf, NULL);
+
+            if (mcf->thread_pool == NULL) {
+                return NGX_CONF_ERROR;
+            }
+#endif
 
             continue;
         }
@@ -944,36 +965,6 @@ ngx_http_traffic_split_find(ngx_http_traffic_split_main_conf_t *mcf,
 }
 
 
-/*
- * The hash ranges: fixed variants in config order, then the rollout's
- * canary, then the "*" variant.  A growing canary then only takes keys
- * from the "*" variant next to it, and no other range moves.
- */
-
-static void
-ngx_http_traffic_split_layout(ngx_http_traffic_split_conf_t *scf)
-{
-    ngx_uint_t  i, n, canary;
-
-    canary = scf->rollout ? scf->rollout->canary : (ngx_uint_t) -1;
-    n = 0;
-
-    for (i = 0; i < scf->variants.nelts; i++) {
-        if (i != canary && (ngx_int_t) i != scf->star) {
-            scf->order[n++] = i;
-        }
-    }
-
-    if (canary != (ngx_uint_t) -1) {
-        scf->order[n++] = canary;
-    }
-
-    if (scf->star != -1) {
-        scf->order[n++] = scf->star;
-    }
-}
-
-
 /* what makes a split's shared state and saved weights its own */
 
 static void
@@ -1006,7 +997,19 @@ ngx_http_traffic_split_checksum(ngx_http_traffic_split_conf_t *scf)
     ngx_crc32_final(crc);
 
     scf->crc = crc;
-    scf->seed = ngx_crc32_short(scf->name.data, scf->name.len);
+
+    /* each variant's own draw: from its name and its split's name */
+
+    for (i = 0; i < scf->variants.nelts; i++) {
+        ngx_crc32_init(crc);
+        ngx_crc32_update(&crc, scf->name.data, scf->name.len);
+        ngx_crc32_update(&crc, (u_char *) "\n", 1);
+        ngx_crc32_update(&crc, v[i].name.data, v[i].name.len);
+        ngx_crc32_final(crc);
+
+        v[i].hash = ((uint64_t) crc << 32)
+                    | ngx_murmur_hash2(v[i].name.data, v[i].name.len);
+    }
 }
 
 
@@ -1052,6 +1055,14 @@ ngx_http_traffic_split_init_zone(ngx_shm_zone_t *shm_zone, void *data)
         shpool->log_nomem = 0;
     }
 
+    /*
+     * First the nodes this configuration keeps, then the ones nobody uses
+     * any more are freed, then the new ones are made: an edited split
+     * takes the place of its state of two reloads ago.
+     */
+
+    sh->gen++;
+
     scfp = mcf->splits.elts;
 
     for (i = 0; i < mcf->splits.nelts; i++) {
@@ -1061,6 +1072,19 @@ ngx_http_traffic_split_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
         scfp[i]->shpool = shpool;
         scfp[i]->sh = sh;
+        scfp[i]->node = ngx_http_traffic_split_find_node(scfp[i]);
+
+        if (scfp[i]->node) {
+            scfp[i]->node->gen = sh->gen;
+        }
+    }
+
+    ngx_http_traffic_split_sweep(shpool, sh);
+
+    for (i = 0; i < mcf->splits.nelts; i++) {
+        if (scfp[i]->shm_zone != shm_zone || scfp[i]->node) {
+            continue;
+        }
 
         if (ngx_http_traffic_split_init_node(shm_zone, scfp[i]) != NGX_OK) {
             return NGX_ERROR;
@@ -1071,11 +1095,98 @@ ngx_http_traffic_split_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 }
 
 
+/* the node of this very configuration of the split, if there is one */
+
+static ngx_http_traffic_split_node_t *
+ngx_http_traffic_split_find_node(ngx_http_traffic_split_conf_t *scf)
+{
+    ngx_uint_t                         i;
+    ngx_queue_t                       *q;
+    ngx_http_traffic_split_node_t     *node;
+    ngx_http_traffic_split_variant_t  *v;
+
+    v = scf->variants.elts;
+
+    for (q = ngx_queue_head(&scf->sh->nodes);
+         q != ngx_queue_sentinel(&scf->sh->nodes);
+         q = ngx_queue_next(q))
+    {
+        node = ngx_queue_data(q, ngx_http_traffic_split_node_t, queue);
+
+        if (node->crc != scf->crc || node->name_len != scf->name.len
+            || ngx_strncmp(node->name, scf->name.data, scf->name.len) != 0
+            || node->nvariants != scf->variants.nelts)
+        {
+            continue;
+        }
+
+        /* the checksum may collide: the variants are compared as well */
+
+        for (i = 0; i < scf->variants.nelts; i++) {
+            if (ngx_strlen(node->variants[i]) != v[i].name.len
+                || ngx_strncmp(node->variants[i], v[i].name.data,
+                               v[i].name.len) != 0)
+            {
+                break;
+            }
+        }
+
+        if (i == scf->variants.nelts) {
+            return node;
+        }
+    }
+
+    return NULL;
+}
+
+
+/*
+ * In the master, while it loads configuration number sh->gen.  A node is
+ * still used by the configuration being loaded, by the one before it (its
+ * workers may not have counted themselves yet), or by workers of older
+ * ones that still finish their requests (refs).  The rest is freed.  A
+ * worker that crashed never uncounts itself: its node stays until the
+ * next restart.
+ */
+
+static void
+ngx_http_traffic_split_sweep(ngx_slab_pool_t *shpool,
+    ngx_http_traffic_split_shctx_t *sh)
+{
+    ngx_queue_t                    *q, *next;
+    ngx_http_traffic_split_node_t  *node;
+
+    ngx_shmtx_lock(&shpool->mutex);
+
+    for (q = ngx_queue_head(&sh->nodes);
+         q != ngx_queue_sentinel(&sh->nodes);
+         q = next)
+    {
+        next = ngx_queue_next(q);
+        node = ngx_queue_data(q, ngx_http_traffic_split_node_t, queue);
+
+        if (node->gen + 1 >= sh->gen || node->refs) {
+            continue;
+        }
+
+        ngx_log_debug2(NGX_LOG_DEBUG_CORE, ngx_cycle->log, 0,
+                       "traffic split \"%*s\": old state freed",
+                       node->name_len, node->name);
+
+        ngx_queue_remove(q);
+        ngx_slab_free_locked(shpool, node);
+    }
+
+    ngx_shmtx_unlock(&shpool->mutex);
+}
+
+
 /*
  * A split keeps its node (weights, rollout, counters) across a reload
  * when its checksum is the same; an edited split gets a new node with the
  * weights from the state file, if saved for this very configuration, or
- * else the configured ones.  The old node stays for the old workers.
+ * else the configured ones.  The old node stays for the old workers
+ * (see ngx_http_traffic_split_sweep()).
  */
 
 static ngx_int_t
@@ -1084,23 +1195,8 @@ ngx_http_traffic_split_init_node(ngx_shm_zone_t *shm_zone,
 {
     size_t                             size;
     ngx_uint_t                         i, w[NGX_HTTP_TRAFFIC_SPLIT_VARIANTS];
-    ngx_queue_t                       *q;
     ngx_http_traffic_split_node_t     *node;
     ngx_http_traffic_split_variant_t  *v;
-
-    for (q = ngx_queue_head(&scf->sh->nodes);
-         q != ngx_queue_sentinel(&scf->sh->nodes);
-         q = ngx_queue_next(q))
-    {
-        node = ngx_queue_data(q, ngx_http_traffic_split_node_t, queue);
-
-        if (node->crc == scf->crc && node->name_len == scf->name.len
-            && ngx_strncmp(node->name, scf->name.data, scf->name.len) == 0)
-        {
-            scf->node = node;
-            return NGX_OK;
-        }
-    }
 
     size = sizeof(ngx_http_traffic_split_node_t)
            + (scf->variants.nelts - 1)
@@ -1111,8 +1207,8 @@ ngx_http_traffic_split_init_node(ngx_shm_zone_t *shm_zone,
     if (node == NULL) {
         ngx_log_error(NGX_LOG_EMERG, ngx_cycle->log, 0,
                       "zone \"%V\" is too small for traffic split \"%V\" "
-                      "(the state of earlier configurations of its splits "
-                      "stays in it until a restart)",
+                      "(with the state of the previous configuration and of "
+                      "old workers still running)",
                       &shm_zone->shm.name, &scf->name);
         return NGX_ERROR;
     }
@@ -1121,11 +1217,13 @@ ngx_http_traffic_split_init_node(ngx_shm_zone_t *shm_zone,
     node->name_len = scf->name.len;
     node->crc = scf->crc;
     node->nvariants = scf->variants.nelts;
+    node->gen = scf->sh->gen;
 
     v = scf->variants.elts;
 
     for (i = 0; i < scf->variants.nelts; i++) {
         node->weights[i] = v[i].weight;
+        ngx_memcpy(node->variants[i], v[i].name.data, v[i].name.len);
     }
 
     scf->node = node;
@@ -1228,8 +1326,22 @@ ngx_http_traffic_split_init_main_conf(ngx_conf_t *cf, void *conf)
     scfp = mcf->splits.elts;
 
     for (i = 0; i < mcf->splits.nelts; i++) {
-        ngx_http_traffic_split_layout(scfp[i]);
         ngx_http_traffic_split_checksum(scfp[i]);
+
+        for (j = 0; j < i; j++) {
+            if (scfp[j]->shm_zone == scfp[i]->shm_zone) {
+                scfp[i]->writer = scfp[j]->writer;
+                break;
+            }
+        }
+
+        if (scfp[i]->writer == NULL) {
+            scfp[i]->writer = ngx_pcalloc(cf->pool,
+                                   sizeof(ngx_http_traffic_split_writer_t));
+            if (scfp[i]->writer == NULL) {
+                return NGX_CONF_ERROR;
+            }
+        }
 
         /*
          * one writer at a time per state file: the splits that share a
@@ -1292,8 +1404,13 @@ ngx_http_traffic_split_init_process(ngx_cycle_t *cycle)
     ngx_http_traffic_split_conf_t      **scfp;
     ngx_http_traffic_split_main_conf_t  *mcf;
 
-    mcf = ngx_http_cycle_get_module_main_conf(cycle,
-                                              ngx_http_traffic_split_module);
+    /* the cache manager and loader neither serve nor say when they exit */
+
+    if (ngx_process == NGX_PROCESS_HELPER) {
+        return NGX_OK;
+    }
+
+    mcf = ngx_http_traffic_split_refs(cycle, 1);
 
     if (mcf == NULL) {
         return NGX_OK;
@@ -1310,4 +1427,50 @@ ngx_http_traffic_split_init_process(ngx_cycle_t *cycle)
     }
 
     return NGX_OK;
+}
+
+
+static void
+ngx_http_traffic_split_exit_process(ngx_cycle_t *cycle)
+{
+    if (ngx_process != NGX_PROCESS_HELPER) {
+        (void) ngx_http_traffic_split_refs(cycle, -1);
+    }
+}
+
+
+/*
+ * A worker counts itself in the nodes of its configuration while it
+ * lives, and lets go of the state file's lock when it exits.
+ */
+
+static ngx_http_traffic_split_main_conf_t *
+ngx_http_traffic_split_refs(ngx_cycle_t *cycle, ngx_int_t add)
+{
+    ngx_uint_t                           i;
+    ngx_http_traffic_split_conf_t      **scfp;
+    ngx_http_traffic_split_main_conf_t  *mcf;
+
+    mcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                              ngx_http_traffic_split_module);
+
+    if (mcf == NULL) {
+        return NULL;
+    }
+
+    scfp = mcf->splits.elts;
+
+    for (i = 0; i < mcf->splits.nelts; i++) {
+        if (scfp[i]->node == NULL) {
+            continue;
+        }
+
+        (void) ngx_atomic_fetch_add(&scfp[i]->node->refs, add);
+
+        if (add < 0) {
+            ngx_http_traffic_split_writer_exit(scfp[i]);
+        }
+    }
+
+    return mcf;
 }

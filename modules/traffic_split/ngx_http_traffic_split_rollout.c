@@ -207,7 +207,7 @@ ngx_http_traffic_split_rollout_handler(ngx_event_t *ev)
      */
 
     if (moved) {
-        (void) ngx_http_traffic_split_save_state(scf, ev->log);
+        (void) ngx_http_traffic_split_save_state(scf, NULL, ev->log);
     }
 
     ngx_add_timer(ev, ngx_http_traffic_split_tick(scf->rollout));

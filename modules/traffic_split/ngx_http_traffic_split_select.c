@@ -7,6 +7,7 @@
 #include <ngx_config.h>
 #include <ngx_core.h>
 #include <ngx_http.h>
+#include <math.h>
 #include "ngx_http_traffic_split.h"
 
 
@@ -31,8 +32,10 @@ static ngx_int_t ngx_http_traffic_split_pick(ngx_http_request_t *r,
     ngx_http_traffic_split_conf_t *scf, ngx_uint_t *variant);
 static ngx_int_t ngx_http_traffic_split_matches(ngx_http_request_t *r,
     ngx_http_traffic_split_conf_t *scf, ngx_uint_t *variant);
-static ngx_uint_t ngx_http_traffic_split_bucket(ngx_http_request_t *r,
-    ngx_http_traffic_split_conf_t *scf);
+static ngx_uint_t ngx_http_traffic_split_draw(
+    ngx_http_traffic_split_conf_t *scf, ngx_uint_t *w);
+static ngx_uint_t ngx_http_traffic_split_rendezvous(
+    ngx_http_traffic_split_conf_t *scf, ngx_uint_t *w, ngx_str_t *key);
 static void ngx_http_traffic_split_record(ngx_http_request_t *r,
     ngx_http_traffic_split_conf_t *scf, ngx_uint_t variant);
 static ngx_http_traffic_split_ctx_t *ngx_http_traffic_split_get_ctx(
@@ -89,7 +92,8 @@ ngx_http_traffic_split_pick(ngx_http_request_t *r,
     ngx_http_traffic_split_conf_t *scf, ngx_uint_t *variant)
 {
     ngx_int_t   rc;
-    ngx_uint_t  i, b, sum, last, w[NGX_HTTP_TRAFFIC_SPLIT_VARIANTS];
+    ngx_str_t   key;
+    ngx_uint_t  w[NGX_HTTP_TRAFFIC_SPLIT_VARIANTS];
 
     rc = ngx_http_traffic_split_matches(r, scf, variant);
 
@@ -97,29 +101,106 @@ ngx_http_traffic_split_pick(ngx_http_request_t *r,
         return rc;
     }
 
-    b = ngx_http_traffic_split_bucket(r, scf);
-
     ngx_http_traffic_split_read_weights(scf, w);
 
+    if (scf->key == NULL
+        || ngx_http_complex_value(r, scf->key, &key) != NGX_OK
+        || key.len == 0)
+    {
+        *variant = ngx_http_traffic_split_draw(scf, w);
+        return NGX_OK;
+    }
+
+    *variant = ngx_http_traffic_split_rendezvous(scf, w, &key);
+
+    return NGX_OK;
+}
+
+
+/* without a key, or with an empty one, each request draws */
+
+static ngx_uint_t
+ngx_http_traffic_split_draw(ngx_http_traffic_split_conf_t *scf,
+    ngx_uint_t *w)
+{
+    ngx_uint_t  i, b, sum, last;
+
+    b = (ngx_uint_t) ngx_random() % NGX_HTTP_TRAFFIC_SPLIT_SCALE;
     sum = 0;
-    last = scf->order[scf->variants.nelts - 1];
+    last = 0;
 
     for (i = 0; i < scf->variants.nelts; i++) {
-        if (w[scf->order[i]] == 0) {
+        if (w[i] == 0) {
             continue;
         }
 
-        last = scf->order[i];
-        sum += w[last];
+        last = i;
+        sum += w[i];
 
         if (b < sum) {
             break;
         }
     }
 
-    *variant = last;
+    return last;
+}
 
-    return NGX_OK;
+
+/*
+ * Weighted rendezvous hashing: each variant draws u in (0, 1) from a hash
+ * of the key and of its own name (mixed with the split's name), and the
+ * smallest -ln(u) / weight wins.  -ln(u) is exponential, so a variant
+ * wins with the probability weight / sum of weights.  A key moves from X
+ * to Y only when Y's weight grew relative to X's: raising a weight only
+ * moves keys to that variant, lowering it only moves keys away, and two
+ * variants whose weights keep their ratio trade no keys.  The same in
+ * every worker and across restarts; a weight of 0 never wins.
+ */
+
+static ngx_uint_t
+ngx_http_traffic_split_rendezvous(ngx_http_traffic_split_conf_t *scf,
+    ngx_uint_t *w, ngx_str_t *key)
+{
+    double                             u, score, best;
+    uint64_t                           h, x;
+    ngx_uint_t                         i, n;
+    ngx_http_traffic_split_variant_t  *v;
+
+    v = scf->variants.elts;
+    h = (uint64_t) ngx_murmur_hash2(key->data, key->len) << 32;
+
+    /* n: the winner so far plus one, 0 before the first */
+
+    n = 0;
+    best = 0;
+
+    for (i = 0; i < scf->variants.nelts; i++) {
+        if (w[i] == 0) {
+            continue;
+        }
+
+        /* splitmix64's finalizer over (key hash, variant hash) */
+
+        x = h ^ v[i].hash;
+        x ^= x >> 30;
+        x *= 0xbf58476d1ce4e5b9ULL;
+        x ^= x >> 27;
+        x *= 0x94d049bb133111ebULL;
+        x ^= x >> 31;
+
+        /* the top 53 bits, as a double in (0, 1) */
+
+        u = ((double) (x >> 11) + 0.5) / 9007199254740992.0;
+
+        score = -log(u) / (double) w[i];
+
+        if (n == 0 || score < best) {
+            best = score;
+            n = i + 1;
+        }
+    }
+
+    return n ? n - 1 : 0;
 }
 
 
@@ -177,39 +258,6 @@ ngx_http_traffic_split_matches(ngx_http_request_t *r,
     }
 
     return NGX_DECLINED;
-}
-
-
-/*
- * The key's place in [0, 10000): MurmurHash2 of the key, mixed with the
- * split's name so that two splits over one key are independent, then the
- * 32-bit finalizer of MurmurHash3.  The same in every worker and across
- * restarts.  Without a key, or with an empty one, each request draws.
- */
-
-static ngx_uint_t
-ngx_http_traffic_split_bucket(ngx_http_request_t *r,
-    ngx_http_traffic_split_conf_t *scf)
-{
-    uint32_t   h;
-    ngx_str_t  key;
-
-    if (scf->key == NULL
-        || ngx_http_complex_value(r, scf->key, &key) != NGX_OK
-        || key.len == 0)
-    {
-        return (ngx_uint_t) ngx_random() % NGX_HTTP_TRAFFIC_SPLIT_SCALE;
-    }
-
-    h = ngx_murmur_hash2(key.data, key.len) ^ scf->seed;
-
-    h ^= h >> 16;
-    h *= 0x85ebca6b;
-    h ^= h >> 13;
-    h *= 0xc2b2ae35;
-    h ^= h >> 16;
-
-    return (ngx_uint_t) (((uint64_t) h * NGX_HTTP_TRAFFIC_SPLIT_SCALE) >> 32);
 }
 
 
