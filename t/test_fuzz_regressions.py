@@ -16,10 +16,10 @@ from harness import TOP
 CRASHES = sorted(glob.glob(os.path.join(TOP, "t", "fuzz", "crashes", "*")))
 FUZZ = os.path.join(TOP, "scripts", "fuzz")
 
-# reproducer -> the bug it shows, while that bug is open.  The three of
-# issue 18 (jwt: an absent claim read as the last member; redis: a 16 GiB
+# reproducer -> the bug it shows, while that bug is open.  The three found
+# so far (jwt: an absent claim read as the last member; redis: a 16 GiB
 # calloc for "*2147483647"; label: "\xec\xec\xec" taken as UTF-8) are
-# fixed on main.
+# fixed.
 OPEN = {
 }
 

@@ -1,4 +1,5 @@
-"""auth_introspect security review: answers must not cross server blocks.
+"""auth_introspect: answers stay in their server block; claims and answer
+bytes never reach headers or logs raw.
 
 The endpoint is a URI in the request's server: the same URI in two servers
 may be two authorization servers.  An answer cached (or a call in flight)
@@ -91,7 +92,7 @@ def test_head_request_is_introspected(nginx, backend, two_as):
                          ).status_code == 401
 
 
-# -- issue 18: absent claims, control bytes -------------------------------
+# -- absent claims, control bytes ------------------------------------------
 
 CLAIMS = """
     server {

@@ -1,4 +1,4 @@
-"""ngx_http_aggregate_module, issue 18: memory bounded by the part size,
+"""ngx_http_aggregate_module: memory bounded by the part size,
 parts' JSON checked and merged as canonical text, field variables that
 are absent or hold control bytes."""
 

@@ -1,5 +1,5 @@
-"""ngx_http_aggregate_module: review findings (parts answered from files,
-from a cache)."""
+"""ngx_http_aggregate_module: parts answered from files, from a cache, by
+nginx error pages, and a client that goes away mid-aggregation."""
 
 import json
 import os

@@ -1,4 +1,5 @@
-"""auth_key security review: cached Redis answers must not cross stores.
+"""auth_key: cached Redis answers never cross stores; hidden keys and
+metadata stay safe.
 
 Two auth_key_redis stores (another key prefix, or another Redis server)
 may share one cache zone: a key known to one must not be taken as known
@@ -136,7 +137,7 @@ def test_hidden_key_checked_again_after_internal_redirect(nginx, backend,
     assert requests.get(n.url("/x"), timeout=10).status_code == 401
 
 
-# -- issue 18: absent metadata, control bytes -----------------------------
+# -- absent metadata, control bytes ----------------------------------------
 
 META = """
     server {

@@ -1,4 +1,4 @@
-"""mesh_identity security review: a resumed TLS session must not carry an
+"""mesh_identity: a resumed TLS session must not carry an
 identity that the trust bundle in force no longer vouches for."""
 
 import os
