@@ -1009,37 +1009,19 @@ ngx_http_mesh_metrics(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 static char *
 ngx_http_mesh_metrics_zone(ngx_conf_t *cf, ngx_str_t *value)
 {
-    u_char                             *p;
     ssize_t                             size;
-    ngx_str_t                           name, s;
+    ngx_str_t                           name;
     ngx_http_mesh_metrics_zone_t       *zone;
     ngx_http_mesh_metrics_main_conf_t  *mmcf;
 
     mmcf = ngx_http_conf_get_module_main_conf(cf,
                                               ngx_http_mesh_metrics_module);
 
-    name.data = value->data + 5;
-    p = (u_char *) ngx_strchr(name.data, ':');
-
-    if (p == NULL || p == name.data) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid zone \"%V\": expected zone=name:size",
-                           value);
+    if (ngx_meshgate_zone_parse(cf, value, &name, &size) != NGX_CONF_OK) {
         return NGX_CONF_ERROR;
     }
 
-    name.len = p - name.data;
-
-    s.data = p + 1;
-    s.len = value->data + value->len - s.data;
-
-    size = ngx_parse_size(&s);
-
-    if (size == NGX_ERROR) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid zone size \"%V\"", value);
-        return NGX_CONF_ERROR;
-    }
+    /* the series table needs more room than the 8 pages of the parser */
 
     if (size < (ssize_t) (32 * ngx_pagesize)) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
