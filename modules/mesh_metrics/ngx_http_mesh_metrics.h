@@ -207,6 +207,9 @@ void ngx_http_mesh_metrics_window_read(ngx_http_mesh_metrics_zone_t *zone,
 ngx_uint_t ngx_http_mesh_metrics_label(ngx_http_mesh_metrics_node_t *node,
     ngx_uint_t nvalues, ngx_uint_t i, ngx_str_t *value);
 
+/* record */
+ngx_int_t ngx_http_mesh_metrics_log_handler(ngx_http_request_t *r);
+
 /* trace */
 ngx_http_mesh_metrics_trace_t *ngx_http_mesh_metrics_state(
     ngx_http_request_t *r, ngx_uint_t create);
