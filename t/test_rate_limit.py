@@ -701,6 +701,53 @@ def test_local_limiter_exact_across_workers(nginx, redis):
     assert got.count((429, "LOCAL_REJECTED")) == 50, got
 
 
+TWO_ZONES_LOCS = """
+    location /ab {
+        rate_limit a;
+        rate_limit b;
+        add_header X-Status $rate_limit_status always;
+        proxy_pass http://127.0.0.1:{{port1}};
+    }
+    location /ba {
+        rate_limit b;
+        rate_limit a;
+        add_header X-Status $rate_limit_status always;
+        proxy_pass http://127.0.0.1:{{port1}};
+    }
+    location /a {
+        rate_limit a;
+        add_header X-Status $rate_limit_status always;
+        proxy_pass http://127.0.0.1:{{port1}};
+    }
+"""
+
+
+def test_local_limiter_decides_all_zones_at_once(nginx, redis):
+    # /ab and /ba name the same two zones in opposite orders: the zones'
+    # locks are taken in one order whatever the location says (no
+    # deadlock), and a request rejected by b is not charged to a
+    n = nginx.start(conf(redis.port,
+                         "rate_limit_zone a key=$arg_k rate=1r/h burst=9;\n"
+                         "rate_limit_zone b key=$arg_k rate=1r/h burst=4;",
+                         TWO_ZONES_LOCS), modules=MODS, workers=2)
+    redis.stop()
+    n.allow(r"redis 127\.0\.0\.1:\d+")
+
+    def one(i):
+        path = "/ab?k=same" if i % 2 else "/ba?k=same"
+        r = requests.get(n.url(path), timeout=10)
+        return r.status_code, r.headers.get("X-Status")
+
+    with concurrent.futures.ThreadPoolExecutor(8) as ex:
+        got = list(ex.map(one, range(40)))
+    assert got.count((200, "LOCAL_PASSED")) == 5, got
+    assert got.count((429, "LOCAL_REJECTED")) == 35, got
+    # a was charged for the 5 admitted requests only: 5 left of 10
+    got = [one_a.status_code for one_a in
+           (requests.get(n.url("/a?k=same"), timeout=10) for _ in range(6))]
+    assert got == [200] * 5 + [429], got
+
+
 def test_request_gone_while_redis_answers(nginx, redis):
     """An HTTP/2 client gives up while its check is pending in Redis: the
     stream is finalized, the pending check is detached, and the late

@@ -11,8 +11,6 @@
 #include <ngx_config.h>
 #include <ngx_core.h>
 #include <ngx_http.h>
-#include <openssl/sha.h>    /* ngx_http_auth_key_redis.c, until it moves
-                               to ngx_meshgate_sha256() */
 #include "ngx_meshgate_sha256.h"
 
 

@@ -256,8 +256,7 @@ ngx_http_auth_key_redis_lookup(ngx_http_request_t *r,
     u_char                          *p;
     size_t                           len[2];
     ngx_int_t                        rc;
-    ngx_str_t                        key, value;
-    SHA256_CTX                       sha;
+    ngx_str_t                        key, value, parts[2];
     const char                      *argv[2];
     ngx_http_auth_key_redis_call_t  *call;
 
@@ -269,10 +268,13 @@ ngx_http_auth_key_redis_lookup(ngx_http_request_t *r,
     call->kr = kr;
     call->ctx = ctx;
 
-    SHA256_Init(&sha);
-    SHA256_Update(&sha, kr->store.data, kr->store.len);
-    SHA256_Update(&sha, digest, NGX_HTTP_AUTH_KEY_DIGEST_LEN);
-    SHA256_Final(call->key, &sha);
+    parts[0] = kr->store;
+    parts[1].data = digest;
+    parts[1].len = NGX_HTTP_AUTH_KEY_DIGEST_LEN;
+
+    if (ngx_meshgate_sha256(parts, 2, call->key) != NGX_OK) {
+        return NGX_ERROR;
+    }
 
     key.data = call->key;
     key.len = NGX_HTTP_AUTH_KEY_DIGEST_LEN;

@@ -215,35 +215,72 @@ ngx_int_t
 ngx_meshgate_cache_get(ngx_meshgate_cache_t *cache, ngx_str_t *key,
     ngx_pool_t *pool, ngx_str_t *value, uint64_t *expires)
 {
+    ngx_int_t  rc;
+
+    ngx_meshgate_cache_lock(cache);
+    rc = ngx_meshgate_cache_get_locked(cache, key, pool, value, expires);
+    ngx_meshgate_cache_unlock(cache);
+
+    return rc;
+}
+
+
+ngx_int_t
+ngx_meshgate_cache_set(ngx_meshgate_cache_t *cache, ngx_str_t *key,
+    ngx_str_t *value, uint64_t expires)
+{
+    ngx_int_t  rc;
+
+    ngx_meshgate_cache_lock(cache);
+    rc = ngx_meshgate_cache_set_locked(cache, key, value, expires);
+    ngx_meshgate_cache_unlock(cache);
+
+    return rc;
+}
+
+
+void
+ngx_meshgate_cache_lock(ngx_meshgate_cache_t *cache)
+{
+    ngx_shmtx_lock(&cache->shpool->mutex);
+}
+
+
+void
+ngx_meshgate_cache_unlock(ngx_meshgate_cache_t *cache)
+{
+    ngx_shmtx_unlock(&cache->shpool->mutex);
+}
+
+
+ngx_int_t
+ngx_meshgate_cache_get_locked(ngx_meshgate_cache_t *cache, ngx_str_t *key,
+    ngx_pool_t *pool, ngx_str_t *value, uint64_t *expires)
+{
     uint32_t                    hash;
-    ngx_int_t                   rc;
     ngx_rbtree_node_t          *node;
     ngx_meshgate_cache_node_t  *cn;
 
     hash = ngx_crc32_short(key->data, key->len);
-    rc = NGX_DECLINED;
-
-    ngx_shmtx_lock(&cache->shpool->mutex);
 
     node = ngx_meshgate_cache_lookup(cache, key, hash);
 
     if (node == NULL) {
-        goto done;
+        return NGX_DECLINED;
     }
 
     cn = (ngx_meshgate_cache_node_t *) &node->color;
 
     if (cn->expires <= ngx_meshgate_now_ms()) {
         ngx_meshgate_cache_free_node(cache, node);
-        goto done;
+        return NGX_DECLINED;
     }
 
     value->len = cn->value_len;
     value->data = ngx_pnalloc(pool, cn->value_len + 1);
 
     if (value->data == NULL) {
-        rc = NGX_ERROR;
-        goto done;
+        return NGX_ERROR;
     }
 
     ngx_memcpy(value->data, cn->data + cn->key_len, cn->value_len);
@@ -256,18 +293,12 @@ ngx_meshgate_cache_get(ngx_meshgate_cache_t *cache, ngx_str_t *key,
     ngx_queue_remove(&cn->queue);
     ngx_queue_insert_head(&cache->sh->queue, &cn->queue);
 
-    rc = NGX_OK;
-
-done:
-
-    ngx_shmtx_unlock(&cache->shpool->mutex);
-
-    return rc;
+    return NGX_OK;
 }
 
 
 ngx_int_t
-ngx_meshgate_cache_set(ngx_meshgate_cache_t *cache, ngx_str_t *key,
+ngx_meshgate_cache_set_locked(ngx_meshgate_cache_t *cache, ngx_str_t *key,
     ngx_str_t *value, uint64_t expires)
 {
     size_t                      size;
@@ -285,8 +316,6 @@ ngx_meshgate_cache_set(ngx_meshgate_cache_t *cache, ngx_str_t *key,
            + offsetof(ngx_meshgate_cache_node_t, data)
            + key->len + value->len;
 
-    ngx_shmtx_lock(&cache->shpool->mutex);
-
     node = ngx_meshgate_cache_lookup(cache, key, hash);
 
     if (node) {
@@ -296,7 +325,6 @@ ngx_meshgate_cache_set(ngx_meshgate_cache_t *cache, ngx_str_t *key,
     node = ngx_meshgate_cache_alloc(cache, size);
 
     if (node == NULL) {
-        ngx_shmtx_unlock(&cache->shpool->mutex);
         return NGX_ERROR;
     }
 
@@ -312,8 +340,6 @@ ngx_meshgate_cache_set(ngx_meshgate_cache_t *cache, ngx_str_t *key,
     ngx_rbtree_insert(&cache->sh->rbtree, node);
     ngx_queue_insert_head(&cache->sh->queue, &cn->queue);
     cache->sh->count++;
-
-    ngx_shmtx_unlock(&cache->shpool->mutex);
 
     return NGX_OK;
 }

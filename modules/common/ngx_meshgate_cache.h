@@ -68,6 +68,20 @@ ngx_int_t ngx_meshgate_cache_get(ngx_meshgate_cache_t *cache, ngx_str_t *key,
 ngx_int_t ngx_meshgate_cache_set(ngx_meshgate_cache_t *cache, ngx_str_t *key,
     ngx_str_t *value, uint64_t expires);
 
+/*
+ * A read-modify-write of one or more entries: lock the zone, then use the
+ * _locked variants, then unlock.  The zone's mutex (its slab pool's, which
+ * the master releases if a worker dies holding it) is not recursive: never
+ * call ngx_meshgate_cache_get() or _set() of the same zone while holding
+ * it.  A caller that locks several zones takes them in one fixed order.
+ */
+void ngx_meshgate_cache_lock(ngx_meshgate_cache_t *cache);
+void ngx_meshgate_cache_unlock(ngx_meshgate_cache_t *cache);
+ngx_int_t ngx_meshgate_cache_get_locked(ngx_meshgate_cache_t *cache,
+    ngx_str_t *key, ngx_pool_t *pool, ngx_str_t *value, uint64_t *expires);
+ngx_int_t ngx_meshgate_cache_set_locked(ngx_meshgate_cache_t *cache,
+    ngx_str_t *key, ngx_str_t *value, uint64_t expires);
+
 /* the wall clock in epoch milliseconds, from nginx's cached time */
 uint64_t ngx_meshgate_now_ms(void);
 

@@ -183,6 +183,11 @@ typedef struct {
 extern ngx_module_t  ngx_http_mesh_metrics_module;
 
 
+/* functions shared by this module's files, hidden from the .so */
+
+#pragma GCC visibility push(hidden)
+
+
 /* store */
 ngx_int_t ngx_http_mesh_metrics_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
@@ -201,6 +206,9 @@ void ngx_http_mesh_metrics_window_read(ngx_http_mesh_metrics_zone_t *zone,
     ngx_atomic_t *values, ngx_uint_t *requests, ngx_uint_t *errors);
 ngx_uint_t ngx_http_mesh_metrics_label(ngx_http_mesh_metrics_node_t *node,
     ngx_uint_t nvalues, ngx_uint_t i, ngx_str_t *value);
+
+/* record */
+ngx_int_t ngx_http_mesh_metrics_log_handler(ngx_http_request_t *r);
 
 /* trace */
 ngx_http_mesh_metrics_trace_t *ngx_http_mesh_metrics_state(
@@ -223,6 +231,9 @@ ngx_uint_t ngx_http_mesh_metrics_otlp_sample(
 ngx_int_t ngx_http_mesh_metrics_otlp_log_handler(ngx_http_request_t *r);
 void ngx_http_mesh_metrics_otlp_attempt(ngx_http_request_t *r,
     ngx_http_mesh_metrics_trace_t *t, u_char *span);
+
+
+#pragma GCC visibility pop
 
 
 #endif /* _NGX_HTTP_MESH_METRICS_H_INCLUDED_ */

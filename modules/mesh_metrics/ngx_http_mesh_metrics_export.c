@@ -10,6 +10,7 @@
 #include <dlfcn.h>
 #include "ngx_http_mesh_metrics.h"
 #include "ngx_meshgate_prometheus.h"
+#include "ngx_meshgate_escape.h"
 
 
 #define NGX_HTTP_MESH_METRICS_BUF_SIZE  65536
@@ -1302,7 +1303,11 @@ ngx_http_mesh_metrics_str(ngx_http_mesh_metrics_writer_t *w, ngx_str_t *s,
 }
 
 
-/* label values hold no control characters (see key_add) */
+/*
+ * Label values and JSON strings go through the one escaper of common
+ * (label values hold no control characters anyway, see key_add); only
+ * the dashboard's HTML escaping is this module's own.
+ */
 
 static u_char *
 ngx_http_mesh_metrics_escape(u_char *p, ngx_str_t *s, ngx_uint_t esc)
@@ -1310,34 +1315,35 @@ ngx_http_mesh_metrics_escape(u_char *p, ngx_str_t *s, ngx_uint_t esc)
     u_char      c;
     ngx_uint_t  i;
 
+    if (esc == NGX_HTTP_MESH_METRICS_ESC_PROM) {
+        return ngx_meshgate_escape(p, s->data, s->len,
+                                   NGX_MESHGATE_ESCAPE_LABEL);
+    }
+
+    if (esc == NGX_HTTP_MESH_METRICS_ESC_JSON) {
+        return ngx_meshgate_escape(p, s->data, s->len,
+                                   NGX_MESHGATE_ESCAPE_JSON);
+    }
+
     for (i = 0; i < s->len; i++) {
         c = s->data[i];
 
-        if (esc == NGX_HTTP_MESH_METRICS_ESC_HTML) {
-            switch (c) {
-            case '<':
-                p = ngx_cpymem(p, "&lt;", 4);
-                continue;
-            case '>':
-                p = ngx_cpymem(p, "&gt;", 4);
-                continue;
-            case '&':
-                p = ngx_cpymem(p, "&amp;", 5);
-                continue;
-            case '"':
-                p = ngx_cpymem(p, "&quot;", 6);
-                continue;
-            case '\'':
-                p = ngx_cpymem(p, "&#39;", 5);
-                continue;
-            }
-
-        } else if (c == '"' || c == '\\') {
-            *p++ = '\\';
-
-        } else if (c == '\n') {
-            *p++ = '\\';
-            c = 'n';
+        switch (c) {
+        case '<':
+            p = ngx_cpymem(p, "&lt;", 4);
+            continue;
+        case '>':
+            p = ngx_cpymem(p, "&gt;", 4);
+            continue;
+        case '&':
+            p = ngx_cpymem(p, "&amp;", 5);
+            continue;
+        case '"':
+            p = ngx_cpymem(p, "&quot;", 6);
+            continue;
+        case '\'':
+            p = ngx_cpymem(p, "&#39;", 5);
+            continue;
         }
 
         *p++ = c;

@@ -82,8 +82,7 @@ typedef struct {
     ngx_meshgate_redis_script_t  *script;
     ngx_str_t                     prefix;
     ngx_array_t                   zones;        /* of zone pointers */
-    ngx_shm_zone_t               *lock_zone;
-    ngx_slab_pool_t              *lock_pool;    /* its mutex: local checks */
+    ngx_shm_zone_t               *counters_zone;
     ngx_http_rate_limit_counters_t  *counters;
     ngx_uint_t                    failovers;    /* seen in this worker */
     ngx_uint_t                    redirects;
@@ -193,8 +192,8 @@ void ngx_http_rate_limit_exit_batches(void);
 
 void ngx_http_rate_limit_local(ngx_http_request_t *r,
     ngx_http_rate_limit_ctx_t *ctx);
-ngx_int_t ngx_http_rate_limit_init_lock_zone(ngx_shm_zone_t *shm_zone,
-    void *data);
+ngx_int_t ngx_http_rate_limit_init_counters_zone(
+    ngx_shm_zone_t *shm_zone, void *data);
 
 /* ngx_http_rate_limit_headers.c: headers, variables, metrics */
 

@@ -10,10 +10,15 @@
 #include "ngx_http_rate_limit.h"
 
 
+static void ngx_http_rate_limit_local_lock(ngx_http_request_t *r,
+    ngx_http_rate_limit_ctx_t *ctx, ngx_uint_t lock);
+
+
 /*
  * The same GCRA on this node only, in the zone's shared memory, on this
  * machine's clock (microseconds): the fallback while Redis is unreachable.
- * A mutex in shared memory makes each check atomic across workers.
+ * All of a request's limits are decided at once, under the locks of all
+ * their zones, so that no worker sees half of another's update.
  */
 
 void
@@ -26,11 +31,8 @@ ngx_http_rate_limit_local(ngx_http_request_t *r,
     ngx_uint_t                        i, ok;
     ngx_http_rate_limit_zone_t       *zone;
     ngx_http_rate_limit_result_t     *res;
-    ngx_http_rate_limit_main_conf_t  *mcf;
 
-    mcf = ngx_http_get_module_main_conf(r, ngx_http_rate_limit_module);
-
-    ngx_shmtx_lock(&mcf->lock_pool->mutex);
+    ngx_http_rate_limit_local_lock(r, ctx, 1);
 
     ngx_gettimeofday(&tv);
     now = (uint64_t) tv.tv_sec * 1000000 + tv.tv_usec;
@@ -42,8 +44,8 @@ ngx_http_rate_limit_local(ngx_http_request_t *r,
 
         tat = now;
 
-        if (ngx_meshgate_cache_get(zone->local, &res->key, r->pool, &value,
-                                   NULL)
+        if (ngx_meshgate_cache_get_locked(zone->local, &res->key, r->pool,
+                                          &value, NULL)
             == NGX_OK
             && value.len == sizeof(uint64_t))
         {
@@ -80,21 +82,61 @@ ngx_http_rate_limit_local(ngx_http_request_t *r,
         value.data = (u_char *) &res->tat;
         value.len = sizeof(uint64_t);
 
-        (void) ngx_meshgate_cache_set(zone->local, &res->key, &value,
-                                      res->tat / 1000 + 1);
+        (void) ngx_meshgate_cache_set_locked(zone->local, &res->key, &value,
+                                             res->tat / 1000 + 1);
     }
 
-    ngx_shmtx_unlock(&mcf->lock_pool->mutex);
+    ngx_http_rate_limit_local_lock(r, ctx, 0);
 }
 
 
 /*
- * The mutex of the local limiter is the slab pool mutex of its own zone:
- * the master process releases it if a worker dies holding it.
+ * Locks (or unlocks) each distinct zone of the request's limits once, in
+ * zone index order: two workers locking overlapping sets never wait for
+ * each other in a cycle, and a zone used by two limits is not locked twice
+ * (its mutex is not recursive).
+ */
+
+static void
+ngx_http_rate_limit_local_lock(ngx_http_request_t *r,
+    ngx_http_rate_limit_ctx_t *ctx, ngx_uint_t lock)
+{
+    ngx_uint_t                        i, z;
+    ngx_http_rate_limit_zone_t      **zones;
+    ngx_http_rate_limit_main_conf_t  *mcf;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_rate_limit_module);
+    zones = mcf->zones.elts;
+
+    for (z = 0; z < mcf->zones.nelts; z++) {
+
+        for (i = 0; i < ctx->nresults; i++) {
+            if (ctx->results[i].limit->zone == zones[z]) {
+                break;
+            }
+        }
+
+        if (i == ctx->nresults) {
+            continue;
+        }
+
+        if (lock) {
+            ngx_meshgate_cache_lock(zones[z]->local);
+
+        } else {
+            ngx_meshgate_cache_unlock(zones[z]->local);
+        }
+    }
+}
+
+
+/*
+ * The counters of the metrics live in a zone of their own, allocated once
+ * and kept across reloads.
  */
 
 ngx_int_t
-ngx_http_rate_limit_init_lock_zone(ngx_shm_zone_t *shm_zone, void *data)
+ngx_http_rate_limit_init_counters_zone(ngx_shm_zone_t *shm_zone, void *data)
 {
     ngx_http_rate_limit_main_conf_t  *mcf;
 
@@ -104,7 +146,6 @@ ngx_http_rate_limit_init_lock_zone(ngx_shm_zone_t *shm_zone, void *data)
 
     mcf = shm_zone->data;
     shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
-    mcf->lock_pool = shpool;
 
     /* the counters live on across reloads while the zones stay the same */
 

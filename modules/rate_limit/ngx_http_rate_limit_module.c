@@ -550,7 +550,7 @@ ngx_http_rate_limit_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_str_t  *value;
     ngx_uint_t  i;
 
-    static ngx_str_t  lock_name = ngx_string("rate_limit_local_lock");
+    static ngx_str_t  counters = ngx_string("rate_limit_counters");
 
     if (mcf->redis) {
         return "is duplicate";
@@ -606,14 +606,15 @@ ngx_http_rate_limit_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    mcf->lock_zone = ngx_shared_memory_add(cf, &lock_name, 8 * ngx_pagesize,
-                                           &ngx_http_rate_limit_module);
-    if (mcf->lock_zone == NULL) {
+    mcf->counters_zone = ngx_shared_memory_add(cf, &counters,
+                                               8 * ngx_pagesize,
+                                               &ngx_http_rate_limit_module);
+    if (mcf->counters_zone == NULL) {
         return NGX_CONF_ERROR;
     }
 
-    mcf->lock_zone->init = ngx_http_rate_limit_init_lock_zone;
-    mcf->lock_zone->data = mcf;
+    mcf->counters_zone->init = ngx_http_rate_limit_init_counters_zone;
+    mcf->counters_zone->data = mcf;
 
     return NGX_CONF_OK;
 }

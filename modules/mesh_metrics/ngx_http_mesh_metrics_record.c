@@ -1,0 +1,636 @@
+
+/*
+ * Copyright (C) meshgate contributors
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+#include "ngx_http_mesh_metrics.h"
+
+
+/*
+ * Request-time recording: the log phase handler counts each finished
+ * request into the zone's series (requests, upstream attempts, edges,
+ * splits, routes and the other modules' outcomes).  Configuration lives in
+ * ngx_http_mesh_metrics_module.c.
+ */
+
+
+static void ngx_http_mesh_metrics_upstream_name(ngx_http_request_t *r,
+    ngx_str_t *name);
+static void ngx_http_mesh_metrics_count_request(ngx_http_request_t *r,
+    ngx_http_mesh_metrics_zone_t *zone, ngx_str_t *route, ngx_str_t *up);
+static ngx_uint_t ngx_http_mesh_metrics_count_attempts(ngx_http_request_t *r,
+    ngx_http_mesh_metrics_zone_t *zone, ngx_str_t *up);
+static void ngx_http_mesh_metrics_count_subrequests(ngx_http_request_t *r,
+    ngx_http_mesh_metrics_zone_t *zone, ngx_str_t *ups, ngx_uint_t *n);
+static void ngx_http_mesh_metrics_count_edge(ngx_http_request_t *r,
+    ngx_http_mesh_metrics_main_conf_t *mmcf, ngx_str_t *route,
+    ngx_str_t *up, ngx_uint_t status, ngx_uint_t usec);
+static void ngx_http_mesh_metrics_count_splits(ngx_http_request_t *r,
+    ngx_http_mesh_metrics_main_conf_t *mmcf, ngx_str_t *route,
+    ngx_uint_t status, ngx_uint_t usec);
+static void ngx_http_mesh_metrics_count_route(ngx_http_request_t *r,
+    ngx_http_mesh_metrics_zone_t *zone, ngx_str_t *route, ngx_uint_t status,
+    ngx_uint_t usec);
+static void ngx_http_mesh_metrics_count_modules(ngx_http_request_t *r,
+    ngx_http_mesh_metrics_main_conf_t *mmcf, ngx_str_t *route,
+    ngx_str_t *up, ngx_uint_t attempts);
+static void ngx_http_mesh_metrics_count_auth(ngx_http_request_t *r,
+    ngx_http_mesh_metrics_zone_t *zone, ngx_int_t index, ngx_str_t *route,
+    char *name);
+static void ngx_http_mesh_metrics_count_parts(ngx_http_request_t *r,
+    ngx_http_mesh_metrics_zone_t *zone, ngx_str_t *route, ngx_str_t *list);
+static void ngx_http_mesh_metrics_add(ngx_http_request_t *r,
+    ngx_http_mesh_metrics_zone_t *zone, ngx_uint_t family,
+    ngx_http_mesh_metrics_key_t *key, ngx_uint_t n);
+static ngx_uint_t ngx_http_mesh_metrics_var(ngx_http_request_t *r,
+    ngx_int_t index, ngx_str_t *value);
+static ngx_uint_t ngx_http_mesh_metrics_status(ngx_http_request_t *r);
+static ngx_uint_t ngx_http_mesh_metrics_elapsed(ngx_http_request_t *r);
+
+
+static ngx_str_t  ngx_http_mesh_metrics_none = ngx_string("none");
+static ngx_str_t  ngx_http_mesh_metrics_dynamic = ngx_string("dynamic");
+
+
+ngx_int_t
+ngx_http_mesh_metrics_log_handler(ngx_http_request_t *r)
+{
+    ngx_str_t                           up;
+    ngx_str_t                           ups[NGX_HTTP_MESH_METRICS_MAX_EDGES];
+    ngx_uint_t                          i, n, attempts, status, usec;
+    ngx_http_mesh_metrics_zone_t       *zone;
+    ngx_http_mesh_metrics_loc_conf_t   *lcf;
+    ngx_http_mesh_metrics_main_conf_t  *mmcf;
+
+    if (r != r->main) {
+        return NGX_OK;
+    }
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_mesh_metrics_module);
+    mmcf = ngx_http_get_module_main_conf(r, ngx_http_mesh_metrics_module);
+
+    zone = mmcf->zone;
+
+    if (!lcf->enable || zone == NULL || zone->sh == NULL) {
+        return NGX_OK;
+    }
+
+    ngx_http_mesh_metrics_upstream_name(r, &up);
+
+    ngx_http_mesh_metrics_count_request(r, zone, &lcf->label, &up);
+
+    attempts = ngx_http_mesh_metrics_count_attempts(r, zone, &up);
+
+    /* the edges: to the upstream of the request and of its subrequests */
+
+    n = 0;
+
+    if (r->upstream) {
+        ups[n++] = up;
+    }
+
+    ngx_http_mesh_metrics_count_subrequests(r, zone, ups, &n);
+
+    if (n == 0) {
+        ups[n++] = up;
+    }
+
+    status = ngx_http_mesh_metrics_status(r);
+    usec = ngx_http_mesh_metrics_elapsed(r);
+
+    for (i = 0; i < n; i++) {
+        ngx_http_mesh_metrics_count_edge(r, mmcf, &lcf->label, &ups[i],
+                                         status, usec);
+    }
+
+    ngx_http_mesh_metrics_count_route(r, zone, &lcf->label, status, usec);
+
+    ngx_http_mesh_metrics_count_splits(r, mmcf, &lcf->label, status, usec);
+
+    ngx_http_mesh_metrics_count_modules(r, mmcf, &lcf->label, &up, attempts);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_mesh_metrics_upstream_name(ngx_http_request_t *r, ngx_str_t *name)
+{
+    u_char                        *p;
+    ngx_http_upstream_t           *u;
+    ngx_http_upstream_srv_conf_t  *uscf;
+
+    u = r->upstream;
+
+    if (u == NULL) {
+        *name = ngx_http_mesh_metrics_none;
+        return;
+    }
+
+    uscf = u->upstream;
+
+    if (uscf && uscf->host.len) {
+        *name = uscf->host;
+
+        /* a literal "proxy_pass http://host:port" */
+
+        if (uscf->port) {
+            p = ngx_pnalloc(r->pool, uscf->host.len + NGX_INT_T_LEN + 1);
+            if (p != NULL) {
+                name->data = p;
+                name->len = ngx_sprintf(p, "%V:%d", &uscf->host, uscf->port)
+                            - p;
+            }
+        }
+
+        return;
+    }
+
+    /*
+     * proxy_pass with variables that name no upstream group: the host is
+     * request data, not a label value (label cardinality stays bounded)
+     */
+
+    if (u->resolved) {
+        *name = ngx_http_mesh_metrics_dynamic;
+        return;
+    }
+
+    *name = ngx_http_mesh_metrics_none;
+}
+
+
+static void
+ngx_http_mesh_metrics_count_request(ngx_http_request_t *r,
+    ngx_http_mesh_metrics_zone_t *zone, ngx_str_t *route, ngx_str_t *up)
+{
+    u_char                        code[NGX_INT_T_LEN];
+    ngx_str_t                     method;
+    ngx_uint_t                    status;
+    ngx_atomic_t                 *values;
+    ngx_http_mesh_metrics_key_t   key;
+
+    status = ngx_http_mesh_metrics_status(r);
+
+    if (r->method == NGX_HTTP_UNKNOWN || r->method_name.len == 0) {
+        ngx_str_set(&method, "other");
+
+    } else {
+        method = r->method_name;
+    }
+
+    ngx_http_mesh_metrics_key_reset(&key);
+    ngx_http_mesh_metrics_key_add(&key, route->data, route->len);
+    ngx_http_mesh_metrics_key_add(&key, method.data, method.len);
+    ngx_http_mesh_metrics_key_add(&key, code,
+                                  ngx_sprintf(code, "%03ui", status) - code);
+    ngx_http_mesh_metrics_key_add(&key, up->data, up->len);
+
+    values = ngx_http_mesh_metrics_series(zone,
+                                          NGX_HTTP_MESH_METRICS_F_REQUEST,
+                                          &key, r->connection->log);
+    if (values == NULL) {
+        return;
+    }
+
+    (void) ngx_atomic_fetch_add(&values[NGX_HTTP_MESH_METRICS_V_COUNT], 1);
+    (void) ngx_atomic_fetch_add(&values[NGX_HTTP_MESH_METRICS_V_A],
+                                (ngx_atomic_int_t) r->request_length);
+    (void) ngx_atomic_fetch_add(&values[NGX_HTTP_MESH_METRICS_V_B],
+                                (ngx_atomic_int_t) r->connection->sent);
+
+    ngx_http_mesh_metrics_observe(zone, values,
+                                  ngx_http_mesh_metrics_elapsed(r));
+}
+
+
+static ngx_uint_t
+ngx_http_mesh_metrics_count_attempts(ngx_http_request_t *r,
+    ngx_http_mesh_metrics_zone_t *zone, ngx_str_t *up)
+{
+    u_char                        code[NGX_INT_T_LEN];
+    ngx_str_t                    *peer;
+    ngx_uint_t                    i, n;
+    ngx_atomic_t                 *values;
+    ngx_http_upstream_state_t    *state;
+    ngx_http_mesh_metrics_key_t   key;
+
+    if (r->upstream_states == NULL) {
+        return 0;
+    }
+
+    state = r->upstream_states->elts;
+    n = 0;
+
+    for (i = 0; i < r->upstream_states->nelts; i++) {
+
+        if (state[i].peer == NULL) {
+            continue;
+        }
+
+        n++;
+
+        /*
+         * the address of a proxy_pass with variables and no upstream
+         * group is request data: one "dynamic" series, not one per port
+         * or host a client names
+         */
+
+        peer = (up->data == ngx_http_mesh_metrics_dynamic.data)
+               ? &ngx_http_mesh_metrics_dynamic : state[i].peer;
+
+        ngx_http_mesh_metrics_key_reset(&key);
+        ngx_http_mesh_metrics_key_add(&key, up->data, up->len);
+        ngx_http_mesh_metrics_key_add(&key, peer->data, peer->len);
+
+        values = ngx_http_mesh_metrics_series(zone,
+                                              NGX_HTTP_MESH_METRICS_F_UPSTREAM,
+                                              &key, r->connection->log);
+        if (values) {
+            (void) ngx_atomic_fetch_add(
+                                 &values[NGX_HTTP_MESH_METRICS_V_COUNT], 1);
+            (void) ngx_atomic_fetch_add(&values[NGX_HTTP_MESH_METRICS_V_A],
+                                   (ngx_atomic_int_t) state[i].bytes_sent);
+            (void) ngx_atomic_fetch_add(&values[NGX_HTTP_MESH_METRICS_V_B],
+                               (ngx_atomic_int_t) state[i].bytes_received);
+
+            if (state[i].response_time != (ngx_msec_t) -1) {
+                ngx_http_mesh_metrics_observe(zone, values,
+                                          state[i].response_time * 1000);
+            }
+        }
+
+        ngx_http_mesh_metrics_key_add(&key, code,
+                              ngx_sprintf(code, "%03ui", state[i].status)
+                              - code);
+
+        ngx_http_mesh_metrics_add(r, zone, NGX_HTTP_MESH_METRICS_F_ATTEMPT,
+                                  &key, 1);
+    }
+
+    return n;
+}
+
+
+/*
+ * Upstream attempts of subrequests (aggregation parts, auth calls); adds
+ * their distinct upstream names to ups (room for MAX_EDGES).
+ */
+
+static void
+ngx_http_mesh_metrics_count_subrequests(ngx_http_request_t *r,
+    ngx_http_mesh_metrics_zone_t *zone, ngx_str_t *ups, ngx_uint_t *n)
+{
+    ngx_str_t                       up;
+    ngx_uint_t                      i, j;
+    ngx_http_request_t            **sr;
+    ngx_http_mesh_metrics_trace_t  *t;
+
+    t = ngx_http_mesh_metrics_state(r, 0);
+
+    if (t == NULL || t->subrequests == NULL) {
+        return;
+    }
+
+    sr = t->subrequests->elts;
+
+    for (i = 0; i < t->subrequests->nelts; i++) {
+
+        /* a subrequest may have gone upstream twice: count it once */
+
+        for (j = 0; j < i; j++) {
+            if (sr[j] == sr[i]) {
+                break;
+            }
+        }
+
+        if (j < i) {
+            continue;
+        }
+
+        ngx_http_mesh_metrics_upstream_name(sr[i], &up);
+        (void) ngx_http_mesh_metrics_count_attempts(sr[i], zone, &up);
+
+        for (j = 0; j < *n; j++) {
+            if (ups[j].len == up.len
+                && ngx_strncmp(ups[j].data, up.data, up.len) == 0)
+            {
+                break;
+            }
+        }
+
+        if (j == *n && *n < NGX_HTTP_MESH_METRICS_MAX_EDGES) {
+            ups[(*n)++] = up;
+        }
+    }
+}
+
+
+static void
+ngx_http_mesh_metrics_count_edge(ngx_http_request_t *r,
+    ngx_http_mesh_metrics_main_conf_t *mmcf, ngx_str_t *route,
+    ngx_str_t *up, ngx_uint_t status, ngx_uint_t usec)
+{
+    ngx_str_t                     caller;
+    ngx_atomic_t                 *values;
+    ngx_http_mesh_metrics_key_t   key;
+
+    if (!ngx_http_mesh_metrics_var(r, mmcf->peer_id, &caller)
+        && !ngx_http_mesh_metrics_var(r, mmcf->consumer, &caller)
+        && !ngx_http_mesh_metrics_var(r, mmcf->subject, &caller))
+    {
+        ngx_str_set(&caller, "anonymous");
+    }
+
+    ngx_http_mesh_metrics_key_reset(&key);
+    ngx_http_mesh_metrics_key_add(&key, caller.data, caller.len);
+    ngx_http_mesh_metrics_key_add(&key, route->data, route->len);
+    ngx_http_mesh_metrics_key_add(&key, up->data, up->len);
+
+    values = ngx_http_mesh_metrics_series(mmcf->zone,
+                                          NGX_HTTP_MESH_METRICS_F_EDGE,
+                                          &key, r->connection->log);
+    if (values == NULL) {
+        return;
+    }
+
+    (void) ngx_atomic_fetch_add(&values[NGX_HTTP_MESH_METRICS_V_COUNT], 1);
+
+    if (status >= 500) {
+        (void) ngx_atomic_fetch_add(&values[NGX_HTTP_MESH_METRICS_V_A], 1);
+    }
+
+    ngx_http_mesh_metrics_observe(mmcf->zone, values, usec);
+    ngx_http_mesh_metrics_window_add(mmcf->zone, values, status >= 500);
+}
+
+
+/*
+ * The variants of traffic splits this request got, for the dependency
+ * map: route -> split -> variant.  Only a value the request has already
+ * computed is read (r->variables), never evaluated here: evaluating a
+ * split would pick a variant and count a request for it.
+ */
+
+static void
+ngx_http_mesh_metrics_count_splits(ngx_http_request_t *r,
+    ngx_http_mesh_metrics_main_conf_t *mmcf, ngx_str_t *route,
+    ngx_uint_t status, ngx_uint_t usec)
+{
+    ngx_uint_t                      i;
+    ngx_atomic_t                   *values;
+    ngx_http_variable_value_t      *vv;
+    ngx_http_mesh_metrics_key_t     key;
+    ngx_http_mesh_metrics_split_t  *split;
+
+    if (mmcf->splits == NULL || r->variables == NULL) {
+        return;
+    }
+
+    split = mmcf->splits->elts;
+
+    for (i = 0; i < mmcf->splits->nelts; i++) {
+        vv = &r->variables[split[i].index];
+
+        if (!vv->valid || vv->not_found || vv->len == 0) {
+            continue;
+        }
+
+        ngx_http_mesh_metrics_key_reset(&key);
+        ngx_http_mesh_metrics_key_add(&key, route->data, route->len);
+        ngx_http_mesh_metrics_key_add(&key, split[i].name.data,
+                                      split[i].name.len);
+        ngx_http_mesh_metrics_key_add(&key, vv->data, vv->len);
+
+        values = ngx_http_mesh_metrics_series(mmcf->zone,
+                                              NGX_HTTP_MESH_METRICS_F_SPLIT,
+                                              &key, r->connection->log);
+        if (values == NULL) {
+            continue;
+        }
+
+        (void) ngx_atomic_fetch_add(&values[NGX_HTTP_MESH_METRICS_V_COUNT],
+                                    1);
+
+        if (status >= 500) {
+            (void) ngx_atomic_fetch_add(&values[NGX_HTTP_MESH_METRICS_V_A],
+                                        1);
+        }
+
+        ngx_http_mesh_metrics_observe(mmcf->zone, values, usec);
+        ngx_http_mesh_metrics_window_add(mmcf->zone, values, status >= 500);
+    }
+}
+
+
+/* golden metrics of a route, for the dashboard */
+
+static void
+ngx_http_mesh_metrics_count_route(ngx_http_request_t *r,
+    ngx_http_mesh_metrics_zone_t *zone, ngx_str_t *route, ngx_uint_t status,
+    ngx_uint_t usec)
+{
+    ngx_atomic_t                 *values;
+    ngx_http_mesh_metrics_key_t   key;
+
+    ngx_http_mesh_metrics_key_reset(&key);
+    ngx_http_mesh_metrics_key_add(&key, route->data, route->len);
+
+    values = ngx_http_mesh_metrics_series(zone,
+                                          NGX_HTTP_MESH_METRICS_F_ROUTE,
+                                          &key, r->connection->log);
+    if (values == NULL) {
+        return;
+    }
+
+    (void) ngx_atomic_fetch_add(&values[NGX_HTTP_MESH_METRICS_V_COUNT], 1);
+
+    if (status >= 500) {
+        (void) ngx_atomic_fetch_add(&values[NGX_HTTP_MESH_METRICS_V_A], 1);
+    }
+
+    ngx_http_mesh_metrics_observe(zone, values, usec);
+    ngx_http_mesh_metrics_window_add(zone, values, status >= 500);
+}
+
+
+static void
+ngx_http_mesh_metrics_count_modules(ngx_http_request_t *r,
+    ngx_http_mesh_metrics_main_conf_t *mmcf, ngx_str_t *route,
+    ngx_str_t *up, ngx_uint_t attempts)
+{
+    ngx_int_t                      n;
+    ngx_str_t                      value;
+    ngx_http_mesh_metrics_key_t    key;
+    ngx_http_mesh_metrics_zone_t  *zone;
+
+    zone = mmcf->zone;
+
+    ngx_http_mesh_metrics_count_auth(r, zone, mmcf->auth_jwt, route, "jwt");
+    ngx_http_mesh_metrics_count_auth(r, zone, mmcf->auth_key, route, "key");
+    ngx_http_mesh_metrics_count_auth(r, zone, mmcf->auth_introspect, route,
+                                     "introspect");
+
+    if (ngx_http_mesh_metrics_var(r, mmcf->rate_limit, &value)) {
+        ngx_http_mesh_metrics_key_reset(&key);
+        ngx_http_mesh_metrics_key_add(&key, route->data, route->len);
+        ngx_http_mesh_metrics_key_add(&key, value.data, value.len);
+        ngx_http_mesh_metrics_add(r, zone, NGX_HTTP_MESH_METRICS_F_RATELIMIT,
+                                  &key, 1);
+    }
+
+    if (ngx_http_mesh_metrics_var(r, mmcf->aggregate, &value)) {
+        ngx_http_mesh_metrics_count_parts(r, zone, route, &value);
+    }
+
+    if (ngx_http_mesh_metrics_var(r, mmcf->retries, &value)) {
+        n = ngx_atoi(value.data, value.len);
+
+    } else {
+        n = attempts > 1 ? (ngx_int_t) attempts - 1 : 0;
+    }
+
+    if (n > 0) {
+        ngx_http_mesh_metrics_key_reset(&key);
+        ngx_http_mesh_metrics_key_add(&key, route->data, route->len);
+        ngx_http_mesh_metrics_key_add(&key, up->data, up->len);
+        ngx_http_mesh_metrics_add(r, zone, NGX_HTTP_MESH_METRICS_F_RETRIES,
+                                  &key, n);
+    }
+}
+
+
+static void
+ngx_http_mesh_metrics_count_auth(ngx_http_request_t *r,
+    ngx_http_mesh_metrics_zone_t *zone, ngx_int_t index, ngx_str_t *route,
+    char *name)
+{
+    ngx_str_t                    value;
+    ngx_http_mesh_metrics_key_t  key;
+
+    if (!ngx_http_mesh_metrics_var(r, index, &value)) {
+        return;
+    }
+
+    ngx_http_mesh_metrics_key_reset(&key);
+    ngx_http_mesh_metrics_key_add(&key, route->data, route->len);
+    ngx_http_mesh_metrics_key_add(&key, (u_char *) name, ngx_strlen(name));
+    ngx_http_mesh_metrics_key_add(&key, value.data, value.len);
+    ngx_http_mesh_metrics_add(r, zone, NGX_HTTP_MESH_METRICS_F_AUTH, &key, 1);
+}
+
+
+/* "$aggregate_failed_parts": space-separated "part:reason" items */
+
+static void
+ngx_http_mesh_metrics_count_parts(ngx_http_request_t *r,
+    ngx_http_mesh_metrics_zone_t *zone, ngx_str_t *route, ngx_str_t *list)
+{
+    u_char                       *p, *last, *item, *colon;
+    ngx_http_mesh_metrics_key_t   key;
+
+    p = list->data;
+    last = p + list->len;
+
+    while (p < last) {
+
+        while (p < last && *p == ' ') {
+            p++;
+        }
+
+        item = p;
+
+        while (p < last && *p != ' ') {
+            p++;
+        }
+
+        if (p == item) {
+            break;
+        }
+
+        colon = ngx_strlchr(item, p, ':');
+
+        ngx_http_mesh_metrics_key_reset(&key);
+        ngx_http_mesh_metrics_key_add(&key, route->data, route->len);
+
+        if (colon) {
+            ngx_http_mesh_metrics_key_add(&key, item, colon - item);
+            ngx_http_mesh_metrics_key_add(&key, colon + 1, p - colon - 1);
+
+        } else {
+            ngx_http_mesh_metrics_key_add(&key, item, p - item);
+            ngx_http_mesh_metrics_key_add(&key, (u_char *) "unknown", 7);
+        }
+
+        ngx_http_mesh_metrics_add(r, zone, NGX_HTTP_MESH_METRICS_F_AGGREGATE,
+                                  &key, 1);
+    }
+}
+
+
+static void
+ngx_http_mesh_metrics_add(ngx_http_request_t *r,
+    ngx_http_mesh_metrics_zone_t *zone, ngx_uint_t family,
+    ngx_http_mesh_metrics_key_t *key, ngx_uint_t n)
+{
+    ngx_atomic_t  *values;
+
+    values = ngx_http_mesh_metrics_series(zone, family, key,
+                                          r->connection->log);
+    if (values) {
+        (void) ngx_atomic_fetch_add(&values[0], n);
+    }
+}
+
+
+static ngx_uint_t
+ngx_http_mesh_metrics_var(ngx_http_request_t *r, ngx_int_t index,
+    ngx_str_t *value)
+{
+    ngx_http_variable_value_t  *vv;
+
+    if (index == NGX_ERROR) {
+        return 0;
+    }
+
+    vv = ngx_http_get_indexed_variable(r, index);
+
+    if (vv == NULL || vv->not_found || vv->len == 0) {
+        return 0;
+    }
+
+    value->data = vv->data;
+    value->len = vv->len;
+
+    return 1;
+}
+
+
+static ngx_uint_t
+ngx_http_mesh_metrics_status(ngx_http_request_t *r)
+{
+    if (r->err_status) {
+        return r->err_status;
+    }
+
+    return r->headers_out.status;
+}
+
+
+static ngx_uint_t
+ngx_http_mesh_metrics_elapsed(ngx_http_request_t *r)
+{
+    ngx_time_t      *tp;
+    ngx_msec_int_t   ms;
+
+    tp = ngx_timeofday();
+
+    ms = (ngx_msec_int_t)
+             ((tp->sec - r->start_sec) * 1000 + (tp->msec - r->start_msec));
+
+    return (ngx_uint_t) ngx_max(ms, 0) * 1000;
+}
