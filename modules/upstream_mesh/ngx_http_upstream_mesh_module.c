@@ -105,6 +105,12 @@ static ngx_int_t ngx_http_upstream_mesh_pick(ngx_http_upstream_mesh_ctx_t *ctx,
     ngx_peer_connection_t *pc);
 static ngx_uint_t ngx_http_upstream_mesh_key_less(ngx_uint_t *a,
     ngx_uint_t *b);
+static void ngx_http_upstream_mesh_free_neutral(
+    ngx_http_upstream_mesh_ctx_t *ctx, ngx_peer_connection_t *pc,
+    ngx_uint_t state);
+static ngx_http_upstream_rr_peers_t *ngx_http_upstream_mesh_rr_peer(
+    ngx_http_upstream_mesh_srv_conf_t *mcf, ngx_peer_connection_t *pc,
+    ngx_http_upstream_rr_peer_t **peer);
 static void ngx_http_upstream_mesh_own_free(ngx_http_upstream_mesh_ctx_t *ctx,
     ngx_peer_connection_t *pc, ngx_uint_t state, ngx_uint_t answered);
 static void ngx_http_upstream_mesh_account_try(
@@ -899,7 +905,7 @@ ngx_http_upstream_mesh_free_peer(ngx_peer_connection_t *pc, void *data,
 {
     ngx_http_upstream_mesh_ctx_t  *ctx = data;
 
-    ngx_uint_t                          tries, answered, balancer_state;
+    ngx_uint_t                          tries, answered;
     ngx_http_upstream_t                *u;
     ngx_http_upstream_mesh_srv_conf_t  *mcf;
 
@@ -932,13 +938,13 @@ ngx_http_upstream_mesh_free_peer(ngx_peer_connection_t *pc, void *data,
          * header) still count: the peer did not answer at all.
          */
 
-        balancer_state = state;
-
         if (ctx->governed && answered && (state & NGX_PEER_FAILED)) {
-            balancer_state = (state & ~NGX_PEER_FAILED) | NGX_PEER_NEXT;
-        }
+            ngx_http_upstream_mesh_free_neutral(ctx, pc,
+                                    (state & ~NGX_PEER_FAILED) | NGX_PEER_NEXT);
 
-        ctx->original_free_peer(pc, ctx->data, balancer_state);
+        } else {
+            ctx->original_free_peer(pc, ctx->data, state);
+        }
 
         if (ctx->single && (state & NGX_PEER_FAILED) && tries > 1) {
             pc->tries = tries - 1;
@@ -965,6 +971,91 @@ ngx_http_upstream_mesh_free_peer(ngx_peer_connection_t *pc, void *data,
     ngx_http_upstream_mesh_plan_retry(ctx, pc, answered);
 }
 
+
+/*
+ * A governed answered failure is neither a failure nor a success for
+ * nginx's max_fails.  The round-robin free function knows only the two:
+ * a state without NGX_PEER_FAILED "passes the check" and zeroes the
+ * peer's fails when the peer was on probation after fail_timeout
+ * (accessed < checked), which would put a failing peer back into the
+ * rotation of the ungoverned locations sharing the upstream.  So the
+ * count the free function zeroed is given back; only a count it zeroed,
+ * as another worker may have changed it meanwhile.
+ */
+
+static void
+ngx_http_upstream_mesh_free_neutral(ngx_http_upstream_mesh_ctx_t *ctx,
+    ngx_peer_connection_t *pc, ngx_uint_t state)
+{
+    ngx_uint_t                     fails;
+    ngx_http_upstream_rr_peer_t   *peer;
+    ngx_http_upstream_rr_peers_t  *peers;
+
+    peers = ngx_http_upstream_mesh_rr_peer(ctx->mcf, pc, &peer);
+
+    if (peers == NULL) {
+        ctx->original_free_peer(pc, ctx->data, state);
+        return;
+    }
+
+    ngx_http_upstream_rr_peers_rlock(peers);
+    ngx_http_upstream_rr_peer_lock(peers, peer);
+    fails = peer->fails;
+    ngx_http_upstream_rr_peer_unlock(peers, peer);
+    ngx_http_upstream_rr_peers_unlock(peers);
+
+    ctx->original_free_peer(pc, ctx->data, state);
+
+    if (fails == 0) {
+        return;
+    }
+
+    ngx_http_upstream_rr_peers_rlock(peers);
+    ngx_http_upstream_rr_peer_lock(peers, peer);
+
+    if (peer->fails == 0) {
+        peer->fails = fails;
+    }
+
+    ngx_http_upstream_rr_peer_unlock(peers, peer);
+    ngx_http_upstream_rr_peers_unlock(peers);
+}
+
+
+/*
+ * The round-robin peer of this try and its set (primary or backup), for
+ * the set's locks.  Every round-robin based balancer (hash, ip_hash,
+ * least_conn, random, keepalive over them) points pc->name at the name
+ * of the peer it chose; a peer the module chose itself is not here.
+ */
+
+static ngx_http_upstream_rr_peers_t *
+ngx_http_upstream_mesh_rr_peer(ngx_http_upstream_mesh_srv_conf_t *mcf,
+    ngx_peer_connection_t *pc, ngx_http_upstream_rr_peer_t **peer)
+{
+    ngx_http_upstream_rr_peer_t   *p;
+    ngx_http_upstream_rr_peers_t  *peers;
+
+    for (peers = mcf->uscf->peer.data; peers; peers = peers->next) {
+
+        ngx_http_upstream_rr_peers_rlock(peers);
+
+        for (p = peers->peer; p; p = p->next) {
+            if (pc->name == &p->name) {
+                break;
+            }
+        }
+
+        ngx_http_upstream_rr_peers_unlock(peers);
+
+        if (p) {
+            *peer = p;
+            return peers;
+        }
+    }
+
+    return NULL;
+}
 
 /*
  * A retry will follow: its wait, from the backoff, a Retry-After of the
