@@ -488,3 +488,42 @@ def test_governed_answers_leave_max_fails_of_stock_locations(nginx,
     for _ in range(6):
         assert requests.get(n.url("/stock/3"), timeout=5).status_code == 200
     assert hits(a, "/stock/3") == 0
+
+
+def test_timeouts_are_one_error_line_each(nginx):
+    """An expired mesh_timeout is one error line (nginx's "upstream timed
+    out"); the module says why at info.  The same for each try ended by
+    per_try_timeout."""
+    hang = Hang()
+    try:
+        n = nginx.start(upstream("u", [addr(hang.port)]) + server(
+            proxy_location("/deadline/", "u", "mesh_timeout 300ms"),
+            proxy_location("/per-try/", "u", "mesh_retry attempts=2 "
+                           "on=reset per_try_timeout=100ms backoff=1ms")),
+            modules=MODULES, workers=1)
+        n.allow(r"upstream timed out")
+
+        def lines(uri, level):
+            return [ln for ln in n.logs().splitlines()
+                    if "[%s]" % level in ln and " %s " % uri in ln]
+
+        assert requests.get(n.url("/deadline/1"), timeout=10) \
+            .status_code == 504
+        n.wait_log(r"\[info\].*mesh_timeout of 300ms expired after 1 "
+                   r"tries.*/deadline/1")
+        errors = lines("/deadline/1", "error")
+        assert len(errors) == 1, errors
+        assert "upstream timed out" in errors[0]
+
+        r = requests.get(n.url("/per-try/1"), timeout=10)
+        assert r.status_code == 504 and r.headers["X-Mesh-Attempts"] == "2"
+        wait_for(lambda: len(lines("/per-try/1", "info")) >= 2, 5,
+                 "two per-try lines")
+        infos = lines("/per-try/1", "info")
+        assert all("per_try_timeout of 100ms expired" in ln
+                   for ln in infos), infos
+        errors = lines("/per-try/1", "error")
+        assert len(errors) == 2, errors
+        assert all("upstream timed out" in ln for ln in errors), errors
+    finally:
+        hang.stop()

@@ -1860,7 +1860,9 @@ ngx_http_upstream_mesh_deadline_handler(ngx_event_t *ev)
         return;
     }
 
-    ngx_log_error(NGX_LOG_ERR, c->log, 0,
+    /* the error is nginx's "upstream timed out", as for mesh_timeout */
+
+    ngx_log_error(NGX_LOG_INFO, c->log, 0,
                   "mesh retry: per_try_timeout of %Mms expired",
                   ctx->lcf->retry_per_try_timeout);
 
@@ -1943,7 +1945,13 @@ ngx_http_upstream_mesh_timeout_handler(ngx_event_t *ev)
         return;
     }
 
-    ngx_log_error(NGX_LOG_ERR, c->log, 0,
+    /*
+     * nginx logs the error itself, "upstream timed out", when the try
+     * ends below; this line only says why, at info, so that the expiry
+     * is one error line
+     */
+
+    ngx_log_error(NGX_LOG_INFO, c->log, 0,
                   "mesh_timeout of %Mms expired after %ui tries, "
                   "answering 504", ngx_http_upstream_mesh_lcf_timeout(r),
                   ctx->attempts);
