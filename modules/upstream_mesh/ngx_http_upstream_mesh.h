@@ -126,6 +126,8 @@ typedef struct {
     ngx_uint_t                          nslots;
     ngx_uint_t                          backup;    /* balancer has backups */
 
+    ngx_str_t                           json_name; /* name, escaped */
+
     ngx_http_upstream_mesh_srv_conf_t  *mcf;
     ngx_event_t                         timer;
     ngx_uint_t                          random_gen;
@@ -168,6 +170,8 @@ struct ngx_http_upstream_mesh_srv_conf_s {
     ngx_uint_t                          line;
 
     ngx_http_upstream_srv_conf_t       *uscf;
+    ngx_str_t                           json_name;   /* uscf->host, */
+    ngx_str_t                           prom_name;   /* escaped */
     ngx_http_upstream_init_peer_pt      original_init_peer;
     ngx_uint_t                          single;   /* one peer, no backup */
 
@@ -266,6 +270,11 @@ typedef struct {
 } ngx_http_upstream_mesh_active_t;
 
 
+/* escaped, a name takes up to 6 times its length ("\u00XX" per byte) */
+
+#define NGX_HTTP_UPSTREAM_MESH_ESC   6
+
+
 /* a "name=value" parameter of a directive, by its "name=" */
 
 #define ngx_http_upstream_mesh_key(arg, key)                                  \
@@ -316,6 +325,8 @@ char *ngx_http_upstream_mesh_retry(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 
 /* ngx_http_upstream_mesh_status.c */
+ngx_int_t ngx_http_upstream_mesh_escape_names(ngx_conf_t *cf,
+    ngx_http_upstream_mesh_srv_conf_t *mcf);
 ngx_int_t ngx_http_upstream_mesh_status_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_upstream_mesh_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);

@@ -1096,6 +1096,10 @@ ngx_http_upstream_mesh_init_main_conf(ngx_conf_t *cf, void *conf)
             return NGX_CONF_ERROR;
         }
 
+        if (ngx_http_upstream_mesh_escape_names(cf, mcf) != NGX_OK) {
+            return NGX_CONF_ERROR;
+        }
+
         mcfp = ngx_array_push(&mmcf->upstreams);
         if (mcfp == NULL) {
             return NGX_CONF_ERROR;

@@ -15,12 +15,18 @@
 #include <ngx_http.h>
 #include "ngx_http_upstream_mesh.h"
 #include "ngx_meshgate_prometheus.h"
+#include "ngx_meshgate_http.h"
 
 
 static const char *ngx_http_upstream_mesh_peer_state_name(
     ngx_http_upstream_mesh_sh_t *sh, ngx_http_upstream_mesh_peer_sh_t *p);
 static ngx_buf_t *ngx_http_upstream_mesh_status_json(ngx_pool_t *pool,
     ngx_http_upstream_mesh_main_conf_t *mmcf);
+
+static u_char *ngx_http_upstream_mesh_escape_local(u_char *dst, u_char *src,
+    size_t len, ngx_uint_t json);
+static ngx_int_t ngx_http_upstream_mesh_escape_str(ngx_conf_t *cf,
+    ngx_str_t *src, ngx_uint_t json, ngx_str_t *dst);
 
 
 static ngx_str_t  ngx_http_upstream_mesh_state_names[] = {
@@ -109,6 +115,8 @@ ngx_http_upstream_mesh_status_json(ngx_pool_t *pool,
     ngx_msec_t                           now, until;
     ngx_uint_t                           i, j, requests, retries, span;
     ngx_uint_t                           allowed, first;
+    u_char                              *end;
+    u_char     name[NGX_HTTP_UPSTREAM_MESH_ESC * NGX_SOCKADDR_STRLEN];
     ngx_http_upstream_mesh_sh_t         *sh;
     ngx_http_upstream_mesh_peer_sh_t    *p;
     ngx_http_upstream_mesh_srv_conf_t  **mcfp, *mcf;
@@ -118,9 +126,10 @@ ngx_http_upstream_mesh_status_json(ngx_pool_t *pool,
     len = sizeof("{\"upstreams\":[]}\n");
 
     for (i = 0; i < mmcf->upstreams.nelts; i++) {
-        len += 2048 + 2 * mcfp[i]->uscf->host.len
-               + mcfp[i]->sh->npeers * (1024 + NGX_SOCKADDR_STRLEN)
-               + (mcfp[i]->disc ? mcfp[i]->disc->name.len : 0);
+        len += 2048 + mcfp[i]->json_name.len
+               + mcfp[i]->sh->npeers
+                 * (1024 + NGX_HTTP_UPSTREAM_MESH_ESC * NGX_SOCKADDR_STRLEN)
+               + (mcfp[i]->disc ? mcfp[i]->disc->json_name.len : 0);
     }
 
     b = ngx_create_temp_buf(pool, len);
@@ -156,7 +165,7 @@ ngx_http_upstream_mesh_status_json(ngx_pool_t *pool,
                      "\"budget\":{\"percent\":%ui,\"min_per_second\":%ui,"
                      "\"window_requests\":%ui,\"window_retries\":%ui,"
                      "\"allowed\":%ui}",
-                     i ? "," : "", &mcf->uscf->host,
+                     i ? "," : "", &mcf->json_name,
                      sh->panic ? "true" : "false",
                      sh->tier == NGX_HTTP_UPSTREAM_MESH_PANIC ? "panic"
                      : sh->tier == NGX_HTTP_UPSTREAM_MESH_BACKUP ? "backup"
@@ -179,6 +188,9 @@ ngx_http_upstream_mesh_status_json(ngx_pool_t *pool,
 
             ngx_http_upstream_mesh_decay(mcf, p, now);
 
+            end = ngx_http_upstream_mesh_escape_local(name, p->name,
+                                                      p->name_len, 1);
+
             b->last = ngx_sprintf(b->last,
                      "%s{\"name\":\"%*s\",\"backup\":%s,\"state\":\"%s\","
                      "\"health\":\"%s\",\"ejected\":%s,"
@@ -189,7 +201,7 @@ ngx_http_upstream_mesh_status_json(ngx_pool_t *pool,
                      "\"consecutive_5xx\":%ui,\"consecutive_gateway\":%ui,"
                      "\"checks\":%ui,\"check_failures\":%ui,"
                      "\"source\":\"%s\"}",
-                     first ? "" : ",", p->name_len, p->name,
+                     first ? "" : ",", end - name, name,
                      p->backup ? "true" : "false",
                      ngx_http_upstream_mesh_peer_state_name(sh, p),
                      mcf->hc_type ? (p->unhealthy ? "unhealthy" : "healthy")
@@ -254,8 +266,10 @@ ngx_http_upstream_mesh_prometheus(ngx_pool_t *pool, ngx_log_t *log)
 {
     size_t                               len;
     ngx_buf_t                           *b;
+    u_char                              *end;
     ngx_uint_t                           i, j, k;
     const char                          *help;
+    u_char     name[NGX_HTTP_UPSTREAM_MESH_ESC * NGX_SOCKADDR_STRLEN];
     ngx_chain_t                         *cl;
     ngx_http_upstream_mesh_sh_t         *sh;
     ngx_http_upstream_mesh_peer_sh_t    *p;
@@ -278,9 +292,10 @@ ngx_http_upstream_mesh_prometheus(ngx_pool_t *pool, ngx_log_t *log)
     len = 4096;
 
     for (i = 0; i < mmcf->upstreams.nelts; i++) {
-        len += 8 * (128 + mcfp[i]->uscf->host.len)
+        len += 8 * (128 + mcfp[i]->prom_name.len)
                + 4 * mcfp[i]->sh->npeers
-                 * (128 + mcfp[i]->uscf->host.len + NGX_SOCKADDR_STRLEN);
+                 * (128 + mcfp[i]->prom_name.len
+                    + NGX_HTTP_UPSTREAM_MESH_ESC * NGX_SOCKADDR_STRLEN);
     }
 
     b = ngx_create_temp_buf(pool, len);
@@ -304,6 +319,9 @@ ngx_http_upstream_mesh_prometheus(ngx_pool_t *pool, ngx_log_t *log)
                     continue;
                 }
 
+                end = ngx_http_upstream_mesh_escape_local(name, p->name,
+                                                          p->name_len, 0);
+
                 b->last = ngx_sprintf(b->last,
                               "meshgate_upstream_peer_%s"
                               "{upstream=\"%V\",peer=\"%*s\"} %uA\n",
@@ -311,7 +329,7 @@ ngx_http_upstream_mesh_prometheus(ngx_pool_t *pool, ngx_log_t *log)
                               : k == 1 ? "ejections_total"
                               : k == 2 ? "requests_total"
                               : "failures_total",
-                              &mcf->uscf->host, p->name_len, p->name,
+                              &mcf->prom_name, end - name, name,
                               k == 0 ? (ngx_atomic_uint_t)
                                        (!p->cfg_down && !p->ejected
                                         && !p->unhealthy)
@@ -335,7 +353,7 @@ ngx_http_upstream_mesh_prometheus(ngx_pool_t *pool, ngx_log_t *log)
                               : k == 1 ? "retry_budget_exhausted_total"
                               : k == 2 ? "circuit_breaker_rejected_total"
                               : k == 3 ? "active_requests" : "panic",
-                              &mcf->uscf->host,
+                              &mcf->prom_name,
                               k == 0 ? sh->retries
                               : k == 1 ? sh->budget_exhausted
                               : k == 2 ? sh->cb_rejected
@@ -400,4 +418,100 @@ ngx_http_upstream_mesh_variable(ngx_http_request_t *r,
     v->len = ngx_sprintf(p, "%ui", n) - p;
 
     return NGX_OK;
+}
+
+
+/*
+ * Names from the configuration (upstreams, peers, discovery) as JSON
+ * strings and Prometheus label values.  A local escaper: the common one
+ * of issue 17 (modules/common) replaces it when it lands.
+ */
+
+ngx_int_t
+ngx_http_upstream_mesh_escape_names(ngx_conf_t *cf,
+    ngx_http_upstream_mesh_srv_conf_t *mcf)
+{
+    if (ngx_http_upstream_mesh_escape_str(cf, &mcf->uscf->host, 1,
+                                          &mcf->json_name)
+        != NGX_OK
+        || ngx_http_upstream_mesh_escape_str(cf, &mcf->uscf->host, 0,
+                                             &mcf->prom_name)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (mcf->disc == NULL) {
+        return NGX_OK;
+    }
+
+    return ngx_http_upstream_mesh_escape_str(cf, &mcf->disc->name, 1,
+                                             &mcf->disc->json_name);
+}
+
+
+static ngx_int_t
+ngx_http_upstream_mesh_escape_str(ngx_conf_t *cf, ngx_str_t *src,
+    ngx_uint_t json, ngx_str_t *dst)
+{
+    dst->data = ngx_pnalloc(cf->pool, NGX_HTTP_UPSTREAM_MESH_ESC * src->len);
+    if (dst->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    dst->len = ngx_http_upstream_mesh_escape_local(dst->data, src->data,
+                                                   src->len, json)
+               - dst->data;
+
+    return NGX_OK;
+}
+
+
+/*
+ * JSON: '"' and '\' escaped, control bytes as \u00XX, and so are the
+ * bytes above 0x7f of a name that is not UTF-8 (JSON must be).
+ * Prometheus label values know only \\, \" and \n: other control bytes
+ * and the bytes of a name that is not UTF-8 become '?'.
+ * dst holds NGX_HTTP_UPSTREAM_MESH_ESC bytes per byte of src.
+ */
+
+static u_char *
+ngx_http_upstream_mesh_escape_local(u_char *dst, u_char *src, size_t len,
+    ngx_uint_t json)
+{
+    u_char      c;
+    ngx_uint_t  utf8;
+
+    static u_char  hex[] = "0123456789abcdef";
+
+    utf8 = ngx_meshgate_utf8_is_valid(src, len);
+
+    while (len--) {
+        c = *src++;
+
+        if (c == '"' || c == '\\') {
+            *dst++ = '\\';
+            *dst++ = c;
+
+        } else if (c == '\n' && !json) {
+            *dst++ = '\\';
+            *dst++ = 'n';
+
+        } else if (c < 0x20 || c == 0x7f || (c >= 0x80 && !utf8)) {
+
+            if (json) {
+                dst = ngx_cpymem(dst, "\\u00", 4);
+                *dst++ = hex[c >> 4];
+                *dst++ = hex[c & 0xf];
+
+            } else {
+                *dst++ = '?';
+            }
+
+        } else {
+            *dst++ = c;
+        }
+    }
+
+    return dst;
 }
