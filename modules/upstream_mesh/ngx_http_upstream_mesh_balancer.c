@@ -19,6 +19,8 @@
 
 static void ngx_http_upstream_mesh_count_request(
     ngx_http_upstream_mesh_srv_conf_t *mcf);
+static ngx_uint_t ngx_http_upstream_mesh_window_slot(
+    ngx_http_upstream_mesh_sh_t *sh);
 static ngx_int_t ngx_http_upstream_mesh_get_peer(ngx_peer_connection_t *pc,
     void *data);
 static ngx_uint_t ngx_http_upstream_mesh_key_less(ngx_uint_t *a,
@@ -156,18 +158,37 @@ ngx_http_upstream_mesh_init_peer(ngx_http_request_t *r,
 static void
 ngx_http_upstream_mesh_count_request(ngx_http_upstream_mesh_srv_conf_t *mcf)
 {
-    time_t                        sec;
-    ngx_uint_t                    i;
     ngx_http_upstream_mesh_sh_t  *sh;
 
     sh = mcf->sh;
 
     (void) ngx_atomic_fetch_add(&sh->requests, 1);
 
+    ngx_shmtx_lock(&mcf->shpool->mutex);
+
+    sh->win_req[ngx_http_upstream_mesh_window_slot(sh)]++;
+
+    if (sh->budget_start == 0) {
+        sh->budget_start = ngx_time();
+    }
+
+    ngx_shmtx_unlock(&mcf->shpool->mutex);
+}
+
+
+/*
+ * The budget window's slot of this second, emptied when it still holds
+ * an older second; with the zone mutex held.
+ */
+
+static ngx_uint_t
+ngx_http_upstream_mesh_window_slot(ngx_http_upstream_mesh_sh_t *sh)
+{
+    time_t      sec;
+    ngx_uint_t  i;
+
     sec = ngx_time();
     i = sec % NGX_HTTP_UPSTREAM_MESH_WINDOW;
-
-    ngx_shmtx_lock(&mcf->shpool->mutex);
 
     if (sh->win_sec[i] != sec) {
         sh->win_sec[i] = sec;
@@ -175,15 +196,8 @@ ngx_http_upstream_mesh_count_request(ngx_http_upstream_mesh_srv_conf_t *mcf)
         sh->win_retry[i] = 0;
     }
 
-    sh->win_req[i]++;
-
-    if (sh->budget_start == 0) {
-        sh->budget_start = sec;
-    }
-
-    ngx_shmtx_unlock(&mcf->shpool->mutex);
+    return i;
 }
-
 
 static ngx_int_t
 ngx_http_upstream_mesh_get_peer(ngx_peer_connection_t *pc, void *data)
@@ -405,8 +419,6 @@ static void
 ngx_http_upstream_mesh_account_try(ngx_http_upstream_mesh_ctx_t *ctx,
     ngx_peer_connection_t *pc)
 {
-    time_t                              sec;
-    ngx_uint_t                          i;
     ngx_http_upstream_mesh_sh_t        *sh;
     ngx_http_upstream_mesh_peer_sh_t   *p;
     ngx_http_upstream_mesh_srv_conf_t  *mcf;
@@ -436,18 +448,9 @@ ngx_http_upstream_mesh_account_try(ngx_http_upstream_mesh_ctx_t *ctx,
     if (ctx->attempts > 1) {
         (void) ngx_atomic_fetch_add(&sh->retries, 1);
 
-        sec = ngx_time();
-        i = sec % NGX_HTTP_UPSTREAM_MESH_WINDOW;
-
         ngx_shmtx_lock(&mcf->shpool->mutex);
 
-        if (sh->win_sec[i] != sec) {
-            sh->win_sec[i] = sec;
-            sh->win_req[i] = 0;
-            sh->win_retry[i] = 0;
-        }
-
-        sh->win_retry[i]++;
+        sh->win_retry[ngx_http_upstream_mesh_window_slot(sh)]++;
 
         ngx_shmtx_unlock(&mcf->shpool->mutex);
     }
