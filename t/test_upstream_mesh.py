@@ -1,6 +1,7 @@
 """ngx_http_upstream_mesh_module: health checks, outlier detection, panic
 mode, circuit breaker, status, reload, configuration errors."""
 
+import json
 import subprocess
 import threading
 import time
@@ -8,7 +9,7 @@ import time
 import pytest
 import requests
 
-from harness import module_path
+from harness import module_path, require_module
 from upstream_mesh_util import (MODULES, Resp, addr, dead_port, hits, peer,
                                 proxy_location, server, set_health, status,
                                 upstream, ups_status, wait_for)
@@ -437,3 +438,34 @@ def test_gateway_demo_part(nginx, backend):
     wait_for(lambda: peer(n, addr(orders.port))["checks"] >= 1, 10,
              "a health check")
     assert status(n)["upstreams"][0]["name"] == "orders_mesh"
+
+
+def test_names_escaped_in_status_and_metrics(nginx, backend):
+    """An upstream name with a quote, a backslash and a newline (nginx's
+    quoted strings allow them) stays one JSON string in mesh_status and
+    one label value in the metrics."""
+    require_module("mesh_metrics")
+    from mesh_metrics_util import promtool, scrape
+    b = backend()
+    name = 'we"ird\\up\nx'
+    conf = (
+        'mesh_metrics zone=mm:1m;\n'
+        'upstream "we\\"ird\\\\up\\nx" {\n'
+        '    zone u 64k;\n'
+        '    server %s;\n'
+        '    mesh_outlier_detection consecutive_5xx=3;\n'
+        '}\n' % addr(b.port)
+        + server('    location = /metrics { mesh_metrics off; '
+                 'mesh_metrics_export prometheus; }'))
+    n = nginx.start(conf, modules=MODULES + ["mesh_metrics"])
+    r = requests.get(n.url("/mesh/status"), timeout=5)
+    assert r.status_code == 200
+    doc = json.loads(r.text)
+    assert [u["name"] for u in doc["upstreams"]] == [name]
+    assert doc["upstreams"][0]["peers"][0]["name"] == addr(b.port)
+    m = scrape(n)
+    assert 'upstream="we\\"ird\\\\up\\nx"' in m.text
+    assert m.get("meshgate_upstream_peer_healthy", upstream=name,
+                 peer=addr(b.port)) == 1
+    assert m.get("meshgate_upstream_peers", upstream=name) == 1
+    promtool(m.text)

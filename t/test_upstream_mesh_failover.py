@@ -448,3 +448,82 @@ def test_keepalive_connections_after_answers_that_do_not_count(nginx,
         r = requests.get(n.url(path), timeout=5)
         assert r.status_code == 200, (path, r.status_code)
     assert hits(a, "/k") >= 5 and hits(a, "/j") >= 5
+
+
+def test_governed_answers_leave_max_fails_of_stock_locations(nginx,
+                                                             backend):
+    """Peer a answers 503, peer b 200; a stock location (plain
+    proxy_next_upstream http_503) and a mesh_retry location share the
+    upstream.  The mesh location's answered failure of a must not count
+    as a success for nginx's max_fails either: the round-robin free
+    function would zero a's fails (accessed < checked after fail_timeout)
+    and the stock location would send its requests to the failing peer
+    again at once."""
+    a, b = backend(), backend()
+    a.script(None, [Resp(503, "no\n")])
+    b.script(None, [Resp(200, "yes\n")])
+    n = nginx.start(upstream("u", [addr(a.port) + " max_fails=1 "
+                                   "fail_timeout=1s", addr(b.port)],
+                             zone=False) + server(
+        "    location /stock/ { proxy_pass http://u; "
+        "proxy_next_upstream error timeout http_503; }\n"
+        "    location /mesh/ { proxy_pass http://u; "
+        "mesh_retry attempts=2 on=5xx backoff=1ms; }", status=False),
+        modules=MODULES, workers=1)
+    n.allow(r"upstream server temporarily disabled")
+
+    # a fails once for the stock location: out for fail_timeout
+    wait_for(lambda: requests.get(n.url("/stock/1"), timeout=5)
+             and hits(a, "/stock/1") >= 1, 5, "a tried")
+    time.sleep(1.3)
+
+    # after fail_timeout, a mesh request tries a again (503, retried on b)
+    def mesh_tried_a():
+        r = requests.get(n.url("/mesh/2"), timeout=5)
+        assert r.status_code == 200
+        return hits(a, "/mesh/2") >= 1
+    wait_for(mesh_tried_a, 5, "a tried by the mesh location")
+
+    # stock nginx: that failure takes a out again for fail_timeout
+    for _ in range(6):
+        assert requests.get(n.url("/stock/3"), timeout=5).status_code == 200
+    assert hits(a, "/stock/3") == 0
+
+
+def test_timeouts_are_one_error_line_each(nginx):
+    """An expired mesh_timeout is one error line (nginx's "upstream timed
+    out"); the module says why at info.  The same for each try ended by
+    per_try_timeout."""
+    hang = Hang()
+    try:
+        n = nginx.start(upstream("u", [addr(hang.port)]) + server(
+            proxy_location("/deadline/", "u", "mesh_timeout 300ms"),
+            proxy_location("/per-try/", "u", "mesh_retry attempts=2 "
+                           "on=reset per_try_timeout=100ms backoff=1ms")),
+            modules=MODULES, workers=1)
+        n.allow(r"upstream timed out")
+
+        def lines(uri, level):
+            return [ln for ln in n.logs().splitlines()
+                    if "[%s]" % level in ln and " %s " % uri in ln]
+
+        assert requests.get(n.url("/deadline/1"), timeout=10) \
+            .status_code == 504
+        n.wait_log(r"\[info\].*mesh_timeout of 300ms expired after 1 "
+                   r"tries.*/deadline/1")
+        errors = lines("/deadline/1", "error")
+        assert len(errors) == 1, errors
+        assert "upstream timed out" in errors[0]
+
+        r = requests.get(n.url("/per-try/1"), timeout=10)
+        assert r.status_code == 504 and r.headers["X-Mesh-Attempts"] == "2"
+        wait_for(lambda: len(lines("/per-try/1", "info")) >= 2, 5,
+                 "two per-try lines")
+        infos = lines("/per-try/1", "info")
+        assert all("per_try_timeout of 100ms expired" in ln
+                   for ln in infos), infos
+        errors = lines("/per-try/1", "error")
+        assert len(errors) == 2, errors
+        assert all("upstream timed out" in ln for ln in errors), errors
+    finally:
+        hang.stop()

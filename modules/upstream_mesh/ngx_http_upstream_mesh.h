@@ -126,6 +126,8 @@ typedef struct {
     ngx_uint_t                          nslots;
     ngx_uint_t                          backup;    /* balancer has backups */
 
+    ngx_str_t                           json_name; /* name, escaped */
+
     ngx_http_upstream_mesh_srv_conf_t  *mcf;
     ngx_event_t                         timer;
     ngx_uint_t                          random_gen;
@@ -168,6 +170,8 @@ struct ngx_http_upstream_mesh_srv_conf_s {
     ngx_uint_t                          line;
 
     ngx_http_upstream_srv_conf_t       *uscf;
+    ngx_str_t                           json_name;   /* uscf->host, */
+    ngx_str_t                           prom_name;   /* escaped */
     ngx_http_upstream_init_peer_pt      original_init_peer;
     ngx_uint_t                          single;   /* one peer, no backup */
 
@@ -189,17 +193,155 @@ typedef struct {
 } ngx_http_upstream_mesh_main_conf_t;
 
 
+#define NGX_HTTP_UPSTREAM_MESH_RETRY_5XX                                      \
+    (NGX_HTTP_UPSTREAM_FT_ERROR|NGX_HTTP_UPSTREAM_FT_TIMEOUT                  \
+     |NGX_HTTP_UPSTREAM_FT_INVALID_HEADER|NGX_HTTP_UPSTREAM_FT_HTTP_500       \
+     |NGX_HTTP_UPSTREAM_FT_HTTP_502|NGX_HTTP_UPSTREAM_FT_HTTP_503             \
+     |NGX_HTTP_UPSTREAM_FT_HTTP_504)
+
+#define NGX_HTTP_UPSTREAM_MESH_RETRY_GW                                       \
+    (NGX_HTTP_UPSTREAM_FT_ERROR|NGX_HTTP_UPSTREAM_FT_TIMEOUT                  \
+     |NGX_HTTP_UPSTREAM_FT_HTTP_502|NGX_HTTP_UPSTREAM_FT_HTTP_503             \
+     |NGX_HTTP_UPSTREAM_FT_HTTP_504)
+
+#define NGX_HTTP_UPSTREAM_MESH_RETRY_RESET                                    \
+    (NGX_HTTP_UPSTREAM_FT_ERROR|NGX_HTTP_UPSTREAM_FT_TIMEOUT)
+
+
+typedef struct {
+    ngx_uint_t                          retry_attempts;
+    ngx_uint_t                          retry_mask;
+    ngx_flag_t                          retry_non_idempotent;
+    ngx_flag_t                          retry_connect_only;
+    ngx_msec_t                          retry_per_try_timeout;
+    ngx_msec_t                          retry_backoff;
+    ngx_msec_t                          retry_max_backoff;
+    ngx_msec_t                          timeout;
+} ngx_http_upstream_mesh_loc_conf_t;
+
+
+typedef struct {
+    ngx_http_upstream_mesh_srv_conf_t  *mcf;
+    ngx_http_request_t                 *request;
+    void                               *data;
+
+    ngx_event_get_peer_pt               original_get_peer;
+    ngx_event_free_peer_pt              original_free_peer;
+#if (NGX_HTTP_SSL)
+    ngx_event_set_peer_session_pt       original_set_session;
+    ngx_event_save_peer_session_pt      original_save_session;
+#endif
+
+    ngx_http_upstream_mesh_loc_conf_t  *lcf;
+    ngx_http_upstream_t                *upstream;
+
+    ngx_int_t                           peer;
+    ngx_uint_t                          peer_state;
+    ngx_uint_t                          attempts;
+    ngx_uint_t                          budget_hit;
+
+    /* a peer the module chose itself, after the balancer had none left */
+    ngx_http_upstream_rr_peers_t       *own_peers;
+    ngx_http_upstream_rr_peer_t        *own_peer;
+    ngx_uint_t                          own_next;   /* 1 + index, 0: none */
+
+    ngx_event_t                         delay;
+    ngx_event_t                         deadline;
+    ngx_event_t                         timeout;
+    ngx_msec_t                          timeout_at;
+    ngx_uint_t                          final_status;
+    ngx_int_t                           final_retry_after;
+    ngx_msec_t                          connect_timeout;
+    ngx_msec_t                          backoff;
+
+    unsigned                            retry:1;
+    unsigned                            governed:1;
+    unsigned                            single:1;
+    unsigned                            connect_only:1;
+    unsigned                            counted:1;
+    unsigned                            delayed_connect:1;
+    unsigned                            cleanup:1;
+    unsigned                            expired:1;
+} ngx_http_upstream_mesh_ctx_t;
+
+
+typedef struct {
+    ngx_http_upstream_mesh_srv_conf_t  *mcf;
+} ngx_http_upstream_mesh_active_t;
+
+
+/* escaped, a name takes up to 6 times its length ("\u00XX" per byte) */
+
+#define NGX_HTTP_UPSTREAM_MESH_ESC   6
+
+
+/* a "name=value" parameter of a directive, by its "name=" */
+
+#define ngx_http_upstream_mesh_key(arg, key)                                  \
+    ((arg)->len >= sizeof(key) - 1                                            \
+     && ngx_strncmp((arg)->data, key, sizeof(key) - 1) == 0)
+
+
+extern ngx_module_t  ngx_http_upstream_mesh_module;
+
+
 #pragma GCC visibility push(hidden)
 
+/* ngx_http_upstream_mesh_balancer.c */
+ngx_int_t ngx_http_upstream_mesh_init_peer(ngx_http_request_t *r,
+    ngx_http_upstream_srv_conf_t *us);
+ngx_int_t ngx_http_upstream_mesh_pick(ngx_http_upstream_mesh_ctx_t *ctx,
+    ngx_peer_connection_t *pc);
+void ngx_http_upstream_mesh_free_peer(ngx_peer_connection_t *pc,
+    void *data, ngx_uint_t state);
+void ngx_http_upstream_mesh_decay(
+    ngx_http_upstream_mesh_srv_conf_t *mcf,
+    ngx_http_upstream_mesh_peer_sh_t *p, ngx_msec_t now);
+ngx_uint_t ngx_http_upstream_mesh_budget_window(
+    ngx_http_upstream_mesh_sh_t *sh, ngx_uint_t *requests,
+    ngx_uint_t *retries);
+ngx_int_t ngx_http_upstream_mesh_preaccess(ngx_http_request_t *r);
 ngx_msec_t ngx_http_upstream_mesh_now(void);
 void ngx_http_upstream_mesh_apply(ngx_http_upstream_mesh_srv_conf_t *mcf,
     ngx_log_t *log);
-ngx_int_t ngx_http_upstream_mesh_health_init(ngx_cycle_t *cycle,
-    ngx_http_upstream_mesh_main_conf_t *mmcf);
 void ngx_http_upstream_mesh_health_result(
     ngx_http_upstream_mesh_srv_conf_t *mcf, ngx_uint_t i, ngx_uint_t gen,
     ngx_uint_t ok, ngx_log_t *log);
 
+/* ngx_http_upstream_mesh_retry.c */
+void ngx_http_upstream_mesh_retry_conf(ngx_http_request_t *r,
+    ngx_http_upstream_mesh_ctx_t *ctx);
+ngx_int_t ngx_http_upstream_mesh_timeout_start(ngx_http_request_t *r,
+    ngx_http_upstream_mesh_ctx_t *ctx);
+void ngx_http_upstream_mesh_plan_retry(
+    ngx_http_upstream_mesh_ctx_t *ctx, ngx_peer_connection_t *pc,
+    ngx_uint_t answered);
+ngx_int_t ngx_http_upstream_mesh_delay(ngx_peer_connection_t *pc,
+    ngx_http_upstream_mesh_ctx_t *ctx, ngx_int_t rc);
+void ngx_http_upstream_mesh_deadline_handler(ngx_event_t *ev);
+void ngx_http_upstream_mesh_delay_cancel(
+    ngx_http_upstream_mesh_ctx_t *ctx);
+char *ngx_http_upstream_mesh_retry(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+
+/* ngx_http_upstream_mesh_status.c */
+ngx_int_t ngx_http_upstream_mesh_escape_names(ngx_conf_t *cf,
+    ngx_http_upstream_mesh_srv_conf_t *mcf);
+ngx_int_t ngx_http_upstream_mesh_status_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_upstream_mesh_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+
+/* ngx_http_upstream_mesh_module.c */
+ngx_int_t ngx_http_upstream_mesh_uint_arg(ngx_conf_t *cf,
+    ngx_str_t *arg, ngx_uint_t *out);
+ngx_int_t ngx_http_upstream_mesh_msec_arg(ngx_conf_t *cf,
+    ngx_str_t *arg, ngx_msec_t *out);
+
+/* ngx_http_upstream_mesh_health.c */
+ngx_int_t ngx_http_upstream_mesh_health_init(ngx_cycle_t *cycle,
+    ngx_http_upstream_mesh_main_conf_t *mmcf);
+
+/* ngx_http_upstream_mesh_discovery.c */
 char *ngx_http_upstream_mesh_discovery(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 ngx_int_t ngx_http_upstream_mesh_disc_conf(ngx_conf_t *cf,

@@ -1271,7 +1271,7 @@ ngx_http_upstream_mesh_disc_status(u_char *p,
                        "\"truncated\":%ui,"
                        "\"resolutions\":%uA,\"failures\":%uA}",
                        ngx_http_upstream_mesh_disc_count(mcf),
-                       &disc->name, disc->srv ? "SRV" : "A",
+                       &disc->json_name, disc->srv ? "SRV" : "A",
                        disc->max_peers, sh->disc_last, sh->disc_last_ok,
                        sh->disc_next, sh->disc_ttl,
                        ngx_http_upstream_mesh_disc_strerror(sh->disc_error),
@@ -1299,7 +1299,7 @@ ngx_http_upstream_mesh_disc_metrics(u_char *p,
 
     for (i = 0; i < mmcf->upstreams.nelts; i++) {
         p = ngx_sprintf(p, "meshgate_upstream_peers{upstream=\"%V\"} %ui\n",
-                        &mcfp[i]->uscf->host,
+                        &mcfp[i]->prom_name,
                         ngx_http_upstream_mesh_disc_count(mcfp[i]));
     }
 
@@ -1324,7 +1324,7 @@ ngx_http_upstream_mesh_disc_metrics(u_char *p,
             p = ngx_sprintf(p, "meshgate_upstream_discovery_%s_total"
                             "{upstream=\"%V\"} %uA\n",
                             k ? "failures" : "resolutions",
-                            &mcf->uscf->host,
+                            &mcf->prom_name,
                             k ? sh->disc_failures : sh->disc_resolutions);
         }
     }
