@@ -18,6 +18,9 @@
 #include "ngx_meshgate_json.h"
 
 
+#pragma GCC visibility push(hidden)
+
+
 #define NGX_HTTP_AUTH_JWT_MAX_TOKEN      16384
 #define NGX_HTTP_AUTH_JWT_KID_REFETCH    30
 #define NGX_HTTP_AUTH_JWT_FP_LEN         32
@@ -146,9 +149,6 @@ typedef struct {
     ngx_uint_t                      alg;      /* index in the alg table */
     unsigned                        has_kid:1;
 } ngx_http_auth_jwt_token_t;
-
-
-#pragma GCC visibility push(hidden)
 
 
 /* a decoded compact JWE */
