@@ -26,6 +26,8 @@ extern ngx_module_t  ngx_http_auth_jwt_module;
 
 #define NGX_HTTP_AUTH_JWT_MAX_TOKEN      16384
 #define NGX_HTTP_AUTH_JWT_KID_REFETCH    30
+#define NGX_HTTP_AUTH_JWT_RETRY          1
+#define NGX_HTTP_AUTH_JWT_NAME_RETRY     10
 #define NGX_HTTP_AUTH_JWT_FP_LEN         32
 #define NGX_HTTP_AUTH_JWT_NALGS          13
 #define NGX_HTTP_AUTH_JWT_RSA_MAX_BITS   8192
@@ -134,6 +136,7 @@ typedef struct {
     unsigned                        background:1;
     unsigned                        has_digest:1;
     unsigned                        digest_ok:1;
+    unsigned                        named:1;  /* made at run time */
     ngx_uint_t                      keys_max;
     ngx_http_auth_jwt_template_t   *tmpl;     /* a URI made at run time:
                                                  never fetched itself */

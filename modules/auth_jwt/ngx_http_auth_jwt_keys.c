@@ -12,6 +12,7 @@
 #include "ngx_meshgate_http.h"
 
 
+static time_t ngx_http_auth_jwt_retry(ngx_http_auth_jwt_source_t *src);
 static void ngx_http_auth_jwt_wait(ngx_http_request_t *r,
     ngx_http_auth_jwt_ctx_t *ctx, ngx_http_auth_jwt_source_t *src);
 static void ngx_http_auth_jwt_wait_handler(ngx_http_request_t *r);
@@ -67,7 +68,9 @@ ngx_http_auth_jwt_keys(ngx_http_request_t *r, ngx_http_auth_jwt_ctx_t *ctx,
         }
 
         if (need) {
-            if (src->failed_at && now - src->failed_at < 1 && !src->force) {
+            if (src->failed_at && !src->force
+                && now - src->failed_at < ngx_http_auth_jwt_retry(src))
+            {
                 continue;
             }
 
@@ -99,6 +102,27 @@ ngx_http_auth_jwt_keys(ngx_http_request_t *r, ngx_http_auth_jwt_ctx_t *ctx,
     ctx->fetched = 1;
 
     return NGX_OK;
+}
+
+
+/*
+ * How long a failed fetch keeps a source from being fetched again for
+ * the requests that need it.  A URI made at run time that has never given
+ * keys is most likely a name a client made up (an unknown tenant): it is
+ * tried again less often, so that a stream of such requests costs the
+ * identity provider one fetch per name per worker every 10 s, not every
+ * second.  A configured URI, or a name that once gave keys, is tried
+ * again after a second, so that keys come back soon after an outage.
+ */
+
+static time_t
+ngx_http_auth_jwt_retry(ngx_http_auth_jwt_source_t *src)
+{
+    if (src->named && src->keyset == NULL) {
+        return NGX_HTTP_AUTH_JWT_NAME_RETRY;
+    }
+
+    return NGX_HTTP_AUTH_JWT_RETRY;
 }
 
 

@@ -531,7 +531,13 @@ ngx_http_auth_jwt_key_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    fd = ngx_open_file(name.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+    /*
+     * non-blocking: a FIFO put where a key file should be must not hang
+     * nginx -t or a reload in open() or read(); it is refused below
+     */
+
+    fd = ngx_open_file(name.data, NGX_FILE_RDONLY|NGX_FILE_NONBLOCK,
+                       NGX_FILE_OPEN, 0);
     if (fd == NGX_INVALID_FILE) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
                            ngx_open_file_n " \"%V\" failed", &name);
@@ -545,13 +551,17 @@ ngx_http_auth_jwt_key_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     buf = NULL;
     n = NGX_ERROR;
+    err = "missing or over 1 MB";
 
-    if (ngx_fd_info(fd, &fi) != NGX_FILE_ERROR
-        && ngx_file_size(&fi) <= 1024 * 1024)
-    {
-        buf = ngx_pnalloc(cf->temp_pool, ngx_file_size(&fi) + 1);
-        if (buf) {
-            n = ngx_read_file(&file, buf, ngx_file_size(&fi), 0);
+    if (ngx_fd_info(fd, &fi) != NGX_FILE_ERROR) {
+        if (!ngx_is_file(&fi)) {
+            err = "not a regular file";
+
+        } else if (ngx_file_size(&fi) <= 1024 * 1024) {
+            buf = ngx_pnalloc(cf->temp_pool, ngx_file_size(&fi) + 1);
+            if (buf) {
+                n = ngx_read_file(&file, buf, ngx_file_size(&fi), 0);
+            }
         }
     }
 
@@ -562,8 +572,7 @@ ngx_http_auth_jwt_key_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     if (n == NGX_ERROR) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "cannot read key file \"%V\" (missing or over "
-                           "1 MB)", &name);
+                           "cannot read key file \"%V\" (%s)", &name, err);
         return NGX_CONF_ERROR;
     }
 
