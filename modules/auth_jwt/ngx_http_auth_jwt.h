@@ -16,6 +16,7 @@
 
 #include "ngx_meshgate_cache.h"
 #include "ngx_meshgate_json.h"
+#include "ngx_meshgate_sha256.h"
 
 
 extern ngx_module_t  ngx_http_auth_jwt_module;
@@ -28,7 +29,7 @@ extern ngx_module_t  ngx_http_auth_jwt_module;
 #define NGX_HTTP_AUTH_JWT_KID_REFETCH    30
 #define NGX_HTTP_AUTH_JWT_RETRY          1
 #define NGX_HTTP_AUTH_JWT_NAME_RETRY     10
-#define NGX_HTTP_AUTH_JWT_FP_LEN         32
+#define NGX_HTTP_AUTH_JWT_FP_LEN         NGX_MESHGATE_SHA256_LEN
 #define NGX_HTTP_AUTH_JWT_NALGS          13
 #define NGX_HTTP_AUTH_JWT_RSA_MAX_BITS   8192
 #define NGX_HTTP_AUTH_JWT_KEYS_MAX       64
@@ -128,7 +129,7 @@ typedef struct {
     time_t                          refresh_at;
     time_t                          failed_at;
     time_t                          kid_refetch_at;
-    u_char                          digest[32];  /* of the last body */
+    u_char                          digest[NGX_MESHGATE_SHA256_LEN];
     ngx_http_request_t             *owner;
     ngx_queue_t                     waiters;
     unsigned                        fetching:1;
@@ -295,7 +296,6 @@ ngx_http_auth_jwt_result_e ngx_http_auth_jwt_parse(ngx_pool_t *pool,
 ngx_int_t ngx_http_auth_jwt_verify(ngx_http_auth_jwt_key_t *key,
     ngx_http_auth_jwt_token_t *jwt);
 ngx_int_t ngx_http_auth_jwt_json_object(ngx_str_t *text, json_t **out);
-ngx_int_t ngx_http_auth_jwt_sha256(ngx_str_t *in, u_char *out);
 void ngx_http_auth_jwt_md_init(void);
 void ngx_http_auth_jwt_md_free(void);
 ngx_int_t ngx_http_auth_jwt_jwk_param(ngx_pool_t *pool, json_t *jwk,

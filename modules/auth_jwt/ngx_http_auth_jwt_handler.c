@@ -10,6 +10,7 @@
 
 #include "ngx_http_auth_jwt.h"
 #include "ngx_meshgate_http.h"
+#include "ngx_meshgate_sha256.h"
 
 
 static ngx_int_t ngx_http_auth_jwt_decide(ngx_http_request_t *r,
@@ -279,7 +280,8 @@ void
 ngx_http_auth_jwt_check(ngx_http_request_t *r, ngx_http_auth_jwt_ctx_t *ctx,
     ngx_http_auth_jwt_loc_conf_t *jlcf, ngx_uint_t final)
 {
-    u_char                          hash[32], fp[NGX_HTTP_AUTH_JWT_FP_LEN];
+    u_char                          hash[NGX_MESHGATE_SHA256_LEN];
+    u_char                          fp[NGX_HTTP_AUTH_JWT_FP_LEN];
     ngx_str_t                       key;
     const char                     *err;
     ngx_http_auth_jwt_times_t       t;
@@ -307,7 +309,7 @@ ngx_http_auth_jwt_check(ngx_http_request_t *r, ngx_http_auth_jwt_ctx_t *ctx,
         key.data = hash;
         key.len = sizeof(hash);
 
-        if (ngx_http_auth_jwt_sha256(&ctx->token, hash) != NGX_OK) {
+        if (ngx_meshgate_sha256(&ctx->token, 1, hash) != NGX_OK) {
             key.len = 0;
 
         } else if (ngx_http_auth_jwt_cache_get(r, ctx, jlcf, &key, &t)
