@@ -247,6 +247,10 @@ def test_realm_variables_and_escaping(jwt_nginx):
     assert r.status_code == 401
     assert r.headers["WWW-Authenticate"] == \
         'Bearer realm="realm \\"a\\"b\\\\c\\""'
+    # a control byte from a variable is dropped, never sent
+    r = get(n, path="/r/", headers={"X-R": "a\tb"})
+    assert r.status_code == 401
+    assert r.headers["WWW-Authenticate"] == 'Bearer realm="realm \\"ab\\""'
 
 
 def test_token_from_cookie(jwt_nginx):

@@ -1001,60 +1001,13 @@ static ngx_int_t
 ngx_http_auth_jwt_challenge(ngx_http_request_t *r,
     ngx_http_auth_jwt_loc_conf_t *jlcf, char *error)
 {
-    u_char           *p;
-    size_t            len;
-    ngx_str_t         realm;
-    ngx_uint_t        i;
-    ngx_table_elt_t  *h;
+    ngx_str_t  realm;
 
     if (ngx_http_complex_value(r, jlcf->realm, &realm) != NGX_OK) {
         return NGX_ERROR;
     }
 
-    len = sizeof("Bearer realm=\"\"") - 1 + 2 * realm.len;
-    if (error) {
-        len += sizeof(", error=\"\"") - 1 + ngx_strlen(error);
-    }
-
-    p = ngx_pnalloc(r->pool, len);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
-
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
-        return NGX_ERROR;
-    }
-
-    h->hash = 1;
-    ngx_str_set(&h->key, "WWW-Authenticate");
-    h->value.data = p;
-
-    p = ngx_cpymem(p, "Bearer realm=\"", sizeof("Bearer realm=\"") - 1);
-
-    for (i = 0; i < realm.len; i++) {
-        if (realm.data[i] < 0x20 || realm.data[i] == 0x7f) {
-            continue;
-        }
-
-        if (realm.data[i] == '"' || realm.data[i] == '\\') {
-            *p++ = '\\';
-        }
-
-        *p++ = realm.data[i];
-    }
-
-    *p++ = '"';
-
-    if (error) {
-        p = ngx_sprintf(p, ", error=\"%s\"", error);
-    }
-
-    h->value.len = p - h->value.data;
-
-    r->headers_out.www_authenticate = h;
-
-    return NGX_OK;
+    return ngx_meshgate_www_authenticate(r, "Bearer", &realm, error, NULL);
 }
 
 
