@@ -171,6 +171,8 @@ def conf_with(loc, keys="{{keys}}"):
     ('auth_jwt "a"; auth_jwt "b"; auth_jwt_key_file {{keys}};',
      r"is duplicate"),
     ('auth_jwt_issuer a; auth_jwt_issuer b;', r"is duplicate"),
+    ('auth_jwt_scope read "a b";', r'invalid scope "a b"'),
+    ('auth_jwt_scope \'a"b\';', r'invalid scope "a"b"'),
 ])
 def test_config_errors(nginx_t, tmp_path, loc, expect):
     files = {
@@ -296,6 +298,17 @@ def test_scope(jwt_nginx):
                path="/any/").status_code == 200
     assert get(n, U.token("RS256", U.claims(scope="x y")),
                path="/any/").status_code == 403
+    # "scp" (string or array) counts only when there is no "scope": the
+    # two are never joined, and a "scope" that is not a string grants none
+    assert get(n, U.token("RS256", U.claims(scp="read write")),
+               path="/all/").status_code == 200
+    for c in (U.claims(scope="read", scp=["write"]),
+              U.claims(scope=["read", "write"], scp="read write"),
+              U.claims(scp=["read write"]),
+              U.claims(scp=["read", 1, "write"])):
+        r = get(n, U.token("RS256", c), path="/all/")
+        assert r.status_code == 403, c
+        assert r.headers["X-Result"] == "insufficient_scope"
     # an invalid token is still a 401
     assert get(n, ok + "x", path="/any/").status_code == 401
 

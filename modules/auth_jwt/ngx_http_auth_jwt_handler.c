@@ -9,6 +9,7 @@
 #include <ngx_http.h>
 
 #include "ngx_http_auth_jwt.h"
+#include "ngx_meshgate_bearer.h"
 #include "ngx_meshgate_http.h"
 #include "ngx_meshgate_sha256.h"
 
@@ -35,10 +36,8 @@ static ngx_http_auth_jwt_result_e ngx_http_auth_jwt_claims(
     ngx_http_auth_jwt_loc_conf_t *jlcf, ngx_http_auth_jwt_ctx_t *ctx,
     ngx_http_auth_jwt_times_t *t, const char **err);
 static ngx_int_t ngx_http_auth_jwt_has_string(json_t *v, ngx_str_t *s);
-static ngx_int_t ngx_http_auth_jwt_scope(ngx_http_auth_jwt_loc_conf_t *jlcf,
-    json_t *payload);
-static ngx_int_t ngx_http_auth_jwt_has_scope(json_t *payload, ngx_str_t *s);
-static ngx_int_t ngx_http_auth_jwt_word(const char *list, ngx_str_t *s);
+static ngx_int_t ngx_http_auth_jwt_scope(ngx_http_request_t *r,
+    ngx_http_auth_jwt_loc_conf_t *jlcf, json_t *payload);
 static ngx_int_t ngx_http_auth_jwt_require(ngx_http_request_t *r,
     ngx_http_auth_jwt_loc_conf_t *jlcf, ngx_int_t *status);
 static ngx_int_t ngx_http_auth_jwt_challenge(ngx_http_request_t *r,
@@ -139,16 +138,21 @@ static ngx_int_t
 ngx_http_auth_jwt_decide(ngx_http_request_t *r, ngx_http_auth_jwt_ctx_t *ctx,
     ngx_http_auth_jwt_loc_conf_t *jlcf)
 {
-    ngx_int_t   status;
+    ngx_int_t   rc, status;
     ngx_uint_t  level;
 
     ctx->result = ctx->verdict;
 
     if (ctx->verdict == NGX_HTTP_AUTH_JWT_OK) {
-        if (jlcf->scopes
-            && ngx_http_auth_jwt_scope(jlcf, ngx_http_auth_jwt_part(ctx, 0))
-               != NGX_OK)
-        {
+        rc = jlcf->scopes
+             ? ngx_http_auth_jwt_scope(r, jlcf, ngx_http_auth_jwt_part(ctx, 0))
+             : NGX_OK;
+
+        if (rc == NGX_ERROR) {
+            ctx->result = NGX_HTTP_AUTH_JWT_ERROR;
+            ctx->err = "scope check failed";
+
+        } else if (rc != NGX_OK) {
             ctx->result = NGX_HTTP_AUTH_JWT_INSUFFICIENT_SCOPE;
             ctx->err = "a required scope is missing";
 
@@ -877,92 +881,25 @@ ngx_http_auth_jwt_has_string(json_t *v, ngx_str_t *s)
 }
 
 
-static ngx_int_t
-ngx_http_auth_jwt_scope(ngx_http_auth_jwt_loc_conf_t *jlcf, json_t *payload)
-{
-    ngx_str_t   *s;
-    ngx_uint_t   i, found;
-
-    s = jlcf->scopes->elts;
-    found = 0;
-
-    for (i = 0; i < jlcf->scopes->nelts; i++) {
-        if (ngx_http_auth_jwt_has_scope(payload, &s[i])) {
-            found++;
-        }
-    }
-
-    if (jlcf->scope_any ? found > 0 : found == jlcf->scopes->nelts) {
-        return NGX_OK;
-    }
-
-    return NGX_DECLINED;
-}
-
+/*
+ * The scopes the token grants (RFC 8693 section 4.2 "scope", or "scp"
+ * when there is no "scope"; never both: see ngx_meshgate_scope_granted)
+ * hold all, or any, of the location's.
+ */
 
 static ngx_int_t
-ngx_http_auth_jwt_has_scope(json_t *payload, ngx_str_t *s)
+ngx_http_auth_jwt_scope(ngx_http_request_t *r,
+    ngx_http_auth_jwt_loc_conf_t *jlcf, json_t *payload)
 {
-    size_t   i;
-    json_t  *v, *e;
+    ngx_int_t  rc;
+    ngx_str_t  granted;
 
-    v = json_object_get(payload, "scope");
-
-    if (json_is_string(v) && ngx_http_auth_jwt_word(json_string_value(v), s))
-    {
-        return 1;
+    rc = ngx_meshgate_scope_granted(r->pool, payload, &granted);
+    if (rc != NGX_OK) {
+        return rc;
     }
 
-    v = json_object_get(payload, "scp");
-
-    if (json_is_string(v) && ngx_http_auth_jwt_word(json_string_value(v), s))
-    {
-        return 1;
-    }
-
-    if (json_is_array(v)) {
-        for (i = 0; i < json_array_size(v); i++) {
-            e = json_array_get(v, i);
-
-            if (json_is_string(e) && ngx_http_auth_jwt_has_string(e, s)) {
-                return 1;
-            }
-        }
-    }
-
-    return 0;
-}
-
-
-/* s is one of the space-separated words of list */
-
-static ngx_int_t
-ngx_http_auth_jwt_word(const char *list, ngx_str_t *s)
-{
-    const char  *p, *end;
-
-    p = list;
-
-    while (*p) {
-        while (*p == ' ') {
-            p++;
-        }
-
-        end = p;
-        while (*end && *end != ' ') {
-            end++;
-        }
-
-        if ((size_t) (end - p) == s->len
-            && ngx_memcmp(p, s->data, s->len) == 0)
-        {
-            return 1;
-        }
-
-        p = end;
-    }
-
-    return 0;
+    return ngx_meshgate_scope_match(&granted, jlcf->scopes, jlcf->scope_any);
 }
 
 

@@ -9,6 +9,7 @@
 #include <ngx_http.h>
 
 #include "ngx_http_auth_jwt.h"
+#include "ngx_meshgate_bearer.h"
 #include "ngx_meshgate_http.h"
 
 
@@ -1009,7 +1010,7 @@ ngx_http_auth_jwt_scope_conf(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_http_auth_jwt_loc_conf_t *jlcf = conf;
 
     ngx_str_t   *value;
-    ngx_uint_t   n;
+    ngx_uint_t   i, n;
 
     value = cf->args->elts;
     n = cf->args->nelts;
@@ -1019,6 +1020,16 @@ ngx_http_auth_jwt_scope_conf(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     {
         jlcf->scope_any = (value[n - 1].data[1] == 'n');
         n--;
+    }
+
+    /* a scope with a space or a control byte in it could never match */
+
+    for (i = 1; i < n; i++) {
+        if (!ngx_meshgate_scope_is_valid(&value[i])) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid scope \"%V\"", &value[i]);
+            return NGX_CONF_ERROR;
+        }
     }
 
     return ngx_http_auth_jwt_str_array(cf, &jlcf->scopes, n);
