@@ -171,6 +171,8 @@ def conf_with(loc, keys="{{keys}}"):
     ('auth_jwt "a"; auth_jwt "b"; auth_jwt_key_file {{keys}};',
      r"is duplicate"),
     ('auth_jwt_issuer a; auth_jwt_issuer b;', r"is duplicate"),
+    ('auth_jwt_scope read "a b";', r'invalid scope "a b"'),
+    ('auth_jwt_scope \'a"b\';', r'invalid scope "a"b"'),
 ])
 def test_config_errors(nginx_t, tmp_path, loc, expect):
     files = {
@@ -247,6 +249,10 @@ def test_realm_variables_and_escaping(jwt_nginx):
     assert r.status_code == 401
     assert r.headers["WWW-Authenticate"] == \
         'Bearer realm="realm \\"a\\"b\\\\c\\""'
+    # a control byte from a variable is dropped, never sent
+    r = get(n, path="/r/", headers={"X-R": "a\tb"})
+    assert r.status_code == 401
+    assert r.headers["WWW-Authenticate"] == 'Bearer realm="realm \\"ab\\""'
 
 
 def test_token_from_cookie(jwt_nginx):
@@ -292,6 +298,17 @@ def test_scope(jwt_nginx):
                path="/any/").status_code == 200
     assert get(n, U.token("RS256", U.claims(scope="x y")),
                path="/any/").status_code == 403
+    # "scp" (string or array) counts only when there is no "scope": the
+    # two are never joined, and a "scope" that is not a string grants none
+    assert get(n, U.token("RS256", U.claims(scp="read write")),
+               path="/all/").status_code == 200
+    for c in (U.claims(scope="read", scp=["write"]),
+              U.claims(scope=["read", "write"], scp="read write"),
+              U.claims(scp=["read write"]),
+              U.claims(scp=["read", 1, "write"])):
+        r = get(n, U.token("RS256", c), path="/all/")
+        assert r.status_code == 403, c
+        assert r.headers["X-Result"] == "insufficient_scope"
     # an invalid token is still a 401
     assert get(n, ok + "x", path="/any/").status_code == 401
 

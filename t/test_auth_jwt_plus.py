@@ -175,6 +175,28 @@ def test_key_request_named_per_request(nginx, backend):
     assert len(b.requests) == 4
 
 
+def test_failed_new_key_uri_not_fetched_again_for_10s(nginx, backend):
+    """A URI made from variables whose fetch failed and that never gave
+    keys (most likely a made-up tenant) waits 10 s before another fetch;
+    a configured URI keeps the 1 s of the JWKS tests."""
+    b = backend()
+    b.json("/jwks/a", {"keys": [U.jwk("rsa", kid="a")]})
+    b.json("/jwks/zz", {"error": "no such tenant"}, status=404)
+    n = nginx.start(URIS, modules=MOD, jwks=b.port)
+    n.allow(r"returned status 404|access denied \(error\)")
+    tok = U.token("RS256", keyname="rsa", kid="a")
+    assert get(n, tok, "zz").status_code == 500
+    assert [q["path"] for q in b.requests] == ["/jwks/zz"]
+    # the tenant appears; 1.5 s later the name is still not fetched again
+    b.json("/jwks/zz", {"keys": [U.jwk("rsa", kid="a")]})
+    time.sleep(1.5)
+    assert get(n, tok, "zz").status_code == 500
+    assert [q["path"] for q in b.requests] == ["/jwks/zz"]
+    # other names are not held back
+    assert get(n, tok, "a").status_code == 200
+    assert [q["path"] for q in b.requests] == ["/jwks/zz", "/jwks/a"]
+
+
 # -- one rule for unusable keys --------------------------------------------
 
 MIXED = [
@@ -405,6 +427,19 @@ def test_key_file_not_regular_refused(nginx, tenants):
                          n.log_since_mark()), name
     # the worker is not stuck
     assert get(n, tok_a, "a").status_code == 200
+
+
+def test_config_key_file_not_regular_fails_nginx_t(nginx_t, tmp_path):
+    """nginx -t and a reload open a configured key file too: a FIFO there
+    must not hang them in open(); it and a directory are refused."""
+    fifo = str(tmp_path / "fifo.json")
+    os.mkfifo(fifo, 0o644)
+    d = tmp_path / "dir.json"
+    d.mkdir()
+    for keys in (fifo, str(d)):
+        nginx_t(ONE_FILE, modules=MOD, keys=keys,
+                expect=r'cannot read key file ".*%s" \(not a regular '
+                       r'file\)' % re.escape(os.path.basename(keys)))
 
 
 def test_new_key_uris_in_flight_leave_loaded_sets_alone(nginx, backend):

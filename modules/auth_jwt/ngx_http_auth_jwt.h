@@ -16,11 +16,20 @@
 
 #include "ngx_meshgate_cache.h"
 #include "ngx_meshgate_json.h"
+#include "ngx_meshgate_sha256.h"
+
+
+extern ngx_module_t  ngx_http_auth_jwt_module;
+
+
+#pragma GCC visibility push(hidden)
 
 
 #define NGX_HTTP_AUTH_JWT_MAX_TOKEN      16384
 #define NGX_HTTP_AUTH_JWT_KID_REFETCH    30
-#define NGX_HTTP_AUTH_JWT_FP_LEN         32
+#define NGX_HTTP_AUTH_JWT_RETRY          1
+#define NGX_HTTP_AUTH_JWT_NAME_RETRY     10
+#define NGX_HTTP_AUTH_JWT_FP_LEN         NGX_MESHGATE_SHA256_LEN
 #define NGX_HTTP_AUTH_JWT_NALGS          13
 #define NGX_HTTP_AUTH_JWT_RSA_MAX_BITS   8192
 #define NGX_HTTP_AUTH_JWT_KEYS_MAX       64
@@ -120,7 +129,7 @@ typedef struct {
     time_t                          refresh_at;
     time_t                          failed_at;
     time_t                          kid_refetch_at;
-    u_char                          digest[32];  /* of the last body */
+    u_char                          digest[NGX_MESHGATE_SHA256_LEN];
     ngx_http_request_t             *owner;
     ngx_queue_t                     waiters;
     unsigned                        fetching:1;
@@ -128,6 +137,7 @@ typedef struct {
     unsigned                        background:1;
     unsigned                        has_digest:1;
     unsigned                        digest_ok:1;
+    unsigned                        named:1;  /* made at run time */
     ngx_uint_t                      keys_max;
     ngx_http_auth_jwt_template_t   *tmpl;     /* a URI made at run time:
                                                  never fetched itself */
@@ -146,9 +156,6 @@ typedef struct {
     ngx_uint_t                      alg;      /* index in the alg table */
     unsigned                        has_kid:1;
 } ngx_http_auth_jwt_token_t;
-
-
-#pragma GCC visibility push(hidden)
 
 
 /* a decoded compact JWE */
@@ -170,7 +177,110 @@ typedef struct {
 } ngx_http_auth_jwt_jwe_t;
 
 
+#define NGX_HTTP_AUTH_JWT_WAIT          60
+#define NGX_HTTP_AUTH_JWT_MAX_TRIES     10
+#define NGX_HTTP_AUTH_JWT_CACHE_NOEXP   3600
+
+
+typedef struct {
+    ngx_array_t                    *values;   /* complex values */
+    ngx_uint_t                      status;
+} ngx_http_auth_jwt_require_t;
+
+
+typedef struct {
+    ngx_str_t                       name;
+    ngx_http_auth_jwt_keyset_t     *keyset;
+    ngx_str_t                       conf_file;
+    ngx_uint_t                      line;
+} ngx_http_auth_jwt_file_t;
+
+
+typedef struct {
+    ngx_meshgate_cache_t           *cache;
+    ngx_array_t                     sources;  /* source pointers */
+    ngx_array_t                     files;    /* ngx_http_auth_jwt_file_t */
+    ngx_uint_t                      keys_max;
+} ngx_http_auth_jwt_main_conf_t;
+
+
+typedef struct {
+    ngx_flag_t                      enable;
+    ngx_http_complex_value_t       *realm;
+    ngx_http_complex_value_t       *token;
+    ngx_array_t                    *key_files;  /* keyset pointers */
+    ngx_array_t                    *sources;    /* source pointers */
+    ngx_array_t                    *requires;
+    ngx_array_t                    *issuers;    /* ngx_str_t */
+    ngx_array_t                    *audiences;  /* ngx_str_t */
+    ngx_array_t                    *scopes;     /* ngx_str_t */
+    ngx_uint_t                      scope_any;
+    time_t                          key_cache;
+    time_t                          leeway;
+    ngx_uint_t                      type;
+    ngx_str_t                       file;
+    ngx_uint_t                      line;
+} ngx_http_auth_jwt_loc_conf_t;
+
+
+typedef struct {
+    ngx_array_t                     names;    /* ngx_str_t */
+    ngx_str_t                       var;      /* its name, for the log */
+    ngx_uint_t                      header;
+} ngx_http_auth_jwt_var_t;
+
+
+/* the name a run-time key source got in this request */
+
+typedef struct {
+    ngx_http_auth_jwt_template_t   *tmpl;
+    ngx_str_t                       name;
+} ngx_http_auth_jwt_named_t;
+
+
+typedef struct {
+    double                          exp;
+    double                          nbf;
+    unsigned                        has_exp:1;
+    unsigned                        has_nbf:1;
+} ngx_http_auth_jwt_times_t;
+
+
+typedef struct {
+    ngx_http_request_t             *request;
+    ngx_http_auth_jwt_result_e      verdict;
+    ngx_http_auth_jwt_result_e      result;
+    ngx_http_auth_jwt_result_e      pre;      /* what is known without
+                                                 keys */
+    const char                     *pre_err;
+    ngx_str_t                       token;
+    ngx_http_auth_jwt_token_t       jwt;
+    ngx_http_auth_jwt_jwe_t         jwe;
+    json_t                         *outer;    /* a nested token's JWE
+                                                 header */
+    ngx_str_t                       inner;    /* a nested token's JWS */
+    json_t                         *header;
+    json_t                         *payload;
+    ngx_str_t                       header_text;
+    ngx_str_t                       payload_text;
+    const char                     *err;
+    ngx_array_t                    *names;    /* ngx_http_auth_jwt_named_t */
+    ngx_queue_t                     queue;
+    time_t                          wait_until;
+    ngx_int_t                       status;
+    unsigned                        verified:1;
+    unsigned                        waiting:1;
+    unsigned                        fetched:1;
+    unsigned                        want_fresh:1;
+    unsigned                        refetched:1;
+    unsigned                        parsed:1;
+    unsigned                        done:1;
+} ngx_http_auth_jwt_ctx_t;
+
+
+
 extern ngx_http_auth_jwt_alg_t  ngx_http_auth_jwt_algs[];
+extern ngx_str_t  ngx_http_auth_jwt_result_names[];
 
 
 ngx_int_t ngx_http_auth_jwt_decode_b64url(ngx_str_t *src, ngx_str_t *dst,
@@ -186,7 +296,6 @@ ngx_http_auth_jwt_result_e ngx_http_auth_jwt_parse(ngx_pool_t *pool,
 ngx_int_t ngx_http_auth_jwt_verify(ngx_http_auth_jwt_key_t *key,
     ngx_http_auth_jwt_token_t *jwt);
 ngx_int_t ngx_http_auth_jwt_json_object(ngx_str_t *text, json_t **out);
-ngx_int_t ngx_http_auth_jwt_sha256(ngx_str_t *in, u_char *out);
 void ngx_http_auth_jwt_md_init(void);
 void ngx_http_auth_jwt_md_free(void);
 ngx_int_t ngx_http_auth_jwt_jwk_param(ngx_pool_t *pool, json_t *jwk,
@@ -220,6 +329,36 @@ ngx_http_auth_jwt_keyset_t *ngx_http_auth_jwt_file_keyset(
 ngx_http_auth_jwt_source_t *ngx_http_auth_jwt_uri_source(
     ngx_http_request_t *r, ngx_str_t *uri, ngx_uint_t max);
 void ngx_http_auth_jwt_var_free(void);
+
+ngx_int_t ngx_http_auth_jwt_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_auth_jwt_keys(ngx_http_request_t *r,
+    ngx_http_auth_jwt_ctx_t *ctx, ngx_http_auth_jwt_loc_conf_t *jlcf);
+ngx_uint_t ngx_http_auth_jwt_kid_refetch(ngx_http_auth_jwt_ctx_t *ctx,
+    ngx_http_auth_jwt_loc_conf_t *jlcf);
+ngx_http_auth_jwt_ctx_t *ngx_http_auth_jwt_get_ctx(
+    ngx_http_request_t *r);
+void ngx_http_auth_jwt_ctx_cleanup(void *data);
+void ngx_http_auth_jwt_check(ngx_http_request_t *r,
+    ngx_http_auth_jwt_ctx_t *ctx, ngx_http_auth_jwt_loc_conf_t *jlcf,
+    ngx_uint_t final);
+ngx_int_t ngx_http_auth_jwt_set(ngx_http_request_t *r,
+    ngx_http_auth_jwt_loc_conf_t *jlcf, ngx_uint_t i,
+    ngx_http_auth_jwt_keyset_t **out);
+ngx_int_t ngx_http_auth_jwt_name(ngx_http_request_t *r,
+    ngx_http_auth_jwt_template_t *tmpl, ngx_str_t *name);
+ngx_http_auth_jwt_source_t *ngx_http_auth_jwt_resolve(
+    ngx_http_request_t *r, ngx_http_auth_jwt_source_t *src);
+json_t *ngx_http_auth_jwt_part(ngx_http_auth_jwt_ctx_t *ctx,
+    ngx_uint_t header);
+ngx_int_t ngx_http_auth_jwt_cache_get(ngx_http_request_t *r,
+    ngx_http_auth_jwt_ctx_t *ctx, ngx_http_auth_jwt_loc_conf_t *jlcf,
+    ngx_str_t *key, ngx_http_auth_jwt_times_t *t);
+void ngx_http_auth_jwt_cache_set(ngx_http_request_t *r,
+    ngx_str_t *key, ngx_http_auth_jwt_token_t *jwt, u_char *fp,
+    ngx_http_auth_jwt_times_t *t);
+ngx_int_t ngx_http_auth_jwt_set_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+ngx_int_t ngx_http_auth_jwt_add_variables(ngx_conf_t *cf);
 
 
 #pragma GCC visibility pop

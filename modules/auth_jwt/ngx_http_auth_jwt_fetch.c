@@ -10,6 +10,7 @@
 
 #include "ngx_http_auth_jwt.h"
 #include "ngx_meshgate_http.h"
+#include "ngx_meshgate_sha256.h"
 
 
 /*
@@ -163,7 +164,7 @@ static void
 ngx_http_auth_jwt_fetch_install(ngx_http_request_t *sr,
     ngx_http_auth_jwt_source_t *src)
 {
-    u_char                       digest[32];
+    u_char                       digest[NGX_MESHGATE_SHA256_LEN];
     ngx_str_t                    body;
     ngx_table_elt_t             *ce;
     const char                  *err;
@@ -216,7 +217,7 @@ ngx_http_auth_jwt_fetch_install(ngx_http_request_t *sr,
      * was refused already
      */
 
-    if (ngx_http_auth_jwt_sha256(&body, digest) != NGX_OK) {
+    if (ngx_meshgate_sha256(&body, 1, digest) != NGX_OK) {
         goto failed;
     }
 

@@ -19,6 +19,7 @@
 
 #include "ngx_http_auth_jwt.h"
 #include "ngx_meshgate_http.h"
+#include "ngx_meshgate_sha256.h"
 
 
 static void ngx_http_auth_jwt_keyset_cleanup(void *data);
@@ -184,25 +185,6 @@ ngx_http_auth_jwt_json_object(ngx_str_t *text, json_t **out)
     }
 
     *out = v;
-
-    return NGX_OK;
-}
-
-
-ngx_int_t
-ngx_http_auth_jwt_sha256(ngx_str_t *in, u_char *out)
-{
-    unsigned int   n;
-    const EVP_MD  *md;
-
-    md = ngx_http_auth_jwt_md(&ngx_http_auth_jwt_algs[0]);
-
-    if (md == NULL
-        || EVP_Digest(in->data, in->len, out, &n, md, NULL) != 1)
-    {
-        ERR_clear_error();
-        return NGX_ERROR;
-    }
 
     return NGX_OK;
 }
@@ -598,7 +580,7 @@ ngx_http_auth_jwt_load_jwk(ngx_http_auth_jwt_keyset_t *ks, json_t *jwk,
         return NGX_ERROR;
     }
 
-    if (ngx_http_auth_jwt_sha256(&key.secret, key.fp) != NGX_OK) {
+    if (ngx_meshgate_sha256(&key.secret, 1, key.fp) != NGX_OK) {
         ks->keys.nelts--;
         *err = "SHA-256 failed";
         return NGX_ERROR;
@@ -737,7 +719,7 @@ ngx_http_auth_jwt_add_pkey(ngx_http_auth_jwt_keyset_t *ks,
     s.data = der;
     s.len = n;
 
-    if (ngx_http_auth_jwt_sha256(&s, key->fp) != NGX_OK) {
+    if (ngx_meshgate_sha256(&s, 1, key->fp) != NGX_OK) {
         goto failed;
     }
 

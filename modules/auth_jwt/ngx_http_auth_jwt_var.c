@@ -638,6 +638,7 @@ ngx_http_auth_jwt_uri_source(ngx_http_request_t *r, ngx_str_t *uri,
     src->uri.len = uri->len;
     src->server = server;
     src->keys_max = max;
+    src->named = 1;
     ngx_queue_init(&src->waiters);
 
     ngx_queue_insert_head(&ngx_http_auth_jwt_uris_new, &e->queue);
