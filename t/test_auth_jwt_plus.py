@@ -1,4 +1,4 @@
-"""auth_jwt NGINX Plus parity (issue 19): variables in auth_jwt_key_file
+"""auth_jwt NGINX Plus parity: variables in auth_jwt_key_file
 and auth_jwt_key_request, and one tolerant rule for unusable keys in key
 files and fetched sets."""
 

@@ -1,5 +1,5 @@
-"""ngx_http_upstream_mesh_module: retries that survive correlated failures
-(issue 12): answers do not count toward max_fails under mesh governance,
+"""ngx_http_upstream_mesh_module: retries that survive correlated failures:
+answers do not count toward max_fails under mesh governance,
 tries beyond the peer count, mesh_timeout, the backup tier, and the decay
 of the ejection multiplier."""
 

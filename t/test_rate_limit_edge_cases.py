@@ -1,5 +1,5 @@
-"""ngx_http_rate_limit_module and the async Redis client: review
-findings."""
+"""ngx_http_rate_limit_module and the async Redis client at their edges:
+idle connections, costs above capacity, reset headers, binary keys."""
 
 import requests
 

@@ -1,5 +1,5 @@
-"""Every attack case of auth.md section 4 (cases 29 and 30 concern token
-introspection, another module), plus the RFC 7515 examples."""
+"""Forged and malformed tokens: algorithm confusion, bad signatures, bad
+encodings, oversized parts, replay windows, plus the RFC 7515 examples."""
 
 import base64
 import json
@@ -148,7 +148,7 @@ def seg(tok, i, new):
 
 # 1, 2, 3 -- alg none, null key, empty key file (config part in test_conf)
 
-def test_01_alg_none_rejected(srv):
+def test_alg_none_rejected(srv):
     tok = U.token("HS256")
     h = U.b64u(json.dumps({"alg": "none", "typ": "JWT"}))
     none = h + "." + tok.split(".")[1] + "."
@@ -157,7 +157,7 @@ def test_01_alg_none_rejected(srv):
     rejected(srv, RFC_A5, path="/rfc/")
 
 
-def test_03_bogus_rs256_signature_rejected(srv):
+def test_bogus_rs256_signature_rejected(srv):
     tok = U.token("RS256")
     rejected(srv, seg(tok, 2, U.b64u(b"\x00" * 256)), "bad_signature")
     rejected(srv, seg(tok, 2, "AA"), "bad_signature")
@@ -167,7 +167,7 @@ def test_03_bogus_rs256_signature_rejected(srv):
 
 @pytest.mark.parametrize("alg", ["None", "NONE", "nOnE", "hs256", "Rs256",
                                  "RS256 ", "HS1", "ES256K", "RSA-OAEP", ""])
-def test_04_alg_case_and_unknown(srv, alg):
+def test_alg_case_and_unknown(srv, alg):
     tok = U.token("HS256", header={"alg": alg, "typ": "JWT"},
                   sig=b"x" * 32)
     rejected(srv, tok, "bad_alg")
@@ -175,14 +175,14 @@ def test_04_alg_case_and_unknown(srv, alg):
 
 @pytest.mark.parametrize("hdr", [{"typ": "JWT"}, {"alg": None},
                                  {"alg": 256}, {"alg": ["RS256"]}])
-def test_05_missing_or_typed_alg(srv, hdr):
+def test_missing_or_typed_alg(srv, hdr):
     tok = U.token("RS256", header=hdr, sig=b"x" * 256)
     rejected(srv, tok, "bad_alg")
 
 
 # 6 -- RS -> HS confusion
 
-def test_06_rs_to_hs_confusion(srv):
+def test_rs_to_hs_confusion(srv):
     for secret in (U.pem("rsa").encode(),
                    base64.urlsafe_b64decode(U.jwk("rsa")["n"] + "=="),
                    b""):
@@ -192,7 +192,7 @@ def test_06_rs_to_hs_confusion(srv):
         rejected(srv, tok)
 
 
-def test_06_key_pinned_by_kty(srv):
+def test_key_pinned_by_kty(srv):
     # an ES256 token claiming the RSA key's kid, and the reverse
     rejected(srv, U.token("ES256", kid="r1"), "no_key")
     rejected(srv, U.token("RS256", kid="e256"), "no_key")
@@ -205,7 +205,7 @@ def test_06_key_pinned_by_kty(srv):
 
 # 7, 8, 9 -- ECDSA signature forms
 
-def test_07_ecdsa_der_signature_rejected(srv):
+def test_ecdsa_der_signature_rejected(srv):
     tok = U.token("ES256", kid="e256")
     raw = base64.urlsafe_b64decode(tok.split(".")[2] + "==")
     r, s = int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big")
@@ -213,7 +213,7 @@ def test_07_ecdsa_der_signature_rejected(srv):
     rejected(srv, seg(tok, 2, U.b64u(der)), "bad_signature")
 
 
-def test_08_ecdsa_zero_signature_rejected(srv):
+def test_ecdsa_zero_signature_rejected(srv):
     tok = U.token("ES256", kid="e256")
     rejected(srv, seg(tok, 2, U.b64u(b"\x00" * 64)), "bad_signature")
 
@@ -222,7 +222,7 @@ P256_N = int("FFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551",
              16)
 
 
-def test_09_ecdsa_out_of_range_and_lengths(srv):
+def test_ecdsa_out_of_range_and_lengths(srv):
     tok = U.token("ES256", kid="e256")
     raw = base64.urlsafe_b64decode(tok.split(".")[2] + "==")
     r, s = int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big")
@@ -240,7 +240,7 @@ def test_09_ecdsa_out_of_range_and_lengths(srv):
 
 # 10, 11, 12 -- header semantics
 
-def test_10_unknown_crit_rejected(srv):
+def test_unknown_crit_rejected(srv):
     tok = U.token("RS256", header={"alg": "RS256", "crit": ["foo"],
                                    "foo": 1})
     rejected(srv, tok, "malformed")
@@ -248,7 +248,7 @@ def test_10_unknown_crit_rejected(srv):
     rejected(srv, tok, "malformed")
 
 
-def test_11_duplicate_members_rejected(srv):
+def test_duplicate_members_rejected(srv):
     raw = (b'{"sub":"alice","role":"user","role":"admin","exp":%d}'
            % (time.time() + 600))
     rejected(srv, U.token("RS256", raw_payload=raw), "malformed")
@@ -258,7 +258,7 @@ def test_11_duplicate_members_rejected(srv):
     rejected(srv, U.token("RS256", raw_header=raw), "malformed")
 
 
-def test_12_typ(srv):
+def test_typ(srv):
     for typ in ("JWT", "at+jwt", "application/at+jwt", "jwt"):
         accepted(srv, U.token("RS256", header={"alg": "RS256", "typ": typ}))
     for typ in ("dpop+jwt", "JWE", 1):
@@ -268,7 +268,7 @@ def test_12_typ(srv):
 
 # 13, 14, 15 -- strict base64url and segments
 
-def test_13_segment_encoding(srv):
+def test_segment_encoding(srv):
     tok = U.token("RS256")
     h, p, s = tok.split(".")
     rejected(srv, tok + ".", "malformed")
@@ -287,7 +287,7 @@ def test_13_segment_encoding(srv):
         rejected(srv, t2, "malformed")
 
 
-def test_14_padding_rejected(srv):
+def test_padding_rejected(srv):
     tok = U.token("RS256")
     h, p, s = tok.split(".")
     padded = p + "=" * (-len(p) % 4 or 4)
@@ -295,13 +295,13 @@ def test_14_padding_rejected(srv):
     rejected(srv, h + "." + p + "." + s + "==", "malformed")
 
 
-def test_15_extra_segments_rejected(srv):
+def test_extra_segments_rejected(srv):
     tok = U.token("RS256")
     rejected(srv, tok + ".extra", "malformed")
     rejected(srv, tok + ".a.b", "malformed")
 
 
-def test_16_json_serialization_rejected(srv):
+def test_json_serialization_rejected(srv):
     tok = U.token("RS256")
     h, p, s = tok.split(".")
     js = json.dumps({"payload": p, "signatures": [{"protected": h,
@@ -311,7 +311,7 @@ def test_16_json_serialization_rejected(srv):
              "malformed")
 
 
-def test_17_nested_and_jwe_rejected(srv):
+def test_nested_and_jwe_rejected(srv):
     tok = U.token("RS256", header={"alg": "RS256", "cty": "JWT"})
     rejected(srv, tok, "malformed")
     tok = U.token("RS256", header={"alg": "RS256", "enc": "A128GCM"})
@@ -321,7 +321,7 @@ def test_17_nested_and_jwe_rejected(srv):
     rejected(srv, jwe, "malformed")
 
 
-def test_18_kid_is_only_a_lookup_key(srv):
+def test_kid_is_only_a_lookup_key(srv):
     for kid in ("../../dev/null", "x' UNION SELECT 'secret", "/etc/passwd",
                 "R1", "r1 ", "r"):
         tok = U.token("RS256", kid=kid)
@@ -331,7 +331,7 @@ def test_18_kid_is_only_a_lookup_key(srv):
     accepted(srv, U.token("RS256", kid="r1"))
 
 
-def test_19_embedded_and_remote_keys_ignored(srv, backend):
+def test_embedded_and_remote_keys_ignored(srv, backend):
     b = backend()
     attacker = U.jwk("rsa2", kid="evil")
     for extra in ({"jwk": attacker}, {"jku": b.url + "/jwks"},
@@ -347,7 +347,7 @@ def test_19_embedded_and_remote_keys_ignored(srv, backend):
 
 # 20, 21 -- time claims
 
-def test_20_exp(srv):
+def test_exp(srv):
     now = int(time.time())
     rejected(srv, U.token("RS256", U.claims(exp=now - 1)), "expired")
     rejected(srv, U.token("RS256", U.claims(exp=now)), "expired")
@@ -365,7 +365,7 @@ def test_20_exp(srv):
     accepted(srv, U.token("RS256", {"sub": "alice"}))
 
 
-def test_21_nbf_and_iat(srv):
+def test_nbf_and_iat(srv):
     now = int(time.time())
     rejected(srv, U.token("RS256", U.claims(nbf=now + 30)), "not_yet_valid")
     accepted(srv, U.token("RS256", U.claims(nbf=now + 30)), path="/leeway/")
@@ -374,7 +374,7 @@ def test_21_nbf_and_iat(srv):
     accepted(srv, U.token("RS256", U.claims(iat=now + 3600)))
 
 
-def test_22_audience_and_issuer(srv):
+def test_audience_and_issuer(srv):
     accepted(srv, U.token("RS256", U.claims(aud="api")), path="/aud/")
     accepted(srv, U.token("RS256", U.claims(aud=["x", "other"])),
              path="/aud/")
@@ -389,7 +389,7 @@ def test_22_audience_and_issuer(srv):
              "bad_issuer", path="/aud/")
 
 
-def test_24_hmac_compare(srv):
+def test_hmac_compare(srv):
     tok = U.token("HS256", kid="h1")
     accepted(srv, tok)
     raw = base64.urlsafe_b64decode(tok.split(".")[2] + "==")
@@ -399,13 +399,13 @@ def test_24_hmac_compare(srv):
     rejected(srv, seg(tok, 2, U.b64u(raw + b"\x00")), "bad_signature")
 
 
-def test_25_oversized_token(srv):
+def test_oversized_token(srv):
     big = U.token("RS256", U.claims(pad="x" * 20000))
     rejected(srv, big, "malformed")
     accepted(srv, U.token("RS256", U.claims(pad="x" * 8000)))
 
 
-def test_26_authorization_header_forms(srv):
+def test_authorization_header_forms(srv):
     tok = U.token("RS256")
     accepted(srv, tok, scheme="bearer ")
     accepted(srv, tok, scheme="BEARER ")
@@ -421,7 +421,7 @@ def test_26_authorization_header_forms(srv):
     assert r.status_code == 401 and r.headers["X-Result"] == "malformed"
 
 
-def test_27_28_token_source(srv):
+def test_28_token_source(srv):
     tok = U.token("RS256")
     bad = U.token("RS256", keyname="rsa2")
     # token= names the only source: the header is not used

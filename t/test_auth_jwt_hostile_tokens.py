@@ -1,4 +1,4 @@
-"""auth_jwt regression tests for issue 18: absent claims read as absent,
+"""auth_jwt and hostile tokens: absent claims read as absent,
 no control byte from a token reaches a header or a log line, and key sets
 cannot make a worker spend its time on public-key work (RSA size, keys per
 set, no fetch for a missing or malformed token, no second parse of the

@@ -1,4 +1,6 @@
-"""ngx_http_upstream_mesh_module: review findings."""
+"""ngx_http_upstream_mesh_module at its edges: a refused try after an
+answer, reloads with requests in flight, huge Retry-After, rejected
+requests."""
 
 import socket
 import threading
