@@ -141,11 +141,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         ngx_memzero(&parts[i], sizeof(ngx_http_aggregate_part_t));
         parts[i].agg = &ctx;
         parts[i].conf = pc;
-        parts[i].buf = seg[i + 1].data;
-        parts[i].len = seg[i + 1].len;
-        parts[i].size = seg[i + 1].len;
-        parts[i].status = 200;
-        parts[i].complete = 1;
+        /* what ngx_meshgate_fetch.c leaves once an answer is complete */
+        parts[i].fetch.answer = seg[i + 1];
+        parts[i].fetch.size = seg[i + 1].len;
+        parts[i].fetch.status = 200;
+        parts[i].fetch.header = 1;
+        parts[i].fetch.complete = 1;
+        parts[i].fetch.done = 1;
         parts[i].reason = "invalid JSON";
 
         if (i == 1 && (flags & 0x08)) {

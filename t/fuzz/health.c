@@ -52,6 +52,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     ngx_http_upstream_srv_conf_t         uscf;
     ngx_http_upstream_mesh_srv_conf_t    mcf;
     ngx_http_upstream_mesh_peer_conf_t   peer;
+    ngx_http_upstream_mesh_sh_t          sh;
 
     ngx_fuzz_init();
 
@@ -94,6 +95,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     mcf.uscf = &uscf;
     mcf.peers.elts = &peer;
     mcf.peers.nelts = 1;
+
+    /* the shared state of a configured (not discovered) peer */
+    ngx_memzero(&sh, sizeof(ngx_http_upstream_mesh_sh_t));
+    mcf.sh = &sh;
     mcf.hc_type = NGX_HTTP_UPSTREAM_MESH_HC_HTTP;
     ngx_str_set(&mcf.hc_uri, "/health");
     mcf.hc_timeout = 1000;
@@ -128,7 +133,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 void
 ngx_http_upstream_mesh_health_result(ngx_http_upstream_mesh_srv_conf_t *mcf,
-    ngx_uint_t i, ngx_uint_t ok, ngx_log_t *log)
+    ngx_uint_t i, ngx_uint_t gen, ngx_uint_t ok, ngx_log_t *log)
 {
     ngx_fuzz_health_results++;
     ngx_fuzz_health_ok = ok;

@@ -24,6 +24,11 @@
 
 #include "ngx_fuzz.h"
 #include "../../modules/common/ngx_meshgate_redis.c"
+#include "../../modules/common/ngx_meshgate_redis_reply.c"
+#include "../../modules/common/ngx_meshgate_redis_conf.c"
+#include "../../modules/common/ngx_meshgate_redis_cluster.c"
+#include "../../modules/common/ngx_meshgate_redis_sentinel.c"
+#include "../../modules/common/ngx_meshgate_redis_tls.c"
 
 
 #define NGX_FUZZ_REDIS_CMDS  16
