@@ -440,6 +440,19 @@ def test_gateway_demo_part(nginx, backend):
     assert status(n)["upstreams"][0]["name"] == "orders_mesh"
 
 
+def named_upstream_conf(quoted, port):
+    """An upstream named by the nginx quoted string `quoted`, with the
+    metrics exported at /metrics."""
+    return ('mesh_metrics zone=mm:1m;\n'
+            'upstream "%s" {\n'
+            '    zone u 64k;\n'
+            '    server %s;\n'
+            '    mesh_outlier_detection consecutive_5xx=3;\n'
+            '}\n' % (quoted, addr(port))
+            + server('    location = /metrics { mesh_metrics off; '
+                     'mesh_metrics_export prometheus; }'))
+
+
 def test_names_escaped_in_status_and_metrics(nginx, backend):
     """An upstream name with a quote, a backslash and a newline (nginx's
     quoted strings allow them) stays one JSON string in mesh_status and
@@ -448,15 +461,7 @@ def test_names_escaped_in_status_and_metrics(nginx, backend):
     from mesh_metrics_util import promtool, scrape
     b = backend()
     name = 'we"ird\\up\nx'
-    conf = (
-        'mesh_metrics zone=mm:1m;\n'
-        'upstream "we\\"ird\\\\up\\nx" {\n'
-        '    zone u 64k;\n'
-        '    server %s;\n'
-        '    mesh_outlier_detection consecutive_5xx=3;\n'
-        '}\n' % addr(b.port)
-        + server('    location = /metrics { mesh_metrics off; '
-                 'mesh_metrics_export prometheus; }'))
+    conf = named_upstream_conf('we\\"ird\\\\up\\nx', b.port)
     n = nginx.start(conf, modules=MODULES + ["mesh_metrics"])
     r = requests.get(n.url("/mesh/status"), timeout=5)
     assert r.status_code == 200
@@ -479,15 +484,7 @@ def test_names_with_control_bytes_and_bad_utf8(nginx, backend):
     require_module("mesh_metrics")
     from mesh_metrics_util import promtool, scrape
     b = backend()
-    conf = (
-        'mesh_metrics zone=mm:1m;\n'
-        'upstream "t\\tb@FF@c\x7f\u00e9" {\n'
-        '    zone u 64k;\n'
-        '    server %s;\n'
-        '    mesh_outlier_detection consecutive_5xx=3;\n'
-        '}\n' % addr(b.port)
-        + server('    location = /metrics { mesh_metrics off; '
-                 'mesh_metrics_export prometheus; }'))
+    conf = named_upstream_conf("t\\tb@FF@c\x7f\u00e9", b.port)
     n = nginx.start(conf.replace("@FF@", "x"),
                     modules=MODULES + ["mesh_metrics"])
     # the harness writes text: put the raw byte in, then reload

@@ -11,9 +11,6 @@
 #include "ngx_meshgate_http.h"
 
 
-static size_t ngx_meshgate_escape_utf8(u_char *p, u_char *last);
-
-
 /*
  * Prometheus label values know only \\, \" and \n: any other control
  * byte, 0x7f and each byte of a sequence that is not UTF-8 becomes '?'
@@ -37,7 +34,7 @@ ngx_meshgate_escape_len(u_char *src, size_t len, ngx_uint_t type)
             n++;
 
         } else if (*src >= 0x80) {
-            seq = ngx_meshgate_escape_utf8(src, last);
+            seq = ngx_meshgate_utf8_len(src, last);
 
             if (seq) {
                 src += seq;
@@ -89,7 +86,7 @@ ngx_meshgate_escape(u_char *dst, u_char *src, size_t len, ngx_uint_t type)
         }
 
         if (*src >= 0x80) {
-            seq = ngx_meshgate_escape_utf8(src, last);
+            seq = ngx_meshgate_utf8_len(src, last);
 
             if (seq) {
                 dst = ngx_cpymem(dst, src, seq);
@@ -118,10 +115,8 @@ ngx_meshgate_escape(u_char *dst, u_char *src, size_t len, ngx_uint_t type)
 }
 
 
-/* the length of the well-formed UTF-8 sequence at p, 0 if there is none */
-
-static size_t
-ngx_meshgate_escape_utf8(u_char *p, u_char *last)
+size_t
+ngx_meshgate_utf8_len(u_char *p, u_char *last)
 {
     size_t  n;
 

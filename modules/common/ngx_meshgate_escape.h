@@ -42,6 +42,12 @@ size_t ngx_meshgate_escape_len(u_char *src, size_t len, ngx_uint_t type);
 u_char *ngx_meshgate_escape(u_char *dst, u_char *src, size_t len,
     ngx_uint_t type);
 
+/*
+ * The length of the well-formed UTF-8 sequence of two bytes or more at
+ * p (not past last); 0 for any other byte.
+ */
+size_t ngx_meshgate_utf8_len(u_char *p, u_char *last);
+
 
 #pragma GCC visibility pop
 
