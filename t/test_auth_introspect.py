@@ -455,11 +455,20 @@ def test_reload_keeps_the_cache(nginx, backend, auth_server):
     n = start(nginx, backend, auth_server, workers=2)
     assert requests.get(n.url("/x"), headers=bearer("t-rl"),
                         timeout=10).status_code == 200
+    auth_server.answers["t-rl-off"] = {"active": False}
+    assert requests.get(n.url("/x"), headers=bearer("t-rl-off"),
+                        timeout=10).status_code == 401
     n.reload()
     for _ in range(3):
-        assert requests.get(n.url("/x"), headers=bearer("t-rl"),
-                            timeout=10).status_code == 200
+        r = requests.get(n.url("/x"), headers=bearer("t-rl"), timeout=10)
+        assert r.status_code == 200
+        # the claims come from the cached record
+        assert r.json()["headers"]["x-sub"] == "alice"
+        r = requests.get(n.url("/x"), headers=bearer("t-rl-off"), timeout=10)
+        assert r.status_code == 401
+        assert r.headers["X-Result"] == "inactive"
     assert auth_server.count("t-rl") == 1
+    assert auth_server.count("t-rl-off") == 1
 
 
 SATISFY = """

@@ -160,17 +160,33 @@ def test_malformed_entries_are_refused(gw):
 
 
 def test_reload_keeps_the_cache(nginx, backend, redis, tmp_path):
+    """Cached answers, found (consumer and metadata) and unknown, read
+    the same from the zone after a reload, with Redis gone."""
     b = backend()
     keys = write_keys(tmp_path / "keys.txt", [key_line(FILE_KEY, "filer")])
     n = nginx.start(HTTP, modules=["auth_key"], workers=2, backend=b.port,
                     keys=keys, redis_port=redis.port)
     n.allow(r"auth_key")
-    redis.client().hset(rkey("k-rl", "gw:key:"), "consumer", "erin")
+    c = redis.client()
+    c.hset(rkey("k-rl", "gw:key:"), "consumer", "erin")
+    c.hset(rkey("k-md"), mapping={"consumer": "mo", "Tier": "silver"})
     assert get(n, "/long/x", "k-rl").status_code == 200
+    assert get(n, "/x", "k-md").status_code == 200
+    assert get(n, "/long/x", "k-none").status_code == 401
     redis.stop()
     n.reload()
     for _ in range(4):
-        assert get(n, "/long/x", "k-rl").status_code == 200
+        r = get(n, "/long/x", "k-rl")
+        assert r.status_code == 200
+        assert r.json()["headers"]["x-consumer"] == "erin"
+        r = get(n, "/long/x", "k-none")
+        assert r.status_code == 401
+        assert r.headers["X-Auth-Result"] == "invalid"
+    # within ttl=2s of the first answer
+    r = get(n, "/x", "k-md")
+    if r.status_code == 200:
+        h = r.json()["headers"]
+        assert (h["x-consumer"], h["x-tier"]) == ("mo", "silver")
 
 
 BAD = [

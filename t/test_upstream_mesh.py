@@ -440,6 +440,19 @@ def test_gateway_demo_part(nginx, backend):
     assert status(n)["upstreams"][0]["name"] == "orders_mesh"
 
 
+def named_upstream_conf(quoted, port):
+    """An upstream named by the nginx quoted string `quoted`, with the
+    metrics exported at /metrics."""
+    return ('mesh_metrics zone=mm:1m;\n'
+            'upstream "%s" {\n'
+            '    zone u 64k;\n'
+            '    server %s;\n'
+            '    mesh_outlier_detection consecutive_5xx=3;\n'
+            '}\n' % (quoted, addr(port))
+            + server('    location = /metrics { mesh_metrics off; '
+                     'mesh_metrics_export prometheus; }'))
+
+
 def test_names_escaped_in_status_and_metrics(nginx, backend):
     """An upstream name with a quote, a backslash and a newline (nginx's
     quoted strings allow them) stays one JSON string in mesh_status and
@@ -448,15 +461,7 @@ def test_names_escaped_in_status_and_metrics(nginx, backend):
     from mesh_metrics_util import promtool, scrape
     b = backend()
     name = 'we"ird\\up\nx'
-    conf = (
-        'mesh_metrics zone=mm:1m;\n'
-        'upstream "we\\"ird\\\\up\\nx" {\n'
-        '    zone u 64k;\n'
-        '    server %s;\n'
-        '    mesh_outlier_detection consecutive_5xx=3;\n'
-        '}\n' % addr(b.port)
-        + server('    location = /metrics { mesh_metrics off; '
-                 'mesh_metrics_export prometheus; }'))
+    conf = named_upstream_conf('we\\"ird\\\\up\\nx', b.port)
     n = nginx.start(conf, modules=MODULES + ["mesh_metrics"])
     r = requests.get(n.url("/mesh/status"), timeout=5)
     assert r.status_code == 200
@@ -469,3 +474,32 @@ def test_names_escaped_in_status_and_metrics(nginx, backend):
                  peer=addr(b.port)) == 1
     assert m.get("meshgate_upstream_peers", upstream=name) == 1
     promtool(m.text)
+
+
+def test_names_with_control_bytes_and_bad_utf8(nginx, backend):
+    """A name with a tab, 0x7f, a byte that is not UTF-8 and a good
+    two-byte character: JSON gets the bad bytes as \\u00XX, label values
+    as '?', the good character stays (checked per sequence); no raw
+    control or invalid byte reaches either output."""
+    require_module("mesh_metrics")
+    from mesh_metrics_util import promtool, scrape
+    b = backend()
+    conf = named_upstream_conf("t\\tb@FF@c\x7f\u00e9", b.port)
+    n = nginx.start(conf.replace("@FF@", "x"),
+                    modules=MODULES + ["mesh_metrics"])
+    # the harness writes text: put the raw byte in, then reload
+    with open(n.conf_path, "rb") as f:
+        raw = f.read()
+    with open(n.conf_path, "wb") as f:
+        f.write(raw.replace(b"\\tbxc", b"\\tb\xffc"))
+    n.reload()
+    r = requests.get(n.url("/mesh/status"), timeout=5)
+    assert r.status_code == 200
+    assert b"\xff" not in r.content and b"\x7f" not in r.content
+    assert b"\\u00ff" in r.content and b"\\u007f" in r.content
+    doc = json.loads(r.text)
+    assert [u["name"] for u in doc["upstreams"]] == ["t\tb\u00ffc\x7f\u00e9"]
+    raw = requests.get(n.url("/metrics"), timeout=5).content
+    assert b"\xff" not in raw and b"\x7f" not in raw and b"\t" not in raw
+    assert 'upstream="t?b?c?\u00e9"'.encode() in raw
+    promtool(scrape(n).text)

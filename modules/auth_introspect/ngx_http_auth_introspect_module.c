@@ -34,7 +34,10 @@
 #define NGX_HTTP_INTROSPECT_UNAVAILABLE  6
 #define NGX_HTTP_INTROSPECT_SCOPE        7
 
-/* the first byte of a cached answer */
+/*
+ * the kind of a cached answer, a record of common's encoding: an active
+ * one has one field, its claims (compact JSON); the others none
+ */
 #define NGX_HTTP_INTROSPECT_CACHE_ACTIVE    'A'
 #define NGX_HTTP_INTROSPECT_CACHE_INACTIVE  'I'
 #define NGX_HTTP_INTROSPECT_CACHE_EXPIRED   'E'
@@ -393,12 +396,16 @@ ngx_http_auth_introspect_lookup(ngx_http_request_t *r,
                            "auth_introspect: cache hit");
 
             if (ngx_http_auth_introspect_set_answer(r, ctx, &answer)
-                != NGX_OK)
+                == NGX_OK)
             {
-                return NGX_ERROR;
+                return ngx_http_auth_introspect_finish(r, alcf, ctx);
             }
 
-            return ngx_http_auth_introspect_finish(r, alcf, ctx);
+            /* not a record of this encoding: asked again, then replaced */
+
+            ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                           "auth_introspect: cache entry of another "
+                           "encoding");
         }
     }
 
@@ -573,7 +580,8 @@ ngx_http_auth_introspect_done(ngx_meshgate_fetch_t *f)
 
     /* the answer as cached and as handed to the waiting requests */
 
-    value.len = 1 + payload.len;
+    value.len = NGX_MESHGATE_RECORD_HEAD + NGX_MESHGATE_RECORD_FIELD
+                + payload.len;
     value.data = ngx_pnalloc(r->pool, value.len);
 
     if (value.data == NULL) {
@@ -581,21 +589,22 @@ ngx_http_auth_introspect_done(ngx_meshgate_fetch_t *f)
         value.len = 0;
 
     } else {
-        p = value.data;
-
         switch (result) {
         case NGX_HTTP_INTROSPECT_OK:
-            *p++ = NGX_HTTP_INTROSPECT_CACHE_ACTIVE;
-            ngx_memcpy(p, payload.data, payload.len);
+            p = ngx_meshgate_record_start(value.data,
+                                          NGX_HTTP_INTROSPECT_CACHE_ACTIVE);
+            p = ngx_meshgate_record_put(p, payload.data, payload.len);
             break;
         case NGX_HTTP_INTROSPECT_EXPIRED:
-            *p = NGX_HTTP_INTROSPECT_CACHE_EXPIRED;
-            value.len = 1;
+            p = ngx_meshgate_record_start(value.data,
+                                          NGX_HTTP_INTROSPECT_CACHE_EXPIRED);
             break;
         default:
-            *p = NGX_HTTP_INTROSPECT_CACHE_INACTIVE;
-            value.len = 1;
+            p = ngx_meshgate_record_start(value.data,
+                                          NGX_HTTP_INTROSPECT_CACHE_INACTIVE);
         }
+
+        value.len = p - value.data;
     }
 
     if (alcf->cache && expires && value.len) {
@@ -841,26 +850,37 @@ ngx_http_auth_introspect_cleanup(void *data)
 }
 
 
-/* sets the result from a cached answer: a kind byte, then the payload */
+/*
+ * sets the result from an answer as cached (a record); NGX_DECLINED when
+ * it is no record of this encoding
+ */
 
 static ngx_int_t
 ngx_http_auth_introspect_set_answer(ngx_http_request_t *r,
     ngx_http_auth_introspect_ctx_t *ctx, ngx_str_t *answer)
 {
-    ctx->state = NGX_HTTP_INTROSPECT_DONE;
-    ngx_str_null(&ctx->payload);
+    ngx_str_t              payload;
+    ngx_meshgate_record_t  rec;
 
-    if (answer->len == 0) {
-        ctx->result = NGX_HTTP_INTROSPECT_UNAVAILABLE;
-        return NGX_OK;
+    if (ngx_meshgate_record_open(&rec, answer) != NGX_OK) {
+        return NGX_DECLINED;
     }
 
-    switch (answer->data[0]) {
+    ngx_str_null(&payload);
+
+    if (rec.kind == NGX_HTTP_INTROSPECT_CACHE_ACTIVE
+        && ngx_meshgate_record_next(&rec, &payload) != NGX_OK)
+    {
+        return NGX_DECLINED;
+    }
+
+    ctx->state = NGX_HTTP_INTROSPECT_DONE;
+    ctx->payload = payload;
+
+    switch (rec.kind) {
 
     case NGX_HTTP_INTROSPECT_CACHE_ACTIVE:
         ctx->result = NGX_HTTP_INTROSPECT_OK;
-        ctx->payload.data = answer->data + 1;
-        ctx->payload.len = answer->len - 1;
         break;
 
     case NGX_HTTP_INTROSPECT_CACHE_EXPIRED:

@@ -16,8 +16,9 @@
 /*
  * The Redis key store: a consumer is the hash at <prefix><sha256 hex>,
  * its field "consumer" the name, every other field a metadata value.
- * Answers, found or not, are cached in a shared-memory zone: as
- * 'K' then length-prefixed strings (consumer, name, value, ...), or 'N'.
+ * Answers, found or not, are cached in a shared-memory zone as records
+ * of common's encoding: kind 'K' with the fields consumer, name, value,
+ * name, value..., or kind 'N' and no field.
  */
 
 #define NGX_HTTP_AUTH_KEY_REDIS_FOUND    'K'
@@ -53,9 +54,6 @@ static void ngx_http_auth_key_redis_store(ngx_http_request_t *r,
     ngx_http_auth_key_redis_call_t *call);
 static ngx_int_t ngx_http_auth_key_redis_decode(ngx_http_request_t *r,
     ngx_http_auth_key_ctx_t *ctx, ngx_str_t *value);
-static u_char *ngx_http_auth_key_redis_put(u_char *p, ngx_str_t *s);
-static ngx_int_t ngx_http_auth_key_redis_get(u_char **p, u_char *end,
-    ngx_str_t *s);
 static char *ngx_http_auth_key_redis_store_id(ngx_conf_t *cf,
     ngx_http_auth_key_redis_t *kr, ngx_str_t *server, ngx_str_t *master,
     ngx_str_t *db, ngx_str_t *user);
@@ -289,13 +287,16 @@ ngx_http_auth_key_redis_lookup(ngx_http_request_t *r,
         ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                        "auth_key: redis store cache hit");
 
-        if (ngx_http_auth_key_redis_decode(r, ctx, &value) != NGX_OK) {
-            ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
-                          "auth_key: corrupt cache entry");
-            return NGX_ERROR;
+        rc = ngx_http_auth_key_redis_decode(r, ctx, &value);
+
+        if (rc != NGX_DECLINED) {
+            return rc;
         }
 
-        return NGX_OK;
+        /* not a record of this encoding: asked again, then replaced */
+
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "auth_key: cache entry of another encoding");
     }
 
     len[1] = kr->prefix.len + 2 * NGX_HTTP_AUTH_KEY_DIGEST_LEN;
@@ -529,13 +530,14 @@ ngx_http_auth_key_redis_store(ngx_http_request_t *r,
 
     ctx = call->ctx;
 
-    len = 1;
+    len = NGX_MESHGATE_RECORD_HEAD;
 
     if (ctx->result == NGX_HTTP_AUTH_KEY_OK) {
-        len += 2 + ctx->consumer.len;
+        len += NGX_MESHGATE_RECORD_FIELD + ctx->consumer.len;
 
         for (i = 0; i < ctx->nmeta; i++) {
-            len += 4 + ctx->meta[i].key.len + ctx->meta[i].value.len;
+            len += 2 * NGX_MESHGATE_RECORD_FIELD + ctx->meta[i].key.len
+                   + ctx->meta[i].value.len;
         }
 
         expires = call->kr->ttl;
@@ -553,19 +555,22 @@ ngx_http_auth_key_redis_store(ngx_http_request_t *r,
         return;
     }
 
-    p = value.data;
-
     if (ctx->result == NGX_HTTP_AUTH_KEY_OK) {
-        *p++ = NGX_HTTP_AUTH_KEY_REDIS_FOUND;
-        p = ngx_http_auth_key_redis_put(p, &ctx->consumer);
+        p = ngx_meshgate_record_start(value.data,
+                                      NGX_HTTP_AUTH_KEY_REDIS_FOUND);
+        p = ngx_meshgate_record_put(p, ctx->consumer.data,
+                                    ctx->consumer.len);
 
         for (i = 0; i < ctx->nmeta; i++) {
-            p = ngx_http_auth_key_redis_put(p, &ctx->meta[i].key);
-            p = ngx_http_auth_key_redis_put(p, &ctx->meta[i].value);
+            p = ngx_meshgate_record_put(p, ctx->meta[i].key.data,
+                                        ctx->meta[i].key.len);
+            p = ngx_meshgate_record_put(p, ctx->meta[i].value.data,
+                                        ctx->meta[i].value.len);
         }
 
     } else {
-        *p++ = NGX_HTTP_AUTH_KEY_REDIS_UNKNOWN;
+        p = ngx_meshgate_record_start(value.data,
+                                      NGX_HTTP_AUTH_KEY_REDIS_UNKNOWN);
     }
 
     value.len = p - value.data;
@@ -584,28 +589,32 @@ ngx_http_auth_key_redis_store(ngx_http_request_t *r,
 }
 
 
+/*
+ * NGX_OK with ctx->result set, NGX_DECLINED when value is no record of
+ * this encoding (a miss), NGX_ERROR when out of memory.
+ */
+
 static ngx_int_t
 ngx_http_auth_key_redis_decode(ngx_http_request_t *r,
     ngx_http_auth_key_ctx_t *ctx, ngx_str_t *value)
 {
-    u_char        *p, *end;
-    ngx_uint_t     n;
-    ngx_keyval_t  *kv;
+    ngx_uint_t              n;
+    ngx_keyval_t           *kv;
+    ngx_meshgate_record_t   rec;
 
-    if (value->len == 0) {
-        return NGX_ERROR;
+    if (ngx_meshgate_record_open(&rec, value) != NGX_OK) {
+        return NGX_DECLINED;
     }
 
-    if (value->data[0] == NGX_HTTP_AUTH_KEY_REDIS_UNKNOWN) {
+    if (rec.kind == NGX_HTTP_AUTH_KEY_REDIS_UNKNOWN) {
         ctx->result = NGX_HTTP_AUTH_KEY_INVALID;
         return NGX_OK;
     }
 
-    p = value->data + 1;
-    end = value->data + value->len;
-
-    if (ngx_http_auth_key_redis_get(&p, end, &ctx->consumer) != NGX_OK) {
-        return NGX_ERROR;
+    if (rec.kind != NGX_HTTP_AUTH_KEY_REDIS_FOUND
+        || ngx_meshgate_record_next(&rec, &ctx->consumer) != NGX_OK)
+    {
+        return NGX_DECLINED;
     }
 
     kv = ngx_palloc(r->pool,
@@ -614,48 +623,19 @@ ngx_http_auth_key_redis_decode(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    for (n = 0; p < end && n < NGX_HTTP_AUTH_KEY_REDIS_FIELDS; n++) {
-        if (ngx_http_auth_key_redis_get(&p, end, &kv[n].key) != NGX_OK
-            || ngx_http_auth_key_redis_get(&p, end, &kv[n].value) != NGX_OK)
-        {
-            return NGX_ERROR;
+    for (n = 0; n < NGX_HTTP_AUTH_KEY_REDIS_FIELDS; n++) {
+        if (ngx_meshgate_record_next(&rec, &kv[n].key) != NGX_OK) {
+            break;
+        }
+
+        if (ngx_meshgate_record_next(&rec, &kv[n].value) != NGX_OK) {
+            return NGX_DECLINED;
         }
     }
 
     ctx->meta = kv;
     ctx->nmeta = n;
     ctx->result = NGX_HTTP_AUTH_KEY_OK;
-
-    return NGX_OK;
-}
-
-
-static u_char *
-ngx_http_auth_key_redis_put(u_char *p, ngx_str_t *s)
-{
-    *p++ = (u_char) (s->len >> 8);
-    *p++ = (u_char) (s->len & 0xff);
-
-    return ngx_cpymem(p, s->data, s->len);
-}
-
-
-static ngx_int_t
-ngx_http_auth_key_redis_get(u_char **p, u_char *end, ngx_str_t *s)
-{
-    if (end - *p < 2) {
-        return NGX_ERROR;
-    }
-
-    s->len = ((size_t) (*p)[0] << 8) | (*p)[1];
-    *p += 2;
-
-    if ((size_t) (end - *p) < s->len) {
-        return NGX_ERROR;
-    }
-
-    s->data = *p;
-    *p += s->len;
 
     return NGX_OK;
 }

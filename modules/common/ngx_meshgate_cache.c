@@ -402,3 +402,91 @@ ngx_meshgate_now_ms(void)
 
     return (uint64_t) tp->sec * 1000 + tp->msec;
 }
+
+
+u_char *
+ngx_meshgate_record_start(u_char *p, ngx_uint_t kind)
+{
+    *p++ = NGX_MESHGATE_RECORD_VERSION;
+    *p++ = (u_char) kind;
+
+    return p;
+}
+
+
+u_char *
+ngx_meshgate_record_put(u_char *p, u_char *data, size_t len)
+{
+    /* a cache value never nears 4 GB: the zone's slab pool holds it */
+
+    *p++ = (u_char) (len >> 24);
+    *p++ = (u_char) (len >> 16);
+    *p++ = (u_char) (len >> 8);
+    *p++ = (u_char) len;
+
+    return ngx_cpymem(p, data, len);
+}
+
+
+ngx_int_t
+ngx_meshgate_record_open(ngx_meshgate_record_t *rec, ngx_str_t *value)
+{
+    u_char  *p, *last;
+    size_t   len;
+
+    if (value->len < NGX_MESHGATE_RECORD_HEAD
+        || value->data[0] != NGX_MESHGATE_RECORD_VERSION)
+    {
+        return NGX_DECLINED;
+    }
+
+    p = value->data + NGX_MESHGATE_RECORD_HEAD;
+    last = value->data + value->len;
+
+    /* every field within the value, the last one ending where it ends */
+
+    while (p < last) {
+        if ((size_t) (last - p) < NGX_MESHGATE_RECORD_FIELD) {
+            return NGX_DECLINED;
+        }
+
+        len = ((size_t) p[0] << 24) | ((size_t) p[1] << 16)
+              | ((size_t) p[2] << 8) | p[3];
+        p += NGX_MESHGATE_RECORD_FIELD;
+
+        if ((size_t) (last - p) < len) {
+            return NGX_DECLINED;
+        }
+
+        p += len;
+    }
+
+    rec->kind = value->data[1];
+    rec->pos = value->data + NGX_MESHGATE_RECORD_HEAD;
+    rec->last = last;
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_meshgate_record_next(ngx_meshgate_record_t *rec, ngx_str_t *field)
+{
+    u_char  *p;
+
+    /* the fields were checked by ngx_meshgate_record_open() */
+
+    if (rec->pos == rec->last) {
+        return NGX_DONE;
+    }
+
+    p = rec->pos;
+
+    field->len = ((size_t) p[0] << 24) | ((size_t) p[1] << 16)
+                 | ((size_t) p[2] << 8) | p[3];
+    field->data = p + NGX_MESHGATE_RECORD_FIELD;
+
+    rec->pos = field->data + field->len;
+
+    return NGX_OK;
+}

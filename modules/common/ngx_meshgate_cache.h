@@ -82,6 +82,52 @@ ngx_int_t ngx_meshgate_cache_get_locked(ngx_meshgate_cache_t *cache,
 ngx_int_t ngx_meshgate_cache_set_locked(ngx_meshgate_cache_t *cache,
     ngx_str_t *key, ngx_str_t *value, uint64_t expires);
 
+/*
+ * The one encoding of the values modules keep in a cache zone:
+ *
+ *     version  1 byte, NGX_MESHGATE_RECORD_VERSION
+ *     kind     1 byte, the module's own (found, unknown, active...)
+ *     fields   each a 4-byte big-endian length, then that many bytes
+ *
+ * A value whose first byte is another version, or whose fields do not
+ * end exactly where the value ends, is no record: ngx_meshgate_record_open()
+ * declines it and the caller takes it as a miss and asks again.  That is
+ * the guard for records written by another encoding (a zone survives a
+ * reload, and is reused only by the same module: its tag).  0xc1 never
+ * starts UTF-8 text nor a record of the earlier one-letter kinds.
+ */
+
+#define NGX_MESHGATE_RECORD_VERSION  0xc1
+
+/* the size of a record: its header, then this much per field and its bytes */
+#define NGX_MESHGATE_RECORD_HEAD     2
+#define NGX_MESHGATE_RECORD_FIELD    4
+
+
+typedef struct {
+    u_char                   *pos;
+    u_char                   *last;
+    ngx_uint_t                kind;
+} ngx_meshgate_record_t;
+
+
+/* writes the header at p; returns where the first field goes */
+u_char *ngx_meshgate_record_start(u_char *p, ngx_uint_t kind);
+
+/* writes one field at p; returns where the next one goes */
+u_char *ngx_meshgate_record_put(u_char *p, u_char *data, size_t len);
+
+/*
+ * Checks the whole of value and sets rec to its first field and
+ * rec->kind: NGX_OK, or NGX_DECLINED when value is no record.
+ */
+ngx_int_t ngx_meshgate_record_open(ngx_meshgate_record_t *rec,
+    ngx_str_t *value);
+
+/* the next field (pointing into value): NGX_OK, or NGX_DONE at the end */
+ngx_int_t ngx_meshgate_record_next(ngx_meshgate_record_t *rec,
+    ngx_str_t *field);
+
 /* the wall clock in epoch milliseconds, from nginx's cached time */
 uint64_t ngx_meshgate_now_ms(void);
 

@@ -22,19 +22,31 @@
 #pragma GCC visibility push(hidden)
 
 
-/* a Prometheus label value (text format 0.0.4): \\, \" and \n */
+/*
+ * a Prometheus label value (text format 0.0.4): \\, \" and \n; other
+ * control bytes, 0x7f and bytes that are not UTF-8 become '?'
+ */
 #define NGX_MESHGATE_ESCAPE_LABEL  0
 
-/* a JSON string's contents (RFC 8259): \\, \" and every byte < 0x20 */
+/*
+ * a JSON string's contents (RFC 8259): \\, \", \n; other control
+ * bytes, 0x7f and bytes that are not UTF-8 as \u00XX
+ */
 #define NGX_MESHGATE_ESCAPE_JSON   1
 
 
-/* the length src takes once escaped */
+/* the length src takes once escaped: at most 6 bytes per byte of src */
 size_t ngx_meshgate_escape_len(u_char *src, size_t len, ngx_uint_t type);
 
 /* writes src escaped at dst; returns the end of what it wrote */
 u_char *ngx_meshgate_escape(u_char *dst, u_char *src, size_t len,
     ngx_uint_t type);
+
+/*
+ * The length of the well-formed UTF-8 sequence of two bytes or more at
+ * p (not past last); 0 for any other byte.
+ */
+size_t ngx_meshgate_utf8_len(u_char *p, u_char *last);
 
 
 #pragma GCC visibility pop

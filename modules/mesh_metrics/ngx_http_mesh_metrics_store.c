@@ -9,6 +9,7 @@
 #include <ngx_http.h>
 #include "ngx_http_mesh_metrics.h"
 #include "ngx_meshgate_http.h"
+#include "ngx_meshgate_escape.h"
 
 
 /*
@@ -192,24 +193,9 @@ ngx_http_mesh_metrics_key_add(ngx_http_mesh_metrics_key_t *key,
             continue;
         }
 
-        /* the length a lead byte announces; 0 for any other byte */
+        n = ngx_meshgate_utf8_len(p, last);
 
-        if (*p >= 0xc2 && *p <= 0xdf) {
-            n = 2;
-
-        } else if (*p >= 0xe0 && *p <= 0xef) {
-            n = 3;
-
-        } else if (*p >= 0xf0 && *p <= 0xf4) {
-            n = 4;
-
-        } else {
-            n = 0;
-        }
-
-        if (n == 0 || (size_t) (last - p) < n
-            || !ngx_meshgate_utf8_is_valid(p, n))
-        {
+        if (n == 0) {
             *dst++ = '?';
             p++;
             continue;

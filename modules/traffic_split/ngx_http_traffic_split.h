@@ -14,6 +14,7 @@
 #if (NGX_THREADS)
 #include <ngx_thread_pool.h>
 #endif
+#include <jansson.h>
 
 
 /* weights are kept in hundredths of a percent: 10000 is 100 % */
@@ -218,6 +219,16 @@ ngx_int_t ngx_http_traffic_split_api_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_traffic_split_save_state(ngx_http_traffic_split_conf_t *scf,
     ngx_http_request_t *r, ngx_log_t *log);
 void ngx_http_traffic_split_writer_exit(ngx_http_traffic_split_conf_t *scf);
+
+/* the API's pieces that the state file code uses too */
+ngx_http_traffic_split_main_conf_t *ngx_http_traffic_split_mcf(void);
+const char *ngx_http_traffic_split_parse_weights(
+    ngx_http_traffic_split_conf_t *scf, json_t *weights, ngx_uint_t *w,
+    ngx_uint_t *given);
+ngx_int_t ngx_http_traffic_split_answer(ngx_http_request_t *r,
+    ngx_http_traffic_split_conf_t *scf, ngx_int_t saved);
+json_t *ngx_http_traffic_split_doc(json_t **splits);
+json_t *ngx_http_traffic_split_json_weight(ngx_uint_t w);
 
 /* rollout */
 void ngx_http_traffic_split_rollout_start(ngx_http_traffic_split_conf_t *scf,

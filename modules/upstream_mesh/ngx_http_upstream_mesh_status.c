@@ -16,6 +16,7 @@
 #include "ngx_http_upstream_mesh.h"
 #include "ngx_meshgate_prometheus.h"
 #include "ngx_meshgate_http.h"
+#include "ngx_meshgate_escape.h"
 
 
 static const char *ngx_http_upstream_mesh_peer_state_name(
@@ -23,10 +24,8 @@ static const char *ngx_http_upstream_mesh_peer_state_name(
 static ngx_buf_t *ngx_http_upstream_mesh_status_json(ngx_pool_t *pool,
     ngx_http_upstream_mesh_main_conf_t *mmcf);
 
-static u_char *ngx_http_upstream_mesh_escape_local(u_char *dst, u_char *src,
-    size_t len, ngx_uint_t json);
 static ngx_int_t ngx_http_upstream_mesh_escape_str(ngx_conf_t *cf,
-    ngx_str_t *src, ngx_uint_t json, ngx_str_t *dst);
+    ngx_str_t *src, ngx_uint_t type, ngx_str_t *dst);
 
 
 static ngx_str_t  ngx_http_upstream_mesh_state_names[] = {
@@ -188,8 +187,8 @@ ngx_http_upstream_mesh_status_json(ngx_pool_t *pool,
 
             ngx_http_upstream_mesh_decay(mcf, p, now);
 
-            end = ngx_http_upstream_mesh_escape_local(name, p->name,
-                                                      p->name_len, 1);
+            end = ngx_meshgate_escape(name, p->name, p->name_len,
+                                      NGX_MESHGATE_ESCAPE_JSON);
 
             b->last = ngx_sprintf(b->last,
                      "%s{\"name\":\"%*s\",\"backup\":%s,\"state\":\"%s\","
@@ -319,8 +318,8 @@ ngx_http_upstream_mesh_prometheus(ngx_pool_t *pool, ngx_log_t *log)
                     continue;
                 }
 
-                end = ngx_http_upstream_mesh_escape_local(name, p->name,
-                                                          p->name_len, 0);
+                end = ngx_meshgate_escape(name, p->name, p->name_len,
+                                          NGX_MESHGATE_ESCAPE_LABEL);
 
                 b->last = ngx_sprintf(b->last,
                               "meshgate_upstream_peer_%s"
@@ -423,18 +422,20 @@ ngx_http_upstream_mesh_variable(ngx_http_request_t *r,
 
 /*
  * Names from the configuration (upstreams, peers, discovery) as JSON
- * strings and Prometheus label values.  A local escaper: the common one
- * of issue 17 (modules/common) replaces it when it lands.
+ * strings and Prometheus label values, through the one escaper of
+ * common (control bytes and bytes that are not UTF-8 never reach either).
  */
 
 ngx_int_t
 ngx_http_upstream_mesh_escape_names(ngx_conf_t *cf,
     ngx_http_upstream_mesh_srv_conf_t *mcf)
 {
-    if (ngx_http_upstream_mesh_escape_str(cf, &mcf->uscf->host, 1,
+    if (ngx_http_upstream_mesh_escape_str(cf, &mcf->uscf->host,
+                                          NGX_MESHGATE_ESCAPE_JSON,
                                           &mcf->json_name)
         != NGX_OK
-        || ngx_http_upstream_mesh_escape_str(cf, &mcf->uscf->host, 0,
+        || ngx_http_upstream_mesh_escape_str(cf, &mcf->uscf->host,
+                                             NGX_MESHGATE_ESCAPE_LABEL,
                                              &mcf->prom_name)
            != NGX_OK)
     {
@@ -445,73 +446,24 @@ ngx_http_upstream_mesh_escape_names(ngx_conf_t *cf,
         return NGX_OK;
     }
 
-    return ngx_http_upstream_mesh_escape_str(cf, &mcf->disc->name, 1,
+    return ngx_http_upstream_mesh_escape_str(cf, &mcf->disc->name,
+                                             NGX_MESHGATE_ESCAPE_JSON,
                                              &mcf->disc->json_name);
 }
 
 
 static ngx_int_t
 ngx_http_upstream_mesh_escape_str(ngx_conf_t *cf, ngx_str_t *src,
-    ngx_uint_t json, ngx_str_t *dst)
+    ngx_uint_t type, ngx_str_t *dst)
 {
-    dst->data = ngx_pnalloc(cf->pool, NGX_HTTP_UPSTREAM_MESH_ESC * src->len);
+    dst->data = ngx_pnalloc(cf->pool,
+                            ngx_meshgate_escape_len(src->data, src->len, type));
     if (dst->data == NULL) {
         return NGX_ERROR;
     }
 
-    dst->len = ngx_http_upstream_mesh_escape_local(dst->data, src->data,
-                                                   src->len, json)
+    dst->len = ngx_meshgate_escape(dst->data, src->data, src->len, type)
                - dst->data;
 
     return NGX_OK;
-}
-
-
-/*
- * JSON: '"' and '\' escaped, control bytes as \u00XX, and so are the
- * bytes above 0x7f of a name that is not UTF-8 (JSON must be).
- * Prometheus label values know only \\, \" and \n: other control bytes
- * and the bytes of a name that is not UTF-8 become '?'.
- * dst holds NGX_HTTP_UPSTREAM_MESH_ESC bytes per byte of src.
- */
-
-static u_char *
-ngx_http_upstream_mesh_escape_local(u_char *dst, u_char *src, size_t len,
-    ngx_uint_t json)
-{
-    u_char      c;
-    ngx_uint_t  utf8;
-
-    static u_char  hex[] = "0123456789abcdef";
-
-    utf8 = ngx_meshgate_utf8_is_valid(src, len);
-
-    while (len--) {
-        c = *src++;
-
-        if (c == '"' || c == '\\') {
-            *dst++ = '\\';
-            *dst++ = c;
-
-        } else if (c == '\n' && !json) {
-            *dst++ = '\\';
-            *dst++ = 'n';
-
-        } else if (c < 0x20 || c == 0x7f || (c >= 0x80 && !utf8)) {
-
-            if (json) {
-                dst = ngx_cpymem(dst, "\\u00", 4);
-                *dst++ = hex[c >> 4];
-                *dst++ = hex[c & 0xf];
-
-            } else {
-                *dst++ = '?';
-            }
-
-        } else {
-            *dst++ = c;
-        }
-    }
-
-    return dst;
 }
