@@ -29,6 +29,7 @@
 #include "../../modules/common/ngx_meshgate_escape.c"
 #include "../../modules/common/ngx_meshgate_http.c"
 #include "../../modules/traffic_split/ngx_http_traffic_split_api.c"
+#include "../../modules/traffic_split/ngx_http_traffic_split_state.c"
 #include "../../modules/traffic_split/ngx_http_traffic_split_select.c"
 #include "../../modules/traffic_split/ngx_http_traffic_split_rollout.c"
 
