@@ -526,12 +526,23 @@ ngx_http_auth_jwt_prepare(ngx_http_request_t *r, ngx_http_auth_jwt_ctx_t *ctx,
     if (ctx->pre == NGX_HTTP_AUTH_JWT_NONE) {
         ctx->pre = NGX_HTTP_AUTH_JWT_OK;
 
-        if (ngx_http_auth_jwt_get_token(r, jlcf, &ctx->token) != NGX_OK) {
-            ctx->pre = NGX_HTTP_AUTH_JWT_ERROR;
+        switch (ngx_http_auth_jwt_get_token(r, jlcf, &ctx->token)) {
 
-        } else if (ctx->token.len == 0) {
+        case NGX_OK:
+            break;
+
+        case NGX_DECLINED:
             ctx->pre = NGX_HTTP_AUTH_JWT_MISSING;
             ctx->pre_err = "no token";
+            break;
+
+        case NGX_ABORT:
+            ctx->pre = NGX_HTTP_AUTH_JWT_MALFORMED;
+            ctx->pre_err = "malformed bearer token";
+            break;
+
+        default:
+            ctx->pre = NGX_HTTP_AUTH_JWT_ERROR;
         }
     }
 
@@ -577,48 +588,29 @@ ngx_http_auth_jwt_prepare(ngx_http_request_t *r, ngx_http_auth_jwt_ctx_t *ctx,
 }
 
 
+/*
+ * The token, by the grammar of RFC 6750 (ngx_meshgate_bearer.c) with
+ * auth_jwt's own length bound, from the Authorization header or token=:
+ * NGX_OK, NGX_DECLINED when there is none, NGX_ABORT when malformed.
+ */
+
 static ngx_int_t
 ngx_http_auth_jwt_get_token(ngx_http_request_t *r,
     ngx_http_auth_jwt_loc_conf_t *jlcf, ngx_str_t *token)
 {
-    u_char           *p, *last;
-    ngx_table_elt_t  *h;
-
     token->len = 0;
     token->data = NULL;
 
-    if (jlcf->token) {
-        return ngx_http_complex_value(r, jlcf->token, token);
+    if (jlcf->token == NULL) {
+        return ngx_meshgate_bearer_token(r, token,
+                                         NGX_HTTP_AUTH_JWT_MAX_TOKEN);
     }
 
-    h = r->headers_in.authorization;
-    if (h == NULL) {
-        return NGX_OK;
+    if (ngx_http_complex_value(r, jlcf->token, token) != NGX_OK) {
+        return NGX_ERROR;
     }
 
-    p = h->value.data;
-    last = p + h->value.len;
-
-    if (h->value.len < sizeof("Bearer ") - 1
-        || ngx_strncasecmp(p, (u_char *) "Bearer ", 7) != 0)
-    {
-        return NGX_OK;
-    }
-
-    p += 7;
-
-    while (p < last && *p == ' ') {
-        p++;
-    }
-
-    while (last > p && (last[-1] == ' ' || last[-1] == '\t')) {
-        last--;
-    }
-
-    token->data = p;
-    token->len = last - p;
-
-    return NGX_OK;
+    return ngx_meshgate_bearer_check(token, NGX_HTTP_AUTH_JWT_MAX_TOKEN);
 }
 
 
