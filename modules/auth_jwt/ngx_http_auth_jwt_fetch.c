@@ -122,7 +122,7 @@ ngx_http_auth_jwt_fetch_done(ngx_meshgate_fetch_t *fetch)
         src->failed_at = ngx_time();
     }
 
-    ngx_http_auth_jwt_wake(src);
+    ngx_meshgate_waiter_wake(&src->waiters, NULL, NULL);
 
     /* a failed fetch never takes the client's request down */
 
@@ -289,5 +289,5 @@ ngx_http_auth_jwt_fetch_abort(ngx_http_request_t *r,
     src->fetching = 0;
     src->owner = NULL;
 
-    ngx_http_auth_jwt_wake(src);
+    ngx_meshgate_waiter_wake(&src->waiters, NULL, NULL);
 }

@@ -88,7 +88,7 @@ ngx_http_auth_jwt_handler(ngx_http_request_t *r)
         return ctx->status;
     }
 
-    if (ctx->waiting) {
+    if (ctx->waiter.waiting) {
         return NGX_AGAIN;
     }
 
@@ -252,10 +252,7 @@ ngx_http_auth_jwt_ctx_cleanup(void *data)
 {
     ngx_http_auth_jwt_ctx_t *ctx = data;
 
-    if (ctx->waiting) {
-        ngx_queue_remove(&ctx->queue);
-        ctx->waiting = 0;
-    }
+    ngx_meshgate_waiter_leave(&ctx->waiter);
 
     if (ctx->header) {
         json_decref(ctx->header);
