@@ -296,6 +296,7 @@ ngx_http_auth_jwt_result_e ngx_http_auth_jwt_parse(ngx_pool_t *pool,
 ngx_int_t ngx_http_auth_jwt_verify(ngx_http_auth_jwt_key_t *key,
     ngx_http_auth_jwt_token_t *jwt);
 ngx_int_t ngx_http_auth_jwt_json_object(ngx_str_t *text, json_t **out);
+ngx_int_t ngx_http_auth_jwt_alg_index(const char *name);
 void ngx_http_auth_jwt_md_init(void);
 void ngx_http_auth_jwt_md_free(void);
 ngx_int_t ngx_http_auth_jwt_jwk_param(ngx_pool_t *pool, json_t *jwk,
