@@ -14,6 +14,16 @@
 #include "ngx_meshgate_sha256.h"
 
 
+/* what a candidate key is tried on: a JWE to decrypt, or a JWS */
+
+typedef struct {
+    ngx_http_auth_jwt_jwe_t        *jwe;
+    ngx_str_t                      *plain;
+    ngx_http_auth_jwt_token_t      *jwt;
+    u_char                         *fp;
+} ngx_http_auth_jwt_attempt_t;
+
+
 static ngx_int_t ngx_http_auth_jwt_decide(ngx_http_request_t *r,
     ngx_http_auth_jwt_ctx_t *ctx, ngx_http_auth_jwt_loc_conf_t *jlcf);
 static ngx_http_auth_jwt_result_e ngx_http_auth_jwt_encrypted(
@@ -22,6 +32,12 @@ static ngx_http_auth_jwt_result_e ngx_http_auth_jwt_encrypted(
 static ngx_http_auth_jwt_result_e ngx_http_auth_jwt_decrypt(
     ngx_http_request_t *r, ngx_http_auth_jwt_loc_conf_t *jlcf,
     ngx_http_auth_jwt_jwe_t *jwe, ngx_str_t *plain, const char **err);
+static ngx_http_auth_jwt_result_e ngx_http_auth_jwt_try_keys(
+    ngx_http_request_t *r, ngx_http_auth_jwt_loc_conf_t *jlcf, ngx_uint_t enc,
+    ngx_uint_t alg, ngx_str_t *kid, ngx_http_auth_jwt_attempt_t *at,
+    const char **err);
+static ngx_int_t ngx_http_auth_jwt_attempt(ngx_http_request_t *r,
+    ngx_http_auth_jwt_key_t *key, ngx_http_auth_jwt_attempt_t *at);
 static ngx_http_auth_jwt_result_e ngx_http_auth_jwt_prepare(
     ngx_http_request_t *r, ngx_http_auth_jwt_ctx_t *ctx,
     ngx_http_auth_jwt_loc_conf_t *jlcf, ngx_uint_t parse);
@@ -431,11 +447,48 @@ ngx_http_auth_jwt_decrypt(ngx_http_request_t *r,
     ngx_http_auth_jwt_loc_conf_t *jlcf, ngx_http_auth_jwt_jwe_t *jwe,
     ngx_str_t *plain, const char **err)
 {
+    ngx_http_auth_jwt_result_e   res;
+    ngx_http_auth_jwt_attempt_t  at;
+
+    at.jwe = jwe;
+    at.jwt = NULL;
+    at.plain = plain;
+    at.fp = NULL;
+
+    res = ngx_http_auth_jwt_try_keys(r, jlcf, 1, jwe->alg,
+                                     jwe->has_kid ? &jwe->kid : NULL,
+                                     &at, err);
+
+    if (res == NGX_HTTP_AUTH_JWT_BAD_SIGNATURE && *err == NULL) {
+
+        /* one reason for every failure: no oracle */
+
+        *err = "JWE decryption failed";
+    }
+
+    return res;
+}
+
+
+/*
+ * The loop over the location's candidate keys, shared by decryption and
+ * signature verification: keys bound to the token's algorithm (for a JWE,
+ * its key management algorithm) and, when both have one, the same "kid";
+ * at most NGX_HTTP_AUTH_JWT_MAX_TRIES of them.  BAD_SIGNATURE with no
+ * *err when candidates were tried and none fit.
+ */
+
+static ngx_http_auth_jwt_result_e
+ngx_http_auth_jwt_try_keys(ngx_http_request_t *r,
+    ngx_http_auth_jwt_loc_conf_t *jlcf, ngx_uint_t enc, ngx_uint_t alg,
+    ngx_str_t *kid, ngx_http_auth_jwt_attempt_t *at, const char **err)
+{
     ngx_int_t                    rc;
-    ngx_uint_t                   i, j, tries, sets, unloaded;
+    ngx_uint_t                   i, j, tries, sets, unloaded, mask;
     ngx_http_auth_jwt_key_t     *key;
     ngx_http_auth_jwt_keyset_t  *ks;
 
+    *err = NULL;
     tries = 0;
     unloaded = 0;
 
@@ -458,14 +511,15 @@ ngx_http_auth_jwt_decrypt(ngx_http_request_t *r,
 
         for (j = 0; j < ks->keys.nelts; j++) {
 
-            if (!(key[j].jwe & (1 << jwe->alg))) {
+            mask = enc ? key[j].jwe : key[j].algs;
+
+            if (!(mask & (1 << alg))) {
                 continue;
             }
 
-            if (jwe->has_kid && key[j].kid.len
-                && (key[j].kid.len != jwe->kid.len
-                    || ngx_memcmp(key[j].kid.data, jwe->kid.data,
-                                  jwe->kid.len) != 0))
+            if (kid && key[j].kid.len
+                && (key[j].kid.len != kid->len
+                    || ngx_memcmp(key[j].kid.data, kid->data, kid->len) != 0))
             {
                 continue;
             }
@@ -475,7 +529,7 @@ ngx_http_auth_jwt_decrypt(ngx_http_request_t *r,
                 return NGX_HTTP_AUTH_JWT_BAD_SIGNATURE;
             }
 
-            rc = ngx_http_auth_jwt_jwe_decrypt(r->pool, &key[j], jwe, plain);
+            rc = ngx_http_auth_jwt_attempt(r, &key[j], at);
 
             if (rc == NGX_OK) {
                 return NGX_HTTP_AUTH_JWT_OK;
@@ -489,10 +543,6 @@ ngx_http_auth_jwt_decrypt(ngx_http_request_t *r,
     }
 
     if (tries) {
-
-        /* one reason for every failure: no oracle */
-
-        *err = "JWE decryption failed";
         return NGX_HTTP_AUTH_JWT_BAD_SIGNATURE;
     }
 
@@ -504,6 +554,29 @@ ngx_http_auth_jwt_decrypt(ngx_http_request_t *r,
     *err = "no key matches the token's \"kid\" and \"alg\"";
 
     return NGX_HTTP_AUTH_JWT_NO_KEY;
+}
+
+
+/* one candidate key: NGX_OK when it fits, NGX_DECLINED, NGX_ERROR */
+
+static ngx_int_t
+ngx_http_auth_jwt_attempt(ngx_http_request_t *r, ngx_http_auth_jwt_key_t *key,
+    ngx_http_auth_jwt_attempt_t *at)
+{
+    ngx_int_t  rc;
+
+    if (at->jwe) {
+        rc = ngx_http_auth_jwt_jwe_decrypt(r->pool, key, at->jwe, at->plain);
+        return (rc == NGX_OK || rc == NGX_ERROR) ? rc : NGX_DECLINED;
+    }
+
+    if (ngx_http_auth_jwt_verify(key, at->jwt) != NGX_OK) {
+        return NGX_DECLINED;
+    }
+
+    ngx_memcpy(at->fp, key->fp, NGX_HTTP_AUTH_JWT_FP_LEN);
+
+    return NGX_OK;
 }
 
 
@@ -616,72 +689,23 @@ ngx_http_auth_jwt_signature(ngx_http_request_t *r,
     ngx_http_auth_jwt_loc_conf_t *jlcf, ngx_http_auth_jwt_token_t *jwt,
     u_char *fp, const char **err)
 {
-    ngx_int_t                     rc;
-    ngx_uint_t                    i, j, tries, sets, unloaded;
-    ngx_http_auth_jwt_key_t      *key;
-    ngx_http_auth_jwt_keyset_t   *ks;
+    ngx_http_auth_jwt_result_e   res;
+    ngx_http_auth_jwt_attempt_t  at;
 
-    tries = 0;
-    unloaded = 0;
+    at.jwe = NULL;
+    at.jwt = jwt;
+    at.plain = NULL;
+    at.fp = fp;
 
-    sets = (jlcf->key_files ? jlcf->key_files->nelts : 0)
-           + (jlcf->sources ? jlcf->sources->nelts : 0);
+    res = ngx_http_auth_jwt_try_keys(r, jlcf, 0, jwt->alg,
+                                     jwt->has_kid ? &jwt->kid : NULL,
+                                     &at, err);
 
-    for (i = 0; i < sets; i++) {
-
-        rc = ngx_http_auth_jwt_set(r, jlcf, i, &ks);
-
-        if (rc == NGX_ERROR) {
-            *err = "a key set named at run time is unusable";
-            return NGX_HTTP_AUTH_JWT_ERROR;
-        }
-
-        if (ks == NULL) {
-            unloaded++;
-            continue;
-        }
-
-        key = ks->keys.elts;
-
-        for (j = 0; j < ks->keys.nelts; j++) {
-
-            if (!(key[j].algs & (1 << jwt->alg))) {
-                continue;
-            }
-
-            if (jwt->has_kid && key[j].kid.len
-                && (key[j].kid.len != jwt->kid.len
-                    || ngx_memcmp(key[j].kid.data, jwt->kid.data,
-                                  jwt->kid.len) != 0))
-            {
-                continue;
-            }
-
-            if (tries++ == NGX_HTTP_AUTH_JWT_MAX_TRIES) {
-                *err = "too many candidate keys";
-                return NGX_HTTP_AUTH_JWT_BAD_SIGNATURE;
-            }
-
-            if (ngx_http_auth_jwt_verify(&key[j], jwt) == NGX_OK) {
-                ngx_memcpy(fp, key[j].fp, NGX_HTTP_AUTH_JWT_FP_LEN);
-                return NGX_HTTP_AUTH_JWT_OK;
-            }
-        }
-    }
-
-    if (tries) {
+    if (res == NGX_HTTP_AUTH_JWT_BAD_SIGNATURE && *err == NULL) {
         *err = "signature verification failed";
-        return NGX_HTTP_AUTH_JWT_BAD_SIGNATURE;
     }
 
-    if (unloaded == sets) {
-        *err = "no keys could be loaded";
-        return NGX_HTTP_AUTH_JWT_KEY_UNAVAILABLE;
-    }
-
-    *err = "no key matches the token's \"kid\" and \"alg\"";
-
-    return NGX_HTTP_AUTH_JWT_NO_KEY;
+    return res;
 }
 
 
