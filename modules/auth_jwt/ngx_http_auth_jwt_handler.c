@@ -29,13 +29,10 @@ static ngx_int_t ngx_http_auth_jwt_decide(ngx_http_request_t *r,
 static ngx_http_auth_jwt_result_e ngx_http_auth_jwt_encrypted(
     ngx_http_request_t *r, ngx_http_auth_jwt_loc_conf_t *jlcf,
     ngx_http_auth_jwt_ctx_t *ctx, u_char *fp, const char **err);
-static ngx_http_auth_jwt_result_e ngx_http_auth_jwt_decrypt(
-    ngx_http_request_t *r, ngx_http_auth_jwt_loc_conf_t *jlcf,
-    ngx_http_auth_jwt_jwe_t *jwe, ngx_str_t *plain, const char **err);
 static ngx_http_auth_jwt_result_e ngx_http_auth_jwt_try_keys(
-    ngx_http_request_t *r, ngx_http_auth_jwt_loc_conf_t *jlcf, ngx_uint_t enc,
-    ngx_uint_t alg, ngx_str_t *kid, ngx_http_auth_jwt_attempt_t *at,
-    const char **err);
+    ngx_http_request_t *r, ngx_http_auth_jwt_loc_conf_t *jlcf,
+    ngx_http_auth_jwt_jwe_t *jwe, ngx_str_t *plain,
+    ngx_http_auth_jwt_token_t *jwt, u_char *fp, const char **err);
 static ngx_int_t ngx_http_auth_jwt_attempt(ngx_http_request_t *r,
     ngx_http_auth_jwt_key_t *key, ngx_http_auth_jwt_attempt_t *at);
 static ngx_http_auth_jwt_result_e ngx_http_auth_jwt_prepare(
@@ -43,9 +40,6 @@ static ngx_http_auth_jwt_result_e ngx_http_auth_jwt_prepare(
     ngx_http_auth_jwt_loc_conf_t *jlcf, ngx_uint_t parse);
 static ngx_int_t ngx_http_auth_jwt_get_token(ngx_http_request_t *r,
     ngx_http_auth_jwt_loc_conf_t *jlcf, ngx_str_t *token);
-static ngx_http_auth_jwt_result_e ngx_http_auth_jwt_signature(
-    ngx_http_request_t *r, ngx_http_auth_jwt_loc_conf_t *jlcf,
-    ngx_http_auth_jwt_token_t *jwt, u_char *fp, const char **err);
 static ngx_http_auth_jwt_result_e ngx_http_auth_jwt_get_times(json_t *payload,
     ngx_http_auth_jwt_times_t *t, const char **err);
 static ngx_http_auth_jwt_result_e ngx_http_auth_jwt_claims(
@@ -351,7 +345,8 @@ ngx_http_auth_jwt_check(ngx_http_request_t *r, ngx_http_auth_jwt_ctx_t *ctx,
     err = NULL;
 
     if (jlcf->type == NGX_HTTP_AUTH_JWT_SIGNED) {
-        res = ngx_http_auth_jwt_signature(r, jlcf, &ctx->jwt, fp, &err);
+        res = ngx_http_auth_jwt_try_keys(r, jlcf, NULL, NULL, &ctx->jwt, fp,
+                                         &err);
 
     } else {
         res = ngx_http_auth_jwt_encrypted(r, jlcf, ctx, fp, &err);
@@ -397,7 +392,8 @@ ngx_http_auth_jwt_encrypted(ngx_http_request_t *r,
     ngx_http_auth_jwt_result_e   res;
 
     if (ctx->jwt.payload == NULL) {
-        res = ngx_http_auth_jwt_decrypt(r, jlcf, &ctx->jwe, &plain, err);
+        res = ngx_http_auth_jwt_try_keys(r, jlcf, &ctx->jwe, &plain, NULL,
+                                         NULL, err);
         if (res != NGX_HTTP_AUTH_JWT_OK) {
             return res;
         }
@@ -438,35 +434,7 @@ ngx_http_auth_jwt_encrypted(ngx_http_request_t *r,
         return NGX_HTTP_AUTH_JWT_OK;
     }
 
-    return ngx_http_auth_jwt_signature(r, jlcf, &ctx->jwt, fp, err);
-}
-
-
-static ngx_http_auth_jwt_result_e
-ngx_http_auth_jwt_decrypt(ngx_http_request_t *r,
-    ngx_http_auth_jwt_loc_conf_t *jlcf, ngx_http_auth_jwt_jwe_t *jwe,
-    ngx_str_t *plain, const char **err)
-{
-    ngx_http_auth_jwt_result_e   res;
-    ngx_http_auth_jwt_attempt_t  at;
-
-    at.jwe = jwe;
-    at.jwt = NULL;
-    at.plain = plain;
-    at.fp = NULL;
-
-    res = ngx_http_auth_jwt_try_keys(r, jlcf, 1, jwe->alg,
-                                     jwe->has_kid ? &jwe->kid : NULL,
-                                     &at, err);
-
-    if (res == NGX_HTTP_AUTH_JWT_BAD_SIGNATURE && *err == NULL) {
-
-        /* one reason for every failure: no oracle */
-
-        *err = "JWE decryption failed";
-    }
-
-    return res;
+    return ngx_http_auth_jwt_try_keys(r, jlcf, NULL, NULL, &ctx->jwt, fp, err);
 }
 
 
@@ -474,21 +442,37 @@ ngx_http_auth_jwt_decrypt(ngx_http_request_t *r,
  * The loop over the location's candidate keys, shared by decryption and
  * signature verification: keys bound to the token's algorithm (for a JWE,
  * its key management algorithm) and, when both have one, the same "kid";
- * at most NGX_HTTP_AUTH_JWT_MAX_TRIES of them.  BAD_SIGNATURE with no
- * *err when candidates were tried and none fit.
+ * at most NGX_HTTP_AUTH_JWT_MAX_TRIES of them.  With jwe, the key that
+ * decrypts it gives plain; else the key that verifies jwt gives fp.
  */
 
 static ngx_http_auth_jwt_result_e
 ngx_http_auth_jwt_try_keys(ngx_http_request_t *r,
-    ngx_http_auth_jwt_loc_conf_t *jlcf, ngx_uint_t enc, ngx_uint_t alg,
-    ngx_str_t *kid, ngx_http_auth_jwt_attempt_t *at, const char **err)
+    ngx_http_auth_jwt_loc_conf_t *jlcf, ngx_http_auth_jwt_jwe_t *jwe,
+    ngx_str_t *plain, ngx_http_auth_jwt_token_t *jwt, u_char *fp,
+    const char **err)
 {
     ngx_int_t                    rc;
-    ngx_uint_t                   i, j, tries, sets, unloaded, mask;
+    ngx_str_t                   *kid;
+    ngx_uint_t                   i, j, tries, sets, unloaded, mask, alg;
     ngx_http_auth_jwt_key_t     *key;
     ngx_http_auth_jwt_keyset_t  *ks;
+    ngx_http_auth_jwt_attempt_t  at;
 
-    *err = NULL;
+    at.jwe = jwe;
+    at.plain = plain;
+    at.jwt = jwt;
+    at.fp = fp;
+
+    if (jwe) {
+        alg = jwe->alg;
+        kid = jwe->has_kid ? &jwe->kid : NULL;
+
+    } else {
+        alg = jwt->alg;
+        kid = jwt->has_kid ? &jwt->kid : NULL;
+    }
+
     tries = 0;
     unloaded = 0;
 
@@ -511,7 +495,7 @@ ngx_http_auth_jwt_try_keys(ngx_http_request_t *r,
 
         for (j = 0; j < ks->keys.nelts; j++) {
 
-            mask = enc ? key[j].jwe : key[j].algs;
+            mask = jwe ? key[j].jwe : key[j].algs;
 
             if (!(mask & (1 << alg))) {
                 continue;
@@ -529,7 +513,7 @@ ngx_http_auth_jwt_try_keys(ngx_http_request_t *r,
                 return NGX_HTTP_AUTH_JWT_BAD_SIGNATURE;
             }
 
-            rc = ngx_http_auth_jwt_attempt(r, &key[j], at);
+            rc = ngx_http_auth_jwt_attempt(r, &key[j], &at);
 
             if (rc == NGX_OK) {
                 return NGX_HTTP_AUTH_JWT_OK;
@@ -543,6 +527,11 @@ ngx_http_auth_jwt_try_keys(ngx_http_request_t *r,
     }
 
     if (tries) {
+
+        /* one reason for every failure: no oracle */
+
+        *err = jwe ? "JWE decryption failed"
+                   : "signature verification failed";
         return NGX_HTTP_AUTH_JWT_BAD_SIGNATURE;
     }
 
@@ -681,31 +670,6 @@ ngx_http_auth_jwt_get_token(ngx_http_request_t *r,
     }
 
     return ngx_meshgate_bearer_check(token, NGX_HTTP_AUTH_JWT_MAX_TOKEN);
-}
-
-
-static ngx_http_auth_jwt_result_e
-ngx_http_auth_jwt_signature(ngx_http_request_t *r,
-    ngx_http_auth_jwt_loc_conf_t *jlcf, ngx_http_auth_jwt_token_t *jwt,
-    u_char *fp, const char **err)
-{
-    ngx_http_auth_jwt_result_e   res;
-    ngx_http_auth_jwt_attempt_t  at;
-
-    at.jwe = NULL;
-    at.jwt = jwt;
-    at.plain = NULL;
-    at.fp = fp;
-
-    res = ngx_http_auth_jwt_try_keys(r, jlcf, 0, jwt->alg,
-                                     jwt->has_kid ? &jwt->kid : NULL,
-                                     &at, err);
-
-    if (res == NGX_HTTP_AUTH_JWT_BAD_SIGNATURE && *err == NULL) {
-        *err = "signature verification failed";
-    }
-
-    return res;
 }
 
 
