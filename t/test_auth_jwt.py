@@ -264,6 +264,11 @@ def test_token_from_cookie(jwt_nginx):
         }""")
     tok = U.token("PS256")
     assert get(n, path="/c/", cookies={"auth": tok}).status_code == 200
+    # a token from a cookie is held to the same b64token grammar
+    r = get(n, path="/c/", cookies={"auth": '"' + tok + '"'})
+    assert r.status_code == 401 and r.headers["X-Result"] == "malformed"
+    r = get(n, path="/c/", cookies={"auth": ""})
+    assert r.status_code == 401 and r.headers["X-Result"] == "missing"
     r = get(n, tok, path="/c/")
     assert r.status_code == 401 and r.headers["X-Result"] == "missing"
 

@@ -419,6 +419,11 @@ def test_authorization_header_forms(srv):
         assert r.headers["X-Result"] == "missing"
     r = send(srv, tok[:20] + " " + tok[20:])
     assert r.status_code == 401 and r.headers["X-Result"] == "malformed"
+    # RFC 6750 grammar: nothing after the token, not even a tab
+    r = requests.get(srv.url("/api"),
+                     headers={"Authorization": "Bearer " + tok + "\t"},
+                     timeout=10)
+    assert r.status_code == 401 and r.headers["X-Result"] == "malformed"
 
 
 def test_28_token_source(srv):

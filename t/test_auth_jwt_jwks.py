@@ -170,17 +170,19 @@ def test_bad_jwks_rejected(nginx, backend, resp):
 
 
 def test_jwks_over_subrequest_buffer(nginx, backend):
-    """nginx itself ends a request whose in-memory subrequest overflows
-    subrequest_output_buffer_size; the error is logged and the worker
-    recovers as soon as the JWKS fits."""
+    """A JWKS larger than subrequest_output_buffer_size fails the fetch,
+    not the client's connection: 500 (no keys), one error line, and the
+    worker loads the set as soon as it fits."""
     b = backend()
     b.script("/jwks", [Resp(200, "x" * 100000)])
     n = start(nginx, b)
-    n.allow(r"too big subrequest response")
+    n.allow(r"larger than subrequest_output_buffer_size")
     tok = U.token("RS256", kid="rsa")
-    with pytest.raises(requests.ConnectionError):
-        get(n, tok)
-    n.wait_log(r"\[error\].*too big subrequest response")
+    r = get(n, tok)
+    assert r.status_code == 500
+    n.wait_log(r'\[error\].*auth_jwt: JWKS from "/_jwks" is larger than '
+               r'subrequest_output_buffer_size')
+    assert "too big subrequest response" not in n.logs()
     b.json("/jwks", keyset("rsa"))
     time.sleep(1.1)
     assert get(n, tok).status_code == 200
@@ -260,3 +262,28 @@ def test_reload_fetches_again(nginx, backend):
     n.reload()
     assert get(n, tok).status_code == 401
     assert get(n, U.token("ES256", kid="ec256")).status_code == 200
+
+
+def test_jwks_through_error_page_redirect(nginx, backend):
+    """The JWKS location may redirect internally (error_page): the fetch
+    follows it and the keys come from where it leads."""
+    b = backend()
+    b.script("/gone", [Resp(404, "no")])
+    b.json("/jwks", keyset("rsa"))
+    conf = CONF.replace(
+        "proxy_pass http://127.0.0.1:{{jwks}}/jwks;\n"
+        "            subrequest_output_buffer_size 64k;",
+        "proxy_pass http://127.0.0.1:{{jwks}}/gone;\n"
+        "            proxy_intercept_errors on;\n"
+        "            error_page 404 = /_jwks2;\n"
+        "            subrequest_output_buffer_size 64k;\n"
+        "        }\n"
+        "        location = /_jwks2 {\n"
+        "            internal;\n"
+        "            proxy_pass http://127.0.0.1:{{jwks}}/jwks;")
+    assert "/_jwks2" in conf
+    n = nginx.start(conf, modules=MOD, jwks=b.port, cache="1h")
+    r = get(n, U.token("RS256", kid="rsa"))
+    assert r.status_code == 200, r.headers
+    assert r.text == "backend\n"
+    n.wait_log(r"auth_jwt: loaded 1 keys from \"/_jwks\"")

@@ -357,14 +357,14 @@ ngx_http_auth_introspect_token(ngx_http_request_t *r,
     ngx_http_auth_introspect_loc_conf_t *alcf, ngx_str_t *token)
 {
     if (alcf->token == NULL) {
-        return ngx_meshgate_bearer_token(r, token);
+        return ngx_meshgate_bearer_token(r, token, NGX_MESHGATE_BEARER_MAX);
     }
 
     if (ngx_http_complex_value(r, alcf->token, token) != NGX_OK) {
         return NGX_ERROR;
     }
 
-    return ngx_meshgate_bearer_check(token);
+    return ngx_meshgate_bearer_check(token, NGX_MESHGATE_BEARER_MAX);
 }
 
 

@@ -17,6 +17,7 @@
 #include "ngx_meshgate_cache.h"
 #include "ngx_meshgate_json.h"
 #include "ngx_meshgate_sha256.h"
+#include "ngx_meshgate_waiter.h"
 
 
 extern ngx_module_t  ngx_http_auth_jwt_module;
@@ -265,11 +266,10 @@ typedef struct {
     ngx_str_t                       payload_text;
     const char                     *err;
     ngx_array_t                    *names;    /* ngx_http_auth_jwt_named_t */
-    ngx_queue_t                     queue;
+    ngx_meshgate_waiter_t           waiter;   /* in a source's queue */
     time_t                          wait_until;
     ngx_int_t                       status;
     unsigned                        verified:1;
-    unsigned                        waiting:1;
     unsigned                        fetched:1;
     unsigned                        want_fresh:1;
     unsigned                        refetched:1;
@@ -296,6 +296,7 @@ ngx_http_auth_jwt_result_e ngx_http_auth_jwt_parse(ngx_pool_t *pool,
 ngx_int_t ngx_http_auth_jwt_verify(ngx_http_auth_jwt_key_t *key,
     ngx_http_auth_jwt_token_t *jwt);
 ngx_int_t ngx_http_auth_jwt_json_object(ngx_str_t *text, json_t **out);
+ngx_int_t ngx_http_auth_jwt_alg_index(const char *name);
 void ngx_http_auth_jwt_md_init(void);
 void ngx_http_auth_jwt_md_free(void);
 ngx_int_t ngx_http_auth_jwt_jwk_param(ngx_pool_t *pool, json_t *jwk,
@@ -318,7 +319,6 @@ ngx_int_t ngx_http_auth_jwt_fetch(ngx_http_request_t *r,
     ngx_http_auth_jwt_source_t *src, ngx_uint_t background);
 void ngx_http_auth_jwt_fetch_abort(ngx_http_request_t *r,
     ngx_http_auth_jwt_source_t *src);
-void ngx_http_auth_jwt_wake(ngx_http_auth_jwt_source_t *src);
 
 ngx_http_auth_jwt_template_t *ngx_http_auth_jwt_template(ngx_conf_t *cf,
     ngx_str_t *value, ngx_uint_t uri);

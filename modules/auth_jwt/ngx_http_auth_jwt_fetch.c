@@ -9,44 +9,43 @@
 #include <ngx_http.h>
 
 #include "ngx_http_auth_jwt.h"
-#include "ngx_meshgate_http.h"
+#include "ngx_meshgate_fetch.h"
 #include "ngx_meshgate_sha256.h"
 
 
 /*
- * JWKS fetching for auth_jwt_key_request: an in-memory subrequest to an
- * (internal) location, never a blocking call.  The key set of a source is
- * per worker; a failed fetch keeps the last good one.
+ * JWKS fetching for auth_jwt_key_request: a subrequest to an (internal)
+ * location through the common fetcher (ngx_meshgate_fetch.c), never a
+ * blocking call: a plain GET without the client's headers (its token,
+ * cookies, Accept-Encoding) or body, the answer kept up to the location's
+ * subrequest_output_buffer_size.  A bigger answer fails the fetch, not the
+ * client's request.  The key set of a source is per worker; a failed
+ * fetch keeps the last good one.
  */
 
 
 typedef struct {
+    ngx_meshgate_fetch_t         fetch;
     ngx_http_auth_jwt_source_t  *src;
     ngx_http_request_t          *r;
 } ngx_http_auth_jwt_fetch_t;
 
 
-static ngx_int_t ngx_http_auth_jwt_fetch_done(ngx_http_request_t *r,
-    void *data, ngx_int_t rc);
+static ngx_int_t ngx_http_auth_jwt_fetch_done(ngx_meshgate_fetch_t *fetch);
+static ngx_int_t ngx_http_auth_jwt_fetch_answer(ngx_meshgate_fetch_t *fetch,
+    ngx_http_auth_jwt_source_t *src, ngx_log_t *log);
 static void ngx_http_auth_jwt_fetch_cleanup(void *data);
-static void ngx_http_auth_jwt_fetch_install(ngx_http_request_t *sr,
-    ngx_http_auth_jwt_source_t *src);
+static void ngx_http_auth_jwt_fetch_install(ngx_http_auth_jwt_source_t *src,
+    ngx_str_t *body, ngx_log_t *log);
 
 
 ngx_int_t
 ngx_http_auth_jwt_fetch(ngx_http_request_t *r,
     ngx_http_auth_jwt_source_t *src, ngx_uint_t background)
 {
-    ngx_uint_t                   flags;
-    ngx_pool_cleanup_t          *cln;
-    ngx_http_request_t          *sr;
-    ngx_http_auth_jwt_fetch_t   *f;
-    ngx_http_post_subrequest_t  *ps;
-
-    ps = ngx_palloc(r->pool, sizeof(ngx_http_post_subrequest_t));
-    if (ps == NULL) {
-        return NGX_ERROR;
-    }
+    ngx_uint_t                  flags;
+    ngx_pool_cleanup_t         *cln;
+    ngx_http_auth_jwt_fetch_t  *f;
 
     cln = ngx_pool_cleanup_add(r->pool, sizeof(ngx_http_auth_jwt_fetch_t));
     if (cln == NULL) {
@@ -54,56 +53,27 @@ ngx_http_auth_jwt_fetch(ngx_http_request_t *r,
     }
 
     f = cln->data;
+    ngx_memzero(f, sizeof(ngx_http_auth_jwt_fetch_t));
+
     f->src = src;
     f->r = r;
 
-    ps->handler = ngx_http_auth_jwt_fetch_done;
-    ps->data = f;
+    f->fetch.handler = ngx_http_auth_jwt_fetch_done;
+    f->fetch.data = f;
+    f->fetch.method = NGX_HTTP_GET;
+    f->fetch.headers = NULL;
+    f->fetch.max = 0;       /* the location's subrequest_output_buffer_size */
 
-    flags = NGX_HTTP_SUBREQUEST_IN_MEMORY
-            | (background ? NGX_HTTP_SUBREQUEST_BACKGROUND
-                          : NGX_HTTP_SUBREQUEST_WAITED);
+    flags = background ? NGX_HTTP_SUBREQUEST_BACKGROUND
+                       : NGX_HTTP_SUBREQUEST_WAITED;
 
-    if (ngx_http_subrequest(r, &src->uri, NULL, &sr, ps, flags) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    cln->handler = ngx_http_auth_jwt_fetch_cleanup;
-
-    /*
-     * a plain GET without the client's headers (its token, cookies,
-     * Accept-Encoding) and without its body
-     */
-
-    sr->method = NGX_HTTP_GET;
-    sr->method_name = ngx_http_core_get_method;
-    sr->header_only = 0;
-
-    sr->request_body = ngx_pcalloc(r->pool, sizeof(ngx_http_request_body_t));
-    if (sr->request_body == NULL) {
-        return NGX_ERROR;
-    }
-
-    if (ngx_list_init(&sr->headers_in.headers, r->pool, 2,
-                      sizeof(ngx_table_elt_t))
+    if (ngx_meshgate_fetch_start(r, &f->fetch, &src->uri, NULL, flags)
         != NGX_OK)
     {
         return NGX_ERROR;
     }
 
-    sr->headers_in.authorization = NULL;
-    sr->headers_in.content_length = NULL;
-    sr->headers_in.content_length_n = -1;
-    sr->headers_in.transfer_encoding = NULL;
-    sr->headers_in.chunked = 0;
-    sr->headers_in.cookies.nelts = 0;
-#if (NGX_HTTP_GZIP || NGX_HTTP_HEADERS)
-    sr->headers_in.accept_encoding = NULL;
-#endif
-#if (NGX_HTTP_GZIP)
-    sr->gzip_tested = 1;
-    sr->gzip_ok = 0;
-#endif
+    cln->handler = ngx_http_auth_jwt_fetch_cleanup;
 
     src->fetching = 1;
     src->background = background ? 1 : 0;
@@ -119,97 +89,114 @@ ngx_http_auth_jwt_fetch(ngx_http_request_t *r,
 
 
 static ngx_int_t
-ngx_http_auth_jwt_fetch_done(ngx_http_request_t *r, void *data, ngx_int_t rc)
+ngx_http_auth_jwt_fetch_done(ngx_meshgate_fetch_t *fetch)
 {
-    ngx_http_auth_jwt_fetch_t *f = data;
+    ngx_http_auth_jwt_fetch_t *f = fetch->data;
 
+    ngx_log_t                   *log;
     ngx_http_auth_jwt_source_t  *src;
 
     src = f->src;
 
     if (f->r == NULL || src->owner != f->r) {
-        return rc;
+        return NGX_OK;
+    }
+
+    log = fetch->sr->connection->log;
+
+    if (fetch->closed) {
+        /* no answer, no verdict on the source: the next request fetches */
+        ngx_http_auth_jwt_fetch_abort(f->r, src);
+        f->r = NULL;
+        return NGX_OK;
     }
 
     f->r = NULL;
     src->fetching = 0;
     src->owner = NULL;
 
-    if (rc == NGX_OK || rc == NGX_DONE) {
-        ngx_http_auth_jwt_fetch_install(r, src);
+    if (ngx_http_auth_jwt_fetch_answer(fetch, src, log) == NGX_OK) {
+        ngx_http_auth_jwt_fetch_install(src, &fetch->answer, log);
 
     } else {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "auth_jwt: JWKS request \"%V\" failed (rc %i), "
-                      "keeping the last good keys", &src->uri, rc);
         src->failed_at = ngx_time();
     }
 
-    ngx_http_auth_jwt_wake(src);
+    ngx_meshgate_waiter_wake(&src->waiters, NULL, NULL);
 
-    /*
-     * a failed fetch must not take the client's request down with it
-     * (an error in a subrequest terminates the main request)
-     */
+    /* a failed fetch never takes the client's request down */
 
-    if (rc == NGX_ERROR && !r->connection->error) {
-        return NGX_OK;
+    return NGX_OK;
+}
+
+
+/* whether the answer is a body to read as a key set; logs why not */
+
+static ngx_int_t
+ngx_http_auth_jwt_fetch_answer(ngx_meshgate_fetch_t *fetch,
+    ngx_http_auth_jwt_source_t *src, ngx_log_t *log)
+{
+    const char  *error;
+
+    if (ngx_meshgate_fetch_failed(fetch)) {
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "auth_jwt: JWKS request \"%V\" failed, "
+                      "keeping the last good keys", &src->uri);
+        return NGX_ERROR;
     }
 
-    return rc;
+    if (fetch->status != NGX_HTTP_OK) {
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "auth_jwt: JWKS request \"%V\" returned status %ui, "
+                      "keeping the last good keys",
+                      &src->uri, fetch->status);
+        return NGX_ERROR;
+    }
+
+    error = ngx_meshgate_fetch_error(fetch);
+
+    if (fetch->too_big) {
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "auth_jwt: JWKS from \"%V\" is larger than "
+                      "subrequest_output_buffer_size (%uz), "
+                      "keeping the last good keys", &src->uri, fetch->max);
+        return NGX_ERROR;
+    }
+
+    if (fetch->encoded) {
+        /* nothing reads it decoded; the encoding's name is not logged */
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "auth_jwt: JWKS from \"%V\" has a Content-Encoding, "
+                      "rejected", &src->uri);
+        return NGX_ERROR;
+    }
+
+    if (error) {
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "auth_jwt: JWKS from \"%V\" is %s, "
+                      "keeping the last good keys", &src->uri, error);
+        return NGX_ERROR;
+    }
+
+    if (fetch->answer.len == 0) {
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "auth_jwt: JWKS from \"%V\" has no body", &src->uri);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
 }
 
 
 static void
-ngx_http_auth_jwt_fetch_install(ngx_http_request_t *sr,
-    ngx_http_auth_jwt_source_t *src)
+ngx_http_auth_jwt_fetch_install(ngx_http_auth_jwt_source_t *src,
+    ngx_str_t *body, ngx_log_t *log)
 {
     u_char                       digest[NGX_MESHGATE_SHA256_LEN];
-    ngx_str_t                    body;
-    ngx_table_elt_t             *ce;
     const char                  *err;
     ngx_http_auth_jwt_keyset_t  *ks;
 
-    if (sr->headers_out.status != NGX_HTTP_OK) {
-        ngx_log_error(NGX_LOG_ERR, sr->connection->log, 0,
-                      "auth_jwt: JWKS request \"%V\" returned status %ui, "
-                      "keeping the last good keys",
-                      &src->uri, sr->headers_out.status);
-        goto failed;
-    }
-
-    ce = sr->headers_out.content_encoding;
-
-    if (ce && ce->hash && ce->value.len
-        && ngx_strcasecmp(ce->value.data, (u_char *) "identity") != 0)
-    {
-        /* the value comes from outside: logged only when it is plain */
-
-        if (ce->value.len <= 32
-            && ngx_meshgate_text_is_safe(ce->value.data, ce->value.len))
-        {
-            ngx_log_error(NGX_LOG_ERR, sr->connection->log, 0,
-                          "auth_jwt: JWKS from \"%V\" has Content-Encoding "
-                          "\"%V\", rejected", &src->uri, &ce->value);
-
-        } else {
-            ngx_log_error(NGX_LOG_ERR, sr->connection->log, 0,
-                          "auth_jwt: JWKS from \"%V\" has a "
-                          "Content-Encoding, rejected", &src->uri);
-        }
-
-        goto failed;
-    }
-
-    if (sr->out == NULL || sr->out->buf == NULL) {
-        ngx_log_error(NGX_LOG_ERR, sr->connection->log, 0,
-                      "auth_jwt: JWKS from \"%V\" has no body", &src->uri);
-        goto failed;
-    }
-
     err = "invalid key set";
-    body.data = sr->out->buf->pos;
-    body.len = sr->out->buf->last - sr->out->buf->pos;
 
     /*
      * a body seen last time is not parsed again (with auth_jwt_key_cache
@@ -217,7 +204,7 @@ ngx_http_auth_jwt_fetch_install(ngx_http_request_t *sr,
      * was refused already
      */
 
-    if (ngx_meshgate_sha256(&body, 1, digest) != NGX_OK) {
+    if (ngx_meshgate_sha256(body, 1, digest) != NGX_OK) {
         goto failed;
     }
 
@@ -226,14 +213,14 @@ ngx_http_auth_jwt_fetch_install(ngx_http_request_t *sr,
         && (src->keyset || !src->digest_ok))
     {
         if (src->digest_ok) {
-            ngx_log_debug1(NGX_LOG_DEBUG_HTTP, sr->connection->log, 0,
+            ngx_log_debug1(NGX_LOG_DEBUG_HTTP, log, 0,
                            "auth_jwt: JWKS \"%V\" unchanged", &src->uri);
             src->loaded = ngx_time();
             src->failed_at = 0;
             return;
         }
 
-        ngx_log_error(NGX_LOG_ERR, sr->connection->log, 0,
+        ngx_log_error(NGX_LOG_ERR, log, 0,
                       "auth_jwt: JWKS from \"%V\" is the set refused "
                       "before, keeping the last good keys", &src->uri);
         goto failed;
@@ -249,11 +236,11 @@ ngx_http_auth_jwt_fetch_install(ngx_http_request_t *sr,
         goto failed;
     }
 
-    if (ngx_http_auth_jwt_keyset_load(ks, body.data, body.len, src->keys_max,
-                                      sr->connection->log, &err)
+    if (ngx_http_auth_jwt_keyset_load(ks, body->data, body->len,
+                                      src->keys_max, log, &err)
         != NGX_OK)
     {
-        ngx_log_error(NGX_LOG_ERR, sr->connection->log, 0,
+        ngx_log_error(NGX_LOG_ERR, log, 0,
                       "auth_jwt: JWKS from \"%V\" rejected: %s, "
                       "keeping the last good keys", &src->uri, err);
         ngx_http_auth_jwt_keyset_free(ks);
@@ -262,7 +249,7 @@ ngx_http_auth_jwt_fetch_install(ngx_http_request_t *sr,
 
     src->digest_ok = 1;
 
-    ngx_log_error(NGX_LOG_INFO, sr->connection->log, 0,
+    ngx_log_error(NGX_LOG_INFO, log, 0,
                   "auth_jwt: loaded %ui keys from \"%V\"",
                   ks->keys.nelts, &src->uri);
 
@@ -302,5 +289,5 @@ ngx_http_auth_jwt_fetch_abort(ngx_http_request_t *r,
     src->fetching = 0;
     src->owner = NULL;
 
-    ngx_http_auth_jwt_wake(src);
+    ngx_meshgate_waiter_wake(&src->waiters, NULL, NULL);
 }

@@ -14,22 +14,32 @@
 #include "ngx_meshgate_sha256.h"
 
 
+/* what a candidate key is tried on: a JWE to decrypt, or a JWS */
+
+typedef struct {
+    ngx_http_auth_jwt_jwe_t        *jwe;
+    ngx_str_t                      *plain;
+    ngx_http_auth_jwt_token_t      *jwt;
+    u_char                         *fp;
+} ngx_http_auth_jwt_attempt_t;
+
+
 static ngx_int_t ngx_http_auth_jwt_decide(ngx_http_request_t *r,
     ngx_http_auth_jwt_ctx_t *ctx, ngx_http_auth_jwt_loc_conf_t *jlcf);
 static ngx_http_auth_jwt_result_e ngx_http_auth_jwt_encrypted(
     ngx_http_request_t *r, ngx_http_auth_jwt_loc_conf_t *jlcf,
     ngx_http_auth_jwt_ctx_t *ctx, u_char *fp, const char **err);
-static ngx_http_auth_jwt_result_e ngx_http_auth_jwt_decrypt(
+static ngx_http_auth_jwt_result_e ngx_http_auth_jwt_try_keys(
     ngx_http_request_t *r, ngx_http_auth_jwt_loc_conf_t *jlcf,
-    ngx_http_auth_jwt_jwe_t *jwe, ngx_str_t *plain, const char **err);
+    ngx_http_auth_jwt_jwe_t *jwe, ngx_str_t *plain,
+    ngx_http_auth_jwt_token_t *jwt, u_char *fp, const char **err);
+static ngx_int_t ngx_http_auth_jwt_attempt(ngx_http_request_t *r,
+    ngx_http_auth_jwt_key_t *key, ngx_http_auth_jwt_attempt_t *at);
 static ngx_http_auth_jwt_result_e ngx_http_auth_jwt_prepare(
     ngx_http_request_t *r, ngx_http_auth_jwt_ctx_t *ctx,
     ngx_http_auth_jwt_loc_conf_t *jlcf, ngx_uint_t parse);
 static ngx_int_t ngx_http_auth_jwt_get_token(ngx_http_request_t *r,
     ngx_http_auth_jwt_loc_conf_t *jlcf, ngx_str_t *token);
-static ngx_http_auth_jwt_result_e ngx_http_auth_jwt_signature(
-    ngx_http_request_t *r, ngx_http_auth_jwt_loc_conf_t *jlcf,
-    ngx_http_auth_jwt_token_t *jwt, u_char *fp, const char **err);
 static ngx_http_auth_jwt_result_e ngx_http_auth_jwt_get_times(json_t *payload,
     ngx_http_auth_jwt_times_t *t, const char **err);
 static ngx_http_auth_jwt_result_e ngx_http_auth_jwt_claims(
@@ -88,7 +98,7 @@ ngx_http_auth_jwt_handler(ngx_http_request_t *r)
         return ctx->status;
     }
 
-    if (ctx->waiting) {
+    if (ctx->waiter.waiting) {
         return NGX_AGAIN;
     }
 
@@ -252,10 +262,7 @@ ngx_http_auth_jwt_ctx_cleanup(void *data)
 {
     ngx_http_auth_jwt_ctx_t *ctx = data;
 
-    if (ctx->waiting) {
-        ngx_queue_remove(&ctx->queue);
-        ctx->waiting = 0;
-    }
+    ngx_meshgate_waiter_leave(&ctx->waiter);
 
     if (ctx->header) {
         json_decref(ctx->header);
@@ -338,7 +345,8 @@ ngx_http_auth_jwt_check(ngx_http_request_t *r, ngx_http_auth_jwt_ctx_t *ctx,
     err = NULL;
 
     if (jlcf->type == NGX_HTTP_AUTH_JWT_SIGNED) {
-        res = ngx_http_auth_jwt_signature(r, jlcf, &ctx->jwt, fp, &err);
+        res = ngx_http_auth_jwt_try_keys(r, jlcf, NULL, NULL, &ctx->jwt, fp,
+                                         &err);
 
     } else {
         res = ngx_http_auth_jwt_encrypted(r, jlcf, ctx, fp, &err);
@@ -384,7 +392,8 @@ ngx_http_auth_jwt_encrypted(ngx_http_request_t *r,
     ngx_http_auth_jwt_result_e   res;
 
     if (ctx->jwt.payload == NULL) {
-        res = ngx_http_auth_jwt_decrypt(r, jlcf, &ctx->jwe, &plain, err);
+        res = ngx_http_auth_jwt_try_keys(r, jlcf, &ctx->jwe, &plain, NULL,
+                                         NULL, err);
         if (res != NGX_HTTP_AUTH_JWT_OK) {
             return res;
         }
@@ -425,19 +434,44 @@ ngx_http_auth_jwt_encrypted(ngx_http_request_t *r,
         return NGX_HTTP_AUTH_JWT_OK;
     }
 
-    return ngx_http_auth_jwt_signature(r, jlcf, &ctx->jwt, fp, err);
+    return ngx_http_auth_jwt_try_keys(r, jlcf, NULL, NULL, &ctx->jwt, fp, err);
 }
 
 
+/*
+ * The loop over the location's candidate keys, shared by decryption and
+ * signature verification: keys bound to the token's algorithm (for a JWE,
+ * its key management algorithm) and, when both have one, the same "kid";
+ * at most NGX_HTTP_AUTH_JWT_MAX_TRIES of them.  With jwe, the key that
+ * decrypts it gives plain; else the key that verifies jwt gives fp.
+ */
+
 static ngx_http_auth_jwt_result_e
-ngx_http_auth_jwt_decrypt(ngx_http_request_t *r,
+ngx_http_auth_jwt_try_keys(ngx_http_request_t *r,
     ngx_http_auth_jwt_loc_conf_t *jlcf, ngx_http_auth_jwt_jwe_t *jwe,
-    ngx_str_t *plain, const char **err)
+    ngx_str_t *plain, ngx_http_auth_jwt_token_t *jwt, u_char *fp,
+    const char **err)
 {
     ngx_int_t                    rc;
-    ngx_uint_t                   i, j, tries, sets, unloaded;
+    ngx_str_t                   *kid;
+    ngx_uint_t                   i, j, tries, sets, unloaded, mask, alg;
     ngx_http_auth_jwt_key_t     *key;
     ngx_http_auth_jwt_keyset_t  *ks;
+    ngx_http_auth_jwt_attempt_t  at;
+
+    at.jwe = jwe;
+    at.plain = plain;
+    at.jwt = jwt;
+    at.fp = fp;
+
+    if (jwe) {
+        alg = jwe->alg;
+        kid = jwe->has_kid ? &jwe->kid : NULL;
+
+    } else {
+        alg = jwt->alg;
+        kid = jwt->has_kid ? &jwt->kid : NULL;
+    }
 
     tries = 0;
     unloaded = 0;
@@ -461,14 +495,15 @@ ngx_http_auth_jwt_decrypt(ngx_http_request_t *r,
 
         for (j = 0; j < ks->keys.nelts; j++) {
 
-            if (!(key[j].jwe & (1 << jwe->alg))) {
+            mask = jwe ? key[j].jwe : key[j].algs;
+
+            if (!(mask & (1 << alg))) {
                 continue;
             }
 
-            if (jwe->has_kid && key[j].kid.len
-                && (key[j].kid.len != jwe->kid.len
-                    || ngx_memcmp(key[j].kid.data, jwe->kid.data,
-                                  jwe->kid.len) != 0))
+            if (kid && key[j].kid.len
+                && (key[j].kid.len != kid->len
+                    || ngx_memcmp(key[j].kid.data, kid->data, kid->len) != 0))
             {
                 continue;
             }
@@ -478,7 +513,7 @@ ngx_http_auth_jwt_decrypt(ngx_http_request_t *r,
                 return NGX_HTTP_AUTH_JWT_BAD_SIGNATURE;
             }
 
-            rc = ngx_http_auth_jwt_jwe_decrypt(r->pool, &key[j], jwe, plain);
+            rc = ngx_http_auth_jwt_attempt(r, &key[j], &at);
 
             if (rc == NGX_OK) {
                 return NGX_HTTP_AUTH_JWT_OK;
@@ -495,7 +530,8 @@ ngx_http_auth_jwt_decrypt(ngx_http_request_t *r,
 
         /* one reason for every failure: no oracle */
 
-        *err = "JWE decryption failed";
+        *err = jwe ? "JWE decryption failed"
+                   : "signature verification failed";
         return NGX_HTTP_AUTH_JWT_BAD_SIGNATURE;
     }
 
@@ -507,6 +543,29 @@ ngx_http_auth_jwt_decrypt(ngx_http_request_t *r,
     *err = "no key matches the token's \"kid\" and \"alg\"";
 
     return NGX_HTTP_AUTH_JWT_NO_KEY;
+}
+
+
+/* one candidate key: NGX_OK when it fits, NGX_DECLINED, NGX_ERROR */
+
+static ngx_int_t
+ngx_http_auth_jwt_attempt(ngx_http_request_t *r, ngx_http_auth_jwt_key_t *key,
+    ngx_http_auth_jwt_attempt_t *at)
+{
+    ngx_int_t  rc;
+
+    if (at->jwe) {
+        rc = ngx_http_auth_jwt_jwe_decrypt(r->pool, key, at->jwe, at->plain);
+        return (rc == NGX_OK || rc == NGX_ERROR) ? rc : NGX_DECLINED;
+    }
+
+    if (ngx_http_auth_jwt_verify(key, at->jwt) != NGX_OK) {
+        return NGX_DECLINED;
+    }
+
+    ngx_memcpy(at->fp, key->fp, NGX_HTTP_AUTH_JWT_FP_LEN);
+
+    return NGX_OK;
 }
 
 
@@ -526,12 +585,23 @@ ngx_http_auth_jwt_prepare(ngx_http_request_t *r, ngx_http_auth_jwt_ctx_t *ctx,
     if (ctx->pre == NGX_HTTP_AUTH_JWT_NONE) {
         ctx->pre = NGX_HTTP_AUTH_JWT_OK;
 
-        if (ngx_http_auth_jwt_get_token(r, jlcf, &ctx->token) != NGX_OK) {
-            ctx->pre = NGX_HTTP_AUTH_JWT_ERROR;
+        switch (ngx_http_auth_jwt_get_token(r, jlcf, &ctx->token)) {
 
-        } else if (ctx->token.len == 0) {
+        case NGX_OK:
+            break;
+
+        case NGX_DECLINED:
             ctx->pre = NGX_HTTP_AUTH_JWT_MISSING;
             ctx->pre_err = "no token";
+            break;
+
+        case NGX_ABORT:
+            ctx->pre = NGX_HTTP_AUTH_JWT_MALFORMED;
+            ctx->pre_err = "malformed bearer token";
+            break;
+
+        default:
+            ctx->pre = NGX_HTTP_AUTH_JWT_ERROR;
         }
     }
 
@@ -577,122 +647,29 @@ ngx_http_auth_jwt_prepare(ngx_http_request_t *r, ngx_http_auth_jwt_ctx_t *ctx,
 }
 
 
+/*
+ * The token, by the grammar of RFC 6750 (ngx_meshgate_bearer.c) with
+ * auth_jwt's own length bound, from the Authorization header or token=:
+ * NGX_OK, NGX_DECLINED when there is none, NGX_ABORT when malformed.
+ */
+
 static ngx_int_t
 ngx_http_auth_jwt_get_token(ngx_http_request_t *r,
     ngx_http_auth_jwt_loc_conf_t *jlcf, ngx_str_t *token)
 {
-    u_char           *p, *last;
-    ngx_table_elt_t  *h;
-
     token->len = 0;
     token->data = NULL;
 
-    if (jlcf->token) {
-        return ngx_http_complex_value(r, jlcf->token, token);
+    if (jlcf->token == NULL) {
+        return ngx_meshgate_bearer_token(r, token,
+                                         NGX_HTTP_AUTH_JWT_MAX_TOKEN);
     }
 
-    h = r->headers_in.authorization;
-    if (h == NULL) {
-        return NGX_OK;
+    if (ngx_http_complex_value(r, jlcf->token, token) != NGX_OK) {
+        return NGX_ERROR;
     }
 
-    p = h->value.data;
-    last = p + h->value.len;
-
-    if (h->value.len < sizeof("Bearer ") - 1
-        || ngx_strncasecmp(p, (u_char *) "Bearer ", 7) != 0)
-    {
-        return NGX_OK;
-    }
-
-    p += 7;
-
-    while (p < last && *p == ' ') {
-        p++;
-    }
-
-    while (last > p && (last[-1] == ' ' || last[-1] == '\t')) {
-        last--;
-    }
-
-    token->data = p;
-    token->len = last - p;
-
-    return NGX_OK;
-}
-
-
-static ngx_http_auth_jwt_result_e
-ngx_http_auth_jwt_signature(ngx_http_request_t *r,
-    ngx_http_auth_jwt_loc_conf_t *jlcf, ngx_http_auth_jwt_token_t *jwt,
-    u_char *fp, const char **err)
-{
-    ngx_int_t                     rc;
-    ngx_uint_t                    i, j, tries, sets, unloaded;
-    ngx_http_auth_jwt_key_t      *key;
-    ngx_http_auth_jwt_keyset_t   *ks;
-
-    tries = 0;
-    unloaded = 0;
-
-    sets = (jlcf->key_files ? jlcf->key_files->nelts : 0)
-           + (jlcf->sources ? jlcf->sources->nelts : 0);
-
-    for (i = 0; i < sets; i++) {
-
-        rc = ngx_http_auth_jwt_set(r, jlcf, i, &ks);
-
-        if (rc == NGX_ERROR) {
-            *err = "a key set named at run time is unusable";
-            return NGX_HTTP_AUTH_JWT_ERROR;
-        }
-
-        if (ks == NULL) {
-            unloaded++;
-            continue;
-        }
-
-        key = ks->keys.elts;
-
-        for (j = 0; j < ks->keys.nelts; j++) {
-
-            if (!(key[j].algs & (1 << jwt->alg))) {
-                continue;
-            }
-
-            if (jwt->has_kid && key[j].kid.len
-                && (key[j].kid.len != jwt->kid.len
-                    || ngx_memcmp(key[j].kid.data, jwt->kid.data,
-                                  jwt->kid.len) != 0))
-            {
-                continue;
-            }
-
-            if (tries++ == NGX_HTTP_AUTH_JWT_MAX_TRIES) {
-                *err = "too many candidate keys";
-                return NGX_HTTP_AUTH_JWT_BAD_SIGNATURE;
-            }
-
-            if (ngx_http_auth_jwt_verify(&key[j], jwt) == NGX_OK) {
-                ngx_memcpy(fp, key[j].fp, NGX_HTTP_AUTH_JWT_FP_LEN);
-                return NGX_HTTP_AUTH_JWT_OK;
-            }
-        }
-    }
-
-    if (tries) {
-        *err = "signature verification failed";
-        return NGX_HTTP_AUTH_JWT_BAD_SIGNATURE;
-    }
-
-    if (unloaded == sets) {
-        *err = "no keys could be loaded";
-        return NGX_HTTP_AUTH_JWT_KEY_UNAVAILABLE;
-    }
-
-    *err = "no key matches the token's \"kid\" and \"alg\"";
-
-    return NGX_HTTP_AUTH_JWT_NO_KEY;
+    return ngx_meshgate_bearer_check(token, NGX_HTTP_AUTH_JWT_MAX_TOKEN);
 }
 
 

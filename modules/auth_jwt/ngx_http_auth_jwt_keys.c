@@ -174,8 +174,7 @@ ngx_http_auth_jwt_wait(ngx_http_request_t *r, ngx_http_auth_jwt_ctx_t *ctx,
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "auth_jwt: waiting for JWKS \"%V\"", &src->uri);
 
-    ngx_queue_insert_tail(&src->waiters, &ctx->queue);
-    ctx->waiting = 1;
+    ngx_meshgate_waiter_join(&src->waiters, &ctx->waiter, r);
     ctx->fetched = 1;
 
     if (ctx->wait_until == 0) {
@@ -186,6 +185,8 @@ ngx_http_auth_jwt_wait(ngx_http_request_t *r, ngx_http_auth_jwt_ctx_t *ctx,
     if (left < 1) {
         left = 1;
     }
+
+    /* the wait is bounded: woken or timed out, the handler tells which */
 
     r->read_event_handler = ngx_http_test_reading;
     r->write_event_handler = ngx_http_auth_jwt_wait_handler;
@@ -208,7 +209,7 @@ ngx_http_auth_jwt_wait_handler(ngx_http_request_t *r)
         return;
     }
 
-    if (ctx->waiting) {
+    if (ctx->waiter.waiting) {
         if (!wev->timedout) {
             if (ngx_handle_write_event(wev, 0) != NGX_OK) {
                 ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
@@ -217,8 +218,7 @@ ngx_http_auth_jwt_wait_handler(ngx_http_request_t *r)
             return;
         }
 
-        ngx_queue_remove(&ctx->queue);
-        ctx->waiting = 0;
+        ngx_meshgate_waiter_leave(&ctx->waiter);
     }
 
     wev->timedout = 0;
@@ -232,31 +232,6 @@ ngx_http_auth_jwt_wait_handler(ngx_http_request_t *r)
     r->write_event_handler = ngx_http_core_run_phases;
 
     ngx_http_core_run_phases(r);
-}
-
-
-void
-ngx_http_auth_jwt_wake(ngx_http_auth_jwt_source_t *src)
-{
-    ngx_queue_t              *q;
-    ngx_event_t              *wev;
-    ngx_http_auth_jwt_ctx_t  *ctx;
-
-    while (!ngx_queue_empty(&src->waiters)) {
-        q = ngx_queue_head(&src->waiters);
-        ngx_queue_remove(q);
-
-        ctx = ngx_queue_data(q, ngx_http_auth_jwt_ctx_t, queue);
-        ctx->waiting = 0;
-
-        wev = ctx->request->connection->write;
-
-        if (wev->timer_set) {
-            ngx_del_timer(wev);
-        }
-
-        ngx_post_event(wev, &ngx_posted_events);
-    }
 }
 
 

@@ -10,6 +10,7 @@
 
 #include "ngx_http_auth_jwt.h"
 #include "ngx_meshgate_bearer.h"
+#include "ngx_meshgate_fetch.h"
 #include "ngx_meshgate_http.h"
 
 
@@ -377,7 +378,7 @@ ngx_http_auth_jwt_init(ngx_conf_t *cf)
         srcs[i]->keys_max = jmcf->keys_max;
     }
 
-    return NGX_OK;
+    return ngx_meshgate_fetch_init(cf);
 }
 
 

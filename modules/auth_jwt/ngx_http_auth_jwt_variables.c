@@ -86,7 +86,7 @@ ngx_http_auth_jwt_lazy(ngx_http_request_t *r)
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_auth_jwt_module);
 
-    if (ctx == NULL || (!ctx->verified && !ctx->waiting)) {
+    if (ctx == NULL || (!ctx->verified && !ctx->waiter.waiting)) {
         jlcf = ngx_http_get_module_loc_conf(r, ngx_http_auth_jwt_module);
 
         if (jlcf->key_files == NULL && jlcf->sources == NULL) {
@@ -98,7 +98,7 @@ ngx_http_auth_jwt_lazy(ngx_http_request_t *r)
             return NULL;
         }
 
-        if (!ctx->waiting) {
+        if (!ctx->waiter.waiting) {
             ngx_http_auth_jwt_check(r, ctx, jlcf, 0);
         }
     }

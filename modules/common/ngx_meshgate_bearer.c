@@ -17,7 +17,8 @@ static ngx_uint_t ngx_meshgate_scope_has(ngx_str_t *granted, ngx_str_t *s);
 
 
 ngx_int_t
-ngx_meshgate_bearer_token(ngx_http_request_t *r, ngx_str_t *token)
+ngx_meshgate_bearer_token(ngx_http_request_t *r, ngx_str_t *token,
+    size_t max)
 {
     u_char           *p, *end;
     ngx_table_elt_t  *h;
@@ -48,12 +49,12 @@ ngx_meshgate_bearer_token(ngx_http_request_t *r, ngx_str_t *token)
     token->data = p;
     token->len = end - p;
 
-    return ngx_meshgate_bearer_check(token);
+    return ngx_meshgate_bearer_check(token, max);
 }
 
 
 ngx_int_t
-ngx_meshgate_bearer_check(ngx_str_t *token)
+ngx_meshgate_bearer_check(ngx_str_t *token, size_t max)
 {
     u_char      *p, *end;
     ngx_uint_t   eq;
@@ -62,7 +63,7 @@ ngx_meshgate_bearer_check(ngx_str_t *token)
         return NGX_DECLINED;
     }
 
-    if (token->len > NGX_MESHGATE_BEARER_MAX || token->data[0] == '=') {
+    if (token->len > max || token->data[0] == '=') {
         return NGX_ABORT;
     }
 

@@ -23,7 +23,10 @@
 #pragma GCC visibility push(hidden)
 
 
-/* the longest token taken; longer ones are malformed */
+/*
+ * The usual bound on a token's length; a module whose tokens carry more
+ * (self-contained JWTs) passes its own.
+ */
 #define NGX_MESHGATE_BEARER_MAX  4096
 
 
@@ -33,16 +36,17 @@
  * the header; NGX_DECLINED when there is no Bearer credential;
  * NGX_ABORT when it is malformed (see ngx_meshgate_bearer_check()).
  */
-ngx_int_t ngx_meshgate_bearer_token(ngx_http_request_t *r, ngx_str_t *token);
+ngx_int_t ngx_meshgate_bearer_token(ngx_http_request_t *r, ngx_str_t *token,
+    size_t max);
 
 /*
  * Whether a token has the b64token grammar, 1*( ALPHA / DIGIT /
- * "-" / "." / "_" / "~" / "+" / "/" ) *"=", and at most
- * NGX_MESHGATE_BEARER_MAX bytes: NGX_OK, NGX_DECLINED when empty,
+ * "-" / "." / "_" / "~" / "+" / "/" ) *"=", and at most max bytes:
+ * NGX_OK, NGX_DECLINED when empty,
  * NGX_ABORT otherwise.  A token taken from elsewhere (a cookie, a
  * variable) is held to the same grammar.
  */
-ngx_int_t ngx_meshgate_bearer_check(ngx_str_t *token);
+ngx_int_t ngx_meshgate_bearer_check(ngx_str_t *token, size_t max);
 
 /* whether s is a scope-token: 1*( %x21 / %x23-5B / %x5D-7E ) */
 ngx_uint_t ngx_meshgate_scope_is_valid(ngx_str_t *s);
