@@ -22,6 +22,7 @@
 #include "ngx_fuzz.h"
 #include "../../modules/common/ngx_meshgate_http.c"
 #include "../../modules/common/ngx_meshgate_redis.c"
+#include "../../modules/common/ngx_meshgate_cache.c"
 #include "../../modules/auth_key/ngx_http_auth_key_redis.c"
 
 
@@ -147,21 +148,26 @@ ngx_fuzz_auth_key_redis_same(ngx_http_request_t *r,
     ngx_uint_t                i;
     ngx_http_auth_key_ctx_t   back;
 
-    len = 1 + 2 + ctx->consumer.len;
+    len = NGX_MESHGATE_RECORD_HEAD + NGX_MESHGATE_RECORD_FIELD
+          + ctx->consumer.len;
 
     for (i = 0; i < ctx->nmeta; i++) {
-        len += 4 + ctx->meta[i].key.len + ctx->meta[i].value.len;
+        len += 2 * NGX_MESHGATE_RECORD_FIELD + ctx->meta[i].key.len
+               + ctx->meta[i].value.len;
     }
 
     value.data = ngx_pnalloc(r->pool, len);
-    p = value.data;
 
-    *p++ = NGX_HTTP_AUTH_KEY_REDIS_FOUND;
-    p = ngx_http_auth_key_redis_put(p, &ctx->consumer);
+    /* the cached form, as the store writes it (common record encoding) */
+
+    p = ngx_meshgate_record_start(value.data, NGX_HTTP_AUTH_KEY_REDIS_FOUND);
+    p = ngx_meshgate_record_put(p, ctx->consumer.data, ctx->consumer.len);
 
     for (i = 0; i < ctx->nmeta; i++) {
-        p = ngx_http_auth_key_redis_put(p, &ctx->meta[i].key);
-        p = ngx_http_auth_key_redis_put(p, &ctx->meta[i].value);
+        p = ngx_meshgate_record_put(p, ctx->meta[i].key.data,
+                                    ctx->meta[i].key.len);
+        p = ngx_meshgate_record_put(p, ctx->meta[i].value.data,
+                                    ctx->meta[i].value.len);
     }
 
     value.len = p - value.data;

@@ -89,7 +89,7 @@ ngx_fuzz_bearer_token(ngx_str_t *value)
     r.headers_in.authorization = (value->len & 1) || value->len > 6
                                  ? &h : NULL;
 
-    rc = ngx_meshgate_bearer_token(&r, &token);
+    rc = ngx_meshgate_bearer_token(&r, &token, NGX_MESHGATE_BEARER_MAX);
 
     ngx_fuzz_assert(rc == NGX_OK || rc == NGX_DECLINED || rc == NGX_ABORT,
                     "unexpected return");
@@ -130,7 +130,7 @@ ngx_fuzz_bearer_token(ngx_str_t *value)
 
     /* the check alone agrees */
 
-    rc2 = ngx_meshgate_bearer_check(&token);
+    rc2 = ngx_meshgate_bearer_check(&token, NGX_MESHGATE_BEARER_MAX);
     ngx_fuzz_assert(rc2 == NGX_OK, "check disagrees with the header");
 }
 
@@ -150,7 +150,7 @@ ngx_fuzz_bearer_scopes(ngx_pool_t *pool, ngx_str_t *claims, ngx_str_t *want,
 
     /* a scope-token by itself, and b64token grammar of the same bytes */
 
-    rc = ngx_meshgate_bearer_check(want);
+    rc = ngx_meshgate_bearer_check(want, NGX_MESHGATE_BEARER_MAX);
     ngx_fuzz_assert((rc == NGX_OK) == ngx_fuzz_bearer_b64token(want)
                     && (rc != NGX_DECLINED || want->len == 0),
                     "b64token check wrong");

@@ -19,7 +19,9 @@
 #include "ngx_fuzz.h"
 #include "ngx_fuzz_jwe_keys.h"
 #include "../../modules/common/ngx_meshgate_json.c"
+#include "../../modules/common/ngx_meshgate_sha256.c"
 #include "../../modules/auth_jwt/ngx_http_auth_jwt_jose.c"
+#include "../../modules/auth_jwt/ngx_http_auth_jwt_jwk.c"
 #include "../../modules/auth_jwt/ngx_http_auth_jwt_jwe.c"
 
 

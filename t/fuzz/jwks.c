@@ -19,8 +19,10 @@
 
 #include "ngx_fuzz.h"
 #include "../../modules/common/ngx_meshgate_json.c"
+#include "../../modules/common/ngx_meshgate_sha256.c"
 #include "../../modules/common/ngx_meshgate_http.c"
 #include "../../modules/auth_jwt/ngx_http_auth_jwt_jose.c"
+#include "../../modules/auth_jwt/ngx_http_auth_jwt_jwk.c"
 #include "../../modules/auth_jwt/ngx_http_auth_jwt_jwe.c"
 
 

@@ -21,10 +21,13 @@
 #include "ngx_fuzz.h"
 #include "ngx_fuzz_jwt_keys.h"
 #include "../../modules/common/ngx_meshgate_json.c"
+#include "../../modules/common/ngx_meshgate_sha256.c"
 #include "../../modules/common/ngx_meshgate_http.c"
 #include "../../modules/auth_jwt/ngx_http_auth_jwt_jose.c"
+#include "../../modules/auth_jwt/ngx_http_auth_jwt_jwk.c"
 #include "../../modules/auth_jwt/ngx_http_auth_jwt_jwe.c"
 #include "../../modules/auth_jwt/ngx_http_auth_jwt_module.c"
+#include "../../modules/auth_jwt/ngx_http_auth_jwt_variables.c"
 
 
 static void ngx_fuzz_jwt_variable(ngx_http_request_t *r, json_t *root,

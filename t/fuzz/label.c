@@ -23,6 +23,7 @@
 #include "ngx_fuzz.h"
 #include <jansson.h>
 #include "../../modules/common/ngx_meshgate_http.c"
+#include "../../modules/common/ngx_meshgate_escape.c"
 #include "../../modules/mesh_metrics/ngx_http_mesh_metrics_store.c"
 #include "../../modules/mesh_metrics/ngx_http_mesh_metrics_export.c"
 

@@ -51,6 +51,13 @@ ngx_fuzz_init(void)
 {
     ngx_fuzz_log.log_level = NGX_LOG_DEBUG_ALL;
     ngx_fuzz_cycle.log = &ngx_fuzz_log;
+
+    /* the process-wide pool (the EVP context of ngx_meshgate_sha256()) */
+
+    if (ngx_fuzz_cycle.pool == NULL) {
+        ngx_fuzz_cycle.pool = ngx_create_pool(NGX_DEFAULT_POOL_SIZE,
+                                              &ngx_fuzz_log);
+    }
     ngx_fuzz_time.sec = 1764547200;
     ngx_queue_init(&ngx_posted_events);
 }
