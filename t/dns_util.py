@@ -196,7 +196,10 @@ class Load:
         s = requests.Session()
         while not self.stop_flag.is_set():
             try:
-                r = s.get(self.url, timeout=5)
+                # a request that hangs is a failure, but a slow CI machine
+                # running an ASan build may stall for seconds: 30 s is
+                # far beyond any stall and below proxy_read_timeout (60 s)
+                r = s.get(self.url, timeout=30)
                 ok = r.status_code == 200
                 body = r.text
             except Exception as e:  # noqa: BLE001 - counted as a failure
