@@ -72,7 +72,8 @@ A1 = (
     "5eym8TW_c8SuK0ltJ3rpYIzOeDQz7TALvtu6UG9oMo4vpzs9tX_EFShS8iB7j6jiSdiwkI"
     "r3ajwQzaBtQD_A."
     "XFBoMYUZodetZdvTiFvSkQ")
-A1_PLAINTEXT = "The true sign of intelligence is not knowledge but imagination."
+A1_PLAINTEXT = ("The true sign of intelligence is not knowledge but "
+                "imagination.")
 
 # -- RFC 7520 section 5.2: RSA-OAEP, A256GCM, a 4096-bit key ---------------
 
