@@ -113,6 +113,7 @@ def scenarios(ctx):
         # Redis Cluster, three primaries: the checks of a batch go per
         # node, one EVALSHA per node and round trip
         {"name": "ratelimit-redis-cluster",
+         "bar": {"baseline-lua": 0.75, "ratelimit-redis": 0.90},  # issue 15
          "modules": ["rate_limit"],
          "http": _http("127.0.0.1:%d" % c.nodes[0].port, "closed").replace(
              "rate_limit_redis server=", "rate_limit_redis cluster="),

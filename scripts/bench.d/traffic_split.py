@@ -42,6 +42,7 @@ def scenarios(ctx):
          "header_values": KEYS,
          "expect": 200},
         {"name": "split-sticky",
+         "bar": 0.97,  # issue 13: >= 0.97x split-var-proxy
          "modules": ["traffic_split"],
          "http": split,
          "header_values": KEYS,

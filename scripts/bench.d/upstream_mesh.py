@@ -11,6 +11,7 @@ def scenarios(ctx):
 def _healthy():
     return [{
         "name": "mesh-healthy",
+        "bar": 0.97,  # issue 12: >= 0.97x the plain proxy
         "modules": ["upstream_mesh"],
         "http": """
     upstream mesh_backend {
@@ -92,6 +93,7 @@ def _discovery_scenarios(ctx):
     the plain proxy."""
     return [{
         "name": "mesh-discovery",
+        "bar": 0.97,  # issue 14: >= 0.97x the plain proxy
         "modules": ["upstream_mesh"],
         "http": _discovery(ctx),
         "path": "/",
