@@ -280,9 +280,24 @@ ngx_http_mesh_metrics_trace_incoming(ngx_http_request_t *r,
                                                 found->value.len, t)
         != NGX_OK)
     {
-        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                      "mesh trace: invalid \"traceparent\" \"%V\", "
-                      "starting a new trace", &found->value);
+        /* the client's bytes reach the log only short and printable */
+
+        if (found->value.len <= 2 * NGX_HTTP_MESH_METRICS_TP_LEN
+            && ngx_meshgate_text_is_safe(found->value.data, found->value.len)
+            && ngx_meshgate_utf8_is_valid(found->value.data,
+                                          found->value.len))
+        {
+            ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                          "mesh trace: invalid \"traceparent\" \"%V\", "
+                          "starting a new trace", &found->value);
+
+        } else {
+            ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                          "mesh trace: invalid \"traceparent\" (%uz bytes, "
+                          "not printable or too long), starting a new trace",
+                          found->value.len);
+        }
+
         return NGX_DECLINED;
     }
 

@@ -19,6 +19,7 @@
 
 #include "ngx_fuzz.h"
 #include "../../modules/mesh_metrics/ngx_http_mesh_metrics_trace.c"
+#include "../../modules/common/ngx_meshgate_http.c"
 
 
 int
