@@ -7,7 +7,7 @@ and kilobytes of it must not reach the error log."""
 import re
 import socket
 
-from harness import require_module
+from harness import recv_all, require_module
 
 require_module("mesh_metrics")
 
@@ -29,15 +29,9 @@ def send(n, value):
     try:
         s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\ntraceparent: " + value
                   + b"\r\nConnection: close\r\n\r\n")
-        answer = b""
-        while True:
-            chunk = s.recv(4096)
-            if not chunk:
-                break
-            answer += chunk
+        return recv_all(s)
     finally:
         s.close()
-    return answer
 
 
 HOSTILE = [
