@@ -874,27 +874,10 @@ ngx_http_auth_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     ngx_str_t  *value;
 
-    if (alcf->enabled != NGX_CONF_UNSET) {
-        return "is duplicate";
-    }
-
     value = cf->args->elts;
 
-    if (ngx_strcmp(value[1].data, "off") == 0) {
-        alcf->enabled = 0;
-        return NGX_CONF_OK;
-    }
-
-    if (!ngx_meshgate_realm_is_valid(&value[1])) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid character in realm \"%V\"", &value[1]);
-        return NGX_CONF_ERROR;
-    }
-
-    alcf->enabled = 1;
-    alcf->realm = value[1];
-
-    return NGX_CONF_OK;
+    return ngx_meshgate_realm_conf(cf, &value[1], &alcf->enabled,
+                                   &alcf->realm);
 }
 
 
