@@ -90,6 +90,8 @@ ngx_int_t ngx_http_aggregate_lookup(ngx_str_t *doc, ngx_str_t *path,
     ngx_str_t *value);
 ngx_int_t ngx_http_aggregate_merge(ngx_http_aggregate_ctx_t *ctx,
     ngx_str_t *out);
+ngx_int_t ngx_http_aggregate_failed(ngx_http_aggregate_ctx_t *ctx,
+    ngx_uint_t json, ngx_str_t *out);
 ngx_int_t ngx_http_aggregate_error_body(ngx_http_aggregate_ctx_t *ctx,
     ngx_http_aggregate_part_t *part, ngx_str_t *out);
 

@@ -40,21 +40,27 @@ typedef struct {
     ngx_uint_t                   ndropped;
     ngx_http_aggregate_repl_t   *repl;      /* by first */
     ngx_uint_t                   nrepl;
+    u_char                     **names;     /* NULL: count them */
+    ngx_uint_t                   nnames;
     u_char                      *p;         /* NULL: count the length */
     size_t                       len;
 } ngx_http_aggregate_flat_t;
 
 
-static ngx_int_t ngx_http_aggregate_errors(ngx_http_aggregate_ctx_t *ctx,
-    ngx_str_t *out);
+typedef void (*ngx_http_aggregate_flat_pt)(ngx_http_aggregate_flat_t *fl,
+    u_char *name);
+
+
 static ngx_int_t ngx_http_aggregate_merge_object(
     ngx_http_aggregate_ctx_t *ctx, ngx_str_t *errors, ngx_str_t *out);
 static ngx_int_t ngx_http_aggregate_merge_flat(ngx_http_aggregate_ctx_t *ctx,
     ngx_str_t *errors, ngx_str_t *out);
 static ngx_int_t ngx_http_aggregate_flat_own(ngx_http_aggregate_flat_t *fl,
     ngx_str_t *errors);
-static ngx_uint_t ngx_http_aggregate_flat_names(
-    ngx_http_aggregate_flat_t *fl, u_char **names);
+static void ngx_http_aggregate_flat_walk(ngx_http_aggregate_flat_t *fl,
+    ngx_http_aggregate_flat_pt visit);
+static void ngx_http_aggregate_flat_name_of(ngx_http_aggregate_flat_t *fl,
+    u_char *name);
 static ngx_int_t ngx_http_aggregate_flat_dedup(ngx_http_aggregate_flat_t *fl,
     u_char **names, ngx_uint_t n);
 static void ngx_http_aggregate_flat_log(ngx_http_aggregate_flat_t *fl,
@@ -63,7 +69,6 @@ static ngx_uint_t ngx_http_aggregate_flat_part(ngx_http_aggregate_flat_t *fl,
     u_char *name, ngx_http_aggregate_own_t **own);
 static void ngx_http_aggregate_flat_value(ngx_http_aggregate_flat_t *fl,
     u_char *name, ngx_str_t *value);
-static void ngx_http_aggregate_flat_write(ngx_http_aggregate_flat_t *fl);
 static void ngx_http_aggregate_flat_member(ngx_http_aggregate_flat_t *fl,
     u_char *name);
 static size_t ngx_http_aggregate_flat_name(u_char *name);
@@ -226,7 +231,7 @@ ngx_http_aggregate_merge(ngx_http_aggregate_ctx_t *ctx, ngx_str_t *out)
 {
     ngx_str_t  errors;
 
-    if (ngx_http_aggregate_errors(ctx, &errors) != NGX_OK) {
+    if (ngx_http_aggregate_failed(ctx, 1, &errors) != NGX_OK) {
         return NGX_ERROR;
     }
 
@@ -238,10 +243,16 @@ ngx_http_aggregate_merge(ngx_http_aggregate_ctx_t *ctx, ngx_str_t *out)
 }
 
 
-/* {"part":"reason",...} of the failed parts; reasons need no escapes */
+/*
+ * The failed parts with their reasons, as $aggregate_failed shows them
+ * ("part:reason part:reason") or as the JSON of "_errors"
+ * ({"part":"reason",...}: part names and reasons need no escapes).  An
+ * empty string when no part failed.
+ */
 
-static ngx_int_t
-ngx_http_aggregate_errors(ngx_http_aggregate_ctx_t *ctx, ngx_str_t *out)
+ngx_int_t
+ngx_http_aggregate_failed(ngx_http_aggregate_ctx_t *ctx, ngx_uint_t json,
+    ngx_str_t *out)
 {
     u_char                     *p;
     size_t                      len;
@@ -253,7 +264,7 @@ ngx_http_aggregate_errors(ngx_http_aggregate_ctx_t *ctx, ngx_str_t *out)
     for (i = 0; i < ctx->nparts; i++) {
         part = &ctx->parts[i];
 
-        if (part->state != NGX_HTTP_AGGREGATE_OK) {
+        if (part->state == NGX_HTTP_AGGREGATE_FAILED) {
             len += part->conf->name.len + ngx_strlen(part->reason)
                    + sizeof("\"\":\"\",") - 1;
         }
@@ -271,23 +282,31 @@ ngx_http_aggregate_errors(ngx_http_aggregate_ctx_t *ctx, ngx_str_t *out)
     }
 
     out->data = p;
-    *p++ = '{';
+
+    if (json) {
+        *p++ = '{';
+    }
 
     for (i = 0; i < ctx->nparts; i++) {
         part = &ctx->parts[i];
 
-        if (part->state == NGX_HTTP_AGGREGATE_OK) {
+        if (part->state != NGX_HTTP_AGGREGATE_FAILED) {
             continue;
         }
 
-        if (p != out->data + 1) {
-            *p++ = ',';
+        if (p != out->data + (json ? 1 : 0)) {
+            *p++ = json ? ',' : ' ';
         }
 
-        p = ngx_sprintf(p, "\"%V\":\"%s\"", &part->conf->name, part->reason);
+        p = json ? ngx_sprintf(p, "\"%V\":\"%s\"", &part->conf->name,
+                               part->reason)
+                 : ngx_sprintf(p, "%V:%s", &part->conf->name, part->reason);
     }
 
-    *p++ = '}';
+    if (json) {
+        *p++ = '}';
+    }
+
     out->len = p - out->data;
 
     return NGX_OK;
@@ -377,21 +396,24 @@ ngx_http_aggregate_merge_flat(ngx_http_aggregate_ctx_t *ctx,
         return NGX_ERROR;
     }
 
-    n = ngx_http_aggregate_flat_names(&fl, NULL);
+    ngx_http_aggregate_flat_walk(&fl, ngx_http_aggregate_flat_name_of);
+    n = fl.nnames;
 
     names = ngx_palloc(ctx->request->pool, (n + 1) * sizeof(u_char *));
     if (names == NULL) {
         return NGX_ERROR;
     }
 
-    (void) ngx_http_aggregate_flat_names(&fl, names);
+    fl.names = names;
+    fl.nnames = 0;
+    ngx_http_aggregate_flat_walk(&fl, ngx_http_aggregate_flat_name_of);
 
     if (ngx_http_aggregate_flat_dedup(&fl, names, n) != NGX_OK) {
         return NGX_ERROR;
     }
 
     fl.len = sizeof("{}\n") - 1;
-    ngx_http_aggregate_flat_write(&fl);
+    ngx_http_aggregate_flat_walk(&fl, ngx_http_aggregate_flat_member);
 
     out->data = ngx_pnalloc(ctx->request->pool, fl.len);
     if (out->data == NULL) {
@@ -400,7 +422,7 @@ ngx_http_aggregate_merge_flat(ngx_http_aggregate_ctx_t *ctx,
 
     fl.p = out->data;
     *fl.p++ = '{';
-    ngx_http_aggregate_flat_write(&fl);
+    ngx_http_aggregate_flat_walk(&fl, ngx_http_aggregate_flat_member);
     *fl.p++ = '}';
     *fl.p++ = '\n';
 
@@ -475,29 +497,29 @@ ngx_http_aggregate_flat_own(ngx_http_aggregate_flat_t *fl, ngx_str_t *errors)
 }
 
 
-/* the members' names in the answer's order: counted (names NULL) or set */
+/*
+ * Calls visit with each member's name in the answer's order: the members
+ * of the parts' objects, and in their parts' places the members that are
+ * not in one (an array or a scalar part, then "_errors").
+ */
 
-static ngx_uint_t
-ngx_http_aggregate_flat_names(ngx_http_aggregate_flat_t *fl, u_char **names)
+static void
+ngx_http_aggregate_flat_walk(ngx_http_aggregate_flat_t *fl,
+    ngx_http_aggregate_flat_pt visit)
 {
     u_char                     *p, *last;
     ngx_str_t                   name, value;
-    ngx_uint_t                  i, j, n;
+    ngx_uint_t                  i, j;
     ngx_http_aggregate_ctx_t   *ctx;
     ngx_http_aggregate_part_t  *part;
 
     ctx = fl->ctx;
-    n = 0;
     j = 0;
 
     for (i = 0; i <= ctx->nparts; i++) {
 
         if (j < fl->nown && fl->own[j].part == i) {
-            if (names) {
-                names[n] = fl->own[j].name;
-            }
-
-            n++;
+            visit(fl, fl->own[j].name);
             j++;
             continue;
         }
@@ -518,15 +540,22 @@ ngx_http_aggregate_flat_names(ngx_http_aggregate_flat_t *fl, u_char **names)
         while (ngx_http_aggregate_json_member(&p, last, &name, &value)
                == NGX_OK)
         {
-            if (names) {
-                names[n] = name.data - 1;
-            }
-
-            n++;
+            visit(fl, name.data - 1);
         }
     }
+}
 
-    return n;
+
+/* counts the names (fl->names NULL) or keeps them */
+
+static void
+ngx_http_aggregate_flat_name_of(ngx_http_aggregate_flat_t *fl, u_char *name)
+{
+    if (fl->names) {
+        fl->names[fl->nnames] = name;
+    }
+
+    fl->nnames++;
 }
 
 
@@ -761,49 +790,7 @@ ngx_http_aggregate_flat_value(ngx_http_aggregate_flat_t *fl, u_char *name,
 }
 
 
-/* adds up the answer's length (fl->p NULL) or writes its members */
-
-static void
-ngx_http_aggregate_flat_write(ngx_http_aggregate_flat_t *fl)
-{
-    u_char                     *p, *last;
-    ngx_str_t                   name, value;
-    ngx_uint_t                  i, j;
-    ngx_http_aggregate_ctx_t   *ctx;
-    ngx_http_aggregate_part_t  *part;
-
-    ctx = fl->ctx;
-    j = 0;
-
-    for (i = 0; i <= ctx->nparts; i++) {
-
-        if (j < fl->nown && fl->own[j].part == i) {
-            ngx_http_aggregate_flat_member(fl, fl->own[j].name);
-            j++;
-            continue;
-        }
-
-        if (i == ctx->nparts) {
-            break;
-        }
-
-        part = &ctx->parts[i];
-
-        if (part->state != NGX_HTTP_AGGREGATE_OK) {
-            continue;
-        }
-
-        p = part->out.data + 1;
-        last = part->out.data + part->out.len;
-
-        while (ngx_http_aggregate_json_member(&p, last, &name, &value)
-               == NGX_OK)
-        {
-            ngx_http_aggregate_flat_member(fl, name.data - 1);
-        }
-    }
-}
-
+/* adds up the member's length (fl->p NULL) or writes it */
 
 static void
 ngx_http_aggregate_flat_member(ngx_http_aggregate_flat_t *fl, u_char *name)

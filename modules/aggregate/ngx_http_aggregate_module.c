@@ -32,7 +32,6 @@ static void ngx_http_aggregate_cancel(ngx_http_aggregate_part_t *part);
 static void ngx_http_aggregate_part_timeout(ngx_event_t *ev);
 static void ngx_http_aggregate_timeout(ngx_event_t *ev);
 static void ngx_http_aggregate_finish(ngx_http_aggregate_ctx_t *ctx);
-static ngx_int_t ngx_http_aggregate_failed_list(ngx_http_aggregate_ctx_t *ctx);
 static ngx_int_t ngx_http_aggregate_send(ngx_http_request_t *r,
     ngx_uint_t status, ngx_str_t *body, ngx_uint_t completed);
 static void ngx_http_aggregate_cleanup(void *data);
@@ -725,7 +724,7 @@ ngx_http_aggregate_finish(ngx_http_aggregate_ctx_t *ctx)
         }
     }
 
-    if (ngx_http_aggregate_failed_list(ctx) != NGX_OK) {
+    if (ngx_http_aggregate_failed(ctx, 0, &ctx->failed) != NGX_OK) {
         ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
         return;
     }
@@ -748,55 +747,6 @@ ngx_http_aggregate_finish(ngx_http_aggregate_ctx_t *ctx)
     rc = ngx_http_aggregate_send(r, status, &body, ctx->failed.len == 0);
 
     ngx_http_finalize_request(r, rc);
-}
-
-
-static ngx_int_t
-ngx_http_aggregate_failed_list(ngx_http_aggregate_ctx_t *ctx)
-{
-    u_char                     *p;
-    size_t                      len;
-    ngx_uint_t                  i;
-    ngx_http_aggregate_part_t  *part;
-
-    len = 0;
-
-    for (i = 0; i < ctx->nparts; i++) {
-        part = &ctx->parts[i];
-
-        if (part->state == NGX_HTTP_AGGREGATE_FAILED) {
-            len += part->conf->name.len + ngx_strlen(part->reason) + 2;
-        }
-    }
-
-    if (len == 0) {
-        return NGX_OK;
-    }
-
-    p = ngx_pnalloc(ctx->request->pool, len);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
-
-    ctx->failed.data = p;
-
-    for (i = 0; i < ctx->nparts; i++) {
-        part = &ctx->parts[i];
-
-        if (part->state != NGX_HTTP_AGGREGATE_FAILED) {
-            continue;
-        }
-
-        if (p != ctx->failed.data) {
-            *p++ = ' ';
-        }
-
-        p = ngx_sprintf(p, "%V:%s", &part->conf->name, part->reason);
-    }
-
-    ctx->failed.len = p - ctx->failed.data;
-
-    return NGX_OK;
 }
 
 

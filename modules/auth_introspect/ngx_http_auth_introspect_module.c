@@ -1150,35 +1150,21 @@ ngx_http_auth_introspect(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_auth_introspect_loc_conf_t *alcf = conf;
 
+    char                              *rv;
     ngx_str_t                         *value, v;
     ngx_http_compile_complex_value_t   ccv;
 
-    if (alcf->enabled != NGX_CONF_UNSET) {
-        return "is duplicate";
-    }
-
     value = cf->args->elts;
 
-    if (ngx_strcmp(value[1].data, "off") == 0) {
-        if (cf->args->nelts > 2) {
-            return "takes no parameters after \"off\"";
-        }
+    rv = ngx_meshgate_realm_conf(cf, &value[1], &alcf->enabled,
+                                 &alcf->realm);
 
-        alcf->enabled = 0;
-        return NGX_CONF_OK;
+    if (rv != NGX_CONF_OK || cf->args->nelts == 2) {
+        return rv;
     }
 
-    if (!ngx_meshgate_realm_is_valid(&value[1])) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid character in realm \"%V\"", &value[1]);
-        return NGX_CONF_ERROR;
-    }
-
-    alcf->enabled = 1;
-    alcf->realm = value[1];
-
-    if (cf->args->nelts == 2) {
-        return NGX_CONF_OK;
+    if (!alcf->enabled) {
+        return "takes no parameters after \"off\"";
     }
 
     if (ngx_strncmp(value[2].data, "token=", 6) != 0 || value[2].len == 6) {

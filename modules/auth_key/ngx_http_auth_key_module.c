@@ -23,6 +23,7 @@ static ngx_int_t ngx_http_auth_key_from_headers(ngx_http_request_t *r,
 static ngx_int_t ngx_http_auth_key_from_query(ngx_http_request_t *r,
     ngx_http_auth_key_loc_conf_t *alcf, ngx_str_t *key);
 static ngx_int_t ngx_http_auth_key_add(ngx_str_t *key, ngx_str_t *value);
+static u_char *ngx_http_auth_key_arg(u_char *p, u_char *end, u_char **eq);
 static ngx_uint_t ngx_http_auth_key_arg_is(u_char *p, u_char *end,
     ngx_str_t *name);
 static ngx_int_t ngx_http_auth_key_hide_headers(ngx_http_request_t *r,
@@ -497,15 +498,7 @@ ngx_http_auth_key_from_query(ngx_http_request_t *r,
     end = p + r->args.len;
 
     while (p < end) {
-        amp = ngx_strlchr(p, end, '&');
-        if (amp == NULL) {
-            amp = end;
-        }
-
-        eq = ngx_strlchr(p, amp, '=');
-        if (eq == NULL) {
-            eq = amp;
-        }
+        amp = ngx_http_auth_key_arg(p, end, &eq);
 
         for (n = 0; n < alcf->query->nelts; n++) {
             if (!ngx_http_auth_key_arg_is(p, eq, &name[n])) {
@@ -536,6 +529,30 @@ ngx_http_auth_key_from_query(ngx_http_request_t *r,
     }
 
     return NGX_OK;
+}
+
+
+/*
+ * The argument of the query string at p: returns its end (the next '&',
+ * or end) and sets *eq to its '=' (to its end when it has none).
+ */
+
+static u_char *
+ngx_http_auth_key_arg(u_char *p, u_char *end, u_char **eq)
+{
+    u_char  *amp;
+
+    amp = ngx_strlchr(p, end, '&');
+    if (amp == NULL) {
+        amp = end;
+    }
+
+    *eq = ngx_strlchr(p, amp, '=');
+    if (*eq == NULL) {
+        *eq = amp;
+    }
+
+    return amp;
 }
 
 
@@ -730,15 +747,7 @@ ngx_http_auth_key_hide_query(ngx_http_request_t *r,
     end = p + r->args.len;
 
     while (p < end) {
-        amp = ngx_strlchr(p, end, '&');
-        if (amp == NULL) {
-            amp = end;
-        }
-
-        eq = ngx_strlchr(p, amp, '=');
-        if (eq == NULL) {
-            eq = amp;
-        }
+        amp = ngx_http_auth_key_arg(p, end, &eq);
 
         hit = 0;
 
@@ -874,27 +883,10 @@ ngx_http_auth_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     ngx_str_t  *value;
 
-    if (alcf->enabled != NGX_CONF_UNSET) {
-        return "is duplicate";
-    }
-
     value = cf->args->elts;
 
-    if (ngx_strcmp(value[1].data, "off") == 0) {
-        alcf->enabled = 0;
-        return NGX_CONF_OK;
-    }
-
-    if (!ngx_meshgate_realm_is_valid(&value[1])) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid character in realm \"%V\"", &value[1]);
-        return NGX_CONF_ERROR;
-    }
-
-    alcf->enabled = 1;
-    alcf->realm = value[1];
-
-    return NGX_CONF_OK;
+    return ngx_meshgate_realm_conf(cf, &value[1], &alcf->enabled,
+                                   &alcf->realm);
 }
 
 
@@ -903,10 +895,10 @@ ngx_http_auth_key_source(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_auth_key_loc_conf_t *alcf = conf;
 
-    u_char       *p;
-    ngx_str_t    *value, *s, name;
-    ngx_uint_t    i;
-    ngx_array_t  *a;
+    u_char        *p;
+    ngx_str_t     *value, *s, name;
+    ngx_uint_t     i;
+    ngx_array_t  **a;
 
     if (alcf->headers != NGX_CONF_UNSET_PTR
         || alcf->query != NGX_CONF_UNSET_PTR)
@@ -933,15 +925,7 @@ ngx_http_auth_key_source(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                 }
             }
 
-            if (alcf->headers == NULL) {
-                alcf->headers = ngx_array_create(cf->pool, 2,
-                                                 sizeof(ngx_str_t));
-                if (alcf->headers == NULL) {
-                    return NGX_CONF_ERROR;
-                }
-            }
-
-            a = alcf->headers;
+            a = &alcf->headers;
 
         } else if (ngx_strncmp(value[i].data, "query=", 6) == 0) {
             name.data = value[i].data + 6;
@@ -955,15 +939,7 @@ ngx_http_auth_key_source(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                 }
             }
 
-            if (alcf->query == NULL) {
-                alcf->query = ngx_array_create(cf->pool, 1,
-                                               sizeof(ngx_str_t));
-                if (alcf->query == NULL) {
-                    return NGX_CONF_ERROR;
-                }
-            }
-
-            a = alcf->query;
+            a = &alcf->query;
 
         } else {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -977,7 +953,14 @@ ngx_http_auth_key_source(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             goto invalid;
         }
 
-        s = ngx_array_push(a);
+        if (*a == NULL) {
+            *a = ngx_array_create(cf->pool, 2, sizeof(ngx_str_t));
+            if (*a == NULL) {
+                return NGX_CONF_ERROR;
+            }
+        }
+
+        s = ngx_array_push(*a);
         if (s == NULL) {
             return NGX_CONF_ERROR;
         }

@@ -490,3 +490,45 @@ ngx_meshgate_record_next(ngx_meshgate_record_t *rec, ngx_str_t *field)
 
     return NGX_OK;
 }
+
+
+u_char *
+ngx_meshgate_record_put_uint64(u_char *p, uint64_t n)
+{
+    ngx_uint_t  i;
+    u_char      buf[NGX_MESHGATE_RECORD_UINT64];
+
+    for (i = NGX_MESHGATE_RECORD_UINT64; i > 0; i--) {
+        buf[i - 1] = (u_char) n;
+        n >>= 8;
+    }
+
+    return ngx_meshgate_record_put(p, buf, NGX_MESHGATE_RECORD_UINT64);
+}
+
+
+ngx_int_t
+ngx_meshgate_record_next_uint64(ngx_meshgate_record_t *rec, uint64_t *n)
+{
+    ngx_int_t   rc;
+    ngx_str_t   field;
+    ngx_uint_t  i;
+
+    rc = ngx_meshgate_record_next(rec, &field);
+
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    if (field.len != NGX_MESHGATE_RECORD_UINT64) {
+        return NGX_DECLINED;
+    }
+
+    *n = 0;
+
+    for (i = 0; i < NGX_MESHGATE_RECORD_UINT64; i++) {
+        *n = (*n << 8) | field.data[i];
+    }
+
+    return NGX_OK;
+}

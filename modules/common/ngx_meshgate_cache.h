@@ -128,6 +128,18 @@ ngx_int_t ngx_meshgate_record_open(ngx_meshgate_record_t *rec,
 ngx_int_t ngx_meshgate_record_next(ngx_meshgate_record_t *rec,
     ngx_str_t *field);
 
+/*
+ * A number as one field of 8 big-endian bytes (the same bytes whatever
+ * the machine): _put_uint64() writes it at p and returns where the next
+ * field goes; _next_uint64() reads it: NGX_OK, NGX_DONE at the end, or
+ * NGX_DECLINED when the next field is not 8 bytes long.
+ */
+#define NGX_MESHGATE_RECORD_UINT64   8
+
+u_char *ngx_meshgate_record_put_uint64(u_char *p, uint64_t n);
+ngx_int_t ngx_meshgate_record_next_uint64(ngx_meshgate_record_t *rec,
+    uint64_t *n);
+
 /* the wall clock in epoch milliseconds, from nginx's cached time */
 uint64_t ngx_meshgate_now_ms(void);
 

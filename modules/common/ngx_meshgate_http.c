@@ -138,6 +138,32 @@ ngx_meshgate_realm_is_valid(ngx_str_t *realm)
 }
 
 
+char *
+ngx_meshgate_realm_conf(ngx_conf_t *cf, ngx_str_t *value,
+    ngx_flag_t *enabled, ngx_str_t *realm)
+{
+    if (*enabled != NGX_CONF_UNSET) {
+        return "is duplicate";
+    }
+
+    if (ngx_strcmp(value->data, "off") == 0) {
+        *enabled = 0;
+        return NGX_CONF_OK;
+    }
+
+    if (!ngx_meshgate_realm_is_valid(value)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid character in realm \"%V\"", value);
+        return NGX_CONF_ERROR;
+    }
+
+    *enabled = 1;
+    *realm = *value;
+
+    return NGX_CONF_OK;
+}
+
+
 ngx_int_t
 ngx_meshgate_www_authenticate(ngx_http_request_t *r, const char *scheme,
     ngx_str_t *realm, const char *error, ngx_array_t *scopes)

@@ -61,6 +61,15 @@ char *ngx_meshgate_zone_parse(ngx_conf_t *cf, ngx_str_t *arg,
 ngx_uint_t ngx_meshgate_realm_is_valid(ngx_str_t *realm);
 
 /*
+ * The first argument of auth_key and auth_introspect: "off", or the realm
+ * of the module's challenges, refused at configuration time if it is not
+ * valid as above.  Sets *enabled (a second time is "is duplicate") and
+ * *realm; the caller reads the arguments after it.
+ */
+char *ngx_meshgate_realm_conf(ngx_conf_t *cf, ngx_str_t *value,
+    ngx_flag_t *enabled, ngx_str_t *realm);
+
+/*
  * Adds the challenge of a 401 or 403 answer (RFC 7235, RFC 6750 section 3)
  * to r, and sets r->headers_out.www_authenticate:
  *     scheme realm="realm"[, error="error"][, scope="s1 s2"]

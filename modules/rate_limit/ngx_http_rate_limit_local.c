@@ -10,6 +10,20 @@
 #include "ngx_http_rate_limit.h"
 
 
+/*
+ * A key's entry in a local zone: a cache record (ngx_meshgate_cache.h) of
+ * this kind with one field, the key's TAT in microseconds.
+ */
+#define NGX_HTTP_RATE_LIMIT_LOCAL_TAT  'T'
+
+#define NGX_HTTP_RATE_LIMIT_LOCAL_LEN                                         \
+    (NGX_MESHGATE_RECORD_HEAD + NGX_MESHGATE_RECORD_FIELD                     \
+     + NGX_MESHGATE_RECORD_UINT64)
+
+
+static uint64_t ngx_http_rate_limit_local_get(ngx_http_request_t *r,
+    ngx_http_rate_limit_result_t *res, uint64_t now);
+static void ngx_http_rate_limit_local_set(ngx_http_rate_limit_result_t *res);
 static void ngx_http_rate_limit_local_lock(ngx_http_request_t *r,
     ngx_http_rate_limit_ctx_t *ctx, ngx_uint_t lock);
 
@@ -25,8 +39,7 @@ void
 ngx_http_rate_limit_local(ngx_http_request_t *r,
     ngx_http_rate_limit_ctx_t *ctx)
 {
-    uint64_t                          now, tat, used;
-    ngx_str_t                         value;
+    uint64_t                          now, used;
     struct timeval                    tv;
     ngx_uint_t                        i, ok;
     ngx_http_rate_limit_zone_t       *zone;
@@ -42,21 +55,8 @@ ngx_http_rate_limit_local(ngx_http_request_t *r,
         res = &ctx->results[i];
         zone = res->limit->zone;
 
-        tat = now;
-
-        if (ngx_meshgate_cache_get_locked(zone->local, &res->key, r->pool,
-                                          &value, NULL)
-            == NGX_OK
-            && value.len == sizeof(uint64_t))
-        {
-            ngx_memcpy(&tat, value.data, sizeof(uint64_t));
-
-            if (tat < now) {
-                tat = now;
-            }
-        }
-
-        res->tat = tat + zone->interval * res->limit->cost;
+        res->tat = ngx_http_rate_limit_local_get(r, res, now)
+                   + zone->interval * res->limit->cost;
 
         if (res->tat - now > zone->interval * (zone->burst + 1)) {
             ok = 0;
@@ -75,18 +75,63 @@ ngx_http_rate_limit_local(ngx_http_request_t *r,
 
         ngx_http_rate_limit_result(res, used, ok);
 
-        if (!ok) {
-            continue;
+        if (ok) {
+            ngx_http_rate_limit_local_set(res);
         }
-
-        value.data = (u_char *) &res->tat;
-        value.len = sizeof(uint64_t);
-
-        (void) ngx_meshgate_cache_set_locked(zone->local, &res->key, &value,
-                                             res->tat / 1000 + 1);
     }
 
     ngx_http_rate_limit_local_lock(r, ctx, 0);
+}
+
+
+/*
+ * The key's TAT, not before now: now when the key has no entry, or an
+ * entry that is no TAT record (one written by an earlier encoding, kept
+ * across a reload).
+ */
+
+static uint64_t
+ngx_http_rate_limit_local_get(ngx_http_request_t *r,
+    ngx_http_rate_limit_result_t *res, uint64_t now)
+{
+    uint64_t                tat;
+    ngx_str_t               value;
+    ngx_meshgate_record_t   rec;
+
+    if (ngx_meshgate_cache_get_locked(res->limit->zone->local, &res->key,
+                                      r->pool, &value, NULL)
+        != NGX_OK
+        || ngx_meshgate_record_open(&rec, &value) != NGX_OK
+        || rec.kind != NGX_HTTP_RATE_LIMIT_LOCAL_TAT
+        || ngx_meshgate_record_next_uint64(&rec, &tat) != NGX_OK)
+    {
+        return now;
+    }
+
+    return ngx_max(tat, now);
+}
+
+
+/*
+ * Stores the key's TAT until it is reached (the end of its millisecond):
+ * an entry older than that says nothing a missing one would not.
+ */
+
+static void
+ngx_http_rate_limit_local_set(ngx_http_rate_limit_result_t *res)
+{
+    u_char     *p;
+    ngx_str_t   value;
+    u_char      buf[NGX_HTTP_RATE_LIMIT_LOCAL_LEN];
+
+    p = ngx_meshgate_record_start(buf, NGX_HTTP_RATE_LIMIT_LOCAL_TAT);
+    p = ngx_meshgate_record_put_uint64(p, res->tat);
+
+    value.data = buf;
+    value.len = p - buf;
+
+    (void) ngx_meshgate_cache_set_locked(res->limit->zone->local, &res->key,
+                                         &value, res->tat / 1000 + 1);
 }
 
 
