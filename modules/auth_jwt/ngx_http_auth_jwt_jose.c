@@ -349,17 +349,40 @@ ngx_http_auth_jwt_check_header(ngx_http_auth_jwt_token_t *jwt,
         }
     }
 
-    v = json_object_get(jwt->header, "kid");
-    if (v != NULL) {
-        if (!json_is_string(v)) {
-            *err = "\"kid\" is not a string";
-            return NGX_HTTP_AUTH_JWT_MALFORMED;
-        }
-
-        jwt->kid.data = (u_char *) json_string_value(v);
-        jwt->kid.len = json_string_length(v);
-        jwt->has_kid = 1;
+    if (ngx_http_auth_jwt_kid(jwt->header, &jwt->kid, err) != NGX_OK) {
+        return NGX_HTTP_AUTH_JWT_MALFORMED;
     }
+
+    jwt->has_kid = (jwt->kid.data != NULL);
+
+    return NGX_OK;
+}
+
+
+/*
+ * The "kid" of a JWS or JWE header: a string when present (kid->data is
+ * NULL when absent, an empty kid is a kid); NGX_ERROR when not a string
+ */
+
+ngx_int_t
+ngx_http_auth_jwt_kid(json_t *header, ngx_str_t *kid, const char **err)
+{
+    json_t  *v;
+
+    ngx_str_null(kid);
+
+    v = json_object_get(header, "kid");
+    if (v == NULL) {
+        return NGX_OK;
+    }
+
+    if (!json_is_string(v)) {
+        *err = "\"kid\" is not a string";
+        return NGX_ERROR;
+    }
+
+    kid->data = (u_char *) json_string_value(v);
+    kid->len = json_string_length(v);
 
     return NGX_OK;
 }

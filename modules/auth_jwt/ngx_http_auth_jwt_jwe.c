@@ -401,7 +401,6 @@ ngx_http_auth_jwt_jwe_header(ngx_pool_t *pool, ngx_http_auth_jwt_jwe_t *jwe,
 {
     json_t     *v;
     ngx_int_t   a;
-    ngx_str_t   s;
 
     v = json_object_get(jwe->header, "alg");
     a = json_is_string(v) ? ngx_http_auth_jwt_jwe_alg(json_string_value(v))
@@ -438,41 +437,27 @@ ngx_http_auth_jwt_jwe_header(ngx_pool_t *pool, ngx_http_auth_jwt_jwe_t *jwe,
         return NGX_HTTP_AUTH_JWT_MALFORMED;
     }
 
-    v = json_object_get(jwe->header, "kid");
-    if (v != NULL) {
-        if (!json_is_string(v)) {
-            *err = "\"kid\" is not a string";
-            return NGX_HTTP_AUTH_JWT_MALFORMED;
-        }
-
-        jwe->kid.data = (u_char *) json_string_value(v);
-        jwe->kid.len = json_string_length(v);
-        jwe->has_kid = 1;
+    if (ngx_http_auth_jwt_kid(jwe->header, &jwe->kid, err) != NGX_OK) {
+        return NGX_HTTP_AUTH_JWT_MALFORMED;
     }
+
+    jwe->has_kid = (jwe->kid.data != NULL);
 
     /* AES-GCM key wrap: its IV and tag are header parameters */
 
     if (jwe->alg >= 4 && jwe->alg <= 6) {
-        v = json_object_get(jwe->header, "iv");
-        s.data = (u_char *) (json_is_string(v) ? json_string_value(v) : "");
-        s.len = json_is_string(v) ? json_string_length(v) : 0;
-
-        if (s.len == 0
-            || ngx_http_auth_jwt_decode_b64url(&s, &jwe->kw_iv, pool)
-               != NGX_OK
+        if (ngx_http_auth_jwt_jwk_param(pool, jwe->header, "iv",
+                                        &jwe->kw_iv)
+            != NGX_OK
             || jwe->kw_iv.len != 12)
         {
             *err = "GCM key wrap needs a 96-bit \"iv\"";
             return NGX_HTTP_AUTH_JWT_MALFORMED;
         }
 
-        v = json_object_get(jwe->header, "tag");
-        s.data = (u_char *) (json_is_string(v) ? json_string_value(v) : "");
-        s.len = json_is_string(v) ? json_string_length(v) : 0;
-
-        if (s.len == 0
-            || ngx_http_auth_jwt_decode_b64url(&s, &jwe->kw_tag, pool)
-               != NGX_OK
+        if (ngx_http_auth_jwt_jwk_param(pool, jwe->header, "tag",
+                                        &jwe->kw_tag)
+            != NGX_OK
             || jwe->kw_tag.len != 16)
         {
             *err = "GCM key wrap needs a 128-bit \"tag\"";

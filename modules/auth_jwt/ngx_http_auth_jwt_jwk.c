@@ -605,6 +605,12 @@ failed:
 }
 
 
+/*
+ * A base64url member of a JSON object (a JWK's key material, a JWE
+ * header's "iv" and "tag"), decoded: NGX_ERROR when it is absent, not a
+ * string, empty or not base64url
+ */
+
 ngx_int_t
 ngx_http_auth_jwt_jwk_param(ngx_pool_t *pool, json_t *jwk, const char *name,
     ngx_str_t *out)
