@@ -304,6 +304,8 @@ void ngx_http_auth_jwt_md_free(void);
 ngx_int_t ngx_http_auth_jwt_jwk_param(ngx_pool_t *pool, json_t *jwk,
     const char *name, ngx_str_t *out);
 ngx_int_t ngx_http_auth_jwt_rsa_check(EVP_PKEY *pkey, const char **err);
+EVP_PKEY *ngx_http_auth_jwt_pkey_fromdata(const char *type, int selection,
+    OSSL_PARAM_BLD *bld);
 
 ngx_int_t ngx_http_auth_jwt_jwe_alg(const char *name);
 ngx_int_t ngx_http_auth_jwt_jwe_key_alg(const char *name);

@@ -825,8 +825,6 @@ ngx_http_auth_jwt_jwe_rsa_private(ngx_pool_t *pool, json_t *jwk,
     EVP_PKEY        *pkey;
     ngx_str_t        s;
     ngx_uint_t       i;
-    OSSL_PARAM      *params;
-    EVP_PKEY_CTX    *ctx;
     OSSL_PARAM_BLD  *bld;
 
     static const char  *names[8] = { "n", "e", "d", "p", "q", "dp", "dq",
@@ -840,8 +838,6 @@ ngx_http_auth_jwt_jwe_rsa_private(ngx_pool_t *pool, json_t *jwk,
 
     ngx_memzero(bn, sizeof(bn));
     pkey = NULL;
-    params = NULL;
-    ctx = NULL;
     ok = 0;
 
     bld = OSSL_PARAM_BLD_new();
@@ -870,13 +866,9 @@ ngx_http_auth_jwt_jwe_rsa_private(ngx_pool_t *pool, json_t *jwk,
 
     *err = "invalid RSA private JWK";
 
-    params = OSSL_PARAM_BLD_to_param(bld);
-    ctx = EVP_PKEY_CTX_new_from_name(NULL, "RSA", NULL);
+    pkey = ngx_http_auth_jwt_pkey_fromdata("RSA", EVP_PKEY_KEYPAIR, bld);
 
-    ok = params != NULL && ctx != NULL
-         && EVP_PKEY_fromdata_init(ctx) == 1
-         && EVP_PKEY_fromdata(ctx, &pkey, EVP_PKEY_KEYPAIR, params) == 1
-         && ngx_http_auth_jwt_rsa_check(pkey, err) == NGX_OK;
+    ok = pkey != NULL && ngx_http_auth_jwt_rsa_check(pkey, err) == NGX_OK;
 
 done:
 
@@ -885,8 +877,6 @@ done:
     }
 
     OSSL_PARAM_BLD_free(bld);
-    OSSL_PARAM_free(params);
-    EVP_PKEY_CTX_free(ctx);
     ERR_clear_error();
 
     if (!ok) {

@@ -32,13 +32,16 @@ static ngx_int_t ngx_http_auth_jwt_json_variable(ngx_http_request_t *r,
 static ngx_int_t ngx_http_auth_jwt_value(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, json_t *value, const char *what,
     ngx_str_t *name);
+static void ngx_http_auth_jwt_text(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, const char *what, ngx_str_t *name,
+    ngx_str_t *text);
 static ngx_int_t ngx_http_auth_jwt_payload_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_auth_jwt_result_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_http_auth_jwt_ctx_t *ngx_http_auth_jwt_lazy(ngx_http_request_t *r);
 static ngx_http_auth_jwt_ctx_t *ngx_http_auth_jwt_trusted(
-    ngx_http_request_t *r);
+    ngx_http_request_t *r, ngx_http_variable_value_t *v);
 
 
 static ngx_str_t  ngx_http_auth_jwt_payload_name = ngx_string("jwt_payload");
@@ -126,10 +129,14 @@ ngx_http_auth_jwt_lazy(ngx_http_request_t *r)
 }
 
 
-/* the context of a request whose token is verified and good, or NULL */
+/*
+ * The context of a request whose token is verified and good; otherwise
+ * NULL, and v reads as not found
+ */
 
 static ngx_http_auth_jwt_ctx_t *
-ngx_http_auth_jwt_trusted(ngx_http_request_t *r)
+ngx_http_auth_jwt_trusted(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v)
 {
     ngx_http_auth_jwt_ctx_t  *ctx;
 
@@ -138,6 +145,7 @@ ngx_http_auth_jwt_trusted(ngx_http_request_t *r)
     if (ctx == NULL || !ctx->verified
         || ctx->verdict != NGX_HTTP_AUTH_JWT_OK)
     {
+        v->not_found = 1;
         return NULL;
     }
 
@@ -174,10 +182,8 @@ ngx_http_auth_jwt_member_variable(ngx_http_request_t *r,
     ngx_http_auth_jwt_ctx_t      *ctx;
     ngx_http_auth_jwt_member_t   *m;
 
-    ctx = ngx_http_auth_jwt_trusted(r);
-
+    ctx = ngx_http_auth_jwt_trusted(r, v);
     if (ctx == NULL) {
-        v->not_found = 1;
         return NGX_OK;
     }
 
@@ -259,10 +265,20 @@ ngx_http_auth_jwt_value(ngx_http_request_t *r, ngx_http_variable_value_t *v,
         return NGX_ERROR;
     }
 
-    ngx_meshgate_variable_set_text(r, v, what, name, text.data, text.len);
-    v->no_cacheable = 1;
+    ngx_http_auth_jwt_text(r, v, what, name, &text);
 
     return NGX_OK;
+}
+
+
+/* text from a token into v; not cached: a token can change per request */
+
+static void
+ngx_http_auth_jwt_text(ngx_http_request_t *r, ngx_http_variable_value_t *v,
+    const char *what, ngx_str_t *name, ngx_str_t *text)
+{
+    ngx_meshgate_variable_set_text(r, v, what, name, text->data, text->len);
+    v->no_cacheable = 1;
 }
 
 
@@ -273,10 +289,8 @@ ngx_http_auth_jwt_payload_variable(ngx_http_request_t *r,
     ngx_str_t                *text;
     ngx_http_auth_jwt_ctx_t  *ctx;
 
-    ctx = ngx_http_auth_jwt_trusted(r);
-
+    ctx = ngx_http_auth_jwt_trusted(r, v);
     if (ctx == NULL) {
-        v->not_found = 1;
         return NGX_OK;
     }
 
@@ -287,10 +301,8 @@ ngx_http_auth_jwt_payload_variable(ngx_http_request_t *r,
 
     text = ctx->inner.len ? &ctx->inner : &ctx->payload_text;
 
-    ngx_meshgate_variable_set_text(r, v, "auth_jwt: variable",
-                                   &ngx_http_auth_jwt_payload_name,
-                                   text->data, text->len);
-    v->no_cacheable = 1;
+    ngx_http_auth_jwt_text(r, v, "auth_jwt: variable",
+                           &ngx_http_auth_jwt_payload_name, text);
 
     return NGX_OK;
 }
@@ -347,8 +359,7 @@ ngx_http_auth_jwt_set_variable(ngx_http_request_t *r,
 
     v->not_found = 1;
 
-    ctx = ngx_http_auth_jwt_trusted(r);
-
+    ctx = ngx_http_auth_jwt_trusted(r, v);
     if (ctx == NULL) {
         return NGX_OK;
     }
