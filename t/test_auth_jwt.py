@@ -505,6 +505,61 @@ def test_cache_hits_keep_claims(jwt_nginx, tmp_path, workers):
     assert r.status_code == 403
 
 
+CACHE_VARS_HTTP = """
+    auth_jwt_cache zone=jwt:1m;
+    auth_jwt_claim_set $jwt_city address city;
+    auth_jwt_claim_set $jwt_deep a b c;
+    auth_jwt_claim_set $jwt_nope address street;
+    auth_jwt_header_set $jwt_kid kid;
+    auth_jwt_header_set $jwt_ctx ctx tenant;
+"""
+
+CACHE_VARS = {
+    "X-City": "$jwt_city", "X-Deep": "$jwt_deep", "X-Nope": "$jwt_nope",
+    "X-Kid": "$jwt_kid", "X-Ctx": "$jwt_ctx", "X-Typ": "$jwt_header_typ",
+    "X-Hkid": "$jwt_header_kid", "X-Tenant": "$jwt_header_tenant",
+    "X-Camel": "$jwt_claim_userid", "X-Dup": "$jwt_claim_dup",
+    "X-Num": "$jwt_claim_n", "X-Groups": "$jwt_claim_groups",
+    "X-Addr": "$jwt_claim_address", "X-Note": "$jwt_claim_note",
+    "X-Absent": "$jwt_claim_absent", "X-Payload": "$jwt_payload",
+}
+
+
+def test_cache_hit_reads_variables_as_a_miss(jwt_nginx):
+    """Claims and header parameters read from a cached verification are
+    those of the token itself: nested paths, case-blind names (one match
+    only), absent members, control bytes (empty, one warning a read)."""
+    loc = "".join("add_header %s %s always;\n" % (h, v)
+                  for h, v in CACHE_VARS.items())
+    n = jwt_nginx(http=CACHE_VARS_HTTP, loc=loc, log_level="debug")
+    c = U.claims(address={"city": "Oslo", "zip": 1}, a={"b": {"c": [1, 2]}},
+                 userId="u1", Dup=1, dUP=2, n=1.5, groups=["x", "y"],
+                 note="a\r\nb", exp=time.time() + 600.25)
+    h = {"alg": "ES256", "typ": "JWT", "kid": "e256", "Tenant": "t1",
+         "ctx": {"tenant": "acme"}}
+    tok = U.token("ES256", c, header=h)
+    seen = []
+    for i in range(3):
+        n.mark()
+        r = get(n, tok)
+        assert r.status_code == 200
+        log = n.log_since_mark()
+        assert ("auth_jwt: cache hit" in log) == (i > 0)
+        assert log.count('claim "note" holds control bytes') == 1
+        seen.append({k: r.headers.get(k) for k in CACHE_VARS})
+    miss = seen[0]
+    assert miss["X-City"] == "Oslo" and miss["X-Deep"] == "1,2"
+    assert miss["X-Kid"] == miss["X-Hkid"] == "e256"
+    assert miss["X-Ctx"] == "acme" and miss["X-Tenant"] == "t1"
+    assert miss["X-Typ"] == "JWT" and miss["X-Camel"] == "u1"
+    assert miss["X-Num"] == "1.5" and miss["X-Groups"] == "x,y"
+    assert json.loads(miss["X-Addr"]) == {"city": "Oslo", "zip": 1}
+    assert json.loads(miss["X-Payload"]) == c
+    for absent in ("X-Nope", "X-Dup", "X-Note", "X-Absent"):
+        assert miss[absent] is None, absent
+    assert seen[1] == miss and seen[2] == miss
+
+
 def test_cache_expires_with_token(jwt_nginx):
     n = jwt_nginx(http="auth_jwt_cache zone=jwt:1m;")
     tok = U.token("HS256", U.claims(exp=time.time() + 2))

@@ -296,12 +296,16 @@ ngx_http_auth_jwt_result_e ngx_http_auth_jwt_parse(ngx_pool_t *pool,
 ngx_int_t ngx_http_auth_jwt_verify(ngx_http_auth_jwt_key_t *key,
     ngx_http_auth_jwt_token_t *jwt);
 ngx_int_t ngx_http_auth_jwt_json_object(ngx_str_t *text, json_t **out);
+ngx_int_t ngx_http_auth_jwt_kid(json_t *header, ngx_str_t *kid,
+    const char **err);
 ngx_int_t ngx_http_auth_jwt_alg_index(const char *name);
 void ngx_http_auth_jwt_md_init(void);
 void ngx_http_auth_jwt_md_free(void);
 ngx_int_t ngx_http_auth_jwt_jwk_param(ngx_pool_t *pool, json_t *jwk,
     const char *name, ngx_str_t *out);
 ngx_int_t ngx_http_auth_jwt_rsa_check(EVP_PKEY *pkey, const char **err);
+EVP_PKEY *ngx_http_auth_jwt_pkey_fromdata(const char *type, int selection,
+    OSSL_PARAM_BLD *bld);
 
 ngx_int_t ngx_http_auth_jwt_jwe_alg(const char *name);
 ngx_int_t ngx_http_auth_jwt_jwe_key_alg(const char *name);
@@ -350,6 +354,8 @@ ngx_http_auth_jwt_source_t *ngx_http_auth_jwt_resolve(
     ngx_http_request_t *r, ngx_http_auth_jwt_source_t *src);
 json_t *ngx_http_auth_jwt_part(ngx_http_auth_jwt_ctx_t *ctx,
     ngx_uint_t header);
+ngx_http_auth_jwt_key_t *ngx_http_auth_jwt_find_fp(ngx_http_request_t *r,
+    ngx_http_auth_jwt_loc_conf_t *jlcf, u_char *fp, ngx_uint_t alg);
 ngx_int_t ngx_http_auth_jwt_cache_get(ngx_http_request_t *r,
     ngx_http_auth_jwt_ctx_t *ctx, ngx_http_auth_jwt_loc_conf_t *jlcf,
     ngx_str_t *key, ngx_http_auth_jwt_times_t *t);

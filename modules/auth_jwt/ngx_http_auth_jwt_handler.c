@@ -26,6 +26,9 @@ typedef struct {
 
 static ngx_int_t ngx_http_auth_jwt_decide(ngx_http_request_t *r,
     ngx_http_auth_jwt_ctx_t *ctx, ngx_http_auth_jwt_loc_conf_t *jlcf);
+static ngx_int_t ngx_http_auth_jwt_cached(ngx_http_request_t *r,
+    ngx_http_auth_jwt_ctx_t *ctx, ngx_http_auth_jwt_loc_conf_t *jlcf,
+    ngx_str_t *key);
 static ngx_http_auth_jwt_result_e ngx_http_auth_jwt_encrypted(
     ngx_http_request_t *r, ngx_http_auth_jwt_loc_conf_t *jlcf,
     ngx_http_auth_jwt_ctx_t *ctx, u_char *fp, const char **err);
@@ -52,6 +55,8 @@ static ngx_int_t ngx_http_auth_jwt_require(ngx_http_request_t *r,
     ngx_http_auth_jwt_loc_conf_t *jlcf, ngx_int_t *status);
 static ngx_int_t ngx_http_auth_jwt_challenge(ngx_http_request_t *r,
     ngx_http_auth_jwt_loc_conf_t *jlcf, char *error);
+static ngx_int_t ngx_http_auth_jwt_date(json_t *payload, const char *name,
+    double *date);
 static double ngx_http_auth_jwt_now(void);
 
 
@@ -291,49 +296,30 @@ void
 ngx_http_auth_jwt_check(ngx_http_request_t *r, ngx_http_auth_jwt_ctx_t *ctx,
     ngx_http_auth_jwt_loc_conf_t *jlcf, ngx_uint_t final)
 {
-    u_char                          hash[NGX_MESHGATE_SHA256_LEN];
-    u_char                          fp[NGX_HTTP_AUTH_JWT_FP_LEN];
-    ngx_str_t                       key;
-    const char                     *err;
-    ngx_http_auth_jwt_times_t       t;
-    ngx_http_auth_jwt_result_e      res;
-    ngx_http_auth_jwt_main_conf_t  *jmcf;
+    u_char                       hash[NGX_MESHGATE_SHA256_LEN];
+    u_char                       fp[NGX_HTTP_AUTH_JWT_FP_LEN];
+    ngx_str_t                    key;
+    const char                  *err;
+    ngx_http_auth_jwt_times_t    t;
+    ngx_http_auth_jwt_result_e   res;
 
     ctx->err = NULL;
 
+    key.data = hash;
+    key.len = 0;
+
     res = ngx_http_auth_jwt_prepare(r, ctx, jlcf, 0);
 
-    if (res != NGX_HTTP_AUTH_JWT_OK) {
-        ctx->verdict = res;
-        ctx->err = ctx->pre_err;
+    if (res == NGX_HTTP_AUTH_JWT_OK
+        && ngx_http_auth_jwt_cached(r, ctx, jlcf, &key) == NGX_OK)
+    {
         ctx->verified = 1;
         return;
     }
 
-    jmcf = ngx_http_get_module_main_conf(r, ngx_http_auth_jwt_module);
-
-    key.len = 0;
-
-    if (jmcf->cache && jlcf->type == NGX_HTTP_AUTH_JWT_SIGNED
-        && ctx->token.len <= NGX_HTTP_AUTH_JWT_MAX_TOKEN)
-    {
-        key.data = hash;
-        key.len = sizeof(hash);
-
-        if (ngx_meshgate_sha256(&ctx->token, 1, hash) != NGX_OK) {
-            key.len = 0;
-
-        } else if (ngx_http_auth_jwt_cache_get(r, ctx, jlcf, &key, &t)
-                   == NGX_OK)
-        {
-            ctx->verdict = ngx_http_auth_jwt_claims(jlcf, ctx, &t,
-                                                    &ctx->err);
-            ctx->verified = 1;
-            return;
-        }
+    if (res == NGX_HTTP_AUTH_JWT_OK) {
+        res = ngx_http_auth_jwt_prepare(r, ctx, jlcf, 1);
     }
-
-    res = ngx_http_auth_jwt_prepare(r, ctx, jlcf, 1);
 
     if (res != NGX_HTTP_AUTH_JWT_OK) {
         ctx->verdict = res;
@@ -373,6 +359,43 @@ ngx_http_auth_jwt_check(ngx_http_request_t *r, ngx_http_auth_jwt_ctx_t *ctx,
     {
         ctx->verified = 1;
     }
+}
+
+
+/*
+ * A signed token found in auth_jwt_cache: NGX_OK with ctx->verdict from
+ * its cached times and this location's claim checks.  Otherwise key (its
+ * data of NGX_MESHGATE_SHA256_LEN bytes) is what to cache the token under
+ * once verified, or empty when it is not to be cached.
+ */
+
+static ngx_int_t
+ngx_http_auth_jwt_cached(ngx_http_request_t *r, ngx_http_auth_jwt_ctx_t *ctx,
+    ngx_http_auth_jwt_loc_conf_t *jlcf, ngx_str_t *key)
+{
+    ngx_http_auth_jwt_times_t       t;
+    ngx_http_auth_jwt_main_conf_t  *jmcf;
+
+    jmcf = ngx_http_get_module_main_conf(r, ngx_http_auth_jwt_module);
+
+    key->len = 0;
+
+    if (jmcf->cache == NULL || jlcf->type != NGX_HTTP_AUTH_JWT_SIGNED
+        || ctx->token.len > NGX_HTTP_AUTH_JWT_MAX_TOKEN
+        || ngx_meshgate_sha256(&ctx->token, 1, key->data) != NGX_OK)
+    {
+        return NGX_DECLINED;
+    }
+
+    key->len = NGX_MESHGATE_SHA256_LEN;
+
+    if (ngx_http_auth_jwt_cache_get(r, ctx, jlcf, key, &t) != NGX_OK) {
+        return NGX_DECLINED;
+    }
+
+    ctx->verdict = ngx_http_auth_jwt_claims(jlcf, ctx, &t, &ctx->err);
+
+    return NGX_OK;
 }
 
 
@@ -612,6 +635,8 @@ ngx_http_auth_jwt_prepare(ngx_http_request_t *r, ngx_http_auth_jwt_ctx_t *ctx,
     ctx->parsed = 1;
     err = NULL;
 
+    /* the request's context owns (and releases) the JSON values */
+
     if (jlcf->type != NGX_HTTP_AUTH_JWT_SIGNED) {
         res = ngx_http_auth_jwt_jwe_parse(r->pool, &ctx->token, &ctx->jwe,
                                           &err);
@@ -621,22 +646,15 @@ ngx_http_auth_jwt_prepare(ngx_http_request_t *r, ngx_http_auth_jwt_ctx_t *ctx,
         ctx->header = ctx->jwe.header;
         ctx->header_text = ctx->jwe.header_text;
 
-        if (res != NGX_HTTP_AUTH_JWT_OK) {
-            ctx->pre = res;
-            ctx->pre_err = err;
-        }
+    } else {
+        res = ngx_http_auth_jwt_parse(r->pool, &ctx->token, &ctx->jwt,
+                                      &err);
 
-        return ctx->pre;
+        ctx->header = ctx->jwt.header;
+        ctx->payload = ctx->jwt.payload;
+        ctx->header_text = ctx->jwt.header_text;
+        ctx->payload_text = ctx->jwt.payload_text;
     }
-
-    res = ngx_http_auth_jwt_parse(r->pool, &ctx->token, &ctx->jwt, &err);
-
-    /* the request's context owns (and releases) the JSON values */
-
-    ctx->header = ctx->jwt.header;
-    ctx->payload = ctx->jwt.payload;
-    ctx->header_text = ctx->jwt.header_text;
-    ctx->payload_text = ctx->jwt.payload_text;
 
     if (res != NGX_HTTP_AUTH_JWT_OK) {
         ctx->pre = res;
@@ -731,33 +749,49 @@ static ngx_http_auth_jwt_result_e
 ngx_http_auth_jwt_get_times(json_t *payload, ngx_http_auth_jwt_times_t *t,
     const char **err)
 {
-    json_t  *v;
+    ngx_int_t  rc;
 
     ngx_memzero(t, sizeof(ngx_http_auth_jwt_times_t));
 
-    v = json_object_get(payload, "exp");
-    if (v != NULL) {
-        if (!json_is_number(v)) {
-            *err = "\"exp\" is not a NumericDate";
-            return NGX_HTTP_AUTH_JWT_MALFORMED;
-        }
-
-        t->exp = json_number_value(v);
-        t->has_exp = 1;
+    rc = ngx_http_auth_jwt_date(payload, "exp", &t->exp);
+    if (rc == NGX_ERROR) {
+        *err = "\"exp\" is not a NumericDate";
+        return NGX_HTTP_AUTH_JWT_MALFORMED;
     }
 
-    v = json_object_get(payload, "nbf");
-    if (v != NULL) {
-        if (!json_is_number(v)) {
-            *err = "\"nbf\" is not a NumericDate";
-            return NGX_HTTP_AUTH_JWT_MALFORMED;
-        }
+    t->has_exp = (rc == NGX_OK);
 
-        t->nbf = json_number_value(v);
-        t->has_nbf = 1;
+    rc = ngx_http_auth_jwt_date(payload, "nbf", &t->nbf);
+    if (rc == NGX_ERROR) {
+        *err = "\"nbf\" is not a NumericDate";
+        return NGX_HTTP_AUTH_JWT_MALFORMED;
     }
+
+    t->has_nbf = (rc == NGX_OK);
 
     return NGX_HTTP_AUTH_JWT_OK;
+}
+
+
+/* a NumericDate claim: NGX_OK, NGX_DECLINED absent, NGX_ERROR not a number */
+
+static ngx_int_t
+ngx_http_auth_jwt_date(json_t *payload, const char *name, double *date)
+{
+    json_t  *v;
+
+    v = json_object_get(payload, name);
+    if (v == NULL) {
+        return NGX_DECLINED;
+    }
+
+    if (!json_is_number(v)) {
+        return NGX_ERROR;
+    }
+
+    *date = json_number_value(v);
+
+    return NGX_OK;
 }
 
 

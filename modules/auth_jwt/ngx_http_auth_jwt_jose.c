@@ -29,6 +29,8 @@
 #include "ngx_meshgate_sha256.h"
 
 
+static ngx_int_t ngx_http_auth_jwt_segment(ngx_pool_t *pool, u_char *start,
+    u_char *end, ngx_str_t *text, json_t **json);
 static ngx_int_t ngx_http_auth_jwt_check_header(ngx_http_auth_jwt_token_t *jwt,
     const char **err);
 static ngx_int_t ngx_http_auth_jwt_verify_hmac(ngx_http_auth_jwt_key_t *key,
@@ -230,20 +232,11 @@ ngx_http_auth_jwt_parse(ngx_pool_t *pool, ngx_str_t *token,
         return NGX_HTTP_AUTH_JWT_MALFORMED;
     }
 
-    seg.data = token->data;
-    seg.len = dot1 - token->data;
-
-    if (ngx_http_auth_jwt_decode_b64url(&seg, &jwt->header_text, pool)
-        != NGX_OK)
-    {
-        *err = "header is not base64url";
-        return NGX_HTTP_AUTH_JWT_MALFORMED;
-    }
-
-    if (ngx_http_auth_jwt_json_object(&jwt->header_text, &jwt->header)
-        != NGX_OK)
-    {
-        *err = "header is not a JSON object";
+    rc = ngx_http_auth_jwt_segment(pool, token->data, dot1,
+                                   &jwt->header_text, &jwt->header);
+    if (rc != NGX_OK) {
+        *err = (rc == NGX_DECLINED) ? "header is not base64url"
+                                    : "header is not a JSON object";
         return NGX_HTTP_AUTH_JWT_MALFORMED;
     }
 
@@ -252,20 +245,11 @@ ngx_http_auth_jwt_parse(ngx_pool_t *pool, ngx_str_t *token,
         return rc;
     }
 
-    seg.data = dot1 + 1;
-    seg.len = dot2 - seg.data;
-
-    if (ngx_http_auth_jwt_decode_b64url(&seg, &jwt->payload_text, pool)
-        != NGX_OK)
-    {
-        *err = "payload is not base64url";
-        return NGX_HTTP_AUTH_JWT_MALFORMED;
-    }
-
-    if (ngx_http_auth_jwt_json_object(&jwt->payload_text, &jwt->payload)
-        != NGX_OK)
-    {
-        *err = "payload is not a JSON object";
+    rc = ngx_http_auth_jwt_segment(pool, dot1 + 1, dot2,
+                                   &jwt->payload_text, &jwt->payload);
+    if (rc != NGX_OK) {
+        *err = (rc == NGX_DECLINED) ? "payload is not base64url"
+                                    : "payload is not a JSON object";
         return NGX_HTTP_AUTH_JWT_MALFORMED;
     }
 
@@ -281,6 +265,29 @@ ngx_http_auth_jwt_parse(ngx_pool_t *pool, ngx_str_t *token,
     jwt->input.len = dot2 - token->data;
 
     return NGX_HTTP_AUTH_JWT_OK;
+}
+
+
+/*
+ * The header or payload segment start..end: base64url-decoded into text,
+ * then parsed into *json.  NGX_DECLINED when it is not base64url,
+ * NGX_ERROR when it is not a JSON object.
+ */
+
+static ngx_int_t
+ngx_http_auth_jwt_segment(ngx_pool_t *pool, u_char *start, u_char *end,
+    ngx_str_t *text, json_t **json)
+{
+    ngx_str_t  seg;
+
+    seg.data = start;
+    seg.len = end - start;
+
+    if (ngx_http_auth_jwt_decode_b64url(&seg, text, pool) != NGX_OK) {
+        return NGX_DECLINED;
+    }
+
+    return ngx_http_auth_jwt_json_object(text, json);
 }
 
 
@@ -349,17 +356,40 @@ ngx_http_auth_jwt_check_header(ngx_http_auth_jwt_token_t *jwt,
         }
     }
 
-    v = json_object_get(jwt->header, "kid");
-    if (v != NULL) {
-        if (!json_is_string(v)) {
-            *err = "\"kid\" is not a string";
-            return NGX_HTTP_AUTH_JWT_MALFORMED;
-        }
-
-        jwt->kid.data = (u_char *) json_string_value(v);
-        jwt->kid.len = json_string_length(v);
-        jwt->has_kid = 1;
+    if (ngx_http_auth_jwt_kid(jwt->header, &jwt->kid, err) != NGX_OK) {
+        return NGX_HTTP_AUTH_JWT_MALFORMED;
     }
+
+    jwt->has_kid = (jwt->kid.data != NULL);
+
+    return NGX_OK;
+}
+
+
+/*
+ * The "kid" of a JWS or JWE header: a string when present (kid->data is
+ * NULL when absent, an empty kid is a kid); NGX_ERROR when not a string
+ */
+
+ngx_int_t
+ngx_http_auth_jwt_kid(json_t *header, ngx_str_t *kid, const char **err)
+{
+    json_t  *v;
+
+    ngx_str_null(kid);
+
+    v = json_object_get(header, "kid");
+    if (v == NULL) {
+        return NGX_OK;
+    }
+
+    if (!json_is_string(v)) {
+        *err = "\"kid\" is not a string";
+        return NGX_ERROR;
+    }
+
+    kid->data = (u_char *) json_string_value(v);
+    kid->len = json_string_length(v);
 
     return NGX_OK;
 }

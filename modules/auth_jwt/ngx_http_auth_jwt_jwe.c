@@ -401,7 +401,6 @@ ngx_http_auth_jwt_jwe_header(ngx_pool_t *pool, ngx_http_auth_jwt_jwe_t *jwe,
 {
     json_t     *v;
     ngx_int_t   a;
-    ngx_str_t   s;
 
     v = json_object_get(jwe->header, "alg");
     a = json_is_string(v) ? ngx_http_auth_jwt_jwe_alg(json_string_value(v))
@@ -438,41 +437,27 @@ ngx_http_auth_jwt_jwe_header(ngx_pool_t *pool, ngx_http_auth_jwt_jwe_t *jwe,
         return NGX_HTTP_AUTH_JWT_MALFORMED;
     }
 
-    v = json_object_get(jwe->header, "kid");
-    if (v != NULL) {
-        if (!json_is_string(v)) {
-            *err = "\"kid\" is not a string";
-            return NGX_HTTP_AUTH_JWT_MALFORMED;
-        }
-
-        jwe->kid.data = (u_char *) json_string_value(v);
-        jwe->kid.len = json_string_length(v);
-        jwe->has_kid = 1;
+    if (ngx_http_auth_jwt_kid(jwe->header, &jwe->kid, err) != NGX_OK) {
+        return NGX_HTTP_AUTH_JWT_MALFORMED;
     }
+
+    jwe->has_kid = (jwe->kid.data != NULL);
 
     /* AES-GCM key wrap: its IV and tag are header parameters */
 
     if (jwe->alg >= 4 && jwe->alg <= 6) {
-        v = json_object_get(jwe->header, "iv");
-        s.data = (u_char *) (json_is_string(v) ? json_string_value(v) : "");
-        s.len = json_is_string(v) ? json_string_length(v) : 0;
-
-        if (s.len == 0
-            || ngx_http_auth_jwt_decode_b64url(&s, &jwe->kw_iv, pool)
-               != NGX_OK
+        if (ngx_http_auth_jwt_jwk_param(pool, jwe->header, "iv",
+                                        &jwe->kw_iv)
+            != NGX_OK
             || jwe->kw_iv.len != 12)
         {
             *err = "GCM key wrap needs a 96-bit \"iv\"";
             return NGX_HTTP_AUTH_JWT_MALFORMED;
         }
 
-        v = json_object_get(jwe->header, "tag");
-        s.data = (u_char *) (json_is_string(v) ? json_string_value(v) : "");
-        s.len = json_is_string(v) ? json_string_length(v) : 0;
-
-        if (s.len == 0
-            || ngx_http_auth_jwt_decode_b64url(&s, &jwe->kw_tag, pool)
-               != NGX_OK
+        if (ngx_http_auth_jwt_jwk_param(pool, jwe->header, "tag",
+                                        &jwe->kw_tag)
+            != NGX_OK
             || jwe->kw_tag.len != 16)
         {
             *err = "GCM key wrap needs a 128-bit \"tag\"";
@@ -840,8 +825,6 @@ ngx_http_auth_jwt_jwe_rsa_private(ngx_pool_t *pool, json_t *jwk,
     EVP_PKEY        *pkey;
     ngx_str_t        s;
     ngx_uint_t       i;
-    OSSL_PARAM      *params;
-    EVP_PKEY_CTX    *ctx;
     OSSL_PARAM_BLD  *bld;
 
     static const char  *names[8] = { "n", "e", "d", "p", "q", "dp", "dq",
@@ -855,8 +838,6 @@ ngx_http_auth_jwt_jwe_rsa_private(ngx_pool_t *pool, json_t *jwk,
 
     ngx_memzero(bn, sizeof(bn));
     pkey = NULL;
-    params = NULL;
-    ctx = NULL;
     ok = 0;
 
     bld = OSSL_PARAM_BLD_new();
@@ -885,13 +866,9 @@ ngx_http_auth_jwt_jwe_rsa_private(ngx_pool_t *pool, json_t *jwk,
 
     *err = "invalid RSA private JWK";
 
-    params = OSSL_PARAM_BLD_to_param(bld);
-    ctx = EVP_PKEY_CTX_new_from_name(NULL, "RSA", NULL);
+    pkey = ngx_http_auth_jwt_pkey_fromdata("RSA", EVP_PKEY_KEYPAIR, bld);
 
-    ok = params != NULL && ctx != NULL
-         && EVP_PKEY_fromdata_init(ctx) == 1
-         && EVP_PKEY_fromdata(ctx, &pkey, EVP_PKEY_KEYPAIR, params) == 1
-         && ngx_http_auth_jwt_rsa_check(pkey, err) == NGX_OK;
+    ok = pkey != NULL && ngx_http_auth_jwt_rsa_check(pkey, err) == NGX_OK;
 
 done:
 
@@ -900,8 +877,6 @@ done:
     }
 
     OSSL_PARAM_BLD_free(bld);
-    OSSL_PARAM_free(params);
-    EVP_PKEY_CTX_free(ctx);
     ERR_clear_error();
 
     if (!ok) {

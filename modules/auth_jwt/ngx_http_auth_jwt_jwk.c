@@ -605,6 +605,45 @@ failed:
 }
 
 
+/*
+ * A key of type ("RSA", "EC") from the parameters in bld: its public part
+ * or the key pair, as selection says (EVP_PKEY_PUBLIC_KEY, _KEYPAIR);
+ * NULL when OpenSSL refuses them
+ */
+
+EVP_PKEY *
+ngx_http_auth_jwt_pkey_fromdata(const char *type, int selection,
+    OSSL_PARAM_BLD *bld)
+{
+    EVP_PKEY      *pkey;
+    OSSL_PARAM    *params;
+    EVP_PKEY_CTX  *ctx;
+
+    pkey = NULL;
+
+    params = OSSL_PARAM_BLD_to_param(bld);
+    ctx = EVP_PKEY_CTX_new_from_name(NULL, type, NULL);
+
+    if (params == NULL || ctx == NULL
+        || EVP_PKEY_fromdata_init(ctx) != 1
+        || EVP_PKEY_fromdata(ctx, &pkey, selection, params) != 1)
+    {
+        pkey = NULL;
+    }
+
+    OSSL_PARAM_free(params);
+    EVP_PKEY_CTX_free(ctx);
+
+    return pkey;
+}
+
+
+/*
+ * A base64url member of a JSON object (a JWK's key material, a JWE
+ * header's "iv" and "tag"), decoded: NGX_ERROR when it is absent, not a
+ * string, empty or not base64url
+ */
+
 ngx_int_t
 ngx_http_auth_jwt_jwk_param(ngx_pool_t *pool, json_t *jwk, const char *name,
     ngx_str_t *out)
@@ -634,8 +673,6 @@ ngx_http_auth_jwt_jwk_rsa(ngx_pool_t *pool, json_t *jwk, const char **err)
     BIGNUM          *n, *e;
     EVP_PKEY        *pkey;
     ngx_str_t        ns, es;
-    OSSL_PARAM      *params;
-    EVP_PKEY_CTX    *ctx;
     OSSL_PARAM_BLD  *bld;
 
     if (ngx_http_auth_jwt_jwk_param(pool, jwk, "n", &ns) != NGX_OK
@@ -658,37 +695,22 @@ ngx_http_auth_jwt_jwk_rsa(ngx_pool_t *pool, json_t *jwk, const char **err)
     }
 
     pkey = NULL;
-    params = NULL;
-    ctx = NULL;
 
     n = BN_bin2bn(ns.data, ns.len, NULL);
     e = BN_bin2bn(es.data, es.len, NULL);
     bld = OSSL_PARAM_BLD_new();
 
-    if (n == NULL || e == NULL || bld == NULL
-        || !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, n)
-        || !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, e))
+    if (n != NULL && e != NULL && bld != NULL
+        && OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, n)
+        && OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, e))
     {
-        goto done;
+        pkey = ngx_http_auth_jwt_pkey_fromdata("RSA", EVP_PKEY_PUBLIC_KEY,
+                                               bld);
     }
-
-    params = OSSL_PARAM_BLD_to_param(bld);
-    ctx = EVP_PKEY_CTX_new_from_name(NULL, "RSA", NULL);
-
-    if (params == NULL || ctx == NULL
-        || EVP_PKEY_fromdata_init(ctx) != 1
-        || EVP_PKEY_fromdata(ctx, &pkey, EVP_PKEY_PUBLIC_KEY, params) != 1)
-    {
-        pkey = NULL;
-    }
-
-done:
 
     BN_free(n);
     BN_free(e);
     OSSL_PARAM_BLD_free(bld);
-    OSSL_PARAM_free(params);
-    EVP_PKEY_CTX_free(ctx);
 
     if (pkey == NULL) {
         ERR_clear_error();
@@ -765,8 +787,7 @@ ngx_http_auth_jwt_jwk_ec(ngx_pool_t *pool, json_t *jwk, ngx_uint_t *algs,
     EVP_PKEY        *pkey;
     ngx_str_t        x, y;
     const char      *crv;
-    OSSL_PARAM      *params;
-    EVP_PKEY_CTX    *ctx, *check;
+    EVP_PKEY_CTX    *check;
     OSSL_PARAM_BLD  *bld;
 
     v = json_object_get(jwk, "crv");
@@ -808,45 +829,32 @@ ngx_http_auth_jwt_jwk_ec(ngx_pool_t *pool, json_t *jwk, ngx_uint_t *algs,
     ngx_memcpy(pub + 1 + size, y.data, size);
 
     pkey = NULL;
-    params = NULL;
-    ctx = NULL;
     check = NULL;
 
     bld = OSSL_PARAM_BLD_new();
 
-    if (bld == NULL
-        || !OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME,
-                                            crv, 0)
-        || !OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY,
-                                             pub, 1 + 2 * size))
+    if (bld != NULL
+        && OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME,
+                                           crv, 0)
+        && OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY,
+                                            pub, 1 + 2 * size))
     {
-        goto done;
-    }
-
-    params = OSSL_PARAM_BLD_to_param(bld);
-    ctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
-
-    if (params == NULL || ctx == NULL
-        || EVP_PKEY_fromdata_init(ctx) != 1
-        || EVP_PKEY_fromdata(ctx, &pkey, EVP_PKEY_PUBLIC_KEY, params) != 1)
-    {
-        pkey = NULL;
-        goto done;
+        pkey = ngx_http_auth_jwt_pkey_fromdata("EC", EVP_PKEY_PUBLIC_KEY,
+                                               bld);
     }
 
     /* the point must lie on the curve */
 
-    check = EVP_PKEY_CTX_new_from_pkey(NULL, pkey, NULL);
-    if (check == NULL || EVP_PKEY_public_check(check) != 1) {
-        EVP_PKEY_free(pkey);
-        pkey = NULL;
+    if (pkey != NULL) {
+        check = EVP_PKEY_CTX_new_from_pkey(NULL, pkey, NULL);
+
+        if (check == NULL || EVP_PKEY_public_check(check) != 1) {
+            EVP_PKEY_free(pkey);
+            pkey = NULL;
+        }
     }
 
-done:
-
     OSSL_PARAM_BLD_free(bld);
-    OSSL_PARAM_free(params);
-    EVP_PKEY_CTX_free(ctx);
     EVP_PKEY_CTX_free(check);
 
     if (pkey == NULL) {

@@ -16,9 +16,6 @@ static time_t ngx_http_auth_jwt_retry(ngx_http_auth_jwt_source_t *src);
 static void ngx_http_auth_jwt_wait(ngx_http_request_t *r,
     ngx_http_auth_jwt_ctx_t *ctx, ngx_http_auth_jwt_source_t *src);
 static void ngx_http_auth_jwt_wait_handler(ngx_http_request_t *r);
-static ngx_http_auth_jwt_key_t *ngx_http_auth_jwt_find_fp(
-    ngx_http_request_t *r, ngx_http_auth_jwt_loc_conf_t *jlcf, u_char *fp,
-    ngx_uint_t alg);
 
 
 /*
@@ -310,7 +307,12 @@ ngx_http_auth_jwt_name(ngx_http_request_t *r,
 }
 
 
-static ngx_http_auth_jwt_key_t *
+/*
+ * The key of the location with this fingerprint that may verify alg:
+ * what a cached verification was made with, if the location trusts it.
+ */
+
+ngx_http_auth_jwt_key_t *
 ngx_http_auth_jwt_find_fp(ngx_http_request_t *r,
     ngx_http_auth_jwt_loc_conf_t *jlcf, u_char *fp, ngx_uint_t alg)
 {
@@ -338,137 +340,4 @@ ngx_http_auth_jwt_find_fp(ngx_http_request_t *r,
     }
 
     return NULL;
-}
-
-
-/*
- * A cached entry: the alg index (1 byte), the key's fingerprint, flags
- * (1 byte: exp, nbf present), exp and nbf (doubles), the length of the
- * header JSON (4 bytes), the header JSON, the payload JSON.  A hit needs
- * no JSON parsing unless claims are looked at.
- */
-
-#define NGX_HTTP_AUTH_JWT_ENTRY_HEAD                                          \
-    (1 + NGX_HTTP_AUTH_JWT_FP_LEN + 1 + 2 * sizeof(double) + 4)
-
-
-ngx_int_t
-ngx_http_auth_jwt_cache_get(ngx_http_request_t *r,
-    ngx_http_auth_jwt_ctx_t *ctx, ngx_http_auth_jwt_loc_conf_t *jlcf,
-    ngx_str_t *key, ngx_http_auth_jwt_times_t *t)
-{
-    u_char                         *p, *last;
-    size_t                          hlen;
-    ngx_str_t                       value;
-    ngx_http_auth_jwt_main_conf_t  *jmcf;
-
-    jmcf = ngx_http_get_module_main_conf(r, ngx_http_auth_jwt_module);
-
-    if (ngx_meshgate_cache_get(jmcf->cache, key, r->pool, &value, NULL)
-        != NGX_OK)
-    {
-        return NGX_DECLINED;
-    }
-
-    if (value.len < NGX_HTTP_AUTH_JWT_ENTRY_HEAD
-        || value.data[0] >= NGX_HTTP_AUTH_JWT_NALGS)
-    {
-        return NGX_DECLINED;
-    }
-
-    p = value.data;
-    last = value.data + value.len;
-
-    if (ngx_http_auth_jwt_find_fp(r, jlcf, p + 1, p[0]) == NULL) {
-        /* verified with a key that this location does not trust */
-        return NGX_DECLINED;
-    }
-
-    p += 1 + NGX_HTTP_AUTH_JWT_FP_LEN;
-
-    ngx_memzero(t, sizeof(ngx_http_auth_jwt_times_t));
-    t->has_exp = (p[0] & 1) ? 1 : 0;
-    t->has_nbf = (p[0] & 2) ? 1 : 0;
-    p++;
-
-    ngx_memcpy(&t->exp, p, sizeof(double));
-    p += sizeof(double);
-    ngx_memcpy(&t->nbf, p, sizeof(double));
-    p += sizeof(double);
-
-    hlen = (size_t) p[0] | (size_t) p[1] << 8 | (size_t) p[2] << 16
-           | (size_t) p[3] << 24;
-    p += 4;
-
-    if (hlen > (size_t) (last - p)) {
-        return NGX_DECLINED;
-    }
-
-    ctx->header_text.data = p;
-    ctx->header_text.len = hlen;
-    ctx->payload_text.data = p + hlen;
-    ctx->payload_text.len = last - (p + hlen);
-
-    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "auth_jwt: cache hit");
-
-    return NGX_OK;
-}
-
-
-void
-ngx_http_auth_jwt_cache_set(ngx_http_request_t *r, ngx_str_t *key,
-    ngx_http_auth_jwt_token_t *jwt, u_char *fp, ngx_http_auth_jwt_times_t *t)
-{
-    u_char                         *p;
-    double                          exp;
-    uint64_t                        now, expires;
-    ngx_str_t                       value;
-    ngx_http_auth_jwt_main_conf_t  *jmcf;
-
-    jmcf = ngx_http_get_module_main_conf(r, ngx_http_auth_jwt_module);
-
-    now = ngx_meshgate_now_ms();
-    expires = now + NGX_HTTP_AUTH_JWT_CACHE_NOEXP * 1000;
-
-    if (t->has_exp) {
-        exp = t->exp * 1000;
-
-        if (exp <= (double) now) {
-            return;
-        }
-
-        if (exp < (double) expires) {
-            expires = (uint64_t) exp;
-        }
-    }
-
-    if (t->has_nbf && t->nbf * 1000 > (double) now) {
-        return;
-    }
-
-    value.len = NGX_HTTP_AUTH_JWT_ENTRY_HEAD + jwt->header_text.len
-                + jwt->payload_text.len;
-    value.data = ngx_pnalloc(r->pool, value.len);
-    if (value.data == NULL) {
-        return;
-    }
-
-    p = value.data;
-    *p++ = (u_char) jwt->alg;
-    p = ngx_cpymem(p, fp, NGX_HTTP_AUTH_JWT_FP_LEN);
-    *p++ = (u_char) (t->has_exp | t->has_nbf << 1);
-    p = ngx_cpymem(p, &t->exp, sizeof(double));
-    p = ngx_cpymem(p, &t->nbf, sizeof(double));
-    *p++ = (u_char) (jwt->header_text.len & 0xff);
-    *p++ = (u_char) ((jwt->header_text.len >> 8) & 0xff);
-    *p++ = (u_char) ((jwt->header_text.len >> 16) & 0xff);
-    *p++ = (u_char) ((jwt->header_text.len >> 24) & 0xff);
-    p = ngx_cpymem(p, jwt->header_text.data, jwt->header_text.len);
-    ngx_memcpy(p, jwt->payload_text.data, jwt->payload_text.len);
-
-    if (ngx_meshgate_cache_set(jmcf->cache, key, &value, expires) != NGX_OK) {
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      "auth_jwt: could not cache a verified token");
-    }
 }

@@ -44,6 +44,8 @@ static char *ngx_http_auth_jwt_str_array(ngx_conf_t *cf, ngx_array_t **a,
     ngx_uint_t n);
 static char *ngx_http_auth_jwt_scope_conf(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static void *ngx_http_auth_jwt_conf_push(ngx_conf_t *cf, ngx_array_t **a,
+    size_t size);
 static char *ngx_http_auth_jwt_cache(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 
@@ -610,15 +612,8 @@ ngx_http_auth_jwt_key_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
 add:
 
-    if (jlcf->key_files == NGX_CONF_UNSET_PTR) {
-        jlcf->key_files = ngx_array_create(cf->pool, 2,
-                                     sizeof(ngx_http_auth_jwt_keyset_t *));
-        if (jlcf->key_files == NULL) {
-            return NGX_CONF_ERROR;
-        }
-    }
-
-    pks = ngx_array_push(jlcf->key_files);
+    pks = ngx_http_auth_jwt_conf_push(cf, &jlcf->key_files,
+                                      sizeof(ngx_http_auth_jwt_keyset_t *));
     if (pks == NULL) {
         return NGX_CONF_ERROR;
     }
@@ -663,15 +658,8 @@ ngx_http_auth_jwt_key_request(ngx_conf_t *cf, ngx_command_t *cmd,
         src->tmpl = tmpl;
     }
 
-    if (jlcf->sources == NGX_CONF_UNSET_PTR) {
-        jlcf->sources = ngx_array_create(cf->pool, 2,
-                                     sizeof(ngx_http_auth_jwt_source_t *));
-        if (jlcf->sources == NULL) {
-            return NGX_CONF_ERROR;
-        }
-    }
-
-    p = ngx_array_push(jlcf->sources);
+    p = ngx_http_auth_jwt_conf_push(cf, &jlcf->sources,
+                                    sizeof(ngx_http_auth_jwt_source_t *));
     if (p == NULL) {
         return NGX_CONF_ERROR;
     }
@@ -831,15 +819,8 @@ ngx_http_auth_jwt_require_conf(ngx_conf_t *cf, ngx_command_t *cmd,
 
     value = cf->args->elts;
 
-    if (jlcf->requires == NGX_CONF_UNSET_PTR) {
-        jlcf->requires = ngx_array_create(cf->pool, 2,
-                                    sizeof(ngx_http_auth_jwt_require_t));
-        if (jlcf->requires == NULL) {
-            return NGX_CONF_ERROR;
-        }
-    }
-
-    req = ngx_array_push(jlcf->requires);
+    req = ngx_http_auth_jwt_conf_push(cf, &jlcf->requires,
+                                      sizeof(ngx_http_auth_jwt_require_t));
     if (req == NULL) {
         return NGX_CONF_ERROR;
     }
@@ -1034,6 +1015,22 @@ ngx_http_auth_jwt_scope_conf(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     return ngx_http_auth_jwt_str_array(cf, &jlcf->scopes, n);
+}
+
+
+/* one more element of a location's list, the list made on first use */
+
+static void *
+ngx_http_auth_jwt_conf_push(ngx_conf_t *cf, ngx_array_t **a, size_t size)
+{
+    if (*a == NGX_CONF_UNSET_PTR) {
+        *a = ngx_array_create(cf->pool, 2, size);
+        if (*a == NULL) {
+            return NULL;
+        }
+    }
+
+    return ngx_array_push(*a);
 }
 
 

@@ -12,25 +12,47 @@
 #include "ngx_meshgate_http.h"
 
 
+/* a member variable: $jwt_claim_NAME or $jwt_header_NAME */
+
+typedef struct {
+    ngx_str_t                       prefix;
+    const char                     *what;     /* for the log */
+} ngx_http_auth_jwt_member_t;
+
+
 static ngx_int_t ngx_http_auth_jwt_claim_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_auth_jwt_header_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_auth_jwt_member_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, ngx_str_t *name, ngx_uint_t header);
 static ngx_int_t ngx_http_auth_jwt_json_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, json_t *root, ngx_str_t *name,
     const char *what);
 static ngx_int_t ngx_http_auth_jwt_value(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, json_t *value, const char *what,
     ngx_str_t *name);
+static void ngx_http_auth_jwt_text(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, const char *what, ngx_str_t *name,
+    ngx_str_t *text);
 static ngx_int_t ngx_http_auth_jwt_payload_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_auth_jwt_result_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_http_auth_jwt_ctx_t *ngx_http_auth_jwt_lazy(ngx_http_request_t *r);
-static ngx_int_t ngx_http_auth_jwt_trusted(ngx_http_auth_jwt_ctx_t *ctx);
+static ngx_http_auth_jwt_ctx_t *ngx_http_auth_jwt_trusted(
+    ngx_http_request_t *r, ngx_http_variable_value_t *v);
 
 
 static ngx_str_t  ngx_http_auth_jwt_payload_name = ngx_string("jwt_payload");
+
+
+/* by part: 0 the claims (payload), 1 the header */
+
+static ngx_http_auth_jwt_member_t  ngx_http_auth_jwt_members[] = {
+    { ngx_string("jwt_claim_"), "auth_jwt: claim" },
+    { ngx_string("jwt_header_"), "auth_jwt: header" }
+};
 
 
 static ngx_http_variable_t  ngx_http_auth_jwt_vars[] = {
@@ -107,11 +129,27 @@ ngx_http_auth_jwt_lazy(ngx_http_request_t *r)
 }
 
 
-static ngx_int_t
-ngx_http_auth_jwt_trusted(ngx_http_auth_jwt_ctx_t *ctx)
+/*
+ * The context of a request whose token is verified and good; otherwise
+ * NULL, and v reads as not found
+ */
+
+static ngx_http_auth_jwt_ctx_t *
+ngx_http_auth_jwt_trusted(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v)
 {
-    return ctx != NULL && ctx->verified
-           && ctx->verdict == NGX_HTTP_AUTH_JWT_OK;
+    ngx_http_auth_jwt_ctx_t  *ctx;
+
+    ctx = ngx_http_auth_jwt_lazy(r);
+
+    if (ctx == NULL || !ctx->verified
+        || ctx->verdict != NGX_HTTP_AUTH_JWT_OK)
+    {
+        v->not_found = 1;
+        return NULL;
+    }
+
+    return ctx;
 }
 
 
@@ -119,24 +157,7 @@ static ngx_int_t
 ngx_http_auth_jwt_claim_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
 {
-    ngx_str_t                *name = (ngx_str_t *) data;
-
-    ngx_str_t                 claim;
-    ngx_http_auth_jwt_ctx_t  *ctx;
-
-    ctx = ngx_http_auth_jwt_lazy(r);
-
-    if (!ngx_http_auth_jwt_trusted(ctx)) {
-        v->not_found = 1;
-        return NGX_OK;
-    }
-
-    claim.data = name->data + sizeof("jwt_claim_") - 1;
-    claim.len = name->len - (sizeof("jwt_claim_") - 1);
-
-    return ngx_http_auth_jwt_json_variable(r, v,
-                                           ngx_http_auth_jwt_part(ctx, 0),
-                                           &claim, "auth_jwt: claim");
+    return ngx_http_auth_jwt_member_variable(r, v, (ngx_str_t *) data, 0);
 }
 
 
@@ -144,24 +165,36 @@ static ngx_int_t
 ngx_http_auth_jwt_header_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
 {
-    ngx_str_t                *name = (ngx_str_t *) data;
+    return ngx_http_auth_jwt_member_variable(r, v, (ngx_str_t *) data, 1);
+}
 
-    ngx_str_t                 param;
-    ngx_http_auth_jwt_ctx_t  *ctx;
 
-    ctx = ngx_http_auth_jwt_lazy(r);
+/*
+ * $jwt_claim_NAME and $jwt_header_NAME: a prefix variable gets its whole
+ * name; the member is what follows the prefix
+ */
 
-    if (!ngx_http_auth_jwt_trusted(ctx)) {
-        v->not_found = 1;
+static ngx_int_t
+ngx_http_auth_jwt_member_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, ngx_str_t *name, ngx_uint_t header)
+{
+    ngx_str_t                     member;
+    ngx_http_auth_jwt_ctx_t      *ctx;
+    ngx_http_auth_jwt_member_t   *m;
+
+    ctx = ngx_http_auth_jwt_trusted(r, v);
+    if (ctx == NULL) {
         return NGX_OK;
     }
 
-    param.data = name->data + sizeof("jwt_header_") - 1;
-    param.len = name->len - (sizeof("jwt_header_") - 1);
+    m = &ngx_http_auth_jwt_members[header];
+
+    member.data = name->data + m->prefix.len;
+    member.len = name->len - m->prefix.len;
 
     return ngx_http_auth_jwt_json_variable(r, v,
-                                           ngx_http_auth_jwt_part(ctx, 1),
-                                           &param, "auth_jwt: header");
+                                           ngx_http_auth_jwt_part(ctx, header),
+                                           &member, m->what);
 }
 
 
@@ -232,10 +265,20 @@ ngx_http_auth_jwt_value(ngx_http_request_t *r, ngx_http_variable_value_t *v,
         return NGX_ERROR;
     }
 
-    ngx_meshgate_variable_set_text(r, v, what, name, text.data, text.len);
-    v->no_cacheable = 1;
+    ngx_http_auth_jwt_text(r, v, what, name, &text);
 
     return NGX_OK;
+}
+
+
+/* text from a token into v; not cached: a token can change per request */
+
+static void
+ngx_http_auth_jwt_text(ngx_http_request_t *r, ngx_http_variable_value_t *v,
+    const char *what, ngx_str_t *name, ngx_str_t *text)
+{
+    ngx_meshgate_variable_set_text(r, v, what, name, text->data, text->len);
+    v->no_cacheable = 1;
 }
 
 
@@ -246,10 +289,8 @@ ngx_http_auth_jwt_payload_variable(ngx_http_request_t *r,
     ngx_str_t                *text;
     ngx_http_auth_jwt_ctx_t  *ctx;
 
-    ctx = ngx_http_auth_jwt_lazy(r);
-
-    if (!ngx_http_auth_jwt_trusted(ctx)) {
-        v->not_found = 1;
+    ctx = ngx_http_auth_jwt_trusted(r, v);
+    if (ctx == NULL) {
         return NGX_OK;
     }
 
@@ -260,10 +301,8 @@ ngx_http_auth_jwt_payload_variable(ngx_http_request_t *r,
 
     text = ctx->inner.len ? &ctx->inner : &ctx->payload_text;
 
-    ngx_meshgate_variable_set_text(r, v, "auth_jwt: variable",
-                                   &ngx_http_auth_jwt_payload_name,
-                                   text->data, text->len);
-    v->no_cacheable = 1;
+    ngx_http_auth_jwt_text(r, v, "auth_jwt: variable",
+                           &ngx_http_auth_jwt_payload_name, text);
 
     return NGX_OK;
 }
@@ -320,9 +359,8 @@ ngx_http_auth_jwt_set_variable(ngx_http_request_t *r,
 
     v->not_found = 1;
 
-    ctx = ngx_http_auth_jwt_lazy(r);
-
-    if (!ngx_http_auth_jwt_trusted(ctx)) {
+    ctx = ngx_http_auth_jwt_trusted(r, v);
+    if (ctx == NULL) {
         return NGX_OK;
     }
 

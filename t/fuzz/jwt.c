@@ -7,12 +7,15 @@
 /*
  * The compact JWS of a request: ngx_http_auth_jwt_parse() (segments,
  * base64url, header and claims JSON, header checks), the signature check
- * against fixed keys of every family, and the $jwt_claim_* and
- * $jwt_header_* getter.
+ * against fixed keys of every family, the $jwt_claim_* and $jwt_header_*
+ * getter, and the verified-token cache entry (ngx_http_auth_jwt_cache.c).
  *
  * Input: a claim name, "\n", a token.  Checked: a claim or header
  * parameter reads as found only when the token has a member of that name
- * (case-blind); a found value holds no control byte.
+ * (case-blind); a found value holds no control byte; the token's cache
+ * entry reads back as written, and every claim and header parameter reads
+ * from it exactly as from the token; the token's bytes read as a cache
+ * entry never reach outside themselves.
  *
  * max_len: 8192
  */
@@ -23,15 +26,21 @@
 #include "../../modules/common/ngx_meshgate_json.c"
 #include "../../modules/common/ngx_meshgate_sha256.c"
 #include "../../modules/common/ngx_meshgate_http.c"
+#include "../../modules/common/ngx_meshgate_cache.c"
 #include "../../modules/auth_jwt/ngx_http_auth_jwt_jose.c"
 #include "../../modules/auth_jwt/ngx_http_auth_jwt_jwk.c"
 #include "../../modules/auth_jwt/ngx_http_auth_jwt_jwe.c"
 #include "../../modules/auth_jwt/ngx_http_auth_jwt_module.c"
 #include "../../modules/auth_jwt/ngx_http_auth_jwt_variables.c"
+#include "../../modules/auth_jwt/ngx_http_auth_jwt_cache.c"
 
 
 static void ngx_fuzz_jwt_variable(ngx_http_request_t *r, json_t *root,
     ngx_str_t *name);
+static void ngx_fuzz_jwt_entry(ngx_http_request_t *r,
+    ngx_http_auth_jwt_token_t *jwt, ngx_str_t *name);
+static void ngx_fuzz_jwt_same(ngx_http_request_t *r, json_t *fresh,
+    json_t *cached, ngx_str_t *name);
 
 
 static ngx_http_auth_jwt_keyset_t  *ngx_fuzz_jwt_keys;
@@ -48,6 +57,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     ngx_connection_t            c;
     ngx_http_request_t          r;
     ngx_http_auth_jwt_key_t    *k;
+    ngx_http_auth_jwt_entry_t   entry;
     ngx_http_auth_jwt_token_t   jwt;
 
     ngx_fuzz_init();
@@ -66,6 +76,14 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
 
     ngx_fuzz_split(data, size, &name, &token);
+
+    /* hostile bytes as a cache entry: decoded within themselves or not */
+
+    if (ngx_http_auth_jwt_entry_decode(&token, &entry) == NGX_OK) {
+        ngx_fuzz_assert(entry.alg < NGX_HTTP_AUTH_JWT_NALGS, "entry alg");
+        ngx_fuzz_assert(entry.payload.data + entry.payload.len
+                        == token.data + token.len, "entry bounds");
+    }
 
     pool = ngx_create_pool(4096, ngx_fuzz_get_log());
 
@@ -102,6 +120,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             ngx_fuzz_jwt_variable(&r, part[j], &other);
         }
     }
+
+    ngx_fuzz_jwt_entry(&r, &jwt, &name);
 
     json_decref(jwt.header);
     json_decref(jwt.payload);
@@ -147,4 +167,114 @@ ngx_fuzz_jwt_variable(ngx_http_request_t *r, json_t *root, ngx_str_t *name)
     ngx_fuzz_assert(found, "absent claim reads as found");
     ngx_fuzz_assert(ngx_meshgate_text_is_safe(v.data, v.len),
                     "claim value with control bytes");
+}
+
+
+/* the token cached as after its verification, and read back */
+
+static void
+ngx_fuzz_jwt_entry(ngx_http_request_t *r, ngx_http_auth_jwt_token_t *jwt,
+    ngx_str_t *name)
+{
+    u_char                      fp[NGX_HTTP_AUTH_JWT_FP_LEN];
+    json_t                     *v, *header, *payload, *m;
+    ngx_str_t                   value, other;
+    const char                 *key;
+    ngx_http_auth_jwt_entry_t   e, d;
+
+    ngx_memset(fp, 0x5a, sizeof(fp));
+    ngx_memzero(&e, sizeof(ngx_http_auth_jwt_entry_t));
+
+    e.alg = jwt->alg;
+    e.fp = fp;
+    e.header = jwt->header_text;
+    e.payload = jwt->payload_text;
+
+    v = json_object_get(jwt->payload, "exp");
+    if (json_is_number(v)) {
+        e.t.exp = json_number_value(v);
+        e.t.has_exp = 1;
+    }
+
+    v = json_object_get(jwt->payload, "nbf");
+    if (json_is_number(v)) {
+        e.t.nbf = json_number_value(v);
+        e.t.has_nbf = 1;
+    }
+
+    ngx_fuzz_assert(ngx_http_auth_jwt_entry_encode(r->pool, &e, &value)
+                    == NGX_OK, "no entry");
+    ngx_fuzz_assert(ngx_http_auth_jwt_entry_decode(&value, &d) == NGX_OK,
+                    "an entry reads back as no entry");
+
+    ngx_fuzz_assert(d.alg == e.alg
+                    && ngx_memcmp(d.fp, fp, sizeof(fp)) == 0
+                    && d.t.has_exp == e.t.has_exp
+                    && d.t.has_nbf == e.t.has_nbf
+                    && ngx_memcmp(&d.t.exp, &e.t.exp, sizeof(double)) == 0
+                    && ngx_memcmp(&d.t.nbf, &e.t.nbf, sizeof(double)) == 0,
+                    "an entry reads back otherwise");
+    ngx_fuzz_assert(d.header.len == e.header.len
+                    && ngx_memcmp(d.header.data, e.header.data,
+                                  e.header.len) == 0
+                    && d.payload.len == e.payload.len
+                    && ngx_memcmp(d.payload.data, e.payload.data,
+                                  e.payload.len) == 0,
+                    "cached JSON text differs");
+
+    header = NULL;
+    payload = NULL;
+
+    ngx_fuzz_assert(ngx_http_auth_jwt_json_object(&d.header, &header)
+                    == NGX_OK
+                    && ngx_http_auth_jwt_json_object(&d.payload, &payload)
+                       == NGX_OK,
+                    "cached JSON does not parse");
+
+    ngx_fuzz_jwt_same(r, jwt->payload, payload, name);
+    ngx_fuzz_jwt_same(r, jwt->header, header, name);
+
+    json_object_foreach(jwt->payload, key, m) {
+        other.data = (u_char *) key;
+        other.len = ngx_strlen(key);
+        ngx_fuzz_jwt_same(r, jwt->payload, payload, &other);
+    }
+
+    json_object_foreach(jwt->header, key, m) {
+        other.data = (u_char *) key;
+        other.len = ngx_strlen(key);
+        ngx_fuzz_jwt_same(r, jwt->header, header, &other);
+    }
+
+    json_decref(header);
+    json_decref(payload);
+}
+
+
+/* a variable reads the same from the cached JSON as from the token's */
+
+static void
+ngx_fuzz_jwt_same(ngx_http_request_t *r, json_t *fresh, json_t *cached,
+    ngx_str_t *name)
+{
+    ngx_http_variable_value_t  a, b;
+
+    if (memchr(name->data, '\0', name->len)) {
+        return;
+    }
+
+    ngx_memzero(&a, sizeof(ngx_http_variable_value_t));
+    ngx_memzero(&b, sizeof(ngx_http_variable_value_t));
+
+    ngx_fuzz_assert(ngx_http_auth_jwt_json_variable(r, &a, fresh, name,
+                                                    "claim") == NGX_OK
+                    && ngx_http_auth_jwt_json_variable(r, &b, cached, name,
+                                                       "claim") == NGX_OK,
+                    "variable failed");
+
+    ngx_fuzz_assert(a.not_found == b.not_found
+                    && (a.not_found
+                        || (a.len == b.len
+                            && ngx_memcmp(a.data, b.data, a.len) == 0)),
+                    "a cached claim reads otherwise");
 }
