@@ -102,7 +102,9 @@ def dns(tmp_path_factory):
 
 class HostBackend:
     """An HTTP/1.1 server on ip:port answering its own address; counts
-    requests per path; /health answers `health` (200 by default)."""
+    requests per path and the connections it accepted and saw closed;
+    /health answers `health` (200 by default); /slow answers once
+    `release` is set."""
 
     def __init__(self, ip, port):
         self.ip = ip
@@ -111,6 +113,10 @@ class HostBackend:
         self.health_hits = 0
         self.health = 200
         self.status = 200
+        self.slow_started = 0
+        self.release = threading.Event()
+        self.accepted = 0
+        self.closed = 0
         self.lock = threading.Lock()
         backend = self
 
@@ -119,6 +125,18 @@ class HostBackend:
 
             def log_message(self, *a):
                 pass
+
+            def setup(self):
+                with backend.lock:
+                    backend.accepted += 1
+                super().setup()
+
+            def finish(self):
+                try:
+                    super().finish()
+                finally:
+                    with backend.lock:
+                        backend.closed += 1
 
             def do_GET(self):
                 if self.path.startswith("/health"):
@@ -129,6 +147,10 @@ class HostBackend:
                     with backend.lock:
                         backend.hits += 1
                     status = backend.status
+                if self.path.startswith("/slow"):
+                    with backend.lock:
+                        backend.slow_started += 1
+                    backend.release.wait(30)
                 body = backend.name.encode()
                 self.send_response(status)
                 self.send_header("Content-Length", str(len(body)))
@@ -153,7 +175,14 @@ class HostBackend:
             return "[%s]:%d" % (self.ip, self.port)
         return "%s:%d" % (self.ip, self.port)
 
+    @property
+    def open_connections(self):
+        """Connections accepted and not yet closed by the peer (nginx)."""
+        with self.lock:
+            return self.accepted - self.closed
+
     def stop(self):
+        self.release.set()
         self.server.shutdown()
         self.server.server_close()
 
