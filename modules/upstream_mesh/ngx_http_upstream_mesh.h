@@ -357,6 +357,8 @@ void ngx_http_upstream_mesh_disc_totals(ngx_http_upstream_rr_peers_t *peers);
 void ngx_http_upstream_mesh_disc_peer(ngx_http_upstream_mesh_peer_sh_t *p,
     ngx_http_upstream_rr_peer_t *peer);
 void ngx_http_upstream_mesh_disc_local(ngx_http_upstream_mesh_srv_conf_t *mcf);
+ngx_module_t *ngx_http_upstream_mesh_disc_module(ngx_cycle_t *cycle,
+    char *name);
 void ngx_http_upstream_mesh_disc_exit(ngx_cycle_t *cycle,
     ngx_http_upstream_mesh_main_conf_t *mmcf);
 u_char *ngx_http_upstream_mesh_disc_status(u_char *p,

@@ -74,17 +74,8 @@ ngx_http_upstream_mesh_ka_init(ngx_cycle_t *cycle,
     ngx_http_upstream_mesh_ka_conf_t    *kcf;
     ngx_http_upstream_mesh_srv_conf_t  **mcfp;
 
-    m = NULL;
-
-    for (i = 0; cycle->modules[i]; i++) {
-        if (ngx_strcmp(cycle->modules[i]->name,
-                       "ngx_http_upstream_keepalive_module") == 0)
-        {
-            m = cycle->modules[i];
-            break;
-        }
-    }
-
+    m = ngx_http_upstream_mesh_disc_module(cycle,
+                                      "ngx_http_upstream_keepalive_module");
     if (m == NULL) {
         return NGX_OK;
     }
