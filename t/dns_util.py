@@ -5,6 +5,7 @@ records given at start, plus HTTP backends bound to 127.0.0.x."""
 import http.server
 import os
 import random
+import re
 import signal
 import socket
 import socketserver
@@ -102,7 +103,9 @@ def dns(tmp_path_factory):
 
 class HostBackend:
     """An HTTP/1.1 server on ip:port answering its own address; counts
-    requests per path; /health answers `health` (200 by default)."""
+    requests per path and the connections it accepted and saw closed;
+    /health answers `health` (200 by default); /slow answers once
+    `release` is set."""
 
     def __init__(self, ip, port):
         self.ip = ip
@@ -111,14 +114,33 @@ class HostBackend:
         self.health_hits = 0
         self.health = 200
         self.status = 200
+        self.slow_started = 0
+        self.release = threading.Event()
+        self.accepted = 0
+        self.closed = 0
         self.lock = threading.Lock()
         backend = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # headers and body are two writes: without TCP_NODELAY each
+            # answer on a kept-alive connection waits for a delayed ACK
+            disable_nagle_algorithm = True
 
             def log_message(self, *a):
                 pass
+
+            def setup(self):
+                with backend.lock:
+                    backend.accepted += 1
+                super().setup()
+
+            def finish(self):
+                try:
+                    super().finish()
+                finally:
+                    with backend.lock:
+                        backend.closed += 1
 
             def do_GET(self):
                 if self.path.startswith("/health"):
@@ -129,6 +151,10 @@ class HostBackend:
                     with backend.lock:
                         backend.hits += 1
                     status = backend.status
+                if self.path.startswith("/slow"):
+                    with backend.lock:
+                        backend.slow_started += 1
+                    backend.release.wait(30)
                 body = backend.name.encode()
                 self.send_response(status)
                 self.send_header("Content-Length", str(len(body)))
@@ -142,6 +168,11 @@ class HostBackend:
             address_family = (socket.AF_INET6 if ":" in ip
                               else socket.AF_INET)
 
+            def handle_error(self, request, client_address):
+                # wrk ends its runs with requests in flight: resets here
+                # are expected, and the tests count what nginx answered
+                pass
+
         self.server = Server((ip, port), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever,
                                        daemon=True)
@@ -153,7 +184,14 @@ class HostBackend:
             return "[%s]:%d" % (self.ip, self.port)
         return "%s:%d" % (self.ip, self.port)
 
+    @property
+    def open_connections(self):
+        """Connections accepted and not yet closed by the peer (nginx)."""
+        with self.lock:
+            return self.accepted - self.closed
+
     def stop(self):
+        self.release.set()
         self.server.shutdown()
         self.server.server_close()
 
@@ -224,3 +262,24 @@ class Load:
         self.stop_flag.set()
         for t in self.threads:
             t.join(10)
+
+
+def wrk_until(url, done, timeout=60):
+    """wrk runs of one second, 8 connections, until done() is true: the
+    fast way to 10,000 requests; returns (requests, failures) as wrk
+    counted them (non-2xx answers and socket errors)."""
+    total = failures = 0
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, "wrk: %d requests" % total
+        out = subprocess.run(["wrk", "-t1", "-c8", "-d1s", "--timeout", "5s",
+                              url], capture_output=True, text=True,
+                             timeout=60).stdout
+        total += int(re.search(r"(\d+) requests in", out).group(1))
+        for pat in (r"Non-2xx or 3xx responses:\s+(\d+)",
+                    r"Socket errors: connect (\d+), read (\d+), "
+                    r"write (\d+), timeout (\d+)"):
+            m = re.search(pat, out)
+            if m:
+                failures += sum(int(x) for x in m.groups())
+    return total, failures

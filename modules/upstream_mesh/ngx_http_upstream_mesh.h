@@ -132,6 +132,11 @@ typedef struct {
     ngx_event_t                         timer;
     ngx_uint_t                          random_gen;
     void                               *random;    /* random balancer conf */
+
+    /* this worker's keepalive cache of the upstream, swept at changes */
+    void                               *keepalive;
+    ngx_uint_t                          keepalive_gen;
+    ngx_event_t                         keepalive_timer;
 } ngx_http_upstream_mesh_disc_t;
 
 
@@ -352,12 +357,21 @@ void ngx_http_upstream_mesh_disc_totals(ngx_http_upstream_rr_peers_t *peers);
 void ngx_http_upstream_mesh_disc_peer(ngx_http_upstream_mesh_peer_sh_t *p,
     ngx_http_upstream_rr_peer_t *peer);
 void ngx_http_upstream_mesh_disc_local(ngx_http_upstream_mesh_srv_conf_t *mcf);
+ngx_module_t *ngx_http_upstream_mesh_disc_module(ngx_cycle_t *cycle,
+    char *name);
 void ngx_http_upstream_mesh_disc_exit(ngx_cycle_t *cycle,
     ngx_http_upstream_mesh_main_conf_t *mmcf);
 u_char *ngx_http_upstream_mesh_disc_status(u_char *p,
     ngx_http_upstream_mesh_srv_conf_t *mcf);
 u_char *ngx_http_upstream_mesh_disc_metrics(u_char *p,
     ngx_http_upstream_mesh_main_conf_t *mmcf);
+
+/* ngx_http_upstream_mesh_keepalive.c */
+ngx_int_t ngx_http_upstream_mesh_ka_init(ngx_cycle_t *cycle,
+    ngx_http_upstream_mesh_main_conf_t *mmcf);
+void ngx_http_upstream_mesh_ka_check(ngx_http_upstream_mesh_srv_conf_t *mcf);
+void ngx_http_upstream_mesh_ka_freed(ngx_http_upstream_mesh_ctx_t *ctx);
+void ngx_http_upstream_mesh_ka_sweep(ngx_http_upstream_mesh_srv_conf_t *mcf);
 
 #pragma GCC visibility pop
 

@@ -141,6 +141,7 @@ ngx_http_upstream_mesh_init_peer(ngx_http_request_t *r,
 
     if (mcf->disc) {
         ngx_http_upstream_mesh_disc_local(mcf);
+        ngx_http_upstream_mesh_ka_check(mcf);
     }
 
     now = ngx_http_upstream_mesh_now();
@@ -524,6 +525,8 @@ ngx_http_upstream_mesh_free_peer(ngx_peer_connection_t *pc, void *data,
         } else {
             ctx->original_free_peer(pc, ctx->data, state);
         }
+
+        ngx_http_upstream_mesh_ka_freed(ctx);
 
         if (ctx->single && (state & NGX_PEER_FAILED) && tries > 1) {
             pc->tries = tries - 1;

@@ -86,8 +86,6 @@ static void ngx_http_upstream_mesh_disc_schedule(
 static const char *ngx_http_upstream_mesh_disc_strerror(ngx_int_t err);
 static ngx_uint_t ngx_http_upstream_mesh_disc_count(
     ngx_http_upstream_mesh_srv_conf_t *mcf);
-static ngx_module_t *ngx_http_upstream_mesh_disc_random_module(
-    ngx_cycle_t *cycle);
 
 
 char *
@@ -587,7 +585,8 @@ ngx_http_upstream_mesh_disc_init(ngx_cycle_t *cycle,
             continue;
         }
 
-        m = ngx_http_upstream_mesh_disc_random_module(cycle);
+        m = ngx_http_upstream_mesh_disc_module(cycle,
+                                      "ngx_http_upstream_random_module");
 
         if (m) {
             disc->random = mcfp[i]->uscf->srv_conf[m->ctx_index];
@@ -624,19 +623,18 @@ ngx_http_upstream_mesh_disc_init(ngx_cycle_t *cycle,
 
 
 /*
- * The random balancer's configuration of the upstream: its weight
- * ranges are per worker and must follow the slots (see disc_local)
+ * A module of nginx whose per-worker state of the upstream must follow
+ * the slots: the random balancer's weight ranges (see disc_local), the
+ * keepalive module's cache (see ngx_http_upstream_mesh_keepalive.c)
  */
 
-static ngx_module_t *
-ngx_http_upstream_mesh_disc_random_module(ngx_cycle_t *cycle)
+ngx_module_t *
+ngx_http_upstream_mesh_disc_module(ngx_cycle_t *cycle, char *name)
 {
     ngx_uint_t  i;
 
     for (i = 0; cycle->modules[i]; i++) {
-        if (ngx_strcmp(cycle->modules[i]->name,
-                       "ngx_http_upstream_random_module") == 0)
-        {
+        if (ngx_strcmp(cycle->modules[i]->name, name) == 0) {
             return cycle->modules[i];
         }
     }
@@ -1226,7 +1224,8 @@ ngx_http_upstream_mesh_disc_exit(ngx_cycle_t *cycle,
     ngx_http_upstream_mesh_srv_conf_t    **mcfp;
     ngx_http_upstream_mesh_random_conf_t  *rcf;
 
-    m = ngx_http_upstream_mesh_disc_random_module(cycle);
+    m = ngx_http_upstream_mesh_disc_module(cycle,
+                                      "ngx_http_upstream_random_module");
     if (m == NULL) {
         return;
     }

@@ -1256,7 +1256,11 @@ ngx_http_upstream_mesh_init_process(ngx_cycle_t *cycle)
         return NGX_ERROR;
     }
 
-    return ngx_http_upstream_mesh_disc_init(cycle, mmcf);
+    if (ngx_http_upstream_mesh_disc_init(cycle, mmcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_upstream_mesh_ka_init(cycle, mmcf);
 }
 
 

@@ -68,13 +68,14 @@ def _dns(ctx):
     return port
 
 
-def _discovery(ctx):
+def _discovery(ctx, max_peers):
     if not hasattr(ctx, "mesh_dns_port"):
         ctx.mesh_dns_port = _dns(ctx)
+    slots = " max_peers=%d" % max_peers if max_peers else ""
     return """
     upstream disc_backend {
         zone disc_backend 256k;
-        mesh_discovery disc.test port={{backend}} max_peers=8
+        mesh_discovery disc.test port={{backend}}%s
                        resolver=127.0.0.1:%d;
         keepalive 64;
     }
@@ -85,17 +86,24 @@ def _discovery(ctx):
             proxy_pass http://disc_backend;
         }
     }
-""" % ctx.mesh_dns_port
+""" % (slots, ctx.mesh_dns_port)
 
 
 def _discovery_scenarios(ctx):
     """mesh-discovery: the peer from DNS (steady answer, TTL 1 s) against
-    the plain proxy."""
+    the plain proxy, in 8 slots and in the default 64 (the balancers walk
+    every slot, empty ones included)."""
     return [{
         "name": "mesh-discovery",
         "bar": 0.97,  # issue 14: >= 0.97x the plain proxy
         "modules": ["upstream_mesh"],
-        "http": _discovery(ctx),
+        "http": _discovery(ctx, 8),
+        "path": "/",
+        "expect": 200,
+    }, {
+        "name": "mesh-discovery-64",
+        "modules": ["upstream_mesh"],
+        "http": _discovery(ctx, None),
         "path": "/",
         "expect": 200,
     }]
