@@ -29,7 +29,11 @@
 #define NGX_HTTP_UPSTREAM_MESH_KA_CHECK  1000
 
 
-/* the layout of the keepalive module's configuration in nginx 1.22 */
+/*
+ * the layout of the keepalive module's configuration since nginx 1.19.10
+ * (keepalive_time); older trees keep their connections until
+ * keepalive_timeout, as before this file existed
+ */
 
 typedef struct {
     ngx_uint_t                          max_cached;
@@ -73,6 +77,10 @@ ngx_http_upstream_mesh_ka_init(ngx_cycle_t *cycle,
     ngx_http_upstream_mesh_disc_t       *disc;
     ngx_http_upstream_mesh_ka_conf_t    *kcf;
     ngx_http_upstream_mesh_srv_conf_t  **mcfp;
+
+#if (nginx_version < 1019010)
+    return NGX_OK;
+#endif
 
     m = ngx_http_upstream_mesh_disc_module(cycle,
                                       "ngx_http_upstream_keepalive_module");
