@@ -493,13 +493,22 @@ ngx_meshgate_redis_primary(ngx_meshgate_redis_t *rd, redisReply *reply)
 }
 
 
-/* the ROLE reply of a primary starts with "master" */
+/*
+ * Called with every reply of the handshake: "+OK" for AUTH and SELECT
+ * (sent before ROLE when configured), then the ROLE reply, whose first
+ * element is "master" on a primary; any other reply to ROLE refuses the
+ * node.
+ */
 
 ngx_uint_t
 ngx_meshgate_redis_not_primary(ngx_meshgate_redis_t *rd, redisReply *reply)
 {
-    if (!rd->sentinels || reply->type != REDIS_REPLY_ARRAY) {
-        return rd->sentinels != NULL;
+    if (!rd->sentinels || reply->type == REDIS_REPLY_STATUS) {
+        return 0;
+    }
+
+    if (reply->type != REDIS_REPLY_ARRAY) {
+        return 1;
     }
 
     return reply->elements == 0
