@@ -305,9 +305,12 @@ ngx_meshgate_redis_sentinel_handler(void *data, ngx_int_t status,
 
 
 /*
- * Listens to the sentinel that answered for +switch-master, unless
- * already listening to one: a failover then makes the worker ask again
- * before its next command, even if the old primary still answers.
+ * Listens to the sentinel that answered for +switch-master: a failover
+ * then makes the worker ask again before its next command, even if the
+ * old primary still answers.  The subscription follows the sentinel that
+ * answered: another one answers only when the one asked before failed,
+ * and a sentinel that stopped answering (a hung process, a partition)
+ * keeps its idle connection open, silent, with no event ever again.
  */
 
 static void
@@ -322,7 +325,17 @@ ngx_meshgate_redis_subscribe(ngx_meshgate_redis_t *rd)
     sc = rd->sentinel;
 
     if (sub->conn) {
-        return;
+        if (sub->sockaddr == sc->sockaddr) {
+            return;
+        }
+
+        ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
+                      "redis master \"%V\": listening to sentinel %V "
+                      "instead of %V", &rd->master, &sc->name, &sub->name);
+
+        /* a SUBSCRIBE still unanswered fails with the old connection */
+
+        ngx_meshgate_redis_disconnect(sub, NGX_MESHGATE_REDIS_ERROR, NULL);
     }
 
     sub->sockaddr = sc->sockaddr;
