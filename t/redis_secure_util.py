@@ -65,6 +65,7 @@ class SecureNode:
         self.cluster = cluster
         self.proc = None
         self.stopped = False
+        self._admin = None
 
     def start(self):
         conf = os.path.join(self.dir, "redis.conf")
@@ -95,6 +96,12 @@ class SecureNode:
 
     def client(self, user=ADMIN, db=0):
         return tls_client(self.port, self.pki_files[2], user, db)
+
+    def admin(self):
+        """A client kept open (a TLS handshake per client is slow)."""
+        if self._admin is None:
+            self._admin = self.client()
+        return self._admin
 
     def _ping(self):
         if self.proc.poll() is not None:
@@ -236,6 +243,7 @@ class SecureCluster:
             + ["--cluster-yes"], check=True, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL, timeout=60)
         wait_for(self._ok, 20, "cluster_state:ok")
+        self._slots = None
 
     def _ok(self):
         return all(n.client().execute_command("CLUSTER", "INFO")
@@ -247,13 +255,17 @@ class SecureCluster:
         return ",".join("127.0.0.1:%d" % n.port for n in self.nodes)
 
     def node_of(self, key):
-        c = self.nodes[0].client()
-        slot = c.execute_command("CLUSTER", "KEYSLOT", key)
-        for r in c.execute_command("CLUSTER", "SLOTS"):
-            if r[0] <= slot <= r[1]:
-                for n in self.nodes:
-                    if n.port == int(r[2][1]):
-                        return n
+        """The node of key's slot (the slots never move in these tests:
+        the map is read once, over one connection)."""
+        from redis.crc import key_slot
+        if self._slots is None:
+            self._slots = [(r[0], r[1], int(r[2][1])) for r in
+                           self.nodes[0].client().execute_command(
+                               "CLUSTER", "SLOTS")]
+        slot = key_slot(key.encode())
+        for first, last, port in self._slots:
+            if first <= slot <= last:
+                return next(n for n in self.nodes if n.port == port)
         raise KeyError(key)
 
     def stop(self):
