@@ -4,6 +4,7 @@ every node TLS only, `user default off`, the gateway with a user that may
 do what it needs and no more (redis_secure_util)."""
 
 import hashlib
+import signal
 import socket
 import time
 
@@ -192,6 +193,35 @@ def test_a_silent_sentinel_costs_one_timeout(nginx, redis, silent_listener):
         first_then_ok(n, "/key", "k-silent")
         n.wait_log(r"redis 127\.0\.0\.1:%d: command timed out"
                    % silent_listener, 5)
+    finally:
+        fake.stop()
+
+
+def test_a_silent_primary_through_sentinel(nginx, redis):
+    """The primary the sentinels name stops answering (SIGSTOP) and the
+    sentinels go on naming it: every request answers by the failure mode
+    within timeout=, whatever connect_timeout= says."""
+    fake = FakeSentinel(redis.port)
+    redis.client().hset(rkey("k-prim"), "consumer", "pam")
+    n = nginx.start(CONF, modules=MODS, redis="sentinel=127.0.0.1:%d "
+                    "master=m timeout=300ms connect_timeout=3s" % fake.port)
+    n.allow(r"redis|auth_key")
+    try:
+        assert get(n, "/rl?k=p")[1] == "PASSED"
+        assert get(n, "/key", "k-prim")[:2] == (200, "ok")
+        redis.proc.send_signal(signal.SIGSTOP)
+        try:
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < 2.5:
+                code, st, _, took = get(n, "/rl?k=p")
+                assert took < 2 and st.startswith("LOCAL_"), (st, took)
+            code, result, _, took = get(n, "/key", "k-prim2")
+            assert (code, result) == (503, "unavailable") and took < 2
+        finally:
+            redis.proc.send_signal(signal.SIGCONT)
+        wait_for(lambda: get(n, "/rl?k=q")[1] == "PASSED", 5,
+                 "the primary back")
+        n.wait_log(r"redis 127\.0\.0\.1:%d: command timed out" % redis.port)
     finally:
         fake.stop()
 
