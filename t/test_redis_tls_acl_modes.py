@@ -156,6 +156,50 @@ def test_sentinel_credentials_and_names_are_checked(nginx, secure_sentinels,
     n.wait_log(logged, 5)
 
 
+def test_sentinel_password_from_the_environment(nginx, secure_sentinels,
+                                                monkeypatch):
+    """sentinel_password_env= as password_env=: no secret in nginx.conf."""
+    monkeypatch.setenv("MG_SENTINEL_PW", SGW[1])
+    monkeypatch.setenv("MG_REDIS_PW", GW[1])
+    n = nginx.start(CONF, modules=MODS, redis=sentinel_params(
+        secure_sentinels, sentinel_password=False,
+        sentinel_password_env="MG_SENTINEL_PW", password=False,
+        password_env="MG_REDIS_PW"))
+    assert limited(n, "env") == LIMITED
+    assert SGW[1] not in open(n.conf_path).read()
+
+
+BAD = [
+    ("sentinel=127.0.0.1 master=m sentinel_password=",
+     r'invalid redis parameter "sentinel_password="'),
+    ("sentinel=127.0.0.1 master=m sentinel_password_env=",
+     r'invalid redis parameter "sentinel_password_env="'),
+    ("sentinel=127.0.0.1 master=m sentinel_password=a "
+     "sentinel_password_env=HOME", r'"sentinel_password=" and '
+     r'"sentinel_password_env=" are given once'),
+    ("sentinel=127.0.0.1 master=m sentinel_password_env=MG_NO_SUCH_VAR",
+     r'redis sentinel password environment variable "MG_NO_SUCH_VAR" is '
+     r'not set'),
+    ("server=127.0.0.1 sentinel_password_env=HOME",
+     r'"sentinel_password=" need "sentinel="'),
+    ("server=127.0.0.1 password=", r'invalid redis parameter "password="'),
+    ("cluster=127.0.0.1:7000 password=", r'invalid redis parameter'),
+]
+
+
+@pytest.mark.parametrize("params,expect", BAD)
+def test_bad_credentials_fail_nginx_t(nginx_t, params, expect):
+    nginx_t("rate_limit_redis %s;" % params, modules=["rate_limit"],
+            expect=expect)
+    nginx_t("""server {
+                   listen 127.0.0.1:{{port}};
+                   location / {
+                       auth_key "api";
+                       auth_key_redis %s zone=k:1m;
+                   }
+               }""" % params, modules=["auth_key"], expect=expect)
+
+
 def test_sentinel_acl_user_may_only_ask(secure_sentinels):
     """The sentinels' user of the gateway (SGW_ACL) can do nothing else:
     what the test above shows to be enough is also the least."""

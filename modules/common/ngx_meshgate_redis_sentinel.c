@@ -15,6 +15,8 @@
  */
 
 
+static ngx_int_t ngx_meshgate_redis_sentinel_env(ngx_conf_t *cf,
+    ngx_meshgate_redis_t *rd, ngx_str_t *name);
 static void ngx_meshgate_redis_sentinel_handler(void *data,
     ngx_int_t status, redisReply *reply);
 static ngx_int_t ngx_meshgate_redis_primary(ngx_meshgate_redis_t *rd,
@@ -26,7 +28,10 @@ static void ngx_meshgate_redis_switch_master(ngx_meshgate_redis_t *sub,
     redisReply *reply);
 
 
-/* sentinel=host:port[,host:port...] master= sentinel_user= ..._password= */
+/*
+ * sentinel=host:port[,host:port...] master= sentinel_user=
+ * sentinel_password= | sentinel_password_env=
+ */
 
 ngx_int_t
 ngx_meshgate_redis_parse_sentinel(ngx_conf_t *cf, ngx_meshgate_redis_t *rd,
@@ -83,9 +88,33 @@ ngx_meshgate_redis_parse_sentinel(ngx_conf_t *cf, ngx_meshgate_redis_t *rd,
     }
 
     if (ngx_strncmp(param->data, "sentinel_password=", 18) == 0) {
+        if (rd->sentinel_password.len) {
+            goto twice;
+        }
+
         rd->sentinel_password.data = param->data + 18;
         rd->sentinel_password.len = param->len - 18;
+
+        if (rd->sentinel_password.len == 0) {
+            goto invalid;
+        }
+
         return NGX_OK;
+    }
+
+    if (ngx_strncmp(param->data, "sentinel_password_env=", 22) == 0) {
+        if (rd->sentinel_password.len) {
+            goto twice;
+        }
+
+        v.data = param->data + 22;
+        v.len = param->len - 22;
+
+        if (v.len == 0) {
+            goto invalid;
+        }
+
+        return ngx_meshgate_redis_sentinel_env(cf, rd, &v);
     }
 
     return NGX_DECLINED;
@@ -96,11 +125,64 @@ duplicate:
                        "duplicate redis parameter \"%V\"", param);
     return NGX_ERROR;
 
+twice:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "redis \"sentinel_password=\" and "
+                       "\"sentinel_password_env=\" are given once, one "
+                       "of them");
+    return NGX_ERROR;
+
 invalid:
 
     ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                        "invalid redis parameter \"%V\"", param);
     return NGX_ERROR;
+}
+
+
+/*
+ * sentinel_password_env=NAME: the variable is read now, in the process
+ * that reads the configuration, as password_env= is: the secret stays out
+ * of nginx.conf.  The parameters are parsed in order and this one needs
+ * nothing else, so it is read at once.
+ */
+
+static ngx_int_t
+ngx_meshgate_redis_sentinel_env(ngx_conf_t *cf, ngx_meshgate_redis_t *rd,
+    ngx_str_t *name)
+{
+    char       *env;
+    ngx_str_t   var;
+
+    var.data = ngx_pnalloc(cf->pool, name->len + 1);
+    if (var.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    var.len = name->len;
+    ngx_memcpy(var.data, name->data, name->len);
+    var.data[var.len] = '\0';
+
+    env = getenv((char *) var.data);
+
+    if (env == NULL || *env == '\0') {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "redis sentinel password environment variable "
+                           "\"%V\" is not set", &var);
+        return NGX_ERROR;
+    }
+
+    rd->sentinel_password.len = ngx_strlen(env);
+    rd->sentinel_password.data = ngx_pnalloc(cf->pool,
+                                             rd->sentinel_password.len);
+    if (rd->sentinel_password.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(rd->sentinel_password.data, env, rd->sentinel_password.len);
+
+    return NGX_OK;
 }
 
 
