@@ -368,6 +368,21 @@ def test_cluster_credentials_and_names_are_checked(nginx, secure_cluster,
     n.wait_log(logged, 5)
 
 
+def test_a_silent_seed(nginx, secure_cluster, silent_listener):
+    """The first seed accepts and never answers (its TLS handshake
+    hangs): the first checks wait for the slot map within timeout=, the
+    next seed tells it."""
+    c = secure_cluster
+    c.node_of(rkey("k-seed")).admin().hset(rkey("k-seed"), "consumer", "s")
+    n = nginx.start(CONF, modules=MODS, redis=cluster_params(
+        c, cluster="127.0.0.1:%d,127.0.0.1:%d" % (silent_listener,
+                                                  c.nodes[2].port),
+        connect_timeout="5s"))
+    n.allow(r"redis|auth_key|rate limit")
+    first_then_ok(n, "/rl?k=seed")
+    first_then_ok(n, "/key", "k-seed")
+
+
 def test_cluster_node_that_stops_answering(nginx, secure_cluster):
     """Last of the Cluster tests: one primary stops answering (SIGSTOP).
     Requests for its slots answer by the failure mode within timeout=,
