@@ -56,7 +56,7 @@ def sentinel_params(s, **kw):
     p = {"sentinel": s.nodes, "master": MASTER, "sentinel_user": SGW[0],
          "sentinel_password": SGW[1], "user": GW[0], "password": GW[1],
          "db": "3", "tls": None, "tls_ca": s.ca, "tls_name": TLS_NAME,
-         "timeout": "300ms", "connect_timeout": "300ms"}
+         "timeout": "1s", "connect_timeout": "1s"}
     p.update(kw)
     return " ".join(k if v is None else "%s=%s" % (k, v)
                     for k, v in p.items() if v is not False)
@@ -64,8 +64,8 @@ def sentinel_params(s, **kw):
 
 def cluster_params(c, **kw):
     p = {"cluster": c.seeds, "user": GW[0], "password": GW[1], "tls": None,
-         "tls_ca": c.ca, "tls_name": TLS_NAME, "timeout": "300ms",
-         "connect_timeout": "300ms"}
+         "tls_ca": c.ca, "tls_name": TLS_NAME, "timeout": "1s",
+         "connect_timeout": "1s"}
     p.update(kw)
     return " ".join(k if v is None else "%s=%s" % (k, v)
                     for k, v in p.items() if v is not False)
@@ -88,13 +88,17 @@ def first_then_ok(n, path, key=None):
     code, st, _, took = get(n, path, key)
     assert took < 2, (path, code, st, took)
     ok = "ok" if key else "PASSED"
-    wait_for(lambda: get(n, path, key)[1] == ok, 5,
+    wait_for(lambda: get(n, path, key)[1] == ok, 10,
              "the primary named by the next sentinel")
 
 
 def limited(n, key):
     return [get(n, "/rl?k=" + key)[:2] for _ in range(3)]
 
+
+# timeout= of the tests of timeouts: small, yet a TLS connection and its
+# first command fit in it even with an ASan build on a busy machine
+FAST = "500ms"
 
 LIMITED = [(200, "PASSED"), (200, "PASSED"), (429, "REJECTED")]
 FAILED = [(200, "LOCAL_PASSED"), (200, "LOCAL_PASSED"),
@@ -230,8 +234,8 @@ def test_a_silent_sentinel_costs_one_timeout(nginx, redis, silent_listener):
     try:
         redis.client().hset(rkey("k-silent"), "consumer", "sid")
         n = nginx.start(CONF, modules=MODS, redis="sentinel=127.0.0.1:%d,"
-                        "127.0.0.1:%d master=m timeout=300ms"
-                        % (silent_listener, fake.port))
+                        "127.0.0.1:%d master=m timeout=%s"
+                        % (silent_listener, fake.port, FAST))
         n.allow(r"redis|auth_key")
         first_then_ok(n, "/rl?k=s")
         first_then_ok(n, "/key", "k-silent")
@@ -248,7 +252,8 @@ def test_a_silent_primary_through_sentinel(nginx, redis):
     fake = FakeSentinel(redis.port)
     redis.client().hset(rkey("k-prim"), "consumer", "pam")
     n = nginx.start(CONF, modules=MODS, redis="sentinel=127.0.0.1:%d "
-                    "master=m timeout=300ms connect_timeout=3s" % fake.port)
+                    "master=m timeout=%s connect_timeout=3s"
+                    % (fake.port, FAST))
     n.allow(r"redis|auth_key")
     try:
         assert get(n, "/rl?k=p")[1] == "PASSED"
@@ -272,16 +277,18 @@ def test_a_silent_primary_through_sentinel(nginx, redis):
 
 def test_a_silent_sentinel_over_tls(nginx, secure_sentinels):
     """Over TLS the silent sentinel (SIGSTOP) never finishes the
-    handshake: connect_timeout= then the next one."""
+    handshake: the question fails within timeout= (or connect_timeout=,
+    the smaller), then the next sentinel is asked."""
     s = secure_sentinels
     s.sentinels[0].pause()
     try:
-        n = nginx.start(CONF, modules=MODS, redis=sentinel_params(s))
+        n = nginx.start(CONF, modules=MODS,
+                        redis=sentinel_params(s, timeout=FAST))
         n.allow(r"redis|auth_key")
         first_then_ok(n, "/rl?k=u")
         first_then_ok(n, "/key", "k-tls")
-        n.wait_log(r"redis 127\.0\.0\.1:%d: connect timed out"
-                   % s.sentinels[0].port, 5)
+        n.wait_log(r"redis 127\.0\.0\.1:%d: (connect|command) timed "
+                   r"out" % s.sentinels[0].port, 5)
     finally:
         s.sentinels[0].resume()
 
@@ -293,7 +300,8 @@ def test_sentinel_lost_then_failover_over_tls(nginx, secure_sentinels):
     sentinel answers, and its +switch-master is heard (the subscription
     follows the sentinel that answered); db 3 on the new primary."""
     s = secure_sentinels
-    n = nginx.start(CONF, modules=MODS, redis=sentinel_params(s))
+    n = nginx.start(CONF, modules=MODS,
+                    redis=sentinel_params(s, timeout=FAST))
     n.allow(r"redis|auth_key")
     assert get(n, "/rl?k=f1")[1] == "PASSED"
     old = s.current_primary()
@@ -377,7 +385,7 @@ def test_a_silent_seed(nginx, secure_cluster, silent_listener):
     n = nginx.start(CONF, modules=MODS, redis=cluster_params(
         c, cluster="127.0.0.1:%d,127.0.0.1:%d" % (silent_listener,
                                                   c.nodes[2].port),
-        connect_timeout="5s"))
+        timeout=FAST, connect_timeout="5s"))
     n.allow(r"redis|auth_key|rate limit")
     first_then_ok(n, "/rl?k=seed")
     first_then_ok(n, "/key", "k-seed")
@@ -388,11 +396,13 @@ def test_cluster_node_that_stops_answering(nginx, secure_cluster):
     Requests for its slots answer by the failure mode within timeout=,
     the others are served as usual; it comes back, and so do its slots."""
     c = secure_cluster
-    n = nginx.start(CONF, modules=MODS, workers=2, redis=cluster_params(c))
+    n = nginx.start(CONF, modules=MODS, workers=2,
+                    redis=cluster_params(c, timeout=FAST))
     n.allow(r"redis|auth_key|rate limit")
     keys = ["sk%d" % i for i in range(30)]
     for k in keys:
-        assert get(n, "/rl?k=" + k)[1] == "PASSED"
+        # the first connections of a worker may take longer than FAST
+        wait_for(lambda: get(n, "/rl?k=" + k)[1] == "PASSED", 5, "PASSED")
     silent = c.node_of("rl:z:sk0")
     on_silent = [k for k in keys if c.node_of("rl:z:" + k) is silent]
     elsewhere = [k for k in keys if c.node_of("rl:z:" + k) is not silent]
