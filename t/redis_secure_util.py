@@ -19,7 +19,8 @@ import subprocess
 import pytest
 
 from harness import PKI, REDIS, free_port, wait_for
-from redis_modes_util import MASTER, SENTINEL, cluster_port, need_sentinel
+from redis_modes_util import (MASTER, SENTINEL, Cluster, SentinelSet,
+                              cluster_port, need_sentinel)
 
 ADMIN = ("admin", "adminpw")
 GW = ("gw", "gw-secret")
@@ -179,7 +180,7 @@ def pki_files(factory):
     return cert, key, pki.ca_cert, ccert, ckey
 
 
-class SecureSentinelSet:
+class SecureSentinelSet(SentinelSet):
     """A primary, a replica and two sentinels, over TLS and with ACLs."""
 
     def __init__(self, factory):
@@ -195,10 +196,6 @@ class SecureSentinelSet:
         wait_for(self._sentinels_know_the_replica, 20,
                  "sentinels to know the replica")
 
-    def _synced(self):
-        info = self.replica.client().info("replication")
-        return info.get("master_link_status") == "up"
-
     def _sentinels_know_the_replica(self):
         for s in self.sentinels:
             m = s.client().execute_command("SENTINEL", "MASTER", MASTER)
@@ -206,18 +203,6 @@ class SecureSentinelSet:
             if int(d[b"num-slaves"]) < 1:
                 return False
         return True
-
-    @property
-    def nodes(self):
-        return ",".join("127.0.0.1:%d" % s.port for s in self.sentinels)
-
-    def current_primary(self):
-        port = self.sentinels[0].primary_port()
-        return self.primary if port == self.primary.port else self.replica
-
-    def stop(self):
-        for n in self.sentinels + [self.primary, self.replica]:
-            n.stop()
 
 
 @pytest.fixture(scope="module")
@@ -228,7 +213,7 @@ def secure_sentinels(tmp_path_factory):
     s.stop()
 
 
-class SecureCluster:
+class SecureCluster(Cluster):
     """Three primaries over TLS only (tls-cluster), with ACLs."""
 
     def __init__(self, factory):
@@ -245,15 +230,6 @@ class SecureCluster:
         wait_for(self._ok, 20, "cluster_state:ok")
         self._slots = None
 
-    def _ok(self):
-        return all(n.client().execute_command("CLUSTER", "INFO")
-                   .decode().find("cluster_state:ok") >= 0
-                   for n in self.nodes)
-
-    @property
-    def seeds(self):
-        return ",".join("127.0.0.1:%d" % n.port for n in self.nodes)
-
     def node_of(self, key):
         """The node of key's slot (the slots never move in these tests:
         the map is read once, over one connection)."""
@@ -267,10 +243,6 @@ class SecureCluster:
             if first <= slot <= last:
                 return next(n for n in self.nodes if n.port == port)
         raise KeyError(key)
-
-    def stop(self):
-        for n in self.nodes:
-            n.stop()
 
 
 @pytest.fixture(scope="module")

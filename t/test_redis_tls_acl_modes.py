@@ -105,6 +105,18 @@ FAILED = [(200, "LOCAL_PASSED"), (200, "LOCAL_PASSED"),
           (429, "LOCAL_REJECTED")]
 
 
+def refused(n, api_key, logged):
+    """Redis refuses the gateway: the failure mode (503 for a key), at
+    once, with an error line."""
+    n.allow(r"redis|auth_key|rate limit")
+    got = [get(n, "/rl?k=c") for _ in range(3)]
+    assert [g[:2] for g in got] == FAILED
+    assert all(g[3] < 2 for g in got)
+    code, result, _, took = get(n, "/key", api_key)
+    assert (code, result) == (503, "unavailable") and took < 2
+    n.wait_log(logged, 5)
+
+
 # --- Sentinel ------------------------------------------------------------
 
 
@@ -130,34 +142,33 @@ def test_sentinel_over_tls_with_acl_users_and_db(nginx, secure_sentinels):
     assert "redis" not in n.logs().replace("redis_", "")
 
 
+WRONGPASS = r"redis 127\.0\.0\.1:\d+: AUTH failed: WRONGPASS"
+
+# what the data nodes check, in every mode
+DATA_NODES = [
+    pytest.param({"password": "wrong"}, WRONGPASS, id="password"),
+    # their default user is off: a user is needed
+    pytest.param({"user": False}, WRONGPASS, id="no_user"),
+    pytest.param({"tls_name": "other.test"},
+                 r'TLS certificate does not match "other\.test"',
+                 id="tls_name"),
+    pytest.param({"tls": False, "tls_ca": False, "tls_name": False},
+                 r"redis (127\.0\.0\.1:\d+|mymaster): ", id="no_tls"),
+]
+
+
 @pytest.mark.parametrize("change,logged", [
-    ({"sentinel_password": "wrong"},
-     r"redis 127\.0\.0\.1:\d+: AUTH failed: WRONGPASS"),
-    # the sentinels' default user is off: a user is needed
-    ({"sentinel_user": False},
-     r"redis 127\.0\.0\.1:\d+: AUTH failed: WRONGPASS"),
-    ({"password": "wrong"},
-     r"redis 127\.0\.0\.1:\d+: AUTH failed: WRONGPASS"),
-    ({"user": False}, r"redis 127\.0\.0\.1:\d+: AUTH failed: WRONGPASS"),
-    ({"tls_name": "other.test"},
-     r'TLS certificate does not match "other\.test"'),
-    ({"tls": False, "tls_ca": False, "tls_name": False},
-     r"redis (127\.0\.0\.1:\d+|mymaster): "),
-], ids=["sentinel_password", "no_sentinel_user", "password", "no_user",
-        "tls_name", "no_tls"])
+    pytest.param({"sentinel_password": "wrong"}, WRONGPASS,
+                 id="sentinel_password"),
+    pytest.param({"sentinel_user": False}, WRONGPASS, id="no_sentinel_user"),
+] + DATA_NODES)
 def test_sentinel_credentials_and_names_are_checked(nginx, secure_sentinels,
                                                     change, logged):
     """Each of them matters: wrong, it fails like any Redis failure (the
     failure mode, 503 for a key), at once, with an error line."""
     n = nginx.start(CONF, modules=MODS,
                     redis=sentinel_params(secure_sentinels, **change))
-    n.allow(r"redis|auth_key")
-    got = [get(n, "/rl?k=c") for _ in range(3)]
-    assert [g[:2] for g in got] == FAILED
-    assert all(g[3] < 2 for g in got)
-    code, result, _, took = get(n, "/key", "k-tls")
-    assert (code, result) == (503, "unavailable") and took < 2
-    n.wait_log(logged, 5)
+    refused(n, "k-tls", logged)
 
 
 def test_sentinel_password_from_the_environment(nginx, secure_sentinels,
@@ -354,26 +365,12 @@ def test_cluster_over_tls_with_an_acl_user(nginx, secure_cluster):
     assert "redis" not in n.logs().replace("redis_", "")
 
 
-@pytest.mark.parametrize("change,logged", [
-    ({"password": "wrong"},
-     r"redis 127\.0\.0\.1:\d+: AUTH failed: WRONGPASS"),
-    ({"user": False}, r"redis 127\.0\.0\.1:\d+: AUTH failed: WRONGPASS"),
-    ({"tls_name": "other.test"},
-     r'TLS certificate does not match "other\.test"'),
-    ({"tls": False, "tls_ca": False, "tls_name": False},
-     r"redis 127\.0\.0\.1:\d+: "),
-], ids=["password", "no_user", "tls_name", "no_tls"])
+@pytest.mark.parametrize("change,logged", DATA_NODES)
 def test_cluster_credentials_and_names_are_checked(nginx, secure_cluster,
                                                    change, logged):
     n = nginx.start(CONF, modules=MODS,
                     redis=cluster_params(secure_cluster, **change))
-    n.allow(r"redis|auth_key|rate limit")
-    got = [get(n, "/rl?k=c") for _ in range(3)]
-    assert [g[:2] for g in got] == FAILED
-    assert all(g[3] < 2 for g in got)
-    code, result, _, took = get(n, "/key", "ck1")
-    assert (code, result) == (503, "unavailable") and took < 2
-    n.wait_log(logged, 5)
+    refused(n, "ck1", logged)
 
 
 def test_a_silent_seed(nginx, secure_cluster, silent_listener):
