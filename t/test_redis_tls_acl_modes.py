@@ -215,6 +215,21 @@ def test_bad_credentials_fail_nginx_t(nginx_t, params, expect):
                }""" % params, modules=["auth_key"], expect=expect)
 
 
+def test_sentinel_user_that_may_not_subscribe(nginx, secure_sentinels):
+    """A sentinel user without the channel: limiting works, a warn line
+    says why failovers are noticed late."""
+    s = secure_sentinels
+    for sen in s.sentinels:
+        sen.admin().execute_command(
+            "ACL", "SETUSER", "nosub", "on", ">nosub-pw", "resetchannels",
+            "-@all", "+sentinel|get-master-addr-by-name", "+subscribe")
+    n = nginx.start(CONF, modules=MODS, redis=sentinel_params(
+        s, sentinel_user="nosub", sentinel_password="nosub-pw"))
+    assert limited(n, "nosub") == LIMITED
+    n.wait_log(r"\[warn\].*redis sentinel 127\.0\.0\.1:\d+: SUBSCRIBE "
+               r"\+switch-master failed: NOPERM", 5)
+
+
 def test_sentinel_acl_user_may_only_ask(secure_sentinels):
     """The sentinels' user of the gateway (SGW_ACL) can do nothing else:
     what the test above shows to be enough is also the least."""

@@ -438,13 +438,31 @@ ngx_meshgate_redis_subscribed(void *data, ngx_int_t status,
 {
     ngx_meshgate_redis_t  *rd = data;
 
-    if (status != NGX_MESHGATE_REDIS_OK
-        || reply->type != REDIS_REPLY_ARRAY)
+    u_char     buf[NGX_MESHGATE_REDIS_ERROR_LEN];
+    ngx_str_t  text;
+
+    if (status == NGX_MESHGATE_REDIS_OK
+        && reply->type == REDIS_REPLY_ARRAY)
     {
-        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
-                      "redis sentinel %V: SUBSCRIBE +switch-master failed",
-                      &rd->subscriber->name);
+        return;
     }
+
+    /* e.g. "NOPERM": the sentinel user may not read the channel */
+
+    if (status != NGX_MESHGATE_REDIS_OK) {
+        ngx_str_set(&text, "no answer");
+
+    } else if (reply->type == REDIS_REPLY_ERROR) {
+        text = ngx_meshgate_redis_error_text(reply, buf);
+
+    } else {
+        ngx_str_set(&text, "unexpected reply");
+    }
+
+    ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                  "redis sentinel %V: SUBSCRIBE +switch-master failed: %V; "
+                  "a failover is noticed by its errors only",
+                  &rd->subscriber->name, &text);
 }
 
 
