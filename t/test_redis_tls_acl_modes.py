@@ -139,6 +139,10 @@ def test_sentinel_over_tls_with_acl_users_and_db(nginx, secure_sentinels):
     assert get(n, "/rl?k=b")[2] == "127.0.0.1:%d" % primary.port
     assert admin3.exists("rl:z:a") and admin3.exists("rl:z:b")
     assert not primary.client().exists("rl:z:a")
+    # new workers, new connections; the old ones close theirs on exit
+    n.reload()
+    assert limited(n, "a2") == LIMITED
+    assert get(n, "/key", "k-tls")[:2] == (200, "ok")
     assert "redis" not in n.logs().replace("redis_", "")
 
 
@@ -377,6 +381,9 @@ def test_cluster_over_tls_with_an_acl_user(nginx, secure_cluster):
         assert got[0][2] == "127.0.0.1:%d" % c.node_of("rl:z:" + k).port
         nodes.add(got[0][2])
     assert len(nodes) == 3
+    n.reload()
+    assert [get(n, "/rl?k=after-reload")[:2] for _ in range(3)] == LIMITED
+    assert get(n, "/key", keys[0])[:2] == (200, "ok")
     assert "redis" not in n.logs().replace("redis_", "")
 
 
