@@ -608,9 +608,10 @@ ngx_meshgate_redis_primary(ngx_meshgate_redis_t *rd, redisReply *reply)
 
 /*
  * Called with every reply of the handshake: "+OK" for AUTH and SELECT
- * (sent before ROLE when configured), then the ROLE reply, whose first
- * element is "master" on a primary; any other reply to ROLE refuses the
- * node.
+ * (sent before ROLE when configured), then the ROLE reply, an array whose
+ * first element is "master" on a primary.  A status reply is taken for
+ * AUTH's or SELECT's (ROLE never answers one); an array that does not
+ * start with "master", or a reply of another type, refuses the node.
  */
 
 ngx_uint_t
