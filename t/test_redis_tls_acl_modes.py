@@ -56,7 +56,7 @@ def sentinel_params(s, **kw):
     p = {"sentinel": s.nodes, "master": MASTER, "sentinel_user": SGW[0],
          "sentinel_password": SGW[1], "user": GW[0], "password": GW[1],
          "db": "3", "tls": None, "tls_ca": s.ca, "tls_name": TLS_NAME,
-         "timeout": "1s", "connect_timeout": "1s"}
+         "timeout": SLOW, "connect_timeout": SLOW}
     p.update(kw)
     return " ".join(k if v is None else "%s=%s" % (k, v)
                     for k, v in p.items() if v is not False)
@@ -64,8 +64,8 @@ def sentinel_params(s, **kw):
 
 def cluster_params(c, **kw):
     p = {"cluster": c.seeds, "user": GW[0], "password": GW[1], "tls": None,
-         "tls_ca": c.ca, "tls_name": TLS_NAME, "timeout": "1s",
-         "connect_timeout": "1s"}
+         "tls_ca": c.ca, "tls_name": TLS_NAME, "timeout": SLOW,
+         "connect_timeout": SLOW}
     p.update(kw)
     return " ".join(k if v is None else "%s=%s" % (k, v)
                     for k, v in p.items() if v is not False)
@@ -86,9 +86,9 @@ def first_then_ok(n, path, key=None):
     """The first request of a worker waits for the silent sentinel: the
     failure mode (503 for a key) within timeout=, then answers."""
     code, st, _, took = get(n, path, key)
-    assert took < 2, (path, code, st, took)
+    assert took < BOUND, (path, code, st, took)
     ok = "ok" if key else "PASSED"
-    wait_for(lambda: get(n, path, key)[1] == ok, 10,
+    wait_for(lambda: get(n, path, key)[1] == ok, 20,
              "the primary named by the next sentinel")
 
 
@@ -96,9 +96,15 @@ def limited(n, key):
     return [get(n, "/rl?k=" + key)[:2] for _ in range(3)]
 
 
-# timeout= of the tests of timeouts: small, yet a TLS connection and its
-# first command fit in it even with an ASan build on a busy machine
-FAST = "500ms"
+# timeout= of the tests of timeouts: small, yet a new TLS connection and
+# its first commands fit in it even with an ASan build on a busy machine
+# (up to 1 s seen with a load of 8 on 2 cores); elsewhere SLOW, to test
+# what they test and not the machine
+FAST = "1s"
+SLOW = "5s"
+# no request waits longer than FAST and then some (a hang, or one that
+# waits for connect_timeout=, SLOW or more, does)
+BOUND = 2.5
 
 LIMITED = [(200, "PASSED"), (200, "PASSED"), (429, "REJECTED")]
 FAILED = [(200, "LOCAL_PASSED"), (200, "LOCAL_PASSED"),
@@ -111,9 +117,9 @@ def refused(n, api_key, logged):
     n.allow(r"redis|auth_key|rate limit")
     got = [get(n, "/rl?k=c") for _ in range(3)]
     assert [g[:2] for g in got] == FAILED
-    assert all(g[3] < 2 for g in got)
+    assert all(g[3] < BOUND for g in got)
     code, result, _, took = get(n, "/key", api_key)
-    assert (code, result) == (503, "unavailable") and took < 2
+    assert (code, result) == (503, "unavailable") and took < BOUND
     n.wait_log(logged, 5)
 
 
@@ -282,7 +288,7 @@ def test_a_silent_primary_through_sentinel(nginx, redis):
     fake = FakeSentinel(redis.port)
     redis.client().hset(rkey("k-prim"), "consumer", "pam")
     n = nginx.start(CONF, modules=MODS, redis="sentinel=127.0.0.1:%d "
-                    "master=m timeout=%s connect_timeout=3s"
+                    "master=m timeout=%s connect_timeout=10s"
                     % (fake.port, FAST))
     n.allow(r"redis|auth_key")
     try:
@@ -291,11 +297,11 @@ def test_a_silent_primary_through_sentinel(nginx, redis):
         redis.proc.send_signal(signal.SIGSTOP)
         try:
             t0 = time.monotonic()
-            while time.monotonic() - t0 < 2.5:
+            while time.monotonic() - t0 < 3:
                 code, st, _, took = get(n, "/rl?k=p")
-                assert took < 2 and st.startswith("LOCAL_"), (st, took)
+                assert took < BOUND and st.startswith("LOCAL_"), (st, took)
             code, result, _, took = get(n, "/key", "k-prim2")
-            assert (code, result) == (503, "unavailable") and took < 2
+            assert (code, result) == (503, "unavailable") and took < BOUND
         finally:
             redis.proc.send_signal(signal.SIGCONT)
         wait_for(lambda: get(n, "/rl?k=q")[1] == "PASSED", 5,
@@ -404,7 +410,7 @@ def test_a_silent_seed(nginx, secure_cluster, silent_listener):
     n = nginx.start(CONF, modules=MODS, redis=cluster_params(
         c, cluster="127.0.0.1:%d,127.0.0.1:%d" % (silent_listener,
                                                   c.nodes[2].port),
-        timeout=FAST, connect_timeout="5s"))
+        timeout=FAST, connect_timeout=SLOW))
     n.allow(r"redis|auth_key|rate limit")
     first_then_ok(n, "/rl?k=seed")
     first_then_ok(n, "/key", "k-seed")
@@ -431,13 +437,13 @@ def test_cluster_node_that_stops_answering(nginx, secure_cluster):
         c.node_of(rkey(k)).admin().hset(rkey(k), "consumer", "s")
     silent.pause()
     try:
-        for k in on_silent:
+        for k in on_silent[:5]:
             code, st, _, took = get(n, "/rl?k=" + k)
-            assert took < 2, (k, took)
+            assert took < BOUND, (k, took)
             assert st in ("LOCAL_PASSED", "LOCAL_REJECTED"), (k, st)
-        for k in api_on_silent[:3]:
+        for k in api_on_silent[:2]:
             code, result, _, took = get(n, "/key", k)
-            assert (code, result) == (503, "unavailable") and took < 2
+            assert (code, result) == (503, "unavailable") and took < BOUND
         for k in elsewhere:
             assert get(n, "/rl?k=" + k)[1] == "PASSED", k
     finally:
