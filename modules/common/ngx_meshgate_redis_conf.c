@@ -86,6 +86,13 @@ ngx_meshgate_redis_parse(ngx_conf_t *cf, ngx_meshgate_redis_t *rd,
     if (ngx_strncmp(param->data, "password=", 9) == 0) {
         rd->password.data = param->data + 9;
         rd->password.len = param->len - 9;
+
+        /* empty: no AUTH at all, surely not what was meant */
+
+        if (rd->password.len == 0) {
+            goto invalid;
+        }
+
         return NGX_OK;
     }
 

@@ -15,6 +15,8 @@
  */
 
 
+static ngx_int_t ngx_meshgate_redis_sentinel_env(ngx_conf_t *cf,
+    ngx_meshgate_redis_t *rd, ngx_str_t *name);
 static void ngx_meshgate_redis_sentinel_handler(void *data,
     ngx_int_t status, redisReply *reply);
 static ngx_int_t ngx_meshgate_redis_primary(ngx_meshgate_redis_t *rd,
@@ -26,7 +28,10 @@ static void ngx_meshgate_redis_switch_master(ngx_meshgate_redis_t *sub,
     redisReply *reply);
 
 
-/* sentinel=host:port[,host:port...] master= sentinel_user= ..._password= */
+/*
+ * sentinel=host:port[,host:port...] master= sentinel_user=
+ * sentinel_password= | sentinel_password_env=
+ */
 
 ngx_int_t
 ngx_meshgate_redis_parse_sentinel(ngx_conf_t *cf, ngx_meshgate_redis_t *rd,
@@ -83,9 +88,33 @@ ngx_meshgate_redis_parse_sentinel(ngx_conf_t *cf, ngx_meshgate_redis_t *rd,
     }
 
     if (ngx_strncmp(param->data, "sentinel_password=", 18) == 0) {
+        if (rd->sentinel_password.len) {
+            goto twice;
+        }
+
         rd->sentinel_password.data = param->data + 18;
         rd->sentinel_password.len = param->len - 18;
+
+        if (rd->sentinel_password.len == 0) {
+            goto invalid;
+        }
+
         return NGX_OK;
+    }
+
+    if (ngx_strncmp(param->data, "sentinel_password_env=", 22) == 0) {
+        if (rd->sentinel_password.len) {
+            goto twice;
+        }
+
+        v.data = param->data + 22;
+        v.len = param->len - 22;
+
+        if (v.len == 0) {
+            goto invalid;
+        }
+
+        return ngx_meshgate_redis_sentinel_env(cf, rd, &v);
     }
 
     return NGX_DECLINED;
@@ -96,11 +125,64 @@ duplicate:
                        "duplicate redis parameter \"%V\"", param);
     return NGX_ERROR;
 
+twice:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "redis \"sentinel_password=\" and "
+                       "\"sentinel_password_env=\" are given once, one "
+                       "of them");
+    return NGX_ERROR;
+
 invalid:
 
     ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                        "invalid redis parameter \"%V\"", param);
     return NGX_ERROR;
+}
+
+
+/*
+ * sentinel_password_env=NAME: the variable is read now, in the process
+ * that reads the configuration, as password_env= is: the secret stays out
+ * of nginx.conf.  The parameters are parsed in order and this one needs
+ * nothing else, so it is read at once.
+ */
+
+static ngx_int_t
+ngx_meshgate_redis_sentinel_env(ngx_conf_t *cf, ngx_meshgate_redis_t *rd,
+    ngx_str_t *name)
+{
+    char       *env;
+    ngx_str_t   var;
+
+    var.data = ngx_pnalloc(cf->pool, name->len + 1);
+    if (var.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    var.len = name->len;
+    ngx_memcpy(var.data, name->data, name->len);
+    var.data[var.len] = '\0';
+
+    env = getenv((char *) var.data);
+
+    if (env == NULL || *env == '\0') {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "redis sentinel password environment variable "
+                           "\"%V\" is not set", &var);
+        return NGX_ERROR;
+    }
+
+    rd->sentinel_password.len = ngx_strlen(env);
+    rd->sentinel_password.data = ngx_pnalloc(cf->pool,
+                                             rd->sentinel_password.len);
+    if (rd->sentinel_password.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(rd->sentinel_password.data, env, rd->sentinel_password.len);
+
+    return NGX_OK;
 }
 
 
@@ -305,9 +387,12 @@ ngx_meshgate_redis_sentinel_handler(void *data, ngx_int_t status,
 
 
 /*
- * Listens to the sentinel that answered for +switch-master, unless
- * already listening to one: a failover then makes the worker ask again
- * before its next command, even if the old primary still answers.
+ * Listens to the sentinel that answered for +switch-master: a failover
+ * then makes the worker ask again before its next command, even if the
+ * old primary still answers.  The subscription follows the sentinel that
+ * answered: another one answers only when the one asked before failed,
+ * and a sentinel that stopped answering (a hung process, a partition)
+ * keeps its idle connection open, silent, with no event ever again.
  */
 
 static void
@@ -322,7 +407,17 @@ ngx_meshgate_redis_subscribe(ngx_meshgate_redis_t *rd)
     sc = rd->sentinel;
 
     if (sub->conn) {
-        return;
+        if (sub->sockaddr == sc->sockaddr) {
+            return;
+        }
+
+        ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
+                      "redis master \"%V\": listening to sentinel %V "
+                      "instead of %V", &rd->master, &sc->name, &sub->name);
+
+        /* a SUBSCRIBE still unanswered fails with the old connection */
+
+        ngx_meshgate_redis_disconnect(sub, NGX_MESHGATE_REDIS_ERROR, NULL);
     }
 
     sub->sockaddr = sc->sockaddr;
@@ -343,13 +438,31 @@ ngx_meshgate_redis_subscribed(void *data, ngx_int_t status,
 {
     ngx_meshgate_redis_t  *rd = data;
 
-    if (status != NGX_MESHGATE_REDIS_OK
-        || reply->type != REDIS_REPLY_ARRAY)
+    u_char     buf[NGX_MESHGATE_REDIS_ERROR_LEN];
+    ngx_str_t  text;
+
+    if (status == NGX_MESHGATE_REDIS_OK
+        && reply->type == REDIS_REPLY_ARRAY)
     {
-        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
-                      "redis sentinel %V: SUBSCRIBE +switch-master failed",
-                      &rd->subscriber->name);
+        return;
     }
+
+    /* e.g. "NOPERM": the sentinel user may not read the channel */
+
+    if (status != NGX_MESHGATE_REDIS_OK) {
+        ngx_str_set(&text, "no answer");
+
+    } else if (reply->type == REDIS_REPLY_ERROR) {
+        text = ngx_meshgate_redis_error_text(reply, buf);
+
+    } else {
+        ngx_str_set(&text, "unexpected reply");
+    }
+
+    ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                  "redis sentinel %V: SUBSCRIBE +switch-master failed: %V; "
+                  "a failover is noticed by its errors only",
+                  &rd->subscriber->name, &text);
 }
 
 
@@ -493,13 +606,23 @@ ngx_meshgate_redis_primary(ngx_meshgate_redis_t *rd, redisReply *reply)
 }
 
 
-/* the ROLE reply of a primary starts with "master" */
+/*
+ * Called with every reply of the handshake: "+OK" for AUTH and SELECT
+ * (sent before ROLE when configured), then the ROLE reply, an array whose
+ * first element is "master" on a primary.  A status reply is taken for
+ * AUTH's or SELECT's (ROLE never answers one); an array that does not
+ * start with "master", or a reply of another type, refuses the node.
+ */
 
 ngx_uint_t
 ngx_meshgate_redis_not_primary(ngx_meshgate_redis_t *rd, redisReply *reply)
 {
-    if (!rd->sentinels || reply->type != REDIS_REPLY_ARRAY) {
-        return rd->sentinels != NULL;
+    if (!rd->sentinels || reply->type == REDIS_REPLY_STATUS) {
+        return 0;
+    }
+
+    if (reply->type != REDIS_REPLY_ARRAY) {
+        return 1;
     }
 
     return reply->elements == 0
