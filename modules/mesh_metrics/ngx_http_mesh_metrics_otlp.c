@@ -77,6 +77,8 @@ static void ngx_http_mesh_metrics_otlp_read_handler(ngx_event_t *rev);
 static void ngx_http_mesh_metrics_otlp_sent_handler(ngx_event_t *wev);
 static void ngx_http_mesh_metrics_otlp_done(
     ngx_http_mesh_metrics_otlp_state_t *st, char *error);
+static ngx_uint_t ngx_http_mesh_metrics_otlp_full(
+    ngx_http_mesh_metrics_otlp_state_t *st);
 static void ngx_http_mesh_metrics_otlp_add(
     ngx_http_mesh_metrics_otlp_state_t *st, u_char *span, size_t len);
 static u_char *ngx_http_mesh_metrics_otlp_server_span(u_char *p,
@@ -236,6 +238,16 @@ ngx_http_mesh_metrics_otlp_log_handler(ngx_http_request_t *r)
         return NGX_OK;
     }
 
+    /*
+     * a batch that cannot leave (the collector is down or slow) has filled
+     * the buffer: the spans are dropped before any work goes into them
+     */
+
+    if (ngx_http_mesh_metrics_otlp_full(st)) {
+        st->dropped += 1 + (t->attempts ? t->attempts->nelts : 0);
+        return NGX_OK;
+    }
+
     p = ngx_http_mesh_metrics_otlp_server_span(span, r, t, lcf);
     ngx_http_mesh_metrics_otlp_add(st, span, p - span);
 
@@ -260,10 +272,26 @@ void
 ngx_http_mesh_metrics_otlp_attempt(ngx_http_request_t *r,
     ngx_http_mesh_metrics_trace_t *t, u_char *span)
 {
-    ngx_uint_t                        i, n;
-    ngx_http_mesh_metrics_attempt_t  *a;
+    ngx_uint_t                           i, n;
+    ngx_http_mesh_metrics_attempt_t     *a;
+    ngx_http_mesh_metrics_otlp_state_t  *st;
 
-    if (ngx_http_mesh_metrics_otlp == NULL) {
+    st = ngx_http_mesh_metrics_otlp;
+
+    /* a trace not sampled exports no span */
+
+    if (st == NULL || !(t->flags & 0x01)) {
+        return;
+    }
+
+    /*
+     * while the buffer is full, the client span is dropped now, with no
+     * note kept (should the buffer empty meanwhile, the server span
+     * leaves without it)
+     */
+
+    if (ngx_http_mesh_metrics_otlp_full(st)) {
+        st->dropped++;
         return;
     }
 
@@ -306,23 +334,31 @@ static void
 ngx_http_mesh_metrics_otlp_count(ngx_http_mesh_metrics_otlp_state_t *st,
     char *outcome, ngx_uint_t n)
 {
-    ngx_atomic_t                 *values;
-    ngx_http_mesh_metrics_key_t   key;
+    ngx_str_t      label;
+    ngx_atomic_t  *values;
 
     if (st->zone == NULL || st->zone->sh == NULL || n == 0) {
         return;
     }
 
-    ngx_http_mesh_metrics_key_reset(&key);
-    ngx_http_mesh_metrics_key_add(&key, (u_char *) outcome,
-                                  ngx_strlen(outcome));
+    label.data = (u_char *) outcome;
+    label.len = ngx_strlen(outcome);
 
-    values = ngx_http_mesh_metrics_series(st->zone,
-                                          NGX_HTTP_MESH_METRICS_F_SPANS,
-                                          &key, ngx_cycle->log);
+    values = ngx_http_mesh_metrics_find(st->zone,
+                                        NGX_HTTP_MESH_METRICS_F_SPANS,
+                                        &label, 1, ngx_cycle->log);
     if (values) {
         (void) ngx_atomic_fetch_add(&values[0], n);
     }
+}
+
+
+/* no room left for a span of the largest size */
+
+static ngx_uint_t
+ngx_http_mesh_metrics_otlp_full(ngx_http_mesh_metrics_otlp_state_t *st)
+{
+    return st->len + 1 + 2 + NGX_HTTP_MESH_METRICS_OTLP_MAX > st->cap;
 }
 
 
