@@ -156,6 +156,7 @@ typedef struct {
 
 typedef struct {
     u_char                          trace_id[16];
+    u_char                          trace_hex[32]; /* its text */
     u_char                          parent_id[8];
     u_char                          span_id[8];
     u_char                          flags;

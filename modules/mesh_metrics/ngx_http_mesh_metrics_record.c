@@ -21,7 +21,8 @@
 static void ngx_http_mesh_metrics_upstream_name(ngx_http_request_t *r,
     ngx_str_t *name);
 static void ngx_http_mesh_metrics_count_request(ngx_http_request_t *r,
-    ngx_http_mesh_metrics_zone_t *zone, ngx_str_t *route, ngx_str_t *up);
+    ngx_http_mesh_metrics_zone_t *zone, ngx_str_t *route, ngx_str_t *up,
+    ngx_uint_t status, ngx_uint_t usec);
 static ngx_uint_t ngx_http_mesh_metrics_count_attempts(ngx_http_request_t *r,
     ngx_http_mesh_metrics_zone_t *zone, ngx_str_t *up);
 static void ngx_http_mesh_metrics_count_subrequests(ngx_http_request_t *r,
@@ -81,7 +82,11 @@ ngx_http_mesh_metrics_log_handler(ngx_http_request_t *r)
 
     ngx_http_mesh_metrics_upstream_name(r, &up);
 
-    ngx_http_mesh_metrics_count_request(r, zone, &lcf->label, &up);
+    status = ngx_http_mesh_metrics_status(r);
+    usec = ngx_http_mesh_metrics_elapsed(r);
+
+    ngx_http_mesh_metrics_count_request(r, zone, &lcf->label, &up, status,
+                                        usec);
 
     attempts = ngx_http_mesh_metrics_count_attempts(r, zone, &up);
 
@@ -98,9 +103,6 @@ ngx_http_mesh_metrics_log_handler(ngx_http_request_t *r)
     if (n == 0) {
         ups[n++] = up;
     }
-
-    status = ngx_http_mesh_metrics_status(r);
-    usec = ngx_http_mesh_metrics_elapsed(r);
 
     for (i = 0; i < n; i++) {
         ngx_http_mesh_metrics_count_edge(r, mmcf, &lcf->label, &ups[i],
@@ -166,7 +168,8 @@ ngx_http_mesh_metrics_upstream_name(ngx_http_request_t *r, ngx_str_t *name)
 
 static void
 ngx_http_mesh_metrics_count_request(ngx_http_request_t *r,
-    ngx_http_mesh_metrics_zone_t *zone, ngx_str_t *route, ngx_str_t *up)
+    ngx_http_mesh_metrics_zone_t *zone, ngx_str_t *route, ngx_str_t *up,
+    ngx_uint_t status, ngx_uint_t usec)
 {
     u_char         code[NGX_INT_T_LEN];
     ngx_str_t      labels[4];
@@ -182,9 +185,7 @@ ngx_http_mesh_metrics_count_request(ngx_http_request_t *r,
     }
 
     labels[2].data = code;
-    labels[2].len = ngx_http_mesh_metrics_code(code,
-                                        ngx_http_mesh_metrics_status(r))
-                    - code;
+    labels[2].len = ngx_http_mesh_metrics_code(code, status) - code;
     labels[3] = *up;
 
     values = ngx_http_mesh_metrics_find(zone, NGX_HTTP_MESH_METRICS_F_REQUEST,
@@ -199,8 +200,7 @@ ngx_http_mesh_metrics_count_request(ngx_http_request_t *r,
     (void) ngx_atomic_fetch_add(&values[NGX_HTTP_MESH_METRICS_V_B],
                                 (ngx_atomic_int_t) r->connection->sent);
 
-    ngx_http_mesh_metrics_observe(zone, values,
-                                  ngx_http_mesh_metrics_elapsed(r));
+    ngx_http_mesh_metrics_observe(zone, values, usec);
 }
 
 
