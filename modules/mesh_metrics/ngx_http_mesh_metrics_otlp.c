@@ -18,7 +18,10 @@
  * non-blocking connection to the collector with timeouts, while the next
  * batch fills.  A span that finds the buffer full is dropped and counted;
  * a failed export is logged and counted, and the next one waits for a
- * backoff that doubles up to a minute.  Requests never wait for any of it.
+ * backoff that doubles up to a minute.  Requests never wait for any of it,
+ * and while the buffer is full (or, after a failure, holds a batch) they
+ * build no span until the next export empties it: a dead collector costs
+ * a request one test.
  */
 
 
@@ -57,6 +60,7 @@ typedef struct {
     ngx_uint_t                      failures;
     ngx_uint_t                      dropped;      /* not counted yet */
     unsigned                        busy:1;
+    unsigned                        full:1;       /* until a flush */
 
     u_char                          reply[64];
     size_t                          reply_len;
@@ -77,8 +81,6 @@ static void ngx_http_mesh_metrics_otlp_read_handler(ngx_event_t *rev);
 static void ngx_http_mesh_metrics_otlp_sent_handler(ngx_event_t *wev);
 static void ngx_http_mesh_metrics_otlp_done(
     ngx_http_mesh_metrics_otlp_state_t *st, char *error);
-static ngx_uint_t ngx_http_mesh_metrics_otlp_full(
-    ngx_http_mesh_metrics_otlp_state_t *st);
 static void ngx_http_mesh_metrics_otlp_add(
     ngx_http_mesh_metrics_otlp_state_t *st, u_char *span, size_t len);
 static u_char *ngx_http_mesh_metrics_otlp_server_span(u_char *p,
@@ -239,11 +241,11 @@ ngx_http_mesh_metrics_otlp_log_handler(ngx_http_request_t *r)
     }
 
     /*
-     * a batch that cannot leave (the collector is down or slow) has filled
-     * the buffer: the spans are dropped before any work goes into them
+     * spans that cannot leave (the collector is down or slow) have filled
+     * the buffer: these are dropped before any work goes into them
      */
 
-    if (ngx_http_mesh_metrics_otlp_full(st)) {
+    if (st->full) {
         st->dropped += 1 + (t->attempts ? t->attempts->nelts : 0);
         return NGX_OK;
     }
@@ -290,7 +292,7 @@ ngx_http_mesh_metrics_otlp_attempt(ngx_http_request_t *r,
      * leaves without it)
      */
 
-    if (ngx_http_mesh_metrics_otlp_full(st)) {
+    if (st->full) {
         st->dropped++;
         return;
     }
@@ -353,15 +355,6 @@ ngx_http_mesh_metrics_otlp_count(ngx_http_mesh_metrics_otlp_state_t *st,
 }
 
 
-/* no room left for a span of the largest size */
-
-static ngx_uint_t
-ngx_http_mesh_metrics_otlp_full(ngx_http_mesh_metrics_otlp_state_t *st)
-{
-    return st->len + 1 + 2 + NGX_HTTP_MESH_METRICS_OTLP_MAX > st->cap;
-}
-
-
 static void
 ngx_http_mesh_metrics_otlp_add(ngx_http_mesh_metrics_otlp_state_t *st,
     u_char *span, size_t len)
@@ -373,6 +366,7 @@ ngx_http_mesh_metrics_otlp_add(ngx_http_mesh_metrics_otlp_state_t *st,
     if (st->len + 1 + 2 + len > st->cap) {
         /* counted in the zone per interval or export, not per span */
         st->dropped++;
+        st->full = 1;
         return;
     }
 
@@ -384,8 +378,19 @@ ngx_http_mesh_metrics_otlp_add(ngx_http_mesh_metrics_otlp_state_t *st,
     st->len = p - st->spans;
     st->nspans++;
 
-    if (st->nspans >= st->conf->batch) {
-        ngx_http_mesh_metrics_otlp_flush(st);
+    if (st->nspans < st->conf->batch) {
+        return;
+    }
+
+    ngx_http_mesh_metrics_otlp_flush(st);
+
+    /*
+     * a batch that cannot leave while exports fail (the next try waits
+     * for the backoff) is all that is kept of what comes meanwhile
+     */
+
+    if (st->nspans && st->failures) {
+        st->full = 1;
     }
 }
 
@@ -425,6 +430,7 @@ ngx_http_mesh_metrics_otlp_flush(ngx_http_mesh_metrics_otlp_state_t *st)
     st->out_spans = st->nspans;
     st->nspans = 0;
     st->len = 0;
+    st->full = 0;
     st->reply_len = 0;
     st->busy = 1;
 
