@@ -242,8 +242,13 @@ ngx_http_mesh_metrics_otlp_log_handler(ngx_http_request_t *r)
 
     /*
      * spans that cannot leave (the collector is down or slow) have filled
-     * the buffer: these are dropped before any work goes into them
+     * the buffer: these are dropped before any work goes into them, unless
+     * the backoff is over and the held batch leaves now
      */
+
+    if (st->full) {
+        ngx_http_mesh_metrics_otlp_flush(st);
+    }
 
     if (st->full) {
         st->dropped += 1 + (t->attempts ? t->attempts->nelts : 0);
