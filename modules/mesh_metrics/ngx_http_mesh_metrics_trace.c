@@ -63,6 +63,8 @@ static u_char *ngx_http_mesh_metrics_traceparent(u_char *p,
     ngx_http_mesh_metrics_trace_t *t, u_char *span);
 static ngx_int_t ngx_http_mesh_metrics_set_headers(ngx_http_request_t *r,
     ngx_http_mesh_metrics_trace_t *t);
+static ngx_int_t ngx_http_mesh_metrics_write_header(ngx_http_request_t *r,
+    ngx_http_mesh_metrics_trace_t *t, ngx_table_elt_t *h);
 static ngx_int_t ngx_http_mesh_metrics_rebuild_headers(ngx_http_request_t *r,
     ngx_http_mesh_metrics_trace_t *t);
 static ngx_int_t ngx_http_mesh_metrics_variable(ngx_http_request_t *r,
@@ -556,7 +558,6 @@ static ngx_int_t
 ngx_http_mesh_metrics_set_headers(ngx_http_request_t *r,
     ngx_http_mesh_metrics_trace_t *t)
 {
-    u_char           *p;
     ngx_table_elt_t  *h;
 
     h = t->traceparent;
@@ -595,6 +596,18 @@ ngx_http_mesh_metrics_set_headers(ngx_http_request_t *r,
         }
     }
 
+    return ngx_http_mesh_metrics_write_header(r, t, h);
+}
+
+
+/* our "traceparent" into a header of the request's list */
+
+static ngx_int_t
+ngx_http_mesh_metrics_write_header(ngx_http_request_t *r,
+    ngx_http_mesh_metrics_trace_t *t, ngx_table_elt_t *h)
+{
+    u_char  *p;
+
     p = ngx_pnalloc(r->pool, NGX_HTTP_MESH_METRICS_TP_LEN);
     if (p == NULL) {
         return NGX_ERROR;
@@ -620,7 +633,6 @@ static ngx_int_t
 ngx_http_mesh_metrics_rebuild_headers(ngx_http_request_t *r,
     ngx_http_mesh_metrics_trace_t *t)
 {
-    u_char           *p;
     ngx_uint_t        i, n;
     ngx_list_t        list;
     ngx_list_part_t  *part;
@@ -673,20 +685,11 @@ ngx_http_mesh_metrics_rebuild_headers(ngx_http_request_t *r,
     }
 
     nh = ngx_list_push(&list);
-    if (nh == NULL) {
+    if (nh == NULL
+        || ngx_http_mesh_metrics_write_header(r, t, nh) != NGX_OK)
+    {
         return NGX_ERROR;
     }
-
-    p = ngx_pnalloc(r->pool, NGX_HTTP_MESH_METRICS_TP_LEN);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
-
-    nh->key = ngx_http_mesh_metrics_tp_name;
-    nh->lowcase_key = ngx_http_mesh_metrics_tp_name.data;
-    nh->hash = ngx_http_mesh_metrics_tp_hash;
-    nh->value.data = p;
-    nh->value.len = ngx_http_mesh_metrics_traceparent(p, t, t->span_id) - p;
 
     /*
      * the list has one part (room for all): its "last" must point to the
