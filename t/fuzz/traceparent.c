@@ -11,7 +11,8 @@
  *
  * Input: request header lines ("name: value", LF-separated).  Checked: a
  * traceparent that parses is re-emitted as version 00 and parses again
- * to the same trace, parent and flags.
+ * to the same trace, parent and flags; the trace id's kept text is its
+ * lowercase hex.
  *
  * max_len: 4096
  */
@@ -26,6 +27,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     u_char                         *copy, *p, *last, *nl, *colon;
     u_char                          line[NGX_HTTP_MESH_METRICS_TP_LEN];
+    u_char                          hex[32];
     ngx_buf_t                       b;
     ngx_pool_t                     *pool;
     ngx_table_elt_t                *h;
@@ -74,6 +76,11 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     ngx_memzero(&t, sizeof(ngx_http_mesh_metrics_trace_t));
 
     if (ngx_http_mesh_metrics_trace_incoming(&r, &t) == NGX_OK) {
+        (void) ngx_hex_dump(hex, t.trace_id, 16);
+
+        ngx_fuzz_assert(ngx_memcmp(hex, t.trace_hex, 32) == 0,
+                        "kept trace id text differs from the id");
+
         p = ngx_http_mesh_metrics_traceparent(line, &t, t.parent_id);
 
         ngx_fuzz_assert(p - line == NGX_HTTP_MESH_METRICS_TP_LEN,
