@@ -57,7 +57,7 @@ static ngx_int_t ngx_http_mesh_metrics_hex(u_char *p, size_t len,
 static void ngx_http_mesh_metrics_random(u_char *buf, size_t len);
 static u_char *ngx_http_mesh_metrics_hex_dump(u_char *dst, u_char *src,
     size_t len);
-static ngx_uint_t ngx_http_mesh_metrics_is_name(ngx_str_t *key,
+static ngx_uint_t ngx_http_mesh_metrics_is_name(ngx_table_elt_t *h,
     ngx_str_t *name);
 static u_char *ngx_http_mesh_metrics_traceparent(u_char *p,
     ngx_http_mesh_metrics_trace_t *t, u_char *span);
@@ -258,13 +258,13 @@ ngx_http_mesh_metrics_trace_incoming(ngx_http_request_t *r,
             i = 0;
         }
 
-        if (ngx_http_mesh_metrics_is_name(&h[i].key,
+        if (ngx_http_mesh_metrics_is_name(&h[i],
                                           &ngx_http_mesh_metrics_tp_name))
         {
             found = &h[i];
             n++;
 
-        } else if (ngx_http_mesh_metrics_is_name(&h[i].key,
+        } else if (ngx_http_mesh_metrics_is_name(&h[i],
                                              &ngx_http_mesh_metrics_ts_name))
         {
             t->tracestate = 1;
@@ -475,11 +475,15 @@ ngx_http_mesh_metrics_traceparent(u_char *p,
 static u_char *
 ngx_http_mesh_metrics_hex_dump(u_char *dst, u_char *src, size_t len)
 {
-    static u_char  hex[] = "0123456789abcdef";
+    u_char  c;
+
+    static const u_char  hex[] = "0123456789abcdef";
 
     while (len--) {
-        *dst++ = hex[*src >> 4];
-        *dst++ = hex[*src++ & 0xf];
+        c = *src++;
+        dst[0] = hex[c >> 4];
+        dst[1] = hex[c & 0xf];
+        dst += 2;
     }
 
     return dst;
@@ -487,17 +491,26 @@ ngx_http_mesh_metrics_hex_dump(u_char *dst, u_char *src, size_t len)
 
 
 /*
- * A header's name against one of ours, all lowercase letters: for those,
- * c | 0x20 equals the letter only for the letter in either case.
+ * A header's name against one of ours, all lowercase letters: by the
+ * lowercase copy that nginx made of a client's header names, or else
+ * letter by letter (c | 0x20 equals the letter only for the letter in
+ * either case).
  */
 
 static ngx_uint_t
-ngx_http_mesh_metrics_is_name(ngx_str_t *key, ngx_str_t *name)
+ngx_http_mesh_metrics_is_name(ngx_table_elt_t *h, ngx_str_t *name)
 {
-    size_t  i;
+    size_t      i;
+    ngx_str_t  *key;
+
+    key = &h->key;
 
     if (key->len != name->len) {
         return 0;
+    }
+
+    if (h->lowcase_key) {
+        return ngx_memcmp(h->lowcase_key, name->data, name->len) == 0;
     }
 
     for (i = 0; i < name->len; i++) {
@@ -569,7 +582,7 @@ ngx_http_mesh_metrics_set_headers(ngx_http_request_t *r,
      */
 
     if (t->ntraceparent > 1 || (t->tracestate && !t->continued)
-        || (h && !ngx_http_mesh_metrics_is_name(&h->key,
+        || (h && !ngx_http_mesh_metrics_is_name(h,
                                              &ngx_http_mesh_metrics_tp_name)))
     {
         return ngx_http_mesh_metrics_rebuild_headers(r, t);
@@ -667,10 +680,10 @@ ngx_http_mesh_metrics_rebuild_headers(ngx_http_request_t *r,
             i = 0;
         }
 
-        if (ngx_http_mesh_metrics_is_name(&h[i].key,
+        if (ngx_http_mesh_metrics_is_name(&h[i],
                                           &ngx_http_mesh_metrics_tp_name)
             || (!t->continued
-                && ngx_http_mesh_metrics_is_name(&h[i].key,
+                && ngx_http_mesh_metrics_is_name(&h[i],
                                              &ngx_http_mesh_metrics_ts_name)))
         {
             continue;
