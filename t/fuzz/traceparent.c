@@ -28,6 +28,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     u_char                         *copy, *p, *last, *nl, *colon;
     u_char                          line[NGX_HTTP_MESH_METRICS_TP_LEN];
     u_char                          hex[32];
+    ngx_uint_t                      nheaders;
     ngx_buf_t                       b;
     ngx_pool_t                     *pool;
     ngx_table_elt_t                *h;
@@ -49,6 +50,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     r.pool = pool;
 
     ngx_list_init(&r.headers_in.headers, pool, 2, sizeof(ngx_table_elt_t));
+    nheaders = 0;
 
     for (p = copy, last = copy + size; p < last; p = nl + 1) {
         nl = memchr(p, '\n', last - p);
@@ -64,6 +66,18 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         h = ngx_list_push(&r.headers_in.headers);
         h->key.data = p;
         h->key.len = colon - p;
+
+        /*
+         * nginx keeps a lowercase copy of a client's header names; a
+         * header a module added may have none: every other one here
+         */
+
+        h->lowcase_key = NULL;
+
+        if (nheaders++ % 2 == 0) {
+            h->lowcase_key = ngx_pnalloc(pool, h->key.len + 1);
+            ngx_strlow(h->lowcase_key, h->key.data, h->key.len);
+        }
         h->value.data = colon + 1;
         h->value.len = nl - colon - 1;
 
