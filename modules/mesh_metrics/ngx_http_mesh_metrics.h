@@ -156,6 +156,7 @@ typedef struct {
 
 typedef struct {
     u_char                          trace_id[16];
+    u_char                          trace_hex[32]; /* its text */
     u_char                          parent_id[8];
     u_char                          span_id[8];
     u_char                          flags;
@@ -198,6 +199,11 @@ void ngx_http_mesh_metrics_key_add(ngx_http_mesh_metrics_key_t *key,
     u_char *value, size_t len);
 ngx_atomic_t *ngx_http_mesh_metrics_series(ngx_http_mesh_metrics_zone_t *zone,
     ngx_uint_t family, ngx_http_mesh_metrics_key_t *key, ngx_log_t *log);
+ngx_atomic_t *ngx_http_mesh_metrics_find(ngx_http_mesh_metrics_zone_t *zone,
+    ngx_uint_t family, ngx_str_t *labels, ngx_uint_t n, ngx_log_t *log);
+void ngx_http_mesh_metrics_count_window(ngx_http_mesh_metrics_zone_t *zone,
+    ngx_atomic_t *values, ngx_uint_t status, ngx_uint_t usec);
+u_char *ngx_http_mesh_metrics_code(u_char *p, ngx_uint_t status);
 void ngx_http_mesh_metrics_observe(ngx_http_mesh_metrics_zone_t *zone,
     ngx_atomic_t *values, ngx_uint_t usec);
 void ngx_http_mesh_metrics_window_add(ngx_http_mesh_metrics_zone_t *zone,

@@ -18,7 +18,10 @@
  * non-blocking connection to the collector with timeouts, while the next
  * batch fills.  A span that finds the buffer full is dropped and counted;
  * a failed export is logged and counted, and the next one waits for a
- * backoff that doubles up to a minute.  Requests never wait for any of it.
+ * backoff that doubles up to a minute.  Requests never wait for any of it,
+ * and while the buffer is full (or, after a failure, holds a batch) they
+ * build no span until the next export empties it: a dead collector costs
+ * a request one test.
  */
 
 
@@ -57,6 +60,7 @@ typedef struct {
     ngx_uint_t                      failures;
     ngx_uint_t                      dropped;      /* not counted yet */
     unsigned                        busy:1;
+    unsigned                        full:1;       /* until a flush */
 
     u_char                          reply[64];
     size_t                          reply_len;
@@ -236,6 +240,21 @@ ngx_http_mesh_metrics_otlp_log_handler(ngx_http_request_t *r)
         return NGX_OK;
     }
 
+    /*
+     * spans that cannot leave (the collector is down or slow) have filled
+     * the buffer: these are dropped before any work goes into them, unless
+     * the backoff is over and the held batch leaves now
+     */
+
+    if (st->full) {
+        ngx_http_mesh_metrics_otlp_flush(st);
+    }
+
+    if (st->full) {
+        st->dropped += 1 + (t->attempts ? t->attempts->nelts : 0);
+        return NGX_OK;
+    }
+
     p = ngx_http_mesh_metrics_otlp_server_span(span, r, t, lcf);
     ngx_http_mesh_metrics_otlp_add(st, span, p - span);
 
@@ -260,10 +279,26 @@ void
 ngx_http_mesh_metrics_otlp_attempt(ngx_http_request_t *r,
     ngx_http_mesh_metrics_trace_t *t, u_char *span)
 {
-    ngx_uint_t                        i, n;
-    ngx_http_mesh_metrics_attempt_t  *a;
+    ngx_uint_t                           i, n;
+    ngx_http_mesh_metrics_attempt_t     *a;
+    ngx_http_mesh_metrics_otlp_state_t  *st;
 
-    if (ngx_http_mesh_metrics_otlp == NULL) {
+    st = ngx_http_mesh_metrics_otlp;
+
+    /* a trace not sampled exports no span */
+
+    if (st == NULL || !(t->flags & 0x01)) {
+        return;
+    }
+
+    /*
+     * while the buffer is full, the client span is dropped now, with no
+     * note kept (should the buffer empty meanwhile, the server span
+     * leaves without it)
+     */
+
+    if (st->full) {
+        st->dropped++;
         return;
     }
 
@@ -306,20 +341,19 @@ static void
 ngx_http_mesh_metrics_otlp_count(ngx_http_mesh_metrics_otlp_state_t *st,
     char *outcome, ngx_uint_t n)
 {
-    ngx_atomic_t                 *values;
-    ngx_http_mesh_metrics_key_t   key;
+    ngx_str_t      label;
+    ngx_atomic_t  *values;
 
     if (st->zone == NULL || st->zone->sh == NULL || n == 0) {
         return;
     }
 
-    ngx_http_mesh_metrics_key_reset(&key);
-    ngx_http_mesh_metrics_key_add(&key, (u_char *) outcome,
-                                  ngx_strlen(outcome));
+    label.data = (u_char *) outcome;
+    label.len = ngx_strlen(outcome);
 
-    values = ngx_http_mesh_metrics_series(st->zone,
-                                          NGX_HTTP_MESH_METRICS_F_SPANS,
-                                          &key, ngx_cycle->log);
+    values = ngx_http_mesh_metrics_find(st->zone,
+                                        NGX_HTTP_MESH_METRICS_F_SPANS,
+                                        &label, 1, ngx_cycle->log);
     if (values) {
         (void) ngx_atomic_fetch_add(&values[0], n);
     }
@@ -337,6 +371,7 @@ ngx_http_mesh_metrics_otlp_add(ngx_http_mesh_metrics_otlp_state_t *st,
     if (st->len + 1 + 2 + len > st->cap) {
         /* counted in the zone per interval or export, not per span */
         st->dropped++;
+        st->full = 1;
         return;
     }
 
@@ -348,8 +383,19 @@ ngx_http_mesh_metrics_otlp_add(ngx_http_mesh_metrics_otlp_state_t *st,
     st->len = p - st->spans;
     st->nspans++;
 
-    if (st->nspans >= st->conf->batch) {
-        ngx_http_mesh_metrics_otlp_flush(st);
+    if (st->nspans < st->conf->batch) {
+        return;
+    }
+
+    ngx_http_mesh_metrics_otlp_flush(st);
+
+    /*
+     * a batch that cannot leave while exports fail (the next try waits
+     * for the backoff) is all that is kept of what comes meanwhile
+     */
+
+    if (st->nspans && st->failures) {
+        st->full = 1;
     }
 }
 
@@ -389,6 +435,7 @@ ngx_http_mesh_metrics_otlp_flush(ngx_http_mesh_metrics_otlp_state_t *st)
     st->out_spans = st->nspans;
     st->nspans = 0;
     st->len = 0;
+    st->full = 0;
     st->reply_len = 0;
     st->busy = 1;
 

@@ -21,7 +21,8 @@
 static void ngx_http_mesh_metrics_upstream_name(ngx_http_request_t *r,
     ngx_str_t *name);
 static void ngx_http_mesh_metrics_count_request(ngx_http_request_t *r,
-    ngx_http_mesh_metrics_zone_t *zone, ngx_str_t *route, ngx_str_t *up);
+    ngx_http_mesh_metrics_zone_t *zone, ngx_str_t *route, ngx_str_t *up,
+    ngx_uint_t status, ngx_uint_t usec);
 static ngx_uint_t ngx_http_mesh_metrics_count_attempts(ngx_http_request_t *r,
     ngx_http_mesh_metrics_zone_t *zone, ngx_str_t *up);
 static void ngx_http_mesh_metrics_count_subrequests(ngx_http_request_t *r,
@@ -44,8 +45,8 @@ static void ngx_http_mesh_metrics_count_auth(ngx_http_request_t *r,
 static void ngx_http_mesh_metrics_count_parts(ngx_http_request_t *r,
     ngx_http_mesh_metrics_zone_t *zone, ngx_str_t *route, ngx_str_t *list);
 static void ngx_http_mesh_metrics_add(ngx_http_request_t *r,
-    ngx_http_mesh_metrics_zone_t *zone, ngx_uint_t family,
-    ngx_http_mesh_metrics_key_t *key, ngx_uint_t n);
+    ngx_http_mesh_metrics_zone_t *zone, ngx_uint_t family, ngx_str_t *labels,
+    ngx_uint_t nlabels, ngx_uint_t n);
 static ngx_uint_t ngx_http_mesh_metrics_var(ngx_http_request_t *r,
     ngx_int_t index, ngx_str_t *value);
 static ngx_uint_t ngx_http_mesh_metrics_status(ngx_http_request_t *r);
@@ -81,7 +82,11 @@ ngx_http_mesh_metrics_log_handler(ngx_http_request_t *r)
 
     ngx_http_mesh_metrics_upstream_name(r, &up);
 
-    ngx_http_mesh_metrics_count_request(r, zone, &lcf->label, &up);
+    status = ngx_http_mesh_metrics_status(r);
+    usec = ngx_http_mesh_metrics_elapsed(r);
+
+    ngx_http_mesh_metrics_count_request(r, zone, &lcf->label, &up, status,
+                                        usec);
 
     attempts = ngx_http_mesh_metrics_count_attempts(r, zone, &up);
 
@@ -98,9 +103,6 @@ ngx_http_mesh_metrics_log_handler(ngx_http_request_t *r)
     if (n == 0) {
         ups[n++] = up;
     }
-
-    status = ngx_http_mesh_metrics_status(r);
-    usec = ngx_http_mesh_metrics_elapsed(r);
 
     for (i = 0; i < n; i++) {
         ngx_http_mesh_metrics_count_edge(r, mmcf, &lcf->label, &ups[i],
@@ -166,33 +168,28 @@ ngx_http_mesh_metrics_upstream_name(ngx_http_request_t *r, ngx_str_t *name)
 
 static void
 ngx_http_mesh_metrics_count_request(ngx_http_request_t *r,
-    ngx_http_mesh_metrics_zone_t *zone, ngx_str_t *route, ngx_str_t *up)
+    ngx_http_mesh_metrics_zone_t *zone, ngx_str_t *route, ngx_str_t *up,
+    ngx_uint_t status, ngx_uint_t usec)
 {
-    u_char                        code[NGX_INT_T_LEN];
-    ngx_str_t                     method;
-    ngx_uint_t                    status;
-    ngx_atomic_t                 *values;
-    ngx_http_mesh_metrics_key_t   key;
+    u_char         code[NGX_INT_T_LEN];
+    ngx_str_t      labels[4];
+    ngx_atomic_t  *values;
 
-    status = ngx_http_mesh_metrics_status(r);
+    labels[0] = *route;
 
     if (r->method == NGX_HTTP_UNKNOWN || r->method_name.len == 0) {
-        ngx_str_set(&method, "other");
+        ngx_str_set(&labels[1], "other");
 
     } else {
-        method = r->method_name;
+        labels[1] = r->method_name;
     }
 
-    ngx_http_mesh_metrics_key_reset(&key);
-    ngx_http_mesh_metrics_key_add(&key, route->data, route->len);
-    ngx_http_mesh_metrics_key_add(&key, method.data, method.len);
-    ngx_http_mesh_metrics_key_add(&key, code,
-                                  ngx_sprintf(code, "%03ui", status) - code);
-    ngx_http_mesh_metrics_key_add(&key, up->data, up->len);
+    labels[2].data = code;
+    labels[2].len = ngx_http_mesh_metrics_code(code, status) - code;
+    labels[3] = *up;
 
-    values = ngx_http_mesh_metrics_series(zone,
-                                          NGX_HTTP_MESH_METRICS_F_REQUEST,
-                                          &key, r->connection->log);
+    values = ngx_http_mesh_metrics_find(zone, NGX_HTTP_MESH_METRICS_F_REQUEST,
+                                        labels, 4, r->connection->log);
     if (values == NULL) {
         return;
     }
@@ -203,8 +200,7 @@ ngx_http_mesh_metrics_count_request(ngx_http_request_t *r,
     (void) ngx_atomic_fetch_add(&values[NGX_HTTP_MESH_METRICS_V_B],
                                 (ngx_atomic_int_t) r->connection->sent);
 
-    ngx_http_mesh_metrics_observe(zone, values,
-                                  ngx_http_mesh_metrics_elapsed(r));
+    ngx_http_mesh_metrics_observe(zone, values, usec);
 }
 
 
@@ -212,12 +208,11 @@ static ngx_uint_t
 ngx_http_mesh_metrics_count_attempts(ngx_http_request_t *r,
     ngx_http_mesh_metrics_zone_t *zone, ngx_str_t *up)
 {
-    u_char                        code[NGX_INT_T_LEN];
-    ngx_str_t                    *peer;
-    ngx_uint_t                    i, n;
-    ngx_atomic_t                 *values;
-    ngx_http_upstream_state_t    *state;
-    ngx_http_mesh_metrics_key_t   key;
+    u_char                      code[NGX_INT_T_LEN];
+    ngx_str_t                   labels[3];
+    ngx_uint_t                  i, n;
+    ngx_atomic_t               *values;
+    ngx_http_upstream_state_t  *state;
 
     if (r->upstream_states == NULL) {
         return 0;
@@ -240,16 +235,13 @@ ngx_http_mesh_metrics_count_attempts(ngx_http_request_t *r,
          * or host a client names
          */
 
-        peer = (up->data == ngx_http_mesh_metrics_dynamic.data)
-               ? &ngx_http_mesh_metrics_dynamic : state[i].peer;
+        labels[0] = *up;
+        labels[1] = (up->data == ngx_http_mesh_metrics_dynamic.data)
+                    ? ngx_http_mesh_metrics_dynamic : *state[i].peer;
 
-        ngx_http_mesh_metrics_key_reset(&key);
-        ngx_http_mesh_metrics_key_add(&key, up->data, up->len);
-        ngx_http_mesh_metrics_key_add(&key, peer->data, peer->len);
-
-        values = ngx_http_mesh_metrics_series(zone,
-                                              NGX_HTTP_MESH_METRICS_F_UPSTREAM,
-                                              &key, r->connection->log);
+        values = ngx_http_mesh_metrics_find(zone,
+                                            NGX_HTTP_MESH_METRICS_F_UPSTREAM,
+                                            labels, 2, r->connection->log);
         if (values) {
             (void) ngx_atomic_fetch_add(
                                  &values[NGX_HTTP_MESH_METRICS_V_COUNT], 1);
@@ -264,12 +256,12 @@ ngx_http_mesh_metrics_count_attempts(ngx_http_request_t *r,
             }
         }
 
-        ngx_http_mesh_metrics_key_add(&key, code,
-                              ngx_sprintf(code, "%03ui", state[i].status)
-                              - code);
+        labels[2].data = code;
+        labels[2].len = ngx_http_mesh_metrics_code(code, state[i].status)
+                        - code;
 
         ngx_http_mesh_metrics_add(r, zone, NGX_HTTP_MESH_METRICS_F_ATTEMPT,
-                                  &key, 1);
+                                  labels, 3, 1);
     }
 
     return n;
@@ -335,37 +327,25 @@ ngx_http_mesh_metrics_count_edge(ngx_http_request_t *r,
     ngx_http_mesh_metrics_main_conf_t *mmcf, ngx_str_t *route,
     ngx_str_t *up, ngx_uint_t status, ngx_uint_t usec)
 {
-    ngx_str_t                     caller;
-    ngx_atomic_t                 *values;
-    ngx_http_mesh_metrics_key_t   key;
+    ngx_str_t      labels[3];
+    ngx_atomic_t  *values;
 
-    if (!ngx_http_mesh_metrics_var(r, mmcf->peer_id, &caller)
-        && !ngx_http_mesh_metrics_var(r, mmcf->consumer, &caller)
-        && !ngx_http_mesh_metrics_var(r, mmcf->subject, &caller))
+    if (!ngx_http_mesh_metrics_var(r, mmcf->peer_id, &labels[0])
+        && !ngx_http_mesh_metrics_var(r, mmcf->consumer, &labels[0])
+        && !ngx_http_mesh_metrics_var(r, mmcf->subject, &labels[0]))
     {
-        ngx_str_set(&caller, "anonymous");
+        ngx_str_set(&labels[0], "anonymous");
     }
 
-    ngx_http_mesh_metrics_key_reset(&key);
-    ngx_http_mesh_metrics_key_add(&key, caller.data, caller.len);
-    ngx_http_mesh_metrics_key_add(&key, route->data, route->len);
-    ngx_http_mesh_metrics_key_add(&key, up->data, up->len);
+    labels[1] = *route;
+    labels[2] = *up;
 
-    values = ngx_http_mesh_metrics_series(mmcf->zone,
-                                          NGX_HTTP_MESH_METRICS_F_EDGE,
-                                          &key, r->connection->log);
-    if (values == NULL) {
-        return;
+    values = ngx_http_mesh_metrics_find(mmcf->zone,
+                                        NGX_HTTP_MESH_METRICS_F_EDGE,
+                                        labels, 3, r->connection->log);
+    if (values) {
+        ngx_http_mesh_metrics_count_window(mmcf->zone, values, status, usec);
     }
-
-    (void) ngx_atomic_fetch_add(&values[NGX_HTTP_MESH_METRICS_V_COUNT], 1);
-
-    if (status >= 500) {
-        (void) ngx_atomic_fetch_add(&values[NGX_HTTP_MESH_METRICS_V_A], 1);
-    }
-
-    ngx_http_mesh_metrics_observe(mmcf->zone, values, usec);
-    ngx_http_mesh_metrics_window_add(mmcf->zone, values, status >= 500);
 }
 
 
@@ -381,10 +361,10 @@ ngx_http_mesh_metrics_count_splits(ngx_http_request_t *r,
     ngx_http_mesh_metrics_main_conf_t *mmcf, ngx_str_t *route,
     ngx_uint_t status, ngx_uint_t usec)
 {
+    ngx_str_t                       labels[3];
     ngx_uint_t                      i;
     ngx_atomic_t                   *values;
     ngx_http_variable_value_t      *vv;
-    ngx_http_mesh_metrics_key_t     key;
     ngx_http_mesh_metrics_split_t  *split;
 
     if (mmcf->splits == NULL || r->variables == NULL) {
@@ -400,29 +380,18 @@ ngx_http_mesh_metrics_count_splits(ngx_http_request_t *r,
             continue;
         }
 
-        ngx_http_mesh_metrics_key_reset(&key);
-        ngx_http_mesh_metrics_key_add(&key, route->data, route->len);
-        ngx_http_mesh_metrics_key_add(&key, split[i].name.data,
-                                      split[i].name.len);
-        ngx_http_mesh_metrics_key_add(&key, vv->data, vv->len);
+        labels[0] = *route;
+        labels[1] = split[i].name;
+        labels[2].data = vv->data;
+        labels[2].len = vv->len;
 
-        values = ngx_http_mesh_metrics_series(mmcf->zone,
-                                              NGX_HTTP_MESH_METRICS_F_SPLIT,
-                                              &key, r->connection->log);
-        if (values == NULL) {
-            continue;
+        values = ngx_http_mesh_metrics_find(mmcf->zone,
+                                            NGX_HTTP_MESH_METRICS_F_SPLIT,
+                                            labels, 3, r->connection->log);
+        if (values) {
+            ngx_http_mesh_metrics_count_window(mmcf->zone, values, status,
+                                               usec);
         }
-
-        (void) ngx_atomic_fetch_add(&values[NGX_HTTP_MESH_METRICS_V_COUNT],
-                                    1);
-
-        if (status >= 500) {
-            (void) ngx_atomic_fetch_add(&values[NGX_HTTP_MESH_METRICS_V_A],
-                                        1);
-        }
-
-        ngx_http_mesh_metrics_observe(mmcf->zone, values, usec);
-        ngx_http_mesh_metrics_window_add(mmcf->zone, values, status >= 500);
     }
 }
 
@@ -434,27 +403,13 @@ ngx_http_mesh_metrics_count_route(ngx_http_request_t *r,
     ngx_http_mesh_metrics_zone_t *zone, ngx_str_t *route, ngx_uint_t status,
     ngx_uint_t usec)
 {
-    ngx_atomic_t                 *values;
-    ngx_http_mesh_metrics_key_t   key;
+    ngx_atomic_t  *values;
 
-    ngx_http_mesh_metrics_key_reset(&key);
-    ngx_http_mesh_metrics_key_add(&key, route->data, route->len);
-
-    values = ngx_http_mesh_metrics_series(zone,
-                                          NGX_HTTP_MESH_METRICS_F_ROUTE,
-                                          &key, r->connection->log);
-    if (values == NULL) {
-        return;
+    values = ngx_http_mesh_metrics_find(zone, NGX_HTTP_MESH_METRICS_F_ROUTE,
+                                        route, 1, r->connection->log);
+    if (values) {
+        ngx_http_mesh_metrics_count_window(zone, values, status, usec);
     }
-
-    (void) ngx_atomic_fetch_add(&values[NGX_HTTP_MESH_METRICS_V_COUNT], 1);
-
-    if (status >= 500) {
-        (void) ngx_atomic_fetch_add(&values[NGX_HTTP_MESH_METRICS_V_A], 1);
-    }
-
-    ngx_http_mesh_metrics_observe(zone, values, usec);
-    ngx_http_mesh_metrics_window_add(zone, values, status >= 500);
 }
 
 
@@ -464,8 +419,7 @@ ngx_http_mesh_metrics_count_modules(ngx_http_request_t *r,
     ngx_str_t *up, ngx_uint_t attempts)
 {
     ngx_int_t                      n;
-    ngx_str_t                      value;
-    ngx_http_mesh_metrics_key_t    key;
+    ngx_str_t                      labels[2];
     ngx_http_mesh_metrics_zone_t  *zone;
 
     zone = mmcf->zone;
@@ -475,31 +429,28 @@ ngx_http_mesh_metrics_count_modules(ngx_http_request_t *r,
     ngx_http_mesh_metrics_count_auth(r, zone, mmcf->auth_introspect, route,
                                      "introspect");
 
-    if (ngx_http_mesh_metrics_var(r, mmcf->rate_limit, &value)) {
-        ngx_http_mesh_metrics_key_reset(&key);
-        ngx_http_mesh_metrics_key_add(&key, route->data, route->len);
-        ngx_http_mesh_metrics_key_add(&key, value.data, value.len);
+    labels[0] = *route;
+
+    if (ngx_http_mesh_metrics_var(r, mmcf->rate_limit, &labels[1])) {
         ngx_http_mesh_metrics_add(r, zone, NGX_HTTP_MESH_METRICS_F_RATELIMIT,
-                                  &key, 1);
+                                  labels, 2, 1);
     }
 
-    if (ngx_http_mesh_metrics_var(r, mmcf->aggregate, &value)) {
-        ngx_http_mesh_metrics_count_parts(r, zone, route, &value);
+    if (ngx_http_mesh_metrics_var(r, mmcf->aggregate, &labels[1])) {
+        ngx_http_mesh_metrics_count_parts(r, zone, route, &labels[1]);
     }
 
-    if (ngx_http_mesh_metrics_var(r, mmcf->retries, &value)) {
-        n = ngx_atoi(value.data, value.len);
+    if (ngx_http_mesh_metrics_var(r, mmcf->retries, &labels[1])) {
+        n = ngx_atoi(labels[1].data, labels[1].len);
 
     } else {
         n = attempts > 1 ? (ngx_int_t) attempts - 1 : 0;
     }
 
     if (n > 0) {
-        ngx_http_mesh_metrics_key_reset(&key);
-        ngx_http_mesh_metrics_key_add(&key, route->data, route->len);
-        ngx_http_mesh_metrics_key_add(&key, up->data, up->len);
+        labels[1] = *up;
         ngx_http_mesh_metrics_add(r, zone, NGX_HTTP_MESH_METRICS_F_RETRIES,
-                                  &key, n);
+                                  labels, 2, n);
     }
 }
 
@@ -509,18 +460,18 @@ ngx_http_mesh_metrics_count_auth(ngx_http_request_t *r,
     ngx_http_mesh_metrics_zone_t *zone, ngx_int_t index, ngx_str_t *route,
     char *name)
 {
-    ngx_str_t                    value;
-    ngx_http_mesh_metrics_key_t  key;
+    ngx_str_t  labels[3];
 
-    if (!ngx_http_mesh_metrics_var(r, index, &value)) {
+    if (!ngx_http_mesh_metrics_var(r, index, &labels[2])) {
         return;
     }
 
-    ngx_http_mesh_metrics_key_reset(&key);
-    ngx_http_mesh_metrics_key_add(&key, route->data, route->len);
-    ngx_http_mesh_metrics_key_add(&key, (u_char *) name, ngx_strlen(name));
-    ngx_http_mesh_metrics_key_add(&key, value.data, value.len);
-    ngx_http_mesh_metrics_add(r, zone, NGX_HTTP_MESH_METRICS_F_AUTH, &key, 1);
+    labels[0] = *route;
+    labels[1].data = (u_char *) name;
+    labels[1].len = ngx_strlen(name);
+
+    ngx_http_mesh_metrics_add(r, zone, NGX_HTTP_MESH_METRICS_F_AUTH, labels,
+                              3, 1);
 }
 
 
@@ -530,8 +481,8 @@ static void
 ngx_http_mesh_metrics_count_parts(ngx_http_request_t *r,
     ngx_http_mesh_metrics_zone_t *zone, ngx_str_t *route, ngx_str_t *list)
 {
-    u_char                       *p, *last, *item, *colon;
-    ngx_http_mesh_metrics_key_t   key;
+    u_char     *p, *last, *item, *colon;
+    ngx_str_t   labels[3];
 
     p = list->data;
     last = p + list->len;
@@ -554,33 +505,34 @@ ngx_http_mesh_metrics_count_parts(ngx_http_request_t *r,
 
         colon = ngx_strlchr(item, p, ':');
 
-        ngx_http_mesh_metrics_key_reset(&key);
-        ngx_http_mesh_metrics_key_add(&key, route->data, route->len);
+        labels[0] = *route;
+        labels[1].data = item;
 
         if (colon) {
-            ngx_http_mesh_metrics_key_add(&key, item, colon - item);
-            ngx_http_mesh_metrics_key_add(&key, colon + 1, p - colon - 1);
+            labels[1].len = colon - item;
+            labels[2].data = colon + 1;
+            labels[2].len = p - colon - 1;
 
         } else {
-            ngx_http_mesh_metrics_key_add(&key, item, p - item);
-            ngx_http_mesh_metrics_key_add(&key, (u_char *) "unknown", 7);
+            labels[1].len = p - item;
+            ngx_str_set(&labels[2], "unknown");
         }
 
         ngx_http_mesh_metrics_add(r, zone, NGX_HTTP_MESH_METRICS_F_AGGREGATE,
-                                  &key, 1);
+                                  labels, 3, 1);
     }
 }
 
 
 static void
 ngx_http_mesh_metrics_add(ngx_http_request_t *r,
-    ngx_http_mesh_metrics_zone_t *zone, ngx_uint_t family,
-    ngx_http_mesh_metrics_key_t *key, ngx_uint_t n)
+    ngx_http_mesh_metrics_zone_t *zone, ngx_uint_t family, ngx_str_t *labels,
+    ngx_uint_t nlabels, ngx_uint_t n)
 {
     ngx_atomic_t  *values;
 
-    values = ngx_http_mesh_metrics_series(zone, family, key,
-                                          r->connection->log);
+    values = ngx_http_mesh_metrics_find(zone, family, labels, nlabels,
+                                        r->connection->log);
     if (values) {
         (void) ngx_atomic_fetch_add(&values[0], n);
     }

@@ -34,6 +34,34 @@ static void ngx_http_mesh_metrics_drop(ngx_http_mesh_metrics_zone_t *zone,
     ngx_log_t *log);
 
 
+/*
+ * A worker's cache of the series it counted last, found by the label
+ * values as they came (before key_add() cleans them) and the family: a
+ * hit skips cleaning the values, hashing the key and probing the zone.
+ * Nodes are never freed while their zone lives, so an entry stays true
+ * for as long as its zone ("sh") is the one asked for.
+ */
+
+#define NGX_HTTP_MESH_METRICS_CACHE_SIZE    256
+#define NGX_HTTP_MESH_METRICS_CACHE_KEY     120
+
+
+typedef struct {
+    ngx_http_mesh_metrics_shctx_t  *sh;
+    ngx_atomic_t                   *values;
+    size_t                          len;
+    u_char                          raw[NGX_HTTP_MESH_METRICS_CACHE_KEY];
+} ngx_http_mesh_metrics_cached_t;
+
+
+static size_t ngx_http_mesh_metrics_raw_key(u_char *raw, ngx_uint_t family,
+    ngx_str_t *labels, ngx_uint_t n);
+
+
+static ngx_http_mesh_metrics_cached_t
+    ngx_http_mesh_metrics_cache[NGX_HTTP_MESH_METRICS_CACHE_SIZE];
+
+
 ngx_int_t
 ngx_http_mesh_metrics_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 {
@@ -44,6 +72,11 @@ ngx_http_mesh_metrics_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     ngx_http_mesh_metrics_zone_t   *ctx;
 
     ctx = shm_zone->data;
+
+    /* a new configuration: what the worker cached may point elsewhere */
+
+    ngx_memzero(ngx_http_mesh_metrics_cache,
+                sizeof(ngx_http_mesh_metrics_cache));
 
     if (octx) {
         if (!ngx_http_mesh_metrics_same_buckets(ctx, octx)) {
@@ -207,6 +240,86 @@ ngx_http_mesh_metrics_key_add(ngx_http_mesh_metrics_key_t *key,
 
     *dst++ = '\0';
     key->len = dst - key->data;
+}
+
+
+/*
+ * The series of a family and label values: from the worker's cache, or
+ * else cleaned into a key and found (or created) in the zone.
+ */
+
+ngx_atomic_t *
+ngx_http_mesh_metrics_find(ngx_http_mesh_metrics_zone_t *zone,
+    ngx_uint_t family, ngx_str_t *labels, ngx_uint_t n, ngx_log_t *log)
+{
+    u_char                           raw[NGX_HTTP_MESH_METRICS_CACHE_KEY];
+    size_t                           len;
+    ngx_uint_t                       i;
+    ngx_atomic_t                    *values;
+    ngx_http_mesh_metrics_key_t      key;
+    ngx_http_mesh_metrics_cached_t  *c;
+
+    len = ngx_http_mesh_metrics_raw_key(raw, family, labels, n);
+    c = NULL;
+
+    if (len) {
+        c = &ngx_http_mesh_metrics_cache[ngx_murmur_hash2(raw, len)
+                                 & (NGX_HTTP_MESH_METRICS_CACHE_SIZE - 1)];
+
+        if (c->sh == zone->sh && c->len == len
+            && ngx_memcmp(c->raw, raw, len) == 0)
+        {
+            return c->values;
+        }
+    }
+
+    ngx_http_mesh_metrics_key_reset(&key);
+
+    for (i = 0; i < n; i++) {
+        ngx_http_mesh_metrics_key_add(&key, labels[i].data, labels[i].len);
+    }
+
+    values = ngx_http_mesh_metrics_series(zone, family, &key, log);
+
+    if (values && c) {
+        c->sh = zone->sh;
+        c->values = values;
+        c->len = len;
+        ngx_memcpy(c->raw, raw, len);
+    }
+
+    return values;
+}
+
+
+/*
+ * The family, then each value's length (two bytes) and bytes; 0 when
+ * that is too long to cache (the values are looked up the slow way)
+ */
+
+static size_t
+ngx_http_mesh_metrics_raw_key(u_char *raw, ngx_uint_t family,
+    ngx_str_t *labels, ngx_uint_t n)
+{
+    u_char      *p, *last;
+    ngx_uint_t   i;
+
+    p = raw;
+    last = raw + NGX_HTTP_MESH_METRICS_CACHE_KEY;
+
+    *p++ = (u_char) family;
+
+    for (i = 0; i < n; i++) {
+        if ((size_t) (last - p) < 2 + labels[i].len) {
+            return 0;
+        }
+
+        *p++ = (u_char) (labels[i].len >> 8);
+        *p++ = (u_char) labels[i].len;
+        p = ngx_cpymem(p, labels[i].data, labels[i].len);
+    }
+
+    return p - raw;
 }
 
 
@@ -410,6 +523,40 @@ ngx_http_mesh_metrics_observe(ngx_http_mesh_metrics_zone_t *zone,
     (void) ngx_atomic_fetch_add(&values[NGX_HTTP_MESH_METRICS_V_BUCKETS + i],
                                 1);
     (void) ngx_atomic_fetch_add(&values[NGX_HTTP_MESH_METRICS_V_SUM], usec);
+}
+
+
+/* a request of a node with rate windows (edge, route, split variant) */
+
+void
+ngx_http_mesh_metrics_count_window(ngx_http_mesh_metrics_zone_t *zone,
+    ngx_atomic_t *values, ngx_uint_t status, ngx_uint_t usec)
+{
+    (void) ngx_atomic_fetch_add(&values[NGX_HTTP_MESH_METRICS_V_COUNT], 1);
+
+    if (status >= 500) {
+        (void) ngx_atomic_fetch_add(&values[NGX_HTTP_MESH_METRICS_V_A], 1);
+    }
+
+    ngx_http_mesh_metrics_observe(zone, values, usec);
+    ngx_http_mesh_metrics_window_add(zone, values, status >= 500);
+}
+
+
+/* a status as three digits ("000" for none), as ngx_sprintf("%03ui") */
+
+u_char *
+ngx_http_mesh_metrics_code(u_char *p, ngx_uint_t status)
+{
+    if (status > 999) {
+        return ngx_sprintf(p, "%ui", status);
+    }
+
+    *p++ = (u_char) ('0' + status / 100);
+    *p++ = (u_char) ('0' + status / 10 % 10);
+    *p++ = (u_char) ('0' + status % 10);
+
+    return p;
 }
 
 

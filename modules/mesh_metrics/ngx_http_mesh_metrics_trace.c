@@ -55,10 +55,16 @@ static ngx_int_t ngx_http_mesh_metrics_trace_incoming(ngx_http_request_t *r,
 static ngx_int_t ngx_http_mesh_metrics_hex(u_char *p, size_t len,
     u_char *dst);
 static void ngx_http_mesh_metrics_random(u_char *buf, size_t len);
+static u_char *ngx_http_mesh_metrics_hex_dump(u_char *dst, u_char *src,
+    size_t len);
+static ngx_uint_t ngx_http_mesh_metrics_is_name(ngx_table_elt_t *h,
+    ngx_str_t *name);
 static u_char *ngx_http_mesh_metrics_traceparent(u_char *p,
     ngx_http_mesh_metrics_trace_t *t, u_char *span);
 static ngx_int_t ngx_http_mesh_metrics_set_headers(ngx_http_request_t *r,
     ngx_http_mesh_metrics_trace_t *t);
+static ngx_int_t ngx_http_mesh_metrics_write_header(ngx_http_request_t *r,
+    ngx_http_mesh_metrics_trace_t *t, ngx_table_elt_t *h);
 static ngx_int_t ngx_http_mesh_metrics_rebuild_headers(ngx_http_request_t *r,
     ngx_http_mesh_metrics_trace_t *t);
 static ngx_int_t ngx_http_mesh_metrics_variable(ngx_http_request_t *r,
@@ -116,11 +122,16 @@ static ngx_http_variable_t  ngx_http_mesh_metrics_vars[] = {
 
 static ngx_str_t  ngx_http_mesh_metrics_tp_name = ngx_string("traceparent");
 static ngx_str_t  ngx_http_mesh_metrics_ts_name = ngx_string("tracestate");
+static ngx_uint_t  ngx_http_mesh_metrics_tp_hash;
 
 
 ngx_int_t
 ngx_http_mesh_metrics_trace_add_variables(ngx_conf_t *cf)
 {
+    ngx_http_mesh_metrics_tp_hash = ngx_hash_key(
+                                       ngx_http_mesh_metrics_tp_name.data,
+                                       ngx_http_mesh_metrics_tp_name.len);
+
     return ngx_meshgate_add_variables(cf, ngx_http_mesh_metrics_vars);
 }
 
@@ -191,6 +202,7 @@ ngx_http_mesh_metrics_trace_ctx(ngx_http_request_t *r)
 
     } else {
         ngx_http_mesh_metrics_random(t->trace_id, 16);
+        (void) ngx_http_mesh_metrics_hex_dump(t->trace_hex, t->trace_id, 16);
         ngx_memzero(t->parent_id, 8);
 
         mmcf = ngx_http_get_module_main_conf(r,
@@ -246,18 +258,14 @@ ngx_http_mesh_metrics_trace_incoming(ngx_http_request_t *r,
             i = 0;
         }
 
-        if (h[i].key.len == ngx_http_mesh_metrics_tp_name.len
-            && ngx_strncasecmp(h[i].key.data,
-                               ngx_http_mesh_metrics_tp_name.data,
-                               h[i].key.len) == 0)
+        if (ngx_http_mesh_metrics_is_name(&h[i],
+                                          &ngx_http_mesh_metrics_tp_name))
         {
             found = &h[i];
             n++;
 
-        } else if (h[i].key.len == ngx_http_mesh_metrics_ts_name.len
-                   && ngx_strncasecmp(h[i].key.data,
-                                      ngx_http_mesh_metrics_ts_name.data,
-                                      h[i].key.len) == 0)
+        } else if (ngx_http_mesh_metrics_is_name(&h[i],
+                                             &ngx_http_mesh_metrics_ts_name))
         {
             t->tracestate = 1;
         }
@@ -351,6 +359,10 @@ ngx_http_mesh_metrics_parse_traceparent(u_char *p, size_t len,
         return NGX_ERROR;
     }
 
+    /* lowercase hex only, as checked: the id's text as we would write it */
+
+    ngx_memcpy(t->trace_hex, p + 3, 32);
+
     ngx_memzero(zero, sizeof(zero));
 
     if (ngx_memcmp(t->trace_id, zero, 16) == 0
@@ -370,12 +382,12 @@ ngx_http_mesh_metrics_parse_traceparent(u_char *p, size_t len,
 static ngx_int_t
 ngx_http_mesh_metrics_hex(u_char *p, size_t len, u_char *dst)
 {
-    u_char      hi, lo;
-    ngx_uint_t  i;
+    u_char      *last;
+    ngx_uint_t   hi, lo;
 
     /* lowercase hex digits only: 0xff marks every other byte */
 
-    static u_char  values[256] = {
+    static const u_char  values[256] = {
         255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
         255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
         255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
@@ -397,11 +409,11 @@ ngx_http_mesh_metrics_hex(u_char *p, size_t len, u_char *dst)
         255, 255, 255, 255
     };
 
-    for (i = 0; i < len; i += 2) {
-        hi = values[p[i]];
-        lo = values[p[i + 1]];
+    for (last = p + len; p < last; p += 2) {
+        hi = values[p[0]];
+        lo = values[p[1]];
 
-        if (hi > 15 || lo > 15) {
+        if ((hi | lo) > 15) {
             return NGX_ERROR;
         }
 
@@ -466,12 +478,63 @@ ngx_http_mesh_metrics_traceparent(u_char *p,
     ngx_http_mesh_metrics_trace_t *t, u_char *span)
 {
     p = ngx_cpymem(p, "00-", 3);
-    p = ngx_hex_dump(p, t->trace_id, 16);
+    p = ngx_cpymem(p, t->trace_hex, 32);
     *p++ = '-';
-    p = ngx_hex_dump(p, span, 8);
+    p = ngx_http_mesh_metrics_hex_dump(p, span, 8);
     *p++ = '-';
 
-    return ngx_hex_dump(p, &t->flags, 1);
+    return ngx_http_mesh_metrics_hex_dump(p, &t->flags, 1);
+}
+
+
+static u_char *
+ngx_http_mesh_metrics_hex_dump(u_char *dst, u_char *src, size_t len)
+{
+    u_char  c;
+
+    static const u_char  hex[] = "0123456789abcdef";
+
+    while (len--) {
+        c = *src++;
+        dst[0] = hex[c >> 4];
+        dst[1] = hex[c & 0xf];
+        dst += 2;
+    }
+
+    return dst;
+}
+
+
+/*
+ * A header's name against one of ours, all lowercase letters: by the
+ * lowercase copy that nginx made of a client's header names, or else
+ * letter by letter (c | 0x20 equals the letter only for the letter in
+ * either case).
+ */
+
+static ngx_uint_t
+ngx_http_mesh_metrics_is_name(ngx_table_elt_t *h, ngx_str_t *name)
+{
+    size_t      i;
+    ngx_str_t  *key;
+
+    key = &h->key;
+
+    if (key->len != name->len) {
+        return 0;
+    }
+
+    if (h->lowcase_key) {
+        return ngx_memcmp(h->lowcase_key, name->data, name->len) == 0;
+    }
+
+    for (i = 0; i < name->len; i++) {
+        if ((key->data[i] | 0x20) != name->data[i]) {
+            return 0;
+        }
+    }
+
+    return 1;
 }
 
 
@@ -523,7 +586,6 @@ static ngx_int_t
 ngx_http_mesh_metrics_set_headers(ngx_http_request_t *r,
     ngx_http_mesh_metrics_trace_t *t)
 {
-    u_char           *p;
     ngx_table_elt_t  *h;
 
     h = t->traceparent;
@@ -535,10 +597,8 @@ ngx_http_mesh_metrics_set_headers(ngx_http_request_t *r,
      */
 
     if (t->ntraceparent > 1 || (t->tracestate && !t->continued)
-        || (h && (h->key.len != ngx_http_mesh_metrics_tp_name.len
-                  || ngx_strncasecmp(h->key.data,
-                                     ngx_http_mesh_metrics_tp_name.data,
-                                     h->key.len) != 0)))
+        || (h && !ngx_http_mesh_metrics_is_name(h,
+                                             &ngx_http_mesh_metrics_tp_name)))
     {
         return ngx_http_mesh_metrics_rebuild_headers(r, t);
     }
@@ -564,6 +624,18 @@ ngx_http_mesh_metrics_set_headers(ngx_http_request_t *r,
         }
     }
 
+    return ngx_http_mesh_metrics_write_header(r, t, h);
+}
+
+
+/* our "traceparent" into a header of the request's list */
+
+static ngx_int_t
+ngx_http_mesh_metrics_write_header(ngx_http_request_t *r,
+    ngx_http_mesh_metrics_trace_t *t, ngx_table_elt_t *h)
+{
+    u_char  *p;
+
     p = ngx_pnalloc(r->pool, NGX_HTTP_MESH_METRICS_TP_LEN);
     if (p == NULL) {
         return NGX_ERROR;
@@ -571,7 +643,7 @@ ngx_http_mesh_metrics_set_headers(ngx_http_request_t *r,
 
     h->key = ngx_http_mesh_metrics_tp_name;
     h->lowcase_key = ngx_http_mesh_metrics_tp_name.data;
-    h->hash = ngx_hash_key(h->lowcase_key, h->key.len);
+    h->hash = ngx_http_mesh_metrics_tp_hash;
     h->value.data = p;
     h->value.len = ngx_http_mesh_metrics_traceparent(p, t, t->span_id) - p;
 
@@ -589,7 +661,6 @@ static ngx_int_t
 ngx_http_mesh_metrics_rebuild_headers(ngx_http_request_t *r,
     ngx_http_mesh_metrics_trace_t *t)
 {
-    u_char           *p;
     ngx_uint_t        i, n;
     ngx_list_t        list;
     ngx_list_part_t  *part;
@@ -624,15 +695,11 @@ ngx_http_mesh_metrics_rebuild_headers(ngx_http_request_t *r,
             i = 0;
         }
 
-        if ((h[i].key.len == ngx_http_mesh_metrics_tp_name.len
-             && ngx_strncasecmp(h[i].key.data,
-                                ngx_http_mesh_metrics_tp_name.data,
-                                h[i].key.len) == 0)
+        if (ngx_http_mesh_metrics_is_name(&h[i],
+                                          &ngx_http_mesh_metrics_tp_name)
             || (!t->continued
-                && h[i].key.len == ngx_http_mesh_metrics_ts_name.len
-                && ngx_strncasecmp(h[i].key.data,
-                                   ngx_http_mesh_metrics_ts_name.data,
-                                   h[i].key.len) == 0))
+                && ngx_http_mesh_metrics_is_name(&h[i],
+                                             &ngx_http_mesh_metrics_ts_name)))
         {
             continue;
         }
@@ -646,20 +713,11 @@ ngx_http_mesh_metrics_rebuild_headers(ngx_http_request_t *r,
     }
 
     nh = ngx_list_push(&list);
-    if (nh == NULL) {
+    if (nh == NULL
+        || ngx_http_mesh_metrics_write_header(r, t, nh) != NGX_OK)
+    {
         return NGX_ERROR;
     }
-
-    p = ngx_pnalloc(r->pool, NGX_HTTP_MESH_METRICS_TP_LEN);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
-
-    nh->key = ngx_http_mesh_metrics_tp_name;
-    nh->lowcase_key = ngx_http_mesh_metrics_tp_name.data;
-    nh->hash = ngx_hash_key(nh->lowcase_key, nh->key.len);
-    nh->value.data = p;
-    nh->value.len = ngx_http_mesh_metrics_traceparent(p, t, t->span_id) - p;
 
     /*
      * the list has one part (room for all): its "last" must point to the
@@ -710,15 +768,15 @@ ngx_http_mesh_metrics_variable(ngx_http_request_t *r,
     switch (data) {
 
     case NGX_HTTP_MESH_METRICS_VAR_TRACE:
-        p = ngx_hex_dump(p, t->trace_id, 16);
+        p = ngx_cpymem(p, t->trace_hex, 32);
         break;
 
     case NGX_HTTP_MESH_METRICS_VAR_SPAN:
-        p = ngx_hex_dump(p, t->span_id, 8);
+        p = ngx_http_mesh_metrics_hex_dump(p, t->span_id, 8);
         break;
 
     case NGX_HTTP_MESH_METRICS_VAR_PARENT:
-        p = ngx_hex_dump(p, t->parent_id, 8);
+        p = ngx_http_mesh_metrics_hex_dump(p, t->parent_id, 8);
         break;
 
     default: /* NGX_HTTP_MESH_METRICS_VAR_TRACEPARENT */
@@ -1043,7 +1101,7 @@ ngx_http_mesh_metrics_new_attempt(ngx_http_request_t *r)
     }
 
     ngx_http_mesh_metrics_random(span, 8);
-    (void) ngx_hex_dump(s, span, 8);
+    (void) ngx_http_mesh_metrics_hex_dump(s, span, 8);
 
     if (t->upstream_spans.len + 18 > t->upstream_spans_cap) {
         n = t->upstream_spans_cap ? t->upstream_spans_cap * 2 : 18 * 4;
@@ -1068,7 +1126,7 @@ ngx_http_mesh_metrics_new_attempt(ngx_http_request_t *r)
         *p++ = ' ';
     }
 
-    p = ngx_hex_dump(p, span, 8);
+    p = ngx_cpymem(p, s, 16);
     t->upstream_spans.len = p - t->upstream_spans.data;
 
     ngx_http_mesh_metrics_otlp_attempt(r, t, span);
@@ -1093,7 +1151,7 @@ ngx_http_mesh_metrics_find_parent(ngx_buf_t *b,
     size_t   n;
 
     p = ngx_cpymem(line, "traceparent: 00-", sizeof("traceparent: 00-") - 1);
-    p = ngx_hex_dump(p, t->trace_id, 16);
+    p = ngx_cpymem(p, t->trace_hex, 32);
     *p++ = '-';
     n = p - line;
 

@@ -161,6 +161,7 @@ typedef struct {
 typedef struct {
     ngx_str_t                           name;
     ngx_http_complex_value_t           *key;
+    ngx_int_t                           key_index;    /* "$name" alone */
     ngx_str_t                           key_source;
     ngx_array_t                         variants;
     ngx_array_t                         matches;

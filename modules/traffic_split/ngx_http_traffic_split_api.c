@@ -35,6 +35,8 @@ static json_t *ngx_http_traffic_split_json_rollout(
 static json_t *ngx_http_traffic_split_json_variants(
     ngx_http_traffic_split_conf_t *scf, ngx_uint_t *w);
 static json_t *ngx_http_traffic_split_json_str(ngx_str_t *s);
+static u_char *ngx_http_traffic_split_series(u_char *p, char *metric,
+    ngx_http_traffic_split_conf_t *scf, ngx_str_t *variant);
 
 ngx_chain_t *ngx_http_traffic_split_prometheus(ngx_pool_t *pool,
     ngx_log_t *log);
@@ -920,15 +922,9 @@ ngx_http_traffic_split_prometheus(ngx_pool_t *pool, ngx_log_t *log)
                     continue;
                 }
 
-                b->last = ngx_sprintf(b->last,
-                                 "meshgate_split_requests_total{split=\"");
-                b->last = ngx_meshgate_escape(b->last, scf->name.data,
-                                              scf->name.len,
-                                              NGX_MESHGATE_ESCAPE_LABEL);
-                b->last = ngx_sprintf(b->last, "\",variant=\"");
-                b->last = ngx_meshgate_escape(b->last, v[j].name.data,
-                                              v[j].name.len,
-                                              NGX_MESHGATE_ESCAPE_LABEL);
+                b->last = ngx_http_traffic_split_series(b->last,
+                                              "meshgate_split_requests_total",
+                                              scf, &v[j].name);
 
                 k = c + 100;
 
@@ -955,15 +951,9 @@ ngx_http_traffic_split_prometheus(ngx_pool_t *pool, ngx_log_t *log)
         ngx_http_traffic_split_read_weights(scf, w);
 
         for (j = 0; j < scf->variants.nelts; j++) {
-            b->last = ngx_sprintf(b->last,
-                                  "meshgate_split_weight_percent{split=\"");
-            b->last = ngx_meshgate_escape(b->last, scf->name.data,
-                                          scf->name.len,
-                                          NGX_MESHGATE_ESCAPE_LABEL);
-            b->last = ngx_sprintf(b->last, "\",variant=\"");
-            b->last = ngx_meshgate_escape(b->last, v[j].name.data,
-                                          v[j].name.len,
-                                          NGX_MESHGATE_ESCAPE_LABEL);
+            b->last = ngx_http_traffic_split_series(b->last,
+                                              "meshgate_split_weight_percent",
+                                              scf, &v[j].name);
             b->last = ngx_sprintf(b->last, "\"} %ui.%02ui\n",
                                   w[j] / 100, w[j] % 100);
         }
@@ -978,4 +968,20 @@ ngx_http_traffic_split_prometheus(ngx_pool_t *pool, ngx_log_t *log)
     cl->next = NULL;
 
     return cl;
+}
+
+
+/* "metric{split="name",variant="name": the labels still open */
+
+static u_char *
+ngx_http_traffic_split_series(u_char *p, char *metric,
+    ngx_http_traffic_split_conf_t *scf, ngx_str_t *variant)
+{
+    p = ngx_sprintf(p, "%s{split=\"", metric);
+    p = ngx_meshgate_escape(p, scf->name.data, scf->name.len,
+                            NGX_MESHGATE_ESCAPE_LABEL);
+    p = ngx_cpymem(p, "\",variant=\"", sizeof("\",variant=\"") - 1);
+
+    return ngx_meshgate_escape(p, variant->data, variant->len,
+                               NGX_MESHGATE_ESCAPE_LABEL);
 }

@@ -17,6 +17,7 @@ static char *ngx_http_traffic_split_params(ngx_conf_t *cf,
     ngx_http_traffic_split_conf_t *scf);
 static char *ngx_http_traffic_split_line(ngx_conf_t *cf, ngx_command_t *dummy,
     void *conf);
+static ngx_uint_t ngx_http_traffic_split_is_variable(ngx_str_t *value);
 static char *ngx_http_traffic_split_key(ngx_conf_t *cf,
     ngx_http_traffic_split_conf_t *scf);
 static char *ngx_http_traffic_split_match(ngx_conf_t *cf,
@@ -168,6 +169,7 @@ ngx_http_traffic_split_block(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     scf->name = value[1];
     scf->star = -1;
+    scf->key_index = NGX_ERROR;
     scf->file = cf->conf_file->file.name;
     scf->line = cf->conf_file->line;
 
@@ -330,7 +332,7 @@ ngx_http_traffic_split_line(ngx_conf_t *cf, ngx_command_t *dummy, void *conf)
 static char *
 ngx_http_traffic_split_key(ngx_conf_t *cf, ngx_http_traffic_split_conf_t *scf)
 {
-    ngx_str_t                         *value;
+    ngx_str_t                         *value, name;
     ngx_http_compile_complex_value_t   ccv;
 
     value = cf->args->elts;
@@ -362,7 +364,47 @@ ngx_http_traffic_split_key(ngx_conf_t *cf, ngx_http_traffic_split_conf_t *scf)
 
     scf->key_source = value[1];
 
+    /* a key that is one variable is read directly, without a script */
+
+    if (ngx_http_traffic_split_is_variable(&value[1])) {
+        name.data = value[1].data + 1;
+        name.len = value[1].len - 1;
+
+        scf->key_index = ngx_http_get_variable_index(cf, &name);
+        if (scf->key_index == NGX_ERROR) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
     return NGX_CONF_OK;
+}
+
+
+/* "$name": one variable, not a capture ($1) and nothing around it */
+
+static ngx_uint_t
+ngx_http_traffic_split_is_variable(ngx_str_t *value)
+{
+    u_char      c;
+    ngx_uint_t  i;
+
+    if (value->len < 2 || value->data[0] != '$'
+        || (value->data[1] >= '0' && value->data[1] <= '9'))
+    {
+        return 0;
+    }
+
+    for (i = 1; i < value->len; i++) {
+        c = value->data[i];
+
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+              || (c >= '0' && c <= '9') || c == '_'))
+        {
+            return 0;
+        }
+    }
+
+    return 1;
 }
 
 

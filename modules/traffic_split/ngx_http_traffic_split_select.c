@@ -32,6 +32,8 @@ static ngx_int_t ngx_http_traffic_split_pick(ngx_http_request_t *r,
     ngx_http_traffic_split_conf_t *scf, ngx_uint_t *variant);
 static ngx_int_t ngx_http_traffic_split_matches(ngx_http_request_t *r,
     ngx_http_traffic_split_conf_t *scf, ngx_uint_t *variant);
+static ngx_int_t ngx_http_traffic_split_key_value(ngx_http_request_t *r,
+    ngx_http_traffic_split_conf_t *scf, ngx_str_t *key);
 static ngx_uint_t ngx_http_traffic_split_draw(
     ngx_http_traffic_split_conf_t *scf, ngx_uint_t *w);
 static ngx_uint_t ngx_http_traffic_split_rendezvous(
@@ -104,7 +106,7 @@ ngx_http_traffic_split_pick(ngx_http_request_t *r,
     ngx_http_traffic_split_read_weights(scf, w);
 
     if (scf->key == NULL
-        || ngx_http_complex_value(r, scf->key, &key) != NGX_OK
+        || ngx_http_traffic_split_key_value(r, scf, &key) != NGX_OK
         || key.len == 0)
     {
         *variant = ngx_http_traffic_split_draw(scf, w);
@@ -112,6 +114,36 @@ ngx_http_traffic_split_pick(ngx_http_request_t *r,
     }
 
     *variant = ngx_http_traffic_split_rendezvous(scf, w, &key);
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_traffic_split_key_value(ngx_http_request_t *r,
+    ngx_http_traffic_split_conf_t *scf, ngx_str_t *key)
+{
+    ngx_http_variable_value_t  *vv;
+
+    if (scf->key_index == NGX_ERROR) {
+        return ngx_http_complex_value(r, scf->key, key);
+    }
+
+    /* flushed, as a complex value reads its variables */
+
+    vv = ngx_http_get_flushed_variable(r, scf->key_index);
+
+    if (vv == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (vv->not_found) {
+        key->len = 0;
+        return NGX_OK;
+    }
+
+    key->data = vv->data;
+    key->len = vv->len;
 
     return NGX_OK;
 }
@@ -390,18 +422,15 @@ ngx_http_traffic_split_get_ctx(ngx_http_request_t *r, ngx_uint_t create)
         return NULL;
     }
 
-    cln = ngx_pool_cleanup_add(r->pool, 0);
+    cln = ngx_pool_cleanup_add(r->pool, sizeof(ngx_http_traffic_split_ctx_t));
     if (cln == NULL) {
         return NULL;
     }
 
-    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_traffic_split_ctx_t));
-    if (ctx == NULL) {
-        return NULL;
-    }
+    ctx = cln->data;
+    ctx->npicks = 0;
 
     cln->handler = ngx_http_traffic_split_cleanup;
-    cln->data = ctx;
 
     ngx_http_set_ctx(r, ctx, ngx_http_traffic_split_module);
 

@@ -11,7 +11,8 @@
  *
  * Input: request header lines ("name: value", LF-separated).  Checked: a
  * traceparent that parses is re-emitted as version 00 and parses again
- * to the same trace, parent and flags.
+ * to the same trace, parent and flags; the trace id's kept text is its
+ * lowercase hex.
  *
  * max_len: 4096
  */
@@ -27,6 +28,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     u_char                         *copy, *p, *last, *nl, *colon;
     u_char                          line[NGX_HTTP_MESH_METRICS_TP_LEN];
+    u_char                          hex[32];
+    ngx_uint_t                      nheaders;
     ngx_buf_t                       b;
     ngx_pool_t                     *pool;
     ngx_table_elt_t                *h;
@@ -48,6 +51,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     r.pool = pool;
 
     ngx_list_init(&r.headers_in.headers, pool, 2, sizeof(ngx_table_elt_t));
+    nheaders = 0;
 
     for (p = copy, last = copy + size; p < last; p = nl + 1) {
         nl = memchr(p, '\n', last - p);
@@ -63,6 +67,18 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         h = ngx_list_push(&r.headers_in.headers);
         h->key.data = p;
         h->key.len = colon - p;
+
+        /*
+         * nginx keeps a lowercase copy of a client's header names; a
+         * header a module added may have none: every other one here
+         */
+
+        h->lowcase_key = NULL;
+
+        if (nheaders++ % 2 == 0) {
+            h->lowcase_key = ngx_pnalloc(pool, h->key.len + 1);
+            ngx_strlow(h->lowcase_key, h->key.data, h->key.len);
+        }
         h->value.data = colon + 1;
         h->value.len = nl - colon - 1;
 
@@ -75,6 +91,11 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     ngx_memzero(&t, sizeof(ngx_http_mesh_metrics_trace_t));
 
     if (ngx_http_mesh_metrics_trace_incoming(&r, &t) == NGX_OK) {
+        (void) ngx_hex_dump(hex, t.trace_id, 16);
+
+        ngx_fuzz_assert(ngx_memcmp(hex, t.trace_hex, 32) == 0,
+                        "kept trace id text differs from the id");
+
         p = ngx_http_mesh_metrics_traceparent(line, &t, t.parent_id);
 
         ngx_fuzz_assert(p - line == NGX_HTTP_MESH_METRICS_TP_LEN,
