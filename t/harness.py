@@ -9,7 +9,11 @@ Everything listens on 127.0.0.1 on ports picked free at run time.
     Backend    -- a scripted HTTP/1.1 backend (Resp: one scripted answer)
     PKI        -- a throwaway CA issuing server/client/SPIFFE certificates
     helpers    -- free_port, wait_for, port_open, recv_all, module_path,
-                  require_module, sanitizer_env, sanitizer_problems, BAD_LOG
+                  require_module, sanitizer_env, sanitizer_problems, BAD_LOG,
+                  serve_in_thread, SLOW
+
+Waits scale with SLOW: 3 under MESHGATE_ASAN (an ASan nginx on a loaded
+CI machine is several times slower), else 1; MESHGATE_SLOW=N sets it.
 
 Config templates use {{name}} placeholders: {{port}} (the main listen
 port), {{port1}}..{{port9}} (more free ports), {{prefix}}, plus any name
@@ -37,6 +41,15 @@ BUILD = os.path.abspath(
 MODULE_DIR = os.path.join(BUILD, "modules")
 NGINX = os.environ.get("MESHGATE_NGINX", "/usr/sbin/nginx")
 REDIS = os.environ.get("MESHGATE_REDIS", "/usr/bin/redis-server")
+
+# How much longer than on a quiet machine a wait may take before it counts
+# as failed: a deadline, never a delay, so a fast run stays fast.
+SLOW = float(os.environ.get("MESHGATE_SLOW")
+             or (3 if os.environ.get("MESHGATE_ASAN") else 1))
+
+# How often a server thread of the harness looks at its shutdown flag:
+# socketserver's default (0.5 s) made every stop() wait up to that long.
+POLL_INTERVAL = 0.02
 
 # Lines that fail any test whose nginx wrote them.  Sanitizer reports are
 # judged separately, by sanitizer_problems().
@@ -106,8 +119,8 @@ def free_port():
 
 
 def wait_for(cond, timeout=10.0, what="condition"):
-    """Polls cond() until it is true; raises on timeout."""
-    deadline = time.monotonic() + timeout
+    """Polls cond() until it is true; raises on timeout (scaled by SLOW)."""
+    deadline = time.monotonic() + timeout * SLOW
     delay = 0.002
     while True:
         v = cond()
@@ -117,6 +130,15 @@ def wait_for(cond, timeout=10.0, what="condition"):
             raise TimeoutError("timed out waiting for " + what)
         time.sleep(delay)
         delay = min(delay * 2, 0.05)
+
+
+def serve_in_thread(server):
+    """Runs a socketserver in a daemon thread; server.shutdown() then
+    returns within POLL_INTERVAL."""
+    t = threading.Thread(target=server.serve_forever,
+                         kwargs={"poll_interval": POLL_INTERVAL}, daemon=True)
+    t.start()
+    return t
 
 
 def port_open(port, host="127.0.0.1"):
@@ -346,7 +368,7 @@ class Nginx:
             return
         self.proc.send_signal(signal.SIGQUIT)
         try:
-            self.proc.wait(timeout)
+            self.proc.wait(timeout * SLOW)
         except subprocess.TimeoutExpired:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -444,9 +466,20 @@ class Redis:
                               password=self.password, socket_timeout=5)
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        # SHUTDOWN exits at once; SIGTERM waits for the next tick of
+        # redis's timer (100 ms), once per stop of every test's redis.
+        # NOW: no wait for lagging replicas (SIGTERM waits up to 10 s).
+        try:
+            self.client().execute_command("SHUTDOWN", "NOSAVE", "NOW")
+        except Exception:
+            pass  # the connection closes as redis exits
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
             self.proc.terminate()
-            self.proc.wait(10)
+            self.proc.wait(10 * SLOW)
 
     def pause(self, seconds):
         """Makes Redis unresponsive (not down) for `seconds`."""
@@ -505,9 +538,7 @@ class Backend:
             request_queue_size = 256
 
         self.server = Server(("127.0.0.1", self.port), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever,
-                                       daemon=True)
-        self.thread.start()
+        self.thread = serve_in_thread(self.server)
 
     @property
     def url(self):
