@@ -10,7 +10,8 @@ Everything listens on 127.0.0.1 on ports picked free at run time.
     PKI        -- a throwaway CA issuing server/client/SPIFFE certificates
     helpers    -- free_port, wait_for, port_open, recv_all, module_path,
                   require_module, sanitizer_env, sanitizer_problems, BAD_LOG,
-                  serve_in_thread, SLOW
+                  serve_in_thread, SLOW, turn (a test's turn on an nginx
+                  that a module's tests share)
 
 Waits scale with SLOW: 3 under MESHGATE_ASAN (an ASan nginx on a loaded
 CI machine is several times slower), else 1; MESHGATE_SLOW=N sets it.
@@ -19,6 +20,7 @@ Config templates use {{name}} placeholders: {{port}} (the main listen
 port), {{port1}}..{{port9}} (more free ports), {{prefix}}, plus any name
 passed to start() as a keyword argument.
 """
+import contextlib
 import datetime
 import glob
 import http.server
@@ -221,6 +223,8 @@ class Nginx:
         self.allowed = []  # regexes of bad log lines a test expects
         self.listen_ports = []
         self._log_pos = 0
+        self._test_start = None   # see begin_test()
+        self._checked = None
 
     # -- configuration -----------------------------------------------------
 
@@ -382,11 +386,24 @@ class Nginx:
 
     # -- logs --------------------------------------------------------------
 
-    def logs(self):
-        text = ""
+    def _log_sizes(self):
+        sizes = []
         for path in (self.error_log, self.stderr_path):
             try:
+                sizes.append(os.path.getsize(path))
+            except OSError:
+                sizes.append(0)
+        return sizes
+
+    def logs(self, since=None):
+        """The error log and stderr; since: sizes from _log_sizes(), for
+        only what was written after them."""
+        text = ""
+        for i, path in enumerate((self.error_log, self.stderr_path)):
+            try:
                 with open(path, errors="replace") as f:
+                    if since:
+                        f.seek(since[i])
                     text += f.read()
             except OSError:
                 pass
@@ -402,30 +419,70 @@ class Nginx:
         self._log_pos = os.path.getsize(self.error_log)
 
     def wait_log(self, pattern, timeout=10):
-        """Waits until the error log matches the regex; returns the match."""
+        """Waits until the error log matches the regex; returns the match.
+        On an nginx shared by a module's tests, only the current test's
+        part of the log counts (see begin_test)."""
         rx = re.compile(pattern)
 
         def found():
-            return rx.search(self.logs())
+            return rx.search(self.logs(self._test_start))
         return wait_for(found, timeout, "log line /%s/" % pattern)
 
     def allow(self, pattern):
         """Declares a bad-looking log line (regex) that this test expects."""
         self.allowed.append(pattern)
 
-    def bad_lines(self):
+    def bad_lines(self, since=None):
         bad = []
-        text = self.logs()
+        text = self.logs(since)
         for line in text.splitlines():
             if BAD_LOG.search(line) and not any(
                     re.search(a, line) for a in self.allowed):
                 bad.append(line)
         return bad + sanitizer_problems(text)
 
+    # -- one nginx for several tests -----------------------------------------
+
+    def begin_test(self):
+        """Starts a test's turn on an nginx that a module's tests share:
+        wait_log() looks only at what is logged from now on, and allow()
+        lasts until end_test()."""
+        self._test_start = self._log_sizes()
+        self._test_allowed = list(self.allowed)
+
+    def end_test(self):
+        """Ends the turn: returns the bad lines the test's turn logged."""
+        bad = self.bad_lines(self._test_start)
+        self.allowed = self._test_allowed
+        self._checked = self._log_sizes()
+        self._test_start = None
+        return bad
+
+    def final_bad_lines(self):
+        """At the stop of a shared nginx: the bad lines no test's turn
+        was checked for (the shutdown, the sanitizer's exit report)."""
+        return self.bad_lines(self._checked)
+
     # -- requests ----------------------------------------------------------
 
     def url(self, path="/", port=None):
         return "http://127.0.0.1:%d%s" % (port or self.port, path)
+
+
+@contextlib.contextmanager
+def turn(n, *backends):
+    """One test's turn on a shared nginx and backends: the backends forget
+    earlier requests and scripts, n.wait_log() sees only this turn's log,
+    n.allow() lasts for the turn, and the log lines the turn wrote are
+    checked at its end as the nginx fixture does at a test's end."""
+    for b in backends:
+        b.clear()
+    n.begin_test()
+    yield
+    bad = n.end_test()
+    if bad:
+        pytest.fail("bad lines in nginx logs of %s:\n%s"
+                    % (n.prefix, "\n".join(bad[:20])))
 
 
 # --------------------------------------------------------------------------
@@ -560,6 +617,13 @@ class Backend:
     def reset(self):
         with self.lock:
             self.requests.clear()
+
+    def clear(self):
+        """Forgets the requests and the scripts (a new test's turn on a
+        shared backend); ignored paths stay."""
+        with self.lock:
+            self.requests.clear()
+            self.scripts.clear()
 
     def _next(self, path):
         with self.lock:
