@@ -37,11 +37,11 @@ def test_get_lists_every_split(nginx):
                                    "errors": 0, "p50_ms": 0, "p99_ms": 0}
     assert doc["splits"]["other"]["weights"] == {"a": 0.5, "b": 99.5}
     assert doc["splits"]["other"]["key"] is None
-    r = requests.get(n.url("/splits/nope"), timeout=5)
+    r = requests.get(n.url("/splits/nope"), timeout=20)
     assert r.status_code == 404 and "error" in r.json()
-    r = requests.head(n.url("/splits/s"), timeout=5)
+    r = requests.head(n.url("/splits/s"), timeout=20)
     assert r.status_code == 200 and r.text == ""
-    r = requests.delete(n.url("/splits/s"), timeout=5)
+    r = requests.delete(n.url("/splits/s"), timeout=20)
     assert r.status_code == 405
 
 
