@@ -8,6 +8,7 @@ import threading
 import pytest
 import requests
 
+from harness import turn
 from traffic_split_util import (MODULES, USER, Client, api, gateway, put,
                                 split, weights, wrk)
 
@@ -165,10 +166,23 @@ BAD_BODIES = [
 ]
 
 
+@pytest.fixture(scope="module")
+def api_shared(shared_nginx):
+    return start(shared_nginx, workers=1)
+
+
+@pytest.fixture
+def api_nginx(api_shared):
+    """One nginx for the bad-input tests: each sets the weights it starts
+    from, and a bad input changes nothing."""
+    with turn(api_shared):
+        yield api_shared
+
+
 @pytest.mark.parametrize("body,reason", BAD_BODIES,
                          ids=[str(i) for i in range(len(BAD_BODIES))])
-def test_bad_input_is_400_and_changes_nothing(nginx, body, reason):
-    n = start(nginx, workers=1)
+def test_bad_input_is_400_and_changes_nothing(api_nginx, body, reason):
+    n = api_nginx
     assert put(n, {"weights": {"v2": 20, "v1": 80}}).status_code == 200
     before = state(n)
     for method in ("PUT", "PATCH"):
