@@ -305,16 +305,25 @@ class Nginx:
     def children(self):
         if self.proc is None:
             return []
+        pid = self.proc.pid
+        try:
+            # the master's one thread: its children, without reading every
+            # /proc/N/stat on the machine
+            with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+                candidates = [int(c) for c in f.read().split()]
+        except OSError:
+            candidates = [int(p.split("/")[2])
+                          for p in glob.glob("/proc/[0-9]*/stat")]
         pids = []
-        for stat in glob.glob("/proc/[0-9]*/stat"):
+        for child in candidates:
             try:
-                with open(stat) as f:
+                with open("/proc/%d/stat" % child) as f:
                     data = f.read()
             except OSError:
                 continue
             fields = data[data.rfind(")") + 2:].split()
-            if int(fields[1]) == self.proc.pid and fields[0] != "Z":
-                pids.append(int(stat.split("/")[2]))
+            if int(fields[1]) == pid and fields[0] != "Z":
+                pids.append(child)
         return pids
 
     def worker_pids(self):
