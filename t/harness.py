@@ -537,13 +537,17 @@ class Redis:
         # SHUTDOWN exits at once; SIGTERM waits for the next tick of
         # redis's timer (100 ms), once per stop of every test's redis.
         # NOW: no wait for lagging replicas (SIGTERM waits up to 10 s).
+        import redis as redis_py
         try:
-            self.client().execute_command("SHUTDOWN", "NOSAVE", "NOW")
+            redis_py.Redis(host="127.0.0.1", port=self.port,
+                           password=self.password, socket_timeout=1
+                           ).execute_command("SHUTDOWN", "NOSAVE", "NOW")
         except Exception:
-            pass  # the connection closes as redis exits
+            pass  # a SHUTDOWN that works closes the connection
         try:
-            self.proc.wait(5)
+            self.proc.wait(1)
         except subprocess.TimeoutExpired:
+            # refused (a password set at run time), or paused: as before
             self.proc.terminate()
             self.proc.wait(10 * SLOW)
 
