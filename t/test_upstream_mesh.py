@@ -81,7 +81,8 @@ BAD = [
 
 @pytest.mark.parametrize("conf,expect", BAD,
                          ids=["nozone-hc", "nozone-cb", "status", "timeout",
-                              "regex", "tcp-uri", "host", "param", "dup", "percent",
+                              "regex", "tcp-uri", "host", "param", "dup",
+                              "percent",
                               "od-off", "time", "cb-0", "cb-arg", "budget",
                               "retry-attempts", "retry-on", "retry-0",
                               "backoff", "status-args", "context",
@@ -159,7 +160,7 @@ def test_one_probe_per_interval_per_peer(nginx, backend, workers):
     conf = upstream("u", [addr(a.port)],
                     "mesh_health_check uri=/healthz interval=1s "
                     "timeout=500ms") + server(proxy_location("/", "u"))
-    n = nginx.start(conf, modules=MODULES, workers=workers)
+    nginx.start(conf, modules=MODULES, workers=workers)
     wait_for(lambda: hits(a, "/healthz") >= 1, 10, "first probe")
     start, t0 = hits(a, "/healthz"), time.monotonic()
     time.sleep(4)
