@@ -2,7 +2,8 @@
 
 import socket
 import socketserver
-import threading
+
+from harness import serve_in_thread
 
 BASE = """
     upstream svc {
@@ -66,8 +67,7 @@ class RawServer:
 
         self.server = Server(("127.0.0.1", 0), Handler)
         self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever,
-                         daemon=True).start()
+        serve_in_thread(self.server)
 
     def stop(self):
         self.server.shutdown()

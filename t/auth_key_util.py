@@ -4,6 +4,8 @@ import hashlib
 import http.client
 import json
 
+from harness import serve_in_thread
+
 
 def key_line(key, consumer, *meta):
     digest = hashlib.sha256(key.encode()).hexdigest()
@@ -113,9 +115,7 @@ class AuthServer:
 
         self.server = Server(("127.0.0.1", 0), Handler)
         self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever,
-                                       daemon=True)
-        self.thread.start()
+        self.thread = serve_in_thread(self.server)
 
     def count(self, token=None):
         with self.lock:

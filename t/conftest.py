@@ -1,6 +1,9 @@
 """pytest fixtures for the suite; the harness they use is t/harness.py.
 
     nginx      -- factory: nginx.start(http_conf, modules=..., workers=...)
+    shared_nginx, shared_backend -- the same, module-scoped: one instance
+                  for the read-only tests of a module, each test taking
+                  its turn through harness.turn()
     nginx_t    -- runs `nginx -t` on a config, returns (rc, output)
     redis      -- a redis-server; .stop(), .start() (same port) mid-test
     backend    -- factory of scripted HTTP backends
@@ -23,32 +26,57 @@ from auth_key_util import AuthServer
 from harness import BUILD, TOP, Backend, Nginx, PKI, Redis
 
 
+class NginxFactory:
+    """nginx() returns a new Nginx, nginx.start(...) a started one; stop()
+    stops them all and returns what went wrong (bad log lines)."""
+
+    def __init__(self, tmp_path_factory, shared=False):
+        self.tmp = tmp_path_factory
+        self.shared = shared
+        self.made = []
+
+    def __call__(self, name="nginx"):
+        n = Nginx(self.tmp.mktemp(name))
+        self.made.append(n)
+        return n
+
+    def start(self, http="", **kw):
+        return self().start(http, **kw)
+
+    def stop(self):
+        errors = []
+        for n in self.made:
+            try:
+                n.stop()
+            except AssertionError as e:
+                errors.append(str(e))
+            bad = n.final_bad_lines() if self.shared else n.bad_lines()
+            if bad:
+                errors.append("bad lines in nginx logs of %s:\n%s"
+                              % (n.prefix, "\n".join(bad[:20])))
+        return errors
+
+
 @pytest.fixture
-def nginx(tmp_path_factory, request):
+def nginx(tmp_path_factory):
     """Factory: each call returns a new Nginx; all are stopped and their
     logs checked at teardown."""
-    made = []
+    f = NginxFactory(tmp_path_factory)
+    yield f
+    errors = f.stop()
+    if errors:
+        pytest.fail("\n".join(errors))
 
-    class Factory:
-        def __call__(self, name="nginx"):
-            n = Nginx(tmp_path_factory.mktemp(name))
-            made.append(n)
-            return n
 
-        def start(self, http="", **kw):
-            return self().start(http, **kw)
-
-    yield Factory()
-    errors = []
-    for n in made:
-        try:
-            n.stop()
-        except AssertionError as e:
-            errors.append(str(e))
-        bad = n.bad_lines()
-        if bad:
-            errors.append("bad lines in nginx logs of %s:\n%s"
-                          % (n.prefix, "\n".join(bad[:20])))
+@pytest.fixture(scope="module")
+def shared_nginx(tmp_path_factory):
+    """Factory of the nginx instances a module's tests share: for tests
+    that only send requests and check the answers (no reload, no stop, no
+    change of state a later test could see).  Each test takes its turn
+    through harness.turn(); stopped and checked at the end of the module."""
+    f = NginxFactory(tmp_path_factory, shared=True)
+    yield f
+    errors = f.stop()
     if errors:
         pytest.fail("\n".join(errors))
 
@@ -85,9 +113,7 @@ def redis(tmp_path_factory):
     r.stop()
 
 
-@pytest.fixture
-def backend():
-    """Factory: backend() returns a new running Backend."""
+def _backends():
     made = []
 
     def make(port=None):
@@ -97,6 +123,18 @@ def backend():
     yield make
     for b in made:
         b.stop()
+
+
+@pytest.fixture
+def backend():
+    """Factory: backend() returns a new running Backend."""
+    yield from _backends()
+
+
+@pytest.fixture(scope="module")
+def shared_backend():
+    """backend, for a module's shared instances (see harness.turn())."""
+    yield from _backends()
 
 
 @pytest.fixture

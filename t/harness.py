@@ -9,12 +9,18 @@ Everything listens on 127.0.0.1 on ports picked free at run time.
     Backend    -- a scripted HTTP/1.1 backend (Resp: one scripted answer)
     PKI        -- a throwaway CA issuing server/client/SPIFFE certificates
     helpers    -- free_port, wait_for, port_open, recv_all, module_path,
-                  require_module, sanitizer_env, sanitizer_problems, BAD_LOG
+                  require_module, sanitizer_env, sanitizer_problems, BAD_LOG,
+                  serve_in_thread, SLOW, turn (a test's turn on an nginx
+                  that a module's tests share)
+
+Waits scale with SLOW: 3 under MESHGATE_ASAN (an ASan nginx on a loaded
+CI machine is several times slower), else 1; MESHGATE_SLOW=N sets it.
 
 Config templates use {{name}} placeholders: {{port}} (the main listen
 port), {{port1}}..{{port9}} (more free ports), {{prefix}}, plus any name
 passed to start() as a keyword argument.
 """
+import contextlib
 import datetime
 import glob
 import http.server
@@ -37,6 +43,15 @@ BUILD = os.path.abspath(
 MODULE_DIR = os.path.join(BUILD, "modules")
 NGINX = os.environ.get("MESHGATE_NGINX", "/usr/sbin/nginx")
 REDIS = os.environ.get("MESHGATE_REDIS", "/usr/bin/redis-server")
+
+# How much longer than on a quiet machine a wait may take before it counts
+# as failed: a deadline, never a delay, so a fast run stays fast.
+SLOW = float(os.environ.get("MESHGATE_SLOW")
+             or (3 if os.environ.get("MESHGATE_ASAN") else 1))
+
+# How often a server thread of the harness looks at its shutdown flag:
+# socketserver's default (0.5 s) made every stop() wait up to that long.
+POLL_INTERVAL = 0.02
 
 # Lines that fail any test whose nginx wrote them.  Sanitizer reports are
 # judged separately, by sanitizer_problems().
@@ -106,8 +121,8 @@ def free_port():
 
 
 def wait_for(cond, timeout=10.0, what="condition"):
-    """Polls cond() until it is true; raises on timeout."""
-    deadline = time.monotonic() + timeout
+    """Polls cond() until it is true; raises on timeout (scaled by SLOW)."""
+    deadline = time.monotonic() + timeout * SLOW
     delay = 0.002
     while True:
         v = cond()
@@ -117,6 +132,15 @@ def wait_for(cond, timeout=10.0, what="condition"):
             raise TimeoutError("timed out waiting for " + what)
         time.sleep(delay)
         delay = min(delay * 2, 0.05)
+
+
+def serve_in_thread(server):
+    """Runs a socketserver in a daemon thread; server.shutdown() then
+    returns within POLL_INTERVAL."""
+    t = threading.Thread(target=server.serve_forever,
+                         kwargs={"poll_interval": POLL_INTERVAL}, daemon=True)
+    t.start()
+    return t
 
 
 def port_open(port, host="127.0.0.1"):
@@ -199,6 +223,8 @@ class Nginx:
         self.allowed = []  # regexes of bad log lines a test expects
         self.listen_ports = []
         self._log_pos = 0
+        self._test_start = None   # see begin_test()
+        self._checked = None
 
     # -- configuration -----------------------------------------------------
 
@@ -279,16 +305,25 @@ class Nginx:
     def children(self):
         if self.proc is None:
             return []
+        pid = self.proc.pid
+        try:
+            # the master's one thread: its children, without reading every
+            # /proc/N/stat on the machine
+            with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+                candidates = [int(c) for c in f.read().split()]
+        except OSError:
+            candidates = [int(p.split("/")[2])
+                          for p in glob.glob("/proc/[0-9]*/stat")]
         pids = []
-        for stat in glob.glob("/proc/[0-9]*/stat"):
+        for child in candidates:
             try:
-                with open(stat) as f:
+                with open("/proc/%d/stat" % child) as f:
                     data = f.read()
             except OSError:
                 continue
             fields = data[data.rfind(")") + 2:].split()
-            if int(fields[1]) == self.proc.pid and fields[0] != "Z":
-                pids.append(int(stat.split("/")[2]))
+            if int(fields[1]) == pid and fields[0] != "Z":
+                pids.append(child)
         return pids
 
     def worker_pids(self):
@@ -346,7 +381,7 @@ class Nginx:
             return
         self.proc.send_signal(signal.SIGQUIT)
         try:
-            self.proc.wait(timeout)
+            self.proc.wait(timeout * SLOW)
         except subprocess.TimeoutExpired:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -360,11 +395,24 @@ class Nginx:
 
     # -- logs --------------------------------------------------------------
 
-    def logs(self):
-        text = ""
+    def _log_sizes(self):
+        sizes = []
         for path in (self.error_log, self.stderr_path):
             try:
+                sizes.append(os.path.getsize(path))
+            except OSError:
+                sizes.append(0)
+        return sizes
+
+    def logs(self, since=None):
+        """The error log and stderr; since: sizes from _log_sizes(), for
+        only what was written after them."""
+        text = ""
+        for i, path in enumerate((self.error_log, self.stderr_path)):
+            try:
                 with open(path, errors="replace") as f:
+                    if since:
+                        f.seek(since[i])
                     text += f.read()
             except OSError:
                 pass
@@ -380,30 +428,70 @@ class Nginx:
         self._log_pos = os.path.getsize(self.error_log)
 
     def wait_log(self, pattern, timeout=10):
-        """Waits until the error log matches the regex; returns the match."""
+        """Waits until the error log matches the regex; returns the match.
+        On an nginx shared by a module's tests, only the current test's
+        part of the log counts (see begin_test)."""
         rx = re.compile(pattern)
 
         def found():
-            return rx.search(self.logs())
+            return rx.search(self.logs(self._test_start))
         return wait_for(found, timeout, "log line /%s/" % pattern)
 
     def allow(self, pattern):
         """Declares a bad-looking log line (regex) that this test expects."""
         self.allowed.append(pattern)
 
-    def bad_lines(self):
+    def bad_lines(self, since=None):
         bad = []
-        text = self.logs()
+        text = self.logs(since)
         for line in text.splitlines():
             if BAD_LOG.search(line) and not any(
                     re.search(a, line) for a in self.allowed):
                 bad.append(line)
         return bad + sanitizer_problems(text)
 
+    # -- one nginx for several tests -----------------------------------------
+
+    def begin_test(self):
+        """Starts a test's turn on an nginx that a module's tests share:
+        wait_log() looks only at what is logged from now on, and allow()
+        lasts until end_test()."""
+        self._test_start = self._log_sizes()
+        self._test_allowed = list(self.allowed)
+
+    def end_test(self):
+        """Ends the turn: returns the bad lines the test's turn logged."""
+        bad = self.bad_lines(self._test_start)
+        self.allowed = self._test_allowed
+        self._checked = self._log_sizes()
+        self._test_start = None
+        return bad
+
+    def final_bad_lines(self):
+        """At the stop of a shared nginx: the bad lines no test's turn
+        was checked for (the shutdown, the sanitizer's exit report)."""
+        return self.bad_lines(self._checked)
+
     # -- requests ----------------------------------------------------------
 
     def url(self, path="/", port=None):
         return "http://127.0.0.1:%d%s" % (port or self.port, path)
+
+
+@contextlib.contextmanager
+def turn(n, *backends):
+    """One test's turn on a shared nginx and backends: the backends forget
+    earlier requests and scripts, n.wait_log() sees only this turn's log,
+    n.allow() lasts for the turn, and the log lines the turn wrote are
+    checked at its end as the nginx fixture does at a test's end."""
+    for b in backends:
+        b.clear()
+    n.begin_test()
+    yield
+    bad = n.end_test()
+    if bad:
+        pytest.fail("bad lines in nginx logs of %s:\n%s"
+                    % (n.prefix, "\n".join(bad[:20])))
 
 
 # --------------------------------------------------------------------------
@@ -444,9 +532,24 @@ class Redis:
                               password=self.password, socket_timeout=5)
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        # SHUTDOWN exits at once; SIGTERM waits for the next tick of
+        # redis's timer (100 ms), once per stop of every test's redis.
+        # NOW: no wait for lagging replicas (SIGTERM waits up to 10 s).
+        import redis as redis_py
+        try:
+            redis_py.Redis(host="127.0.0.1", port=self.port,
+                           password=self.password, socket_timeout=1
+                           ).execute_command("SHUTDOWN", "NOSAVE", "NOW")
+        except Exception:
+            pass  # a SHUTDOWN that works closes the connection
+        try:
+            self.proc.wait(1)
+        except subprocess.TimeoutExpired:
+            # refused (a password set at run time), or paused: as before
             self.proc.terminate()
-            self.proc.wait(10)
+            self.proc.wait(10 * SLOW)
 
     def pause(self, seconds):
         """Makes Redis unresponsive (not down) for `seconds`."""
@@ -505,9 +608,7 @@ class Backend:
             request_queue_size = 256
 
         self.server = Server(("127.0.0.1", self.port), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever,
-                                       daemon=True)
-        self.thread.start()
+        self.thread = serve_in_thread(self.server)
 
     @property
     def url(self):
@@ -529,6 +630,13 @@ class Backend:
     def reset(self):
         with self.lock:
             self.requests.clear()
+
+    def clear(self):
+        """Forgets the requests and the scripts (a new test's turn on a
+        shared backend); ignored paths stay."""
+        with self.lock:
+            self.requests.clear()
+            self.scripts.clear()
 
     def _next(self, path):
         with self.lock:

@@ -12,7 +12,7 @@ import time
 import pytest
 import requests
 
-from harness import TOP, Resp, free_port, require_module, wait_for
+from harness import TOP, Resp, free_port, require_module, turn, wait_for
 from aggregate_util import RawServer, chunked, conf
 
 require_module("aggregate")
@@ -171,13 +171,33 @@ FAIL_LOC = """
 """
 
 
+CLIMB_LOC = """
+        location = /c {
+            aggregate u /_svc/users/$arg_user optional;
+        }
+"""
+
+
+@pytest.fixture(scope="module")
+def parts_shared(shared_nginx, shared_backend):
+    b = shared_backend()
+    return start(shared_nginx, b, FAIL_LOC + CLIMB_LOC), b
+
+
+@pytest.fixture
+def parts(parts_shared):
+    """One nginx for the tests of one request's parts failing: each
+    scripts the backend anew."""
+    with turn(*parts_shared):
+        yield parts_shared
+
+
 @pytest.mark.parametrize("kind", sorted(FAILURES))
-def test_optional_part_failure(nginx, backend, kind):
+def test_optional_part_failure(parts, kind):
     resp, reason = FAILURES[kind]
-    b = backend()
+    n, b = parts
     b.json("/ok", {"fine": True})
     b.script("/part", [resp])
-    n = start(nginx, b, FAIL_LOC)
     r = get(n, "/opt")
     assert r.status_code == 200
     body = r.json()
@@ -195,12 +215,11 @@ def test_optional_part_failure(nginx, backend, kind):
 
 @pytest.mark.parametrize("kind", ["status", "not_json", "too_big",
                                   "timeout", "closed"])
-def test_required_part_failure(nginx, backend, kind):
+def test_required_part_failure(parts, kind):
     resp, reason = FAILURES[kind]
-    b = backend()
+    n, b = parts
     b.json("/ok", {"fine": True})
     b.script("/part", [resp])
-    n = start(nginx, b, FAIL_LOC)
     r = get(n, "/req")
     assert r.status_code == (504 if reason == "timeout" else 502)
     assert r.headers["Content-Type"] == "application/json"
@@ -667,13 +686,8 @@ def test_upstream_timeout_is_timeout(nginx, backend):
 @pytest.mark.parametrize("user", ["../admin", "..%2Fadmin", "%2e%2e%2fadmin",
                                   "%2E%2E/admin", "..", "x/../../admin",
                                   "a%00b"])
-def test_client_value_cannot_climb(nginx, backend, user):
-    b = backend()
-    n = start(nginx, b, """
-        location = /c {
-            aggregate u /_svc/users/$arg_user optional;
-        }
-    """)
+def test_client_value_cannot_climb(parts, user):
+    n, b = parts
     n.allow(r"unsafe")
     r = get(n, "/c?user=" + user)
     assert r.status_code == 200

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 import requests
 
-from harness import TOP, require_module
+from harness import TOP, require_module, turn
 from auth_key_util import key_line, raw_get, write_keys
 
 require_module("auth_key")
@@ -68,13 +68,21 @@ HTTP = """
 """
 
 
-@pytest.fixture
-def gw(nginx, backend, tmp_path, workers):
-    b = backend()
-    n = nginx.start(HTTP, modules=["auth_key"], workers=workers,
-                    backend=b.port, keys=keys_file(tmp_path))
+@pytest.fixture(scope="module", params=[1, 2], ids=["1worker", "2workers"])
+def gw_shared(request, shared_nginx, shared_backend, tmp_path_factory):
+    b = shared_backend()
+    n = shared_nginx.start(HTTP, modules=["auth_key"], workers=request.param,
+                           backend=b.port,
+                           keys=keys_file(tmp_path_factory.mktemp("keys")))
     n.backend = b
     return n
+
+
+@pytest.fixture
+def gw(gw_shared):
+    """One nginx (per worker count) for the tests that send requests."""
+    with turn(gw_shared, gw_shared.backend):
+        yield gw_shared
 
 
 def test_valid_key_passes_with_consumer_and_metadata(gw):

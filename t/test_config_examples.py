@@ -25,8 +25,8 @@ def test_example_passes_nginx_t(conf):
 
 def test_gateway_demo_serves(gateway):
     n, users, orders, redis = gateway
-    r = requests.get(n.url("/healthz"), timeout=5)
+    r = requests.get(n.url("/healthz"), timeout=20)
     assert r.status_code == 200 and r.json()["status"] == "ok"
-    r = requests.get(n.url("/public/users/7"), timeout=5)
+    r = requests.get(n.url("/public/users/7"), timeout=20)
     assert r.status_code == 200
     assert users.requests[-1]["path"] == "/users/7"

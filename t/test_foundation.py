@@ -36,7 +36,7 @@ def test_module_loads_alone(module, nginx, nginx_t, backend):
     assert rc == 0, out
     b = backend()
     n = nginx.start(PROXY, modules=[module], backend=b.port)
-    r = requests.get(n.url("/alone?x=1"), timeout=5)
+    r = requests.get(n.url("/alone?x=1"), timeout=20)
     assert r.status_code == 200
     assert r.json()["uri"] == "/alone?x=1"
 
@@ -48,7 +48,7 @@ def test_all_modules_load_together(nginx, nginx_t, backend, workers):
     n = nginx.start(PROXY, workers=workers, backend=b.port)
     assert len(n.worker_pids()) == workers
     for i in range(4):
-        r = requests.get(n.url("/all/%d" % i), timeout=5)
+        r = requests.get(n.url("/all/%d" % i), timeout=20)
         assert r.status_code == 200 and r.json()["path"] == "/all/%d" % i
 
 
@@ -73,7 +73,7 @@ def test_reload_replaces_workers_and_keeps_serving(nginx, backend):
     before = set(n.worker_pids())
     n.reload()
     assert not before & set(n.worker_pids())
-    assert requests.get(n.url("/after"), timeout=5).status_code == 200
+    assert requests.get(n.url("/after"), timeout=20).status_code == 200
 
 
 def test_bad_reload_keeps_old_config(nginx, backend):
@@ -81,7 +81,7 @@ def test_bad_reload_keeps_old_config(nginx, backend):
     n = nginx.start(PROXY, backend=b.port)
     n.reload(http=PROXY + "\n bogus_directive;\n",
              expect_fail='unknown directive "bogus_directive"')
-    assert requests.get(n.url("/still"), timeout=5).status_code == 200
+    assert requests.get(n.url("/still"), timeout=20).status_code == 200
 
 
 def test_backend_scripting(backend):
@@ -99,7 +99,7 @@ def test_backend_scripting(backend):
     assert b.count == 5
     b.script("/drop", [Resp(close=True)])
     with pytest.raises(requests.exceptions.ConnectionError):
-        requests.get(b.url + "/drop", timeout=5)
+        requests.get(b.url + "/drop", timeout=20)
 
 
 def test_redis_restarts_on_the_same_port(redis):

@@ -11,7 +11,7 @@ import tempfile
 import pytest
 
 import harness
-from harness import wait_for
+from harness import PKI, wait_for
 from mesh_identity_util import Client, echo, get, install, issue_custom, \
     replace, serial_of
 
@@ -87,10 +87,7 @@ INBOUND = """
 """ % {"p": PROXY, "web": WEB, "other": OTHER, "td": TD, "evil": EVIL}
 
 
-@pytest.fixture
-def pubdir():
-    """A directory the worker processes (user nobody under root) can
-    read: certificates they watch, the htpasswd file they open."""
+def _pubdir():
     d = tempfile.mkdtemp(prefix="mesh-identity-")
     os.chmod(d, 0o755)
     yield d
@@ -98,7 +95,18 @@ def pubdir():
 
 
 @pytest.fixture
-def inbound(nginx, backend, pki, pubdir):
+def pubdir():
+    """A directory the worker processes (user nobody under root) can
+    read: certificates they watch, the htpasswd file they open."""
+    yield from _pubdir()
+
+
+@pytest.fixture(scope="module")
+def shared_pubdir():
+    yield from _pubdir()
+
+
+def start_inbound(nginx, backend, pki, pubdir):
     b = backend()
     srv = pki.issue("server", dns=["localhost"])
     htpasswd = os.path.join(pubdir, "htpasswd")
@@ -108,7 +116,28 @@ def inbound(nginx, backend, pki, pubdir):
     n = nginx.start(INBOUND, modules=MOD, bport=b.port, srv_cert=srv[0],
                     srv_key=srv[1], ca=pki.ca_cert, htpasswd=htpasswd)
     n.pki = pki
+    n.backend = b
     return n
+
+
+@pytest.fixture(scope="module")
+def inbound_shared(shared_nginx, shared_backend, tmp_path_factory,
+                   shared_pubdir):
+    return start_inbound(shared_nginx, shared_backend,
+                         PKI(tmp_path_factory.mktemp("pki")), shared_pubdir)
+
+
+@pytest.fixture
+def inbound(inbound_shared):
+    """One nginx for the tests that only send requests to INBOUND."""
+    with harness.turn(inbound_shared, inbound_shared.backend):
+        yield inbound_shared
+
+
+@pytest.fixture
+def inbound_own(nginx, backend, pki, pubdir):
+    """INBOUND for a test that reloads it."""
+    return start_inbound(nginx, backend, pki, pubdir)
 
 
 def svid(pki, name, uri=WEB, **kw):
@@ -697,7 +726,8 @@ def test_upstream_identity_config_errors(nginx_t, pki):
     assert rc == 0, out
 
 
-def test_reload(inbound):
+def test_reload(inbound_own):
+    inbound = inbound_own
     web = svid(inbound.pki, "web")
     other = svid(inbound.pki, "other", OTHER)
     assert get(inbound.port, "/exact/", *other)[0] == 403

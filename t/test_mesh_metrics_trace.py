@@ -10,7 +10,7 @@ import pytest
 import requests
 
 import harness
-from harness import Resp, recv_all, require_module, wait_for
+from harness import Resp, recv_all, require_module, turn, wait_for
 from mesh_metrics_util import TRACEPARENT, promtool, wait_metric
 
 require_module("mesh_metrics")
@@ -57,11 +57,24 @@ server {
 """
 
 
+@pytest.fixture(scope="module")
+def traced_shared(shared_nginx, shared_backend):
+    b = shared_backend()
+    return shared_nginx.start(CONF, modules=MODS, b1=b.port), b
+
+
 @pytest.fixture
-def traced(nginx, backend):
+def traced(traced_shared):
+    """One nginx for the tests that only look at trace headers."""
+    with turn(*traced_shared):
+        yield traced_shared
+
+
+@pytest.fixture
+def traced_own(nginx, backend):
+    """For tests that count requests in the metrics: nobody else's."""
     b = backend()
-    n = nginx.start(CONF, modules=MODS, b1=b.port)
-    return n, b
+    return nginx.start(CONF, modules=MODS, b1=b.port), b
 
 
 def send(n, b, headers, path="/x"):
@@ -182,8 +195,8 @@ def test_one_traceparent_goes_on_whatever_came(traced, name):
     assert m.group(1) != TRACE and tss == []
 
 
-def test_literal_proxy_pass_gets_attempt_span(traced):
-    n, b = traced
+def test_literal_proxy_pass_gets_attempt_span(traced_own):
+    n, b = traced_own
     r, tp, ts = send(n, b, {"traceparent": "00-%s-%s-01" % (TRACE, PARENT)},
                      path="/lit/x")
     m = TRACEPARENT.match(tp)
@@ -352,8 +365,8 @@ def test_traceparent_variable_with_request_headers_off(nginx, backend):
     assert r.headers["X-Spans"] == ", ".join(spans)
 
 
-def test_head_unknown_method_and_no_body(traced):
-    n, b = traced
+def test_head_unknown_method_and_no_body(traced_own):
+    n, b = traced_own
     assert requests.head(n.url("/metrics"), timeout=10).status_code == 200
     code = requests.request("FROB", n.url("/x"), timeout=10).status_code
     m = wait_metric(n, "meshgate_requests_total", 1, method="other",

@@ -178,7 +178,7 @@ def test_variable_in_map_and_set(nginx):
     n = nginx.start(http, modules=MODULES, main=USER, workers=1)
     seen = set()
     for i in range(40):
-        r = requests.get(n.url("/?u=%d" % i), timeout=5)
+        r = requests.get(n.url("/?u=%d" % i), timeout=20)
         a, b = r.text.split()
         assert a.upper() == b
         seen.add(a)
@@ -207,7 +207,7 @@ def test_counters_5xx_failed_tries_and_prometheus(nginx):
     assert v["v1"]["5xx"] == 0 and v["v1"]["errors"] == 0
     assert v["v2"]["5xx"] == v["v2"]["requests"] == v["v2"]["errors"] > 40
     assert v["v1"]["p99_ms"] >= v["v1"]["p50_ms"] >= 1
-    text = requests.get(n.url("/metrics"), timeout=5).text
+    text = requests.get(n.url("/metrics"), timeout=20).text
     got = dict(re.findall(
         r'^meshgate_split_requests_total\{split="s",variant="(v\d)",'
         r'code="(?:200|503)"\} (\d+)$', text, re.M))
@@ -234,7 +234,7 @@ def test_failed_try_counts_as_error(nginx):
 """
     n = nginx.start(http, modules=MODULES, main=USER, workers=1)
     for _ in range(6):
-        assert requests.get(n.url("/"), timeout=5).text == "v2"
+        assert requests.get(n.url("/"), timeout=20).text == "v2"
     v = wait_for(lambda: (api(n, "s")["variants"]["v2"]["requests"] == 6
                           and api(n, "s")["variants"]["v2"]), 10, "counted")
     assert v["5xx"] == 0
@@ -258,8 +258,8 @@ def test_internal_redirect_and_http10_counted_once(nginx):
     }
 """
     n = nginx.start(http, modules=MODULES, main=USER, workers=1)
-    assert requests.get(n.url("/missing"), timeout=5).text == "v2"
-    assert requests.get(n.url("/direct"), timeout=5).text == "v2"
+    assert requests.get(n.url("/missing"), timeout=20).text == "v2"
+    assert requests.get(n.url("/direct"), timeout=20).text == "v2"
     import socket
     s = socket.create_connection(("127.0.0.1", n.port))
     s.sendall(b"GET /direct HTTP/1.0\r\n\r\n")

@@ -8,6 +8,7 @@ import threading
 import pytest
 import requests
 
+from harness import turn
 from traffic_split_util import (MODULES, USER, Client, api, gateway, put,
                                 split, weights, wrk)
 
@@ -37,11 +38,11 @@ def test_get_lists_every_split(nginx):
                                    "errors": 0, "p50_ms": 0, "p99_ms": 0}
     assert doc["splits"]["other"]["weights"] == {"a": 0.5, "b": 99.5}
     assert doc["splits"]["other"]["key"] is None
-    r = requests.get(n.url("/splits/nope"), timeout=5)
+    r = requests.get(n.url("/splits/nope"), timeout=20)
     assert r.status_code == 404 and "error" in r.json()
-    r = requests.head(n.url("/splits/s"), timeout=5)
+    r = requests.head(n.url("/splits/s"), timeout=20)
     assert r.status_code == 200 and r.text == ""
-    r = requests.delete(n.url("/splits/s"), timeout=5)
+    r = requests.delete(n.url("/splits/s"), timeout=20)
     assert r.status_code == 405
 
 
@@ -165,10 +166,23 @@ BAD_BODIES = [
 ]
 
 
+@pytest.fixture(scope="module")
+def api_shared(shared_nginx):
+    return start(shared_nginx, workers=1)
+
+
+@pytest.fixture
+def api_nginx(api_shared):
+    """One nginx for the bad-input tests: each sets the weights it starts
+    from, and a bad input changes nothing."""
+    with turn(api_shared):
+        yield api_shared
+
+
 @pytest.mark.parametrize("body,reason", BAD_BODIES,
                          ids=[str(i) for i in range(len(BAD_BODIES))])
-def test_bad_input_is_400_and_changes_nothing(nginx, body, reason):
-    n = start(nginx, workers=1)
+def test_bad_input_is_400_and_changes_nothing(api_nginx, body, reason):
+    n = api_nginx
     assert put(n, {"weights": {"v2": 20, "v1": 80}}).status_code == 200
     before = state(n)
     for method in ("PUT", "PATCH"):

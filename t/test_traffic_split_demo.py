@@ -6,7 +6,7 @@ import requests
 
 
 def variant(n, path, **kw):
-    r = requests.get(n.url(path), timeout=5, **kw)
+    r = requests.get(n.url(path), timeout=20, **kw)
     assert r.status_code == 200, r.text
     return r.headers["X-Variant"]
 
@@ -28,7 +28,7 @@ def test_demo_canary_and_version_routing(gateway):  # noqa: F811
                    headers={"Accept-Version": "2"}) == "orders_v2"
     assert variant(n, "/orders-api/x") == "orders_v1"
 
-    doc = requests.get(n.url("/splits/"), timeout=5).json()["splits"]
+    doc = requests.get(n.url("/splits/"), timeout=20).json()["splits"]
     assert doc["orders_release"]["rollout"]["status"] == "running"
     assert doc["orders_release"]["weights"] == {"orders_v2": 5,
                                                 "orders_v1": 95}

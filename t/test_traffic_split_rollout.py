@@ -62,7 +62,7 @@ def rollout(n):
 
 def action(n, what):
     return requests.post(n.url("/splits/s/rollout"),
-                         data=json.dumps({"action": what}), timeout=5)
+                         data=json.dumps({"action": what}), timeout=20)
 
 
 def test_healthy_canary_reaches_100_and_one_worker_advances(nginx):
@@ -185,10 +185,10 @@ def test_pause_resume_restart_abort(nginx):
 
     for body in ('{"action": "jump"}', '{"action": 1}', '{}', "[",
                  '{"action": "pause", "x": 1}'):
-        r = requests.post(n.url("/splits/s/rollout"), data=body, timeout=5)
+        r = requests.post(n.url("/splits/s/rollout"), data=body, timeout=20)
         assert r.status_code == 400, (body, r.text)
     assert requests.post(n.url("/splits/s"), data="{}",
-                         timeout=5).status_code == 405
+                         timeout=20).status_code == 405
 
 
 def test_abort_survives_restart_and_reload_keeps_progress(nginx):

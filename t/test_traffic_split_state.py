@@ -100,7 +100,7 @@ def test_change_answer_still_says_saved(nginx):
     n = nginx.start(gateway(split(params=STATE)), modules=MODULES, main=USER,
                     workers=1)
     r = requests.request("PATCH", n.url("/splits/s"),
-                         data=json.dumps({"weights": {"v2": 20}}), timeout=5)
+                         data=json.dumps({"weights": {"v2": 20}}), timeout=20)
     assert r.status_code == 200 and r.json()["saved"] is True
     r = put(n, {"weights": {"v2": 21, "v1": 79}})
     assert r.json()["saved"] is True
@@ -186,21 +186,21 @@ def test_limit_except_lets_operators_change_weights(nginx):
     n = nginx.start(http, modules=MODULES, main=USER, workers=1)
     n.allow(r"access forbidden by rule")
     body = json.dumps({"weights": {"v2": 40, "v1": 60}})
-    r = requests.put(n.url("/ops/s"), data=body, timeout=5)
+    r = requests.put(n.url("/ops/s"), data=body, timeout=20)
     assert r.status_code == 200, r.text
     assert weights(n) == {"v2": 40, "v1": 60}
     r = requests.post(n.url("/ops/s/rollout"),
-                      data='{"action": "pause"}', timeout=5)
+                      data='{"action": "pause"}', timeout=20)
     assert r.status_code == 400 and "no rollout" in r.json()["error"]
-    assert requests.get(n.url("/ops/s"), timeout=5).json()["weights"] == \
+    assert requests.get(n.url("/ops/s"), timeout=20).json()["weights"] == \
         {"v2": 40, "v1": 60}
-    r = requests.put(n.url("/closed/s"), data=body, timeout=5)
+    r = requests.put(n.url("/closed/s"), data=body, timeout=20)
     assert r.status_code == 403
-    assert requests.get(n.url("/closed/"), timeout=5).status_code == 200
+    assert requests.get(n.url("/closed/"), timeout=20).status_code == 200
     # a nested location is no API of its own
-    r = requests.put(n.url("/ops/nested/s"), data=body, timeout=5)
+    r = requests.put(n.url("/ops/nested/s"), data=body, timeout=20)
     assert r.status_code == 403
-    r = requests.get(n.url("/ops/nested/s"), timeout=5)
+    r = requests.get(n.url("/ops/nested/s"), timeout=20)
     assert r.status_code == 404
 
 
@@ -223,8 +223,8 @@ def test_no_change_through_a_subrequest(nginx):
     n.allow(r"access forbidden by rule")
     body = json.dumps({"weights": {"v2": 40, "v1": 60}})
     assert requests.put(n.url("/ops/s"), data=body,
-                        timeout=5).status_code == 403
-    r = requests.put(n.url("/public"), data=body, timeout=5)
+                        timeout=20).status_code == 403
+    r = requests.put(n.url("/public"), data=body, timeout=20)
     assert r.status_code == 200
     n.wait_log(r"traffic split API: no changes from a subrequest")
     assert weights(n) == {"v2": 5, "v1": 95}

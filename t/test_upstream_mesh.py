@@ -81,7 +81,8 @@ BAD = [
 
 @pytest.mark.parametrize("conf,expect", BAD,
                          ids=["nozone-hc", "nozone-cb", "status", "timeout",
-                              "regex", "tcp-uri", "host", "param", "dup", "percent",
+                              "regex", "tcp-uri", "host", "param", "dup",
+                              "percent",
                               "od-off", "time", "cb-0", "cb-arg", "budget",
                               "retry-attempts", "retry-on", "retry-0",
                               "backoff", "status-args", "context",
@@ -136,7 +137,7 @@ def test_health_check_takes_peer_out_and_back(nginx, backend, workers):
                r"after 2 failed checks" % b.port)
     before = hits(b, "/x")
     for _ in range(12):
-        assert requests.get(n.url("/x"), timeout=5).status_code == 200
+        assert requests.get(n.url("/x"), timeout=20).status_code == 200
     assert hits(b, "/x") == before, "unhealthy peer got traffic"
     assert hits(a, "/x") and hits(c, "/x")
 
@@ -149,7 +150,7 @@ def test_health_check_takes_peer_out_and_back(nginx, backend, workers):
     n.wait_log(r"127\.0\.0\.1:%d of upstream \"u\" is healthy after 2 "
                r"passed checks" % b.port)
     for _ in range(12):
-        requests.get(n.url("/x"), timeout=5)
+        requests.get(n.url("/x"), timeout=20)
     assert hits(b, "/x") > before
 
 
@@ -159,7 +160,7 @@ def test_one_probe_per_interval_per_peer(nginx, backend, workers):
     conf = upstream("u", [addr(a.port)],
                     "mesh_health_check uri=/healthz interval=1s "
                     "timeout=500ms") + server(proxy_location("/", "u"))
-    n = nginx.start(conf, modules=MODULES, workers=workers)
+    nginx.start(conf, modules=MODULES, workers=workers)
     wait_for(lambda: hits(a, "/healthz") >= 1, 10, "first probe")
     start, t0 = hits(a, "/healthz"), time.monotonic()
     time.sleep(4)
@@ -187,7 +188,7 @@ def test_health_check_body_status_and_initial(nginx, backend):
     assert peer(n, addr(b.port))["health"] == "unhealthy"
     assert peer(n, addr(b.port))["check_failures"] >= 1
     for _ in range(6):
-        assert requests.get(n.url("/y"), timeout=5).status_code == 200
+        assert requests.get(n.url("/y"), timeout=20).status_code == 200
     assert hits(b, "/y") == 0
 
 
@@ -203,7 +204,7 @@ def test_health_check_tcp_and_port(nginx, backend):
              "closed port unhealthy")
     assert peer(n, addr(a.port))["health"] == "healthy"
     for _ in range(6):
-        assert requests.get(n.url("/t"), timeout=5).status_code == 200
+        assert requests.get(n.url("/t"), timeout=20).status_code == 200
 
     # port=: probes go to another port than traffic
     n2 = nginx()
@@ -230,7 +231,7 @@ def test_outlier_ejection_and_growth(nginx, backend, workers):
 
     def hammer_until_ejected(k):
         def ejected():
-            requests.get(n.url("/o"), timeout=5)
+            requests.get(n.url("/o"), timeout=20)
             p = peer(n, addr(bad.port))
             return p["ejections"] >= k and p["ejected"] and p
         return wait_for(ejected, 20, "ejection %d" % k)
@@ -242,7 +243,7 @@ def test_outlier_ejection_and_growth(nginx, backend, workers):
                r"\(ejection 1\)" % bad.port)
     before = hits(bad, "/o")
     for _ in range(6):
-        assert requests.get(n.url("/o"), timeout=5).status_code == 200
+        assert requests.get(n.url("/o"), timeout=20).status_code == 200
     still = peer(n, addr(bad.port))
     if still["ejected"]:
         assert hits(bad, "/o") == before, "ejected peer got traffic"
@@ -268,7 +269,7 @@ def test_max_ejection_percent(nginx, backend):
         proxy_location("/", "u"))
     n = nginx.start(conf, modules=MODULES)
     for _ in range(30):
-        requests.get(n.url("/m"), timeout=5)
+        requests.get(n.url("/m"), timeout=20)
     n.wait_log(r"not ejected, 1 of 3 peers are ejected already "
                r"\(max_ejection_percent=34\)")
     ejected = [p for p in ups_status(n, "u")["peers"] if p["ejected"]]
@@ -288,7 +289,7 @@ def test_panic_mode(nginx, backend, workers):
                r"panic mode")
     assert ups_status(n, "u")["panic"] is True
     for _ in range(8):
-        r = requests.get(n.url("/p"), timeout=5)
+        r = requests.get(n.url("/p"), timeout=20)
         assert r.status_code == 200
         assert r.headers["X-Mesh-Peer-State"] == "panic"
     assert hits(a, "/p") and hits(b, "/p")
@@ -296,7 +297,7 @@ def test_panic_mode(nginx, backend, workers):
     n.wait_log(r"upstream \"u\" left panic mode")
     before = hits(b, "/p")
     for _ in range(6):
-        assert requests.get(n.url("/p"), timeout=5).headers[
+        assert requests.get(n.url("/p"), timeout=20).headers[
             "X-Mesh-Peer-State"] == "healthy"
     assert hits(b, "/p") == before
 
@@ -332,7 +333,7 @@ def test_circuit_breaker(nginx, backend, workers):
     u = ups_status(n, "u")
     assert u["circuit_breaker_rejected"] == codes.count(503)
     wait_for(lambda: ups_status(n, "u")["active"] == 0, 10, "active 0")
-    assert requests.get(n.url("/fast"), timeout=5).status_code == 200
+    assert requests.get(n.url("/fast"), timeout=20).status_code == 200
 
 
 # --------------------------------------------------------------------------
@@ -345,7 +346,7 @@ def test_status_document(nginx, backend):
                     "mesh_outlier_detection") + server(
         proxy_location("/", "u"))
     n = nginx.start(conf, modules=MODULES)
-    requests.get(n.url("/s"), timeout=5)
+    requests.get(n.url("/s"), timeout=20)
     doc = status(n)
     u = doc["upstreams"][0]
     assert u["name"] == "u" and u["requests"] == 1 and u["panic"] is False
@@ -354,7 +355,7 @@ def test_status_document(nginx, backend):
     assert u["peers"][1]["backup"] is True
     assert u["peers"][0]["requests"] == 1
     assert u["peers"][0]["health"] == "unchecked"
-    r = requests.post(n.url("/mesh/status"), timeout=5)
+    r = requests.post(n.url("/mesh/status"), timeout=20)
     assert r.status_code == 405
 
 
@@ -376,7 +377,7 @@ def test_reload_keeps_state(nginx, backend, workers):
     n = nginx.start(conf, modules=MODULES, workers=workers)
 
     def ejected():
-        requests.get(n.url("/r"), timeout=5)
+        requests.get(n.url("/r"), timeout=20)
         return peer(n, addr(bad.port))["ejected"]
     wait_for(ejected, 20, "ejection")
     until = peer(n, addr(bad.port))["ejected_until_ms"]
@@ -385,7 +386,7 @@ def test_reload_keeps_state(nginx, backend, workers):
     assert p["ejected"] and p["ejected_until_ms"] == until
     before = hits(bad, "/r")
     for _ in range(6):
-        assert requests.get(n.url("/r"), timeout=5).status_code == 200
+        assert requests.get(n.url("/r"), timeout=20).status_code == 200
     assert hits(bad, "/r") == before, "state lost on reload"
 
     # another peer list: fresh state
@@ -411,7 +412,7 @@ def test_alone_without_mesh_directives(nginx, backend):
     conf = upstream("u", [addr(a.port)], zone=False) + server(
         proxy_location("/", "u"))
     n = nginx.start(conf, modules=MODULES)
-    r = requests.get(n.url("/plain"), timeout=5)
+    r = requests.get(n.url("/plain"), timeout=20)
     assert r.status_code == 200 and r.headers["X-Mesh-Attempts"] == "1"
     assert status(n) == {"upstreams": []}
 
@@ -432,7 +433,7 @@ def test_gateway_demo_part(nginx, backend):
             "1.1;\n proxy_set_header Connection \"\";\n" + routes.group(1)
             + "\n}\n")
     n = nginx.start(conf, modules=MODULES)
-    r = requests.get(n.url("/mesh/orders/7"), timeout=5)
+    r = requests.get(n.url("/mesh/orders/7"), timeout=20)
     assert r.status_code == 200 and r.json()["path"] == "/orders/7"
     assert r.headers["X-Mesh-Attempts"] == "1"
     wait_for(lambda: peer(n, addr(orders.port))["checks"] >= 1, 10,
@@ -463,7 +464,7 @@ def test_names_escaped_in_status_and_metrics(nginx, backend):
     name = 'we"ird\\up\nx'
     conf = named_upstream_conf('we\\"ird\\\\up\\nx', b.port)
     n = nginx.start(conf, modules=MODULES + ["mesh_metrics"])
-    r = requests.get(n.url("/mesh/status"), timeout=5)
+    r = requests.get(n.url("/mesh/status"), timeout=20)
     assert r.status_code == 200
     doc = json.loads(r.text)
     assert [u["name"] for u in doc["upstreams"]] == [name]
@@ -493,13 +494,13 @@ def test_names_with_control_bytes_and_bad_utf8(nginx, backend):
     with open(n.conf_path, "wb") as f:
         f.write(raw.replace(b"\\tbxc", b"\\tb\xffc"))
     n.reload()
-    r = requests.get(n.url("/mesh/status"), timeout=5)
+    r = requests.get(n.url("/mesh/status"), timeout=20)
     assert r.status_code == 200
     assert b"\xff" not in r.content and b"\x7f" not in r.content
     assert b"\\u00ff" in r.content and b"\\u007f" in r.content
     doc = json.loads(r.text)
     assert [u["name"] for u in doc["upstreams"]] == ["t\tb\u00ffc\x7f\u00e9"]
-    raw = requests.get(n.url("/metrics"), timeout=5).content
+    raw = requests.get(n.url("/metrics"), timeout=20).content
     assert b"\xff" not in raw and b"\x7f" not in raw and b"\t" not in raw
     assert 'upstream="t?b?c?\u00e9"'.encode() in raw
     promtool(scrape(n).text)

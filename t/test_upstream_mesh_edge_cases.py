@@ -73,7 +73,7 @@ def test_reload_with_other_peers_while_requests_are_in_flight(nginx,
     p = peer(n, addr(other.port))
     assert p["requests"] == 0 and p["failures"] == 0 and not p["ejected"]
     for _ in range(3):
-        assert requests.get(n.url("/fast"), timeout=5).status_code == 200
+        assert requests.get(n.url("/fast"), timeout=20).status_code == 200
 
 
 def test_huge_retry_after_is_longer_than_max_backoff(nginx, backend):
@@ -86,7 +86,7 @@ def test_huge_retry_after_is_longer_than_max_backoff(nginx, backend):
         proxy_location("/", "u", "mesh_retry attempts=2 on=5xx "
                                   "backoff=10ms max_backoff=1s"))
     n = nginx.start(conf, modules=MODULES)
-    answers = [requests.get(n.url("/f"), timeout=5) for _ in range(2)]
+    answers = [requests.get(n.url("/f"), timeout=20) for _ in range(2)]
     stopped = [r for r in answers if r.status_code != 200]
     assert len(stopped) == 1, [r.status_code for r in answers]
     assert stopped[0].status_code == 503
@@ -120,6 +120,6 @@ def test_rejected_request_is_not_in_flight(nginx, backend):
         t.join()
         assert codes == [200]
         assert ups_status(n, "u")["active"] == 0
-        assert requests.get(n.url("/fast"), timeout=5).status_code == 200
+        assert requests.get(n.url("/fast"), timeout=20).status_code == 200
     finally:
         s.close()

@@ -62,14 +62,14 @@ def test_more_attempts_than_peers(nginx, backend):
     n = nginx.start(upstream("u", [addr(a.port), addr(b.port)]) + server(
         proxy_location("/", "u", "mesh_retry attempts=4 on=5xx "
                        "backoff=5ms")), modules=MODULES, workers=1)
-    r = requests.get(n.url("/r"), timeout=5)
+    r = requests.get(n.url("/r"), timeout=20)
     assert (r.status_code, r.text) == (200, "yes\n")
     assert r.headers["X-Mesh-Attempts"] == "3"
     assert hits(a, "/r") + hits(b, "/r") == 3
     # every try failing: attempts= tries in all, the last answer goes out
     for x in (a, b):
         x.script("/s", [Resp(503, "still no\n")])
-    r = requests.get(n.url("/s"), timeout=5)
+    r = requests.get(n.url("/s"), timeout=20)
     assert (r.status_code, r.text) == (503, "still no\n")
     assert r.headers["X-Mesh-Attempts"] == "4"
     assert hits(a, "/s") == 2 and hits(b, "/s") == 2
@@ -89,11 +89,11 @@ def test_extra_tries_prefer_the_peer_with_fewest_failures(nginx, backend):
     n.allow(r"connect\(\) failed")
     # round robin sends every other first try to the dead peer
     for _ in range(6):
-        assert requests.get(n.url("/warm"), timeout=5).status_code == 200
+        assert requests.get(n.url("/warm"), timeout=20).status_code == 200
     assert peer(n, addr(dead))["consecutive_failures"] >= 2
     for _ in range(4):
         ok.script("/p", [Resp(503, "no\n"), Resp(200, "yes\n")])
-        r = requests.get(n.url("/p"), timeout=5)
+        r = requests.get(n.url("/p"), timeout=20)
         assert (r.status_code, r.text) == (200, "yes\n")
         # both peers once, then the one that answered: three tries
         assert r.headers["X-Mesh-Attempts"] == "3"
@@ -111,11 +111,11 @@ def test_extra_tries_avoid_peers_out_by_max_fails(nginx, backend):
     n.allow(r"connect\(\) failed")
     n.allow(r"upstream server temporarily disabled")
     for _ in range(2):
-        assert requests.get(n.url("/warm"), timeout=5).status_code == 200
+        assert requests.get(n.url("/warm"), timeout=20).status_code == 200
     assert peer(n, addr(dead))["consecutive_failures"] == 1
     for _ in range(6):
         ok.script("/p", [Resp(503, "no\n"), Resp(200, "yes\n")])
-        r = requests.get(n.url("/p"), timeout=5)
+        r = requests.get(n.url("/p"), timeout=20)
         assert (r.status_code, r.text) == (200, "yes\n")
         assert r.headers["X-Mesh-Attempts"] == "2"
 
@@ -139,7 +139,7 @@ def test_full_outage_with_mesh_timeout(nginx, backend):
     n.allow(r"no live upstreams")
     n.allow(r"upstream server temporarily disabled")
     for _ in range(6):
-        assert requests.get(n.url("/w"), timeout=5).status_code == 200
+        assert requests.get(n.url("/w"), timeout=20).status_code == 200
     for b in peers:
         b.stop()
     down_at = time.monotonic()
@@ -163,7 +163,7 @@ def test_full_outage_with_mesh_timeout(nginx, backend):
     assert all(rt < 5.0 for _, rt, _ in results), results
     assert sum(hits(b, "/o") for b in back) == 6
     # and the peers are live again for nginx's balancer at once
-    codes = [requests.get(n.url("/after"), timeout=5).status_code
+    codes = [requests.get(n.url("/after"), timeout=20).status_code
              for _ in range(6)]
     assert codes == [200] * 6
 
@@ -282,7 +282,7 @@ def test_backup_tier_before_panic(nginx, backend):
         proxy_location("/", "u")), modules=MODULES, workers=2)
 
     def ports(k=6):
-        return {requests.get(n.url("/t"), timeout=5).json()["port"]
+        return {requests.get(n.url("/t"), timeout=20).json()["port"]
                 for _ in range(k)}
 
     def tier(t):
@@ -323,7 +323,7 @@ def test_ejection_multiplier_decays(nginx, backend):
         the time of the hit."""
         for _ in range(10):
             t = time.time()
-            if requests.get(n.url("/x"), timeout=5).status_code == 500:
+            if requests.get(n.url("/x"), timeout=20).status_code == 500:
                 return peer(n, addr(bad.port)), t
         raise AssertionError("bad peer never tried")
 
@@ -379,7 +379,7 @@ def test_max_fails_unchanged_without_mesh(nginx, backend):
         modules=MODULES, workers=1)
     n.allow(r"upstream server temporarily disabled")
     for path in ("/plain/q", "/meshed/q", "/od/q"):
-        codes = [requests.get(n.url(path), timeout=5).status_code
+        codes = [requests.get(n.url(path), timeout=20).status_code
                  for _ in range(10)]
         assert codes == [200] * 10, (path, codes)
     # stock: one 503 takes the peer out for fail_timeout (10 s)
@@ -445,7 +445,7 @@ def test_keepalive_connections_after_answers_that_do_not_count(nginx,
                               "proxy_set_header Connection \"\""))
     n = nginx.start(conf, modules=MODULES, workers=1)
     for path in ["/k"] * 12 + ["/j"] * 12:
-        r = requests.get(n.url(path), timeout=5)
+        r = requests.get(n.url(path), timeout=20)
         assert r.status_code == 200, (path, r.status_code)
     assert hits(a, "/k") >= 5 and hits(a, "/j") >= 5
 
@@ -473,20 +473,20 @@ def test_governed_answers_leave_max_fails_of_stock_locations(nginx,
     n.allow(r"upstream server temporarily disabled")
 
     # a fails once for the stock location: out for fail_timeout
-    wait_for(lambda: requests.get(n.url("/stock/1"), timeout=5)
+    wait_for(lambda: requests.get(n.url("/stock/1"), timeout=20)
              and hits(a, "/stock/1") >= 1, 5, "a tried")
     time.sleep(1.3)
 
     # after fail_timeout, a mesh request tries a again (503, retried on b)
     def mesh_tried_a():
-        r = requests.get(n.url("/mesh/2"), timeout=5)
+        r = requests.get(n.url("/mesh/2"), timeout=20)
         assert r.status_code == 200
         return hits(a, "/mesh/2") >= 1
     wait_for(mesh_tried_a, 5, "a tried by the mesh location")
 
     # stock nginx: that failure takes a out again for fail_timeout
     for _ in range(6):
-        assert requests.get(n.url("/stock/3"), timeout=5).status_code == 200
+        assert requests.get(n.url("/stock/3"), timeout=20).status_code == 200
     assert hits(a, "/stock/3") == 0
 
 

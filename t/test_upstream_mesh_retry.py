@@ -27,7 +27,7 @@ def test_retry_on_5xx_goes_to_another_peer(nginx, backend, workers):
                     modules=MODULES, workers=workers)
     retried = 0
     for _ in range(10):
-        r = requests.get(n.url("/a"), timeout=5)
+        r = requests.get(n.url("/a"), timeout=20)
         assert r.status_code == 200 and r.text.startswith("{")
         retried += r.headers["X-Mesh-Retries"] == "1"
         assert r.headers["X-Mesh-Attempts"] in ("1", "2")
@@ -49,16 +49,16 @@ def test_one_peer_is_retried_again(nginx, backend, zone):
         proxy_location("/", "u", "mesh_retry attempts=3 on=5xx "
                        "backoff=1ms"),
         proxy_location("/plain/", "u")), modules=MODULES)
-    r = requests.get(n.url("/x"), timeout=5)
+    r = requests.get(n.url("/x"), timeout=20)
     assert (r.status_code, r.text) == (200, "yes\n")
     assert r.headers["X-Mesh-Attempts"] == "3"
     assert hits(b, "/x") == 3
-    r = requests.get(n.url("/y"), timeout=5)
+    r = requests.get(n.url("/y"), timeout=20)
     assert (r.status_code, r.text) == (503, "still no\n")
     assert r.headers["X-Mesh-Retries"] == "2"
     assert hits(b, "/y") == 3
     # without mesh_retry a single peer is tried once, as nginx does
-    r = requests.get(n.url("/plain/y"), timeout=5)
+    r = requests.get(n.url("/plain/y"), timeout=20)
     assert r.status_code == 503 and hits(b, "/plain/y") == 1
 
 
@@ -68,7 +68,7 @@ def test_no_mesh_retry_passes_503_through(nginx, backend):
     conf = upstream("u", [addr(bad.port), addr(good.port)]) + server(
         proxy_location("/", "u"))
     n = nginx.start(conf, modules=MODULES)
-    codes = [requests.get(n.url("/b"), timeout=5).status_code
+    codes = [requests.get(n.url("/b"), timeout=20).status_code
              for _ in range(6)]
     assert 503 in codes and 200 in codes
 
@@ -90,7 +90,7 @@ def test_retry_conditions(nginx, backend, on, answer, retried):
                     modules=MODULES)
     codes = set()
     for _ in range(4):
-        codes.add(requests.get(n.url("/c"), timeout=5).status_code)
+        codes.add(requests.get(n.url("/c"), timeout=20).status_code)
     assert hits(bad, "/c") >= 1
     if retried:
         assert codes == {200}
@@ -106,7 +106,7 @@ def test_connect_failure_is_retried(nginx, backend, workers):
                                "mesh_retry attempts=2 on=connect-failure"),
                     modules=MODULES, workers=workers)
     for _ in range(6):
-        assert requests.get(n.url("/d"), timeout=5).status_code == 200
+        assert requests.get(n.url("/d"), timeout=20).status_code == 200
 
 
 def test_post_retried_only_with_non_idempotent(nginx, backend):
@@ -119,11 +119,11 @@ def test_post_retried_only_with_non_idempotent(nginx, backend):
                        "mesh_retry attempts=2 on=5xx non_idempotent")),
         modules=MODULES)
     codes = {requests.post(n.url("/strict/x"), data=b"payload",
-                           timeout=5).status_code for _ in range(4)}
+                           timeout=20).status_code for _ in range(4)}
     assert 503 in codes
     for _ in range(4):
         r = requests.post(n.url("/loose/x"), data=b"payload-%d" % _,
-                          timeout=5)
+                          timeout=20)
         assert r.status_code == 200
         assert r.json()["body"] == "payload-%d" % _
     replayed = [q for q in good.requests if q["path"] == "/loose/x"]
@@ -166,7 +166,7 @@ def test_retry_after_longer_than_max_backoff_stops(nginx, backend):
     n = nginx.start(retry_conf([addr(bad.port), addr(good.port)],
                                "mesh_retry attempts=2 on=5xx"),
                     modules=MODULES)
-    answers = [requests.get(n.url("/f"), timeout=5) for _ in range(4)]
+    answers = [requests.get(n.url("/f"), timeout=20) for _ in range(4)]
     stopped = [r for r in answers if r.status_code != 200]
     assert stopped, [r.status_code for r in answers]
     for r in stopped:

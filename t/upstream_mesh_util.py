@@ -52,7 +52,7 @@ def dead_port():
 
 
 def status(n):
-    r = requests.get(n.url("/mesh/status"), timeout=5)
+    r = requests.get(n.url("/mesh/status"), timeout=20)
     assert r.status_code == 200
     assert r.headers["Content-Type"] == "application/json"
     return json.loads(r.text)
