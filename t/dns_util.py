@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from harness import free_port
+from harness import serve_in_thread, free_port
 
 DNSMASQ = "/usr/sbin/dnsmasq"
 
@@ -174,9 +174,7 @@ class HostBackend:
                 pass
 
         self.server = Server((ip, port), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever,
-                                       daemon=True)
-        self.thread.start()
+        self.thread = serve_in_thread(self.server)
 
     @property
     def name(self):

@@ -31,6 +31,8 @@ class Replica(Redis):
         args = [REDIS, "--port", str(self.port), "--bind", "127.0.0.1",
                 "--save", "", "--appendonly", "no", "--dir", self.dir,
                 "--replicaof", "127.0.0.1", str(self.primary),
+                # Redis 7 waits 5 s for more replicas before a first sync
+                "--repl-diskless-sync-delay", "0",
                 "--daemonize", "no", "--logfile",
                 os.path.join(self.dir, "redis.log")]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL,
