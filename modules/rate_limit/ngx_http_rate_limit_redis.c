@@ -23,6 +23,8 @@ static void ngx_http_rate_limit_part_done(ngx_http_rate_limit_ctx_t *ctx,
     ngx_http_rate_limit_batch_t *batch);
 static void ngx_http_rate_limit_post_flush(void);
 static void ngx_http_rate_limit_flush(ngx_event_t *ev);
+static ngx_uint_t ngx_http_rate_limit_goes(
+    ngx_http_rate_limit_batch_t *batch);
 static ngx_int_t ngx_http_rate_limit_batch_send(
     ngx_http_rate_limit_batch_t *batch, ngx_log_t *log);
 static void ngx_http_rate_limit_batch_reply(void *data, ngx_int_t status,
@@ -393,6 +395,7 @@ ngx_http_rate_limit_batch_part(ngx_http_rate_limit_ctx_t *ctx,
         }
 
         batch->n = 0;
+        batch->waited = 0;
         batch->nkeys = 0;
         batch->nspecs = 0;
         batch->mcf = mcf;
@@ -483,11 +486,48 @@ ngx_http_rate_limit_post_flush(void)
 static void
 ngx_http_rate_limit_flush(ngx_event_t *ev)
 {
-    ngx_queue_t                  *q;
+    ngx_queue_t                  *q, *next, go;
+    ngx_uint_t                    all;
     ngx_http_rate_limit_batch_t  *batch;
 
-    while (!ngx_queue_empty(&ngx_http_rate_limit_unsent)) {
-        q = ngx_queue_head(&ngx_http_rate_limit_unsent);
+    /* what goes now: see ngx_http_rate_limit_goes() */
+
+    all = 1;
+
+    for (q = ngx_queue_head(&ngx_http_rate_limit_unsent);
+         q != ngx_queue_sentinel(&ngx_http_rate_limit_unsent);
+         q = ngx_queue_next(q))
+    {
+        batch = ngx_queue_data(q, ngx_http_rate_limit_batch_t, queue);
+
+        if (ngx_http_rate_limit_goes(batch)) {
+            all = 0;
+            break;
+        }
+    }
+
+    ngx_queue_init(&go);
+
+    for (q = ngx_queue_head(&ngx_http_rate_limit_unsent);
+         q != ngx_queue_sentinel(&ngx_http_rate_limit_unsent);
+         q = next)
+    {
+        next = ngx_queue_next(q);
+        batch = ngx_queue_data(q, ngx_http_rate_limit_batch_t, queue);
+
+        if (all || ngx_http_rate_limit_goes(batch)) {
+            ngx_queue_remove(q);
+            ngx_queue_insert_tail(&go, q);
+
+        } else {
+            batch->waited = 1;
+        }
+    }
+
+    /* sending may fail a batch at once, whose requests then go on */
+
+    while (!ngx_queue_empty(&go)) {
+        q = ngx_queue_head(&go);
         ngx_queue_remove(q);
         batch = ngx_queue_data(q, ngx_http_rate_limit_batch_t, queue);
 
@@ -508,6 +548,29 @@ ngx_http_rate_limit_flush(ngx_event_t *ev)
                                            NULL);
         }
     }
+
+    /* none went out after all: no reply will flush the batches left */
+
+    if (!ngx_queue_empty(&ngx_http_rate_limit_unsent)) {
+        ngx_http_rate_limit_post_flush();
+    }
+}
+
+
+/*
+ * With Redis Cluster a round's checks are split per node, and each node's
+ * part is small: sending them all would cost a command per node and round
+ * (Redis's and the gateway's cost per command is that of a dozen checks).
+ * A node's batch therefore goes when it holds NGX_HTTP_RATE_LIMIT_BATCH_MIN
+ * checks, or has waited one round already; if none does, all go (a lone
+ * request goes at once).  A check thus waits for two replies at most
+ * before its own.  With one node there is one batch: it always goes.
+ */
+
+static ngx_uint_t
+ngx_http_rate_limit_goes(ngx_http_rate_limit_batch_t *batch)
+{
+    return batch->n >= NGX_HTTP_RATE_LIMIT_BATCH_MIN || batch->waited;
 }
 
 
