@@ -46,7 +46,7 @@
 #define NGX_HTTP_RATE_LIMIT_MAX_LIMITS      16
 #define NGX_HTTP_RATE_LIMIT_MAX_KEY         256
 #define NGX_HTTP_RATE_LIMIT_BATCH           64
-#define NGX_HTTP_RATE_LIMIT_BATCH_MIN       8     /* see _goes() */
+#define NGX_HTTP_RATE_LIMIT_BATCH_MIN       16    /* see _goes() */
 #define NGX_HTTP_RATE_LIMIT_SPECS           255   /* one byte each */
 
 

@@ -488,11 +488,12 @@ ngx_http_rate_limit_flush(ngx_event_t *ev)
 {
     ngx_queue_t                  *q, *next, go;
     ngx_uint_t                    all;
-    ngx_http_rate_limit_batch_t  *batch;
+    ngx_http_rate_limit_batch_t  *batch, *biggest;
 
     /* what goes now: see ngx_http_rate_limit_goes() */
 
-    all = 1;
+    biggest = NULL;
+    all = 0;
 
     for (q = ngx_queue_head(&ngx_http_rate_limit_unsent);
          q != ngx_queue_sentinel(&ngx_http_rate_limit_unsent);
@@ -501,9 +502,17 @@ ngx_http_rate_limit_flush(ngx_event_t *ev)
         batch = ngx_queue_data(q, ngx_http_rate_limit_batch_t, queue);
 
         if (ngx_http_rate_limit_goes(batch)) {
-            all = 0;
+            all = 1;
             break;
         }
+
+        if (biggest == NULL || batch->n > biggest->n) {
+            biggest = batch;
+        }
+    }
+
+    if (all) {
+        biggest = NULL;
     }
 
     ngx_queue_init(&go);
@@ -515,7 +524,7 @@ ngx_http_rate_limit_flush(ngx_event_t *ev)
         next = ngx_queue_next(q);
         batch = ngx_queue_data(q, ngx_http_rate_limit_batch_t, queue);
 
-        if (all || ngx_http_rate_limit_goes(batch)) {
+        if (batch == biggest || ngx_http_rate_limit_goes(batch)) {
             ngx_queue_remove(q);
             ngx_queue_insert_tail(&go, q);
 
@@ -549,7 +558,7 @@ ngx_http_rate_limit_flush(ngx_event_t *ev)
         }
     }
 
-    /* none went out after all: no reply will flush the batches left */
+    /* none is out after all: no reply will flush the batches left */
 
     if (!ngx_queue_empty(&ngx_http_rate_limit_unsent)) {
         ngx_http_rate_limit_post_flush();
@@ -562,9 +571,9 @@ ngx_http_rate_limit_flush(ngx_event_t *ev)
  * part is small: sending them all would cost a command per node and round
  * (Redis's and the gateway's cost per command is that of a dozen checks).
  * A node's batch therefore goes when it holds NGX_HTTP_RATE_LIMIT_BATCH_MIN
- * checks, or has waited one round already; if none does, all go (a lone
- * request goes at once).  A check thus waits for two replies at most
- * before its own.  With one node there is one batch: it always goes.
+ * checks, or has waited one round already; if none does, the biggest goes
+ * (a lone request goes at once).  A check thus waits for two replies at
+ * most before its own.  With one node there is one batch: it always goes.
  */
 
 static ngx_uint_t
