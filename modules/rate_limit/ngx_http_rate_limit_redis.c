@@ -140,6 +140,7 @@ static ngx_queue_t  ngx_http_rate_limit_unsent;
 static ngx_queue_t  ngx_http_rate_limit_inflight;
 static ngx_uint_t   ngx_http_rate_limit_batches_init;
 static ngx_event_t  ngx_http_rate_limit_flush_event;
+static ngx_uint_t   ngx_http_rate_limit_hurry;
 
 /* per worker: checks waiting for Redis Cluster's slot map */
 static ngx_queue_t  ngx_http_rate_limit_parked;
@@ -487,13 +488,12 @@ static void
 ngx_http_rate_limit_flush(ngx_event_t *ev)
 {
     ngx_queue_t                  *q, *next, go;
-    ngx_uint_t                    all;
+    ngx_uint_t                    hurry;
     ngx_http_rate_limit_batch_t  *batch, *biggest;
 
     /* what goes now: see ngx_http_rate_limit_goes() */
 
     biggest = NULL;
-    all = 0;
 
     for (q = ngx_queue_head(&ngx_http_rate_limit_unsent);
          q != ngx_queue_sentinel(&ngx_http_rate_limit_unsent);
@@ -502,7 +502,7 @@ ngx_http_rate_limit_flush(ngx_event_t *ev)
         batch = ngx_queue_data(q, ngx_http_rate_limit_batch_t, queue);
 
         if (ngx_http_rate_limit_goes(batch)) {
-            all = 1;
+            biggest = NULL;
             break;
         }
 
@@ -511,9 +511,8 @@ ngx_http_rate_limit_flush(ngx_event_t *ev)
         }
     }
 
-    if (all) {
-        biggest = NULL;
-    }
+    hurry = ngx_http_rate_limit_hurry;
+    ngx_http_rate_limit_hurry = 0;
 
     ngx_queue_init(&go);
 
@@ -524,7 +523,7 @@ ngx_http_rate_limit_flush(ngx_event_t *ev)
         next = ngx_queue_next(q);
         batch = ngx_queue_data(q, ngx_http_rate_limit_batch_t, queue);
 
-        if (batch == biggest || ngx_http_rate_limit_goes(batch)) {
+        if (hurry || batch == biggest || ngx_http_rate_limit_goes(batch)) {
             ngx_queue_remove(q);
             ngx_queue_insert_tail(&go, q);
 
@@ -573,7 +572,9 @@ ngx_http_rate_limit_flush(ngx_event_t *ev)
  * A node's batch therefore goes when it holds NGX_HTTP_RATE_LIMIT_BATCH_MIN
  * checks, or has waited one round already; if none does, the biggest goes
  * (a lone request goes at once).  A check thus waits for two replies at
- * most before its own.  With one node there is one batch: it always goes.
+ * most before its own; after a batch failed (a node down, a timeout) all
+ * go, as the checks held back have waited long enough.  With one node
+ * there is one batch: it always goes.
  */
 
 static ngx_uint_t
@@ -691,6 +692,11 @@ ngx_http_rate_limit_batch_reply(void *data, ngx_int_t status,
     ngx_http_rate_limit_batch_t  *batch = data;
 
     ngx_queue_remove(&batch->queue);
+
+    if (status != NGX_MESHGATE_REDIS_OK) {
+        /* a node failed or timed out: the batches held back go now */
+        ngx_http_rate_limit_hurry = 1;
+    }
 
     ngx_http_rate_limit_batch_done(batch, status, reply);
 
