@@ -82,7 +82,7 @@ typedef struct {
     ngx_meshgate_redis_t         *redis;
     ngx_meshgate_redis_script_t  *script;
     ngx_str_t                     prefix;
-    ngx_uint_t                    tag;          /* keys with a hash tag */
+    ngx_uint_t                    cluster;      /* Redis Cluster */
     ngx_array_t                   zones;        /* of zone pointers */
     ngx_shm_zone_t               *counters_zone;
     ngx_http_rate_limit_counters_t  *counters;

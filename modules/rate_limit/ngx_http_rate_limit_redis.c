@@ -271,7 +271,7 @@ ngx_http_rate_limit_keys(ngx_http_request_t *r,
     for (i = 0; i < n; i++) {
         res = &ctx->results[i];
         size += mcf->prefix.len + res->limit->zone->name.len + 1
-                + res->key.len + (mcf->tag ? 10 : 0);
+                + res->key.len + (mcf->cluster ? 10 : 0);
     }
 
     ctx->keys = ngx_palloc(r->pool, size);
@@ -290,7 +290,7 @@ ngx_http_rate_limit_keys(ngx_http_request_t *r,
         ctx->keys[i] = (const char *) p;
         p = ngx_cpymem(p, mcf->prefix.data, mcf->prefix.len);
 
-        if (mcf->tag) {
+        if (mcf->cluster) {
             p = ngx_sprintf(p, "{%08xD}",
                             ngx_crc32_short(res->key.data, res->key.len));
         }
@@ -573,14 +573,16 @@ ngx_http_rate_limit_flush(ngx_event_t *ev)
  * checks, or has waited one round already; if none does, the biggest goes
  * (a lone request goes at once).  A check thus waits for two replies at
  * most before its own; after a batch failed (a node down, a timeout) all
- * go, as the checks held back have waited long enough.  With one node
- * there is one batch: it always goes.
+ * go, as the checks held back have waited long enough.  Without Redis
+ * Cluster every batch goes at once.
  */
 
 static ngx_uint_t
 ngx_http_rate_limit_goes(ngx_http_rate_limit_batch_t *batch)
 {
-    return batch->n >= NGX_HTTP_RATE_LIMIT_BATCH_MIN || batch->waited;
+    return !batch->mcf->cluster
+           || batch->n >= NGX_HTTP_RATE_LIMIT_BATCH_MIN
+           || batch->waited;
 }
 
 
