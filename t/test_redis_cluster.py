@@ -251,6 +251,25 @@ def test_one_subject_in_several_zones_all_or_nothing(nginx, cluster):
     assert not c.exists("rl:a:" + u)
 
 
+def test_a_subject_with_braces(nginx, cluster):
+    """A "}" in the subject does not end the hash tag (a hash of the
+    subject): its limits still share a slot."""
+    import http.client
+    gw = nginx.start(RATE_LIMIT, modules=["rate_limit", "mesh_metrics"],
+                     seeds=cluster.seeds)
+    subject = "}x{y}"
+    codes = []
+    for _ in range(3):
+        conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10)
+        conn.request("GET", "/ab?u=" + subject)
+        codes.append(conn.getresponse().status)
+        conn.close()
+    assert codes == [200, 200, 429]
+    c = cluster.client()
+    assert c.keyslot(rl_key("a", subject)) == c.keyslot(rl_key("b", subject))
+    assert c.exists(rl_key("a", subject)) and c.exists(rl_key("b", subject))
+
+
 def test_reshard_under_load(nginx, cluster):
     gw = nginx.start(RATE_LIMIT, modules=["rate_limit", "mesh_metrics"],
                      workers=2, seeds=cluster.seeds)
