@@ -5,6 +5,7 @@ import hashlib
 import subprocess
 import threading
 import time
+import zlib
 
 import pytest
 import requests
@@ -36,6 +37,13 @@ AUTH_KEY = """
 
 def rkey(key):
     return "apikey:" + hashlib.sha256(key.encode()).hexdigest()
+
+
+def rl_key(zone, subject, prefix="rl:"):
+    """A rate-limit key with Redis Cluster: a hash tag made of the
+    subject's CRC32, so that one subject's limits share a slot."""
+    return "%s{%08x}%s:%s" % (prefix, zlib.crc32(subject.encode()), zone,
+                              subject)
 
 
 def test_auth_keys_from_every_node(nginx, cluster):
@@ -126,6 +134,8 @@ RATE_LIMIT = """
     rate_limit_zone k key=$arg_k rate=1r/m burst=1;
     rate_limit_zone j key=$arg_j rate=1000r/s burst=1000;
     rate_limit_zone all key=all rate=100000r/s burst=100000;
+    rate_limit_zone a key=$arg_u rate=1r/m burst=4;
+    rate_limit_zone b key=$arg_u rate=1r/m burst=1;
     server {
         listen 127.0.0.1:{{port1}};
         location / { return 200 "ok\\n"; }
@@ -142,6 +152,17 @@ RATE_LIMIT = """
             rate_limit j;
             rate_limit all;
             rate_limit k;
+            add_header X-Status $rate_limit_status always;
+            proxy_pass http://127.0.0.1:{{port1}};
+        }
+        location /ab {
+            rate_limit a;
+            rate_limit b;
+            add_header X-Status $rate_limit_status always;
+            proxy_pass http://127.0.0.1:{{port1}};
+        }
+        location /a {
+            rate_limit a;
             add_header X-Status $rate_limit_status always;
             proxy_pass http://127.0.0.1:{{port1}};
         }
@@ -188,11 +209,12 @@ def test_shared_limits_over_every_node(nginx, cluster):
     # 1r/m burst=1: two per key over both gateways
     assert abs(passed - 400) <= 20, passed
     assert {st for _, _, st in out} <= {"PASSED", "REJECTED"}
-    counts = cluster.keys_per_node("rl:k:*")
+    counts = cluster.keys_per_node("rl:{*}k:*")
     assert sum(counts) == 200 and min(counts) > 30, counts
+    assert cluster.client().exists(rl_key("k", "key7"))
     r = requests.get(gws[0].url("/k?k=node-check"), timeout=10)
     assert r.headers["X-Node"] == \
-        "127.0.0.1:%d" % cluster.node_of("rl:k:node-check").port
+        "127.0.0.1:%d" % cluster.node_of(rl_key("k", "node-check")).port
 
 
 def test_limits_of_one_request_on_several_nodes(nginx, cluster):
@@ -203,8 +225,49 @@ def test_limits_of_one_request_on_several_nodes(nginx, cluster):
     assert [r.status_code for r in codes] == [200, 200, 429]
     assert codes[0].headers["X-Status"] == "PASSED"
     c = cluster.client()
-    assert c.exists("rl:k:m1") and c.exists("rl:j:m2") \
-        and c.exists("rl:all:all")
+    assert c.exists(rl_key("k", "m1")) and c.exists(rl_key("j", "m2")) \
+        and c.exists(rl_key("all", "all"))
+
+
+def test_one_subject_in_several_zones_all_or_nothing(nginx, cluster):
+    """The limits of one subject share a hash tag, thus a slot: a request
+    that zone b rejects is charged to zone a neither, even where the
+    untagged keys ("rl:a:<u>", "rl:b:<u>") would live on two nodes."""
+    u = next("u%d" % i for i in range(1000)
+             if cluster.node_of("rl:a:u%d" % i).port
+             != cluster.node_of("rl:b:u%d" % i).port)
+    c = cluster.client()
+    assert c.keyslot(rl_key("a", u)) == c.keyslot(rl_key("b", u))
+    gw = nginx.start(RATE_LIMIT, modules=["rate_limit", "mesh_metrics"],
+                     seeds=cluster.seeds)
+    codes = [requests.get(gw.url("/ab?u=" + u), timeout=10).status_code
+             for _ in range(4)]
+    assert codes == [200, 200, 429, 429]
+    # zone a (5 back to back) was charged for the two admitted only
+    codes = [requests.get(gw.url("/a?u=" + u), timeout=10).status_code
+             for _ in range(4)]
+    assert codes == [200, 200, 200, 429]
+    assert c.exists(rl_key("a", u)) and c.exists(rl_key("b", u))
+    assert not c.exists("rl:a:" + u)
+
+
+def test_a_subject_with_braces(nginx, cluster):
+    """A "}" in the subject does not end the hash tag (a hash of the
+    subject): its limits still share a slot."""
+    import http.client
+    gw = nginx.start(RATE_LIMIT, modules=["rate_limit", "mesh_metrics"],
+                     seeds=cluster.seeds)
+    subject = "}x{y}"
+    codes = []
+    for _ in range(3):
+        conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10)
+        conn.request("GET", "/ab?u=" + subject)
+        codes.append(conn.getresponse().status)
+        conn.close()
+    assert codes == [200, 200, 429]
+    c = cluster.client()
+    assert c.keyslot(rl_key("a", subject)) == c.keyslot(rl_key("b", subject))
+    assert c.exists(rl_key("a", subject)) and c.exists(rl_key("b", subject))
 
 
 def test_reshard_under_load(nginx, cluster):
@@ -217,7 +280,7 @@ def test_reshard_under_load(nginx, cluster):
     # keys on the source node, so that the migration moves them
     c = cluster.client()
     for i in range(300):
-        c.set("rl:j:pre%d" % i, 1)
+        c.set(rl_key("j", "pre%d" % i), 1)
     stop = threading.Event()
     seen = []
 
@@ -276,7 +339,7 @@ def test_a_primary_lost(nginx, cluster):
     for k in keys:
         assert requests.get(gw.url("/k?k=" + k), timeout=10) \
             .headers["X-Status"] == "PASSED"
-    dead = cluster.node_of("rl:k:lost0")
+    dead = cluster.node_of(rl_key("k", "lost0"))
     dead.proc.kill()
     dead.proc.wait(10)
     for k in keys:

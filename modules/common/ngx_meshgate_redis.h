@@ -175,6 +175,9 @@ ngx_int_t ngx_meshgate_redis_eval(ngx_meshgate_redis_t *rd, ngx_pool_t *pool,
 ngx_meshgate_redis_t *ngx_meshgate_redis_route(ngx_meshgate_redis_t *rd,
     u_char *key, size_t len);
 
+/* 1 with cluster=, else 0 */
+ngx_uint_t ngx_meshgate_redis_is_cluster(ngx_meshgate_redis_t *rd);
+
 /*
  * With cluster=, commands are sent where the slot map says once it is
  * known.  ngx_meshgate_redis_ready() returns 1 if it is (or there is no

@@ -187,6 +187,13 @@ ngx_meshgate_redis_route(ngx_meshgate_redis_t *rd, u_char *key, size_t len)
 }
 
 
+ngx_uint_t
+ngx_meshgate_redis_is_cluster(ngx_meshgate_redis_t *rd)
+{
+    return rd->cluster != NULL;
+}
+
+
 static ngx_int_t
 ngx_meshgate_redis_cluster_init(ngx_meshgate_redis_t *rd)
 {

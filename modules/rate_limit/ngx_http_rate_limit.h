@@ -46,6 +46,7 @@
 #define NGX_HTTP_RATE_LIMIT_MAX_LIMITS      16
 #define NGX_HTTP_RATE_LIMIT_MAX_KEY         256
 #define NGX_HTTP_RATE_LIMIT_BATCH           64
+#define NGX_HTTP_RATE_LIMIT_BATCH_MIN       16    /* see _goes() */
 #define NGX_HTTP_RATE_LIMIT_SPECS           255   /* one byte each */
 
 
@@ -81,6 +82,7 @@ typedef struct {
     ngx_meshgate_redis_t         *redis;
     ngx_meshgate_redis_script_t  *script;
     ngx_str_t                     prefix;
+    ngx_uint_t                    cluster;      /* Redis Cluster */
     ngx_array_t                   zones;        /* of zone pointers */
     ngx_shm_zone_t               *counters_zone;
     ngx_http_rate_limit_counters_t  *counters;
@@ -150,6 +152,7 @@ struct ngx_http_rate_limit_batch_s {
     ngx_http_rate_limit_main_conf_t  *mcf;
     ngx_meshgate_redis_t             *node;
     ngx_uint_t                        n;
+    ngx_uint_t                        waited;  /* a round already */
     ngx_uint_t                        nkeys;
     ngx_uint_t                        nspecs;
     ngx_http_rate_limit_ctx_t        *ctx[NGX_HTTP_RATE_LIMIT_BATCH];

@@ -479,6 +479,7 @@ ngx_http_rate_limit_create_main_conf(ngx_conf_t *cf)
      *     mcf->redis = NULL;
      *     mcf->script = NULL;
      *     mcf->prefix = { 0, NULL };
+     *     mcf->cluster = 0;
      */
 
     if (ngx_array_init(&mcf->zones, cf->pool, 4,
@@ -600,6 +601,10 @@ ngx_http_rate_limit_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     ngx_meshgate_redis_on_ready(mcf->redis, ngx_http_rate_limit_ready, mcf);
+
+    /* Redis Cluster: tagged keys, batches held (ngx_http_rate_limit_goes()) */
+
+    mcf->cluster = ngx_meshgate_redis_is_cluster(mcf->redis);
 
     mcf->script = ngx_http_rate_limit_script(cf);
     if (mcf->script == NULL) {

@@ -23,6 +23,8 @@ static void ngx_http_rate_limit_part_done(ngx_http_rate_limit_ctx_t *ctx,
     ngx_http_rate_limit_batch_t *batch);
 static void ngx_http_rate_limit_post_flush(void);
 static void ngx_http_rate_limit_flush(ngx_event_t *ev);
+static ngx_uint_t ngx_http_rate_limit_goes(
+    ngx_http_rate_limit_batch_t *batch);
 static ngx_int_t ngx_http_rate_limit_batch_send(
     ngx_http_rate_limit_batch_t *batch, ngx_log_t *log);
 static void ngx_http_rate_limit_batch_reply(void *data, ngx_int_t status,
@@ -47,76 +49,88 @@ static void ngx_http_rate_limit_free_batches(ngx_queue_t *batches);
  * gateway works out the rest (ngx_http_rate_limit_result()).  A key of
  * another type is taken as empty and overwritten, so that it cannot fail
  * the other requests of its batch.  TATs (about 2^51 us) are exact in
- * Lua's doubles, and Redis writes such numbers as integers.  Every key is
- * read before any is written: an error then (with Redis Cluster, a key
- * that is not on this node) fails the batch with nothing charged.  With
- * Redis Cluster, ARGV starts with "c", the number of keys and the keys
- * (see ngx_http_rate_limit_batch_send()).
+ * Lua's doubles.
  *
- * A key expires at the end of the second after the one its TAT falls in:
- * never while it counts, and its expiry changes only when its TAT enters
- * another second, so most writes keep it (KEEPTTL; setting it on every
- * write was a fifth of the script's time).  Redis 6.2 or later.
+ * Every key is read before any is written, with one MGET: an error then
+ * fails the batch with nothing charged.  With Redis Cluster the keys, of
+ * several slots of one node, are read with one GET each (MGET refuses
+ * keys of several slots), and ARGV starts with "c", the number of keys
+ * and the keys (see ngx_http_rate_limit_batch_send()); a key that is not
+ * on this node (a slot being migrated) fails the batch there.
+ *
+ * What Redis spends per request is the script's own work: one SET per
+ * limit charged, a share of the MGET, and the Lua between them.  A TAT is
+ * written as a string formatted with "%d": a Lua number as an argument of
+ * redis.call() is formatted with "%.17g", which costs a fifth of the
+ * script's time for a 16-digit number.  A key expires at the end of the
+ * second after the one its TAT falls in: never while it counts, and its
+ * expiry changes only when its TAT enters another second, so most writes
+ * keep it (KEEPTTL).  Redis 6.2 or later.
  */
 
 static ngx_str_t  ngx_http_rate_limit_lua = ngx_string(
-    "local K, A = KEYS, ARGV\n"
-    "if A[1] == 'c' then\n"
-    "  local n = tonumber(A[2])\n"
-    "  K, A = {}, {}\n"
-    "  for i = 1, n do K[i] = ARGV[2 + i] end\n"
-    "  for i = n + 3, #ARGV do A[#A + 1] = ARGV[i] end\n"
-    "end\n"
-    "local val = {}\n"
-    "for i = 1, #K do\n"
-    "  if val[K[i]] == nil then\n"
-    "    local v = redis.pcall('GET', K[i])\n"
-    "    if type(v) == 'table' and v.err then\n"
+    "local K, o, n = KEYS, 0, #KEYS\n"
+    "local val\n"
+    "if ARGV[1] == 'c' then\n"
+    "  K, o, n = ARGV, 2, tonumber(ARGV[2])\n"
+    "  val = {}\n"
+    "  for i = 1, n do\n"
+    "    local v = redis.pcall('GET', K[o + i])\n"
+    "    if type(v) == 'table' then\n"
     "      if string.sub(v.err, 1, 9) ~= 'WRONGTYPE' then\n"
     "        return redis.error_reply(v.err)\n"
     "      end\n"
-    "      v = nil\n"
+    "      v = false\n"
     "    end\n"
-    "    val[K[i]] = tonumber(v) or 0\n"
+    "    val[i] = v\n"
     "  end\n"
+    "else\n"
+    "  val = redis.call('MGET', unpack(K))\n"
+    "end\n"
+    "local a0 = (o > 0) and (o + n) or 0\n"
+    "local tat = {}\n"
+    "for i = 1, n do\n"
+    "  tat[K[o + i]] = tonumber(val[i]) or 0\n"
     "end\n"
     "local t = redis.call('TIME')\n"
     "local now = t[1] * 1000000 + t[2]\n"
-    "local ns = tonumber(A[1])\n"
+    "local ns = tonumber(ARGV[a0 + 1])\n"
     "local inc, cap = {}, {}\n"
     "for s = 1, ns do\n"
-    "  inc[s] = tonumber(A[2 * s])\n"
-    "  cap[s] = tonumber(A[2 * s + 1])\n"
+    "  inc[s] = tonumber(ARGV[a0 + 2 * s])\n"
+    "  cap[s] = tonumber(ARGV[a0 + 2 * s + 1])\n"
     "end\n"
-    "local res, k = {}, 0\n"
-    "local used, new, sec = {}, {}, {}\n"
-    "for a = 2 * ns + 2, #A do\n"
-    "  local spec, ok = A[a], true\n"
-    "  local n = #spec\n"
-    "  for i = 1, n do\n"
-    "    local s = string.byte(spec, i)\n"
-    "    local v = val[K[k + i]]\n"
-    "    sec[i] = math.ceil(v / 1000000)\n"
+    "local ceil, fmt, byte = math.ceil, string.format, string.byte\n"
+    "local res, k = {}, o\n"
+    "local used, new = {}, {}\n"
+    "for a = a0 + 2 * ns + 2, #ARGV do\n"
+    "  local spec, ok = ARGV[a], true\n"
+    "  local m = #spec\n"
+    "  for i = 1, m do\n"
+    "    local s = byte(spec, i)\n"
+    "    local v = tat[K[k + i]]\n"
     "    if v < now then v = now end\n"
     "    used[i] = v - now\n"
     "    new[i] = v + inc[s]\n"
     "    if new[i] - now > cap[s] then ok = false end\n"
     "  end\n"
-    "  for i = 1, n do\n"
+    "  for i = 1, m do\n"
     "    if ok then\n"
-    "      res[k + i] = new[i] - now\n"
-    "      local s = math.ceil(new[i] / 1000000)\n"
-    "      if s == sec[i] then\n"
-    "        redis.call('SET', K[k + i], new[i], 'KEEPTTL')\n"
+    "      local key, v = K[k + i], new[i]\n"
+    "      local s = ceil(v / 1000000)\n"
+    "      res[k - o + i] = v - now\n"
+    "      if s == ceil(tat[key] / 1000000) then\n"
+    "        redis.call('SET', key, fmt('%d', v), 'KEEPTTL')\n"
     "      else\n"
-    "        redis.call('SET', K[k + i], new[i], 'PXAT', (s + 1) * 1000)\n"
+    "        redis.call('SET', key, fmt('%d', v), 'PXAT',\n"
+    "                   fmt('%d', (s + 1) * 1000))\n"
     "      end\n"
-    "      val[K[k + i]] = new[i]\n"
+    "      tat[key] = v\n"
     "    else\n"
-    "      res[k + i] = -1 - used[i]\n"
+    "      res[k - o + i] = -1 - used[i]\n"
     "    end\n"
     "  end\n"
-    "  k = k + n\n"
+    "  k = k + m\n"
     "end\n"
     "return res\n");
 
@@ -126,6 +140,7 @@ static ngx_queue_t  ngx_http_rate_limit_unsent;
 static ngx_queue_t  ngx_http_rate_limit_inflight;
 static ngx_uint_t   ngx_http_rate_limit_batches_init;
 static ngx_event_t  ngx_http_rate_limit_flush_event;
+static ngx_uint_t   ngx_http_rate_limit_hurry;
 
 /* per worker: checks waiting for Redis Cluster's slot map */
 static ngx_queue_t  ngx_http_rate_limit_parked;
@@ -229,43 +244,57 @@ ngx_http_rate_limit_ready(void *data, ngx_uint_t ok)
 }
 
 
-/* per limit: the Redis key */
+/*
+ * Per limit: the Redis key, "<prefix><zone>:<subject>", and its node.
+ * With Redis Cluster the key starts with a hash tag made of the subject
+ * alone, "<prefix>{<CRC32 of the subject, hex>}<zone>:<subject>": the
+ * limits of one subject in several zones share a slot, so that one
+ * script checks and charges them together, all or none.  The tag is a
+ * hash, not the subject itself: a subject may hold "}" (a binary address)
+ * and end the tag early.  One allocation for all of a request's keys.
+ */
 
 static ngx_int_t
 ngx_http_rate_limit_keys(ngx_http_request_t *r,
     ngx_http_rate_limit_ctx_t *ctx, ngx_http_rate_limit_main_conf_t *mcf)
 {
     u_char                        *p;
+    size_t                         size;
     ngx_uint_t                     i, n;
     ngx_http_rate_limit_zone_t    *zone;
     ngx_http_rate_limit_result_t  *res;
 
     n = ctx->nresults;
+    size = n * (sizeof(char *) + sizeof(size_t)
+                + sizeof(ngx_meshgate_redis_t *));
 
-    ctx->keys = ngx_palloc(r->pool, n * (sizeof(char *) + sizeof(size_t)));
+    for (i = 0; i < n; i++) {
+        res = &ctx->results[i];
+        size += mcf->prefix.len + res->limit->zone->name.len + 1
+                + res->key.len + (mcf->cluster ? 10 : 0);
+    }
+
+    ctx->keys = ngx_palloc(r->pool, size);
     if (ctx->keys == NULL) {
         return NGX_ERROR;
     }
 
     ctx->klens = (size_t *) (ctx->keys + n);
-
-    ctx->nodes = ngx_palloc(r->pool, n * sizeof(ngx_meshgate_redis_t *));
-    if (ctx->nodes == NULL) {
-        return NGX_ERROR;
-    }
+    ctx->nodes = (ngx_meshgate_redis_t **) (ctx->klens + n);
+    p = (u_char *) (ctx->nodes + n);
 
     for (i = 0; i < n; i++) {
         res = &ctx->results[i];
         zone = res->limit->zone;
 
-        p = ngx_pnalloc(r->pool, mcf->prefix.len + zone->name.len + 1
-                                 + res->key.len);
-        if (p == NULL) {
-            return NGX_ERROR;
-        }
-
         ctx->keys[i] = (const char *) p;
         p = ngx_cpymem(p, mcf->prefix.data, mcf->prefix.len);
+
+        if (mcf->cluster) {
+            p = ngx_sprintf(p, "{%08xD}",
+                            ngx_crc32_short(res->key.data, res->key.len));
+        }
+
         p = ngx_cpymem(p, zone->name.data, zone->name.len);
         *p++ = ':';
         p = ngx_cpymem(p, res->key.data, res->key.len);
@@ -367,6 +396,7 @@ ngx_http_rate_limit_batch_part(ngx_http_rate_limit_ctx_t *ctx,
         }
 
         batch->n = 0;
+        batch->waited = 0;
         batch->nkeys = 0;
         batch->nspecs = 0;
         batch->mcf = mcf;
@@ -457,11 +487,55 @@ ngx_http_rate_limit_post_flush(void)
 static void
 ngx_http_rate_limit_flush(ngx_event_t *ev)
 {
-    ngx_queue_t                  *q;
-    ngx_http_rate_limit_batch_t  *batch;
+    ngx_queue_t                  *q, *next, go;
+    ngx_uint_t                    hurry;
+    ngx_http_rate_limit_batch_t  *batch, *biggest;
 
-    while (!ngx_queue_empty(&ngx_http_rate_limit_unsent)) {
-        q = ngx_queue_head(&ngx_http_rate_limit_unsent);
+    /* what goes now: see ngx_http_rate_limit_goes() */
+
+    biggest = NULL;
+
+    for (q = ngx_queue_head(&ngx_http_rate_limit_unsent);
+         q != ngx_queue_sentinel(&ngx_http_rate_limit_unsent);
+         q = ngx_queue_next(q))
+    {
+        batch = ngx_queue_data(q, ngx_http_rate_limit_batch_t, queue);
+
+        if (ngx_http_rate_limit_goes(batch)) {
+            biggest = NULL;
+            break;
+        }
+
+        if (biggest == NULL || batch->n > biggest->n) {
+            biggest = batch;
+        }
+    }
+
+    hurry = ngx_http_rate_limit_hurry;
+    ngx_http_rate_limit_hurry = 0;
+
+    ngx_queue_init(&go);
+
+    for (q = ngx_queue_head(&ngx_http_rate_limit_unsent);
+         q != ngx_queue_sentinel(&ngx_http_rate_limit_unsent);
+         q = next)
+    {
+        next = ngx_queue_next(q);
+        batch = ngx_queue_data(q, ngx_http_rate_limit_batch_t, queue);
+
+        if (hurry || batch == biggest || ngx_http_rate_limit_goes(batch)) {
+            ngx_queue_remove(q);
+            ngx_queue_insert_tail(&go, q);
+
+        } else {
+            batch->waited = 1;
+        }
+    }
+
+    /* sending may fail a batch at once, whose requests then go on */
+
+    while (!ngx_queue_empty(&go)) {
+        q = ngx_queue_head(&go);
         ngx_queue_remove(q);
         batch = ngx_queue_data(q, ngx_http_rate_limit_batch_t, queue);
 
@@ -482,6 +556,33 @@ ngx_http_rate_limit_flush(ngx_event_t *ev)
                                            NULL);
         }
     }
+
+    /* none is out after all: no reply will flush the batches left */
+
+    if (!ngx_queue_empty(&ngx_http_rate_limit_unsent)) {
+        ngx_http_rate_limit_post_flush();
+    }
+}
+
+
+/*
+ * With Redis Cluster a round's checks are split per node, and each node's
+ * part is small: sending them all would cost a command per node and round
+ * (Redis's and the gateway's cost per command is that of a dozen checks).
+ * A node's batch therefore goes when it holds NGX_HTTP_RATE_LIMIT_BATCH_MIN
+ * checks, or has waited one round already; if none does, the biggest goes
+ * (a lone request goes at once).  A check thus waits for two replies at
+ * most before its own; after a batch failed (a node down, a timeout) all
+ * go, as the checks held back have waited long enough.  Without Redis
+ * Cluster every batch goes at once.
+ */
+
+static ngx_uint_t
+ngx_http_rate_limit_goes(ngx_http_rate_limit_batch_t *batch)
+{
+    return !batch->mcf->cluster
+           || batch->n >= NGX_HTTP_RATE_LIMIT_BATCH_MIN
+           || batch->waited;
 }
 
 
@@ -593,6 +694,11 @@ ngx_http_rate_limit_batch_reply(void *data, ngx_int_t status,
     ngx_http_rate_limit_batch_t  *batch = data;
 
     ngx_queue_remove(&batch->queue);
+
+    if (status != NGX_MESHGATE_REDIS_OK) {
+        /* a node failed or timed out: the batches held back go now */
+        ngx_http_rate_limit_hurry = 1;
+    }
 
     ngx_http_rate_limit_batch_done(batch, status, reply);
 
