@@ -28,10 +28,11 @@ SGW = ("sgw", "sgw-secret")
 TLS_NAME = "redis.test"
 
 # the rights of the gateway's user on the data nodes: AUTH, SELECT, ROLE
-# (Sentinel), EVALSHA/EVAL (rate_limit: the script reads with GET, writes
-# with SET, reads the clock with TIME), HGETALL (auth_key)
+# (Sentinel), EVALSHA/EVAL (rate_limit: the script reads with MGET, or GET
+# with Cluster, writes with SET, reads the clock with TIME), HGETALL
+# (auth_key)
 GW_ACL = ("~rl:* ~apikey:* resetchannels -@all +select +role +evalsha "
-          "+eval +get +set +time +hgetall")
+          "+eval +get +mget +set +time +hgetall")
 # with Redis Cluster: CLUSTER SLOTS and ASKING too
 GW_CLUSTER_ACL = GW_ACL + " +cluster|slots +asking"
 SGW_ACL = ("resetchannels &+switch-master -@all "

@@ -7,6 +7,7 @@ import hashlib
 import signal
 import socket
 import time
+import zlib
 
 import pytest
 import requests
@@ -365,6 +366,12 @@ def test_sentinel_lost_then_failover_over_tls(nginx, secure_sentinels):
 # --- Cluster -------------------------------------------------------------
 
 
+def cluster_rl(zone, subject):
+    """A rate-limit key with Redis Cluster: a hash tag of the subject's
+    CRC32, so that one subject's limits share a slot."""
+    return "rl:{%08x}%s:%s" % (zlib.crc32(subject.encode()), zone, subject)
+
+
 def test_cluster_over_tls_with_an_acl_user(nginx, secure_cluster):
     """tls-cluster: CLUSTER SLOTS names the TLS ports; one seed is
     enough; keys on every node."""
@@ -384,7 +391,7 @@ def test_cluster_over_tls_with_an_acl_user(nginx, secure_cluster):
     for k in keys[:12]:
         got = [get(n, "/rl?k=" + k) for _ in range(3)]
         assert [g[:2] for g in got] == LIMITED, k
-        assert got[0][2] == "127.0.0.1:%d" % c.node_of("rl:z:" + k).port
+        assert got[0][2] == "127.0.0.1:%d" % c.node_of(cluster_rl("z", k)).port
         nodes.add(got[0][2])
     assert len(nodes) == 3
     n.reload()
@@ -428,9 +435,9 @@ def test_cluster_node_that_stops_answering(nginx, secure_cluster):
     for k in keys:
         # the first connections of a worker may take longer than FAST
         wait_for(lambda: get(n, "/rl?k=" + k)[1] == "PASSED", 5, "PASSED")
-    silent = c.node_of("rl:z:sk0")
-    on_silent = [k for k in keys if c.node_of("rl:z:" + k) is silent]
-    elsewhere = [k for k in keys if c.node_of("rl:z:" + k) is not silent]
+    silent = c.node_of(cluster_rl("z", "sk0"))
+    on_silent = [k for k in keys if c.node_of(cluster_rl("z", k)) is silent]
+    elsewhere = [k for k in keys if c.node_of(cluster_rl("z", k)) is not silent]
     api_keys = ["sk-key%d" % i for i in range(30)]
     api_on_silent = [k for k in api_keys if c.node_of(rkey(k)) is silent]
     for k in api_keys:
@@ -449,7 +456,7 @@ def test_cluster_node_that_stops_answering(nginx, secure_cluster):
     finally:
         silent.resume()
     back = ["back%d" % i for i in range(20)]
-    back = [k for k in back if c.node_of("rl:z:" + k) is silent]
+    back = [k for k in back if c.node_of(cluster_rl("z", k)) is silent]
     wait_for(lambda: get(n, "/rl?k=" + back.pop())[1] == "PASSED", 10,
              "the node's slots served again")
     # auth_key's client has a backoff of its own
