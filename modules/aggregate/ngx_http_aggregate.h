@@ -101,8 +101,6 @@ ngx_int_t ngx_http_aggregate_error_body(ngx_http_aggregate_ctx_t *ctx,
 ngx_int_t ngx_http_aggregate_json_compact(ngx_str_t *text, ngx_log_t *log,
     const char **error, size_t *offset);
 int ngx_http_aggregate_json_cmp_names(u_char *a, u_char *b);
-ngx_int_t ngx_http_aggregate_json_text(ngx_pool_t *pool, ngx_str_t *raw,
-    ngx_str_t *out);
 ngx_int_t ngx_http_aggregate_json_filter(ngx_pool_t *pool, ngx_str_t *in,
     ngx_array_t *fields, ngx_str_t *out);
 

@@ -85,8 +85,6 @@ static int ngx_libc_cdecl ngx_http_aggregate_json_cmp_keys(const void *one,
     const void *two);
 static ngx_int_t ngx_http_aggregate_json_fail(
     ngx_http_aggregate_json_ctx_t *ctx, const char *error);
-static u_char *ngx_http_aggregate_json_unescape(u_char *w, u_char *p,
-    u_char *last);
 static ngx_int_t ngx_http_aggregate_filter_value(
     ngx_http_aggregate_filter_t *f, ngx_str_t *value, ngx_array_t *fields);
 static ngx_int_t ngx_http_aggregate_filter_object(
@@ -768,125 +766,6 @@ ngx_http_aggregate_json_fail(ngx_http_aggregate_json_ctx_t *ctx,
     ctx->error = error;
 
     return NGX_DECLINED;
-}
-
-
-/* the bytes a canonical string's content stands for; returns past them */
-
-static u_char *
-ngx_http_aggregate_json_unescape(u_char *w, u_char *p, u_char *last)
-{
-    u_char     c;
-    ngx_int_t  u;
-
-    while (p < last) {
-        c = *p++;
-
-        if (c != '\\' || p == last) {
-            *w++ = c;
-            continue;
-        }
-
-        c = *p++;
-
-        switch (c) {
-        case 'b': *w++ = '\b'; break;
-        case 'f': *w++ = '\f'; break;
-        case 'n': *w++ = '\n'; break;
-        case 'r': *w++ = '\r'; break;
-        case 't': *w++ = '\t'; break;
-
-        case 'u':
-            /* only control characters are left as \u00XX */
-            u = (last - p >= 4) ? ngx_hextoi(p, 4) : NGX_ERROR;
-            p += (last - p >= 4) ? 4 : last - p;
-            *w++ = (u_char) ((u == NGX_ERROR || u > 0x7f) ? '?' : u);
-            break;
-
-        default:
-            *w++ = c;
-        }
-    }
-
-    return w;
-}
-
-
-/*
- * A value as text, as ngx_meshgate_json_text() gives it: a string without
- * its quotes and escapes, null as "", an array as the text of its elements
- * joined with commas (nested arrays flattened), any other value as its
- * compact JSON.  Never longer than the value's text.
- */
-
-ngx_int_t
-ngx_http_aggregate_json_text(ngx_pool_t *pool, ngx_str_t *raw, ngx_str_t *out)
-{
-    u_char  *p, *last, *w, *end;
-
-    p = raw->data;
-    last = p + raw->len;
-
-    if (raw->len == 0 || (*p != '"' && *p != '[')) {
-        if (raw->len == 4 && ngx_strncmp(p, "null", 4) == 0) {
-            ngx_str_set(out, "");
-
-        } else {
-            *out = *raw;
-        }
-
-        return NGX_OK;
-    }
-
-    out->data = ngx_pnalloc(pool, raw->len);
-    if (out->data == NULL) {
-        return NGX_ERROR;
-    }
-
-    w = out->data;
-
-    while (p < last) {
-
-        switch (*p) {
-
-        case '"':
-            end = ngx_meshgate_json_skip_string(p + 1, last);
-            if (end == NULL) {
-                return NGX_ERROR;
-            }
-
-            w = ngx_http_aggregate_json_unescape(w, p + 1, end - 1);
-            p = end;
-            continue;
-
-        case '[':
-        case ']':
-            p++;
-            continue;
-
-        case ',':
-            *w++ = *p++;
-            continue;
-
-        case 'n':
-            p += 4;
-            continue;
-
-        default:
-            /* an object, a number, true, false */
-            end = ngx_meshgate_json_skip_value(p, last);
-            if (end == NULL) {
-                return NGX_ERROR;
-            }
-
-            w = ngx_cpymem(w, p, end - p);
-            p = end;
-        }
-    }
-
-    out->len = w - out->data;
-
-    return NGX_OK;
 }
 
 

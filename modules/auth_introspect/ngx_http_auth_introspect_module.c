@@ -989,8 +989,7 @@ ngx_http_auth_introspect_claim(ngx_http_request_t *r,
         return NGX_DECLINED;
     }
 
-    return ngx_meshgate_json_member_text(r->pool, &raw, text,
-                                         r->connection->log);
+    return ngx_meshgate_json_value_text(r->pool, &raw, text);
 }
 
 

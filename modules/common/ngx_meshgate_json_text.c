@@ -10,6 +10,8 @@
 
 
 static u_char *ngx_meshgate_json_skip_container(u_char *p, u_char *last);
+static u_char *ngx_meshgate_json_unescape(u_char *w, u_char *p,
+    u_char *last);
 
 
 u_char *
@@ -206,4 +208,128 @@ ngx_meshgate_json_member(ngx_str_t *json, u_char *name, size_t len,
     *value = found;
 
     return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_meshgate_json_value_text(ngx_pool_t *pool, ngx_str_t *raw,
+    ngx_str_t *out)
+{
+    u_char  *p, *last, *w, *end;
+
+    p = raw->data;
+    last = p + raw->len;
+
+    if (raw->len == 0 || (*p != '"' && *p != '[')) {
+        if (raw->len == 4 && ngx_strncmp(p, "null", 4) == 0) {
+            ngx_str_set(out, "");
+
+        } else {
+            *out = *raw;
+        }
+
+        return NGX_OK;
+    }
+
+    if (*p == '"' && raw->len >= 2 && last[-1] == '"'
+        && ngx_strlchr(p + 1, last, '\\') == NULL)
+    {
+        /* the common case: the text is the string's content */
+        out->data = p + 1;
+        out->len = raw->len - 2;
+        return NGX_OK;
+    }
+
+    out->data = ngx_pnalloc(pool, raw->len);
+    if (out->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    w = out->data;
+
+    while (p < last) {
+
+        switch (*p) {
+
+        case '"':
+            end = ngx_meshgate_json_skip_string(p + 1, last);
+            if (end == NULL) {
+                return NGX_ERROR;
+            }
+
+            w = ngx_meshgate_json_unescape(w, p + 1, end - 1);
+            p = end;
+            continue;
+
+        case '[':
+        case ']':
+            p++;
+            continue;
+
+        case ',':
+            *w++ = *p++;
+            continue;
+        }
+
+        /* an object, a number, true, false, null */
+
+        end = ngx_meshgate_json_skip_value(p, last);
+        if (end == NULL || end == p) {
+            return NGX_ERROR;
+        }
+
+        if (*p != 'n') {
+            w = ngx_cpymem(w, p, end - p);
+        }
+
+        p = end;
+    }
+
+    out->len = w - out->data;
+
+    return NGX_OK;
+}
+
+
+/*
+ * The bytes a string's content stands for; returns past them.  Compact
+ * text from jansson or aggregate escapes only '"', '\' and control
+ * characters, so a \u escape stands for one byte below 0x80.
+ */
+
+static u_char *
+ngx_meshgate_json_unescape(u_char *w, u_char *p, u_char *last)
+{
+    u_char     c;
+    ngx_int_t  u;
+
+    while (p < last) {
+        c = *p++;
+
+        if (c != '\\' || p == last) {
+            *w++ = c;
+            continue;
+        }
+
+        c = *p++;
+
+        switch (c) {
+        case 'b': *w++ = '\b'; break;
+        case 'f': *w++ = '\f'; break;
+        case 'n': *w++ = '\n'; break;
+        case 'r': *w++ = '\r'; break;
+        case 't': *w++ = '\t'; break;
+
+        case 'u':
+            u = (last - p >= 4) ? ngx_hextoi(p, 4) : NGX_ERROR;
+            p += (last - p >= 4) ? 4 : last - p;
+            *w++ = (u_char) ((u == NGX_ERROR || u > 0x7f) ? '?' : u);
+            break;
+
+        default:
+            *w++ = c;
+        }
+    }
+
+    return w;
 }

@@ -59,6 +59,18 @@ ngx_int_t ngx_meshgate_json_next(u_char **pp, u_char *last, ngx_str_t *name,
 ngx_int_t ngx_meshgate_json_member(ngx_str_t *json, u_char *name,
     size_t len, ngx_uint_t caseless, ngx_str_t *value);
 
+/*
+ * A value's text as ngx_meshgate_json_text() gives it for the parsed
+ * value: a string without its quotes and escapes, null as "", an array
+ * as the text of its elements joined with commas (nested arrays
+ * flattened), any other value as its compact JSON.  Never longer than
+ * the value's text; a string without escapes, a number, true, false and
+ * an object point into it (not null-terminated).  NGX_ERROR on text
+ * that is no compact JSON.
+ */
+ngx_int_t ngx_meshgate_json_value_text(ngx_pool_t *pool, ngx_str_t *raw,
+    ngx_str_t *out);
+
 
 #pragma GCC visibility pop
 

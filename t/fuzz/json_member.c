@@ -7,14 +7,15 @@
 /*
  * ngx_meshgate_json_text.c (the compact-JSON reader that auth_introspect
  * runs over an introspection answer, the scope check over claims and
- * aggregate over its parts) and ngx_meshgate_json_member_text().
+ * aggregate over its parts).
  *
  * Input: a member name, "\n", a JSON document.  The document is parsed
  * and dumped as the module does; every member the reader finds must be
  * the member jansson finds, every absent name must read as absent, and
  * without regard to case the one member that matches (none when two do
- * and none exactly); the whole text skips as one value.  The reader also
- * runs on the raw input, for memory safety only.
+ * and none exactly); a member's text is jansson's text of the member; the
+ * whole text skips as one value.  The reader also runs on the raw input,
+ * for memory safety only.
  *
  * max_len: 4096
  */
@@ -48,6 +49,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     (void) ngx_meshgate_json_member(&doc, name.data, name.len, 0, &value);
     (void) ngx_meshgate_json_member(&doc, name.data, name.len, 1, &value);
     (void) ngx_meshgate_json_skip_value(doc.data, doc.data + doc.len);
+    (void) ngx_meshgate_json_value_text(pool, &doc, &value);
 
     root = ngx_meshgate_json_parse(doc.data, doc.len, ngx_fuzz_get_log(),
                                    "fuzz");
@@ -126,8 +128,7 @@ ngx_fuzz_json_member_check(ngx_pool_t *pool, ngx_str_t *text, json_t *root,
         ngx_fuzz_assert(0, "present member not found");
     }
 
-    if (ngx_meshgate_json_member_text(pool, &raw, &got, ngx_fuzz_get_log())
-        != NGX_OK
+    if (ngx_meshgate_json_value_text(pool, &raw, &got) != NGX_OK
         || ngx_meshgate_json_text(pool, v, &want) != NGX_OK)
     {
         ngx_fuzz_assert(0, "member value unreadable");
