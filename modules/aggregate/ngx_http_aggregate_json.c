@@ -21,8 +21,10 @@
  * characters, numbers as they were written.  Duplicate member names
  * (compared in that form) are refused, as a jansson parse with
  * JSON_REJECT_DUPLICATES refused them.  Everything later (fields=, the
- * merge, $aggregate_ variables) reads that text, and needs at most its
- * size again.
+ * merge, $aggregate_ variables) reads that text with the common reader
+ * of compact JSON (ngx_meshgate_json_text.h, which auth_introspect uses
+ * on jansson's compact dump, the same form), and needs at most its size
+ * again.
  */
 
 
