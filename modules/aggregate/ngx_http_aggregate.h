@@ -100,14 +100,7 @@ ngx_int_t ngx_http_aggregate_error_body(ngx_http_aggregate_ctx_t *ctx,
 
 ngx_int_t ngx_http_aggregate_json_compact(ngx_str_t *text, ngx_log_t *log,
     const char **error, size_t *offset);
-u_char *ngx_http_aggregate_json_skip(u_char *p, u_char *last);
 int ngx_http_aggregate_json_cmp_names(u_char *a, u_char *b);
-ngx_int_t ngx_http_aggregate_json_member(u_char **pp, u_char *last,
-    ngx_str_t *name, ngx_str_t *value);
-ngx_int_t ngx_http_aggregate_json_get(ngx_str_t *obj, u_char *name,
-    size_t len, ngx_uint_t caseless, ngx_str_t *value);
-ngx_int_t ngx_http_aggregate_json_text(ngx_pool_t *pool, ngx_str_t *raw,
-    ngx_str_t *out);
 ngx_int_t ngx_http_aggregate_json_filter(ngx_pool_t *pool, ngx_str_t *in,
     ngx_array_t *fields, ngx_str_t *out);
 

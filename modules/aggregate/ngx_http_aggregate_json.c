@@ -9,6 +9,7 @@
 #include <ngx_http.h>
 #include "ngx_http_aggregate.h"
 #include "ngx_meshgate_http.h"
+#include "ngx_meshgate_json_text.h"
 
 
 /*
@@ -20,13 +21,11 @@
  * characters, numbers as they were written.  Duplicate member names
  * (compared in that form) are refused, as a jansson parse with
  * JSON_REJECT_DUPLICATES refused them.  Everything later (fields=, the
- * merge, $aggregate_ variables) reads that text, and needs at most its
- * size again.
+ * merge, $aggregate_ variables) reads that text with the common reader
+ * of compact JSON (ngx_meshgate_json_text.h, which auth_introspect uses
+ * on jansson's compact dump, the same form), and needs at most its size
+ * again.
  */
-
-
-/* as jansson's parser: deeper nesting is refused */
-#define NGX_HTTP_AGGREGATE_JSON_DEPTH  2048
 
 
 typedef struct {
@@ -40,7 +39,7 @@ typedef struct {
     ngx_uint_t                   depth;
     ngx_log_t                   *log;
     const char                  *error;
-    u_char                       stack[NGX_HTTP_AGGREGATE_JSON_DEPTH];
+    u_char                       stack[NGX_MESHGATE_JSON_DEPTH];
 } ngx_http_aggregate_json_ctx_t;
 
 
@@ -88,9 +87,6 @@ static int ngx_libc_cdecl ngx_http_aggregate_json_cmp_keys(const void *one,
     const void *two);
 static ngx_int_t ngx_http_aggregate_json_fail(
     ngx_http_aggregate_json_ctx_t *ctx, const char *error);
-static u_char *ngx_http_aggregate_json_skip_string(u_char *p, u_char *last);
-static u_char *ngx_http_aggregate_json_unescape(u_char *w, u_char *p,
-    u_char *last);
 static ngx_int_t ngx_http_aggregate_filter_value(
     ngx_http_aggregate_filter_t *f, ngx_str_t *value, ngx_array_t *fields);
 static ngx_int_t ngx_http_aggregate_filter_object(
@@ -273,7 +269,7 @@ ngx_http_aggregate_json_open(ngx_http_aggregate_json_ctx_t *ctx,
 {
     u_char  c;
 
-    if (ctx->depth == NGX_HTTP_AGGREGATE_JSON_DEPTH) {
+    if (ctx->depth == NGX_MESHGATE_JSON_DEPTH) {
         return ngx_http_aggregate_json_fail(ctx, "nested too deeply");
     }
 
@@ -776,291 +772,6 @@ ngx_http_aggregate_json_fail(ngx_http_aggregate_json_ctx_t *ctx,
 
 
 /*
- * The readers below take canonical text from
- * ngx_http_aggregate_json_compact(): valid, no white space, strings
- * ending at the first '"' that no '\' escapes.
- */
-
-static u_char *
-ngx_http_aggregate_json_skip_string(u_char *p, u_char *last)
-{
-    /* p is past the opening quote; returns past the closing one */
-
-    while (p < last) {
-        if (*p == '"') {
-            return p + 1;
-        }
-
-        p += (*p == '\\') ? 2 : 1;
-    }
-
-    return last;
-}
-
-
-/* returns past the end of the value that starts at p */
-
-u_char *
-ngx_http_aggregate_json_skip(u_char *p, u_char *last)
-{
-    ngx_uint_t  depth;
-
-    depth = 0;
-
-    while (p < last) {
-
-        switch (*p) {
-
-        case '"':
-            p = ngx_http_aggregate_json_skip_string(p + 1, last);
-            break;
-
-        case '{':
-        case '[':
-            depth++;
-            p++;
-            continue;
-
-        case '}':
-        case ']':
-            if (depth == 0) {
-                return p;
-            }
-
-            depth--;
-            p++;
-            break;
-
-        case ',':
-            if (depth == 0) {
-                return p;
-            }
-
-            p++;
-            continue;
-
-        default:
-            p++;
-            continue;
-        }
-
-        if (depth == 0) {
-            return p;
-        }
-    }
-
-    return p;
-}
-
-
-/*
- * The next member of an object: *pp is past its '{' or at a ','.  Sets
- * the name (without quotes, canonical) and the value's text; NGX_DONE at
- * the end of the object.
- */
-
-ngx_int_t
-ngx_http_aggregate_json_member(u_char **pp, u_char *last, ngx_str_t *name,
-    ngx_str_t *value)
-{
-    u_char  *p, *end;
-
-    p = *pp;
-
-    if (p < last && *p == ',') {
-        p++;
-    }
-
-    if (p == last || *p != '"') {
-        return NGX_DONE;
-    }
-
-    end = ngx_http_aggregate_json_skip_string(p + 1, last);
-
-    name->data = p + 1;
-    name->len = end - 1 - name->data;
-
-    p = end + 1;    /* past ':' */
-
-    if (p >= last) {
-        return NGX_DONE;
-    }
-
-    end = ngx_http_aggregate_json_skip(p, last);
-
-    value->data = p;
-    value->len = end - p;
-
-    *pp = end;
-
-    return NGX_OK;
-}
-
-
-/*
- * The value of the member "name" of the object obj: an exact match, or
- * with caseless set, else the one member that matches without regard to
- * case.  NGX_DECLINED when obj is no object or has no such member, or
- * when two match without regard to case (and none exactly): which one
- * is meant cannot be told, and the first may be the one a user wrote.
- */
-
-ngx_int_t
-ngx_http_aggregate_json_get(ngx_str_t *obj, u_char *name, size_t len,
-    ngx_uint_t caseless, ngx_str_t *value)
-{
-    u_char      *p, *last;
-    ngx_str_t    key, v, found;
-    ngx_uint_t   matched;
-
-    if (obj->len < 2 || obj->data[0] != '{') {
-        return NGX_DECLINED;
-    }
-
-    p = obj->data + 1;
-    last = obj->data + obj->len;
-    matched = 0;
-    ngx_str_null(&found);
-
-    while (ngx_http_aggregate_json_member(&p, last, &key, &v) == NGX_OK) {
-
-        if (key.len != len) {
-            continue;
-        }
-
-        if (ngx_strncmp(key.data, name, len) == 0) {
-            *value = v;
-            return NGX_OK;
-        }
-
-        if (caseless && ngx_strncasecmp(key.data, name, len) == 0) {
-            found = v;
-            matched++;
-        }
-    }
-
-    if (matched != 1) {
-        return NGX_DECLINED;
-    }
-
-    *value = found;
-
-    return NGX_OK;
-}
-
-
-/* the bytes a canonical string's content stands for; returns past them */
-
-static u_char *
-ngx_http_aggregate_json_unescape(u_char *w, u_char *p, u_char *last)
-{
-    u_char     c;
-    ngx_int_t  u;
-
-    while (p < last) {
-        c = *p++;
-
-        if (c != '\\' || p == last) {
-            *w++ = c;
-            continue;
-        }
-
-        c = *p++;
-
-        switch (c) {
-        case 'b': *w++ = '\b'; break;
-        case 'f': *w++ = '\f'; break;
-        case 'n': *w++ = '\n'; break;
-        case 'r': *w++ = '\r'; break;
-        case 't': *w++ = '\t'; break;
-
-        case 'u':
-            /* only control characters are left as \u00XX */
-            u = (last - p >= 4) ? ngx_hextoi(p, 4) : NGX_ERROR;
-            p += (last - p >= 4) ? 4 : last - p;
-            *w++ = (u_char) ((u == NGX_ERROR || u > 0x7f) ? '?' : u);
-            break;
-
-        default:
-            *w++ = c;
-        }
-    }
-
-    return w;
-}
-
-
-/*
- * A value as text, as ngx_meshgate_json_text() gives it: a string without
- * its quotes and escapes, null as "", an array as the text of its elements
- * joined with commas (nested arrays flattened), any other value as its
- * compact JSON.  Never longer than the value's text.
- */
-
-ngx_int_t
-ngx_http_aggregate_json_text(ngx_pool_t *pool, ngx_str_t *raw, ngx_str_t *out)
-{
-    u_char  *p, *last, *w, *end;
-
-    p = raw->data;
-    last = p + raw->len;
-
-    if (raw->len == 0 || (*p != '"' && *p != '[')) {
-        if (raw->len == 4 && ngx_strncmp(p, "null", 4) == 0) {
-            ngx_str_set(out, "");
-
-        } else {
-            *out = *raw;
-        }
-
-        return NGX_OK;
-    }
-
-    out->data = ngx_pnalloc(pool, raw->len);
-    if (out->data == NULL) {
-        return NGX_ERROR;
-    }
-
-    w = out->data;
-
-    while (p < last) {
-
-        switch (*p) {
-
-        case '"':
-            end = ngx_http_aggregate_json_skip_string(p + 1, last);
-            w = ngx_http_aggregate_json_unescape(w, p + 1, end - 1);
-            p = end;
-            continue;
-
-        case '[':
-        case ']':
-            p++;
-            continue;
-
-        case ',':
-            *w++ = *p++;
-            continue;
-
-        case 'n':
-            p += 4;
-            continue;
-
-        default:
-            /* an object, a number, true, false */
-            end = ngx_http_aggregate_json_skip(p, last);
-            w = ngx_cpymem(w, p, end - p);
-            p = end;
-        }
-    }
-
-    out->len = w - out->data;
-
-    return NGX_OK;
-}
-
-
-/*
  * fields=: a part's object keeps only the listed members (dotted paths,
  * matched exactly), an array its objects' listed members.  The result is
  * made of the part's own member names and values: never longer than the
@@ -1115,7 +826,11 @@ ngx_http_aggregate_json_filter(ngx_pool_t *pool, ngx_str_t *in,
         }
 
         v.data = p;
-        p = ngx_http_aggregate_json_skip(p, last);
+        p = ngx_meshgate_json_skip_value(p, last);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
         v.len = p - v.data;
 
         if (ngx_http_aggregate_filter_value(&flt, &v, fields) != NGX_OK) {
@@ -1169,7 +884,7 @@ ngx_http_aggregate_filter_object(ngx_http_aggregate_filter_t *f,
                 dot = last;
             }
 
-            if (ngx_http_aggregate_json_get(&v, p, dot - p, 0, &v)
+            if (ngx_meshgate_json_member(&v, p, dot - p, 0, &v)
                 != NGX_OK)
             {
                 break;

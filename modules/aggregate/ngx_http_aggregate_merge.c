@@ -9,6 +9,7 @@
 #include <ngx_http.h>
 #include "ngx_http_aggregate.h"
 #include "ngx_meshgate_http.h"
+#include "ngx_meshgate_json_text.h"
 
 
 /*
@@ -158,7 +159,7 @@ ngx_http_aggregate_lookup(ngx_str_t *doc, ngx_str_t *path, ngx_str_t *value)
         }
 
         if (sep == p
-            || ngx_http_aggregate_json_get(&v, p, sep - p, 1, &v) != NGX_OK)
+            || ngx_meshgate_json_member(&v, p, sep - p, 1, &v) != NGX_OK)
         {
             return NGX_DECLINED;
         }
@@ -537,9 +538,7 @@ ngx_http_aggregate_flat_walk(ngx_http_aggregate_flat_t *fl,
         p = part->out.data + 1;
         last = part->out.data + part->out.len;
 
-        while (ngx_http_aggregate_json_member(&p, last, &name, &value)
-               == NGX_OK)
-        {
+        while (ngx_meshgate_json_next(&p, last, &name, &value) == NGX_OK) {
             visit(fl, name.data - 1);
         }
     }
@@ -769,6 +768,7 @@ ngx_http_aggregate_flat_value(ngx_http_aggregate_flat_t *fl, u_char *name,
     ngx_str_t *value)
 {
     u_char                     *p, *last;
+    ngx_str_t                   key;
     ngx_uint_t                  i;
     ngx_http_aggregate_own_t   *own;
     ngx_http_aggregate_part_t  *part;
@@ -783,10 +783,12 @@ ngx_http_aggregate_flat_value(ngx_http_aggregate_flat_t *fl, u_char *name,
     part = &fl->ctx->parts[i];
     last = part->out.data + part->out.len;
 
-    p = ngx_http_aggregate_json_skip(name, last) + 1;   /* past ':' */
+    p = name;
 
-    value->data = p;
-    value->len = ngx_http_aggregate_json_skip(p, last) - p;
+    if (ngx_meshgate_json_next(&p, last, &key, value) != NGX_OK) {
+        /* never: the part's canonical text holds the member */
+        ngx_str_set(value, "null");
+    }
 }
 
 

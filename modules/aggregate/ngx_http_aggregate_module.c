@@ -9,6 +9,7 @@
 #include <ngx_http.h>
 #include "ngx_http_aggregate.h"
 #include "ngx_meshgate_http.h"
+#include "ngx_meshgate_json_text.h"
 
 
 #define NGX_HTTP_AGGREGATE_PREFIX  "aggregate_"
@@ -898,7 +899,7 @@ ngx_http_aggregate_field_variable(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    if (ngx_http_aggregate_json_text(r->pool, &raw, &text) != NGX_OK) {
+    if (ngx_meshgate_json_value_text(r->pool, &raw, &text) != NGX_OK) {
         return NGX_ERROR;
     }
 

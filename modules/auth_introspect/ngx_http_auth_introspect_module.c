@@ -12,6 +12,7 @@
 #include "ngx_meshgate_fetch.h"
 #include "ngx_meshgate_http.h"
 #include "ngx_meshgate_json.h"
+#include "ngx_meshgate_json_text.h"
 #include "ngx_meshgate_sha256.h"
 #include "ngx_meshgate_waiter.h"
 
@@ -971,7 +972,7 @@ ngx_http_auth_introspect_claim(ngx_http_request_t *r,
     ngx_int_t  rc;
     ngx_str_t  raw;
 
-    rc = ngx_meshgate_json_member(&ctx->payload, name, len, &raw);
+    rc = ngx_meshgate_json_member(&ctx->payload, name, len, 0, &raw);
 
     if (rc == NGX_ERROR) {
         ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
@@ -988,8 +989,7 @@ ngx_http_auth_introspect_claim(ngx_http_request_t *r,
         return NGX_DECLINED;
     }
 
-    return ngx_meshgate_json_member_text(r->pool, &raw, text,
-                                         r->connection->log);
+    return ngx_meshgate_json_value_text(r->pool, &raw, text);
 }
 
 

@@ -9,6 +9,7 @@
 #include <ngx_http.h>
 #include "ngx_meshgate_bearer.h"
 #include "ngx_meshgate_json.h"
+#include "ngx_meshgate_json_text.h"
 
 
 static ngx_int_t ngx_meshgate_scope_join(ngx_pool_t *pool, json_t *scp,
@@ -141,7 +142,7 @@ ngx_meshgate_scope_granted_text(ngx_pool_t *pool, ngx_str_t *claims,
     ngx_str_t   raw;
 
     rc = ngx_meshgate_json_member(claims, (u_char *) "scope",
-                                  sizeof("scope") - 1, &raw);
+                                  sizeof("scope") - 1, 0, &raw);
 
     if (rc == NGX_OK && raw.data[0] != '"') {
         return NGX_DECLINED;
@@ -149,7 +150,7 @@ ngx_meshgate_scope_granted_text(ngx_pool_t *pool, ngx_str_t *claims,
 
     if (rc == NGX_DECLINED) {
         rc = ngx_meshgate_json_member(claims, (u_char *) "scp",
-                                      sizeof("scp") - 1, &raw);
+                                      sizeof("scp") - 1, 0, &raw);
     }
 
     if (rc != NGX_OK) {

@@ -47,28 +47,12 @@ json_t *ngx_meshgate_json_path(json_t *root, u_char *path, size_t len);
 ngx_int_t ngx_meshgate_json_text(ngx_pool_t *pool, json_t *v,
     ngx_str_t *out);
 
-/* compact JSON text of v, in pool memory, null-terminated (not in len) */
+/*
+ * compact JSON text of v, in pool memory, null-terminated (not in len);
+ * ngx_meshgate_json_text.h reads it without parsing
+ */
 ngx_int_t ngx_meshgate_json_dump(ngx_pool_t *pool, json_t *v,
     ngx_str_t *out);
-
-/*
- * Finds the member "name" of the top-level object in JSON text that
- * ngx_meshgate_json_dump() wrote from a parsed document (valid, compact,
- * no duplicate names), without parsing it: *value is the member's JSON
- * text.  NGX_DECLINED when there is no such member, NGX_ERROR when the
- * text is no such object.
- */
-ngx_int_t ngx_meshgate_json_member(ngx_str_t *json, u_char *name,
-    size_t len, ngx_str_t *value);
-
-/*
- * The value a member's JSON text stands for, as ngx_meshgate_json_text()
- * gives it: a string without escapes, a number, true or false without a
- * copy (pointing into the JSON text, not null-terminated), the others
- * through jansson.
- */
-ngx_int_t ngx_meshgate_json_member_text(ngx_pool_t *pool, ngx_str_t *raw,
-    ngx_str_t *out, ngx_log_t *log);
 
 
 #pragma GCC visibility pop

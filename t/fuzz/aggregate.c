@@ -25,6 +25,7 @@
 #include "ngx_fuzz.h"
 #include <jansson.h>
 #include "../../modules/common/ngx_meshgate_http.c"
+#include "../../modules/common/ngx_meshgate_json_text.c"
 #include "../../modules/aggregate/ngx_http_aggregate_json.c"
 #include "../../modules/aggregate/ngx_http_aggregate_merge.c"
 

@@ -25,6 +25,7 @@
 
 #include "ngx_fuzz.h"
 #include "../../modules/common/ngx_meshgate_json.c"
+#include "../../modules/common/ngx_meshgate_json_text.c"
 #include "../../modules/common/ngx_meshgate_bearer.c"
 
 
