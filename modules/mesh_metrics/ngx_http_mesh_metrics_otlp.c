@@ -320,12 +320,18 @@ ngx_http_mesh_metrics_otlp_attempt(ngx_http_request_t *r,
         return;
     }
 
+    /*
+     * the first attempts fit in the trace state; ngx_array_push() moves
+     * the array into the pool when it outgrows them
+     */
+
     if (t->attempts == NULL) {
-        t->attempts = ngx_array_create(r->main->pool, 4,
-                                       sizeof(ngx_http_mesh_metrics_attempt_t));
-        if (t->attempts == NULL) {
-            return;
-        }
+        t->attempts = &t->attempts_array;
+        t->attempts->elts = t->attempt;
+        t->attempts->nelts = 0;
+        t->attempts->size = sizeof(ngx_http_mesh_metrics_attempt_t);
+        t->attempts->nalloc = 2;
+        t->attempts->pool = r->main->pool;
     }
 
     /* bounded: a client span per attempt up to a limit */
