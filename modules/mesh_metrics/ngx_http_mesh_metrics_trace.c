@@ -232,6 +232,26 @@ ngx_http_mesh_metrics_trace_ctx(ngx_http_request_t *r)
 
 
 /*
+ * A worker that exits frees the states it kept: nginx unloads the module
+ * (and the list's head with it) before the process ends.
+ */
+
+void
+ngx_http_mesh_metrics_trace_exit_process(void)
+{
+    ngx_http_mesh_metrics_trace_t  *t;
+
+    while (ngx_http_mesh_metrics_trace_free) {
+        t = ngx_http_mesh_metrics_trace_free;
+        ngx_http_mesh_metrics_trace_free = t->next;
+        ngx_free(t);
+    }
+
+    ngx_http_mesh_metrics_trace_nfree = 0;
+}
+
+
+/*
  * The request pool goes: its trace state is kept for the next request,
  * or freed beyond a bound.  Nothing reads the state once the pool's
  * cleanups run (the log phase is over), and nothing can take it from the
