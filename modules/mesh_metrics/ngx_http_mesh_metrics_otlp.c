@@ -117,10 +117,11 @@ static u_char *ngx_http_mesh_metrics_pb_bytes(u_char *p, ngx_uint_t field,
     u_char *data, size_t len);
 static u_char *ngx_http_mesh_metrics_pb_fixed64(u_char *p, ngx_uint_t field,
     uint64_t v);
-static u_char *ngx_http_mesh_metrics_pb_kv(u_char *p, ngx_uint_t field,
-    u_char *key, size_t klen, u_char *value, size_t len);
-static u_char *ngx_http_mesh_metrics_pb_kv_num(u_char *p, u_char *key,
-    size_t klen, int64_t value);
+/* inlined: the key's length is then a constant, and so its copy */
+static ngx_inline u_char *ngx_http_mesh_metrics_pb_kv(u_char *p,
+    ngx_uint_t field, u_char *key, size_t klen, u_char *value, size_t len);
+static ngx_inline u_char *ngx_http_mesh_metrics_pb_kv_num(u_char *p,
+    u_char *key, size_t klen, int64_t value);
 static size_t ngx_http_mesh_metrics_pb_varint_len(uint64_t v);
 static uint64_t ngx_http_mesh_metrics_otlp_now(void);
 
@@ -1096,7 +1097,7 @@ ngx_http_mesh_metrics_pb_fixed64(u_char *p, ngx_uint_t field, uint64_t v)
  * at most a span's bound (a two-byte length at most)
  */
 
-static u_char *
+static ngx_inline u_char *
 ngx_http_mesh_metrics_pb_kv(u_char *p, ngx_uint_t field, u_char *key,
     size_t klen, u_char *value, size_t len)
 {
@@ -1119,7 +1120,7 @@ ngx_http_mesh_metrics_pb_kv(u_char *p, ngx_uint_t field, u_char *key,
 
 /* AnyValue { int_value 3 } */
 
-static u_char *
+static ngx_inline u_char *
 ngx_http_mesh_metrics_pb_kv_num(u_char *p, u_char *key, size_t klen,
     int64_t value)
 {
