@@ -154,7 +154,37 @@ typedef struct {
 } ngx_http_mesh_metrics_attempt_t;
 
 
+#define NGX_HTTP_MESH_METRICS_TP_LEN      55    /* a "traceparent" */
+#define NGX_HTTP_MESH_METRICS_SPANS_LEN   (18 * 4)
+
+
+/* the balancer wrapper of an upstream (or of a retry's) */
+
 typedef struct {
+    ngx_http_request_t             *request;
+    void                           *data;
+    ngx_event_get_peer_pt           get;
+    ngx_event_free_peer_pt          free;
+    ngx_event_notify_peer_pt        notify;
+#if (NGX_HTTP_SSL)
+    ngx_event_set_peer_session_pt   set_session;
+    ngx_event_save_peer_session_pt  save_session;
+#endif
+} ngx_http_mesh_metrics_peer_data_t;
+
+
+/*
+ * The trace state of a main request.  It holds what a proxied request
+ * needs (our header's value, the main request's balancer wrapper, room
+ * for a few upstream span ids and attempts) and lives outside the
+ * request pool, on a per-worker free list: the pool a proxied request
+ * fills has no room left for it, and a pool block more costs a malloc().
+ */
+
+typedef struct ngx_http_mesh_metrics_trace_s  ngx_http_mesh_metrics_trace_t;
+
+struct ngx_http_mesh_metrics_trace_s {
+    ngx_http_mesh_metrics_trace_t  *next;         /* when free */
     u_char                          trace_id[16];
     u_char                          trace_hex[32]; /* its text */
     u_char                          parent_id[8];
@@ -170,7 +200,14 @@ typedef struct {
     size_t                          upstream_spans_cap;
     ngx_array_t                    *subrequests;
     ngx_array_t                    *attempts;     /* when exporting */
-} ngx_http_mesh_metrics_trace_t;
+
+    unsigned                        peer_used:1;
+    ngx_http_mesh_metrics_peer_data_t  peer;
+    ngx_array_t                     attempts_array;
+    ngx_http_mesh_metrics_attempt_t attempt[2];
+    u_char                          spans[NGX_HTTP_MESH_METRICS_SPANS_LEN];
+    u_char                          header[NGX_HTTP_MESH_METRICS_TP_LEN];
+};
 
 
 /* a label set being built on the stack */
@@ -220,6 +257,7 @@ ngx_int_t ngx_http_mesh_metrics_log_handler(ngx_http_request_t *r);
 ngx_http_mesh_metrics_trace_t *ngx_http_mesh_metrics_state(
     ngx_http_request_t *r, ngx_uint_t create);
 ngx_int_t ngx_http_mesh_metrics_trace_add_variables(ngx_conf_t *cf);
+void ngx_http_mesh_metrics_trace_exit_process(void);
 ngx_int_t ngx_http_mesh_metrics_trace_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_mesh_metrics_trace_wrap_upstreams(ngx_conf_t *cf);
 ngx_int_t ngx_http_mesh_metrics_parse_traceparent(u_char *p, size_t len,

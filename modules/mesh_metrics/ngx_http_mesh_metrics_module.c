@@ -825,6 +825,7 @@ static void
 ngx_http_mesh_metrics_exit_process(ngx_cycle_t *cycle)
 {
     ngx_http_mesh_metrics_otlp_exit_process(cycle);
+    ngx_http_mesh_metrics_trace_exit_process();
 }
 
 

@@ -38,10 +38,25 @@
 #define ngx_http_mesh_metrics_pb_tag(field, type)                             \
     (u_char) (((field) << 3) | (type))
 
+/* attribute keys are literals: their length is known when compiling */
+
+#define ngx_http_mesh_metrics_pb_kv_str(p, field, key, value, len)           \
+    ngx_http_mesh_metrics_pb_kv(p, field, (u_char *) key, sizeof(key) - 1,  \
+                                value, len)
+#define ngx_http_mesh_metrics_pb_kv_int(p, key, value)                        \
+    ngx_http_mesh_metrics_pb_kv_num(p, (u_char *) key, sizeof(key) - 1,     \
+                                    value)
+
 
 typedef struct {
     ngx_http_mesh_metrics_otlp_t   *conf;
     ngx_http_mesh_metrics_zone_t   *zone;
+
+    /*
+     * two buffers of "head" bytes for the envelope then "cap" bytes of
+     * spans: one fills while the other is in flight, and they swap at an
+     * export (the spans are not copied)
+     */
 
     u_char                         *spans;       /* the batch filling */
     size_t                          len;
@@ -49,7 +64,8 @@ typedef struct {
     ngx_uint_t                      nspans;
 
     u_char                         *out;         /* the batch in flight */
-    size_t                          out_cap;
+    u_char                         *head;        /* envelope, built here */
+    size_t                          head_cap;
     ngx_uint_t                      out_spans;
     u_char                         *pos;
     u_char                         *last;
@@ -81,6 +97,8 @@ static void ngx_http_mesh_metrics_otlp_read_handler(ngx_event_t *rev);
 static void ngx_http_mesh_metrics_otlp_sent_handler(ngx_event_t *wev);
 static void ngx_http_mesh_metrics_otlp_done(
     ngx_http_mesh_metrics_otlp_state_t *st, char *error);
+static u_char *ngx_http_mesh_metrics_otlp_room(
+    ngx_http_mesh_metrics_otlp_state_t *st, u_char *stack);
 static void ngx_http_mesh_metrics_otlp_add(
     ngx_http_mesh_metrics_otlp_state_t *st, u_char *span, size_t len);
 static u_char *ngx_http_mesh_metrics_otlp_server_span(u_char *p,
@@ -99,10 +117,11 @@ static u_char *ngx_http_mesh_metrics_pb_bytes(u_char *p, ngx_uint_t field,
     u_char *data, size_t len);
 static u_char *ngx_http_mesh_metrics_pb_fixed64(u_char *p, ngx_uint_t field,
     uint64_t v);
-static u_char *ngx_http_mesh_metrics_pb_kv_str(u_char *p, ngx_uint_t field,
-    char *key, u_char *value, size_t len);
-static u_char *ngx_http_mesh_metrics_pb_kv_int(u_char *p, char *key,
-    int64_t value);
+/* inlined: the key's length is then a constant, and so its copy */
+static ngx_inline u_char *ngx_http_mesh_metrics_pb_kv(u_char *p,
+    ngx_uint_t field, u_char *key, size_t klen, u_char *value, size_t len);
+static ngx_inline u_char *ngx_http_mesh_metrics_pb_kv_num(u_char *p,
+    u_char *key, size_t klen, int64_t value);
 static size_t ngx_http_mesh_metrics_pb_varint_len(uint64_t v);
 static uint64_t ngx_http_mesh_metrics_otlp_now(void);
 
@@ -134,20 +153,18 @@ ngx_http_mesh_metrics_otlp_init_process(ngx_cycle_t *cycle,
     st->zone = mmcf->zone;
     st->cap = conf->batch * NGX_HTTP_MESH_METRICS_OTLP_MAX;
 
-    st->spans = ngx_palloc(cycle->pool, st->cap);
-    if (st->spans == NULL) {
-        return NGX_ERROR;
-    }
-
     /* the request line, headers and the envelope, then the spans */
 
-    st->out_cap = st->cap + 512 + conf->host.len + conf->uri.len
-                  + conf->service.len;
+    st->head_cap = 512 + conf->host.len + conf->uri.len + conf->service.len;
 
-    st->out = ngx_palloc(cycle->pool, st->out_cap);
-    if (st->out == NULL) {
+    st->head = ngx_palloc(cycle->pool, 2 * (st->head_cap + st->cap)
+                                       + st->head_cap);
+    if (st->head == NULL) {
         return NGX_ERROR;
     }
+
+    st->spans = st->head + 2 * st->head_cap;
+    st->out = st->spans + st->cap + st->head_cap;
 
     st->timer.handler = ngx_http_mesh_metrics_otlp_timer_handler;
     st->timer.data = st;
@@ -219,7 +236,7 @@ ngx_http_mesh_metrics_otlp_sample(ngx_http_mesh_metrics_main_conf_t *mmcf,
 ngx_int_t
 ngx_http_mesh_metrics_otlp_log_handler(ngx_http_request_t *r)
 {
-    u_char                              *p;
+    u_char                              *p, *b;
     u_char                               span[NGX_HTTP_MESH_METRICS_OTLP_MAX];
     ngx_uint_t                           i;
     ngx_http_mesh_metrics_attempt_t     *a;
@@ -255,8 +272,9 @@ ngx_http_mesh_metrics_otlp_log_handler(ngx_http_request_t *r)
         return NGX_OK;
     }
 
-    p = ngx_http_mesh_metrics_otlp_server_span(span, r, t, lcf);
-    ngx_http_mesh_metrics_otlp_add(st, span, p - span);
+    b = ngx_http_mesh_metrics_otlp_room(st, span);
+    p = ngx_http_mesh_metrics_otlp_server_span(b, r, t, lcf);
+    ngx_http_mesh_metrics_otlp_add(st, b, p - b);
 
     if (t->attempts == NULL) {
         return NGX_OK;
@@ -265,8 +283,9 @@ ngx_http_mesh_metrics_otlp_log_handler(ngx_http_request_t *r)
     a = t->attempts->elts;
 
     for (i = 0; i < t->attempts->nelts; i++) {
-        p = ngx_http_mesh_metrics_otlp_client_span(span, t, &a[i]);
-        ngx_http_mesh_metrics_otlp_add(st, span, p - span);
+        b = ngx_http_mesh_metrics_otlp_room(st, span);
+        p = ngx_http_mesh_metrics_otlp_client_span(b, t, &a[i]);
+        ngx_http_mesh_metrics_otlp_add(st, b, p - b);
     }
 
     return NGX_OK;
@@ -302,12 +321,18 @@ ngx_http_mesh_metrics_otlp_attempt(ngx_http_request_t *r,
         return;
     }
 
+    /*
+     * the first attempts fit in the trace state; ngx_array_push() moves
+     * the array into the pool when it outgrows them
+     */
+
     if (t->attempts == NULL) {
-        t->attempts = ngx_array_create(r->main->pool, 4,
-                                       sizeof(ngx_http_mesh_metrics_attempt_t));
-        if (t->attempts == NULL) {
-            return;
-        }
+        t->attempts = &t->attempts_array;
+        t->attempts->elts = t->attempt;
+        t->attempts->nelts = 0;
+        t->attempts->size = sizeof(ngx_http_mesh_metrics_attempt_t);
+        t->attempts->nalloc = 2;
+        t->attempts->pool = r->main->pool;
     }
 
     /* bounded: a client span per attempt up to a limit */
@@ -360,6 +385,24 @@ ngx_http_mesh_metrics_otlp_count(ngx_http_mesh_metrics_otlp_state_t *st,
 }
 
 
+/*
+ * Where the next span is encoded: in place in the batch, after room for
+ * its tag and two-byte length (a span is shorter than 16384 bytes), when
+ * the largest span fits; otherwise on the stack, to be copied if it fits.
+ */
+
+static u_char *
+ngx_http_mesh_metrics_otlp_room(ngx_http_mesh_metrics_otlp_state_t *st,
+    u_char *stack)
+{
+    if (st->cap - st->len < 1 + 2 + NGX_HTTP_MESH_METRICS_OTLP_MAX) {
+        return stack;
+    }
+
+    return st->spans + st->len + 1 + 2;
+}
+
+
 static void
 ngx_http_mesh_metrics_otlp_add(ngx_http_mesh_metrics_otlp_state_t *st,
     u_char *span, size_t len)
@@ -378,7 +421,10 @@ ngx_http_mesh_metrics_otlp_add(ngx_http_mesh_metrics_otlp_state_t *st,
     p = st->spans + st->len;
     *p++ = ngx_http_mesh_metrics_pb_tag(2, NGX_HTTP_MESH_METRICS_PB_LEN);
     p = ngx_http_mesh_metrics_pb_varint(p, len);
-    p = ngx_cpymem(p, span, len);
+
+    /* a span encoded in place moves only if its length took one byte */
+
+    p = (p == span) ? p + len : ngx_movemem(p, span, len);
 
     st->len = p - st->spans;
     st->nspans++;
@@ -470,7 +516,7 @@ ngx_http_mesh_metrics_otlp_encode(ngx_http_mesh_metrics_otlp_state_t *st)
          + 1 + ngx_http_mesh_metrics_pb_varint_len(scope) + scope;
     total = 1 + ngx_http_mesh_metrics_pb_varint_len(rs) + rs;
 
-    p = ngx_sprintf(st->out,
+    p = ngx_sprintf(st->head,
                     "POST %V HTTP/1.1" CRLF
                     "Host: %V" CRLF
                     "Content-Type: application/x-protobuf" CRLF
@@ -493,10 +539,16 @@ ngx_http_mesh_metrics_otlp_encode(ngx_http_mesh_metrics_otlp_state_t *st)
     *p++ = (u_char) (2 + sizeof("meshgate") - 1);
     p = ngx_http_mesh_metrics_pb_bytes(p, 1, (u_char *) "meshgate",
                                        sizeof("meshgate") - 1);
-    p = ngx_cpymem(p, st->spans, st->len);
 
-    st->pos = st->out;
-    st->last = p;
+    /* the envelope goes right before the spans, and the buffers swap */
+
+    st->pos = st->spans - (p - st->head);
+    st->last = st->spans + st->len;
+    ngx_memcpy(st->pos, st->head, p - st->head);
+
+    p = st->out;
+    st->out = st->spans;
+    st->spans = p;
 }
 
 
@@ -739,7 +791,6 @@ static u_char *
 ngx_http_mesh_metrics_otlp_server_span(u_char *p, ngx_http_request_t *r,
     ngx_http_mesh_metrics_trace_t *t, ngx_http_mesh_metrics_loc_conf_t *lcf)
 {
-    u_char                      *n, name[160];
     uint64_t                     start;
     ngx_str_t                    method, route;
     ngx_uint_t                   status;
@@ -765,12 +816,13 @@ ngx_http_mesh_metrics_otlp_server_span(u_char *p, ngx_http_request_t *r,
         p = ngx_http_mesh_metrics_pb_bytes(p, 4, t->parent_id, 8);
     }
 
-    /* "METHOD route": at most 16 + 1 + 128 bytes */
+    /* "METHOD route": at most 16 + 1 + 128 bytes, written in place */
 
-    n = ngx_cpymem(name, method.data, method.len);
-    *n++ = ' ';
-    n = ngx_cpymem(n, route.data, route.len);
-    p = ngx_http_mesh_metrics_pb_bytes(p, 5, name, n - name);
+    *p++ = ngx_http_mesh_metrics_pb_tag(5, NGX_HTTP_MESH_METRICS_PB_LEN);
+    p = ngx_http_mesh_metrics_pb_varint(p, method.len + 1 + route.len);
+    p = ngx_cpymem(p, method.data, method.len);
+    *p++ = ' ';
+    p = ngx_cpymem(p, route.data, route.len);
 
     *p++ = ngx_http_mesh_metrics_pb_tag(6, NGX_HTTP_MESH_METRICS_PB_VARINT);
     *p++ = 2;                                   /* SPAN_KIND_SERVER */
@@ -1039,22 +1091,26 @@ ngx_http_mesh_metrics_pb_fixed64(u_char *p, ngx_uint_t field, uint64_t v)
 }
 
 
-/* attributes: KeyValue { key 1, value 2: AnyValue { string_value 1 } } */
+/*
+ * attributes: KeyValue { key 1, value 2: AnyValue { string_value 1 } };
+ * keys are literals shorter than 128 bytes (a one-byte length), values
+ * at most a span's bound (a two-byte length at most)
+ */
 
-static u_char *
-ngx_http_mesh_metrics_pb_kv_str(u_char *p, ngx_uint_t field, char *key,
-    u_char *value, size_t len)
+static ngx_inline u_char *
+ngx_http_mesh_metrics_pb_kv(u_char *p, ngx_uint_t field, u_char *key,
+    size_t klen, u_char *value, size_t len)
 {
-    size_t  klen, any, kv;
+    size_t  any, kv;
 
-    klen = ngx_strlen(key);
     any = 1 + ngx_http_mesh_metrics_pb_varint_len(len) + len;
-    kv = 1 + ngx_http_mesh_metrics_pb_varint_len(klen) + klen
-         + 1 + ngx_http_mesh_metrics_pb_varint_len(any) + any;
+    kv = 2 + klen + 1 + ngx_http_mesh_metrics_pb_varint_len(any) + any;
 
     *p++ = ngx_http_mesh_metrics_pb_tag(field, NGX_HTTP_MESH_METRICS_PB_LEN);
     p = ngx_http_mesh_metrics_pb_varint(p, kv);
-    p = ngx_http_mesh_metrics_pb_bytes(p, 1, (u_char *) key, klen);
+    *p++ = ngx_http_mesh_metrics_pb_tag(1, NGX_HTTP_MESH_METRICS_PB_LEN);
+    *p++ = (u_char) klen;
+    p = ngx_cpymem(p, key, klen);
     *p++ = ngx_http_mesh_metrics_pb_tag(2, NGX_HTTP_MESH_METRICS_PB_LEN);
     p = ngx_http_mesh_metrics_pb_varint(p, any);
 
@@ -1064,19 +1120,20 @@ ngx_http_mesh_metrics_pb_kv_str(u_char *p, ngx_uint_t field, char *key,
 
 /* AnyValue { int_value 3 } */
 
-static u_char *
-ngx_http_mesh_metrics_pb_kv_int(u_char *p, char *key, int64_t value)
+static ngx_inline u_char *
+ngx_http_mesh_metrics_pb_kv_num(u_char *p, u_char *key, size_t klen,
+    int64_t value)
 {
-    size_t  klen, any, kv;
+    size_t  any, kv;
 
-    klen = ngx_strlen(key);
     any = 1 + ngx_http_mesh_metrics_pb_varint_len((uint64_t) value);
-    kv = 1 + ngx_http_mesh_metrics_pb_varint_len(klen) + klen
-         + 1 + ngx_http_mesh_metrics_pb_varint_len(any) + any;
+    kv = 2 + klen + 1 + ngx_http_mesh_metrics_pb_varint_len(any) + any;
 
     *p++ = ngx_http_mesh_metrics_pb_tag(9, NGX_HTTP_MESH_METRICS_PB_LEN);
     p = ngx_http_mesh_metrics_pb_varint(p, kv);
-    p = ngx_http_mesh_metrics_pb_bytes(p, 1, (u_char *) key, klen);
+    *p++ = ngx_http_mesh_metrics_pb_tag(1, NGX_HTTP_MESH_METRICS_PB_LEN);
+    *p++ = (u_char) klen;
+    p = ngx_cpymem(p, key, klen);
     *p++ = ngx_http_mesh_metrics_pb_tag(2, NGX_HTTP_MESH_METRICS_PB_LEN);
     p = ngx_http_mesh_metrics_pb_varint(p, any);
     *p++ = ngx_http_mesh_metrics_pb_tag(3, NGX_HTTP_MESH_METRICS_PB_VARINT);

@@ -56,6 +56,7 @@ typedef struct {
 
 static size_t ngx_http_mesh_metrics_raw_key(u_char *raw, ngx_uint_t family,
     ngx_str_t *labels, ngx_uint_t n);
+static ngx_uint_t ngx_http_mesh_metrics_raw_hash(u_char *raw, size_t len);
 
 
 static ngx_http_mesh_metrics_cached_t
@@ -252,7 +253,7 @@ ngx_atomic_t *
 ngx_http_mesh_metrics_find(ngx_http_mesh_metrics_zone_t *zone,
     ngx_uint_t family, ngx_str_t *labels, ngx_uint_t n, ngx_log_t *log)
 {
-    u_char                           raw[NGX_HTTP_MESH_METRICS_CACHE_KEY];
+    u_char                           raw[NGX_HTTP_MESH_METRICS_CACHE_KEY + 8];
     size_t                           len;
     ngx_uint_t                       i;
     ngx_atomic_t                    *values;
@@ -263,8 +264,9 @@ ngx_http_mesh_metrics_find(ngx_http_mesh_metrics_zone_t *zone,
     c = NULL;
 
     if (len) {
-        c = &ngx_http_mesh_metrics_cache[ngx_murmur_hash2(raw, len)
-                                 & (NGX_HTTP_MESH_METRICS_CACHE_SIZE - 1)];
+        c = &ngx_http_mesh_metrics_cache[
+                ngx_http_mesh_metrics_raw_hash(raw, len)
+                & (NGX_HTTP_MESH_METRICS_CACHE_SIZE - 1)];
 
         if (c->sh == zone->sh && c->len == len
             && ngx_memcmp(c->raw, raw, len) == 0)
@@ -320,6 +322,33 @@ ngx_http_mesh_metrics_raw_key(u_char *raw, ngx_uint_t family,
     }
 
     return p - raw;
+}
+
+
+/*
+ * The cache slot's hash: eight bytes a step (the key is padded with
+ * zeros to a multiple of eight, its length mixed in first), several
+ * times cheaper than a byte-wise hash on the path of every request.  A
+ * collision costs only a miss: the whole key is compared.
+ */
+
+static ngx_uint_t
+ngx_http_mesh_metrics_raw_hash(u_char *raw, size_t len)
+{
+    u_char    *p, *last;
+    uint64_t   h, w;
+
+    ngx_memzero(raw + len, 8);
+
+    h = (uint64_t) len * 0x9e3779b97f4a7c15ULL;
+
+    for (p = raw, last = raw + len; p < last; p += 8) {
+        ngx_memcpy(&w, p, 8);
+        h = (h ^ w) * 0xff51afd7ed558ccdULL;
+        h ^= h >> 32;
+    }
+
+    return (ngx_uint_t) (h ^ (h >> 29));
 }
 
 

@@ -25,26 +25,15 @@
  */
 
 
-#define NGX_HTTP_MESH_METRICS_TP_LEN  55
+/* trace states kept for reuse, per worker */
+
+#define NGX_HTTP_MESH_METRICS_TRACE_FREE  256
 
 
 typedef struct {
     ngx_http_upstream_srv_conf_t       *upstream;
     ngx_http_upstream_init_peer_pt      init;
 } ngx_http_mesh_metrics_peer_init_t;
-
-
-typedef struct {
-    ngx_http_request_t                 *request;
-    void                               *data;
-    ngx_event_get_peer_pt               get;
-    ngx_event_free_peer_pt              free;
-    ngx_event_notify_peer_pt            notify;
-#if (NGX_HTTP_SSL)
-    ngx_event_set_peer_session_pt       set_session;
-    ngx_event_save_peer_session_pt      save_session;
-#endif
-} ngx_http_mesh_metrics_peer_data_t;
 
 
 static ngx_http_mesh_metrics_trace_t *ngx_http_mesh_metrics_trace_ctx(
@@ -124,6 +113,9 @@ static ngx_str_t  ngx_http_mesh_metrics_tp_name = ngx_string("traceparent");
 static ngx_str_t  ngx_http_mesh_metrics_ts_name = ngx_string("tracestate");
 static ngx_uint_t  ngx_http_mesh_metrics_tp_hash;
 
+static ngx_http_mesh_metrics_trace_t  *ngx_http_mesh_metrics_trace_free;
+static ngx_uint_t                      ngx_http_mesh_metrics_trace_nfree;
+
 
 ngx_int_t
 ngx_http_mesh_metrics_trace_add_variables(ngx_conf_t *cf)
@@ -167,14 +159,30 @@ ngx_http_mesh_metrics_state(ngx_http_request_t *r, ngx_uint_t create)
         return NULL;
     }
 
-    cln = ngx_pool_cleanup_add(r->pool,
-                               sizeof(ngx_http_mesh_metrics_trace_t));
+    cln = ngx_pool_cleanup_add(r->pool, 0);
     if (cln == NULL) {
         return NULL;
     }
 
-    t = cln->data;
-    ngx_memzero(t, sizeof(ngx_http_mesh_metrics_trace_t));
+    t = ngx_http_mesh_metrics_trace_free;
+
+    if (t) {
+        ngx_http_mesh_metrics_trace_free = t->next;
+        ngx_http_mesh_metrics_trace_nfree--;
+
+    } else {
+        t = ngx_alloc(sizeof(ngx_http_mesh_metrics_trace_t),
+                      r->connection->log);
+        if (t == NULL) {
+            return NULL;
+        }
+    }
+
+    /* only the head: the rest is written before it is read */
+
+    ngx_memzero(t, offsetof(ngx_http_mesh_metrics_trace_t, peer));
+
+    cln->data = t;
     cln->handler = ngx_http_mesh_metrics_trace_cleanup;
 
     ngx_http_set_ctx(r, t, ngx_http_mesh_metrics_module);
@@ -223,10 +231,47 @@ ngx_http_mesh_metrics_trace_ctx(ngx_http_request_t *r)
 }
 
 
+/*
+ * A worker that exits frees the states it kept: nginx unloads the module
+ * (and the list's head with it) before the process ends.
+ */
+
+void
+ngx_http_mesh_metrics_trace_exit_process(void)
+{
+    ngx_http_mesh_metrics_trace_t  *t;
+
+    while (ngx_http_mesh_metrics_trace_free) {
+        t = ngx_http_mesh_metrics_trace_free;
+        ngx_http_mesh_metrics_trace_free = t->next;
+        ngx_free(t);
+    }
+
+    ngx_http_mesh_metrics_trace_nfree = 0;
+}
+
+
+/*
+ * The request pool goes: its trace state is kept for the next request,
+ * or freed beyond a bound.  Nothing reads the state once the pool's
+ * cleanups run (the log phase is over), and nothing can take it from the
+ * free list before the pool is gone.
+ */
+
 static void
 ngx_http_mesh_metrics_trace_cleanup(void *data)
 {
-    /* nothing to free: the cleanup only marks the trace state */
+    ngx_http_mesh_metrics_trace_t  *t = data;
+
+    if (ngx_http_mesh_metrics_trace_nfree >= NGX_HTTP_MESH_METRICS_TRACE_FREE)
+    {
+        ngx_free(t);
+        return;
+    }
+
+    t->next = ngx_http_mesh_metrics_trace_free;
+    ngx_http_mesh_metrics_trace_free = t;
+    ngx_http_mesh_metrics_trace_nfree++;
 }
 
 
@@ -636,10 +681,9 @@ ngx_http_mesh_metrics_write_header(ngx_http_request_t *r,
 {
     u_char  *p;
 
-    p = ngx_pnalloc(r->pool, NGX_HTTP_MESH_METRICS_TP_LEN);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
+    /* written once per main request (header_done) */
+
+    p = t->header;
 
     h->key = ngx_http_mesh_metrics_tp_name;
     h->lowcase_key = ngx_http_mesh_metrics_tp_name.data;
@@ -960,9 +1004,21 @@ ngx_http_mesh_metrics_init_peer(ngx_http_request_t *r,
 
     u = r->upstream;
 
-    pd = ngx_palloc(r->pool, sizeof(ngx_http_mesh_metrics_peer_data_t));
-    if (pd == NULL) {
-        return NGX_ERROR;
+    /*
+     * the state's own wrapper serves the first upstream of the request;
+     * another (a subrequest's, one after an internal redirect) takes one
+     * from the pool, as the first may still be in use
+     */
+
+    if (!t->peer_used) {
+        t->peer_used = 1;
+        pd = &t->peer;
+
+    } else {
+        pd = ngx_palloc(r->pool, sizeof(ngx_http_mesh_metrics_peer_data_t));
+        if (pd == NULL) {
+            return NGX_ERROR;
+        }
     }
 
     pd->request = r;
@@ -1103,8 +1159,13 @@ ngx_http_mesh_metrics_new_attempt(ngx_http_request_t *r)
     ngx_http_mesh_metrics_random(span, 8);
     (void) ngx_http_mesh_metrics_hex_dump(s, span, 8);
 
+    if (t->upstream_spans_cap == 0) {
+        t->upstream_spans.data = t->spans;
+        t->upstream_spans_cap = NGX_HTTP_MESH_METRICS_SPANS_LEN;
+    }
+
     if (t->upstream_spans.len + 18 > t->upstream_spans_cap) {
-        n = t->upstream_spans_cap ? t->upstream_spans_cap * 2 : 18 * 4;
+        n = t->upstream_spans_cap * 2;
 
         p = ngx_pnalloc(r->main->pool, n);
         if (p == NULL) {
