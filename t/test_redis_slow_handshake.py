@@ -161,8 +161,8 @@ def test_slow_tls_handshake(nginx, tls_node, proxies):
     n = nginx.start(CONF % (
         "server=127.0.0.1:%d user=%s password=%s db=3 tls tls_ca=%s "
         "tls_name=%s timeout=%s connect_timeout=%s"
-        % (p.port, ADMIN[0], ADMIN[1], tls_node.pki_files[2], TLS_NAME, TIMEOUT,
-           CONNECT_TIMEOUT)), modules=MODS)
+        % (p.port, ADMIN[0], ADMIN[1], tls_node.pki_files[2], TLS_NAME,
+           TIMEOUT, CONNECT_TIMEOUT)), modules=MODS)
     fails_then_served(n, p)
     assert tls_node.client(db=3).exists("rl:z:k")
 
