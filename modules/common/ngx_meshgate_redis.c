@@ -844,7 +844,10 @@ ngx_meshgate_redis_timeout_handler(ngx_event_t *ev)
          * fails alone, and stays queued for its reply to be discarded
          */
 
-        if (!rd->discovering) {
+        if (!rd->discovering && !rd->late) {
+            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                          "redis %V: command timed out, the connection "
+                          "still opening", &rd->name);
             rd->late = 1;
         }
 
