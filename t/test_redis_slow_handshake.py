@@ -46,6 +46,17 @@ CONNECT_TIMEOUT = "3s"
 BOUND = 2.0
 
 
+def close_listener(sock):
+    """Closes a listening socket that a thread waits on in accept(): a
+    close() alone leaves the socket listening (the accept() holds it) and
+    the next test's connections may reach it."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    sock.close()
+
+
 class SlowProxy:
     """A TCP proxy on 127.0.0.1 to `target` that holds the first bytes of
     each connection in one direction ("up": the client's, e.g. the TLS
@@ -108,7 +119,7 @@ class SlowProxy:
 
     def stop(self):
         self.stopped.set()
-        self.sock.close()
+        close_listener(self.sock)
 
 
 @pytest.fixture
@@ -200,14 +211,26 @@ def test_opening_that_never_ends(nginx, tmp_path, tls_node, proxies, tls):
             "server=127.0.0.1:%d %s timeout=%s connect_timeout=500ms"
             % (p.port, params, TIMEOUT)), modules=MODS)
         t0 = time.monotonic()
+        sent = 0
         while p.connections < 2:
             status, took = get(n, "never")
+            sent += 1
             assert status == "ERROR" and took < BOUND, (status, took)
             assert time.monotonic() - t0 < 20, p.connections
-            time.sleep(0.05)
+            time.sleep(0.02)
         n.wait_log(r"redis 127\.0\.0\.1:%d: connect timed out, failing "
                    r"fast" % p.port)
-        assert "command timed out, failing fast" not in n.logs()
+        log = n.logs()
+        assert "command timed out, failing fast" not in log
+        assert 1 <= log.count("the connection still opening") <= 2
+        if not tls:
+            # Redis sees what was queued (the answers are held): once one
+            # command timed out the next ones failed at once, the queue
+            # did not grow for connect_timeout=
+            stats = r.client().info("commandstats")
+            queued = sum(stats.get("cmdstat_" + c, {}).get("calls", 0)
+                         for c in ("evalsha", "eval"))
+            assert 1 <= queued < sent / 2, (queued, sent)
     finally:
         if not tls:
             r.stop()
@@ -273,7 +296,7 @@ class OkRedis:
         return args[0].upper(), rest
 
     def stop(self):
-        self.sock.close()
+        close_listener(self.sock)
 
 
 @pytest.mark.parametrize("params", ["", "password=pw db=2"],
