@@ -15,6 +15,7 @@
  */
 
 
+static ngx_int_t ngx_meshgate_redis_usable(ngx_meshgate_redis_t *rd);
 static ngx_int_t ngx_meshgate_redis_prepend_handshake(
     ngx_meshgate_redis_t *rd);
 static ngx_uint_t ngx_meshgate_redis_no_socket(ngx_meshgate_redis_t *rd);
@@ -28,6 +29,7 @@ static void ngx_meshgate_redis_dispatch(ngx_meshgate_redis_t *rd,
     ngx_uint_t generation);
 static ngx_int_t ngx_meshgate_redis_retry_eval(ngx_meshgate_redis_t *rd,
     ngx_meshgate_redis_cmd_t *cmd);
+static void ngx_meshgate_redis_opened(ngx_meshgate_redis_t *rd);
 static void ngx_meshgate_redis_timeout_handler(ngx_event_t *ev);
 static void ngx_meshgate_redis_connect_timeout_handler(ngx_event_t *ev);
 
@@ -84,9 +86,7 @@ ngx_meshgate_redis_command(ngx_meshgate_redis_t *rd, ngx_pool_t *pool,
         }
     }
 
-    if (rd->conn == NULL && !rd->discovering
-        && ngx_meshgate_redis_connect(rd) != NGX_OK)
-    {
+    if (ngx_meshgate_redis_usable(rd) != NGX_OK) {
         return NGX_DECLINED;
     }
 
@@ -138,9 +138,7 @@ ngx_meshgate_redis_eval(ngx_meshgate_redis_t *rd, ngx_pool_t *pool,
         }
     }
 
-    if (rd->conn == NULL && !rd->discovering
-        && ngx_meshgate_redis_connect(rd) != NGX_OK)
-    {
+    if (ngx_meshgate_redis_usable(rd) != NGX_OK) {
         return NGX_DECLINED;
     }
 
@@ -190,6 +188,30 @@ ngx_meshgate_redis_eval(ngx_meshgate_redis_t *rd, ngx_pool_t *pool,
 
     if (cmdp) {
         *cmdp = cmd;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * A command may be queued: the connection is open or being opened
+ * (connected to when needed).  Once a command has timed out while it is
+ * being opened, the next ones fail at once until it is open or dropped by
+ * connect_timeout=: the queue then holds what one timeout= brings, as
+ * on an open connection, not what a whole connect_timeout= does.
+ */
+
+static ngx_int_t
+ngx_meshgate_redis_usable(ngx_meshgate_redis_t *rd)
+{
+    if (rd->late) {
+        return NGX_DECLINED;
+    }
+
+    if (rd->conn == NULL && !rd->discovering) {
+        return ngx_meshgate_redis_connect(rd) == NGX_OK ? NGX_OK
+                                                        : NGX_DECLINED;
     }
 
     return NGX_OK;
@@ -269,7 +291,11 @@ ngx_meshgate_redis_queue(ngx_meshgate_redis_t *rd, ngx_pool_t *pool,
         cmd->cleanup = cln;
     }
 
-    if (handler != ngx_meshgate_redis_handshake_handler) {
+    if (handler == ngx_meshgate_redis_handshake_handler) {
+        /* the connection is open when their replies are in */
+        rd->handshakes++;
+
+    } else {
         cmd->timer.handler = ngx_meshgate_redis_timeout_handler;
         cmd->timer.data = cmd;
         cmd->timer.log = ngx_cycle->log;
@@ -454,25 +480,37 @@ ngx_meshgate_redis_connect(ngx_meshgate_redis_t *rd)
     rd->generation++;
     rd->connecting = (rc == NGX_AGAIN || rd->ssl != NULL);
 
-    if (rd->connecting) {
+    ngx_log_debug1(NGX_LOG_DEBUG_EVENT, ngx_cycle->log, 0,
+                   "redis %V: connecting", &rd->name);
+
+    if (ngx_meshgate_redis_prepend_handshake(rd) != NGX_OK) {
+        goto failed;
+    }
+
+    /*
+     * connect_timeout= bounds the whole opening: TCP, TLS, and the
+     * replies to AUTH, SELECT and ROLE; timeout= bounds each command
+     */
+
+    if (rd->connecting || rd->handshakes) {
         rd->connect_timer.handler = ngx_meshgate_redis_connect_timeout_handler;
         rd->connect_timer.data = rd;
         rd->connect_timer.log = ngx_cycle->log;
         ngx_add_timer(&rd->connect_timer, rd->connect_timeout);
     }
 
-    ngx_log_debug1(NGX_LOG_DEBUG_EVENT, ngx_cycle->log, 0,
-                   "redis %V: connecting", &rd->name);
-
-    if (ngx_meshgate_redis_prepend_handshake(rd) != NGX_OK
-        || (rc == NGX_OK && rd->ssl
-            && ngx_meshgate_redis_tls_start(rd) == NGX_ERROR))
+    if (rc == NGX_OK && rd->ssl
+        && ngx_meshgate_redis_tls_start(rd) == NGX_ERROR)
     {
-        ngx_meshgate_redis_disconnect(rd, NGX_MESHGATE_REDIS_ERROR, NULL);
-        return NGX_DECLINED;
+        goto failed;
     }
 
     return NGX_OK;
+
+failed:
+
+    ngx_meshgate_redis_disconnect(rd, NGX_MESHGATE_REDIS_ERROR, NULL);
+    return NGX_DECLINED;
 }
 
 
@@ -714,10 +752,33 @@ ngx_meshgate_redis_disconnect(ngx_meshgate_redis_t *rd, ngx_int_t status,
 void
 ngx_meshgate_redis_close_connection(ngx_meshgate_redis_t *rd)
 {
-    ngx_pool_t  *pool;
+    ngx_pool_t                *pool;
+    ngx_queue_t               *q, *next;
+    ngx_meshgate_redis_cmd_t  *cmd;
 
     if (rd->connect_timer.timer_set) {
         ngx_del_timer(&rd->connect_timer);
+    }
+
+    /*
+     * the replies that nobody waits for any more (a handshake's, a
+     * command's that timed out while the connection was being opened)
+     * will not come: their places go with the connection
+     */
+
+    for (q = rd->initialized ? ngx_queue_head(&rd->pending) : NULL;
+         q && q != ngx_queue_sentinel(&rd->pending);
+         q = next)
+    {
+        next = ngx_queue_next(q);
+        cmd = ngx_queue_data(q, ngx_meshgate_redis_cmd_t, queue);
+
+        if (cmd->handler == NULL
+            || cmd->handler == ngx_meshgate_redis_handshake_handler)
+        {
+            ngx_queue_remove(q);
+            ngx_meshgate_redis_free_cmd(cmd);
+        }
     }
 
     if (rd->conn) {
@@ -743,6 +804,8 @@ ngx_meshgate_redis_close_connection(ngx_meshgate_redis_t *rd)
 
     rd->generation++;
     rd->connecting = 0;
+    rd->handshakes = 0;
+    rd->late = 0;
     rd->out_len = 0;
     rd->out_sent = 0;
 }
@@ -768,14 +831,25 @@ ngx_meshgate_redis_timeout_handler(ngx_event_t *ev)
     ngx_meshgate_redis_cmd_t  *cmd = ev->data;
 
     void                           *data;
+    ngx_meshgate_redis_t           *rd;
     ngx_meshgate_redis_handler_pt   handler;
 
-    if (cmd->rd->discovering) {
+    rd = cmd->rd;
+
+    if (rd->discovering || rd->connecting || rd->handshakes) {
 
         /*
-         * the sentinels are slow, not Redis: this command fails alone,
-         * and stays queued for its reply to be discarded
+         * the sentinels are slow, or the connection is still being opened
+         * (connect_timeout= is its limit, not timeout=): this command
+         * fails alone, and stays queued for its reply to be discarded
          */
+
+        if (!rd->discovering && !rd->late) {
+            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                          "redis %V: command timed out, the connection "
+                          "still opening", &rd->name);
+            rd->late = 1;
+        }
 
         handler = cmd->handler;
         data = cmd->data;
@@ -858,13 +932,26 @@ ngx_meshgate_redis_connected(ngx_meshgate_redis_t *rd)
 {
     rd->connecting = 0;
 
+    ngx_log_debug2(NGX_LOG_DEBUG_EVENT, ngx_cycle->log, 0,
+                   "redis %V: connected%s", &rd->name,
+                   rd->ssl ? " over TLS" : "");
+
+    if (rd->handshakes == 0) {
+        ngx_meshgate_redis_opened(rd);
+    }
+}
+
+
+/* connected, and AUTH, SELECT and ROLE answered: commands go as usual */
+
+static void
+ngx_meshgate_redis_opened(ngx_meshgate_redis_t *rd)
+{
     if (rd->connect_timer.timer_set) {
         ngx_del_timer(&rd->connect_timer);
     }
 
-    ngx_log_debug2(NGX_LOG_DEBUG_EVENT, ngx_cycle->log, 0,
-                   "redis %V: connected%s", &rd->name,
-                   rd->ssl ? " over TLS" : "");
+    rd->late = 0;
 }
 
 
@@ -1059,7 +1146,11 @@ ngx_meshgate_redis_dispatch(ngx_meshgate_redis_t *rd, ngx_uint_t generation)
                 return;
             }
 
-            if (ngx_meshgate_redis_not_primary(rd, reply)) {
+            /* data names the command: "AUTH", "SELECT" or "ROLE" */
+
+            if (ngx_strcmp(data, "ROLE") == 0
+                && ngx_meshgate_redis_not_primary(reply))
+            {
                 ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
                               "redis %V: not the primary (any more)",
                               &rd->name);
@@ -1070,6 +1161,11 @@ ngx_meshgate_redis_dispatch(ngx_meshgate_redis_t *rd, ngx_uint_t generation)
             }
 
             freeReplyObject(reply);
+
+            if (--rd->handshakes == 0) {
+                ngx_meshgate_redis_opened(rd);
+            }
+
             continue;
         }
 

@@ -133,7 +133,9 @@ struct ngx_meshgate_redis_s {
     ngx_msec_t                      down_until;
     ngx_msec_t                      backoff;
     ngx_uint_t                      generation;
+    ngx_uint_t                      handshakes;  /* AUTH/SELECT/ROLE */
     unsigned                        connecting:1;
+    unsigned                        late:1;      /* see usable() */
     unsigned                        discovering:1;
     unsigned                        primary_known:1;
     unsigned                        map_known:1;
@@ -181,8 +183,7 @@ ngx_int_t ngx_meshgate_redis_parse_sentinel(ngx_conf_t *cf,
 char *ngx_meshgate_redis_init_sentinel(ngx_conf_t *cf,
     ngx_meshgate_redis_t *rd);
 ngx_int_t ngx_meshgate_redis_discover(ngx_meshgate_redis_t *rd);
-ngx_uint_t ngx_meshgate_redis_not_primary(ngx_meshgate_redis_t *rd,
-    redisReply *reply);
+ngx_uint_t ngx_meshgate_redis_not_primary(redisReply *reply);
 
 /* ngx_meshgate_redis_cluster.c: Cluster */
 

@@ -607,20 +607,15 @@ ngx_meshgate_redis_primary(ngx_meshgate_redis_t *rd, redisReply *reply)
 
 
 /*
- * Called with every reply of the handshake: "+OK" for AUTH and SELECT
- * (sent before ROLE when configured), then the ROLE reply, an array whose
- * first element is "master" on a primary.  A status reply is taken for
- * AUTH's or SELECT's (ROLE never answers one); an array that does not
- * start with "master", or a reply of another type, refuses the node.
+ * Judges the reply to ROLE, sent on connect after AUTH and SELECT (the
+ * dispatcher hands it nothing else): an array whose first element is
+ * "master" on a primary.  Anything else refuses the node, a status reply
+ * ("+OK") included: ROLE never answers one.
  */
 
 ngx_uint_t
-ngx_meshgate_redis_not_primary(ngx_meshgate_redis_t *rd, redisReply *reply)
+ngx_meshgate_redis_not_primary(redisReply *reply)
 {
-    if (!rd->sentinels || reply->type == REDIS_REPLY_STATUS) {
-        return 0;
-    }
-
     if (reply->type != REDIS_REPLY_ARRAY) {
         return 1;
     }
