@@ -3,6 +3,7 @@ sentinels, all redis-server processes on 127.0.0.1."""
 
 import os
 import shutil
+import socket
 import subprocess
 import time
 
@@ -127,6 +128,12 @@ class FakeSentinel:
             c.close()
 
     def stop(self):
+        # close() alone leaves the socket listening while the accepting
+        # thread waits in accept(): a later test could get the same port
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self.sock.close()
 
 
