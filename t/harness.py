@@ -112,11 +112,28 @@ def recv_all(sock):
         data += chunk
 
 
+# ports handed out lately: the kernel may give a port again once its probe
+# socket is closed, and two equal ports in one nginx.conf make one server
+# the default of the other's address (a test then talks to the wrong one)
+_GIVEN = []
+_GIVEN_SET = set()
+_GIVEN_MAX = 4096
+
+
 def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
+    """A free port on 127.0.0.1, never one handed out in this run's last
+    4096 calls."""
+    while True:
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        if port not in _GIVEN_SET:
+            break
+    _GIVEN.append(port)
+    _GIVEN_SET.add(port)
+    if len(_GIVEN) > _GIVEN_MAX:
+        _GIVEN_SET.discard(_GIVEN.pop(0))
     return port
 
 

@@ -855,7 +855,7 @@ static u_char *
 ngx_http_mesh_metrics_otlp_client_span(u_char *p,
     ngx_http_mesh_metrics_trace_t *t, ngx_http_mesh_metrics_attempt_t *a)
 {
-    uint64_t                        end;
+    uint64_t                        start, end, now;
     ngx_str_t                       method;
     ngx_uint_t                      status;
     ngx_http_request_t             *r;
@@ -868,7 +868,8 @@ ngx_http_mesh_metrics_otlp_client_span(u_char *p,
 
     ngx_http_mesh_metrics_otlp_method(r, &method);
 
-    end = ngx_http_mesh_metrics_otlp_now();
+    now = ngx_http_mesh_metrics_otlp_now();
+    end = now;
     status = 0;
 
     if (s) {
@@ -879,6 +880,18 @@ ngx_http_mesh_metrics_otlp_client_span(u_char *p,
         }
     }
 
+    /*
+     * the wall clock (start) and nginx's monotonic response time (end)
+     * disagree by up to a millisecond: a client span is kept within its
+     * server span, which starts with the main request and ends now
+     */
+
+    start = (uint64_t) r->main->start_sec * 1000000000
+            + (uint64_t) r->main->start_msec * 1000000;
+    start = ngx_max(a->start, start);
+    end = ngx_min(end, now);
+    end = ngx_max(end, start);
+
     p = ngx_http_mesh_metrics_pb_bytes(p, 1, t->trace_id, 16);
     p = ngx_http_mesh_metrics_pb_bytes(p, 2, a->span_id, 8);
     p = ngx_http_mesh_metrics_pb_bytes(p, 4, t->span_id, 8);
@@ -887,7 +900,7 @@ ngx_http_mesh_metrics_otlp_client_span(u_char *p,
     *p++ = ngx_http_mesh_metrics_pb_tag(6, NGX_HTTP_MESH_METRICS_PB_VARINT);
     *p++ = 3;                                   /* SPAN_KIND_CLIENT */
 
-    p = ngx_http_mesh_metrics_pb_fixed64(p, 7, a->start);
+    p = ngx_http_mesh_metrics_pb_fixed64(p, 7, start);
     p = ngx_http_mesh_metrics_pb_fixed64(p, 8, end);
 
     p = ngx_http_mesh_metrics_pb_kv_str(p, 9, "http.request.method",
