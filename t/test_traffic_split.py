@@ -354,6 +354,45 @@ def test_grpc_pass_takes_the_variable(nginx_t):
     assert rc == 0, out
 
 
+def test_grpc_pass_routes_by_the_split(nginx):
+    """grpc_pass grpc://$traffic_split_s sends each request over HTTP/2 to
+    the chosen variant's upstream, and a weight change moves it."""
+    http = split(weights="v2 100%; v1 0%;") + """
+    upstream v1 { server 127.0.0.1:{{port1}}; }
+    upstream v2 { server 127.0.0.1:{{port2}}; }
+    server {
+        listen 127.0.0.1:{{port1}} http2;
+        location / { add_header Grpc-Status 0; return 200 "v1 $http2"; }
+    }
+    server {
+        listen 127.0.0.1:{{port2}} http2;
+        location / { add_header Grpc-Status 0; return 200 "v2 $http2"; }
+    }
+    server {
+        listen 127.0.0.1:{{port}} http2;
+        location / { grpc_pass grpc://$traffic_split_s; }
+        location /splits/ { traffic_split_api; }
+    }
+"""
+    n = nginx.start(http, modules=MODULES, main=USER, workers=1)
+
+    def call(user):
+        return subprocess.run(
+            ["curl", "-s", "--http2-prior-knowledge", "-w", " %{http_code}",
+             "-H", "Content-Type: application/grpc", "-H", "TE: trailers",
+             "-H", "X-User: " + user, "-d", "", n.url("/svc.Echo/Say")],
+            capture_output=True, text=True, timeout=20).stdout
+
+    assert {call("u%d" % i) for i in range(5)} == {"v2 h2c 200"}
+    out = subprocess.run(
+        ["curl", "-s", "--http2-prior-knowledge", "-w", " %{http_code}",
+         "-X", "PUT", "-d", '{"weights": {"v2": 0, "v1": 100}}',
+         n.url("/splits/s")], capture_output=True, text=True,
+        timeout=20).stdout
+    assert out.endswith(" 200"), out
+    assert {call("u%d" % i) for i in range(5)} == {"v1 h2c 200"}
+
+
 def test_http2_requests_and_api(nginx):
     http = split(weights="v2 100%; v1 0%;", key="") + """
     server {
