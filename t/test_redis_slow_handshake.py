@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from harness import Redis, require_module, wait_for
-from redis_modes_util import FakeSentinel
+from redis_modes_util import FakeSentinel, Listener
 from redis_secure_util import ADMIN, TLS_NAME, SecureNode, pki_files
 
 require_module("rate_limit")
@@ -46,18 +46,7 @@ CONNECT_TIMEOUT = "3s"
 BOUND = 2.0
 
 
-def close_listener(sock):
-    """Closes a listening socket that a thread waits on in accept(): a
-    close() alone leaves the socket listening (the accept() holds it) and
-    the next test's connections may reach it."""
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-    sock.close()
-
-
-class SlowProxy:
+class SlowProxy(Listener):
     """A TCP proxy on 127.0.0.1 to `target` that holds the first bytes of
     each connection in one direction ("up": the client's, e.g. the TLS
     ClientHello; "down": the server's, e.g. the answer to AUTH) for
@@ -68,31 +57,22 @@ class SlowProxy:
         self.delay = delay
         self.direction = direction
         self.connections = 0
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
         self.stopped = threading.Event()
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(16)
 
-    def _accept(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            self.connections += 1
-            try:
-                u = socket.create_connection(("127.0.0.1", self.target), 5)
-                u.settimeout(None)
-            except OSError:
-                c.close()
-                continue
-            for src, dst, hold in ((c, u, self.direction == "up"),
-                                   (u, c, self.direction == "down")):
-                threading.Thread(target=self._pipe, args=(src, dst, hold),
-                                 daemon=True).start()
+    def _accepted(self, c):
+        # in the accepting thread, one connection after the other
+        self.connections += 1
+        try:
+            u = socket.create_connection(("127.0.0.1", self.target), 5)
+            u.settimeout(None)
+        except OSError:
+            c.close()
+            return
+        for src, dst, hold in ((c, u, self.direction == "up"),
+                               (u, c, self.direction == "down")):
+            threading.Thread(target=self._pipe, args=(src, dst, hold),
+                             daemon=True).start()
 
     def _pipe(self, src, dst, hold):
         try:
@@ -119,7 +99,7 @@ class SlowProxy:
 
     def stop(self):
         self.stopped.set()
-        close_listener(self.sock)
+        super().stop()
 
 
 @pytest.fixture
@@ -236,26 +216,12 @@ def test_opening_that_never_ends(nginx, tmp_path, tls_node, proxies, tls):
             r.stop()
 
 
-class OkRedis:
+class OkRedis(Listener):
     """A Redis impostor: "+OK" to every command (ROLE included)."""
 
     def __init__(self):
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.port = self.sock.getsockname()[1]
         self.commands = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(c,),
-                             daemon=True).start()
+        super().__init__()
 
     def _serve(self, c):
         buf = b""
@@ -294,9 +260,6 @@ class OkRedis:
             args.append(body[:size])
             rest = body[size + 2:]
         return args[0].upper(), rest
-
-    def stop(self):
-        close_listener(self.sock)
 
 
 @pytest.mark.parametrize("params", ["", "password=pw db=2"],
