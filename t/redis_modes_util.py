@@ -16,6 +16,27 @@ SENTINEL = shutil.which("redis-sentinel")
 MASTER = "mymaster"
 DOWN_AFTER_MS = 500
 
+# A gateway limited by zone z (1r/m, burst 1) on the Redis of the
+# rate_limit_redis parameters %s, failure mode open, in front of a backend;
+# X-Status: what rate_limit made of the request.
+OPEN_LIMIT_CONF = """
+    rate_limit_redis %s;
+    rate_limit_zone z key=$arg_k rate=1r/m burst=1;
+    server {
+        listen 127.0.0.1:{{port1}};
+        location / { return 200 "ok\\n"; }
+    }
+    server {
+        listen 127.0.0.1:{{port}};
+        location / {
+            rate_limit z;
+            rate_limit_failure_mode open;
+            add_header X-Status $rate_limit_status always;
+            proxy_pass http://127.0.0.1:{{port1}};
+        }
+    }
+"""
+
 
 def need_sentinel():
     if SENTINEL is None:

@@ -13,30 +13,12 @@ import pytest
 import requests
 
 from harness import Redis, require_module, wait_for
-from redis_modes_util import FakeSentinel, Listener
+from redis_modes_util import OPEN_LIMIT_CONF, FakeSentinel, Listener
 from redis_secure_util import ADMIN, TLS_NAME, SecureNode, pki_files
 
 require_module("rate_limit")
 
 MODS = ["rate_limit"]
-
-CONF = """
-    rate_limit_redis %s;
-    rate_limit_zone z key=$arg_k rate=1r/m burst=1;
-    server {
-        listen 127.0.0.1:{{port1}};
-        location / { return 200 "ok\\n"; }
-    }
-    server {
-        listen 127.0.0.1:{{port}};
-        location / {
-            rate_limit z;
-            rate_limit_failure_mode open;
-            add_header X-Status $rate_limit_status always;
-            proxy_pass http://127.0.0.1:{{port1}};
-        }
-    }
-"""
 
 # the opening takes DELAY (more than TIMEOUT), well within CONNECT_TIMEOUT
 DELAY = 0.3
@@ -150,7 +132,7 @@ def test_slow_tls_handshake(nginx, tls_node, proxies):
     """The ClientHello held: TLS, then AUTH and SELECT, take longer than
     timeout=."""
     p = proxies(tls_node.port, direction="up")
-    n = nginx.start(CONF % (
+    n = nginx.start(OPEN_LIMIT_CONF % (
         "server=127.0.0.1:%d user=%s password=%s db=3 tls tls_ca=%s "
         "tls_name=%s timeout=%s connect_timeout=%s"
         % (p.port, ADMIN[0], ADMIN[1], tls_node.pki_files[2], TLS_NAME,
@@ -165,7 +147,7 @@ def test_slow_auth_reply(nginx, tmp_path, proxies):
     r = Redis(tmp_path, password="pw-slow").start()
     try:
         p = proxies(r.port, direction="down")
-        n = nginx.start(CONF % (
+        n = nginx.start(OPEN_LIMIT_CONF % (
             "server=127.0.0.1:%d password=pw-slow timeout=%s "
             "connect_timeout=%s" % (p.port, TIMEOUT, CONNECT_TIMEOUT)),
             modules=MODS)
@@ -187,7 +169,7 @@ def test_opening_that_never_ends(nginx, tmp_path, tls_node, proxies, tls):
         p = proxies(r.port, delay=None, direction="down")
         params = "password=pw"
     try:
-        n = nginx.start(CONF % (
+        n = nginx.start(OPEN_LIMIT_CONF % (
             "server=127.0.0.1:%d %s timeout=%s connect_timeout=500ms"
             % (p.port, params, TIMEOUT)), modules=MODS)
         t0 = time.monotonic()
@@ -270,7 +252,7 @@ def test_ok_to_role_is_not_a_primary(nginx, params):
     fake = OkRedis()
     sentinel = FakeSentinel(fake.port)
     try:
-        n = nginx.start(CONF % (
+        n = nginx.start(OPEN_LIMIT_CONF % (
             "sentinel=127.0.0.1:%d master=m %s timeout=1s"
             % (sentinel.port, params)), modules=MODS)
         status, _ = get(n, "role")
