@@ -29,7 +29,11 @@ def enc_keys():
     return U.jwks(*keys)
 
 
-CONF = U.BACKEND_CONF + """\
+CONF = """
+    server {
+        listen 127.0.0.1:{{port1}};
+        location / { return 200 "backend\\n"; }
+    }
     server {
         listen 127.0.0.1:{{port}};
         large_client_header_buffers 4 64k;
@@ -307,7 +311,11 @@ def test_logs_clean(jwe_nginx):
     assert not bad, bad
 
 
-RSA_CONF = U.BACKEND_CONF + """\
+RSA_CONF = """
+    server {
+        listen 127.0.0.1:{{port1}};
+        location / { return 200 "backend\\n"; }
+    }
     server {
         listen 127.0.0.1:{{port}};
         add_header X-Result $auth_jwt_result always;

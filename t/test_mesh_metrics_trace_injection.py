@@ -5,9 +5,12 @@ into a lookalike header or body."""
 import requests
 
 from harness import Resp, require_module
-from mesh_metrics_util import PARENT, TRACE, TRACEPARENT
+from mesh_metrics_util import TRACEPARENT
 
 require_module("mesh_metrics")
+
+TRACE = "0af7651916cd43dd8448eb211c80319c"
+PARENT = "b7ad6b7169203331"
 
 CONF = """
 mesh_metrics zone=mm:1m;
