@@ -18,6 +18,14 @@ HASHES = {"256": hashes.SHA256, "384": hashes.SHA384, "512": hashes.SHA512}
 EC_SIZE = {"ES256": 32, "ES384": 48, "ES512": 66}
 HMAC_SECRET = bytes(range(64))
 
+# The server behind the gateway in the tests' configs.
+BACKEND_CONF = """
+    server {
+        listen 127.0.0.1:{{port1}};
+        location / { return 200 "backend\\n"; }
+    }
+"""
+
 
 def b64u(data):
     if isinstance(data, str):

@@ -14,6 +14,20 @@ LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 TRACEPARENT = re.compile(
     r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 
+# An incoming trace (the W3C Trace Context example ids) the tests send.
+TRACE = "0af7651916cd43dd8448eb211c80319c"
+PARENT = "b7ad6b7169203331"
+
+# The head of a traced config: the zone, tracing on, one upstream app.
+TRACE_APP_CONF = """
+mesh_metrics zone=mm:1m;
+mesh_trace on;
+
+upstream app {
+    server 127.0.0.1:{{b1}};
+}
+"""
+
 
 def unescape(v):
     return re.sub(r'\\(.)', lambda m: "\n" if m.group(1) == "n"

@@ -5,6 +5,7 @@ import os
 import shutil
 import socket
 import subprocess
+import threading
 import time
 
 import pytest
@@ -14,6 +15,27 @@ from harness import REDIS, Redis, free_port, wait_for
 SENTINEL = shutil.which("redis-sentinel")
 MASTER = "mymaster"
 DOWN_AFTER_MS = 500
+
+# A gateway limited by zone z (1r/m, burst 1) on the Redis of the
+# rate_limit_redis parameters %s, failure mode open, in front of a backend;
+# X-Status: what rate_limit made of the request.
+OPEN_LIMIT_CONF = """
+    rate_limit_redis %s;
+    rate_limit_zone z key=$arg_k rate=1r/m burst=1;
+    server {
+        listen 127.0.0.1:{{port1}};
+        location / { return 200 "ok\\n"; }
+    }
+    server {
+        listen 127.0.0.1:{{port}};
+        location / {
+            rate_limit z;
+            rate_limit_failure_mode open;
+            add_header X-Status $rate_limit_status always;
+            proxy_pass http://127.0.0.1:{{port1}};
+        }
+    }
+"""
 
 
 def need_sentinel():
@@ -93,30 +115,54 @@ class Sentinel:
             self.proc.wait(10)
 
 
-class FakeSentinel:
-    """Answers every command with the address of `port` as the primary."""
+def close_listener(sock):
+    """Closes a listening socket that a thread waits on in accept(): a
+    close() alone leaves the socket listening (the accept() holds it) and
+    the next test's connections may reach it."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    sock.close()
 
-    def __init__(self, port):
-        import socket
-        import threading
-        self.reply = b"*2\r\n$9\r\n127.0.0.1\r\n$%d\r\n%d\r\n" % (
-            len(str(port)), port)
+
+class Listener:
+    """A server on a free port of 127.0.0.1 that serves each connection in
+    a thread of its own with self._serve(c) (or, in the accepting thread,
+    with self._accepted(c) where a subclass replaces that).  A subclass
+    sets what these need before calling __init__: the accepting thread
+    starts there."""
+
+    def __init__(self, backlog=8):
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
+        self.sock.listen(backlog)
         self.port = self.sock.getsockname()[1]
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self):
-        import threading
         while True:
             try:
                 c, _ = self.sock.accept()
             except OSError:
                 return
-            threading.Thread(target=self._serve, args=(c,),
-                             daemon=True).start()
+            self._accepted(c)
+
+    def _accepted(self, c):
+        threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def stop(self):
+        close_listener(self.sock)
+
+
+class FakeSentinel(Listener):
+    """Answers every command with the address of `port` as the primary."""
+
+    def __init__(self, port):
+        self.reply = b"*2\r\n$9\r\n127.0.0.1\r\n$%d\r\n%d\r\n" % (
+            len(str(port)), port)
+        super().__init__()
 
     def _serve(self, c):
         try:
@@ -126,15 +172,6 @@ class FakeSentinel:
             pass
         finally:
             c.close()
-
-    def stop(self):
-        # close() alone leaves the socket listening while the accepting
-        # thread waits in accept(): a later test could get the same port
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.sock.close()
 
 
 class SentinelSet:

@@ -246,11 +246,7 @@ def test_key_file_keys_per_set(nginx_t, tmp_path):
 
 
 JWKS = """
-    %s
-    server {
-        listen 127.0.0.1:{{port1}};
-        location / { return 200 "backend\\n"; }
-    }
+    %s""" + U.BACKEND_CONF + """\
     server {
         listen 127.0.0.1:{{port}};
         add_header X-Result $auth_jwt_result always;

@@ -29,11 +29,7 @@ def enc_keys():
     return U.jwks(*keys)
 
 
-CONF = """
-    server {
-        listen 127.0.0.1:{{port1}};
-        location / { return 200 "backend\\n"; }
-    }
+CONF = U.BACKEND_CONF + """\
     server {
         listen 127.0.0.1:{{port}};
         large_client_header_buffers 4 64k;
@@ -311,11 +307,7 @@ def test_logs_clean(jwe_nginx):
     assert not bad, bad
 
 
-RSA_CONF = """
-    server {
-        listen 127.0.0.1:{{port1}};
-        location / { return 200 "backend\\n"; }
-    }
+RSA_CONF = U.BACKEND_CONF + """\
     server {
         listen 127.0.0.1:{{port}};
         add_header X-Result $auth_jwt_result always;

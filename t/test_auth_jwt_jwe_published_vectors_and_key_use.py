@@ -230,11 +230,7 @@ def test_vector_transcribed_intact(name, tok, jwk, plaintext):
     assert reference_decrypt(tok, jwk) == plaintext
 
 
-CONF = """
-    server {
-        listen 127.0.0.1:{{port1}};
-        location / { return 200 "backend\\n"; }
-    }
+CONF = U.BACKEND_CONF + """\
     server {
         listen 127.0.0.1:{{port}};
         add_header X-Result $auth_jwt_result always;

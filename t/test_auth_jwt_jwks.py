@@ -17,11 +17,7 @@ require_module("auth_jwt")
 
 MOD = ["auth_jwt"]
 
-CONF = """
-    server {
-        listen 127.0.0.1:{{port1}};
-        location / { return 200 "backend\\n"; }
-    }
+CONF = U.BACKEND_CONF + """\
     server {
         listen 127.0.0.1:{{port}};
         add_header X-Result $auth_jwt_result always;

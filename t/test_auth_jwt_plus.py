@@ -37,14 +37,8 @@ def get(n, tok=None, tenant=None, path="/api/x"):
     return requests.get(n.url(path), headers=h, timeout=20)
 
 
-BACKEND = """
-    server {
-        listen 127.0.0.1:{{port1}};
-        location / { return 200 "backend\\n"; }
-    }
-"""
 
-FILES = BACKEND + """
+FILES = U.BACKEND_CONF + """
     server {
         listen 127.0.0.1:{{port}};
         add_header X-Result $auth_jwt_result always;
@@ -130,7 +124,7 @@ def test_key_file_change_is_seen(nginx, tenants):
     assert get(n, tok, "b").status_code == 500
 
 
-URIS = BACKEND + """
+URIS = U.BACKEND_CONF + """
     server {
         listen 127.0.0.1:{{port}};
         add_header X-Result $auth_jwt_result always;
@@ -212,7 +206,7 @@ REASONS = [
     r'key #2 \(kid "weird"\) skipped: unsupported JWK "kty"',
 ]
 
-ONE_FILE = BACKEND + """
+ONE_FILE = U.BACKEND_CONF + """
     server {
         listen 127.0.0.1:{{port}};
         location / {
@@ -286,7 +280,7 @@ def get_h(n, tok, path, **headers):
 # Key file names made of a variable next to literal text or to another
 # variable: each variable's value passes the "plain name" check ("." has
 # no "/" and no ".."), but the assembled name would have a ".." segment.
-ADJACENT = BACKEND + """
+ADJACENT = U.BACKEND_CONF + """
     server {
         listen 127.0.0.1:{{port}};
         add_header X-Result $auth_jwt_result always;
@@ -481,7 +475,7 @@ def test_new_key_uris_in_flight_leave_loaded_sets_alone(nginx, backend):
 
 # -- levels: nginx's inheritance, not kjdev/nginx-auth-jwt's merge ----------
 
-LEVELS = BACKEND + """
+LEVELS = U.BACKEND_CONF + """
     server {
         listen 127.0.0.1:{{port}};
         auth_jwt "api";
@@ -523,7 +517,7 @@ def test_key_files_of_a_level_replace_the_outer_ones(nginx, tmp_path):
         assert r.status_code == status
 
 
-SHADOWED = BACKEND + """
+SHADOWED = U.BACKEND_CONF + """
     server {
         listen 127.0.0.1:{{port}};
         set $tenant b;

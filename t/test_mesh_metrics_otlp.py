@@ -9,13 +9,12 @@ import pytest
 import requests
 
 from harness import Resp, require_module, wait_for
-from mesh_metrics_util import TRACEPARENT, otlp_spans, scrape, wait_metric
+from mesh_metrics_util import (PARENT, TRACE, TRACEPARENT, otlp_spans,
+                               scrape, wait_metric)
 
 require_module("mesh_metrics")
 
 MODS = ["mesh_metrics"]
-TRACE = "0af7651916cd43dd8448eb211c80319c"
-PARENT = "b7ad6b7169203331"
 
 CONF = """
 mesh_metrics zone=mm:1m;

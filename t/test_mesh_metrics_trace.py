@@ -11,23 +11,14 @@ import requests
 
 import harness
 from harness import Resp, recv_all, require_module, turn, wait_for
-from mesh_metrics_util import TRACEPARENT, promtool, wait_metric
+from mesh_metrics_util import (PARENT, TRACE, TRACE_APP_CONF, TRACEPARENT,
+                               promtool, wait_metric)
 
 require_module("mesh_metrics")
 
 MODS = ["mesh_metrics"]
 
-TRACE = "0af7651916cd43dd8448eb211c80319c"
-PARENT = "b7ad6b7169203331"
-
-CONF = """
-mesh_metrics zone=mm:1m;
-mesh_trace on;
-
-upstream app {
-    server 127.0.0.1:{{b1}};
-}
-
+CONF = TRACE_APP_CONF + """
 server {
     listen 127.0.0.1:{{port}};
 

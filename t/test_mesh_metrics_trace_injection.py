@@ -5,12 +5,9 @@ into a lookalike header or body."""
 import requests
 
 from harness import Resp, require_module
-from mesh_metrics_util import TRACEPARENT
+from mesh_metrics_util import PARENT, TRACE, TRACEPARENT
 
 require_module("mesh_metrics")
-
-TRACE = "0af7651916cd43dd8448eb211c80319c"
-PARENT = "b7ad6b7169203331"
 
 CONF = """
 mesh_metrics zone=mm:1m;

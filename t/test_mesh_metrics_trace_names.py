@@ -7,12 +7,10 @@ import socket
 import pytest
 
 from harness import recv_all, require_module
-from mesh_metrics_util import TRACEPARENT
+from mesh_metrics_util import PARENT, TRACE, TRACEPARENT
 
 require_module("mesh_metrics")
 
-TRACE = "0af7651916cd43dd8448eb211c80319c"
-PARENT = "b7ad6b7169203331"
 INCOMING = "00-%s-%s-01" % (TRACE, PARENT)
 
 CONF = """

@@ -7,23 +7,13 @@ import re
 import requests
 
 from harness import free_port, require_module
-from mesh_metrics_util import TRACEPARENT
+from mesh_metrics_util import PARENT, TRACE, TRACE_APP_CONF, TRACEPARENT
 
 require_module("mesh_metrics")
 
 MODS = ["mesh_metrics"]
 
-TRACE = "0af7651916cd43dd8448eb211c80319c"
-PARENT = "b7ad6b7169203331"
-
-CONF = """
-mesh_metrics zone=mm:1m;
-mesh_trace on;
-
-upstream app {
-    server 127.0.0.1:{{b1}};
-}
-
+CONF = TRACE_APP_CONF + """
 upstream twice {
     server 127.0.0.1:{{dead}} max_fails=0;
     server 127.0.0.1:{{b1}} max_fails=0;

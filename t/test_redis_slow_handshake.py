@@ -13,30 +13,12 @@ import pytest
 import requests
 
 from harness import Redis, require_module, wait_for
-from redis_modes_util import FakeSentinel
+from redis_modes_util import OPEN_LIMIT_CONF, FakeSentinel, Listener
 from redis_secure_util import ADMIN, TLS_NAME, SecureNode, pki_files
 
 require_module("rate_limit")
 
 MODS = ["rate_limit"]
-
-CONF = """
-    rate_limit_redis %s;
-    rate_limit_zone z key=$arg_k rate=1r/m burst=1;
-    server {
-        listen 127.0.0.1:{{port1}};
-        location / { return 200 "ok\\n"; }
-    }
-    server {
-        listen 127.0.0.1:{{port}};
-        location / {
-            rate_limit z;
-            rate_limit_failure_mode open;
-            add_header X-Status $rate_limit_status always;
-            proxy_pass http://127.0.0.1:{{port1}};
-        }
-    }
-"""
 
 # the opening takes DELAY (more than TIMEOUT), well within CONNECT_TIMEOUT
 DELAY = 0.3
@@ -46,18 +28,7 @@ CONNECT_TIMEOUT = "3s"
 BOUND = 2.0
 
 
-def close_listener(sock):
-    """Closes a listening socket that a thread waits on in accept(): a
-    close() alone leaves the socket listening (the accept() holds it) and
-    the next test's connections may reach it."""
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-    sock.close()
-
-
-class SlowProxy:
+class SlowProxy(Listener):
     """A TCP proxy on 127.0.0.1 to `target` that holds the first bytes of
     each connection in one direction ("up": the client's, e.g. the TLS
     ClientHello; "down": the server's, e.g. the answer to AUTH) for
@@ -68,31 +39,22 @@ class SlowProxy:
         self.delay = delay
         self.direction = direction
         self.connections = 0
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
         self.stopped = threading.Event()
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(16)
 
-    def _accept(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            self.connections += 1
-            try:
-                u = socket.create_connection(("127.0.0.1", self.target), 5)
-                u.settimeout(None)
-            except OSError:
-                c.close()
-                continue
-            for src, dst, hold in ((c, u, self.direction == "up"),
-                                   (u, c, self.direction == "down")):
-                threading.Thread(target=self._pipe, args=(src, dst, hold),
-                                 daemon=True).start()
+    def _accepted(self, c):
+        # in the accepting thread, one connection after the other
+        self.connections += 1
+        try:
+            u = socket.create_connection(("127.0.0.1", self.target), 5)
+            u.settimeout(None)
+        except OSError:
+            c.close()
+            return
+        for src, dst, hold in ((c, u, self.direction == "up"),
+                               (u, c, self.direction == "down")):
+            threading.Thread(target=self._pipe, args=(src, dst, hold),
+                             daemon=True).start()
 
     def _pipe(self, src, dst, hold):
         try:
@@ -119,7 +81,7 @@ class SlowProxy:
 
     def stop(self):
         self.stopped.set()
-        close_listener(self.sock)
+        super().stop()
 
 
 @pytest.fixture
@@ -170,7 +132,7 @@ def test_slow_tls_handshake(nginx, tls_node, proxies):
     """The ClientHello held: TLS, then AUTH and SELECT, take longer than
     timeout=."""
     p = proxies(tls_node.port, direction="up")
-    n = nginx.start(CONF % (
+    n = nginx.start(OPEN_LIMIT_CONF % (
         "server=127.0.0.1:%d user=%s password=%s db=3 tls tls_ca=%s "
         "tls_name=%s timeout=%s connect_timeout=%s"
         % (p.port, ADMIN[0], ADMIN[1], tls_node.pki_files[2], TLS_NAME,
@@ -185,7 +147,7 @@ def test_slow_auth_reply(nginx, tmp_path, proxies):
     r = Redis(tmp_path, password="pw-slow").start()
     try:
         p = proxies(r.port, direction="down")
-        n = nginx.start(CONF % (
+        n = nginx.start(OPEN_LIMIT_CONF % (
             "server=127.0.0.1:%d password=pw-slow timeout=%s "
             "connect_timeout=%s" % (p.port, TIMEOUT, CONNECT_TIMEOUT)),
             modules=MODS)
@@ -207,7 +169,7 @@ def test_opening_that_never_ends(nginx, tmp_path, tls_node, proxies, tls):
         p = proxies(r.port, delay=None, direction="down")
         params = "password=pw"
     try:
-        n = nginx.start(CONF % (
+        n = nginx.start(OPEN_LIMIT_CONF % (
             "server=127.0.0.1:%d %s timeout=%s connect_timeout=500ms"
             % (p.port, params, TIMEOUT)), modules=MODS)
         t0 = time.monotonic()
@@ -236,26 +198,12 @@ def test_opening_that_never_ends(nginx, tmp_path, tls_node, proxies, tls):
             r.stop()
 
 
-class OkRedis:
+class OkRedis(Listener):
     """A Redis impostor: "+OK" to every command (ROLE included)."""
 
     def __init__(self):
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.port = self.sock.getsockname()[1]
         self.commands = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(c,),
-                             daemon=True).start()
+        super().__init__()
 
     def _serve(self, c):
         buf = b""
@@ -295,9 +243,6 @@ class OkRedis:
             rest = body[size + 2:]
         return args[0].upper(), rest
 
-    def stop(self):
-        close_listener(self.sock)
-
 
 @pytest.mark.parametrize("params", ["", "password=pw db=2"],
                          ids=["role", "auth-select-role"])
@@ -307,7 +252,7 @@ def test_ok_to_role_is_not_a_primary(nginx, params):
     fake = OkRedis()
     sentinel = FakeSentinel(fake.port)
     try:
-        n = nginx.start(CONF % (
+        n = nginx.start(OPEN_LIMIT_CONF % (
             "sentinel=127.0.0.1:%d master=m %s timeout=1s"
             % (sentinel.port, params)), modules=MODS)
         status, _ = get(n, "role")

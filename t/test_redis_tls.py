@@ -10,6 +10,7 @@ import pytest
 import requests
 
 from harness import REDIS, free_port, require_module, wait_for
+from redis_modes_util import OPEN_LIMIT_CONF
 
 require_module("rate_limit")
 
@@ -59,23 +60,8 @@ def tls_redis(pki, tmp_path):
 
 
 def conf(port, params):
-    return """
-    rate_limit_redis server=127.0.0.1:%d timeout=1s %s;
-    rate_limit_zone z key=$arg_k rate=1r/m burst=1;
-    server {
-        listen 127.0.0.1:{{port1}};
-        location / { return 200 "ok\\n"; }
-    }
-    server {
-        listen 127.0.0.1:{{port}};
-        location / {
-            rate_limit z;
-            rate_limit_failure_mode open;
-            add_header X-Status $rate_limit_status always;
-            proxy_pass http://127.0.0.1:{{port1}};
-        }
-    }
-    """ % (port, params)
+    return OPEN_LIMIT_CONF % ("server=127.0.0.1:%d timeout=1s %s"
+                              % (port, params))
 
 
 def statuses(n, key, count=3):

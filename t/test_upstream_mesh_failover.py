@@ -9,8 +9,9 @@ import time
 import requests
 
 from upstream_mesh_util import (MODULES, Blip, Hang, Resp, addr, dead_port,
-                                hits, peer, proxy_location, run_many, server,
-                                set_health, ups_status, upstream, wait_for)
+                                get_at_once, hits, peer, proxy_location,
+                                run_many, server, set_health, ups_status,
+                                upstream, wait_for)
 
 # the README's own mesh_retry line
 README_RETRY = ("mesh_retry attempts=3 on=5xx,connect-failure,reset,"
@@ -184,20 +185,9 @@ def test_long_outage_is_capped_by_budget_and_deadline(nginx, backend):
                        "add_header X-Request-Time $request_time always")),
         modules=MODULES, workers=2)
     count = 10
-    results = []
-    lock = threading.Lock()
-
-    def one():
-        r = requests.get(n.url("/l"), timeout=15)
-        with lock:
-            results.append((r.status_code, float(r.headers["X-Request-Time"])))
-    t0 = time.monotonic()
-    ts = [threading.Thread(target=one) for _ in range(count)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
-    seconds = time.monotonic() - t0
+    responses, seconds = get_at_once(n.url("/l"), count)
+    results = [(r.status_code, float(r.headers["X-Request-Time"]))
+               for r in responses]
     assert all(code == 503 for code, _ in results), results
     assert all(rt < 5.05 for _, rt in results), results
     total = sum(hits(b, "/l") for b in peers)

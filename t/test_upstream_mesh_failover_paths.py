@@ -5,14 +5,12 @@ max_fails) against the retry budget and mesh_timeout, and the backup tier
 reached by outlier detection (every primary ejected) rather than by health
 checks."""
 
-import threading
-import time
-
 import pytest
 import requests
 
-from upstream_mesh_util import (MODULES, Resp, addr, proxy_location, server,
-                                ups_status, upstream, wait_for)
+from upstream_mesh_util import (MODULES, Resp, addr, get_at_once,
+                                proxy_location, server, ups_status, upstream,
+                                wait_for)
 
 
 @pytest.mark.parametrize("cap", ["budget", "deadline"])
@@ -48,22 +46,9 @@ def test_long_outage_of_stopped_peers_is_capped(nginx, backend, cap):
         b.stop()
     retries0 = ups_status(n, "u")["retries"]
     count = 10
-    results = []
-    lock = threading.Lock()
-
-    def one():
-        r = requests.get(n.url("/l"), timeout=15)
-        with lock:
-            results.append((r.status_code,
-                            float(r.headers["X-Request-Time"]),
-                            int(r.headers["X-Mesh-Attempts"])))
-    t0 = time.monotonic()
-    ts = [threading.Thread(target=one) for _ in range(count)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
-    seconds = time.monotonic() - t0
+    responses, seconds = get_at_once(n.url("/l"), count)
+    results = [(r.status_code, float(r.headers["X-Request-Time"]),
+                int(r.headers["X-Mesh-Attempts"])) for r in responses]
     assert len(results) == count
     assert all(rt < deadline / 1000 + 0.05 for _, rt, _ in results), results
     tries = sum(a for _, _, a in results)

@@ -110,13 +110,33 @@ def run_many(url, count, threads=4, method="GET"):
     return codes
 
 
+def get_at_once(url, count, timeout=15):
+    """Sends count GETs at once, a thread each; returns the responses (in
+    the order they came, none for a transport error) and the seconds all
+    of them took."""
+    responses = []
+    lock = threading.Lock()
+
+    def one():
+        r = requests.get(url, timeout=timeout)
+        with lock:
+            responses.append(r)
+    t0 = time.monotonic()
+    ts = [threading.Thread(target=one) for _ in range(count)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    return responses, time.monotonic() - t0
+
+
 def now_ms():
     return int(time.time() * 1000)
 
 
 __all__ = ["MODULES", "upstream", "server", "proxy_location", "addr",
            "dead_port", "status", "peer", "ups_status", "hits", "set_health",
-           "Blip", "Trickle", "Hang", "run_many", "now_ms",
+           "Blip", "Trickle", "Hang", "run_many", "get_at_once", "now_ms",
            "wait_for", "Resp"]
 
 
