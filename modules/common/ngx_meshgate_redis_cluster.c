@@ -639,7 +639,11 @@ ngx_meshgate_redis_slot(u_char *key, size_t len)
 {
     u_char    *p, *last, *open, *close;
     uint16_t   crc;
-    ngx_uint_t i;
+
+    static const uint16_t  nibble[16] = {
+        0x0000, 0x1021, 0x2042, 0x3063, 0x4084, 0x50a5, 0x60c6, 0x70e7,
+        0x8108, 0x9129, 0xa14a, 0xb16b, 0xc18c, 0xd1ad, 0xe1ce, 0xf1ef
+    };
 
     last = key + len;
     open = ngx_strlchr(key, last, '{');
@@ -655,13 +659,11 @@ ngx_meshgate_redis_slot(u_char *key, size_t len)
 
     crc = 0;
 
-    for (p = key; p < last; p++) {
-        crc ^= (uint16_t) *p << 8;
+    /* four bits at a time */
 
-        for (i = 0; i < 8; i++) {
-            crc = (crc & 0x8000) ? (uint16_t) ((crc << 1) ^ 0x1021)
-                                 : (uint16_t) (crc << 1);
-        }
+    for (p = key; p < last; p++) {
+        crc = (uint16_t) (crc << 4) ^ nibble[(crc >> 12) ^ (*p >> 4)];
+        crc = (uint16_t) (crc << 4) ^ nibble[(crc >> 12) ^ (*p & 0x0f)];
     }
 
     return crc & (NGX_MESHGATE_REDIS_SLOTS - 1);

@@ -152,7 +152,6 @@ struct ngx_http_rate_limit_batch_s {
     ngx_http_rate_limit_main_conf_t  *mcf;
     ngx_meshgate_redis_t             *node;
     ngx_uint_t                        n;
-    ngx_uint_t                        waited;  /* a round already */
     ngx_uint_t                        nkeys;
     ngx_uint_t                        nspecs;
     ngx_http_rate_limit_ctx_t        *ctx[NGX_HTTP_RATE_LIMIT_BATCH];

@@ -46,88 +46,113 @@ static void ngx_http_rate_limit_free_batches(ngx_queue_t *batches);
  * all are charged, or none is.  Returns one integer per limit: the
  * capacity used (TAT - now, in microseconds) after the request when it
  * was charged, or -1 - the capacity used before it when it was not; the
- * gateway works out the rest (ngx_http_rate_limit_result()).  A key of
- * another type is taken as empty and overwritten, so that it cannot fail
- * the other requests of its batch.  TATs (about 2^51 us) are exact in
- * Lua's doubles.
+ * gateway works out the rest (ngx_http_rate_limit_result()).  TATs (about
+ * 2^51 us) are exact in Lua's doubles.  With Redis Cluster the keys, of
+ * several slots of one node, are not declared (Redis refuses declared
+ * keys of several slots): ARGV starts with "c", the number of keys and
+ * the keys (see ngx_http_rate_limit_batch_send()).
  *
- * Every key is read before any is written, with one MGET: an error then
- * fails the batch with nothing charged.  With Redis Cluster the keys, of
- * several slots of one node, are read with one GET each (MGET refuses
- * keys of several slots), and ARGV starts with "c", the number of keys
- * and the keys (see ngx_http_rate_limit_batch_send()); a key that is not
- * on this node (a slot being migrated) fails the batch there.
+ * One command per key: each key is written first with the TAT it gets if
+ * its TAT is in the past, now + the request's cost, and read by the same
+ * command (SET key guess GET PXAT expiry).  A key that is not being
+ * limited has its TAT in the past, and the guess is right.  Otherwise the
+ * key is written again once the request is decided: with its TAT moved on
+ * if the request is admitted, with its old value back (deleted if it had
+ * none) if not.  A key expires at the end of the second after the one its
+ * TAT falls in: never while it counts, and restoring a TAT restores its
+ * expiry exactly.  Reading every key (MGET, or one GET per key with Redis
+ * Cluster) then writing those charged took one more command per key, and
+ * Redis's cost per request is mostly its cost per command.
  *
- * What Redis spends per request is the script's own work: one SET per
- * limit charged, a share of the MGET, and the Lua between them.  A TAT is
- * written as a string formatted with "%d": a Lua number as an argument of
- * redis.call() is formatted with "%.17g", which costs a fifth of the
- * script's time for a 16-digit number.  A key expires at the end of the
- * second after the one its TAT falls in: never while it counts, and its
- * expiry changes only when its TAT enters another second, so most writes
- * keep it (KEEPTTL).  Redis 6.2 or later.
+ * A key of another type is taken as empty (SET GET refuses it and writes
+ * nothing) and overwritten if the request is charged, so that it cannot
+ * fail the other requests of its batch; a value that is not a TAT is
+ * taken as empty.  Any other error (with Redis Cluster: a key not on this
+ * node, of a slot being migrated) undoes the batch's writes, newest
+ * first, and fails the batch with nothing charged.  Old TATs are compared
+ * with now as strings (both 16 digits until 2286) where that tells:
+ * tonumber() costs as much as the rest of a key's Lua.  A TAT is written
+ * as a string formatted with "%d": a Lua number as an argument of
+ * redis.call() is formatted with "%.17g", slower.  Redis 6.2 or later.
  */
 
 static ngx_str_t  ngx_http_rate_limit_lua = ngx_string(
     "local K, o, n = KEYS, 0, #KEYS\n"
-    "local val\n"
     "if ARGV[1] == 'c' then\n"
     "  K, o, n = ARGV, 2, tonumber(ARGV[2])\n"
-    "  val = {}\n"
-    "  for i = 1, n do\n"
-    "    local v = redis.pcall('GET', K[o + i])\n"
-    "    if type(v) == 'table' then\n"
-    "      if string.sub(v.err, 1, 9) ~= 'WRONGTYPE' then\n"
-    "        return redis.error_reply(v.err)\n"
-    "      end\n"
-    "      v = false\n"
-    "    end\n"
-    "    val[i] = v\n"
-    "  end\n"
-    "else\n"
-    "  val = redis.call('MGET', unpack(K))\n"
     "end\n"
     "local a0 = (o > 0) and (o + n) or 0\n"
-    "local tat = {}\n"
-    "for i = 1, n do\n"
-    "  tat[K[o + i]] = tonumber(val[i]) or 0\n"
-    "end\n"
     "local t = redis.call('TIME')\n"
     "local now = t[1] * 1000000 + t[2]\n"
+    "local ceil, fmt, byte = math.ceil, string.format, string.byte\n"
+    "local sub, pcall = string.sub, redis.pcall\n"
+    "local function px(v)\n"
+    "  return fmt('%d', (ceil(v / 1000000) + 1) * 1000)\n"
+    "end\n"
+    "local function num(r)\n"
+    "  local v = r and tonumber(r)\n"
+    "  if v and v >= 0 and v < 1e17 then return v end\n"
+    "end\n"
+    "local snow = fmt('%d', now)\n"
     "local ns = tonumber(ARGV[a0 + 1])\n"
-    "local inc, cap = {}, {}\n"
+    "local inc, cap, gv, gp = {}, {}, {}, {}\n"
     "for s = 1, ns do\n"
     "  inc[s] = tonumber(ARGV[a0 + 2 * s])\n"
     "  cap[s] = tonumber(ARGV[a0 + 2 * s + 1])\n"
+    "  gv[s] = fmt('%d', now + inc[s])\n"
+    "  gp[s] = px(now + inc[s])\n"
     "end\n"
-    "local ceil, fmt, byte = math.ceil, string.format, string.byte\n"
-    "local res, k = {}, o\n"
-    "local used, new = {}, {}\n"
+    "local res, old, k = {}, {}, 0\n"
+    "local function put(key, r)\n"
+    "  local v = num(r)\n"
+    "  if v then\n"
+    "    return pcall('SET', key, r, 'PXAT', px(v))\n"
+    "  end\n"
+    "  return pcall('DEL', key)\n"
+    "end\n"
+    "local function undo(j, err)\n"
+    "  for i = j, 1, -1 do\n"
+    "    if old[i] ~= true then put(K[o + i], old[i]) end\n"
+    "  end\n"
+    "  return redis.error_reply(err)\n"
+    "end\n"
     "for a = a0 + 2 * ns + 2, #ARGV do\n"
     "  local spec, ok = ARGV[a], true\n"
     "  local m = #spec\n"
-    "  for i = 1, m do\n"
-    "    local s = byte(spec, i)\n"
-    "    local v = tat[K[k + i]]\n"
-    "    if v < now then v = now end\n"
-    "    used[i] = v - now\n"
-    "    new[i] = v + inc[s]\n"
-    "    if new[i] - now > cap[s] then ok = false end\n"
-    "  end\n"
-    "  for i = 1, m do\n"
-    "    if ok then\n"
-    "      local key, v = K[k + i], new[i]\n"
-    "      local s = ceil(v / 1000000)\n"
-    "      res[k - o + i] = v - now\n"
-    "      if s == ceil(tat[key] / 1000000) then\n"
-    "        redis.call('SET', key, fmt('%d', v), 'KEEPTTL')\n"
-    "      else\n"
-    "        redis.call('SET', key, fmt('%d', v), 'PXAT',\n"
-    "                   fmt('%d', (s + 1) * 1000))\n"
+    "  for i = k + 1, k + m do\n"
+    "    local s = byte(spec, i - k)\n"
+    "    local r = pcall('SET', K[o + i], gv[s], 'GET', 'PXAT', gp[s])\n"
+    "    local u = 0\n"
+    "    if type(r) == 'table' then\n"
+    "      if sub(r.err, 1, 9) ~= 'WRONGTYPE' then\n"
+    "        return undo(i - 1, r.err)\n"
     "      end\n"
-    "      tat[key] = v\n"
+    "      r = true\n"
+    "    elseif r and (#r ~= #snow or r >= snow) then\n"
+    "      u = (num(r) or 0) - now\n"
+    "      if u < 0 then u = 0 end\n"
+    "    end\n"
+    "    old[i], res[i] = r, u\n"
+    "    if u + inc[s] > cap[s] then ok = false end\n"
+    "  end\n"
+    "  for i = k + 1, k + m do\n"
+    "    local u = res[i]\n"
+    "    if ok then\n"
+    "      local v = now + u + inc[byte(spec, i - k)]\n"
+    "      res[i] = v - now\n"
+    "      if u > 0 or old[i] == true then\n"
+    "        local e = pcall('SET', K[o + i], fmt('%d', v), 'PXAT', px(v))\n"
+    "        if type(e) == 'table' then return undo(k + m, e.err) end\n"
+    "        if old[i] == true then old[i] = false end\n"
+    "      end\n"
     "    else\n"
-    "      res[k - o + i] = -1 - used[i]\n"
+    "      res[i] = -1 - u\n"
+    "    end\n"
+    "  end\n"
+    "  for i = ok and 0 or k + m, k + 1, -1 do\n"
+    "    if old[i] ~= true then\n"
+    "      local e = put(K[o + i], old[i])\n"
+    "      if type(e) == 'table' then return undo(k + m, e.err) end\n"
     "    end\n"
     "  end\n"
     "  k = k + m\n"
@@ -396,7 +421,6 @@ ngx_http_rate_limit_batch_part(ngx_http_rate_limit_ctx_t *ctx,
         }
 
         batch->n = 0;
-        batch->waited = 0;
         batch->nkeys = 0;
         batch->nspecs = 0;
         batch->mcf = mcf;
@@ -489,27 +513,9 @@ ngx_http_rate_limit_flush(ngx_event_t *ev)
 {
     ngx_queue_t                  *q, *next, go;
     ngx_uint_t                    hurry;
-    ngx_http_rate_limit_batch_t  *batch, *biggest;
+    ngx_http_rate_limit_batch_t  *batch;
 
     /* what goes now: see ngx_http_rate_limit_goes() */
-
-    biggest = NULL;
-
-    for (q = ngx_queue_head(&ngx_http_rate_limit_unsent);
-         q != ngx_queue_sentinel(&ngx_http_rate_limit_unsent);
-         q = ngx_queue_next(q))
-    {
-        batch = ngx_queue_data(q, ngx_http_rate_limit_batch_t, queue);
-
-        if (ngx_http_rate_limit_goes(batch)) {
-            biggest = NULL;
-            break;
-        }
-
-        if (biggest == NULL || batch->n > biggest->n) {
-            biggest = batch;
-        }
-    }
 
     hurry = ngx_http_rate_limit_hurry;
     ngx_http_rate_limit_hurry = 0;
@@ -523,12 +529,11 @@ ngx_http_rate_limit_flush(ngx_event_t *ev)
         next = ngx_queue_next(q);
         batch = ngx_queue_data(q, ngx_http_rate_limit_batch_t, queue);
 
-        if (hurry || batch == biggest || ngx_http_rate_limit_goes(batch)) {
+        if (hurry || ngx_queue_empty(&go)
+            || ngx_http_rate_limit_goes(batch))
+        {
             ngx_queue_remove(q);
             ngx_queue_insert_tail(&go, q);
-
-        } else {
-            batch->waited = 1;
         }
     }
 
@@ -568,21 +573,22 @@ ngx_http_rate_limit_flush(ngx_event_t *ev)
 /*
  * With Redis Cluster a round's checks are split per node, and each node's
  * part is small: sending them all would cost a command per node and round
- * (Redis's and the gateway's cost per command is that of a dozen checks).
- * A node's batch therefore goes when it holds NGX_HTTP_RATE_LIMIT_BATCH_MIN
- * checks, or has waited one round already; if none does, the biggest goes
- * (a lone request goes at once).  A check thus waits for two replies at
- * most before its own; after a batch failed (a node down, a timeout) all
- * go, as the checks held back have waited long enough.  Without Redis
- * Cluster every batch goes at once.
+ * (Redis's and the gateway's cost per command is that of a dozen checks,
+ * and each command wakes up one more Redis process).  The oldest batch
+ * therefore goes, alone unless another holds NGX_HTTP_RATE_LIMIT_BATCH_MIN
+ * checks already: the nodes take turns, one command out at a time, as
+ * with one server, and each node's batch gathers the checks of as many
+ * rounds as there are nodes.  A lone request goes at once; a check waits
+ * for one reply per other node at most before its own; after a batch
+ * failed (a node down, a timeout) all go, as the checks held back have
+ * waited long enough.  Without Redis Cluster every batch goes at once.
  */
 
 static ngx_uint_t
 ngx_http_rate_limit_goes(ngx_http_rate_limit_batch_t *batch)
 {
     return !batch->mcf->cluster
-           || batch->n >= NGX_HTTP_RATE_LIMIT_BATCH_MIN
-           || batch->waited;
+           || batch->n >= NGX_HTTP_RATE_LIMIT_BATCH_MIN;
 }
 
 
