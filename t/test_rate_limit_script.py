@@ -1,0 +1,211 @@
+"""The GCRA script of rate_limit_redis, run directly on Redis (a server
+and a Redis Cluster node): each key is written first with the TAT it gets
+if its old one is in the past, then fixed up.  What it leaves behind
+(values, expiry times, types) must be what reading first left: a request
+denied on any limit charges none, a key that had no TAT gets none, an
+error undoes the batch."""
+
+import os
+import re
+
+import pytest
+
+from redis_modes_util import cluster  # noqa: F401
+
+SOURCE = os.path.join(os.path.dirname(__file__), "..", "modules",
+                      "rate_limit", "ngx_http_rate_limit_redis.c")
+S = 1000000                    # microseconds per second
+INC, CAP = 10 * S, 25 * S      # cost 10 s, burst capacity 25 s
+
+
+def script():
+    src = open(SOURCE).read()
+    body = re.search(r"ngx_http_rate_limit_lua = ngx_string\((.*?)\);",
+                     src, re.S).group(1)
+    text = "".join(re.findall(r'"((?:[^"\\]|\\.)*)"', body))
+    return text.encode().decode("unicode_escape")
+
+
+class Node:
+    """One Redis the script runs on, as the gateway calls it: all keys
+    declared on a server; with Redis Cluster only the first, the keys
+    after "c" and their number."""
+
+    def __init__(self, client, cluster_mode):
+        self.c = client
+        self.cluster = cluster_mode
+        self.sha = client.script_load(script())
+
+    def run(self, *requests, specs=((INC, CAP),)):
+        """requests: per request, its keys with the spec (1-based) of
+        each: [("k", 1), ...].  Returns the results per request."""
+        keys = [k for req in requests for k, _ in req]
+        argv = [str(len(specs))]
+        for inc, cap in specs:
+            argv += [str(inc), str(cap)]
+        argv += [bytes(s for _, s in req) for req in requests]
+        if self.cluster:
+            out = self.c.evalsha(self.sha, 1, keys[0], "c", len(keys),
+                                 *keys, *argv)
+        else:
+            out = self.c.evalsha(self.sha, len(keys), *keys, *argv)
+        res, i = [], 0
+        for req in requests:
+            res.append(out[i:i + len(req)])
+            i += len(req)
+        return res
+
+    def now(self):
+        s, us = self.c.time()
+        return s * S + us
+
+    def state(self, key):
+        """What a key holds: its type, value and expiry time (ms)."""
+        t = self.c.type(key).decode()
+        v = self.c.get(key) if t == "string" else None
+        return t, v, self.c.pexpiretime(key)
+
+    def put_tat(self, key, tat):
+        """A TAT as the script writes it, with its expiry."""
+        self.c.set(key, "%d" % tat,
+                   pxat=((tat + S - 1) // S + 1) * 1000)
+
+
+@pytest.fixture(params=["server", "cluster"])
+def node(request, redis):
+    if request.param == "server":
+        c = redis.client()
+        c.flushall()
+        return Node(c, False)
+    cl = request.getfixturevalue("cluster")
+    n = cl.node_of(KEY("a"))
+    c = n.client()
+    for k in c.keys("{t}*"):
+        c.delete(k)
+    return Node(c, True)
+
+
+def KEY(name):
+    """Keys of one slot (one hash tag), thus of one cluster node."""
+    return "{t}" + name
+
+
+def test_fresh_and_past_keys_take_the_guess(node):
+    a, b = KEY("a"), KEY("b")
+    node.put_tat(b, node.now() - 3 * S)
+    before = node.now()
+    assert node.run([(a, 1)], [(b, 1)]) == [[INC], [INC]]
+    after = node.now()
+    for k in (a, b):
+        t, v, exp = node.state(k)
+        assert t == "string" and before + INC <= int(v) <= after + INC
+        assert exp == ((int(v) + S - 1) // S + 1) * 1000
+
+
+def test_limited_key_admits_then_denies_exactly(node):
+    a = KEY("a")
+    tat = node.now() + 5 * S
+    node.put_tat(a, tat)
+    [[used]] = node.run([(a, 1)])
+    # admitted: TAT moved on by the cost, expiry follows the TAT
+    t, v, exp = node.state(a)
+    assert int(v) == tat + INC
+    assert exp == ((tat + INC + S - 1) // S + 1) * 1000
+    assert INC + 4 * S < used <= INC + 5 * S
+    # admitted again (15 s used, + 10 s fits the 25 s), then denied
+    # (25 s used): value and expiry stay
+    [[used]] = node.run([(a, 1)])
+    assert used >= 0 and int(node.c.get(a)) == tat + 2 * INC
+    before = node.state(a)
+    [[res]] = node.run([(a, 1)])
+    assert res < 0 and -1 - res > CAP - INC
+    assert node.state(a) == before
+
+
+def test_denied_on_a_second_limit_charges_none(node):
+    a, b, fresh = KEY("a"), KEY("b"), KEY("fresh")
+    node.put_tat(a, node.now() - 2 * S)          # past: the guess fits
+    node.put_tat(b, node.now() + CAP)            # full
+    before_a, before_b = node.state(a), node.state(b)
+    [[ra, rf, rb]] = node.run([(a, 1), (fresh, 1), (b, 1)])
+    assert ra == -1 and rf == -1 and rb < -1 - (CAP - INC)
+    assert node.state(a) == before_a
+    assert node.state(b) == before_b
+    assert not node.c.exists(fresh)
+
+
+def test_limited_first_limit_restored_when_second_denies(node):
+    a, b = KEY("a"), KEY("b")
+    node.put_tat(a, node.now() + 7 * S)          # in the future: fixed up
+    node.put_tat(b, node.now() + CAP)
+    before_a = node.state(a)
+    [[ra, rb]] = node.run([(a, 1), (b, 1)])
+    assert ra < -1 and rb < -1
+    assert node.state(a) == before_a
+
+
+def test_key_of_another_type(node):
+    a, h, b = KEY("a"), KEY("h"), KEY("b")
+    node.c.hset(h, "f", "v")
+    node.put_tat(b, node.now() + CAP)
+    # denied on b: the hash is left as it is
+    [[rh, rb]] = node.run([(h, 1), (b, 1)])
+    assert rh == -1 and rb < -1
+    assert node.c.type(h) == b"hash" and node.c.hget(h, "f") == b"v"
+    # admitted: taken as empty and overwritten; the batch's other
+    # requests are charged as usual
+    assert node.run([(a, 1)], [(h, 1)]) == [[INC], [INC]]
+    t, v, exp = node.state(h)
+    assert t == "string" and exp == ((int(v) + S - 1) // S + 1) * 1000
+
+
+def test_value_that_is_no_tat(node):
+    a, b = KEY("a"), KEY("b")
+    node.put_tat(b, node.now() + CAP)
+    for junk in ("abc", "9" * 16 + "x", "-5", "inf", "nan", "1e300"):
+        node.c.set(a, junk)
+        [[ra, rb]] = node.run([(a, 1), (b, 1)])
+        assert ra == -1 and rb < -1, junk
+        assert not node.c.exists(a), junk          # denied: deleted
+        node.c.set(a, junk)
+        assert node.run([(a, 1)]) == [[INC]], junk  # taken as empty
+
+
+def test_same_key_twice_in_one_batch(node):
+    """Each request sees the writes of those before it in the batch (one
+    clock for the whole batch: exact figures)."""
+    a, b = KEY("a"), KEY("b")
+    res = node.run([(a, 1)], [(a, 1)], [(a, 1)], [(b, 1), (a, 1)],
+                   [(a, 2)], specs=((INC, CAP), (1, CAP)))
+    assert res[0] == [INC]                      # fresh: TAT now + 10 s
+    assert res[1] == [2 * INC]                  # now + 20 s
+    assert res[2] == [-1 - 2 * INC]             # 30 s > 25 s: denied
+    assert res[3] == [-1, -1 - 2 * INC]         # denied on a: b uncharged
+    assert res[4] == [2 * INC + 1]              # 1 us more fits
+    assert not node.c.exists(b)
+    t, v, exp = node.state(a)
+    assert exp == ((int(v) + S - 1) // S + 1) * 1000
+
+
+def test_an_error_undoes_the_batch(cluster):  # noqa: F811
+    """A key of a slot this node does not serve (being migrated, say):
+    the batch fails, and the keys written before it are as they were
+    (those that had no TAT: gone)."""
+    n = cluster.node_of(KEY("a"))
+    other = next("{o%d}x" % i for i in range(1000)
+                 if cluster.node_of("{o%d}x" % i).port != n.port)
+    node = Node(n.client(), True)
+    a, fresh, h = KEY("a"), KEY("fresh"), KEY("h")
+    for k in (a, fresh, h):
+        node.c.delete(k)
+    node.put_tat(a, node.now() + 3 * S)
+    node.c.hset(h, "f", "v")
+    before = node.state(a)
+    with pytest.raises(Exception) as e:
+        node.run([(a, 1)], [(fresh, 1), (h, 1)], [(other, 1)])
+    assert "local" in str(e.value)
+    assert node.state(a) == before
+    assert not node.c.exists(fresh)
+    # overwritten (charged) before the error: it cannot come back, and
+    # is left uncharged, deleted (a key of another type is taken as empty)
+    assert not node.c.exists(h)
