@@ -285,8 +285,9 @@ static ngx_int_t
 ngx_http_rate_limit_keys(ngx_http_request_t *r,
     ngx_http_rate_limit_ctx_t *ctx, ngx_http_rate_limit_main_conf_t *mcf)
 {
-    u_char                        *p;
+    u_char                        *p, tag[4];
     size_t                         size;
+    uint32_t                       crc;
     ngx_uint_t                     i, n;
     ngx_http_rate_limit_zone_t    *zone;
     ngx_http_rate_limit_result_t  *res;
@@ -318,8 +319,16 @@ ngx_http_rate_limit_keys(ngx_http_request_t *r,
         p = ngx_cpymem(p, mcf->prefix.data, mcf->prefix.len);
 
         if (mcf->cluster) {
-            p = ngx_sprintf(p, "{%08xD}",
-                            ngx_crc32_short(res->key.data, res->key.len));
+            crc = ngx_crc32_short(res->key.data, res->key.len);
+            tag[0] = (u_char) (crc >> 24);
+            tag[1] = (u_char) (crc >> 16);
+            tag[2] = (u_char) (crc >> 8);
+            tag[3] = (u_char) crc;
+
+            /* "{%08xD}", without ngx_sprintf()'s cost */
+            *p++ = '{';
+            p = ngx_hex_dump(p, tag, 4);
+            *p++ = '}';
         }
 
         p = ngx_cpymem(p, zone->name.data, zone->name.len);
