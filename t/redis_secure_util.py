@@ -32,7 +32,7 @@ TLS_NAME = "redis.test"
 # with Cluster, writes with SET, reads the clock with TIME), HGETALL
 # (auth_key)
 GW_ACL = ("~rl:* ~apikey:* resetchannels -@all +select +role +evalsha "
-          "+eval +get +mget +set +time +hgetall")
+          "+eval +set +time +hgetall")
 # with Redis Cluster: CLUSTER SLOTS and ASKING too
 GW_CLUSTER_ACL = GW_ACL + " +cluster|slots +asking"
 SGW_ACL = ("resetchannels &+switch-master -@all "

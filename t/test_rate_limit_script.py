@@ -209,3 +209,37 @@ def test_an_error_undoes_the_batch(cluster):  # noqa: F811
     # overwritten (charged) before the error: it cannot come back, and
     # is left uncharged, deleted (a key of another type is taken as empty)
     assert not node.c.exists(h)
+
+
+def test_needs_no_more_than_the_documented_acl(redis):
+    """Everything the script does, as a user allowed what the README asks
+    for (redis_secure_util.GW_ACL): restores and deletions included."""
+    import redis as redis_py
+    from redis_secure_util import GW_ACL
+    admin = redis.client()
+    admin.flushall()
+    admin.execute_command("ACL", "SETUSER", "rlscript", "reset", "on",
+                          ">pw", *GW_ACL.split())
+    try:
+        c = redis_py.Redis(port=redis.port, username="rlscript",
+                           password="pw")
+        node = Node(admin, False)          # loads the script, looks
+        user = Node.__new__(Node)           # the user only runs it
+        user.c, user.cluster, user.sha = c, False, node.sha
+        a, b, h = "rl:a", "rl:b", "rl:h"
+        admin.hset(h, "f", "v")
+        admin.set(a, "junk")
+        node.put_tat(b, node.now() + CAP)
+        before = node.state(b)
+        [[ra, rf, rh, rb]] = user.run([(a, 1), ("rl:f", 1), (h, 1), (b, 1)])
+        assert ra == rf == rh == -1 and rb < -1
+        assert not admin.exists(a) and not admin.exists("rl:f")
+        assert admin.type(h) == b"hash" and node.state(b) == before
+        node.put_tat(b, node.now() + 3 * S)
+        before = node.state(b)
+        [[rb, ra]] = user.run([(b, 1), (a, 1)], specs=((CAP, CAP),))
+        assert rb < -1 and ra == -1 and node.state(b) == before
+        assert user.run([(a, 1)], [(h, 1)]) == [[INC], [INC]]
+        c.close()
+    finally:
+        admin.execute_command("ACL", "DELUSER", "rlscript")

@@ -57,8 +57,9 @@ static void ngx_http_rate_limit_free_batches(ngx_queue_t *batches);
  * command (SET key guess GET PXAT expiry).  A key that is not being
  * limited has its TAT in the past, and the guess is right.  Otherwise the
  * key is written again once the request is decided: with its TAT moved on
- * if the request is admitted, with its old value back (deleted if it had
- * none) if not.  A key expires at the end of the second after the one its
+ * if the request is admitted, with its old value back if not, or deleted
+ * if it had none (a SET that expires at once: no DEL, which the users of
+ * rate_limit_redis were never asked to allow).  A key expires at the end of the second after the one its
  * TAT falls in: never while it counts, and restoring a TAT restores its
  * expiry exactly.  Reading every key (MGET, or one GET per key with Redis
  * Cluster) then writing those charged took one more command per key, and
@@ -108,7 +109,7 @@ static ngx_str_t  ngx_http_rate_limit_lua = ngx_string(
     "  if v then\n"
     "    e = pcall('SET', key, r, 'PXAT', px(v))\n"
     "  else\n"
-    "    e = pcall('DEL', key)\n"
+    "    e = pcall('SET', key, '', 'PXAT', '1')\n"
     "  end\n"
     "  return type(e) == 'table' and e.err\n"
     "end\n"
