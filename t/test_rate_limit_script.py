@@ -243,3 +243,79 @@ def test_needs_no_more_than_the_documented_acl(redis):
         c.close()
     finally:
         admin.execute_command("ACL", "DELUSER", "rlscript")
+
+
+HINT = 128    # spec byte + 128: the worker saw the key limited
+
+
+def sets(node):
+    st = node.c.info("commandstats")
+    return st.get("cmdstat_set", {}).get("calls", 0)
+
+
+def test_hinted_key_is_read_first_and_denied_without_a_write(node):
+    a, b = KEY("a"), KEY("b")
+    node.put_tat(a, node.now() + CAP)
+    before = node.state(a)
+    n = sets(node)
+    [[ra]] = node.run([(a, 1 + HINT)])
+    assert ra < -1 - (CAP - INC) and node.state(a) == before
+    assert sets(node) == n                     # GET only
+    # denied on a hinted limit: the other (guessed) key is restored
+    [[rb, ra]] = node.run([(b, 1), (a, 1 + HINT)])
+    assert rb == -1 and ra < -1 and not node.c.exists(b)
+    assert node.state(a) == before
+
+
+def test_hinted_key_admitted_is_written(node):
+    """A stale hint (the key has room again, or is gone): read, then
+    written as without the hint."""
+    a, fresh, h = KEY("a"), KEY("fresh"), KEY("h")
+    tat = node.now() + 3 * S
+    node.put_tat(a, tat)
+    node.c.hset(h, "f", "v")
+    res = node.run([(a, 1 + HINT)], [(fresh, 1 + HINT)], [(h, 1 + HINT)])
+    assert res[1] == [INC] and res[2] == [INC]
+    assert int(node.c.get(a)) == tat + INC
+    for k in (a, fresh, h):
+        t, v, exp = node.state(k)
+        assert t == "string" and exp == ((int(v) + S - 1) // S + 1) * 1000
+
+
+@pytest.mark.parametrize("mode", ["server", "cluster"])
+def test_gateway_hints_limited_keys(nginx, redis, mode, request):
+    """Through the gateway: once a key was denied, the worker's next checks
+    of it read first, and a flood of denied requests writes nothing."""
+    import requests
+    if mode == "server":
+        c = redis.client()
+        c.flushall()
+        nodes, where = [c], "server=127.0.0.1:%d" % redis.port
+    else:
+        cl = request.getfixturevalue("cluster")
+        nodes = [n.client() for n in cl.nodes]
+        where = "cluster=" + cl.seeds
+    n = nginx.start("""
+    rate_limit_redis %s timeout=2s;
+    rate_limit_zone z key=$arg_k rate=1r/m burst=1;
+    server {
+        listen 127.0.0.1:{{port1}};
+        location / { return 200 "ok\\n"; }
+    }
+    server {
+        listen 127.0.0.1:{{port}};
+        location / { rate_limit z; proxy_pass http://127.0.0.1:{{port1}}; }
+    }""" % where, modules=["rate_limit"])
+    k = "hint-%s-%d" % (mode, os.getpid())
+    codes = [requests.get(n.url("/?k=" + k), timeout=10).status_code
+             for _ in range(3)]
+    assert codes == [200, 200, 429]
+
+    def set_calls():
+        return sum(x.info("commandstats").get("cmdstat_set", {})
+                   .get("calls", 0) for x in nodes)
+    before = set_calls()
+    codes = [requests.get(n.url("/?k=" + k), timeout=10).status_code
+             for _ in range(5)]
+    assert codes == [429] * 5
+    assert set_calls() == before

@@ -47,7 +47,8 @@
 #define NGX_HTTP_RATE_LIMIT_MAX_KEY         256
 #define NGX_HTTP_RATE_LIMIT_BATCH           64
 #define NGX_HTTP_RATE_LIMIT_BATCH_MIN       16    /* see _goes() */
-#define NGX_HTTP_RATE_LIMIT_SPECS           255   /* one byte each */
+#define NGX_HTTP_RATE_LIMIT_SPECS           127   /* one byte each, +128 */
+#define NGX_HTTP_RATE_LIMIT_HINTS           1024
 
 
 typedef struct {

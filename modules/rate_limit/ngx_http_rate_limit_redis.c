@@ -35,6 +35,9 @@ static ngx_int_t ngx_http_rate_limit_check_reply(redisReply *reply,
 static void ngx_http_rate_limit_set_results(ngx_http_rate_limit_ctx_t *ctx,
     u_char *idx, ngx_uint_t n, redisReply **e);
 static void ngx_http_rate_limit_free_batches(ngx_queue_t *batches);
+static ngx_uint_t ngx_http_rate_limit_hinted(const char *key, size_t len);
+static void ngx_http_rate_limit_hint(const char *key, size_t len,
+    ngx_msec_t after);
 
 
 /*
@@ -66,6 +69,14 @@ static void ngx_http_rate_limit_free_batches(ngx_queue_t *batches);
  * (MGET, or one GET per key with Redis Cluster) then writing those
  * charged took one more command per key, and Redis's cost per request is
  * mostly its cost per command.
+ *
+ * A request denied costs two writes per key (the guess and its undo),
+ * where reading first cost a share of one read: under a flood on a key,
+ * Redis would do twice the work per request.  The worker therefore
+ * remembers the keys it saw limited (ngx_http_rate_limit_hint()) and
+ * marks them in the spec bytes (+128): the script reads those first (GET)
+ * and writes them only if the request is admitted.  A wrong hint costs
+ * one more command, never a wrong answer.
  *
  * A key of another type is taken as empty (SET GET refuses it and writes
  * nothing) and overwritten if the request is charged, so that it cannot
@@ -125,8 +136,12 @@ static ngx_str_t  ngx_http_rate_limit_lua = ngx_string(
     "  local spec, ok = ARGV[a], true\n"
     "  local m = #spec\n"
     "  for i = k + 1, k + m do\n"
-    "    local s = byte(spec, i - k)\n"
-    "    local r = pcall('SET', K[o + i], gv[s], 'GET', 'PXAT', gp[s])\n"
+    "    local s, r = byte(spec, i - k)\n"
+    "    if s > 127 then\n"
+    "      s, r = s - 128, pcall('GET', K[o + i])\n"
+    "    else\n"
+    "      r = pcall('SET', K[o + i], gv[s], 'GET', 'PXAT', gp[s])\n"
+    "    end\n"
     "    local u = 0\n"
     "    if type(r) == 'table' then\n"
     "      if sub(r.err, 1, 9) ~= 'WRONGTYPE' then\n"
@@ -141,11 +156,11 @@ static ngx_str_t  ngx_http_rate_limit_lua = ngx_string(
     "    if u + inc[s] > cap[s] then ok = false end\n"
     "  end\n"
     "  for i = k + 1, k + m do\n"
-    "    local u = res[i]\n"
+    "    local u, s = res[i], byte(spec, i - k)\n"
     "    if ok then\n"
-    "      local v = now + u + inc[byte(spec, i - k)]\n"
+    "      local v = now + u + inc[s % 128]\n"
     "      res[i] = v - now\n"
-    "      if u > 0 or old[i] == true then\n"
+    "      if u > 0 or old[i] == true or s > 127 then\n"
     "        local e = pcall('SET', K[o + i], fmt('%d', v), 'PXAT', px(v))\n"
     "        if e.err then return undo(k + m, e.err) end\n"
     "        if old[i] == true then old[i] = false end\n"
@@ -155,7 +170,7 @@ static ngx_str_t  ngx_http_rate_limit_lua = ngx_string(
     "    end\n"
     "  end\n"
     "  for i = ok and 0 or k + m, k + 1, -1 do\n"
-    "    if old[i] ~= true then\n"
+    "    if old[i] ~= true and byte(spec, i - k) < 128 then\n"
     "      local e = put(K[o + i], old[i])\n"
     "      if e then return undo(k + m, e) end\n"
     "    end\n"
@@ -172,6 +187,18 @@ static ngx_uint_t   ngx_http_rate_limit_batches_init;
 static ngx_event_t  ngx_http_rate_limit_flush_event;
 static ngx_uint_t   ngx_http_rate_limit_hurry;
 static ngx_uint_t   ngx_http_rate_limit_deferred;
+
+/*
+ * per worker: keys seen limited, until when (a hint for the script,
+ * direct-mapped by the CRC32 of the key: a collision only loses a hint)
+ */
+typedef struct {
+    uint32_t     hash;
+    ngx_msec_t   until;
+} ngx_http_rate_limit_hint_t;
+
+static ngx_http_rate_limit_hint_t
+    ngx_http_rate_limit_hints[NGX_HTTP_RATE_LIMIT_HINTS];
 
 /* per worker: checks waiting for Redis Cluster's slot map */
 static ngx_queue_t  ngx_http_rate_limit_parked;
@@ -493,6 +520,12 @@ ngx_http_rate_limit_batch_specs(ngx_http_rate_limit_batch_t *batch,
         }
 
         batch->spec[e][i] = (u_char) (j + 1);
+
+        if (ngx_http_rate_limit_hinted(ctx->keys[batch->idx[e][i]],
+                                       ctx->klens[batch->idx[e][i]]))
+        {
+            batch->spec[e][i] |= 0x80;
+        }
     }
 }
 
@@ -930,6 +963,11 @@ ngx_http_rate_limit_set_results(ngx_http_rate_limit_ctx_t *ctx, u_char *idx,
         } else {
             ngx_http_rate_limit_result(res, (uint64_t) (-1 - v), 0);
         }
+
+        if (!res->allowed) {
+            ngx_http_rate_limit_hint(ctx->keys[idx[i]], ctx->klens[idx[i]],
+                                     res->retry_after);
+        }
     }
 }
 
@@ -1005,4 +1043,34 @@ ngx_http_rate_limit_free_batches(ngx_queue_t *batches)
         batch = ngx_queue_data(q, ngx_http_rate_limit_batch_t, queue);
         ngx_free(batch);
     }
+}
+
+
+/* the key was seen limited, and may still be: the script reads it first */
+
+static ngx_uint_t
+ngx_http_rate_limit_hinted(const char *key, size_t len)
+{
+    uint32_t                     hash;
+    ngx_http_rate_limit_hint_t  *h;
+
+    hash = ngx_crc32_short((u_char *) key, len);
+    h = &ngx_http_rate_limit_hints[hash % NGX_HTTP_RATE_LIMIT_HINTS];
+
+    return h->hash == hash && h->until
+           && (ngx_msec_int_t) (h->until - ngx_current_msec) > 0;
+}
+
+
+static void
+ngx_http_rate_limit_hint(const char *key, size_t len, ngx_msec_t after)
+{
+    uint32_t                     hash;
+    ngx_http_rate_limit_hint_t  *h;
+
+    hash = ngx_crc32_short((u_char *) key, len);
+    h = &ngx_http_rate_limit_hints[hash % NGX_HTTP_RATE_LIMIT_HINTS];
+
+    h->hash = hash;
+    h->until = ngx_current_msec + ngx_max(after, 1);
 }
