@@ -109,20 +109,25 @@ static u_char *ngx_http_mesh_metrics_otlp_client_span(u_char *p,
 static ngx_http_upstream_state_t *ngx_http_mesh_metrics_otlp_state(
     ngx_http_mesh_metrics_attempt_t *a);
 static u_char *ngx_http_mesh_metrics_otlp_peer(u_char *p, ngx_str_t *peer);
+static ngx_int_t ngx_http_mesh_metrics_otlp_port(u_char *p, size_t len);
 static void ngx_http_mesh_metrics_otlp_method(ngx_http_request_t *r,
     ngx_str_t *method);
+static ngx_inline void ngx_http_mesh_metrics_otlp_text(ngx_str_t *text,
+    ngx_http_mesh_metrics_key_t *key, ngx_str_t *value);
 static u_char *ngx_http_mesh_metrics_otlp_error(u_char *p);
-static u_char *ngx_http_mesh_metrics_pb_varint(u_char *p, uint64_t v);
-static u_char *ngx_http_mesh_metrics_pb_bytes(u_char *p, ngx_uint_t field,
-    u_char *data, size_t len);
-static u_char *ngx_http_mesh_metrics_pb_fixed64(u_char *p, ngx_uint_t field,
+static ngx_inline u_char *ngx_http_mesh_metrics_pb_varint(u_char *p,
     uint64_t v);
+static u_char *ngx_http_mesh_metrics_pb_varint_long(u_char *p, uint64_t v);
+static ngx_inline u_char *ngx_http_mesh_metrics_pb_bytes(u_char *p,
+    ngx_uint_t field, u_char *data, size_t len);
+static ngx_inline u_char *ngx_http_mesh_metrics_pb_fixed64(u_char *p,
+    ngx_uint_t field, uint64_t v);
 /* inlined: the key's length is then a constant, and so its copy */
 static ngx_inline u_char *ngx_http_mesh_metrics_pb_kv(u_char *p,
     ngx_uint_t field, u_char *key, size_t klen, u_char *value, size_t len);
 static ngx_inline u_char *ngx_http_mesh_metrics_pb_kv_num(u_char *p,
     u_char *key, size_t klen, int64_t value);
-static size_t ngx_http_mesh_metrics_pb_varint_len(uint64_t v);
+static ngx_inline size_t ngx_http_mesh_metrics_pb_varint_len(uint64_t v);
 static uint64_t ngx_http_mesh_metrics_otlp_now(void);
 
 
@@ -800,10 +805,7 @@ ngx_http_mesh_metrics_otlp_server_span(u_char *p, ngx_http_request_t *r,
 
     /* the route, as a label: valid UTF-8, bounded */
 
-    ngx_http_mesh_metrics_key_reset(&key);
-    ngx_http_mesh_metrics_key_add(&key, lcf->label.data, lcf->label.len);
-    route.data = key.data;
-    route.len = key.len - 1;
+    ngx_http_mesh_metrics_otlp_text(&lcf->label, &key, &route);
 
     status = r->err_status ? r->err_status : r->headers_out.status;
     start = (uint64_t) r->start_sec * 1000000000
@@ -856,7 +858,7 @@ ngx_http_mesh_metrics_otlp_client_span(u_char *p,
     ngx_http_mesh_metrics_trace_t *t, ngx_http_mesh_metrics_attempt_t *a)
 {
     uint64_t                        start, end, now;
-    ngx_str_t                       method;
+    ngx_str_t                       method, host;
     ngx_uint_t                      status;
     ngx_http_request_t             *r;
     ngx_http_upstream_state_t      *s;
@@ -914,10 +916,9 @@ ngx_http_mesh_metrics_otlp_client_span(u_char *p,
     uscf = r->upstream ? r->upstream->upstream : NULL;
 
     if (uscf && uscf->host.len) {
-        ngx_http_mesh_metrics_key_reset(&key);
-        ngx_http_mesh_metrics_key_add(&key, uscf->host.data, uscf->host.len);
+        ngx_http_mesh_metrics_otlp_text(&uscf->host, &key, &host);
         p = ngx_http_mesh_metrics_pb_kv_str(p, 9, "server.address",
-                                            key.data, key.len - 1);
+                                            host.data, host.len);
     }
 
     if (s && s->peer) {
@@ -993,7 +994,8 @@ ngx_http_mesh_metrics_otlp_peer(u_char *p, ngx_str_t *peer)
 
     for (i = peer->len; i > 0; i--) {
         if (peer->data[i - 1] == ':') {
-            port = ngx_atoi(&peer->data[i], peer->len - i);
+            port = ngx_http_mesh_metrics_otlp_port(&peer->data[i],
+                                                   peer->len - i);
             addr.len = i - 1;
             break;
         }
@@ -1020,6 +1022,32 @@ ngx_http_mesh_metrics_otlp_peer(u_char *p, ngx_str_t *peer)
 }
 
 
+/* a port: one to five digits (ngx_atoi() costs a call per span) */
+
+static ngx_int_t
+ngx_http_mesh_metrics_otlp_port(u_char *p, size_t len)
+{
+    size_t     i;
+    ngx_int_t  port;
+
+    if (len == 0 || len > 5) {
+        return NGX_ERROR;
+    }
+
+    port = 0;
+
+    for (i = 0; i < len; i++) {
+        if (p[i] < '0' || p[i] > '9') {
+            return NGX_ERROR;
+        }
+
+        port = port * 10 + (p[i] - '0');
+    }
+
+    return port;
+}
+
+
 /* HTTP semantic conventions: methods nginx does not know are "_OTHER" */
 
 static void
@@ -1033,6 +1061,40 @@ ngx_http_mesh_metrics_otlp_method(ngx_http_request_t *r, ngx_str_t *method)
     }
 
     *method = r->method_name;
+}
+
+
+/*
+ * Configuration text (a route, an upstream's name) as an attribute,
+ * cleaned as a label is: text that is short printable ASCII, the usual
+ * case, is that already and goes as it is.
+ */
+
+static ngx_inline void
+ngx_http_mesh_metrics_otlp_text(ngx_str_t *text,
+    ngx_http_mesh_metrics_key_t *key, ngx_str_t *value)
+{
+    size_t  i;
+
+    if (text->len <= NGX_HTTP_MESH_METRICS_MAX_VALUE) {
+
+        for (i = 0; i < text->len; i++) {
+            if (text->data[i] < 0x20 || text->data[i] >= 0x7f) {
+                break;
+            }
+        }
+
+        if (i == text->len) {
+            *value = *text;
+            return;
+        }
+    }
+
+    ngx_http_mesh_metrics_key_reset(key);
+    ngx_http_mesh_metrics_key_add(key, text->data, text->len);
+
+    value->data = key->data;
+    value->len = key->len - 1;
 }
 
 
@@ -1050,8 +1112,22 @@ ngx_http_mesh_metrics_otlp_error(u_char *p)
 }
 
 
-static u_char *
+/* most lengths and numbers here take one byte: that case is inline */
+
+static ngx_inline u_char *
 ngx_http_mesh_metrics_pb_varint(u_char *p, uint64_t v)
+{
+    if (v < 0x80) {
+        *p++ = (u_char) v;
+        return p;
+    }
+
+    return ngx_http_mesh_metrics_pb_varint_long(p, v);
+}
+
+
+static u_char *
+ngx_http_mesh_metrics_pb_varint_long(u_char *p, uint64_t v)
 {
     while (v >= 0x80) {
         *p++ = (u_char) (v | 0x80);
@@ -1064,10 +1140,14 @@ ngx_http_mesh_metrics_pb_varint(u_char *p, uint64_t v)
 }
 
 
-static size_t
+static ngx_inline size_t
 ngx_http_mesh_metrics_pb_varint_len(uint64_t v)
 {
     size_t  n;
+
+    if (v < 0x80) {
+        return 1;
+    }
 
     for (n = 1; v >= 0x80; n++) {
         v >>= 7;
@@ -1077,7 +1157,7 @@ ngx_http_mesh_metrics_pb_varint_len(uint64_t v)
 }
 
 
-static u_char *
+static ngx_inline u_char *
 ngx_http_mesh_metrics_pb_bytes(u_char *p, ngx_uint_t field, u_char *data,
     size_t len)
 {
@@ -1088,19 +1168,23 @@ ngx_http_mesh_metrics_pb_bytes(u_char *p, ngx_uint_t field, u_char *data,
 }
 
 
-static u_char *
+/* byte by byte, unrolled: the compiler merges the stores into one */
+
+static ngx_inline u_char *
 ngx_http_mesh_metrics_pb_fixed64(u_char *p, ngx_uint_t field, uint64_t v)
 {
-    ngx_uint_t  i;
-
-    *p++ = ngx_http_mesh_metrics_pb_tag(field,
+    p[0] = ngx_http_mesh_metrics_pb_tag(field,
                                         NGX_HTTP_MESH_METRICS_PB_FIXED64);
+    p[1] = (u_char) v;
+    p[2] = (u_char) (v >> 8);
+    p[3] = (u_char) (v >> 16);
+    p[4] = (u_char) (v >> 24);
+    p[5] = (u_char) (v >> 32);
+    p[6] = (u_char) (v >> 40);
+    p[7] = (u_char) (v >> 48);
+    p[8] = (u_char) (v >> 56);
 
-    for (i = 0; i < 8; i++) {
-        *p++ = (u_char) (v >> (8 * i));
-    }
-
-    return p;
+    return p + 9;
 }
 
 

@@ -41,9 +41,11 @@ static ngx_http_mesh_metrics_trace_t *ngx_http_mesh_metrics_trace_ctx(
 static void ngx_http_mesh_metrics_trace_cleanup(void *data);
 static ngx_int_t ngx_http_mesh_metrics_trace_incoming(ngx_http_request_t *r,
     ngx_http_mesh_metrics_trace_t *t);
-static ngx_int_t ngx_http_mesh_metrics_hex(u_char *p, size_t len,
-    u_char *dst);
+static ngx_inline ngx_int_t ngx_http_mesh_metrics_hex(u_char *p,
+    size_t len, u_char *dst);
 static void ngx_http_mesh_metrics_random(u_char *buf, size_t len);
+static ngx_inline ngx_uint_t ngx_http_mesh_metrics_is_zero(u_char *p,
+    size_t len);
 static u_char *ngx_http_mesh_metrics_hex_dump(u_char *dst, u_char *src,
     size_t len);
 static ngx_uint_t ngx_http_mesh_metrics_is_name(ngx_table_elt_t *h,
@@ -370,7 +372,6 @@ ngx_http_mesh_metrics_parse_traceparent(u_char *p, size_t len,
     ngx_http_mesh_metrics_trace_t *t)
 {
     u_char  version, flags;
-    u_char  zero[16];
 
     if (len < NGX_HTTP_MESH_METRICS_TP_LEN) {
         return NGX_ERROR;
@@ -408,10 +409,8 @@ ngx_http_mesh_metrics_parse_traceparent(u_char *p, size_t len,
 
     ngx_memcpy(t->trace_hex, p + 3, 32);
 
-    ngx_memzero(zero, sizeof(zero));
-
-    if (ngx_memcmp(t->trace_id, zero, 16) == 0
-        || ngx_memcmp(t->parent_id, zero, 8) == 0)
+    if (ngx_http_mesh_metrics_is_zero(t->trace_id, 16)
+        || ngx_http_mesh_metrics_is_zero(t->parent_id, 8))
     {
         return NGX_ERROR;
     }
@@ -424,11 +423,11 @@ ngx_http_mesh_metrics_parse_traceparent(u_char *p, size_t len,
 }
 
 
-static ngx_int_t
+static ngx_inline ngx_int_t
 ngx_http_mesh_metrics_hex(u_char *p, size_t len, u_char *dst)
 {
     u_char      *last;
-    ngx_uint_t   hi, lo;
+    ngx_uint_t   hi, lo, bad;
 
     /* lowercase hex digits only: 0xff marks every other byte */
 
@@ -454,18 +453,18 @@ ngx_http_mesh_metrics_hex(u_char *p, size_t len, u_char *dst)
         255, 255, 255, 255
     };
 
+    /* one test at the end: a bad digit sets a bit above the low four */
+
+    bad = 0;
+
     for (last = p + len; p < last; p += 2) {
         hi = values[p[0]];
         lo = values[p[1]];
-
-        if ((hi | lo) > 15) {
-            return NGX_ERROR;
-        }
-
+        bad |= hi | lo;
         *dst++ = (u_char) ((hi << 4) | lo);
     }
 
-    return NGX_OK;
+    return (bad > 15) ? NGX_ERROR : NGX_OK;
 }
 
 
@@ -482,7 +481,7 @@ ngx_http_mesh_metrics_random(u_char *buf, size_t len)
     static size_t      left;
     static ngx_pid_t   owner;
 
-    ngx_uint_t  i, zero;
+    ngx_uint_t  i;
 
     for ( ;; ) {
         if (left < len || owner != ngx_pid) {
@@ -499,22 +498,39 @@ ngx_http_mesh_metrics_random(u_char *buf, size_t len)
             owner = ngx_pid;
         }
 
-        ngx_memcpy(buf, pool + sizeof(pool) - left, len);
-        left -= len;
+        /* ids are 8 or 16 bytes: copies of a constant length */
 
-        zero = 1;
+        if (len == 16) {
+            ngx_memcpy(buf, pool + sizeof(pool) - left, 16);
 
-        for (i = 0; i < len; i++) {
-            if (buf[i]) {
-                zero = 0;
-                break;
-            }
+        } else {
+            ngx_memcpy(buf, pool + sizeof(pool) - left, 8);
         }
 
-        if (!zero) {
+        left -= len;
+
+        if (!ngx_http_mesh_metrics_is_zero(buf, len)) {
             return;
         }
     }
+}
+
+
+/* 8 or 16 bytes all zero: a word at a time */
+
+static ngx_inline ngx_uint_t
+ngx_http_mesh_metrics_is_zero(u_char *p, size_t len)
+{
+    uint64_t  a, b;
+
+    ngx_memcpy(&a, p, 8);
+    b = 0;
+
+    if (len == 16) {
+        ngx_memcpy(&b, p + 8, 8);
+    }
+
+    return (a | b) == 0;
 }
 
 
@@ -535,14 +551,28 @@ ngx_http_mesh_metrics_traceparent(u_char *p,
 static u_char *
 ngx_http_mesh_metrics_hex_dump(u_char *dst, u_char *src, size_t len)
 {
-    u_char  c;
+    /* a byte's two digits at once */
 
-    static const u_char  hex[] = "0123456789abcdef";
+    static const u_char  hex[] =
+        "000102030405060708090a0b0c0d0e0f"
+        "101112131415161718191a1b1c1d1e1f"
+        "202122232425262728292a2b2c2d2e2f"
+        "303132333435363738393a3b3c3d3e3f"
+        "404142434445464748494a4b4c4d4e4f"
+        "505152535455565758595a5b5c5d5e5f"
+        "606162636465666768696a6b6c6d6e6f"
+        "707172737475767778797a7b7c7d7e7f"
+        "808182838485868788898a8b8c8d8e8f"
+        "909192939495969798999a9b9c9d9e9f"
+        "a0a1a2a3a4a5a6a7a8a9aaabacadaeaf"
+        "b0b1b2b3b4b5b6b7b8b9babbbcbdbebf"
+        "c0c1c2c3c4c5c6c7c8c9cacbcccdcecf"
+        "d0d1d2d3d4d5d6d7d8d9dadbdcdddedf"
+        "e0e1e2e3e4e5e6e7e8e9eaebecedeeef"
+        "f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff";
 
     while (len--) {
-        c = *src++;
-        dst[0] = hex[c >> 4];
-        dst[1] = hex[c & 0xf];
+        ngx_memcpy(dst, &hex[2 * *src++], 2);
         dst += 2;
     }
 
@@ -1226,7 +1256,9 @@ ngx_http_mesh_metrics_find_parent(ngx_buf_t *b,
             return NULL;
         }
 
-        if ((size_t) (last - p) > n + 16 && ngx_memcmp(p, line, n) == 0) {
+        if (*p == 't' && (size_t) (last - p) > n + 16
+            && ngx_memcmp(p, line, n) == 0)
+        {
             return p + n;
         }
     }
