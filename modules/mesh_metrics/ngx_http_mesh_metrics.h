@@ -210,6 +210,38 @@ struct ngx_http_mesh_metrics_trace_s {
 };
 
 
+/*
+ * A worker's memo of the series a usual proxied request counts into (one
+ * upstream attempt, no subrequest), found by what names them: the
+ * location (its route), the method (a known one), the status, the
+ * upstream group, the peer's name and status, and the caller.
+ */
+
+#define NGX_HTTP_MESH_METRICS_MEMO_TEXT   96
+
+typedef struct {
+    ngx_http_mesh_metrics_shctx_t  *sh;
+    void                           *lcf;
+    void                           *upstream;
+    ngx_uint_t                      method;
+    uint16_t                        status;
+    uint16_t                        peer_status;
+    uint16_t                        peer_len;
+    uint16_t                        caller_len;
+    u_char                          text[NGX_HTTP_MESH_METRICS_MEMO_TEXT];
+} ngx_http_mesh_metrics_memo_key_t;
+
+
+typedef struct {
+    ngx_http_mesh_metrics_memo_key_t  key;
+    ngx_atomic_t                     *request;
+    ngx_atomic_t                     *upstream;
+    ngx_atomic_t                     *attempt;
+    ngx_atomic_t                     *edge;
+    ngx_atomic_t                     *route;
+} ngx_http_mesh_metrics_memo_t;
+
+
 /* a label set being built on the stack */
 
 typedef struct {
@@ -238,6 +270,8 @@ ngx_atomic_t *ngx_http_mesh_metrics_series(ngx_http_mesh_metrics_zone_t *zone,
     ngx_uint_t family, ngx_http_mesh_metrics_key_t *key, ngx_log_t *log);
 ngx_atomic_t *ngx_http_mesh_metrics_find(ngx_http_mesh_metrics_zone_t *zone,
     ngx_uint_t family, ngx_str_t *labels, ngx_uint_t n, ngx_log_t *log);
+ngx_http_mesh_metrics_memo_t *ngx_http_mesh_metrics_memo(
+    ngx_http_mesh_metrics_memo_key_t *key, ngx_uint_t *hit);
 void ngx_http_mesh_metrics_count_window(ngx_http_mesh_metrics_zone_t *zone,
     ngx_atomic_t *values, ngx_uint_t status, ngx_uint_t usec);
 u_char *ngx_http_mesh_metrics_code(u_char *p, ngx_uint_t status);
