@@ -43,6 +43,8 @@ static ngx_int_t ngx_http_mesh_metrics_trace_incoming(ngx_http_request_t *r,
     ngx_http_mesh_metrics_trace_t *t);
 static ngx_inline ngx_int_t ngx_http_mesh_metrics_hex(u_char *p,
     size_t len, u_char *dst);
+static ngx_inline uint64_t ngx_http_mesh_metrics_hex8(u_char *p,
+    u_char *dst);
 static void ngx_http_mesh_metrics_random(u_char *buf, size_t len);
 static ngx_inline ngx_uint_t ngx_http_mesh_metrics_is_zero(u_char *p,
     size_t len);
@@ -398,8 +400,12 @@ ngx_http_mesh_metrics_parse_traceparent(u_char *p, size_t len,
         return NGX_ERROR;
     }
 
-    if (ngx_http_mesh_metrics_hex(p + 3, 32, t->trace_id) != NGX_OK
-        || ngx_http_mesh_metrics_hex(p + 36, 16, t->parent_id) != NGX_OK
+    if ((ngx_http_mesh_metrics_hex8(p + 3, t->trace_id)
+         | ngx_http_mesh_metrics_hex8(p + 11, t->trace_id + 4)
+         | ngx_http_mesh_metrics_hex8(p + 19, t->trace_id + 8)
+         | ngx_http_mesh_metrics_hex8(p + 27, t->trace_id + 12)
+         | ngx_http_mesh_metrics_hex8(p + 36, t->parent_id)
+         | ngx_http_mesh_metrics_hex8(p + 44, t->parent_id + 4))
         || ngx_http_mesh_metrics_hex(p + 53, 2, &flags) != NGX_OK)
     {
         return NGX_ERROR;
@@ -465,6 +471,63 @@ ngx_http_mesh_metrics_hex(u_char *p, size_t len, u_char *dst)
     }
 
     return (bad > 15) ? NGX_ERROR : NGX_OK;
+}
+
+
+/*
+ * Eight lowercase hex digits into four bytes, all digits at once in a
+ * word: returns 0, or else non-zero for a byte that is not a digit.  The
+ * word is read byte by byte (the compiler makes that one load on a
+ * little-endian machine), so byte i is digit i on any machine.
+ */
+
+static ngx_inline uint64_t
+ngx_http_mesh_metrics_hex8(u_char *p, u_char *dst)
+{
+    uint64_t  x, digit, letter, v;
+
+#define NGX_HTTP_MESH_METRICS_ONES  0x0101010101010101ULL
+#define NGX_HTTP_MESH_METRICS_HIGH  0x8080808080808080ULL
+
+    x = (uint64_t) p[0] | (uint64_t) p[1] << 8 | (uint64_t) p[2] << 16
+        | (uint64_t) p[3] << 24 | (uint64_t) p[4] << 32
+        | (uint64_t) p[5] << 40 | (uint64_t) p[6] << 48
+        | (uint64_t) p[7] << 56;
+
+    /*
+     * with no byte of 0x80 or above (tested apart), adding to a byte sets
+     * its high bit without a carry into the next: b + 0x50 >= 0x80 is
+     * b >= '0', b + 0x46 for b > '9', b + 0x1f for b >= 'a', b + 0x19
+     * for b > 'f'
+     */
+
+    digit = (x + 0x50 * NGX_HTTP_MESH_METRICS_ONES)
+            & ~(x + 0x46 * NGX_HTTP_MESH_METRICS_ONES);
+    letter = (x + 0x1f * NGX_HTTP_MESH_METRICS_ONES)
+             & ~(x + 0x19 * NGX_HTTP_MESH_METRICS_ONES);
+
+    /* a digit's value is its low four bits, a letter's those plus 9 */
+
+    v = (x & 0x0f * NGX_HTTP_MESH_METRICS_ONES)
+        + ((letter & NGX_HTTP_MESH_METRICS_HIGH) >> 7) * 9;
+
+    /* pairs of digits into bytes, then the four bytes together */
+
+    v = ((v & 0x000f000f000f000fULL) << 4)
+        | ((v >> 8) & 0x000f000f000f000fULL);
+    v = (v | (v >> 8)) & 0x0000ffff0000ffffULL;
+    v |= v >> 16;
+
+    dst[0] = (u_char) v;
+    dst[1] = (u_char) (v >> 8);
+    dst[2] = (u_char) (v >> 16);
+    dst[3] = (u_char) (v >> 24);
+
+    return (x & NGX_HTTP_MESH_METRICS_HIGH)
+           | (~(digit | letter) & NGX_HTTP_MESH_METRICS_HIGH);
+
+#undef NGX_HTTP_MESH_METRICS_ONES
+#undef NGX_HTTP_MESH_METRICS_HIGH
 }
 
 
