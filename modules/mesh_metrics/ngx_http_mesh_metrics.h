@@ -292,6 +292,7 @@ ngx_http_mesh_metrics_trace_t *ngx_http_mesh_metrics_state(
     ngx_http_request_t *r, ngx_uint_t create);
 ngx_int_t ngx_http_mesh_metrics_trace_add_variables(ngx_conf_t *cf);
 void ngx_http_mesh_metrics_trace_exit_process(void);
+void ngx_http_mesh_metrics_trace_seed(void);
 ngx_int_t ngx_http_mesh_metrics_trace_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_mesh_metrics_trace_wrap_upstreams(ngx_conf_t *cf);
 ngx_int_t ngx_http_mesh_metrics_parse_traceparent(u_char *p, size_t len,

@@ -607,6 +607,16 @@ ngx_http_mesh_metrics_count_modules(ngx_http_request_t *r,
     ngx_str_t                      labels[2];
     ngx_http_mesh_metrics_zone_t  *zone;
 
+    /* none of the modules whose outcomes are counted is loaded */
+
+    if (mmcf->auth_jwt == NGX_ERROR && mmcf->auth_key == NGX_ERROR
+        && mmcf->auth_introspect == NGX_ERROR
+        && mmcf->rate_limit == NGX_ERROR && mmcf->aggregate == NGX_ERROR
+        && mmcf->retries == NGX_ERROR && attempts < 2)
+    {
+        return;
+    }
+
     zone = mmcf->zone;
 
     ngx_http_mesh_metrics_count_auth(r, zone, mmcf->auth_jwt, route, "jwt");

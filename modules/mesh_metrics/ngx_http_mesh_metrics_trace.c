@@ -45,8 +45,9 @@ static ngx_inline ngx_int_t ngx_http_mesh_metrics_hex(u_char *p,
     size_t len, u_char *dst);
 static ngx_inline uint64_t ngx_http_mesh_metrics_hex8(u_char *p,
     u_char *dst);
-static void ngx_http_mesh_metrics_random(u_char *buf, size_t len);
-static void ngx_http_mesh_metrics_seed(void);
+static ngx_inline void ngx_http_mesh_metrics_random(u_char *buf,
+    size_t len);
+static ngx_inline void ngx_http_mesh_metrics_put64(u_char *p, uint64_t v);
 static ngx_inline uint64_t ngx_http_mesh_metrics_next(void);
 static ngx_inline ngx_uint_t ngx_http_mesh_metrics_is_zero(u_char *p,
     size_t len);
@@ -543,40 +544,58 @@ ngx_http_mesh_metrics_hex8(u_char *p, u_char *dst)
  * nor the workers after a reload, share a sequence.  W3C trace context
  * asks ids to be unique and random, not secret (OpenTelemetry SDKs use
  * such generators too); a CSPRNG per id cost a tenth of a proxied
- * request's time in user space.  No eight-byte word of an id is zero,
- * so no id is all zero.
+ * request's time in user space.  Ids are 8 or 16 bytes; no eight-byte
+ * word of one is zero, so no id is all zero.
  */
 
-static void
+static ngx_inline void
 ngx_http_mesh_metrics_random(u_char *buf, size_t len)
 {
-    size_t    i;
     uint64_t  v;
 
     if (ngx_http_mesh_metrics_rng_pid != ngx_pid) {
-        ngx_http_mesh_metrics_seed();
+        ngx_http_mesh_metrics_trace_seed();
     }
 
-    for (i = 0; i < len; i += 8) {
+    do {
+        v = ngx_http_mesh_metrics_next();
+    } while (v == 0);
 
+    ngx_http_mesh_metrics_put64(buf, v);
+
+    if (len == 16) {
         do {
             v = ngx_http_mesh_metrics_next();
         } while (v == 0);
 
-        buf[i] = (u_char) v;
-        buf[i + 1] = (u_char) (v >> 8);
-        buf[i + 2] = (u_char) (v >> 16);
-        buf[i + 3] = (u_char) (v >> 24);
-        buf[i + 4] = (u_char) (v >> 32);
-        buf[i + 5] = (u_char) (v >> 40);
-        buf[i + 6] = (u_char) (v >> 48);
-        buf[i + 7] = (u_char) (v >> 56);
+        ngx_http_mesh_metrics_put64(buf + 8, v);
     }
 }
 
 
-static void
-ngx_http_mesh_metrics_seed(void)
+/* byte by byte, the same on any machine: one store on most */
+
+static ngx_inline void
+ngx_http_mesh_metrics_put64(u_char *p, uint64_t v)
+{
+    p[0] = (u_char) v;
+    p[1] = (u_char) (v >> 8);
+    p[2] = (u_char) (v >> 16);
+    p[3] = (u_char) (v >> 24);
+    p[4] = (u_char) (v >> 32);
+    p[5] = (u_char) (v >> 40);
+    p[6] = (u_char) (v >> 48);
+    p[7] = (u_char) (v >> 56);
+}
+
+
+/*
+ * Seeds this process's generator: at a worker's start, and at a draw in a
+ * process whose pid is not the one that seeded (a fork since).
+ */
+
+void
+ngx_http_mesh_metrics_trace_seed(void)
 {
     uint64_t  *s;
 
@@ -589,7 +608,7 @@ ngx_http_mesh_metrics_seed(void)
         s[0] ^= (uint64_t) ngx_random() << 32 ^ (uint64_t) ngx_random();
         s[1] ^= (uint64_t) ngx_pid << 32 ^ (uint64_t) ngx_time();
         s[2] ^= (uint64_t) ngx_current_msec;
-        s[3] ^= (uint64_t) (uintptr_t) &s;
+        s[3] ^= (uint64_t) (uintptr_t) ngx_cycle;
     }
 
     /* the one state the generator must not have */
