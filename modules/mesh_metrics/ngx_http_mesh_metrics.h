@@ -288,7 +288,7 @@ ngx_uint_t ngx_http_mesh_metrics_label(ngx_http_mesh_metrics_node_t *node,
 ngx_int_t ngx_http_mesh_metrics_log_handler(ngx_http_request_t *r);
 
 /* trace */
-ngx_http_mesh_metrics_trace_t *ngx_http_mesh_metrics_state(
+ngx_http_mesh_metrics_trace_t *ngx_http_mesh_metrics_state_find(
     ngx_http_request_t *r, ngx_uint_t create);
 ngx_int_t ngx_http_mesh_metrics_trace_add_variables(ngx_conf_t *cf);
 void ngx_http_mesh_metrics_trace_exit_process(void);
@@ -313,6 +313,19 @@ void ngx_http_mesh_metrics_otlp_attempt(ngx_http_request_t *r,
 
 
 #pragma GCC visibility pop
+
+
+/* the trace state of a request's main request, made when "create" */
+
+static ngx_inline ngx_http_mesh_metrics_trace_t *
+ngx_http_mesh_metrics_state(ngx_http_request_t *r, ngx_uint_t create)
+{
+    ngx_http_mesh_metrics_trace_t  *t;
+
+    t = ngx_http_get_module_ctx(r->main, ngx_http_mesh_metrics_module);
+
+    return t ? t : ngx_http_mesh_metrics_state_find(r, create);
+}
 
 
 #endif /* _NGX_HTTP_MESH_METRICS_H_INCLUDED_ */

@@ -125,6 +125,8 @@ static ngx_inline u_char *ngx_http_mesh_metrics_pb_fixed64(u_char *p,
 /* inlined: the key's length is then a constant, and so its copy */
 static ngx_inline u_char *ngx_http_mesh_metrics_pb_kv(u_char *p,
     ngx_uint_t field, u_char *key, size_t klen, u_char *value, size_t len);
+static u_char *ngx_http_mesh_metrics_pb_kv_long(u_char *p, ngx_uint_t field,
+    u_char *key, size_t klen, u_char *value, size_t len);
 static ngx_inline u_char *ngx_http_mesh_metrics_pb_kv_num(u_char *p,
     u_char *key, size_t klen, int64_t value);
 static ngx_inline size_t ngx_http_mesh_metrics_pb_varint_len(uint64_t v);
@@ -355,9 +357,15 @@ ngx_http_mesh_metrics_otlp_attempt(ngx_http_request_t *r,
         }
     }
 
-    a = ngx_array_push(t->attempts);
-    if (a == NULL) {
-        return;
+    if (t->attempts->nelts < t->attempts->nalloc) {
+        a = (ngx_http_mesh_metrics_attempt_t *) t->attempts->elts
+            + t->attempts->nelts++;
+
+    } else {
+        a = ngx_array_push(t->attempts);
+        if (a == NULL) {
+            return;
+        }
     }
 
     a->request = r;
@@ -1190,12 +1198,39 @@ ngx_http_mesh_metrics_pb_fixed64(u_char *p, ngx_uint_t field, uint64_t v)
 
 /*
  * attributes: KeyValue { key 1, value 2: AnyValue { string_value 1 } };
- * keys are literals shorter than 128 bytes (a one-byte length), values
- * at most a span's bound (a two-byte length at most)
+ * keys are literals shorter than 100 bytes (a one-byte length), values
+ * at most a span's bound (a two-byte length at most).  A short value, the
+ * usual one, makes every length one byte: then the lengths are patched in
+ * once the value is written.
  */
+
+#define NGX_HTTP_MESH_METRICS_PB_SHORT  (127 - 6 - 25)  /* longest key */
 
 static ngx_inline u_char *
 ngx_http_mesh_metrics_pb_kv(u_char *p, ngx_uint_t field, u_char *key,
+    size_t klen, u_char *value, size_t len)
+{
+    if (len <= NGX_HTTP_MESH_METRICS_PB_SHORT && klen <= 25) {
+        p[0] = ngx_http_mesh_metrics_pb_tag(field,
+                                            NGX_HTTP_MESH_METRICS_PB_LEN);
+        p[1] = (u_char) (klen + len + 6);
+        p[2] = ngx_http_mesh_metrics_pb_tag(1, NGX_HTTP_MESH_METRICS_PB_LEN);
+        p[3] = (u_char) klen;
+        p = ngx_cpymem(p + 4, key, klen);
+        p[0] = ngx_http_mesh_metrics_pb_tag(2, NGX_HTTP_MESH_METRICS_PB_LEN);
+        p[1] = (u_char) (len + 2);
+        p[2] = ngx_http_mesh_metrics_pb_tag(1, NGX_HTTP_MESH_METRICS_PB_LEN);
+        p[3] = (u_char) len;
+
+        return ngx_cpymem(p + 4, value, len);
+    }
+
+    return ngx_http_mesh_metrics_pb_kv_long(p, field, key, klen, value, len);
+}
+
+
+static u_char *
+ngx_http_mesh_metrics_pb_kv_long(u_char *p, ngx_uint_t field, u_char *key,
     size_t klen, u_char *value, size_t len)
 {
     size_t  any, kv;
@@ -1215,27 +1250,31 @@ ngx_http_mesh_metrics_pb_kv(u_char *p, ngx_uint_t field, u_char *key,
 }
 
 
-/* AnyValue { int_value 3 } */
+/*
+ * AnyValue { int_value 3 }: with a key shorter than 100 bytes and a
+ * varint of at most ten, both lengths take one byte, patched in after
+ */
 
 static ngx_inline u_char *
 ngx_http_mesh_metrics_pb_kv_num(u_char *p, u_char *key, size_t klen,
     int64_t value)
 {
-    size_t  any, kv;
+    u_char  *any, *last;
 
-    any = 1 + ngx_http_mesh_metrics_pb_varint_len((uint64_t) value);
-    kv = 2 + klen + 1 + ngx_http_mesh_metrics_pb_varint_len(any) + any;
+    p[0] = ngx_http_mesh_metrics_pb_tag(9, NGX_HTTP_MESH_METRICS_PB_LEN);
+    p[2] = ngx_http_mesh_metrics_pb_tag(1, NGX_HTTP_MESH_METRICS_PB_LEN);
+    p[3] = (u_char) klen;
 
-    *p++ = ngx_http_mesh_metrics_pb_tag(9, NGX_HTTP_MESH_METRICS_PB_LEN);
-    p = ngx_http_mesh_metrics_pb_varint(p, kv);
-    *p++ = ngx_http_mesh_metrics_pb_tag(1, NGX_HTTP_MESH_METRICS_PB_LEN);
-    *p++ = (u_char) klen;
-    p = ngx_cpymem(p, key, klen);
-    *p++ = ngx_http_mesh_metrics_pb_tag(2, NGX_HTTP_MESH_METRICS_PB_LEN);
-    p = ngx_http_mesh_metrics_pb_varint(p, any);
-    *p++ = ngx_http_mesh_metrics_pb_tag(3, NGX_HTTP_MESH_METRICS_PB_VARINT);
+    any = ngx_cpymem(p + 4, key, klen);
+    any[0] = ngx_http_mesh_metrics_pb_tag(2, NGX_HTTP_MESH_METRICS_PB_LEN);
+    any[2] = ngx_http_mesh_metrics_pb_tag(3, NGX_HTTP_MESH_METRICS_PB_VARINT);
 
-    return ngx_http_mesh_metrics_pb_varint(p, (uint64_t) value);
+    last = ngx_http_mesh_metrics_pb_varint(any + 3, (uint64_t) value);
+
+    any[1] = (u_char) (last - any - 2);
+    p[1] = (u_char) (last - p - 2);
+
+    return last;
 }
 
 

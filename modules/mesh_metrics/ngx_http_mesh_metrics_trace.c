@@ -53,6 +53,8 @@ static ngx_inline ngx_uint_t ngx_http_mesh_metrics_is_zero(u_char *p,
     size_t len);
 static ngx_inline u_char *ngx_http_mesh_metrics_hex_dump(u_char *dst,
     u_char *src, size_t len);
+static ngx_inline void ngx_http_mesh_metrics_hex_dump4(u_char *dst,
+    u_char *src);
 static ngx_uint_t ngx_http_mesh_metrics_is_name(ngx_table_elt_t *h,
     ngx_str_t *name);
 static u_char *ngx_http_mesh_metrics_traceparent(u_char *p,
@@ -141,21 +143,17 @@ ngx_http_mesh_metrics_trace_add_variables(ngx_conf_t *cf)
 /*
  * The state of a main request (trace ids, subrequests that went upstream),
  * kept across internal redirects: the module ctx is cleared by them, the
- * pool cleanup that holds the state is not.
+ * pool cleanup that holds the state is not.  The usual case, the state in
+ * the ctx, is ngx_http_mesh_metrics_state(), inline.
  */
 
 ngx_http_mesh_metrics_trace_t *
-ngx_http_mesh_metrics_state(ngx_http_request_t *r, ngx_uint_t create)
+ngx_http_mesh_metrics_state_find(ngx_http_request_t *r, ngx_uint_t create)
 {
     ngx_pool_cleanup_t             *cln;
     ngx_http_mesh_metrics_trace_t  *t;
 
     r = r->main;
-
-    t = ngx_http_get_module_ctx(r, ngx_http_mesh_metrics_module);
-    if (t) {
-        return t;
-    }
 
     for (cln = r->pool->cleanup; cln; cln = cln->next) {
         if (cln->handler == ngx_http_mesh_metrics_trace_cleanup) {
@@ -700,12 +698,44 @@ ngx_http_mesh_metrics_hex_dump(u_char *dst, u_char *src, size_t len)
         "e0e1e2e3e4e5e6e7e8e9eaebecedeeef"
         "f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff";
 
+    for ( /* void */ ; len >= 4; len -= 4, src += 4, dst += 8) {
+        ngx_http_mesh_metrics_hex_dump4(dst, src);
+    }
+
     while (len--) {
         ngx_memcpy(dst, &hex[2 * *src++], 2);
         dst += 2;
     }
 
     return dst;
+}
+
+
+/*
+ * Four bytes into eight lowercase hex digits in a word: each byte spread
+ * to two, its high then its low four bits, then '0' added to each, and
+ * 'a' - '0' - 10 more to those of 10 and above (a carry into bit 4 of
+ * the digit plus 6 tells which)
+ */
+
+static ngx_inline void
+ngx_http_mesh_metrics_hex_dump4(u_char *dst, u_char *src)
+{
+    uint64_t  x, n, m;
+
+    x = (uint64_t) src[0] | (uint64_t) src[1] << 8
+        | (uint64_t) src[2] << 16 | (uint64_t) src[3] << 24;
+
+    x = (x | x << 16) & 0x0000ffff0000ffffULL;
+    x = (x | x << 8) & 0x00ff00ff00ff00ffULL;
+
+    n = ((x >> 4) & 0x000f000f000f000fULL)
+        | ((x & 0x000f000f000f000fULL) << 8);
+
+    m = ((n + 0x0606060606060606ULL) >> 4) & 0x0101010101010101ULL;
+    n += 0x3030303030303030ULL + m * 0x27;
+
+    ngx_http_mesh_metrics_put64(dst, n);
 }
 
 
