@@ -989,8 +989,9 @@ ngx_http_mesh_metrics_otlp_state(ngx_http_mesh_metrics_attempt_t *a)
 static u_char *
 ngx_http_mesh_metrics_otlp_peer(u_char *p, ngx_str_t *peer)
 {
+    u_char     c;
     size_t     i;
-    ngx_int_t  port;
+    ngx_int_t  port, mul;
     ngx_str_t  addr;
 
     if (peer->len == 0 || peer->len > NGX_SOCKADDR_STRLEN) {
@@ -998,18 +999,40 @@ ngx_http_mesh_metrics_otlp_peer(u_char *p, ngx_str_t *peer)
     }
 
     addr = *peer;
-    port = NGX_ERROR;
 
-    for (i = peer->len; i > 0; i--) {
-        if (peer->data[i - 1] == ':') {
-            port = ngx_http_mesh_metrics_otlp_port(&peer->data[i],
-                                                   peer->len - i);
-            addr.len = i - 1;
+    /* the usual end: ":" and one to five digits, read as they are met */
+
+    port = 0;
+    mul = 1;
+
+    for (i = peer->len; i > 0 && peer->len - i < 5; i--) {
+        c = peer->data[i - 1];
+
+        if (c < '0' || c > '9') {
             break;
         }
 
-        if (peer->data[i - 1] == ']') {
-            break;
+        port += (c - '0') * mul;
+        mul *= 10;
+    }
+
+    if (i > 0 && i < peer->len && peer->data[i - 1] == ':') {
+        addr.len = i - 1;
+
+    } else {
+        port = NGX_ERROR;
+
+        for (i = peer->len; i > 0; i--) {
+            if (peer->data[i - 1] == ':') {
+                port = ngx_http_mesh_metrics_otlp_port(&peer->data[i],
+                                                       peer->len - i);
+                addr.len = i - 1;
+                break;
+            }
+
+            if (peer->data[i - 1] == ']') {
+                break;
+            }
         }
     }
 

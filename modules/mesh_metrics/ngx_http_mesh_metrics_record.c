@@ -51,6 +51,8 @@ static ngx_atomic_t *ngx_http_mesh_metrics_count_route(ngx_http_request_t *r,
 static void ngx_http_mesh_metrics_count_modules(ngx_http_request_t *r,
     ngx_http_mesh_metrics_main_conf_t *mmcf, ngx_str_t *route,
     ngx_str_t *up, ngx_uint_t attempts);
+static ngx_inline ngx_uint_t ngx_http_mesh_metrics_outcomes(
+    ngx_http_mesh_metrics_main_conf_t *mmcf);
 static void ngx_http_mesh_metrics_count_auth(ngx_http_request_t *r,
     ngx_http_mesh_metrics_zone_t *zone, ngx_int_t index, ngx_str_t *route,
     char *name);
@@ -100,9 +102,16 @@ ngx_http_mesh_metrics_log_handler(ngx_http_request_t *r)
     if (ngx_http_mesh_metrics_count_usual(r, mmcf, lcf, &up, status, usec)
         == NGX_OK)
     {
-        ngx_http_mesh_metrics_count_splits(r, mmcf, &lcf->label, status,
-                                           usec);
-        ngx_http_mesh_metrics_count_modules(r, mmcf, &lcf->label, &up, 1);
+        if (mmcf->splits) {
+            ngx_http_mesh_metrics_count_splits(r, mmcf, &lcf->label, status,
+                                               usec);
+        }
+
+        if (ngx_http_mesh_metrics_outcomes(mmcf)) {
+            ngx_http_mesh_metrics_count_modules(r, mmcf, &lcf->label, &up,
+                                                1);
+        }
+
         return NGX_OK;
     }
 
@@ -607,13 +616,7 @@ ngx_http_mesh_metrics_count_modules(ngx_http_request_t *r,
     ngx_str_t                      labels[2];
     ngx_http_mesh_metrics_zone_t  *zone;
 
-    /* none of the modules whose outcomes are counted is loaded */
-
-    if (mmcf->auth_jwt == NGX_ERROR && mmcf->auth_key == NGX_ERROR
-        && mmcf->auth_introspect == NGX_ERROR
-        && mmcf->rate_limit == NGX_ERROR && mmcf->aggregate == NGX_ERROR
-        && mmcf->retries == NGX_ERROR && attempts < 2)
-    {
+    if (!ngx_http_mesh_metrics_outcomes(mmcf) && attempts < 2) {
         return;
     }
 
@@ -647,6 +650,18 @@ ngx_http_mesh_metrics_count_modules(ngx_http_request_t *r,
         ngx_http_mesh_metrics_add(r, zone, NGX_HTTP_MESH_METRICS_F_RETRIES,
                                   labels, 2, n);
     }
+}
+
+
+/* some module whose outcomes are counted defines its variable */
+
+static ngx_inline ngx_uint_t
+ngx_http_mesh_metrics_outcomes(ngx_http_mesh_metrics_main_conf_t *mmcf)
+{
+    return mmcf->auth_jwt != NGX_ERROR || mmcf->auth_key != NGX_ERROR
+           || mmcf->auth_introspect != NGX_ERROR
+           || mmcf->rate_limit != NGX_ERROR || mmcf->aggregate != NGX_ERROR
+           || mmcf->retries != NGX_ERROR;
 }
 
 

@@ -385,10 +385,10 @@ ngx_http_mesh_metrics_raw_hash(u_char *raw, size_t len, ngx_uint_t pad)
     for (p = raw, last = raw + len; p < last; p += 8) {
         ngx_memcpy(&w, p, 8);
         h = (h ^ w) * 0xff51afd7ed558ccdULL;
-        h ^= h >> 32;
+        h ^= h >> 29;
     }
 
-    return (ngx_uint_t) (h ^ (h >> 29));
+    return (ngx_uint_t) (h ^ (h >> 32));
 }
 
 
