@@ -48,9 +48,41 @@
                                     value)
 
 
+/*
+ * A worker's copies of span parts that configuration and a few request
+ * facts decide (a location's route, the method, the status; an upstream
+ * group, the peer's address), as encoded last time: a span whose parts
+ * are the same copies them instead of encoding them again.  The entries
+ * live with the worker's export state, made anew in each worker.
+ */
+
+#define NGX_HTTP_MESH_METRICS_OTLP_CACHE    8
+#define NGX_HTTP_MESH_METRICS_OTLP_PART     240
+#define NGX_HTTP_MESH_METRICS_OTLP_PEER     48
+
+
+typedef struct {
+    void                           *conf;        /* lcf or uscf */
+    ngx_uint_t                      method;      /* 0: empty */
+    ngx_uint_t                      status;
+    size_t                          peer_len;
+    u_char                          peer[NGX_HTTP_MESH_METRICS_OTLP_PEER];
+    size_t                          head_len;
+    size_t                          len;
+    u_char                          bytes[2 * NGX_HTTP_MESH_METRICS_OTLP_PART];
+} ngx_http_mesh_metrics_otlp_part_t;
+
+
 typedef struct {
     ngx_http_mesh_metrics_otlp_t   *conf;
     ngx_http_mesh_metrics_zone_t   *zone;
+
+    /* span parts kept, by route and by upstream */
+
+    ngx_http_mesh_metrics_otlp_part_t
+                                   server[NGX_HTTP_MESH_METRICS_OTLP_CACHE];
+    ngx_http_mesh_metrics_otlp_part_t
+                                   client[NGX_HTTP_MESH_METRICS_OTLP_CACHE];
 
     /*
      * two buffers of "head" bytes for the envelope then "cap" bytes of
@@ -804,16 +836,12 @@ static u_char *
 ngx_http_mesh_metrics_otlp_server_span(u_char *p, ngx_http_request_t *r,
     ngx_http_mesh_metrics_trace_t *t, ngx_http_mesh_metrics_loc_conf_t *lcf)
 {
-    uint64_t                     start;
-    ngx_str_t                    method, route;
-    ngx_uint_t                   status;
-    ngx_http_mesh_metrics_key_t  key;
-
-    ngx_http_mesh_metrics_otlp_method(r, &method);
-
-    /* the route, as a label: valid UTF-8, bounded */
-
-    ngx_http_mesh_metrics_otlp_text(&lcf->label, &key, &route);
+    u_char                             *head, *attrs;
+    uint64_t                            start;
+    ngx_str_t                           method, route;
+    ngx_uint_t                          status;
+    ngx_http_mesh_metrics_key_t         key;
+    ngx_http_mesh_metrics_otlp_part_t  *c;
 
     status = r->err_status ? r->err_status : r->headers_out.status;
     start = (uint64_t) r->start_sec * 1000000000
@@ -826,27 +854,75 @@ ngx_http_mesh_metrics_otlp_server_span(u_char *p, ngx_http_request_t *r,
         p = ngx_http_mesh_metrics_pb_bytes(p, 4, t->parent_id, 8);
     }
 
-    /* "METHOD route": at most 16 + 1 + 128 bytes, written in place */
+    /* name and kind, then the times, then the attributes of the route */
 
-    *p++ = ngx_http_mesh_metrics_pb_tag(5, NGX_HTTP_MESH_METRICS_PB_LEN);
-    p = ngx_http_mesh_metrics_pb_varint(p, method.len + 1 + route.len);
-    p = ngx_cpymem(p, method.data, method.len);
-    *p++ = ' ';
-    p = ngx_cpymem(p, route.data, route.len);
+    c = &ngx_http_mesh_metrics_otlp->server[
+            (((uintptr_t) lcf >> 4) ^ status)
+            & (NGX_HTTP_MESH_METRICS_OTLP_CACHE - 1)];
 
-    *p++ = ngx_http_mesh_metrics_pb_tag(6, NGX_HTTP_MESH_METRICS_PB_VARINT);
-    *p++ = 2;                                   /* SPAN_KIND_SERVER */
+    if (c->conf == lcf && c->method == r->method && c->status == status
+        && r->method != NGX_HTTP_UNKNOWN)
+    {
+        p = ngx_cpymem(p, c->bytes, c->head_len);
+        p = ngx_http_mesh_metrics_pb_fixed64(p, 7, start);
+        p = ngx_http_mesh_metrics_pb_fixed64(p, 8,
+                                             ngx_http_mesh_metrics_otlp_now());
+        p = ngx_cpymem(p, c->bytes + c->head_len, c->len);
 
-    p = ngx_http_mesh_metrics_pb_fixed64(p, 7, start);
-    p = ngx_http_mesh_metrics_pb_fixed64(p, 8,
-                                         ngx_http_mesh_metrics_otlp_now());
+    } else {
+        ngx_http_mesh_metrics_otlp_method(r, &method);
 
-    p = ngx_http_mesh_metrics_pb_kv_str(p, 9, "http.request.method",
-                                        method.data, method.len);
-    p = ngx_http_mesh_metrics_pb_kv_str(p, 9, "http.route",
-                                        route.data, route.len);
-    p = ngx_http_mesh_metrics_pb_kv_int(p, "http.response.status_code",
-                                        status);
+        /* the route, as a label: valid UTF-8, bounded */
+
+        ngx_http_mesh_metrics_otlp_text(&lcf->label, &key, &route);
+
+        /* "METHOD route": at most 16 + 1 + 128 bytes, written in place */
+
+        head = p;
+
+        *p++ = ngx_http_mesh_metrics_pb_tag(5, NGX_HTTP_MESH_METRICS_PB_LEN);
+        p = ngx_http_mesh_metrics_pb_varint(p, method.len + 1 + route.len);
+        p = ngx_cpymem(p, method.data, method.len);
+        *p++ = ' ';
+        p = ngx_cpymem(p, route.data, route.len);
+
+        *p++ = ngx_http_mesh_metrics_pb_tag(6,
+                                            NGX_HTTP_MESH_METRICS_PB_VARINT);
+        *p++ = 2;                               /* SPAN_KIND_SERVER */
+
+        c->method = 0;
+        c->head_len = p - head;
+
+        if (c->head_len <= NGX_HTTP_MESH_METRICS_OTLP_PART) {
+            ngx_memcpy(c->bytes, head, c->head_len);
+            c->method = r->method;
+        }
+
+        p = ngx_http_mesh_metrics_pb_fixed64(p, 7, start);
+        p = ngx_http_mesh_metrics_pb_fixed64(p, 8,
+                                             ngx_http_mesh_metrics_otlp_now());
+
+        attrs = p;
+
+        p = ngx_http_mesh_metrics_pb_kv_str(p, 9, "http.request.method",
+                                            method.data, method.len);
+        p = ngx_http_mesh_metrics_pb_kv_str(p, 9, "http.route",
+                                            route.data, route.len);
+        p = ngx_http_mesh_metrics_pb_kv_int(p, "http.response.status_code",
+                                            status);
+
+        c->len = p - attrs;
+
+        if (c->method && c->len <= NGX_HTTP_MESH_METRICS_OTLP_PART) {
+            ngx_memcpy(c->bytes + c->head_len, attrs, c->len);
+            c->conf = lcf;
+            c->status = status;
+
+        } else {
+            c->method = 0;
+        }
+    }
+
     p = ngx_http_mesh_metrics_pb_kv_str(p, 9, "client.address",
                                         r->connection->addr_text.data,
                                         r->connection->addr_text.len);
@@ -865,13 +941,15 @@ static u_char *
 ngx_http_mesh_metrics_otlp_client_span(u_char *p,
     ngx_http_mesh_metrics_trace_t *t, ngx_http_mesh_metrics_attempt_t *a)
 {
-    uint64_t                        start, end, now;
-    ngx_str_t                       method, host;
-    ngx_uint_t                      status;
-    ngx_http_request_t             *r;
-    ngx_http_upstream_state_t      *s;
-    ngx_http_mesh_metrics_key_t     key;
-    ngx_http_upstream_srv_conf_t   *uscf;
+    u_char                             *attrs;
+    uint64_t                            start, end, now;
+    ngx_str_t                           method, host;
+    ngx_uint_t                          status;
+    ngx_http_request_t                 *r;
+    ngx_http_upstream_state_t          *s;
+    ngx_http_mesh_metrics_key_t         key;
+    ngx_http_upstream_srv_conf_t       *uscf;
+    ngx_http_mesh_metrics_otlp_part_t  *c;
 
     r = a->request;
     s = ngx_http_mesh_metrics_otlp_state(a);
@@ -913,6 +991,33 @@ ngx_http_mesh_metrics_otlp_client_span(u_char *p,
     p = ngx_http_mesh_metrics_pb_fixed64(p, 7, start);
     p = ngx_http_mesh_metrics_pb_fixed64(p, 8, end);
 
+    /*
+     * the attributes of a first attempt that got an answer: the same as
+     * the last such span's of the upstream group, method, status and
+     * peer, or encoded (and kept for the next)
+     */
+
+    uscf = r->upstream ? r->upstream->upstream : NULL;
+    c = NULL;
+
+    if (s && s->peer && a->index == 0 && r->method != NGX_HTTP_UNKNOWN
+        && s->peer->len && s->peer->len <= NGX_HTTP_MESH_METRICS_OTLP_PEER)
+    {
+        c = &ngx_http_mesh_metrics_otlp->client[
+                (((uintptr_t) uscf >> 4) ^ status ^ s->peer->len
+                 ^ s->peer->data[s->peer->len - 1])
+                & (NGX_HTTP_MESH_METRICS_OTLP_CACHE - 1)];
+
+        if (c->conf == uscf && c->method == r->method && c->status == status
+            && c->peer_len == s->peer->len
+            && ngx_memcmp(c->peer, s->peer->data, s->peer->len) == 0)
+        {
+            return ngx_cpymem(p, c->bytes, c->len);
+        }
+    }
+
+    attrs = p;
+
     p = ngx_http_mesh_metrics_pb_kv_str(p, 9, "http.request.method",
                                         method.data, method.len);
 
@@ -920,8 +1025,6 @@ ngx_http_mesh_metrics_otlp_client_span(u_char *p,
      * server.address: the upstream group's name, which is configuration
      * (a proxy_pass with variables names none: the peer address says it)
      */
-
-    uscf = r->upstream ? r->upstream->upstream : NULL;
 
     if (uscf && uscf->host.len) {
         ngx_http_mesh_metrics_otlp_text(&uscf->host, &key, &host);
@@ -947,6 +1050,20 @@ ngx_http_mesh_metrics_otlp_client_span(u_char *p,
 
     if (status == 0 || status >= 400) {
         p = ngx_http_mesh_metrics_otlp_error(p);
+    }
+
+    if (c) {
+        c->method = 0;
+        c->len = p - attrs;
+
+        if (c->len <= 2 * NGX_HTTP_MESH_METRICS_OTLP_PART) {
+            ngx_memcpy(c->bytes, attrs, c->len);
+            ngx_memcpy(c->peer, s->peer->data, s->peer->len);
+            c->peer_len = s->peer->len;
+            c->conf = uscf;
+            c->method = r->method;
+            c->status = status;
+        }
     }
 
     return p;
