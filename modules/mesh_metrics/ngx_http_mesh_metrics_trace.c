@@ -510,10 +510,13 @@ ngx_http_mesh_metrics_hex8(u_char *p, u_char *dst)
     letter = (x + 0x1f * NGX_HTTP_MESH_METRICS_ONES)
              & ~(x + 0x19 * NGX_HTTP_MESH_METRICS_ONES);
 
-    /* a digit's value is its low four bits, a letter's those plus 9 */
+    /*
+     * a digit's value is its low four bits, a letter's those plus 9:
+     * letters, unlike digits, have bit 6 set
+     */
 
     v = (x & 0x0f * NGX_HTTP_MESH_METRICS_ONES)
-        + ((letter & NGX_HTTP_MESH_METRICS_HIGH) >> 7) * 9;
+        + ((x >> 6) & NGX_HTTP_MESH_METRICS_ONES) * 9;
 
     /* pairs of digits into bytes, then the four bytes together */
 
