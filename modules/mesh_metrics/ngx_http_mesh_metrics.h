@@ -315,6 +315,22 @@ void ngx_http_mesh_metrics_otlp_attempt(ngx_http_request_t *r,
 #pragma GCC visibility pop
 
 
+/* eight bytes, least significant first: one store on most machines */
+
+static ngx_inline void
+ngx_http_mesh_metrics_put64(u_char *p, uint64_t v)
+{
+    p[0] = (u_char) v;
+    p[1] = (u_char) (v >> 8);
+    p[2] = (u_char) (v >> 16);
+    p[3] = (u_char) (v >> 24);
+    p[4] = (u_char) (v >> 32);
+    p[5] = (u_char) (v >> 40);
+    p[6] = (u_char) (v >> 48);
+    p[7] = (u_char) (v >> 56);
+}
+
+
 /* the trace state of a request's main request, made when "create" */
 
 static ngx_inline ngx_http_mesh_metrics_trace_t *

@@ -1316,21 +1316,12 @@ ngx_http_mesh_metrics_pb_bytes(u_char *p, ngx_uint_t field, u_char *data,
 }
 
 
-/* byte by byte, unrolled: the compiler merges the stores into one */
-
 static ngx_inline u_char *
 ngx_http_mesh_metrics_pb_fixed64(u_char *p, ngx_uint_t field, uint64_t v)
 {
     p[0] = ngx_http_mesh_metrics_pb_tag(field,
                                         NGX_HTTP_MESH_METRICS_PB_FIXED64);
-    p[1] = (u_char) v;
-    p[2] = (u_char) (v >> 8);
-    p[3] = (u_char) (v >> 16);
-    p[4] = (u_char) (v >> 24);
-    p[5] = (u_char) (v >> 32);
-    p[6] = (u_char) (v >> 40);
-    p[7] = (u_char) (v >> 48);
-    p[8] = (u_char) (v >> 56);
+    ngx_http_mesh_metrics_put64(p + 1, v);
 
     return p + 9;
 }

@@ -47,7 +47,6 @@ static ngx_inline uint64_t ngx_http_mesh_metrics_hex8(u_char *p,
     u_char *dst);
 static ngx_inline void ngx_http_mesh_metrics_random(u_char *buf,
     size_t len);
-static ngx_inline void ngx_http_mesh_metrics_put64(u_char *p, uint64_t v);
 static ngx_inline uint64_t ngx_http_mesh_metrics_next(void);
 static ngx_inline ngx_uint_t ngx_http_mesh_metrics_is_zero(u_char *p,
     size_t len);
@@ -571,22 +570,6 @@ ngx_http_mesh_metrics_random(u_char *buf, size_t len)
 
         ngx_http_mesh_metrics_put64(buf + 8, v);
     }
-}
-
-
-/* byte by byte, the same on any machine: one store on most */
-
-static ngx_inline void
-ngx_http_mesh_metrics_put64(u_char *p, uint64_t v)
-{
-    p[0] = (u_char) v;
-    p[1] = (u_char) (v >> 8);
-    p[2] = (u_char) (v >> 16);
-    p[3] = (u_char) (v >> 24);
-    p[4] = (u_char) (v >> 32);
-    p[5] = (u_char) (v >> 40);
-    p[6] = (u_char) (v >> 48);
-    p[7] = (u_char) (v >> 56);
 }
 
 
