@@ -210,6 +210,38 @@ struct ngx_http_mesh_metrics_trace_s {
 };
 
 
+/*
+ * A worker's memo of the series a usual proxied request counts into (one
+ * upstream attempt, no subrequest), found by what names them: the
+ * location (its route), the method (a known one), the status, the
+ * upstream group, the peer's name and status, and the caller.
+ */
+
+#define NGX_HTTP_MESH_METRICS_MEMO_TEXT   96
+
+typedef struct {
+    ngx_http_mesh_metrics_shctx_t  *sh;
+    void                           *lcf;
+    void                           *upstream;
+    ngx_uint_t                      method;
+    uint16_t                        status;
+    uint16_t                        peer_status;
+    uint16_t                        peer_len;
+    uint16_t                        caller_len;
+    u_char                          text[NGX_HTTP_MESH_METRICS_MEMO_TEXT];
+} ngx_http_mesh_metrics_memo_key_t;
+
+
+typedef struct {
+    ngx_http_mesh_metrics_memo_key_t  key;
+    ngx_atomic_t                     *request;
+    ngx_atomic_t                     *upstream;
+    ngx_atomic_t                     *attempt;
+    ngx_atomic_t                     *edge;
+    ngx_atomic_t                     *route;
+} ngx_http_mesh_metrics_memo_t;
+
+
 /* a label set being built on the stack */
 
 typedef struct {
@@ -238,6 +270,8 @@ ngx_atomic_t *ngx_http_mesh_metrics_series(ngx_http_mesh_metrics_zone_t *zone,
     ngx_uint_t family, ngx_http_mesh_metrics_key_t *key, ngx_log_t *log);
 ngx_atomic_t *ngx_http_mesh_metrics_find(ngx_http_mesh_metrics_zone_t *zone,
     ngx_uint_t family, ngx_str_t *labels, ngx_uint_t n, ngx_log_t *log);
+ngx_http_mesh_metrics_memo_t *ngx_http_mesh_metrics_memo(
+    ngx_http_mesh_metrics_memo_key_t *key, ngx_uint_t *hit);
 void ngx_http_mesh_metrics_count_window(ngx_http_mesh_metrics_zone_t *zone,
     ngx_atomic_t *values, ngx_uint_t status, ngx_uint_t usec);
 u_char *ngx_http_mesh_metrics_code(u_char *p, ngx_uint_t status);
@@ -254,10 +288,11 @@ ngx_uint_t ngx_http_mesh_metrics_label(ngx_http_mesh_metrics_node_t *node,
 ngx_int_t ngx_http_mesh_metrics_log_handler(ngx_http_request_t *r);
 
 /* trace */
-ngx_http_mesh_metrics_trace_t *ngx_http_mesh_metrics_state(
+ngx_http_mesh_metrics_trace_t *ngx_http_mesh_metrics_state_find(
     ngx_http_request_t *r, ngx_uint_t create);
 ngx_int_t ngx_http_mesh_metrics_trace_add_variables(ngx_conf_t *cf);
 void ngx_http_mesh_metrics_trace_exit_process(void);
+void ngx_http_mesh_metrics_trace_seed(void);
 ngx_int_t ngx_http_mesh_metrics_trace_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_mesh_metrics_trace_wrap_upstreams(ngx_conf_t *cf);
 ngx_int_t ngx_http_mesh_metrics_parse_traceparent(u_char *p, size_t len,
@@ -278,6 +313,35 @@ void ngx_http_mesh_metrics_otlp_attempt(ngx_http_request_t *r,
 
 
 #pragma GCC visibility pop
+
+
+/* eight bytes, least significant first: one store on most machines */
+
+static ngx_inline void
+ngx_http_mesh_metrics_put64(u_char *p, uint64_t v)
+{
+    p[0] = (u_char) v;
+    p[1] = (u_char) (v >> 8);
+    p[2] = (u_char) (v >> 16);
+    p[3] = (u_char) (v >> 24);
+    p[4] = (u_char) (v >> 32);
+    p[5] = (u_char) (v >> 40);
+    p[6] = (u_char) (v >> 48);
+    p[7] = (u_char) (v >> 56);
+}
+
+
+/* the trace state of a request's main request, made when "create" */
+
+static ngx_inline ngx_http_mesh_metrics_trace_t *
+ngx_http_mesh_metrics_state(ngx_http_request_t *r, ngx_uint_t create)
+{
+    ngx_http_mesh_metrics_trace_t  *t;
+
+    t = ngx_http_get_module_ctx(r->main, ngx_http_mesh_metrics_module);
+
+    return t ? t : ngx_http_mesh_metrics_state_find(r, create);
+}
 
 
 #endif /* _NGX_HTTP_MESH_METRICS_H_INCLUDED_ */

@@ -817,6 +817,8 @@ ngx_http_mesh_metrics_init_process(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
+    ngx_http_mesh_metrics_trace_seed();
+
     return ngx_http_mesh_metrics_otlp_init_process(cycle, mmcf);
 }
 

@@ -48,9 +48,41 @@
                                     value)
 
 
+/*
+ * A worker's copies of span parts that configuration and a few request
+ * facts decide (a location's route, the method, the status; an upstream
+ * group, the peer's address), as encoded last time: a span whose parts
+ * are the same copies them instead of encoding them again.  The entries
+ * live with the worker's export state, made anew in each worker.
+ */
+
+#define NGX_HTTP_MESH_METRICS_OTLP_CACHE    8
+#define NGX_HTTP_MESH_METRICS_OTLP_PART     240
+#define NGX_HTTP_MESH_METRICS_OTLP_PEER     48
+
+
+typedef struct {
+    void                           *conf;        /* lcf or uscf */
+    ngx_uint_t                      method;      /* 0: empty */
+    ngx_uint_t                      status;
+    size_t                          peer_len;
+    u_char                          peer[NGX_HTTP_MESH_METRICS_OTLP_PEER];
+    size_t                          head_len;
+    size_t                          len;
+    u_char                          bytes[2 * NGX_HTTP_MESH_METRICS_OTLP_PART];
+} ngx_http_mesh_metrics_otlp_part_t;
+
+
 typedef struct {
     ngx_http_mesh_metrics_otlp_t   *conf;
     ngx_http_mesh_metrics_zone_t   *zone;
+
+    /* span parts kept, by route and by upstream */
+
+    ngx_http_mesh_metrics_otlp_part_t
+                                   server[NGX_HTTP_MESH_METRICS_OTLP_CACHE];
+    ngx_http_mesh_metrics_otlp_part_t
+                                   client[NGX_HTTP_MESH_METRICS_OTLP_CACHE];
 
     /*
      * two buffers of "head" bytes for the envelope then "cap" bytes of
@@ -109,20 +141,27 @@ static u_char *ngx_http_mesh_metrics_otlp_client_span(u_char *p,
 static ngx_http_upstream_state_t *ngx_http_mesh_metrics_otlp_state(
     ngx_http_mesh_metrics_attempt_t *a);
 static u_char *ngx_http_mesh_metrics_otlp_peer(u_char *p, ngx_str_t *peer);
+static ngx_int_t ngx_http_mesh_metrics_otlp_port(u_char *p, size_t len);
 static void ngx_http_mesh_metrics_otlp_method(ngx_http_request_t *r,
     ngx_str_t *method);
+static ngx_inline void ngx_http_mesh_metrics_otlp_text(ngx_str_t *text,
+    ngx_http_mesh_metrics_key_t *key, ngx_str_t *value);
 static u_char *ngx_http_mesh_metrics_otlp_error(u_char *p);
-static u_char *ngx_http_mesh_metrics_pb_varint(u_char *p, uint64_t v);
-static u_char *ngx_http_mesh_metrics_pb_bytes(u_char *p, ngx_uint_t field,
-    u_char *data, size_t len);
-static u_char *ngx_http_mesh_metrics_pb_fixed64(u_char *p, ngx_uint_t field,
+static ngx_inline u_char *ngx_http_mesh_metrics_pb_varint(u_char *p,
     uint64_t v);
+static u_char *ngx_http_mesh_metrics_pb_varint_long(u_char *p, uint64_t v);
+static ngx_inline u_char *ngx_http_mesh_metrics_pb_bytes(u_char *p,
+    ngx_uint_t field, u_char *data, size_t len);
+static ngx_inline u_char *ngx_http_mesh_metrics_pb_fixed64(u_char *p,
+    ngx_uint_t field, uint64_t v);
 /* inlined: the key's length is then a constant, and so its copy */
 static ngx_inline u_char *ngx_http_mesh_metrics_pb_kv(u_char *p,
     ngx_uint_t field, u_char *key, size_t klen, u_char *value, size_t len);
+static u_char *ngx_http_mesh_metrics_pb_kv_long(u_char *p, ngx_uint_t field,
+    u_char *key, size_t klen, u_char *value, size_t len);
 static ngx_inline u_char *ngx_http_mesh_metrics_pb_kv_num(u_char *p,
     u_char *key, size_t klen, int64_t value);
-static size_t ngx_http_mesh_metrics_pb_varint_len(uint64_t v);
+static ngx_inline size_t ngx_http_mesh_metrics_pb_varint_len(uint64_t v);
 static uint64_t ngx_http_mesh_metrics_otlp_now(void);
 
 
@@ -350,9 +389,15 @@ ngx_http_mesh_metrics_otlp_attempt(ngx_http_request_t *r,
         }
     }
 
-    a = ngx_array_push(t->attempts);
-    if (a == NULL) {
-        return;
+    if (t->attempts->nelts < t->attempts->nalloc) {
+        a = (ngx_http_mesh_metrics_attempt_t *) t->attempts->elts
+            + t->attempts->nelts++;
+
+    } else {
+        a = ngx_array_push(t->attempts);
+        if (a == NULL) {
+            return;
+        }
     }
 
     a->request = r;
@@ -791,19 +836,12 @@ static u_char *
 ngx_http_mesh_metrics_otlp_server_span(u_char *p, ngx_http_request_t *r,
     ngx_http_mesh_metrics_trace_t *t, ngx_http_mesh_metrics_loc_conf_t *lcf)
 {
-    uint64_t                     start;
-    ngx_str_t                    method, route;
-    ngx_uint_t                   status;
-    ngx_http_mesh_metrics_key_t  key;
-
-    ngx_http_mesh_metrics_otlp_method(r, &method);
-
-    /* the route, as a label: valid UTF-8, bounded */
-
-    ngx_http_mesh_metrics_key_reset(&key);
-    ngx_http_mesh_metrics_key_add(&key, lcf->label.data, lcf->label.len);
-    route.data = key.data;
-    route.len = key.len - 1;
+    u_char                             *head, *attrs;
+    uint64_t                            start;
+    ngx_str_t                           method, route;
+    ngx_uint_t                          status;
+    ngx_http_mesh_metrics_key_t         key;
+    ngx_http_mesh_metrics_otlp_part_t  *c;
 
     status = r->err_status ? r->err_status : r->headers_out.status;
     start = (uint64_t) r->start_sec * 1000000000
@@ -816,27 +854,75 @@ ngx_http_mesh_metrics_otlp_server_span(u_char *p, ngx_http_request_t *r,
         p = ngx_http_mesh_metrics_pb_bytes(p, 4, t->parent_id, 8);
     }
 
-    /* "METHOD route": at most 16 + 1 + 128 bytes, written in place */
+    /* name and kind, then the times, then the attributes of the route */
 
-    *p++ = ngx_http_mesh_metrics_pb_tag(5, NGX_HTTP_MESH_METRICS_PB_LEN);
-    p = ngx_http_mesh_metrics_pb_varint(p, method.len + 1 + route.len);
-    p = ngx_cpymem(p, method.data, method.len);
-    *p++ = ' ';
-    p = ngx_cpymem(p, route.data, route.len);
+    c = &ngx_http_mesh_metrics_otlp->server[
+            (((uintptr_t) lcf >> 4) ^ status)
+            & (NGX_HTTP_MESH_METRICS_OTLP_CACHE - 1)];
 
-    *p++ = ngx_http_mesh_metrics_pb_tag(6, NGX_HTTP_MESH_METRICS_PB_VARINT);
-    *p++ = 2;                                   /* SPAN_KIND_SERVER */
+    if (c->conf == lcf && c->method == r->method && c->status == status
+        && r->method != NGX_HTTP_UNKNOWN)
+    {
+        p = ngx_cpymem(p, c->bytes, c->head_len);
+        p = ngx_http_mesh_metrics_pb_fixed64(p, 7, start);
+        p = ngx_http_mesh_metrics_pb_fixed64(p, 8,
+                                             ngx_http_mesh_metrics_otlp_now());
+        p = ngx_cpymem(p, c->bytes + c->head_len, c->len);
 
-    p = ngx_http_mesh_metrics_pb_fixed64(p, 7, start);
-    p = ngx_http_mesh_metrics_pb_fixed64(p, 8,
-                                         ngx_http_mesh_metrics_otlp_now());
+    } else {
+        ngx_http_mesh_metrics_otlp_method(r, &method);
 
-    p = ngx_http_mesh_metrics_pb_kv_str(p, 9, "http.request.method",
-                                        method.data, method.len);
-    p = ngx_http_mesh_metrics_pb_kv_str(p, 9, "http.route",
-                                        route.data, route.len);
-    p = ngx_http_mesh_metrics_pb_kv_int(p, "http.response.status_code",
-                                        status);
+        /* the route, as a label: valid UTF-8, bounded */
+
+        ngx_http_mesh_metrics_otlp_text(&lcf->label, &key, &route);
+
+        /* "METHOD route": at most 16 + 1 + 128 bytes, written in place */
+
+        head = p;
+
+        *p++ = ngx_http_mesh_metrics_pb_tag(5, NGX_HTTP_MESH_METRICS_PB_LEN);
+        p = ngx_http_mesh_metrics_pb_varint(p, method.len + 1 + route.len);
+        p = ngx_cpymem(p, method.data, method.len);
+        *p++ = ' ';
+        p = ngx_cpymem(p, route.data, route.len);
+
+        *p++ = ngx_http_mesh_metrics_pb_tag(6,
+                                            NGX_HTTP_MESH_METRICS_PB_VARINT);
+        *p++ = 2;                               /* SPAN_KIND_SERVER */
+
+        c->method = 0;
+        c->head_len = p - head;
+
+        if (c->head_len <= NGX_HTTP_MESH_METRICS_OTLP_PART) {
+            ngx_memcpy(c->bytes, head, c->head_len);
+            c->method = r->method;
+        }
+
+        p = ngx_http_mesh_metrics_pb_fixed64(p, 7, start);
+        p = ngx_http_mesh_metrics_pb_fixed64(p, 8,
+                                             ngx_http_mesh_metrics_otlp_now());
+
+        attrs = p;
+
+        p = ngx_http_mesh_metrics_pb_kv_str(p, 9, "http.request.method",
+                                            method.data, method.len);
+        p = ngx_http_mesh_metrics_pb_kv_str(p, 9, "http.route",
+                                            route.data, route.len);
+        p = ngx_http_mesh_metrics_pb_kv_int(p, "http.response.status_code",
+                                            status);
+
+        c->len = p - attrs;
+
+        if (c->method && c->len <= NGX_HTTP_MESH_METRICS_OTLP_PART) {
+            ngx_memcpy(c->bytes + c->head_len, attrs, c->len);
+            c->conf = lcf;
+            c->status = status;
+
+        } else {
+            c->method = 0;
+        }
+    }
+
     p = ngx_http_mesh_metrics_pb_kv_str(p, 9, "client.address",
                                         r->connection->addr_text.data,
                                         r->connection->addr_text.len);
@@ -855,13 +941,15 @@ static u_char *
 ngx_http_mesh_metrics_otlp_client_span(u_char *p,
     ngx_http_mesh_metrics_trace_t *t, ngx_http_mesh_metrics_attempt_t *a)
 {
-    uint64_t                        start, end, now;
-    ngx_str_t                       method;
-    ngx_uint_t                      status;
-    ngx_http_request_t             *r;
-    ngx_http_upstream_state_t      *s;
-    ngx_http_mesh_metrics_key_t     key;
-    ngx_http_upstream_srv_conf_t   *uscf;
+    u_char                             *attrs;
+    uint64_t                            start, end, now;
+    ngx_str_t                           method, host;
+    ngx_uint_t                          status;
+    ngx_http_request_t                 *r;
+    ngx_http_upstream_state_t          *s;
+    ngx_http_mesh_metrics_key_t         key;
+    ngx_http_upstream_srv_conf_t       *uscf;
+    ngx_http_mesh_metrics_otlp_part_t  *c;
 
     r = a->request;
     s = ngx_http_mesh_metrics_otlp_state(a);
@@ -903,6 +991,33 @@ ngx_http_mesh_metrics_otlp_client_span(u_char *p,
     p = ngx_http_mesh_metrics_pb_fixed64(p, 7, start);
     p = ngx_http_mesh_metrics_pb_fixed64(p, 8, end);
 
+    /*
+     * the attributes of a first attempt that got an answer: the same as
+     * the last such span's of the upstream group, method, status and
+     * peer, or encoded (and kept for the next)
+     */
+
+    uscf = r->upstream ? r->upstream->upstream : NULL;
+    c = NULL;
+
+    if (s && s->peer && a->index == 0 && r->method != NGX_HTTP_UNKNOWN
+        && s->peer->len && s->peer->len <= NGX_HTTP_MESH_METRICS_OTLP_PEER)
+    {
+        c = &ngx_http_mesh_metrics_otlp->client[
+                (((uintptr_t) uscf >> 4) ^ status ^ s->peer->len
+                 ^ s->peer->data[s->peer->len - 1])
+                & (NGX_HTTP_MESH_METRICS_OTLP_CACHE - 1)];
+
+        if (c->conf == uscf && c->method == r->method && c->status == status
+            && c->peer_len == s->peer->len
+            && ngx_memcmp(c->peer, s->peer->data, s->peer->len) == 0)
+        {
+            return ngx_cpymem(p, c->bytes, c->len);
+        }
+    }
+
+    attrs = p;
+
     p = ngx_http_mesh_metrics_pb_kv_str(p, 9, "http.request.method",
                                         method.data, method.len);
 
@@ -911,13 +1026,10 @@ ngx_http_mesh_metrics_otlp_client_span(u_char *p,
      * (a proxy_pass with variables names none: the peer address says it)
      */
 
-    uscf = r->upstream ? r->upstream->upstream : NULL;
-
     if (uscf && uscf->host.len) {
-        ngx_http_mesh_metrics_key_reset(&key);
-        ngx_http_mesh_metrics_key_add(&key, uscf->host.data, uscf->host.len);
+        ngx_http_mesh_metrics_otlp_text(&uscf->host, &key, &host);
         p = ngx_http_mesh_metrics_pb_kv_str(p, 9, "server.address",
-                                            key.data, key.len - 1);
+                                            host.data, host.len);
     }
 
     if (s && s->peer) {
@@ -938,6 +1050,20 @@ ngx_http_mesh_metrics_otlp_client_span(u_char *p,
 
     if (status == 0 || status >= 400) {
         p = ngx_http_mesh_metrics_otlp_error(p);
+    }
+
+    if (c) {
+        c->method = 0;
+        c->len = p - attrs;
+
+        if (c->len <= 2 * NGX_HTTP_MESH_METRICS_OTLP_PART) {
+            ngx_memcpy(c->bytes, attrs, c->len);
+            ngx_memcpy(c->peer, s->peer->data, s->peer->len);
+            c->peer_len = s->peer->len;
+            c->conf = uscf;
+            c->method = r->method;
+            c->status = status;
+        }
     }
 
     return p;
@@ -980,8 +1106,9 @@ ngx_http_mesh_metrics_otlp_state(ngx_http_mesh_metrics_attempt_t *a)
 static u_char *
 ngx_http_mesh_metrics_otlp_peer(u_char *p, ngx_str_t *peer)
 {
+    u_char     c;
     size_t     i;
-    ngx_int_t  port;
+    ngx_int_t  port, mul;
     ngx_str_t  addr;
 
     if (peer->len == 0 || peer->len > NGX_SOCKADDR_STRLEN) {
@@ -989,17 +1116,40 @@ ngx_http_mesh_metrics_otlp_peer(u_char *p, ngx_str_t *peer)
     }
 
     addr = *peer;
-    port = NGX_ERROR;
 
-    for (i = peer->len; i > 0; i--) {
-        if (peer->data[i - 1] == ':') {
-            port = ngx_atoi(&peer->data[i], peer->len - i);
-            addr.len = i - 1;
+    /* the usual end: ":" and one to five digits, read as they are met */
+
+    port = 0;
+    mul = 1;
+
+    for (i = peer->len; i > 0 && peer->len - i < 5; i--) {
+        c = peer->data[i - 1];
+
+        if (c < '0' || c > '9') {
             break;
         }
 
-        if (peer->data[i - 1] == ']') {
-            break;
+        port += (c - '0') * mul;
+        mul *= 10;
+    }
+
+    if (i > 0 && i < peer->len && peer->data[i - 1] == ':') {
+        addr.len = i - 1;
+
+    } else {
+        port = NGX_ERROR;
+
+        for (i = peer->len; i > 0; i--) {
+            if (peer->data[i - 1] == ':') {
+                port = ngx_http_mesh_metrics_otlp_port(&peer->data[i],
+                                                       peer->len - i);
+                addr.len = i - 1;
+                break;
+            }
+
+            if (peer->data[i - 1] == ']') {
+                break;
+            }
         }
     }
 
@@ -1020,6 +1170,32 @@ ngx_http_mesh_metrics_otlp_peer(u_char *p, ngx_str_t *peer)
 }
 
 
+/* a port: one to five digits (ngx_atoi() costs a call per span) */
+
+static ngx_int_t
+ngx_http_mesh_metrics_otlp_port(u_char *p, size_t len)
+{
+    size_t     i;
+    ngx_int_t  port;
+
+    if (len == 0 || len > 5) {
+        return NGX_ERROR;
+    }
+
+    port = 0;
+
+    for (i = 0; i < len; i++) {
+        if (p[i] < '0' || p[i] > '9') {
+            return NGX_ERROR;
+        }
+
+        port = port * 10 + (p[i] - '0');
+    }
+
+    return port;
+}
+
+
 /* HTTP semantic conventions: methods nginx does not know are "_OTHER" */
 
 static void
@@ -1033,6 +1209,40 @@ ngx_http_mesh_metrics_otlp_method(ngx_http_request_t *r, ngx_str_t *method)
     }
 
     *method = r->method_name;
+}
+
+
+/*
+ * Configuration text (a route, an upstream's name) as an attribute,
+ * cleaned as a label is: text that is short printable ASCII, the usual
+ * case, is that already and goes as it is.
+ */
+
+static ngx_inline void
+ngx_http_mesh_metrics_otlp_text(ngx_str_t *text,
+    ngx_http_mesh_metrics_key_t *key, ngx_str_t *value)
+{
+    size_t  i;
+
+    if (text->len <= NGX_HTTP_MESH_METRICS_MAX_VALUE) {
+
+        for (i = 0; i < text->len; i++) {
+            if (text->data[i] < 0x20 || text->data[i] >= 0x7f) {
+                break;
+            }
+        }
+
+        if (i == text->len) {
+            *value = *text;
+            return;
+        }
+    }
+
+    ngx_http_mesh_metrics_key_reset(key);
+    ngx_http_mesh_metrics_key_add(key, text->data, text->len);
+
+    value->data = key->data;
+    value->len = key->len - 1;
 }
 
 
@@ -1050,8 +1260,22 @@ ngx_http_mesh_metrics_otlp_error(u_char *p)
 }
 
 
-static u_char *
+/* most lengths and numbers here take one byte: that case is inline */
+
+static ngx_inline u_char *
 ngx_http_mesh_metrics_pb_varint(u_char *p, uint64_t v)
+{
+    if (v < 0x80) {
+        *p++ = (u_char) v;
+        return p;
+    }
+
+    return ngx_http_mesh_metrics_pb_varint_long(p, v);
+}
+
+
+static u_char *
+ngx_http_mesh_metrics_pb_varint_long(u_char *p, uint64_t v)
 {
     while (v >= 0x80) {
         *p++ = (u_char) (v | 0x80);
@@ -1064,10 +1288,14 @@ ngx_http_mesh_metrics_pb_varint(u_char *p, uint64_t v)
 }
 
 
-static size_t
+static ngx_inline size_t
 ngx_http_mesh_metrics_pb_varint_len(uint64_t v)
 {
     size_t  n;
+
+    if (v < 0x80) {
+        return 1;
+    }
 
     for (n = 1; v >= 0x80; n++) {
         v >>= 7;
@@ -1077,7 +1305,7 @@ ngx_http_mesh_metrics_pb_varint_len(uint64_t v)
 }
 
 
-static u_char *
+static ngx_inline u_char *
 ngx_http_mesh_metrics_pb_bytes(u_char *p, ngx_uint_t field, u_char *data,
     size_t len)
 {
@@ -1088,30 +1316,52 @@ ngx_http_mesh_metrics_pb_bytes(u_char *p, ngx_uint_t field, u_char *data,
 }
 
 
-static u_char *
+static ngx_inline u_char *
 ngx_http_mesh_metrics_pb_fixed64(u_char *p, ngx_uint_t field, uint64_t v)
 {
-    ngx_uint_t  i;
-
-    *p++ = ngx_http_mesh_metrics_pb_tag(field,
+    p[0] = ngx_http_mesh_metrics_pb_tag(field,
                                         NGX_HTTP_MESH_METRICS_PB_FIXED64);
+    ngx_http_mesh_metrics_put64(p + 1, v);
 
-    for (i = 0; i < 8; i++) {
-        *p++ = (u_char) (v >> (8 * i));
-    }
-
-    return p;
+    return p + 9;
 }
 
 
 /*
  * attributes: KeyValue { key 1, value 2: AnyValue { string_value 1 } };
- * keys are literals shorter than 128 bytes (a one-byte length), values
- * at most a span's bound (a two-byte length at most)
+ * keys are literals shorter than 100 bytes (a one-byte length), values
+ * at most a span's bound (a two-byte length at most).  A short value, the
+ * usual one, makes every length one byte: then the lengths are patched in
+ * once the value is written.
  */
+
+#define NGX_HTTP_MESH_METRICS_PB_SHORT  (127 - 6 - 25)  /* longest key */
 
 static ngx_inline u_char *
 ngx_http_mesh_metrics_pb_kv(u_char *p, ngx_uint_t field, u_char *key,
+    size_t klen, u_char *value, size_t len)
+{
+    if (len <= NGX_HTTP_MESH_METRICS_PB_SHORT && klen <= 25) {
+        p[0] = ngx_http_mesh_metrics_pb_tag(field,
+                                            NGX_HTTP_MESH_METRICS_PB_LEN);
+        p[1] = (u_char) (klen + len + 6);
+        p[2] = ngx_http_mesh_metrics_pb_tag(1, NGX_HTTP_MESH_METRICS_PB_LEN);
+        p[3] = (u_char) klen;
+        p = ngx_cpymem(p + 4, key, klen);
+        p[0] = ngx_http_mesh_metrics_pb_tag(2, NGX_HTTP_MESH_METRICS_PB_LEN);
+        p[1] = (u_char) (len + 2);
+        p[2] = ngx_http_mesh_metrics_pb_tag(1, NGX_HTTP_MESH_METRICS_PB_LEN);
+        p[3] = (u_char) len;
+
+        return ngx_cpymem(p + 4, value, len);
+    }
+
+    return ngx_http_mesh_metrics_pb_kv_long(p, field, key, klen, value, len);
+}
+
+
+static u_char *
+ngx_http_mesh_metrics_pb_kv_long(u_char *p, ngx_uint_t field, u_char *key,
     size_t klen, u_char *value, size_t len)
 {
     size_t  any, kv;
@@ -1131,27 +1381,31 @@ ngx_http_mesh_metrics_pb_kv(u_char *p, ngx_uint_t field, u_char *key,
 }
 
 
-/* AnyValue { int_value 3 } */
+/*
+ * AnyValue { int_value 3 }: with a key shorter than 100 bytes and a
+ * varint of at most ten, both lengths take one byte, patched in after
+ */
 
 static ngx_inline u_char *
 ngx_http_mesh_metrics_pb_kv_num(u_char *p, u_char *key, size_t klen,
     int64_t value)
 {
-    size_t  any, kv;
+    u_char  *any, *last;
 
-    any = 1 + ngx_http_mesh_metrics_pb_varint_len((uint64_t) value);
-    kv = 2 + klen + 1 + ngx_http_mesh_metrics_pb_varint_len(any) + any;
+    p[0] = ngx_http_mesh_metrics_pb_tag(9, NGX_HTTP_MESH_METRICS_PB_LEN);
+    p[2] = ngx_http_mesh_metrics_pb_tag(1, NGX_HTTP_MESH_METRICS_PB_LEN);
+    p[3] = (u_char) klen;
 
-    *p++ = ngx_http_mesh_metrics_pb_tag(9, NGX_HTTP_MESH_METRICS_PB_LEN);
-    p = ngx_http_mesh_metrics_pb_varint(p, kv);
-    *p++ = ngx_http_mesh_metrics_pb_tag(1, NGX_HTTP_MESH_METRICS_PB_LEN);
-    *p++ = (u_char) klen;
-    p = ngx_cpymem(p, key, klen);
-    *p++ = ngx_http_mesh_metrics_pb_tag(2, NGX_HTTP_MESH_METRICS_PB_LEN);
-    p = ngx_http_mesh_metrics_pb_varint(p, any);
-    *p++ = ngx_http_mesh_metrics_pb_tag(3, NGX_HTTP_MESH_METRICS_PB_VARINT);
+    any = ngx_cpymem(p + 4, key, klen);
+    any[0] = ngx_http_mesh_metrics_pb_tag(2, NGX_HTTP_MESH_METRICS_PB_LEN);
+    any[2] = ngx_http_mesh_metrics_pb_tag(3, NGX_HTTP_MESH_METRICS_PB_VARINT);
 
-    return ngx_http_mesh_metrics_pb_varint(p, (uint64_t) value);
+    last = ngx_http_mesh_metrics_pb_varint(any + 3, (uint64_t) value);
+
+    any[1] = (u_char) (last - any - 2);
+    p[1] = (u_char) (last - p - 2);
+
+    return last;
 }
 
 

@@ -18,27 +18,41 @@
  */
 
 
+static ngx_int_t ngx_http_mesh_metrics_count_usual(ngx_http_request_t *r,
+    ngx_http_mesh_metrics_main_conf_t *mmcf,
+    ngx_http_mesh_metrics_loc_conf_t *lcf, ngx_str_t *up, ngx_uint_t status,
+    ngx_uint_t usec);
 static void ngx_http_mesh_metrics_upstream_name(ngx_http_request_t *r,
     ngx_str_t *name);
-static void ngx_http_mesh_metrics_count_request(ngx_http_request_t *r,
-    ngx_http_mesh_metrics_zone_t *zone, ngx_str_t *route, ngx_str_t *up,
-    ngx_uint_t status, ngx_uint_t usec);
+static ngx_atomic_t *ngx_http_mesh_metrics_count_request(
+    ngx_http_request_t *r, ngx_http_mesh_metrics_zone_t *zone,
+    ngx_str_t *route, ngx_str_t *up, ngx_uint_t status, ngx_uint_t usec);
+static void ngx_http_mesh_metrics_add_request(ngx_http_request_t *r,
+    ngx_http_mesh_metrics_zone_t *zone, ngx_atomic_t *values,
+    ngx_uint_t usec);
 static ngx_uint_t ngx_http_mesh_metrics_count_attempts(ngx_http_request_t *r,
-    ngx_http_mesh_metrics_zone_t *zone, ngx_str_t *up);
+    ngx_http_mesh_metrics_zone_t *zone, ngx_str_t *up, ngx_atomic_t **found);
+static void ngx_http_mesh_metrics_add_attempt(
+    ngx_http_mesh_metrics_zone_t *zone, ngx_atomic_t *values,
+    ngx_atomic_t *attempt, ngx_http_upstream_state_t *state);
 static void ngx_http_mesh_metrics_count_subrequests(ngx_http_request_t *r,
     ngx_http_mesh_metrics_zone_t *zone, ngx_str_t *ups, ngx_uint_t *n);
-static void ngx_http_mesh_metrics_count_edge(ngx_http_request_t *r,
+static ngx_atomic_t *ngx_http_mesh_metrics_count_edge(ngx_http_request_t *r,
     ngx_http_mesh_metrics_main_conf_t *mmcf, ngx_str_t *route,
     ngx_str_t *up, ngx_uint_t status, ngx_uint_t usec);
+static void ngx_http_mesh_metrics_caller(ngx_http_request_t *r,
+    ngx_http_mesh_metrics_main_conf_t *mmcf, ngx_str_t *caller);
 static void ngx_http_mesh_metrics_count_splits(ngx_http_request_t *r,
     ngx_http_mesh_metrics_main_conf_t *mmcf, ngx_str_t *route,
     ngx_uint_t status, ngx_uint_t usec);
-static void ngx_http_mesh_metrics_count_route(ngx_http_request_t *r,
+static ngx_atomic_t *ngx_http_mesh_metrics_count_route(ngx_http_request_t *r,
     ngx_http_mesh_metrics_zone_t *zone, ngx_str_t *route, ngx_uint_t status,
     ngx_uint_t usec);
 static void ngx_http_mesh_metrics_count_modules(ngx_http_request_t *r,
     ngx_http_mesh_metrics_main_conf_t *mmcf, ngx_str_t *route,
     ngx_str_t *up, ngx_uint_t attempts);
+static ngx_inline ngx_uint_t ngx_http_mesh_metrics_outcomes(
+    ngx_http_mesh_metrics_main_conf_t *mmcf);
 static void ngx_http_mesh_metrics_count_auth(ngx_http_request_t *r,
     ngx_http_mesh_metrics_zone_t *zone, ngx_int_t index, ngx_str_t *route,
     char *name);
@@ -85,10 +99,26 @@ ngx_http_mesh_metrics_log_handler(ngx_http_request_t *r)
     status = ngx_http_mesh_metrics_status(r);
     usec = ngx_http_mesh_metrics_elapsed(r);
 
+    if (ngx_http_mesh_metrics_count_usual(r, mmcf, lcf, &up, status, usec)
+        == NGX_OK)
+    {
+        if (mmcf->splits) {
+            ngx_http_mesh_metrics_count_splits(r, mmcf, &lcf->label, status,
+                                               usec);
+        }
+
+        if (ngx_http_mesh_metrics_outcomes(mmcf)) {
+            ngx_http_mesh_metrics_count_modules(r, mmcf, &lcf->label, &up,
+                                                1);
+        }
+
+        return NGX_OK;
+    }
+
     ngx_http_mesh_metrics_count_request(r, zone, &lcf->label, &up, status,
                                         usec);
 
-    attempts = ngx_http_mesh_metrics_count_attempts(r, zone, &up);
+    attempts = ngx_http_mesh_metrics_count_attempts(r, zone, &up, NULL);
 
     /* the edges: to the upstream of the request and of its subrequests */
 
@@ -114,6 +144,126 @@ ngx_http_mesh_metrics_log_handler(ngx_http_request_t *r)
     ngx_http_mesh_metrics_count_splits(r, mmcf, &lcf->label, status, usec);
 
     ngx_http_mesh_metrics_count_modules(r, mmcf, &lcf->label, &up, attempts);
+
+    return NGX_OK;
+}
+
+
+/*
+ * The usual proxied request: a known method, one attempt at a peer of a
+ * named upstream group, no subrequest that went upstream.  Its five
+ * series (request, upstream, attempt, edge, route) are found together in
+ * the worker's memo, by what names them, instead of one by one by their
+ * label values; a miss finds them the usual way and fills the memo.
+ * NGX_DECLINED: not such a request, nothing counted.
+ */
+
+static ngx_int_t
+ngx_http_mesh_metrics_count_usual(ngx_http_request_t *r,
+    ngx_http_mesh_metrics_main_conf_t *mmcf,
+    ngx_http_mesh_metrics_loc_conf_t *lcf, ngx_str_t *up, ngx_uint_t status,
+    ngx_uint_t usec)
+{
+    u_char                            *p;
+    size_t                             len;
+    ngx_str_t                          caller, *peer;
+    ngx_uint_t                         hit;
+    ngx_atomic_t                      *found[2];
+    ngx_http_upstream_t               *u;
+    ngx_http_upstream_state_t         *state;
+    ngx_http_mesh_metrics_memo_t      *m;
+    ngx_http_mesh_metrics_zone_t      *zone;
+    ngx_http_mesh_metrics_trace_t     *t;
+    ngx_http_mesh_metrics_memo_key_t   key;
+
+    u = r->upstream;
+
+    if (u == NULL || u->upstream == NULL || u->upstream->host.len == 0
+        || r->upstream_states == NULL || r->upstream_states->nelts != 1
+        || r->method == NGX_HTTP_UNKNOWN || r->method_name.len == 0
+        || status > 0xffff)
+    {
+        return NGX_DECLINED;
+    }
+
+    state = r->upstream_states->elts;
+    peer = state->peer;
+
+    if (peer == NULL || state->status > 0xffff) {
+        return NGX_DECLINED;
+    }
+
+    t = ngx_http_mesh_metrics_state(r, 0);
+
+    if (t && t->subrequests) {
+        return NGX_DECLINED;
+    }
+
+    ngx_http_mesh_metrics_caller(r, mmcf, &caller);
+
+    len = peer->len + caller.len;
+
+    if (len > NGX_HTTP_MESH_METRICS_MEMO_TEXT) {
+        return NGX_DECLINED;
+    }
+
+    zone = mmcf->zone;
+
+    key.sh = zone->sh;
+    key.lcf = lcf;
+    key.upstream = u->upstream;
+    key.method = r->method;
+    key.status = (uint16_t) status;
+    key.peer_status = (uint16_t) state->status;
+    key.peer_len = (uint16_t) peer->len;
+    key.caller_len = (uint16_t) caller.len;
+
+    /* the text is compared and hashed in words: zeros up to the next */
+
+    p = ngx_cpymem(key.text, peer->data, peer->len);
+    p = ngx_cpymem(p, caller.data, caller.len);
+    ngx_memzero(p, ngx_align(len, 8) - len);
+
+    m = ngx_http_mesh_metrics_memo(&key, &hit);
+
+    if (hit) {
+        ngx_http_mesh_metrics_add_request(r, zone, m->request, usec);
+        ngx_http_mesh_metrics_add_attempt(zone, m->upstream, m->attempt,
+                                          state);
+
+        if (m->edge) {
+            ngx_http_mesh_metrics_count_window(zone, m->edge, status, usec);
+        }
+
+        if (m->route) {
+            ngx_http_mesh_metrics_count_window(zone, m->route, status, usec);
+        }
+
+        return NGX_OK;
+    }
+
+    found[0] = NULL;
+    found[1] = NULL;
+
+    m->request = ngx_http_mesh_metrics_count_request(r, zone, &lcf->label,
+                                                     up, status, usec);
+    (void) ngx_http_mesh_metrics_count_attempts(r, zone, up, found);
+    m->upstream = found[0];
+    m->attempt = found[1];
+    m->edge = ngx_http_mesh_metrics_count_edge(r, mmcf, &lcf->label, up,
+                                               status, usec);
+    m->route = ngx_http_mesh_metrics_count_route(r, zone, &lcf->label,
+                                                 status, usec);
+
+    /* a full zone dropped a series: look it up again next time */
+
+    if (m->request && m->upstream && m->attempt && m->edge && m->route) {
+        ngx_memcpy(&m->key, &key, offsetof(ngx_http_mesh_metrics_memo_key_t,
+                                           text) + ngx_align(len, 8));
+
+    } else {
+        m->key.sh = NULL;
+    }
 
     return NGX_OK;
 }
@@ -166,7 +316,7 @@ ngx_http_mesh_metrics_upstream_name(ngx_http_request_t *r, ngx_str_t *name)
 }
 
 
-static void
+static ngx_atomic_t *
 ngx_http_mesh_metrics_count_request(ngx_http_request_t *r,
     ngx_http_mesh_metrics_zone_t *zone, ngx_str_t *route, ngx_str_t *up,
     ngx_uint_t status, ngx_uint_t usec)
@@ -190,6 +340,17 @@ ngx_http_mesh_metrics_count_request(ngx_http_request_t *r,
 
     values = ngx_http_mesh_metrics_find(zone, NGX_HTTP_MESH_METRICS_F_REQUEST,
                                         labels, 4, r->connection->log);
+
+    ngx_http_mesh_metrics_add_request(r, zone, values, usec);
+
+    return values;
+}
+
+
+static void
+ngx_http_mesh_metrics_add_request(ngx_http_request_t *r,
+    ngx_http_mesh_metrics_zone_t *zone, ngx_atomic_t *values, ngx_uint_t usec)
+{
     if (values == NULL) {
         return;
     }
@@ -206,12 +367,12 @@ ngx_http_mesh_metrics_count_request(ngx_http_request_t *r,
 
 static ngx_uint_t
 ngx_http_mesh_metrics_count_attempts(ngx_http_request_t *r,
-    ngx_http_mesh_metrics_zone_t *zone, ngx_str_t *up)
+    ngx_http_mesh_metrics_zone_t *zone, ngx_str_t *up, ngx_atomic_t **found)
 {
     u_char                      code[NGX_INT_T_LEN];
     ngx_str_t                   labels[3];
     ngx_uint_t                  i, n;
-    ngx_atomic_t               *values;
+    ngx_atomic_t               *values, *attempt;
     ngx_http_upstream_state_t  *state;
 
     if (r->upstream_states == NULL) {
@@ -242,29 +403,48 @@ ngx_http_mesh_metrics_count_attempts(ngx_http_request_t *r,
         values = ngx_http_mesh_metrics_find(zone,
                                             NGX_HTTP_MESH_METRICS_F_UPSTREAM,
                                             labels, 2, r->connection->log);
-        if (values) {
-            (void) ngx_atomic_fetch_add(
-                                 &values[NGX_HTTP_MESH_METRICS_V_COUNT], 1);
-            (void) ngx_atomic_fetch_add(&values[NGX_HTTP_MESH_METRICS_V_A],
-                                   (ngx_atomic_int_t) state[i].bytes_sent);
-            (void) ngx_atomic_fetch_add(&values[NGX_HTTP_MESH_METRICS_V_B],
-                               (ngx_atomic_int_t) state[i].bytes_received);
-
-            if (state[i].response_time != (ngx_msec_t) -1) {
-                ngx_http_mesh_metrics_observe(zone, values,
-                                          state[i].response_time * 1000);
-            }
-        }
 
         labels[2].data = code;
         labels[2].len = ngx_http_mesh_metrics_code(code, state[i].status)
                         - code;
 
-        ngx_http_mesh_metrics_add(r, zone, NGX_HTTP_MESH_METRICS_F_ATTEMPT,
-                                  labels, 3, 1);
+        attempt = ngx_http_mesh_metrics_find(zone,
+                                             NGX_HTTP_MESH_METRICS_F_ATTEMPT,
+                                             labels, 3, r->connection->log);
+
+        ngx_http_mesh_metrics_add_attempt(zone, values, attempt, &state[i]);
+
+        if (found) {
+            found[0] = values;
+            found[1] = attempt;
+        }
     }
 
     return n;
+}
+
+
+static void
+ngx_http_mesh_metrics_add_attempt(ngx_http_mesh_metrics_zone_t *zone,
+    ngx_atomic_t *values, ngx_atomic_t *attempt,
+    ngx_http_upstream_state_t *state)
+{
+    if (values) {
+        (void) ngx_atomic_fetch_add(&values[NGX_HTTP_MESH_METRICS_V_COUNT], 1);
+        (void) ngx_atomic_fetch_add(&values[NGX_HTTP_MESH_METRICS_V_A],
+                                    (ngx_atomic_int_t) state->bytes_sent);
+        (void) ngx_atomic_fetch_add(&values[NGX_HTTP_MESH_METRICS_V_B],
+                                    (ngx_atomic_int_t) state->bytes_received);
+
+        if (state->response_time != (ngx_msec_t) -1) {
+            ngx_http_mesh_metrics_observe(zone, values,
+                                          state->response_time * 1000);
+        }
+    }
+
+    if (attempt) {
+        (void) ngx_atomic_fetch_add(&attempt[0], 1);
+    }
 }
 
 
@@ -305,7 +485,7 @@ ngx_http_mesh_metrics_count_subrequests(ngx_http_request_t *r,
         }
 
         ngx_http_mesh_metrics_upstream_name(sr[i], &up);
-        (void) ngx_http_mesh_metrics_count_attempts(sr[i], zone, &up);
+        (void) ngx_http_mesh_metrics_count_attempts(sr[i], zone, &up, NULL);
 
         for (j = 0; j < *n; j++) {
             if (ups[j].len == up.len
@@ -322,7 +502,7 @@ ngx_http_mesh_metrics_count_subrequests(ngx_http_request_t *r,
 }
 
 
-static void
+static ngx_atomic_t *
 ngx_http_mesh_metrics_count_edge(ngx_http_request_t *r,
     ngx_http_mesh_metrics_main_conf_t *mmcf, ngx_str_t *route,
     ngx_str_t *up, ngx_uint_t status, ngx_uint_t usec)
@@ -330,12 +510,7 @@ ngx_http_mesh_metrics_count_edge(ngx_http_request_t *r,
     ngx_str_t      labels[3];
     ngx_atomic_t  *values;
 
-    if (!ngx_http_mesh_metrics_var(r, mmcf->peer_id, &labels[0])
-        && !ngx_http_mesh_metrics_var(r, mmcf->consumer, &labels[0])
-        && !ngx_http_mesh_metrics_var(r, mmcf->subject, &labels[0]))
-    {
-        ngx_str_set(&labels[0], "anonymous");
-    }
+    ngx_http_mesh_metrics_caller(r, mmcf, &labels[0]);
 
     labels[1] = *route;
     labels[2] = *up;
@@ -345,6 +520,23 @@ ngx_http_mesh_metrics_count_edge(ngx_http_request_t *r,
                                         labels, 3, r->connection->log);
     if (values) {
         ngx_http_mesh_metrics_count_window(mmcf->zone, values, status, usec);
+    }
+
+    return values;
+}
+
+
+/* the caller of an edge: the first of the identities a request has */
+
+static void
+ngx_http_mesh_metrics_caller(ngx_http_request_t *r,
+    ngx_http_mesh_metrics_main_conf_t *mmcf, ngx_str_t *caller)
+{
+    if (!ngx_http_mesh_metrics_var(r, mmcf->peer_id, caller)
+        && !ngx_http_mesh_metrics_var(r, mmcf->consumer, caller)
+        && !ngx_http_mesh_metrics_var(r, mmcf->subject, caller))
+    {
+        ngx_str_set(caller, "anonymous");
     }
 }
 
@@ -398,7 +590,7 @@ ngx_http_mesh_metrics_count_splits(ngx_http_request_t *r,
 
 /* golden metrics of a route, for the dashboard */
 
-static void
+static ngx_atomic_t *
 ngx_http_mesh_metrics_count_route(ngx_http_request_t *r,
     ngx_http_mesh_metrics_zone_t *zone, ngx_str_t *route, ngx_uint_t status,
     ngx_uint_t usec)
@@ -410,6 +602,8 @@ ngx_http_mesh_metrics_count_route(ngx_http_request_t *r,
     if (values) {
         ngx_http_mesh_metrics_count_window(zone, values, status, usec);
     }
+
+    return values;
 }
 
 
@@ -421,6 +615,10 @@ ngx_http_mesh_metrics_count_modules(ngx_http_request_t *r,
     ngx_int_t                      n;
     ngx_str_t                      labels[2];
     ngx_http_mesh_metrics_zone_t  *zone;
+
+    if (!ngx_http_mesh_metrics_outcomes(mmcf) && attempts < 2) {
+        return;
+    }
 
     zone = mmcf->zone;
 
@@ -452,6 +650,18 @@ ngx_http_mesh_metrics_count_modules(ngx_http_request_t *r,
         ngx_http_mesh_metrics_add(r, zone, NGX_HTTP_MESH_METRICS_F_RETRIES,
                                   labels, 2, n);
     }
+}
+
+
+/* some module whose outcomes are counted defines its variable */
+
+static ngx_inline ngx_uint_t
+ngx_http_mesh_metrics_outcomes(ngx_http_mesh_metrics_main_conf_t *mmcf)
+{
+    return mmcf->auth_jwt != NGX_ERROR || mmcf->auth_key != NGX_ERROR
+           || mmcf->auth_introspect != NGX_ERROR
+           || mmcf->rate_limit != NGX_ERROR || mmcf->aggregate != NGX_ERROR
+           || mmcf->retries != NGX_ERROR;
 }
 
 

@@ -56,11 +56,18 @@ typedef struct {
 
 static size_t ngx_http_mesh_metrics_raw_key(u_char *raw, ngx_uint_t family,
     ngx_str_t *labels, ngx_uint_t n);
-static ngx_uint_t ngx_http_mesh_metrics_raw_hash(u_char *raw, size_t len);
+static ngx_uint_t ngx_http_mesh_metrics_raw_hash(u_char *raw, size_t len,
+    ngx_uint_t pad);
 
 
 static ngx_http_mesh_metrics_cached_t
     ngx_http_mesh_metrics_cache[NGX_HTTP_MESH_METRICS_CACHE_SIZE];
+
+
+#define NGX_HTTP_MESH_METRICS_MEMO_SIZE     64
+
+static ngx_http_mesh_metrics_memo_t
+    ngx_http_mesh_metrics_memos[NGX_HTTP_MESH_METRICS_MEMO_SIZE];
 
 
 ngx_int_t
@@ -78,6 +85,8 @@ ngx_http_mesh_metrics_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
     ngx_memzero(ngx_http_mesh_metrics_cache,
                 sizeof(ngx_http_mesh_metrics_cache));
+    ngx_memzero(ngx_http_mesh_metrics_memos,
+                sizeof(ngx_http_mesh_metrics_memos));
 
     if (octx) {
         if (!ngx_http_mesh_metrics_same_buckets(ctx, octx)) {
@@ -265,7 +274,7 @@ ngx_http_mesh_metrics_find(ngx_http_mesh_metrics_zone_t *zone,
 
     if (len) {
         c = &ngx_http_mesh_metrics_cache[
-                ngx_http_mesh_metrics_raw_hash(raw, len)
+                ngx_http_mesh_metrics_raw_hash(raw, len, 1)
                 & (NGX_HTTP_MESH_METRICS_CACHE_SIZE - 1)];
 
         if (c->sh == zone->sh && c->len == len
@@ -291,6 +300,35 @@ ngx_http_mesh_metrics_find(ngx_http_mesh_metrics_zone_t *zone,
     }
 
     return values;
+}
+
+
+/*
+ * The memo slot of a key: a hit, or the slot to fill (its series found,
+ * the caller copies the key in).  The key's text is zero-padded to a
+ * multiple of eight bytes by the caller; only its used part is compared.
+ * Like the series cache, an entry holds while its zone ("sh") is asked
+ * for: configuration pointers in the key are from this worker's cycle,
+ * and a new cycle's workers start with the memo emptied.
+ */
+
+ngx_http_mesh_metrics_memo_t *
+ngx_http_mesh_metrics_memo(ngx_http_mesh_metrics_memo_key_t *key,
+    ngx_uint_t *hit)
+{
+    size_t                         len;
+    ngx_http_mesh_metrics_memo_t  *m;
+
+    len = offsetof(ngx_http_mesh_metrics_memo_key_t, text)
+          + ngx_align(key->peer_len + key->caller_len, 8);
+
+    m = &ngx_http_mesh_metrics_memos[
+            ngx_http_mesh_metrics_raw_hash((u_char *) key, len, 0)
+            & (NGX_HTTP_MESH_METRICS_MEMO_SIZE - 1)];
+
+    *hit = (ngx_memcmp(&m->key, key, len) == 0);
+
+    return m;
 }
 
 
@@ -333,22 +371,24 @@ ngx_http_mesh_metrics_raw_key(u_char *raw, ngx_uint_t family,
  */
 
 static ngx_uint_t
-ngx_http_mesh_metrics_raw_hash(u_char *raw, size_t len)
+ngx_http_mesh_metrics_raw_hash(u_char *raw, size_t len, ngx_uint_t pad)
 {
     u_char    *p, *last;
     uint64_t   h, w;
 
-    ngx_memzero(raw + len, 8);
+    if (pad) {
+        ngx_memzero(raw + len, 8);
+    }
 
     h = (uint64_t) len * 0x9e3779b97f4a7c15ULL;
 
     for (p = raw, last = raw + len; p < last; p += 8) {
         ngx_memcpy(&w, p, 8);
         h = (h ^ w) * 0xff51afd7ed558ccdULL;
-        h ^= h >> 32;
+        h ^= h >> 29;
     }
 
-    return (ngx_uint_t) (h ^ (h >> 29));
+    return (ngx_uint_t) (h ^ (h >> 32));
 }
 
 

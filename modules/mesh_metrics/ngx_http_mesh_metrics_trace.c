@@ -41,11 +41,19 @@ static ngx_http_mesh_metrics_trace_t *ngx_http_mesh_metrics_trace_ctx(
 static void ngx_http_mesh_metrics_trace_cleanup(void *data);
 static ngx_int_t ngx_http_mesh_metrics_trace_incoming(ngx_http_request_t *r,
     ngx_http_mesh_metrics_trace_t *t);
-static ngx_int_t ngx_http_mesh_metrics_hex(u_char *p, size_t len,
+static ngx_inline ngx_int_t ngx_http_mesh_metrics_hex(u_char *p,
+    size_t len, u_char *dst);
+static ngx_inline uint64_t ngx_http_mesh_metrics_hex8(u_char *p,
     u_char *dst);
-static void ngx_http_mesh_metrics_random(u_char *buf, size_t len);
-static u_char *ngx_http_mesh_metrics_hex_dump(u_char *dst, u_char *src,
+static ngx_inline void ngx_http_mesh_metrics_random(u_char *buf,
     size_t len);
+static ngx_inline uint64_t ngx_http_mesh_metrics_next(void);
+static ngx_inline ngx_uint_t ngx_http_mesh_metrics_is_zero(u_char *p,
+    size_t len);
+static ngx_inline u_char *ngx_http_mesh_metrics_hex_dump(u_char *dst,
+    u_char *src, size_t len);
+static ngx_inline void ngx_http_mesh_metrics_hex_dump4(u_char *dst,
+    u_char *src);
 static ngx_uint_t ngx_http_mesh_metrics_is_name(ngx_table_elt_t *h,
     ngx_str_t *name);
 static u_char *ngx_http_mesh_metrics_traceparent(u_char *p,
@@ -113,6 +121,9 @@ static ngx_str_t  ngx_http_mesh_metrics_tp_name = ngx_string("traceparent");
 static ngx_str_t  ngx_http_mesh_metrics_ts_name = ngx_string("tracestate");
 static ngx_uint_t  ngx_http_mesh_metrics_tp_hash;
 
+static uint64_t                        ngx_http_mesh_metrics_rng[4];
+static ngx_pid_t                       ngx_http_mesh_metrics_rng_pid;
+
 static ngx_http_mesh_metrics_trace_t  *ngx_http_mesh_metrics_trace_free;
 static ngx_uint_t                      ngx_http_mesh_metrics_trace_nfree;
 
@@ -131,21 +142,17 @@ ngx_http_mesh_metrics_trace_add_variables(ngx_conf_t *cf)
 /*
  * The state of a main request (trace ids, subrequests that went upstream),
  * kept across internal redirects: the module ctx is cleared by them, the
- * pool cleanup that holds the state is not.
+ * pool cleanup that holds the state is not.  The usual case, the state in
+ * the ctx, is ngx_http_mesh_metrics_state(), inline.
  */
 
 ngx_http_mesh_metrics_trace_t *
-ngx_http_mesh_metrics_state(ngx_http_request_t *r, ngx_uint_t create)
+ngx_http_mesh_metrics_state_find(ngx_http_request_t *r, ngx_uint_t create)
 {
     ngx_pool_cleanup_t             *cln;
     ngx_http_mesh_metrics_trace_t  *t;
 
     r = r->main;
-
-    t = ngx_http_get_module_ctx(r, ngx_http_mesh_metrics_module);
-    if (t) {
-        return t;
-    }
 
     for (cln = r->pool->cleanup; cln; cln = cln->next) {
         if (cln->handler == ngx_http_mesh_metrics_trace_cleanup) {
@@ -370,7 +377,6 @@ ngx_http_mesh_metrics_parse_traceparent(u_char *p, size_t len,
     ngx_http_mesh_metrics_trace_t *t)
 {
     u_char  version, flags;
-    u_char  zero[16];
 
     if (len < NGX_HTTP_MESH_METRICS_TP_LEN) {
         return NGX_ERROR;
@@ -397,8 +403,12 @@ ngx_http_mesh_metrics_parse_traceparent(u_char *p, size_t len,
         return NGX_ERROR;
     }
 
-    if (ngx_http_mesh_metrics_hex(p + 3, 32, t->trace_id) != NGX_OK
-        || ngx_http_mesh_metrics_hex(p + 36, 16, t->parent_id) != NGX_OK
+    if ((ngx_http_mesh_metrics_hex8(p + 3, t->trace_id)
+         | ngx_http_mesh_metrics_hex8(p + 11, t->trace_id + 4)
+         | ngx_http_mesh_metrics_hex8(p + 19, t->trace_id + 8)
+         | ngx_http_mesh_metrics_hex8(p + 27, t->trace_id + 12)
+         | ngx_http_mesh_metrics_hex8(p + 36, t->parent_id)
+         | ngx_http_mesh_metrics_hex8(p + 44, t->parent_id + 4))
         || ngx_http_mesh_metrics_hex(p + 53, 2, &flags) != NGX_OK)
     {
         return NGX_ERROR;
@@ -408,10 +418,8 @@ ngx_http_mesh_metrics_parse_traceparent(u_char *p, size_t len,
 
     ngx_memcpy(t->trace_hex, p + 3, 32);
 
-    ngx_memzero(zero, sizeof(zero));
-
-    if (ngx_memcmp(t->trace_id, zero, 16) == 0
-        || ngx_memcmp(t->parent_id, zero, 8) == 0)
+    if (ngx_http_mesh_metrics_is_zero(t->trace_id, 16)
+        || ngx_http_mesh_metrics_is_zero(t->parent_id, 8))
     {
         return NGX_ERROR;
     }
@@ -424,11 +432,11 @@ ngx_http_mesh_metrics_parse_traceparent(u_char *p, size_t len,
 }
 
 
-static ngx_int_t
+static ngx_inline ngx_int_t
 ngx_http_mesh_metrics_hex(u_char *p, size_t len, u_char *dst)
 {
     u_char      *last;
-    ngx_uint_t   hi, lo;
+    ngx_uint_t   hi, lo, bad;
 
     /* lowercase hex digits only: 0xff marks every other byte */
 
@@ -454,67 +462,188 @@ ngx_http_mesh_metrics_hex(u_char *p, size_t len, u_char *dst)
         255, 255, 255, 255
     };
 
+    /* one test at the end: a bad digit sets a bit above the low four */
+
+    bad = 0;
+
     for (last = p + len; p < last; p += 2) {
         hi = values[p[0]];
         lo = values[p[1]];
-
-        if ((hi | lo) > 15) {
-            return NGX_ERROR;
-        }
-
+        bad |= hi | lo;
         *dst++ = (u_char) ((hi << 4) | lo);
     }
 
-    return NGX_OK;
+    return (bad > 15) ? NGX_ERROR : NGX_OK;
 }
 
 
 /*
- * Random bytes from OpenSSL's CSPRNG, drawn in blocks per process; a
- * block drawn before a fork is thrown away by the child, so no two
- * workers share ids.  Ids are never all zero.
+ * Eight lowercase hex digits into four bytes, all digits at once in a
+ * word: returns 0, or else non-zero for a byte that is not a digit.  The
+ * word is read byte by byte (the compiler makes that one load on a
+ * little-endian machine), so byte i is digit i on any machine.
  */
 
-static void
+static ngx_inline uint64_t
+ngx_http_mesh_metrics_hex8(u_char *p, u_char *dst)
+{
+    uint64_t  x, digit, letter, v;
+
+#define NGX_HTTP_MESH_METRICS_ONES  0x0101010101010101ULL
+#define NGX_HTTP_MESH_METRICS_HIGH  0x8080808080808080ULL
+
+    x = (uint64_t) p[0] | (uint64_t) p[1] << 8 | (uint64_t) p[2] << 16
+        | (uint64_t) p[3] << 24 | (uint64_t) p[4] << 32
+        | (uint64_t) p[5] << 40 | (uint64_t) p[6] << 48
+        | (uint64_t) p[7] << 56;
+
+    /*
+     * with no byte of 0x80 or above (tested apart), adding to a byte sets
+     * its high bit without a carry into the next: b + 0x50 >= 0x80 is
+     * b >= '0', b + 0x46 for b > '9', b + 0x1f for b >= 'a', b + 0x19
+     * for b > 'f'
+     */
+
+    digit = (x + 0x50 * NGX_HTTP_MESH_METRICS_ONES)
+            & ~(x + 0x46 * NGX_HTTP_MESH_METRICS_ONES);
+    letter = (x + 0x1f * NGX_HTTP_MESH_METRICS_ONES)
+             & ~(x + 0x19 * NGX_HTTP_MESH_METRICS_ONES);
+
+    /*
+     * a digit's value is its low four bits, a letter's those plus 9:
+     * letters, unlike digits, have bit 6 set
+     */
+
+    v = (x & 0x0f * NGX_HTTP_MESH_METRICS_ONES)
+        + ((x >> 6) & NGX_HTTP_MESH_METRICS_ONES) * 9;
+
+    /* pairs of digits into bytes, then the four bytes together */
+
+    v = ((v & 0x000f000f000f000fULL) << 4)
+        | ((v >> 8) & 0x000f000f000f000fULL);
+    v = (v | (v >> 8)) & 0x0000ffff0000ffffULL;
+    v |= v >> 16;
+
+    dst[0] = (u_char) v;
+    dst[1] = (u_char) (v >> 8);
+    dst[2] = (u_char) (v >> 16);
+    dst[3] = (u_char) (v >> 24);
+
+    return (x & NGX_HTTP_MESH_METRICS_HIGH)
+           | (~(digit | letter) & NGX_HTTP_MESH_METRICS_HIGH);
+
+#undef NGX_HTTP_MESH_METRICS_ONES
+#undef NGX_HTTP_MESH_METRICS_HIGH
+}
+
+
+/*
+ * Ids from a per-worker xoshiro256** generator, seeded from OpenSSL's
+ * CSPRNG (getrandom()) in each process that draws: a worker forked from
+ * a process that had drawn reseeds (the pid changed), so no two workers,
+ * nor the workers after a reload, share a sequence.  W3C trace context
+ * asks ids to be unique and random, not secret (OpenTelemetry SDKs use
+ * such generators too); a CSPRNG per id cost a tenth of a proxied
+ * request's time in user space.  Ids are 8 or 16 bytes; no eight-byte
+ * word of one is zero, so no id is all zero.
+ */
+
+static ngx_inline void
 ngx_http_mesh_metrics_random(u_char *buf, size_t len)
 {
-    static u_char      pool[4096];
-    static size_t      left;
-    static ngx_pid_t   owner;
+    uint64_t  v;
 
-    ngx_uint_t  i, zero;
-
-    for ( ;; ) {
-        if (left < len || owner != ngx_pid) {
-            if (RAND_bytes(pool, sizeof(pool)) != 1) {
-                ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
-                              "RAND_bytes() failed");
-                (void) ngx_random();
-                for (i = 0; i < sizeof(pool); i++) {
-                    pool[i] = (u_char) ngx_random();
-                }
-            }
-
-            left = sizeof(pool);
-            owner = ngx_pid;
-        }
-
-        ngx_memcpy(buf, pool + sizeof(pool) - left, len);
-        left -= len;
-
-        zero = 1;
-
-        for (i = 0; i < len; i++) {
-            if (buf[i]) {
-                zero = 0;
-                break;
-            }
-        }
-
-        if (!zero) {
-            return;
-        }
+    if (ngx_http_mesh_metrics_rng_pid != ngx_pid) {
+        ngx_http_mesh_metrics_trace_seed();
     }
+
+    do {
+        v = ngx_http_mesh_metrics_next();
+    } while (v == 0);
+
+    ngx_http_mesh_metrics_put64(buf, v);
+
+    if (len == 16) {
+        do {
+            v = ngx_http_mesh_metrics_next();
+        } while (v == 0);
+
+        ngx_http_mesh_metrics_put64(buf + 8, v);
+    }
+}
+
+
+/*
+ * Seeds this process's generator: at a worker's start, and at a draw in a
+ * process whose pid is not the one that seeded (a fork since).
+ */
+
+void
+ngx_http_mesh_metrics_trace_seed(void)
+{
+    uint64_t  *s;
+
+    s = ngx_http_mesh_metrics_rng;
+
+    if (RAND_bytes((u_char *) s, 4 * sizeof(uint64_t)) != 1) {
+        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
+                      "RAND_bytes() failed, trace ids seeded from time");
+
+        s[0] ^= (uint64_t) ngx_random() << 32 ^ (uint64_t) ngx_random();
+        s[1] ^= (uint64_t) ngx_pid << 32 ^ (uint64_t) ngx_time();
+        s[2] ^= (uint64_t) ngx_current_msec;
+        s[3] ^= (uint64_t) (uintptr_t) ngx_cycle;
+    }
+
+    /* the one state the generator must not have */
+
+    if ((s[0] | s[1] | s[2] | s[3]) == 0) {
+        s[0] = 0x9e3779b97f4a7c15ULL;
+    }
+
+    ngx_http_mesh_metrics_rng_pid = ngx_pid;
+}
+
+
+/* xoshiro256** (Blackman and Vigna) */
+
+static ngx_inline uint64_t
+ngx_http_mesh_metrics_next(void)
+{
+    uint64_t  *s, r, t;
+
+    s = ngx_http_mesh_metrics_rng;
+
+    r = s[1] * 5;
+    r = ((r << 7) | (r >> 57)) * 9;
+    t = s[1] << 17;
+
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = (s[3] << 45) | (s[3] >> 19);
+
+    return r;
+}
+
+
+/* 8 or 16 bytes all zero: a word at a time */
+
+static ngx_inline ngx_uint_t
+ngx_http_mesh_metrics_is_zero(u_char *p, size_t len)
+{
+    uint64_t  a, b;
+
+    ngx_memcpy(&a, p, 8);
+    b = 0;
+
+    if (len == 16) {
+        ngx_memcpy(&b, p + 8, 8);
+    }
+
+    return (a | b) == 0;
 }
 
 
@@ -532,21 +661,67 @@ ngx_http_mesh_metrics_traceparent(u_char *p,
 }
 
 
-static u_char *
+static ngx_inline u_char *
 ngx_http_mesh_metrics_hex_dump(u_char *dst, u_char *src, size_t len)
 {
-    u_char  c;
+    /* a byte's two digits at once */
 
-    static const u_char  hex[] = "0123456789abcdef";
+    static const u_char  hex[] =
+        "000102030405060708090a0b0c0d0e0f"
+        "101112131415161718191a1b1c1d1e1f"
+        "202122232425262728292a2b2c2d2e2f"
+        "303132333435363738393a3b3c3d3e3f"
+        "404142434445464748494a4b4c4d4e4f"
+        "505152535455565758595a5b5c5d5e5f"
+        "606162636465666768696a6b6c6d6e6f"
+        "707172737475767778797a7b7c7d7e7f"
+        "808182838485868788898a8b8c8d8e8f"
+        "909192939495969798999a9b9c9d9e9f"
+        "a0a1a2a3a4a5a6a7a8a9aaabacadaeaf"
+        "b0b1b2b3b4b5b6b7b8b9babbbcbdbebf"
+        "c0c1c2c3c4c5c6c7c8c9cacbcccdcecf"
+        "d0d1d2d3d4d5d6d7d8d9dadbdcdddedf"
+        "e0e1e2e3e4e5e6e7e8e9eaebecedeeef"
+        "f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff";
+
+    for ( /* void */ ; len >= 4; len -= 4, src += 4, dst += 8) {
+        ngx_http_mesh_metrics_hex_dump4(dst, src);
+    }
 
     while (len--) {
-        c = *src++;
-        dst[0] = hex[c >> 4];
-        dst[1] = hex[c & 0xf];
+        ngx_memcpy(dst, &hex[2 * *src++], 2);
         dst += 2;
     }
 
     return dst;
+}
+
+
+/*
+ * Four bytes into eight lowercase hex digits in a word: each byte spread
+ * to two, its high then its low four bits, then '0' added to each, and
+ * 'a' - '0' - 10 more to those of 10 and above (a carry into bit 4 of
+ * the digit plus 6 tells which)
+ */
+
+static ngx_inline void
+ngx_http_mesh_metrics_hex_dump4(u_char *dst, u_char *src)
+{
+    uint64_t  x, n, m;
+
+    x = (uint64_t) src[0] | (uint64_t) src[1] << 8
+        | (uint64_t) src[2] << 16 | (uint64_t) src[3] << 24;
+
+    x = (x | x << 16) & 0x0000ffff0000ffffULL;
+    x = (x | x << 8) & 0x00ff00ff00ff00ffULL;
+
+    n = ((x >> 4) & 0x000f000f000f000fULL)
+        | ((x & 0x000f000f000f000fULL) << 8);
+
+    m = ((n + 0x0606060606060606ULL) >> 4) & 0x0101010101010101ULL;
+    n += 0x3030303030303030ULL + m * 0x27;
+
+    ngx_http_mesh_metrics_put64(dst, n);
 }
 
 
@@ -561,6 +736,7 @@ static ngx_uint_t
 ngx_http_mesh_metrics_is_name(ngx_table_elt_t *h, ngx_str_t *name)
 {
     size_t      i;
+    uint64_t    a, b, c, d;
     ngx_str_t  *key;
 
     key = &h->key;
@@ -570,7 +746,15 @@ ngx_http_mesh_metrics_is_name(ngx_table_elt_t *h, ngx_str_t *name)
     }
 
     if (h->lowcase_key) {
-        return ngx_memcmp(h->lowcase_key, name->data, name->len) == 0;
+
+        /* our names are 8 to 16 bytes long: two words, overlapping */
+
+        ngx_memcpy(&a, h->lowcase_key, 8);
+        ngx_memcpy(&b, name->data, 8);
+        ngx_memcpy(&c, h->lowcase_key + name->len - 8, 8);
+        ngx_memcpy(&d, name->data + name->len - 8, 8);
+
+        return ((a ^ b) | (c ^ d)) == 0;
     }
 
     for (i = 0; i < name->len; i++) {
@@ -1226,7 +1410,9 @@ ngx_http_mesh_metrics_find_parent(ngx_buf_t *b,
             return NULL;
         }
 
-        if ((size_t) (last - p) > n + 16 && ngx_memcmp(p, line, n) == 0) {
+        if (*p == 't' && (size_t) (last - p) > n + 16
+            && ngx_memcmp(p, line, n) == 0)
+        {
             return p + n;
         }
     }
