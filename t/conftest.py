@@ -14,7 +14,7 @@
     auth_server -- an RFC 7662 introspection endpoint (auth_key_util)
 
 Each test module must leave no child process and no server thread behind
-(_module_leaves_nothing): see leftovers().
+(checked after its last test: see leftovers()).
 
 Config templates use {{name}} placeholders: see harness.py.
 """
@@ -260,13 +260,19 @@ def leftovers(timeout=1.0):
         time.sleep(0.05)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _module_leaves_nothing():
-    """Fails the module's last test when the module leaves a child process
-    (redis-server, nginx...) or a server thread behind: a later module
-    would meet it (a stopped server whose accept() went on took a later
-    module's connections).  Leftover processes are killed."""
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    """After the last test of a module, once the module's fixtures are
+    torn down (a module-scoped autouse fixture may be finished before
+    them): fails that test's teardown when the module left a child
+    process (redis-server, nginx...) or a server thread behind, for a
+    later module would meet it (the accept() of a stopped server went on
+    and took a later module's connections).  Leftover processes are
+    killed."""
     yield
+    if nextitem is not None and getattr(nextitem, "module", None) \
+            is getattr(item, "module", None):
+        return
     kids, threads = leftovers()
     for pid in kids:
         try:
