@@ -166,14 +166,15 @@ def close_listener(sock, thread=None):
 
     close() alone does not wake the accept(): the socket goes on listening
     and the thread stays blocked.  Worse, when a signal interrupts the
-    blocked accept() (a SIGCHLD of a child that exits while another is
-    spawned: CPython blocks signals in the spawning thread, so the kernel
-    picks the accepting one), the kernel restarts it with the same fd
-    number, by then the number of a socket opened later: the stopped
-    server steals a connection of a later test's server (a Redis reply
-    bomb answered a mesh_metrics backend's request).  shutdown() wakes
-    the accept(), the join waits until the thread has left it, and only
-    then is the number freed."""
+    blocked accept(), the kernel restarts it with the same fd number, by
+    then the number of a socket opened later: the stopped server steals a
+    connection of a later test's server (a Redis reply bomb answered a
+    mesh_metrics backend's request).  Such a signal: the SIGCHLD of a
+    child that exits at once (`gcc -print-file-name` of sanitizer_env())
+    while CPython, spawning it, still blocks signals in the main thread,
+    so that the kernel hands it to another thread.  shutdown() wakes the
+    accept(), the join waits until the thread has left it, and only then
+    is the number freed."""
     try:
         sock.shutdown(socket.SHUT_RDWR)
     except OSError:
