@@ -13,17 +13,26 @@
                   Redis: (nginx, users, orders, redis)
     auth_server -- an RFC 7662 introspection endpoint (auth_key_util)
 
+Each test module must leave no child process and no server thread behind
+(checked after its last test: see leftovers()).
+
 Config templates use {{name}} placeholders: see harness.py.
 """
 
 import os
 import re
 import shutil
+import signal
+import socket
+import socketserver
+import sys
+import threading
+import time
 
 import pytest
 
 from auth_key_util import AuthServer
-from harness import BUILD, TOP, Backend, Nginx, PKI, Redis
+from harness import BUILD, SLOW, TOP, Backend, Nginx, PKI, Redis
 
 
 class NginxFactory:
@@ -189,3 +198,88 @@ def auth_server():
     s = AuthServer()
     yield s
     s.stop()
+
+
+def _children():
+    """{pid: command line} of this process's live (not zombie) children."""
+    out = {}
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open("/proc/self/task/%s/children" % task) as f:
+                pids = f.read().split()
+        except OSError:
+            continue
+        for pid in pids:
+            try:
+                with open("/proc/%s/stat" % pid) as f:
+                    stat = f.read()
+                with open("/proc/%s/cmdline" % pid, "rb") as f:
+                    cmd = f.read().replace(b"\0", b" ").decode(
+                        errors="replace").strip()
+            except OSError:
+                continue
+            if stat[stat.rfind(")") + 2] != "Z":
+                out[int(pid)] = cmd
+    return out
+
+
+def _server_threads():
+    """(thread name, what) of the threads that serve a socket: blocked in
+    socket.accept() (on a closed socket: the kernel may restart that
+    accept() on a later socket given the same fd number, see
+    harness.close_listener) or running a socketserver."""
+    accept = socket.socket.accept.__code__
+    serve = socketserver.BaseServer.serve_forever.__code__
+    frames = sys._current_frames()
+    out = []
+    for t in threading.enumerate():
+        f = frames.get(t.ident)
+        while f is not None:
+            if f.f_code is accept:
+                sock = f.f_locals.get("self")
+                closed = getattr(sock, "fileno", lambda: 0)() == -1
+                out.append((t.name, "blocked in accept() on a closed socket"
+                            if closed else "blocked in accept()"))
+                break
+            if f.f_code is serve:
+                out.append((t.name, "running a socketserver"))
+                break
+            f = f.f_back
+    return out
+
+
+def leftovers(timeout=1.0):
+    """What is still running that a test module started: child processes
+    and server threads.  Waits up to timeout (scaled by SLOW) for what is
+    on its way out."""
+    deadline = time.monotonic() + timeout * SLOW
+    while True:
+        kids, threads = _children(), _server_threads()
+        if not (kids or threads) or time.monotonic() > deadline:
+            return kids, threads
+        time.sleep(0.05)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    """After the last test of a module, once the module's fixtures are
+    torn down (a module-scoped autouse fixture may be finished before
+    them): fails that test's teardown when the module left a child
+    process (redis-server, nginx...) or a server thread behind, for a
+    later module would meet it (the accept() of a stopped server went on
+    and took a later module's connections).  Leftover processes are
+    killed."""
+    yield
+    if nextitem is not None and getattr(nextitem, "module", None) \
+            is getattr(item, "module", None):
+        return
+    kids, threads = leftovers()
+    for pid in kids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    if kids or threads:
+        pytest.fail("the test module left behind:\n" + "\n".join(
+            ["process %d: %s" % kv for kv in sorted(kids.items())]
+            + ["thread %s: %s" % t for t in threads]))

@@ -9,6 +9,7 @@ Everything listens on 127.0.0.1 on ports picked free at run time.
     Backend    -- a scripted HTTP/1.1 backend (Resp: one scripted answer)
     PKI        -- a throwaway CA issuing server/client/SPIFFE certificates
     helpers    -- free_port, wait_for, port_open, recv_all, module_path,
+                  close_listener,
                   require_module, sanitizer_env, sanitizer_problems, BAD_LOG,
                   serve_in_thread, SLOW, turn (a test's turn on an nginx
                   that a module's tests share)
@@ -158,6 +159,29 @@ def serve_in_thread(server):
                          kwargs={"poll_interval": POLL_INTERVAL}, daemon=True)
     t.start()
     return t
+
+
+def close_listener(sock, thread=None):
+    """Closes a listening socket that `thread` waits on in accept().
+
+    close() alone does not wake the accept(): the socket goes on listening
+    and the thread stays blocked.  Worse, when a signal interrupts the
+    blocked accept(), the kernel restarts it with the same fd number, by
+    then the number of a socket opened later: the stopped server steals a
+    connection of a later test's server (a Redis reply bomb answered a
+    mesh_metrics backend's request).  Such a signal: the SIGCHLD of a
+    child that exits at once (`gcc -print-file-name` of sanitizer_env())
+    while CPython, spawning it, still blocks signals in the main thread,
+    so that the kernel hands it to another thread.  shutdown() wakes the
+    accept(), the join waits until the thread has left it, and only then
+    is the number freed."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    if thread is not None and thread is not threading.current_thread():
+        thread.join(5)
+    sock.close()
 
 
 def port_open(port, host="127.0.0.1"):
@@ -625,6 +649,10 @@ class Backend:
             request_queue_size = 256
 
         self.server = Server(("127.0.0.1", self.port), Handler)
+        # serve_forever() accepts once select() says a connection waits:
+        # should another thread take it first, a blocking accept() would
+        # wait forever and stop() with it
+        self.server.socket.setblocking(False)
         self.thread = serve_in_thread(self.server)
 
     @property

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from harness import REDIS, Redis, free_port, wait_for
+from harness import REDIS, Redis, close_listener, free_port, wait_for
 
 SENTINEL = shutil.which("redis-sentinel")
 MASTER = "mymaster"
@@ -115,17 +115,6 @@ class Sentinel:
             self.proc.wait(10)
 
 
-def close_listener(sock):
-    """Closes a listening socket that a thread waits on in accept(): a
-    close() alone leaves the socket listening (the accept() holds it) and
-    the next test's connections may reach it."""
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-    sock.close()
-
-
 class Listener:
     """A server on a free port of 127.0.0.1 that serves each connection in
     a thread of its own with self._serve(c) (or, in the accepting thread,
@@ -139,7 +128,8 @@ class Listener:
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(backlog)
         self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
 
     def _accept(self):
         while True:
@@ -153,7 +143,7 @@ class Listener:
         threading.Thread(target=self._serve, args=(c,), daemon=True).start()
 
     def stop(self):
-        close_listener(self.sock)
+        close_listener(self.sock, self.thread)
 
 
 class FakeSentinel(Listener):

@@ -20,7 +20,7 @@ import time
 import pytest
 import requests
 
-from harness import BUILD, TOP, free_port, require_module
+from harness import BUILD, TOP, close_listener, free_port, require_module
 
 require_module("rate_limit")
 require_module("auth_key")
@@ -48,7 +48,8 @@ class HostileRedis:
         self.sock.bind(("127.0.0.1", self.port))
         self.sock.listen(16)
         self.stopped = False
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
 
     def _accept(self):
         while not self.stopped:
@@ -82,7 +83,7 @@ class HostileRedis:
 
     def stop(self):
         self.stopped = True
-        self.sock.close()
+        close_listener(self.sock, self.thread)
 
 
 @pytest.fixture

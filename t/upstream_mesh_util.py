@@ -6,7 +6,8 @@ import time
 
 import requests
 
-from harness import Resp, free_port, require_module, wait_for
+from harness import (Resp, close_listener, free_port, require_module,
+                     wait_for)
 
 require_module("upstream_mesh")
 
@@ -180,7 +181,8 @@ class Trickle:
         self.port = self.sock.getsockname()[1]
         self.gap, self.total, self.count = gap, total, 0
         self.running = True
-        threading.Thread(target=self.serve, daemon=True).start()
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
 
     def serve(self):
         while self.running:
@@ -206,15 +208,8 @@ class Trickle:
             c.close()
 
     def stop(self):
-        import socket
         self.running = False
-        try:
-            # wakes the accept() of serve(): a close() alone leaves the
-            # socket listening (and answering) for later tests
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.sock.close()
+        close_listener(self.sock, self.thread)
 
 
 class Hang:
@@ -231,7 +226,8 @@ class Hang:
         self.count = 0
         self.conns = []
         self.running = True
-        threading.Thread(target=self.serve, daemon=True).start()
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
 
     def serve(self):
         while self.running:
@@ -243,12 +239,7 @@ class Hang:
             self.conns.append(c)
 
     def stop(self):
-        import socket
         self.running = False
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.sock.close()
+        close_listener(self.sock, self.thread)
         for c in self.conns:
             c.close()
