@@ -14,9 +14,10 @@
  * OTLP/HTTP export of spans, protobuf-encoded by hand (the messages are
  * small and fixed: no library, no allocation per span).  Each worker
  * keeps the spans it finished in one buffer of bounded size; a batch
- * leaves when it holds "batch" spans or at every "interval", over a new
+ * leaves when it holds "batch" spans or at every "interval", over a
  * non-blocking connection to the collector with timeouts, while the next
- * batch fills.  A span that finds the buffer full is dropped and counted;
+ * batch fills.  The connection is kept alive between exports (see
+ * ngx_http_mesh_metrics_otlp_idle()).  A span that finds the buffer full is dropped and counted;
  * a failed export is logged and counted, and the next one waits for a
  * backoff that doubles up to a minute.  Requests never wait for any of it,
  * and while the buffer is full (or, after a failure, holds a batch) they
@@ -29,6 +30,17 @@
 #define NGX_HTTP_MESH_METRICS_OTLP_TIMEOUT     5000
 #define NGX_HTTP_MESH_METRICS_OTLP_BACKOFF_MAX 60000
 #define NGX_HTTP_MESH_METRICS_OTLP_ATTEMPTS    32
+
+/*
+ * a kept-alive connection: idle for 30s at most, less than collectors
+ * keep theirs (Go servers such as the OpenTelemetry Collector: none or
+ * minutes), and reused only after an answer read whole, its head bounded
+ * and its body short
+ */
+
+#define NGX_HTTP_MESH_METRICS_OTLP_IDLE        30000
+#define NGX_HTTP_MESH_METRICS_OTLP_HEAD        4096
+#define NGX_HTTP_MESH_METRICS_OTLP_BODY        65536
 
 /* protobuf wire types */
 #define NGX_HTTP_MESH_METRICS_PB_VARINT        0
@@ -110,7 +122,16 @@ typedef struct {
     unsigned                        busy:1;
     unsigned                        full:1;       /* until a flush */
 
-    u_char                          reply[64];
+    /* the connection: reused for this export, kept for the next one */
+
+    unsigned                        reused:1;
+    unsigned                        keep:1;
+    unsigned                        in_body:1;
+
+    u_char                         *start;       /* the request, to resend */
+    size_t                          body_left;
+
+    u_char                          reply[NGX_HTTP_MESH_METRICS_OTLP_HEAD];
     size_t                          reply_len;
 } ngx_http_mesh_metrics_otlp_state_t;
 
@@ -126,6 +147,24 @@ static void ngx_http_mesh_metrics_otlp_connect(
     ngx_http_mesh_metrics_otlp_state_t *st);
 static void ngx_http_mesh_metrics_otlp_write_handler(ngx_event_t *wev);
 static void ngx_http_mesh_metrics_otlp_read_handler(ngx_event_t *rev);
+static void ngx_http_mesh_metrics_otlp_answer(
+    ngx_http_mesh_metrics_otlp_state_t *st, u_char *end);
+static ngx_int_t ngx_http_mesh_metrics_otlp_head(
+    ngx_http_mesh_metrics_otlp_state_t *st, u_char *end);
+static void ngx_http_mesh_metrics_otlp_header(
+    ngx_http_mesh_metrics_otlp_state_t *st, u_char *p, u_char *last,
+    off_t *length);
+static void ngx_http_mesh_metrics_otlp_body(
+    ngx_http_mesh_metrics_otlp_state_t *st);
+static ngx_uint_t ngx_http_mesh_metrics_otlp_retry(
+    ngx_http_mesh_metrics_otlp_state_t *st);
+static void ngx_http_mesh_metrics_otlp_reuse(
+    ngx_http_mesh_metrics_otlp_state_t *st);
+static void ngx_http_mesh_metrics_otlp_idle(
+    ngx_http_mesh_metrics_otlp_state_t *st);
+static void ngx_http_mesh_metrics_otlp_idle_handler(ngx_event_t *rev);
+static void ngx_http_mesh_metrics_otlp_close(
+    ngx_http_mesh_metrics_otlp_state_t *st);
 static void ngx_http_mesh_metrics_otlp_sent_handler(ngx_event_t *wev);
 static void ngx_http_mesh_metrics_otlp_done(
     ngx_http_mesh_metrics_otlp_state_t *st, char *error);
@@ -219,9 +258,10 @@ ngx_http_mesh_metrics_otlp_init_process(ngx_cycle_t *cycle,
 
 
 /*
- * A worker that exits does not wait for an export in flight (its timers
- * are cancelable); its connection is closed here, before nginx looks for
- * sockets left open.  Spans not yet sent are lost with the worker.
+ * A worker that exits does not wait for an export in flight nor for an
+ * idle connection (their timers are cancelable); the connection is closed
+ * here, before nginx looks for sockets left open.  Spans not yet sent are
+ * lost with the worker.
  */
 
 void
@@ -528,7 +568,15 @@ ngx_http_mesh_metrics_otlp_flush(ngx_http_mesh_metrics_otlp_state_t *st)
     st->len = 0;
     st->full = 0;
     st->reply_len = 0;
+    st->in_body = 0;
+    st->keep = 0;
     st->busy = 1;
+    st->start = st->pos;
+
+    if (st->pc.connection) {
+        ngx_http_mesh_metrics_otlp_reuse(st);
+        return;
+    }
 
     ngx_http_mesh_metrics_otlp_connect(st);
 }
@@ -565,8 +613,7 @@ ngx_http_mesh_metrics_otlp_encode(ngx_http_mesh_metrics_otlp_state_t *st)
                     "POST %V HTTP/1.1" CRLF
                     "Host: %V" CRLF
                     "Content-Type: application/x-protobuf" CRLF
-                    "Content-Length: %uz" CRLF
-                    "Connection: close" CRLF CRLF,
+                    "Content-Length: %uz" CRLF CRLF,
                     &conf->uri, &conf->host, total);
 
     *p++ = ngx_http_mesh_metrics_pb_tag(1, NGX_HTTP_MESH_METRICS_PB_LEN);
@@ -604,6 +651,8 @@ ngx_http_mesh_metrics_otlp_connect(ngx_http_mesh_metrics_otlp_state_t *st)
     ngx_connection_t  *c;
 
     ngx_memzero(&st->pc, sizeof(ngx_peer_connection_t));
+
+    st->reused = 0;
 
     st->pc.sockaddr = st->conf->addr.sockaddr;
     st->pc.socklen = st->conf->addr.socklen;
@@ -661,7 +710,10 @@ ngx_http_mesh_metrics_otlp_write_handler(ngx_event_t *wev)
         n = c->send(c, st->pos, st->last - st->pos);
 
         if (n == NGX_ERROR) {
-            ngx_http_mesh_metrics_otlp_done(st, "send failed");
+            if (!ngx_http_mesh_metrics_otlp_retry(st)) {
+                ngx_http_mesh_metrics_otlp_done(st, "send failed");
+            }
+
             return;
         }
 
@@ -706,13 +758,17 @@ ngx_http_mesh_metrics_otlp_sent_handler(ngx_event_t *wev)
 }
 
 
-/* only the status line of the answer matters: "HTTP/1.1 200 ..." */
+/*
+ * The answer: a head of at most NGX_HTTP_MESH_METRICS_OTLP_HEAD bytes,
+ * "HTTP/1.1 200 ..." and headers, then a body that is read and skipped
+ * when the connection is to carry the next export.
+ */
 
 static void
 ngx_http_mesh_metrics_otlp_read_handler(ngx_event_t *rev)
 {
+    u_char                              *end, *from;
     ssize_t                              n;
-    ngx_uint_t                           status;
     ngx_connection_t                    *c;
     ngx_http_mesh_metrics_otlp_state_t  *st;
 
@@ -720,17 +776,45 @@ ngx_http_mesh_metrics_otlp_read_handler(ngx_event_t *rev)
     st = c->data;
 
     if (rev->timedout) {
-        ngx_http_mesh_metrics_otlp_done(st, "timed out");
+        st->keep = 0;
+        ngx_http_mesh_metrics_otlp_done(st, st->in_body ? NULL : "timed out");
         return;
     }
 
     if (st->pos < st->last) {
-        /* the collector spoke before it read the request */
+
+        /*
+         * the collector spoke before it read the request; on a reused
+         * connection, that is mostly its close of the idle connection
+         */
+
+        if (st->reused) {
+            n = c->recv(c, st->reply, 1);
+
+            if (n == NGX_AGAIN) {
+                return;
+            }
+
+            if (n <= 0 && ngx_http_mesh_metrics_otlp_retry(st)) {
+                return;
+            }
+        }
+
         ngx_http_mesh_metrics_otlp_done(st, "early answer");
         return;
     }
 
+    if (st->in_body) {
+        ngx_http_mesh_metrics_otlp_body(st);
+        return;
+    }
+
     for ( ;; ) {
+        if (st->reply_len == sizeof(st->reply)) {
+            ngx_http_mesh_metrics_otlp_done(st, "answer head too long");
+            return;
+        }
+
         n = c->recv(c, st->reply + st->reply_len,
                     sizeof(st->reply) - st->reply_len);
 
@@ -746,22 +830,48 @@ ngx_http_mesh_metrics_otlp_read_handler(ngx_event_t *rev)
             break;
         }
 
+        /* the empty line that ends the head may straddle two reads */
+
+        from = st->reply + (st->reply_len > 3 ? st->reply_len - 3 : 0);
         st->reply_len += n;
 
-        if (st->reply_len >= 12 || st->reply_len == sizeof(st->reply)) {
-            break;
+        end = ngx_strlcasestrn(from, st->reply + st->reply_len,
+                               (u_char *) CRLF CRLF, 4 - 1);
+
+        if (end) {
+            ngx_http_mesh_metrics_otlp_answer(st, end + 4);
+            return;
         }
     }
 
-    if (st->reply_len < 12
-        || ngx_strncmp(st->reply, "HTTP/1.", 7) != 0
-        || st->reply[8] != ' ')
-    {
-        ngx_http_mesh_metrics_otlp_done(st, "no HTTP answer");
+    /*
+     * the collector closed: before any answer, on a connection it may
+     * have closed as idle, the batch goes again; a status line, as before
+     * keep-alive, still says how the export went
+     */
+
+    if (st->reply_len == 0 && ngx_http_mesh_metrics_otlp_retry(st)) {
         return;
     }
 
-    status = ngx_atoi(st->reply + 9, 3);
+    ngx_http_mesh_metrics_otlp_answer(st, NULL);
+}
+
+
+/* a whole head (end after its empty line) or what came of one (NULL) */
+
+static void
+ngx_http_mesh_metrics_otlp_answer(ngx_http_mesh_metrics_otlp_state_t *st,
+    u_char *end)
+{
+    ngx_int_t  status;
+
+    status = ngx_http_mesh_metrics_otlp_head(st, end);
+
+    if (status == NGX_ERROR) {
+        ngx_http_mesh_metrics_otlp_done(st, "no HTTP answer");
+        return;
+    }
 
     if (status < 200 || status > 299) {
         ngx_http_mesh_metrics_otlp_done(st, "status not 2xx");
@@ -770,12 +880,298 @@ ngx_http_mesh_metrics_otlp_read_handler(ngx_event_t *rev)
 
     /* a partial success (rejected spans in the answer) counts as sent */
 
+    if (st->keep && st->body_left) {
+        st->in_body = 1;
+        ngx_http_mesh_metrics_otlp_body(st);
+        return;
+    }
+
     ngx_http_mesh_metrics_otlp_done(st, NULL);
 }
 
 
 /*
- * The end of an export: the connection goes; a failure is counted, logged
+ * The status, and whether the connection may carry the next export: an
+ * HTTP/1.1 answer with a Content-Length up to a bound, no
+ * Transfer-Encoding, no "Connection: close", and nothing after its body.
+ */
+
+static ngx_int_t
+ngx_http_mesh_metrics_otlp_head(ngx_http_mesh_metrics_otlp_state_t *st,
+    u_char *end)
+{
+    u_char     *p, *eol;
+    off_t       length;
+    ngx_int_t   status;
+
+    st->keep = 0;
+
+    if (st->reply_len < 12
+        || ngx_strncmp(st->reply, "HTTP/1.", 7) != 0
+        || st->reply[8] != ' ')
+    {
+        return NGX_ERROR;
+    }
+
+    status = ngx_atoi(st->reply + 9, 3);
+
+    if (status == NGX_ERROR || end == NULL) {
+        return status;
+    }
+
+    /* 204 and 304 have no body; any other one says its length */
+
+    length = (status == 204 || status == 304) ? 0 : -1;
+    st->keep = (st->reply[7] == '1');
+
+    p = ngx_strlchr(st->reply, end, LF) + 1;
+
+    while (p < end - 2) {
+        eol = ngx_strlchr(p, end, LF);
+        ngx_http_mesh_metrics_otlp_header(st, p, eol, &length);
+        p = eol + 1;
+    }
+
+    if (length < 0 || length < (off_t) (st->reply + st->reply_len - end)) {
+        st->keep = 0;
+        return status;
+    }
+
+    st->body_left = length - (st->reply + st->reply_len - end);
+
+    return status;
+}
+
+
+/* one header line, from p to its LF at last */
+
+static void
+ngx_http_mesh_metrics_otlp_header(ngx_http_mesh_metrics_otlp_state_t *st,
+    u_char *p, u_char *last, off_t *length)
+{
+    u_char     *colon;
+    size_t      len;
+    ngx_int_t   n;
+
+    if (last > p && last[-1] == CR) {
+        last--;
+    }
+
+    colon = ngx_strlchr(p, last, ':');
+
+    if (colon == NULL) {
+        st->keep = 0;
+        return;
+    }
+
+    len = colon - p;
+
+    for (colon++; colon < last && (*colon == ' ' || *colon == '\t'); colon++)
+    {
+        /* void */
+    }
+
+    while (last > colon && (last[-1] == ' ' || last[-1] == '\t')) {
+        last--;
+    }
+
+    if (len == sizeof("Content-Length") - 1
+        && ngx_strncasecmp(p, (u_char *) "Content-Length", len) == 0)
+    {
+        n = ngx_atoi(colon, last - colon);
+
+        if (n == NGX_ERROR || n > NGX_HTTP_MESH_METRICS_OTLP_BODY
+            || (*length >= 0 && *length != n))
+        {
+            st->keep = 0;
+            return;
+        }
+
+        *length = n;
+        return;
+    }
+
+    if (len == sizeof("Transfer-Encoding") - 1
+        && ngx_strncasecmp(p, (u_char *) "Transfer-Encoding", len) == 0)
+    {
+        st->keep = 0;
+        return;
+    }
+
+    if (len == sizeof("Connection") - 1
+        && ngx_strncasecmp(p, (u_char *) "Connection", len) == 0
+        && last - colon >= 5
+        && ngx_strlcasestrn(colon, last, (u_char *) "close", 5 - 1))
+    {
+        st->keep = 0;
+    }
+}
+
+
+/*
+ * The body of a 2xx answer, read and skipped: the export went through
+ * whatever happens now, and a connection that fails here is not kept.
+ */
+
+static void
+ngx_http_mesh_metrics_otlp_body(ngx_http_mesh_metrics_otlp_state_t *st)
+{
+    ssize_t            n;
+    ngx_connection_t  *c;
+
+    c = st->pc.connection;
+
+    while (st->body_left) {
+        n = c->recv(c, st->reply, ngx_min(st->body_left, sizeof(st->reply)));
+
+        if (n == NGX_AGAIN) {
+            if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
+                break;
+            }
+
+            return;
+        }
+
+        if (n == NGX_ERROR || n == 0) {
+            break;
+        }
+
+        st->body_left -= n;
+    }
+
+    st->keep = (st->body_left == 0);
+
+    ngx_http_mesh_metrics_otlp_done(st, NULL);
+}
+
+
+/*
+ * A reused connection that fails before any answer came: the collector
+ * closed it as idle while the request left.  The batch goes again at once
+ * on a new connection, once (a new connection is never retried).
+ */
+
+static ngx_uint_t
+ngx_http_mesh_metrics_otlp_retry(ngx_http_mesh_metrics_otlp_state_t *st)
+{
+    if (!st->reused || st->reply_len || st->in_body) {
+        return 0;
+    }
+
+    ngx_log_debug0(NGX_LOG_DEBUG_EVENT, ngx_cycle->log, 0,
+                   "mesh_trace_export: kept connection closed, resending");
+
+    ngx_http_mesh_metrics_otlp_close(st);
+
+    st->pos = st->start;
+
+    ngx_http_mesh_metrics_otlp_connect(st);
+
+    return 1;
+}
+
+
+/* the next export on the kept connection */
+
+static void
+ngx_http_mesh_metrics_otlp_reuse(ngx_http_mesh_metrics_otlp_state_t *st)
+{
+    ngx_connection_t  *c;
+
+    c = st->pc.connection;
+
+    st->reused = 1;
+
+    if (c->read->timer_set) {
+        ngx_del_timer(c->read);
+    }
+
+    c->read->timedout = 0;
+    c->write->timedout = 0;
+    c->read->handler = ngx_http_mesh_metrics_otlp_read_handler;
+    c->write->handler = ngx_http_mesh_metrics_otlp_write_handler;
+
+    ngx_add_timer(c->write, NGX_HTTP_MESH_METRICS_OTLP_TIMEOUT);
+
+    ngx_http_mesh_metrics_otlp_write_handler(c->write);
+}
+
+
+/*
+ * An idle connection waits for the next export: the collector's close,
+ * any byte from it, or the idle timeout ends it.
+ */
+
+static void
+ngx_http_mesh_metrics_otlp_idle(ngx_http_mesh_metrics_otlp_state_t *st)
+{
+    ngx_connection_t  *c;
+
+    c = st->pc.connection;
+
+    if (c->write->timer_set) {
+        ngx_del_timer(c->write);
+    }
+
+    if (c->read->timer_set) {
+        ngx_del_timer(c->read);
+    }
+
+    c->read->handler = ngx_http_mesh_metrics_otlp_idle_handler;
+    c->write->handler = ngx_http_mesh_metrics_otlp_sent_handler;
+
+    ngx_add_timer(c->read, NGX_HTTP_MESH_METRICS_OTLP_IDLE);
+
+    if (c->read->ready) {
+        ngx_http_mesh_metrics_otlp_idle_handler(c->read);
+        return;
+    }
+
+    if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
+        ngx_http_mesh_metrics_otlp_close(st);
+    }
+}
+
+
+static void
+ngx_http_mesh_metrics_otlp_idle_handler(ngx_event_t *rev)
+{
+    u_char                               byte;
+    ssize_t                              n;
+    ngx_connection_t                    *c;
+    ngx_http_mesh_metrics_otlp_state_t  *st;
+
+    c = rev->data;
+    st = c->data;
+
+    if (!rev->timedout) {
+        n = c->recv(c, &byte, 1);
+
+        if (n == NGX_AGAIN && ngx_handle_read_event(rev, 0) == NGX_OK) {
+            return;
+        }
+    }
+
+    ngx_log_debug0(NGX_LOG_DEBUG_EVENT, ngx_cycle->log, 0,
+                   "mesh_trace_export: kept connection closed");
+
+    ngx_http_mesh_metrics_otlp_close(st);
+}
+
+
+static void
+ngx_http_mesh_metrics_otlp_close(ngx_http_mesh_metrics_otlp_state_t *st)
+{
+    if (st->pc.connection) {
+        ngx_close_connection(st->pc.connection);
+        st->pc.connection = NULL;
+    }
+}
+
+
+/*
+ * The end of an export: the connection is kept when the answer allows
+ * it, or goes; a failure is counted, logged
  * and delays the next export.  The next batch may leave at once if it is
  * already full.
  */
@@ -786,9 +1182,11 @@ ngx_http_mesh_metrics_otlp_done(ngx_http_mesh_metrics_otlp_state_t *st,
 {
     ngx_msec_t  backoff;
 
-    if (st->pc.connection) {
-        ngx_close_connection(st->pc.connection);
-        st->pc.connection = NULL;
+    if (error == NULL && st->keep) {
+        ngx_http_mesh_metrics_otlp_idle(st);
+
+    } else {
+        ngx_http_mesh_metrics_otlp_close(st);
     }
 
     st->busy = 0;
