@@ -16,13 +16,13 @@
  * keeps the spans it finished in one buffer of bounded size; a batch
  * leaves when it holds "batch" spans or at every "interval", over a
  * non-blocking connection to the collector with timeouts, while the next
- * batch fills.  The connection is kept alive between exports (see
- * ngx_http_mesh_metrics_otlp_idle()).  A span that finds the buffer full is dropped and counted;
- * a failed export is logged and counted, and the next one waits for a
- * backoff that doubles up to a minute.  Requests never wait for any of it,
- * and while the buffer is full (or, after a failure, holds a batch) they
- * build no span until the next export empties it: a dead collector costs
- * a request one test.
+ * batch fills; the connection is kept alive between exports (see
+ * ngx_http_mesh_metrics_otlp_idle()).  A span that finds the buffer full
+ * is dropped and counted; a failed export is logged and counted, and the
+ * next one waits for a backoff that doubles up to a minute.  Requests
+ * never wait for any of it, and while the buffer is full (or, after a
+ * failure, holds a batch) they build no span until the next export
+ * empties it: a dead collector costs a request one test.
  */
 
 
