@@ -32,10 +32,10 @@
 #define NGX_HTTP_MESH_METRICS_OTLP_ATTEMPTS    32
 
 /*
- * a kept-alive connection: idle for 30s at most, less than collectors
- * keep theirs (Go servers such as the OpenTelemetry Collector: none or
- * minutes), and reused only after an answer read whole, its head bounded
- * and its body short
+ * a kept-alive connection: idle for 30s at most, shorter than collectors
+ * usually keep theirs, so that mostly this side closes it (no request
+ * racing the collector's close), and reused only after an answer read
+ * whole, its head bounded and its body short
  */
 
 #define NGX_HTTP_MESH_METRICS_OTLP_IDLE        30000
