@@ -175,6 +175,30 @@ def test_exports_share_one_connection(nginx):
         c.stop()
 
 
+def test_long_body_is_read_and_the_connection_kept(nginx):
+    # a body longer than the head's buffer (read on after it), its length
+    # in lower case: skipped whole, and the connection carries the next
+    body = b"\x0a" + b"x" * 19999
+    answer = b"HTTP/1.1 200 OK\r\ncontent-length:  20000 \r\n\r\n" + body
+    n, c, m = run(nginx, [(answer, "keep")], ["/local/%d" % i
+                                              for i in range(4)])
+    try:
+        assert (exported(m), failed(m)) == (4, 0), m.text
+        assert c.accepted == 1
+    finally:
+        c.stop()
+
+
+def test_http10_answer_is_not_reused(nginx):
+    answer = OK.replace(b"HTTP/1.1", b"HTTP/1.0")
+    n, c, m = run(nginx, [(answer, "keep")], ["/local/a", "/local/b"])
+    try:
+        assert (exported(m), failed(m)) == (2, 0), m.text
+        assert c.accepted == 2
+    finally:
+        c.stop()
+
+
 def test_collector_closes_kept_connection(nginx):
     # an answer then a close (as an idle timeout at the collector would):
     # the next export finds the connection gone and opens a new one
