@@ -29,6 +29,31 @@ upstream app {
 """
 
 
+def otlp_local_conf(batch):
+    """A gateway that exports spans of /local/ requests (answered by nginx
+    itself) to the collector at {{c}}, batch spans a time, never by the
+    interval (an hour); /metrics unsampled."""
+    return """
+mesh_metrics zone=mm:1m;
+mesh_trace on;
+mesh_trace_export otlp=http://127.0.0.1:{{c}}/v1/traces batch=%d interval=1h;
+
+server {
+    listen 127.0.0.1:{{port}};
+
+    location /local/ {
+        return 200 "local\\n";
+    }
+
+    location = /metrics {
+        mesh_metrics off;
+        mesh_trace off;
+        mesh_metrics_export prometheus;
+    }
+}
+""" % batch
+
+
 def unescape(v):
     return re.sub(r'\\(.)', lambda m: "\n" if m.group(1) == "n"
                   else m.group(1), v)

@@ -8,7 +8,8 @@ import time
 import requests
 
 from harness import Resp, require_module
-from mesh_metrics_util import otlp_spans, scrape, wait_metric
+from mesh_metrics_util import (otlp_local_conf, otlp_spans, scrape,
+                               wait_metric)
 
 require_module("mesh_metrics")
 
@@ -16,25 +17,7 @@ MODS = ["mesh_metrics"]
 
 # the interval is an hour: every export here is started by a full batch
 # or by a request that finds the backoff over
-CONF = """
-mesh_metrics zone=mm:1m;
-mesh_trace on;
-mesh_trace_export otlp=http://127.0.0.1:{{c}}/v1/traces batch=2 interval=1h;
-
-server {
-    listen 127.0.0.1:{{port}};
-
-    location /local/ {
-        return 200 "local\\n";
-    }
-
-    location = /metrics {
-        mesh_metrics off;
-        mesh_trace off;
-        mesh_metrics_export prometheus;
-    }
-}
-"""
+CONF = otlp_local_conf(2)
 
 SPANS = "meshgate_trace_spans_total"
 

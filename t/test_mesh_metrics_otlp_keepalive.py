@@ -10,32 +10,15 @@ import threading
 import requests
 
 from harness import (close_listener, free_port, require_module, wait_for)
-from mesh_metrics_util import otlp_spans, scrape, wait_metric
+from mesh_metrics_util import (otlp_local_conf, otlp_spans, scrape,
+                               wait_metric)
 
 require_module("mesh_metrics")
 
 MODS = ["mesh_metrics"]
 
 # batch=1: every request's span leaves at once, one export per request
-CONF = """
-mesh_metrics zone=mm:1m;
-mesh_trace on;
-mesh_trace_export otlp=http://127.0.0.1:{{c}}/v1/traces batch=1 interval=1h;
-
-server {
-    listen 127.0.0.1:{{port}};
-
-    location /local/ {
-        return 200 "local\\n";
-    }
-
-    location = /metrics {
-        mesh_metrics off;
-        mesh_trace off;
-        mesh_metrics_export prometheus;
-    }
-}
-"""
+CONF = otlp_local_conf(1)
 
 SPANS = "meshgate_trace_spans_total"
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\n" \
