@@ -128,6 +128,7 @@ typedef struct {
     const char                  **keys;         /* per limit: Redis key, */
     size_t                       *klens;
     ngx_meshgate_redis_t        **nodes;        /* and its node */
+    uint32_t                     *hashes;       /* and its CRC32 */
     ngx_http_rate_limit_result_t *results;
     ngx_uint_t                    nresults;
     ngx_uint_t                    status;

@@ -35,9 +35,8 @@ static ngx_int_t ngx_http_rate_limit_check_reply(redisReply *reply,
 static void ngx_http_rate_limit_set_results(ngx_http_rate_limit_ctx_t *ctx,
     u_char *idx, ngx_uint_t n, redisReply **e);
 static void ngx_http_rate_limit_free_batches(ngx_queue_t *batches);
-static ngx_uint_t ngx_http_rate_limit_hinted(const char *key, size_t len);
-static void ngx_http_rate_limit_hint(const char *key, size_t len,
-    ngx_msec_t after);
+static ngx_uint_t ngx_http_rate_limit_hinted(uint32_t hash);
+static void ngx_http_rate_limit_hint(uint32_t hash, ngx_msec_t after);
 
 
 /*
@@ -325,7 +324,7 @@ ngx_http_rate_limit_keys(ngx_http_request_t *r,
 
     n = ctx->nresults;
     size = n * (sizeof(char *) + sizeof(size_t)
-                + sizeof(ngx_meshgate_redis_t *));
+                + sizeof(ngx_meshgate_redis_t *) + sizeof(uint32_t));
 
     for (i = 0; i < n; i++) {
         res = &ctx->results[i];
@@ -340,7 +339,8 @@ ngx_http_rate_limit_keys(ngx_http_request_t *r,
 
     ctx->klens = (size_t *) (ctx->keys + n);
     ctx->nodes = (ngx_meshgate_redis_t **) (ctx->klens + n);
-    p = (u_char *) (ctx->nodes + n);
+    ctx->hashes = (uint32_t *) (ctx->nodes + n);
+    p = (u_char *) (ctx->hashes + n);
 
     for (i = 0; i < n; i++) {
         res = &ctx->results[i];
@@ -366,6 +366,8 @@ ngx_http_rate_limit_keys(ngx_http_request_t *r,
         *p++ = ':';
         p = ngx_cpymem(p, res->key.data, res->key.len);
         ctx->klens[i] = p - (u_char *) ctx->keys[i];
+        ctx->hashes[i] = ngx_crc32_short((u_char *) ctx->keys[i],
+                                         ctx->klens[i]);
 
         ctx->nodes[i] = ngx_meshgate_redis_route(mcf->redis,
                                                  (u_char *) ctx->keys[i],
@@ -521,9 +523,7 @@ ngx_http_rate_limit_batch_specs(ngx_http_rate_limit_batch_t *batch,
 
         batch->spec[e][i] = (u_char) (j + 1);
 
-        if (ngx_http_rate_limit_hinted(ctx->keys[batch->idx[e][i]],
-                                       ctx->klens[batch->idx[e][i]]))
-        {
+        if (ngx_http_rate_limit_hinted(ctx->hashes[batch->idx[e][i]])) {
             batch->spec[e][i] |= 0x80;
         }
     }
@@ -965,8 +965,7 @@ ngx_http_rate_limit_set_results(ngx_http_rate_limit_ctx_t *ctx, u_char *idx,
         }
 
         if (!res->allowed) {
-            ngx_http_rate_limit_hint(ctx->keys[idx[i]], ctx->klens[idx[i]],
-                                     res->retry_after);
+            ngx_http_rate_limit_hint(ctx->hashes[idx[i]], res->retry_after);
         }
     }
 }
@@ -1049,12 +1048,10 @@ ngx_http_rate_limit_free_batches(ngx_queue_t *batches)
 /* the key was seen limited, and may still be: the script reads it first */
 
 static ngx_uint_t
-ngx_http_rate_limit_hinted(const char *key, size_t len)
+ngx_http_rate_limit_hinted(uint32_t hash)
 {
-    uint32_t                     hash;
     ngx_http_rate_limit_hint_t  *h;
 
-    hash = ngx_crc32_short((u_char *) key, len);
     h = &ngx_http_rate_limit_hints[hash % NGX_HTTP_RATE_LIMIT_HINTS];
 
     return h->hash == hash && h->until
@@ -1063,12 +1060,10 @@ ngx_http_rate_limit_hinted(const char *key, size_t len)
 
 
 static void
-ngx_http_rate_limit_hint(const char *key, size_t len, ngx_msec_t after)
+ngx_http_rate_limit_hint(uint32_t hash, ngx_msec_t after)
 {
-    uint32_t                     hash;
     ngx_http_rate_limit_hint_t  *h;
 
-    hash = ngx_crc32_short((u_char *) key, len);
     h = &ngx_http_rate_limit_hints[hash % NGX_HTTP_RATE_LIMIT_HINTS];
 
     h->hash = hash;
