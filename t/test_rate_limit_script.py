@@ -13,7 +13,7 @@ import pytest
 from redis_modes_util import cluster  # noqa: F401
 
 SOURCE = os.path.join(os.path.dirname(__file__), "..", "modules",
-                      "rate_limit", "ngx_http_rate_limit_redis.c")
+                      "rate_limit", "ngx_http_rate_limit_script.c")
 S = 1000000                    # microseconds per second
 INC, CAP = 10 * S, 25 * S      # cost 10 s, burst capacity 25 s
 

@@ -19,7 +19,8 @@
  * The rate_limit module's own definitions, shared by its files:
  *   ngx_http_rate_limit_module.c   directives, configuration, the phase
  *                                  handler and the decision
- *   ngx_http_rate_limit_redis.c    the GCRA script, batches to Redis
+ *   ngx_http_rate_limit_redis.c    batches of checks to Redis
+ *   ngx_http_rate_limit_script.c   the GCRA script those batches run
  *   ngx_http_rate_limit_local.c    the local limiter (failure=local)
  *   ngx_http_rate_limit_headers.c  response headers, variables, metrics
  */
@@ -180,9 +181,12 @@ ngx_int_t ngx_http_rate_limit_failure(ngx_http_request_t *r,
 ngx_http_rate_limit_ctx_t *ngx_http_rate_limit_get_ctx(
     ngx_http_request_t *r);
 
-/* ngx_http_rate_limit_redis.c: the script and the batches */
+/* ngx_http_rate_limit_script.c: the GCRA script */
 
 ngx_meshgate_redis_script_t *ngx_http_rate_limit_script(ngx_conf_t *cf);
+
+/* ngx_http_rate_limit_redis.c: the batches */
+
 ngx_int_t ngx_http_rate_limit_send(ngx_http_request_t *r,
     ngx_http_rate_limit_ctx_t *ctx);
 void ngx_http_rate_limit_ready(void *data, ngx_uint_t ok);
