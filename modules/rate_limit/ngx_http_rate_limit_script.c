@@ -68,8 +68,8 @@
  *   error breaks out of the loop to the undo (err, j);
  * - a key's result is written at once as the capacity used after the
  *   request, which is its answer when admitted on the guess; the fix-up
- *   pass (fix) works out the capacity used before it again from the old
- *   value, as the first pass did;
+ *   pass (fix) finds the capacity used before it in U, a table made only
+ *   for the keys whose TAT is in the future;
  * - the clock's text is TIME's seconds and microseconds, zero-padded to
  *   six digits (a concatenation, not a format()), its number that text's;
  *   the gateway's numbers are read by arithmetic (A[i] + 0, half the cost
@@ -106,7 +106,7 @@ static ngx_str_t  ngx_http_rate_limit_lua = ngx_string(
     "             nil, nil, nil, nil, nil, nil, nil, nil}\n"
     "local old = {nil, nil, nil, nil, nil, nil, nil, nil,\n"
     "             nil, nil, nil, nil, nil, nil, nil, nil}\n"
-    "local k, err, j = 0\n"
+    "local k, err, j, U = 0\n"
     "for a = a0 + 2 * ns + 2, #A do\n"
     "  local spec, fix, deny = A[a]\n"
     "  local m = #spec\n"
@@ -128,7 +128,11 @@ static ngx_str_t  ngx_http_rate_limit_lua = ngx_string(
     "        r = true\n"
     "      else\n"
     "        local v = tonumber(r)\n"
-    "        if v and v > now and v < 1e17 then w = w + (v - now) end\n"
+    "        if v and v > now and v < 1e17 then\n"
+    "          U = U or {}\n"
+    "          U[i] = v - now\n"
+    "          w = w + U[i]\n"
+    "        end\n"
     "      end\n"
     "    end\n"
     "    old[i], res[i] = r, w\n"
@@ -137,11 +141,7 @@ static ngx_str_t  ngx_http_rate_limit_lua = ngx_string(
     "  if fix then\n"
     "    if not err then\n"
     "      for i = k + 1, k + m do\n"
-    "        local b, r, u = byte(spec, i - k), old[i], 0\n"
-    "        if r and r ~= true and (#r ~= ls or r > snow) then\n"
-    "          u = tonumber(r)\n"
-    "          if u and u > now and u < 1e17 then u = u - now else u = 0 end\n"
-    "        end\n"
+    "        local b, r, u = byte(spec, i - k), old[i], U and U[i] or 0\n"
     "        if deny then\n"
     "          res[i] = -1 - u\n"
     "        elseif u > 0 or r == true or b > 127 then\n"
