@@ -72,8 +72,8 @@
  *   for the keys whose TAT is in the future;
  * - the clock's text is TIME's seconds and microseconds, zero-padded to
  *   six digits (a concatenation, not a format()), its number that text's;
- *   the gateway's numbers are read by arithmetic (A[i] + 0, half the cost
- *   of tonumber()), old values with tonumber() (junk yields nil);
+ *   the gateway's numbers are read by arithmetic (A[i] + 0, a third of
+ *   the cost of tonumber()), old values with tonumber() (junk yields nil);
  * - the tables are made with room (constructors of nils: 16 results and
  *   old values, one spec): growing a table from empty costs more than the
  *   rest of a key's Lua.
