@@ -76,7 +76,8 @@
  *   the cost of tonumber()), old values with tonumber() (junk yields nil);
  * - the tables are made with room (constructors of nils: 16 results and
  *   old values, one spec): growing a table from empty costs more than the
- *   rest of a key's Lua.
+ *   rest of a key's Lua; a spec is one table P[s] = {guess, its expiry,
+ *   cost, burst capacity}, made whole by its constructor.
  * Old TATs are compared with now as strings (both 16 digits until 2286)
  * where that tells: tonumber() costs as much as the rest of a key's Lua.
  * A TAT is written as a string formatted with "%d": a Lua number as an
@@ -95,12 +96,12 @@ static ngx_str_t  ngx_http_rate_limit_lua = ngx_string(
     "local snow = t[1] .. sub('00000', #t[2]) .. t[2]\n"
     "local now, ls = snow + 0, #snow\n"
     "local ns = A[a0 + 1] + 0\n"
-    "local inc, cap, gv, gp = {nil}, {nil}, {nil}, {nil}\n"
+    "local P = {nil}\n"
     "for s = 1, ns do\n"
     "  local c = A[a0 + 2 * s] + 0\n"
-    "  inc[s], cap[s] = c, A[a0 + 2 * s + 1] + 0\n"
-    "  gv[s] = fmt('%d', now + c)\n"
-    "  gp[s] = fmt('%d', (ceil((now + c) / 1000000) + 1) * 1000)\n"
+    "  local v = now + c\n"
+    "  P[s] = {fmt('%d', v), fmt('%d', (ceil(v / 1000000) + 1) * 1000),\n"
+    "          c, A[a0 + 2 * s + 1] + 0}\n"
     "end\n"
     "local res = {nil, nil, nil, nil, nil, nil, nil, nil,\n"
     "             nil, nil, nil, nil, nil, nil, nil, nil}\n"
@@ -111,13 +112,14 @@ static ngx_str_t  ngx_http_rate_limit_lua = ngx_string(
     "  local spec, fix, deny = A[a]\n"
     "  local m = #spec\n"
     "  for i = k + 1, k + m do\n"
-    "    local s, r = byte(spec, i - k)\n"
+    "    local s, p, r = byte(spec, i - k)\n"
     "    if s < 128 then\n"
-    "      r = pcall('SET', K[o + i], gv[s], 'GET', 'PXAT', gp[s])\n"
+    "      p = P[s]\n"
+    "      r = pcall('SET', K[o + i], p[1], 'GET', 'PXAT', p[2])\n"
     "    else\n"
-    "      s, fix, r = s - 128, true, pcall('GET', K[o + i])\n"
+    "      p, fix, r = P[s - 128], true, pcall('GET', K[o + i])\n"
     "    end\n"
-    "    local w = inc[s]\n"
+    "    local w = p[3]\n"
     "    if r and (#r ~= ls or r > snow) then\n"
     "      fix = true\n"
     "      if type(r) == 'table' then\n"
@@ -136,7 +138,7 @@ static ngx_str_t  ngx_http_rate_limit_lua = ngx_string(
     "      end\n"
     "    end\n"
     "    old[i], res[i] = r, w\n"
-    "    if w > cap[s] then fix, deny = true, true end\n"
+    "    if w > p[4] then fix, deny = true, true end\n"
     "  end\n"
     "  if fix then\n"
     "    if not err then\n"
@@ -145,7 +147,7 @@ static ngx_str_t  ngx_http_rate_limit_lua = ngx_string(
     "        if deny then\n"
     "          res[i] = -1 - u\n"
     "        elseif u > 0 or r == true or b > 127 then\n"
-    "          local v = now + u + inc[b % 128]\n"
+    "          local v = now + u + P[b % 128][3]\n"
     "          res[i] = v - now\n"
     "          local e = fmt('%d', (ceil(v / 1000000) + 1) * 1000)\n"
     "          e = pcall('SET', K[o + i], fmt('%d', v), 'PXAT', e)\n"
