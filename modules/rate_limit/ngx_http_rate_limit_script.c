@@ -59,10 +59,12 @@
  * beside it.  Inside Redis a Lua instruction costs some 50 instructions, a
  * call of a C function (byte(), tonumber(), type(), format()) 500 to
  * 1,700, a new table or closure 600 to 1,500 and a SET about 12,000.  So
- * a request whose keys all take the guess (the usual case) costs a SET, a
- * byte() and two table writes per key, and a few Lua instructions; all
- * the rest is on the paths of a key limited, hinted, of another type or
- * not a TAT, of a request denied, or of an error:
+ * a request whose keys all take the guess (the usual case) costs a SET
+ * and two table writes per key, and a few Lua instructions; all the rest
+ * is on the paths of a key limited, hinted, of another type or not a TAT,
+ * of a request denied, or of an error:
+ * - a request of one limit of the first spec, without a hint ("\1", the
+ *   usual one) has its spec known without a call of byte();
  * - no closures (they would be made at each run): the fix-up, the restore
  *   of a denied request and the undo of the batch are written out, an
  *   error breaks out of the loop to the undo (err, j);
@@ -112,7 +114,7 @@ static ngx_str_t  ngx_http_rate_limit_lua = ngx_string(
     "  local spec, fix, deny = A[a]\n"
     "  local m = #spec\n"
     "  for i = k + 1, k + m do\n"
-    "    local s, p, r = byte(spec, i - k)\n"
+    "    local s, p, r = spec == '\\1' and 1 or byte(spec, i - k)\n"
     "    if s < 128 then\n"
     "      p = P[s]\n"
     "      r = pcall('SET', K[o + i], p[1], 'GET', 'PXAT', p[2])\n"
