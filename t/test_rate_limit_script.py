@@ -16,6 +16,7 @@ SOURCE = os.path.join(os.path.dirname(__file__), "..", "modules",
                       "rate_limit", "ngx_http_rate_limit_script.c")
 S = 1000000                    # microseconds per second
 INC, CAP = 10 * S, 25 * S      # cost 10 s, burst capacity 25 s
+HINT = 128    # spec byte + 128: the worker saw the key limited
 
 
 def script():
@@ -49,6 +50,7 @@ class Node:
                                  *keys, *argv)
         else:
             out = self.c.evalsha(self.sha, len(keys), *keys, *argv)
+        assert len(out) == len(keys)       # one integer per limit
         res, i = [], 0
         for req in requests:
             res.append(out[i:i + len(req)])
@@ -162,13 +164,65 @@ def test_key_of_another_type(node):
 def test_value_that_is_no_tat(node):
     a, b = KEY("a"), KEY("b")
     node.put_tat(b, node.now() + CAP)
-    for junk in ("abc", "9" * 16 + "x", "-5", "inf", "nan", "1e300"):
+    for junk in ("abc", "9" * 16 + "x", "-5", "inf", "nan", "1e300",
+                 "abcdefghijklmnop", "0" * 13 + "abc"):
         node.c.set(a, junk)
         [[ra, rb]] = node.run([(a, 1), (b, 1)])
         assert ra == -1 and rb < -1, junk
         assert not node.c.exists(a), junk          # denied: deleted
         node.c.set(a, junk)
         assert node.run([(a, 1)]) == [[INC]], junk  # taken as empty
+
+
+def test_tat_of_another_length_is_compared_as_a_number(node):
+    """A value of more digits than the clock's is a TAT all the same (in
+    the far future: the key is full), whatever the strings' order."""
+    a, fresh = KEY("a"), KEY("fresh")
+    node.put_tat(a, 10 ** 16)               # 17 digits: the year 2286
+    before = node.state(a)
+    [[ra, rf]] = node.run([(a, 1), (fresh, 1)])
+    assert ra < -1 - CAP and rf == -1
+    assert node.state(a) == before and not node.c.exists(fresh)
+
+
+def test_clock_with_few_microseconds(node):
+    """Redis's clock as text is TIME's seconds and its microseconds padded
+    to six digits: runs early in a second (4 and 5 digits of
+    microseconds) write the same TATs as any other."""
+    for i, (lo, hi) in enumerate(((1000, 6000), (20000, 80000),
+                                  (300000, 900000))):
+        for _ in range(30000):                  # 3 s at most
+            before = node.now()
+            if lo <= before % S < hi:
+                break
+        a = KEY("c%d" % i)
+        assert node.run([(a, 1)], specs=((1, CAP),)) == [[1]]
+        after = node.now()
+        t, v, exp = node.state(a)
+        assert before + 1 <= int(v) <= after + 1
+        assert exp == ((int(v) + S - 1) // S + 1) * 1000
+
+
+def test_large_batch(node):
+    """More results, old values and specs than the script's tables are
+    made with: 63 keys, three specs (the third takes more than the burst
+    capacity: denied even on a fresh key)."""
+    ks = [KEY("k%d" % i) for i in range(20)]
+    xs = [KEY("x%d" % i) for i in range(20)]
+    y = KEY("y")
+    res = node.run(*[[(k, 1)] for k in ks],
+                   *[[(k, 1), (x, 2)] for k, x in zip(ks, xs)],
+                   [(ks[0], 1)], [(y, 2), (ks[1], 3)],
+                   specs=((INC, CAP), (1, CAP), (CAP + 1, CAP)))
+    assert res[:20] == [[INC]] * 20
+    assert res[20:40] == [[2 * INC, 1]] * 20
+    assert res[40:] == [[-1 - 2 * INC], [-1, -1 - 2 * INC]]
+    assert not node.c.exists(y)
+    tat = int(node.c.get(ks[0]))
+    for k, x in zip(ks, xs):
+        assert node.state(k) == ("string", b"%d" % tat,
+                                 ((tat + S - 1) // S + 1) * 1000)
+        assert int(node.c.get(x)) == tat - 2 * INC + 1
 
 
 def test_same_key_twice_in_one_batch(node):
@@ -211,6 +265,28 @@ def test_an_error_undoes_the_batch(cluster):  # noqa: F811
     assert not node.c.exists(h)
 
 
+def test_an_error_undoes_a_large_batch(cluster):  # noqa: F811
+    """The undo goes back over every write of the batch, more than the
+    script's tables are made with, hinted keys charged included."""
+    n = cluster.node_of(KEY("a"))
+    other = next("{o%d}x" % i for i in range(1000)
+                 if cluster.node_of("{o%d}x" % i).port != n.port)
+    node = Node(n.client(), True)
+    for k in node.c.keys("{t}*"):
+        node.c.delete(k)
+    a = KEY("a")
+    node.put_tat(a, node.now() + 3 * S)
+    before = node.state(a)
+    fresh = [KEY("f%d" % i) for i in range(40)]
+    with pytest.raises(Exception) as e:
+        node.run(*[[(k, 1 + (i % 3 == 0) * HINT)]
+                   for i, k in enumerate(fresh)],
+                 [(a, 1)], [(KEY("g"), 1), (other, 1)])
+    assert "local" in str(e.value)
+    assert node.state(a) == before
+    assert node.c.keys("{t}*") == [a.encode()]
+
+
 def test_needs_no_more_than_the_documented_acl(redis):
     """Everything the script does, as a user allowed what the README asks
     for (redis_secure_util.GW_ACL): restores and deletions included."""
@@ -243,9 +319,6 @@ def test_needs_no_more_than_the_documented_acl(redis):
         c.close()
     finally:
         admin.execute_command("ACL", "DELUSER", "rlscript")
-
-
-HINT = 128    # spec byte + 128: the worker saw the key limited
 
 
 def sets(node):
