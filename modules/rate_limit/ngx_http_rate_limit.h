@@ -50,6 +50,7 @@
 #define NGX_HTTP_RATE_LIMIT_BATCH_MIN       16    /* see _goes() */
 #define NGX_HTTP_RATE_LIMIT_SPECS           127   /* one byte each, +128 */
 #define NGX_HTTP_RATE_LIMIT_HINTS           1024
+#define NGX_HTTP_RATE_LIMIT_SPARE           4     /* batches kept */
 
 
 typedef struct {
@@ -61,6 +62,8 @@ typedef struct {
     uint64_t                      interval;     /* microseconds */
     ngx_meshgate_cache_t         *local;
     ngx_uint_t                    index;        /* in the counters */
+    ngx_str_t                     policy;       /* "name";q=rate;w=period */
+    uint32_t                      hash;         /* CRC32 of the name */
 } ngx_http_rate_limit_zone_t;
 
 
@@ -129,7 +132,7 @@ typedef struct {
     const char                  **keys;         /* per limit: Redis key, */
     size_t                       *klens;
     ngx_meshgate_redis_t        **nodes;        /* and its node */
-    uint32_t                     *hashes;       /* and its CRC32 */
+    uint32_t                     *hashes;       /* for hints: subject ^ zone */
     ngx_http_rate_limit_result_t *results;
     ngx_uint_t                    nresults;
     ngx_uint_t                    status;

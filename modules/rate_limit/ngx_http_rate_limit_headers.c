@@ -17,6 +17,7 @@ static ngx_int_t ngx_http_rate_limit_add_header(ngx_http_request_t *r,
     char *name, u_char *value, u_char *last);
 static ngx_int_t ngx_http_rate_limit_draft_headers(ngx_http_request_t *r,
     ngx_http_rate_limit_ctx_t *ctx);
+static u_char *ngx_http_rate_limit_decimal(u_char *p, uint64_t n);
 static uint64_t ngx_http_rate_limit_next_unit(
     ngx_http_rate_limit_result_t *res);
 static ngx_int_t ngx_http_rate_limit_legacy_headers(ngx_http_request_t *r,
@@ -173,8 +174,8 @@ ngx_http_rate_limit_draft_headers(ngx_http_request_t *r,
     len = 0;
 
     for (i = 0; i < ctx->nresults; i++) {
-        len += ctx->results[i].limit->zone->name.len
-               + sizeof("\"\";q=;w=, ") + 2 * NGX_INT_T_LEN;
+        len += ctx->results[i].limit->zone->policy.len
+               + sizeof(", ") + NGX_INT_T_LEN + NGX_INT64_LEN;
     }
 
     policy = ngx_pnalloc(r->pool, 2 * len);
@@ -186,6 +187,8 @@ ngx_http_rate_limit_draft_headers(ngx_http_request_t *r,
     p = policy;
     q = limit;
 
+    /* per request only the numbers, written without ngx_sprintf()'s cost */
+
     for (i = 0; i < ctx->nresults; i++) {
         res = &ctx->results[i];
         zone = res->limit->zone;
@@ -195,10 +198,15 @@ ngx_http_rate_limit_draft_headers(ngx_http_request_t *r,
             q = ngx_cpymem(q, ", ", 2);
         }
 
-        p = ngx_sprintf(p, "\"%V\";q=%ui;w=%ui", &zone->name, zone->rate,
-                        zone->period);
-        q = ngx_sprintf(q, "\"%V\";r=%ui;t=%uL", &zone->name, res->remaining,
-                        ngx_http_rate_limit_next_unit(res));
+        p = ngx_cpymem(p, zone->policy.data, zone->policy.len);
+
+        *q++ = '"';
+        q = ngx_cpymem(q, zone->name.data, zone->name.len);
+        q = ngx_cpymem(q, "\";r=", 4);
+        q = ngx_http_rate_limit_decimal(q, res->remaining);
+        q = ngx_cpymem(q, ";t=", 3);
+        q = ngx_http_rate_limit_decimal(q,
+                                        ngx_http_rate_limit_next_unit(res));
     }
 
     if (ngx_http_rate_limit_add_header(r, "RateLimit-Policy", policy, p)
@@ -208,6 +216,24 @@ ngx_http_rate_limit_draft_headers(ngx_http_request_t *r,
     }
 
     return ngx_http_rate_limit_add_header(r, "RateLimit", limit, q);
+}
+
+
+/* n in decimal, at p; returns the end */
+
+static u_char *
+ngx_http_rate_limit_decimal(u_char *p, uint64_t n)
+{
+    u_char  *last, buf[NGX_INT64_LEN];
+
+    last = buf + NGX_INT64_LEN;
+
+    do {
+        *--last = (u_char) ('0' + n % 10);
+        n /= 10;
+    } while (n);
+
+    return ngx_cpymem(p, last, buf + NGX_INT64_LEN - last);
 }
 
 

@@ -692,6 +692,20 @@ ngx_http_rate_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    /* what does not change per request, made once */
+
+    zone->policy.data = ngx_pnalloc(cf->pool, zone->name.len
+                                    + sizeof("\"\";q=;w=") - 1
+                                    + 2 * NGX_INT_T_LEN);
+    if (zone->policy.data == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    zone->policy.len = ngx_sprintf(zone->policy.data, "\"%V\";q=%ui;w=%ui",
+                                   &zone->name, zone->rate, zone->period)
+                       - zone->policy.data;
+    zone->hash = ngx_crc32_short(zone->name.data, zone->name.len);
+
     zp = ngx_array_push(&mcf->zones);
     if (zp == NULL) {
         return NGX_CONF_ERROR;

@@ -35,6 +35,10 @@ static ngx_int_t ngx_http_rate_limit_check_reply(redisReply *reply,
 static void ngx_http_rate_limit_set_results(ngx_http_rate_limit_ctx_t *ctx,
     u_char *idx, ngx_uint_t n, redisReply **e);
 static void ngx_http_rate_limit_free_batches(ngx_queue_t *batches);
+static ngx_http_rate_limit_batch_t *ngx_http_rate_limit_batch_new(
+    ngx_log_t *log);
+static void ngx_http_rate_limit_batch_free(
+    ngx_http_rate_limit_batch_t *batch);
 static ngx_uint_t ngx_http_rate_limit_hinted(uint32_t hash);
 static void ngx_http_rate_limit_hint(uint32_t hash, ngx_msec_t after);
 
@@ -48,8 +52,17 @@ static ngx_uint_t   ngx_http_rate_limit_hurry;
 static ngx_uint_t   ngx_http_rate_limit_deferred;
 
 /*
+ * per worker: a few batches done with, for the next ones (a batch is
+ * 7 KB: malloc() and free() of it cost more than the rest of a request's
+ * part of its batch)
+ */
+static ngx_queue_t  ngx_http_rate_limit_spare;
+static ngx_uint_t   ngx_http_rate_limit_nspare;
+
+/*
  * per worker: keys seen limited, until when (a hint for the script,
- * direct-mapped by the CRC32 of the key: a collision only loses a hint)
+ * direct-mapped by the CRC32 of the subject XOR that of the zone name: a
+ * collision only loses a hint)
  */
 typedef struct {
     uint32_t     hash;
@@ -94,6 +107,7 @@ ngx_http_rate_limit_send(ngx_http_request_t *r,
             ngx_queue_init(&ngx_http_rate_limit_unsent);
             ngx_queue_init(&ngx_http_rate_limit_inflight);
             ngx_queue_init(&ngx_http_rate_limit_parked);
+            ngx_queue_init(&ngx_http_rate_limit_spare);
             ngx_http_rate_limit_batches_init = 1;
         }
 
@@ -209,8 +223,12 @@ ngx_http_rate_limit_keys(ngx_http_request_t *r,
         ctx->keys[i] = (const char *) p;
         p = ngx_cpymem(p, mcf->prefix.data, mcf->prefix.len);
 
+        /* the hint's hash: the subject's CRC32 and the zone's, one CRC */
+
+        crc = ngx_crc32_short(res->key.data, res->key.len);
+        ctx->hashes[i] = crc ^ zone->hash;
+
         if (mcf->cluster) {
-            crc = ngx_crc32_short(res->key.data, res->key.len);
             tag[0] = (u_char) (crc >> 24);
             tag[1] = (u_char) (crc >> 16);
             tag[2] = (u_char) (crc >> 8);
@@ -226,8 +244,6 @@ ngx_http_rate_limit_keys(ngx_http_request_t *r,
         *p++ = ':';
         p = ngx_cpymem(p, res->key.data, res->key.len);
         ctx->klens[i] = p - (u_char *) ctx->keys[i];
-        ctx->hashes[i] = ngx_crc32_short((u_char *) ctx->keys[i],
-                                         ctx->klens[i]);
 
         ctx->nodes[i] = ngx_meshgate_redis_route(mcf->redis,
                                                  (u_char *) ctx->keys[i],
@@ -255,6 +271,7 @@ ngx_http_rate_limit_batch_add(ngx_http_rate_limit_ctx_t *ctx,
         ngx_queue_init(&ngx_http_rate_limit_unsent);
         ngx_queue_init(&ngx_http_rate_limit_inflight);
         ngx_queue_init(&ngx_http_rate_limit_parked);
+        ngx_queue_init(&ngx_http_rate_limit_spare);
         ngx_http_rate_limit_batches_init = 1;
     }
 
@@ -319,7 +336,7 @@ ngx_http_rate_limit_batch_part(ngx_http_rate_limit_ctx_t *ctx,
     }
 
     if (batch == NULL) {
-        batch = ngx_alloc(sizeof(ngx_http_rate_limit_batch_t), log);
+        batch = ngx_http_rate_limit_batch_new(log);
         if (batch == NULL) {
             return NGX_ERROR;
         }
@@ -467,7 +484,7 @@ ngx_http_rate_limit_flush(ngx_event_t *ev)
 
         case NGX_DONE:
             /* every request of the batch is gone: nothing to ask */
-            ngx_free(batch);
+            ngx_http_rate_limit_batch_free(batch);
             break;
 
         default:
@@ -727,7 +744,7 @@ ngx_http_rate_limit_batch_done(ngx_http_rate_limit_batch_t *batch,
         ngx_http_rate_limit_part_done(ctx, batch);
     }
 
-    ngx_free(batch);
+    ngx_http_rate_limit_batch_free(batch);
 }
 
 
@@ -878,6 +895,8 @@ ngx_http_rate_limit_exit_batches(void)
 
     ngx_http_rate_limit_free_batches(&ngx_http_rate_limit_unsent);
     ngx_http_rate_limit_free_batches(&ngx_http_rate_limit_inflight);
+    ngx_http_rate_limit_free_batches(&ngx_http_rate_limit_spare);
+    ngx_http_rate_limit_nspare = 0;
 }
 
 
@@ -893,6 +912,36 @@ ngx_http_rate_limit_free_batches(ngx_queue_t *batches)
         batch = ngx_queue_data(q, ngx_http_rate_limit_batch_t, queue);
         ngx_free(batch);
     }
+}
+
+
+static ngx_http_rate_limit_batch_t *
+ngx_http_rate_limit_batch_new(ngx_log_t *log)
+{
+    ngx_queue_t  *q;
+
+    if (ngx_queue_empty(&ngx_http_rate_limit_spare)) {
+        return ngx_alloc(sizeof(ngx_http_rate_limit_batch_t), log);
+    }
+
+    q = ngx_queue_head(&ngx_http_rate_limit_spare);
+    ngx_queue_remove(q);
+    ngx_http_rate_limit_nspare--;
+
+    return ngx_queue_data(q, ngx_http_rate_limit_batch_t, queue);
+}
+
+
+static void
+ngx_http_rate_limit_batch_free(ngx_http_rate_limit_batch_t *batch)
+{
+    if (ngx_http_rate_limit_nspare == NGX_HTTP_RATE_LIMIT_SPARE) {
+        ngx_free(batch);
+        return;
+    }
+
+    ngx_queue_insert_head(&ngx_http_rate_limit_spare, &batch->queue);
+    ngx_http_rate_limit_nspare++;
 }
 
 
