@@ -51,6 +51,7 @@
 #define NGX_HTTP_RATE_LIMIT_SPECS           127   /* one byte each, +128 */
 #define NGX_HTTP_RATE_LIMIT_HINTS           1024
 #define NGX_HTTP_RATE_LIMIT_SPARE           4     /* batches kept */
+#define NGX_HTTP_RATE_LIMIT_TURNS           8     /* see _defer() */
 
 
 typedef struct {
@@ -189,6 +190,8 @@ ngx_http_rate_limit_ctx_t *ngx_http_rate_limit_get_ctx(
 ngx_meshgate_redis_script_t *ngx_http_rate_limit_script(ngx_conf_t *cf);
 
 /* ngx_http_rate_limit_redis.c: the batches */
+
+extern ngx_uint_t  ngx_http_rate_limit_work;
 
 ngx_int_t ngx_http_rate_limit_send(ngx_http_request_t *r,
     ngx_http_rate_limit_ctx_t *ctx);

@@ -74,6 +74,10 @@ ngx_http_rate_limit_header_filter(ngx_http_request_t *r)
     ngx_http_rate_limit_ctx_t     *ctx;
     ngx_http_rate_limit_result_t  *res;
 
+    /* a response goes out: the worker is busy (ngx_http_rate_limit_defer) */
+
+    ngx_http_rate_limit_work++;
+
     if (r != r->main) {
         return ngx_http_next_header_filter(r);
     }
