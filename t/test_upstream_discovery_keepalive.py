@@ -72,6 +72,10 @@ def test_slot_of_a_removed_peer_reused_under_load(nginx, dns,
     bs = host_backends(IPS[:3])
     old, new = bs[IPS[1]], bs[IPS[2]]
     n = start(nginx, dns, old.port, IPS[:2], " max_peers=2")
+    # before the first answer the upstream has no peer and requests get
+    # 502 (as documented): the load starts once both slots are filled
+    wait_for(lambda: peers(n) == names([bs[IPS[0]], old]),
+             what="resolution")
     with Load(n.url("/"), threads=4) as load:
         wait_for(lambda: load.total >= 200, timeout=30, what="load")
         assert old.open_connections > 0

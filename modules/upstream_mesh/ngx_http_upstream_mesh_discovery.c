@@ -1011,8 +1011,22 @@ ngx_http_upstream_mesh_disc_fill(ngx_http_upstream_mesh_disc_t *disc,
 
         peer = mcf->rr[i];
 
+        /*
+         * A free slot is also taken out of the balancers under the same
+         * lock: until apply gives it the new address, a request that chose
+         * it would hold a pointer to the address rewritten under it, and
+         * the keepalive module would cache its connection to the old
+         * address under the new one.
+         */
+
         ngx_http_upstream_rr_peers_wlock(peers);
+
         busy = peer->conns;
+
+        if (!busy) {
+            peer->down = 1;
+        }
+
         ngx_http_upstream_rr_peers_unlock(peers);
 
         if (busy) {
