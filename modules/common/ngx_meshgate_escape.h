@@ -52,4 +52,25 @@ size_t ngx_meshgate_utf8_len(u_char *p, u_char *last);
 #pragma GCC visibility pop
 
 
+/*
+ * n in decimal at p (room for NGX_INT64_LEN bytes); returns the end.
+ * For numbers on hot paths: ngx_sprintf() interprets its format first.
+ */
+
+static ngx_inline u_char *
+ngx_meshgate_decimal(u_char *p, uint64_t n)
+{
+    u_char  *t, tmp[NGX_INT64_LEN];
+
+    t = tmp + NGX_INT64_LEN;
+
+    do {
+        *--t = (u_char) ('0' + n % 10);
+        n /= 10;
+    } while (n);
+
+    return ngx_cpymem(p, t, tmp + NGX_INT64_LEN - t);
+}
+
+
 #endif /* _NGX_MESHGATE_ESCAPE_H_INCLUDED_ */

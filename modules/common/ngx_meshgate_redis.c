@@ -7,6 +7,7 @@
 #include <ngx_config.h>
 #include <ngx_core.h>
 #include "ngx_meshgate_redis_internal.h"
+#include "ngx_meshgate_escape.h"
 
 
 /*
@@ -1372,17 +1373,7 @@ ngx_meshgate_redis_format(char **target, int argc, const char **argv,
 static u_char *
 ngx_meshgate_redis_number(u_char *p, size_t n)
 {
-    u_char   tmp[NGX_SIZE_T_LEN];
-    u_char  *t;
-
-    t = tmp + NGX_SIZE_T_LEN;
-
-    do {
-        *--t = (u_char) ('0' + n % 10);
-        n /= 10;
-    } while (n);
-
-    p = ngx_cpymem(p, t, tmp + NGX_SIZE_T_LEN - t);
+    p = ngx_meshgate_decimal(p, n);
     *p++ = CR;
     *p++ = LF;
 

@@ -10,6 +10,7 @@
 #include "ngx_http_rate_limit.h"
 #include "ngx_meshgate_http.h"
 #include "ngx_meshgate_prometheus.h"
+#include "ngx_meshgate_escape.h"
 
 
 static ngx_int_t ngx_http_rate_limit_header_filter(ngx_http_request_t *r);
@@ -17,7 +18,6 @@ static ngx_int_t ngx_http_rate_limit_add_header(ngx_http_request_t *r,
     char *name, u_char *value, u_char *last);
 static ngx_int_t ngx_http_rate_limit_draft_headers(ngx_http_request_t *r,
     ngx_http_rate_limit_ctx_t *ctx);
-static u_char *ngx_http_rate_limit_decimal(u_char *p, uint64_t n);
 static uint64_t ngx_http_rate_limit_next_unit(
     ngx_http_rate_limit_result_t *res);
 static ngx_int_t ngx_http_rate_limit_legacy_headers(ngx_http_request_t *r,
@@ -207,10 +207,9 @@ ngx_http_rate_limit_draft_headers(ngx_http_request_t *r,
         *q++ = '"';
         q = ngx_cpymem(q, zone->name.data, zone->name.len);
         q = ngx_cpymem(q, "\";r=", 4);
-        q = ngx_http_rate_limit_decimal(q, res->remaining);
+        q = ngx_meshgate_decimal(q, res->remaining);
         q = ngx_cpymem(q, ";t=", 3);
-        q = ngx_http_rate_limit_decimal(q,
-                                        ngx_http_rate_limit_next_unit(res));
+        q = ngx_meshgate_decimal(q, ngx_http_rate_limit_next_unit(res));
     }
 
     if (ngx_http_rate_limit_add_header(r, "RateLimit-Policy", policy, p)
@@ -220,24 +219,6 @@ ngx_http_rate_limit_draft_headers(ngx_http_request_t *r,
     }
 
     return ngx_http_rate_limit_add_header(r, "RateLimit", limit, q);
-}
-
-
-/* n in decimal, at p; returns the end */
-
-static u_char *
-ngx_http_rate_limit_decimal(u_char *p, uint64_t n)
-{
-    u_char  *last, buf[NGX_INT64_LEN];
-
-    last = buf + NGX_INT64_LEN;
-
-    do {
-        *--last = (u_char) ('0' + n % 10);
-        n /= 10;
-    } while (n);
-
-    return ngx_cpymem(p, last, buf + NGX_INT64_LEN - last);
 }
 
 

@@ -10,6 +10,7 @@
 #include "ngx_http_rate_limit.h"
 
 
+static void ngx_http_rate_limit_batches_start(void);
 static ngx_int_t ngx_http_rate_limit_keys(ngx_http_request_t *r,
     ngx_http_rate_limit_ctx_t *ctx, ngx_http_rate_limit_main_conf_t *mcf);
 static ngx_int_t ngx_http_rate_limit_batch_add(ngx_http_rate_limit_ctx_t *ctx,
@@ -80,6 +81,23 @@ static ngx_http_rate_limit_hint_t
 static ngx_queue_t  ngx_http_rate_limit_parked;
 
 
+/* the worker's queues of checks, made at its first check */
+
+static void
+ngx_http_rate_limit_batches_start(void)
+{
+    if (ngx_http_rate_limit_batches_init) {
+        return;
+    }
+
+    ngx_queue_init(&ngx_http_rate_limit_unsent);
+    ngx_queue_init(&ngx_http_rate_limit_inflight);
+    ngx_queue_init(&ngx_http_rate_limit_parked);
+    ngx_queue_init(&ngx_http_rate_limit_spare);
+    ngx_http_rate_limit_batches_init = 1;
+}
+
+
 /*
  * The checks of requests go to Redis together, as one EVALSHA (a batch):
  * the script handles them one after the other, each atomically.  This
@@ -103,17 +121,11 @@ ngx_http_rate_limit_send(ngx_http_request_t *r,
         return rc;
     }
 
+    ngx_http_rate_limit_batches_start();
+
     if (!ngx_meshgate_redis_ready(mcf->redis)) {
 
         /* Redis Cluster's slot map is being asked for: wait for it */
-
-        if (!ngx_http_rate_limit_batches_init) {
-            ngx_queue_init(&ngx_http_rate_limit_unsent);
-            ngx_queue_init(&ngx_http_rate_limit_inflight);
-            ngx_queue_init(&ngx_http_rate_limit_parked);
-            ngx_queue_init(&ngx_http_rate_limit_spare);
-            ngx_http_rate_limit_batches_init = 1;
-        }
 
         ngx_queue_insert_tail(&ngx_http_rate_limit_parked, &ctx->parked);
         ctx->is_parked = 1;
@@ -270,14 +282,6 @@ ngx_http_rate_limit_batch_add(ngx_http_rate_limit_ctx_t *ctx,
     u_char                 idx[NGX_HTTP_RATE_LIMIT_MAX_LIMITS];
     ngx_uint_t             i, j, n, done;
     ngx_meshgate_redis_t  *node;
-
-    if (!ngx_http_rate_limit_batches_init) {
-        ngx_queue_init(&ngx_http_rate_limit_unsent);
-        ngx_queue_init(&ngx_http_rate_limit_inflight);
-        ngx_queue_init(&ngx_http_rate_limit_parked);
-        ngx_queue_init(&ngx_http_rate_limit_spare);
-        ngx_http_rate_limit_batches_init = 1;
-    }
 
     done = 0;
 
@@ -533,6 +537,10 @@ ngx_http_rate_limit_defer(void)
         return 0;
     }
 
+    if (ngx_queue_empty(&ngx_http_rate_limit_unsent)) {
+        return 0;
+    }
+
     for (q = ngx_queue_head(&ngx_http_rate_limit_unsent);
          q != ngx_queue_sentinel(&ngx_http_rate_limit_unsent);
          q = ngx_queue_next(q))
@@ -542,10 +550,6 @@ ngx_http_rate_limit_defer(void)
         if (batch->n >= NGX_HTTP_RATE_LIMIT_BATCH_MIN) {
             return 0;
         }
-    }
-
-    if (ngx_queue_empty(&ngx_http_rate_limit_unsent)) {
-        return 0;
     }
 
     ngx_http_rate_limit_deferred++;
