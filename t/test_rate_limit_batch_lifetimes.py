@@ -345,6 +345,30 @@ def test_cluster_node_asleep_under_load(nginx, cluster):  # noqa: F811
                          for i in range(6)), 10, "every node to answer")
 
 
+def test_quit_while_checks_wait_for_the_slot_map(nginx, cluster):  # noqa
+    """A new worker's first checks wait for the slot map (the seed asked
+    is stopped); the worker is told to quit; the map comes: the checks go
+    on into batches, and every request is answered before the worker
+    exits (on the old code the batches were held back a turn and lost)."""
+    n = start(nginx, conf("cluster=" + cluster.seeds, mode="local"))
+    seed = cluster.nodes[0]
+    c = Clients()
+    seed.proc.send_signal(signal.SIGSTOP)
+    try:
+        for i in range(4):
+            c.send(n.port, spread(0, i))
+        time.sleep(0.3 * SLOW)
+        n.proc.send_signal(signal.SIGQUIT)
+        time.sleep(0.3 * SLOW)
+    finally:
+        seed.proc.send_signal(signal.SIGCONT)
+    got = c.join()
+    n.proc.wait(10 * SLOW)
+    # an exiting worker opens no connection to a node: the failure mode
+    assert set(got.values()) <= CLUSTER_OK and got, got
+    assert "open socket" not in n.logs()
+
+
 def test_cluster_node_killed_under_load_then_back(nginx, cluster):  # noqa
     """Last (it kills a node).  A Cluster node dies under load with
     batches queued for every node: nothing waits past timeout= by much,
