@@ -257,7 +257,8 @@ def test_worker_shutdown_timeout_with_checks_held(nginx, redis):
     assert get(n.port, "/a?k=warm") == (200, "PASSED")
     sleeper = pause_redis(redis, 1.5 * SLOW)
     c = Clients()
-    for i in range(12):
+    # more than a batch holds (64) per worker: several batches per node
+    for i in range(160):
         c.send(n.port, "/two?k=s%d&j=t%d" % (i, i))
     h2 = threading.Thread(target=h2_abort, daemon=True, args=(
         n.ports[2], ["/a?k=h%d" % i for i in range(3)], 10))
