@@ -184,11 +184,14 @@ def pause_redis(redis, seconds):
     return t
 
 
-def quit_and_wait(n, timeout):
-    """nginx -s quit; returns the seconds the master took to exit."""
+def quit_and_wait(n, timeout, signalled=False):
+    """nginx -s quit (unless signalled already); returns the seconds the
+    master took to exit."""
     t0 = time.monotonic()
-    n.proc.send_signal(signal.SIGQUIT)
+    if not signalled:
+        n.proc.send_signal(signal.SIGQUIT)
     n.proc.wait(timeout * SLOW)
+    n.stderr_file.close()     # Nginx.stop() has nothing left to do
     return time.monotonic() - t0
 
 
@@ -384,7 +387,7 @@ def test_quit_while_checks_wait_for_the_slot_map(nginx, cluster):  # noqa
     finally:
         seed.proc.send_signal(signal.SIGCONT)
     got = c.join()
-    n.proc.wait(10 * SLOW)
+    quit_and_wait(n, 10, signalled=True)
     # an exiting worker opens no connection to a node: the failure mode
     assert set(got.values()) <= CLUSTER_OK and got, got
     assert "open socket" not in n.logs()
