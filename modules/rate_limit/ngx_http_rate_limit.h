@@ -52,6 +52,7 @@
 #define NGX_HTTP_RATE_LIMIT_HINTS           1024
 #define NGX_HTTP_RATE_LIMIT_SPARE           4     /* batches kept */
 #define NGX_HTTP_RATE_LIMIT_TURNS           8     /* see _defer() */
+#define NGX_HTTP_RATE_LIMIT_HOLD            10    /* ms, see _hold */
 
 
 typedef struct {
@@ -196,6 +197,7 @@ extern ngx_uint_t  ngx_http_rate_limit_work;
 ngx_int_t ngx_http_rate_limit_send(ngx_http_request_t *r,
     ngx_http_rate_limit_ctx_t *ctx);
 void ngx_http_rate_limit_ready(void *data, ngx_uint_t ok);
+void ngx_http_rate_limit_detach(ngx_http_rate_limit_ctx_t *ctx);
 void ngx_http_rate_limit_batch_done(ngx_http_rate_limit_batch_t *batch,
     ngx_int_t status, redisReply *reply);
 void ngx_http_rate_limit_result(ngx_http_rate_limit_result_t *res,

@@ -446,20 +446,9 @@ ngx_http_rate_limit_cleanup(void *data)
 {
     ngx_http_rate_limit_ctx_t  *ctx = data;
 
-    ngx_uint_t  i;
-
     /* also a marker: the context is found through it after a redirect */
 
-    for (i = 0; i < ctx->nbatches; i++) {
-        ctx->batches[i]->ctx[ctx->slots[i]] = NULL;
-    }
-
-    ctx->nbatches = 0;
-
-    if (ctx->is_parked) {
-        ngx_queue_remove(&ctx->parked);
-        ctx->is_parked = 0;
-    }
+    ngx_http_rate_limit_detach(ctx);
 }
 
 

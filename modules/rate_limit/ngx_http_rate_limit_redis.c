@@ -53,6 +53,14 @@ static ngx_uint_t   ngx_http_rate_limit_hurry;
 static ngx_uint_t   ngx_http_rate_limit_deferred;
 static ngx_uint_t   ngx_http_rate_limit_work_then;
 
+/*
+ * per worker: a timer set while the flush is deferred.  A worker told to
+ * quit (nginx -s quit, a reload) exits once no timer is left but
+ * cancelable ones: an event posted for the next turn does not keep it,
+ * and the checks held back would go with it, their requests unanswered.
+ */
+static ngx_event_t  ngx_http_rate_limit_hold;
+
 /* per worker: checks added and responses sent, see _defer() */
 ngx_uint_t          ngx_http_rate_limit_work;
 
@@ -138,6 +146,9 @@ ngx_http_rate_limit_send(ngx_http_request_t *r,
         || ngx_http_rate_limit_batch_add(ctx, mcf, r->connection->log)
            != NGX_OK)
     {
+        /* a part added already must not resume the request later */
+        ngx_http_rate_limit_detach(ctx);
+        ctx->done = 1;
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -182,11 +193,36 @@ ngx_http_rate_limit_ready(void *data, ngx_uint_t ok)
             continue;
         }
 
+        ngx_http_rate_limit_detach(ctx);
         ctx->waiting = 0;
         ctx->rc = ngx_http_rate_limit_failure(r, ctx);
 
         ngx_http_core_run_phases(r);
         ngx_http_run_posted_requests(c);
+    }
+}
+
+
+/*
+ * The request waits no more (it is finalized, or its check failed half
+ * added): the batches that hold a part of its check skip it, and a reply
+ * never comes to it.
+ */
+
+void
+ngx_http_rate_limit_detach(ngx_http_rate_limit_ctx_t *ctx)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < ctx->nbatches; i++) {
+        ctx->batches[i]->ctx[ctx->slots[i]] = NULL;
+    }
+
+    ctx->nbatches = 0;
+
+    if (ctx->is_parked) {
+        ngx_queue_remove(&ctx->parked);
+        ctx->is_parked = 0;
     }
 }
 
@@ -556,6 +592,14 @@ ngx_http_rate_limit_defer(void)
     ngx_http_rate_limit_work_then = ngx_http_rate_limit_work;
     ngx_post_event(&ngx_http_rate_limit_flush_event, &ngx_posted_next_events);
 
+    /* the timer only holds the worker: short, as it holds one that quits */
+
+    if (!ngx_http_rate_limit_hold.timer_set) {
+        ngx_http_rate_limit_hold.handler = ngx_http_empty_handler;
+        ngx_http_rate_limit_hold.log = ngx_cycle->log;
+        ngx_add_timer(&ngx_http_rate_limit_hold, NGX_HTTP_RATE_LIMIT_HOLD);
+    }
+
     return 1;
 }
 
@@ -914,6 +958,10 @@ ngx_http_rate_limit_exit_batches(void)
 
     if (ngx_http_rate_limit_flush_event.posted) {
         ngx_delete_posted_event(&ngx_http_rate_limit_flush_event);
+    }
+
+    if (ngx_http_rate_limit_hold.timer_set) {
+        ngx_del_timer(&ngx_http_rate_limit_hold);
     }
 
     ngx_http_rate_limit_free_batches(&ngx_http_rate_limit_unsent);
