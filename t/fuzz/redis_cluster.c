@@ -27,8 +27,10 @@
  *             the sentinel's answer when asked again.
  * Checked after each segment: at most 64 nodes, every slot names no node
  * or an existing one, every node and the primary an IPv4 or IPv6 address
- * with a port, neither 0 nor unspecified, and a printable name; every
- * handler runs at most once; a command follows one redirect at most.
+ * with a port, neither 0 nor unspecified, and a printable name; a slot map
+ * refused changes neither the map nor the nodes; no handshake but AUTH
+ * holds a node's connection; every handler runs at most once; a command
+ * follows one redirect at most.
  *
  * max_len: 8192
  */
@@ -60,6 +62,8 @@ static ngx_int_t ngx_fuzz_cl_get(ngx_meshgate_redis_t *rd, char *key);
 static void ngx_fuzz_cl_handler(void *data, ngx_int_t status,
     redisReply *reply);
 static void ngx_fuzz_cl_pump(ngx_meshgate_redis_t *rd, ngx_str_t *seg);
+static void ngx_fuzz_cl_pump_map(ngx_meshgate_redis_t *rd, ngx_str_t *seg);
+static void ngx_fuzz_cl_ready(void *data, ngx_uint_t ok);
 static void ngx_fuzz_cl_check_map(ngx_meshgate_redis_t *rd);
 static void ngx_fuzz_cl_check_addr(struct sockaddr *sa, socklen_t socklen,
     ngx_str_t *name);
@@ -75,6 +79,8 @@ static size_t               ngx_fuzz_cl_left;
 static size_t               ngx_fuzz_cl_chunk;
 static ngx_uint_t           ngx_fuzz_cl_issued;
 static ngx_fuzz_cl_call_t   ngx_fuzz_cl_calls[NGX_FUZZ_CL_CMDS];
+static ngx_uint_t           ngx_fuzz_cl_maps;
+static u_char               ngx_fuzz_cl_slots[NGX_MESHGATE_REDIS_SLOTS];
 
 
 int
@@ -114,6 +120,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     ngx_fuzz_cl_chunk = chunks[(flags >> 2) & 0x03];
     ngx_fuzz_cl_issued = 0;
+    ngx_fuzz_cl_maps = 0;
     ngx_memzero(ngx_fuzz_cl_calls, sizeof(ngx_fuzz_cl_calls));
 
     ngx_memzero(&cf, sizeof(ngx_conf_t));
@@ -159,6 +166,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     ngx_fuzz_assert(ngx_meshgate_redis_init(&cf, rd) == NGX_CONF_OK,
                     "configuration refused");
 
+    ngx_meshgate_redis_on_ready(rd, ngx_fuzz_cl_ready, NULL);
+
     if (flags & 0x01) {
         ngx_fuzz_cl_sentinel(rd, seg);
 
@@ -197,7 +206,7 @@ ngx_fuzz_cl_cluster(ngx_meshgate_redis_t *rd, ngx_str_t *seg)
     /* the map, from the first seed node */
 
     if (ngx_meshgate_redis_ready(rd) == 0) {
-        ngx_fuzz_cl_pump(rd->control, &seg[0]);
+        ngx_fuzz_cl_pump_map(rd, &seg[0]);
     }
 
     ngx_fuzz_cl_check_map(rd);
@@ -221,7 +230,7 @@ ngx_fuzz_cl_cluster(ngx_meshgate_redis_t *rd, ngx_str_t *seg)
     ngx_meshgate_redis_refresh(rd);
 
     if (rd->control_cmd) {
-        ngx_fuzz_cl_pump(rd->control, &seg[3]);
+        ngx_fuzz_cl_pump_map(rd, &seg[3]);
         ngx_fuzz_cl_check_map(rd);
     }
 
@@ -338,6 +347,37 @@ ngx_fuzz_cl_pump(ngx_meshgate_redis_t *rd, ngx_str_t *seg)
 }
 
 
+/* CLUSTER SLOTS answered: a map refused changes nothing */
+
+static void
+ngx_fuzz_cl_pump_map(ngx_meshgate_redis_t *rd, ngx_str_t *seg)
+{
+    ngx_uint_t  maps, nnodes;
+
+    maps = ngx_fuzz_cl_maps;
+    nnodes = rd->nnodes;
+    ngx_memcpy(ngx_fuzz_cl_slots, rd->slots, NGX_MESHGATE_REDIS_SLOTS);
+
+    ngx_fuzz_cl_pump(rd->control, seg);
+
+    if (ngx_fuzz_cl_maps == maps) {
+        ngx_fuzz_assert(rd->nnodes == nnodes, "a refused map added nodes");
+        ngx_fuzz_assert(ngx_memcmp(ngx_fuzz_cl_slots, rd->slots,
+                                   NGX_MESHGATE_REDIS_SLOTS) == 0,
+                        "a refused map changed the slots");
+    }
+}
+
+
+static void
+ngx_fuzz_cl_ready(void *data, ngx_uint_t ok)
+{
+    if (ok) {
+        ngx_fuzz_cl_maps++;
+    }
+}
+
+
 static void
 ngx_fuzz_cl_check_map(ngx_meshgate_redis_t *rd)
 {
@@ -364,6 +404,12 @@ ngx_fuzz_cl_check_map(ngx_meshgate_redis_t *rd)
     for (i = 0; i < rd->nnodes; i++) {
         ngx_fuzz_cl_check_addr(rd->nodes[i]->sockaddr,
                                rd->nodes[i]->socklen, &rd->nodes[i]->name);
+
+        /* AUTH at most: ASKING is no handshake (it held the connection) */
+
+        ngx_fuzz_assert(rd->nodes[i]->handshakes
+                        <= (rd->password.len ? 1 : 0),
+                        "a handshake beyond AUTH");
     }
 }
 
