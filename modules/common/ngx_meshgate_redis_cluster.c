@@ -440,7 +440,8 @@ ngx_meshgate_redis_ready(ngx_meshgate_redis_t *rd)
  * [[start, end, [ip, port, id, ...], replicas...], ...]: the map is made
  * anew from it (a slot it leaves out has no node: its commands go to a
  * node asked first, which answers MOVED); a reply refused in part is
- * refused whole and changes nothing, the nodes it names included.
+ * refused whole and changes nothing, the nodes it names included.  Nodes
+ * once learnt stay (callers hold their clients), 64 at most.
  */
 
 static ngx_int_t
@@ -453,7 +454,9 @@ ngx_meshgate_redis_slots(ngx_meshgate_redis_t *rd, redisReply *reply)
     redisReply      *r;
     ngx_sockaddr_t   sa;
 
-    if (reply->type != REDIS_REPLY_ARRAY) {
+    /* no range at all (a node just reset, or alone): another is asked */
+
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements == 0) {
         goto invalid;
     }
 
