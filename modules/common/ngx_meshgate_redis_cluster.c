@@ -831,9 +831,16 @@ static ngx_uint_t
 ngx_meshgate_redis_unspecified(struct sockaddr *sa)
 {
 #if (NGX_HAVE_INET6)
+    struct in6_addr  *a6;
+
     if (sa->sa_family == AF_INET6) {
-        return IN6_IS_ADDR_UNSPECIFIED(
-                   &((struct sockaddr_in6 *) sa)->sin6_addr);
+        a6 = &((struct sockaddr_in6 *) sa)->sin6_addr;
+
+        /* "::ffff:0.0.0.0" is 0.0.0.0 too */
+
+        return IN6_IS_ADDR_UNSPECIFIED(a6)
+               || (IN6_IS_ADDR_V4MAPPED(a6)
+                   && ngx_memcmp(&a6->s6_addr[12], "\0\0\0\0", 4) == 0);
     }
 #endif
 

@@ -472,7 +472,10 @@ ngx_fuzz_cl_check_addr(struct sockaddr *sa, socklen_t socklen,
         ngx_fuzz_assert(socklen == sizeof(struct sockaddr_in6),
                         "IPv6 address length");
         ngx_fuzz_assert(sin6->sin6_port != 0, "port 0");
-        ngx_fuzz_assert(!IN6_IS_ADDR_UNSPECIFIED(&sin6->sin6_addr),
+        ngx_fuzz_assert(!IN6_IS_ADDR_UNSPECIFIED(&sin6->sin6_addr)
+                        && !(IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr)
+                             && ngx_memcmp(&sin6->sin6_addr.s6_addr[12],
+                                           "\0\0\0\0", 4) == 0),
                         "unspecified IPv6 address");
         break;
 
