@@ -16,10 +16,12 @@ from harness import TOP
 CRASHES = sorted(glob.glob(os.path.join(TOP, "t", "fuzz", "crashes", "*")))
 FUZZ = os.path.join(TOP, "scripts", "fuzz")
 
-# reproducer -> the bug it shows, while that bug is open.  The three found
-# so far (jwt: an absent claim read as the last member; redis: a 16 GiB
-# calloc for "*2147483647"; label: "\xec\xec\xec" taken as UTF-8) are
-# fixed.
+# reproducer -> the bug it shows, while that bug is open.  Those found so
+# far are fixed: jwt: an absent claim read as the last member; redis: a
+# 16 GiB calloc for "*2147483647"; label: "\xec\xec\xec" taken as UTF-8;
+# redis_cluster: a refused CLUSTER SLOTS applied in part or filling the
+# node table, 0.0.0.0 taken as a node or the primary, ASKING held as a
+# handshake (a silent node kept its connection "opening" for good).
 OPEN = {
 }
 

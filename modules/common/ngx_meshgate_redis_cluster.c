@@ -22,8 +22,18 @@ static void ngx_meshgate_redis_slots_handler(void *data, ngx_int_t status,
     redisReply *reply);
 static ngx_int_t ngx_meshgate_redis_slots(ngx_meshgate_redis_t *rd,
     redisReply *reply);
-static ngx_int_t ngx_meshgate_redis_parse_addr(u_char *ip, size_t len,
-    ngx_int_t port, ngx_sockaddr_t *sa, socklen_t *socklen);
+static ngx_int_t ngx_meshgate_redis_slot_range(ngx_meshgate_redis_t *rd,
+    redisReply *r, ngx_sockaddr_t *sa, socklen_t *socklen);
+static ngx_uint_t ngx_meshgate_redis_new_nodes(ngx_meshgate_redis_t *rd,
+    redisReply *reply);
+static ngx_int_t ngx_meshgate_redis_node_index(ngx_meshgate_redis_t *rd,
+    struct sockaddr *sa, socklen_t socklen);
+static ngx_int_t ngx_meshgate_redis_same_host(struct sockaddr *host,
+    socklen_t hostlen, ngx_int_t port, ngx_sockaddr_t *sa,
+    socklen_t *socklen);
+static void ngx_meshgate_redis_asking_handler(void *data, ngx_int_t status,
+    redisReply *reply);
+static ngx_uint_t ngx_meshgate_redis_unspecified(struct sockaddr *sa);
 static ngx_uint_t ngx_meshgate_redis_slot(u_char *key, size_t len);
 
 
@@ -234,17 +244,13 @@ static ngx_int_t
 ngx_meshgate_redis_add_node(ngx_meshgate_redis_t *rd, struct sockaddr *sa,
     socklen_t socklen)
 {
-    ngx_uint_t             i;
+    ngx_int_t              i;
     ngx_meshgate_redis_t  *node;
 
-    for (i = 0; i < rd->nnodes; i++) {
-        node = rd->nodes[i];
+    i = ngx_meshgate_redis_node_index(rd, sa, socklen);
 
-        if (node->socklen == socklen
-            && ngx_memcmp(node->sockaddr, sa, socklen) == 0)
-        {
-            return i;
-        }
+    if (i != NGX_DECLINED) {
+        return i;
     }
 
     if (rd->nnodes == NGX_MESHGATE_REDIS_MAX_NODES) {
@@ -283,6 +289,29 @@ ngx_meshgate_redis_add_node(ngx_meshgate_redis_t *rd, struct sockaddr *sa,
     rd->nodes[rd->nnodes] = node;
 
     return rd->nnodes++;
+}
+
+
+/* the index of the node's client, NGX_DECLINED if none */
+
+static ngx_int_t
+ngx_meshgate_redis_node_index(ngx_meshgate_redis_t *rd, struct sockaddr *sa,
+    socklen_t socklen)
+{
+    ngx_uint_t             i;
+    ngx_meshgate_redis_t  *node;
+
+    for (i = 0; i < rd->nnodes; i++) {
+        node = rd->nodes[i];
+
+        if (node->socklen == socklen
+            && ngx_memcmp(node->sockaddr, sa, socklen) == 0)
+        {
+            return i;
+        }
+    }
+
+    return NGX_DECLINED;
 }
 
 
@@ -407,7 +436,13 @@ ngx_meshgate_redis_ready(ngx_meshgate_redis_t *rd)
 }
 
 
-/* [[start, end, [ip, port, id, ...], replicas...], ...] */
+/*
+ * [[start, end, [ip, port, id, ...], replicas...], ...]: the map is made
+ * anew from it (a slot it leaves out has no node: its commands go to a
+ * node asked first, which answers MOVED); a reply refused in part is
+ * refused whole and changes nothing, the nodes it names included.  Nodes
+ * once learnt stay (callers hold their clients), 64 at most.
+ */
 
 static ngx_int_t
 ngx_meshgate_redis_slots(ngx_meshgate_redis_t *rd, redisReply *reply)
@@ -415,51 +450,41 @@ ngx_meshgate_redis_slots(ngx_meshgate_redis_t *rd, redisReply *reply)
     size_t           i;
     socklen_t        socklen;
     ngx_int_t        n;
-    redisReply      *r, *m;
+    ngx_uint_t       nnew;
+    redisReply      *r;
     ngx_sockaddr_t   sa;
-    long long        start, end;
 
-    if (reply->type != REDIS_REPLY_ARRAY) {
+    /* no range at all (a node just reset, or alone): another is asked */
+
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements == 0) {
         goto invalid;
     }
 
     for (i = 0; i < reply->elements; i++) {
+        if (ngx_meshgate_redis_slot_range(rd, reply->element[i], &sa,
+                                          &socklen)
+            != NGX_OK)
+        {
+            goto invalid;
+        }
+    }
+
+    nnew = ngx_meshgate_redis_new_nodes(rd, reply);
+
+    if (rd->nnodes + nnew > NGX_MESHGATE_REDIS_MAX_NODES) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "redis cluster: node %V named more than %d nodes "
+                      "in all in CLUSTER SLOTS, the slot map is kept",
+                      &rd->control->name, NGX_MESHGATE_REDIS_MAX_NODES);
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(rd->slots, NGX_MESHGATE_REDIS_SLOTS);
+
+    for (i = 0; i < reply->elements; i++) {
         r = reply->element[i];
 
-        if (r->type != REDIS_REPLY_ARRAY || r->elements < 3
-            || r->element[0]->type != REDIS_REPLY_INTEGER
-            || r->element[1]->type != REDIS_REPLY_INTEGER
-            || r->element[2]->type != REDIS_REPLY_ARRAY
-            || r->element[2]->elements < 2)
-        {
-            goto invalid;
-        }
-
-        start = r->element[0]->integer;
-        end = r->element[1]->integer;
-        m = r->element[2];
-
-        if (start < 0 || end < start || end >= NGX_MESHGATE_REDIS_SLOTS
-            || m->element[0]->type != REDIS_REPLY_STRING
-            || m->element[1]->type != REDIS_REPLY_INTEGER)
-        {
-            goto invalid;
-        }
-
-        if (m->element[0]->len == 0) {
-
-            /* "" (Redis 7): the node asked */
-
-            ngx_memcpy(&sa, rd->control->sockaddr, rd->control->socklen);
-            socklen = rd->control->socklen;
-
-        } else if (ngx_meshgate_redis_parse_addr(
-                       (u_char *) m->element[0]->str, m->element[0]->len,
-                       (ngx_int_t) m->element[1]->integer, &sa, &socklen)
-                   != NGX_OK)
-        {
-            goto invalid;
-        }
+        (void) ngx_meshgate_redis_slot_range(rd, r, &sa, &socklen);
 
         n = ngx_meshgate_redis_add_node(rd, &sa.sockaddr, socklen);
 
@@ -467,7 +492,8 @@ ngx_meshgate_redis_slots(ngx_meshgate_redis_t *rd, redisReply *reply)
             return NGX_ERROR;
         }
 
-        ngx_memset(rd->slots + start, n + 1, end - start + 1);
+        ngx_memset(rd->slots + r->element[0]->integer, n + 1,
+                   r->element[1]->integer - r->element[0]->integer + 1);
     }
 
     ngx_log_debug2(NGX_LOG_DEBUG_EVENT, ngx_cycle->log, 0,
@@ -488,6 +514,112 @@ invalid:
 
 
 /*
+ * One range of CLUSTER SLOTS: its slots within 0-16383, start <= end,
+ * and the primary's address.  The address is an IP address; NULL (Redis 7,
+ * cluster-preferred-endpoint-type unknown-endpoint) or "" (a node that
+ * does not know its own address yet) mean the node asked, at the port
+ * given.
+ */
+
+static ngx_int_t
+ngx_meshgate_redis_slot_range(ngx_meshgate_redis_t *rd, redisReply *r,
+    ngx_sockaddr_t *sa, socklen_t *socklen)
+{
+    redisReply  *m, *ip;
+    long long    start, end, port;
+
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 3
+        || r->element[0]->type != REDIS_REPLY_INTEGER
+        || r->element[1]->type != REDIS_REPLY_INTEGER
+        || r->element[2]->type != REDIS_REPLY_ARRAY
+        || r->element[2]->elements < 2)
+    {
+        return NGX_ERROR;
+    }
+
+    start = r->element[0]->integer;
+    end = r->element[1]->integer;
+    m = r->element[2];
+    ip = m->element[0];
+
+    if (start < 0 || end < start || end >= NGX_MESHGATE_REDIS_SLOTS
+        || m->element[1]->type != REDIS_REPLY_INTEGER)
+    {
+        return NGX_ERROR;
+    }
+
+    port = m->element[1]->integer;
+
+    if (port < 1 || port > 65535) {
+        return NGX_ERROR;
+    }
+
+    if (ip->type == REDIS_REPLY_NIL
+        || (ip->type == REDIS_REPLY_STRING && ip->len == 0))
+    {
+        return ngx_meshgate_redis_same_host(rd->control->sockaddr,
+                                            rd->control->socklen,
+                                            (ngx_int_t) port, sa, socklen);
+    }
+
+    if (ip->type != REDIS_REPLY_STRING) {
+        return NGX_ERROR;
+    }
+
+    return ngx_meshgate_redis_parse_addr((u_char *) ip->str, ip->len,
+                                         (ngx_int_t) port, sa, socklen);
+}
+
+
+/* how many nodes a (checked) CLUSTER SLOTS reply names that are new */
+
+static ngx_uint_t
+ngx_meshgate_redis_new_nodes(ngx_meshgate_redis_t *rd, redisReply *reply)
+{
+    size_t          i;
+    socklen_t       socklen, lens[NGX_MESHGATE_REDIS_MAX_NODES + 1];
+    ngx_uint_t      n, k;
+    ngx_sockaddr_t  sa, seen[NGX_MESHGATE_REDIS_MAX_NODES + 1];
+
+    n = 0;
+
+    for (i = 0; i < reply->elements; i++) {
+        (void) ngx_meshgate_redis_slot_range(rd, reply->element[i], &sa,
+                                             &socklen);
+
+        if (ngx_meshgate_redis_node_index(rd, &sa.sockaddr, socklen)
+            != NGX_DECLINED)
+        {
+            continue;
+        }
+
+        for (k = 0; k < n; k++) {
+            if (lens[k] == socklen
+                && ngx_memcmp(&seen[k], &sa, socklen) == 0)
+            {
+                break;
+            }
+        }
+
+        if (k < n) {
+            continue;
+        }
+
+        /* one over the most there can be is enough to refuse */
+
+        if (n == NGX_MESHGATE_REDIS_MAX_NODES + 1) {
+            break;
+        }
+
+        seen[n] = sa;
+        lens[n++] = socklen;
+    }
+
+    return n;
+}
+
+
+/*
  * "MOVED <slot> <ip>:<port>": the slot lives there now; the map is asked
  * for again and the command goes there, once.  "ASK <slot> <ip>:<port>":
  * this key is being migrated there; the command goes there after
@@ -500,7 +632,7 @@ ngx_meshgate_redis_redirect(ngx_meshgate_redis_t *rd,
 {
     u_char                *p, *last, *colon, *sp;
     socklen_t              socklen;
-    ngx_int_t              slot, port, n;
+    ngx_int_t              slot, port, n, rc;
     ngx_uint_t             ask;
     ngx_sockaddr_t         sa;
     ngx_meshgate_redis_t  *parent, *target;
@@ -531,16 +663,29 @@ ngx_meshgate_redis_redirect(ngx_meshgate_redis_t *rd,
     slot = ngx_atoi(p, sp - p);
     p = sp + 1;
 
-    for (colon = last - 1; colon > p && *colon != ':'; colon--) {
+    /* the last ':' (an IPv6 address has more) */
+
+    for (colon = last; colon > p && colon[-1] != ':'; colon--) {
         /* void */
     }
 
+    if (slot == NGX_ERROR || slot >= NGX_MESHGATE_REDIS_SLOTS
+        || colon == p)
+    {
+        return NGX_DECLINED;
+    }
+
+    colon--;
     port = ngx_atoi(colon + 1, last - colon - 1);
 
-    if (slot < 0 || slot >= NGX_MESHGATE_REDIS_SLOTS || colon == p
-        || ngx_meshgate_redis_parse_addr(p, colon - p, port, &sa, &socklen)
-           != NGX_OK)
-    {
+    /* ":port" (an unknown endpoint, Redis 7): the node that answered */
+
+    rc = (colon == p)
+         ? ngx_meshgate_redis_same_host(rd->sockaddr, rd->socklen, port, &sa,
+                                        &socklen)
+         : ngx_meshgate_redis_parse_addr(p, colon - p, port, &sa, &socklen);
+
+    if (rc != NGX_OK) {
         return NGX_DECLINED;
     }
 
@@ -569,10 +714,17 @@ ngx_meshgate_redis_redirect(ngx_meshgate_redis_t *rd,
         return NGX_DECLINED;
     }
 
+    /*
+     * ASKING is a command of its own, not a handshake: a node that does
+     * not answer it times out as with any command instead of holding the
+     * connection as still opening, and an error answer fails nothing but
+     * the command after it
+     */
+
     if (ask
         && ngx_meshgate_redis_queue(target, NULL, asking, sizeof(asking) - 1,
-                                    ngx_meshgate_redis_handshake_handler,
-                                    "ASKING", NULL)
+                                    ngx_meshgate_redis_asking_handler,
+                                    NULL, NULL)
            != NGX_OK)
     {
         return NGX_DECLINED;
@@ -593,9 +745,21 @@ ngx_meshgate_redis_redirect(ngx_meshgate_redis_t *rd,
 }
 
 
-/* an IP address (no name: the worker never resolves) and a port */
+static void
+ngx_meshgate_redis_asking_handler(void *data, ngx_int_t status,
+    redisReply *reply)
+{
+    /* the command sent after ASKING has the answer that matters */
+}
 
-static ngx_int_t
+
+/*
+ * An IP address (no name: the worker never resolves) and a port, both
+ * usable: neither the unspecified address (0.0.0.0, ::), which Linux
+ * connects to this host, nor port 0.
+ */
+
+ngx_int_t
 ngx_meshgate_redis_parse_addr(u_char *ip, size_t len, ngx_int_t port,
     ngx_sockaddr_t *sa, socklen_t *socklen)
 {
@@ -626,9 +790,61 @@ ngx_meshgate_redis_parse_addr(u_char *ip, size_t len, ngx_int_t port,
         return NGX_ERROR;
     }
 
+    if (ngx_meshgate_redis_unspecified(&sa->sockaddr)) {
+        return NGX_ERROR;
+    }
+
     ngx_inet_set_port(&sa->sockaddr, (in_port_t) port);
 
     return NGX_OK;
+}
+
+
+/* the IP address of host, with another port */
+
+static ngx_int_t
+ngx_meshgate_redis_same_host(struct sockaddr *host, socklen_t hostlen,
+    ngx_int_t port, ngx_sockaddr_t *sa, socklen_t *socklen)
+{
+    if (port < 1 || port > 65535
+        || (host->sa_family != AF_INET
+#if (NGX_HAVE_INET6)
+            && host->sa_family != AF_INET6
+#endif
+           )
+        || hostlen > sizeof(ngx_sockaddr_t))
+    {
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(sa, sizeof(ngx_sockaddr_t));
+    ngx_memcpy(sa, host, hostlen);
+    *socklen = hostlen;
+
+    ngx_inet_set_port(&sa->sockaddr, (in_port_t) port);
+
+    return NGX_OK;
+}
+
+
+static ngx_uint_t
+ngx_meshgate_redis_unspecified(struct sockaddr *sa)
+{
+#if (NGX_HAVE_INET6)
+    struct in6_addr  *a6;
+
+    if (sa->sa_family == AF_INET6) {
+        a6 = &((struct sockaddr_in6 *) sa)->sin6_addr;
+
+        /* "::ffff:0.0.0.0" is 0.0.0.0 too */
+
+        return IN6_IS_ADDR_UNSPECIFIED(a6)
+               || (IN6_IS_ADDR_V4MAPPED(a6)
+                   && ngx_memcmp(&a6->s6_addr[12], "\0\0\0\0", 4) == 0);
+    }
+#endif
+
+    return ((struct sockaddr_in *) sa)->sin_addr.s_addr == INADDR_ANY;
 }
 
 

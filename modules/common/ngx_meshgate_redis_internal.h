@@ -195,6 +195,8 @@ ngx_meshgate_redis_t *ngx_meshgate_redis_cluster_node(
 ngx_int_t ngx_meshgate_redis_ask_slots(ngx_meshgate_redis_t *rd);
 ngx_int_t ngx_meshgate_redis_redirect(ngx_meshgate_redis_t *rd,
     ngx_meshgate_redis_cmd_t *cmd, redisReply *reply);
+ngx_int_t ngx_meshgate_redis_parse_addr(u_char *ip, size_t len,
+    ngx_int_t port, ngx_sockaddr_t *sa, socklen_t *socklen);
 
 
 #pragma GCC visibility pop

@@ -466,18 +466,34 @@ ngx_meshgate_redis_subscribed(void *data, ngx_int_t status,
 }
 
 
-/* "message", "+switch-master", "<master> <old ip> <old port> <ip> <port>" */
+/*
+ * "message", "+switch-master", "<master> <old ip> <old port> <ip> <port>":
+ * only the master's name is read; the sentinels are asked for the new
+ * primary, as at first
+ */
 
 static void
 ngx_meshgate_redis_switch_master(ngx_meshgate_redis_t *sub,
     redisReply *reply)
 {
+    redisReply            *kind, *channel;
     ngx_meshgate_redis_t  *rd;
 
     rd = sub->push_data;
 
-    if (reply->type != REDIS_REPLY_ARRAY
-        || reply->elements != 3
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3) {
+        return;
+    }
+
+    kind = reply->element[0];
+    channel = reply->element[1];
+
+    if (kind->type != REDIS_REPLY_STRING
+        || kind->len != sizeof("message") - 1
+        || ngx_strncmp(kind->str, "message", kind->len) != 0
+        || channel->type != REDIS_REPLY_STRING
+        || channel->len != sizeof("+switch-master") - 1
+        || ngx_strncmp(channel->str, "+switch-master", channel->len) != 0
         || reply->element[2]->type != REDIS_REPLY_STRING
         || reply->element[2]->len <= rd->master.len
         || ngx_strncmp(reply->element[2]->str, rd->master.data,
@@ -518,9 +534,8 @@ ngx_meshgate_redis_switch_master(ngx_meshgate_redis_t *sub,
 static ngx_int_t
 ngx_meshgate_redis_primary(ngx_meshgate_redis_t *rd, redisReply *reply)
 {
-    u_char                *ip, text[NGX_SOCKADDR_STRLEN];
+    u_char                 text[NGX_SOCKADDR_STRLEN];
     size_t                 len;
-    in_addr_t              inaddr;
     ngx_int_t              port;
     ngx_sockaddr_t         sa;
     socklen_t              socklen;
@@ -539,36 +554,14 @@ ngx_meshgate_redis_primary(ngx_meshgate_redis_t *rd, redisReply *reply)
         return NGX_ERROR;
     }
 
-    ip = (u_char *) reply->element[0]->str;
-    len = reply->element[0]->len;
-
     port = ngx_atoi((u_char *) reply->element[1]->str,
                     reply->element[1]->len);
 
-    ngx_memzero(&sa, sizeof(ngx_sockaddr_t));
-
-    inaddr = ngx_inet_addr(ip, len);
-
-    if (inaddr != INADDR_NONE) {
-        sa.sockaddr_in.sin_family = AF_INET;
-        sa.sockaddr_in.sin_addr.s_addr = inaddr;
-        socklen = sizeof(struct sockaddr_in);
-
-#if (NGX_HAVE_INET6)
-    } else if (ngx_inet6_addr(ip, len, sa.sockaddr_in6.sin6_addr.s6_addr)
-               == NGX_OK)
+    if (ngx_meshgate_redis_parse_addr((u_char *) reply->element[0]->str,
+                                      reply->element[0]->len, port, &sa,
+                                      &socklen)
+        != NGX_OK)
     {
-        sa.sockaddr_in6.sin6_family = AF_INET6;
-        socklen = sizeof(struct sockaddr_in6);
-#endif
-
-    } else {
-        port = NGX_ERROR;
-        socklen = 0;
-    }
-
-    if (port < 1 || port > 65535) {
-
         /* host names are not resolved here: the worker would block */
 
         ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
@@ -577,8 +570,6 @@ ngx_meshgate_redis_primary(ngx_meshgate_redis_t *rd, redisReply *reply)
                       &sc->name, &rd->master);
         return NGX_ERROR;
     }
-
-    ngx_inet_set_port(&sa.sockaddr, (in_port_t) port);
 
     if (rd->primary_len
         && (rd->primary_len != socklen
