@@ -21,7 +21,9 @@ FUZZ = os.path.join(TOP, "scripts", "fuzz")
 # 16 GiB calloc for "*2147483647"; label: "\xec\xec\xec" taken as UTF-8;
 # redis_cluster: a refused CLUSTER SLOTS applied in part or filling the
 # node table, 0.0.0.0 taken as a node or the primary, ASKING held as a
-# handshake (a silent node kept its connection "opening" for good).
+# handshake (a silent node kept its connection "opening" for good), a
+# discovery under way at exit cancelled after the sentinels' client had
+# freed it.
 OPEN = {
 }
 

@@ -1273,6 +1273,16 @@ ngx_meshgate_redis_close(ngx_meshgate_redis_t *rd)
     ngx_queue_t               *q;
     ngx_meshgate_redis_cmd_t  *cmd;
 
+    /*
+     * a discovery under way: its command belongs to the sentinels' client,
+     * which frees it when closed; disconnect() below would cancel it then
+     */
+
+    if (rd->sentinel_cmd) {
+        ngx_meshgate_redis_cancel(rd->sentinel_cmd);
+        rd->sentinel_cmd = NULL;
+    }
+
     if (rd->sentinel) {
         ngx_meshgate_redis_close(rd->sentinel);
         ngx_meshgate_redis_close(rd->subscriber);

@@ -176,17 +176,6 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         ngx_fuzz_cl_cluster(rd, seg);
     }
 
-    /*
-     * ngx_meshgate_redis_close() closes the sentinels' client first, and
-     * then cancels rd->sentinel_cmd, freed with it (a discovery under way
-     * at exit): done here first until that order is fixed
-     */
-
-    if (rd->sentinel_cmd) {
-        ngx_meshgate_redis_cancel(rd->sentinel_cmd);
-        rd->sentinel_cmd = NULL;
-    }
-
     ngx_meshgate_redis_close(rd);
 
     ngx_fuzz_cl_check_calls();
