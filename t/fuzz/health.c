@@ -22,22 +22,12 @@
 
 #include "ngx_fuzz.h"
 #include "../../modules/upstream_mesh/ngx_http_upstream_mesh_health.c"
-
-
-static ssize_t ngx_fuzz_health_recv(ngx_connection_t *c, u_char *buf,
-    size_t size);
-static ssize_t ngx_fuzz_health_send(ngx_connection_t *c, u_char *buf,
-    size_t size);
+#include "ngx_fuzz_peer.h"
 
 
 static u_char              *ngx_fuzz_health_start;
-static u_char              *ngx_fuzz_health_in;
-static size_t               ngx_fuzz_health_left;
-static size_t               ngx_fuzz_health_chunk;
-static ngx_uint_t           ngx_fuzz_health_silent;
 static ngx_uint_t           ngx_fuzz_health_results;
 static ngx_uint_t           ngx_fuzz_health_ok;
-static ngx_connection_t    *ngx_fuzz_health_conn;
 static pcre2_code          *ngx_fuzz_health_re;
 
 
@@ -73,12 +63,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     ngx_memcpy(copy, data + 2, size - 2);
 
     ngx_fuzz_health_start = copy;
-    ngx_fuzz_health_in = copy;
-    ngx_fuzz_health_left = size - 2;
-    ngx_fuzz_health_chunk = data[1] ? data[1] : 65536;
-    ngx_fuzz_health_silent = flags & 0x02;
+    ngx_fuzz_peer.in = copy;
+    ngx_fuzz_peer.left = size - 2;
+    ngx_fuzz_peer.chunk = data[1] ? data[1] : 65536;
+    ngx_fuzz_peer.end = (flags & 0x02) ? NGX_AGAIN : 0;
+    ngx_fuzz_peer.read_ready = 1;
+    ngx_fuzz_peer.conn = NULL;
     ngx_fuzz_health_results = 0;
-    ngx_fuzz_health_conn = NULL;
 
     ngx_memzero(&sin, sizeof(struct sockaddr_in));
     sin.sin_family = AF_INET;
@@ -108,9 +99,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     ngx_http_upstream_mesh_probe_start(&mcf, 0, ngx_fuzz_get_log());
 
-    if (ngx_fuzz_health_results == 0 && ngx_fuzz_health_conn) {
-        ngx_fuzz_health_conn->read->timedout = 1;
-        ngx_fuzz_health_conn->read->handler(ngx_fuzz_health_conn->read);
+    if (ngx_fuzz_health_results == 0 && ngx_fuzz_peer.conn) {
+        ngx_fuzz_peer.conn->read->timedout = 1;
+        ngx_fuzz_peer.conn->read->handler(ngx_fuzz_peer.conn->read);
     }
 
     ngx_fuzz_assert(ngx_fuzz_health_results == 1, "probe did not end once");
@@ -153,74 +144,4 @@ ngx_regex_exec(ngx_regex_t *re, ngx_str_t *s, int *captures, ngx_uint_t size)
     pcre2_match_data_free(md);
 
     return rc < 0 ? NGX_REGEX_NO_MATCHED : rc;
-}
-
-
-/* the fake connection to the peer */
-
-ngx_int_t
-ngx_event_connect_peer(ngx_peer_connection_t *pc)
-{
-    ngx_connection_t  *c;
-
-    c = calloc(1, sizeof(ngx_connection_t));
-    c->read = calloc(1, sizeof(ngx_event_t));
-    c->write = calloc(1, sizeof(ngx_event_t));
-
-    c->read->data = c;
-    c->write->data = c;
-    c->read->ready = 1;
-    c->write->ready = 1;
-    c->recv = ngx_fuzz_health_recv;
-    c->send = ngx_fuzz_health_send;
-    c->fd = -1;
-
-    pc->connection = c;
-    ngx_fuzz_health_conn = c;
-
-    return NGX_OK;
-}
-
-
-void
-ngx_close_connection(ngx_connection_t *c)
-{
-    free(c->read);
-    free(c->write);
-    free(c);
-
-    ngx_fuzz_health_conn = NULL;
-}
-
-
-ngx_int_t
-ngx_event_get_peer(ngx_peer_connection_t *pc, void *data)
-{
-    return NGX_OK;
-}
-
-
-static ssize_t
-ngx_fuzz_health_recv(ngx_connection_t *c, u_char *buf, size_t size)
-{
-    size_t  n;
-
-    if (ngx_fuzz_health_left == 0) {
-        return ngx_fuzz_health_silent ? NGX_AGAIN : 0;
-    }
-
-    n = ngx_min(ngx_min(size, ngx_fuzz_health_chunk), ngx_fuzz_health_left);
-
-    ngx_memcpy(buf, ngx_fuzz_health_in, n);
-    ngx_fuzz_health_in += n;
-    ngx_fuzz_health_left -= n;
-
-    return n;
-}
-
-
-static ssize_t
-ngx_fuzz_health_send(ngx_connection_t *c, u_char *buf, size_t size)
-{
-    return size;
 }

@@ -29,6 +29,7 @@
 #include "../../modules/common/ngx_meshgate_redis_cluster.c"
 #include "../../modules/common/ngx_meshgate_redis_sentinel.c"
 #include "../../modules/common/ngx_meshgate_redis_tls.c"
+#include "ngx_fuzz_peer.h"
 
 
 #define NGX_FUZZ_REDIS_CMDS  16
@@ -37,15 +38,8 @@
 static void ngx_fuzz_redis_handler(void *data, ngx_int_t status,
     redisReply *reply);
 static void ngx_fuzz_redis_walk(redisReply *reply, ngx_uint_t depth);
-static ssize_t ngx_fuzz_redis_recv(ngx_connection_t *c, u_char *buf,
-    size_t size);
-static ssize_t ngx_fuzz_redis_send(ngx_connection_t *c, u_char *buf,
-    size_t size);
 
 
-static u_char                       *ngx_fuzz_redis_in;
-static size_t                        ngx_fuzz_redis_left;
-static size_t                        ngx_fuzz_redis_chunk;
 static ngx_uint_t                    ngx_fuzz_redis_more;
 static ngx_uint_t                    ngx_fuzz_redis_issued;
 static ngx_uint_t                    ngx_fuzz_redis_calls[NGX_FUZZ_REDIS_CMDS];
@@ -75,9 +69,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     copy = malloc(size - 2 + 1);
     ngx_memcpy(copy, data + 2, size - 2);
 
-    ngx_fuzz_redis_in = copy;
-    ngx_fuzz_redis_left = size - 2;
-    ngx_fuzz_redis_chunk = data[1] ? data[1] : 16384;
+    ngx_fuzz_peer.in = copy;
+    ngx_fuzz_peer.left = size - 2;
+    ngx_fuzz_peer.chunk = data[1] ? data[1] : 16384;
+    ngx_fuzz_peer.end = NGX_AGAIN;
     ngx_fuzz_redis_more = flags & 0x20;
     ngx_fuzz_redis_issued = 0;
     ngx_memzero(ngx_fuzz_redis_calls, sizeof(ngx_fuzz_redis_calls));
@@ -231,81 +226,4 @@ ngx_fuzz_redis_walk(redisReply *reply, ngx_uint_t depth)
         }
         break;
     }
-}
-
-
-/* the fake connection to Redis */
-
-ngx_int_t
-ngx_event_connect_peer(ngx_peer_connection_t *pc)
-{
-    ngx_connection_t  *c;
-
-    c = calloc(1, sizeof(ngx_connection_t));
-    c->read = calloc(1, sizeof(ngx_event_t));
-    c->write = calloc(1, sizeof(ngx_event_t));
-
-    c->read->data = c;
-    c->read->log = pc->log;
-    c->write->log = pc->log;
-    c->write->data = c;
-    c->write->ready = 1;
-    c->recv = ngx_fuzz_redis_recv;
-    c->send = ngx_fuzz_redis_send;
-    c->log = pc->log;
-    c->fd = -1;
-
-    pc->connection = c;
-
-    return NGX_OK;
-}
-
-
-void
-ngx_close_connection(ngx_connection_t *c)
-{
-    if (c->read->posted) {
-        ngx_delete_posted_event(c->read);
-    }
-
-    if (c->write->posted) {
-        ngx_delete_posted_event(c->write);
-    }
-
-    free(c->read);
-    free(c->write);
-    free(c);
-}
-
-
-ngx_int_t
-ngx_event_get_peer(ngx_peer_connection_t *pc, void *data)
-{
-    return NGX_OK;
-}
-
-
-static ssize_t
-ngx_fuzz_redis_recv(ngx_connection_t *c, u_char *buf, size_t size)
-{
-    size_t  n;
-
-    if (ngx_fuzz_redis_left == 0) {
-        return NGX_AGAIN;
-    }
-
-    n = ngx_min(ngx_min(size, ngx_fuzz_redis_chunk), ngx_fuzz_redis_left);
-
-    ngx_memcpy(buf, ngx_fuzz_redis_in, n);
-    ngx_fuzz_redis_in += n;
-    ngx_fuzz_redis_left -= n;
-
-    return n;
-}
-
-
-static ssize_t
-ngx_fuzz_redis_send(ngx_connection_t *c, u_char *buf, size_t size)
-{
-    return size;
 }

@@ -44,6 +44,7 @@
 #include "../../modules/common/ngx_meshgate_redis_cluster.c"
 #include "../../modules/common/ngx_meshgate_redis_sentinel.c"
 #include "../../modules/common/ngx_meshgate_redis_tls.c"
+#include "ngx_fuzz_peer.h"
 
 
 #define NGX_FUZZ_CL_SEGMENTS  4
@@ -69,15 +70,8 @@ static ngx_uint_t ngx_fuzz_cl_over(u_char *p, size_t n, ngx_uint_t max);
 static void ngx_fuzz_cl_check_addr(struct sockaddr *sa, socklen_t socklen,
     ngx_str_t *name);
 static void ngx_fuzz_cl_check_calls(void);
-static ssize_t ngx_fuzz_cl_recv(ngx_connection_t *c, u_char *buf,
-    size_t size);
-static ssize_t ngx_fuzz_cl_send(ngx_connection_t *c, u_char *buf,
-    size_t size);
 
 
-static u_char              *ngx_fuzz_cl_in;
-static size_t               ngx_fuzz_cl_left;
-static size_t               ngx_fuzz_cl_chunk;
 static ngx_uint_t           ngx_fuzz_cl_issued;
 static ngx_fuzz_cl_call_t   ngx_fuzz_cl_calls[NGX_FUZZ_CL_CMDS];
 static ngx_uint_t           ngx_fuzz_cl_maps;
@@ -119,7 +113,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         p = sep ? sep + 5 : last;
     }
 
-    ngx_fuzz_cl_chunk = chunks[(flags >> 2) & 0x03];
+    ngx_fuzz_peer.chunk = chunks[(flags >> 2) & 0x03];
+    ngx_fuzz_peer.end = NGX_AGAIN;
     ngx_fuzz_cl_issued = 0;
     ngx_fuzz_cl_maps = 0;
     ngx_memzero(ngx_fuzz_cl_calls, sizeof(ngx_fuzz_cl_calls));
@@ -322,8 +317,8 @@ ngx_fuzz_cl_handler(void *data, ngx_int_t status, redisReply *reply)
 static void
 ngx_fuzz_cl_pump(ngx_meshgate_redis_t *rd, ngx_str_t *seg)
 {
-    ngx_fuzz_cl_in = seg->data;
-    ngx_fuzz_cl_left = seg->len;
+    ngx_fuzz_peer.in = seg->data;
+    ngx_fuzz_peer.left = seg->len;
 
     if (rd->conn) {
         rd->conn->write->handler(rd->conn->write);
@@ -333,7 +328,7 @@ ngx_fuzz_cl_pump(ngx_meshgate_redis_t *rd, ngx_str_t *seg)
         rd->conn->read->handler(rd->conn->read);
     }
 
-    ngx_fuzz_cl_left = 0;
+    ngx_fuzz_peer.left = 0;
 }
 
 
@@ -593,81 +588,4 @@ ngx_sock_ntop(struct sockaddr *sa, socklen_t socklen, u_char *text,
     default:
         return 0;
     }
-}
-
-
-/* the fake connections to the nodes and sentinels */
-
-ngx_int_t
-ngx_event_connect_peer(ngx_peer_connection_t *pc)
-{
-    ngx_connection_t  *c;
-
-    c = calloc(1, sizeof(ngx_connection_t));
-    c->read = calloc(1, sizeof(ngx_event_t));
-    c->write = calloc(1, sizeof(ngx_event_t));
-
-    c->read->data = c;
-    c->read->log = pc->log;
-    c->write->log = pc->log;
-    c->write->data = c;
-    c->write->ready = 1;
-    c->recv = ngx_fuzz_cl_recv;
-    c->send = ngx_fuzz_cl_send;
-    c->log = pc->log;
-    c->fd = -1;
-
-    pc->connection = c;
-
-    return NGX_OK;
-}
-
-
-void
-ngx_close_connection(ngx_connection_t *c)
-{
-    if (c->read->posted) {
-        ngx_delete_posted_event(c->read);
-    }
-
-    if (c->write->posted) {
-        ngx_delete_posted_event(c->write);
-    }
-
-    free(c->read);
-    free(c->write);
-    free(c);
-}
-
-
-ngx_int_t
-ngx_event_get_peer(ngx_peer_connection_t *pc, void *data)
-{
-    return NGX_OK;
-}
-
-
-static ssize_t
-ngx_fuzz_cl_recv(ngx_connection_t *c, u_char *buf, size_t size)
-{
-    size_t  n;
-
-    if (ngx_fuzz_cl_left == 0) {
-        return NGX_AGAIN;
-    }
-
-    n = ngx_min(ngx_min(size, ngx_fuzz_cl_chunk), ngx_fuzz_cl_left);
-
-    ngx_memcpy(buf, ngx_fuzz_cl_in, n);
-    ngx_fuzz_cl_in += n;
-    ngx_fuzz_cl_left -= n;
-
-    return n;
-}
-
-
-static ssize_t
-ngx_fuzz_cl_send(ngx_connection_t *c, u_char *buf, size_t size)
-{
-    return size;
 }
