@@ -219,6 +219,35 @@ def test_quit_while_checks_wait_behind_a_slow_batch(nginx, redis):
     assert "open socket" not in n.logs()
 
 
+def test_quit_before_the_first_connection(nginx, redis):
+    """A request whose headers are still coming when the worker is told to
+    quit: its check is the worker's first, and needs a connection to
+    Redis.  The worker opens it and answers from Redis, not from the
+    failure mode.  (Regression: an exiting worker opened no connection, so
+    with rate_limit_failure_mode closed a reload answered such requests
+    503.)"""
+    n = start(nginx, conf(redis.port, mode="closed"))
+    s = socket.create_connection(("127.0.0.1", n.port), timeout=20)
+    try:
+        s.sendall(b"GET /a?k=first HTTP/1.1\r\nHost: t\r\n")
+        time.sleep(0.3 * SLOW)
+        n.proc.send_signal(signal.SIGQUIT)
+        time.sleep(0.5 * SLOW)
+        s.sendall(b"Connection: close\r\n\r\n")
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        s.close()
+    quit_and_wait(n, 10, signalled=True)
+    head = data.split(b"\r\n\r\n", 1)[0].decode("latin-1")
+    assert head.startswith("HTTP/1.1 200"), head
+    assert "X-Status: PASSED" in head, head
+
+
 def test_reload_under_load_with_a_slow_redis(nginx, redis):
     """Two workers under load, Redis asleep (checks in flight, unsent and
     deferred in both), and a reload: the old workers answer every request

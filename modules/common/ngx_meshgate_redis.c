@@ -423,7 +423,14 @@ ngx_meshgate_redis_connect(ngx_meshgate_redis_t *rd)
         return NGX_DECLINED;
     }
 
-    if (ngx_exiting || ngx_terminate || ngx_quit) {
+    /*
+     * a worker that quits gracefully (a reload, nginx -s quit) still
+     * answers the requests it took, and their checks may need a
+     * connection it has not made yet: connect_timeout= and timeout= bound
+     * how long that keeps it; one told to terminate opens nothing
+     */
+
+    if (ngx_terminate) {
         return NGX_DECLINED;
     }
 
