@@ -24,7 +24,7 @@ static ngx_int_t ngx_meshgate_redis_slots(ngx_meshgate_redis_t *rd,
     redisReply *reply);
 static ngx_int_t ngx_meshgate_redis_slot_range(ngx_meshgate_redis_t *rd,
     redisReply *r, ngx_sockaddr_t *sa, socklen_t *socklen);
-static ngx_uint_t ngx_meshgate_redis_new_nodes(ngx_meshgate_redis_t *rd,
+static ngx_int_t ngx_meshgate_redis_new_nodes(ngx_meshgate_redis_t *rd,
     redisReply *reply);
 static ngx_int_t ngx_meshgate_redis_node_index(ngx_meshgate_redis_t *rd,
     struct sockaddr *sa, socklen_t socklen);
@@ -450,7 +450,6 @@ ngx_meshgate_redis_slots(ngx_meshgate_redis_t *rd, redisReply *reply)
     size_t           i;
     socklen_t        socklen;
     ngx_int_t        n;
-    ngx_uint_t       nnew;
     redisReply      *r;
     ngx_sockaddr_t   sa;
 
@@ -460,18 +459,13 @@ ngx_meshgate_redis_slots(ngx_meshgate_redis_t *rd, redisReply *reply)
         goto invalid;
     }
 
-    for (i = 0; i < reply->elements; i++) {
-        if (ngx_meshgate_redis_slot_range(rd, reply->element[i], &sa,
-                                          &socklen)
-            != NGX_OK)
-        {
-            goto invalid;
-        }
+    n = ngx_meshgate_redis_new_nodes(rd, reply);
+
+    if (n == NGX_ERROR) {
+        goto invalid;
     }
 
-    nnew = ngx_meshgate_redis_new_nodes(rd, reply);
-
-    if (rd->nnodes + nnew > NGX_MESHGATE_REDIS_MAX_NODES) {
+    if (rd->nnodes + n > NGX_MESHGATE_REDIS_MAX_NODES) {
         ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
                       "redis cluster: node %V named more than %d nodes "
                       "in all in CLUSTER SLOTS, the slot map is kept",
@@ -571,9 +565,12 @@ ngx_meshgate_redis_slot_range(ngx_meshgate_redis_t *rd, redisReply *r,
 }
 
 
-/* how many nodes a (checked) CLUSTER SLOTS reply names that are new */
+/*
+ * How many nodes a CLUSTER SLOTS reply names that are new (counted up to
+ * one over the most there can be), NGX_ERROR if a range is not one.
+ */
 
-static ngx_uint_t
+static ngx_int_t
 ngx_meshgate_redis_new_nodes(ngx_meshgate_redis_t *rd, redisReply *reply)
 {
     size_t          i;
@@ -584,8 +581,12 @@ ngx_meshgate_redis_new_nodes(ngx_meshgate_redis_t *rd, redisReply *reply)
     n = 0;
 
     for (i = 0; i < reply->elements; i++) {
-        (void) ngx_meshgate_redis_slot_range(rd, reply->element[i], &sa,
-                                             &socklen);
+        if (ngx_meshgate_redis_slot_range(rd, reply->element[i], &sa,
+                                          &socklen)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
 
         if (ngx_meshgate_redis_node_index(rd, &sa.sockaddr, socklen)
             != NGX_DECLINED)
@@ -608,7 +609,7 @@ ngx_meshgate_redis_new_nodes(ngx_meshgate_redis_t *rd, redisReply *reply)
         /* one over the most there can be is enough to refuse */
 
         if (n == NGX_MESHGATE_REDIS_MAX_NODES + 1) {
-            break;
+            continue;
         }
 
         seen[n] = sa;
